@@ -1,0 +1,341 @@
+"""Decisions: given an object, its namespace and a policy, what happens to it.
+
+Pure: no clock, no network, no files. The caller passes ``now`` and, when it has
+them, the base-image verdicts the registry shell computed.
+
+For each image the order is fixed and short-circuits:
+
+1. not a valid reference                      -> ``invalid-reference``
+2. matches ``blocked``                         -> ``blocked-registry`` (no grant overrides it)
+3. matches ``trusted``                         -> allowed
+4. namespace has an active grant              -> allowed if the grant's registries cover it,
+                                                 else ``outside-grant``
+5. ``byoc.default: allow``                     -> allowed
+6. otherwise                                   -> ``untrusted-registry``
+
+Images that BYOC let in (steps 4 and 5) must also pass base-image verification when
+the grant or policy sets ``requireBaseImage``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from imagegate.core.policy import Grant, Mode, Policy
+from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref
+from imagegate.core.workloads import ImageUse, ObjectShapeError, image_uses
+
+__all__ = [
+    "BaseImageVerdict",
+    "Decision",
+    "Finding",
+    "ImageVerdict",
+    "Rule",
+    "decide",
+]
+
+
+class Rule:
+    """Names of the rules a finding can break (stable: they appear in metrics and logs)."""
+
+    INVALID_REFERENCE = "invalid-reference"
+    BLOCKED_REGISTRY = "blocked-registry"
+    UNTRUSTED_REGISTRY = "untrusted-registry"
+    OUTSIDE_GRANT = "outside-grant"
+    BASE_IMAGE_MISMATCH = "base-image-mismatch"
+    BASE_IMAGE_UNVERIFIED = "base-image-unverified"
+    MALFORMED_OBJECT = "malformed-object"
+
+
+@dataclass(frozen=True, slots=True)
+class BaseImageVerdict:
+    """What the registry shell found out about an image's base (see the registry module)."""
+
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One broken rule for one image use."""
+
+    use: ImageUse
+    rule: str
+    reason: str
+    mode: Mode
+
+    @property
+    def message(self) -> str:
+        """The whole sentence: which container, which image, what is wrong."""
+        if self.use.kind == "object":
+            return self.reason
+        return f"{self.use.label} image {self.use.image!r} {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageVerdict:
+    """How one image use was judged: ``allowed_by`` or a ``finding`` (or skipped as unchanged)."""
+
+    use: ImageUse
+    reference: str | None
+    allowed_by: str | None = None
+    finding: Finding | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for one object."""
+
+    kind: str
+    name: str
+    namespace: str
+    governed: bool
+    verdicts: tuple[ImageVerdict, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    patches: tuple[Mapping[str, Any], ...] = ()
+    base_checks_needed: tuple[str, ...] = field(default=())
+
+    @property
+    def violations(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.mode is Mode.ENFORCE)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.mode is Mode.WARN)
+
+    @property
+    def audits(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.mode is Mode.AUDIT)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.violations
+
+    @property
+    def subject(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {where}{self.name or '(unnamed)'}"
+
+    def message(self) -> str:
+        """One message listing every violation, as the API server shows it to the user."""
+        if self.allowed:
+            return ""
+        count = len(self.violations)
+        noun = "violation" if count == 1 else "violations"
+        listed = "; ".join(f.message for f in self.violations)
+        return f"imagegate denied {self.subject}: {count} {noun}: {listed}"
+
+
+def _describe(grant: Grant) -> str:
+    parts = [f"granted in {grant.source}"]
+    if grant.ticket:
+        parts.append(f"ticket {grant.ticket}")
+    return ", ".join(parts)
+
+
+def _preview(patterns: Sequence[object], limit: int = 3) -> str:
+    shown = ", ".join(str(p) for p in patterns[:limit])
+    return shown + (f" and {len(patterns) - limit} more" if len(patterns) > limit else "")
+
+
+@dataclass(frozen=True, slots=True)
+class _Judge:
+    """Judges image uses for one namespace under one policy at one instant."""
+
+    policy: Policy
+    namespace: str
+    active: tuple[Grant, ...]
+    expired: tuple[Grant, ...]
+    base_verdicts: Mapping[str, BaseImageVerdict]
+
+    @property
+    def mode(self) -> Mode:
+        for grant in self.active:
+            if grant.mode is not None:
+                return grant.mode
+        return self.policy.mode
+
+    def finding(self, use: ImageUse, rule: str, message: str) -> Finding:
+        return Finding(use, rule, message, self.mode)
+
+    def no_grant_reason(self) -> str:
+        if self.expired:
+            latest = max(self.expired, key=lambda g: g.expires or dt.date.min)
+            return (
+                f"the BYOC grant for namespace {self.namespace} expired on "
+                f"{latest.expires.isoformat() if latest.expires else '?'} ({_describe(latest)})"
+            )
+        return f"namespace {self.namespace or '(none)'} has no BYOC grant"
+
+    def judge(self, use: ImageUse) -> tuple[ImageVerdict, str | None]:
+        """The verdict, plus a normalized reference that needs base-image verification."""
+        try:
+            ref = parse_docker_ref(use.image)
+        except ReferenceError as exc:
+            why = "is empty" if use.image == "" else f"is not a valid image reference: {exc}"
+            return ImageVerdict(use, None, finding=self.finding(use, Rule.INVALID_REFERENCE, why)), None
+        text = str(ref)
+        blocked = next((p for p in self.policy.blocked if p.matches(ref)), None)
+        if blocked is not None:
+            message = f"({text}) is from a blocked registry (matches {str(blocked)!r})"
+            return ImageVerdict(use, text, finding=self.finding(use, Rule.BLOCKED_REGISTRY, message)), None
+        trusted = next((p for p in self.policy.trusted if p.matches(ref)), None)
+        if trusted is not None:
+            return ImageVerdict(use, text, allowed_by=f"trusted {trusted}"), None
+        if self.active:
+            return self._judge_granted(use, ref, text)
+        if self.policy.byoc_default == "allow":
+            return self._needs_base(use, text, "byoc default allow", self.policy.byoc_require_base_image)
+        trusted_list = _preview(self.policy.trusted) or "none"
+        message = (
+            f"({text}) is not from a trusted registry (trusted: {trusted_list}); {self.no_grant_reason()}"
+        )
+        return ImageVerdict(use, text, finding=self.finding(use, Rule.UNTRUSTED_REGISTRY, message)), None
+
+    def _judge_granted(self, use: ImageUse, ref: Reference, text: str) -> tuple[ImageVerdict, str | None]:
+        for grant in self.active:
+            if grant.registries is None or any(p.matches(ref) for p in grant.registries):
+                require = grant.require_base_image or self.policy.byoc_require_base_image
+                return self._needs_base(
+                    use, text, f"grant for {grant.namespace} ({_describe(grant)})", require
+                )
+        granted = [p for g in self.active for p in (g.registries or ())]
+        message = (
+            f"({text}) is neither trusted nor in the registries granted to namespace "
+            f"{self.namespace} ({_preview(granted)})"
+        )
+        return ImageVerdict(use, text, finding=self.finding(use, Rule.OUTSIDE_GRANT, message)), None
+
+    def _needs_base(
+        self, use: ImageUse, text: str, allowed_by: str, require: bool
+    ) -> tuple[ImageVerdict, str | None]:
+        if not require:
+            return ImageVerdict(use, text, allowed_by=allowed_by), None
+        verdict = self.base_verdicts.get(text)
+        if verdict is None:
+            message = (
+                f"({text}) must be built on a trusted base image, and it could not be verified "
+                "(no registry access in this evaluation)"
+            )
+            return ImageVerdict(
+                use, text, finding=self.finding(use, Rule.BASE_IMAGE_UNVERIFIED, message)
+            ), text
+        if verdict.ok:
+            return ImageVerdict(use, text, allowed_by=f"{allowed_by}; base {verdict.detail}"), text
+        message = f"({text}) is not built on a trusted base image: {verdict.detail}"
+        return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_MISMATCH, message)), text
+
+
+def _old_keys(old: Mapping[str, Any] | None) -> frozenset[tuple[str, str, str]]:
+    if not old:
+        return frozenset()
+    try:
+        return frozenset((u.kind, u.name, u.image) for u in image_uses(old))
+    except ObjectShapeError:
+        return frozenset()  # a malformed old object grandfathers nothing
+
+
+def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def decide(
+    policy: Policy,
+    obj: Mapping[str, Any],
+    *,
+    namespace: str,
+    now: dt.datetime,
+    namespace_labels: Mapping[str, str] | None = None,
+    old_object: Mapping[str, Any] | None = None,
+    base_verdicts: Mapping[str, BaseImageVerdict] | None = None,
+) -> Decision:
+    """Judge every image ``obj`` names.
+
+    On UPDATE pass ``old_object``: images already present at the same place were
+    admitted before and are not judged again (the pods they make are judged on
+    CREATE), so an expired grant does not block scaling a Deployment. New and
+    changed images, including ephemeral containers added by ``kubectl debug``, are.
+    """
+    kind = str(obj.get("kind", ""))
+    name = str(_metadata(obj).get("name") or _metadata(obj).get("generateName") or "")
+    if not policy.namespaces.governs(namespace, namespace_labels):
+        return Decision(kind, name, namespace, governed=False)
+    try:
+        uses = image_uses(obj)
+    except ObjectShapeError as exc:
+        bad = ImageUse("object", kind or "object", "", exc.pointer)
+        finding = Finding(bad, Rule.MALFORMED_OBJECT, f"malformed {kind or 'object'}: {exc}", Mode.ENFORCE)
+        return Decision(kind, name, namespace, governed=True, findings=(finding,))
+    grants = policy.grants_for(namespace)
+    judge = _Judge(
+        policy=policy,
+        namespace=namespace,
+        active=tuple(g for g in grants if not g.expired(now)),
+        expired=tuple(g for g in grants if g.expired(now)),
+        base_verdicts=base_verdicts or {},
+    )
+    seen_before = _old_keys(old_object)
+    verdicts: list[ImageVerdict] = []
+    needs_base: list[str] = []
+    for use in uses:
+        if (use.kind, use.name, use.image) in seen_before:
+            verdicts.append(ImageVerdict(use, None, allowed_by="unchanged by this update"))
+            continue
+        verdict, base_ref = judge.judge(use)
+        verdicts.append(verdict)
+        if base_ref is not None and base_ref not in needs_base:
+            needs_base.append(base_ref)
+    findings = tuple(v.finding for v in verdicts if v.finding is not None)
+    return Decision(
+        kind,
+        name,
+        namespace,
+        governed=True,
+        verdicts=tuple(verdicts),
+        findings=findings,
+        base_checks_needed=tuple(needs_base),
+    )
+
+
+def finding_to_dict(finding: Finding) -> dict[str, str]:
+    """A finding as plain data (JSON output, logs, audit annotations)."""
+    use = finding.use
+    return {
+        "container": use.name,
+        "containerKind": use.kind,
+        "image": use.image,
+        "rule": finding.rule,
+        "mode": finding.mode.value,
+        "message": finding.message,
+    }
+
+
+def decision_to_dict(decision: Decision) -> dict[str, Any]:
+    """A decision as plain data, stable for ``--output json`` consumers."""
+    return {
+        "kind": decision.kind,
+        "namespace": decision.namespace,
+        "name": decision.name,
+        "governed": decision.governed,
+        "allowed": decision.allowed,
+        "message": decision.message(),
+        "violations": [finding_to_dict(f) for f in decision.violations],
+        "warnings": [finding_to_dict(f) for f in decision.warnings],
+        "audits": [finding_to_dict(f) for f in decision.audits],
+        "images": [
+            {
+                "container": v.use.name,
+                "containerKind": v.use.kind,
+                "image": v.use.image,
+                "reference": v.reference,
+                "allowedBy": v.allowed_by,
+                "rule": v.finding.rule if v.finding else None,
+            }
+            for v in decision.verdicts
+        ],
+        "patches": list(decision.patches),
+    }

@@ -1,0 +1,402 @@
+"""The policy model: one YAML document for the platform, one for the BYOC grants.
+
+Loading is pure (text in, :class:`Policy` out); reading files and reloading them live
+is the shell's job (:mod:`imagegate.shell.policy_source`). Every error names the
+source, the line and the key.
+
+The four choices a platform has are all settings here:
+
+* gate closed: ``byoc.default: deny`` and no grants;
+* gate open (BYOC for everyone): ``byoc.default: allow``;
+* open for a limited time: grants with ``expires``;
+* open for selected tools: grants per namespace, optionally limited to ``registries``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+import msgspec
+
+from imagegate.core.patterns import PatternError, RepositoryPattern, parse_pattern
+from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
+
+__all__ = [
+    "DEFAULT_POLICY_YAML",
+    "Grant",
+    "LabelSelector",
+    "Mode",
+    "NamespaceScope",
+    "Policy",
+    "PolicyError",
+    "default_policy",
+    "load_grants",
+    "load_policy",
+]
+
+PolicyError = DocumentError
+
+_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_GLOB_NAME_RE = re.compile(r"[a-z0-9*?\[\]!-]+")
+
+
+class Mode(str, Enum):
+    """What a violation does: deny it, allow it with a warning, or only record it."""
+
+    ENFORCE = "enforce"
+    WARN = "warn"
+    AUDIT = "audit"
+
+
+# --- the documents as written (camelCase keys, unknown keys refused) -----------------
+
+
+class _Doc(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class SelectorRequirementDoc(_Doc):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = []
+
+
+class LabelSelectorDoc(_Doc):
+    match_labels: dict[str, str] = {}
+    match_expressions: list[SelectorRequirementDoc] = []
+
+
+class NamespacesDoc(_Doc):
+    include: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    exclude: list[str] = []
+    selector: LabelSelectorDoc | None = None
+
+
+class GrantDoc(_Doc):
+    namespace: str
+    registries: list[str] | None = None
+    expires: dt.date | None = None
+    reason: str = ""
+    requested_by: str = ""
+    ticket: str = ""
+    require_base_image: bool = False
+    mode: Mode | None = None
+
+
+class ByocDoc(_Doc):
+    default: Literal["deny", "allow"] = "deny"
+    require_base_image: bool = False
+    grants: list[GrantDoc] = []
+    grants_file: str | None = None
+
+
+class PolicyDoc(_Doc):
+    api_version: str = "imagegate.toolforge.org/v1"
+    kind: Literal["ImagePolicy"] = "ImagePolicy"
+    mode: Mode = Mode.ENFORCE
+    trusted: list[str] = []
+    blocked: list[str] = []
+    byoc: ByocDoc = msgspec.field(default_factory=ByocDoc)
+    namespaces: NamespacesDoc = msgspec.field(default_factory=NamespacesDoc)
+
+
+class GrantsDoc(_Doc):
+    api_version: str = "imagegate.toolforge.org/v1"
+    kind: Literal["ImageGrants"] = "ImageGrants"
+    grants: list[GrantDoc] = []
+
+
+SUPPORTED_API_VERSIONS = ("imagegate.toolforge.org/v1",)
+
+# --- the compiled policy --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSelector:
+    """Kubernetes label-selector semantics (matchLabels AND every matchExpression)."""
+
+    match_labels: Mapping[str, str]
+    expressions: tuple[tuple[str, str, frozenset[str]], ...]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for key, operator, values in self.expressions:
+            present = key in labels
+            if operator == "In" and not (present and labels[key] in values):
+                return False
+            if operator == "NotIn" and present and labels[key] in values:
+                return False
+            if operator == "Exists" and not present:
+                return False
+            if operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceScope:
+    """Which namespaces the policy governs."""
+
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    selector: LabelSelector | None = None
+
+    def governs(self, name: str, labels: Mapping[str, str] | None) -> bool:
+        """Unknown labels (``None``) with a selector set count as governed: fail closed."""
+        if any(fnmatchcase(name, pattern) for pattern in self.exclude):
+            return False
+        if not any(fnmatchcase(name, pattern) for pattern in self.include):
+            return False
+        if self.selector is None or labels is None:
+            return True
+        return self.selector.matches(labels)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One BYOC exception: ``namespace`` may use images beyond the trusted list."""
+
+    namespace: str
+    registries: tuple[RepositoryPattern, ...] | None
+    expires: dt.date | None
+    reason: str
+    requested_by: str
+    ticket: str
+    require_base_image: bool
+    mode: Mode | None
+    source: str
+
+    def expired(self, now: dt.datetime) -> bool:
+        """A grant is good through the whole of its ``expires`` day, in UTC."""
+        return self.expires is not None and now.astimezone(dt.UTC).date() > self.expires
+
+    def days_left(self, now: dt.datetime) -> int | None:
+        if self.expires is None:
+            return None
+        return (self.expires - now.astimezone(dt.UTC).date()).days
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A validated policy, ready for :func:`imagegate.core.decide.decide`."""
+
+    mode: Mode
+    trusted: tuple[RepositoryPattern, ...]
+    blocked: tuple[RepositoryPattern, ...]
+    byoc_default: Literal["deny", "allow"]
+    byoc_require_base_image: bool
+    grants: tuple[Grant, ...]
+    namespaces: NamespaceScope
+    grants_file: str | None = None
+    source: str = "<built-in>"
+    grants_by_namespace: Mapping[str, tuple[Grant, ...]] = field(default_factory=dict)
+
+    def grants_for(self, namespace: str) -> tuple[Grant, ...]:
+        return self.grants_by_namespace.get(namespace, ())
+
+    def with_grants(self, extra: Sequence[Grant]) -> Policy:
+        """The same policy with the grants of a grants file added to the inline ones."""
+        return _assemble(self, (*self.grants, *extra))
+
+
+def _assemble(base: Policy, grants: Sequence[Grant]) -> Policy:
+    by_namespace: dict[str, list[Grant]] = {}
+    for grant in grants:
+        by_namespace.setdefault(grant.namespace, []).append(grant)
+    return Policy(
+        mode=base.mode,
+        trusted=base.trusted,
+        blocked=base.blocked,
+        byoc_default=base.byoc_default,
+        byoc_require_base_image=base.byoc_require_base_image,
+        grants=tuple(grants),
+        namespaces=base.namespaces,
+        grants_file=base.grants_file,
+        source=base.source,
+        grants_by_namespace={k: tuple(v) for k, v in by_namespace.items()},
+    )
+
+
+# --- loading ---------------------------------------------------------------------------
+
+_MSGSPEC_PATH_RE = re.compile(r" - at `(\$[^`]*)`$")
+_UNKNOWN_FIELD_RE = re.compile(r"^Object contains unknown field `([^`]*)`")
+
+
+def _convert(doc: LocatedDocument, kind: type[Any], hint: str) -> Any:
+    if not isinstance(doc.data, dict):
+        raise doc.error("$", f"expected a mapping ({hint}), got {type(doc.data).__name__}")
+    try:
+        return msgspec.convert(doc.data, kind)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        found = _MSGSPEC_PATH_RE.search(text)
+        path = found.group(1) if found else "$"
+        message = text[: found.start()] if found else text
+        unknown = _UNKNOWN_FIELD_RE.match(message)
+        if unknown:
+            path = f"{path}.{unknown.group(1)}"
+            message = f"unknown key {unknown.group(1)!r} (a typo? see docs/policy.md)"
+        elif "got `datetime`" in message or "RFC3339 encoded date" in message:
+            message = "write a date (2026-12-31): a grant is good through that whole day, UTC"
+        raise doc.error(path, message) from None
+
+
+def _patterns(doc: LocatedDocument, path: str, entries: Sequence[str]) -> tuple[RepositoryPattern, ...]:
+    compiled = []
+    for index, entry in enumerate(entries):
+        try:
+            compiled.append(parse_pattern(entry))
+        except PatternError as exc:
+            raise doc.error(f"{path}[{index}]", str(exc)) from None
+    return tuple(compiled)
+
+
+def _check_name_globs(doc: LocatedDocument, path: str, names: Sequence[str]) -> tuple[str, ...]:
+    for index, name in enumerate(names):
+        if not _GLOB_NAME_RE.fullmatch(name):
+            raise doc.error(f"{path}[{index}]", f"{name!r} is not a namespace name or glob")
+    return tuple(names)
+
+
+def _selector(doc: LocatedDocument, path: str, selector: LabelSelectorDoc) -> LabelSelector:
+    expressions = []
+    for index, req in enumerate(selector.match_expressions):
+        needs_values = req.operator in ("In", "NotIn")
+        if needs_values != bool(req.values):
+            want = "needs values" if needs_values else "takes no values"
+            raise doc.error(f"{path}.matchExpressions[{index}]", f"operator {req.operator} {want}")
+        expressions.append((req.key, req.operator, frozenset(req.values)))
+    return LabelSelector(dict(selector.match_labels), tuple(expressions))
+
+
+def _grants(doc: LocatedDocument, path: str, grants: Sequence[GrantDoc]) -> tuple[Grant, ...]:
+    compiled = []
+    for index, grant in enumerate(grants):
+        where = f"{path}[{index}]"
+        if not _DNS_LABEL_RE.fullmatch(grant.namespace) or len(grant.namespace) > 63:
+            raise doc.error(f"{where}.namespace", f"{grant.namespace!r} is not a namespace name")
+        registries = None
+        if grant.registries is not None:
+            if not grant.registries:
+                raise doc.error(
+                    f"{where}.registries",
+                    "an empty list allows nothing; leave 'registries' out to allow any registry",
+                )
+            registries = _patterns(doc, f"{where}.registries", grant.registries)
+        line = doc.line_of(where)
+        compiled.append(
+            Grant(
+                namespace=grant.namespace,
+                registries=registries,
+                expires=grant.expires,
+                reason=grant.reason,
+                requested_by=grant.requested_by,
+                ticket=grant.ticket,
+                require_base_image=grant.require_base_image,
+                mode=grant.mode,
+                source=f"{doc.source}:{line}" if line else doc.source,
+            )
+        )
+    return tuple(compiled)
+
+
+def _check_api_version(doc: LocatedDocument, api_version: str) -> None:
+    if api_version not in SUPPORTED_API_VERSIONS:
+        raise doc.error(
+            "$.apiVersion",
+            f"unsupported apiVersion {api_version!r}; this imagegate reads {SUPPORTED_API_VERSIONS[0]}",
+        )
+
+
+def load_policy(text: str, source: str = "<policy>") -> Policy:
+    """Parse and validate a policy document (YAML or JSON)."""
+    doc = load_yaml_document(text, source)
+    parsed: PolicyDoc = _convert(doc, PolicyDoc, "an ImagePolicy")
+    _check_api_version(doc, parsed.api_version)
+    scope = NamespaceScope(
+        include=_check_name_globs(doc, "$.namespaces.include", parsed.namespaces.include),
+        exclude=_check_name_globs(doc, "$.namespaces.exclude", parsed.namespaces.exclude),
+        selector=(
+            _selector(doc, "$.namespaces.selector", parsed.namespaces.selector)
+            if parsed.namespaces.selector is not None
+            else None
+        ),
+    )
+    base = Policy(
+        mode=parsed.mode,
+        trusted=_patterns(doc, "$.trusted", parsed.trusted),
+        blocked=_patterns(doc, "$.blocked", parsed.blocked),
+        byoc_default=parsed.byoc.default,
+        byoc_require_base_image=parsed.byoc.require_base_image,
+        grants=(),
+        namespaces=scope,
+        grants_file=parsed.byoc.grants_file,
+        source=source,
+    )
+    return _assemble(base, _grants(doc, "$.byoc.grants", parsed.byoc.grants))
+
+
+def load_grants(text: str, source: str = "<grants>") -> tuple[Grant, ...]:
+    """Parse and validate a grants document (the ConfigMap's file)."""
+    doc = load_yaml_document(text, source)
+    parsed: GrantsDoc = _convert(doc, GrantsDoc, "an ImageGrants document with a 'grants' list")
+    _check_api_version(doc, parsed.api_version)
+    return _grants(doc, "$.grants", parsed.grants)
+
+
+DEFAULT_POLICY_YAML = """\
+# imagegate's built-in policy: the gate is closed. Images come only from the
+# platform's own registries; no namespace has a BYOC grant. Copy this file and
+# edit it (docs/policy.md) to open the gate for some tools or for everyone.
+apiVersion: imagegate.toolforge.org/v1
+kind: ImagePolicy
+mode: enforce
+trusted:
+  - docker-registry.svc.toolforge.org
+  - docker-registry.tools.wmflabs.org
+  - tools-harbor.wmcloud.org/toolforge
+blocked: []
+byoc:
+  default: deny
+  grants: []
+namespaces:
+  include: ["*"]
+  exclude: ["kube-*", "imagegate", "cert-manager"]
+"""
+
+
+def default_policy() -> Policy:
+    """The built-in policy (``DEFAULT_POLICY_YAML``)."""
+    return load_policy(DEFAULT_POLICY_YAML, "<built-in>")
+
+
+def dump_grants(grants: Sequence[Grant]) -> dict[str, Any]:
+    """Grants back to their document form (for ``grants`` commands and reports)."""
+    out: list[dict[str, Any]] = []
+    for grant in grants:
+        item: dict[str, Any] = {"namespace": grant.namespace}
+        if grant.registries is not None:
+            item["registries"] = [p.text for p in grant.registries]
+        if grant.expires is not None:
+            item["expires"] = grant.expires.isoformat()
+        for key, value in (
+            ("reason", grant.reason),
+            ("requestedBy", grant.requested_by),
+            ("ticket", grant.ticket),
+        ):
+            if value:
+                item[key] = value
+        if grant.require_base_image:
+            item["requireBaseImage"] = True
+        if grant.mode is not None:
+            item["mode"] = grant.mode.value
+        out.append(item)
+    return {"apiVersion": SUPPORTED_API_VERSIONS[0], "kind": "ImageGrants", "grants": out}

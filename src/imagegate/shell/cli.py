@@ -1,0 +1,232 @@
+"""The ``imagegate`` command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from imagegate.core.decide import Decision, decide, decision_to_dict
+from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError
+from imagegate.core.yamldoc import DocumentError
+from imagegate.shell.manifests import SourcedObject, read_manifests
+from imagegate.shell.policy_source import load_policy_files
+
+app = typer.Typer(
+    name="imagegate",
+    help="Admission control for container images on multi-tenant Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="Validate or print policies.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+EXIT_OK, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
+
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option("--policy", "-p", help="Policy file (YAML). Default: the built-in policy.", dir_okay=False),
+]
+GrantsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--grants", "-g", help="Grants file; overrides the policy's byoc.grantsFile.", dir_okay=False
+    ),
+]
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _load(policy_path: Path | None, grants_path: Path | None) -> Policy:
+    try:
+        return load_policy_files(policy_path, grants_path)[0]
+    except PolicyError as exc:
+        raise _fail(f"invalid policy: {exc}") from None
+
+
+def _parse_now(text: str | None) -> dt.datetime:
+    if text is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"--now: {text!r} is not an ISO date or date-time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class CheckedObject:
+    where: str
+    decision: Decision
+
+
+def _namespace_labels(objects: list[SourcedObject]) -> dict[str, Mapping[str, str]]:
+    """Labels of Namespace objects in the input, for policies with a namespace selector."""
+    labels: dict[str, Mapping[str, str]] = {}
+    for item in objects:
+        metadata = item.obj.get("metadata") or {}
+        if item.obj.get("kind") == "Namespace" and isinstance(metadata, Mapping):
+            found = metadata.get("labels") or {}
+            name = str(metadata.get("name", ""))
+            labels[name] = {str(k): str(v) for k, v in found.items()} if isinstance(found, Mapping) else {}
+    return labels
+
+
+def check_objects(
+    policy: Policy, objects: list[SourcedObject], default_namespace: str, now: dt.datetime
+) -> list[CheckedObject]:
+    """Judge every object the way the webhook would on CREATE."""
+    known_labels = _namespace_labels(objects)
+    results = []
+    for item in objects:
+        metadata = item.obj.get("metadata")
+        namespace = default_namespace
+        if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
+            namespace = metadata["namespace"]
+        decision = decide(
+            policy, item.obj, namespace=namespace, now=now, namespace_labels=known_labels.get(namespace)
+        )
+        results.append(CheckedObject(item.where, decision))
+    return results
+
+
+_RESULT_STYLE = {
+    "denied": "[bold red]denied[/]",
+    "warn": "[yellow]warn[/]",
+    "audit": "[blue]audit[/]",
+    "allowed": "[green]allowed[/]",
+    "exempt": "[dim]exempt[/]",
+}
+
+
+def _render_table(results: list[CheckedObject], console: Console) -> None:
+    table = Table(show_lines=False, header_style="bold", expand=False)
+    for column in ("result", "object", "container", "image", "why"):
+        table.add_column(column, overflow="fold")
+    for checked in results:
+        decision = checked.decision
+        subject = escape(f"{decision.subject}\n{checked.where}")
+        if not decision.governed:
+            table.add_row(_RESULT_STYLE["exempt"], subject, "", "", "namespace not governed by the policy")
+            continue
+        if not decision.verdicts and not decision.findings:
+            continue
+        for finding in decision.findings if not decision.verdicts else ():
+            table.add_row(_RESULT_STYLE["denied"], subject, "", "", escape(finding.message))
+        for verdict in decision.verdicts:
+            finding = verdict.finding
+            if finding is None:
+                result, why = "allowed", verdict.allowed_by or ""
+            else:
+                result = {"enforce": "denied", "warn": "warn", "audit": "audit"}[finding.mode.value]
+                why = f"{finding.rule}: {finding.reason}"
+            table.add_row(
+                _RESULT_STYLE[result],
+                subject,
+                escape(verdict.use.label),
+                escape(verdict.use.image),
+                escape(why),
+            )
+    console.print(table)
+
+
+def _summary(results: list[CheckedObject]) -> str:
+    images = sum(len(c.decision.verdicts) for c in results)
+    denied = sum(1 for c in results if not c.decision.allowed)
+    warned = sum(1 for c in results if c.decision.warnings)
+    audited = sum(1 for c in results if c.decision.audits)
+    exempt = sum(1 for c in results if not c.decision.governed)
+    return (
+        f"{len(results)} objects, {images} images: {denied} denied, {warned} with warnings, "
+        f"{audited} audited, {exempt} exempt"
+    )
+
+
+@app.command()
+def check(
+    paths: Annotated[list[str], typer.Argument(help="Manifest files, directories, or - for stdin.")],
+    policy: PolicyOption = None,
+    grants: GrantsOption = None,
+    namespace: Annotated[
+        str, typer.Option("--namespace", "-n", help="Namespace for objects that name none.")
+    ] = "default",
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="table or json.")
+    ] = OutputFormat.table,
+    now: Annotated[
+        str | None, typer.Option(help="Evaluate as of this ISO date/time (grant expiry). Default: now.")
+    ] = None,
+) -> None:
+    """Evaluate manifests offline against a policy, as the webhook would on CREATE.
+
+    Exit code: 0 when everything is allowed (warnings included), 1 when anything would
+    be denied, 2 on bad input (unreadable manifest or invalid policy).
+    """
+    loaded = _load(policy, grants)
+    moment = _parse_now(now)
+    try:
+        objects = read_manifests(paths)
+    except DocumentError as exc:
+        raise _fail(f"invalid manifest: {exc}") from None
+    results = check_objects(loaded, objects, namespace, moment)
+    if output is OutputFormat.json:
+        payload = {
+            "summary": _summary(results),
+            "allowed": all(c.decision.allowed for c in results),
+            "objects": [{"source": c.where, **decision_to_dict(c.decision)} for c in results],
+        }
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(payload)) + b"\n")
+    else:
+        console = Console()
+        _render_table(results, console)
+        console.print(_summary(results))
+    if not all(c.decision.allowed for c in results):
+        raise typer.Exit(EXIT_DENIED)
+
+
+@policy_app.command("validate")
+def policy_validate(policy: PolicyOption = None, grants: GrantsOption = None) -> None:
+    """Validate a policy (and its grants file); print what it says."""
+    loaded = _load(policy, grants)
+    now = dt.datetime.now(dt.UTC)
+    console = Console()
+    console.print(f"[green]valid[/]: {escape(loaded.source)}")
+    console.print(f"mode: {loaded.mode.value}; byoc default: {loaded.byoc_default}")
+    console.print(f"trusted: {escape(', '.join(map(str, loaded.trusted)) or '(none)')}")
+    if loaded.blocked:
+        console.print(f"blocked: {escape(', '.join(map(str, loaded.blocked)))}")
+    for grant in loaded.grants:
+        state = "expired" if grant.expired(now) else "active"
+        registries = ", ".join(map(str, grant.registries)) if grant.registries is not None else "any registry"
+        until = grant.expires.isoformat() if grant.expires else "no expiry"
+        console.print(f"grant {escape(grant.namespace)}: {state}, {escape(registries)}, {until}")
+
+
+@policy_app.command("default")
+def policy_default() -> None:
+    """Print the built-in policy, a starting point for your own."""
+    sys.stdout.write(DEFAULT_POLICY_YAML)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point for the ``imagegate`` script."""
+    return app(args=argv)

@@ -1,0 +1,149 @@
+"""Policy and grants files on disk, reloaded live.
+
+In a cluster both files are ConfigMaps mounted as volumes. The kubelet updates such a
+volume atomically: it writes a new timestamped directory and swaps the ``..data``
+symlink to it, so ``grants.yaml`` (a link through ``..data``) changes all at once and
+the directory sees a create/delete of ``..data`` rather than a write to the file. We
+therefore watch the *directory*, re-read the files through their links after any event,
+and compare contents, so a swap, an editor's rename or a plain write all count.
+
+A new version that does not validate is refused: the last good policy stays in force,
+the error is logged loudly and kept in :attr:`PolicySource.last_error` (``/readyz`` and
+metrics report it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+import watchfiles
+
+from imagegate.core.policy import Policy, PolicyError, default_policy, load_grants, load_policy
+
+__all__ = ["PolicySource", "ReloadResult", "load_policy_files"]
+
+log = structlog.get_logger("imagegate.policy")
+
+# A policy or grants file larger than this is refused rather than parsed.
+MAX_POLICY_BYTES = 4 * 1024 * 1024
+
+
+def _read(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_POLICY_BYTES:
+            raise PolicyError(str(path), None, None, f"file is {size} bytes; the limit is {MAX_POLICY_BYTES}")
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise PolicyError(str(path), None, None, "file not found") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(
+            str(path), None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise PolicyError(str(path), None, None, f"cannot read: {exc.strerror}") from None
+
+
+def _resolve_grants_path(policy: Policy, policy_path: Path | None, grants_path: Path | None) -> Path | None:
+    if grants_path is not None:
+        return grants_path
+    if policy.grants_file is None:
+        return None
+    candidate = Path(policy.grants_file)
+    if not candidate.is_absolute() and policy_path is not None:
+        candidate = policy_path.parent / candidate
+    return candidate
+
+
+def load_policy_files(policy_path: Path | None, grants_path: Path | None = None) -> tuple[Policy, str]:
+    """Read and validate the policy (built-in when ``None``) plus its grants file.
+
+    Returns the policy and a fingerprint of the texts read (to notice real changes).
+    """
+    digest = hashlib.sha256()
+    if policy_path is None:
+        policy = default_policy()
+    else:
+        text = _read(policy_path)
+        digest.update(text.encode())
+        policy = load_policy(text, str(policy_path))
+    resolved = _resolve_grants_path(policy, policy_path, grants_path)
+    if resolved is not None:
+        text = _read(resolved)
+        digest.update(b"\0" + text.encode())
+        policy = policy.with_grants(load_grants(text, str(resolved)))
+    return policy, digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    changed: bool
+    error: str | None = None
+
+
+class PolicySource:
+    """The policy in force, kept current from its files."""
+
+    def __init__(
+        self,
+        policy_path: Path | None = None,
+        grants_path: Path | None = None,
+        on_reload: Callable[[ReloadResult], None] | None = None,
+    ) -> None:
+        self.policy_path = policy_path
+        self.grants_path = grants_path
+        self._on_reload = on_reload
+        self.current, self._fingerprint = load_policy_files(policy_path, grants_path)
+        self.last_error: str | None = None
+        self.reloads = 0
+
+    def watched_paths(self) -> list[Path]:
+        """The directories to watch (each file's own directory, for the ..data swap)."""
+        files = [p for p in (self.policy_path, self.effective_grants_path()) if p is not None]
+        return sorted({p.absolute().parent for p in files})
+
+    def effective_grants_path(self) -> Path | None:
+        return _resolve_grants_path(self.current, self.policy_path, self.grants_path)
+
+    def reload(self) -> ReloadResult:
+        """Re-read the files; swap the policy in only when it changed and validates."""
+        try:
+            policy, fingerprint = load_policy_files(self.policy_path, self.grants_path)
+        except PolicyError as exc:
+            message = str(exc)
+            if message != self.last_error:
+                log.error("policy reload refused; keeping the last good policy", error=message)
+            self.last_error = message
+            result = ReloadResult(changed=False, error=message)
+        else:
+            changed = fingerprint != self._fingerprint
+            if changed:
+                self.current, self._fingerprint = policy, fingerprint
+                self.reloads += 1
+                log.info(
+                    "policy reloaded",
+                    source=policy.source,
+                    grants=len(policy.grants),
+                    trusted=len(policy.trusted),
+                )
+            self.last_error = None
+            result = ReloadResult(changed=changed)
+        if self._on_reload is not None:
+            self._on_reload(result)
+        return result
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Reload on every change in the watched directories until ``stop`` is set."""
+        paths = self.watched_paths()
+        if not paths:
+            await stop.wait()
+            return
+        async for _changes in watchfiles.awatch(
+            *paths, stop_event=stop, debounce=200, recursive=False, watch_filter=None
+        ):
+            self.reload()

@@ -1,0 +1,28 @@
+"""Shared test helpers: where the peers' conformance data lives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFORMANCE = REPO_ROOT.parent / "shared" / "conformance"
+
+
+def load_conformance(relative: str) -> Any:
+    """Read one JSON file of ../shared/conformance; fail loudly when it is missing."""
+    path = CONFORMANCE / relative
+    if not path.is_file():
+        pytest.fail(f"conformance data missing: {path} (the tests read ../shared/conformance)")
+    return json.loads(path.read_text())
+
+
+def case_id(case: dict[str, Any]) -> str:
+    """A readable pytest id for a conformance case."""
+    for key in ("id", "file"):
+        if key in case:
+            return str(case[key])
+    return f"{case.get('suite', '?')}-{case.get('n', '?')}-{case.get('input_role', '')}".rstrip("-")
