@@ -138,7 +138,7 @@ def test_errors_name_line_and_key(text: str, line: int, key: str, message: str) 
             "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
             + "".join(
                 f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-                for p, c in zip("abcdefg", "bcdefgh")
+                for p, c in zip("abcdefg", "bcdefgh", strict=False)
             ),
             "alias expansion",
         ),

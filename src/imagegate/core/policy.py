@@ -18,7 +18,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
@@ -46,7 +46,7 @@ _DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _GLOB_NAME_RE = re.compile(r"[a-z0-9*?\[\]!-]+")
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """What a violation does: deny it, allow it with a warning, or only record it."""
 
     ENFORCE = "enforce"

@@ -6,7 +6,7 @@ import datetime as dt
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,7 +46,7 @@ GrantsOption = Annotated[
 ]
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     table = "table"
     json = "json"
 
@@ -128,17 +128,16 @@ def _render_table(results: list[CheckedObject], console: Console) -> None:
         if not decision.governed:
             table.add_row(_RESULT_STYLE["exempt"], subject, "", "", "namespace not governed by the policy")
             continue
-        if not decision.verdicts and not decision.findings:
+        if not decision.verdicts:  # a malformed object: its findings name no image
+            for problem in decision.findings:
+                table.add_row(_RESULT_STYLE["denied"], subject, "", "", escape(problem.message))
             continue
-        for finding in decision.findings if not decision.verdicts else ():
-            table.add_row(_RESULT_STYLE["denied"], subject, "", "", escape(finding.message))
         for verdict in decision.verdicts:
-            finding = verdict.finding
-            if finding is None:
+            if verdict.finding is None:
                 result, why = "allowed", verdict.allowed_by or ""
             else:
-                result = {"enforce": "denied", "warn": "warn", "audit": "audit"}[finding.mode.value]
-                why = f"{finding.rule}: {finding.reason}"
+                result = {"enforce": "denied", "warn": "warn", "audit": "audit"}[verdict.finding.mode.value]
+                why = f"{verdict.finding.rule}: {verdict.finding.reason}"
             table.add_row(
                 _RESULT_STYLE[result],
                 subject,
