@@ -1,0 +1,332 @@
+"""Decisions over every pod-bearing kind and every place an image can hide."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import textwrap
+from typing import Any
+
+import pytest
+
+from imagegate.core.decide import BaseImageVerdict, Rule, decide, decision_to_dict
+from imagegate.core.policy import Mode, Policy, load_policy
+from imagegate.core.workloads import POD_TEMPLATE_PATHS
+
+NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+TRUSTED = "docker-registry.svc.toolforge.org/toolforge-python311:latest"
+
+POLICY = load_policy(
+    textwrap.dedent(
+        """
+        trusted:
+          - docker-registry.svc.toolforge.org
+          - tools-harbor.wmcloud.org/toolforge
+        blocked:
+          - k8s.gcr.io
+        byoc:
+          default: deny
+          grants:
+            - namespace: tool-granted
+              registries: [ghcr.io/granted]
+              expires: 2026-12-31
+              ticket: T100
+            - namespace: tool-anything
+            - namespace: tool-expired
+              expires: 2026-10-01
+              ticket: T99
+            - namespace: tool-warned
+              registries: [quay.io/w]
+              mode: warn
+            - namespace: tool-audited
+              registries: [quay.io/a]
+              mode: audit
+            - namespace: tool-based
+              requireBaseImage: true
+        namespaces:
+          exclude: [kube-system]
+        """
+    ),
+    "test-policy.yaml",
+)
+
+
+def pod_spec(**lists: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: value for key, value in lists.items()}
+
+
+def wrap(kind: str, spec: dict[str, Any], name: str = "thing") -> dict[str, Any]:
+    """An object of ``kind`` carrying ``spec`` as its pod spec."""
+    obj: dict[str, Any] = {"apiVersion": "v1", "kind": kind, "metadata": {"name": name}}
+    node = obj
+    path = POD_TEMPLATE_PATHS[kind]
+    for token in path[:-1]:
+        node = node.setdefault(token, {})
+    node[path[-1]] = spec
+    return obj
+
+
+def containers(*images: str, field: str = "containers") -> dict[str, Any]:
+    return {field: [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]}
+
+
+def run(obj: dict[str, Any], namespace: str = "tool-x", policy: Policy = POLICY, **kwargs: Any) -> Any:
+    return decide(policy, obj, namespace=namespace, now=NOW, **kwargs)
+
+
+ALL_KINDS = sorted(POD_TEMPLATE_PATHS)
+ALL_LISTS = ["containers", "initContainers", "ephemeralContainers"]
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+@pytest.mark.parametrize("field", ALL_LISTS)
+def test_every_kind_and_container_list_is_checked(kind: str, field: str) -> None:
+    spec = containers(TRUSTED, "nginx", field=field)
+    decision = run(wrap(kind, spec))
+    assert not decision.allowed
+    (violation,) = decision.violations
+    assert violation.rule == Rule.UNTRUSTED_REGISTRY
+    assert violation.use.name == "c1" and violation.use.image == "nginx"
+    assert "docker.io/library/nginx:latest" in violation.message
+    assert decision.message().startswith(f"imagegate denied {kind} tool-x/thing: 1 violation: ")
+    allowed = run(wrap(kind, containers(TRUSTED, field=field)))
+    assert allowed.allowed and allowed.verdicts[0].allowed_by == "trusted docker-registry.svc.toolforge.org"
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_image_volumes_are_checked(kind: str) -> None:
+    spec = containers(TRUSTED)
+    spec["volumes"] = [
+        {"name": "data", "emptyDir": {}},
+        {"name": "model", "image": {"reference": "ghcr.io/evil/model:1", "pullPolicy": "Always"}},
+    ]
+    decision = run(wrap(kind, spec))
+    (violation,) = decision.violations
+    assert violation.use.kind == "imageVolume" and violation.use.name == "model"
+    assert violation.use.pointer.endswith("/volumes/1/image/reference")
+    assert 'volume "model"' in violation.message
+
+
+def test_one_message_lists_every_violation() -> None:
+    spec = containers("nginx", "ghcr.io/x/y:1")
+    spec.update(containers("busybox", field="initContainers"))
+    decision = run(wrap("Pod", spec))
+    assert len(decision.violations) == 3
+    message = decision.message()
+    assert "3 violations" in message
+    for text in ('container "c0"', 'container "c1"', 'initContainer "c0"'):
+        assert text in message
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "busybox",  # Docker Hub official image hidden in an init container
+        "docker.io/library/busybox",
+        "index.docker.io/busybox",
+        "docker-registry.svc.toolforge.org.evil.com/x",  # prefix attack on the registry
+        "docker-registry.svc.toolforge.org:5000/x",  # another port is another registry
+        "tools-harbor.wmcloud.org/toolforge-evil/x",  # prefix attack on the path
+        "tools-harbor.wmcloud.org/other/toolforge/x",
+        "evil.com/docker-registry.svc.toolforge.org/x",
+        "evil.com/tools-harbor.wmcloud.org/toolforge",
+    ],
+)
+def test_bypasses_peers_suffered_are_denied(image: str) -> None:
+    spec = containers(TRUSTED)
+    spec.update(containers(image, field="initContainers"))
+    decision = run(wrap("Pod", spec))
+    assert [v.use.image for v in decision.violations] == [image]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "Docker-Registry.SVC.toolforge.org/x:1",  # registry names are case-insensitive
+        "docker-registry.svc.toolforge.org/x@sha256:" + "a" * 64,
+        "docker-registry.svc.toolforge.org/x:1@sha256:" + "a" * 64,
+        "tools-harbor.wmcloud.org/toolforge/deep/path/x:1",
+    ],
+)
+def test_trusted_spellings_are_allowed(image: str) -> None:
+    assert run(wrap("Pod", containers(image))).allowed
+
+
+@pytest.mark.parametrize(
+    ("image", "complaint"),
+    [
+        ("", "is empty"),
+        ("Docker-Registry.svc.toolforge.org/UPPER/x", "must be lowercase"),
+        ("docker-registry.svc.toolforge.org/x@sha256:abc", "invalid reference format"),
+        ("docker-registry.svc.toolforge.org/x@sha256:" + "A" * 64, "invalid checksum digest format"),
+        ("docker-registry.svc.toolforge.org/x@md5:" + "a" * 32, "unsupported digest algorithm"),
+        ("docker-registry.svc.toolforge.org/x:bad tag", "invalid reference format"),
+        ("docker-registry.svc.toolforge.org/x\n", "invalid reference format"),
+        ("a" * 5000, "longer than"),
+        ("0" * 64, "64-byte hexadecimal"),
+    ],
+)
+def test_invalid_references_are_denied_with_the_reason(image: str, complaint: str) -> None:
+    decision = run(wrap("Pod", containers(image)))
+    (violation,) = decision.violations
+    assert violation.rule == Rule.INVALID_REFERENCE
+    assert complaint in violation.message
+
+
+def test_blocked_beats_trusted_and_grants() -> None:
+    policy = load_policy("trusted: [k8s.gcr.io]\nblocked: [k8s.gcr.io/bad]\nbyoc: {default: allow}\n")
+    decision = run(wrap("Pod", containers("k8s.gcr.io/bad/x", "k8s.gcr.io/good/x")), policy=policy)
+    assert [(v.rule, v.use.image) for v in decision.violations] == [
+        (Rule.BLOCKED_REGISTRY, "k8s.gcr.io/bad/x")
+    ]
+    granted = run(wrap("Pod", containers("k8s.gcr.io/pause:3")), namespace="tool-anything")
+    assert granted.violations[0].rule == Rule.BLOCKED_REGISTRY
+
+
+def test_grant_limited_to_registries() -> None:
+    ok = run(wrap("Pod", containers("ghcr.io/granted/app:1", TRUSTED)), namespace="tool-granted")
+    assert ok.allowed
+    assert "grant for tool-granted" in ok.verdicts[0].allowed_by
+    outside = run(wrap("Pod", containers("ghcr.io/grantedevil/app:1")), namespace="tool-granted")
+    (violation,) = outside.violations
+    assert violation.rule == Rule.OUTSIDE_GRANT
+    assert "ghcr.io/granted" in violation.message
+
+
+def test_grant_without_registries_allows_any_registry() -> None:
+    assert run(wrap("Pod", containers("nginx", "quay.io/x/y:2")), namespace="tool-anything").allowed
+
+
+def test_grants_apply_only_to_their_namespace() -> None:
+    decision = run(wrap("Pod", containers("ghcr.io/granted/app:1")), namespace="tool-other")
+    assert decision.violations[0].rule == Rule.UNTRUSTED_REGISTRY
+    assert "namespace tool-other has no BYOC grant" in decision.message()
+
+
+def test_expired_grant_behaves_as_none_and_says_when() -> None:
+    decision = run(wrap("Pod", containers("nginx")), namespace="tool-expired")
+    (violation,) = decision.violations
+    assert violation.rule == Rule.UNTRUSTED_REGISTRY
+    assert "the BYOC grant for namespace tool-expired expired on 2026-10-01" in violation.message
+    assert "ticket T99" in violation.message
+    # the same grant the day before it expired
+    before = decide(
+        POLICY,
+        wrap("Pod", containers("nginx")),
+        namespace="tool-expired",
+        now=dt.datetime(2026, 10, 1, 23, 0, tzinfo=dt.UTC),
+    )
+    assert before.allowed
+
+
+def test_warn_and_audit_modes_allow() -> None:
+    warned = run(wrap("Pod", containers("nginx")), namespace="tool-warned")
+    assert warned.allowed and [f.mode for f in warned.warnings] == [Mode.WARN]
+    audited = run(wrap("Pod", containers("nginx")), namespace="tool-audited")
+    assert audited.allowed and not audited.warnings and [f.mode for f in audited.audits] == [Mode.AUDIT]
+    policy = load_policy("mode: warn\ntrusted: [registry.org]\n")
+    assert run(wrap("Pod", containers("nginx")), policy=policy).warnings
+
+
+def test_byoc_default_allow_opens_the_gate_but_not_blocked() -> None:
+    policy = load_policy(
+        "trusted: [registry.org]\nblocked: [docker.io/library/bad]\nbyoc: {default: allow}\n"
+    )
+    decision = run(wrap("Pod", containers("nginx", "bad")), policy=policy)
+    assert [v.use.image for v in decision.violations] == ["bad"]
+    assert decision.verdicts[0].allowed_by == "byoc default allow"
+
+
+def test_namespace_scope() -> None:
+    decision = run(wrap("Pod", containers("nginx")), namespace="kube-system")
+    assert decision.allowed and not decision.governed and not decision.verdicts
+    policy = load_policy(
+        "trusted: [registry.org]\nnamespaces:\n  include: ['tool-*']\n"
+        "  selector: {matchLabels: {toolforge.org/tool: 'true'}}\n"
+    )
+    obj = wrap("Pod", containers("nginx"))
+    assert not run(obj, namespace="default", policy=policy).governed
+    assert not run(obj, namespace="tool-a", policy=policy, namespace_labels={}).governed
+    assert not run(
+        obj, namespace="tool-a", policy=policy, namespace_labels={"toolforge.org/tool": "true"}
+    ).allowed
+    # labels unknown: governed (fail closed)
+    assert not run(obj, namespace="tool-a", policy=policy).allowed
+
+
+def test_ephemeral_container_added_by_update_is_checked() -> None:
+    """kubectl debug: UPDATE of pods/ephemeralcontainers adds one container to a running pod."""
+    old = wrap("Pod", containers(TRUSTED))
+    new = copy.deepcopy(old)
+    new["spec"]["ephemeralContainers"] = [
+        {"name": "debugger", "image": "busybox:1.35", "targetContainerName": "c0"}
+    ]
+    decision = run(new, old_object=old)
+    (violation,) = decision.violations
+    assert violation.use.kind == "ephemeralContainer" and violation.use.name == "debugger"
+    trusted_debug = copy.deepcopy(old)
+    trusted_debug["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": TRUSTED}]
+    assert run(trusted_debug, old_object=old).allowed
+
+
+def test_update_judges_only_new_or_changed_images() -> None:
+    old = wrap("Deployment", containers("nginx"))
+    same = copy.deepcopy(old)
+    same["spec"]["replicas"] = 3
+    decision = run(same, old_object=old)
+    assert decision.allowed
+    assert decision.verdicts[0].allowed_by == "unchanged by this update"
+    changed = copy.deepcopy(old)
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.27"
+    assert not run(changed, old_object=old).allowed
+    # moving an image into another list is a change too
+    moved = wrap("Deployment", containers("nginx", field="initContainers"))
+    assert not run(moved, old_object=old).allowed
+
+
+@pytest.mark.parametrize(
+    ("obj", "where"),
+    [
+        ({"kind": "Pod", "spec": {"containers": "nginx"}}, "/spec/containers"),
+        ({"kind": "Pod", "spec": {"containers": [5]}}, "/spec/containers/0"),
+        ({"kind": "Pod", "spec": {"containers": [{"name": "a", "image": 5}]}}, "/spec/containers/0/image"),
+        ({"kind": "Pod", "spec": []}, "/spec"),
+        ({"kind": "Deployment", "spec": {"template": "x"}}, "/spec/template"),
+        (
+            {"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": 1}}}}},
+            "/spec/jobTemplate",
+        ),
+        ({"kind": "Pod", "spec": {"volumes": [{"name": "v", "image": "nginx"}]}}, "/spec/volumes/0/image"),
+    ],
+)
+def test_malformed_objects_are_denied_not_crashed(obj: dict[str, Any], where: str) -> None:
+    decision = run(obj)
+    (violation,) = decision.violations
+    assert violation.rule == Rule.MALFORMED_OBJECT
+    assert where in violation.message
+
+
+def test_kinds_without_pods_are_allowed() -> None:
+    assert run({"kind": "ConfigMap", "data": {"image": "nginx"}}).allowed
+
+
+def test_required_base_image_fails_closed_without_a_verdict() -> None:
+    decision = run(wrap("Pod", containers("ghcr.io/x/app:1", TRUSTED)), namespace="tool-based")
+    (violation,) = decision.violations
+    assert violation.rule == Rule.BASE_IMAGE_UNVERIFIED
+    assert decision.base_checks_needed == ("ghcr.io/x/app:1",)
+    verdicts = {"ghcr.io/x/app:1": BaseImageVerdict(True, "toolforge-bullseye (3 layers)")}
+    assert run(
+        wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", base_verdicts=verdicts
+    ).allowed
+    bad = {"ghcr.io/x/app:1": BaseImageVerdict(False, "layer 2 differs from toolforge-bullseye")}
+    denied = run(wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", base_verdicts=bad)
+    assert denied.violations[0].rule == Rule.BASE_IMAGE_MISMATCH
+    assert "layer 2 differs" in denied.message()
+
+
+def test_decision_to_dict_is_plain_data() -> None:
+    data = decision_to_dict(run(wrap("Pod", containers("nginx"))))
+    assert data["allowed"] is False
+    assert data["violations"][0]["rule"] == "untrusted-registry"
+    assert data["images"][0]["reference"] == "docker.io/library/nginx:latest"

@@ -1,0 +1,122 @@
+"""Live reload of policy and grants files, as the kubelet updates a mounted ConfigMap."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from imagegate.core.policy import PolicyError
+from imagegate.shell.policy_source import PolicySource, ReloadResult, load_policy_files
+
+POLICY = "trusted: [docker-registry.svc.toolforge.org]\nbyoc:\n  grantsFile: grants.yaml\n"
+
+
+class ConfigMapVolume:
+    """A directory laid out exactly as the kubelet's atomic writer does it.
+
+    ``<dir>/grants.yaml -> ..data/grants.yaml``, ``..data -> ..2026_11_24_...``; an
+    update writes a new timestamped directory and renames a new ``..data`` link over the
+    old one (one atomic rename), then removes the old directory.
+    """
+
+    def __init__(self, root: Path, files: dict[str, str]) -> None:
+        self.root = root
+        root.mkdir()
+        self.generation = 0
+        self._current: Path | None = None
+        self.update(files)
+        for name in files:
+            (root / name).symlink_to(Path("..data") / name)
+
+    def update(self, files: dict[str, str]) -> None:
+        self.generation += 1
+        target = self.root / f"..2026_11_24_00_00_00.{self.generation:09d}"
+        target.mkdir()
+        for name, text in files.items():
+            (target / name).write_text(text)
+        staging = self.root / "..data_tmp"
+        staging.symlink_to(target.name)
+        os.rename(staging, self.root / "..data")
+        if self._current is not None:
+            for child in self._current.iterdir():
+                child.unlink()
+            self._current.rmdir()
+        self._current = target
+
+
+def test_grants_file_relative_to_policy(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "grants.yaml").write_text("grants:\n  - namespace: tool-a\n")
+    policy, _ = load_policy_files(tmp_path / "policy.yaml")
+    assert [g.namespace for g in policy.grants] == ["tool-a"]
+
+
+def test_missing_grants_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    with pytest.raises(PolicyError, match=r"grants\.yaml: file not found"):
+        load_policy_files(tmp_path / "policy.yaml")
+
+
+def test_inline_and_file_grants_combine(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(POLICY + "  grants:\n    - namespace: tool-inline\n")
+    (tmp_path / "grants.yaml").write_text("grants:\n  - namespace: tool-file\n")
+    policy, _ = load_policy_files(tmp_path / "policy.yaml")
+    assert sorted(g.namespace for g in policy.grants) == ["tool-file", "tool-inline"]
+
+
+def test_reload_keeps_last_good_policy(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    volume = ConfigMapVolume(tmp_path / "grants", {"grants.yaml": "grants:\n  - namespace: tool-a\n"})
+    results: list[ReloadResult] = []
+    source = PolicySource(tmp_path / "policy.yaml", volume.root / "grants.yaml", on_reload=results.append)
+    assert [g.namespace for g in source.current.grants] == ["tool-a"]
+
+    assert source.reload() == ReloadResult(changed=False)
+    volume.update({"grants.yaml": "grants:\n  - namespace: tool-b\n"})
+    assert source.reload().changed
+    assert [g.namespace for g in source.current.grants] == ["tool-b"]
+
+    volume.update({"grants.yaml": "grants:\n  - namespace: tool-c\n    expires: someday\n"})
+    refused = source.reload()
+    assert not refused.changed and refused.error is not None
+    assert "grants.yaml:3: grants[0].expires" in refused.error
+    assert [g.namespace for g in source.current.grants] == ["tool-b"]  # last good stays
+    assert source.last_error == refused.error
+
+    volume.update({"grants.yaml": "grants: []\n"})
+    assert source.reload().changed and source.last_error is None
+    assert source.current.grants == ()
+    assert len(results) == 4
+
+
+@pytest.mark.timeout(30)
+def test_watch_follows_the_data_symlink_swap(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    volume = ConfigMapVolume(tmp_path / "grants", {"grants.yaml": "grants: []\n"})
+    source = PolicySource(tmp_path / "policy.yaml", volume.root / "grants.yaml")
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(source.watch(stop))
+        await asyncio.sleep(0.5)  # let the watcher start
+        volume.update({"grants.yaml": "grants:\n  - namespace: tool-live\n"})
+        for _ in range(100):
+            if source.current.grants:
+                break
+            await asyncio.sleep(0.1)
+        # an edit of the policy file itself is noticed as well
+        (tmp_path / "policy.yaml").write_text(POLICY.replace("docker-registry", "registry"))
+        for _ in range(100):
+            if str(source.current.trusted[0]).startswith("registry."):
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(watcher, 5)
+
+    asyncio.run(scenario())
+    assert [g.namespace for g in source.current.grants] == ["tool-live"]
+    assert str(source.current.trusted[0]) == "registry.svc.toolforge.org"
+    assert source.reloads == 2
