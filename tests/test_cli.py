@@ -87,9 +87,7 @@ def test_kubectl_list_from_stdin() -> None:
 
 
 def test_policy_and_grants_files(tmp_path: Path) -> None:
-    (tmp_path / "policy.yaml").write_text(
-        "trusted: [docker-registry.svc.toolforge.org]\nbyoc:\n  grantsFile: g.yaml\n"
-    )
+    (tmp_path / "policy.yaml").write_text("trusted: [docker-registry.svc.toolforge.org]\nbyoc:\n  grantsFile: g.yaml\n")
     (tmp_path / "g.yaml").write_text("grants:\n  - namespace: tool-a\n    expires: 2030-01-01\n")
     (tmp_path / "bad.yaml").write_text(BAD_POD)
     ok = imagegate("check", str(tmp_path / "bad.yaml"), "-p", str(tmp_path / "policy.yaml"))

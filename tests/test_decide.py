@@ -176,9 +176,7 @@ def test_invalid_references_are_denied_with_the_reason(image: str, complaint: st
 def test_blocked_beats_trusted_and_grants() -> None:
     policy = load_policy("trusted: [k8s.gcr.io]\nblocked: [k8s.gcr.io/bad]\nbyoc: {default: allow}\n")
     decision = run(wrap("Pod", containers("k8s.gcr.io/bad/x", "k8s.gcr.io/good/x")), policy=policy)
-    assert [(v.rule, v.use.image) for v in decision.violations] == [
-        (Rule.BLOCKED_REGISTRY, "k8s.gcr.io/bad/x")
-    ]
+    assert [(v.rule, v.use.image) for v in decision.violations] == [(Rule.BLOCKED_REGISTRY, "k8s.gcr.io/bad/x")]
     granted = run(wrap("Pod", containers("k8s.gcr.io/pause:3")), namespace="tool-anything")
     assert granted.violations[0].rule == Rule.BLOCKED_REGISTRY
 
@@ -229,9 +227,7 @@ def test_warn_and_audit_modes_allow() -> None:
 
 
 def test_byoc_default_allow_opens_the_gate_but_not_blocked() -> None:
-    policy = load_policy(
-        "trusted: [registry.org]\nblocked: [docker.io/library/bad]\nbyoc: {default: allow}\n"
-    )
+    policy = load_policy("trusted: [registry.org]\nblocked: [docker.io/library/bad]\nbyoc: {default: allow}\n")
     decision = run(wrap("Pod", containers("nginx", "bad")), policy=policy)
     assert [v.use.image for v in decision.violations] == ["bad"]
     assert decision.verdicts[0].allowed_by == "byoc default allow"
@@ -247,9 +243,7 @@ def test_namespace_scope() -> None:
     obj = wrap("Pod", containers("nginx"))
     assert not run(obj, namespace="default", policy=policy).governed
     assert not run(obj, namespace="tool-a", policy=policy, namespace_labels={}).governed
-    assert not run(
-        obj, namespace="tool-a", policy=policy, namespace_labels={"toolforge.org/tool": "true"}
-    ).allowed
+    assert not run(obj, namespace="tool-a", policy=policy, namespace_labels={"toolforge.org/tool": "true"}).allowed
     # labels unknown: governed (fail closed)
     assert not run(obj, namespace="tool-a", policy=policy).allowed
 
@@ -258,9 +252,7 @@ def test_ephemeral_container_added_by_update_is_checked() -> None:
     """kubectl debug: UPDATE of pods/ephemeralcontainers adds one container to a running pod."""
     old = wrap("Pod", containers(TRUSTED))
     new = copy.deepcopy(old)
-    new["spec"]["ephemeralContainers"] = [
-        {"name": "debugger", "image": "busybox:1.35", "targetContainerName": "c0"}
-    ]
+    new["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox:1.35", "targetContainerName": "c0"}]
     decision = run(new, old_object=old)
     (violation,) = decision.violations
     assert violation.use.kind == "ephemeralContainer" and violation.use.name == "debugger"
@@ -316,9 +308,7 @@ def test_required_base_image_fails_closed_without_a_verdict() -> None:
     assert violation.rule == Rule.BASE_IMAGE_UNVERIFIED
     assert decision.base_checks_needed == ("ghcr.io/x/app:1",)
     verdicts = {"ghcr.io/x/app:1": BaseImageVerdict(True, "toolforge-bullseye (3 layers)")}
-    assert run(
-        wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", base_verdicts=verdicts
-    ).allowed
+    assert run(wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", base_verdicts=verdicts).allowed
     bad = {"ghcr.io/x/app:1": BaseImageVerdict(False, "layer 2 differs from toolforge-bullseye")}
     denied = run(wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", base_verdicts=bad)
     assert denied.violations[0].rule == Rule.BASE_IMAGE_MISMATCH

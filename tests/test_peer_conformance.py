@@ -80,9 +80,7 @@ def gatekeeper_policy(name: str, parameters: dict[str, Any]) -> Policy:
                 entries.append(_exact_image(entry))
         return policy_from(entries)
     if name == "disallowedrepos":
-        return policy_from(
-            [], blocked=[_registry_first(e) for e in parameters["repos"]], byoc_default="allow"
-        )
+        return policy_from([], blocked=[_registry_first(e) for e in parameters["repos"]], byoc_default="allow")
     raise AssertionError(name)
 
 

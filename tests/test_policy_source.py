@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegate.core.policy import PolicyError
+from imagegate.core.policy import Policy, PolicyError
 from imagegate.shell.policy_source import PolicySource, ReloadResult, load_policy_files
 
 POLICY = "trusted: [docker-registry.svc.toolforge.org]\nbyoc:\n  grantsFile: grants.yaml\n"
@@ -47,6 +47,11 @@ class ConfigMapVolume:
         self._current = target
 
 
+def current(source: PolicySource) -> Policy:
+    assert source.current is not None
+    return source.current
+
+
 def test_grants_file_relative_to_policy(tmp_path: Path) -> None:
     (tmp_path / "policy.yaml").write_text(POLICY)
     (tmp_path / "grants.yaml").write_text("grants:\n  - namespace: tool-a\n")
@@ -72,23 +77,23 @@ def test_reload_keeps_last_good_policy(tmp_path: Path) -> None:
     volume = ConfigMapVolume(tmp_path / "grants", {"grants.yaml": "grants:\n  - namespace: tool-a\n"})
     results: list[ReloadResult] = []
     source = PolicySource(tmp_path / "policy.yaml", volume.root / "grants.yaml", on_reload=results.append)
-    assert [g.namespace for g in source.current.grants] == ["tool-a"]
+    assert [g.namespace for g in current(source).grants] == ["tool-a"]
 
     assert source.reload() == ReloadResult(changed=False)
     volume.update({"grants.yaml": "grants:\n  - namespace: tool-b\n"})
     assert source.reload().changed
-    assert [g.namespace for g in source.current.grants] == ["tool-b"]
+    assert [g.namespace for g in current(source).grants] == ["tool-b"]
 
     volume.update({"grants.yaml": "grants:\n  - namespace: tool-c\n    expires: someday\n"})
     refused = source.reload()
     assert not refused.changed and refused.error is not None
     assert "grants.yaml:3: grants[0].expires" in refused.error
-    assert [g.namespace for g in source.current.grants] == ["tool-b"]  # last good stays
+    assert [g.namespace for g in current(source).grants] == ["tool-b"]  # last good stays
     assert source.last_error == refused.error
 
     volume.update({"grants.yaml": "grants: []\n"})
     assert source.reload().changed and source.last_error is None
-    assert source.current.grants == ()
+    assert current(source).grants == ()
     assert len(results) == 4
 
 
@@ -104,19 +109,19 @@ def test_watch_follows_the_data_symlink_swap(tmp_path: Path) -> None:
         await asyncio.sleep(0.5)  # let the watcher start
         volume.update({"grants.yaml": "grants:\n  - namespace: tool-live\n"})
         for _ in range(100):
-            if source.current.grants:
+            if current(source).grants:
                 break
             await asyncio.sleep(0.1)
         # an edit of the policy file itself is noticed as well
         (tmp_path / "policy.yaml").write_text(POLICY.replace("docker-registry", "registry"))
         for _ in range(100):
-            if str(source.current.trusted[0]).startswith("registry."):
+            if str(current(source).trusted[0]).startswith("registry."):
                 break
             await asyncio.sleep(0.1)
         stop.set()
         await asyncio.wait_for(watcher, 5)
 
     asyncio.run(scenario())
-    assert [g.namespace for g in source.current.grants] == ["tool-live"]
-    assert str(source.current.trusted[0]) == "registry.svc.toolforge.org"
+    assert [g.namespace for g in current(source).grants] == ["tool-live"]
+    assert str(current(source).trusted[0]) == "registry.svc.toolforge.org"
     assert source.reloads == 2

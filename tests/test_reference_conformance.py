@@ -42,9 +42,7 @@ SHA512_ACCEPTED = (
 
 
 def _expect_valid_sha512(case: dict[str, Any]) -> bool:
-    return case["input"].split("@")[-1].startswith("sha512:") and case.get("error") == (
-        "digest.ErrDigestUnsupported"
-    )
+    return case["input"].split("@")[-1].startswith("sha512:") and case.get("error") == ("digest.ErrDigestUnsupported")
 
 
 @pytest.mark.parametrize("case", PARSE["cases"], ids=case_id)

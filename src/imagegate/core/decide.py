@@ -190,18 +190,14 @@ class _Judge:
         if self.policy.byoc_default == "allow":
             return self._needs_base(use, text, "byoc default allow", self.policy.byoc_require_base_image)
         trusted_list = _preview(self.policy.trusted) or "none"
-        message = (
-            f"({text}) is not from a trusted registry (trusted: {trusted_list}); {self.no_grant_reason()}"
-        )
+        message = f"({text}) is not from a trusted registry (trusted: {trusted_list}); {self.no_grant_reason()}"
         return ImageVerdict(use, text, finding=self.finding(use, Rule.UNTRUSTED_REGISTRY, message)), None
 
     def _judge_granted(self, use: ImageUse, ref: Reference, text: str) -> tuple[ImageVerdict, str | None]:
         for grant in self.active:
             if grant.registries is None or any(p.matches(ref) for p in grant.registries):
                 require = grant.require_base_image or self.policy.byoc_require_base_image
-                return self._needs_base(
-                    use, text, f"grant for {grant.namespace} ({_describe(grant)})", require
-                )
+                return self._needs_base(use, text, f"grant for {grant.namespace} ({_describe(grant)})", require)
         granted = [p for g in self.active for p in (g.registries or ())]
         message = (
             f"({text}) is neither trusted nor in the registries granted to namespace "
@@ -209,9 +205,7 @@ class _Judge:
         )
         return ImageVerdict(use, text, finding=self.finding(use, Rule.OUTSIDE_GRANT, message)), None
 
-    def _needs_base(
-        self, use: ImageUse, text: str, allowed_by: str, require: bool
-    ) -> tuple[ImageVerdict, str | None]:
+    def _needs_base(self, use: ImageUse, text: str, allowed_by: str, require: bool) -> tuple[ImageVerdict, str | None]:
         if not require:
             return ImageVerdict(use, text, allowed_by=allowed_by), None
         verdict = self.base_verdicts.get(text)
@@ -220,9 +214,7 @@ class _Judge:
                 f"({text}) must be built on a trusted base image, and it could not be verified "
                 "(no registry access in this evaluation)"
             )
-            return ImageVerdict(
-                use, text, finding=self.finding(use, Rule.BASE_IMAGE_UNVERIFIED, message)
-            ), text
+            return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_UNVERIFIED, message)), text
         if verdict.ok:
             return ImageVerdict(use, text, allowed_by=f"{allowed_by}; base {verdict.detail}"), text
         message = f"({text}) is not built on a trusted base image: {verdict.detail}"

@@ -163,9 +163,7 @@ def validate_digest(text: str) -> str:
             f"imagegate verifies {', '.join(DIGEST_HEX_LENGTH)}",
         )
     if len(encoded) != expected_length:
-        raise ReferenceError(
-            ReferenceErrorKind.DIGEST_LENGTH, text, f"{algorithm} takes {expected_length} hex digits"
-        )
+        raise ReferenceError(ReferenceErrorKind.DIGEST_LENGTH, text, f"{algorithm} takes {expected_length} hex digits")
     if not _ENCODED_RE.fullmatch(encoded):
         raise ReferenceError(ReferenceErrorKind.DIGEST_FORMAT, text, "lowercase hex expected")
     return text
@@ -210,9 +208,7 @@ def parse_name(text: str) -> Reference:
 def _split_docker_domain(name: str) -> tuple[str, str]:
     """Where the registry ends: a first component is a domain only if it looks like one."""
     first, slash, rest = name.partition("/")
-    if not slash or (
-        "." not in first and ":" not in first and first != "localhost" and first.lower() == first
-    ):
+    if not slash or ("." not in first and ":" not in first and first != "localhost" and first.lower() == first):
         domain, remainder = DEFAULT_DOMAIN, name
     else:
         domain, remainder = first, rest

@@ -19,8 +19,10 @@ from rich.table import Table
 from imagegate.core.decide import Decision, decide, decision_to_dict
 from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError
 from imagegate.core.yamldoc import DocumentError
+from imagegate.shell.certs import load_ca, make_certificates, service_dns_names
+from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject, read_manifests
-from imagegate.shell.policy_source import load_policy_files
+from imagegate.shell.policy_source import PolicySource, load_policy_files
 
 app = typer.Typer(
     name="imagegate",
@@ -40,9 +42,7 @@ PolicyOption = Annotated[
 ]
 GrantsOption = Annotated[
     Path | None,
-    typer.Option(
-        "--grants", "-g", help="Grants file; overrides the policy's byoc.grantsFile.", dir_okay=False
-    ),
+    typer.Option("--grants", "-g", help="Grants file; overrides the policy's byoc.grantsFile.", dir_okay=False),
 ]
 
 
@@ -102,9 +102,7 @@ def check_objects(
         namespace = default_namespace
         if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
             namespace = metadata["namespace"]
-        decision = decide(
-            policy, item.obj, namespace=namespace, now=now, namespace_labels=known_labels.get(namespace)
-        )
+        decision = decide(policy, item.obj, namespace=namespace, now=now, namespace_labels=known_labels.get(namespace))
         results.append(CheckedObject(item.where, decision))
     return results
 
@@ -168,9 +166,7 @@ def check(
     namespace: Annotated[
         str, typer.Option("--namespace", "-n", help="Namespace for objects that name none.")
     ] = "default",
-    output: Annotated[
-        OutputFormat, typer.Option("--output", "-o", help="table or json.")
-    ] = OutputFormat.table,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")] = OutputFormat.table,
     now: Annotated[
         str | None, typer.Option(help="Evaluate as of this ISO date/time (grant expiry). Default: now.")
     ] = None,
@@ -224,6 +220,94 @@ def policy_validate(policy: PolicyOption = None, grants: GrantsOption = None) ->
 def policy_default() -> None:
     """Print the built-in policy, a starting point for your own."""
     sys.stdout.write(DEFAULT_POLICY_YAML)
+
+
+class LogFormat(StrEnum):
+    json = "json"
+    console = "console"
+
+
+@app.command()
+def serve(
+    policy: PolicyOption = None,
+    grants: GrantsOption = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a cluster).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTPS port.")] = 8443,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serving certificate (PEM); reloaded when it changes.", dir_okay=False)
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Its private key (PEM).", dir_okay=False)] = None,
+    dev_cert_dir: Annotated[
+        Path,
+        typer.Option(help="Where to keep the self-signed certificate made when --tls-cert is not given."),
+    ] = Path(".imagegate-dev-tls"),
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[LogFormat, typer.Option(help="json (one object per line) or console.")] = LogFormat.json,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get HTTP 413.")] = 8 * 1024 * 1024,
+) -> None:
+    """Serve the admission webhook over HTTPS (/validate, /mutate, /healthz, /readyz, /metrics).
+
+    With no flags: the built-in policy and a self-signed development certificate.
+    """
+    from imagegate.shell.server import ServerSettings, run_server  # noqa: PLC0415 (keeps `check` fast)
+
+    configure_logging(log_level, json=log_format is LogFormat.json)
+    if (tls_cert is None) != (tls_key is None):
+        raise _fail("give both --tls-cert and --tls-key, or neither (for a development certificate)")
+    if tls_cert is None or tls_key is None:
+        hosts = [
+            "localhost",
+            "127.0.0.1",
+            *([host] if host not in ("localhost", "127.0.0.1", "0.0.0.0") else []),
+        ]
+        files = make_certificates(dev_cert_dir, hosts, days=30)
+        tls_cert, tls_key = files.cert, files.key
+        err = Console(stderr=True)
+        err.print(f"[bold]development certificate[/] for {', '.join(hosts)} in {escape(str(dev_cert_dir))}/")
+        # Plain writes: a console would wrap the long base64 line and break copy-paste.
+        sys.stderr.write(
+            "Point a cluster at it: in the Validating/MutatingWebhookConfiguration set\n"
+            f"  clientConfig.url: https://<this host>:{port}/validate  (and /mutate)\n"
+            f"  clientConfig.caBundle: {files.ca_bundle()}\n"
+            "For a real deployment use deploy/ (cert-manager) or `imagegate certs`.\n"
+        )
+    source = PolicySource(policy, grants, strict=False)
+    settings = ServerSettings(
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        policy_path=policy,
+        grants_path=grants,
+        max_body_bytes=max_body_bytes,
+    )
+    run_server(settings, source)
+
+
+@app.command()
+def certs(
+    out: Annotated[Path, typer.Option(help="Directory for ca.crt, ca.key, tls.crt, tls.key.")] = Path("imagegate-tls"),
+    service: Annotated[str, typer.Option(help="The webhook's Service name.")] = "imagegate",
+    namespace: Annotated[str, typer.Option(help="The webhook's namespace.")] = "imagegate",
+    days: Annotated[int, typer.Option(help="Validity of the serving certificate, in days.")] = 365,
+    renew: Annotated[
+        bool,
+        typer.Option(help="Issue a new serving certificate from the CA already in --out (same caBundle)."),
+    ] = False,
+) -> None:
+    """Make a CA and a serving certificate for clusters without cert-manager; print the caBundle."""
+    try:
+        ca = load_ca(out) if renew else None
+    except (OSError, ValueError) as exc:
+        raise _fail(f"--renew needs the CA made earlier in {out}: {exc}") from None
+    files = make_certificates(out, service_dns_names(service, namespace), days=days, ca=ca)
+    err = Console(stderr=True)
+    err.print(f"wrote {files.ca_cert}, {files.cert}, {files.key} (keep {out}/ca.key secret)")
+    err.print(
+        f"kubectl -n {namespace} create secret tls imagegate-tls --cert={files.cert} --key={files.key}\n"
+        "then set this caBundle in deploy/'s webhook configurations (printed on stdout):"
+    )
+    sys.stdout.write(files.ca_bundle() + "\n")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -42,9 +42,7 @@ def _read(path: Path) -> str:
     except FileNotFoundError:
         raise PolicyError(str(path), None, None, "file not found") from None
     except UnicodeDecodeError as exc:
-        raise PolicyError(
-            str(path), None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
+        raise PolicyError(str(path), None, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise PolicyError(str(path), None, None, f"cannot read: {exc.strerror}") from None
 
@@ -87,20 +85,35 @@ class ReloadResult:
 
 
 class PolicySource:
-    """The policy in force, kept current from its files."""
+    """The policy in force, kept current from its files.
+
+    With ``strict=False`` (the server) an invalid policy at start does not raise:
+    :attr:`current` stays ``None`` (the server is not ready and denies) until a valid
+    version appears on disk.
+    """
+
+    current: Policy | None
 
     def __init__(
         self,
         policy_path: Path | None = None,
         grants_path: Path | None = None,
         on_reload: Callable[[ReloadResult], None] | None = None,
+        *,
+        strict: bool = True,
     ) -> None:
         self.policy_path = policy_path
         self.grants_path = grants_path
-        self._on_reload = on_reload
-        self.current, self._fingerprint = load_policy_files(policy_path, grants_path)
+        self.on_reload = on_reload
         self.last_error: str | None = None
         self.reloads = 0
+        try:
+            self.current, self._fingerprint = load_policy_files(policy_path, grants_path)
+        except PolicyError as exc:
+            if strict:
+                raise
+            log.error("no valid policy at start; not ready until one is", error=str(exc))
+            self.current, self._fingerprint, self.last_error = None, "", str(exc)
 
     def watched_paths(self) -> list[Path]:
         """The directories to watch (each file's own directory, for the ..data swap)."""
@@ -108,6 +121,8 @@ class PolicySource:
         return sorted({p.absolute().parent for p in files})
 
     def effective_grants_path(self) -> Path | None:
+        if self.current is None:
+            return self.grants_path
         return _resolve_grants_path(self.current, self.policy_path, self.grants_path)
 
     def reload(self) -> ReloadResult:
@@ -133,17 +148,24 @@ class PolicySource:
                 )
             self.last_error = None
             result = ReloadResult(changed=changed)
-        if self._on_reload is not None:
-            self._on_reload(result)
+        if self.on_reload is not None:
+            self.on_reload(result)
         return result
 
     async def watch(self, stop: asyncio.Event) -> None:
-        """Reload on every change in the watched directories until ``stop`` is set."""
-        paths = self.watched_paths()
-        if not paths:
-            await stop.wait()
-            return
-        async for _changes in watchfiles.awatch(
-            *paths, stop_event=stop, debounce=200, recursive=False, watch_filter=None
-        ):
-            self.reload()
+        """Reload on every change in the watched directories until ``stop`` is set.
+
+        A reload can move the grants file (``grantsFile`` changed, or the policy became
+        valid at last); the watch then restarts on the new set of directories.
+        """
+        while not stop.is_set():
+            paths = self.watched_paths()
+            if not paths:
+                await stop.wait()
+                return
+            async for _changes in watchfiles.awatch(
+                *paths, stop_event=stop, debounce=200, recursive=False, watch_filter=None
+            ):
+                self.reload()
+                if self.watched_paths() != paths:
+                    break

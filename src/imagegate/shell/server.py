@@ -1,0 +1,402 @@
+"""``imagegate serve``: the admission webhook over HTTPS.
+
+A raw ASGI application (no framework: five routes, and every microsecond on the hot
+path is a pod creation waiting) served by uvicorn with httptools and uvloop. uvicorn was
+chosen over granian because it lets us swap the TLS certificate in the live
+``SSLContext`` (cert-manager rotation without dropping a connection); the benchmark in
+``bench/`` measures the result.
+
+Routes: ``POST /validate``, ``POST /mutate``, ``GET /healthz``, ``GET /readyz``,
+``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import shutil
+import ssl
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+import uvicorn
+import watchfiles
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from imagegate.core.admission import ReviewError, decode_review, review
+from imagegate.shell.certs import check_pair
+from imagegate.shell.policy_source import PolicySource, ReloadResult
+
+__all__ = ["Metrics", "ServerSettings", "WebhookApp", "run_server"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = structlog.get_logger("imagegate.server")
+disable_created_metrics()  # *_created series double the output and no dashboard uses them
+
+# An AdmissionReview carries the object and the old object; etcd caps objects at 1.5 MiB
+# by default, so 8 MiB leaves room for both and refuses anything absurd.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_REQUEST_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    policy_path: Path | None = None
+    grants_path: Path | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    log_decisions: bool = True
+
+
+class Metrics:
+    """The Prometheus metrics one server process exports at ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.decisions = Counter(
+            "imagegate_decisions_total",
+            "Admission decisions by endpoint, result (allowed, denied, warned) and namespace.",
+            ["endpoint", "result", "namespace"],
+            registry=self.registry,
+        )
+        self.findings = Counter(
+            "imagegate_findings_total",
+            "Broken rules by rule, mode and namespace.",
+            ["rule", "mode", "namespace"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "imagegate_request_duration_seconds",
+            "Time from request start to response, by endpoint.",
+            ["endpoint"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "imagegate_request_errors_total",
+            "Requests answered with an HTTP error, by endpoint and reason.",
+            ["endpoint", "reason"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "imagegate_policy_reloads_total",
+            "Policy reload attempts that changed the policy (ok) or were refused (error).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.policy_ok = Gauge(
+            "imagegate_policy_valid",
+            "1 when the files on disk validate; 0 while an invalid version is refused.",
+            registry=self.registry,
+        )
+        self.policy_loaded = Gauge(
+            "imagegate_policy_loaded", "1 when a valid policy is in force (ready).", registry=self.registry
+        )
+        self.grants = Gauge(
+            "imagegate_grants", "BYOC grants by state (active, expired).", ["state"], registry=self.registry
+        )
+        self.tls_reloads = Counter(
+            "imagegate_tls_reloads_total",
+            "TLS certificate reloads, ok or refused (broken pair: the old one stays).",
+            ["result"],
+            registry=self.registry,
+        )
+
+    def observe_policy(self, source: PolicySource) -> None:
+        self.policy_loaded.set(1 if source.current is not None else 0)
+        self.policy_ok.set(0 if source.last_error else 1)
+        if source.current is not None:
+            now = dt.datetime.now(dt.UTC)
+            expired = sum(1 for g in source.current.grants if g.expired(now))
+            self.grants.labels("expired").set(expired)
+            self.grants.labels("active").set(len(source.current.grants) - expired)
+
+
+class TlsReloader:
+    """Swaps a new certificate into the live SSLContext when its files change.
+
+    The pair is copied to a private directory and checked there first, so the live
+    context only ever loads a pair that is known to match (cert-manager writes the
+    certificate and key as two files; a half-written pair is refused and the old one
+    keeps serving). Existing connections keep their session; new handshakes get the
+    new certificate.
+    """
+
+    def __init__(self, cert: Path, key: Path, context: ssl.SSLContext, metrics: Metrics) -> None:
+        self.cert, self.key, self.context, self.metrics = cert, key, context, metrics
+        self._loaded = self._fingerprint()
+        self.last_error: str | None = None
+
+    def _fingerprint(self) -> bytes:
+        try:
+            return self.cert.read_bytes() + b"\0" + self.key.read_bytes()
+        except OSError:
+            return b""
+
+    def reload(self) -> bool:
+        current = self._fingerprint()
+        if current == self._loaded:
+            return False
+        with tempfile.TemporaryDirectory(prefix="imagegate-tls-") as scratch:
+            cert, key = Path(scratch) / "tls.crt", Path(scratch) / "tls.key"
+            try:
+                shutil.copyfile(self.cert, cert)
+                shutil.copyfile(self.key, key)
+                check_pair(cert, key)
+                self.context.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                self.last_error = f"TLS reload refused, keeping the old certificate: {exc}"
+                log.error("tls reload refused; keeping the old certificate", error=str(exc))
+                self.metrics.tls_reloads.labels("error").inc()
+                return False
+        self._loaded = current
+        self.last_error = None
+        self.metrics.tls_reloads.labels("ok").inc()
+        log.info("tls certificate reloaded", cert=str(self.cert))
+        return True
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        directories = sorted({self.cert.absolute().parent, self.key.absolute().parent})
+        async for _changes in watchfiles.awatch(
+            *directories, stop_event=stop, debounce=200, recursive=False, watch_filter=None
+        ):
+            self.reload()
+
+
+_JSON = [(b"content-type", b"application/json")]
+_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class WebhookApp:
+    """The ASGI application. One per server process."""
+
+    def __init__(self, settings: ServerSettings, source: PolicySource, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.source = source
+        self.metrics = metrics or Metrics()
+        self.metrics.observe_policy(source)
+        self.tls: TlsReloader | None = None
+        self.uvicorn_config: uvicorn.Config | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifespan ------------------------------------------------------------------------
+
+    def on_policy_reload(self, result: ReloadResult) -> None:
+        if result.error is not None:
+            self.metrics.reloads.labels("error").inc()
+        elif result.changed:
+            self.metrics.reloads.labels("ok").inc()
+        self.metrics.observe_policy(self.source)
+
+    async def _startup(self) -> None:
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(self.source.watch(self._stop), name="policy-watch")]
+        config = self.uvicorn_config
+        if config is not None and config.ssl is not None and self.settings.tls_cert and self.settings.tls_key:
+            self.tls = TlsReloader(self.settings.tls_cert, self.settings.tls_key, config.ssl, self.metrics)
+            self._tasks.append(asyncio.create_task(self.tls.watch(self._stop), name="tls-watch"))
+        log.info(
+            "imagegate ready" if self.source.current else "imagegate started without a valid policy",
+            policy=self.source.current.source if self.source.current else None,
+            error=self.source.last_error,
+        )
+
+    async def _shutdown(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        log.info("imagegate stopped")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._startup()
+                except Exception as exc:  # report, do not hang uvicorn
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path in ("/validate", "/mutate"):
+            if method != "POST":
+                await _respond(send, 405, b"use POST\n", [*_TEXT, (b"allow", b"POST")])
+                return
+            await self._admission(scope, receive, send, mutate=path == "/mutate")
+        elif method not in ("GET", "HEAD"):
+            await _respond(send, 405, b"use GET\n", [*_TEXT, (b"allow", b"GET, HEAD")])
+        elif path == "/healthz":
+            await _respond(send, 200, b"ok\n", _TEXT)
+        elif path == "/readyz":
+            await self._readyz(send)
+        elif path == "/metrics":
+            await _respond(
+                send,
+                200,
+                generate_latest(self.metrics.registry),
+                [(b"content-type", CONTENT_TYPE_LATEST.encode())],
+            )
+        else:
+            await _respond(send, 404, b"not found\n", _TEXT)
+
+    async def _readyz(self, send: Send) -> None:
+        ready = self.source.current is not None
+        body = {
+            "ready": ready,
+            "policy": self.source.current.source if self.source.current else None,
+            "policyError": self.source.last_error,
+            "tlsError": self.tls.last_error if self.tls else None,
+        }
+        await _respond(send, 200 if ready else 503, msgspec.json.encode(body), _JSON)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.settings.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise _BodyTooLargeError
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionResetError("client went away")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLargeError
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _admission(self, scope: Scope, receive: Receive, send: Send, *, mutate: bool) -> None:
+        endpoint = "mutate" if mutate else "validate"
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                body = await self._read_body(scope, receive)
+        except _BodyTooLargeError:
+            self.metrics.errors.labels(endpoint, "too-large").inc()
+            await _respond(send, 413, f"body larger than {self.settings.max_body_bytes} bytes\n".encode(), _TEXT)
+            return
+        except TimeoutError:
+            self.metrics.errors.labels(endpoint, "timeout").inc()
+            await _respond(send, 408, b"request body not received in time\n", _TEXT)
+            return
+        except ConnectionResetError:
+            self.metrics.errors.labels(endpoint, "disconnect").inc()
+            return
+        try:
+            request = decode_review(body)
+        except ReviewError as exc:
+            self.metrics.errors.labels(endpoint, "bad-review").inc()
+            log.warning("bad admission review", endpoint=endpoint, error=str(exc)[:500])
+            await _respond(send, 400, f"{exc}\n".encode(), _TEXT)
+            return
+        outcome = review(self.source.current, request, now=dt.datetime.now(dt.UTC), mutate=mutate)
+        await _respond(send, 200, outcome.body, _JSON)
+        elapsed = time.perf_counter() - started
+        self.metrics.latency.labels(endpoint).observe(elapsed)
+        decision = outcome.decision
+        result = "allowed" if outcome.allowed else "denied"
+        if decision is not None and outcome.allowed and decision.warnings:
+            result = "warned"
+        namespace = request.namespace or "-"
+        self.metrics.decisions.labels(endpoint, result, namespace).inc()
+        if decision is not None and not mutate:
+            for finding in decision.findings:
+                self.metrics.findings.labels(finding.rule, finding.mode.value, namespace).inc()
+        if self.settings.log_decisions:
+            # One line per decision; never the body (env values can hold secrets).
+            log.info(
+                "decision",
+                endpoint=endpoint,
+                uid=request.uid,
+                operation=request.operation,
+                kind=request.kind.kind,
+                subresource=request.sub_resource or None,
+                namespace=request.namespace,
+                name=request.name or None,
+                dry_run=request.dry_run,
+                result=result,
+                findings=[f"{f.rule}:{f.use.kind}/{f.use.name}" for f in decision.findings] if decision else [],
+                patched=outcome.patched,
+                ms=round(elapsed * 1000, 3),
+            )
+
+
+def run_server(settings: ServerSettings, source: PolicySource) -> None:
+    """Serve until SIGTERM/SIGINT; in-flight requests finish (graceful shutdown)."""
+    app = WebhookApp(settings, source)
+    source.on_reload = app.on_policy_reload  # the app counts reloads in its metrics
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_keep_alive=30,  # the API server keeps connections to webhooks open
+        timeout_graceful_shutdown=15,
+        backlog=2048,
+    )
+    app.uvicorn_config = config
+    uvicorn.Server(config).run()
