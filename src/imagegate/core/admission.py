@@ -81,6 +81,8 @@ def decode_review(body: bytes) -> AdmissionRequest:
         raise ReviewError(f"not an AdmissionReview: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ReviewError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ReviewError("body is nested too deeply") from None
     if parsed.api_version != API_VERSION or parsed.kind != "AdmissionReview":
         raise ReviewError(
             f"expected apiVersion {API_VERSION} kind AdmissionReview, got {parsed.api_version} {parsed.kind}"

@@ -1,0 +1,337 @@
+"""The webhook end to end: a real ``imagegate serve`` process over real HTTPS.
+
+Requests are shaped as kube-apiserver sends them (tests/fixtures/admission/*.json).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from imagegate.shell.certs import load_ca, make_certificates
+from tests.webhook_process import WebhookProcess, run_webhook
+
+FIXTURES = Path(__file__).parent / "fixtures" / "admission"
+
+POLICY = """\
+trusted: [docker-registry.svc.toolforge.org]
+byoc:
+  default: deny
+namespaces:
+  exclude: [kube-system]
+"""
+GRANTS = """\
+grants:
+  - namespace: tool-warned
+    registries: [quay.io/w]
+    mode: warn
+"""
+
+
+def fixture(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return loaded
+
+
+def response_of(http: httpx.Response, uid: str) -> dict[str, Any]:
+    assert http.status_code == 200, http.text
+    assert http.headers["content-type"] == "application/json"
+    body = http.json()
+    assert body["apiVersion"] == "admission.k8s.io/v1" and body["kind"] == "AdmissionReview"
+    response: dict[str, Any] = body["response"]
+    assert response["uid"] == uid
+    return response
+
+
+@pytest.fixture(scope="module")
+def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]:
+    workdir = tmp_path_factory.mktemp("webhook")
+    (workdir / "policy.yaml").write_text(POLICY)
+    (workdir / "grants").mkdir()
+    (workdir / "grants" / "grants.yaml").write_text(GRANTS)
+    with run_webhook(workdir, policy=workdir / "policy.yaml", grants=workdir / "grants" / "grants.yaml") as process:
+        yield process
+
+
+def test_pod_create_denied_listing_every_violation(webhook: WebhookProcess) -> None:
+    review = fixture("pod-create.json")
+    response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
+    assert response["allowed"] is False
+    status = response["status"]
+    assert status["code"] == 403 and status["reason"] == "Forbidden"
+    assert 'initContainer "setup"' in status["message"]
+    assert "docker.io/library/busybox:1.36" in status["message"]
+    assert response["auditAnnotations"]["decision"] == "denied"
+
+
+def test_allowed_pod_has_no_status(webhook: WebhookProcess) -> None:
+    review = fixture("pod-create.json")
+    review["request"]["object"]["spec"]["initContainers"] = []
+    response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
+    assert response == {"uid": review["request"]["uid"], "allowed": True}
+
+
+def test_deployment_update_with_new_image(webhook: WebhookProcess) -> None:
+    review = fixture("deployment-update.json")
+    response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
+    assert response["allowed"] is False
+    assert "ghcr.io/someone/webapp:2.0" in response["status"]["message"]
+    # the same update without the image change (e.g. a scale) is allowed
+    review["request"]["object"]["spec"]["template"] = review["request"]["oldObject"]["spec"]["template"]
+    assert response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])["allowed"]
+
+
+def test_ephemeral_container_subresource(webhook: WebhookProcess) -> None:
+    review = fixture("pod-ephemeralcontainers-update.json")
+    response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
+    assert response["allowed"] is False
+    assert 'ephemeralContainer "debugger-x7k2p"' in response["status"]["message"]
+
+
+def test_dry_run_gets_the_same_answer(webhook: WebhookProcess) -> None:
+    real, dry = fixture("pod-create.json"), fixture("pod-create-dryrun.json")
+    client = webhook.client()
+    real_response = response_of(client.post("/validate", json=real), real["request"]["uid"])
+    dry_response = response_of(client.post("/validate", json=dry), dry["request"]["uid"])
+    real_response.pop("uid")
+    dry_response.pop("uid")
+    assert real_response == dry_response
+    assert '"dry_run": true' in webhook.logs()
+
+
+def test_warn_mode_returns_warnings(webhook: WebhookProcess) -> None:
+    review = fixture("pod-create.json")
+    review["request"]["namespace"] = "tool-warned"
+    response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
+    assert response["allowed"] is True
+    assert any("busybox" in warning for warning in response["warnings"])
+    assert response["auditAnnotations"]["decision"] == "warned"
+
+
+def test_mutate_never_denies(webhook: WebhookProcess) -> None:
+    review = fixture("pod-create.json")
+    response = response_of(webhook.client().post("/mutate", json=review), review["request"]["uid"])
+    assert response["allowed"] is True
+    if "patch" in response:
+        assert response["patchType"] == "JSONPatch"
+        assert isinstance(json.loads(base64.b64decode(response["patch"])), list)
+
+
+def test_exempt_namespace_and_delete_are_allowed(webhook: WebhookProcess) -> None:
+    review = fixture("pod-create.json")
+    review["request"]["namespace"] = "kube-system"
+    assert response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])["allowed"]
+    delete = fixture("pod-create.json")
+    delete["request"].update(operation="DELETE", object=None, oldObject=delete["request"]["object"])
+    assert response_of(webhook.client().post("/validate", json=delete), delete["request"]["uid"])["allowed"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "text"),
+    [
+        (b"not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "not an AdmissionReview"),
+        (
+            json.dumps(
+                {
+                    "apiVersion": "admission.k8s.io/v1beta1",
+                    "kind": "AdmissionReview",
+                    "request": {"uid": "u", "operation": "CREATE"},
+                }
+            ).encode(),
+            400,
+            "expected apiVersion admission.k8s.io/v1",
+        ),
+        (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(), 400, "no request"),
+        (
+            json.dumps(
+                {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}}
+            ).encode(),
+            400,
+            "uid",
+        ),
+        (
+            json.dumps(
+                {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "request": {"uid": "", "operation": "CREATE"},
+                }
+            ).encode(),
+            400,
+            "empty uid",
+        ),
+        (
+            json.dumps(
+                {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "request": {"uid": 5, "operation": "CREATE"},
+                }
+            ).encode(),
+            400,
+            "Expected `str`",
+        ),
+        (b"\xff\xfe\x00\x01", 400, "not valid JSON"),
+        (b"[" * 100_000, 400, "not an AdmissionReview"),
+        (
+            b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u",'
+            b'"operation":"CREATE","object":{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}}}",
+            400,
+            "nested too deeply",
+        ),
+    ],
+    ids=lambda value: value.decode(errors="replace")[:40] if isinstance(value, bytes) else str(value)[:40],
+)
+def test_malformed_requests_get_400(webhook: WebhookProcess, body: bytes, status: int, text: str) -> None:
+    response = webhook.client().post("/validate", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert text in response.text
+
+
+def test_malformed_object_in_a_valid_review_is_denied(webhook: WebhookProcess) -> None:
+    review = fixture("pod-create.json")
+    review["request"]["object"]["spec"]["containers"] = {"name": "x"}
+    response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
+    assert response["allowed"] is False and "malformed" in response["status"]["message"]
+
+
+def test_oversized_body_gets_413(webhook: WebhookProcess) -> None:
+    response = webhook.client().post("/validate", content=b" " * (8 * 1024 * 1024 + 1))
+    assert response.status_code == 413
+    # and the server still answers afterwards
+    assert webhook.client().get("/healthz").text == "ok\n"
+
+
+def test_slow_body_gets_408(webhook: WebhookProcess) -> None:
+    context = ssl.create_default_context(cafile=webhook.tls.ca_cert)
+    with (
+        socket.create_connection(("127.0.0.1", webhook.port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        started = time.monotonic()
+        reply = tls.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        assert time.monotonic() - started < 20
+
+
+def test_methods_and_paths(webhook: WebhookProcess) -> None:
+    client = webhook.client()
+    assert client.get("/validate").status_code == 405
+    assert client.post("/healthz").status_code == 405
+    assert client.get("/nope").status_code == 404
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def test_metrics_and_logs(webhook: WebhookProcess) -> None:
+    review = fixture("pod-create.json")
+    webhook.client().post("/validate", json=review)
+    metrics = webhook.client().get("/metrics").text
+    assert 'imagegate_decisions_total{endpoint="validate",namespace="tool-example",result="denied"}' in metrics
+    assert 'imagegate_findings_total{mode="enforce",namespace="tool-example",rule="untrusted-registry"}' in metrics
+    assert "imagegate_request_duration_seconds_bucket" in metrics
+    assert "imagegate_policy_loaded 1.0" in metrics
+    logs = webhook.logs()
+    decision_lines = [json.loads(line) for line in logs.splitlines() if '"event": "decision"' in line]
+    assert decision_lines and decision_lines[-1]["uid"] == review["request"]["uid"]
+    assert "do-not-log-me" not in logs  # request bodies (env values) are never logged
+
+
+def test_policy_reload_live_and_invalid_kept_out(webhook: WebhookProcess, tmp_path: Path) -> None:
+    grants = Path(webhook.log_path.parent / "grants" / "grants.yaml")
+    review = fixture("pod-create.json")
+    client = webhook.client()
+    grants.write_text(GRANTS + "  - namespace: tool-example\n")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if response_of(client.post("/validate", json=review), review["request"]["uid"])["allowed"]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("grant was not picked up")
+    grants.write_text("grants: [this is: not valid\n")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and client.get("/readyz").json()["policyError"] is None:
+        time.sleep(0.1)
+    ready = client.get("/readyz").json()
+    assert ready["ready"] is True and "invalid YAML" in ready["policyError"]
+    assert response_of(client.post("/validate", json=review), review["request"]["uid"])["allowed"]  # last good
+    assert "imagegate_policy_valid 0.0" in client.get("/metrics").text
+    grants.write_text(GRANTS)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and client.get("/readyz").json()["policyError"] is not None:
+        time.sleep(0.1)
+    assert not response_of(client.post("/validate", json=review), review["request"]["uid"])["allowed"]
+
+
+def test_certificate_rotation_while_serving(webhook: WebhookProcess) -> None:
+    client = webhook.client()
+    review = fixture("pod-create.json")
+    assert client.post("/validate", json=review).status_code == 200  # opens a kept-alive connection
+    before = webhook.served_certificate()
+    # cert-manager renews: same CA, new key and certificate written in place
+    make_certificates(webhook.tls.cert.parent, ["localhost", "127.0.0.1"], ca=load_ca(webhook.tls.cert.parent))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and webhook.served_certificate() == before:
+        time.sleep(0.1)
+    after = webhook.served_certificate()
+    assert after != before
+    # the connection opened before the rotation still works, with no error
+    for _ in range(5):
+        assert client.post("/validate", json=review).status_code == 200
+    # a broken pair (key of another certificate) is refused; the current one keeps serving
+    other = make_certificates(webhook.log_path.parent / "other-tls", ["localhost"])
+    webhook.tls.key.write_bytes(other.key.read_bytes())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and client.get("/readyz").json()["tlsError"] is None:
+        time.sleep(0.1)
+    assert "keeping the old certificate" in client.get("/readyz").json()["tlsError"]
+    assert webhook.served_certificate() == after
+    assert 'imagegate_tls_reloads_total{result="error"}' in client.get("/metrics").text
+    # put a good pair back for the tests after this one
+    make_certificates(webhook.tls.cert.parent, ["localhost", "127.0.0.1"], ca=load_ca(webhook.tls.cert.parent))
+
+
+def test_start_without_a_valid_policy_is_not_ready_and_denies(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text("trusted: [nginx]\n")
+    with run_webhook(tmp_path, policy=tmp_path / "policy.yaml", expect_ready=503) as webhook:
+        ready = webhook.client().get("/readyz")
+        assert ready.status_code == 503 and "does not start with a registry" in ready.json()["policyError"]
+        review = fixture("pod-create.json")
+        review["request"]["object"]["spec"]["initContainers"] = []
+        response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
+        assert response["allowed"] is False and response["status"]["code"] == 503
+        # fixing the file makes it ready without a restart
+        (tmp_path / "policy.yaml").write_text(POLICY)
+        webhook.wait_ready()
+
+
+def test_graceful_shutdown(tmp_path: Path) -> None:
+    with run_webhook(tmp_path) as webhook:
+        client = webhook.client()
+        assert client.get("/healthz").status_code == 200
+        webhook.process.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal after its orderly shutdown, so the exit status is the signal's
+        assert webhook.process.wait(timeout=20) in (0, -signal.SIGTERM)
+        assert "imagegate stopped" in webhook.logs()  # the lifespan shutdown ran
+
+
+def test_update_without_change_of_review_shape(webhook: WebhookProcess) -> None:
+    """The review from the API server may carry fields we do not know; they are ignored."""
+    review = copy.deepcopy(fixture("pod-create.json"))
+    review["request"]["someFutureField"] = {"x": 1}
+    response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
+    assert response["allowed"] is False

@@ -1,0 +1,126 @@
+"""Start ``imagegate serve`` as a real process on loopback, with real certificates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from imagegate.shell.certs import CertificateFiles, make_certificates
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class WebhookProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    tls: CertificateFiles
+    log_path: Path
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def client(self) -> httpx.Client:
+        """A keep-alive client that trusts only our CA."""
+        client = httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.tls.ca_cert), timeout=10)
+        self.clients.append(client)
+        return client
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def served_certificate(self) -> bytes:
+        """The DER certificate a new TLS handshake gets."""
+        context = ssl.create_default_context(cafile=self.tls.ca_cert)
+        with (
+            socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None
+            return der
+
+    def wait_ready(self, timeout: float = 20.0, expect_status: int = 200) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"imagegate exited with {self.process.returncode}:\n{self.logs()}")
+            try:
+                context = ssl.create_default_context(cafile=self.tls.ca_cert)
+                status = httpx.get(f"{self.url}/readyz", verify=context, timeout=1).status_code
+                if status == expect_status:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"imagegate not ready in {timeout}s:\n{self.logs()}")
+
+    def stop(self) -> int:
+        for client in self.clients:
+            client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@contextmanager
+def run_webhook(
+    workdir: Path,
+    *args: str,
+    policy: Path | None = None,
+    grants: Path | None = None,
+    expect_ready: int = 200,
+) -> Iterator[WebhookProcess]:
+    """``imagegate serve`` on a free loopback port; always stopped on exit."""
+    tls_dir = workdir / "tls"
+    tls = make_certificates(tls_dir, ["localhost", "127.0.0.1"])
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "imagegate",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--tls-cert",
+        str(tls.cert),
+        "--tls-key",
+        str(tls.key),
+        *(["--policy", str(policy)] if policy else []),
+        *(["--grants", str(grants)] if grants else []),
+        *args,
+    ]
+    log_path = workdir / "imagegate.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    webhook = WebhookProcess(process, port, tls, log_path)
+    try:
+        webhook.wait_ready(expect_status=expect_ready)
+        yield webhook
+    finally:
+        webhook.stop()
