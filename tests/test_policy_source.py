@@ -115,7 +115,7 @@ def test_watch_follows_the_data_symlink_swap(tmp_path: Path) -> None:
         # an edit of the policy file itself is noticed as well
         (tmp_path / "policy.yaml").write_text(POLICY.replace("docker-registry", "registry"))
         for _ in range(100):
-            if str(current(source).trusted[0]).startswith("registry."):
+            if str(current(source).trusted.patterns[0]).startswith("registry."):
                 break
             await asyncio.sleep(0.1)
         stop.set()
@@ -123,5 +123,5 @@ def test_watch_follows_the_data_symlink_swap(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert [g.namespace for g in current(source).grants] == ["tool-live"]
-    assert str(current(source).trusted[0]) == "registry.svc.toolforge.org"
+    assert str(current(source).trusted.patterns[0]) == "registry.svc.toolforge.org"
     assert source.reloads == 2

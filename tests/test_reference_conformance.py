@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ ERRORS = {
     "digest.ErrDigestInvalidFormat": r.ReferenceErrorKind.DIGEST_FORMAT,
 }
 
-FUNCTIONS = {
+FUNCTIONS: dict[str, Callable[[str], r.Reference]] = {
     "Parse": r.parse,
     "WithName": r.parse_name,
     "ParseNamed": r.parse_named_canonical,

@@ -178,24 +178,24 @@ class _Judge:
             why = "is empty" if use.image == "" else f"is not a valid image reference: {exc}"
             return ImageVerdict(use, None, finding=self.finding(use, Rule.INVALID_REFERENCE, why)), None
         text = str(ref)
-        blocked = next((p for p in self.policy.blocked if p.matches(ref)), None)
+        blocked = self.policy.blocked.first_match(ref)
         if blocked is not None:
             message = f"({text}) is from a blocked registry (matches {str(blocked)!r})"
             return ImageVerdict(use, text, finding=self.finding(use, Rule.BLOCKED_REGISTRY, message)), None
-        trusted = next((p for p in self.policy.trusted if p.matches(ref)), None)
+        trusted = self.policy.trusted.first_match(ref)
         if trusted is not None:
             return ImageVerdict(use, text, allowed_by=f"trusted {trusted}"), None
         if self.active:
             return self._judge_granted(use, ref, text)
         if self.policy.byoc_default == "allow":
             return self._needs_base(use, text, "byoc default allow", self.policy.byoc_require_base_image)
-        trusted_list = _preview(self.policy.trusted) or "none"
+        trusted_list = _preview(list(self.policy.trusted)) or "none"
         message = f"({text}) is not from a trusted registry (trusted: {trusted_list}); {self.no_grant_reason()}"
         return ImageVerdict(use, text, finding=self.finding(use, Rule.UNTRUSTED_REGISTRY, message)), None
 
     def _judge_granted(self, use: ImageUse, ref: Reference, text: str) -> tuple[ImageVerdict, str | None]:
         for grant in self.active:
-            if grant.registries is None or any(p.matches(ref) for p in grant.registries):
+            if grant.registries is None or grant.registries.first_match(ref) is not None:
                 require = grant.require_base_image or self.policy.byoc_require_base_image
                 return self._needs_base(use, text, f"grant for {grant.namespace} ({_describe(grant)})", require)
         granted = [p for g in self.active for p in (g.registries or ())]

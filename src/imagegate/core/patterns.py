@@ -19,6 +19,7 @@ Registry names compare case-insensitively, as DNS does.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -32,7 +33,7 @@ from imagegate.core.reference import (
     validate_digest,
 )
 
-__all__ = ["PatternError", "RepositoryPattern", "parse_pattern"]
+__all__ = ["PatternError", "PatternSet", "RepositoryPattern", "parse_pattern"]
 
 _GLOB_CHARS = frozenset("*?[")
 _GLOB_SEGMENT_RE = re.compile(r"[A-Za-z0-9._\-*?\[\]!:]+")
@@ -157,3 +158,47 @@ def parse_pattern(text: str) -> RepositoryPattern:
             except ReferenceError as exc:
                 raise PatternError(f"{text!r}: {exc}") from None
     return RepositoryPattern(text, tuple(segments), tag, digest if at else None, globs)
+
+
+class PatternSet:
+    """Patterns answered together, fast: every admission asks "which entry covers this?".
+
+    Plain prefix entries (no glob, no tag or digest), the common case, sit in a dict keyed by
+    their segments, so a lookup costs one probe per segment of the image name however long
+    the list is; the rest are tried in order.
+    """
+
+    __slots__ = ("_others", "_prefixes", "patterns")
+
+    def __init__(self, patterns: tuple[RepositoryPattern, ...]) -> None:
+        self.patterns = patterns
+        self._prefixes: dict[tuple[str, ...], RepositoryPattern] = {}
+        others = []
+        for pattern in patterns:
+            if pattern.has_glob or pattern.exact:
+                others.append(pattern)
+            else:
+                self._prefixes.setdefault(pattern.segments, pattern)
+        self._others = tuple(others)
+
+    def first_match(self, ref: Reference) -> RepositoryPattern | None:
+        """An entry covering ``ref`` (the shortest plain prefix first), or ``None``."""
+        if self._prefixes:
+            segments = ref.segments
+            for end in range(1, len(segments) + 1):
+                found = self._prefixes.get(segments[:end])
+                if found is not None:
+                    return found
+        for pattern in self._others:
+            if pattern.matches(ref):
+                return pattern
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def __iter__(self) -> Iterator[RepositoryPattern]:
+        return iter(self.patterns)
+
+    def __len__(self) -> int:
+        return len(self.patterns)

@@ -20,11 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any, Literal
 
 import msgspec
 
-from imagegate.core.patterns import PatternError, RepositoryPattern, parse_pattern
+from imagegate.core.patterns import PatternError, PatternSet, parse_pattern
 from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
 
 __all__ = [
@@ -140,6 +141,14 @@ class LabelSelector:
         return True
 
 
+@lru_cache(maxsize=16384)
+def _names_in_scope(include: tuple[str, ...], exclude: tuple[str, ...], name: str) -> bool:
+    """Name globs, remembered: every admission asks this about one of a few thousand namespaces."""
+    if any(fnmatchcase(name, pattern) for pattern in exclude):
+        return False
+    return any(fnmatchcase(name, pattern) for pattern in include)
+
+
 @dataclass(frozen=True, slots=True)
 class NamespaceScope:
     """Which namespaces the policy governs."""
@@ -150,9 +159,7 @@ class NamespaceScope:
 
     def governs(self, name: str, labels: Mapping[str, str] | None) -> bool:
         """Unknown labels (``None``) with a selector set count as governed: fail closed."""
-        if any(fnmatchcase(name, pattern) for pattern in self.exclude):
-            return False
-        if not any(fnmatchcase(name, pattern) for pattern in self.include):
+        if not _names_in_scope(self.include, self.exclude, name):
             return False
         if self.selector is None or labels is None:
             return True
@@ -164,7 +171,7 @@ class Grant:
     """One BYOC exception: ``namespace`` may use images beyond the trusted list."""
 
     namespace: str
-    registries: tuple[RepositoryPattern, ...] | None
+    registries: PatternSet | None
     expires: dt.date | None
     reason: str
     requested_by: str
@@ -188,8 +195,8 @@ class Policy:
     """A validated policy, ready for :func:`imagegate.core.decide.decide`."""
 
     mode: Mode
-    trusted: tuple[RepositoryPattern, ...]
-    blocked: tuple[RepositoryPattern, ...]
+    trusted: PatternSet
+    blocked: PatternSet
     byoc_default: Literal["deny", "allow"]
     byoc_require_base_image: bool
     grants: tuple[Grant, ...]
@@ -249,14 +256,14 @@ def _convert(doc: LocatedDocument, kind: type[Any], hint: str) -> Any:
         raise doc.error(path, message) from None
 
 
-def _patterns(doc: LocatedDocument, path: str, entries: Sequence[str]) -> tuple[RepositoryPattern, ...]:
+def _patterns(doc: LocatedDocument, path: str, entries: Sequence[str]) -> PatternSet:
     compiled = []
     for index, entry in enumerate(entries):
         try:
             compiled.append(parse_pattern(entry))
         except PatternError as exc:
             raise doc.error(f"{path}[{index}]", str(exc)) from None
-    return tuple(compiled)
+    return PatternSet(tuple(compiled))
 
 
 def _check_name_globs(doc: LocatedDocument, path: str, names: Sequence[str]) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property, lru_cache
 
 __all__ = [
     "ANCHORED_DOMAIN_RE",
@@ -101,7 +102,7 @@ class ReferenceError(ValueError):
         super().__init__(f"{message} ({detail})" if detail else message)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Reference:
     """A parsed reference. ``domain`` is "" only for un-normalized parses without one."""
 
@@ -120,7 +121,7 @@ class Reference:
         """The domain as a host to compare: DNS names are case-insensitive."""
         return self.domain.lower()
 
-    @property
+    @cached_property
     def segments(self) -> tuple[str, ...]:
         """The name split into whole components, the (lower-cased) domain first."""
         return (self.registry_host, *self.path.split("/"))
@@ -243,11 +244,14 @@ def parse_named_canonical(text: str) -> Reference:
     return ref
 
 
+@lru_cache(maxsize=4096)
 def parse_docker_ref(text: str) -> Reference:
     """distribution's ``ParseDockerRef``: normalized, ``:latest`` when untagged.
 
     When both a tag and a digest are given, the runtime pulls by digest, so the
-    tag is dropped: it says nothing about what runs.
+    tag is dropped: it says nothing about what runs. Results are cached: a cluster runs
+    few distinct images, and the same ones are admitted over and over (a refused string
+    raises every time, it is never cached).
     """
     ref = parse_normalized(text)
     if ref.digest is not None:

@@ -22,7 +22,7 @@ from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.certs import load_ca, make_certificates, service_dns_names
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject, read_manifests
-from imagegate.shell.policy_source import PolicySource, load_policy_files
+from imagegate.shell.policy_source import load_policy_files
 
 app = typer.Typer(
     name="imagegate",
@@ -244,6 +244,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     log_format: Annotated[LogFormat, typer.Option(help="json (one object per line) or console.")] = LogFormat.json,
     max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get HTTP 413.")] = 8 * 1024 * 1024,
+    workers: Annotated[int, typer.Option(help="Server processes sharing the port (one per core).", min=1)] = 1,
 ) -> None:
     """Serve the admission webhook over HTTPS (/validate, /mutate, /healthz, /readyz, /metrics).
 
@@ -271,7 +272,6 @@ def serve(
             f"  clientConfig.caBundle: {files.ca_bundle()}\n"
             "For a real deployment use deploy/ (cert-manager) or `imagegate certs`.\n"
         )
-    source = PolicySource(policy, grants, strict=False)
     settings = ServerSettings(
         host=host,
         port=port,
@@ -280,8 +280,11 @@ def serve(
         policy_path=policy,
         grants_path=grants,
         max_body_bytes=max_body_bytes,
+        log_level=log_level,
+        log_json=log_format is LogFormat.json,
+        workers=workers,
     )
-    run_server(settings, source)
+    raise typer.Exit(run_server(settings))
 
 
 @app.command()

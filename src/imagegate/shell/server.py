@@ -15,8 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import multiprocessing
+import os
 import shutil
+import signal
+import socket
 import ssl
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -36,10 +41,12 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 
 from imagegate.core.admission import ReviewError, decode_review, review
 from imagegate.shell.certs import check_pair
+from imagegate.shell.logs import configure_logging
 from imagegate.shell.policy_source import PolicySource, ReloadResult
 
 __all__ = ["Metrics", "ServerSettings", "WebhookApp", "run_server"]
@@ -56,6 +63,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series d
 # by default, so 8 MiB leaves room for both and refuses anything absurd.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_REQUEST_TIMEOUT = 10.0
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 @dataclass(frozen=True)
@@ -69,12 +77,16 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     log_decisions: bool = True
+    log_level: str = "info"
+    log_json: bool = True
+    workers: int = 1
 
 
 class Metrics:
     """The Prometheus metrics one server process exports at ``/metrics``."""
 
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry()
         self.decisions = Counter(
             "imagegate_decisions_total",
@@ -107,16 +119,25 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # With several worker processes the gauges are combined: the worst worker counts.
         self.policy_ok = Gauge(
             "imagegate_policy_valid",
             "1 when the files on disk validate; 0 while an invalid version is refused.",
             registry=self.registry,
+            multiprocess_mode="livemin",
         )
         self.policy_loaded = Gauge(
-            "imagegate_policy_loaded", "1 when a valid policy is in force (ready).", registry=self.registry
+            "imagegate_policy_loaded",
+            "1 when a valid policy is in force (ready).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
         )
         self.grants = Gauge(
-            "imagegate_grants", "BYOC grants by state (active, expired).", ["state"], registry=self.registry
+            "imagegate_grants",
+            "BYOC grants by state (active, expired).",
+            ["state"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.tls_reloads = Counter(
             "imagegate_tls_reloads_total",
@@ -124,6 +145,22 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+
+    def child(self, metric: Counter | Histogram, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: ``labels()`` locks and validates on every call."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
+    def exposition(self) -> bytes:
+        """The text for /metrics: this process's, or all workers' when there are several."""
+        if os.environ.get(MULTIPROCESS_ENV):
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return generate_latest(combined)
+        return generate_latest(self.registry)
 
     def observe_policy(self, source: PolicySource) -> None:
         self.policy_loaded.set(1 if source.current is not None else 0)
@@ -350,16 +387,16 @@ class WebhookApp:
         outcome = review(self.source.current, request, now=dt.datetime.now(dt.UTC), mutate=mutate)
         await _respond(send, 200, outcome.body, _JSON)
         elapsed = time.perf_counter() - started
-        self.metrics.latency.labels(endpoint).observe(elapsed)
+        self.metrics.child(self.metrics.latency, endpoint).observe(elapsed)
         decision = outcome.decision
         result = "allowed" if outcome.allowed else "denied"
         if decision is not None and outcome.allowed and decision.warnings:
             result = "warned"
         namespace = request.namespace or "-"
-        self.metrics.decisions.labels(endpoint, result, namespace).inc()
+        self.metrics.child(self.metrics.decisions, endpoint, result, namespace).inc()
         if decision is not None and not mutate:
             for finding in decision.findings:
-                self.metrics.findings.labels(finding.rule, finding.mode.value, namespace).inc()
+                self.metrics.child(self.metrics.findings, finding.rule, finding.mode.value, namespace).inc()
         if self.settings.log_decisions:
             # One line per decision; never the body (env values can hold secrets).
             log.info(
@@ -379,8 +416,21 @@ class WebhookApp:
             )
 
 
-def run_server(settings: ServerSettings, source: PolicySource) -> None:
-    """Serve until SIGTERM/SIGINT; in-flight requests finish (graceful shutdown)."""
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket each worker binds for itself; the kernel spreads connections (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def serve_worker(settings: ServerSettings) -> None:
+    """One server process: its own policy watcher, TLS reloader and event loop."""
+    configure_logging(settings.log_level, json=settings.log_json)
+    source = PolicySource(settings.policy_path, settings.grants_path, strict=False)
     app = WebhookApp(settings, source)
     source.on_reload = app.on_policy_reload  # the app counts reloads in its metrics
     config = uvicorn.Config(
@@ -395,9 +445,60 @@ def run_server(settings: ServerSettings, source: PolicySource) -> None:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # the API server connects directly; nothing to trust in X-Forwarded-*
         timeout_keep_alive=30,  # the API server keeps connections to webhooks open
         timeout_graceful_shutdown=15,
-        backlog=2048,
     )
     app.uvicorn_config = config
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    if settings.workers > 1:
+        server.run(sockets=[_listening_socket(settings.host, settings.port)])
+    else:
+        server.run()
+
+
+def run_server(settings: ServerSettings) -> int:
+    """Serve until SIGTERM/SIGINT; in-flight requests finish (graceful shutdown).
+
+    With ``workers > 1`` the parent starts that many worker processes, forwards the stop
+    signal to them and exits when they have; if one dies, the others are stopped and
+    the exit status is non-zero, so the kubelet restarts the pod whole.
+    """
+    if settings.workers <= 1:
+        serve_worker(settings)
+        return 0
+    metrics_dir = tempfile.mkdtemp(prefix="imagegate-metrics-")
+    os.environ[MULTIPROCESS_ENV] = metrics_dir  # inherited by the spawned workers
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=serve_worker, args=(settings,), name=f"imagegate-worker-{n}")
+        for n in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    try:
+        while any(worker.is_alive() for worker in workers):
+            for worker in workers:
+                worker.join(timeout=0.5)
+                if not worker.is_alive() and not stopping:
+                    print(f"imagegate: {worker.name} exited ({worker.exitcode}); stopping", file=sys.stderr)
+                    status = 1
+                    forward(signal.SIGTERM, None)
+    finally:
+        for worker in workers:
+            if worker.pid is not None:
+                multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[no-untyped-call]
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return status

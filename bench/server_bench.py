@@ -1,0 +1,310 @@
+"""Benchmark ``imagegate serve`` against nginx returning a fixed allow, both over TLS.
+
+Usage::
+
+    python bench/server_bench.py [--duration 10] [--concurrency 10,50,100] [--paced-rate 1000]
+
+Needs ``wrk`` and ``nginx`` (Debian packages; ``scripts/test.sh`` installs them). It starts
+both servers on 127.0.0.1 with the same certificate, drives each from a separate ``wrk``
+process with keep-alive over TLS, cycling through a mix of realistic AdmissionReviews
+(small pod, 10-container pod, Deployment), and prints a Markdown table:
+
+* saturation: ``wrk`` sends as fast as the server answers, at each concurrency;
+* paced: 50 connections that each wait between requests, an offered load of about
+  ``--paced-rate`` reviews/s (the API server's traffic is paced by pod creations, not a
+  closed loop), which is where the p99 budget applies.
+
+Peak RSS of the imagegate process is read from /proc. Nothing leaves loopback, and both
+servers are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reviews import BENCH_POLICY, bodies
+
+from imagegate.shell.certs import CertificateFiles, make_certificates
+
+# Decisions are logged at info, one line each; a busy cluster runs the webhook at warning
+# and reads decisions from metrics and audit annotations. Measure that configuration.
+LOG_LEVEL = "warning"
+
+FIXED_ALLOW = json.dumps(
+    {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "fixed", "allowed": True}}
+)
+
+WRK_SCRIPT = """
+local bodies = {}
+local index = 0
+local pause = 0
+function init(args)
+  pause = tonumber(args[1])
+  for i = 2, #args do
+    local handle = io.open(args[i], "rb")
+    bodies[#bodies + 1] = handle:read("*a")
+    handle:close()
+  end
+end
+function request()
+  index = index % #bodies + 1
+  return wrk.format("POST", "/validate", {["Content-Type"] = "application/json"}, bodies[index])
+end
+"""
+# wrk calls delay() only if the script defines it when loaded, so the paced run gets its own script.
+WRK_PACED = (
+    WRK_SCRIPT
+    + """
+function delay() return pause end
+"""
+)
+
+NGINX_CONF = """
+worker_processes auto;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_buffer_size 64k;
+  keepalive_requests 1000000;
+  keepalive_timeout 60s;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    location / {{
+      default_type application/json;
+      return 200 '{body}';
+    }}
+  }}
+}}
+"""
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    def find(pattern: str) -> str:
+        match = re.search(pattern, output)
+        if not match:
+            raise RuntimeError(f"unexpected wrk output:\n{output}")
+        return match.group(1)
+
+    errors = 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
+    return WrkResult(
+        requests_per_second=float(find(r"Requests/sec:\s+([\d.]+)")),
+        p50_ms=_ms(find(r"\n\s+50%\s+(\S+)")),
+        p99_ms=_ms(find(r"\n\s+99%\s+(\S+)")),
+        requests=int(find(r"(\d+) requests in")),
+        errors=errors,
+    )
+
+
+def run_wrk(url: str, connections: int, duration: int, script: Path, args: list[str]) -> WrkResult:
+    command = [
+        "wrk",
+        "--threads",
+        "1",
+        "--connections",
+        str(connections),
+        "--duration",
+        f"{duration}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "--script",
+        str(script),
+        url,
+        "--",
+        *args,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration + 60).stdout
+    return parse_wrk(output)
+
+
+def wait_https(url: str, ca: Path, timeout: float = 30) -> None:
+    import ssl  # noqa: PLC0415
+
+    context = ssl.create_default_context(cafile=ca)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, verify=context, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {timeout}s")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (the worker processes)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [pid]
+    if children.exists():
+        for child in children.read_text().split():
+            found.extend(process_tree(int(child)))
+    return found
+
+
+def start_imagegate(tmp: Path, tls: CertificateFiles, port: int, workers: int) -> subprocess.Popen[bytes]:
+    log = (tmp / f"imagegate-{workers}.log").open("wb")
+    command = [
+        sys.executable,
+        "-m",
+        "imagegate",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--tls-cert",
+        str(tls.cert),
+        "--tls-key",
+        str(tls.key),
+        "--policy",
+        str(tmp / "policy.yaml"),
+        "--log-level",
+        LOG_LEVEL,
+    ]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--concurrency", default="10,50,100", help="comma-separated connection counts")
+    parser.add_argument("--paced-rate", type=int, default=1000, help="offered reviews/s for the paced run")
+    parser.add_argument("--workers", default="1,2", help="imagegate worker processes to measure, comma-separated")
+    parser.add_argument("--port", type=int, default=18443)
+    parser.add_argument("--nginx-port", type=int, default=18444)
+    options = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"{tool} not found: apt-get install {tool}", file=sys.stderr)
+            return 2
+    concurrencies = [int(c) for c in options.concurrency.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="imagegate-bench-") as scratch:
+        tmp = Path(scratch)
+        tls = make_certificates(tmp / "tls", ["localhost", "127.0.0.1"])
+        (tmp / "policy.yaml").write_text(BENCH_POLICY)
+        body_paths = []
+        for name, body in bodies().items():
+            path = tmp / f"{name}.json"
+            path.write_bytes(body)
+            body_paths.append(str(path))
+        script, paced_script = tmp / "mix.lua", tmp / "paced.lua"
+        script.write_text(WRK_SCRIPT)
+        paced_script.write_text(WRK_PACED)
+        (tmp / "nginx.conf").write_text(
+            NGINX_CONF.format(tmp=tmp, port=options.nginx_port, cert=tls.cert, key=tls.key, body=FIXED_ALLOW)
+        )
+
+        nginx = subprocess.Popen(
+            [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx.err")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        nginx_url = f"https://127.0.0.1:{options.nginx_port}/validate"
+        ours_url = f"https://127.0.0.1:{options.port}/validate"
+        pause_ms = max(1, round(50 * 1000 / options.paced_rate))
+        loads = [("saturation", c, script, "0") for c in concurrencies]
+        loads.append((f"paced ~{options.paced_rate}/s", 50, paced_script, str(pause_ms)))
+        rows: list[tuple[str, int, str, WrkResult, WrkResult]] = []
+        rss: dict[int, float] = {}
+        try:
+            wait_https(f"https://127.0.0.1:{options.nginx_port}/", tls.ca_cert)
+            run_wrk(nginx_url, 10, 2, script, ["0", *body_paths])  # warm up
+            baseline = {
+                (load, c): run_wrk(nginx_url, c, options.duration, lua, [pause, *body_paths])
+                for load, c, lua, pause in loads
+            }
+            for workers in [int(w) for w in options.workers.split(",")]:
+                imagegate = start_imagegate(tmp, tls, options.port, workers)
+                try:
+                    wait_https(f"https://127.0.0.1:{options.port}/readyz", tls.ca_cert)
+                    run_wrk(ours_url, 10, 2, script, ["0", *body_paths])  # warm up
+                    for load, c, lua, pause in loads:
+                        ours = run_wrk(ours_url, c, options.duration, lua, [pause, *body_paths])
+                        rows.append((load, c, f"{workers}", ours, baseline[(load, c)]))
+                    rss[workers] = max(peak_rss_mb(pid) for pid in process_tree(imagegate.pid))
+                finally:
+                    stop(imagegate)
+        finally:
+            stop(nginx)
+
+    print(
+        f"imagegate vs nginx (fixed allow), TLS, keep-alive, {os.cpu_count()} cores, wrk 1 thread, "
+        f"{options.duration}s each, imagegate log level {LOG_LEVEL}"
+    )
+    print("mix: small pod, 10-container pod, Deployment (round robin)\n")
+    print(
+        "| load | conns | imagegate workers | imagegate req/s | p50 ms | p99 ms "
+        "| nginx req/s | p50 ms | p99 ms | imagegate/nginx | errors |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for load, connections, workers, ours, theirs in rows:
+        ratio = ours.requests_per_second / theirs.requests_per_second
+        print(
+            f"| {load} | {connections} | {workers} | {ours.requests_per_second:,.0f} | {ours.p50_ms:.2f} "
+            f"| {ours.p99_ms:.2f} | {theirs.requests_per_second:,.0f} | {theirs.p50_ms:.2f} | {theirs.p99_ms:.2f} "
+            f"| {ratio:.0%} | {ours.errors + theirs.errors} |"
+        )
+    for workers, peak in rss.items():
+        print(f"\nimagegate with {workers} worker(s): peak RSS of the largest process {peak:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
