@@ -20,7 +20,7 @@ BASE = REPO_ROOT / "deploy" / "base"
 
 def documents() -> list[dict[str, Any]]:
     kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
-    found = []
+    found: list[dict[str, Any]] = []
     for name in kustomization["resources"]:
         found.extend(doc for doc in yaml.safe_load_all((BASE / name).read_text()) if doc)
     return found
