@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from imagegate.core.policy import load_grants, load_policy
+from imagegate.core.policy import load_grants, load_identities, load_policy
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
 from tests.conftest import REPO_ROOT
 
@@ -36,11 +36,17 @@ def test_every_resource_file_is_listed() -> None:
     assert listed == on_disk
 
 
-def test_policy_and_grants_configmaps_validate() -> None:
-    policy_cm, grants_cm = (doc for doc in by_kind("ConfigMap"))
+def test_policy_grants_and_identities_configmaps_validate() -> None:
+    policy_cm, grants_cm, identities_cm = (doc for doc in by_kind("ConfigMap"))
     policy = load_policy(policy_cm["data"]["policy.yaml"], "deploy/base/configmaps.yaml")
     assert policy.byoc_default == "deny"
+    assert policy.pod_security is not None and policy.pod_security.tool is not None
     assert load_grants(grants_cm["data"]["grants.yaml"], "deploy/base/configmaps.yaml") == ()
+    assert load_identities(identities_cm["data"]["identities.yaml"], "deploy/base/configmaps.yaml") == {}
+    (deployment,) = by_kind("Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert policy.identities_file is not None and str(Path(policy.identities_file).parent) in mounts
 
 
 WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonpatch
 import pytest
 
 from imagegate.shell.certs import load_ca, make_certificates
@@ -335,3 +336,32 @@ def test_update_without_change_of_review_shape(webhook: WebhookProcess) -> None:
     review["request"]["someFutureField"] = {"x": 1}
     response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
     assert response["allowed"] is False
+
+
+def test_mutate_then_validate_like_the_api_server(tmp_path: Path) -> None:
+    """The API server calls /mutate, applies the JSONPatch, then calls /validate with the result."""
+    (tmp_path / "policy.yaml").write_text(
+        POLICY
+        + "podSecurity:\n  level: restricted\n  toolProfile:\n"
+        + "    identities: {tool-example: {uid: 52503}}\n"
+        + "    hostPaths: [{path: '/data/project/{tool}'}]\n"
+    )
+    review = fixture("pod-create.json")
+    review["request"]["object"]["spec"]["initContainers"] = []
+    with run_webhook(tmp_path, policy=tmp_path / "policy.yaml") as webhook:
+        client = webhook.client()
+        mutated = response_of(client.post("/mutate", json=review), review["request"]["uid"])
+        assert mutated["allowed"] is True and mutated["patchType"] == "JSONPatch"
+        patch = json.loads(base64.b64decode(mutated["patch"]))
+        review["request"]["object"] = jsonpatch.apply_patch(review["request"]["object"], patch)
+        spec = review["request"]["object"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["fsGroup"] == 52503
+        assert spec["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        validated = response_of(client.post("/validate", json=review), review["request"]["uid"])
+        assert validated == {"uid": review["request"]["uid"], "allowed": True}
+        # a pod that asks for root is denied, naming the field and the allowed value
+        review["request"]["object"]["spec"]["securityContext"]["runAsUser"] = 0
+        denied = response_of(client.post("/validate", json=review), review["request"]["uid"])
+        assert denied["allowed"] is False
+        assert "runAsUser=0; only 52503 is allowed" in denied["status"]["message"]

@@ -24,9 +24,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from imagegate.core.podprofile import PodProfile, mutate_pod, pod_findings
 from imagegate.core.policy import Grant, Mode, Policy
 from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref
-from imagegate.core.workloads import ImageUse, ObjectShapeError, image_uses
+from imagegate.core.workloads import ImageUse, ObjectShapeError, image_uses, pod_specs
 
 __all__ = [
     "BaseImageVerdict",
@@ -70,7 +71,7 @@ class Finding:
     @property
     def message(self) -> str:
         """The whole sentence: which container, which image, what is wrong."""
-        if self.use.kind == "object":
+        if self.use.kind in ("object", "pod"):
             return self.reason
         return f"{self.use.label} image {self.use.image!r} {self.reason}"
 
@@ -235,6 +236,43 @@ def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return metadata if isinstance(metadata, Mapping) else {}
 
 
+def _pod_security(
+    profile: PodProfile,
+    obj: Mapping[str, Any],
+    namespace: str,
+    namespace_labels: Mapping[str, str] | None,
+    old_object: Mapping[str, Any] | None,
+) -> tuple[list[Finding], list[Mapping[str, Any]]]:
+    """Pod security findings and mutation patches for every pod spec ``obj`` carries."""
+    identity = profile.tool.identity(namespace, namespace_labels) if profile.tool else None
+    old_specs = dict(pod_specs(old_object)) if old_object else {}
+    # Pods cannot change their security context after creation; templates can.
+    may_mutate = profile.mutate and (old_object is None or obj.get("kind") != "Pod")
+    findings: list[Finding] = []
+    patches: list[Mapping[str, Any]] = []
+    mode = Mode(profile.mode)
+    for pointer, original in pod_specs(obj):
+        if old_object is not None and old_specs.get(pointer) == original:
+            continue  # an UPDATE that leaves the pod spec alone has nothing to judge
+        spec = original
+        if may_mutate:
+            patcher = mutate_pod(original, pointer, profile, identity)
+            spec = patcher.spec
+            patches.extend(patcher.patches)
+        metadata_pointer = pointer.removesuffix("/spec") + "/metadata"
+        metadata: Any = obj
+        for token in metadata_pointer.strip("/").split("/"):
+            metadata = metadata.get(token) if isinstance(metadata, Mapping) else None
+        metadata = metadata if isinstance(metadata, Mapping) else {}
+        for rule, result in pod_findings(spec, metadata, profile, namespace, identity):
+            if rule.startswith("pod-security:"):
+                reason = f'violates PodSecurity "{profile.label}": {result.message}'
+            else:
+                reason = f"violates the tool profile: {result.message}"
+            findings.append(Finding(ImageUse("pod", result.check, "", pointer), rule, reason, mode))
+    return findings, patches
+
+
 def decide(
     policy: Policy,
     obj: Mapping[str, Any],
@@ -281,14 +319,20 @@ def decide(
         verdicts.append(verdict)
         if base_ref is not None and base_ref not in needs_base:
             needs_base.append(base_ref)
-    findings = tuple(v.finding for v in verdicts if v.finding is not None)
+    findings = [v.finding for v in verdicts if v.finding is not None]
+    patches: list[Mapping[str, Any]] = []
+    profile = policy.pod_security.profile_for(namespace) if policy.pod_security else None
+    if profile is not None:
+        security_findings, patches = _pod_security(profile, obj, namespace, namespace_labels, old_object)
+        findings.extend(security_findings)
     return Decision(
         kind,
         name,
         namespace,
         governed=True,
         verdicts=tuple(verdicts),
-        findings=findings,
+        findings=tuple(findings),
+        patches=tuple(patches),
         base_checks_needed=tuple(needs_base),
     )
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -26,6 +26,14 @@ from typing import Any, Literal
 import msgspec
 
 from imagegate.core.patterns import PatternError, PatternSet, parse_pattern
+from imagegate.core.podprofile import (
+    HostPathRule,
+    Identity,
+    PodSecurityOverride,
+    PodSecuritySettings,
+    ToolProfile,
+)
+from imagegate.core.podsecurity import parse_version
 from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "PolicyError",
     "default_policy",
     "load_grants",
+    "load_identities",
     "load_policy",
 ]
 
@@ -97,6 +106,48 @@ class ByocDoc(_Doc):
     grants_file: str | None = None
 
 
+class HostPathDoc(_Doc):
+    path: str
+    read_only: bool = False
+
+
+class IdentityDoc(_Doc):
+    uid: int
+    gid: int | None = None
+
+
+class ToolProfileDoc(_Doc):
+    namespaces: list[str] = msgspec.field(default_factory=lambda: ["tool-*"])
+    identities: dict[str, IdentityDoc] = {}
+    identities_file: str | None = None
+    uid_label: str | None = None
+    gid_label: str | None = None
+    host_paths: list[HostPathDoc] = []
+
+
+class PodSecurityOverrideDoc(_Doc):
+    namespaces: list[str]
+    level: Literal["privileged", "baseline", "restricted"] | None = None
+    version: str | None = None
+    mode: Mode | None = None
+
+
+class PodSecurityDoc(_Doc):
+    level: Literal["privileged", "baseline", "restricted"] = "restricted"
+    version: str = "latest"
+    mode: Mode = Mode.ENFORCE
+    mutate: bool = True
+    exempt: list[str] = []
+    overrides: list[PodSecurityOverrideDoc] = []
+    tool_profile: ToolProfileDoc | None = None
+
+
+class IdentitiesDoc(_Doc):
+    api_version: str = "imagegate.toolforge.org/v1"
+    kind: Literal["ToolIdentities"] = "ToolIdentities"
+    identities: dict[str, IdentityDoc] = {}
+
+
 class PolicyDoc(_Doc):
     api_version: str = "imagegate.toolforge.org/v1"
     kind: Literal["ImagePolicy"] = "ImagePolicy"
@@ -105,6 +156,7 @@ class PolicyDoc(_Doc):
     blocked: list[str] = []
     byoc: ByocDoc = msgspec.field(default_factory=ByocDoc)
     namespaces: NamespacesDoc = msgspec.field(default_factory=NamespacesDoc)
+    pod_security: PodSecurityDoc | None = None
 
 
 class GrantsDoc(_Doc):
@@ -204,6 +256,8 @@ class Policy:
     grants_file: str | None = None
     source: str = "<built-in>"
     grants_by_namespace: Mapping[str, tuple[Grant, ...]] = field(default_factory=dict)
+    pod_security: PodSecuritySettings | None = None
+    identities_file: str | None = None
 
     def grants_for(self, namespace: str) -> tuple[Grant, ...]:
         return self.grants_by_namespace.get(namespace, ())
@@ -212,23 +266,20 @@ class Policy:
         """The same policy with the grants of a grants file added to the inline ones."""
         return _assemble(self, (*self.grants, *extra))
 
+    def with_identities(self, extra: Mapping[str, Identity]) -> Policy:
+        """The same policy with the tool identities of an identities file added."""
+        settings = self.pod_security
+        if settings is None or settings.tool is None:
+            return self
+        tool = replace(settings.tool, identities={**settings.tool.identities, **extra})
+        return replace(self, pod_security=replace(settings, tool=tool))
+
 
 def _assemble(base: Policy, grants: Sequence[Grant]) -> Policy:
     by_namespace: dict[str, list[Grant]] = {}
     for grant in grants:
         by_namespace.setdefault(grant.namespace, []).append(grant)
-    return Policy(
-        mode=base.mode,
-        trusted=base.trusted,
-        blocked=base.blocked,
-        byoc_default=base.byoc_default,
-        byoc_require_base_image=base.byoc_require_base_image,
-        grants=tuple(grants),
-        namespaces=base.namespaces,
-        grants_file=base.grants_file,
-        source=base.source,
-        grants_by_namespace={k: tuple(v) for k, v in by_namespace.items()},
-    )
+    return replace(base, grants=tuple(grants), grants_by_namespace={k: tuple(v) for k, v in by_namespace.items()})
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -323,6 +374,69 @@ def _check_api_version(doc: LocatedDocument, api_version: str) -> None:
         )
 
 
+def _version(doc: LocatedDocument, path: str, text: str) -> tuple[int, int]:
+    try:
+        return parse_version(text)
+    except ValueError as exc:
+        raise doc.error(path, str(exc)) from None
+
+
+def _identities(doc: LocatedDocument, path: str, identities: Mapping[str, IdentityDoc]) -> dict[str, Identity]:
+    compiled = {}
+    for namespace, identity in identities.items():
+        if not _DNS_LABEL_RE.fullmatch(namespace):
+            raise doc.error(f"{path}.{namespace}", f"{namespace!r} is not a namespace name")
+        gid = identity.gid if identity.gid is not None else identity.uid
+        if identity.uid <= 0 or gid <= 0:
+            raise doc.error(f"{path}.{namespace}", "a tool runs as a non-root uid and gid (> 0)")
+        compiled[namespace] = Identity(identity.uid, gid)
+    return compiled
+
+
+def _pod_security(doc: LocatedDocument, parsed: PodSecurityDoc) -> PodSecuritySettings:
+    path = "$.podSecurity"
+    tool = None
+    if parsed.tool_profile is not None:
+        profile = parsed.tool_profile
+        where = f"{path}.toolProfile"
+        for index, rule in enumerate(profile.host_paths):
+            if not rule.path.startswith("/") or ".." in rule.path.split("/"):
+                raise doc.error(f"{where}.hostPaths[{index}].path", "write an absolute path without '..'")
+        tool = ToolProfile(
+            namespaces=_check_name_globs(doc, f"{where}.namespaces", profile.namespaces),
+            identities=_identities(doc, f"{where}.identities", profile.identities),
+            uid_label=profile.uid_label,
+            gid_label=profile.gid_label,
+            host_paths=tuple(HostPathRule(r.path, r.read_only) for r in profile.host_paths),
+        )
+    overrides = tuple(
+        PodSecurityOverride(
+            namespaces=_check_name_globs(doc, f"{path}.overrides[{i}].namespaces", o.namespaces),
+            level=o.level,
+            version=_version(doc, f"{path}.overrides[{i}].version", o.version) if o.version else None,
+            mode=o.mode.value if o.mode else None,
+        )
+        for i, o in enumerate(parsed.overrides)
+    )
+    return PodSecuritySettings(
+        level=parsed.level,
+        version=_version(doc, f"{path}.version", parsed.version),
+        mode=parsed.mode.value,
+        mutate=parsed.mutate,
+        exempt=_check_name_globs(doc, f"{path}.exempt", parsed.exempt),
+        overrides=overrides,
+        tool=tool,
+    )
+
+
+def load_identities(text: str, source: str = "<identities>") -> dict[str, Identity]:
+    """Parse a tool identities document (namespace -> uid/gid), e.g. a generated ConfigMap."""
+    doc = load_yaml_document(text, source)
+    parsed: IdentitiesDoc = _convert(doc, IdentitiesDoc, "a ToolIdentities document with an 'identities' map")
+    _check_api_version(doc, parsed.api_version)
+    return _identities(doc, "$.identities", parsed.identities)
+
+
 def load_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse and validate a policy document (YAML or JSON)."""
     doc = load_yaml_document(text, source)
@@ -347,6 +461,12 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         namespaces=scope,
         grants_file=parsed.byoc.grants_file,
         source=source,
+        pod_security=_pod_security(doc, parsed.pod_security) if parsed.pod_security is not None else None,
+        identities_file=(
+            parsed.pod_security.tool_profile.identities_file
+            if parsed.pod_security is not None and parsed.pod_security.tool_profile is not None
+            else None
+        ),
     )
     return _assemble(base, _grants(doc, "$.byoc.grants", parsed.byoc.grants))
 
@@ -377,6 +497,11 @@ byoc:
 namespaces:
   include: ["*"]
   exclude: ["kube-*", "imagegate", "cert-manager"]
+podSecurity:
+  level: restricted           # Pod Security Standards level for every governed pod
+  version: latest
+  mode: enforce
+  mutate: true                # fill in unset secure defaults so plain pods just work
 """
 
 

@@ -60,6 +60,8 @@ class ImageUse:
     @property
     def label(self) -> str:
         """``initContainer "setup"``: how a message names the place."""
+        if self.kind == "pod":
+            return "pod security"
         word = "volume" if self.kind == "imageVolume" else self.kind
         return f'{word} "{self.name}"'
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 import watchfiles
 
-from imagegate.core.policy import Policy, PolicyError, default_policy, load_grants, load_policy
+from imagegate.core.policy import Policy, PolicyError, default_policy, load_grants, load_identities, load_policy
 
 __all__ = ["PolicySource", "ReloadResult", "load_policy_files"]
 
@@ -47,15 +47,19 @@ def _read(path: Path) -> str:
         raise PolicyError(str(path), None, None, f"cannot read: {exc.strerror}") from None
 
 
-def _resolve_grants_path(policy: Policy, policy_path: Path | None, grants_path: Path | None) -> Path | None:
-    if grants_path is not None:
-        return grants_path
-    if policy.grants_file is None:
+def _relative_to_policy(name: str | None, policy_path: Path | None) -> Path | None:
+    if name is None:
         return None
-    candidate = Path(policy.grants_file)
+    candidate = Path(name)
     if not candidate.is_absolute() and policy_path is not None:
         candidate = policy_path.parent / candidate
     return candidate
+
+
+def _resolve_grants_path(policy: Policy, policy_path: Path | None, grants_path: Path | None) -> Path | None:
+    if grants_path is not None:
+        return grants_path
+    return _relative_to_policy(policy.grants_file, policy_path)
 
 
 def load_policy_files(policy_path: Path | None, grants_path: Path | None = None) -> tuple[Policy, str]:
@@ -75,6 +79,11 @@ def load_policy_files(policy_path: Path | None, grants_path: Path | None = None)
         text = _read(resolved)
         digest.update(b"\0" + text.encode())
         policy = policy.with_grants(load_grants(text, str(resolved)))
+    identities = _relative_to_policy(policy.identities_file, policy_path)
+    if identities is not None:
+        text = _read(identities)
+        digest.update(b"\0" + text.encode())
+        policy = policy.with_identities(load_identities(text, str(identities)))
     return policy, digest.hexdigest()
 
 
@@ -117,7 +126,8 @@ class PolicySource:
 
     def watched_paths(self) -> list[Path]:
         """The directories to watch (each file's own directory, for the ..data swap)."""
-        files = [p for p in (self.policy_path, self.effective_grants_path()) if p is not None]
+        identities = _relative_to_policy(self.current.identities_file, self.policy_path) if self.current else None
+        files = [p for p in (self.policy_path, self.effective_grants_path(), identities) if p is not None]
         return sorted({p.absolute().parent for p in files})
 
     def effective_grants_path(self) -> Path | None:

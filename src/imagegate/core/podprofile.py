@@ -1,0 +1,365 @@
+"""The pod security part of a policy: Pod Security Standards plus the tool profile.
+
+The platform must not rely on what is inside a custom image. So for every pod (and
+every pod template) in a governed namespace:
+
+* the Pod Security Standards level of the policy (``restricted`` by default) holds;
+* in tool namespaces, the *tool profile* holds on top: the pod runs as the tool's own
+  uid/gid (``runAsUser``, ``runAsGroup``, ``fsGroup``, ``supplementalGroups``), hostPath
+  volumes only from an allowlist (some forced read-only), no added capabilities, and
+  seccomp ``RuntimeDefault``;
+* fields left unset are filled in by the mutating webhook (``mutations``), so an
+  ordinary ``kubectl run`` pod becomes compliant; fields set to something forbidden
+  are denied by the validating webhook with the field and the allowed value.
+
+Pure: the caller passes the namespace's identity when it knows it.
+"""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from imagegate.core.podsecurity import CheckResult, Version, containers, evaluate, volume_type
+
+__all__ = [
+    "HostPathRule",
+    "Identity",
+    "PodProfile",
+    "PodSecuritySettings",
+    "ToolProfile",
+    "mutate_pod",
+    "tool_profile_findings",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostPathRule:
+    """An allowed hostPath: ``path`` and below; ``{tool}``/``{namespace}`` are filled in."""
+
+    path: str
+    read_only: bool = False
+
+    def resolve(self, namespace: str) -> str:
+        tool = namespace.removeprefix("tool-")
+        return posixpath.normpath(self.path.replace("{namespace}", namespace).replace("{tool}", tool))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolProfile:
+    namespaces: tuple[str, ...] = ("tool-*",)
+    identities: Mapping[str, Identity] = field(default_factory=dict)
+    uid_label: str | None = None
+    gid_label: str | None = None
+    host_paths: tuple[HostPathRule, ...] = ()
+
+    def applies_to(self, namespace: str) -> bool:
+        return any(fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+    def identity(self, namespace: str, labels: Mapping[str, str] | None) -> Identity | None:
+        """From the identities map first, then from the namespace's labels when known."""
+        known = self.identities.get(namespace)
+        if known is not None or labels is None or self.uid_label is None:
+            return known
+        uid_text = labels.get(self.uid_label, "")
+        gid_text = labels.get(self.gid_label, uid_text) if self.gid_label else uid_text
+        if uid_text.isdigit() and gid_text.isdigit():
+            return Identity(int(uid_text), int(gid_text))
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PodProfile:
+    """What applies to one namespace: level, version, mode and the tool profile if any."""
+
+    level: str
+    version: Version
+    mode: str
+    mutate: bool
+    tool: ToolProfile | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.level}:v{self.version[0]}.{self.version[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class PodSecurityOverride:
+    namespaces: tuple[str, ...]
+    level: str | None = None
+    version: Version | None = None
+    mode: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PodSecuritySettings:
+    level: str = "restricted"
+    version: Version = (1, 37)
+    mode: str = "enforce"
+    mutate: bool = True
+    exempt: tuple[str, ...] = ()
+    overrides: tuple[PodSecurityOverride, ...] = ()
+    tool: ToolProfile | None = None
+
+    def profile_for(self, namespace: str) -> PodProfile | None:
+        """The profile for ``namespace``, or ``None`` when it is exempt."""
+        if any(fnmatchcase(namespace, pattern) for pattern in self.exempt):
+            return None
+        level, version, mode = self.level, self.version, self.mode
+        for override in self.overrides:
+            if any(fnmatchcase(namespace, pattern) for pattern in override.namespaces):
+                level = override.level or level
+                version = override.version or version
+                mode = override.mode or mode
+                break
+        tool = self.tool if self.tool is not None and self.tool.applies_to(namespace) else None
+        if level == "privileged" and tool is None:
+            return None
+        return PodProfile(level, version, mode, self.mutate, tool)
+
+
+# --- mutation ---------------------------------------------------------------------------
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+class _Patcher:
+    """Sets unset fields in a copy of a pod spec and records the JSON patch that does it."""
+
+    def __init__(self, spec: Mapping[str, Any], pointer: str) -> None:
+        self.spec: dict[str, Any] = copy.deepcopy(dict(spec))
+        self.pointer = pointer
+        self.patches: list[dict[str, Any]] = []
+
+    def ensure(self, path: Sequence[str | int], value: Any) -> None:
+        """Set ``path`` to ``value`` unless something is there (even a wrong value: validation says so)."""
+        node: Any = self.spec
+        for depth, token in enumerate(path):
+            last = depth == len(path) - 1
+            if isinstance(node, list):
+                node = node[token] if isinstance(token, int) and token < len(node) else None
+                continue
+            if not isinstance(node, dict):
+                return  # a wrong type above us: leave it to validation
+            current = node.get(token)
+            if current is None:
+                built: Any = value
+                for inner in reversed(path[depth + 1 :]):
+                    built = {inner: built}
+                node[token] = copy.deepcopy(built)
+                where = "/".join(_escape(str(t)) for t in path[: depth + 1])
+                self.patches.append({"op": "add", "path": f"{self.pointer}/{where}", "value": built})
+                return
+            if last:
+                return
+            node = current
+
+
+def mutate_pod(spec: Mapping[str, Any], pointer: str, profile: PodProfile, identity: Identity | None) -> _Patcher:
+    """Fill in the secure defaults the profile wants, where the pod left them unset."""
+    patcher = _Patcher(spec, pointer)
+    if profile.level == "restricted" or profile.tool is not None:
+        if identity is not None:
+            patcher.ensure(["securityContext", "runAsUser"], identity.uid)
+            patcher.ensure(["securityContext", "runAsGroup"], identity.gid)
+            patcher.ensure(["securityContext", "fsGroup"], identity.gid)
+        patcher.ensure(["securityContext", "runAsNonRoot"], True)
+        patcher.ensure(["securityContext", "seccompProfile", "type"], "RuntimeDefault")
+        for list_field, index, _container in containers(patcher.spec):
+            patcher.ensure([list_field, index, "securityContext", "allowPrivilegeEscalation"], False)
+            patcher.ensure([list_field, index, "securityContext", "capabilities", "drop"], ["ALL"])
+    return patcher
+
+
+# --- the tool profile -------------------------------------------------------------------
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _contexts(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    yield "pod", _map(spec.get("securityContext"))
+    for _field, _index, container in containers(spec):
+        yield f'container "{container.get("name", "")}"', _map(container.get("securityContext"))
+
+
+def _within(path: str, allowed: str) -> bool:
+    return path == allowed or path.startswith(allowed.rstrip("/") + "/")
+
+
+def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: str) -> list[CheckResult]:
+    found = []
+    rules = [(rule, rule.resolve(namespace)) for rule in tool.host_paths]
+    allowed_text = ", ".join(f"{path}{' (read-only)' if rule.read_only else ''}" for rule, path in rules) or "none"
+    read_only_volumes: dict[str, str] = {}
+    for item in _list(spec.get("volumes")):
+        volume = _map(item)
+        host_path = volume.get("hostPath")
+        name = str(volume.get("name", ""))
+        if host_path is None:
+            kind = volume_type(volume)
+            if kind is not None and kind not in _TOOL_VOLUME_TYPES:
+                found.append(
+                    CheckResult(
+                        "volumes",
+                        "volume type",
+                        f'volume "{name}" uses {kind!r}; tool pods may use hostPath '
+                        f"from the allowlist and {', '.join(sorted(_TOOL_VOLUME_TYPES))}",
+                    )
+                )
+            continue
+        raw = str(_map(host_path).get("path", ""))
+        if ".." in raw.split("/") or not raw.startswith("/"):
+            found.append(
+                CheckResult("hostPath", "hostPath", f'volume "{name}" path {raw!r} must be absolute, without ".."')
+            )
+            continue
+        path = posixpath.normpath(raw)
+        match = next((rule for rule, allowed in rules if _within(path, allowed)), None)
+        if match is None:
+            found.append(
+                CheckResult(
+                    "hostPath", "hostPath", f'volume "{name}" path {raw!r} is not allowed (allowed: {allowed_text})'
+                )
+            )
+        elif match.read_only:
+            read_only_volumes[name] = match.path
+    for _field, _index, container in containers(spec):
+        for item in _list(container.get("volumeMounts")):
+            mount = _map(item)
+            volume_name = str(mount.get("name", ""))
+            if volume_name in read_only_volumes and mount.get("readOnly") is not True:
+                found.append(
+                    CheckResult(
+                        "hostPath",
+                        "hostPath read-only",
+                        f'container "{container.get("name", "")}" must mount volume "{volume_name}" '
+                        f"({read_only_volumes[volume_name]}) with readOnly: true",
+                    )
+                )
+    return found
+
+
+_TOOL_VOLUME_TYPES = frozenset(
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+        "image",
+    }
+)
+
+
+def _identity_findings(spec: Mapping[str, Any], identity: Identity) -> list[CheckResult]:
+    found = []
+    pod = _map(spec.get("securityContext"))
+    for key, want in (("runAsUser", identity.uid), ("runAsGroup", identity.gid)):
+        if pod.get(key) is None and any(
+            _map(c.get("securityContext")).get(key) is None for _, _, c in containers(spec)
+        ):
+            found.append(CheckResult(key, key, f"pod must set securityContext.{key}={want}"))
+        for where, context in _contexts(spec):
+            value = context.get(key)
+            if value is not None and value != want:
+                found.append(
+                    CheckResult(key, key, f"{where} sets securityContext.{key}={value}; only {want} is allowed")
+                )
+    fs_group = pod.get("fsGroup")
+    if fs_group is None:
+        found.append(CheckResult("fsGroup", "fsGroup", f"pod must set securityContext.fsGroup={identity.gid}"))
+    elif fs_group != identity.gid:
+        detail = f"pod sets securityContext.fsGroup={fs_group}; only {identity.gid} is allowed"
+        found.append(CheckResult("fsGroup", "fsGroup", detail))
+    extra = [g for g in _list(pod.get("supplementalGroups")) if g != identity.gid]
+    if extra:
+        found.append(
+            CheckResult(
+                "supplementalGroups",
+                "supplementalGroups",
+                f"pod sets supplementalGroups {extra}; only {identity.gid} is allowed",
+            )
+        )
+    return found
+
+
+def _hardening_findings(spec: Mapping[str, Any]) -> list[CheckResult]:
+    found = []
+    for where, context in _contexts(spec):
+        kind = _map(context.get("seccompProfile")).get("type")
+        if kind is not None and kind != "RuntimeDefault":
+            found.append(
+                CheckResult(
+                    "seccompProfile",
+                    "seccompProfile",
+                    f'{where} sets seccompProfile.type={kind!r}; only "RuntimeDefault" is allowed',
+                )
+            )
+    for _field, _index, container in containers(spec):
+        added = _list(_map(_map(container.get("securityContext")).get("capabilities")).get("add"))
+        if added:
+            found.append(
+                CheckResult(
+                    "capabilities",
+                    "capabilities",
+                    f'container "{container.get("name", "")}" adds {added}; tool pods add no capabilities',
+                )
+            )
+    return found
+
+
+def tool_profile_findings(
+    spec: Mapping[str, Any], tool: ToolProfile, namespace: str, identity: Identity | None
+) -> list[CheckResult]:
+    """What the tool profile finds wrong with a pod spec, on top of the PSS level."""
+    found = _host_path_findings(spec, tool, namespace)
+    if identity is None:
+        found.append(
+            CheckResult(
+                "identity",
+                "tool identity",
+                f"no uid/gid is known for namespace {namespace}; "
+                "add it to podSecurity.toolProfile.identities (or its identities file)",
+            )
+        )
+    else:
+        found.extend(_identity_findings(spec, identity))
+    found.extend(_hardening_findings(spec))
+    return found
+
+
+def pod_findings(
+    spec: Mapping[str, Any], metadata: Mapping[str, Any], profile: PodProfile, namespace: str, identity: Identity | None
+) -> list[tuple[str, CheckResult]]:
+    """(rule, result) for everything wrong with one pod spec under ``profile``."""
+    results: list[tuple[str, CheckResult]] = []
+    # The tool profile replaces the two volume checks with its hostPath allowlist.
+    skip = frozenset({"hostPathVolumes", "restrictedVolumes"}) if profile.tool is not None else frozenset()
+    if profile.level != "privileged":
+        for result in evaluate(profile.level, profile.version, metadata, spec, skip=skip):
+            results.append((f"pod-security:{result.check}", result))
+    if profile.tool is not None:
+        for result in tool_profile_findings(spec, profile.tool, namespace, identity):
+            results.append((f"tool-profile:{result.check}", result))
+    return results

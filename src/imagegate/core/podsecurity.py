@@ -1,0 +1,490 @@
+"""Pod Security Standards, checked the way Kubernetes' pod-security-admission does.
+
+Each check is a small named function over a pod's metadata and spec, owned by a level
+(``baseline`` or ``restricted``) and present from a Kubernetes version on. A level
+includes the checks of the levels below it. A policy may pin a version (``v1.37``) or
+follow ``latest``. The tests run upstream's v1.37 fixtures through these functions.
+
+Messages follow PSA's form, ``<reason> (<detail>)``, e.g.
+``allowPrivilegeEscalation != false (container "app" must set securityContext.allowPrivilegeEscalation=false)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CHECKS",
+    "LATEST_VERSION",
+    "LEVELS",
+    "Check",
+    "CheckResult",
+    "Version",
+    "evaluate",
+    "parse_version",
+]
+
+LEVELS = ("privileged", "baseline", "restricted")
+Version = tuple[int, int]
+LATEST_VERSION: Version = (1, 37)
+OLDEST_VERSION: Version = (1, 25)
+
+Pod = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """A failed check: PSA's forbidden reason and detail."""
+
+    check: str
+    reason: str
+    detail: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.reason} ({self.detail})" if self.detail else self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    id: str
+    level: str
+    since: Version
+    run: Callable[[Mapping[str, Any], Mapping[str, Any], Version], CheckResult | None]
+
+
+def parse_version(text: str) -> Version:
+    """``latest`` or ``v1.N`` (N from 25 on); anything else is a ``ValueError``."""
+    if text == "latest":
+        return LATEST_VERSION
+    match = re.fullmatch(r"v1\.(\d+)", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a Pod Security version (write 'latest' or e.g. 'v1.37')")
+    version = (1, int(match.group(1)))
+    if version < OLDEST_VERSION:
+        raise ValueError(f"{text!r}: imagegate knows the Pod Security Standards from v1.25 on")
+    return min(version, LATEST_VERSION)  # a newer pin means "as new as we know"
+
+
+# --- access helpers: tolerate wrong types (the API server rejects them before us) ------
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+FIELD_OF_KIND = {"initContainers": "initContainer", "containers": "container", "ephemeralContainers": "container"}
+
+
+def containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
+    """Every container of every list, as (list field, index, container)."""
+    for field in ("initContainers", "containers", "ephemeralContainers"):
+        for index, container in enumerate(_list(spec.get(field))):
+            if isinstance(container, Mapping):
+                yield field, index, container
+
+
+def _name(container: Mapping[str, Any]) -> str:
+    return str(container.get("name", ""))
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f'"{n}"' for n in names)
+
+
+def _containers_phrase(names: list[str]) -> str:
+    noun = "container" if len(names) == 1 else "containers"
+    return f"{noun} {_quoted(names)}"
+
+
+def _pod_context(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _map(spec.get("securityContext"))
+
+
+def _context(container: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _map(container.get("securityContext"))
+
+
+def _is_windows(spec: Mapping[str, Any]) -> bool:
+    return _map(spec.get("os")).get("name") == "windows"
+
+
+# --- baseline -------------------------------------------------------------------------
+
+
+def check_host_namespaces(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    used = [f"{field}=true" for field in ("hostNetwork", "hostPID", "hostIPC") if spec.get(field) is True]
+    return CheckResult("hostNamespaces", "host namespaces", ", ".join(used)) if used else None
+
+
+def check_privileged(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    bad = [_name(c) for _, _, c in containers(spec) if _context(c).get("privileged") is True]
+    if not bad:
+        return None
+    return CheckResult(
+        "privileged", "privileged", f"{_containers_phrase(bad)} must not set securityContext.privileged=true"
+    )
+
+
+BASELINE_CAPABILITIES = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
+
+
+def check_capabilities_baseline(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    details = []
+    for _, _, container in containers(spec):
+        added = _list(_map(_context(container).get("capabilities")).get("add"))
+        forbidden = [str(cap) for cap in added if cap not in BASELINE_CAPABILITIES]
+        if forbidden:
+            details.append(
+                f'container "{_name(container)}" must not include {_quoted(forbidden)} in securityContext.capabilities.add'
+            )
+    return CheckResult("capabilities_baseline", "non-default capabilities", "; ".join(details)) if details else None
+
+
+def check_host_path_volumes(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    names = [str(_map(v).get("name", "")) for v in _list(spec.get("volumes")) if _map(v).get("hostPath") is not None]
+    if not names:
+        return None
+    noun = "volume" if len(names) == 1 else "volumes"
+    return CheckResult("hostPathVolumes", "hostPath volumes", f"{noun} {_quoted(names)}")
+
+
+def check_host_ports(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    details = []
+    for _, _, container in containers(spec):
+        ports = [_map(p).get("hostPort") for p in _list(container.get("ports"))]
+        used = [str(p) for p in ports if p not in (None, 0)]
+        if used:
+            details.append(f'container "{_name(container)}" uses hostPort {", ".join(used)}')
+    return CheckResult("hostPorts", "hostPort", "; ".join(details)) if details else None
+
+
+APPARMOR_ANNOTATION_PREFIX = "container.apparmor.security.beta.kubernetes.io/"
+
+
+def check_apparmor_profile(meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
+    bad = []
+    for key, value in _map(meta.get("annotations")).items():
+        if str(key).startswith(APPARMOR_ANNOTATION_PREFIX):
+            text = str(value)
+            if not (text in {"", "runtime/default"} or text.startswith("localhost/")):
+                bad.append(f"{key}={text!r}")
+    if version >= (1, 30):
+        profiles = [("pod", _map(_pod_context(spec).get("appArmorProfile")))]
+        profiles += [
+            (f'container "{_name(c)}"', _map(_context(c).get("appArmorProfile"))) for _, _, c in containers(spec)
+        ]
+        for where, profile in profiles:
+            kind = profile.get("type")
+            if kind is not None and kind not in ("RuntimeDefault", "Localhost"):
+                bad.append(f"{where} appArmorProfile.type={kind!r}")
+    return CheckResult("appArmorProfile", "forbidden AppArmor profiles", ", ".join(bad)) if bad else None
+
+
+SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
+
+
+def check_selinux_options(_meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
+    allowed_types = SELINUX_TYPES | ({"container_engine_t"} if version >= (1, 31) else set())
+    bad = []
+    contexts = [("pod", _pod_context(spec))] + [
+        (f'container "{_name(c)}"', _context(c)) for _, _, c in containers(spec)
+    ]
+    for where, context in contexts:
+        options = context.get("seLinuxOptions")
+        if options is None:
+            continue
+        options = _map(options)
+        if options.get("type", "") not in allowed_types:
+            bad.append(f"{where} seLinuxOptions.type={options.get('type')!r}")
+        for field in ("user", "role"):
+            if options.get(field, "") != "":
+                bad.append(f"{where} seLinuxOptions.{field}={options.get(field)!r}")
+    return CheckResult("seLinuxOptions", "seLinuxOptions", "; ".join(bad)) if bad else None
+
+
+def _proc_mount_violations(spec: Pod) -> list[str]:
+    return [_name(c) for _, _, c in containers(spec) if _context(c).get("procMount") not in (None, "", "Default")]
+
+
+def check_proc_mount(_meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
+    # From 1.35 baseline allows an unmasked /proc inside a user namespace (hostUsers: false).
+    if version >= (1, 35) and spec.get("hostUsers") is False:
+        return None
+    bad = _proc_mount_violations(spec)
+    if not bad:
+        return None
+    return CheckResult(
+        "procMount",
+        "procMount",
+        f"{_containers_phrase(bad)} must not set securityContext.procMount to a non-default value",
+    )
+
+
+def check_seccomp_baseline(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    bad = []
+    contexts = [("pod", _pod_context(spec))] + [
+        (f'container "{_name(c)}"', _context(c)) for _, _, c in containers(spec)
+    ]
+    for where, context in contexts:
+        if _map(context.get("seccompProfile")).get("type") == "Unconfined":
+            bad.append(f'{where} must not set securityContext.seccompProfile.type to "Unconfined"')
+    return CheckResult("seccompProfile_baseline", "seccompProfile", "; ".join(bad)) if bad else None
+
+
+# Safe sysctls by the version that allowed them.
+SAFE_SYSCTLS: tuple[tuple[Version, frozenset[str]], ...] = (
+    (
+        (1, 0),
+        frozenset(
+            {
+                "kernel.shm_rmid_forced",
+                "net.ipv4.ip_local_port_range",
+                "net.ipv4.tcp_syncookies",
+                "net.ipv4.ping_group_range",
+                "net.ipv4.ip_unprivileged_port_start",
+            }
+        ),
+    ),
+    ((1, 27), frozenset({"net.ipv4.ip_local_reserved_ports"})),
+    (
+        (1, 29),
+        frozenset(
+            {
+                "net.ipv4.tcp_keepalive_time",
+                "net.ipv4.tcp_fin_timeout",
+                "net.ipv4.tcp_keepalive_intvl",
+                "net.ipv4.tcp_keepalive_probes",
+            }
+        ),
+    ),
+    ((1, 32), frozenset({"net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"})),
+    ((1, 37), frozenset({"net.ipv4.tcp_slow_start_after_idle", "net.ipv4.tcp_notsent_lowat"})),
+)
+
+
+def check_sysctls(_meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
+    allowed = frozenset().union(*(names for since, names in SAFE_SYSCTLS if version >= since))
+    names = [str(_map(s).get("name", "")) for s in _list(_pod_context(spec).get("sysctls"))]
+    bad = [n for n in names if n not in allowed]
+    return CheckResult("sysctls", "forbidden sysctls", ", ".join(bad)) if bad else None
+
+
+def check_windows_host_process(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    bad = [
+        where
+        for where, context in [("pod", _pod_context(spec))]
+        + [(f'container "{_name(c)}"', _context(c)) for _, _, c in containers(spec)]
+        if _map(context.get("windowsOptions")).get("hostProcess") is True
+    ]
+    return CheckResult("windowsHostProcess", "hostProcess", ", ".join(bad)) if bad else None
+
+
+def _handlers(container: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        yield probe, _map(container.get(probe))
+    lifecycle = _map(container.get("lifecycle"))
+    for hook in ("postStart", "preStop"):
+        yield f"lifecycle.{hook}", _map(lifecycle.get(hook))
+
+
+def check_host_probes(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    bad = []
+    for _, _, container in containers(spec):
+        for where, handler in _handlers(container):
+            for action in ("httpGet", "tcpSocket"):
+                host = _map(handler.get(action)).get("host")
+                if host not in (None, ""):
+                    bad.append(f'container "{_name(container)}" {where}.{action}.host={host!r}')
+    return CheckResult("hostProbesAndHostLifecycle", "probe or lifecycle host", "; ".join(bad)) if bad else None
+
+
+# --- restricted -----------------------------------------------------------------------
+
+RESTRICTED_VOLUME_TYPES = frozenset(
+    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+)
+
+
+def volume_type(volume: Mapping[str, Any]) -> str | None:
+    """The source a volume uses (its one key besides ``name``), or ``None`` for none."""
+    kinds = [key for key, value in volume.items() if key != "name" and value is not None]
+    return kinds[0] if kinds else None
+
+
+def check_restricted_volumes(_meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
+    allowed = RESTRICTED_VOLUME_TYPES | ({"image"} if version >= (1, 33) else set())
+    bad = []
+    for volume in _list(spec.get("volumes")):
+        kind = volume_type(_map(volume))
+        if kind is not None and kind not in allowed:
+            bad.append(f'volume "{_map(volume).get("name", "")}" uses restricted volume type "{kind}"')
+    return CheckResult("restrictedVolumes", "restricted volume types", "; ".join(bad)) if bad else None
+
+
+def check_allow_privilege_escalation(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    if _is_windows(spec):
+        return None
+    bad = [_name(c) for _, _, c in containers(spec) if _context(c).get("allowPrivilegeEscalation") is not False]
+    if not bad:
+        return None
+    return CheckResult(
+        "allowPrivilegeEscalation",
+        "allowPrivilegeEscalation != false",
+        f"{_containers_phrase(bad)} must set securityContext.allowPrivilegeEscalation=false",
+    )
+
+
+def check_run_as_non_root(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    pod_value = _pod_context(spec).get("runAsNonRoot")
+    if pod_value is False:
+        return CheckResult(
+            "runAsNonRoot", "runAsNonRoot != true", "pod must not set securityContext.runAsNonRoot=false"
+        )
+    explicit_false = [_name(c) for _, _, c in containers(spec) if _context(c).get("runAsNonRoot") is False]
+    unset = [_name(c) for _, _, c in containers(spec) if _context(c).get("runAsNonRoot") is None]
+    if explicit_false:
+        return CheckResult(
+            "runAsNonRoot",
+            "runAsNonRoot != true",
+            f"{_containers_phrase(explicit_false)} must not set securityContext.runAsNonRoot=false",
+        )
+    if pod_value is not True and unset:
+        return CheckResult(
+            "runAsNonRoot",
+            "runAsNonRoot != true",
+            f"pod or {_containers_phrase(unset)} must set securityContext.runAsNonRoot=true",
+        )
+    return None
+
+
+def check_run_as_user(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    bad = ["pod"] if _pod_context(spec).get("runAsUser") == 0 else []
+    bad += [f'container "{_name(c)}"' for _, _, c in containers(spec) if _context(c).get("runAsUser") == 0]
+    return CheckResult("runAsUser", "runAsUser=0", f"{', '.join(bad)} must not set runAsUser=0") if bad else None
+
+
+def check_seccomp_restricted(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    if _is_windows(spec):
+        return None
+    allowed = ("RuntimeDefault", "Localhost")
+    pod_type = _map(_pod_context(spec).get("seccompProfile")).get("type")
+    bad = []
+    if pod_type is not None and pod_type not in allowed:
+        bad.append(f"pod must not set securityContext.seccompProfile.type to {pod_type!r}")
+    unset = []
+    for _, _, container in containers(spec):
+        kind = _map(_context(container).get("seccompProfile")).get("type")
+        if kind is None:
+            unset.append(_name(container))
+        elif kind not in allowed:
+            bad.append(f'container "{_name(container)}" must not set securityContext.seccompProfile.type to {kind!r}')
+    if pod_type is None and unset:
+        bad.append(
+            f'pod or {_containers_phrase(unset)} must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost"'
+        )
+    return CheckResult("seccompProfile_restricted", "seccompProfile", "; ".join(bad)) if bad else None
+
+
+def check_capabilities_restricted(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    if _is_windows(spec):
+        return None
+    not_dropping, adding = [], []
+    for _, _, container in containers(spec):
+        capabilities = _map(_context(container).get("capabilities"))
+        if "ALL" not in _list(capabilities.get("drop")):
+            not_dropping.append(_name(container))
+        extra = [str(c) for c in _list(capabilities.get("add")) if c != "NET_BIND_SERVICE"]
+        if extra:
+            adding.append(
+                f'container "{_name(container)}" must not include {_quoted(extra)} in securityContext.capabilities.add'
+            )
+    details = []
+    if not_dropping:
+        details.append(f'{_containers_phrase(not_dropping)} must set securityContext.capabilities.drop=["ALL"]')
+    details.extend(adding)
+    return CheckResult("capabilities_restricted", "unrestricted capabilities", "; ".join(details)) if details else None
+
+
+def check_proc_mount_restricted(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+    bad = _proc_mount_violations(spec)
+    if not bad:
+        return None
+    return CheckResult(
+        "procMount_restricted",
+        "procMount",
+        f"{_containers_phrase(bad)} must not set securityContext.procMount to a non-default value",
+    )
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("hostNamespaces", "baseline", (1, 0), check_host_namespaces),
+    Check("privileged", "baseline", (1, 0), check_privileged),
+    Check("capabilities_baseline", "baseline", (1, 0), check_capabilities_baseline),
+    Check("hostPathVolumes", "baseline", (1, 0), check_host_path_volumes),
+    Check("hostPorts", "baseline", (1, 0), check_host_ports),
+    Check("appArmorProfile", "baseline", (1, 0), check_apparmor_profile),
+    Check("seLinuxOptions", "baseline", (1, 0), check_selinux_options),
+    Check("procMount", "baseline", (1, 0), check_proc_mount),
+    Check("seccompProfile_baseline", "baseline", (1, 19), check_seccomp_baseline),
+    Check("sysctls", "baseline", (1, 0), check_sysctls),
+    Check("windowsHostProcess", "baseline", (1, 0), check_windows_host_process),
+    Check("hostProbesAndHostLifecycle", "baseline", (1, 34), check_host_probes),
+    Check("restrictedVolumes", "restricted", (1, 0), check_restricted_volumes),
+    Check("allowPrivilegeEscalation", "restricted", (1, 8), check_allow_privilege_escalation),
+    Check("runAsNonRoot", "restricted", (1, 0), check_run_as_non_root),
+    Check("runAsUser", "restricted", (1, 23), check_run_as_user),
+    Check("seccompProfile_restricted", "restricted", (1, 19), check_seccomp_restricted),
+    Check("capabilities_restricted", "restricted", (1, 22), check_capabilities_restricted),
+    Check("procMount_restricted", "restricted", (1, 35), check_proc_mount_restricted),
+)
+
+
+def checks_for(level: str, version: Version) -> tuple[Check, ...]:
+    """The checks a level runs at a version (restricted includes baseline)."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown Pod Security level {level!r}; use one of {', '.join(LEVELS)}")
+    included = LEVELS[1 : LEVELS.index(level) + 1]
+    return tuple(c for c in CHECKS if c.level in included and version >= c.since)
+
+
+def evaluate(
+    level: str,
+    version: Version,
+    metadata: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    *,
+    skip: frozenset[str] = frozenset(),
+) -> list[CheckResult]:
+    """Every failed check of ``level`` at ``version`` for one pod (empty: the pod passes)."""
+    failed = []
+    for check in checks_for(level, version):
+        if check.id in skip:
+            continue
+        result = check.run(metadata, spec, version)
+        if result is not None:
+            failed.append(result)
+    return failed
