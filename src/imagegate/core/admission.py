@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from imagegate.core.decide import Decision, Finding, decide
+from imagegate.core.decide import BaseImageVerdict, Decision, Finding, decide
 from imagegate.core.policy import Policy
 
 __all__ = [
@@ -149,6 +149,9 @@ def review(
     now: dt.datetime,
     mutate: bool = False,
     namespace_labels: Mapping[str, str] | None = None,
+    base_verdicts: Mapping[str, BaseImageVerdict] | None = None,
+    digests: Mapping[str, str] | None = None,
+    notes: tuple[str, ...] = (),
 ) -> ReviewOutcome:
     """Answer one admission request (``mutate`` selects the mutating endpoint's answer)."""
     if policy is None:
@@ -172,6 +175,8 @@ def review(
         now=now,
         namespace_labels=namespace_labels,
         old_object=old if request.operation == "UPDATE" else None,
+        base_verdicts=base_verdicts,
+        digests=digests,
     )
     extra: dict[str, Any] = {}
     if mutate:
@@ -179,6 +184,8 @@ def review(
         if decision.patches:
             patch = base64.b64encode(_encoder.encode(list(decision.patches))).decode()
             extra.update(patch=patch, patchType="JSONPatch")
+        if notes:
+            extra["warnings"] = [_truncate(note, MAX_WARNING_LENGTH) for note in notes]
         return ReviewOutcome(_response(request, True, extra), True, decision, patched=bool(decision.patches))
     if decision.warnings:
         extra["warnings"] = [_warning(f) for f in decision.warnings]

@@ -98,6 +98,7 @@ class Decision:
     findings: tuple[Finding, ...] = ()
     patches: tuple[Mapping[str, Any], ...] = ()
     base_checks_needed: tuple[str, ...] = field(default=())
+    pins_needed: tuple[str, ...] = field(default=())
 
     @property
     def violations(self) -> tuple[Finding, ...]:
@@ -183,21 +184,24 @@ class _Judge:
         if blocked is not None:
             message = f"({text}) is from a blocked registry (matches {str(blocked)!r})"
             return ImageVerdict(use, text, finding=self.finding(use, Rule.BLOCKED_REGISTRY, message)), None
+        required = self.policy.base_images.require_for.first_match(ref) is not None
         trusted = self.policy.trusted.first_match(ref)
         if trusted is not None:
-            return ImageVerdict(use, text, allowed_by=f"trusted {trusted}"), None
+            return self._needs_base(use, text, f"trusted {trusted}", required)
         if self.active:
-            return self._judge_granted(use, ref, text)
+            return self._judge_granted(use, ref, text, required)
         if self.policy.byoc_default == "allow":
-            return self._needs_base(use, text, "byoc default allow", self.policy.byoc_require_base_image)
+            return self._needs_base(use, text, "byoc default allow", self.policy.byoc_require_base_image or required)
         trusted_list = _preview(list(self.policy.trusted)) or "none"
         message = f"({text}) is not from a trusted registry (trusted: {trusted_list}); {self.no_grant_reason()}"
         return ImageVerdict(use, text, finding=self.finding(use, Rule.UNTRUSTED_REGISTRY, message)), None
 
-    def _judge_granted(self, use: ImageUse, ref: Reference, text: str) -> tuple[ImageVerdict, str | None]:
+    def _judge_granted(
+        self, use: ImageUse, ref: Reference, text: str, required: bool
+    ) -> tuple[ImageVerdict, str | None]:
         for grant in self.active:
             if grant.registries is None or grant.registries.first_match(ref) is not None:
-                require = grant.require_base_image or self.policy.byoc_require_base_image
+                require = grant.require_base_image or self.policy.byoc_require_base_image or required
                 return self._needs_base(use, text, f"grant for {grant.namespace} ({_describe(grant)})", require)
         granted = [p for g in self.active for p in (g.registries or ())]
         message = (
@@ -213,7 +217,7 @@ class _Judge:
         if verdict is None:
             message = (
                 f"({text}) must be built on a trusted base image, and it could not be verified "
-                "(no registry access in this evaluation)"
+                "(no registry lookup in this evaluation)"
             )
             return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_UNVERIFIED, message)), text
         if verdict.ok:
@@ -273,6 +277,29 @@ def _pod_security(
     return findings, patches
 
 
+def _pins(
+    policy: Policy, namespace: str, verdicts: Sequence[ImageVerdict], digests: Mapping[str, str]
+) -> tuple[tuple[str, ...], list[Mapping[str, Any]]]:
+    """Tag-to-digest pinning: which allowed images need a digest, and the patches for known ones."""
+    if not policy.pinning.applies_to(namespace):
+        return (), []
+    needed: list[str] = []
+    patches: list[Mapping[str, Any]] = []
+    for verdict in verdicts:
+        if verdict.finding is not None or verdict.reference is None:
+            continue
+        ref = parse_docker_ref(verdict.use.image)
+        if ref.digest is not None:
+            continue  # already pinned
+        if verdict.reference not in needed:
+            needed.append(verdict.reference)
+        digest = digests.get(verdict.reference)
+        if digest is not None:
+            pinned = policy.pinning.pinned(ref, digest)
+            patches.append({"op": "replace", "path": verdict.use.pointer, "value": pinned})
+    return tuple(needed), patches
+
+
 def decide(
     policy: Policy,
     obj: Mapping[str, Any],
@@ -282,6 +309,7 @@ def decide(
     namespace_labels: Mapping[str, str] | None = None,
     old_object: Mapping[str, Any] | None = None,
     base_verdicts: Mapping[str, BaseImageVerdict] | None = None,
+    digests: Mapping[str, str] | None = None,
 ) -> Decision:
     """Judge every image ``obj`` names.
 
@@ -320,11 +348,13 @@ def decide(
         if base_ref is not None and base_ref not in needs_base:
             needs_base.append(base_ref)
     findings = [v.finding for v in verdicts if v.finding is not None]
+    pins_needed, pin_patches = _pins(policy, namespace, verdicts, digests or {})
     patches: list[Mapping[str, Any]] = []
     profile = policy.pod_security.profile_for(namespace) if policy.pod_security else None
     if profile is not None:
         security_findings, patches = _pod_security(profile, obj, namespace, namespace_labels, old_object)
         findings.extend(security_findings)
+    patches = [*pin_patches, *patches]
     return Decision(
         kind,
         name,
@@ -334,6 +364,7 @@ def decide(
         findings=tuple(findings),
         patches=tuple(patches),
         base_checks_needed=tuple(needs_base),
+        pins_needed=pins_needed,
     )
 
 

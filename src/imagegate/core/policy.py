@@ -34,6 +34,7 @@ from imagegate.core.podprofile import (
     ToolProfile,
 )
 from imagegate.core.podsecurity import parse_version
+from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref
 from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
 
 __all__ = [
@@ -148,6 +149,27 @@ class IdentitiesDoc(_Doc):
     identities: dict[str, IdentityDoc] = {}
 
 
+class RegistryDoc(_Doc):
+    timeout_seconds: float = 2.5
+    on_error: Literal["deny", "allow"] = "deny"
+    platforms: list[str] = msgspec.field(default_factory=lambda: ["linux/amd64"])
+    ca_file: str | None = None
+    credentials_file: str | None = None
+
+
+class BaseImagesDoc(_Doc):
+    trusted: list[str] = []
+    remember_days: int = 90
+    refresh_minutes: int = 60
+    require_for: list[str] = []
+
+
+class PinningDoc(_Doc):
+    enabled: bool = False
+    style: Literal["tag-and-digest", "digest"] = "tag-and-digest"
+    namespaces: list[str] = msgspec.field(default_factory=lambda: ["*"])
+
+
 class PolicyDoc(_Doc):
     api_version: str = "imagegate.toolforge.org/v1"
     kind: Literal["ImagePolicy"] = "ImagePolicy"
@@ -157,6 +179,9 @@ class PolicyDoc(_Doc):
     byoc: ByocDoc = msgspec.field(default_factory=ByocDoc)
     namespaces: NamespacesDoc = msgspec.field(default_factory=NamespacesDoc)
     pod_security: PodSecurityDoc | None = None
+    registry: RegistryDoc = msgspec.field(default_factory=RegistryDoc)
+    base_images: BaseImagesDoc = msgspec.field(default_factory=BaseImagesDoc)
+    pinning: PinningDoc = msgspec.field(default_factory=PinningDoc)
 
 
 class GrantsDoc(_Doc):
@@ -243,6 +268,38 @@ class Grant:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    timeout: float = 2.5
+    on_error: Literal["deny", "allow"] = "deny"
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    ca_file: str | None = None
+    credentials_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BaseImagesConfig:
+    trusted: tuple[Reference, ...] = ()
+    remember_days: int = 90
+    refresh_minutes: int = 60
+    require_for: PatternSet = field(default_factory=lambda: PatternSet(()))
+
+
+@dataclass(frozen=True, slots=True)
+class PinningConfig:
+    enabled: bool = False
+    style: Literal["tag-and-digest", "digest"] = "tag-and-digest"
+    namespaces: tuple[str, ...] = ("*",)
+
+    def applies_to(self, namespace: str) -> bool:
+        return self.enabled and any(fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+    def pinned(self, ref: Reference, digest: str) -> str:
+        if self.style == "digest":
+            return f"{ref.repository}@{digest}"
+        return str(ref.pinned(digest))
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A validated policy, ready for :func:`imagegate.core.decide.decide`."""
 
@@ -258,6 +315,9 @@ class Policy:
     grants_by_namespace: Mapping[str, tuple[Grant, ...]] = field(default_factory=dict)
     pod_security: PodSecuritySettings | None = None
     identities_file: str | None = None
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    base_images: BaseImagesConfig = field(default_factory=BaseImagesConfig)
+    pinning: PinningConfig = field(default_factory=PinningConfig)
 
     def grants_for(self, namespace: str) -> tuple[Grant, ...]:
         return self.grants_by_namespace.get(namespace, ())
@@ -429,6 +489,48 @@ def _pod_security(doc: LocatedDocument, parsed: PodSecurityDoc) -> PodSecuritySe
     )
 
 
+_PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
+
+
+def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryConfig, BaseImagesConfig, PinningConfig]:
+    registry = parsed.registry
+    if not 0 < registry.timeout_seconds <= 30:
+        raise doc.error("$.registry.timeoutSeconds", "between 0 and 30 seconds (the API server waits at most 30)")
+    for index, platform in enumerate(registry.platforms):
+        if not _PLATFORM_RE.fullmatch(platform):
+            raise doc.error(f"$.registry.platforms[{index}]", f"{platform!r} is not os/architecture[/variant]")
+    if not registry.platforms:
+        raise doc.error("$.registry.platforms", "name at least one platform the cluster runs")
+    bases = []
+    for index, text in enumerate(parsed.base_images.trusted):
+        try:
+            bases.append(parse_docker_ref(text))
+        except ReferenceError as exc:
+            raise doc.error(f"$.baseImages.trusted[{index}]", str(exc)) from None
+    if parsed.base_images.remember_days < 0 or parsed.base_images.refresh_minutes < 1:
+        raise doc.error("$.baseImages", "rememberDays >= 0 and refreshMinutes >= 1")
+    return (
+        RegistryConfig(
+            registry.timeout_seconds,
+            registry.on_error,
+            tuple(registry.platforms),
+            registry.ca_file,
+            registry.credentials_file,
+        ),
+        BaseImagesConfig(
+            tuple(bases),
+            parsed.base_images.remember_days,
+            parsed.base_images.refresh_minutes,
+            _patterns(doc, "$.baseImages.requireFor", parsed.base_images.require_for),
+        ),
+        PinningConfig(
+            parsed.pinning.enabled,
+            parsed.pinning.style,
+            _check_name_globs(doc, "$.pinning.namespaces", parsed.pinning.namespaces),
+        ),
+    )
+
+
 def load_identities(text: str, source: str = "<identities>") -> dict[str, Identity]:
     """Parse a tool identities document (namespace -> uid/gid), e.g. a generated ConfigMap."""
     doc = load_yaml_document(text, source)
@@ -442,6 +544,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
     doc = load_yaml_document(text, source)
     parsed: PolicyDoc = _convert(doc, PolicyDoc, "an ImagePolicy")
     _check_api_version(doc, parsed.api_version)
+    registry, base_images, pinning = _registry_parts(doc, parsed)
     scope = NamespaceScope(
         include=_check_name_globs(doc, "$.namespaces.include", parsed.namespaces.include),
         exclude=_check_name_globs(doc, "$.namespaces.exclude", parsed.namespaces.exclude),
@@ -467,6 +570,9 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
             if parsed.pod_security is not None and parsed.pod_security.tool_profile is not None
             else None
         ),
+        registry=registry,
+        base_images=base_images,
+        pinning=pinning,
     )
     return _assemble(base, _grants(doc, "$.byoc.grants", parsed.byoc.grants))
 

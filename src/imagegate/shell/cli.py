@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sys
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from imagegate.shell.certs import load_ca, make_certificates, service_dns_names
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject, read_manifests
 from imagegate.shell.policy_source import load_policy_files
+from imagegate.shell.verification import RegistryGate, settle
 
 app = typer.Typer(
     name="imagegate",
@@ -92,19 +94,46 @@ def _namespace_labels(objects: list[SourcedObject]) -> dict[str, Mapping[str, st
 
 
 def check_objects(
-    policy: Policy, objects: list[SourcedObject], default_namespace: str, now: dt.datetime
+    policy: Policy,
+    objects: list[SourcedObject],
+    default_namespace: str,
+    now: dt.datetime,
+    gate: RegistryGate | None = None,
 ) -> list[CheckedObject]:
-    """Judge every object the way the webhook would on CREATE."""
+    """Judge every object the way the webhook would on CREATE (with the registry when ``gate``)."""
     known_labels = _namespace_labels(objects)
-    results = []
-    for item in objects:
-        metadata = item.obj.get("metadata")
-        namespace = default_namespace
-        if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
-            namespace = metadata["namespace"]
-        decision = decide(policy, item.obj, namespace=namespace, now=now, namespace_labels=known_labels.get(namespace))
-        results.append(CheckedObject(item.where, decision))
-    return results
+
+    async def judge_all() -> list[CheckedObject]:
+        results = []
+        for item in objects:
+            metadata = item.obj.get("metadata")
+            namespace = default_namespace
+            if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
+                namespace = metadata["namespace"]
+
+            def evaluate(
+                verdicts: Any, digests: Any, _notes: Any, obj: Any = item.obj, ns: str = namespace
+            ) -> Decision:
+                return decide(
+                    policy,
+                    obj,
+                    namespace=ns,
+                    now=now,
+                    namespace_labels=known_labels.get(ns),
+                    base_verdicts=verdicts,
+                    digests=digests,
+                )
+
+            if gate is None:
+                decision = evaluate({}, {}, ())
+            else:
+                decision = await settle(gate, policy, evaluate, lambda d: d, pins=True)
+            results.append(CheckedObject(item.where, decision))
+        if gate is not None:
+            await gate.aclose()
+        return results
+
+    return asyncio.run(judge_all())
 
 
 _RESULT_STYLE = {
@@ -170,6 +199,9 @@ def check(
     now: Annotated[
         str | None, typer.Option(help="Evaluate as of this ISO date/time (grant expiry). Default: now.")
     ] = None,
+    registry: Annotated[
+        bool, typer.Option("--registry/--offline", help="Ask registries: base images and digests to pin.")
+    ] = False,
 ) -> None:
     """Evaluate manifests offline against a policy, as the webhook would on CREATE.
 
@@ -182,7 +214,10 @@ def check(
         objects = read_manifests(paths)
     except DocumentError as exc:
         raise _fail(f"invalid manifest: {exc}") from None
-    results = check_objects(loaded, objects, namespace, moment)
+    gate = RegistryGate(policy.parent if policy else None) if registry else None
+    if registry:
+        configure_logging("warning", json=False)
+    results = check_objects(loaded, objects, namespace, moment, gate)
     if output is OutputFormat.json:
         payload = {
             "summary": _summary(results),
@@ -220,6 +255,91 @@ def policy_validate(policy: PolicyOption = None, grants: GrantsOption = None) ->
 def policy_default() -> None:
     """Print the built-in policy, a starting point for your own."""
     sys.stdout.write(DEFAULT_POLICY_YAML)
+
+
+@app.command()
+def inspect(
+    image: Annotated[str, typer.Argument(help="An image reference, e.g. ghcr.io/org/app:1.2")],
+    policy: PolicyOption = None,
+    platform: Annotated[
+        list[str] | None, typer.Option(help="Platforms to examine (default: the policy's registry.platforms).")
+    ] = None,
+    ca_file: Annotated[Path | None, typer.Option(help="CA bundle for the registry's TLS.", dir_okay=False)] = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")] = OutputFormat.table,
+) -> None:
+    """Read an image from its registry: digest, platforms, layers with sizes, and its trusted base."""
+    import dataclasses  # noqa: PLC0415
+
+    from imagegate.core.baseimage import verify_image  # noqa: PLC0415
+    from imagegate.core.reference import ReferenceError, parse_docker_ref  # noqa: PLC0415
+    from imagegate.shell.registry import RegistryError  # noqa: PLC0415
+
+    configure_logging("warning", json=False)
+    loaded = _load(policy, None)
+    config = loaded.registry
+    if platform:
+        config = dataclasses.replace(config, platforms=tuple(platform))
+    if ca_file is not None:
+        config = dataclasses.replace(config, ca_file=str(ca_file.absolute()))
+    loaded = dataclasses.replace(loaded, registry=config)
+    try:
+        ref = parse_docker_ref(image)
+    except ReferenceError as exc:
+        raise _fail(str(exc)) from None
+
+    async def run() -> tuple[Any, Any]:
+        gate = RegistryGate(policy.parent if policy else None)
+        try:
+            resolved = await gate.client(loaded.registry).resolve(ref)
+            if loaded.base_images.trusted:
+                await gate.refresh_bases(loaded)
+            verdict = verify_image(resolved, gate.bases.versions) if loaded.base_images.trusted else None
+            return resolved, verdict
+        finally:
+            await gate.aclose()
+
+    try:
+        resolved, verdict = asyncio.run(run())
+    except RegistryError as exc:
+        raise _fail(f"{image}: {exc}") from None
+    if output is OutputFormat.json:
+        payload = {
+            "reference": resolved.reference,
+            "digest": resolved.digest,
+            "mediaType": resolved.media_type,
+            "availablePlatforms": list(resolved.available_platforms),
+            "platforms": [
+                {
+                    "platform": p.platform,
+                    "manifest": p.manifest_digest,
+                    "layers": [{"digest": layer.digest, "size": layer.size} for layer in p.layers],
+                    "diffIds": list(p.diff_ids),
+                    "annotations": p.annotations,
+                }
+                for p in resolved.platforms
+            ],
+            "base": None if verdict is None else {"ok": verdict.ok, "detail": verdict.detail},
+        }
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(payload)) + b"\n")
+        return
+    console = Console()
+    console.print(f"[bold]{escape(resolved.reference)}[/]")
+    console.print(f"digest: {resolved.digest}\nmedia type: {resolved.media_type}")
+    console.print(f"platforms offered: {', '.join(resolved.available_platforms) or '(none)'}")
+    for examined in resolved.platforms:
+        table = Table(title=f"{examined.platform}  {examined.manifest_digest}", header_style="bold")
+        table.add_column("#", justify="right")
+        table.add_column("layer digest")
+        table.add_column("compressed", justify="right")
+        for number, layer in enumerate(examined.layers, 1):
+            table.add_row(str(number), layer.digest, f"{layer.size:,}")
+        table.add_row("", "total", f"{examined.compressed_size:,}")
+        console.print(table)
+    if verdict is None:
+        console.print("base: the policy names no trusted base images (baseImages.trusted)")
+    else:
+        state = "[green]built on a trusted base[/]" if verdict.ok else "[red]not built on a trusted base[/]"
+        console.print(f"base: {state}: {escape(verdict.detail)}")
 
 
 class LogFormat(StrEnum):

@@ -48,6 +48,7 @@ from imagegate.core.admission import ReviewError, decode_review, review
 from imagegate.shell.certs import check_pair
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.policy_source import PolicySource, ReloadResult
+from imagegate.shell.verification import RegistryGate, settle
 
 __all__ = ["Metrics", "ServerSettings", "WebhookApp", "run_server"]
 
@@ -251,6 +252,7 @@ class WebhookApp:
         self.metrics = metrics or Metrics()
         self.metrics.observe_policy(source)
         self.tls: TlsReloader | None = None
+        self.gate = RegistryGate(settings.policy_path.parent if settings.policy_path else None)
         self.uvicorn_config: uvicorn.Config | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -264,9 +266,26 @@ class WebhookApp:
             self.metrics.reloads.labels("ok").inc()
         self.metrics.observe_policy(self.source)
 
+    async def _refresh_bases(self, stop: asyncio.Event) -> None:
+        """Re-resolve the trusted base images on the policy's schedule (and when it changes)."""
+        while not stop.is_set():
+            policy = self.source.current
+            minutes = 60.0
+            if policy is not None and policy.base_images.trusted:
+                minutes = policy.base_images.refresh_minutes
+                try:
+                    await self.gate.refresh_bases(policy, force=True)
+                except Exception as exc:  # keep refreshing; the error is reported
+                    log.error("base image refresh failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=minutes * 60)
+
     async def _startup(self) -> None:
         self._stop = asyncio.Event()
-        self._tasks = [asyncio.create_task(self.source.watch(self._stop), name="policy-watch")]
+        self._tasks = [
+            asyncio.create_task(self.source.watch(self._stop), name="policy-watch"),
+            asyncio.create_task(self._refresh_bases(self._stop), name="base-refresh"),
+        ]
         config = self.uvicorn_config
         if config is not None and config.ssl is not None and self.settings.tls_cert and self.settings.tls_key:
             self.tls = TlsReloader(self.settings.tls_cert, self.settings.tls_key, config.ssl, self.metrics)
@@ -284,6 +303,7 @@ class WebhookApp:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.gate.aclose()
         log.info("imagegate stopped")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -338,6 +358,8 @@ class WebhookApp:
             "policy": self.source.current.source if self.source.current else None,
             "policyError": self.source.last_error,
             "tlsError": self.tls.last_error if self.tls else None,
+            "baseImagesError": self.gate.bases.last_error,
+            "baseImageVersions": len(self.gate.bases.versions),
         }
         await _respond(send, 200 if ready else 503, msgspec.json.encode(body), _JSON)
 
@@ -384,7 +406,19 @@ class WebhookApp:
             log.warning("bad admission review", endpoint=endpoint, error=str(exc)[:500])
             await _respond(send, 400, f"{exc}\n".encode(), _TEXT)
             return
-        outcome = review(self.source.current, request, now=dt.datetime.now(dt.UTC), mutate=mutate)
+        policy, now = self.source.current, dt.datetime.now(dt.UTC)
+        if policy is None:
+            outcome = review(None, request, now=now, mutate=mutate)
+        else:
+            outcome = await settle(
+                self.gate,
+                policy,
+                lambda verdicts, digests, notes: review(
+                    policy, request, now=now, mutate=mutate, base_verdicts=verdicts, digests=digests, notes=notes
+                ),
+                lambda result: result.decision,
+                pins=mutate,
+            )
         await _respond(send, 200, outcome.body, _JSON)
         elapsed = time.perf_counter() - started
         self.metrics.child(self.metrics.latency, endpoint).observe(elapsed)

@@ -1,0 +1,81 @@
+"""Is an image built on a trusted base? Proved from layers, never from what the image says.
+
+An image is based on a base image when its ``rootfs.diff_ids`` begin with the whole
+chain of that base's diff_ids (diff_ids are digests of the uncompressed layers, so the
+proof does not depend on how a registry compressed them). Bases change: the verifier
+remembers earlier versions of each base for a window, so an image built on last month's
+base still passes. The OCI annotations ``org.opencontainers.image.base.name/digest`` are
+written by the image's author: they are shown as a hint, never trusted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from imagegate.core.decide import BaseImageVerdict
+from imagegate.core.oci import BASE_DIGEST_ANNOTATION, BASE_NAME_ANNOTATION, PlatformImage, ResolvedImage
+
+__all__ = ["BaseVersion", "verify_image"]
+
+
+@dataclass(frozen=True, slots=True)
+class BaseVersion:
+    """One version of a trusted base, for one platform, as seen at ``seen``."""
+
+    reference: str
+    digest: str
+    platform: str
+    diff_ids: tuple[str, ...]
+    seen: dt.datetime
+
+
+def _common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
+    count = 0
+    for left, right in zip(a, b, strict=False):
+        if left != right:
+            break
+        count += 1
+    return count
+
+
+def _verify_platform(image: PlatformImage, bases: Sequence[BaseVersion]) -> tuple[bool, str]:
+    candidates = [b for b in bases if b.platform == image.platform and b.diff_ids]
+    if not candidates:
+        return False, f"no trusted base image is known for {image.platform}"
+    matches = [b for b in candidates if image.diff_ids[: len(b.diff_ids)] == b.diff_ids]
+    if matches:
+        best = max(matches, key=lambda b: (len(b.diff_ids), b.seen))
+        own = len(image.diff_ids) - len(best.diff_ids)
+        return True, (
+            f"{image.platform}: built on {best.reference} ({best.digest[:19]}, seen {best.seen.date().isoformat()}), "
+            f"{len(best.diff_ids)} base layers + {own} own"
+        )
+    nearest = max(candidates, key=lambda b: (_common_prefix(image.diff_ids, b.diff_ids), b.seen))
+    shared = _common_prefix(image.diff_ids, nearest.diff_ids)
+    if shared == len(image.diff_ids):
+        why = f"it has only {len(image.diff_ids)} layers, the base has {len(nearest.diff_ids)}"
+    else:
+        why = f"layer {shared + 1} differs ({image.diff_ids[shared][:19]} vs {nearest.diff_ids[shared][:19]})"
+    detail = f"{image.platform}: nearest base {nearest.reference} ({nearest.digest[:19]}) shares {shared} of {len(nearest.diff_ids)} layers; {why}"
+    return False, detail
+
+
+def verify_image(image: ResolvedImage, bases: Sequence[BaseVersion]) -> BaseImageVerdict:
+    """Every platform examined must start with a trusted base's whole layer chain."""
+    if not image.platforms:
+        wanted = ", ".join(image.available_platforms) or "none"
+        return BaseImageVerdict(False, f"the image offers no platform this cluster runs (it has: {wanted})")
+    details = []
+    ok = True
+    for platform in image.platforms:
+        passed, detail = _verify_platform(platform, bases)
+        ok = ok and passed
+        details.append(detail)
+    claimed = next((p.annotations for p in image.platforms if BASE_NAME_ANNOTATION in p.annotations), None)
+    if claimed is not None and not ok:
+        name = claimed.get(BASE_NAME_ANNOTATION, "")
+        digest = claimed.get(BASE_DIGEST_ANNOTATION, "")
+        details.append(f"the image claims base {name} {digest[:19]} (an annotation: a hint, not proof)")
+    return BaseImageVerdict(ok, "; ".join(details))

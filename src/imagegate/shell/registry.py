@@ -1,0 +1,388 @@
+"""An async OCI distribution client (httpx): manifests, configs, auth, caching.
+
+* Auth: anonymous, Basic, and the Bearer-token challenge flow (``WWW-Authenticate``) that
+  Docker Hub, Harbor, ghcr and distribution use; tokens cached by (realm, service, scope)
+  until they expire. Credentials come from a docker ``config.json`` (the format of a
+  ``kubernetes.io/dockerconfigjson`` Secret mounted into the pod).
+* Every manifest and blob read is size-bounded and checked against its digest.
+* Manifest lists / OCI indexes: the platforms the cluster runs are examined, each.
+* Caching: resolved images by digest (immutable) for long; tag -> digest briefly;
+  failures very briefly. The same image asked for by many admissions at once is
+  fetched once (single flight). Concurrency per registry is bounded.
+* 429 with ``Retry-After`` is retried once within the deadline; redirects are followed a
+  bounded number of times (httpx drops the Authorization header on a cross-host redirect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import structlog
+from cachetools import LRUCache, TTLCache
+
+from imagegate.core.oci import (
+    ACCEPT_MANIFESTS,
+    Descriptor,
+    Index,
+    Manifest,
+    OciError,
+    PlatformImage,
+    ResolvedImage,
+    digest_of,
+    parse_config,
+    parse_manifest,
+    verify_digest,
+)
+from imagegate.core.reference import DEFAULT_DOMAIN, Reference
+
+__all__ = ["Credentials", "RegistryClient", "RegistryError", "RegistrySettings"]
+
+log = structlog.get_logger("imagegate.registry")
+T = TypeVar("T")
+
+DOCKER_HUB_API = "registry-1.docker.io"
+
+
+class RegistryError(Exception):
+    """A registry could not tell us what we asked; ``kind`` is stable for metrics."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Registry host -> (username, password), from a docker config.json."""
+
+    by_host: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_docker_config(cls, path: Path) -> Credentials:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RegistryError("credentials", f"cannot read registry credentials {path}: {exc}") from None
+        found: dict[str, tuple[str, str]] = {}
+        for host, entry in (data.get("auths") or {}).items():
+            if not isinstance(entry, dict):
+                continue
+            user, password = entry.get("username"), entry.get("password")
+            if not (user and password) and entry.get("auth"):
+                try:
+                    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                except (binascii.Error, UnicodeDecodeError):
+                    raise RegistryError("credentials", f"{path}: bad 'auth' for {host}") from None
+            if user and password:
+                key = re.sub(r"^https?://", "", str(host)).split("/")[0]
+                found[key] = (str(user), str(password))
+        return cls(found)
+
+    def for_host(self, host: str) -> tuple[str, str] | None:
+        if host in self.by_host:
+            return self.by_host[host]
+        if host == DOCKER_HUB_API:
+            for alias in ("index.docker.io", "docker.io", "registry-1.docker.io"):
+                if alias in self.by_host:
+                    return self.by_host[alias]
+        return None
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    timeout: float = 5.0
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    max_config_bytes: int = 8 * 1024 * 1024
+    per_registry_concurrency: int = 8
+    digest_ttl: float = 24 * 3600
+    tag_ttl: float = 60
+    negative_ttl: float = 5
+    cache_size: int = 4096
+    max_redirects: int = 5
+    ca_file: Path | None = None
+    credentials: Credentials = field(default_factory=Credentials)
+
+
+_CHALLENGE_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="..."`` -> ("bearer", {...})."""
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), dict(_CHALLENGE_PARAM_RE.findall(rest))
+
+
+def _api_host(ref: Reference) -> str:
+    return DOCKER_HUB_API if ref.registry_host == DEFAULT_DOMAIN else ref.domain
+
+
+class _SingleFlight:
+    """Concurrent callers for the same key share one in-flight call."""
+
+    def __init__(self) -> None:
+        self._running: dict[Any, asyncio.Future[Any]] = {}
+
+    async def run(self, key: Any, call: Callable[[], Awaitable[T]]) -> T:
+        running = self._running.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            result = await call()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: nobody else may be waiting
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._running[key]
+
+
+class RegistryClient:
+    """Reads images from OCI registries. One per process; ``aclose()`` when done."""
+
+    def __init__(self, settings: RegistrySettings | None = None) -> None:
+        self.settings = settings or RegistrySettings()
+        verify: ssl.SSLContext | bool = True
+        if self.settings.ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(self.settings.ca_file))
+        self._http = httpx.AsyncClient(
+            verify=verify,
+            timeout=httpx.Timeout(self.settings.timeout),
+            follow_redirects=True,
+            max_redirects=self.settings.max_redirects,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            headers={"User-Agent": "imagegate"},
+        )
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}  # (host, scope) -> (token, expiry)
+        self._basic: set[str] = set()
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._by_digest: LRUCache[str, ResolvedImage] = LRUCache(self.settings.cache_size)
+        self._tags: TTLCache[str, str] = TTLCache(self.settings.cache_size, self.settings.tag_ttl)
+        self._failures: TTLCache[str, RegistryError] = TTLCache(self.settings.cache_size, self.settings.negative_ttl)
+        self._flights = _SingleFlight()
+        self.fetches: dict[str, int] = {}  # URL path kind -> count, for tests and metrics
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    # -- HTTP with auth ---------------------------------------------------------------------
+
+    def _semaphore(self, host: str) -> asyncio.Semaphore:
+        if host not in self._semaphores:
+            self._semaphores[host] = asyncio.Semaphore(self.settings.per_registry_concurrency)
+        return self._semaphores[host]
+
+    async def _token(self, host: str, params: dict[str, str], scope: str) -> str:
+        realm = params.get("realm")
+        if not realm or not realm.startswith(("https://", "http://")):
+            raise RegistryError("auth", f"{host} sent a Bearer challenge without a usable realm")
+        service = params.get("service", "")
+        query = {"scope": scope} if scope else {}
+        if service:
+            query["service"] = service
+        credentials = self.settings.credentials.for_host(host)
+        try:
+            response = await self._http.get(realm, params=query, auth=credentials)
+        except httpx.HTTPError as exc:
+            raise RegistryError("auth", f"token server {realm} for {host} is unreachable: {exc!r}") from None
+        if response.status_code != 200:
+            raise RegistryError("auth", f"token server {realm} refused {host} (HTTP {response.status_code})")
+        try:
+            body = response.json()
+            token = str(body.get("token") or body.get("access_token") or "")
+            lifetime = float(body.get("expires_in") or 60)
+        except (ValueError, AttributeError):
+            raise RegistryError("auth", f"token server {realm} answered something that is not a token") from None
+        if not token:
+            raise RegistryError("auth", f"token server {realm} answered no token")
+        self._tokens[(host, scope)] = (token, time.monotonic() + max(lifetime - 10, 1))
+        return token
+
+    async def _request(self, method: str, host: str, path: str, scope: str, accept: str = "") -> httpx.Response:
+        url = f"https://{host}{path}"
+        headers = {"Accept": accept} if accept else {}
+        deadline = time.monotonic() + self.settings.timeout * 2
+        fresh_token = False  # a cached token may have expired: one fresh one is fetched on a 401
+        async with self._semaphore(host):
+            for _attempt in range(3):
+                cached = self._tokens.get((host, scope))
+                if cached is not None and cached[1] > time.monotonic() and "Authorization" not in headers:
+                    headers["Authorization"] = f"Bearer {cached[0]}"
+                auth = self.settings.credentials.for_host(host) if host in self._basic else None
+                try:
+                    response = await self._http.request(method, url, headers=headers, auth=auth)
+                except httpx.TooManyRedirects:
+                    raise RegistryError(
+                        "redirects", f"{url}: more than {self.settings.max_redirects} redirects"
+                    ) from None
+                except httpx.TimeoutException:
+                    raise RegistryError("timeout", f"{host} did not answer within {self.settings.timeout}s") from None
+                except httpx.HTTPError as exc:
+                    raise RegistryError("unreachable", f"{host} is unreachable: {exc!r}") from None
+                if response.status_code == 401:
+                    scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+                    if scheme == "bearer" and not fresh_token:
+                        headers["Authorization"] = f"Bearer {await self._token(host, params, scope)}"
+                        fresh_token = True
+                        continue
+                    if scheme == "basic" and auth is None and self.settings.credentials.for_host(host):
+                        self._basic.add(host)  # remembered: later requests send it up front
+                        continue
+                    raise RegistryError("auth", f"{host} refused our credentials for {path} (HTTP 401)")
+                if response.status_code == 429:
+                    wait = _retry_after(response.headers.get("Retry-After"))
+                    if wait is not None and time.monotonic() + wait < deadline:
+                        await asyncio.sleep(wait)
+                        continue
+                    raise RegistryError("rate-limited", f"{host} is rate limiting us (HTTP 429)")
+                return response
+        raise RegistryError("auth", f"{host}: authentication did not settle")
+
+    async def _read(self, response: httpx.Response, limit: int, what: str) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise RegistryError("too-large", f"{what} is {declared} bytes; the limit is {limit}")
+        body = response.content
+        if len(body) > limit:
+            raise RegistryError("too-large", f"{what} is larger than {limit} bytes")
+        return body
+
+    # -- documents ------------------------------------------------------------------------
+
+    async def _manifest(self, ref: Reference, target: str) -> tuple[bytes, str, str]:
+        host = _api_host(ref)
+        scope = f"repository:{ref.path}:pull"
+        response = await self._request("GET", host, f"/v2/{ref.path}/manifests/{target}", scope, ACCEPT_MANIFESTS)
+        self.fetches["manifest"] = self.fetches.get("manifest", 0) + 1
+        if response.status_code == 404:
+            raise RegistryError("not-found", f"{ref.repository}:{target} does not exist (HTTP 404)")
+        if response.status_code != 200:
+            raise RegistryError(
+                "http", f"{host} answered HTTP {response.status_code} for the manifest of {ref.repository}"
+            )
+        body = await self._read(response, self.settings.max_manifest_bytes, f"manifest of {ref.repository}")
+        if target.startswith("sha"):
+            expected = target
+        else:
+            expected = response.headers.get("Docker-Content-Digest") or digest_of(body)
+        try:
+            verify_digest(body, expected)
+        except OciError as exc:
+            raise RegistryError("digest-mismatch", f"manifest of {ref.repository}:{target}: {exc}") from None
+        return body, expected, response.headers.get("Content-Type", "")
+
+    async def _blob(self, ref: Reference, descriptor: Descriptor, limit: int) -> bytes:
+        if descriptor.size > limit:
+            raise RegistryError(
+                "too-large", f"blob {descriptor.digest[:19]} is {descriptor.size} bytes; the limit is {limit}"
+            )
+        host = _api_host(ref)
+        response = await self._request(
+            "GET", host, f"/v2/{ref.path}/blobs/{descriptor.digest}", f"repository:{ref.path}:pull"
+        )
+        self.fetches["blob"] = self.fetches.get("blob", 0) + 1
+        if response.status_code != 200:
+            raise RegistryError(
+                "http", f"{host} answered HTTP {response.status_code} for blob {descriptor.digest[:19]}"
+            )
+        body = await self._read(response, limit, f"blob {descriptor.digest[:19]}")
+        try:
+            verify_digest(body, descriptor.digest)
+        except OciError as exc:
+            raise RegistryError("digest-mismatch", f"blob of {ref.repository}: {exc}") from None
+        return body
+
+    async def _platform_image(self, ref: Reference, manifest: Manifest, digest: str, platform: str) -> PlatformImage:
+        config = parse_config(await self._blob(ref, manifest.config, self.settings.max_config_bytes))
+        if len(config.diff_ids) != len(manifest.layers):
+            raise OciError(
+                f"{ref.repository}: config lists {len(config.diff_ids)} layers, the manifest {len(manifest.layers)}"
+            )
+        found = "/".join(p for p in (config.os, config.architecture, config.variant) if p)
+        return PlatformImage(
+            found or platform, digest, tuple(manifest.layers), config.diff_ids, dict(manifest.annotations)
+        )
+
+    async def _fetch(self, ref: Reference, target: str) -> ResolvedImage:
+        """Fetch by tag or digest: the manifest (and each chosen platform's), and their configs."""
+        body, digest, content_type = await self._manifest(ref, target)
+        document = parse_manifest(body, content_type)
+        wanted = self.settings.platforms
+        if isinstance(document, Index):
+            available = [d for d in document.manifests if d.platform is not None]
+            names = tuple(str(d.platform) for d in available)
+            images = []
+            for descriptor in (d for d in available if str(d.platform) in wanted):
+                child_body, child_digest, child_type = await self._manifest(ref, descriptor.digest)
+                child = parse_manifest(child_body, child_type or descriptor.media_type)
+                if not isinstance(child, Manifest):
+                    raise OciError(f"{ref.repository}: an index inside an index is not supported")
+                images.append(await self._platform_image(ref, child, child_digest, str(descriptor.platform)))
+            return ResolvedImage(str(ref), digest, document.media_type or content_type, tuple(images), names)
+        image = await self._platform_image(ref, document, digest, "")
+        runnable = (image,) if image.platform in wanted else ()
+        return ResolvedImage(str(ref), digest, document.media_type or content_type, runnable, (image.platform,))
+
+    async def resolve(self, ref: Reference) -> ResolvedImage:
+        """The image behind ``ref``: digest, platforms, layers, diff_ids. Cached; single flight."""
+        failure = self._failures.get(str(ref))
+        if failure is not None:
+            raise failure
+        tag_key = f"{ref.repository}:{ref.tag or 'latest'}"
+        digest = ref.digest or self._tags.get(tag_key)
+        if digest is not None:
+            cached = self._by_digest.get(f"{ref.repository}@{digest}")
+            if cached is not None:
+                return cached
+        target = digest or ref.tag or "latest"
+
+        async def fetch() -> ResolvedImage:
+            try:
+                image = await self._fetch(ref, target)
+            except OciError as exc:
+                raise RegistryError("malformed", str(exc)) from None
+            self._by_digest[f"{ref.repository}@{image.digest}"] = image
+            if ref.digest is None:
+                self._tags[tag_key] = image.digest
+            return image
+
+        try:
+            return await self._flights.run((ref.repository, target), fetch)
+        except RegistryError as exc:
+            self._failures[str(ref)] = exc
+            raise
+
+    async def digest(self, ref: Reference) -> str:
+        """The digest ``ref`` points at now (its own when it carries one)."""
+        return ref.digest or (await self.resolve(ref)).digest
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return 1.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,195 @@
+"""What the registry contributes to a decision: base-image verdicts and digests to pin.
+
+The core decides; this shell only looks things up. A decision lists the references it
+needs (``base_checks_needed``, ``pins_needed``); :meth:`RegistryGate.lookups` resolves
+them through the registry client and returns the verdicts and digests to decide again
+with. When a registry cannot answer, ``registry.onError`` decides what the verdict is,
+and the message says which happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+from imagegate.core.baseimage import BaseVersion, verify_image
+from imagegate.core.decide import BaseImageVerdict, Decision
+from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig
+from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.registry import Credentials, RegistryClient, RegistryError, RegistrySettings
+
+__all__ = ["BaseImageIndex", "Lookups", "RegistryGate", "settle"]
+
+T = TypeVar("T")
+
+log = structlog.get_logger("imagegate.verification")
+
+
+def client_for(config: RegistryConfig, relative_to: Path | None = None) -> RegistryClient:
+    """A registry client configured by the policy's ``registry`` section."""
+
+    def resolve(name: str | None) -> Path | None:
+        if name is None:
+            return None
+        path = Path(name)
+        return path if path.is_absolute() or relative_to is None else relative_to / path
+
+    credentials_path = resolve(config.credentials_file)
+    credentials = Credentials.from_docker_config(credentials_path) if credentials_path else Credentials()
+    return RegistryClient(
+        RegistrySettings(
+            timeout=config.timeout,
+            platforms=config.platforms,
+            ca_file=resolve(config.ca_file),
+            credentials=credentials,
+        )
+    )
+
+
+@dataclass
+class BaseImageIndex:
+    """The layer chains of the trusted base images, including earlier versions."""
+
+    versions: list[BaseVersion] = field(default_factory=list)
+    last_error: str | None = None
+    last_refresh: dt.datetime | None = None
+
+    async def refresh(self, client: RegistryClient, config: BaseImagesConfig, now: dt.datetime) -> None:
+        """Resolve every trusted base now; keep earlier versions for ``rememberDays``."""
+        errors = []
+        for ref in config.trusted:
+            try:
+                image = await client.resolve(ref)
+            except RegistryError as exc:
+                errors.append(f"{ref}: {exc}")
+                continue
+            for platform in image.platforms:
+                known = any(v.reference == str(ref) and v.digest == platform.manifest_digest for v in self.versions)
+                if not known:
+                    self.versions.append(
+                        BaseVersion(str(ref), platform.manifest_digest, platform.platform, platform.diff_ids, now)
+                    )
+                    log.info(
+                        "base image version", base=str(ref), platform=platform.platform, digest=platform.manifest_digest
+                    )
+        trusted = {str(ref) for ref in config.trusted}
+        horizon = now - dt.timedelta(days=config.remember_days)
+        newest: dict[tuple[str, str], dt.datetime] = {}
+        for version in self.versions:
+            key = (version.reference, version.platform)
+            newest[key] = max(newest.get(key, version.seen), version.seen)
+        self.versions = [
+            v
+            for v in self.versions
+            if v.reference in trusted and (v.seen >= horizon or v.seen == newest[(v.reference, v.platform)])
+        ]
+        self.last_error = "; ".join(errors) or None
+        self.last_refresh = now
+        if errors:
+            log.error("base image refresh incomplete", errors=errors)
+
+
+@dataclass(frozen=True)
+class Lookups:
+    base_verdicts: Mapping[str, BaseImageVerdict]
+    digests: Mapping[str, str]
+    notes: tuple[str, ...] = ()
+
+
+class RegistryGate:
+    """Registry lookups for decisions, with one client per registry configuration."""
+
+    def __init__(self, relative_to: Path | None = None, clock: Callable[[], dt.datetime] | None = None) -> None:
+        self.relative_to = relative_to
+        self.bases = BaseImageIndex()
+        self._clients: dict[RegistryConfig, RegistryClient] = {}
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._refreshed_for: BaseImagesConfig | None = None
+        self._refresh_lock = asyncio.Lock()
+
+    def client(self, config: RegistryConfig) -> RegistryClient:
+        if config not in self._clients:
+            self._clients[config] = client_for(config, self.relative_to)
+        return self._clients[config]
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    async def refresh_bases(self, policy: Policy, *, force: bool = False) -> None:
+        async with self._refresh_lock:
+            if not force and self._refreshed_for == policy.base_images:
+                return
+            await self.bases.refresh(self.client(policy.registry), policy.base_images, self._clock())
+            self._refreshed_for = policy.base_images
+
+    async def _verdict(self, policy: Policy, reference: str) -> BaseImageVerdict:
+        client = self.client(policy.registry)
+        try:
+            await self.refresh_bases(policy)
+            image = await client.resolve(parse_docker_ref(reference))
+        except RegistryError as exc:
+            if policy.registry.on_error == "allow":
+                return BaseImageVerdict(
+                    True, f"not verified: registry error ({exc}); allowed by registry.onError: allow"
+                )
+            return BaseImageVerdict(False, f"registry error ({exc}); denied by registry.onError: deny")
+        return verify_image(image, self.bases.versions)
+
+    async def _digest(self, policy: Policy, reference: str) -> str | None:
+        try:
+            return await self.client(policy.registry).digest(parse_docker_ref(reference))
+        except RegistryError as exc:
+            log.warning("cannot pin image", image=reference, error=str(exc))
+            return None
+
+    async def lookups(self, policy: Policy, decision: Decision, *, pins: bool, checks: bool = True) -> Lookups:
+        """Verdicts for ``decision.base_checks_needed`` when ``checks``; digests for its pins when ``pins``."""
+        wanted = list(decision.base_checks_needed) if checks else []
+        pin_refs = list(decision.pins_needed) if pins else []
+        results = await asyncio.gather(
+            *(self._verdict(policy, ref) for ref in wanted), *(self._digest(policy, ref) for ref in pin_refs)
+        )
+        verdicts = {ref: result for ref, result in zip(wanted, results[: len(wanted)], strict=True)}
+        digests = {}
+        notes = []
+        for ref, found in zip(pin_refs, results[len(wanted) :], strict=True):
+            if isinstance(found, str):
+                digests[ref] = found
+            else:
+                notes.append(f"imagegate: could not pin {ref} to a digest (registry unavailable); it runs by tag")
+        return Lookups(verdicts, digests, tuple(notes))  # type: ignore[arg-type]
+
+
+async def settle(
+    gate: RegistryGate,
+    policy: Policy,
+    evaluate: Callable[[Mapping[str, BaseImageVerdict], Mapping[str, str], tuple[str, ...]], T],
+    decision_of: Callable[[T], Decision | None],
+    *,
+    pins: bool,
+) -> T:
+    """Evaluate, then add the registry's part only where the decision needs it.
+
+    Base images first (an image that fails them is not pinned), then, when ``pins``, the
+    digests of the images that are allowed. ``evaluate`` is pure and cheap, so it simply
+    runs again with what was looked up.
+    """
+    result = evaluate({}, {}, ())
+    decision = decision_of(result)
+    verdicts: Mapping[str, BaseImageVerdict] = {}
+    if decision is not None and decision.base_checks_needed:
+        verdicts = (await gate.lookups(policy, decision, pins=False)).base_verdicts
+        result = evaluate(verdicts, {}, ())
+        decision = decision_of(result)
+    if pins and decision is not None and decision.pins_needed:
+        found = await gate.lookups(policy, decision, pins=True, checks=False)
+        result = evaluate(verdicts, found.digests, found.notes)
+    return result

@@ -1,0 +1,468 @@
+"""The registry client and base-image verification against a real registry (docker-registry).
+
+Images are built here as OCI layouts and pushed by skopeo; skopeo also cross-checks what our
+client reads. Faults come from a real HTTPS server that misbehaves on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagegate.core.baseimage import verify_image
+from imagegate.core.decide import decide
+from imagegate.core.oci import digest_of
+from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, load_policy
+from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.certs import make_certificates
+from imagegate.shell.registry import Credentials, RegistryClient, RegistryError, RegistrySettings
+from imagegate.shell.verification import RegistryGate
+from tests.oci_images import Layer, OciLayout, layer, layers, skopeo_copy, skopeo_inspect
+from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
+
+BASE_V1 = layers("bullseye-v1", 3)
+BASE_V2 = [*BASE_V1[:2], layer({"bullseye/security-update": b"v2\n"})]  # a rebuilt base: last layer differs
+APP = layers("app", 2)
+OTHER = layers("alpine", 2)
+
+
+@dataclasses.dataclass
+class Pushed:
+    registry: Registry
+    layout: Path
+    digests: dict[str, str]
+
+    def ref(self, name: str) -> str:
+        return f"{self.registry.host}/{name}"
+
+
+def _push(reg: Registry, layout: OciLayout, name: str, image_layers: list[Layer], dest: str, **kw: Any) -> None:
+    layout.tag(layout.image(image_layers, annotations=kw.pop("annotations", None)), name)
+    skopeo_copy(layout.root, name, f"{reg.host}/{dest}", cert_dir=reg.cert_dir, credentials=reg.credentials, **kw)
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushed]:
+    workdir = tmp_path_factory.mktemp("registry")
+    with run_registry(workdir / "registry", "htpasswd") as reg:
+        layout = OciLayout(workdir / "layout")
+        _push(reg, layout, "base-v1", BASE_V1, "toolforge/bullseye:v1")
+        _push(reg, layout, "base-v1", BASE_V1, "toolforge/bullseye:latest")
+        _push(reg, layout, "on-v1", [*BASE_V1, *APP], "tool-a/app:on-v1", docker_format=True)
+        _push(reg, layout, "base-v2", BASE_V2, "toolforge/bullseye:v2")
+        _push(reg, layout, "on-v2", [*BASE_V2, *APP], "tool-a/app:on-v2")
+        _push(
+            reg,
+            layout,
+            "other",
+            [*OTHER, *APP],
+            "tool-a/app:other",
+            annotations={"org.opencontainers.image.base.name": f"{reg.host}/toolforge/bullseye:v1"},
+        )
+        _push(reg, layout, "short", BASE_V1[:2], "tool-a/app:short")
+        amd = layout.image([*BASE_V1, *APP])
+        arm = layout.image([*layers("arm-base", 3), *APP], architecture="arm64")
+        layout.tag(layout.index([amd, arm]), "multi")
+        skopeo_copy(
+            layout.root,
+            "multi",
+            f"{reg.host}/tool-a/app:multi",
+            cert_dir=reg.cert_dir,
+            credentials=reg.credentials,
+            all_platforms=True,
+        )
+        digests = {
+            tag: skopeo_inspect(f"{reg.host}/{tag}", cert_dir=reg.cert_dir, credentials=reg.credentials)["Digest"]
+            for tag in ("toolforge/bullseye:v1", "tool-a/app:on-v1", "tool-a/app:multi")
+        }
+        yield Pushed(reg, workdir / "layout", digests)
+
+
+def client(pushed: Pushed, tmp_path: Path, **settings: Any) -> RegistryClient:
+    credentials = Credentials.from_docker_config(pushed.registry.docker_config(tmp_path / "config.json"))
+    return RegistryClient(RegistrySettings(ca_file=pushed.registry.tls.ca_cert, credentials=credentials, **settings))
+
+
+def resolve(c: RegistryClient, ref: str) -> Any:
+    async def go() -> Any:
+        async with c:
+            return await c.resolve(parse_docker_ref(ref))
+
+    return asyncio.run(go())
+
+
+def test_reads_what_skopeo_reads(pushed: Pushed, tmp_path: Path) -> None:
+    for tag in ("tool-a/app:on-v1", "toolforge/bullseye:v1"):
+        image = resolve(client(pushed, tmp_path), pushed.ref(tag))
+        seen = skopeo_inspect(
+            pushed.ref(tag), cert_dir=pushed.registry.cert_dir, credentials=pushed.registry.credentials
+        )
+        assert image.digest == seen["Digest"] == pushed.digests[tag]
+        (platform,) = image.platforms
+        assert [layer.digest for layer in platform.layers] == seen["Layers"]
+    docker = resolve(client(pushed, tmp_path), pushed.ref("tool-a/app:on-v1"))
+    assert docker.media_type == "application/vnd.docker.distribution.manifest.v2+json"
+    assert docker.platforms[0].diff_ids == tuple(item.diff_id for item in [*BASE_V1, *APP])
+
+
+def test_index_examines_every_runnable_platform(pushed: Pushed, tmp_path: Path) -> None:
+    image = resolve(client(pushed, tmp_path, platforms=("linux/amd64", "linux/arm64")), pushed.ref("tool-a/app:multi"))
+    assert image.digest == pushed.digests["tool-a/app:multi"]
+    assert image.media_type == "application/vnd.oci.image.index.v1+json"
+    assert [p.platform for p in image.platforms] == ["linux/amd64", "linux/arm64"]
+    only_amd = resolve(client(pushed, tmp_path), pushed.ref("tool-a/app:multi"))
+    assert [p.platform for p in only_amd.platforms] == ["linux/amd64"]
+    assert only_amd.available_platforms == ("linux/amd64", "linux/arm64")
+
+
+def test_credentials_are_required(pushed: Pushed) -> None:
+    anonymous = RegistryClient(RegistrySettings(ca_file=pushed.registry.tls.ca_cert))
+    with pytest.raises(RegistryError) as caught:
+        resolve(anonymous, pushed.ref("tool-a/app:on-v1"))
+    assert caught.value.kind == "auth"
+
+
+def test_unknown_tag_and_untrusted_tls(pushed: Pushed, tmp_path: Path) -> None:
+    with pytest.raises(RegistryError) as caught:
+        resolve(client(pushed, tmp_path), pushed.ref("tool-a/app:nope"))
+    assert caught.value.kind == "not-found"
+    stranger = RegistryClient(RegistrySettings())  # the system CAs do not know our test CA
+    with pytest.raises(RegistryError) as caught:
+        resolve(stranger, pushed.ref("tool-a/app:on-v1"))
+    assert caught.value.kind == "unreachable" and "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+
+
+def _bases(pushed: Pushed, *refs: str) -> BaseImagesConfig:
+    return BaseImagesConfig(trusted=tuple(parse_docker_ref(pushed.ref(r)) for r in refs), remember_days=30)
+
+
+def _registry_config(pushed: Pushed, tmp_path: Path, **kw: Any) -> RegistryConfig:
+    return RegistryConfig(
+        ca_file=str(pushed.registry.tls.ca_cert),
+        credentials_file=str(pushed.registry.docker_config(tmp_path / "config.json")),
+        **kw,
+    )
+
+
+def test_base_verification_remembers_earlier_bases(pushed: Pushed, tmp_path: Path) -> None:
+    gate = RegistryGate()
+    config = _registry_config(pushed, tmp_path)
+    day0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+
+    async def scenario() -> dict[str, Any]:
+        c = gate.client(config)
+        # the base's tag points at v1 on day 0, at v2 a month later; both versions are known
+        await gate.bases.refresh(c, _bases(pushed, "toolforge/bullseye:v1"), day0)
+        await gate.bases.refresh(
+            c, _bases(pushed, "toolforge/bullseye:v1", "toolforge/bullseye:v2"), day0 + dt.timedelta(days=29)
+        )
+        verdicts = {}
+        for tag in ("on-v1", "on-v2", "other", "short"):
+            verdicts[tag] = verify_image(
+                await c.resolve(parse_docker_ref(pushed.ref(f"tool-a/app:{tag}"))), gate.bases.versions
+            )
+        # beyond the window the old version is forgotten (the newest of each base stays)
+        await gate.bases.refresh(c, _bases(pushed, "toolforge/bullseye:v2"), day0 + dt.timedelta(days=45))
+        verdicts["on-v1-later"] = verify_image(
+            await c.resolve(parse_docker_ref(pushed.ref("tool-a/app:on-v1"))), gate.bases.versions
+        )
+        await gate.aclose()
+        return verdicts
+
+    verdicts = asyncio.run(scenario())
+    assert verdicts["on-v1"].ok and "3 base layers + 2 own" in verdicts["on-v1"].detail
+    assert verdicts["on-v2"].ok
+    assert not verdicts["other"].ok
+    assert "nearest base" in verdicts["other"].detail and "layer 1 differs" in verdicts["other"].detail
+    assert "claims base" in verdicts["other"].detail and "not proof" in verdicts["other"].detail
+    assert not verdicts["short"].ok and "only 2 layers" in verdicts["short"].detail
+    assert not verdicts["on-v1-later"].ok
+    assert "layer 3 differs" in verdicts["on-v1-later"].detail
+
+
+def test_single_flight_and_cache(pushed: Pushed, tmp_path: Path) -> None:
+    c = client(pushed, tmp_path)
+
+    async def go() -> None:
+        async with c:
+            ref = parse_docker_ref(pushed.ref("tool-a/app:on-v1"))
+            results = await asyncio.gather(*(c.resolve(ref) for _ in range(50)))
+            assert len({r.digest for r in results}) == 1
+            assert c.fetches == {"manifest": 1, "blob": 1}
+            await c.resolve(ref)  # cached
+            assert c.fetches == {"manifest": 1, "blob": 1}
+
+    asyncio.run(go())
+
+
+def test_many_distinct_images_each_fetched_once(pushed: Pushed, tmp_path: Path) -> None:
+    seen = skopeo_inspect(
+        pushed.ref("tool-a/app:on-v1"),
+        cert_dir=pushed.registry.cert_dir,
+        credentials=pushed.registry.credentials,
+        raw=True,
+    )
+    body = json.dumps(seen).encode()
+    for n in range(20):
+        pushed.registry.put_manifest("tool-a/app", f"many-{n}", body, seen["mediaType"])
+    c = client(pushed, tmp_path)
+
+    async def go() -> None:
+        async with c:
+            refs = [parse_docker_ref(pushed.ref(f"tool-a/app:many-{n}")) for n in range(20)]
+            await asyncio.gather(*(c.resolve(r) for r in refs for _ in range(3)))
+            assert c.fetches["manifest"] == 20  # one per tag, though each was asked for three times
+
+    asyncio.run(go())
+
+
+def test_token_auth_registry(tmp_path: Path) -> None:
+    with run_registry(tmp_path / "token-registry", "token") as reg:
+        layout = OciLayout(tmp_path / "layout")
+        _push(reg, layout, "img", [*BASE_V1, *APP], "tool-t/app:1")
+        requests_before = len(reg.token_requests)
+        credentials = Credentials.from_docker_config(reg.docker_config(tmp_path / "config.json"))
+        c = RegistryClient(RegistrySettings(ca_file=reg.tls.ca_cert, credentials=credentials))
+
+        async def go() -> None:
+            async with c:
+                image = await c.resolve(parse_docker_ref(f"{reg.host}/tool-t/app:1"))
+                assert len(image.platforms[0].diff_ids) == 5
+                await c.resolve(parse_docker_ref(f"{reg.host}/tool-t/app@{image.digest}"))
+
+        asyncio.run(go())
+        # one token for the repository scope, reused for the second request
+        assert len(reg.token_requests) - requests_before == 1
+        anonymous = RegistryClient(RegistrySettings(ca_file=reg.tls.ca_cert))
+        with pytest.raises(RegistryError) as caught:
+            resolve(anonymous, f"{reg.host}/tool-t/app:1")
+        assert caught.value.kind == "auth"
+
+
+# --- faults ------------------------------------------------------------------------------
+
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "a" * 64, "size": 10},
+        "layers": [],
+    }
+).encode()
+
+
+def _manifest_headers(body: bytes, digest: str | None = None) -> dict[str, str]:
+    return {
+        "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+        "Docker-Content-Digest": digest or digest_of(body),
+    }
+
+
+def _behave(kind: str, hits: list[str]) -> Any:
+    def behaviour(handler: BaseHTTPRequestHandler) -> None:
+        if kind == "slow":
+            time.sleep(3)
+            reply(handler, 200, MANIFEST, _manifest_headers(MANIFEST))
+        elif kind == "500":
+            reply(handler, 500, b"internal error")
+        elif kind == "429":
+            if len(hits) == 1:
+                reply(handler, 429, b"", {"Retry-After": "0.2"})
+            else:
+                reply(handler, 404, b"{}")
+        elif kind == "429-long":
+            reply(handler, 429, b"", {"Retry-After": "120"})
+        elif kind == "mismatch":
+            reply(handler, 200, MANIFEST, _manifest_headers(MANIFEST, "sha256:" + "b" * 64))
+        elif kind == "huge":
+            reply(
+                handler, 200, b" " * (5 * 1024 * 1024), {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+            )
+        elif kind == "redirect-loop":
+            reply(handler, 302, b"", {"Location": handler.path})
+        elif kind == "garbage":
+            reply(
+                handler,
+                200,
+                b'{"schemaVersion": "two", "layers": 5}',
+                _manifest_headers(b'{"schemaVersion": "two", "layers": 5}'),
+            )
+        elif kind == "token-down":
+            reply(handler, 401, b"", {"WWW-Authenticate": 'Bearer realm="https://127.0.0.1:1/token",service="x"'})
+
+    return behaviour
+
+
+@pytest.mark.parametrize(
+    ("kind", "error_kind", "text"),
+    [
+        ("slow", "timeout", "did not answer within"),
+        ("500", "http", "HTTP 500"),
+        ("429", "not-found", "HTTP 404"),  # retried after Retry-After, then answered
+        ("429-long", "rate-limited", "HTTP 429"),
+        ("mismatch", "digest-mismatch", "does not match its digest"),
+        ("huge", "too-large", "the limit is"),
+        ("redirect-loop", "redirects", "redirects"),
+        ("garbage", "malformed", "malformed"),
+        ("token-down", "auth", "unreachable"),
+    ],
+)
+def test_registry_faults(tmp_path: Path, kind: str, error_kind: str, text: str) -> None:
+    tls = make_certificates(tmp_path / "tls", ["127.0.0.1"])
+    hits: list[str] = []
+    with https_server(fault_handler(_behave(kind, hits), hits), tls) as host:
+        c = RegistryClient(RegistrySettings(ca_file=tls.ca_cert, timeout=1.0))
+        started = time.monotonic()
+        with pytest.raises(RegistryError) as caught:
+            resolve(c, f"{host}/tool/app:1")
+        assert caught.value.kind == error_kind, str(caught.value)
+        assert text in str(caught.value)
+        assert time.monotonic() - started < 5
+
+
+def test_registry_down(tmp_path: Path) -> None:
+    from tests.webhook_process import free_port  # noqa: PLC0415
+
+    c = RegistryClient(RegistrySettings(timeout=1.0))
+    with pytest.raises(RegistryError) as caught:
+        resolve(c, f"127.0.0.1:{free_port()}/tool/app:1")
+    assert caught.value.kind == "unreachable"
+
+
+# --- decisions with the registry -----------------------------------------------------------
+
+
+def _policy(pushed: Pushed, tmp_path: Path, on_error: str = "deny", extra: str = "") -> Policy:
+    config = pushed.registry.docker_config(tmp_path / "config.json")
+    return load_policy(
+        f"""
+trusted: [{pushed.registry.host}/toolforge]
+byoc:
+  grants:
+    - namespace: tool-a
+      registries: [{pushed.registry.host}/tool-a]
+      requireBaseImage: true
+registry:
+  caFile: {pushed.registry.tls.ca_cert}
+  credentialsFile: {config}
+  onError: {on_error}
+baseImages:
+  trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]
+{extra}
+""",
+        "policy.yaml",
+    )
+
+
+def _pod(image: str) -> dict[str, Any]:
+    return {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": image}]}}
+
+
+def _decide_with_registry(policy: Policy, obj: dict[str, Any], pins: bool = False) -> Any:
+    gate = RegistryGate()
+    now = dt.datetime.now(dt.UTC)
+
+    async def go() -> Any:
+        first = decide(policy, obj, namespace="tool-a", now=now)
+        lookups = await gate.lookups(policy, first, pins=pins)
+        await gate.aclose()
+        return decide(
+            policy, obj, namespace="tool-a", now=now, base_verdicts=lookups.base_verdicts, digests=lookups.digests
+        )
+
+    return asyncio.run(go())
+
+
+def test_grant_with_required_base(pushed: Pushed, tmp_path: Path) -> None:
+    policy = _policy(pushed, tmp_path)
+    ok = _decide_with_registry(policy, _pod(pushed.ref("tool-a/app:on-v1")))
+    assert ok.allowed, ok.message()
+    assert "built on" in ok.verdicts[0].allowed_by
+    denied = _decide_with_registry(policy, _pod(pushed.ref("tool-a/app:other")))
+    assert not denied.allowed
+    assert "base-image-mismatch" in [f.rule for f in denied.violations]
+    assert "nearest base" in denied.message()
+
+
+@pytest.mark.parametrize(("on_error", "allowed"), [("deny", False), ("allow", True)])
+def test_registry_error_follows_policy(pushed: Pushed, tmp_path: Path, on_error: str, allowed: bool) -> None:
+    policy = _policy(pushed, tmp_path, on_error)
+    decision = _decide_with_registry(policy, _pod(pushed.ref("tool-a/app:does-not-exist")))
+    assert decision.allowed is allowed
+    text = decision.message() if not allowed else decision.verdicts[0].allowed_by
+    assert f"registry.onError: {on_error}" in text
+    assert "registry error" in text
+
+
+def test_pinning_patches_tag_to_the_digest_skopeo_sees(pushed: Pushed, tmp_path: Path) -> None:
+    policy = _policy(pushed, tmp_path, extra="pinning: {enabled: true}\n")
+    image = pushed.ref("toolforge/bullseye:v1")
+    decision = _decide_with_registry(policy, _pod(image), pins=True)
+    (patch,) = decision.patches
+    assert patch == {
+        "op": "replace",
+        "path": "/spec/containers/0/image",
+        "value": f"{image}@{pushed.digests['toolforge/bullseye:v1']}",
+    }
+    already = _decide_with_registry(policy, _pod(f"{image}@{pushed.digests['toolforge/bullseye:v1']}"), pins=True)
+    assert already.patches == () and already.pins_needed == ()
+    digest_only = load_policy(
+        f"trusted: [{pushed.registry.host}/toolforge]\npinning: {{enabled: true, style: digest}}\n"
+        f"registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {tmp_path / 'config.json'}}}\n"
+    )
+    (patch,) = _decide_with_registry(digest_only, _pod(image), pins=True).patches
+    assert patch["value"] == f"{pushed.ref('toolforge/bullseye')}@{pushed.digests['toolforge/bullseye:v1']}"
+
+
+def test_webhook_uses_the_registry(pushed: Pushed, tmp_path: Path) -> None:
+    """The server end to end: base-image verification on /validate, pinning on /mutate."""
+    import base64  # noqa: PLC0415
+
+    from tests.webhook_process import run_webhook  # noqa: PLC0415
+
+    config = pushed.registry.docker_config(tmp_path / "config.json")
+    (tmp_path / "policy.yaml").write_text(
+        f"""
+trusted: [{pushed.registry.host}/toolforge]
+byoc:
+  grants:
+    - {{namespace: tool-a, registries: ["{pushed.registry.host}/tool-a"], requireBaseImage: true}}
+registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {config}}}
+baseImages: {{trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]}}
+pinning: {{enabled: true}}
+"""
+    )
+
+    def review(image: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "operation": "CREATE",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "tool-a",
+                "object": _pod(image),
+            },
+        }
+
+    with run_webhook(tmp_path, policy=tmp_path / "policy.yaml") as webhook:
+        http = webhook.client()
+        good = http.post("/validate", json=review(pushed.ref("tool-a/app:on-v1"))).json()["response"]
+        assert good["allowed"] is True, good
+        bad = http.post("/validate", json=review(pushed.ref("tool-a/app:other"))).json()["response"]
+        assert bad["allowed"] is False and "nearest base" in bad["status"]["message"]
+        mutated = http.post("/mutate", json=review(pushed.ref("tool-a/app:on-v1"))).json()["response"]
+        (patch,) = json.loads(base64.b64decode(mutated["patch"]))
+        assert patch["value"] == f"{pushed.ref('tool-a/app:on-v1')}@{pushed.digests['tool-a/app:on-v1']}"
+        ready = http.get("/readyz").json()
+        assert ready["baseImageVersions"] == 1 and ready["baseImagesError"] is None
