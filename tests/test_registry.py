@@ -466,3 +466,55 @@ pinning: {{enabled: true}}
         assert patch["value"] == f"{pushed.ref('tool-a/app:on-v1')}@{pushed.digests['tool-a/app:on-v1']}"
         ready = http.get("/readyz").json()
         assert ready["baseImageVersions"] == 1 and ready["baseImagesError"] is None
+
+
+def test_cli_inspect_and_check_with_registry(pushed: Pushed, tmp_path: Path) -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    policy = _policy(pushed, tmp_path)
+    assert policy.base_images.trusted
+    (tmp_path / "policy.yaml").write_text(
+        f"""
+trusted: [{pushed.registry.host}/toolforge]
+byoc:
+  grants:
+    - {{namespace: tool-a, registries: ["{pushed.registry.host}/tool-a"], requireBaseImage: true}}
+registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {tmp_path / "config.json"}}}
+baseImages: {{trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]}}
+"""
+    )
+
+    def imagegate(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "imagegate", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            input=stdin,
+            check=False,
+        )
+
+    inspected = imagegate("inspect", pushed.ref("tool-a/app:on-v1"), "-p", str(tmp_path / "policy.yaml"), "-o", "json")
+    assert inspected.returncode == 0, inspected.stderr
+    data = json.loads(inspected.stdout)
+    assert data["digest"] == pushed.digests["tool-a/app:on-v1"]
+    assert len(data["platforms"][0]["layers"]) == 5 and data["base"]["ok"] is True
+    pods = json.dumps(
+        {
+            "kind": "List",
+            "items": [
+                {**_pod(pushed.ref("tool-a/app:on-v1")), "metadata": {"name": "good", "namespace": "tool-a"}},
+                {**_pod(pushed.ref("tool-a/app:other")), "metadata": {"name": "bad", "namespace": "tool-a"}},
+            ],
+        }
+    )
+    offline = imagegate("check", "-", "-p", str(tmp_path / "policy.yaml"), "-o", "json", stdin=pods)
+    assert [o["violations"][0]["rule"] for o in json.loads(offline.stdout)["objects"]] == ["base-image-unverified"] * 2
+    online = imagegate("check", "-", "-p", str(tmp_path / "policy.yaml"), "-o", "json", "--registry", stdin=pods)
+    assert online.returncode == 1
+    objects = json.loads(online.stdout)["objects"]
+    assert objects[0]["allowed"] is True
+    assert objects[1]["violations"][0]["rule"] == "base-image-mismatch"
+    missing = imagegate("inspect", pushed.ref("tool-a/app:nope"), "-p", str(tmp_path / "policy.yaml"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -54,7 +54,7 @@ class OutputFormat(StrEnum):
 
 
 def _fail(message: str) -> typer.Exit:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(EXIT_BAD_INPUT)
 
 
