@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real parts the tests start themselves: an OCI registry, skopeo, nginx and wrk for benchmarks.
-DEBIAN_PACKAGES=(docker-registry skopeo nginx-light wrk apache2-utils)
+# Real parts the tests start themselves: an OCI registry (htpasswd from apache2-utils), skopeo,
+# chromium to open the HTML report; nginx and wrk for the benchmarks.
+DEBIAN_PACKAGES=(docker-registry skopeo nginx-light wrk apache2-utils chromium)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -1,0 +1,457 @@
+"""Operators' commands: ``audit``, ``grants``, ``layers``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+from imagegate.core.decide import Decision
+from imagegate.core.policy import Mode, PolicyError, load_grants
+from imagegate.core.reference import ReferenceError, parse_docker_ref
+from imagegate.core.report import AuditEntry, AuditReport, GrantState, audit_report, grant_states, layer_report
+from imagegate.core.yamldoc import DocumentError
+from imagegate.shell.cli import (
+    EXIT_DENIED,
+    GrantsOption,
+    OutputFormat,
+    PolicyOption,
+    _fail,
+    _load,
+    _parse_now,
+    app,
+    check_objects,
+)
+from imagegate.shell.grants_file import GrantEditError, edit_grants_file, edit_grants_text, grants_configmap_yaml
+from imagegate.shell.html_report import render_layer_report
+from imagegate.shell.logs import configure_logging
+from imagegate.shell.manifests import SourcedObject, read_manifests
+from imagegate.shell.registry import RegistryError
+from imagegate.shell.verification import RegistryGate
+
+grants_app = typer.Typer(help="List, add, revoke BYOC grants; find the ones about to expire.", no_args_is_help=True)
+app.add_typer(grants_app, name="grants")
+
+FromOption = Annotated[
+    list[str] | None,
+    typer.Option("--from", help="A `kubectl get -A -o json` dump (file, dir or -) instead of the live cluster."),
+]
+
+
+def _objects(sources: list[str] | None, console: Console) -> list[SourcedObject]:
+    if sources:
+        try:
+            return read_manifests(sources)
+        except DocumentError as exc:
+            raise _fail(f"invalid dump: {exc}") from None
+    from imagegate.shell.cluster import ClusterError, connect, list_workloads  # noqa: PLC0415 (needs a cluster)
+
+    try:
+        client = connect()
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("reading the cluster", total=9)
+            objects = list_workloads(
+                client, lambda kind: progress.update(task, advance=1, description=f"listing {kind}")
+            )
+    except ClusterError as exc:
+        raise _fail(str(exc)) from None
+    return objects
+
+
+def _render_audit(report: AuditReport, console: Console) -> None:
+    table = Table(title="findings by namespace", header_style="bold")
+    for column in ("namespace", "outcome", "rule", "count", "examples"):
+        table.add_column(column, overflow="fold")
+    style = {"denied": "bold red", "warned": "yellow", "audited": "blue", "pinned": "cyan"}
+    for namespace, outcomes in report.by_namespace.items():
+        for outcome, rules in outcomes.items():
+            for rule, entries in sorted(rules.items()):
+                examples = "; ".join(sorted({f"{e.subject} {e.where}".strip() for e in entries})[:3])
+                table.add_row(namespace, f"[{style[outcome]}]{outcome}[/]", rule, str(len(entries)), escape(examples))
+    console.print(table)
+    if report.grants:
+        _render_grants(report.grants, console)
+
+
+def _render_grants(states: list[GrantState], console: Console) -> None:
+    table = Table(title="BYOC grants", header_style="bold")
+    for column in ("namespace", "state", "expires", "days left", "registries", "ticket", "reason"):
+        table.add_column(column, overflow="fold")
+    colour = {"expired": "bold red", "expiring": "yellow", "active": "green"}
+    for state in states:
+        grant = state.grant
+        table.add_row(
+            grant.namespace,
+            f"[{colour[state.state]}]{state.state}[/]",
+            grant.expires.isoformat() if grant.expires else "never",
+            "" if state.days_left is None else str(state.days_left),
+            escape(", ".join(map(str, grant.registries)) if grant.registries is not None else "any"),
+            escape(grant.ticket),
+            escape(grant.reason),
+        )
+    console.print(table)
+
+
+@app.command()
+def audit(
+    source: FromOption = None,
+    policy: PolicyOption = None,
+    grants: GrantsOption = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+    expiring_days: Annotated[int, typer.Option(help="Grants ending within this many days are 'expiring'.")] = 14,
+    registry: Annotated[bool, typer.Option("--registry/--offline", help="Ask registries (base images, pins).")] = False,
+    now: Annotated[str | None, typer.Option(help="Evaluate as of this ISO date/time.")] = None,
+) -> None:
+    """Evaluate the current or a proposed policy against everything that already runs.
+
+    Exit code 0 when nothing would be denied, 1 otherwise, 2 on bad input.
+    """
+    console = Console(stderr=output is OutputFormat.json)
+    configure_logging("warning", json=False)
+    loaded = _load(policy, grants)
+    moment = _parse_now(now)
+    objects = _objects(source, console)
+    gate = RegistryGate(policy.parent if policy else None) if registry else None
+    checked = check_objects(loaded, objects, "default", moment, gate)
+    report = audit_report([(c.where, c.decision) for c in checked], loaded, moment, expiring_days)
+    if output is OutputFormat.json:
+        payload = {
+            "summary": report.summary(),
+            "objects": report.objects,
+            "deniedObjects": report.denied_objects,
+            "namespaces": {
+                ns: {
+                    outcome: {rule: [_entry(e) for e in entries] for rule, entries in rules.items()}
+                    for outcome, rules in outcomes.items()
+                }
+                for ns, outcomes in report.by_namespace.items()
+            },
+            "grants": [_grant_json(s) for s in report.grants],
+        }
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(payload)) + b"\n")
+    else:
+        _render_audit(report, console)
+        console.print(report.summary())
+    if report.denied_objects:
+        raise typer.Exit(EXIT_DENIED)
+
+
+def _entry(entry: AuditEntry) -> dict[str, str]:
+    return {
+        "source": entry.source,
+        "subject": entry.subject,
+        "where": entry.where,
+        "image": entry.image,
+        "rule": entry.rule,
+        "mode": entry.mode,
+        "message": entry.message,
+    }
+
+
+def _grant_json(state: GrantState) -> dict[str, Any]:
+    grant = state.grant
+    return {
+        "namespace": grant.namespace,
+        "state": state.state,
+        "expires": grant.expires.isoformat() if grant.expires else None,
+        "daysLeft": state.days_left,
+        "registries": [str(p) for p in grant.registries] if grant.registries is not None else None,
+        "ticket": grant.ticket,
+        "reason": grant.reason,
+        "source": grant.source,
+    }
+
+
+# --- grants ---------------------------------------------------------------------------------
+
+ConfigMapOption = Annotated[
+    str | None, typer.Option("--configmap", help="NAMESPACE/NAME of the grants ConfigMap (with --apply).")
+]
+ApplyOption = Annotated[bool, typer.Option("--apply", help="Edit the ConfigMap in the cluster (compare-and-swap).")]
+PrintOption = Annotated[
+    str | None,
+    typer.Option(
+        "--print-configmap", help="Also print the result as the ConfigMap NAMESPACE/NAME (for review or kubectl apply)."
+    ),
+]
+
+
+def _split_configmap(text: str) -> tuple[str, str]:
+    namespace, slash, name = text.partition("/")
+    if not slash or not namespace or not name:
+        raise _fail(f"--configmap/--print-configmap takes NAMESPACE/NAME, got {text!r}")
+    return namespace, name
+
+
+def _edit(
+    change: Any, grants_file: Path | None, configmap: str | None, apply: bool, print_configmap: str | None
+) -> str:
+    try:
+        if apply:
+            if configmap is None:
+                raise _fail("--apply needs --configmap NAMESPACE/NAME")
+            from imagegate.shell.cluster import ClusterError, connect, edit_configmap  # noqa: PLC0415
+
+            namespace, name = _split_configmap(configmap)
+            try:
+                text = edit_configmap(
+                    connect(), namespace, name, "grants.yaml", lambda old: edit_grants_text(old, f"{configmap}", change)
+                )
+            except ClusterError as exc:
+                raise _fail(str(exc)) from None
+        elif grants_file is not None:
+            text = edit_grants_file(grants_file, change)
+        else:
+            raise _fail("name the grants: --grants FILE, or --apply --configmap NAMESPACE/NAME")
+    except (GrantEditError, PolicyError) as exc:
+        raise _fail(str(exc)) from None
+    if print_configmap is not None:
+        namespace, name = _split_configmap(print_configmap)
+        sys.stdout.write(grants_configmap_yaml(text, name, namespace))
+    return text
+
+
+@grants_app.command("add")
+def grants_add(
+    namespace: Annotated[str, typer.Argument(help="The tool's namespace, e.g. tool-example.")],
+    grants: GrantsOption = None,
+    registry: Annotated[
+        list[str] | None, typer.Option("--registry", "-r", help="Limit to these registries/repositories.")
+    ] = None,
+    expires: Annotated[str | None, typer.Option(help="Last day of the grant (YYYY-MM-DD, UTC).")] = None,
+    reason: Annotated[str, typer.Option(help="Why the tool needs its own images.")] = "",
+    requested_by: Annotated[str, typer.Option(help="Who asked.")] = "",
+    ticket: Annotated[str, typer.Option(help="The ticket that approved it.")] = "",
+    require_base_image: Annotated[bool, typer.Option(help="Images must be built on a trusted base.")] = False,
+    mode: Annotated[Mode | None, typer.Option(help="enforce, warn or audit for this namespace.")] = None,
+    replace: Annotated[bool, typer.Option(help="Replace the namespace's existing grant.")] = False,
+    configmap: ConfigMapOption = None,
+    apply: ApplyOption = False,
+    print_configmap: PrintOption = None,
+) -> None:
+    """Grant NAMESPACE the use of images beyond the trusted registries."""
+    if expires is not None:
+        try:
+            dt.date.fromisoformat(expires)
+        except ValueError:
+            raise _fail(f"--expires: {expires!r} is not a date (YYYY-MM-DD)") from None
+    entry: dict[str, Any] = {"namespace": namespace}
+    if registry:
+        entry["registries"] = list(registry)
+    if expires:
+        entry["expires"] = expires
+    for key, value in (("reason", reason), ("requestedBy", requested_by), ("ticket", ticket)):
+        if value:
+            entry[key] = value
+    if require_base_image:
+        entry["requireBaseImage"] = True
+    if mode is not None:
+        entry["mode"] = mode.value
+
+    def change(current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        existing = [g for g in current if g["namespace"] == namespace]
+        if existing and not replace:
+            raise GrantEditError(f"{namespace} already has a grant; use --replace to change it")
+        return [*(g for g in current if g["namespace"] != namespace), entry]
+
+    _edit(change, grants, configmap, apply, print_configmap)
+    Console(stderr=True).print(f"granted: {escape(namespace)}")
+
+
+@grants_app.command("revoke")
+def grants_revoke(
+    namespace: Annotated[str, typer.Argument(help="The namespace whose grant ends now.")],
+    grants: GrantsOption = None,
+    configmap: ConfigMapOption = None,
+    apply: ApplyOption = False,
+    print_configmap: PrintOption = None,
+) -> None:
+    """Remove NAMESPACE's grant."""
+
+    def change(current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        kept = [g for g in current if g["namespace"] != namespace]
+        if len(kept) == len(current):
+            raise GrantEditError(f"{namespace} has no grant")
+        return kept
+
+    _edit(change, grants, configmap, apply, print_configmap)
+    Console(stderr=True).print(f"revoked: {escape(namespace)}")
+
+
+def _read_grants(grants_file: Path | None, configmap: str | None) -> Any:
+    if configmap is not None:
+        from lightkube.resources.core_v1 import ConfigMap  # noqa: PLC0415
+
+        from imagegate.shell.cluster import ClusterError, connect  # noqa: PLC0415
+
+        namespace, name = _split_configmap(configmap)
+        try:
+            found = connect().get(ConfigMap, name=name, namespace=namespace)
+        except (ClusterError, Exception) as exc:
+            raise _fail(f"cannot read ConfigMap {configmap}: {exc}") from None
+        text, source = (found.data or {}).get("grants.yaml", ""), configmap
+    elif grants_file is not None:
+        try:
+            text, source = grants_file.read_text(), str(grants_file)
+        except OSError as exc:
+            raise _fail(f"cannot read {grants_file}: {exc.strerror}") from None
+    else:
+        raise _fail("name the grants: --grants FILE or --configmap NAMESPACE/NAME")
+    try:
+        return load_grants(text, source)
+    except PolicyError as exc:
+        raise _fail(f"invalid grants: {exc}") from None
+
+
+@grants_app.command("list")
+def grants_list(
+    grants: GrantsOption = None,
+    configmap: ConfigMapOption = None,
+    expiring_days: Annotated[int, typer.Option(help="Grants ending within this many days are 'expiring'.")] = 14,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+    now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
+) -> None:
+    """Every grant, with its state (active, expiring, expired)."""
+    states = grant_states(_read_grants(grants, configmap), _parse_now(now), expiring_days)
+    if output is OutputFormat.json:
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode([_grant_json(s) for s in states])) + b"\n")
+    else:
+        _render_grants(states, Console())
+
+
+@grants_app.command("expiring")
+def grants_expiring(
+    grants: GrantsOption = None,
+    configmap: ConfigMapOption = None,
+    days: Annotated[int, typer.Option(help="Within how many days.")] = 14,
+    now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
+) -> None:
+    """Grants that end within DAYS or have ended; exit 1 when there are any (for a cron alert)."""
+    states = [s for s in grant_states(_read_grants(grants, configmap), _parse_now(now), days) if s.state != "active"]
+    if states:
+        _render_grants(states, Console())
+        raise typer.Exit(EXIT_DENIED)
+    Console().print(f"no grant ends within {days} days")
+
+
+# --- layers ---------------------------------------------------------------------------------
+
+
+def _uses_from(objects: list[SourcedObject], loaded: Any, moment: dt.datetime) -> dict[str, bool]:
+    """Reference -> whether BYOC let it in, from decisions over the objects."""
+    found: dict[str, bool] = {}
+    for checked in check_objects(loaded, objects, "default", moment):
+        decision: Decision = checked.decision
+        for verdict in decision.verdicts:
+            if verdict.reference is None:
+                continue
+            byoc = not (verdict.allowed_by or "").startswith("trusted")
+            found[verdict.reference] = found.get(verdict.reference, False) or byoc
+    return found
+
+
+@app.command()
+def layers(
+    images: Annotated[list[str] | None, typer.Argument(help="Images to report on (or use --from).")] = None,
+    source: FromOption = None,
+    policy: PolicyOption = None,
+    grants: GrantsOption = None,
+    html: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report with a chart here.")] = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+) -> None:
+    """What the images in use cost on a node: total vs unique bytes, shared base layers, BYOC's own."""
+    configure_logging("warning", json=False)
+    console = Console(stderr=output is OutputFormat.json)
+    loaded = _load(policy, grants)
+    moment = dt.datetime.now(dt.UTC)
+    if images:
+        wanted: dict[str, bool] = {}
+        for image in images:
+            try:
+                ref = parse_docker_ref(image)
+            except ReferenceError as exc:
+                raise _fail(str(exc)) from None
+            wanted[str(ref)] = loaded.trusted.first_match(ref) is None
+    else:
+        wanted = _uses_from(_objects(source, console), loaded, moment)
+    if not wanted:
+        raise _fail("no images: name some, or give --from a dump")
+
+    async def gather() -> tuple[dict[str, Any], list[Any], list[str]]:
+        gate = RegistryGate(policy.parent if policy else None)
+        client = gate.client(loaded.registry)
+        found: dict[str, Any] = {}
+        problems: list[str] = []
+        try:
+            if loaded.base_images.trusted:
+                await gate.refresh_bases(loaded)
+            results = await asyncio.gather(
+                *(client.resolve(parse_docker_ref(r)) for r in wanted), return_exceptions=True
+            )
+            for reference, result in zip(wanted, results, strict=True):
+                if isinstance(result, RegistryError):
+                    problems.append(f"{reference}: {result}")
+                elif isinstance(result, BaseException):
+                    raise result
+                elif result.platforms:
+                    found[reference] = result.platforms[0]
+                else:
+                    problems.append(f"{reference}: offers none of {', '.join(loaded.registry.platforms)}")
+            return found, list(gate.bases.versions), problems
+        finally:
+            await gate.aclose()
+
+    found, bases, problems = asyncio.run(gather())
+    report = layer_report(found, {r: wanted[r] for r in found}, bases)
+    for problem in problems:
+        console.print(f"[yellow]skipped[/] {escape(problem)}")
+    if html is not None:
+        html.write_text(render_layer_report(report, moment))
+        console.print(f"wrote {escape(str(html))}")
+    if output is OutputFormat.json:
+        payload = {
+            "totalBytes": report.total_bytes,
+            "uniqueBytes": report.unique_bytes,
+            "baseBytes": report.base_bytes,
+            "byocOwnBytes": report.byoc_own_bytes,
+            "images": [
+                {
+                    "image": c.image,
+                    "byoc": c.byoc,
+                    "totalBytes": c.total_bytes,
+                    "baseBytes": c.base_bytes,
+                    "sharedBytes": c.shared_bytes,
+                    "ownBytes": c.own_bytes,
+                }
+                for c in report.images
+            ],
+            "skipped": problems,
+        }
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(payload)) + b"\n")
+        return
+    table = Table(header_style="bold")
+    for column in ("image", "kind", "base", "shared", "own", "total"):
+        table.add_column(column, justify="left" if column in ("image", "kind") else "right", overflow="fold")
+    for cost in report.images:
+        table.add_row(
+            escape(cost.image),
+            "BYOC" if cost.byoc else "trusted",
+            f"{cost.base_bytes:,}",
+            f"{cost.shared_bytes:,}",
+            f"{cost.own_bytes:,}",
+            f"{cost.total_bytes:,}",
+        )
+    console.print(table)
+    console.print(
+        f"total {report.total_bytes:,} B counted per image; unique {report.unique_bytes:,} B on a node running all; "
+        f"trusted base layers {report.base_bytes:,} B; BYOC images add {report.byoc_own_bytes:,} B of their own"
+    )

@@ -1,0 +1,94 @@
+"""Talking to a cluster, through lightkube (kubeconfig or in-cluster service account).
+
+Reads what runs (every pod-bearing kind) for ``audit``, Namespace labels for selectors and
+tool identities, and edits the grants ConfigMap for ``grants --apply`` with compare-and-swap
+on ``resourceVersion``: a concurrent edit makes the API server refuse ours (409), and we
+re-read and re-apply the change instead of overwriting theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lightkube import ApiError, Client
+from lightkube.resources.apps_v1 import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from lightkube.resources.batch_v1 import CronJob, Job
+from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod, PodTemplate, ReplicationController
+
+from imagegate.shell.manifests import SourcedObject
+
+__all__ = ["ClusterError", "edit_configmap", "list_workloads", "namespace_labels"]
+
+WORKLOAD_KINDS: tuple[tuple[str, str, Any], ...] = (
+    ("Pod", "v1", Pod),
+    ("PodTemplate", "v1", PodTemplate),
+    ("ReplicationController", "v1", ReplicationController),
+    ("Deployment", "apps/v1", Deployment),
+    ("ReplicaSet", "apps/v1", ReplicaSet),
+    ("StatefulSet", "apps/v1", StatefulSet),
+    ("DaemonSet", "apps/v1", DaemonSet),
+    ("Job", "batch/v1", Job),
+    ("CronJob", "batch/v1", CronJob),
+)
+
+
+class ClusterError(Exception):
+    pass
+
+
+def connect() -> Client:
+    """A client from the kubeconfig (KUBECONFIG, ~/.kube/config) or the in-cluster account."""
+    try:
+        return Client()
+    except Exception as exc:  # lightkube raises several kinds for a missing configuration
+        raise ClusterError(f"no cluster to talk to: {exc}") from None
+
+
+def list_workloads(client: Client, progress: Callable[[str], None] | None = None) -> list[SourcedObject]:
+    """Every object of every pod-bearing kind in every namespace."""
+    found: list[SourcedObject] = []
+    for kind, api_version, resource in WORKLOAD_KINDS:
+        if progress is not None:
+            progress(kind)
+        try:
+            for item in client.list(resource, namespace="*"):
+                data = item.to_dict()
+                data["kind"], data["apiVersion"] = kind, api_version
+                metadata = data.get("metadata", {})
+                found.append(SourcedObject(data, f"cluster {kind} {metadata.get('namespace')}/{metadata.get('name')}"))
+        except ApiError as exc:
+            raise ClusterError(f"cannot list {kind}: {exc.status.message}") from None
+    return found
+
+
+def namespace_labels(client: Client) -> dict[str, Mapping[str, str]]:
+    try:
+        return {
+            str(ns.metadata.name): dict(ns.metadata.labels or {})
+            for ns in client.list(Namespace)
+            if ns.metadata is not None and ns.metadata.name
+        }
+    except ApiError as exc:
+        raise ClusterError(f"cannot list namespaces: {exc.status.message}") from None
+
+
+def edit_configmap(
+    client: Client, namespace: str, name: str, key: str, change: Callable[[str], str], attempts: int = 5
+) -> str:
+    """Apply ``change`` to ``data[key]`` of a ConfigMap with compare-and-swap; return the new text."""
+    for _attempt in range(attempts):
+        try:
+            current = client.get(ConfigMap, name=name, namespace=namespace)
+        except ApiError as exc:
+            raise ClusterError(f"cannot read ConfigMap {namespace}/{name}: {exc.status.message}") from None
+        new_text = change((current.data or {}).get(key, ""))
+        current.data = {**(current.data or {}), key: new_text}
+        try:
+            client.replace(current)  # carries metadata.resourceVersion: the API server checks it
+            return new_text
+        except ApiError as exc:
+            if exc.status.code == 409:
+                continue  # someone else edited it first: re-read, re-apply our change
+            raise ClusterError(f"cannot update ConfigMap {namespace}/{name}: {exc.status.message}") from None
+    raise ClusterError(f"ConfigMap {namespace}/{name} kept changing under us; nothing was written")

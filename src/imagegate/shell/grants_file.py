@@ -1,0 +1,84 @@
+"""Editing grants: validated before writing, never losing a concurrent edit.
+
+A grants document is changed as data (the list of grants in their document form), the
+result is validated by the same loader the webhook uses, and only then written. A file is
+written atomically (temporary file, then rename) under an exclusive lock, and only if its
+content is still what we read (compare-and-swap): an editor that does not take the lock
+makes us re-read and re-apply instead of overwriting its change.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imagegate.core.policy import PolicyError, dump_grants, load_grants
+
+__all__ = ["GrantEditError", "edit_grants_file", "edit_grants_text", "grants_configmap_yaml"]
+
+GrantList = list[dict[str, Any]]
+GrantChange = Callable[[GrantList], GrantList]
+
+
+class GrantEditError(Exception):
+    pass
+
+
+def edit_grants_text(text: str, source: str, change: GrantChange) -> str:
+    """The grants document ``text`` with ``change`` applied, validated."""
+    document = dump_grants(load_grants(text, source))
+    document["grants"] = change(list(document["grants"]))
+    new_text = "# BYOC grants; edit with `imagegate grants` (validated before writing)\n" + yaml.safe_dump(
+        document, sort_keys=False, default_flow_style=False
+    )
+    try:
+        load_grants(new_text, source)
+    except PolicyError as exc:
+        raise GrantEditError(f"the change would make an invalid grants file: {exc}") from None
+    return new_text
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+def edit_grants_file(path: Path, change: GrantChange, attempts: int = 5) -> str:
+    """Apply ``change`` to the grants file at ``path``; return the new text."""
+    lock_path = path.with_name(f".{path.name}.lock")
+    try:
+        lock = lock_path.open("a")
+    except OSError as exc:
+        raise GrantEditError(
+            f"cannot lock {path}: {exc.strerror} (a mounted ConfigMap is read-only: use --apply)"
+        ) from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for _attempt in range(attempts):
+            before = _digest(path)
+            text = path.read_text() if path.exists() else ""
+            new_text = edit_grants_text(text, str(path), change)
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary.write_text(new_text)
+            if _digest(path) != before:  # changed under us by someone without the lock
+                temporary.unlink()
+                continue
+            os.replace(temporary, path)
+            return new_text
+    raise GrantEditError(f"{path} kept changing under us; nothing was written")
+
+
+def grants_configmap_yaml(text: str, name: str, namespace: str, key: str = "grants.yaml") -> str:
+    """The grants document as the ConfigMap that carries it (for kubectl apply or review)."""
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {key: text},
+    }
+    return yaml.safe_dump(configmap, sort_keys=False, default_flow_style=False)

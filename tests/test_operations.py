@@ -1,0 +1,262 @@
+"""Operating it: audit of a recorded cluster dump, grant lifecycle, the layer report (real registry,
+HTML opened in headless Chromium)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from imagegate.core.policy import load_grants
+from imagegate.shell.grants_file import edit_grants_file
+from tests.conftest import REPO_ROOT
+from tests.oci_images import OciLayout, layers, skopeo_copy
+from tests.registry_process import Registry, run_registry
+
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+DUMP = FIXTURES / "cluster-dump.json"
+POLICY = FIXTURES / "audit-policy.yaml"
+
+
+def imagegate(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imagegate", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        input=stdin,
+        check=False,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+def test_audit_of_a_recorded_dump() -> None:
+    result = imagegate("audit", "--from", str(DUMP), "-p", str(POLICY), "--now", "2026-11-24", "-o", "json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["objects"] == 8 and report["deniedObjects"] == 4
+    namespaces = report["namespaces"]
+    assert set(namespaces) == {"tool-byoc", "tool-expired", "tool-root"}
+    byoc = namespaces["tool-byoc"]["denied"]["untrusted-registry"]
+    assert sorted(e["subject"] for e in byoc) == ["CronJob tool-byoc/nightly", "Pod tool-byoc/byoc-1"]
+    expired = namespaces["tool-expired"]["denied"]["untrusted-registry"][0]
+    assert "expired on 2026-10-01" in expired["message"]
+    assert "tool-profile:runAsUser" in namespaces["tool-root"]["denied"]
+    states = {g["namespace"]: g["state"] for g in report["grants"]}
+    assert states == {"tool-expired": "expired", "tool-granted": "expiring"}
+    assert "4 objects would be denied" in report["summary"]
+
+
+def test_audit_table_and_a_passing_policy(tmp_path: Path) -> None:
+    table = imagegate("audit", "--from", str(DUMP), "-p", str(POLICY), "--now", "2026-11-24")
+    assert table.returncode == 1
+    assert "findings by namespace" in table.stdout and "BYOC grants" in table.stdout
+    assert table.stdout.strip().splitlines()[-1].startswith("8 objects")
+    # a proposed policy that opens the gate and drops the tool profile: nobody would break
+    (tmp_path / "open.yaml").write_text("byoc: {default: allow}\nnamespaces: {exclude: [kube-system]}\n")
+    opened = imagegate("audit", "--from", str(DUMP), "-p", str(tmp_path / "open.yaml"))
+    assert opened.returncode == 0, opened.stdout
+
+
+def test_audit_bad_dump(tmp_path: Path) -> None:
+    (tmp_path / "dump.json").write_text('{"kind": "List", "items": [')
+    result = imagegate("audit", "--from", str(tmp_path / "dump.json"))
+    assert result.returncode == 2 and "invalid dump" in result.stderr
+
+
+# --- grants --------------------------------------------------------------------------------
+
+
+def test_grant_lifecycle_on_a_file(tmp_path: Path) -> None:
+    grants = tmp_path / "grants.yaml"
+    grants.write_text("grants: []\n")
+    added = imagegate(
+        "grants",
+        "add",
+        "tool-a",
+        "-g",
+        str(grants),
+        "-r",
+        "ghcr.io/a",
+        "--expires",
+        "2026-12-01",
+        "--reason",
+        "upstream image",
+        "--ticket",
+        "T42",
+        "--require-base-image",
+    )
+    assert added.returncode == 0, added.stderr
+    (grant,) = load_grants(grants.read_text(), "grants.yaml")
+    assert grant.namespace == "tool-a" and grant.ticket == "T42" and grant.require_base_image
+    again = imagegate("grants", "add", "tool-a", "-g", str(grants))
+    assert again.returncode == 2 and "--replace" in again.stderr
+    bad = imagegate("grants", "add", "tool-b", "-g", str(grants), "-r", "nginx")
+    assert bad.returncode == 2 and "does not start with a registry" in bad.stderr
+    assert len(load_grants(grants.read_text(), "g")) == 1  # nothing written on a refused change
+    listed = imagegate("grants", "list", "-g", str(grants), "-o", "json", "--now", "2026-11-24")
+    assert json.loads(listed.stdout)[0]["state"] == "expiring"
+    expiring = imagegate("grants", "expiring", "-g", str(grants), "--days", "30", "--now", "2026-11-24")
+    assert expiring.returncode == 1 and "tool-a" in expiring.stdout
+    calm = imagegate("grants", "expiring", "-g", str(grants), "--days", "3", "--now", "2026-11-24")
+    assert calm.returncode == 0
+    printed = imagegate(
+        "grants", "revoke", "tool-a", "-g", str(grants), "--print-configmap", "imagegate/imagegate-grants"
+    )
+    assert printed.returncode == 0, printed.stderr
+    configmap = yaml.safe_load(printed.stdout)
+    assert configmap["kind"] == "ConfigMap" and configmap["metadata"] == {
+        "name": "imagegate-grants",
+        "namespace": "imagegate",
+    }
+    assert load_grants(configmap["data"]["grants.yaml"], "cm") == ()
+    missing = imagegate("grants", "revoke", "tool-a", "-g", str(grants))
+    assert missing.returncode == 2 and "has no grant" in missing.stderr
+
+
+def test_concurrent_grant_edits_lose_nothing(tmp_path: Path) -> None:
+    grants = tmp_path / "grants.yaml"
+    grants.write_text("grants: []\n")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "imagegate", "grants", "add", f"tool-{n}", "-g", str(grants)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for n in range(12)
+    ]
+    for process in processes:
+        assert process.wait(timeout=60) == 0
+    assert sorted(g.namespace for g in load_grants(grants.read_text(), "g")) == sorted(f"tool-{n}" for n in range(12))
+
+
+def test_an_editor_without_the_lock_is_not_overwritten(tmp_path: Path) -> None:
+    """Compare-and-swap: a change made between our read and our write makes us redo ours."""
+    grants = tmp_path / "grants.yaml"
+    grants.write_text("grants:\n  - namespace: tool-first\n")
+    calls = []
+
+    def change(current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        calls.append(len(current))
+        if len(calls) == 1:  # someone else saves the file while we are editing
+            grants.write_text("grants:\n  - namespace: tool-first\n  - namespace: tool-theirs\n")
+        return [*current, {"namespace": "tool-ours"}]
+
+    edit_grants_file(grants, change)
+    assert calls == [1, 2]
+    assert [g.namespace for g in load_grants(grants.read_text(), "g")] == ["tool-first", "tool-theirs", "tool-ours"]
+
+
+# --- layers --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, Path]]:
+    workdir = tmp_path_factory.mktemp("layers")
+    with run_registry(workdir / "registry", "htpasswd") as reg:
+        layout = OciLayout(workdir / "layout")
+        base = layers("base", 4)
+        pushes = {
+            "toolforge/base:1": base,
+            "toolforge/web:1": [*base, *layers("web", 1)],
+            "tool-a/app:1": [*base, *layers("a", 2)],
+            "tool-b/app:1": [*layers("alpine", 3), *layers("b", 2)],
+        }
+        for dest, image_layers in pushes.items():
+            name = dest.replace("/", "-").replace(":", "-")
+            layout.tag(layout.image(image_layers), name)
+            skopeo_copy(layout.root, name, f"{reg.host}/{dest}", cert_dir=reg.cert_dir, credentials=reg.credentials)
+        policy = workdir / "policy.yaml"
+        policy.write_text(
+            f"trusted: [{reg.host}/toolforge]\n"
+            f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}}}\n"
+            f"baseImages: {{trusted: ['{reg.host}/toolforge/base:1']}}\n"
+        )
+        yield reg, policy
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("chromium is not installed (scripts/test.sh installs Debian's chromium)")
+    return found
+
+
+def test_layer_report_numbers_and_html_chart(registry: tuple[Registry, Path], tmp_path: Path) -> None:
+    reg, policy = registry
+    images = [f"{reg.host}/{name}" for name in ("toolforge/web:1", "tool-a/app:1", "tool-b/app:1")]
+    html = tmp_path / "layers.html"
+    result = imagegate("layers", *images, "-p", str(policy), "--html", str(html), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    by_image = {i["image"].split("/", 1)[1]: i for i in report["images"]}
+    assert not by_image["toolforge/web:1"]["byoc"] and by_image["tool-a/app:1"]["byoc"]
+    # tool-a is built on the base: its base part is the base's layers; tool-b shares nothing
+    assert by_image["tool-a/app:1"]["baseBytes"] == by_image["toolforge/web:1"]["baseBytes"] > 0
+    assert by_image["tool-b/app:1"]["baseBytes"] == 0
+    assert by_image["tool-b/app:1"]["ownBytes"] == by_image["tool-b/app:1"]["totalBytes"]
+    assert report["uniqueBytes"] < report["totalBytes"]  # the base is stored once
+    assert report["byocOwnBytes"] == by_image["tool-a/app:1"]["ownBytes"] + by_image["tool-b/app:1"]["ownBytes"]
+
+    # open the page in a real browser: the chart must have been drawn
+    profile = tmp_path / "chromium-profile"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
+    dom = subprocess.run(
+        [_chromium(), *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert 'data-rendered="3"' in dom
+    assert dom.count('class="bar own"') == 3 and dom.count('class="bar base"') == 3
+    assert "tool-b/app:1" in dom
+    screenshot = tmp_path / "layers.png"
+    subprocess.run(
+        [_chromium(), *flags, "--window-size=1400,700", f"--screenshot={screenshot}", html.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert screenshot.stat().st_size > 10_000  # a picture, not a blank page
+
+
+def test_layers_from_a_dump_with_an_unreachable_image(registry: tuple[Registry, Path], tmp_path: Path) -> None:
+    reg, policy = registry
+    dump = {
+        "kind": "List",
+        "items": [
+            {
+                "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "tool-a"},
+                "spec": {
+                    "containers": [
+                        {"name": "a", "image": f"{reg.host}/toolforge/web:1"},
+                        {"name": "b", "image": f"{reg.host}/toolforge/missing:1"},
+                    ]
+                },
+            },
+        ],
+    }
+    (tmp_path / "dump.json").write_text(json.dumps(dump))
+    result = imagegate("layers", "--from", str(tmp_path / "dump.json"), "-p", str(policy), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [i["image"] for i in report["images"]] == [f"{reg.host}/toolforge/web:1"]
+    assert "does not exist" in report["skipped"][0]
