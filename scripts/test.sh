@@ -30,8 +30,8 @@ fi
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 echo "== ruff"
-python3 -m ruff check src tests $(ls -d bench 2>/dev/null)
-python3 -m ruff format --check src tests $(ls -d bench 2>/dev/null)
+python3 -m ruff check src tests bench fuzz
+python3 -m ruff format --check src tests bench fuzz
 echo "== mypy"
 python3 -m mypy
 echo "== pytest"

@@ -25,6 +25,7 @@ __all__ = [
     "ReviewError",
     "ReviewOutcome",
     "decode_review",
+    "internal_error",
     "review",
 ]
 
@@ -83,6 +84,8 @@ def decode_review(body: bytes) -> AdmissionRequest:
         raise ReviewError(f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ReviewError("body is nested too deeply") from None
+    except UnicodeDecodeError as exc:  # found by the fuzzer: msgspec raises this for bad UTF-8 in strings
+        raise ReviewError(f"body is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     if parsed.api_version != API_VERSION or parsed.kind != "AdmissionReview":
         raise ReviewError(
             f"expected apiVersion {API_VERSION} kind AdmissionReview, got {parsed.api_version} {parsed.kind}"
@@ -195,3 +198,9 @@ def review(
     if not decision.allowed:
         extra["status"] = {"code": 403, "reason": "Forbidden", "message": decision.message()}
     return ReviewOutcome(_response(request, decision.allowed, extra), decision.allowed, decision)
+
+
+def internal_error(request: AdmissionRequest) -> ReviewOutcome:
+    """A denial for a request imagegate failed to evaluate (fail closed, as failurePolicy Fail would)."""
+    status = {"code": 500, "reason": "InternalError", "message": "imagegate failed to evaluate this request; denied"}
+    return ReviewOutcome(_response(request, False, {"status": status}), False, None)

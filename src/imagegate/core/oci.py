@@ -123,7 +123,7 @@ def parse_manifest(body: bytes, media_type: str) -> Manifest | Index:
     """A manifest or an index; the media type comes from the body or, failing that, the header."""
     try:
         declared = msgspec.json.decode(body, type=dict[str, object]).get("mediaType")
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise OciError(f"manifest is not JSON: {exc}") from None
     kind = declared if isinstance(declared, str) and declared else media_type.split(";", maxsplit=1)[0].strip()
     try:
@@ -135,7 +135,7 @@ def parse_manifest(body: bytes, media_type: str) -> Manifest | Index:
             manifest = msgspec.json.decode(body, type=Manifest)
             _check_descriptors([manifest.config, *manifest.layers], "manifest")
             return manifest
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise OciError(f"malformed {kind}: {exc}") from None
     raise OciError(f"unsupported manifest media type {kind!r} (imagegate reads OCI and Docker v2 schema 2)")
 
@@ -143,7 +143,7 @@ def parse_manifest(body: bytes, media_type: str) -> Manifest | Index:
 def parse_config(body: bytes) -> ImageConfig:
     try:
         config = msgspec.json.decode(body, type=ImageConfig)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
         raise OciError(f"malformed image config: {exc}") from None
     for diff_id in config.diff_ids:
         try:

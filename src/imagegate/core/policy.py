@@ -353,6 +353,8 @@ def _convert(doc: LocatedDocument, kind: type[Any], hint: str) -> Any:
         raise doc.error("$", f"expected a mapping ({hint}), got {type(doc.data).__name__}")
     try:
         return msgspec.convert(doc.data, kind)
+    except UnicodeEncodeError:
+        raise doc.error("$", "holds text that is not valid Unicode (a lone surrogate escape?)") from None
     except msgspec.ValidationError as exc:
         text = str(exc)
         found = _MSGSPEC_PATH_RE.search(text)

@@ -44,7 +44,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from imagegate.core.admission import ReviewError, decode_review, review
+from imagegate.core.admission import ReviewError, decode_review, internal_error, review
 from imagegate.shell.certs import check_pair
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.policy_source import PolicySource, ReloadResult
@@ -407,18 +407,23 @@ class WebhookApp:
             await _respond(send, 400, f"{exc}\n".encode(), _TEXT)
             return
         policy, now = self.source.current, dt.datetime.now(dt.UTC)
-        if policy is None:
-            outcome = review(None, request, now=now, mutate=mutate)
-        else:
-            outcome = await settle(
-                self.gate,
-                policy,
-                lambda verdicts, digests, notes: review(
-                    policy, request, now=now, mutate=mutate, base_verdicts=verdicts, digests=digests, notes=notes
-                ),
-                lambda result: result.decision,
-                pins=mutate,
-            )
+        try:
+            if policy is None:
+                outcome = review(None, request, now=now, mutate=mutate)
+            else:
+                outcome = await settle(
+                    self.gate,
+                    policy,
+                    lambda verdicts, digests, notes: review(
+                        policy, request, now=now, mutate=mutate, base_verdicts=verdicts, digests=digests, notes=notes
+                    ),
+                    lambda result: result.decision,
+                    pins=mutate,
+                )
+        except Exception:  # a bug must not become an allow, nor a dropped request: deny and say so
+            log.exception("internal error; denying", uid=request.uid, endpoint=endpoint)
+            self.metrics.errors.labels(endpoint, "internal").inc()
+            outcome = internal_error(request)
         await _respond(send, 200, outcome.body, _JSON)
         elapsed = time.perf_counter() - started
         self.metrics.child(self.metrics.latency, endpoint).observe(elapsed)

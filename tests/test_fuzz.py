@@ -1,0 +1,53 @@
+"""A short, bounded coverage-guided fuzzing run (atheris) of every parser target on each test run.
+
+Longer runs: ``python fuzz/fuzz_targets.py TARGET -max_total_time=600`` (see fuzz/).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SEEDS = {
+    "review": REPO_ROOT / "tests" / "fixtures" / "admission",
+    "policy": REPO_ROOT / "deploy" / "base",
+    "reference": None,
+    "registry": None,
+}
+
+
+@pytest.mark.parametrize("target", sorted(SEEDS))
+def test_fuzz_target_finds_nothing(target: str, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    seeds = SEEDS[target]
+    if seeds is not None:
+        for seed in seeds.iterdir():
+            shutil.copy(seed, corpus / seed.name)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "fuzz" / "fuzz_targets.py"),
+            target,
+            "-max_total_time=8",
+            "-rss_limit_mb=2048",
+            "-timeout=10",
+            f"-artifact_prefix={tmp_path}/",
+            str(corpus),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    runs = re.search(r"Done (\d+) runs", output)
+    assert runs is not None and int(runs.group(1)) > 1000, output[-2000:]
