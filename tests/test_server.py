@@ -365,3 +365,17 @@ def test_mutate_then_validate_like_the_api_server(tmp_path: Path) -> None:
         denied = response_of(client.post("/validate", json=review), review["request"]["uid"])
         assert denied["allowed"] is False
         assert "runAsUser=0; only 52503 is allowed" in denied["status"]["message"]
+
+
+def test_workers_share_one_view_of_metrics(tmp_path: Path) -> None:
+    """With --workers 2 every scrape sums all workers, whichever worker answers it."""
+    with run_webhook(tmp_path, "--workers", "2") as webhook:
+        review = fixture("pod-create.json")
+        for _ in range(40):  # a new connection each time: the kernel spreads them over the workers
+            with httpx.Client(base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)) as client:
+                assert client.post("/validate", json=review).status_code == 200
+        for _ in range(6):
+            with httpx.Client(base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)) as client:
+                metrics = client.get("/metrics").text
+            line = next(m for m in metrics.splitlines() if m.startswith("imagegate_decisions_total{"))
+            assert line.endswith(" 40.0"), line

@@ -345,7 +345,7 @@ class WebhookApp:
             await _respond(
                 send,
                 200,
-                generate_latest(self.metrics.registry),
+                self.metrics.exposition(),
                 [(b"content-type", CONTENT_TYPE_LATEST.encode())],
             )
         else:
