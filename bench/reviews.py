@@ -22,7 +22,7 @@ def _container(name: str, image: str) -> dict[str, Any]:
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
         "imagePullPolicy": "Always",
-        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
 
 
@@ -34,7 +34,14 @@ def _pod_spec(images: list[str]) -> dict[str, Any]:
         "terminationGracePeriodSeconds": 30,
         "dnsPolicy": "ClusterFirst",
         "serviceAccountName": "default",
-        "securityContext": {"runAsUser": 52503, "runAsGroup": 52503, "fsGroup": 52503},
+        # as the mutating webhook leaves a tool pod: the validating webhook sees this
+        "securityContext": {
+            "runAsUser": 52503,
+            "runAsGroup": 52503,
+            "fsGroup": 52503,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "schedulerName": "default-scheduler",
         "enableServiceLinks": True,
     }
@@ -105,6 +112,11 @@ byoc:
   grants:
     - namespace: tool-bench
       registries: [ghcr.io/bench, quay.io/bench]
+podSecurity:
+  level: restricted
+  toolProfile:
+    identities: {{tool-bench: {{uid: 52503}}}}
+    hostPaths: [{{path: "/data/project/{{tool}}"}}]
 """
 
 

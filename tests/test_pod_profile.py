@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -299,3 +300,27 @@ def test_identities_file(tmp_path: Path) -> None:
         70000,
         70001,
     )
+
+
+def test_validating_webhook_judges_the_object_it_is_sent() -> None:
+    """Deployed without the mutating webhook, a bare pod must not pass on an imagined mutation."""
+    from imagegate.core.admission import decode_review, review  # noqa: PLC0415
+
+    body = json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "operation": "CREATE",
+                "kind": {"kind": "Pod"},
+                "namespace": "tool-example",
+                "object": plain_pod(),
+            },
+        }
+    ).encode()
+    request = decode_review(body)
+    validated = review(POLICY, request, now=NOW)
+    assert not validated.allowed and "runAsNonRoot" in validated.body.decode()
+    mutated = review(POLICY, request, now=NOW, mutate=True)
+    assert mutated.allowed and mutated.patched

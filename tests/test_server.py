@@ -372,10 +372,14 @@ def test_workers_share_one_view_of_metrics(tmp_path: Path) -> None:
     with run_webhook(tmp_path, "--workers", "2") as webhook:
         review = fixture("pod-create.json")
         for _ in range(40):  # a new connection each time: the kernel spreads them over the workers
-            with httpx.Client(base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)) as client:
+            with httpx.Client(
+                base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)
+            ) as client:
                 assert client.post("/validate", json=review).status_code == 200
         for _ in range(6):
-            with httpx.Client(base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)) as client:
+            with httpx.Client(
+                base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)
+            ) as client:
                 metrics = client.get("/metrics").text
             line = next(m for m in metrics.splitlines() if m.startswith("imagegate_decisions_total{"))
             assert line.endswith(" 40.0"), line

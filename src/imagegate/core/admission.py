@@ -180,6 +180,7 @@ def review(
         old_object=old if request.operation == "UPDATE" else None,
         base_verdicts=base_verdicts,
         digests=digests,
+        assume_mutated=mutate,  # /validate judges the object it is sent, never an imagined one
     )
     extra: dict[str, Any] = {}
     if mutate:

@@ -246,8 +246,14 @@ def _pod_security(
     namespace: str,
     namespace_labels: Mapping[str, str] | None,
     old_object: Mapping[str, Any] | None,
+    assume_mutated: bool,
 ) -> tuple[list[Finding], list[Mapping[str, Any]]]:
-    """Pod security findings and mutation patches for every pod spec ``obj`` carries."""
+    """Pod security findings and mutation patches for every pod spec ``obj`` carries.
+
+    With ``assume_mutated`` the pod is judged as it will be after the mutating webhook
+    (``check``, ``audit``, ``/mutate``); without it, as it is (``/validate``: the object has
+    already been through the mutating webhook, or it has not, and then it is judged bare).
+    """
     identity = profile.tool.identity(namespace, namespace_labels) if profile.tool else None
     old_specs = dict(pod_specs(old_object)) if old_object else {}
     # Pods cannot change their security context after creation; templates can.
@@ -261,8 +267,9 @@ def _pod_security(
         spec = original
         if may_mutate:
             patcher = mutate_pod(original, pointer, profile, identity)
-            spec = patcher.spec
             patches.extend(patcher.patches)
+            if assume_mutated:
+                spec = patcher.spec
         metadata_pointer = pointer.removesuffix("/spec") + "/metadata"
         metadata: Any = obj
         for token in metadata_pointer.strip("/").split("/"):
@@ -310,8 +317,12 @@ def decide(
     old_object: Mapping[str, Any] | None = None,
     base_verdicts: Mapping[str, BaseImageVerdict] | None = None,
     digests: Mapping[str, str] | None = None,
+    assume_mutated: bool = True,
 ) -> Decision:
     """Judge every image ``obj`` names.
+
+    ``assume_mutated`` judges pods as the mutating webhook will leave them (the default, for
+    offline checks); the validating webhook passes ``False`` and judges what it is sent.
 
     On UPDATE pass ``old_object``: images already present at the same place were
     admitted before and are not judged again (the pods they make are judged on
@@ -352,7 +363,9 @@ def decide(
     patches: list[Mapping[str, Any]] = []
     profile = policy.pod_security.profile_for(namespace) if policy.pod_security else None
     if profile is not None:
-        security_findings, patches = _pod_security(profile, obj, namespace, namespace_labels, old_object)
+        security_findings, patches = _pod_security(
+            profile, obj, namespace, namespace_labels, old_object, assume_mutated
+        )
         findings.extend(security_findings)
     patches = [*pin_patches, *patches]
     return Decision(
