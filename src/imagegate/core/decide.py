@@ -237,7 +237,7 @@ def _old_keys(old: Mapping[str, Any] | None) -> frozenset[tuple[str, str, str]]:
 
 def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     metadata = obj.get("metadata")
-    return metadata if isinstance(metadata, Mapping) else {}
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def _pod_security(
@@ -257,7 +257,8 @@ def _pod_security(
     identity = profile.tool.identity(namespace, namespace_labels) if profile.tool else None
     old_specs = dict(pod_specs(old_object)) if old_object else {}
     # Pods cannot change their security context after creation; templates can.
-    may_mutate = profile.mutate and (old_object is None or obj.get("kind") != "Pod")
+    # /validate sends no patch and judges the object as sent: it has nothing to mutate.
+    may_mutate = assume_mutated and profile.mutate and (old_object is None or obj.get("kind") != "Pod")
     findings: list[Finding] = []
     patches: list[Mapping[str, Any]] = []
     mode = Mode(profile.mode)
@@ -268,13 +269,12 @@ def _pod_security(
         if may_mutate:
             patcher = mutate_pod(original, pointer, profile, identity)
             patches.extend(patcher.patches)
-            if assume_mutated:
-                spec = patcher.spec
+            spec = patcher.spec
         metadata_pointer = pointer.removesuffix("/spec") + "/metadata"
         metadata: Any = obj
         for token in metadata_pointer.strip("/").split("/"):
-            metadata = metadata.get(token) if isinstance(metadata, Mapping) else None
-        metadata = metadata if isinstance(metadata, Mapping) else {}
+            metadata = metadata.get(token) if isinstance(metadata, dict) else None
+        metadata = metadata if isinstance(metadata, dict) else {}
         for rule, result in pod_findings(spec, metadata, profile, namespace, identity):
             if rule.startswith("pod-security:"):
                 reason = f'violates PodSecurity "{profile.label}": {result.message}'

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-from imagegate.core.podsecurity import CheckResult, Version, containers, evaluate, volume_type
+from imagegate.core.podsecurity import CheckResult, Version, containers, evaluate, pod_view, volume_type
 
 __all__ = [
     "HostPathRule",
@@ -187,7 +187,7 @@ def mutate_pod(spec: Mapping[str, Any], pointer: str, profile: PodProfile, ident
 
 
 def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def _list(value: Any) -> list[Any]:
@@ -354,6 +354,7 @@ def pod_findings(
 ) -> list[tuple[str, CheckResult]]:
     """(rule, result) for everything wrong with one pod spec under ``profile``."""
     results: list[tuple[str, CheckResult]] = []
+    spec = pod_view(spec)
     # The tool profile replaces the two volume checks with its hostPath allowlist.
     skip = frozenset({"hostPathVolumes", "restrictedVolumes"}) if profile.tool is not None else frozenset()
     if profile.level != "privileged":

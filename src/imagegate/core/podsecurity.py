@@ -73,7 +73,7 @@ def parse_version(text: str) -> Version:
 
 
 def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def _list(value: Any) -> list[Any]:
@@ -83,12 +83,33 @@ def _list(value: Any) -> list[Any]:
 FIELD_OF_KIND = {"initContainers": "initContainer", "containers": "container", "ephemeralContainers": "container"}
 
 
-def containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
-    """Every container of every list, as (list field, index, container)."""
+class _PodSpec(dict[str, Any]):
+    """A pod spec that remembers its container list: every check walks it, once is enough."""
+
+    __slots__ = ("containers",)
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        super().__init__(spec)
+        self.containers = tuple(_containers(spec))
+
+
+def pod_view(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``spec`` with its container list computed once (pass it to several checks)."""
+    return spec if isinstance(spec, _PodSpec) else _PodSpec(spec)
+
+
+def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
     for field in ("initContainers", "containers", "ephemeralContainers"):
         for index, container in enumerate(_list(spec.get(field))):
-            if isinstance(container, Mapping):
+            if isinstance(container, dict):
                 yield field, index, container
+
+
+def containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[str, Any]]] | tuple[Any, ...]:
+    """Every container of every list, as (list field, index, container)."""
+    if isinstance(spec, _PodSpec):
+        return spec.containers
+    return _containers(spec)
 
 
 def _name(container: Mapping[str, Any]) -> str:
@@ -481,6 +502,7 @@ def evaluate(
 ) -> list[CheckResult]:
     """Every failed check of ``level`` at ``version`` for one pod (empty: the pod passes)."""
     failed = []
+    spec = pod_view(spec)
     for check in checks_for(level, version):
         if check.id in skip:
             continue

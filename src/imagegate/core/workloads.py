@@ -83,12 +83,12 @@ def pod_specs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]
     for depth, token in enumerate(path):
         if node is None:
             return
-        if not isinstance(node, Mapping):
+        if not isinstance(node, dict):
             raise ObjectShapeError(_pointer(path[:depth]), f"expected an object, got {type(node).__name__}")
         node = node.get(token)
     if node is None:
         return
-    if not isinstance(node, Mapping):
+    if not isinstance(node, dict):
         raise ObjectShapeError(_pointer(path), f"expected a pod spec object, got {type(node).__name__}")
     yield _pointer(path), node
 
@@ -100,7 +100,7 @@ def _named_list(spec: Mapping[str, Any], field: str, base: str) -> Iterator[tupl
     if not isinstance(items, list):
         raise ObjectShapeError(f"{base}/{field}", f"expected a list, got {type(items).__name__}")
     for index, item in enumerate(items):
-        if not isinstance(item, Mapping):
+        if not isinstance(item, dict):
             raise ObjectShapeError(f"{base}/{field}/{index}", "expected an object")
         yield index, item
 
@@ -128,7 +128,7 @@ def image_uses(obj: Mapping[str, Any]) -> list[ImageUse]:
             if source is None:
                 continue
             pointer = f"{base}/volumes/{index}"
-            if not isinstance(source, Mapping):
+            if not isinstance(source, dict):
                 raise ObjectShapeError(f"{pointer}/image", "expected an object")
             name = _text(volume.get("name"), f"{pointer}/name") or f"#{index}"
             image = _text(source.get("reference"), f"{pointer}/image/reference")
