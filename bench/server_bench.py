@@ -187,7 +187,10 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def start_imagegate(tmp: Path, tls: CertificateFiles, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_imagegate(
+    tmp: Path, tls: CertificateFiles, port: int, workers: int, extra: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """``imagegate serve`` with ``tmp/policy.yaml``, its output in ``tmp/imagegate-N.log``."""
     log = (tmp / f"imagegate-{workers}.log").open("wb")
     command = [
         sys.executable,
@@ -206,6 +209,7 @@ def start_imagegate(tmp: Path, tls: CertificateFiles, port: int, workers: int) -
         str(tmp / "policy.yaml"),
         "--log-level",
         LOG_LEVEL,
+        *extra,
     ]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 

@@ -36,7 +36,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from server_bench import WRK_PACED, parse_wrk, process_tree, stop  # type: ignore[import-not-found]
+from server_bench import WRK_PACED, parse_wrk, process_tree, start_imagegate, stop  # type: ignore[import-not-found]
 from tests.oci_images import OciLayout, layers, skopeo_copy
 from tests.registry_process import run_registry
 
@@ -114,31 +114,7 @@ def main() -> int:
                 bodies.append(str(path))
             (tmp / "paced.lua").write_text(WRK_PACED)
             port = 18643
-            log = (tmp / "imagegate.log").open("wb")
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "imagegate",
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    str(options.workers),
-                    "--tls-cert",
-                    str(tls.cert),
-                    "--tls-key",
-                    str(tls.key),
-                    "--policy",
-                    str(tmp / "policy.yaml"),
-                    "--grants",
-                    str(grants),
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            server = start_imagegate(tmp, tls, port, options.workers, ("--grants", str(grants)))
             context = ssl.create_default_context(cafile=tls.ca_cert)
             url = f"https://127.0.0.1:{port}"
             try:
@@ -220,7 +196,6 @@ def main() -> int:
                 metrics = httpx.get(f"{url}/metrics", verify=context, timeout=5).text
             finally:
                 stop(server)
-                log.close()
     result = parse_wrk(output)
     print(f"soak: {options.minutes:g} min, 50 connections paced at ~{options.rate}/s, {options.workers} workers\n")
     print(f"requests: {result.requests:,} ({result.requests_per_second:,.0f}/s); failed: {result.errors}")
