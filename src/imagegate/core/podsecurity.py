@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -307,8 +308,13 @@ SAFE_SYSCTLS: tuple[tuple[Version, frozenset[str]], ...] = (
 )
 
 
+@lru_cache(maxsize=32)
+def _safe_sysctls(version: Version) -> frozenset[str]:
+    return frozenset().union(*(names for since, names in SAFE_SYSCTLS if version >= since))
+
+
 def check_sysctls(_meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
-    allowed = frozenset().union(*(names for since, names in SAFE_SYSCTLS if version >= since))
+    allowed = _safe_sysctls(version)
     names = [str(_map(s).get("name", "")) for s in _list(_pod_context(spec).get("sysctls"))]
     bad = [n for n in names if n not in allowed]
     return CheckResult("sysctls", "forbidden sysctls", ", ".join(bad)) if bad else None
@@ -324,12 +330,17 @@ def check_windows_host_process(_meta: Pod, spec: Pod, _v: Version) -> CheckResul
     return CheckResult("windowsHostProcess", "hostProcess", ", ".join(bad)) if bad else None
 
 
+_PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+
+
 def _handlers(container: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        yield probe, _map(container.get(probe))
-    lifecycle = _map(container.get("lifecycle"))
-    for hook in ("postStart", "preStop"):
-        yield f"lifecycle.{hook}", _map(lifecycle.get(hook))
+    for probe in _PROBES:
+        if probe in container:
+            yield probe, _map(container[probe])
+    if "lifecycle" in container:
+        lifecycle = _map(container["lifecycle"])
+        for hook in ("postStart", "preStop"):
+            yield f"lifecycle.{hook}", _map(lifecycle.get(hook))
 
 
 def check_host_probes(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
