@@ -518,3 +518,27 @@ baseImages: {{trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]}}
     assert objects[1]["violations"][0]["rule"] == "base-image-mismatch"
     missing = imagegate("inspect", pushed.ref("tool-a/app:nope"), "-p", str(tmp_path / "policy.yaml"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_base_refresh_retries_after_a_registry_outage(pushed: Pushed, tmp_path: Path) -> None:
+    """A base that could not be resolved (registry down) is tried again, not forgotten for an hour."""
+    import signal  # noqa: PLC0415
+
+    policy = dataclasses.replace(_policy(pushed, tmp_path), registry=_registry_config(pushed, tmp_path, timeout=0.5))
+    gate = RegistryGate()
+
+    async def scenario() -> tuple[Any, Any]:
+        pushed.registry.process.send_signal(signal.SIGSTOP)
+        try:
+            await gate.refresh_bases(policy)
+            assert gate.bases.last_error is not None and not gate.bases.versions
+        finally:
+            pushed.registry.process.send_signal(signal.SIGCONT)
+        await asyncio.sleep(6)  # past the client's negative cache
+        verdict = await gate._verdict(policy, pushed.ref("tool-a/app:on-v1"))
+        await gate.aclose()
+        return verdict, gate.bases.last_error
+
+    verdict, error = asyncio.run(scenario())
+    assert verdict.ok, verdict.detail
+    assert error is None

@@ -277,6 +277,8 @@ class WebhookApp:
                     await self.gate.refresh_bases(policy, force=True)
                 except Exception as exc:  # keep refreshing; the error is reported
                     log.error("base image refresh failed", error=str(exc))
+                if self.gate.bases.last_error:
+                    minutes = min(minutes, 1.0)  # a registry that was down: try again soon
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=minutes * 60)
 

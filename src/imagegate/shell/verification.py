@@ -128,7 +128,9 @@ class RegistryGate:
             if not force and self._refreshed_for == policy.base_images:
                 return
             await self.bases.refresh(self.client(policy.registry), policy.base_images, self._clock())
-            self._refreshed_for = policy.base_images
+            # After a failed refresh, the next verification tries again (the client's short
+            # negative cache keeps that cheap while a registry is down).
+            self._refreshed_for = None if self.bases.last_error else policy.base_images
 
     async def _verdict(self, policy: Policy, reference: str) -> BaseImageVerdict:
         client = self.client(policy.registry)
