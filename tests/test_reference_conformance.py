@@ -141,3 +141,12 @@ def test_conformance_counts() -> None:
     assert len(PARSE["cases"]) == 73
     assert len(NORMALIZE["cases"]) == 151
     assert sum(len(REGEXP[t]) for t in ("domain", "full_name", "reference", "identifier")) == 110
+
+
+@pytest.mark.parametrize("case", NORMALIZE["familiar_match"]["cases"], ids=case_id)
+def test_familiar_match_table(case: dict[str, Any]) -> None:
+    if case["expected"] == "error (bad pattern)":
+        with pytest.raises(ValueError, match="bad pattern"):
+            r.familiar_match(case["pattern"], case["reference"])
+        return
+    assert r.familiar_match(case["pattern"], case["reference"]) is case["expected"]

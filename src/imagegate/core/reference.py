@@ -25,6 +25,7 @@ __all__ = [
     "Reference",
     "ReferenceError",
     "ReferenceErrorKind",
+    "familiar_match",
     "familiar_name",
     "parse",
     "parse_any",
@@ -279,6 +280,60 @@ def familiar_name(ref: Reference) -> str:
     if path.startswith(OFFICIAL_REPO_PREFIX) and "/" not in path[len(OFFICIAL_REPO_PREFIX) :]:
         return path[len(OFFICIAL_REPO_PREFIX) :]
     return path
+
+
+def _path_match_regex(pattern: str) -> re.Pattern[str]:
+    """Go's ``path.Match`` as a regex: ``*`` and ``?`` never cross ``/``; bad patterns refused."""
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "\\":
+            if i + 1 >= len(pattern):
+                raise ValueError(f"bad pattern {pattern!r}: trailing backslash")
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif char == "[":
+            i += 1
+            negate = i < len(pattern) and pattern[i] == "^"
+            i += negate
+            ranges: list[str] = []
+
+            def literal(at: int) -> tuple[str, int]:
+                if pattern[at] == "\\":
+                    if at + 1 >= len(pattern):
+                        raise ValueError(f"bad pattern {pattern!r}: trailing backslash")
+                    return pattern[at + 1], at + 2
+                if pattern[at] in "-]":
+                    raise ValueError(f"bad pattern {pattern!r}: {pattern[at]!r} without a range start")
+                return pattern[at], at + 1
+
+            while i < len(pattern) and (pattern[i] != "]" or not ranges):
+                low, i = literal(i)
+                if i + 1 < len(pattern) and pattern[i] == "-" and pattern[i + 1] != "]":
+                    high, i = literal(i + 1)
+                    ranges.append(f"{re.escape(low)}-{re.escape(high)}")
+                else:
+                    ranges.append(re.escape(low))
+            if i >= len(pattern):
+                raise ValueError(f"bad pattern {pattern!r}: unterminated character class")
+            out.append("[" + ("^" if negate else "") + "".join(ranges) + "]")
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return re.compile("".join(out))
+
+
+def familiar_match(pattern: str, reference: str) -> bool:
+    """distribution's ``FamiliarMatch``: the pattern against the familiar string or name."""
+    parsed = parse_any(reference)
+    regex = _path_match_regex(pattern)
+    if isinstance(parsed, str):
+        return regex.fullmatch(parsed) is not None
+    return regex.fullmatch(parsed.familiar) is not None or regex.fullmatch(familiar_name(parsed)) is not None
 
 
 def with_tag(name: Reference, tag: str) -> Reference:
