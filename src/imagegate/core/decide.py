@@ -26,7 +26,7 @@ from typing import Any
 
 from imagegate.core.podprofile import PodProfile, mutate_pod, pod_findings
 from imagegate.core.policy import Grant, Mode, Policy
-from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref
+from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref, parse_normalized
 from imagegate.core.workloads import ImageUse, ObjectShapeError, image_uses, pod_specs
 
 __all__ = [
@@ -49,6 +49,9 @@ class Rule:
     BASE_IMAGE_MISMATCH = "base-image-mismatch"
     BASE_IMAGE_UNVERIFIED = "base-image-unverified"
     MALFORMED_OBJECT = "malformed-object"
+    DISALLOWED_TAG = "disallowed-tag"
+    MISSING_TAG = "missing-tag"
+    MISSING_DIGEST = "missing-digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +287,31 @@ def _pod_security(
     return findings, patches
 
 
+def _tag_findings(policy: Policy, use: ImageUse, mode: Mode) -> list[Finding]:
+    """How the image is named: a tag at all, not a disallowed one, a digest when required.
+
+    Judged on the reference as written: ``nginx`` names no tag (the runtime would take
+    ``latest``); a digest decides what runs, so a tag beside one is not judged.
+    """
+    rules = policy.tags
+    try:
+        written = parse_normalized(use.image)
+    except ReferenceError:
+        return []  # already an invalid-reference finding
+    if rules.exempt.first_match(parse_docker_ref(use.image)) is not None:
+        return []
+    found = []
+    if written.digest is None:
+        tag = written.tag if written.tag is not None else "latest"
+        if rules.require_tag and written.tag is None:
+            found.append(Finding(use, Rule.MISSING_TAG, "names no tag (the runtime would pull :latest)", mode))
+        elif tag in rules.disallow:
+            found.append(Finding(use, Rule.DISALLOWED_TAG, f"uses the disallowed tag {tag!r}", mode))
+        if rules.require_digest:
+            found.append(Finding(use, Rule.MISSING_DIGEST, "has no digest (@sha256:...); pin it", mode))
+    return found
+
+
 def _pins(
     policy: Policy, namespace: str, verdicts: Sequence[ImageVerdict], digests: Mapping[str, str]
 ) -> tuple[tuple[str, ...], list[Mapping[str, Any]]]:
@@ -349,6 +377,7 @@ def decide(
     )
     seen_before = _old_keys(old_object)
     verdicts: list[ImageVerdict] = []
+    tag_findings: list[Finding] = []
     needs_base: list[str] = []
     for use in uses:
         if (use.kind, use.name, use.image) in seen_before:
@@ -356,9 +385,11 @@ def decide(
             continue
         verdict, base_ref = judge.judge(use)
         verdicts.append(verdict)
+        if policy.tags.active:
+            tag_findings.extend(_tag_findings(policy, use, judge.mode))
         if base_ref is not None and base_ref not in needs_base:
             needs_base.append(base_ref)
-    findings = [v.finding for v in verdicts if v.finding is not None]
+    findings = [v.finding for v in verdicts if v.finding is not None] + tag_findings
     pins_needed, pin_patches = _pins(policy, namespace, verdicts, digests or {})
     patches: list[Mapping[str, Any]] = []
     profile = policy.pod_security.profile_for(namespace) if policy.pod_security else None

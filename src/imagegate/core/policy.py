@@ -164,6 +164,13 @@ class BaseImagesDoc(_Doc):
     require_for: list[str] = []
 
 
+class TagsDoc(_Doc):
+    disallow: list[str] = []
+    require_tag: bool = False
+    require_digest: bool = False
+    exempt: list[str] = []
+
+
 class PinningDoc(_Doc):
     enabled: bool = False
     style: Literal["tag-and-digest", "digest"] = "tag-and-digest"
@@ -182,6 +189,7 @@ class PolicyDoc(_Doc):
     registry: RegistryDoc = msgspec.field(default_factory=RegistryDoc)
     base_images: BaseImagesDoc = msgspec.field(default_factory=BaseImagesDoc)
     pinning: PinningDoc = msgspec.field(default_factory=PinningDoc)
+    tags: TagsDoc = msgspec.field(default_factory=TagsDoc)
 
 
 class GrantsDoc(_Doc):
@@ -300,6 +308,20 @@ class PinningConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TagRules:
+    """Rules on how an image is named, whatever its registry."""
+
+    disallow: frozenset[str] = frozenset()
+    require_tag: bool = False
+    require_digest: bool = False
+    exempt: PatternSet = field(default_factory=lambda: PatternSet(()))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.disallow) or self.require_tag or self.require_digest
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A validated policy, ready for :func:`imagegate.core.decide.decide`."""
 
@@ -318,6 +340,7 @@ class Policy:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     base_images: BaseImagesConfig = field(default_factory=BaseImagesConfig)
     pinning: PinningConfig = field(default_factory=PinningConfig)
+    tags: TagRules = field(default_factory=TagRules)
 
     def grants_for(self, namespace: str) -> tuple[Grant, ...]:
         return self.grants_by_namespace.get(namespace, ())
@@ -533,6 +556,21 @@ def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryCo
     )
 
 
+_TAG_TEXT_RE = re.compile(r"[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}")
+
+
+def _tag_rules(doc: LocatedDocument, parsed: TagsDoc) -> TagRules:
+    for index, tag in enumerate(parsed.disallow):
+        if not _TAG_TEXT_RE.fullmatch(tag):
+            raise doc.error(f"$.tags.disallow[{index}]", f"{tag!r} is not a valid tag")
+    return TagRules(
+        frozenset(parsed.disallow),
+        parsed.require_tag,
+        parsed.require_digest,
+        _patterns(doc, "$.tags.exempt", parsed.exempt),
+    )
+
+
 def load_identities(text: str, source: str = "<identities>") -> dict[str, Identity]:
     """Parse a tool identities document (namespace -> uid/gid), e.g. a generated ConfigMap."""
     doc = load_yaml_document(text, source)
@@ -575,6 +613,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         registry=registry,
         base_images=base_images,
         pinning=pinning,
+        tags=_tag_rules(doc, parsed.tags),
     )
     return _assemble(base, _grants(doc, "$.byoc.grants", parsed.byoc.grants))
 
