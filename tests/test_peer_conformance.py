@@ -16,6 +16,7 @@ allowed ``allowedevil/x`` in gatekeeper).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -65,9 +66,9 @@ def _exact_image(entry: str) -> str:
 
 def policy_from(
     trusted: list[str],
-    blocked: list[str] = (),
+    blocked: Sequence[str] = (),
     byoc_default: str = "deny",
-    tags: dict[str, Any] | None = None,  # type: ignore[assignment]
+    tags: dict[str, Any] | None = None,
 ) -> Policy:
     document: dict[str, Any] = {
         "trusted": list(trusted),
