@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.oci_images import OciLayout, layers, skopeo_copy, skopeo_inspect
+from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
 
 from imagegate.core.baseimage import verify_image
@@ -98,17 +98,8 @@ def main() -> int:
         with run_registry(tmp / "registry", "htpasswd") as registry:
             layout = OciLayout(tmp / "layout")
             base = layers("base", 5)
-            layout.tag(layout.image(base), "base")
-            app_layers = [*base, *layers("app", 5)]
-            layout.tag(layout.image(app_layers), "app")
-            for name, dest in (("base", "toolforge/base:1"), ("app", "tool-bench/app:1")):
-                skopeo_copy(
-                    layout.root,
-                    name,
-                    f"{registry.host}/{dest}",
-                    cert_dir=registry.cert_dir,
-                    credentials=registry.credentials,
-                )
+            registry.push(layout, "base", base, "toolforge/base:1")
+            registry.push(layout, "app", [*base, *layers("app", 5)], "tool-bench/app:1")
             raw = skopeo_inspect(
                 f"{registry.host}/tool-bench/app:1",
                 cert_dir=registry.cert_dir,

@@ -24,7 +24,6 @@ import argparse
 import json
 import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,8 +35,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from server_bench import WRK_PACED, parse_wrk, process_tree, start_imagegate, stop  # type: ignore[import-not-found]
-from tests.oci_images import OciLayout, layers, skopeo_copy
+from server_bench import WRK_PACED, process_tree, run_wrk, start_imagegate, stop  # type: ignore[import-not-found]
+from tests.oci_images import OciLayout, layers
 from tests.registry_process import run_registry
 
 from imagegate.shell.certs import load_ca, make_certificates
@@ -85,16 +84,8 @@ def main() -> int:
         with run_registry(tmp / "registry", "htpasswd") as registry:
             layout = OciLayout(tmp / "layout")
             base = layers("base", 4)
-            layout.tag(layout.image(base), "base")
-            layout.tag(layout.image([*base, *layers("app", 2)]), "app")
-            for name, dest in (("base", "toolforge/base:1"), ("app", "tool-soak/app:1")):
-                skopeo_copy(
-                    layout.root,
-                    name,
-                    f"{registry.host}/{dest}",
-                    cert_dir=registry.cert_dir,
-                    credentials=registry.credentials,
-                )
+            registry.push(layout, "base", base, "toolforge/base:1")
+            registry.push(layout, "app", [*base, *layers("app", 2)], "tool-soak/app:1")
             tls = make_certificates(tmp / "tls", ["127.0.0.1", "localhost"])
             grants = tmp / "grants" / "grants.yaml"
             grants.parent.mkdir()
@@ -128,28 +119,6 @@ def main() -> int:
                 pids = process_tree(server.pid)
                 rss_start = {pid: rss_mb(pid) for pid in pids}
                 pause_ms = max(1, round(50 * 1000 / options.rate))
-                wrk = subprocess.Popen(
-                    [
-                        "wrk",
-                        "--threads",
-                        "1",
-                        "--connections",
-                        "50",
-                        "--duration",
-                        f"{duration}s",
-                        "--timeout",
-                        "5s",
-                        "--latency",
-                        "--script",
-                        str(tmp / "paced.lua"),
-                        f"{url}/validate",
-                        "--",
-                        str(pause_ms),
-                        *bodies,
-                    ],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
                 stop_events = threading.Event()
 
                 def disturb() -> None:
@@ -188,7 +157,7 @@ def main() -> int:
 
                 disturber = threading.Thread(target=disturb, daemon=True)
                 disturber.start()
-                output, _ = wrk.communicate(timeout=duration + 120)
+                result = run_wrk(f"{url}/validate", 50, duration, tmp / "paced.lua", [str(pause_ms), *bodies])
                 stop_events.set()
                 disturber.join(timeout=30)
                 registry.process.send_signal(18)
@@ -196,7 +165,6 @@ def main() -> int:
                 metrics = httpx.get(f"{url}/metrics", verify=context, timeout=5).text
             finally:
                 stop(server)
-    result = parse_wrk(output)
     print(f"soak: {options.minutes:g} min, 50 connections paced at ~{options.rate}/s, {options.workers} workers\n")
     print(f"requests: {result.requests:,} ({result.requests_per_second:,.0f}/s); failed: {result.errors}")
     print(f"latency p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +28,16 @@ def case_id(case: dict[str, Any]) -> str:
         if key in case:
             return str(case[key])
     return f"{case.get('suite', '?')}-{case.get('n', '?')}-{case.get('input_role', '')}".rstrip("-")
+
+
+def run_imagegate(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The ``imagegate`` command as a user runs it: a real process, wide output, no shell state."""
+    return subprocess.run(
+        [sys.executable, "-m", "imagegate", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )

@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from imagegate.shell.certs import CertificateFiles, load_ca, make_certificates
+from tests.oci_images import Layer, OciLayout, skopeo_copy
 from tests.webhook_process import free_port
 
 USER, PASSWORD = "tool-builder", "s3cret-pass"
@@ -55,6 +56,14 @@ class Registry:
         auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         path.write_text(json.dumps({"auths": {self.host: {"auth": auth}}}))
         return path
+
+    def push(self, layout: OciLayout, name: str, image_layers: list[Layer], dest: str, **options: Any) -> None:
+        """Write an image into ``layout`` as ``name`` and push it to ``dest`` here with skopeo."""
+        annotations = options.pop("annotations", None)
+        layout.tag(layout.image(image_layers, annotations=annotations), name)
+        skopeo_copy(
+            layout.root, name, f"{self.host}/{dest}", cert_dir=self.cert_dir, credentials=self.credentials, **options
+        )
 
     def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> None:
         """Tag an existing manifest (a registry API call, with Basic auth)."""

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_imagegate
 
 POD = """
 apiVersion: v1
@@ -31,20 +29,8 @@ spec:
 """
 
 
-def imagegate(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "imagegate", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-    )
-
-
 def test_examples_from_readme(tmp_path: Path) -> None:
-    result = imagegate("check", str(REPO_ROOT / "examples"))
+    result = run_imagegate("check", str(REPO_ROOT / "examples"))
     assert result.returncode == 1, result.stderr
     assert "denied" in result.stdout and "untrusted-registry" in result.stdout
     assert "objects" in result.stdout.splitlines()[-1]
@@ -52,14 +38,14 @@ def test_examples_from_readme(tmp_path: Path) -> None:
 
 def test_allowed_exits_zero(tmp_path: Path) -> None:
     (tmp_path / "pod.yaml").write_text(POD)
-    result = imagegate("check", str(tmp_path / "pod.yaml"))
+    result = run_imagegate("check", str(tmp_path / "pod.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 objects, 1 images: 0 denied" in result.stdout
 
 
 def test_multi_document_and_json_output(tmp_path: Path) -> None:
     (tmp_path / "all.yaml").write_text(POD + "---\n" + BAD_POD)
-    result = imagegate("check", str(tmp_path), "--output", "json")
+    result = run_imagegate("check", str(tmp_path), "--output", "json")
     assert result.returncode == 1
     payload = json.loads(result.stdout)
     assert payload["allowed"] is False
@@ -81,7 +67,7 @@ def test_kubectl_list_from_stdin() -> None:
             }
         ],
     }
-    result = imagegate("check", "-", "-o", "json", stdin=json.dumps(listing))
+    result = run_imagegate("check", "-", "-o", "json", stdin=json.dumps(listing))
     assert result.returncode == 1
     assert json.loads(result.stdout)["objects"][0]["kind"] == "Deployment"
 
@@ -90,9 +76,9 @@ def test_policy_and_grants_files(tmp_path: Path) -> None:
     (tmp_path / "policy.yaml").write_text("trusted: [docker-registry.svc.toolforge.org]\nbyoc:\n  grantsFile: g.yaml\n")
     (tmp_path / "g.yaml").write_text("grants:\n  - namespace: tool-a\n    expires: 2030-01-01\n")
     (tmp_path / "bad.yaml").write_text(BAD_POD)
-    ok = imagegate("check", str(tmp_path / "bad.yaml"), "-p", str(tmp_path / "policy.yaml"))
+    ok = run_imagegate("check", str(tmp_path / "bad.yaml"), "-p", str(tmp_path / "policy.yaml"))
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    later = imagegate(
+    later = run_imagegate(
         "check",
         str(tmp_path / "bad.yaml"),
         "-p",
@@ -118,7 +104,7 @@ def test_policy_and_grants_files(tmp_path: Path) -> None:
 def test_bad_manifest_exits_two_with_the_place(tmp_path: Path, content: str, message: str) -> None:
     target = tmp_path / ("m.json" if content.startswith("{") else "m.yaml")
     target.write_text(content)
-    result = imagegate("check", str(target))
+    result = run_imagegate("check", str(target))
     assert result.returncode == 2
     assert message in result.stderr and str(target) in result.stderr
     assert "Traceback" not in result.stderr
@@ -127,22 +113,22 @@ def test_bad_manifest_exits_two_with_the_place(tmp_path: Path, content: str, mes
 def test_bad_policy_exits_two_naming_line_and_key(tmp_path: Path) -> None:
     (tmp_path / "policy.yaml").write_text("trusted:\n  - docker.io/library/nginx\n  - nginx\n")
     (tmp_path / "pod.yaml").write_text(POD)
-    result = imagegate("check", str(tmp_path / "pod.yaml"), "--policy", str(tmp_path / "policy.yaml"))
+    result = run_imagegate("check", str(tmp_path / "pod.yaml"), "--policy", str(tmp_path / "policy.yaml"))
     assert result.returncode == 2
     assert "policy.yaml:3: trusted[1]:" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_missing_file_and_binary_input(tmp_path: Path) -> None:
-    assert imagegate("check", str(tmp_path / "nope.yaml")).returncode == 2
+    assert run_imagegate("check", str(tmp_path / "nope.yaml")).returncode == 2
     (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00kind: Pod")
-    result = imagegate("check", str(tmp_path / "bin.yaml"))
+    result = run_imagegate("check", str(tmp_path / "bin.yaml"))
     assert result.returncode == 2 and "not UTF-8" in result.stderr
 
 
 def test_policy_validate_and_default(tmp_path: Path) -> None:
-    default = imagegate("policy", "default")
+    default = run_imagegate("policy", "default")
     assert default.returncode == 0 and "kind: ImagePolicy" in default.stdout
     (tmp_path / "p.yaml").write_text(default.stdout)
-    validated = imagegate("policy", "validate", "--policy", str(tmp_path / "p.yaml"))
+    validated = run_imagegate("policy", "validate", "--policy", str(tmp_path / "p.yaml"))
     assert validated.returncode == 0 and "valid" in validated.stdout

@@ -16,8 +16,8 @@ import yaml
 
 from imagegate.core.policy import load_grants
 from imagegate.shell.grants_file import edit_grants_file
-from tests.conftest import REPO_ROOT
-from tests.oci_images import OciLayout, layers, skopeo_copy
+from tests.conftest import REPO_ROOT, run_imagegate
+from tests.oci_images import OciLayout, layers
 from tests.registry_process import Registry, run_registry
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
@@ -25,23 +25,11 @@ DUMP = FIXTURES / "cluster-dump.json"
 POLICY = FIXTURES / "audit-policy.yaml"
 
 
-def imagegate(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "imagegate", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        input=stdin,
-        check=False,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-    )
-
-
 # --- audit ---------------------------------------------------------------------------------
 
 
 def test_audit_of_a_recorded_dump() -> None:
-    result = imagegate("audit", "--from", str(DUMP), "-p", str(POLICY), "--now", "2026-11-24", "-o", "json")
+    result = run_imagegate("audit", "--from", str(DUMP), "-p", str(POLICY), "--now", "2026-11-24", "-o", "json")
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert report["objects"] == 8 and report["deniedObjects"] == 4
@@ -58,19 +46,19 @@ def test_audit_of_a_recorded_dump() -> None:
 
 
 def test_audit_table_and_a_passing_policy(tmp_path: Path) -> None:
-    table = imagegate("audit", "--from", str(DUMP), "-p", str(POLICY), "--now", "2026-11-24")
+    table = run_imagegate("audit", "--from", str(DUMP), "-p", str(POLICY), "--now", "2026-11-24")
     assert table.returncode == 1
     assert "findings by namespace" in table.stdout and "BYOC grants" in table.stdout
     assert table.stdout.strip().splitlines()[-1].startswith("8 objects")
     # a proposed policy that opens the gate and drops the tool profile: nobody would break
     (tmp_path / "open.yaml").write_text("byoc: {default: allow}\nnamespaces: {exclude: [kube-system]}\n")
-    opened = imagegate("audit", "--from", str(DUMP), "-p", str(tmp_path / "open.yaml"))
+    opened = run_imagegate("audit", "--from", str(DUMP), "-p", str(tmp_path / "open.yaml"))
     assert opened.returncode == 0, opened.stdout
 
 
 def test_audit_bad_dump(tmp_path: Path) -> None:
     (tmp_path / "dump.json").write_text('{"kind": "List", "items": [')
-    result = imagegate("audit", "--from", str(tmp_path / "dump.json"))
+    result = run_imagegate("audit", "--from", str(tmp_path / "dump.json"))
     assert result.returncode == 2 and "invalid dump" in result.stderr
 
 
@@ -80,7 +68,7 @@ def test_audit_bad_dump(tmp_path: Path) -> None:
 def test_grant_lifecycle_on_a_file(tmp_path: Path) -> None:
     grants = tmp_path / "grants.yaml"
     grants.write_text("grants: []\n")
-    added = imagegate(
+    added = run_imagegate(
         "grants",
         "add",
         "tool-a",
@@ -99,18 +87,18 @@ def test_grant_lifecycle_on_a_file(tmp_path: Path) -> None:
     assert added.returncode == 0, added.stderr
     (grant,) = load_grants(grants.read_text(), "grants.yaml")
     assert grant.namespace == "tool-a" and grant.ticket == "T42" and grant.require_base_image
-    again = imagegate("grants", "add", "tool-a", "-g", str(grants))
+    again = run_imagegate("grants", "add", "tool-a", "-g", str(grants))
     assert again.returncode == 2 and "--replace" in again.stderr
-    bad = imagegate("grants", "add", "tool-b", "-g", str(grants), "-r", "nginx")
+    bad = run_imagegate("grants", "add", "tool-b", "-g", str(grants), "-r", "nginx")
     assert bad.returncode == 2 and "does not start with a registry" in bad.stderr
     assert len(load_grants(grants.read_text(), "g")) == 1  # nothing written on a refused change
-    listed = imagegate("grants", "list", "-g", str(grants), "-o", "json", "--now", "2026-11-24")
+    listed = run_imagegate("grants", "list", "-g", str(grants), "-o", "json", "--now", "2026-11-24")
     assert json.loads(listed.stdout)[0]["state"] == "expiring"
-    expiring = imagegate("grants", "expiring", "-g", str(grants), "--days", "30", "--now", "2026-11-24")
+    expiring = run_imagegate("grants", "expiring", "-g", str(grants), "--days", "30", "--now", "2026-11-24")
     assert expiring.returncode == 1 and "tool-a" in expiring.stdout
-    calm = imagegate("grants", "expiring", "-g", str(grants), "--days", "3", "--now", "2026-11-24")
+    calm = run_imagegate("grants", "expiring", "-g", str(grants), "--days", "3", "--now", "2026-11-24")
     assert calm.returncode == 0
-    printed = imagegate(
+    printed = run_imagegate(
         "grants", "revoke", "tool-a", "-g", str(grants), "--print-configmap", "imagegate/imagegate-grants"
     )
     assert printed.returncode == 0, printed.stderr
@@ -120,7 +108,7 @@ def test_grant_lifecycle_on_a_file(tmp_path: Path) -> None:
         "namespace": "imagegate",
     }
     assert load_grants(configmap["data"]["grants.yaml"], "cm") == ()
-    missing = imagegate("grants", "revoke", "tool-a", "-g", str(grants))
+    missing = run_imagegate("grants", "revoke", "tool-a", "-g", str(grants))
     assert missing.returncode == 2 and "has no grant" in missing.stderr
 
 
@@ -173,9 +161,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registr
             "tool-b/app:1": [*layers("alpine", 3), *layers("b", 2)],
         }
         for dest, image_layers in pushes.items():
-            name = dest.replace("/", "-").replace(":", "-")
-            layout.tag(layout.image(image_layers), name)
-            skopeo_copy(layout.root, name, f"{reg.host}/{dest}", cert_dir=reg.cert_dir, credentials=reg.credentials)
+            reg.push(layout, dest.replace("/", "-").replace(":", "-"), image_layers, dest)
         policy = workdir / "policy.yaml"
         policy.write_text(
             f"trusted: [{reg.host}/toolforge]\n"
@@ -196,7 +182,7 @@ def test_layer_report_numbers_and_html_chart(registry: tuple[Registry, Path], tm
     reg, policy = registry
     images = [f"{reg.host}/{name}" for name in ("toolforge/web:1", "tool-a/app:1", "tool-b/app:1")]
     html = tmp_path / "layers.html"
-    result = imagegate("layers", *images, "-p", str(policy), "--html", str(html), "-o", "json")
+    result = run_imagegate("layers", *images, "-p", str(policy), "--html", str(html), "-o", "json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     by_image = {i["image"].split("/", 1)[1]: i for i in report["images"]}
@@ -255,7 +241,7 @@ def test_layers_from_a_dump_with_an_unreachable_image(registry: tuple[Registry, 
         ],
     }
     (tmp_path / "dump.json").write_text(json.dumps(dump))
-    result = imagegate("layers", "--from", str(tmp_path / "dump.json"), "-p", str(policy), "-o", "json")
+    result = run_imagegate("layers", "--from", str(tmp_path / "dump.json"), "-p", str(policy), "-o", "json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [i["image"] for i in report["images"]] == [f"{reg.host}/toolforge/web:1"]

@@ -26,7 +26,8 @@ from imagegate.core.reference import parse_docker_ref
 from imagegate.shell.certs import make_certificates
 from imagegate.shell.registry import Credentials, RegistryClient, RegistryError, RegistrySettings
 from imagegate.shell.verification import RegistryGate
-from tests.oci_images import Layer, OciLayout, layer, layers, skopeo_copy, skopeo_inspect
+from tests.conftest import run_imagegate
+from tests.oci_images import OciLayout, layer, layers, skopeo_copy, skopeo_inspect
 from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
 
 BASE_V1 = layers("bullseye-v1", 3)
@@ -45,30 +46,24 @@ class Pushed:
         return f"{self.registry.host}/{name}"
 
 
-def _push(reg: Registry, layout: OciLayout, name: str, image_layers: list[Layer], dest: str, **kw: Any) -> None:
-    layout.tag(layout.image(image_layers, annotations=kw.pop("annotations", None)), name)
-    skopeo_copy(layout.root, name, f"{reg.host}/{dest}", cert_dir=reg.cert_dir, credentials=reg.credentials, **kw)
-
-
 @pytest.fixture(scope="module")
 def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushed]:
     workdir = tmp_path_factory.mktemp("registry")
     with run_registry(workdir / "registry", "htpasswd") as reg:
         layout = OciLayout(workdir / "layout")
-        _push(reg, layout, "base-v1", BASE_V1, "toolforge/bullseye:v1")
-        _push(reg, layout, "base-v1", BASE_V1, "toolforge/bullseye:latest")
-        _push(reg, layout, "on-v1", [*BASE_V1, *APP], "tool-a/app:on-v1", docker_format=True)
-        _push(reg, layout, "base-v2", BASE_V2, "toolforge/bullseye:v2")
-        _push(reg, layout, "on-v2", [*BASE_V2, *APP], "tool-a/app:on-v2")
-        _push(
-            reg,
+        reg.push(layout, "base-v1", BASE_V1, "toolforge/bullseye:v1")
+        reg.push(layout, "base-v1", BASE_V1, "toolforge/bullseye:latest")
+        reg.push(layout, "on-v1", [*BASE_V1, *APP], "tool-a/app:on-v1", docker_format=True)
+        reg.push(layout, "base-v2", BASE_V2, "toolforge/bullseye:v2")
+        reg.push(layout, "on-v2", [*BASE_V2, *APP], "tool-a/app:on-v2")
+        reg.push(
             layout,
             "other",
             [*OTHER, *APP],
             "tool-a/app:other",
             annotations={"org.opencontainers.image.base.name": f"{reg.host}/toolforge/bullseye:v1"},
         )
-        _push(reg, layout, "short", BASE_V1[:2], "tool-a/app:short")
+        reg.push(layout, "short", BASE_V1[:2], "tool-a/app:short")
         amd = layout.image([*BASE_V1, *APP])
         arm = layout.image([*layers("arm-base", 3), *APP], architecture="arm64")
         layout.tag(layout.index([amd, arm]), "multi")
@@ -228,7 +223,7 @@ def test_many_distinct_images_each_fetched_once(pushed: Pushed, tmp_path: Path) 
 def test_token_auth_registry(tmp_path: Path) -> None:
     with run_registry(tmp_path / "token-registry", "token") as reg:
         layout = OciLayout(tmp_path / "layout")
-        _push(reg, layout, "img", [*BASE_V1, *APP], "tool-t/app:1")
+        reg.push(layout, "img", [*BASE_V1, *APP], "tool-t/app:1")
         requests_before = len(reg.token_requests)
         credentials = Credentials.from_docker_config(reg.docker_config(tmp_path / "config.json"))
         c = RegistryClient(RegistrySettings(ca_file=reg.tls.ca_cert, credentials=credentials))
@@ -469,8 +464,6 @@ pinning: {{enabled: true}}
 
 
 def test_cli_inspect_and_check_with_registry(pushed: Pushed, tmp_path: Path) -> None:
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
 
     policy = _policy(pushed, tmp_path)
     assert policy.base_images.trusted
@@ -485,17 +478,9 @@ baseImages: {{trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]}}
 """
     )
 
-    def imagegate(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "imagegate", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            input=stdin,
-            check=False,
-        )
-
-    inspected = imagegate("inspect", pushed.ref("tool-a/app:on-v1"), "-p", str(tmp_path / "policy.yaml"), "-o", "json")
+    inspected = run_imagegate(
+        "inspect", pushed.ref("tool-a/app:on-v1"), "-p", str(tmp_path / "policy.yaml"), "-o", "json"
+    )
     assert inspected.returncode == 0, inspected.stderr
     data = json.loads(inspected.stdout)
     assert data["digest"] == pushed.digests["tool-a/app:on-v1"]
@@ -509,14 +494,14 @@ baseImages: {{trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]}}
             ],
         }
     )
-    offline = imagegate("check", "-", "-p", str(tmp_path / "policy.yaml"), "-o", "json", stdin=pods)
+    offline = run_imagegate("check", "-", "-p", str(tmp_path / "policy.yaml"), "-o", "json", stdin=pods)
     assert [o["violations"][0]["rule"] for o in json.loads(offline.stdout)["objects"]] == ["base-image-unverified"] * 2
-    online = imagegate("check", "-", "-p", str(tmp_path / "policy.yaml"), "-o", "json", "--registry", stdin=pods)
+    online = run_imagegate("check", "-", "-p", str(tmp_path / "policy.yaml"), "-o", "json", "--registry", stdin=pods)
     assert online.returncode == 1
     objects = json.loads(online.stdout)["objects"]
     assert objects[0]["allowed"] is True
     assert objects[1]["violations"][0]["rule"] == "base-image-mismatch"
-    missing = imagegate("inspect", pushed.ref("tool-a/app:nope"), "-p", str(tmp_path / "policy.yaml"))
+    missing = run_imagegate("inspect", pushed.ref("tool-a/app:nope"), "-p", str(tmp_path / "policy.yaml"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
