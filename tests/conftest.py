@@ -41,3 +41,19 @@ def run_imagegate(*args: str, stdin: str | None = None, timeout: float = 120) ->
         check=False,
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
     )
+
+
+def admission_review(obj: Any, namespace: str = "tool-x", **request: Any) -> dict[str, Any]:
+    """A minimal admission.k8s.io/v1 AdmissionReview for a Pod CREATE of ``obj``."""
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u",
+            "operation": "CREATE",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": namespace,
+            "object": obj,
+            **request,
+        },
+    }

@@ -22,6 +22,7 @@ from imagegate.core.oci import OciError, parse_config, parse_manifest
 from imagegate.core.patterns import PatternError, parse_pattern
 from imagegate.core.policy import PolicyError, load_grants, load_policy
 from imagegate.core.reference import ReferenceError, parse, parse_docker_ref, parse_normalized
+from tests.conftest import admission_review
 
 NOW = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 POLICY = load_policy(
@@ -121,19 +122,7 @@ def test_policy_text_gives_errors_not_crashes(text: str) -> None:
 
 
 def _review(obj: Any, **request: Any) -> bytes:
-    body = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u",
-            "operation": "CREATE",
-            "kind": {"kind": "Pod"},
-            "namespace": "tool-x",
-            "object": obj,
-            **request,
-        },
-    }
-    return json.dumps(body).encode()
+    return json.dumps(admission_review(obj, **request)).encode()
 
 
 container = st.fixed_dictionaries(

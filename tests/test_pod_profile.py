@@ -16,6 +16,7 @@ from imagegate.core.decide import Decision, decide
 from imagegate.core.policy import Mode, Policy, PolicyError, load_policy
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
 from imagegate.shell.policy_source import load_policy_files
+from tests.conftest import admission_review
 
 NOW = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 IMAGE = "docker-registry.svc.toolforge.org/toolforge-python311:latest"
@@ -306,20 +307,7 @@ def test_validating_webhook_judges_the_object_it_is_sent() -> None:
     """Deployed without the mutating webhook, a bare pod must not pass on an imagined mutation."""
     from imagegate.core.admission import decode_review, review  # noqa: PLC0415
 
-    body = json.dumps(
-        {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "u",
-                "operation": "CREATE",
-                "kind": {"kind": "Pod"},
-                "namespace": "tool-example",
-                "object": plain_pod(),
-            },
-        }
-    ).encode()
-    request = decode_review(body)
+    request = decode_review(json.dumps(admission_review(plain_pod(), "tool-example")).encode())
     validated = review(POLICY, request, now=NOW)
     assert not validated.allowed and "runAsNonRoot" in validated.body.decode()
     mutated = review(POLICY, request, now=NOW, mutate=True)

@@ -26,7 +26,7 @@ from imagegate.core.reference import parse_docker_ref
 from imagegate.shell.certs import make_certificates
 from imagegate.shell.registry import Credentials, RegistryClient, RegistryError, RegistrySettings
 from imagegate.shell.verification import RegistryGate
-from tests.conftest import run_imagegate
+from tests.conftest import admission_review, run_imagegate
 from tests.oci_images import OciLayout, layer, layers, skopeo_copy, skopeo_inspect
 from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
 
@@ -438,17 +438,7 @@ pinning: {{enabled: true}}
     )
 
     def review(image: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "u-1",
-                "operation": "CREATE",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "namespace": "tool-a",
-                "object": _pod(image),
-            },
-        }
+        return admission_review(_pod(image), "tool-a")
 
     with run_webhook(tmp_path, policy=tmp_path / "policy.yaml") as webhook:
         http = webhook.client()

@@ -99,9 +99,14 @@ def check_objects(
     default_namespace: str,
     now: dt.datetime,
     gate: RegistryGate | None = None,
+    namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[CheckedObject]:
-    """Judge every object the way the webhook would on CREATE (with the registry when ``gate``)."""
-    known_labels = _namespace_labels(objects)
+    """Judge every object the way the webhook would on CREATE (with the registry when ``gate``).
+
+    Namespace labels come from Namespace objects among ``objects`` and from ``namespace_labels``
+    (a live cluster's), for selectors and tool identities by label.
+    """
+    known_labels = {**(namespace_labels or {}), **_namespace_labels(objects)}
 
     async def judge_all() -> list[CheckedObject]:
         results = []

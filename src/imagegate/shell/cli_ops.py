@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +20,7 @@ from rich.table import Table
 from imagegate.core.decide import Decision
 from imagegate.core.policy import Mode, PolicyError, load_grants
 from imagegate.core.reference import ReferenceError, parse_docker_ref
-from imagegate.core.report import AuditEntry, AuditReport, GrantState, audit_report, grant_states, layer_report
+from imagegate.core.report import AuditReport, GrantState, audit_report, grant_states, layer_report
 from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.cli import (
     EXIT_DENIED,
@@ -47,24 +49,27 @@ FromOption = Annotated[
 ]
 
 
-def _objects(sources: list[str] | None, console: Console) -> list[SourcedObject]:
+def _objects(sources: list[str] | None, console: Console) -> tuple[list[SourcedObject], dict[str, Mapping[str, str]]]:
+    """The objects to judge and, from a live cluster, the namespaces' labels."""
     if sources:
         try:
-            return read_manifests(sources)
+            return read_manifests(sources), {}
         except DocumentError as exc:
             raise _fail(f"invalid dump: {exc}") from None
-    from imagegate.shell.cluster import ClusterError, connect, list_workloads  # noqa: PLC0415 (needs a cluster)
+    from imagegate.shell.cluster import ClusterError, connect, list_workloads, namespace_labels  # noqa: PLC0415
 
     try:
         client = connect()
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("reading the cluster", total=9)
+            task = progress.add_task("reading the cluster", total=10)
             objects = list_workloads(
                 client, lambda kind: progress.update(task, advance=1, description=f"listing {kind}")
             )
+            progress.update(task, advance=1, description="listing namespaces")
+            labels = namespace_labels(client)
     except ClusterError as exc:
         raise _fail(str(exc)) from None
-    return objects
+    return objects, labels
 
 
 def _render_audit(report: AuditReport, console: Console) -> None:
@@ -119,9 +124,9 @@ def audit(
     configure_logging("warning", json=False)
     loaded = _load(policy, grants)
     moment = _parse_now(now)
-    objects = _objects(source, console)
+    objects, labels = _objects(source, console)
     gate = RegistryGate(policy.parent if policy else None) if registry else None
-    checked = check_objects(loaded, objects, "default", moment, gate)
+    checked = check_objects(loaded, objects, "default", moment, gate, labels)
     report = audit_report([(c.where, c.decision) for c in checked], loaded, moment, expiring_days)
     if output is OutputFormat.json:
         payload = {
@@ -130,7 +135,7 @@ def audit(
             "deniedObjects": report.denied_objects,
             "namespaces": {
                 ns: {
-                    outcome: {rule: [_entry(e) for e in entries] for rule, entries in rules.items()}
+                    outcome: {rule: [dataclasses.asdict(e) for e in entries] for rule, entries in rules.items()}
                     for outcome, rules in outcomes.items()
                 }
                 for ns, outcomes in report.by_namespace.items()
@@ -143,18 +148,6 @@ def audit(
         console.print(report.summary())
     if report.denied_objects:
         raise typer.Exit(EXIT_DENIED)
-
-
-def _entry(entry: AuditEntry) -> dict[str, str]:
-    return {
-        "source": entry.source,
-        "subject": entry.subject,
-        "where": entry.where,
-        "image": entry.image,
-        "rule": entry.rule,
-        "mode": entry.mode,
-        "message": entry.message,
-    }
 
 
 def _grant_json(state: GrantState) -> dict[str, Any]:
@@ -346,10 +339,12 @@ def grants_expiring(
 # --- layers ---------------------------------------------------------------------------------
 
 
-def _uses_from(objects: list[SourcedObject], loaded: Any, moment: dt.datetime) -> dict[str, bool]:
+def _uses_from(
+    objects: list[SourcedObject], labels: Mapping[str, Mapping[str, str]], loaded: Any, moment: dt.datetime
+) -> dict[str, bool]:
     """Reference -> whether BYOC let it in, from decisions over the objects."""
     found: dict[str, bool] = {}
-    for checked in check_objects(loaded, objects, "default", moment):
+    for checked in check_objects(loaded, objects, "default", moment, namespace_labels=labels):
         decision: Decision = checked.decision
         for verdict in decision.verdicts:
             if verdict.reference is None:
@@ -382,7 +377,7 @@ def layers(
                 raise _fail(str(exc)) from None
             wanted[str(ref)] = loaded.trusted.first_match(ref) is None
     else:
-        wanted = _uses_from(_objects(source, console), loaded, moment)
+        wanted = _uses_from(*_objects(source, console), loaded, moment)
     if not wanted:
         raise _fail("no images: name some, or give --from a dump")
 
