@@ -131,10 +131,6 @@ class LayerReport:
     base_bytes: int  # distinct layers of trusted bases in use
     byoc_own_bytes: int  # what BYOC images add beyond bases and each other
 
-    @property
-    def saved_by_sharing(self) -> int:
-        return self.total_bytes - self.unique_bytes
-
 
 def _base_layer_count(image: PlatformImage, bases: Sequence[BaseVersion]) -> int:
     """How many leading layers of ``image`` are a trusted base's (proved by diff_ids)."""
