@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import copy
 import posixpath
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any
 
-from imagegate.core.podsecurity import CheckResult, Version, containers, evaluate, pod_view, volume_type
+from imagegate.core.podsecurity import CheckResult, Version, containers, evaluate, volume_type
 
 __all__ = [
     "HostPathRule",
@@ -194,20 +195,36 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _contexts(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    yield "pod", _map(spec.get("securityContext"))
+def _contexts(spec: Mapping[str, Any]) -> list[tuple[str | None, Mapping[str, Any]]]:
+    """The pod's security context (name ``None``) and each container's, by container name."""
+    found: list[tuple[str | None, Mapping[str, Any]]] = [(None, _map(spec.get("securityContext")))]
     for _field, _index, container in containers(spec):
-        yield f'container "{container.get("name", "")}"', _map(container.get("securityContext"))
+        found.append((str(container.get("name", "")), _map(container.get("securityContext"))))
+    return found
+
+
+def _where(name: str | None) -> str:
+    return "pod" if name is None else f'container "{name}"'
 
 
 def _within(path: str, allowed: str) -> bool:
     return path == allowed or path.startswith(allowed.rstrip("/") + "/")
 
 
+@lru_cache(maxsize=1024)
+def _host_path_rules(rules: tuple[HostPathRule, ...], namespace: str) -> tuple[tuple[HostPathRule, str], ...]:
+    return tuple((rule, rule.resolve(namespace)) for rule in rules)
+
+
+def _volume_type_finding(name: str, kind: str) -> CheckResult:
+    allowed = ", ".join(sorted(_TOOL_VOLUME_TYPES))
+    detail = f'volume "{name}" uses {kind!r}; tool pods may use hostPath from the allowlist and {allowed}'
+    return CheckResult("volumes", "volume type", detail)
+
+
 def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: str) -> list[CheckResult]:
     found = []
-    rules = [(rule, rule.resolve(namespace)) for rule in tool.host_paths]
-    allowed_text = ", ".join(f"{path}{' (read-only)' if rule.read_only else ''}" for rule, path in rules) or "none"
+    rules = _host_path_rules(tool.host_paths, namespace)
     read_only_volumes: dict[str, str] = {}
     for item in _list(spec.get("volumes")):
         volume = _map(item)
@@ -216,14 +233,7 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
         if host_path is None:
             kind = volume_type(volume)
             if kind is not None and kind not in _TOOL_VOLUME_TYPES:
-                found.append(
-                    CheckResult(
-                        "volumes",
-                        "volume type",
-                        f'volume "{name}" uses {kind!r}; tool pods may use hostPath '
-                        f"from the allowlist and {', '.join(sorted(_TOOL_VOLUME_TYPES))}",
-                    )
-                )
+                found.append(_volume_type_finding(name, kind))
             continue
         raw = str(_map(host_path).get("path", ""))
         if ".." in raw.split("/") or not raw.startswith("/"):
@@ -234,26 +244,30 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
         path = posixpath.normpath(raw)
         match = next((rule for rule, allowed in rules if _within(path, allowed)), None)
         if match is None:
+            allowed_text = ", ".join(f"{path}{' (read-only)' if rule.read_only else ''}" for rule, path in rules)
             found.append(
                 CheckResult(
-                    "hostPath", "hostPath", f'volume "{name}" path {raw!r} is not allowed (allowed: {allowed_text})'
+                    "hostPath",
+                    "hostPath",
+                    f'volume "{name}" path {raw!r} is not allowed (allowed: {allowed_text or "none"})',
                 )
             )
         elif match.read_only:
             read_only_volumes[name] = match.path
-    for _field, _index, container in containers(spec):
-        for item in _list(container.get("volumeMounts")):
-            mount = _map(item)
-            volume_name = str(mount.get("name", ""))
-            if volume_name in read_only_volumes and mount.get("readOnly") is not True:
-                found.append(
-                    CheckResult(
-                        "hostPath",
-                        "hostPath read-only",
-                        f'container "{container.get("name", "")}" must mount volume "{volume_name}" '
-                        f"({read_only_volumes[volume_name]}) with readOnly: true",
+    if read_only_volumes:
+        for _field, _index, container in containers(spec):
+            for item in _list(container.get("volumeMounts")):
+                mount = _map(item)
+                volume_name = str(mount.get("name", ""))
+                if volume_name in read_only_volumes and mount.get("readOnly") is not True:
+                    found.append(
+                        CheckResult(
+                            "hostPath",
+                            "hostPath read-only",
+                            f'container "{container.get("name", "")}" must mount volume "{volume_name}" '
+                            f"({read_only_volumes[volume_name]}) with readOnly: true",
+                        )
                     )
-                )
     return found
 
 
@@ -272,19 +286,19 @@ _TOOL_VOLUME_TYPES = frozenset(
 )
 
 
-def _identity_findings(spec: Mapping[str, Any], identity: Identity) -> list[CheckResult]:
+def _identity_findings(
+    contexts: Sequence[tuple[str | None, Mapping[str, Any]]], identity: Identity
+) -> list[CheckResult]:
     found = []
-    pod = _map(spec.get("securityContext"))
+    pod = contexts[0][1]
     for key, want in (("runAsUser", identity.uid), ("runAsGroup", identity.gid)):
-        if pod.get(key) is None and any(
-            _map(c.get("securityContext")).get(key) is None for _, _, c in containers(spec)
-        ):
+        if pod.get(key) is None and any(context.get(key) is None for _name, context in contexts[1:]):
             found.append(CheckResult(key, key, f"pod must set securityContext.{key}={want}"))
-        for where, context in _contexts(spec):
+        for name, context in contexts:
             value = context.get(key)
             if value is not None and value != want:
                 found.append(
-                    CheckResult(key, key, f"{where} sets securityContext.{key}={value}; only {want} is allowed")
+                    CheckResult(key, key, f"{_where(name)} sets securityContext.{key}={value}; only {want} is allowed")
                 )
     fs_group = pod.get("fsGroup")
     if fs_group is None:
@@ -304,26 +318,28 @@ def _identity_findings(spec: Mapping[str, Any], identity: Identity) -> list[Chec
     return found
 
 
-def _hardening_findings(spec: Mapping[str, Any]) -> list[CheckResult]:
+def _hardening_findings(contexts: Sequence[tuple[str | None, Mapping[str, Any]]]) -> list[CheckResult]:
     found = []
-    for where, context in _contexts(spec):
-        kind = _map(context.get("seccompProfile")).get("type")
+    for name, context in contexts:
+        profile = context.get("seccompProfile")
+        kind = _map(profile).get("type") if profile is not None else None
         if kind is not None and kind != "RuntimeDefault":
             found.append(
                 CheckResult(
                     "seccompProfile",
                     "seccompProfile",
-                    f'{where} sets seccompProfile.type={kind!r}; only "RuntimeDefault" is allowed',
+                    f'{_where(name)} sets seccompProfile.type={kind!r}; only "RuntimeDefault" is allowed',
                 )
             )
-    for _field, _index, container in containers(spec):
-        added = _list(_map(_map(container.get("securityContext")).get("capabilities")).get("add"))
+    for name, context in contexts[1:]:
+        capabilities = context.get("capabilities")
+        added = _list(_map(capabilities).get("add")) if capabilities is not None else []
         if added:
             found.append(
                 CheckResult(
                     "capabilities",
                     "capabilities",
-                    f'container "{container.get("name", "")}" adds {added}; tool pods add no capabilities',
+                    f'container "{name}" adds {added}; tool pods add no capabilities',
                 )
             )
     return found
@@ -334,6 +350,7 @@ def tool_profile_findings(
 ) -> list[CheckResult]:
     """What the tool profile finds wrong with a pod spec, on top of the PSS level."""
     found = _host_path_findings(spec, tool, namespace)
+    contexts = _contexts(spec)
     if identity is None:
         found.append(
             CheckResult(
@@ -344,8 +361,8 @@ def tool_profile_findings(
             )
         )
     else:
-        found.extend(_identity_findings(spec, identity))
-    found.extend(_hardening_findings(spec))
+        found.extend(_identity_findings(contexts, identity))
+    found.extend(_hardening_findings(contexts))
     return found
 
 
@@ -354,7 +371,6 @@ def pod_findings(
 ) -> list[tuple[str, CheckResult]]:
     """(rule, result) for everything wrong with one pod spec under ``profile``."""
     results: list[tuple[str, CheckResult]] = []
-    spec = pod_view(spec)
     # The tool profile replaces the two volume checks with its hostPath allowlist.
     skip = frozenset({"hostPathVolumes", "restrictedVolumes"}) if profile.tool is not None else frozenset()
     if profile.level != "privileged":

@@ -26,6 +26,8 @@ __all__ = [
     "Version",
     "evaluate",
     "parse_version",
+    "plainly_passes",
+    "run_checks",
 ]
 
 LEVELS = ("privileged", "baseline", "restricted")
@@ -495,12 +497,184 @@ CHECKS: tuple[Check, ...] = (
 )
 
 
-def checks_for(level: str, version: Version) -> tuple[Check, ...]:
-    """The checks a level runs at a version (restricted includes baseline)."""
+@lru_cache(maxsize=64)
+def checks_for(level: str, version: Version, skip: frozenset[str] = frozenset()) -> tuple[Check, ...]:
+    """The checks a level runs at a version (restricted includes baseline), less ``skip``."""
     if level not in LEVELS:
         raise ValueError(f"unknown Pod Security level {level!r}; use one of {', '.join(LEVELS)}")
     included = LEVELS[1 : LEVELS.index(level) + 1]
-    return tuple(c for c in CHECKS if c.level in included and version >= c.since)
+    return tuple(c for c in CHECKS if c.level in included and version >= c.since and c.id not in skip)
+
+
+# --- the shortcut for pods that plainly pass --------------------------------------------
+#
+# Most pods a platform admits look alike: a non-root pod security context, containers
+# that drop all capabilities and forbid privilege escalation, ordinary volumes. Running
+# every check on them costs a dozen walks over the containers per pod, on the path of
+# every pod creation. ``plainly_passes`` is one walk that accepts only the plain forms
+# below and gives up (returns False) on anything else, and then the named checks decide.
+# It can only ever say "no opinion"; tests hold it to the checks on every PSA fixture and
+# on generated pods (tests/test_podsecurity_shortcut.py).
+
+# Pod and container security context fields no check of either level looks at, or looks at
+# in a way the shortcut checks itself. Any other field (privileged, procMount, sysctls,
+# seLinuxOptions, windowsOptions, appArmorProfile, ...) means "run the checks".
+_PLAIN_POD_CONTEXT = frozenset(
+    {
+        "runAsNonRoot",
+        "runAsUser",
+        "runAsGroup",
+        "fsGroup",
+        "fsGroupChangePolicy",
+        "supplementalGroups",
+        "supplementalGroupsPolicy",
+        "seccompProfile",
+    }
+)
+_PLAIN_CONTAINER_CONTEXT = frozenset(
+    {
+        "allowPrivilegeEscalation",
+        "capabilities",
+        "runAsNonRoot",
+        "runAsUser",
+        "runAsGroup",
+        "readOnlyRootFilesystem",
+        "seccompProfile",
+    }
+)
+_PLAIN_SECCOMP = ("RuntimeDefault", "Localhost")
+_CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+
+
+@lru_cache(maxsize=64)
+def _volume_rule(level: str, version: Version, skip: frozenset[str]) -> tuple[frozenset[str] | None, bool]:
+    """The volume sources the shortcut accepts (``None``: any) and whether hostPath is refused."""
+    restricted_volumes = level == "restricted" and "restrictedVolumes" not in skip
+    host_path_volumes = "hostPathVolumes" not in skip
+    if not restricted_volumes:
+        return None, host_path_volumes
+    return RESTRICTED_VOLUME_TYPES | ({"image"} if version >= (1, 33) else set()), True
+
+
+def _plain_seccomp(context: Mapping[str, Any]) -> bool | None:
+    """True: set to an allowed type; None: unset; False: anything else."""
+    profile = context.get("seccompProfile")
+    if profile is None:
+        return None
+    return isinstance(profile, dict) and profile.get("type") in _PLAIN_SECCOMP
+
+
+def _plain_handlers(container: Mapping[str, Any]) -> bool:
+    for probe in _PROBES:
+        handler = container.get(probe)
+        if handler is not None and not _plain_handler(handler):
+            return False
+    lifecycle = container.get("lifecycle")
+    if lifecycle is None:
+        return True
+    if not isinstance(lifecycle, dict):
+        return False
+    return all(lifecycle.get(hook) is None or _plain_handler(lifecycle[hook]) for hook in ("postStart", "preStop"))
+
+
+def _plain_handler(handler: Any) -> bool:
+    if not isinstance(handler, dict):
+        return False
+    for action in ("httpGet", "tcpSocket"):
+        target = handler.get(action)
+        if target is not None and (not isinstance(target, dict) or target.get("host") not in (None, "")):
+            return False
+    return True
+
+
+def _plain_container(container: Any, restricted: bool, pod_seccomp: bool | None, pod_non_root: bool) -> bool:
+    if not isinstance(container, dict):
+        return False
+    context = container.get("securityContext")
+    if context is None:
+        context = {}
+    elif not isinstance(context, dict) or not context.keys() <= _PLAIN_CONTAINER_CONTEXT:
+        return False
+    seccomp = _plain_seccomp(context)
+    if seccomp is False or context.get("runAsUser") == 0:
+        return False
+    ports = container.get("ports")
+    if ports is not None:
+        if not isinstance(ports, list):
+            return False
+        for port in ports:
+            if not isinstance(port, dict) or port.get("hostPort") not in (None, 0):
+                return False
+    capabilities = context.get("capabilities")
+    if capabilities is not None and (not isinstance(capabilities, dict) or capabilities.get("add")):
+        return False  # any added capability: let the checks name it
+    if restricted:
+        if context.get("allowPrivilegeEscalation") is not False:
+            return False
+        drop = capabilities.get("drop") if capabilities is not None else None
+        if not isinstance(drop, list) or "ALL" not in drop:
+            return False
+        non_root = context.get("runAsNonRoot")
+        if non_root is not True and (non_root is not None or not pod_non_root):
+            return False
+        if seccomp is None and pod_seccomp is None:
+            return False
+    return _plain_handlers(container)
+
+
+def plainly_passes(
+    level: str, version: Version, metadata: Mapping[str, Any], spec: Mapping[str, Any], skip: frozenset[str]
+) -> bool:
+    """True only if every check of ``level`` at ``version`` (less ``skip``) passes ``spec``.
+
+    False means "not plain": the named checks must decide. See the comment above.
+    """
+    if level not in ("baseline", "restricted"):
+        return False
+    restricted = level == "restricted"
+    if spec.get("hostNetwork") is True or spec.get("hostPID") is True or spec.get("hostIPC") is True:
+        return False
+    annotations = metadata.get("annotations")
+    if annotations:
+        if not isinstance(annotations, dict):
+            return False
+        if any(str(key).startswith(APPARMOR_ANNOTATION_PREFIX) for key in annotations):
+            return False
+    pod = spec.get("securityContext")
+    if pod is None:
+        pod = {}
+    elif not isinstance(pod, dict) or not pod.keys() <= _PLAIN_POD_CONTEXT:
+        return False
+    pod_seccomp = _plain_seccomp(pod)
+    pod_non_root = pod.get("runAsNonRoot")
+    if pod_seccomp is False or pod.get("runAsUser") == 0 or pod_non_root is False:
+        return False
+    allowed_volumes, refuse_host_path = _volume_rule(level, version, skip)
+    if allowed_volumes is not None or refuse_host_path:
+        volumes = spec.get("volumes")
+        if volumes is not None:
+            if not isinstance(volumes, list):
+                return False
+            for volume in volumes:
+                if not isinstance(volume, dict):
+                    return False
+                for key, value in volume.items():
+                    if key == "name" or value is None:
+                        continue
+                    if (refuse_host_path and key == "hostPath") or (
+                        allowed_volumes is not None and key not in allowed_volumes
+                    ):
+                        return False
+    for field in _CONTAINER_LISTS:
+        listed = spec.get(field)
+        if listed is None:
+            continue
+        if not isinstance(listed, list):
+            return False
+        for container in listed:
+            if not _plain_container(container, restricted, pod_seccomp, pod_non_root is True):
+                return False
+    return True
 
 
 def evaluate(
@@ -512,11 +686,23 @@ def evaluate(
     skip: frozenset[str] = frozenset(),
 ) -> list[CheckResult]:
     """Every failed check of ``level`` at ``version`` for one pod (empty: the pod passes)."""
+    if plainly_passes(level, version, metadata, spec, skip):
+        return []
+    return run_checks(level, version, metadata, spec, skip=skip)
+
+
+def run_checks(
+    level: str,
+    version: Version,
+    metadata: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    *,
+    skip: frozenset[str] = frozenset(),
+) -> list[CheckResult]:
+    """:func:`evaluate` without the shortcut: every named check, one by one."""
     failed = []
     spec = pod_view(spec)
-    for check in checks_for(level, version):
-        if check.id in skip:
-            continue
+    for check in checks_for(level, version, skip):
         result = check.run(metadata, spec, version)
         if result is not None:
             failed.append(result)

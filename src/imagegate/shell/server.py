@@ -1,10 +1,9 @@
 """``imagegate serve``: the admission webhook over HTTPS.
 
-A raw ASGI application (no framework: five routes, and every microsecond on the hot
-path is a pod creation waiting) served by uvicorn with httptools and uvloop. uvicorn was
-chosen over granian because it lets us swap the TLS certificate in the live
-``SSLContext`` (cert-manager rotation without dropping a connection); the benchmark in
-``bench/`` measures the result.
+A request handler (no framework: five routes, and every microsecond on the hot path is
+a pod creation waiting) on imagegate's own HTTP/1.1 protocol (``shell/http.py``: uvloop
+and httptools, chosen by measurement), a live ``SSLContext`` that takes a renewed
+certificate without dropping a connection, and one process per core sharing the port.
 
 Routes: ``POST /validate``, ``POST /mutate``, ``GET /healthz``, ``GET /readyz``,
 ``GET /metrics``.
@@ -15,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import multiprocessing
 import os
 import shutil
@@ -24,14 +24,14 @@ import ssl
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import structlog
-import uvicorn
+import uvloop
 import watchfiles
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -44,18 +44,15 @@ from prometheus_client import (
     multiprocess,
 )
 
-from imagegate.core.admission import ReviewError, decode_review, internal_error, review
+from imagegate.core.admission import AdmissionRequest, ReviewError, ReviewOutcome, decode_review, internal_error, review
+from imagegate.core.policy import Policy
 from imagegate.shell.certs import check_pair
+from imagegate.shell.http import HttpServer, Limits, Request, Response, server_ssl_context
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.policy_source import PolicySource, ReloadResult
-from imagegate.shell.verification import RegistryGate, settle
+from imagegate.shell.verification import RegistryGate, needs_registry, settle
 
 __all__ = ["Metrics", "ServerSettings", "WebhookApp", "run_server"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = structlog.get_logger("imagegate.server")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and no dashboard uses them
@@ -65,6 +62,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series d
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_REQUEST_TIMEOUT = 10.0
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SHUTDOWN_GRACE_SECONDS = 15.0  # in-flight requests finish; the kubelet waits 30 s by default
 
 
 @dataclass(frozen=True)
@@ -224,27 +222,15 @@ class TlsReloader:
             self.reload()
 
 
-_JSON = [(b"content-type", b"application/json")]
-_TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-class _BodyTooLargeError(Exception):
-    pass
+_JSON = b"application/json"
+_OK = Response(200, b"ok\n")
+_NOT_FOUND = Response(404, b"not found\n")
+_USE_POST = Response(405, b"use POST\n", headers=((b"allow", b"POST"),))
+_USE_GET = Response(405, b"use GET\n", headers=((b"allow", b"GET, HEAD"),))
 
 
 class WebhookApp:
-    """The ASGI application. One per server process."""
+    """The request handler and its background work. One per server process."""
 
     def __init__(self, settings: ServerSettings, source: PolicySource, metrics: Metrics | None = None) -> None:
         self.settings = settings
@@ -253,11 +239,13 @@ class WebhookApp:
         self.metrics.observe_policy(source)
         self.tls: TlsReloader | None = None
         self.gate = RegistryGate(settings.policy_path.parent if settings.policy_path else None)
-        self.uvicorn_config: uvicorn.Config | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Decisions are logged at info: skip building the line when info is filtered out.
+        level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
+        self._log_decisions = settings.log_decisions and level <= logging.INFO
 
-    # -- lifespan ------------------------------------------------------------------------
+    # -- background work -----------------------------------------------------------------
 
     def on_policy_reload(self, result: ReloadResult) -> None:
         if result.error is not None:
@@ -282,15 +270,14 @@ class WebhookApp:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=minutes * 60)
 
-    async def _startup(self) -> None:
+    async def startup(self, tls_context: ssl.SSLContext | None = None) -> None:
         self._stop = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self.source.watch(self._stop), name="policy-watch"),
             asyncio.create_task(self._refresh_bases(self._stop), name="base-refresh"),
         ]
-        config = self.uvicorn_config
-        if config is not None and config.ssl is not None and self.settings.tls_cert and self.settings.tls_key:
-            self.tls = TlsReloader(self.settings.tls_cert, self.settings.tls_key, config.ssl, self.metrics)
+        if tls_context is not None and self.settings.tls_cert and self.settings.tls_key:
+            self.tls = TlsReloader(self.settings.tls_cert, self.settings.tls_key, tls_context, self.metrics)
             self._tasks.append(asyncio.create_task(self.tls.watch(self._stop), name="tls-watch"))
         log.info(
             "imagegate ready" if self.source.current else "imagegate started without a valid policy",
@@ -298,7 +285,7 @@ class WebhookApp:
             error=self.source.last_error,
         )
 
-    async def _shutdown(self) -> None:
+    async def shutdown(self) -> None:
         self._stop.set()
         for task in self._tasks:
             task.cancel()
@@ -308,52 +295,25 @@ class WebhookApp:
         await self.gate.aclose()
         log.info("imagegate stopped")
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self._startup()
-                except Exception as exc:  # report, do not hang uvicorn
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self._shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
     # -- HTTP ----------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        path, method = scope["path"], scope["method"]
+    def __call__(self, request: Request) -> Response | Awaitable[Response]:
+        path, method = request.path, request.method
         if path in ("/validate", "/mutate"):
             if method != "POST":
-                await _respond(send, 405, b"use POST\n", [*_TEXT, (b"allow", b"POST")])
-                return
-            await self._admission(scope, receive, send, mutate=path == "/mutate")
-        elif method not in ("GET", "HEAD"):
-            await _respond(send, 405, b"use GET\n", [*_TEXT, (b"allow", b"GET, HEAD")])
-        elif path == "/healthz":
-            await _respond(send, 200, b"ok\n", _TEXT)
-        elif path == "/readyz":
-            await self._readyz(send)
-        elif path == "/metrics":
-            await _respond(
-                send,
-                200,
-                self.metrics.exposition(),
-                [(b"content-type", CONTENT_TYPE_LATEST.encode())],
-            )
-        else:
-            await _respond(send, 404, b"not found\n", _TEXT)
+                return _USE_POST
+            return self._admission(request.body, mutate=path == "/mutate")
+        if method not in ("GET", "HEAD"):
+            return _USE_GET
+        if path == "/healthz":
+            return _OK
+        if path == "/readyz":
+            return self._readyz()
+        if path == "/metrics":
+            return Response(200, self.metrics.exposition(), CONTENT_TYPE_LATEST.encode())
+        return _NOT_FOUND
 
-    async def _readyz(self, send: Send) -> None:
+    def _readyz(self) -> Response:
         ready = self.source.current is not None
         body = {
             "ready": ready,
@@ -363,82 +323,75 @@ class WebhookApp:
             "baseImagesError": self.gate.bases.last_error,
             "baseImageVersions": len(self.gate.bases.versions),
         }
-        await _respond(send, 200 if ready else 503, msgspec.json.encode(body), _JSON)
+        return Response(200 if ready else 503, msgspec.json.encode(body), _JSON)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.settings.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise _BodyTooLargeError
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ConnectionResetError("client went away")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLargeError
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    async def _admission(self, scope: Scope, receive: Receive, send: Send, *, mutate: bool) -> None:
+    def _admission(self, body: bytes, *, mutate: bool) -> Response | Awaitable[Response]:
+        """Decide without waiting when no registry lookup is needed (the common case)."""
         endpoint = "mutate" if mutate else "validate"
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.settings.request_timeout):
-                body = await self._read_body(scope, receive)
-        except _BodyTooLargeError:
-            self.metrics.errors.labels(endpoint, "too-large").inc()
-            await _respond(send, 413, f"body larger than {self.settings.max_body_bytes} bytes\n".encode(), _TEXT)
-            return
-        except TimeoutError:
-            self.metrics.errors.labels(endpoint, "timeout").inc()
-            await _respond(send, 408, b"request body not received in time\n", _TEXT)
-            return
-        except ConnectionResetError:
-            self.metrics.errors.labels(endpoint, "disconnect").inc()
-            return
-        try:
             request = decode_review(body)
         except ReviewError as exc:
-            self.metrics.errors.labels(endpoint, "bad-review").inc()
+            self.metrics.child(self.metrics.errors, endpoint, "bad-review").inc()
             log.warning("bad admission review", endpoint=endpoint, error=str(exc)[:500])
-            await _respond(send, 400, f"{exc}\n".encode(), _TEXT)
-            return
+            return Response(400, f"{exc}\n".encode())
         policy, now = self.source.current, dt.datetime.now(dt.UTC)
         try:
             if policy is None:
-                outcome = review(None, request, now=now, mutate=mutate)
-            else:
-                outcome = await settle(
-                    self.gate,
-                    policy,
-                    lambda verdicts, digests, notes: review(
-                        policy, request, now=now, mutate=mutate, base_verdicts=verdicts, digests=digests, notes=notes
-                    ),
-                    lambda result: result.decision,
-                    pins=mutate,
-                )
+                return self._answer(review(None, request, now=now, mutate=mutate), request, endpoint, started)
+            outcome = review(policy, request, now=now, mutate=mutate)
+            if needs_registry(outcome.decision, pins=mutate):
+                return self._settled(policy, request, now, outcome, endpoint, started, mutate=mutate)
         except Exception:  # a bug must not become an allow, nor a dropped request: deny and say so
-            log.exception("internal error; denying", uid=request.uid, endpoint=endpoint)
-            self.metrics.errors.labels(endpoint, "internal").inc()
-            outcome = internal_error(request)
-        await _respond(send, 200, outcome.body, _JSON)
+            return self._internal_error(request, endpoint, started)
+        return self._answer(outcome, request, endpoint, started)
+
+    async def _settled(
+        self,
+        policy: Policy,
+        request: AdmissionRequest,
+        now: dt.datetime,
+        first: ReviewOutcome,
+        endpoint: str,
+        started: float,
+        *,
+        mutate: bool,
+    ) -> Response:
+        try:
+            outcome = await settle(
+                self.gate,
+                policy,
+                lambda verdicts, digests, notes: review(
+                    policy, request, now=now, mutate=mutate, base_verdicts=verdicts, digests=digests, notes=notes
+                ),
+                lambda result: result.decision,
+                pins=mutate,
+                first=first,
+            )
+        except Exception:
+            return self._internal_error(request, endpoint, started)
+        return self._answer(outcome, request, endpoint, started)
+
+    def _internal_error(self, request: AdmissionRequest, endpoint: str, started: float) -> Response:
+        log.exception("internal error; denying", uid=request.uid, endpoint=endpoint)
+        self.metrics.child(self.metrics.errors, endpoint, "internal").inc()
+        return self._answer(internal_error(request), request, endpoint, started)
+
+    def _answer(self, outcome: ReviewOutcome, request: AdmissionRequest, endpoint: str, started: float) -> Response:
+        """The HTTP response, counted in metrics and logged (one line, never the body)."""
         elapsed = time.perf_counter() - started
-        self.metrics.child(self.metrics.latency, endpoint).observe(elapsed)
+        metrics = self.metrics
+        metrics.child(metrics.latency, endpoint).observe(elapsed)
         decision = outcome.decision
         result = "allowed" if outcome.allowed else "denied"
         if decision is not None and outcome.allowed and decision.warnings:
             result = "warned"
         namespace = request.namespace or "-"
-        self.metrics.child(self.metrics.decisions, endpoint, result, namespace).inc()
-        if decision is not None and not mutate:
+        metrics.child(metrics.decisions, endpoint, result, namespace).inc()
+        if decision is not None and endpoint == "validate":
             for finding in decision.findings:
-                self.metrics.child(self.metrics.findings, finding.rule, finding.mode.value, namespace).inc()
-        if self.settings.log_decisions:
+                metrics.child(metrics.findings, finding.rule, finding.mode.value, namespace).inc()
+        if self._log_decisions:
             # One line per decision; never the body (env values can hold secrets).
             log.info(
                 "decision",
@@ -455,17 +408,38 @@ class WebhookApp:
                 patched=outcome.patched,
                 ms=round(elapsed * 1000, 3),
             )
+        return Response(200, outcome.body, _JSON)
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
-    """A socket each worker binds for itself; the kernel spreads connections (SO_REUSEPORT)."""
+def _listening_socket(host: str, port: int, *, shared: bool) -> socket.socket:
+    """The socket to accept on; ``shared``: each worker binds its own and the kernel spreads connections."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
+    sock.setblocking(False)
     return sock
+
+
+async def _serve(app: WebhookApp, settings: ServerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    tls_context = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls_context = server_ssl_context(str(settings.tls_cert), str(settings.tls_key))
+    sock = _listening_socket(settings.host, settings.port, shared=settings.workers > 1)
+    await app.startup(tls_context)
+    limits = Limits(max_body_bytes=settings.max_body_bytes, request_timeout=settings.request_timeout)
+    log.info("serving", url=f"https://{settings.host}:{settings.port}", workers=settings.workers)
+    try:
+        await HttpServer(app, limits, tls_context).serve(sock, stop, grace=SHUTDOWN_GRACE_SECONDS)
+    finally:
+        await app.shutdown()
 
 
 def serve_worker(settings: ServerSettings) -> None:
@@ -474,28 +448,7 @@ def serve_worker(settings: ServerSettings) -> None:
     source = PolicySource(settings.policy_path, settings.grants_path, strict=False)
     app = WebhookApp(settings, source)
     source.on_reload = app.on_policy_reload  # the app counts reloads in its metrics
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-        http="httptools",
-        loop="uvloop",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,  # the API server connects directly; nothing to trust in X-Forwarded-*
-        timeout_keep_alive=30,  # the API server keeps connections to webhooks open
-        timeout_graceful_shutdown=15,
-    )
-    app.uvicorn_config = config
-    server = uvicorn.Server(config)
-    if settings.workers > 1:
-        server.run(sockets=[_listening_socket(settings.host, settings.port)])
-    else:
-        server.run()
+    uvloop.run(_serve(app, settings))
 
 
 def run_server(settings: ServerSettings) -> int:

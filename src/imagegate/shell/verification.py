@@ -170,6 +170,11 @@ class RegistryGate:
         return Lookups(verdicts, digests, tuple(notes))  # type: ignore[arg-type]
 
 
+def needs_registry(decision: Decision | None, *, pins: bool) -> bool:
+    """Whether :func:`settle` has registry lookups to do for a first, lookup-free decision."""
+    return decision is not None and bool(decision.base_checks_needed or (pins and decision.pins_needed))
+
+
 async def settle(
     gate: RegistryGate,
     policy: Policy,
@@ -177,14 +182,16 @@ async def settle(
     decision_of: Callable[[T], Decision | None],
     *,
     pins: bool,
+    first: T | None = None,
 ) -> T:
     """Evaluate, then add the registry's part only where the decision needs it.
 
     Base images first (an image that fails them is not pinned), then, when ``pins``, the
     digests of the images that are allowed. ``evaluate`` is pure and cheap, so it simply
-    runs again with what was looked up.
+    runs again with what was looked up. ``first`` is the lookup-free result when the caller
+    already has it.
     """
-    result = evaluate({}, {}, ())
+    result = evaluate({}, {}, ()) if first is None else first
     decision = decision_of(result)
     verdicts: Mapping[str, BaseImageVerdict] = {}
     if decision is not None and decision.base_checks_needed:
