@@ -376,10 +376,18 @@ def test_workers_share_one_view_of_metrics(tmp_path: Path) -> None:
                 base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)
             ) as client:
                 assert client.post("/validate", json=review).status_code == 200
-        for _ in range(6):
+
+        def decisions_line() -> str:
             with httpx.Client(
                 base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)
             ) as client:
                 metrics = client.get("/metrics").text
-            line = next(m for m in metrics.splitlines() if m.startswith("imagegate_decisions_total{"))
+            return next(m for m in metrics.splitlines() if m.startswith("imagegate_decisions_total{"))
+
+        # each worker writes its counts about once a second (METRICS_FLUSH_SECONDS)
+        deadline = time.monotonic() + 5
+        while not decisions_line().endswith(" 40.0") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for _ in range(6):
+            line = decisions_line()
             assert line.endswith(" 40.0"), line

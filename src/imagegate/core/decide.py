@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from imagegate.core.podprofile import PodProfile, mutate_pod, pod_findings
 from imagegate.core.policy import Grant, Mode, Policy
@@ -54,16 +55,15 @@ class Rule:
     MISSING_DIGEST = "missing-digest"
 
 
-@dataclass(frozen=True, slots=True)
-class BaseImageVerdict:
+# msgspec Structs, not dataclasses: made for every image of every admission, and 8x cheaper to build.
+class BaseImageVerdict(msgspec.Struct, frozen=True):
     """What the registry shell found out about an image's base (see the registry module)."""
 
     ok: bool
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True):
     """One broken rule for one image use."""
 
     use: ImageUse
@@ -79,8 +79,7 @@ class Finding:
         return f"{self.use.label} image {self.use.image!r} {self.reason}"
 
 
-@dataclass(frozen=True, slots=True)
-class ImageVerdict:
+class ImageVerdict(msgspec.Struct, frozen=True):
     """How one image use was judged: ``allowed_by`` or a ``finding`` (or skipped as unchanged)."""
 
     use: ImageUse
@@ -89,8 +88,7 @@ class ImageVerdict:
     finding: Finding | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     """The answer for one object."""
 
     kind: str
@@ -100,8 +98,8 @@ class Decision:
     verdicts: tuple[ImageVerdict, ...] = ()
     findings: tuple[Finding, ...] = ()
     patches: tuple[Mapping[str, Any], ...] = ()
-    base_checks_needed: tuple[str, ...] = field(default=())
-    pins_needed: tuple[str, ...] = field(default=())
+    base_checks_needed: tuple[str, ...] = ()
+    pins_needed: tuple[str, ...] = ()
 
     @property
     def violations(self) -> tuple[Finding, ...]:
@@ -146,8 +144,7 @@ def _preview(patterns: Sequence[object], limit: int = 3) -> str:
     return shown + (f" and {len(patterns) - limit} more" if len(patterns) > limit else "")
 
 
-@dataclass(frozen=True, slots=True)
-class _Judge:
+class _Judge(msgspec.Struct, frozen=True):
     """Judges image uses for one namespace under one policy at one instant."""
 
     policy: Policy
@@ -177,20 +174,17 @@ class _Judge:
 
     def judge(self, use: ImageUse) -> tuple[ImageVerdict, str | None]:
         """The verdict, plus a normalized reference that needs base-image verification."""
-        try:
-            ref = parse_docker_ref(use.image)
-        except ReferenceError as exc:
-            why = "is empty" if use.image == "" else f"is not a valid image reference: {exc}"
+        image = self.policy.classify(use.image)
+        text, ref = image.text, image.ref
+        if text is None or ref is None:
+            why = "is empty" if use.image == "" else f"is not a valid image reference: {image.error}"
             return ImageVerdict(use, None, finding=self.finding(use, Rule.INVALID_REFERENCE, why)), None
-        text = str(ref)
-        blocked = self.policy.blocked.first_match(ref)
-        if blocked is not None:
-            message = f"({text}) is from a blocked registry (matches {str(blocked)!r})"
+        if image.blocked is not None:
+            message = f"({text}) is from a blocked registry (matches {image.blocked!r})"
             return ImageVerdict(use, text, finding=self.finding(use, Rule.BLOCKED_REGISTRY, message)), None
-        required = self.policy.base_images.require_for.first_match(ref) is not None
-        trusted = self.policy.trusted.first_match(ref)
-        if trusted is not None:
-            return self._needs_base(use, text, f"trusted {trusted}", required)
+        required = image.base_required
+        if image.trusted_by is not None:
+            return self._needs_base(use, text, image.trusted_by, required)
         if self.active:
             return self._judge_granted(use, ref, text, required)
         if self.policy.byoc_default == "allow":

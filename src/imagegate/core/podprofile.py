@@ -102,6 +102,10 @@ class PodSecurityOverride:
     mode: str | None = None
 
 
+_UNKNOWN = object()
+_PROFILE_CACHE_SIZE = 10_000  # namespaces; a cluster has fewer, and past this we just compute
+
+
 @dataclass(frozen=True, slots=True)
 class PodSecuritySettings:
     level: str = "restricted"
@@ -111,9 +115,20 @@ class PodSecuritySettings:
     exempt: tuple[str, ...] = ()
     overrides: tuple[PodSecurityOverride, ...] = ()
     tool: ToolProfile | None = None
+    # profile_for's answers: the settings never change, so neither do they (not copied by replace())
+    _profiles: dict[str, PodProfile | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def profile_for(self, namespace: str) -> PodProfile | None:
         """The profile for ``namespace``, or ``None`` when it is exempt."""
+        known = self._profiles.get(namespace, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        profile = self._profile_for(namespace)
+        if len(self._profiles) < _PROFILE_CACHE_SIZE:
+            self._profiles[namespace] = profile
+        return profile
+
+    def _profile_for(self, namespace: str) -> PodProfile | None:
         if any(fnmatchcase(namespace, pattern) for pattern in self.exempt):
             return None
         level, version, mode = self.level, self.version, self.mode
@@ -137,12 +152,27 @@ def _escape(token: str) -> str:
 
 
 class _Patcher:
-    """Sets unset fields in a copy of a pod spec and records the JSON patch that does it."""
+    """Sets unset fields in a copy of a pod spec and records the JSON patch that does it.
+
+    Copy-on-write: only the dicts and lists on the path to a change are copied (a deep copy
+    of a 10-container spec cost more than the whole decision), so ``spec`` shares every
+    untouched part with the original, which is never modified.
+    """
 
     def __init__(self, spec: Mapping[str, Any], pointer: str) -> None:
-        self.spec: dict[str, Any] = copy.deepcopy(dict(spec))
+        self.spec: dict[str, Any] = dict(spec)
         self.pointer = pointer
         self.patches: list[dict[str, Any]] = []
+        self._copied: set[int] = {id(self.spec)}
+
+    def _own(self, parent: Any, key: Any, child: Any) -> Any:
+        """``child`` (at ``parent[key]``), copied into ``parent`` first if it is still shared."""
+        if id(child) in self._copied or not isinstance(child, dict | list):
+            return child
+        copied = dict(child) if isinstance(child, dict) else list(child)
+        parent[key] = copied
+        self._copied.add(id(copied))
+        return copied
 
     def ensure(self, path: Sequence[str | int], value: Any) -> None:
         """Set ``path`` to ``value`` unless something is there (even a wrong value: validation says so)."""
@@ -150,7 +180,9 @@ class _Patcher:
         for depth, token in enumerate(path):
             last = depth == len(path) - 1
             if isinstance(node, list):
-                node = node[token] if isinstance(token, int) and token < len(node) else None
+                if not (isinstance(token, int) and token < len(node)):
+                    return
+                node = self._own(node, token, node[token])
                 continue
             if not isinstance(node, dict):
                 return  # a wrong type above us: leave it to validation
@@ -165,7 +197,7 @@ class _Patcher:
                 return
             if last:
                 return
-            node = current
+            node = self._own(node, token, current)
 
 
 def mutate_pod(spec: Mapping[str, Any], pointer: str, profile: PodProfile, identity: Identity | None) -> _Patcher:
@@ -193,14 +225,6 @@ def _map(value: Any) -> Mapping[str, Any]:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
-
-
-def _contexts(spec: Mapping[str, Any]) -> list[tuple[str | None, Mapping[str, Any]]]:
-    """The pod's security context (name ``None``) and each container's, by container name."""
-    found: list[tuple[str | None, Mapping[str, Any]]] = [(None, _map(spec.get("securityContext")))]
-    for _field, _index, container in containers(spec):
-        found.append((str(container.get("name", "")), _map(container.get("securityContext"))))
-    return found
 
 
 def _where(name: str | None) -> str:
@@ -286,62 +310,66 @@ _TOOL_VOLUME_TYPES = frozenset(
 )
 
 
-def _identity_findings(
-    contexts: Sequence[tuple[str | None, Mapping[str, Any]]], identity: Identity
-) -> list[CheckResult]:
-    found = []
-    pod = contexts[0][1]
-    for key, want in (("runAsUser", identity.uid), ("runAsGroup", identity.gid)):
-        if pod.get(key) is None and any(context.get(key) is None for _name, context in contexts[1:]):
-            found.append(CheckResult(key, key, f"pod must set securityContext.{key}={want}"))
-        for name, context in contexts:
-            value = context.get(key)
-            if value is not None and value != want:
-                found.append(
-                    CheckResult(key, key, f"{_where(name)} sets securityContext.{key}={value}; only {want} is allowed")
-                )
-    fs_group = pod.get("fsGroup")
-    if fs_group is None:
-        found.append(CheckResult("fsGroup", "fsGroup", f"pod must set securityContext.fsGroup={identity.gid}"))
-    elif fs_group != identity.gid:
-        detail = f"pod sets securityContext.fsGroup={fs_group}; only {identity.gid} is allowed"
-        found.append(CheckResult("fsGroup", "fsGroup", detail))
-    extra = [g for g in _list(pod.get("supplementalGroups")) if g != identity.gid]
-    if extra:
-        found.append(
-            CheckResult(
-                "supplementalGroups",
-                "supplementalGroups",
-                f"pod sets supplementalGroups {extra}; only {identity.gid} is allowed",
-            )
-        )
-    return found
+def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> list[CheckResult]:
+    """Identity (uid, gid, fsGroup, supplementalGroups) and hardening, in one walk.
 
-
-def _hardening_findings(contexts: Sequence[tuple[str | None, Mapping[str, Any]]]) -> list[CheckResult]:
-    found = []
+    Every pod spec of a tool namespace comes through here; a compliant one costs a few
+    comparisons per container. Findings keep the order people read them in: per field,
+    the pod first, then each container.
+    """
+    pod = _map(spec.get("securityContext"))
+    uid, gid = (identity.uid, identity.gid) if identity is not None else (None, None)
+    contexts: list[tuple[str | None, Mapping[str, Any]]] = [(None, pod)]
+    contexts.extend((str(c.get("name", "")), _map(c.get("securityContext"))) for _f, _i, c in containers(spec))
+    wrong_user: list[str] = []
+    wrong_group: list[str] = []
+    seccomp: list[str] = []
+    added: list[CheckResult] = []
+    user_unset = group_unset = False  # some container leaves it to the pod
     for name, context in contexts:
-        profile = context.get("seccompProfile")
-        kind = _map(profile).get("type") if profile is not None else None
-        if kind is not None and kind != "RuntimeDefault":
-            found.append(
-                CheckResult(
-                    "seccompProfile",
-                    "seccompProfile",
-                    f'{_where(name)} sets seccompProfile.type={kind!r}; only "RuntimeDefault" is allowed',
-                )
-            )
-    for name, context in contexts[1:]:
+        if not context:
+            if name is not None:
+                user_unset = group_unset = True
+            continue
+        user, group, profile = context.get("runAsUser"), context.get("runAsGroup"), context.get("seccompProfile")
+        if user is None:
+            user_unset = user_unset or name is not None
+        elif uid is not None and user != uid:
+            wrong_user.append(f"{_where(name)} sets securityContext.runAsUser={user}; only {uid} is allowed")
+        if group is None:
+            group_unset = group_unset or name is not None
+        elif gid is not None and group != gid:
+            wrong_group.append(f"{_where(name)} sets securityContext.runAsGroup={group}; only {gid} is allowed")
+        if profile is not None:
+            kind = _map(profile).get("type")
+            if kind is not None and kind != "RuntimeDefault":
+                seccomp.append(f'{_where(name)} sets seccompProfile.type={kind!r}; only "RuntimeDefault" is allowed')
         capabilities = context.get("capabilities")
-        added = _list(_map(capabilities).get("add")) if capabilities is not None else []
-        if added:
-            found.append(
-                CheckResult(
-                    "capabilities",
-                    "capabilities",
-                    f'container "{name}" adds {added}; tool pods add no capabilities',
-                )
-            )
+        if name is not None and capabilities is not None and _map(capabilities).get("add"):
+            extra = _list(_map(capabilities).get("add"))
+            if extra:
+                message = f'container "{name}" adds {extra}; tool pods add no capabilities'
+                added.append(CheckResult("capabilities", "capabilities", message))
+    found: list[CheckResult] = []
+    if identity is not None:
+        if pod.get("runAsUser") is None and user_unset:
+            found.append(CheckResult("runAsUser", "runAsUser", f"pod must set securityContext.runAsUser={uid}"))
+        found.extend(CheckResult("runAsUser", "runAsUser", detail) for detail in wrong_user)
+        if pod.get("runAsGroup") is None and group_unset:
+            found.append(CheckResult("runAsGroup", "runAsGroup", f"pod must set securityContext.runAsGroup={gid}"))
+        found.extend(CheckResult("runAsGroup", "runAsGroup", detail) for detail in wrong_group)
+        fs_group = pod.get("fsGroup")
+        if fs_group is None:
+            found.append(CheckResult("fsGroup", "fsGroup", f"pod must set securityContext.fsGroup={gid}"))
+        elif fs_group != gid:
+            detail = f"pod sets securityContext.fsGroup={fs_group}; only {gid} is allowed"
+            found.append(CheckResult("fsGroup", "fsGroup", detail))
+        extra_groups = [g for g in _list(pod.get("supplementalGroups")) if g != gid]
+        if extra_groups:
+            detail = f"pod sets supplementalGroups {extra_groups}; only {gid} is allowed"
+            found.append(CheckResult("supplementalGroups", "supplementalGroups", detail))
+    found.extend(CheckResult("seccompProfile", "seccompProfile", detail) for detail in seccomp)
+    found.extend(added)
     return found
 
 
@@ -350,7 +378,6 @@ def tool_profile_findings(
 ) -> list[CheckResult]:
     """What the tool profile finds wrong with a pod spec, on top of the PSS level."""
     found = _host_path_findings(spec, tool, namespace)
-    contexts = _contexts(spec)
     if identity is None:
         found.append(
             CheckResult(
@@ -360,9 +387,7 @@ def tool_profile_findings(
                 "add it to podSecurity.toolProfile.identities (or its identities file)",
             )
         )
-    else:
-        found.extend(_identity_findings(contexts, identity))
-    found.extend(_hardening_findings(contexts))
+    found.extend(_context_findings(spec, identity))
     return found
 
 

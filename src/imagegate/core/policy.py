@@ -321,6 +321,20 @@ class TagRules:
         return bool(self.disallow) or self.require_tag or self.require_digest
 
 
+class ImageClass(msgspec.Struct, frozen=True):
+    """What a policy says about an image name in any namespace: worked out once per name."""
+
+    ref: Reference | None
+    text: str | None  # the normalized reference
+    error: str | None  # why the name is not a valid reference
+    blocked: str | None = None  # the blocked entry it matches
+    trusted_by: str | None = None  # "trusted <entry>" when a trusted entry covers it
+    base_required: bool = False  # baseImages.requireFor covers it
+
+
+IMAGE_CLASS_CACHE_SIZE = 20_000
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """A validated policy, ready for :func:`imagegate.core.decide.decide`."""
@@ -342,8 +356,36 @@ class Policy:
     pinning: PinningConfig = field(default_factory=PinningConfig)
     tags: TagRules = field(default_factory=TagRules)
 
+    # classify()'s answers: a policy never changes, so neither do they (not copied by replace())
+    _image_classes: dict[str, ImageClass] = field(default_factory=dict, init=False, repr=False, compare=False)
+
     def grants_for(self, namespace: str) -> tuple[Grant, ...]:
         return self.grants_by_namespace.get(namespace, ())
+
+    def classify(self, image: str) -> ImageClass:
+        """The image's reference and the blocked/trusted entries covering it (remembered)."""
+        known = self._image_classes.get(image)
+        if known is not None:
+            return known
+        try:
+            ref = parse_docker_ref(image)
+        except ReferenceError as exc:
+            found = ImageClass(None, None, str(exc))
+        else:
+            blocked = self.blocked.first_match(ref)
+            trusted = self.trusted.first_match(ref)
+            found = ImageClass(
+                ref,
+                str(ref),
+                None,
+                blocked=str(blocked) if blocked is not None else None,
+                trusted_by=f"trusted {trusted}" if trusted is not None else None,
+                base_required=self.base_images.require_for.first_match(ref) is not None,
+            )
+        if len(self._image_classes) >= IMAGE_CLASS_CACHE_SIZE:
+            self._image_classes.clear()  # a flood of distinct names: start over rather than grow
+        self._image_classes[image] = found
+        return found
 
     def with_grants(self, extra: Sequence[Grant]) -> Policy:
         """The same policy with the grants of a grants file added to the inline ones."""

@@ -8,8 +8,9 @@ Each use carries a JSON pointer so a mutation can patch exactly that field.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 __all__ = [
     "POD_TEMPLATE_PATHS",
@@ -48,8 +49,8 @@ class ObjectShapeError(ValueError):
         super().__init__(f"{pointer or '/'}: {message}")
 
 
-@dataclass(frozen=True, slots=True)
-class ImageUse:
+# msgspec Structs, not dataclasses: made for every image of every admission, and 8x cheaper to build.
+class ImageUse(msgspec.Struct, frozen=True):
     """One image named by an object. ``pointer`` is the JSON pointer of the image string."""
 
     kind: str  # container | initContainer | ephemeralContainer | imageVolume
@@ -70,13 +71,17 @@ def _pointer(tokens: tuple[str, ...] | list[str]) -> str:
     return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
 
 
+_POINTERS = {kind: _pointer(path) for kind, path in POD_TEMPLATE_PATHS.items()}
+
+
 def pod_specs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """The pod spec(s) an object carries, with their JSON pointers.
 
     A pod-bearing object whose template or spec is missing yields nothing (the API
     server would refuse it before us); a template of the wrong type is an error.
     """
-    path = POD_TEMPLATE_PATHS.get(str(obj.get("kind", "")))
+    kind = obj.get("kind", "")
+    path = POD_TEMPLATE_PATHS.get(kind) if isinstance(kind, str) else None
     if path is None:
         return
     node: Any = obj
@@ -90,19 +95,16 @@ def pod_specs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]
         return
     if not isinstance(node, dict):
         raise ObjectShapeError(_pointer(path), f"expected a pod spec object, got {type(node).__name__}")
-    yield _pointer(path), node
+    yield _POINTERS[kind], node
 
 
-def _named_list(spec: Mapping[str, Any], field: str, base: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
+def _named_list(spec: Mapping[str, Any], field: str, base: str) -> list[Any]:
     items = spec.get(field)
     if items is None:
-        return
+        return []
     if not isinstance(items, list):
         raise ObjectShapeError(f"{base}/{field}", f"expected a list, got {type(items).__name__}")
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ObjectShapeError(f"{base}/{field}/{index}", "expected an object")
-        yield index, item
+    return items
 
 
 def _text(value: Any, pointer: str) -> str:
@@ -118,12 +120,18 @@ def image_uses(obj: Mapping[str, Any]) -> list[ImageUse]:
     uses: list[ImageUse] = []
     for base, spec in pod_specs(obj):
         for field, word in CONTAINER_FIELDS:
-            for index, container in _named_list(spec, field, base):
-                pointer = f"{base}/{field}/{index}"
-                name = _text(container.get("name"), f"{pointer}/name") or f"#{index}"
-                image = _text(container.get("image"), f"{pointer}/image")
-                uses.append(ImageUse(word, name, image, f"{pointer}/image"))
-        for index, volume in _named_list(spec, "volumes", base):
+            for index, container in enumerate(_named_list(spec, field, base)):
+                if not isinstance(container, dict):
+                    raise ObjectShapeError(f"{base}/{field}/{index}", "expected an object")
+                name, image = container.get("name"), container.get("image")
+                if name.__class__ is not str or image.__class__ is not str:  # the common case, checked fast
+                    pointer = f"{base}/{field}/{index}"
+                    name = _text(name, f"{pointer}/name")
+                    image = _text(image, f"{pointer}/image")
+                uses.append(ImageUse(word, name or f"#{index}", image, f"{base}/{field}/{index}/image"))
+        for index, volume in enumerate(_named_list(spec, "volumes", base)):
+            if not isinstance(volume, dict):
+                raise ObjectShapeError(f"{base}/volumes/{index}", "expected an object")
             source = volume.get("image")
             if source is None:
                 continue
