@@ -21,6 +21,7 @@ servers are stopped at the end.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -224,12 +225,71 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+POLICIES = {
+    "pod-security": BENCH_POLICY,
+    "images-only": BENCH_POLICY.split("podSecurity:")[0],
+}
+
+
+@dataclass
+class Row:
+    policy: str
+    load: str
+    connections: int
+    workers: int
+    ours: WrkResult
+    nginx: WrkResult
+    cpu_us: float  # imagegate's CPU time per request, all workers
+
+
+def measure_stacks(
+    tmp: Path, tls: CertificateFiles, port: int, duration: int, script: Path, bodies_: list[str]
+) -> list[tuple[str, WrkResult]]:
+    """A fixed response from imagegate's HTTP protocol and from uvicorn (when installed), 1 process, 50 connections."""
+    results = []
+    stacks = ["imagegate"] + (["uvicorn"] if importlib.util.find_spec("uvicorn") else [])
+    for stack in stacks:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).parent / "fixed_response.py"),
+                stack,
+                str(tls.cert),
+                str(tls.key),
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            url = f"https://127.0.0.1:{port}/validate"
+            wait_https(url, tls.ca_cert)
+            run_wrk(url, 10, 2, script, ["0", *bodies_])
+            results.append((stack, run_wrk(url, 50, duration, script, ["0", *bodies_])))
+        finally:
+            stop(process)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--concurrency", default="10,50,100", help="comma-separated connection counts")
     parser.add_argument("--paced-rate", type=int, default=1000, help="offered reviews/s for the paced run")
     parser.add_argument("--workers", default="1,2", help="imagegate worker processes to measure, comma-separated")
+    parser.add_argument(
+        "--policies", default=",".join(POLICIES), help=f"benchmark policies, comma-separated ({', '.join(POLICIES)})"
+    )
+    parser.add_argument("--no-stacks", action="store_true", help="skip the fixed-response HTTP stack comparison")
     parser.add_argument("--port", type=int, default=18443)
     parser.add_argument("--nginx-port", type=int, default=18444)
     options = parser.parse_args()
@@ -238,11 +298,11 @@ def main() -> int:
             print(f"{tool} not found: apt-get install {tool}", file=sys.stderr)
             return 2
     concurrencies = [int(c) for c in options.concurrency.split(",")]
+    policies = options.policies.split(",")
 
     with tempfile.TemporaryDirectory(prefix="imagegate-bench-") as scratch:
         tmp = Path(scratch)
         tls = make_certificates(tmp / "tls", ["localhost", "127.0.0.1"])
-        (tmp / "policy.yaml").write_text(BENCH_POLICY)
         body_paths = []
         for name, body in bodies().items():
             path = tmp / f"{name}.json"
@@ -265,8 +325,9 @@ def main() -> int:
         pause_ms = max(1, round(50 * 1000 / options.paced_rate))
         loads = [("saturation", c, script, "0") for c in concurrencies]
         loads.append((f"paced ~{options.paced_rate}/s", 50, paced_script, str(pause_ms)))
-        rows: list[tuple[str, int, str, WrkResult, WrkResult]] = []
-        rss: dict[int, float] = {}
+        rows: list[Row] = []
+        rss: dict[tuple[str, int], float] = {}
+        stacks: list[tuple[str, WrkResult]] = []
         try:
             wait_https(f"https://127.0.0.1:{options.nginx_port}/", tls.ca_cert)
             run_wrk(nginx_url, 10, 2, script, ["0", *body_paths])  # warm up
@@ -274,17 +335,24 @@ def main() -> int:
                 (load, c): run_wrk(nginx_url, c, options.duration, lua, [pause, *body_paths])
                 for load, c, lua, pause in loads
             }
-            for workers in [int(w) for w in options.workers.split(",")]:
-                imagegate = start_imagegate(tmp, tls, options.port, workers)
-                try:
-                    wait_https(f"https://127.0.0.1:{options.port}/readyz", tls.ca_cert)
-                    run_wrk(ours_url, 10, 2, script, ["0", *body_paths])  # warm up
-                    for load, c, lua, pause in loads:
-                        ours = run_wrk(ours_url, c, options.duration, lua, [pause, *body_paths])
-                        rows.append((load, c, f"{workers}", ours, baseline[(load, c)]))
-                    rss[workers] = max(peak_rss_mb(pid) for pid in process_tree(imagegate.pid))
-                finally:
-                    stop(imagegate)
+            if not options.no_stacks:
+                stacks = measure_stacks(tmp, tls, options.port, options.duration, script, body_paths)
+            for policy in policies:
+                (tmp / "policy.yaml").write_text(POLICIES[policy])
+                for workers in [int(w) for w in options.workers.split(",")]:
+                    imagegate = start_imagegate(tmp, tls, options.port, workers)
+                    try:
+                        wait_https(f"https://127.0.0.1:{options.port}/readyz", tls.ca_cert)
+                        run_wrk(ours_url, 10, 2, script, ["0", *body_paths])  # warm up
+                        pids = process_tree(imagegate.pid)
+                        for load, c, lua, pause in loads:
+                            before = cpu_seconds(pids)
+                            ours = run_wrk(ours_url, c, options.duration, lua, [pause, *body_paths])
+                            cpu_us = (cpu_seconds(pids) - before) / max(ours.requests, 1) * 1e6
+                            rows.append(Row(policy, load, c, workers, ours, baseline[(load, c)], cpu_us))
+                        rss[(policy, workers)] = max(peak_rss_mb(pid) for pid in pids)
+                    finally:
+                        stop(imagegate)
         finally:
             stop(nginx)
 
@@ -294,19 +362,31 @@ def main() -> int:
     )
     print("mix: small pod, 10-container pod, Deployment (round robin)\n")
     print(
-        "| load | conns | imagegate workers | imagegate req/s | p50 ms | p99 ms "
+        "| policy | load | conns | workers | imagegate req/s | p50 ms | p99 ms | CPU µs/req "
         "| nginx req/s | p50 ms | p99 ms | imagegate/nginx | errors |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for load, connections, workers, ours, theirs in rows:
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        ours, theirs = row.ours, row.nginx
         ratio = ours.requests_per_second / theirs.requests_per_second
         print(
-            f"| {load} | {connections} | {workers} | {ours.requests_per_second:,.0f} | {ours.p50_ms:.2f} "
-            f"| {ours.p99_ms:.2f} | {theirs.requests_per_second:,.0f} | {theirs.p50_ms:.2f} | {theirs.p99_ms:.2f} "
-            f"| {ratio:.0%} | {ours.errors + theirs.errors} |"
+            f"| {row.policy} | {row.load} | {row.connections} | {row.workers} | {ours.requests_per_second:,.0f} "
+            f"| {ours.p50_ms:.2f} | {ours.p99_ms:.2f} | {row.cpu_us:.0f} | {theirs.requests_per_second:,.0f} "
+            f"| {theirs.p50_ms:.2f} | {theirs.p99_ms:.2f} | {ratio:.0%} | {ours.errors + theirs.errors} |"
         )
-    for workers, peak in rss.items():
-        print(f"\nimagegate with {workers} worker(s): peak RSS of the largest process {peak:.0f} MB")
+    for (policy, workers), peak in rss.items():
+        print(f"\n{policy}, {workers} worker(s): peak RSS of the largest process {peak:.0f} MB")
+    if stacks:
+        nginx_50 = baseline.get(("saturation", 50))
+        print("\nHTTP stacks, fixed response, 1 process, 50 connections:\n")
+        print("| server | req/s | p50 ms | p99 ms |")
+        print("| --- | --- | --- | --- |")
+        if nginx_50 is not None:
+            print(
+                f"| nginx (auto workers) | {nginx_50.requests_per_second:,.0f} | {nginx_50.p50_ms:.2f} | {nginx_50.p99_ms:.2f} |"
+            )
+        for stack, result in stacks:
+            print(f"| {stack} | {result.requests_per_second:,.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f} |")
     return 0
 
 

@@ -9,8 +9,6 @@ The copy-on-write mutation is held to a real JSON Patch implementation the same 
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 from typing import Any
 
 import jsonpatch
@@ -23,12 +21,13 @@ from imagegate.core.podprofile import Identity, PodProfile, ToolProfile, mutate_
 from imagegate.core.podsecurity import evaluate, parse_version, plainly_passes, run_checks
 from tests.conftest import CONFORMANCE, load_conformance
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from reviews import bodies  # noqa: E402
-
 LEVELS = ("baseline", "restricted")
 VERSIONS = [parse_version(v) for v in ("v1.25", "v1.30", "v1.31", "v1.33", "v1.35", "latest")]
-SKIPS = (frozenset(), frozenset({"hostPathVolumes", "restrictedVolumes"}), frozenset({"restrictedVolumes"}))
+SKIPS: tuple[frozenset[str], ...] = (
+    frozenset(),
+    frozenset({"hostPathVolumes", "restrictedVolumes"}),
+    frozenset({"restrictedVolumes"}),
+)
 INDEX = load_conformance("pod-security/index.json")
 
 
@@ -49,14 +48,17 @@ def test_shortcut_agrees_on_upstream_fixtures(fixture: dict[str, Any]) -> None:
 
 
 def test_shortcut_takes_the_pods_a_platform_admits() -> None:
-    """It is not dead code: compliant tool pods (the benchmark's) take it."""
+    """It is not dead code: compliant tool pods take it."""
     tool_skip = frozenset({"hostPathVolumes", "restrictedVolumes"})
-    for body in bodies().values():
-        obj = yaml.safe_load(body)["request"]["object"]
-        spec = obj["spec"]["template"]["spec"] if "template" in obj["spec"] else obj["spec"]
-        assert plainly_passes("restricted", parse_version("latest"), obj["metadata"], spec, tool_skip)
+    latest = parse_version("latest")
+    for containers in (1, 10):
+        spec = compliant_spec(containers)
+        assert plainly_passes("restricted", latest, {"name": "web"}, spec, frozenset())
+        spec["volumes"].append({"name": "home", "hostPath": {"path": "/data/project/x", "type": "Directory"}})
+        assert plainly_passes("restricted", latest, {}, spec, tool_skip)
         # with the volume checks on, the hostPath volume means "run the checks" (and they fail)
-        assert not plainly_passes("restricted", parse_version("latest"), obj["metadata"], spec, frozenset())
+        assert not plainly_passes("restricted", latest, {}, spec, frozenset())
+        assert [f.check for f in run_checks("restricted", latest, {}, spec)] == ["hostPathVolumes", "restrictedVolumes"]
 
 
 ANY_VALUE = st.sampled_from([None, True, False, 0, 1, 52503, "", "x", "ALL", [], {}, ["ALL"], ["NET_RAW"], {"a": 1}])
@@ -78,7 +80,9 @@ PROBE = st.one_of(
     st.fixed_dictionaries(
         {},
         optional={
-            "httpGet": st.fixed_dictionaries({"port": st.just(80)}, optional={"host": st.sampled_from(["", "a.b", None])}),
+            "httpGet": st.fixed_dictionaries(
+                {"port": st.just(80)}, optional={"host": st.sampled_from(["", "a.b", None])}
+            ),
             "tcpSocket": st.fixed_dictionaries({"port": st.just(80)}, optional={"host": st.sampled_from(["", "a.b"])}),
             "exec": st.just({"command": ["true"]}),
         },
@@ -114,7 +118,9 @@ POD_CONTEXT_FIELDS: dict[str, st.SearchStrategy[Any]] = {
 CONTAINER_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "ports": st.one_of(
         st.lists(
-            st.fixed_dictionaries({"containerPort": st.just(80)}, optional={"hostPort": st.sampled_from([0, 80, None])}),
+            st.fixed_dictionaries(
+                {"containerPort": st.just(80)}, optional={"hostPort": st.sampled_from([0, 80, None])}
+            ),
             max_size=2,
         ),
         ANY_VALUE,

@@ -9,7 +9,8 @@ two awaits per request) cost more than a whole admission decision. granian is fa
 cannot swap a renewed certificate into a running server.
 
 What it does: HTTP/1.1 keep-alive and pipelining (answers in request order), HTTP/1.0,
-``Expect: 100-continue``, chunked request bodies (httptools decodes them), ``HEAD``.
+``Expect: 100-continue``, chunked request bodies (httptools decodes them), ``HEAD``;
+an ``Upgrade`` header is ignored and the connection closed after the answer.
 Limits, each answered and then the connection closed: a malformed request (400), a body
 over ``max_body_bytes`` (413, from the Content-Length before reading it), headers over
 ``MAX_HEADER_BYTES`` (431), a request not received within ``request_timeout`` (408).
@@ -101,6 +102,7 @@ class _Connection(asyncio.Protocol):
         self.queue: deque[tuple[Request | Response, bool]] = deque()
         self.busy = False  # a handler is awaiting; later requests wait in the queue
         self.closing = False
+        self.close_after_queue = False
         self.reading_paused = False
         self.task: asyncio.Task[None] | None = None
         # the request being received
@@ -131,7 +133,12 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reject(_error(400, "protocol upgrades are not supported"))
+            # The request itself was answered (its Upgrade header ignored, as RFC 9110 allows);
+            # what follows would be another protocol: close once the queue is answered.
+            self.closing = True
+            self.close_after_queue = True
+            if not self.busy and not self.queue and self.transport is not None:
+                self.transport.close()
         except httptools.HttpParserError as exc:
             if not self.closing:  # a limit already answered this request
                 self._reject(_error(400, f"malformed HTTP request: {exc}"))
@@ -245,7 +252,7 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return False
-        close = response.close or not keep_alive
+        close = response.close or not keep_alive or self.server.stopping or (self.close_after_queue and not self.queue)
         head = _head(response, len(response.body), close)
         transport.write(head if head_only else head + response.body)
         if close:
@@ -316,7 +323,7 @@ class HttpServer:
             lambda: _Connection(self),
             sock=sock,
             ssl=self.ssl_context,
-            ssl_handshake_timeout=10,
+            ssl_handshake_timeout=10 if self.ssl_context is not None else None,
         )
         sweeper = asyncio.create_task(self._sweep(), name="http-sweep")
         try:

@@ -1,0 +1,79 @@
+"""A server that answers every request with a fixed allow, for ``stack_bench.py``.
+
+Usage: ``python bench/fixed_response.py imagegate|uvicorn CERT KEY PORT``. ``imagegate`` runs
+imagegate's own HTTP protocol (``imagegate.shell.http``) with a handler that returns the
+fixed response; ``uvicorn`` runs uvicorn (httptools, uvloop) with a raw ASGI app doing the
+same. Both read the whole request body, as the webhook must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import uvloop
+
+from imagegate.shell.http import HttpServer, Limits, Request, Response, server_ssl_context
+
+BODY = b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"fixed","allowed":true}}'
+FIXED = Response(200, BODY, b"application/json")
+
+
+def fixed(_request: Request) -> Response:
+    return FIXED
+
+
+async def serve_imagegate(cert: str, key: str, port: int) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    limits = Limits(max_body_bytes=8 << 20, request_timeout=10)
+    await HttpServer(fixed, limits, server_ssl_context(cert, key)).serve(sock, stop)
+
+
+async def asgi_app(
+    scope: MutableMapping[str, Any],
+    receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+    send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+) -> None:
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def main() -> None:
+    stack, cert, key, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    if stack == "imagegate":
+        uvloop.run(serve_imagegate(cert, key, port))
+    else:
+        import uvicorn  # noqa: PLC0415 (optional: only this comparison needs it)
+
+        uvicorn.run(
+            asgi_app,
+            host="127.0.0.1",
+            port=port,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
+            http="httptools",
+            loop="uvloop",
+            access_log=False,
+            log_level="warning",
+        )
+
+
+if __name__ == "__main__":
+    main()

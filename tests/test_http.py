@@ -1,0 +1,215 @@
+"""imagegate's HTTP/1.1 protocol, over real sockets on loopback (the webhook's own tests add TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import uvloop
+
+from imagegate.shell.http import MAX_HEADER_BYTES, HttpServer, Limits, Request, Response
+from tests.webhook_process import free_port
+
+
+async def _slow(request: Request) -> Response:
+    await asyncio.sleep(0.3)
+    return Response(200, b"slow " + request.body)
+
+
+def handler(request: Request) -> Response | asyncio.Future[Response] | object:
+    if request.path == "/slow":
+        return _slow(request)
+    if request.path == "/boom":
+        raise RuntimeError("a bug")
+    return Response(200, b"%s %s %d" % (request.method.encode(), request.path.encode(), len(request.body)))
+
+
+@dataclass
+class Running:
+    port: int
+    loop: asyncio.AbstractEventLoop
+    stop: asyncio.Event
+    thread: threading.Thread
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def shutdown(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop.set)
+            self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def server() -> Iterator[Running]:
+    port = free_port()
+    ready = threading.Event()
+    holder: dict[str, object] = {}
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        holder["loop"], holder["stop"] = asyncio.get_running_loop(), stop
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", port))
+        sock.listen(64)
+        sock.setblocking(False)
+        limits = Limits(max_body_bytes=1000, request_timeout=1.0, keep_alive_timeout=1.0)
+        serving = asyncio.create_task(HttpServer(handler, limits, None).serve(sock, stop, grace=5))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        ready.set()
+        await serving
+
+    thread = threading.Thread(target=lambda: uvloop.run(main()), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    running = Running(port, holder["loop"], holder["stop"], thread)  # type: ignore[arg-type]
+    yield running
+    running.shutdown()
+    assert not thread.is_alive()
+
+
+def read_all(conn: socket.socket) -> bytes:
+    """Everything until the server closes the connection."""
+    chunks = []
+    while chunk := conn.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_responses(conn: socket.socket, count: int) -> list[bytes]:
+    """``count`` responses (each with a content-length) from a kept-alive connection."""
+    buffer = b""
+    responses: list[bytes] = []
+    while len(responses) < count:
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = buffer[:head_end].decode()
+            length = next(
+                int(line.split(":")[1]) for line in head.split("\r\n") if line.lower().startswith("content-length")
+            )
+            if len(buffer) >= head_end + 4 + length:
+                responses.append(buffer[: head_end + 4 + length])
+                buffer = buffer[head_end + 4 + length :]
+                continue
+        chunk = conn.recv(65536)
+        assert chunk, f"connection closed after {len(responses)} responses"
+        buffer += chunk
+    return responses
+
+
+def post(path: str, body: bytes, extra: bytes = b"") -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n%s" % (path.encode(), len(body), extra, body)
+
+
+def test_keep_alive_and_pipelining_answer_in_order(server: Running) -> None:
+    with server.connect() as conn:
+        conn.sendall(post("/a", b"12") + post("/slow", b"xy") + post("/c", b"123"))
+        first, second, third = read_responses(conn, 3)
+        assert first.endswith(b"POST /a 2") and second.endswith(b"slow xy") and third.endswith(b"POST /c 3")
+        conn.sendall(b"GET /d?q=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_responses(conn, 1)[0].endswith(b"GET /d 0")
+
+
+def test_http_1_0_and_connection_close_end_the_connection(server: Running) -> None:
+    for request in (b"GET /x HTTP/1.0\r\n\r\n", b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+        with server.connect() as conn:
+            conn.sendall(request)
+            reply = read_all(conn)
+            assert reply.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in reply
+
+
+def test_head_has_no_body(server: Running) -> None:
+    with server.connect() as conn:
+        conn.sendall(b"HEAD /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = read_all(conn)
+        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\n")
+
+
+def test_expect_continue_and_chunked_bodies(server: Running) -> None:
+    with server.connect() as conn:
+        conn.sendall(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert conn.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(b"hello")
+        assert read_responses(conn, 1)[0].endswith(b"POST /e 5")
+        conn.sendall(
+            b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+        )
+        assert read_responses(conn, 1)[0].endswith(b"POST /c 7")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (post("/big", b"x" * 1001), b"413"),  # refused from the Content-Length
+        (
+            b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + (b"200\r\n" + b"x" * 512 + b"\r\n") * 2,
+            b"413",
+        ),
+        (b"GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 1) + b"\r\n\r\n", b"431"),
+        (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
+        (b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n", b"400"),
+    ],
+    ids=["content-length", "chunked-over-limit", "headers", "garbage", "bad-length"],
+)
+def test_limits_answer_then_close(server: Running, request_bytes: bytes, status: bytes) -> None:
+    with server.connect() as conn:
+        conn.sendall(post("/first", b"ok") + request_bytes)
+        reply = read_all(conn)
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:100]  # what came before is still answered
+        assert reply.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 " + status + b" " in reply, reply[-200:]
+        assert reply.endswith(b"\n") and b"connection: close" in reply
+
+
+def test_upgrade_is_ignored_then_the_connection_closed(server: Running) -> None:
+    with server.connect() as conn:
+        conn.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nnot http")
+        reply = read_all(conn)
+        assert reply.startswith(b"HTTP/1.1 200") and reply.count(b"HTTP/1.1 ") == 1
+
+
+def test_slow_request_gets_408_and_idle_connections_close(server: Running) -> None:
+    with server.connect() as conn:
+        conn.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        started = time.monotonic()
+        assert read_all(conn).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - started < 3
+    with server.connect() as conn:
+        conn.sendall(post("/x", b""))
+        read_responses(conn, 1)
+        started = time.monotonic()
+        assert conn.recv(100) == b""  # closed by the server after keep_alive_timeout
+        assert 0.5 < time.monotonic() - started < 3
+
+
+def test_a_failing_handler_gets_500_and_the_server_carries_on(server: Running) -> None:
+    with server.connect() as conn:
+        conn.sendall(post("/boom", b"") + post("/after", b""))
+        reply = read_all(conn)
+        assert reply.startswith(b"HTTP/1.1 500") and b"connection: close" in reply
+    with server.connect() as conn:
+        conn.sendall(post("/after", b""))
+        assert read_responses(conn, 1)[0].startswith(b"HTTP/1.1 200")
+
+
+def test_shutdown_finishes_requests_in_flight(server: Running) -> None:
+    busy = server.connect()
+    idle = server.connect()
+    idle.sendall(post("/x", b""))
+    read_responses(idle, 1)
+    busy.sendall(post("/slow", b"last"))
+    time.sleep(0.1)  # the slow handler is running
+    server.loop.call_soon_threadsafe(server.stop.set)
+    reply = read_all(busy)  # answered, then closed
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"slow last") and b"connection: close" in reply
+    assert idle.recv(100) == b""  # the idle keep-alive connection is closed at once
+    busy.close()
+    idle.close()
+    server.thread.join(timeout=10)
+    with pytest.raises(OSError):
+        server.connect()
