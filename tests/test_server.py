@@ -21,6 +21,7 @@ import jsonpatch
 import pytest
 
 from imagegate.shell.certs import load_ca, make_certificates
+from imagegate.shell.server import Metrics
 from tests.webhook_process import WebhookProcess, run_webhook
 
 FIXTURES = Path(__file__).parent / "fixtures" / "admission"
@@ -391,3 +392,26 @@ def test_workers_share_one_view_of_metrics(tmp_path: Path) -> None:
         for _ in range(6):
             line = decisions_line()
             assert line.endswith(" 40.0"), line
+        with httpx.Client(
+            base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)
+        ) as client:
+            metrics = client.get("/metrics").text
+        assert 'imagegate_request_duration_seconds_count{endpoint="validate"} 40.0' in metrics
+        assert 'imagegate_request_duration_seconds_bucket{endpoint="validate",le="+Inf"} 40.0' in metrics
+
+
+def test_buffered_latencies_count_as_observations() -> None:
+    """Metrics.record + flush exports the same histogram as prometheus_client's own observe()."""
+    values = [0.0001, 0.0005, 0.0007, 0.003, 0.02, 0.02, 2.0, 0.5, 1.0, 0.00049]
+    ours = Metrics()
+    for value in values:
+        ours.record("validate", "allowed", "tool-x", [], value)
+    reference = Metrics()
+    for value in values:
+        reference.latency.labels("validate").observe(value)
+
+    def histogram(metrics: Metrics) -> list[str]:
+        text = metrics.exposition().decode()
+        return [line for line in text.splitlines() if line.startswith("imagegate_request_duration_seconds")]
+
+    assert histogram(ours) == histogram(reference) and len(histogram(ours)) == 14

@@ -34,6 +34,7 @@ from http import HTTPStatus
 from typing import cast
 
 import httptools
+import msgspec
 import structlog
 
 __all__ = ["HttpServer", "Limits", "Request", "Response", "server_ssl_context"]
@@ -45,15 +46,14 @@ _SWEEP_SECONDS = 0.5
 _WRITE_HIGH_WATER = 256 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+# msgspec Structs: one of each per request, and 8x cheaper to make than dataclasses.
+class Request(msgspec.Struct, frozen=True):
     method: str
     path: str
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(msgspec.Struct, frozen=True):
     status: int
     body: bytes
     content_type: bytes = b"text/plain; charset=utf-8"
@@ -74,17 +74,17 @@ class Limits:
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
-def _head(response: Response, body_length: int, close: bool) -> bytes:
+def _head(response: Response, close: bool) -> bytes:
     reason = _REASONS.get(response.status, b"")
-    lines = [
-        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
-        % (response.status, reason, response.content_type, body_length)
-    ]
-    lines.extend(b"%s: %s\r\n" % header for header in response.headers)
-    if close:
-        lines.append(b"connection: close\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n" % (
+        response.status,
+        reason,
+        response.content_type,
+        len(response.body),
+    )
+    if response.headers:
+        head += b"".join(b"%s: %s\r\n" % header for header in response.headers)
+    return head + (b"connection: close\r\n\r\n" if close else b"\r\n")
 
 
 def _error(status: int, text: str) -> Response:
@@ -97,6 +97,9 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
+        self.max_body_bytes = server.limits.max_body_bytes
+        self.request_timeout = server.limits.request_timeout
+        self.keep_alive_timeout = server.limits.keep_alive_timeout
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[tuple[Request | Response, bool]] = deque()
@@ -119,7 +122,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.server.connections.add(self)
-        self.deadline = self.loop.time() + self.server.limits.keep_alive_timeout
+        self.deadline = self.loop.time() + self.keep_alive_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -159,19 +162,23 @@ class _Connection(asyncio.Protocol):
         self.body = []
         self.body_size = 0
         self.expect_continue = False
-        self.deadline = self.loop.time() + self.server.limits.request_timeout
+        self.deadline = self.loop.time() + self.request_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self._count_header_bytes(len(url))
+        self.header_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value))
-        lowered = name.lower()
-        if lowered == b"content-length":
-            if value.strip().isdigit() and int(value) > self.server.limits.max_body_bytes:
-                self._reject(_error(413, f"body larger than {self.server.limits.max_body_bytes} bytes"))
-        elif lowered == b"expect" and value.lower() == b"100-continue":
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > MAX_HEADER_BYTES:
+            if not self.closing:
+                self._reject(_error(431, f"request headers larger than {MAX_HEADER_BYTES} bytes"))
+            return
+        size = len(name)  # compare the two names we need only when the length fits
+        if size == 14 and name.lower() == b"content-length":
+            if value.strip().isdigit() and int(value) > self.max_body_bytes and not self.closing:
+                self._reject(_error(413, f"body larger than {self.max_body_bytes} bytes"))
+        elif size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
@@ -182,8 +189,8 @@ class _Connection(asyncio.Protocol):
         if self.closing:
             return
         self.body_size += len(chunk)
-        if self.body_size > self.server.limits.max_body_bytes:
-            self._reject(_error(413, f"body larger than {self.server.limits.max_body_bytes} bytes"))
+        if self.body_size > self.max_body_bytes:
+            self._reject(_error(413, f"body larger than {self.max_body_bytes} bytes"))
             return
         self.body.append(chunk)
 
@@ -191,21 +198,19 @@ class _Connection(asyncio.Protocol):
         if self.closing:
             return
         self.receiving = False
-        self.deadline = self.loop.time() + self.server.limits.keep_alive_timeout
-        method = self.parser.get_method().decode("ascii", "replace")
-        path = httptools.parse_url(self.url).path.decode("utf-8", "replace")
+        url = self.url
+        if url[:1] == b"/":
+            path = url.partition(b"?")[0].decode("utf-8", "replace")
+        else:  # absolute form (a proxy's) or garbage
+            path = (httptools.parse_url(url).path or b"").decode("utf-8", "replace")
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        request = Request(self.parser.get_method().decode("ascii", "replace"), path, body)
         keep_alive = self.parser.should_keep_alive() and not self.server.stopping
-        self.queue.append((Request(method, path, body), keep_alive))
+        self.queue.append((request, keep_alive))
         if not self.busy:
             self._drain()
 
     # -- answering ------------------------------------------------------------------
-
-    def _count_header_bytes(self, size: int) -> None:
-        self.header_bytes += size
-        if self.header_bytes > MAX_HEADER_BYTES and not self.closing:
-            self._reject(_error(431, f"request headers larger than {MAX_HEADER_BYTES} bytes"))
 
     def _reject(self, response: Response) -> None:
         """Answer with an error after whatever is queued, and take no more requests."""
@@ -253,13 +258,13 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return False
         close = response.close or not keep_alive or self.server.stopping or (self.close_after_queue and not self.queue)
-        head = _head(response, len(response.body), close)
+        head = _head(response, close)
         transport.write(head if head_only else head + response.body)
         if close:
             self.closing = True
             transport.close()
             return False
-        self.deadline = self.loop.time() + self.server.limits.keep_alive_timeout
+        self.deadline = self.loop.time() + self.keep_alive_timeout
         return True
 
     def _pause_reading(self) -> None:
