@@ -326,8 +326,7 @@ def test_graceful_shutdown(tmp_path: Path) -> None:
         client = webhook.client()
         assert client.get("/healthz").status_code == 200
         webhook.process.send_signal(signal.SIGTERM)
-        # uvicorn re-raises the signal after its orderly shutdown, so the exit status is the signal's
-        assert webhook.process.wait(timeout=20) in (0, -signal.SIGTERM)
+        assert webhook.process.wait(timeout=20) == 0  # an orderly stop, not death by signal
         assert "imagegate stopped" in webhook.logs()  # the lifespan shutdown ran
 
 
