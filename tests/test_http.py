@@ -26,6 +26,8 @@ def handler(request: Request) -> Response | asyncio.Future[Response] | object:
         return _slow(request)
     if request.path == "/boom":
         raise RuntimeError("a bug")
+    if request.path == "/big":
+        return Response(200, b"x" * 65536)
     return Response(200, b"%s %s %d" % (request.method.encode(), request.path.encode(), len(request.body)))
 
 
@@ -83,18 +85,19 @@ def read_all(conn: socket.socket) -> bytes:
 
 def read_responses(conn: socket.socket, count: int) -> list[bytes]:
     """``count`` responses (each with a content-length) from a kept-alive connection."""
-    buffer = b""
+    buffer = bytearray()
+    start = 0
     responses: list[bytes] = []
     while len(responses) < count:
-        head_end = buffer.find(b"\r\n\r\n")
+        head_end = buffer.find(b"\r\n\r\n", start)
         if head_end >= 0:
-            head = buffer[:head_end].decode()
+            head = bytes(buffer[start:head_end]).decode()
             length = next(
                 int(line.split(":")[1]) for line in head.split("\r\n") if line.lower().startswith("content-length")
             )
             if len(buffer) >= head_end + 4 + length:
-                responses.append(buffer[: head_end + 4 + length])
-                buffer = buffer[head_end + 4 + length :]
+                responses.append(bytes(buffer[start : head_end + 4 + length]))
+                start = head_end + 4 + length
                 continue
         chunk = conn.recv(65536)
         assert chunk, f"connection closed after {len(responses)} responses"
@@ -213,3 +216,16 @@ def test_shutdown_finishes_requests_in_flight(server: Running) -> None:
     server.thread.join(timeout=10)
     with pytest.raises(OSError):
         server.connect()
+
+
+def test_a_client_that_does_not_read_is_not_read_from_until_it_does(server: Running) -> None:
+    """Pipelined requests whose answers (12 MiB) exceed every buffer: flow control, nothing lost."""
+    count = 200
+    with server.connect() as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sender = threading.Thread(target=lambda: conn.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * count))
+        sender.start()
+        time.sleep(0.5)  # the server fills its buffers and stops reading
+        responses = read_responses(conn, count)
+        sender.join(timeout=10)
+        assert len(responses) == count and all(r.endswith(b"x" * 65536) for r in responses)

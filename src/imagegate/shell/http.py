@@ -14,7 +14,8 @@ an ``Upgrade`` header is ignored and the connection closed after the answer.
 Limits, each answered and then the connection closed: a malformed request (400), a body
 over ``max_body_bytes`` (413, from the Content-Length before reading it), headers over
 ``MAX_HEADER_BYTES`` (431), a request not received within ``request_timeout`` (408).
-Idle keep-alive connections are closed after ``keep_alive_timeout``. What it does not do,
+Idle keep-alive connections are closed after ``keep_alive_timeout``; a client that sends
+without reading the answers is not read from until it catches up. What it does not do,
 on purpose: HTTP/2, upgrades, streaming responses.
 
 Handlers return a :class:`Response`, or an awaitable of one when they must wait (registry
@@ -68,7 +69,10 @@ Handler = Callable[[Request], Response | Awaitable[Response]]
 class Limits:
     max_body_bytes: int
     request_timeout: float  # from the first byte of a request to its last
-    keep_alive_timeout: float = 30.0  # the API server keeps connections to webhooks open
+    # Longer than the API server's own idle timeout for webhook connections (Go's 90 s), so
+    # the client closes an idle connection first: a server-side close can cross a request the
+    # client is just sending on it, and Go does not retry a POST that was written.
+    keep_alive_timeout: float = 120.0
 
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -107,6 +111,7 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.close_after_queue = False
         self.reading_paused = False
+        self.writing_paused = False
         self.task: asyncio.Task[None] | None = None
         # the request being received
         self.receiving = False
@@ -147,9 +152,12 @@ class _Connection(asyncio.Protocol):
                 self._reject(_error(400, f"malformed HTTP request: {exc}"))
 
     def pause_writing(self) -> None:
+        # A client that sends without reading answers: stop reading until it catches up.
+        self.writing_paused = True
         self._pause_reading()
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         if not self.busy:
             self._resume_reading()
 
@@ -273,6 +281,8 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
+        if self.writing_paused:
+            return
         if self.reading_paused and self.transport is not None and not self.transport.is_closing():
             self.reading_paused = False
             self.transport.resume_reading()
