@@ -3,19 +3,24 @@
 Usage::
 
     python bench/server_bench.py [--duration 10] [--concurrency 10,50,100] [--paced-rate 1000]
+                                 [--workers 1,2] [--policies pod-security,images-only] [--no-stacks]
 
 Needs ``wrk`` and ``nginx`` (Debian packages; ``scripts/test.sh`` installs them). It starts
 both servers on 127.0.0.1 with the same certificate, drives each from a separate ``wrk``
 process with keep-alive over TLS, cycling through a mix of realistic AdmissionReviews
-(small pod, 10-container pod, Deployment), and prints a Markdown table:
+(small pod, 10-container pod, Deployment), and prints Markdown tables:
 
 * saturation: ``wrk`` sends as fast as the server answers, at each concurrency;
 * paced: 50 connections that each wait between requests, an offered load of about
   ``--paced-rate`` reviews/s (the API server's traffic is paced by pod creations, not a
-  closed loop), which is where the p99 budget applies.
+  closed loop), which is where the p99 budget applies;
+* for each benchmark policy: ``pod-security`` (trusted registry, a grant, restricted Pod
+  Security with the tool profile) and ``images-only`` (the same without ``podSecurity``);
+* imagegate's CPU time per request (all its processes, from /proc) and peak RSS;
+* the HTTP stacks alone: a fixed response from imagegate's HTTP protocol and from uvicorn
+  (``pip install '.[bench]'``; skipped when uvicorn is not installed), next to nginx.
 
-Peak RSS of the imagegate process is read from /proc. Nothing leaves loopback, and both
-servers are stopped at the end.
+Nothing leaves loopback, and every server is stopped at the end.
 """
 
 from __future__ import annotations

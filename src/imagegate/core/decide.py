@@ -101,21 +101,24 @@ class Decision(msgspec.Struct, frozen=True):
     base_checks_needed: tuple[str, ...] = ()
     pins_needed: tuple[str, ...] = ()
 
+    def _in_mode(self, mode: Mode) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.mode is mode) if self.findings else ()
+
     @property
     def violations(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.mode is Mode.ENFORCE)
+        return self._in_mode(Mode.ENFORCE)
 
     @property
     def warnings(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.mode is Mode.WARN)
+        return self._in_mode(Mode.WARN)
 
     @property
     def audits(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.mode is Mode.AUDIT)
+        return self._in_mode(Mode.AUDIT)
 
     @property
     def allowed(self) -> bool:
-        return not self.violations
+        return not self.findings or not any(f.mode is Mode.ENFORCE for f in self.findings)
 
     @property
     def subject(self) -> str:
@@ -352,7 +355,8 @@ def decide(
     changed images, including ephemeral containers added by ``kubectl debug``, are.
     """
     kind = str(obj.get("kind", ""))
-    name = str(_metadata(obj).get("name") or _metadata(obj).get("generateName") or "")
+    metadata = _metadata(obj)
+    name = str(metadata.get("name") or metadata.get("generateName") or "")
     if not policy.namespaces.governs(namespace, namespace_labels):
         return Decision(kind, name, namespace, governed=False)
     try:
