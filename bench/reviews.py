@@ -120,5 +120,16 @@ podSecurity:
 """
 
 
-def bodies() -> dict[str, bytes]:
-    return {name: json.dumps(make()).encode() for name, make in MIX.items()}
+def _as_written(review: dict[str, Any]) -> dict[str, Any]:
+    """The review before the mutating webhook: no security context, as users write pods."""
+    obj = review["request"]["object"]
+    spec = obj["spec"]["template"]["spec"] if "template" in obj["spec"] else obj["spec"]
+    spec.pop("securityContext", None)
+    for container in spec["containers"]:
+        container.pop("securityContext", None)
+    return review
+
+
+def bodies(*, mutated: bool = True) -> dict[str, bytes]:
+    """The mix as JSON: as the validating webhook sees it (``mutated``), or as users write it."""
+    return {name: json.dumps(make() if mutated else _as_written(make())).encode() for name, make in MIX.items()}

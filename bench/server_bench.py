@@ -17,6 +17,8 @@ process with keep-alive over TLS, cycling through a mix of realistic AdmissionRe
 * for each benchmark policy: ``pod-security`` (trusted registry, a grant, restricted Pod
   Security with the tool profile) and ``images-only`` (the same without ``podSecurity``);
 * imagegate's CPU time per request (all its processes, from /proc) and peak RSS;
+* ``/mutate`` as well as ``/validate`` for ``pod-security`` with the most workers (the
+  mutating webhook fills in the tool's uid and the secure defaults: the JSON patch path);
 * the HTTP stacks alone: a fixed response from imagegate's HTTP protocol and from uvicorn
   (``pip install '.[bench]'``; skipped when uvicorn is not installed), next to nginx.
 
@@ -68,7 +70,7 @@ function init(args)
 end
 function request()
   index = index % #bodies + 1
-  return wrk.format("POST", "/validate", {["Content-Type"] = "application/json"}, bodies[index])
+  return wrk.format("POST", wrk.path, {["Content-Type"] = "application/json"}, bodies[index])
 end
 """
 # wrk calls delay() only if the script defines it when loaded, so the paced run gets its own script.
@@ -308,11 +310,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="imagegate-bench-") as scratch:
         tmp = Path(scratch)
         tls = make_certificates(tmp / "tls", ["localhost", "127.0.0.1"])
-        body_paths = []
+        body_paths, written_paths = [], []
         for name, body in bodies().items():
             path = tmp / f"{name}.json"
             path.write_bytes(body)
             body_paths.append(str(path))
+        for name, body in bodies(mutated=False).items():
+            path = tmp / f"{name}-as-written.json"
+            path.write_bytes(body)
+            written_paths.append(str(path))
         script, paced_script = tmp / "mix.lua", tmp / "paced.lua"
         script.write_text(WRK_SCRIPT)
         paced_script.write_text(WRK_PACED)
@@ -327,6 +333,8 @@ def main() -> int:
         )
         nginx_url = f"https://127.0.0.1:{options.nginx_port}/validate"
         ours_url = f"https://127.0.0.1:{options.port}/validate"
+        mutate_url = f"https://127.0.0.1:{options.port}/mutate"
+        max_workers = max(int(w) for w in options.workers.split(","))
         pause_ms = max(1, round(50 * 1000 / options.paced_rate))
         loads = [("saturation", c, script, "0") for c in concurrencies]
         loads.append((f"paced ~{options.paced_rate}/s", 50, paced_script, str(pause_ms)))
@@ -350,11 +358,21 @@ def main() -> int:
                         wait_https(f"https://127.0.0.1:{options.port}/readyz", tls.ca_cert)
                         run_wrk(ours_url, 10, 2, script, ["0", *body_paths])  # warm up
                         pids = process_tree(imagegate.pid)
-                        for load, c, lua, pause in loads:
+                        measured = [(ours_url, "", load, c, lua, pause, body_paths) for load, c, lua, pause in loads]
+                        if policy == "pod-security" and workers == max_workers:
+                            # The mutating webhook is on every pod's path too, with pods as users
+                            # write them: it patches in the tool's uid and the secure defaults.
+                            measured += [
+                                (mutate_url, " /mutate", load, c, lua, pause, written_paths)
+                                for load, c, lua, pause in loads
+                                if c == 50
+                            ]
+                        for url, endpoint, load, c, lua, pause, paths in measured:
                             before = cpu_seconds(pids)
-                            ours = run_wrk(ours_url, c, options.duration, lua, [pause, *body_paths])
+                            ours = run_wrk(url, c, options.duration, lua, [pause, *paths])
                             cpu_us = (cpu_seconds(pids) - before) / max(ours.requests, 1) * 1e6
-                            rows.append(Row(policy, load, c, workers, ours, baseline[(load, c)], cpu_us))
+                            row = Row(policy + endpoint, load, c, workers, ours, baseline[(load, c)], cpu_us)
+                            rows.append(row)
                         rss[(policy, workers)] = max(peak_rss_mb(pid) for pid in pids)
                     finally:
                         stop(imagegate)

@@ -17,7 +17,6 @@ Pure: the caller passes the namespace's identity when it knows it.
 
 from __future__ import annotations
 
-import copy
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -147,8 +146,19 @@ class PodSecuritySettings:
 # --- mutation ---------------------------------------------------------------------------
 
 
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
+def _escape(token: str | int) -> str:
+    if isinstance(token, int):
+        return str(token)
+    return token.replace("~", "~0").replace("/", "~1") if "~" in token or "/" in token else token
+
+
+def _fresh(value: Any) -> Any:
+    """A copy of one of the small JSON values mutation inserts."""
+    if isinstance(value, dict):
+        return {key: _fresh(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fresh(item) for item in value]
+    return value
 
 
 class _Patcher:
@@ -191,9 +201,10 @@ class _Patcher:
                 built: Any = value
                 for inner in reversed(path[depth + 1 :]):
                     built = {inner: built}
-                node[token] = copy.deepcopy(built)
-                where = "/".join(_escape(str(t)) for t in path[: depth + 1])
-                self.patches.append({"op": "add", "path": f"{self.pointer}/{where}", "value": built})
+                inserted = node[token] = _fresh(built)  # ours: later calls may add to it
+                self._copied.add(id(inserted))
+                where = "".join("/" + _escape(t) for t in path[: depth + 1])
+                self.patches.append({"op": "add", "path": self.pointer + where, "value": built})
                 return
             if last:
                 return
