@@ -330,7 +330,10 @@ class WebhookApp:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=METRICS_FLUSH_SECONDS)
-            self.metrics.flush()
+            try:
+                self.metrics.flush()
+            except Exception:  # keep flushing; decisions never depend on metrics
+                log.exception("writing metrics failed")
 
     async def startup(self, tls_context: ssl.SSLContext | None = None) -> None:
         self._stop = asyncio.Event()
