@@ -69,7 +69,7 @@ Handler = Callable[[Request], Response | Awaitable[Response]]
 class Limits:
     max_body_bytes: int
     request_timeout: float  # from the first byte of a request to its last
-    # Longer than the API server's own idle timeout for webhook connections (Go's 90 s), so
+    # Longer than the idle timeout of the API server's webhook client (Go's default, 90 s), so
     # the client closes an idle connection first: a server-side close can cross a request the
     # client is just sending on it, and Go does not retry a POST that was written.
     keep_alive_timeout: float = 120.0
