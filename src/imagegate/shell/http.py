@@ -2,11 +2,11 @@
 
 Why not an ASGI server. The webhook answers one kind of request, a POST of a few KB that
 is decided in tens of microseconds, and it sits in the path of every pod creation. On the
-benchmark machine (2 cores, TLS, keep-alive, ``bench/``) a fixed response came back at
-18.7k/s from uvicorn and 41.7k/s from this protocol, on the same uvloop and the same
-httptools parser, with nginx at 41.3k/s: uvicorn's ASGI layer (a scope dict, a task and
-two awaits per request) cost more than a whole admission decision. granian is fast too but
-cannot swap a renewed certificate into a running server.
+benchmark machine (2 cores, TLS, keep-alive; ``bench/server_bench.py`` repeats this each
+run) a fixed response from one process came back at 12.9k/s from uvicorn and 24.1k/s from
+this protocol, on the same uvloop and the same httptools parser: uvicorn's ASGI layer (a
+scope dict, a task and two awaits per request) cost more than a whole admission decision.
+granian is fast too but cannot swap a renewed certificate into a running server.
 
 What it does: HTTP/1.1 keep-alive and pipelining (answers in request order), HTTP/1.0,
 ``Expect: 100-continue``, chunked request bodies (httptools decodes them), ``HEAD``;
@@ -44,7 +44,6 @@ log = structlog.get_logger("imagegate.http")
 
 MAX_HEADER_BYTES = 64 * 1024
 _SWEEP_SECONDS = 0.5
-_WRITE_HIGH_WATER = 256 * 1024
 
 
 # msgspec Structs: one of each per request, and 8x cheaper to make than dataclasses.
