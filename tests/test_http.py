@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -11,8 +12,10 @@ from dataclasses import dataclass
 
 import pytest
 import uvloop
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from imagegate.shell.http import MAX_HEADER_BYTES, HttpServer, Limits, Request, Response
+from imagegate.shell.http import LINGER_SECONDS, MAX_HEADER_BYTES, HttpServer, Limits, Request, Response
 from tests.webhook_process import free_port
 
 
@@ -37,6 +40,7 @@ class Running:
     loop: asyncio.AbstractEventLoop
     stop: asyncio.Event
     thread: threading.Thread
+    errors: list[dict[str, object]]  # what reached the event loop's exception handler: must stay empty
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=5)
@@ -47,15 +51,17 @@ class Running:
             self.thread.join(timeout=10)
 
 
-@pytest.fixture
-def server() -> Iterator[Running]:
+def start_server() -> Running:
     port = free_port()
     ready = threading.Event()
     holder: dict[str, object] = {}
+    errors: list[dict[str, object]] = []
 
     async def main() -> None:
         stop = asyncio.Event()
         holder["loop"], holder["stop"] = asyncio.get_running_loop(), stop
+        # An exception escaping the protocol (a bug) lands here, not in a response.
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
         sock = socket.socket()
         sock.bind(("127.0.0.1", port))
         sock.listen(64)
@@ -69,10 +75,25 @@ def server() -> Iterator[Running]:
     thread = threading.Thread(target=lambda: uvloop.run(main()), daemon=True)
     thread.start()
     assert ready.wait(10)
-    running = Running(port, holder["loop"], holder["stop"], thread)  # type: ignore[arg-type]
+    return Running(port, holder["loop"], holder["stop"], thread, errors)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def server() -> Iterator[Running]:
+    running = start_server()
     yield running
     running.shutdown()
-    assert not thread.is_alive()
+    assert not running.thread.is_alive()
+    assert running.errors == []
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[Running]:
+    running = start_server()
+    yield running
+    running.shutdown()
+    assert not running.thread.is_alive()
+    assert running.errors == []
 
 
 def read_all(conn: socket.socket) -> bytes:
@@ -163,6 +184,7 @@ def test_expect_continue_and_chunked_bodies(server: Running) -> None:
 def test_limits_answer_then_close(server: Running, request_bytes: bytes, status: bytes) -> None:
     with server.connect() as conn:
         conn.sendall(post("/first", b"ok") + request_bytes)
+        conn.shutdown(socket.SHUT_WR)  # done sending: the server need not linger
         reply = read_all(conn)
         assert reply.startswith(b"HTTP/1.1 200"), reply[:100]  # what came before is still answered
         assert reply.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 " + status + b" " in reply, reply[-200:]
@@ -180,8 +202,10 @@ def test_slow_request_gets_408_and_idle_connections_close(server: Running) -> No
     with server.connect() as conn:
         conn.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
         started = time.monotonic()
-        assert read_all(conn).startswith(b"HTTP/1.1 408")
+        assert read_responses(conn, 1)[0].startswith(b"HTTP/1.1 408")
         assert time.monotonic() - started < 3
+        assert conn.recv(100) == b""  # closed once the server has lingered
+        assert time.monotonic() - started < 3 + LINGER_SECONDS
     with server.connect() as conn:
         conn.sendall(post("/x", b""))
         read_responses(conn, 1)
@@ -193,6 +217,7 @@ def test_slow_request_gets_408_and_idle_connections_close(server: Running) -> No
 def test_a_failing_handler_gets_500_and_the_server_carries_on(server: Running) -> None:
     with server.connect() as conn:
         conn.sendall(post("/boom", b"") + post("/after", b""))
+        conn.shutdown(socket.SHUT_WR)
         reply = read_all(conn)
         assert reply.startswith(b"HTTP/1.1 500") and b"connection: close" in reply
     with server.connect() as conn:
@@ -229,3 +254,65 @@ def test_a_client_that_does_not_read_is_not_read_from_until_it_does(server: Runn
         responses = read_responses(conn, count)
         sender.join(timeout=10)
         assert len(responses) == count and all(r.endswith(b"x" * 65536) for r in responses)
+
+
+REQUEST_LINES = st.sampled_from(
+    [b"GET / HTTP/1.1", b"POST /v HTTP/1.1", b"HEAD /h HTTP/1.0", b"PUT /p?q=1 HTTP/1.1", b"GET http://x/abs HTTP/1.1"]
+)
+HEADERS = st.lists(
+    st.sampled_from(
+        [
+            b"Host: x",
+            b"Content-Length: 3",
+            b"Content-Length: 99999999999999999999",
+            b"Content-Length: -1",
+            b"Transfer-Encoding: chunked",
+            b"Expect: 100-continue",
+            b"Connection: close",
+            b"Connection: keep-alive",
+            b"Upgrade: h2c",
+            b"X-Long: " + b"a" * 1000,
+        ]
+    ),
+    max_size=4,
+)
+BODIES = st.sampled_from([b"", b"abc", b"3\r\nabc\r\n0\r\n\r\n", b"\x00\xff\xfe"])
+
+
+@st.composite
+def client_bytes(draw: st.DrawFn) -> bytes:
+    """A few requests, well formed or not, with garbage spliced in somewhere."""
+    requests = []
+    for _ in range(draw(st.integers(1, 4))):
+        head = b"\r\n".join([draw(REQUEST_LINES), *draw(HEADERS)])
+        requests.append(head + b"\r\n\r\n" + draw(BODIES))
+    data = b"".join(requests)
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.binary(max_size=20)) + data[at:]
+    return data
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=client_bytes(), split=st.integers(1, 64))
+def test_any_bytes_get_http_answers_or_a_close(shared_server: Running, data: bytes, split: int) -> None:
+    """Whatever a client sends, in whatever pieces: only HTTP responses come back, and the server lives on."""
+    with shared_server.connect() as conn:
+        conn.settimeout(5)
+        for start in range(0, len(data), split):
+            try:
+                conn.sendall(data[start : start + split])
+            except OSError:
+                break  # the server answered and closed early: fine
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_WR)
+        try:
+            reply = read_all(conn)
+        except TimeoutError:
+            reply = b""  # an incomplete request waits for its timeout; nothing wrong came back
+        assert reply == b"" or reply.startswith(b"HTTP/1.1 "), reply[:80]
+        assert b"HTTP/1.1 500" not in reply  # only a bug in the server answers 500 here
+    assert shared_server.errors == []
+    with shared_server.connect() as conn:  # still serving
+        conn.sendall(b"GET /alive HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_all(conn).endswith(b"GET /alive 0")

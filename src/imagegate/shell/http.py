@@ -11,7 +11,8 @@ granian is fast too but cannot swap a renewed certificate into a running server.
 What it does: HTTP/1.1 keep-alive and pipelining (answers in request order), HTTP/1.0,
 ``Expect: 100-continue``, chunked request bodies (httptools decodes them), ``HEAD``;
 an ``Upgrade`` header is ignored and the connection closed after the answer.
-Limits, each answered and then the connection closed: a malformed request (400), a body
+Limits, each answered and then the connection closed (after up to ``LINGER_SECONDS`` of
+reading and discarding, so the client can read the answer): a malformed request (400), a body
 over ``max_body_bytes`` (413, from the Content-Length before reading it), headers over
 ``MAX_HEADER_BYTES`` (431), a request not received within ``request_timeout`` (408).
 Idle keep-alive connections are closed after ``keep_alive_timeout``; a client that sends
@@ -44,6 +45,7 @@ log = structlog.get_logger("imagegate.http")
 
 MAX_HEADER_BYTES = 64 * 1024
 _SWEEP_SECONDS = 0.5
+LINGER_SECONDS = 2.0
 
 
 # msgspec Structs: one of each per request, and 8x cheaper to make than dataclasses.
@@ -108,6 +110,7 @@ class _Connection(asyncio.Protocol):
         self.queue: deque[tuple[Request | Response, bool]] = deque()
         self.busy = False  # a handler is awaiting; later requests wait in the queue
         self.closing = False
+        self.lingering = False  # answered with an error; discarding input until the sweeper closes
         self.close_after_queue = False
         self.reading_paused = False
         self.writing_paused = False
@@ -146,6 +149,11 @@ class _Connection(asyncio.Protocol):
             self.close_after_queue = True
             if not self.busy and not self.queue and self.transport is not None:
                 self.transport.close()
+        except httptools.HttpParserCallbackError:
+            # One of our callbacks failed: a bug here, not a malformed request.
+            log.exception("HTTP protocol callback failed")
+            if not self.closing:
+                self._reject(_error(500, "internal error"))
         except httptools.HttpParserError as exc:
             if not self.closing:  # a limit already answered this request
                 self._reject(_error(400, f"malformed HTTP request: {exc}"))
@@ -269,7 +277,14 @@ class _Connection(asyncio.Protocol):
         transport.write(head if head_only else head + response.body)
         if close:
             self.closing = True
-            transport.close()
+            if response.close:
+                # An error answer, often while the client is still sending: closing now would
+                # reset the connection and could destroy the answer before it is read. Read and
+                # discard for a while instead (nginx's "lingering close"); the sweeper closes.
+                self.lingering = True
+                self.deadline = self.loop.time() + LINGER_SECONDS
+            else:
+                transport.close()
             return False
         self.deadline = self.loop.time() + self.keep_alive_timeout
         return True
@@ -287,10 +302,12 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def sweep(self, now: float) -> None:
-        """Called about twice a second: enforce the request and keep-alive timeouts."""
+        """Called about twice a second: enforce the request, keep-alive and linger timeouts."""
         if self.busy or now < self.deadline or self.transport is None:
             return
-        if self.receiving:
+        if self.lingering:
+            self.transport.close()
+        elif self.receiving:
             self._reject(_error(408, "request not received in time"))
         elif not self.queue:
             self.closing = True
@@ -298,7 +315,7 @@ class _Connection(asyncio.Protocol):
 
     def close_when_idle(self) -> None:
         """For shutdown: close now unless a request is being received or answered."""
-        if not self.busy and not self.receiving and not self.queue and self.transport is not None:
+        if self.transport is not None and (self.lingering or (not self.busy and not self.receiving and not self.queue)):
             self.closing = True
             self.transport.close()
 
