@@ -310,6 +310,8 @@ def test_any_bytes_get_http_answers_or_a_close(shared_server: Running, data: byt
             reply = read_all(conn)
         except TimeoutError:
             reply = b""  # an incomplete request waits for its timeout; nothing wrong came back
+        except ConnectionResetError:
+            reply = b""  # bytes sent after "Connection: close" meet a closed socket; nothing wrong came back
         assert reply == b"" or reply.startswith(b"HTTP/1.1 "), reply[:80]
         assert b"HTTP/1.1 500" not in reply  # only a bug in the server answers 500 here
     assert shared_server.errors == []
