@@ -7,7 +7,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -24,7 +24,7 @@ async def _slow(request: Request) -> Response:
     return Response(200, b"slow " + request.body)
 
 
-def handler(request: Request) -> Response | asyncio.Future[Response] | object:
+def handler(request: Request) -> Response | Awaitable[Response]:
     if request.path == "/slow":
         return _slow(request)
     if request.path == "/boom":
@@ -67,7 +67,7 @@ def start_server() -> Running:
         sock.listen(64)
         sock.setblocking(False)
         limits = Limits(max_body_bytes=1000, request_timeout=1.0, keep_alive_timeout=1.0)
-        serving = asyncio.create_task(HttpServer(handler, limits, None).serve(sock, stop, grace=5))  # type: ignore[arg-type]
+        serving = asyncio.create_task(HttpServer(handler, limits, None).serve(sock, stop, grace=5))
         await asyncio.sleep(0)
         ready.set()
         await serving
