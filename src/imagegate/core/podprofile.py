@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Any
 
 from imagegate.core.podsecurity import CheckResult, Version, containers, evaluate, volume_type
+from imagegate.core.workloads import json_pointer
 
 __all__ = [
     "HostPathRule",
@@ -146,12 +147,6 @@ class PodSecuritySettings:
 # --- mutation ---------------------------------------------------------------------------
 
 
-def _escape(token: str | int) -> str:
-    if isinstance(token, int):
-        return str(token)
-    return token.replace("~", "~0").replace("/", "~1") if "~" in token or "/" in token else token
-
-
 def _fresh(value: Any) -> Any:
     """A copy of one of the small JSON values mutation inserts."""
     if isinstance(value, dict):
@@ -203,8 +198,9 @@ class _Patcher:
                     built = {inner: built}
                 inserted = node[token] = _fresh(built)  # ours: later calls may add to it
                 self._copied.add(id(inserted))
-                where = "".join("/" + _escape(t) for t in path[: depth + 1])
-                self.patches.append({"op": "add", "path": self.pointer + where, "value": built})
+                self.patches.append(
+                    {"op": "add", "path": self.pointer + json_pointer(path[: depth + 1]), "value": built}
+                )
                 return
             if last:
                 return

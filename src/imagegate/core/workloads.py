@@ -7,7 +7,7 @@ Each use carries a JSON pointer so a mutation can patch exactly that field.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -17,6 +17,7 @@ __all__ = [
     "ImageUse",
     "ObjectShapeError",
     "image_uses",
+    "json_pointer",
     "pod_specs",
 ]
 
@@ -67,11 +68,12 @@ class ImageUse(msgspec.Struct, frozen=True):
         return f'{word} "{self.name}"'
 
 
-def _pointer(tokens: tuple[str, ...] | list[str]) -> str:
-    return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
+def json_pointer(tokens: Sequence[str | int]) -> str:
+    """The JSON pointer (RFC 6901) of a path: ``~`` and ``/`` in a name escaped, indexes as numbers."""
+    return "".join("/" + (str(t) if isinstance(t, int) else t.replace("~", "~0").replace("/", "~1")) for t in tokens)
 
 
-_POINTERS = {kind: _pointer(path) for kind, path in POD_TEMPLATE_PATHS.items()}
+_POINTERS = {kind: json_pointer(path) for kind, path in POD_TEMPLATE_PATHS.items()}
 
 
 def pod_specs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -89,12 +91,12 @@ def pod_specs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]
         if node is None:
             return
         if not isinstance(node, dict):
-            raise ObjectShapeError(_pointer(path[:depth]), f"expected an object, got {type(node).__name__}")
+            raise ObjectShapeError(json_pointer(path[:depth]), f"expected an object, got {type(node).__name__}")
         node = node.get(token)
     if node is None:
         return
     if not isinstance(node, dict):
-        raise ObjectShapeError(_pointer(path), f"expected a pod spec object, got {type(node).__name__}")
+        raise ObjectShapeError(json_pointer(path), f"expected a pod spec object, got {type(node).__name__}")
     yield _POINTERS[kind], node
 
 
