@@ -28,7 +28,7 @@ import msgspec
 from imagegate.core.podprofile import PodProfile, mutate_pod, pod_findings
 from imagegate.core.policy import Grant, Mode, Policy
 from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref, parse_normalized
-from imagegate.core.workloads import ImageUse, ObjectShapeError, image_uses, pod_specs
+from imagegate.core.workloads import POD_TEMPLATE_PATHS, ImageUse, ObjectShapeError, image_uses, json_pointer, pod_specs
 
 __all__ = [
     "BaseImageVerdict",
@@ -240,6 +240,11 @@ def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
+_MODES = {mode.value: mode for mode in Mode}
+# The pod spec's JSON pointer -> the path of the metadata beside it (the pod's or its template's).
+_METADATA_PATHS = {json_pointer(path): (*path[:-1], "metadata") for path in POD_TEMPLATE_PATHS.values()}
+
+
 def _pod_security(
     profile: PodProfile,
     obj: Mapping[str, Any],
@@ -261,7 +266,7 @@ def _pod_security(
     may_mutate = assume_mutated and profile.mutate and (old_object is None or obj.get("kind") != "Pod")
     findings: list[Finding] = []
     patches: list[Mapping[str, Any]] = []
-    mode = Mode(profile.mode)
+    mode = _MODES[profile.mode]
     for pointer, original in pod_specs(obj):
         if old_object is not None and old_specs.get(pointer) == original:
             continue  # an UPDATE that leaves the pod spec alone has nothing to judge
@@ -270,9 +275,8 @@ def _pod_security(
             patcher = mutate_pod(original, pointer, profile, identity)
             patches.extend(patcher.patches)
             spec = patcher.spec
-        metadata_pointer = pointer.removesuffix("/spec") + "/metadata"
         metadata: Any = obj
-        for token in metadata_pointer.strip("/").split("/"):
+        for token in _METADATA_PATHS[pointer]:
             metadata = metadata.get(token) if isinstance(metadata, dict) else None
         metadata = metadata if isinstance(metadata, dict) else {}
         for rule, result in pod_findings(spec, metadata, profile, namespace, identity):

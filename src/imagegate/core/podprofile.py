@@ -63,9 +63,22 @@ class ToolProfile:
     uid_label: str | None = None
     gid_label: str | None = None
     host_paths: tuple[HostPathRule, ...] = ()
+    # host_path_rules' answers per namespace (the profile never changes, so neither do they)
+    _resolved: dict[str, tuple[tuple[HostPathRule, str], ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def applies_to(self, namespace: str) -> bool:
         return any(fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+    def host_path_rules(self, namespace: str) -> tuple[tuple[HostPathRule, str], ...]:
+        """Each allowed hostPath rule with its path for ``namespace`` filled in."""
+        found = self._resolved.get(namespace)
+        if found is None:
+            found = tuple((rule, rule.resolve(namespace)) for rule in self.host_paths)
+            if len(self._resolved) < _PROFILE_CACHE_SIZE:
+                self._resolved[namespace] = found
+        return found
 
     def identity(self, namespace: str, labels: Mapping[str, str] | None) -> Identity | None:
         """From the identities map first, then from the namespace's labels when known."""
@@ -156,6 +169,19 @@ def _fresh(value: Any) -> Any:
     return value
 
 
+def _nested(keys: Sequence[str | int], value: Any) -> Any:
+    """``value`` under ``keys``: ``("a", "b"), 1`` is ``{"a": {"b": 1}}``."""
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+@lru_cache(maxsize=4096)
+def _pointer(path: tuple[str | int, ...]) -> str:
+    """The JSON pointer of a path inside a pod spec (a few dozen distinct ones; each is built once)."""
+    return json_pointer(path)
+
+
 class _Patcher:
     """Sets unset fields in a copy of a pod spec and records the JSON patch that does it.
 
@@ -172,18 +198,18 @@ class _Patcher:
 
     def _own(self, parent: Any, key: Any, child: Any) -> Any:
         """``child`` (at ``parent[key]``), copied into ``parent`` first if it is still shared."""
-        if id(child) in self._copied or not isinstance(child, dict | list):
+        if id(child) in self._copied or not isinstance(child, (dict, list)):
             return child
         copied = dict(child) if isinstance(child, dict) else list(child)
         parent[key] = copied
         self._copied.add(id(copied))
         return copied
 
-    def ensure(self, path: Sequence[str | int], value: Any) -> None:
+    def ensure(self, path: tuple[str | int, ...], value: Any) -> None:
         """Set ``path`` to ``value`` unless something is there (even a wrong value: validation says so)."""
         node: Any = self.spec
+        last = len(path) - 1
         for depth, token in enumerate(path):
-            last = depth == len(path) - 1
             if isinstance(node, list):
                 if not (isinstance(token, int) and token < len(node)):
                     return
@@ -193,18 +219,25 @@ class _Patcher:
                 return  # a wrong type above us: leave it to validation
             current = node.get(token)
             if current is None:
-                built: Any = value
-                for inner in reversed(path[depth + 1 :]):
-                    built = {inner: built}
-                inserted = node[token] = _fresh(built)  # ours: later calls may add to it
+                rest = path[depth + 1 :]
+                # Two separate values: the spec's copy is ours to extend by later calls, the patch's is not.
+                inserted = node[token] = _nested(rest, _fresh(value))
                 self._copied.add(id(inserted))
-                self.patches.append(
-                    {"op": "add", "path": self.pointer + json_pointer(path[: depth + 1]), "value": built}
-                )
+                where = self.pointer + _pointer(path[: depth + 1])
+                self.patches.append({"op": "add", "path": where, "value": _nested(rest, value)})
                 return
-            if last:
+            if depth == last:
                 return
             node = self._own(node, token, current)
+
+
+_POD_USER = ("securityContext", "runAsUser")
+_POD_GROUP = ("securityContext", "runAsGroup")
+_POD_FS_GROUP = ("securityContext", "fsGroup")
+_POD_NON_ROOT = ("securityContext", "runAsNonRoot")
+_POD_SECCOMP = ("securityContext", "seccompProfile", "type")
+_NO_ESCALATION = ("securityContext", "allowPrivilegeEscalation")
+_DROP = ("securityContext", "capabilities", "drop")
 
 
 def mutate_pod(spec: Mapping[str, Any], pointer: str, profile: PodProfile, identity: Identity | None) -> _Patcher:
@@ -212,14 +245,14 @@ def mutate_pod(spec: Mapping[str, Any], pointer: str, profile: PodProfile, ident
     patcher = _Patcher(spec, pointer)
     if profile.level == "restricted" or profile.tool is not None:
         if identity is not None:
-            patcher.ensure(["securityContext", "runAsUser"], identity.uid)
-            patcher.ensure(["securityContext", "runAsGroup"], identity.gid)
-            patcher.ensure(["securityContext", "fsGroup"], identity.gid)
-        patcher.ensure(["securityContext", "runAsNonRoot"], True)
-        patcher.ensure(["securityContext", "seccompProfile", "type"], "RuntimeDefault")
+            patcher.ensure(_POD_USER, identity.uid)
+            patcher.ensure(_POD_GROUP, identity.gid)
+            patcher.ensure(_POD_FS_GROUP, identity.gid)
+        patcher.ensure(_POD_NON_ROOT, True)
+        patcher.ensure(_POD_SECCOMP, "RuntimeDefault")
         for list_field, index, _container in containers(patcher.spec):
-            patcher.ensure([list_field, index, "securityContext", "allowPrivilegeEscalation"], False)
-            patcher.ensure([list_field, index, "securityContext", "capabilities", "drop"], ["ALL"])
+            patcher.ensure((list_field, index, *_NO_ESCALATION), False)
+            patcher.ensure((list_field, index, *_DROP), ["ALL"])
     return patcher
 
 
@@ -242,9 +275,12 @@ def _within(path: str, allowed: str) -> bool:
     return path == allowed or path.startswith(allowed.rstrip("/") + "/")
 
 
-@lru_cache(maxsize=1024)
-def _host_path_rules(rules: tuple[HostPathRule, ...], namespace: str) -> tuple[tuple[HostPathRule, str], ...]:
-    return tuple((rule, rule.resolve(namespace)) for rule in rules)
+@lru_cache(maxsize=4096)
+def _clean_host_path(raw: str) -> str | None:
+    """``raw`` normalized, or ``None`` when it is relative or climbs with ``..`` (paths repeat: remembered)."""
+    if ".." in raw.split("/") or not raw.startswith("/"):
+        return None
+    return posixpath.normpath(raw)
 
 
 def _volume_type_finding(name: str, kind: str) -> CheckResult:
@@ -255,7 +291,7 @@ def _volume_type_finding(name: str, kind: str) -> CheckResult:
 
 def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: str) -> list[CheckResult]:
     found = []
-    rules = _host_path_rules(tool.host_paths, namespace)
+    rules = tool.host_path_rules(namespace)
     read_only_volumes: dict[str, str] = {}
     for item in _list(spec.get("volumes")):
         volume = _map(item)
@@ -267,12 +303,12 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
                 found.append(_volume_type_finding(name, kind))
             continue
         raw = str(_map(host_path).get("path", ""))
-        if ".." in raw.split("/") or not raw.startswith("/"):
+        path = _clean_host_path(raw)
+        if path is None:
             found.append(
                 CheckResult("hostPath", "hostPath", f'volume "{name}" path {raw!r} must be absolute, without ".."')
             )
             continue
-        path = posixpath.normpath(raw)
         match = next((rule for rule, allowed in rules if _within(path, allowed)), None)
         if match is None:
             allowed_text = ", ".join(f"{path}{' (read-only)' if rule.read_only else ''}" for rule, path in rules)
@@ -326,15 +362,16 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
     """
     pod = _map(spec.get("securityContext"))
     uid, gid = (identity.uid, identity.gid) if identity is not None else (None, None)
-    contexts: list[tuple[str | None, Mapping[str, Any]]] = [(None, pod)]
-    contexts.extend((str(c.get("name", "")), _map(c.get("securityContext"))) for _f, _i, c in containers(spec))
+    contexts: list[tuple[str | None, Any]] = [(None, pod)]
+    for _field, _index, container in containers(spec):
+        contexts.append((str(container.get("name", "")), container.get("securityContext")))
     wrong_user: list[str] = []
     wrong_group: list[str] = []
     seccomp: list[str] = []
     added: list[CheckResult] = []
     user_unset = group_unset = False  # some container leaves it to the pod
     for name, context in contexts:
-        if not context:
+        if not context or not isinstance(context, dict):
             if name is not None:
                 user_unset = group_unset = True
             continue

@@ -565,7 +565,12 @@ def _plain_seccomp(context: Mapping[str, Any]) -> bool | None:
     return isinstance(profile, dict) and profile.get("type") in _PLAIN_SECCOMP
 
 
+_HANDLER_FIELDS = frozenset((*_PROBES, "lifecycle"))
+
+
 def _plain_handlers(container: Mapping[str, Any]) -> bool:
+    if container.keys().isdisjoint(_HANDLER_FIELDS):
+        return True  # no probe, no hook: nothing that could name a host
     for probe in _PROBES:
         handler = container.get(probe)
         if handler is not None and not _plain_handler(handler):
