@@ -1,9 +1,10 @@
-"""A server that answers every request with a fixed allow, for ``stack_bench.py``.
+"""A server that answers every request with a fixed allow, for ``server_bench.py``.
 
-Usage: ``python bench/fixed_response.py imagegate|uvicorn CERT KEY PORT``. ``imagegate`` runs
-imagegate's own HTTP protocol (``imagegate.shell.http``) with a handler that returns the
+Usage: ``python bench/fixed_response.py imagegate|uvicorn|granian CERT KEY PORT``. ``imagegate``
+runs imagegate's own HTTP protocol (``imagegate.shell.http``) with a handler that returns the
 fixed response; ``uvicorn`` runs uvicorn (httptools, uvloop) with a raw ASGI app doing the
-same. Both read the whole request body, as the webhook must.
+same; ``granian`` runs granian (Rust: hyper and rustls) with a raw RSGI app, one worker.
+All read the whole request body, as the webhook must.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -55,10 +57,29 @@ async def asgi_app(
     await send({"type": "http.response.body", "body": BODY})
 
 
+async def rsgi_app(_scope: Any, protocol: Any) -> None:
+    await protocol()  # the whole body
+    protocol.response_bytes(200, [("content-type", "application/json")], BODY)
+
+
 def main() -> None:
     stack, cert, key, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     if stack == "imagegate":
         uvloop.run(serve_imagegate(cert, key, port))
+    elif stack == "granian":
+        from granian import Granian  # noqa: PLC0415 (optional: only this comparison needs it)
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # for the worker to import this file
+        Granian(
+            "fixed_response:rsgi_app",
+            interface="rsgi",
+            port=port,
+            http="1",
+            ssl_cert=Path(cert),
+            ssl_key=Path(key),
+            ssl_protocol_min="tls1.2",
+            log_level="warning",
+        ).serve()
     else:
         import uvicorn  # noqa: PLC0415 (optional: only this comparison needs it)
 
