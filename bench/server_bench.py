@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/server_bench.py [--duration 10] [--concurrency 10,50,100] [--paced-rate 1000]
+    python bench/server_bench.py [--duration 10] [--concurrency 10,50,100] [--paced-rate 1000,5000]
                                  [--workers 1,2] [--policies pod-security,images-only] [--no-stacks]
 
 Needs ``wrk`` and ``nginx`` (Debian packages; ``scripts/test.sh`` installs them). It starts
@@ -11,9 +11,11 @@ process with keep-alive over TLS, cycling through a mix of realistic AdmissionRe
 (small pod, 10-container pod, Deployment), and prints Markdown tables:
 
 * saturation: ``wrk`` sends as fast as the server answers, at each concurrency;
-* paced: 50 connections that each wait between requests, an offered load of about
-  ``--paced-rate`` reviews/s (the API server's traffic is paced by pod creations, not a
-  closed loop), which is where the p99 budget applies;
+* paced: 50 connections that each wait between requests, an offered load of about each
+  ``--paced-rate`` in reviews/s (the API server's traffic is paced by pod creations, not a
+  closed loop), which is where the p99 budget applies. "Poisson": each wait is random
+  (exponential), so requests arrive independently; "in phase" (first rate only): every wait
+  is the same, so the connections send in bursts of 50, the worst case for a queue;
 * for each benchmark policy: ``pod-security`` (trusted registry, a grant, restricted Pod
   Security with the tool profile) and ``images-only`` (the same without ``podSecurity``);
 * imagegate's CPU time per request (all its processes, from /proc) and peak RSS;
@@ -74,11 +76,21 @@ function request()
   return wrk.format("POST", wrk.path, {["Content-Type"] = "application/json"}, bodies[index])
 end
 """
-# wrk calls delay() only if the script defines it when loaded, so the paced run gets its own script.
-WRK_PACED = (
+# wrk calls delay() only if the script defines it when loaded, so paced runs get their own scripts.
+# "in phase": every connection waits the same time; as all 50 start together they stay in step
+# and send in bursts of 50, the worst case for a queue. "Poisson": each wait is drawn from an
+# exponential distribution with the same mean, so requests arrive independently, as pod
+# creations by many users and controllers do.
+WRK_IN_PHASE = (
     WRK_SCRIPT
     + """
 function delay() return pause end
+"""
+)
+WRK_POISSON = (
+    WRK_SCRIPT
+    + """
+function delay() return -math.log(1 - math.random()) * pause end
 """
 )
 
@@ -299,7 +311,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--concurrency", default="10,50,100", help="comma-separated connection counts")
-    parser.add_argument("--paced-rate", type=int, default=1000, help="offered reviews/s for the paced run")
+    parser.add_argument(
+        "--paced-rate", default="1000,5000", help="offered reviews/s of the paced runs, comma-separated"
+    )
     parser.add_argument("--workers", default="1,2", help="imagegate worker processes to measure, comma-separated")
     parser.add_argument(
         "--policies", default=",".join(POLICIES), help=f"benchmark policies, comma-separated ({', '.join(POLICIES)})"
@@ -327,9 +341,10 @@ def main() -> int:
             path = tmp / f"{name}-as-written.json"
             path.write_bytes(body)
             written_paths.append(str(path))
-        script, paced_script = tmp / "mix.lua", tmp / "paced.lua"
+        script, in_phase_script, poisson_script = tmp / "mix.lua", tmp / "in-phase.lua", tmp / "poisson.lua"
         script.write_text(WRK_SCRIPT)
-        paced_script.write_text(WRK_PACED)
+        in_phase_script.write_text(WRK_IN_PHASE)
+        poisson_script.write_text(WRK_POISSON)
         (tmp / "nginx.conf").write_text(
             NGINX_CONF.format(tmp=tmp, port=options.nginx_port, cert=tls.cert, key=tls.key, body=FIXED_ALLOW)
         )
@@ -343,9 +358,12 @@ def main() -> int:
         ours_url = f"https://127.0.0.1:{options.port}/validate"
         mutate_url = f"https://127.0.0.1:{options.port}/mutate"
         max_workers = max(int(w) for w in options.workers.split(","))
-        pause_ms = max(1, round(50 * 1000 / options.paced_rate))
         loads = [("saturation", c, script, "0") for c in concurrencies]
-        loads.append((f"paced ~{options.paced_rate}/s", 50, paced_script, str(pause_ms)))
+        for n, rate in enumerate(int(r) for r in options.paced_rate.split(",")):
+            pause_ms = str(max(1, round(50 * 1000 / rate)))  # 50 connections, each one request per pause
+            if n == 0:
+                loads.append((f"paced ~{rate}/s, in phase", 50, in_phase_script, pause_ms))
+            loads.append((f"paced ~{rate}/s, Poisson", 50, poisson_script, pause_ms))
         rows: list[Row] = []
         rss: dict[tuple[str, int], float] = {}
         stacks: list[tuple[str, WrkResult, float]] = []
