@@ -134,6 +134,25 @@ def test_keep_alive_and_pipelining_answer_in_order(server: Running) -> None:
         assert read_responses(conn, 1)[0].endswith(b"GET /d 0")
 
 
+def test_requests_answered_in_one_batch_each_get_their_own_answers(server: Running) -> None:
+    # Requests that arrive together are decided together and their answers sent after:
+    # every connection must still get exactly its own answers, in its own order.
+    connections = [server.connect() for _ in range(40)]
+    try:
+        for n, conn in enumerate(connections):
+            middle = post("/slow", b"s%d" % n) if n % 5 == 0 else b""
+            conn.sendall(post(f"/c{n}", b"x" * n) + middle + post(f"/d{n}", b"y"))
+        for n, conn in enumerate(connections):
+            replies = read_responses(conn, 3 if n % 5 == 0 else 2)
+            assert replies[0].endswith(b"POST /c%d %d" % (n, n))
+            if n % 5 == 0:
+                assert replies[1].endswith(b"slow s%d" % n)
+            assert replies[-1].endswith(b"POST /d%d 1" % n)
+    finally:
+        for conn in connections:
+            conn.close()
+
+
 def test_http_1_0_and_connection_close_end_the_connection(server: Running) -> None:
     for request in (b"GET /x HTTP/1.0\r\n\r\n", b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
         with server.connect() as conn:

@@ -21,6 +21,14 @@ on purpose: HTTP/2, upgrades, streaming responses.
 
 Handlers return a :class:`Response`, or an awaitable of one when they must wait (registry
 lookups); the common case never creates a task.
+
+Requests are answered in batches: a request that has arrived waits for the end of the
+event loop's turn, then every waiting request is decided one after another, and only then
+are the answers sent. Deciding 25 reviews and then making 25 sends, instead of alternating
+decision and send (where each send runs the kernel's TCP path in between), cost about a
+quarter less CPU per request on the benchmark. Answers on one connection still leave in
+request order: anything written directly (an error, ``100 Continue``) or a close first
+sends what is waiting.
 """
 
 from __future__ import annotations
@@ -123,6 +131,8 @@ class _Connection(asyncio.Protocol):
         self.body_size = 0
         self.expect_continue = False
         self.deadline = 0.0  # for the sweeper: request timeout while receiving, idle timeout otherwise
+        self.outgoing: list[bytes] = []  # answers waiting for the end of the batch
+        self.scheduled = False  # in the server's next batch
 
     # -- asyncio.Protocol -----------------------------------------------------------
 
@@ -147,8 +157,8 @@ class _Connection(asyncio.Protocol):
             # what follows would be another protocol: close once the queue is answered.
             self.closing = True
             self.close_after_queue = True
-            if not self.busy and not self.queue and self.transport is not None:
-                self.transport.close()
+            if not self.busy and not self.queue:
+                self._close()
         except httptools.HttpParserCallbackError:
             # One of our callbacks failed: a bug here, not a malformed request.
             log.exception("HTTP protocol callback failed")
@@ -197,8 +207,8 @@ class _Connection(asyncio.Protocol):
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
-        if self.expect_continue and not self.closing and self.transport is not None:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.expect_continue and not self.closing:
+            self._send_now(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
         if self.closing:
@@ -223,7 +233,7 @@ class _Connection(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive() and not self.server.stopping
         self.queue.append((request, keep_alive))
         if not self.busy:
-            self._drain()
+            self.server.schedule(self)
 
     # -- answering ------------------------------------------------------------------
 
@@ -232,9 +242,9 @@ class _Connection(asyncio.Protocol):
         self.queue.append((response, False))
         self.closing = True  # stop parsing; requests queued before this one are still answered
         if not self.busy:
-            self._drain()
+            self.drain()
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         while self.queue:
             item, keep_alive = self.queue.popleft()
             if isinstance(item, Response):
@@ -265,7 +275,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         if self._write(response, keep_alive, head_only):
             self._resume_reading()
-            self._drain()
+            self.drain()
 
     def _write(self, response: Response, keep_alive: bool, head_only: bool) -> bool:
         """Send ``response``; False when the connection is now closing."""
@@ -274,7 +284,12 @@ class _Connection(asyncio.Protocol):
             return False
         close = response.close or not keep_alive or self.server.stopping or (self.close_after_queue and not self.queue)
         head = _head(response, close)
-        transport.write(head if head_only else head + response.body)
+        payload = head if head_only else head + response.body
+        if close:
+            self._send_now(payload)
+        else:
+            self.outgoing.append(payload)
+            self.server.schedule(self)
         if close:
             self.closing = True
             if response.close:
@@ -284,10 +299,30 @@ class _Connection(asyncio.Protocol):
                 self.lingering = True
                 self.deadline = self.loop.time() + LINGER_SECONDS
             else:
-                transport.close()
+                self._close()
             return False
         self.deadline = self.loop.time() + self.keep_alive_timeout
         return True
+
+    def flush(self) -> None:
+        """Send the answers waiting for the end of the batch."""
+        if self.outgoing:
+            data = self.outgoing[0] if len(self.outgoing) == 1 else b"".join(self.outgoing)
+            self.outgoing.clear()
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(data)
+
+    def _send_now(self, data: bytes) -> None:
+        """Write ``data`` at once, after whatever is waiting (answers keep request order)."""
+        self.flush()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        """Close after sending what is waiting (the transport sends what it holds, then closes)."""
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None:
@@ -306,18 +341,18 @@ class _Connection(asyncio.Protocol):
         if self.busy or now < self.deadline or self.transport is None:
             return
         if self.lingering:
-            self.transport.close()
+            self._close()
         elif self.receiving:
             self._reject(_error(408, "request not received in time"))
         elif not self.queue:
             self.closing = True
-            self.transport.close()
+            self._close()
 
     def close_when_idle(self) -> None:
         """For shutdown: close now unless a request is being received or answered."""
         if self.transport is not None and (self.lingering or (not self.busy and not self.receiving and not self.queue)):
             self.closing = True
-            self.transport.close()
+            self._close()
 
 
 def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
@@ -338,6 +373,31 @@ class HttpServer:
         self.ssl_context = ssl_context
         self.connections: set[_Connection] = set()
         self.stopping = False
+        self._batch: list[_Connection] = []  # connections with requests to answer or answers to send
+
+    def schedule(self, connection: _Connection) -> None:
+        """Put ``connection`` in the batch run at the end of this turn of the event loop."""
+        if connection.scheduled:
+            return
+        connection.scheduled = True
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._run_batch)
+        self._batch.append(connection)
+
+    def _run_batch(self) -> None:
+        batch = self._batch
+        try:
+            # Decide every waiting request first: answers collect in each connection's
+            # outgoing list (the connections are still scheduled, so none is queued again)...
+            for connection in batch:
+                if not connection.busy and connection.queue:
+                    connection.drain()
+        finally:
+            # ...then send them all.
+            self._batch = []
+            for connection in batch:
+                connection.scheduled = False
+                connection.flush()
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
