@@ -307,6 +307,14 @@ def measure_stacks(
     return results
 
 
+def core_build() -> str:
+    """How the installed imagegate's core was built (the servers run on this interpreter)."""
+    import imagegate.core.decide  # noqa: PLC0415
+
+    compiled = (imagegate.core.decide.__file__ or "").endswith(".so")
+    return "compiled with mypyc (IMAGEGATE_MYPYC=1)" if compiled else "pure Python"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
@@ -407,7 +415,7 @@ def main() -> int:
 
     print(
         f"imagegate vs nginx (fixed allow), TLS, keep-alive, {os.cpu_count()} cores, wrk 1 thread, "
-        f"{options.duration}s each, imagegate log level {LOG_LEVEL}"
+        f"{options.duration}s each, imagegate log level {LOG_LEVEL}, core {core_build()}"
     )
     print("mix: small pod, 10-container pod, Deployment (round robin)\n")
     print(

@@ -7,8 +7,10 @@ import datetime as dt
 import textwrap
 from typing import Any
 
+import msgspec
 import pytest
 
+from imagegate.core import records
 from imagegate.core.decide import BaseImageVerdict, Rule, decide, decision_to_dict
 from imagegate.core.policy import Mode, Policy, load_policy
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
@@ -320,3 +322,25 @@ def test_decision_to_dict_is_plain_data() -> None:
     assert data["allowed"] is False
     assert data["violations"][0]["rule"] == "untrusted-registry"
     assert data["images"][0]["reference"] == "docker.io/library/nginx:latest"
+
+
+def test_the_records_a_decision_is_made_of_are_immutable() -> None:
+    # They are shared (cached, counted, logged) after they are made. A compiled build
+    # (scripts/test.sh runs this file on one) loses frozen=True if a Struct moves into a
+    # module mypyc compiles, so this also guards setup.py's split.
+    use = records.ImageUse("container", "app", "nginx", "/spec/containers/0/image")
+    finding = records.Finding(use, "untrusted-registry", "is not trusted", records.Mode.ENFORCE)
+    made = [
+        use,
+        finding,
+        records.CheckResult("privileged", "privileged", "container app"),
+        records.BaseImageVerdict(True, "ok"),
+        records.ImageVerdict(use, "docker.io/library/nginx:latest"),
+        records.Decision("Pod", "p", "ns", True, findings=(finding,)),
+    ]
+    for record in made:
+        assert isinstance(record, msgspec.Struct) and record.__struct_config__.frozen, type(record)
+        field = msgspec.structs.fields(record)[0].name
+        with pytest.raises(AttributeError):
+            setattr(record, field, None)
+        hash(record)

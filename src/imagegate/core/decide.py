@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import msgspec
+from typing import Any, Final
 
 from imagegate.core.podprofile import PodProfile, mutate_pod, pod_findings
-from imagegate.core.policy import Grant, Mode, Policy
+from imagegate.core.policy import Grant, Policy
+from imagegate.core.records import BaseImageVerdict, Decision, Finding, ImageUse, ImageVerdict, Mode
 from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref, parse_normalized
-from imagegate.core.workloads import POD_TEMPLATE_PATHS, ImageUse, ObjectShapeError, image_uses, json_pointer, pod_specs
+from imagegate.core.workloads import POD_TEMPLATE_PATHS, ObjectShapeError, image_uses, json_pointer, pod_specs
 
 __all__ = [
     "BaseImageVerdict",
@@ -43,96 +42,16 @@ __all__ = [
 class Rule:
     """Names of the rules a finding can break (stable: they appear in metrics and logs)."""
 
-    INVALID_REFERENCE = "invalid-reference"
-    BLOCKED_REGISTRY = "blocked-registry"
-    UNTRUSTED_REGISTRY = "untrusted-registry"
-    OUTSIDE_GRANT = "outside-grant"
-    BASE_IMAGE_MISMATCH = "base-image-mismatch"
-    BASE_IMAGE_UNVERIFIED = "base-image-unverified"
-    MALFORMED_OBJECT = "malformed-object"
-    DISALLOWED_TAG = "disallowed-tag"
-    MISSING_TAG = "missing-tag"
-    MISSING_DIGEST = "missing-digest"
-
-
-# msgspec Structs, not dataclasses: made for every image of every admission, and 8x cheaper to build.
-class BaseImageVerdict(msgspec.Struct, frozen=True):
-    """What the registry shell found out about an image's base (see the registry module)."""
-
-    ok: bool
-    detail: str
-
-
-class Finding(msgspec.Struct, frozen=True):
-    """One broken rule for one image use."""
-
-    use: ImageUse
-    rule: str
-    reason: str
-    mode: Mode
-
-    @property
-    def message(self) -> str:
-        """The whole sentence: which container, which image, what is wrong."""
-        if self.use.kind in ("object", "pod"):
-            return self.reason
-        return f"{self.use.label} image {self.use.image!r} {self.reason}"
-
-
-class ImageVerdict(msgspec.Struct, frozen=True):
-    """How one image use was judged: ``allowed_by`` or a ``finding`` (or skipped as unchanged)."""
-
-    use: ImageUse
-    reference: str | None
-    allowed_by: str | None = None
-    finding: Finding | None = None
-
-
-class Decision(msgspec.Struct, frozen=True):
-    """The answer for one object."""
-
-    kind: str
-    name: str
-    namespace: str
-    governed: bool
-    verdicts: tuple[ImageVerdict, ...] = ()
-    findings: tuple[Finding, ...] = ()
-    patches: tuple[Mapping[str, Any], ...] = ()
-    base_checks_needed: tuple[str, ...] = ()
-    pins_needed: tuple[str, ...] = ()
-
-    def _in_mode(self, mode: Mode) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.mode is mode) if self.findings else ()
-
-    @property
-    def violations(self) -> tuple[Finding, ...]:
-        return self._in_mode(Mode.ENFORCE)
-
-    @property
-    def warnings(self) -> tuple[Finding, ...]:
-        return self._in_mode(Mode.WARN)
-
-    @property
-    def audits(self) -> tuple[Finding, ...]:
-        return self._in_mode(Mode.AUDIT)
-
-    @property
-    def allowed(self) -> bool:
-        return not self.findings or not any(f.mode is Mode.ENFORCE for f in self.findings)
-
-    @property
-    def subject(self) -> str:
-        where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind} {where}{self.name or '(unnamed)'}"
-
-    def message(self) -> str:
-        """One message listing every violation, as the API server shows it to the user."""
-        if self.allowed:
-            return ""
-        count = len(self.violations)
-        noun = "violation" if count == 1 else "violations"
-        listed = "; ".join(f.message for f in self.violations)
-        return f"imagegate denied {self.subject}: {count} {noun}: {listed}"
+    INVALID_REFERENCE: Final = "invalid-reference"
+    BLOCKED_REGISTRY: Final = "blocked-registry"
+    UNTRUSTED_REGISTRY: Final = "untrusted-registry"
+    OUTSIDE_GRANT: Final = "outside-grant"
+    BASE_IMAGE_MISMATCH: Final = "base-image-mismatch"
+    BASE_IMAGE_UNVERIFIED: Final = "base-image-unverified"
+    MALFORMED_OBJECT: Final = "malformed-object"
+    DISALLOWED_TAG: Final = "disallowed-tag"
+    MISSING_TAG: Final = "missing-tag"
+    MISSING_DIGEST: Final = "missing-digest"
 
 
 def _describe(grant: Grant) -> str:
@@ -147,14 +66,25 @@ def _preview(patterns: Sequence[object], limit: int = 3) -> str:
     return shown + (f" and {len(patterns) - limit} more" if len(patterns) > limit else "")
 
 
-class _Judge(msgspec.Struct, frozen=True):
+class _Judge:
     """Judges image uses for one namespace under one policy at one instant."""
 
-    policy: Policy
-    namespace: str
-    active: tuple[Grant, ...]
-    expired: tuple[Grant, ...]
-    base_verdicts: Mapping[str, BaseImageVerdict]
+    __slots__ = ("active", "base_verdicts", "expired", "namespace", "policy")
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        namespace: str,
+        active: tuple[Grant, ...],
+        expired: tuple[Grant, ...],
+        base_verdicts: Mapping[str, BaseImageVerdict],
+    ) -> None:
+        self.policy = policy
+        self.namespace = namespace
+        self.active = active
+        self.expired = expired
+        self.base_verdicts = base_verdicts
 
     @property
     def mode(self) -> Mode:

@@ -18,7 +18,6 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from imagegate.core.podprofile import (
     ToolProfile,
 )
 from imagegate.core.podsecurity import parse_version
+from imagegate.core.records import Mode
 from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref
 from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
 
@@ -55,14 +55,6 @@ PolicyError = DocumentError
 
 _DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _GLOB_NAME_RE = re.compile(r"[a-z0-9*?\[\]!-]+")
-
-
-class Mode(StrEnum):
-    """What a violation does: deny it, allow it with a warning, or only record it."""
-
-    ENFORCE = "enforce"
-    WARN = "warn"
-    AUDIT = "audit"
 
 
 # --- the documents as written (camelCase keys, unknown keys refused) -----------------
