@@ -1,7 +1,7 @@
 """Build hook for setuptools (everything else is in pyproject.toml).
 
 ``IMAGEGATE_MYPYC=1 pip install .`` compiles the core's hot modules with mypyc, as the
-container image does: a third less CPU per admission with pod security (README,
+container image does: a quarter less CPU per admission with pod security (README,
 Performance). Without it the package is pure Python, which is what editable installs and
 the test run's first pass use; ``scripts/test.sh`` runs the tests again on a compiled build.
 """
