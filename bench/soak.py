@@ -6,7 +6,8 @@ Usage::
 
 Starts docker-registry (base and app images pushed by skopeo) and ``imagegate serve`` with a
 policy whose grant requires base-image verification, then drives a paced ``wrk`` load (50
-connections, about ``--rate`` reviews/s, a mix of pods including one that needs the registry)
+connections, independent (Poisson) arrivals at about ``--rate`` reviews/s, a mix of pods
+including one that needs the registry)
 for ``--minutes``. During the run, on a schedule:
 
 * the grants file is rewritten (valid), then replaced with invalid YAML and restored;
@@ -35,7 +36,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from server_bench import WRK_PACED, process_tree, run_wrk, start_imagegate, stop  # type: ignore[import-not-found]
+from server_bench import WRK_POISSON, process_tree, run_wrk, start_imagegate, stop  # type: ignore[import-not-found]
 from tests.oci_images import OciLayout, layers
 from tests.registry_process import run_registry
 
@@ -103,7 +104,7 @@ def main() -> int:
                 path = tmp / f"body{n}.json"
                 path.write_bytes(review(image, n))
                 bodies.append(str(path))
-            (tmp / "paced.lua").write_text(WRK_PACED)
+            (tmp / "paced.lua").write_text(WRK_POISSON)
             port = 18643
             server = start_imagegate(tmp, tls, port, options.workers, ("--grants", str(grants)))
             context = ssl.create_default_context(cafile=tls.ca_cert)
