@@ -3,11 +3,12 @@
 Why not an ASGI server. The webhook answers one kind of request, a POST of a few KB that
 is decided in tens of microseconds, and it sits in the path of every pod creation. On the
 benchmark machine (2 cores, TLS, keep-alive; ``bench/server_bench.py`` repeats this each
-run) a fixed response from one process cost 24 µs of CPU per request with this protocol,
-41 µs with granian (Rust; it answers more per second only by using a second thread) and
-about twice this protocol's with uvicorn on the same uvloop and httptools: uvicorn's ASGI
-layer (a scope dict, a task and two awaits per request) cost more than a whole admission
-decision. Neither can swap a renewed certificate into a running server.
+run) a fixed response from one process cost 23 µs of CPU per request with this protocol,
+37 µs with granian (Rust, which answered more per second than this protocol did before it
+batched its answers only by using a second thread) and 73 µs with uvicorn on the same
+uvloop and httptools: uvicorn's ASGI layer (a scope dict, a task and two awaits per request)
+cost more than a whole admission decision. Neither can swap a renewed certificate into a
+running server.
 
 What it does: HTTP/1.1 keep-alive and pipelining (answers in request order), HTTP/1.0,
 ``Expect: 100-continue``, chunked request bodies (httptools decodes them), ``HEAD``;
