@@ -287,24 +287,22 @@ class _Connection(asyncio.Protocol):
         close = response.close or not keep_alive or self.server.stopping or (self.close_after_queue and not self.queue)
         head = _head(response, close)
         payload = head if head_only else head + response.body
-        if close:
-            self._send_now(payload)
-        else:
-            self.outgoing.append(payload)
+        if not close:
+            self.outgoing.append(payload)  # sent at the end of the batch
             self.server.schedule(self)
-        if close:
-            self.closing = True
-            if response.close:
-                # An error answer, often while the client is still sending: closing now would
-                # reset the connection and could destroy the answer before it is read. Read and
-                # discard for a while instead (nginx's "lingering close"); the sweeper closes.
-                self.lingering = True
-                self.deadline = self.loop.time() + LINGER_SECONDS
-            else:
-                self._close()
-            return False
-        self.deadline = self.loop.time() + self.keep_alive_timeout
-        return True
+            self.deadline = self.loop.time() + self.keep_alive_timeout
+            return True
+        self._send_now(payload)
+        self.closing = True
+        if response.close:
+            # An error answer, often while the client is still sending: closing now would
+            # reset the connection and could destroy the answer before it is read. Read and
+            # discard for a while instead (nginx's "lingering close"); the sweeper closes.
+            self.lingering = True
+            self.deadline = self.loop.time() + LINGER_SECONDS
+        else:
+            self._close()
+        return False
 
     def flush(self) -> None:
         """Send the answers waiting for the end of the batch."""
