@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from imagegate.core.podprofile import Identity, PodProfile, ToolProfile, mutate_pod
 from imagegate.core.podsecurity import evaluate, parse_version, plainly_passes
+from imagegate.core.records import Mode
 from tests.conftest import CONFORMANCE, load_conformance
 
 LEVELS = ("baseline", "restricted")
@@ -230,7 +231,7 @@ def test_shortcut_agrees_on_edited_pods(pod: tuple[dict[str, Any], dict[str, Any
 
 
 TOOL = ToolProfile(identities={"tool-x": Identity(52503, 52503)})
-PROFILE = PodProfile("restricted", parse_version("latest"), "enforce", True, TOOL)
+PROFILE = PodProfile("restricted", parse_version("latest"), Mode.ENFORCE, True, TOOL)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

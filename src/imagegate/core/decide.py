@@ -170,7 +170,6 @@ def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return metadata if isinstance(metadata, dict) else {}
 
 
-_MODES = {mode.value: mode for mode in Mode}
 # The pod spec's JSON pointer -> the path of the metadata beside it (the pod's or its template's).
 _METADATA_PATHS = {json_pointer(path): (*path[:-1], "metadata") for path in POD_TEMPLATE_PATHS.values()}
 
@@ -196,7 +195,7 @@ def _pod_security(
     may_mutate = assume_mutated and profile.mutate and (old_object is None or obj.get("kind") != "Pod")
     findings: list[Finding] = []
     patches: list[Mapping[str, Any]] = []
-    mode = _MODES[profile.mode]
+    mode = profile.mode
     for pointer, original in pod_specs(obj):
         if old_object is not None and old_specs.get(pointer) == original:
             continue  # an UPDATE that leaves the pod spec alone has nothing to judge

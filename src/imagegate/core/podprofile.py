@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Any
 
 from imagegate.core.podsecurity import CheckResult, Version, containers, evaluate, volume_type
+from imagegate.core.records import Mode
 from imagegate.core.workloads import json_pointer
 
 __all__ = [
@@ -98,7 +99,7 @@ class PodProfile:
 
     level: str
     version: Version
-    mode: str
+    mode: Mode
     mutate: bool
     tool: ToolProfile | None
 
@@ -154,7 +155,7 @@ class PodSecuritySettings:
         tool = self.tool if self.tool is not None and self.tool.applies_to(namespace) else None
         if level == "privileged" and tool is None:
             return None
-        return PodProfile(level, version, mode, self.mutate, tool)
+        return PodProfile(level, version, Mode(mode), self.mutate, tool)
 
 
 # --- mutation ---------------------------------------------------------------------------
