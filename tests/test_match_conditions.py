@@ -1,0 +1,155 @@
+"""Every shipped webhook's matchConditions, evaluated with a real CEL implementation.
+
+Against every request kube-apiserver v1.32 really sent (../shared/fixtures/apiserver-v1.32)
+and against metadata-only UPDATEs derived from them: no expression ever errors (an error
+fails closed with failurePolicy Fail: it once blocked every label, annotation and finalizer
+change in tool namespaces); spec changes and every ephemeral-container update are sent;
+metadata-only changes are not.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import cel
+import pytest
+
+from tests.cel_conditions import (
+    ConditionError,
+    MatchCondition,
+    Webhook,
+    captured_requests,
+    evaluate,
+    metadata_only_updates,
+    rules_match,
+    sent,
+    shipped_documents,
+    spec_updates,
+    webhooks,
+)
+
+SHIPPED = webhooks(shipped_documents())
+CAPTURED = captured_requests()
+CAPTURED_IDS = [name for name, _ in CAPTURED]
+
+# The expression deploy/base/webhooks.yaml shipped before: it reads request.subResource
+# without has(), which the API server omits on a plain UPDATE.
+BROKEN = (
+    "request.operation != 'UPDATE' || request.subResource == 'ephemeralcontainers' "
+    "|| !has(object.spec) || !has(oldObject.spec) || object.spec != oldObject.spec"
+)
+
+
+def value(expression: str, **variables: Any) -> Any:
+    return cel.evaluate(expression, variables)
+
+
+def errors(expression: str, **variables: Any) -> bool:
+    try:
+        cel.evaluate(expression, variables)
+    except Exception:
+        return True
+    return False
+
+
+def test_the_library_has_the_semantics_the_helper_relies_on() -> None:
+    request = {"operation": "UPDATE"}
+    assert errors("request.subResource == 'x'", request=request)  # missing key: an error, as in cel-go
+    assert value("has(request.subResource)", request=request) is False
+    assert errors("false || request.subResource == 'x'", request=request)
+    assert value("request.subResource == 'x' || true", request=request) is True  # commutative over errors
+    assert value("true || request.subResource == 'x'", request=request) is True
+    assert errors("request.subResource == 'x' && true", request=request)
+    assert value("request.subResource == 'x' && false", request=request) is False
+    nested = {"a": [1, {"b": "c"}]}
+    assert value("x == y", x=nested, y=copy.deepcopy(nested)) is True
+    assert value("x != y", x=nested, y={"a": [1, {"b": "d"}]}) is True
+    assert value("x == y", x={"a": 1}, y={"a": "1"}) is False  # heterogeneous: false, as in cel-go
+    assert value("x == y", x={"a": 1}, y={"a": 1, "b": None}) is False
+    # Stricter than cel-go (which answers false): a presence test on null is an error here.
+    assert errors("has(x.spec)", x=None)
+
+
+def test_shipped_configurations_are_found() -> None:
+    kinds = {hook.configuration.split("/")[0] for hook in SHIPPED}
+    assert kinds == {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
+    assert all(hook.conditions for hook in SHIPPED), "every shipped webhook filters with matchConditions"
+    assert len(CAPTURED) == 84  # 42 calls, each to the mutating and to the validating webhook
+
+
+def test_the_old_expression_is_caught() -> None:
+    """The check fails on the expression that blocked metadata changes: it can fail."""
+    broken = Webhook(
+        "old deploy/base", "x/y", "old", (), (MatchCondition("spec-changed", BROKEN, cel.compile(BROKEN)),)
+    )
+    base = dict(CAPTURED)["mutating/pod-create"]
+    _, labelled = next(metadata_only_updates(base))
+    with pytest.raises(ConditionError, match="subResource"):
+        sent(broken, labelled)
+
+
+def check(hook: Webhook, request: dict[str, Any]) -> bool:
+    try:
+        return sent(hook, request)
+    except ConditionError as exc:
+        raise AssertionError(f"{hook}: {exc}") from None
+
+
+@pytest.mark.parametrize("name", CAPTURED_IDS)
+def test_every_captured_request_is_still_sent(name: str) -> None:
+    request = dict(CAPTURED)[name]
+    for hook in SHIPPED:
+        assert rules_match(hook, request), f"{hook}: its rules no longer select {name}"
+        assert check(hook, request), f"{hook} would no longer be sent {name}"
+
+
+@pytest.mark.parametrize("name", CAPTURED_IDS)
+def test_metadata_only_updates_are_not_sent(name: str) -> None:
+    base = dict(CAPTURED)[name]
+    for change, request in metadata_only_updates(base):
+        for hook in SHIPPED:
+            assert rules_match(hook, request)
+            assert not check(hook, request), f"{hook} is sent a {change} UPDATE derived from {name}"
+
+
+@pytest.mark.parametrize("name", CAPTURED_IDS)
+def test_spec_changes_are_sent(name: str) -> None:
+    changes = list(spec_updates(dict(CAPTURED)[name]))
+    assert changes
+    for change, request in changes:
+        for hook in SHIPPED:
+            assert check(hook, request), f"{hook} is not sent the {change} UPDATE derived from {name}"
+
+
+@pytest.mark.parametrize("name", [n for n in CAPTURED_IDS if "ephemeralcontainers" in n])
+def test_every_ephemeral_container_update_is_sent(name: str) -> None:
+    request = copy.deepcopy(dict(CAPTURED)[name])
+    assert request["subResource"] == "ephemeralcontainers"
+    for hook in SHIPPED:
+        assert check(hook, request)
+        unchanged = {**request, "object": copy.deepcopy(request["oldObject"])}  # even one that adds nothing
+        assert check(hook, unchanged)
+        for change, metadata_only in metadata_only_updates(request):
+            ephemeral = {**metadata_only, "subResource": "ephemeralcontainers"}
+            assert check(hook, ephemeral), change
+
+
+@pytest.mark.parametrize("name", CAPTURED_IDS)
+def test_no_operation_makes_an_expression_error(name: str) -> None:
+    """CREATE has oldObject null, DELETE object null; whatever the rules select, no condition may error."""
+    request = dict(CAPTURED)[name]
+    current = request["object"]
+    variants = {
+        "create": {**request, "operation": "CREATE", "oldObject": None, "object": current},
+        "delete": {**request, "operation": "DELETE", "object": None, "oldObject": current},
+        "connect": {**request, "operation": "CONNECT", "object": None, "oldObject": None},
+        "no-spec": {**request, "operation": "UPDATE", "object": {"kind": "X"}, "oldObject": {"kind": "X"}},
+    }
+    for variant, derived in variants.items():
+        for hook in SHIPPED:
+            for condition in hook.conditions:
+                try:
+                    evaluate(condition, derived)
+                except ConditionError as exc:
+                    raise AssertionError(f"{hook}, {variant} of {name}: {exc}") from None
