@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from imagegate.core import records
 from imagegate.core.decide import BaseImageVerdict, Rule, decide, decision_to_dict
@@ -219,13 +221,71 @@ def test_expired_grant_behaves_as_none_and_says_when() -> None:
     assert before.allowed
 
 
-def test_warn_and_audit_modes_allow() -> None:
-    warned = run(wrap("Pod", containers("nginx")), namespace="tool-warned")
-    assert warned.allowed and [f.mode for f in warned.warnings] == [Mode.WARN]
-    audited = run(wrap("Pod", containers("nginx")), namespace="tool-audited")
+MODES_POLICY = load_policy(
+    textwrap.dedent(
+        """
+        trusted: [registry.org]
+        blocked: [k8s.gcr.io, quay.io/w/banned]
+        tags: {disallow: [latest]}
+        byoc:
+          grants:
+            - {namespace: tool-warned, registries: [quay.io/w, k8s.gcr.io], mode: warn}
+            - {namespace: tool-audited, registries: [quay.io/a], mode: audit}
+            - {namespace: tool-open, mode: warn}
+        podSecurity: {level: restricted}
+        """
+    )
+)
+
+
+def test_a_grants_mode_applies_to_the_images_it_admits() -> None:
+    """What the grant lets in: its findings (here a disallowed tag) take the grant's mode."""
+    warned = run(wrap("Pod", containers("quay.io/w/app:latest")), namespace="tool-warned", policy=MODES_POLICY)
+    assert warned.allowed and [(f.rule, f.mode) for f in warned.warnings] == [(Rule.DISALLOWED_TAG, Mode.WARN)]
+    audited = run(wrap("Pod", containers("quay.io/a/app:latest")), namespace="tool-audited", policy=MODES_POLICY)
     assert audited.allowed and not audited.warnings and [f.mode for f in audited.audits] == [Mode.AUDIT]
+    # the policy's own mode covers everything else
     policy = load_policy("mode: warn\ntrusted: [registry.org]\n")
     assert run(wrap("Pod", containers("nginx")), policy=policy).warnings
+
+
+@pytest.mark.parametrize(
+    ("namespace", "image", "rule"),
+    [
+        # Deliberate change (issue 13): these were warnings while a mode: warn grant was active.
+        # The apiserver-v1.32 capture pod-create-warn.json (quay.io/someone/app:1 in tool-warn, a
+        # warn grant for 127.0.0.1:5000/byoc) was allowed with a warning then; it is denied now.
+        ("tool-warned", "ghcr.io/elsewhere/app:1", Rule.OUTSIDE_GRANT),
+        ("tool-audited", "quay.io/w/app:1", Rule.OUTSIDE_GRANT),
+        ("tool-warned", "registry.org/app:latest", Rule.DISALLOWED_TAG),  # trusted: not the grant's
+        ("tool-warned", "k8s.gcr.io/pause:3.9", Rule.BLOCKED_REGISTRY),  # blocked, though the grant names it
+        ("tool-warned", "quay.io/w/banned/x:1", Rule.BLOCKED_REGISTRY),  # blocked inside the granted registry
+        ("tool-open", "k8s.gcr.io/pause:3.9", Rule.BLOCKED_REGISTRY),  # a grant for any registry
+    ],
+)
+def test_a_grants_mode_does_not_reach_what_it_does_not_admit(namespace: str, image: str, rule: str) -> None:
+    decision = run(wrap("Pod", containers(image)), namespace=namespace, policy=MODES_POLICY)
+    assert not decision.allowed
+    assert [f.rule for f in decision.violations] == [rule]
+
+
+def test_a_grants_mode_does_not_reach_pod_security() -> None:
+    pod = wrap(
+        "Pod", {"containers": [{"name": "c", "image": "quay.io/w/app:1", "securityContext": {"privileged": True}}]}
+    )
+    decision = run(pod, namespace="tool-warned", policy=MODES_POLICY)
+    assert not decision.allowed and "pod-security:privileged" in {f.rule for f in decision.violations}
+
+
+@pytest.mark.parametrize("policy_mode", ["enforce", "warn", "audit"])
+@pytest.mark.parametrize("grant_mode", ["enforce", "warn", "audit", None])
+def test_blocked_means_blocked_in_every_mode(policy_mode: str, grant_mode: str | None) -> None:
+    grant = "{namespace: tool-x" + (f", mode: {grant_mode}" if grant_mode else "") + "}"
+    policy = load_policy(f"mode: {policy_mode}\nblocked: [docker.io]\nbyoc: {{default: allow, grants: [{grant}]}}\n")
+    for image in ("nginx", "docker.io/library/nginx:1", "index.docker.io/x/y"):
+        decision = run(wrap("Pod", containers(image)), policy=policy)
+        assert not decision.allowed, (image, decision.findings)
+        assert [(f.rule, f.mode) for f in decision.violations] == [(Rule.BLOCKED_REGISTRY, Mode.ENFORCE)]
 
 
 def test_byoc_default_allow_opens_the_gate_but_not_blocked() -> None:
@@ -344,3 +404,53 @@ def test_the_records_a_decision_is_made_of_are_immutable() -> None:
         with pytest.raises(AttributeError):
             setattr(record, field, None)
         hash(record)
+
+
+BLOCKED_IMAGES = st.builds(
+    lambda registry, path, suffix: f"{registry}/{path}{suffix}",
+    st.sampled_from(["k8s.gcr.io", "K8S.gcr.io", "quay.io/w/banned"]),
+    st.from_regex(r"[a-z0-9]{1,8}(/[a-z0-9]{1,8}){0,2}", fullmatch=True),
+    st.sampled_from(["", ":1", ":latest", "@sha256:" + "b" * 64, ":1@sha256:" + "c" * 64]),
+)
+MODES = st.sampled_from([None, "enforce", "warn", "audit"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    image=BLOCKED_IMAGES,
+    policy_mode=MODES,
+    grant_mode=MODES,
+    registries=st.sampled_from([None, ["k8s.gcr.io"], ["quay.io/w"], ["quay.io"], ["ghcr.io/x"]]),
+    byoc_default=st.sampled_from(["deny", "allow"]),
+    field=st.sampled_from(["containers", "initContainers", "ephemeralContainers"]),
+    kind=st.sampled_from(ALL_KINDS),
+)
+def test_no_mode_or_grant_admits_a_blocked_image(
+    image: str,
+    policy_mode: str | None,
+    grant_mode: str | None,
+    registries: list[str] | None,
+    byoc_default: str,
+    field: str,
+    kind: str,
+) -> None:
+    """Property: an image from a blocked entry is denied, whatever the modes and grants say."""
+    grant: dict[str, Any] = {"namespace": "tool-x"}
+    if grant_mode:
+        grant["mode"] = grant_mode
+    if registries:
+        grant["registries"] = registries
+    document: dict[str, Any] = {
+        "trusted": ["k8s.gcr.io", "quay.io"],  # trusted too: blocked still wins
+        "blocked": ["k8s.gcr.io", "quay.io/w/banned"],
+        "byoc": {"default": byoc_default, "grants": [grant]},
+    }
+    if policy_mode:
+        document["mode"] = policy_mode
+    policy = load_policy(msgspec.json.encode(document).decode())
+    spec = containers(TRUSTED, image, field=field)
+    if field != "containers":
+        spec["containers"] = [{"name": "main", "image": TRUSTED}]
+    decision = run(wrap(kind, spec), policy=policy)
+    assert not decision.allowed
+    assert Rule.BLOCKED_REGISTRY in {f.rule for f in decision.violations}

@@ -28,6 +28,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "admission"
 
 POLICY = """\
 trusted: [docker-registry.svc.toolforge.org]
+tags:
+  disallow: [warnme]            # a tag only test_warn_mode_returns_warnings uses
 byoc:
   default: deny
 namespaces:
@@ -113,12 +115,21 @@ def test_dry_run_gets_the_same_answer(webhook: WebhookProcess) -> None:
 
 
 def test_warn_mode_returns_warnings(webhook: WebhookProcess) -> None:
+    """A warn grant's findings about the images it admits are warnings; the rest is still enforced."""
+    review = fixture("pod-create.json")
+    review["request"]["namespace"] = "tool-warned"
+    review["request"]["object"]["spec"]["initContainers"][0]["image"] = "quay.io/w/setup:warnme"
+    response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
+    assert response["allowed"] is True
+    assert any("quay.io/w/setup:warnme" in warning for warning in response["warnings"])
+    assert response["auditAnnotations"]["decision"] == "warned"
+    # outside the grant's registries (busybox, as the fixture has it) the grant's mode does not apply
     review = fixture("pod-create.json")
     review["request"]["namespace"] = "tool-warned"
     response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
-    assert response["allowed"] is True
-    assert any("busybox" in warning for warning in response["warnings"])
-    assert response["auditAnnotations"]["decision"] == "warned"
+    assert response["allowed"] is False
+    assert "busybox" in response["status"]["message"]
+    assert "neither trusted nor in the registries granted" in response["status"]["message"]
 
 
 def test_mutate_never_denies(webhook: WebhookProcess) -> None:

@@ -86,15 +86,9 @@ class _Judge:
         self.expired = expired
         self.base_verdicts = base_verdicts
 
-    @property
-    def mode(self) -> Mode:
-        for grant in self.active:
-            if grant.mode is not None:
-                return grant.mode
-        return self.policy.mode
-
-    def finding(self, use: ImageUse, rule: str, message: str) -> Finding:
-        return Finding(use, rule, message, self.mode)
+    def finding(self, use: ImageUse, rule: str, message: str, mode: Mode | None = None) -> Finding:
+        """A finding in ``mode``; by default the policy's (a grant's mode only reaches images it admits)."""
+        return Finding(use, rule, message, self.policy.mode if mode is None else mode)
 
     def no_grant_reason(self) -> str:
         if self.expired:
@@ -105,42 +99,52 @@ class _Judge:
             )
         return f"namespace {self.namespace or '(none)'} has no BYOC grant"
 
-    def judge(self, use: ImageUse) -> tuple[ImageVerdict, str | None]:
-        """The verdict, plus a normalized reference that needs base-image verification."""
+    def judge(self, use: ImageUse) -> tuple[ImageVerdict, str | None, Mode]:
+        """The verdict, a normalized reference that needs base-image verification, and the mode
+        of the other findings about this image (a grant's, when the grant admits it)."""
         image = self.policy.classify(use.image)
         text, ref = image.text, image.ref
+        mode = self.policy.mode
         if text is None or ref is None:
             why = "is empty" if use.image == "" else f"is not a valid image reference: {image.error}"
-            return ImageVerdict(use, None, finding=self.finding(use, Rule.INVALID_REFERENCE, why)), None
+            return ImageVerdict(use, None, finding=self.finding(use, Rule.INVALID_REFERENCE, why)), None, mode
         if image.blocked is not None:
+            # Blocked means blocked: enforced whatever the policy's, a grant's or an override's mode.
             message = f"({text}) is from a blocked registry (matches {image.blocked!r})"
-            return ImageVerdict(use, text, finding=self.finding(use, Rule.BLOCKED_REGISTRY, message)), None
+            finding = self.finding(use, Rule.BLOCKED_REGISTRY, message, Mode.ENFORCE)
+            return ImageVerdict(use, text, finding=finding), None, mode
         required = image.base_required
         if image.trusted_by is not None:
-            return self._needs_base(use, text, image.trusted_by, required)
+            return (*self._needs_base(use, text, image.trusted_by, required, mode), mode)
         if self.active:
             return self._judge_granted(use, ref, text, required)
         if self.policy.byoc_default == "allow":
-            return self._needs_base(use, text, "byoc default allow", self.policy.byoc_require_base_image or required)
+            require = self.policy.byoc_require_base_image or required
+            return (*self._needs_base(use, text, "byoc default allow", require, mode), mode)
         trusted_list = _preview(list(self.policy.trusted)) or "none"
         message = f"({text}) is not from a trusted registry (trusted: {trusted_list}); {self.no_grant_reason()}"
-        return ImageVerdict(use, text, finding=self.finding(use, Rule.UNTRUSTED_REGISTRY, message)), None
+        return ImageVerdict(use, text, finding=self.finding(use, Rule.UNTRUSTED_REGISTRY, message)), None, mode
 
     def _judge_granted(
         self, use: ImageUse, ref: Reference, text: str, required: bool
-    ) -> tuple[ImageVerdict, str | None]:
+    ) -> tuple[ImageVerdict, str | None, Mode]:
         for grant in self.active:
             if grant.registries is None or grant.registries.first_match(ref) is not None:
                 require = grant.require_base_image or self.policy.byoc_require_base_image or required
-                return self._needs_base(use, text, f"grant for {grant.namespace} ({_describe(grant)})", require)
+                mode = grant.mode if grant.mode is not None else self.policy.mode
+                allowed_by = f"grant for {grant.namespace} ({_describe(grant)})"
+                return (*self._needs_base(use, text, allowed_by, require, mode), mode)
         granted = [p for g in self.active for p in (g.registries or ())]
         message = (
             f"({text}) is neither trusted nor in the registries granted to namespace "
             f"{self.namespace} ({_preview(granted)})"
         )
-        return ImageVerdict(use, text, finding=self.finding(use, Rule.OUTSIDE_GRANT, message)), None
+        # Outside the grant's registries the grant says nothing, its mode included.
+        return ImageVerdict(use, text, finding=self.finding(use, Rule.OUTSIDE_GRANT, message)), None, self.policy.mode
 
-    def _needs_base(self, use: ImageUse, text: str, allowed_by: str, require: bool) -> tuple[ImageVerdict, str | None]:
+    def _needs_base(
+        self, use: ImageUse, text: str, allowed_by: str, require: bool, mode: Mode
+    ) -> tuple[ImageVerdict, str | None]:
         if not require:
             return ImageVerdict(use, text, allowed_by=allowed_by), None
         verdict = self.base_verdicts.get(text)
@@ -149,11 +153,12 @@ class _Judge:
                 f"({text}) must be built on a trusted base image, and it could not be verified "
                 "(no registry lookup in this evaluation)"
             )
-            return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_UNVERIFIED, message)), text
+            finding = self.finding(use, Rule.BASE_IMAGE_UNVERIFIED, message, mode)
+            return ImageVerdict(use, text, finding=finding), text
         if verdict.ok:
             return ImageVerdict(use, text, allowed_by=f"{allowed_by}; base {verdict.detail}"), text
         message = f"({text}) is not built on a trusted base image: {verdict.detail}"
-        return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_MISMATCH, message)), text
+        return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_MISMATCH, message, mode)), text
 
 
 def _old_keys(old: Mapping[str, Any] | None) -> frozenset[tuple[str, str, str]]:
@@ -314,10 +319,10 @@ def decide(
         if (use.kind, use.name, use.image) in seen_before:
             verdicts.append(ImageVerdict(use, None, allowed_by="unchanged by this update"))
             continue
-        verdict, base_ref = judge.judge(use)
+        verdict, base_ref, mode = judge.judge(use)
         verdicts.append(verdict)
         if policy.tags.active:
-            tag_findings.extend(_tag_findings(policy, use, judge.mode))
+            tag_findings.extend(_tag_findings(policy, use, mode))
         if base_ref is not None and base_ref not in needs_base:
             needs_base.append(base_ref)
     findings = [v.finding for v in verdicts if v.finding is not None] + tag_findings
