@@ -258,12 +258,43 @@ def test_without_mutation_unset_fields_are_violations() -> None:
 
 def test_updates() -> None:
     pod = apply(plain_pod(), run(plain_pod()))
-    # kubectl debug adds an ephemeral container with no security context: judged, not mutated (pods are immutable)
+    # kubectl debug adds an ephemeral container with no security context: only it is filled in
     debugged = copy.deepcopy(pod)
     debugged["spec"]["ephemeralContainers"] = [{"name": "dbg", "image": IMAGE}]
     decision = run(debugged, old_object=pod)
-    assert decision.patches == ()
-    assert "pod-security:allowPrivilegeEscalation" in rules(decision)
+    assert decision.allowed, decision.message()
+    assert all(p["path"].startswith("/spec/ephemeralContainers/0/securityContext") for p in decision.patches)
+    patched = apply(debugged, decision)
+    assert patched["spec"]["ephemeralContainers"][0]["securityContext"] == {
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert {**patched, "spec": {**patched["spec"], "ephemeralContainers": []}} == {
+        **debugged,
+        "spec": {**debugged["spec"], "ephemeralContainers": []},
+    }  # nothing that already runs is touched
+    assert decide(POLICY, patched, namespace="tool-example", now=NOW, old_object=pod, assume_mutated=False).allowed
+    # a second one later: the first is running and left alone
+    second = copy.deepcopy(patched)
+    second["spec"]["ephemeralContainers"].append({"name": "dbg2", "image": IMAGE})
+    paths = {p["path"] for p in run(second, old_object=patched).patches}
+    assert paths and all(path.startswith("/spec/ephemeralContainers/1/") for path in paths)
+    # one that sets a forbidden value is denied, naming the field; it is never overwritten
+    rooted = copy.deepcopy(pod)
+    rooted["spec"]["ephemeralContainers"] = [
+        {"name": "dbg", "image": IMAGE, "securityContext": {"runAsUser": 0, "capabilities": {"add": ["SYS_PTRACE"]}}}
+    ]
+    denied = run(rooted, old_object=pod)
+    assert not denied.allowed
+    message = denied.message()
+    assert 'container "dbg" sets securityContext.runAsUser=0' in message and "SYS_PTRACE" in message
+    assert apply(rooted, denied)["spec"]["ephemeralContainers"][0]["securityContext"]["runAsUser"] == 0
+    # without mutation the bare debug container is judged as sent
+    assert "pod-security:allowPrivilegeEscalation" in rules(run(debugged, old_object=pod, policy=NO_MUTATION))
     # a label change on a Deployment leaves the template alone: nothing to judge
     deployment: dict[str, Any] = {
         "kind": "Deployment",

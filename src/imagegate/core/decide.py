@@ -23,7 +23,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from imagegate.core.podprofile import PodProfile, mutate_pod, pod_findings
+from imagegate.core.podprofile import PodProfile, mutate_pod, new_ephemeral_containers, pod_findings
 from imagegate.core.policy import Grant, Policy
 from imagegate.core.records import BaseImageVerdict, Decision, Finding, ImageUse, ImageVerdict, Mode
 from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref, parse_normalized
@@ -195,18 +195,22 @@ def _pod_security(
     """
     identity = profile.tool.identity(namespace, namespace_labels) if profile.tool else None
     old_specs = dict(pod_specs(old_object)) if old_object else {}
-    # Pods cannot change their security context after creation; templates can.
     # /validate sends no patch and judges the object as sent: it has nothing to mutate.
-    may_mutate = assume_mutated and profile.mutate and (old_object is None or obj.get("kind") != "Pod")
+    may_mutate = assume_mutated and profile.mutate
+    # A running pod cannot change its security context; it can only gain ephemeral
+    # containers (pods/ephemeralcontainers): those alone are filled in. Templates can change.
+    running_pod = old_object is not None and obj.get("kind") == "Pod"
     findings: list[Finding] = []
     patches: list[Mapping[str, Any]] = []
     mode = profile.mode
     for pointer, original in pod_specs(obj):
-        if old_object is not None and old_specs.get(pointer) == original:
+        old_spec = old_specs.get(pointer)
+        if old_object is not None and old_spec == original:
             continue  # an UPDATE that leaves the pod spec alone has nothing to judge
         spec = original
-        if may_mutate:
-            patcher = mutate_pod(original, pointer, profile, identity)
+        only = new_ephemeral_containers(original, old_spec) if running_pod else None
+        if may_mutate and (only is None or only):
+            patcher = mutate_pod(original, pointer, profile, identity, only)
             patches.extend(patcher.patches)
             spec = patcher.spec
         metadata: Any = obj

@@ -35,6 +35,7 @@ __all__ = [
     "PodSecuritySettings",
     "ToolProfile",
     "mutate_pod",
+    "new_ephemeral_containers",
     "tool_profile_findings",
 ]
 
@@ -241,20 +242,54 @@ _NO_ESCALATION = ("securityContext", "allowPrivilegeEscalation")
 _DROP = ("securityContext", "capabilities", "drop")
 
 
-def mutate_pod(spec: Mapping[str, Any], pointer: str, profile: PodProfile, identity: Identity | None) -> _Patcher:
-    """Fill in the secure defaults the profile wants, where the pod left them unset."""
+def mutate_pod(
+    spec: Mapping[str, Any],
+    pointer: str,
+    profile: PodProfile,
+    identity: Identity | None,
+    only: Sequence[tuple[str, int]] | None = None,
+) -> _Patcher:
+    """Fill in the secure defaults the profile wants, where the pod left them unset.
+
+    ``only`` names the containers (list field, index) of a running pod that are new: the
+    ephemeral containers ``kubectl debug`` adds, the one change the API server lets such a
+    pod make. Then nothing else is touched, and each of them gets on its own security
+    context what the pod level gives a new pod (uid, gid, runAsNonRoot, seccomp), since the
+    running pod's own context cannot change and may predate imagegate.
+    """
     patcher = _Patcher(spec, pointer)
-    if profile.level == "restricted" or profile.tool is not None:
+    if profile.level != "restricted" and profile.tool is None:
+        return patcher
+    if only is None:
         if identity is not None:
             patcher.ensure(_POD_USER, identity.uid)
             patcher.ensure(_POD_GROUP, identity.gid)
             patcher.ensure(_POD_FS_GROUP, identity.gid)
         patcher.ensure(_POD_NON_ROOT, True)
         patcher.ensure(_POD_SECCOMP, "RuntimeDefault")
-        for list_field, index, _container in containers(patcher.spec):
-            patcher.ensure((list_field, index, *_NO_ESCALATION), False)
-            patcher.ensure((list_field, index, *_DROP), ["ALL"])
+        targets: Sequence[tuple[str, int]] = [(list_field, index) for list_field, index, _ in containers(patcher.spec)]
+    else:
+        targets = only
+        for list_field, index in only:
+            if identity is not None:
+                patcher.ensure((list_field, index, *_POD_USER), identity.uid)
+                patcher.ensure((list_field, index, *_POD_GROUP), identity.gid)
+            patcher.ensure((list_field, index, *_POD_NON_ROOT), True)
+            patcher.ensure((list_field, index, *_POD_SECCOMP), "RuntimeDefault")
+    for list_field, index in targets:
+        patcher.ensure((list_field, index, *_NO_ESCALATION), False)
+        patcher.ensure((list_field, index, *_DROP), ["ALL"])
     return patcher
+
+
+def new_ephemeral_containers(spec: Mapping[str, Any], old_spec: Mapping[str, Any] | None) -> list[tuple[str, int]]:
+    """The ephemeral containers of ``spec`` that ``old_spec`` does not have (by name: they never change)."""
+    old_names = {str(c.get("name")) for c in _list((old_spec or {}).get("ephemeralContainers")) if isinstance(c, dict)}
+    return [
+        ("ephemeralContainers", index)
+        for index, container in enumerate(_list(spec.get("ephemeralContainers")))
+        if isinstance(container, dict) and str(container.get("name")) not in old_names
+    ]
 
 
 # --- the tool profile -------------------------------------------------------------------
