@@ -19,9 +19,10 @@ from typing import Any
 import httpx
 import jsonpatch
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from imagegate.shell.certs import load_ca, make_certificates
-from imagegate.shell.server import Metrics
+from imagegate.shell.server import LATENCY_BUCKETS, Metrics
 from tests.webhook_process import WebhookProcess, run_webhook
 
 FIXTURES = Path(__file__).parent / "fixtures" / "admission"
@@ -416,12 +417,15 @@ def test_buffered_latencies_count_as_observations() -> None:
     ours = Metrics()
     for value in values:
         ours.record("validate", "allowed", "tool-x", [], value)
-    reference = Metrics()
+    reference = CollectorRegistry()
+    observed = Histogram(
+        "imagegate_request_duration_seconds", "", ["endpoint"], buckets=LATENCY_BUCKETS, registry=reference
+    )
     for value in values:
-        reference.latency.labels("validate").observe(value)
+        observed.labels("validate").observe(value)
 
-    def histogram(metrics: Metrics) -> list[str]:
-        text = metrics.exposition().decode()
-        return [line for line in text.splitlines() if line.startswith("imagegate_request_duration_seconds")]
+    def histogram(text: bytes) -> list[str]:
+        return [line for line in text.decode().splitlines() if line.startswith("imagegate_request_duration_seconds")]
 
-    assert histogram(ours) == histogram(reference) and len(histogram(ours)) == 14
+    ours_lines, reference_lines = histogram(ours.exposition()), histogram(generate_latest(reference))
+    assert ours_lines == reference_lines and len(ours_lines) == 14

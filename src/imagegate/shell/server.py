@@ -39,7 +39,6 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
     generate_latest,
     multiprocess,
@@ -48,6 +47,7 @@ from prometheus_client import (
 from imagegate.core.admission import AdmissionRequest, ReviewError, ReviewOutcome, decode_review, internal_error, review
 from imagegate.core.policy import Policy
 from imagegate.shell.certs import check_pair
+from imagegate.shell.histograms import BatchedHistogram, Counts
 from imagegate.shell.http import HttpServer, Limits, Request, Response, server_ssl_context
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.policy_source import PolicySource, ReloadResult
@@ -91,7 +91,7 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._decisions: dict[tuple[str, str, str], int] = {}
         self._findings: dict[tuple[str, str, str], int] = {}
-        self._latencies: dict[str, tuple[float, list[int]]] = {}  # endpoint -> (sum, count per bucket)
+        self._latencies: Counts = {}  # endpoint -> (sum, count per bucket)
         self.registry = CollectorRegistry()
         self.decisions = Counter(
             "imagegate_decisions_total",
@@ -105,13 +105,15 @@ class Metrics:
             ["rule", "mode", "namespace"],
             registry=self.registry,
         )
-        self.latency = Histogram(
+        shared = os.environ.get(MULTIPROCESS_ENV)
+        self.latency = BatchedHistogram(
             "imagegate_request_duration_seconds",
             "Time from request start to response, by endpoint.",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            "endpoint",
+            LATENCY_BUCKETS,
+            Path(shared) if shared else None,
         )
+        self.registry.register(self.latency)
         self.errors = Counter(
             "imagegate_request_errors_total",
             "Requests answered with an HTTP error, by endpoint and reason.",
@@ -165,8 +167,8 @@ class Metrics:
         for rule, mode in findings:
             finding_key = (rule, mode, namespace)
             self._findings[finding_key] = self._findings.get(finding_key, 0) + 1
-        total, counts = self._latencies.get(endpoint) or (0.0, [0] * (len(LATENCY_BUCKETS) + 1))
-        counts[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1  # the first bucket with elapsed <= bound
+        total, counts = self._latencies.get(endpoint) or (0.0, self.latency.new_counts())
+        counts[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1  # BatchedHistogram.bucket_of, inlined
         self._latencies[endpoint] = (total + elapsed, counts)
 
     def flush(self) -> None:
@@ -177,10 +179,9 @@ class Metrics:
             self.child(self.decisions, *labels).inc(count)
         for labels, count in findings.items():
             self.child(self.findings, *labels).inc(count)
-        for endpoint, (total, counts) in latencies.items():
-            _observe_many(self.child(self.latency, endpoint), total, counts)
+        self.latency.add(latencies)
 
-    def child(self, metric: Counter | Histogram, *values: str) -> Any:
+    def child(self, metric: Counter, *values: str) -> Any:
         """``metric.labels(*values)``, remembered: ``labels()`` locks and validates on every call."""
         key = (id(metric), values)
         found = self._children.get(key)
@@ -194,9 +195,10 @@ class Metrics:
         Other workers' decisions show up within :data:`METRICS_FLUSH_SECONDS`.
         """
         self.flush()
-        if os.environ.get(MULTIPROCESS_ENV):
+        if self.latency.directory is not None:  # several workers: PROMETHEUS_MULTIPROC_DIR
             combined = CollectorRegistry()
             multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            combined.register(self.latency)  # reads every worker's file
             return generate_latest(combined)
         return generate_latest(self.registry)
 
@@ -208,23 +210,6 @@ class Metrics:
             expired = sum(1 for g in source.current.grants if g.expired(now))
             self.grants.labels("expired").set(expired)
             self.grants.labels("active").set(len(source.current.grants) - expired)
-
-
-def _observe_many(histogram: Any, total: float, counts: list[int]) -> None:
-    """Add many observations, already counted per bucket, to a histogram child at once.
-
-    prometheus_client has no public call for this; its histogram child keeps ``_sum`` and
-    one ``_buckets`` value per bucket (non-cumulative), as it has for years. Replaying
-    each observation instead would write to the shared files ten thousand times a second
-    and stall the worker for tens of milliseconds.
-    """
-    buckets, sum_value = getattr(histogram, "_buckets", None), getattr(histogram, "_sum", None)
-    if buckets is None or sum_value is None or len(buckets) != len(counts):
-        raise RuntimeError("unexpected prometheus_client Histogram internals; update Metrics.flush")
-    sum_value.inc(total)
-    for bucket, count in zip(buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
 
 
 class TlsReloader:
