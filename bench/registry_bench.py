@@ -38,7 +38,8 @@ from tests.registry_process import Registry, run_registry
 from imagegate.core.baseimage import verify_image
 from imagegate.core.policy import BaseImagesConfig
 from imagegate.core.reference import parse_docker_ref
-from imagegate.shell.registry import Credentials, RegistryClient, RegistrySettings
+from imagegate.shell.registry import RegistryClient, RegistrySettings
+from imagegate.shell.registry_auth import DockerConfigCredentials
 from imagegate.shell.verification import BaseImageIndex
 
 
@@ -47,11 +48,13 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def settings(registry: Registry, credentials: Credentials) -> RegistrySettings:
+def settings(registry: Registry, credentials: DockerConfigCredentials) -> RegistrySettings:
     return RegistrySettings(ca_file=registry.tls.ca_cert, credentials=credentials, timeout=5)
 
 
-async def measure(registry: Registry, credentials: Credentials, rounds: int, images: int) -> dict[str, object]:
+async def measure(
+    registry: Registry, credentials: DockerConfigCredentials, rounds: int, images: int
+) -> dict[str, object]:
     base_ref = parse_docker_ref(f"{registry.host}/toolforge/base:1")
     app_ref = parse_docker_ref(f"{registry.host}/tool-bench/app:1")
     bases = BaseImageIndex()
@@ -109,7 +112,7 @@ def main() -> int:
             for n in range(options.images):  # distinct manifests: an annotation makes each digest unique
                 raw["annotations"] = {"bench.imagegate/n": str(n)}
                 registry.put_manifest("tool-bench/app", f"many-{n}", json.dumps(raw).encode(), raw["mediaType"])
-            credentials = Credentials.from_docker_config(registry.docker_config(tmp / "config.json"))
+            credentials = DockerConfigCredentials.from_docker_config(registry.docker_config(tmp / "config.json"))
             result = asyncio.run(measure(registry, credentials, options.rounds, options.images))
     print(f"registry benchmark: docker-registry on loopback over TLS with Basic auth, {options.rounds} rounds\n")
     print("| measure | p50 | p99 |")

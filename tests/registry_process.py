@@ -47,6 +47,7 @@ class Registry:
     process: subprocess.Popen[bytes]
     log: Path
     token_requests: list[str]
+    token_answer: dict[str, Any]  # fields the token server adds to (or puts in place of) its answer
 
     @property
     def credentials(self) -> str:
@@ -81,6 +82,7 @@ class _TokenHandler(BaseHTTPRequestHandler):
     key: Any
     chain: list[str]
     requests: list[str]
+    answer: dict[str, Any]
 
     def log_message(self, *_args: object) -> None:
         pass
@@ -114,7 +116,7 @@ class _TokenHandler(BaseHTTPRequestHandler):
             "access": access,
         }
         token = jwt.encode(claims, self.key, algorithm="ES256", headers={"x5c": self.chain})
-        body = json.dumps({"token": token, "expires_in": 300}).encode()
+        body = json.dumps({"token": token, "expires_in": 300, **self.answer}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -158,6 +160,7 @@ def run_registry(workdir: Path, auth: str = "htpasswd") -> Iterator[Registry]:
         "http": {"addr": f"127.0.0.1:{port}", "tls": {"certificate": str(tls.cert), "key": str(tls.key)}},
     }
     token_requests: list[str] = []
+    token_answer: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         if auth == "htpasswd":
             htpasswd = subprocess.run(["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True)
@@ -170,7 +173,12 @@ def run_registry(workdir: Path, auth: str = "htpasswd") -> Iterator[Registry]:
             handler = type(
                 "TokenHandler",
                 (_TokenHandler,),
-                {"key": key, "chain": [base64.b64encode(der).decode()], "requests": token_requests},
+                {
+                    "key": key,
+                    "chain": [base64.b64encode(der).decode()],
+                    "requests": token_requests,
+                    "answer": token_answer,
+                },
             )
             token_host = stack.enter_context(https_server(handler, tls))
             config["auth"] = {
@@ -187,7 +195,7 @@ def run_registry(workdir: Path, auth: str = "htpasswd") -> Iterator[Registry]:
             process = subprocess.Popen(
                 [binary, "serve", str(workdir / "config.yml")], stdout=out, stderr=subprocess.STDOUT
             )
-        registry = Registry(f"127.0.0.1:{port}", tls, cert_dir, process, log, token_requests)
+        registry = Registry(f"127.0.0.1:{port}", tls, cert_dir, process, log, token_requests, token_answer)
         try:
             _wait(registry)
             yield registry

@@ -24,7 +24,8 @@ from imagegate.core.oci import digest_of
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, load_policy
 from imagegate.core.reference import parse_docker_ref
 from imagegate.shell.certs import make_certificates
-from imagegate.shell.registry import Credentials, RegistryClient, RegistryError, RegistrySettings
+from imagegate.shell.registry import RegistryClient, RegistryError, RegistrySettings
+from imagegate.shell.registry_auth import DockerConfigCredentials
 from imagegate.shell.verification import RegistryGate
 from tests.conftest import admission_review, run_imagegate
 from tests.oci_images import OciLayout, layer, layers, skopeo_copy, skopeo_inspect
@@ -83,7 +84,7 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushed]:
 
 
 def client(pushed: Pushed, tmp_path: Path, **settings: Any) -> RegistryClient:
-    credentials = Credentials.from_docker_config(pushed.registry.docker_config(tmp_path / "config.json"))
+    credentials = DockerConfigCredentials.from_docker_config(pushed.registry.docker_config(tmp_path / "config.json"))
     return RegistryClient(RegistrySettings(ca_file=pushed.registry.tls.ca_cert, credentials=credentials, **settings))
 
 
@@ -225,7 +226,7 @@ def test_token_auth_registry(tmp_path: Path) -> None:
         layout = OciLayout(tmp_path / "layout")
         reg.push(layout, "img", [*BASE_V1, *APP], "tool-t/app:1")
         requests_before = len(reg.token_requests)
-        credentials = Credentials.from_docker_config(reg.docker_config(tmp_path / "config.json"))
+        credentials = DockerConfigCredentials.from_docker_config(reg.docker_config(tmp_path / "config.json"))
         c = RegistryClient(RegistrySettings(ca_file=reg.tls.ca_cert, credentials=credentials))
 
         async def go() -> None:

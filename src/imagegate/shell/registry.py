@@ -1,9 +1,10 @@
 """An async OCI distribution client (httpx): manifests, configs, auth, caching.
 
 * Auth: anonymous, Basic, and the Bearer-token challenge flow (``WWW-Authenticate``) that
-  Docker Hub, Harbor, ghcr and distribution use; tokens cached by (realm, service, scope)
-  until they expire. Credentials come from a docker ``config.json`` (the format of a
-  ``kubernetes.io/dockerconfigjson`` Secret mounted into the pod).
+  Docker Hub, Harbor, ghcr and distribution use, as an ``httpx.Auth`` flow with a bounded
+  token cache (``shell/registry_auth.py``). Credentials come from a
+  :class:`~imagegate.shell.registry_auth.CredentialSource`: a docker ``config.json`` (the
+  format of a ``kubernetes.io/dockerconfigjson`` Secret mounted into the pod) by default.
 * Every manifest and blob read is size-bounded and checked against its digest.
 * Manifest lists / OCI indexes: the platforms the cluster runs are examined, each.
 * Caching: resolved images by digest (immutable) for long; tag -> digest briefly;
@@ -16,13 +17,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
-import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,58 +42,18 @@ from imagegate.core.oci import (
     verify_digest,
 )
 from imagegate.core.reference import DEFAULT_DOMAIN, Reference
+from imagegate.shell.registry_auth import (
+    DOCKER_HUB_API,
+    CredentialSource,
+    DockerConfigCredentials,
+    RegistryAuth,
+    RegistryError,
+)
 
-__all__ = ["Credentials", "RegistryClient", "RegistryError", "RegistrySettings"]
+__all__ = ["RegistryClient", "RegistryError", "RegistrySettings"]
 
 log = structlog.get_logger("imagegate.registry")
 T = TypeVar("T")
-
-DOCKER_HUB_API = "registry-1.docker.io"
-
-
-class RegistryError(Exception):
-    """A registry could not tell us what we asked; ``kind`` is stable for metrics."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Registry host -> (username, password), from a docker config.json."""
-
-    by_host: Mapping[str, tuple[str, str]] = field(default_factory=dict)
-
-    @classmethod
-    def from_docker_config(cls, path: Path) -> Credentials:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise RegistryError("credentials", f"cannot read registry credentials {path}: {exc}") from None
-        found: dict[str, tuple[str, str]] = {}
-        for host, entry in (data.get("auths") or {}).items():
-            if not isinstance(entry, dict):
-                continue
-            user, password = entry.get("username"), entry.get("password")
-            if not (user and password) and entry.get("auth"):
-                try:
-                    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                except (binascii.Error, UnicodeDecodeError):
-                    raise RegistryError("credentials", f"{path}: bad 'auth' for {host}") from None
-            if user and password:
-                key = re.sub(r"^https?://", "", str(host)).split("/")[0]
-                found[key] = (str(user), str(password))
-        return cls(found)
-
-    def for_host(self, host: str) -> tuple[str, str] | None:
-        if host in self.by_host:
-            return self.by_host[host]
-        if host == DOCKER_HUB_API:
-            for alias in ("index.docker.io", "docker.io", "registry-1.docker.io"):
-                if alias in self.by_host:
-                    return self.by_host[alias]
-        return None
 
 
 @dataclass(frozen=True)
@@ -112,16 +69,8 @@ class RegistrySettings:
     cache_size: int = 4096
     max_redirects: int = 5
     ca_file: Path | None = None
-    credentials: Credentials = field(default_factory=Credentials)
-
-
-_CHALLENGE_PARAM_RE = re.compile(r'(\w+)="([^"]*)"')
-
-
-def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """``Bearer realm="...",service="..."`` -> ("bearer", {...})."""
-    scheme, _, rest = header.strip().partition(" ")
-    return scheme.lower(), dict(_CHALLENGE_PARAM_RE.findall(rest))
+    credentials: CredentialSource = field(default_factory=DockerConfigCredentials)
+    token_cache_size: int = 1024  # Bearer tokens kept: one per registry and repository
 
 
 def _api_host(ref: Reference) -> str:
@@ -169,8 +118,12 @@ class RegistryClient:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             headers={"User-Agent": "imagegate"},
         )
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}  # (host, scope) -> (token, expiry)
-        self._basic: set[str] = set()
+        self._auth = RegistryAuth(
+            self.settings.credentials,
+            self._http,
+            token_cache_size=self.settings.token_cache_size,
+            hosts=self.settings.cache_size,
+        )
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._by_digest: LRUCache[str, ResolvedImage] = LRUCache(self.settings.cache_size)
         self._tags: TTLCache[str, str] = TTLCache(self.settings.cache_size, self.settings.tag_ttl)
@@ -194,45 +147,16 @@ class RegistryClient:
             self._semaphores[host] = asyncio.Semaphore(self.settings.per_registry_concurrency)
         return self._semaphores[host]
 
-    async def _token(self, host: str, params: dict[str, str], scope: str) -> str:
-        realm = params.get("realm")
-        if not realm or not realm.startswith(("https://", "http://")):
-            raise RegistryError("auth", f"{host} sent a Bearer challenge without a usable realm")
-        service = params.get("service", "")
-        query = {"scope": scope} if scope else {}
-        if service:
-            query["service"] = service
-        credentials = self.settings.credentials.for_host(host)
-        try:
-            response = await self._http.get(realm, params=query, auth=credentials)
-        except httpx.HTTPError as exc:
-            raise RegistryError("auth", f"token server {realm} for {host} is unreachable: {exc!r}") from None
-        if response.status_code != 200:
-            raise RegistryError("auth", f"token server {realm} refused {host} (HTTP {response.status_code})")
-        try:
-            body = response.json()
-            token = str(body.get("token") or body.get("access_token") or "")
-            lifetime = float(body.get("expires_in") or 60)
-        except (ValueError, AttributeError):
-            raise RegistryError("auth", f"token server {realm} answered something that is not a token") from None
-        if not token:
-            raise RegistryError("auth", f"token server {realm} answered no token")
-        self._tokens[(host, scope)] = (token, time.monotonic() + max(lifetime - 10, 1))
-        return token
-
-    async def _request(self, method: str, host: str, path: str, scope: str, accept: str = "") -> httpx.Response:
+    async def _request(self, method: str, host: str, path: str, accept: str = "") -> httpx.Response:
+        """One API request, authorized by :class:`RegistryAuth`; a 429 is retried once within the time budget."""
         url = f"https://{host}{path}"
         headers = {"Accept": accept} if accept else {}
         deadline = time.monotonic() + self.settings.timeout * 2
-        fresh_token = False  # a cached token may have expired: one fresh one is fetched on a 401
+        retried = False
         async with self._semaphore(host):
-            for _attempt in range(3):
-                cached = self._tokens.get((host, scope))
-                if cached is not None and cached[1] > time.monotonic() and "Authorization" not in headers:
-                    headers["Authorization"] = f"Bearer {cached[0]}"
-                auth = self.settings.credentials.for_host(host) if host in self._basic else None
+            while True:
                 try:
-                    response = await self._http.request(method, url, headers=headers, auth=auth)
+                    response = await self._http.request(method, url, headers=headers, auth=self._auth)
                 except httpx.TooManyRedirects:
                     raise RegistryError(
                         "redirects", f"{url}: more than {self.settings.max_redirects} redirects"
@@ -242,23 +166,15 @@ class RegistryClient:
                 except httpx.HTTPError as exc:
                     raise RegistryError("unreachable", f"{host} is unreachable: {exc!r}") from None
                 if response.status_code == 401:
-                    scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-                    if scheme == "bearer" and not fresh_token:
-                        headers["Authorization"] = f"Bearer {await self._token(host, params, scope)}"
-                        fresh_token = True
-                        continue
-                    if scheme == "basic" and auth is None and self.settings.credentials.for_host(host):
-                        self._basic.add(host)  # remembered: later requests send it up front
-                        continue
                     raise RegistryError("auth", f"{host} refused our credentials for {path} (HTTP 401)")
                 if response.status_code == 429:
                     wait = _retry_after(response.headers.get("Retry-After"))
-                    if wait is not None and time.monotonic() + wait < deadline:
+                    if not retried and wait is not None and time.monotonic() + wait < deadline:
+                        retried = True
                         await asyncio.sleep(wait)
                         continue
                     raise RegistryError("rate-limited", f"{host} is rate limiting us (HTTP 429)")
                 return response
-        raise RegistryError("auth", f"{host}: authentication did not settle")
 
     async def _read(self, response: httpx.Response, limit: int, what: str) -> bytes:
         declared = response.headers.get("Content-Length")
@@ -273,8 +189,7 @@ class RegistryClient:
 
     async def _manifest(self, ref: Reference, target: str) -> tuple[bytes, str, str]:
         host = _api_host(ref)
-        scope = f"repository:{ref.path}:pull"
-        response = await self._request("GET", host, f"/v2/{ref.path}/manifests/{target}", scope, ACCEPT_MANIFESTS)
+        response = await self._request("GET", host, f"/v2/{ref.path}/manifests/{target}", ACCEPT_MANIFESTS)
         self.fetches["manifest"] = self.fetches.get("manifest", 0) + 1
         if response.status_code == 404:
             raise RegistryError("not-found", f"{ref.repository}:{target} does not exist (HTTP 404)")
@@ -299,9 +214,7 @@ class RegistryClient:
                 "too-large", f"blob {descriptor.digest[:19]} is {descriptor.size} bytes; the limit is {limit}"
             )
         host = _api_host(ref)
-        response = await self._request(
-            "GET", host, f"/v2/{ref.path}/blobs/{descriptor.digest}", f"repository:{ref.path}:pull"
-        )
+        response = await self._request("GET", host, f"/v2/{ref.path}/blobs/{descriptor.digest}")
         self.fetches["blob"] = self.fetches.get("blob", 0) + 1
         if response.status_code != 200:
             raise RegistryError(

@@ -22,7 +22,8 @@ from imagegate.core.baseimage import BaseVersion, verify_image
 from imagegate.core.decide import BaseImageVerdict, Decision
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig
 from imagegate.core.reference import parse_docker_ref
-from imagegate.shell.registry import Credentials, RegistryClient, RegistryError, RegistrySettings
+from imagegate.shell.registry import RegistryClient, RegistryError, RegistrySettings
+from imagegate.shell.registry_auth import DockerConfigCredentials
 
 __all__ = ["BaseImageIndex", "Lookups", "RegistryGate", "settle"]
 
@@ -41,7 +42,9 @@ def client_for(config: RegistryConfig, relative_to: Path | None = None) -> Regis
         return path if path.is_absolute() or relative_to is None else relative_to / path
 
     credentials_path = resolve(config.credentials_file)
-    credentials = Credentials.from_docker_config(credentials_path) if credentials_path else Credentials()
+    credentials = (
+        DockerConfigCredentials.from_docker_config(credentials_path) if credentials_path else DockerConfigCredentials()
+    )
     return RegistryClient(
         RegistrySettings(
             timeout=config.timeout,

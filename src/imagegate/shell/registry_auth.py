@@ -1,0 +1,352 @@
+"""Who we are to a registry: credentials, challenges, Bearer tokens, as an ``httpx.Auth`` flow.
+
+The flow is the one distribution, Docker Hub, Harbor and ghcr speak: a request goes out
+with what we already know for its host (a cached token, or Basic credentials); a ``401``
+names the scheme in ``WWW-Authenticate``; for ``Bearer`` a token for the request's
+repository scope is fetched from the challenge's ``realm`` (with Basic credentials when we
+have them, anonymously otherwise) and the request is sent once more; for ``Basic`` the
+credentials are sent once more. A second refusal goes back to the caller as the 401.
+
+* Credentials sit behind :class:`CredentialSource`: one async method, host in, username and
+  password out. :class:`DockerConfigCredentials` reads a docker ``config.json`` (the form
+  of a ``kubernetes.io/dockerconfigjson`` Secret); a docker credential helper or a cloud
+  provider's token exchange is another class with the same method.
+* Tokens are cached by (host, realm, service, scope), at most ``size`` of them (least
+  recently used go first), each until shortly before it expires: ``expires_in`` (60 s when
+  absent, as the distribution token spec says) counted from ``issued_at`` when the token
+  server says when that was.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import enum
+import json
+import math
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import httpx
+from cachetools import LRUCache
+
+__all__ = [
+    "Challenge",
+    "CredentialSource",
+    "DockerConfigCredentials",
+    "Login",
+    "RegistryAuth",
+    "RegistryError",
+    "TokenCache",
+    "parse_challenges",
+    "token_lifetime",
+]
+
+DOCKER_HUB_API = "registry-1.docker.io"
+DOCKER_HUB_ALIASES = ("index.docker.io", "docker.io", DOCKER_HUB_API)  # keys docker login writes
+DEFAULT_TOKEN_SECONDS = 60.0  # the token spec's default when expires_in is absent
+REFRESH_MARGIN_SECONDS = 10.0  # a token this close to its expiry is not sent again
+
+
+class RegistryError(Exception):
+    """A registry could not tell us what we asked; ``kind`` is stable for metrics."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+class Login(NamedTuple):
+    username: str
+    password: str
+
+
+class CredentialSource(Protocol):
+    """Where the credentials for a registry come from."""
+
+    async def login(self, host: str) -> Login | None:
+        """The login for ``host``, or None to go anonymously.
+
+        ``host`` is ``host[:port]`` of the API's URL as httpx writes it: in lower case,
+        without ``:443``; Docker Hub's is ``registry-1.docker.io``.
+        """
+        ...
+
+
+def _host_key(host: str) -> str:
+    """``Reg.Example:443`` and ``reg.example`` are one registry (httpx sends the latter)."""
+    host = host.lower()
+    return host.removesuffix(":443")
+
+
+@dataclass(frozen=True)
+class DockerConfigCredentials:
+    """Registry host -> login, from a docker ``config.json`` (``auths``)."""
+
+    by_host: Mapping[str, Login] = field(default_factory=dict)
+
+    @classmethod
+    def from_docker_config(cls, path: Path) -> DockerConfigCredentials:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RegistryError("credentials", f"cannot read registry credentials {path}: {exc}") from None
+        auths = data.get("auths") if isinstance(data, dict) else None
+        found: dict[str, Login] = {}
+        for host, entry in (auths if isinstance(auths, dict) else {}).items():
+            if not isinstance(entry, dict):
+                continue
+            user, password = entry.get("username"), entry.get("password")
+            if not (user and password) and entry.get("auth"):
+                try:
+                    user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
+                except (binascii.Error, UnicodeDecodeError):
+                    raise RegistryError("credentials", f"{path}: bad 'auth' for {host}") from None
+            if user and password:
+                key = _host_key(re.sub(r"^https?://", "", str(host)).split("/")[0])
+                found[key] = Login(str(user), str(password))
+        return cls(found)
+
+    async def login(self, host: str) -> Login | None:
+        host = _host_key(host)
+        if host in self.by_host:
+            return self.by_host[host]
+        if host == DOCKER_HUB_API:
+            return next((self.by_host[alias] for alias in DOCKER_HUB_ALIASES if alias in self.by_host), None)
+        return None
+
+
+# --- WWW-Authenticate (RFC 7235: challenge = scheme [ token68 / #auth-param ]) ----------------
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*[ \t]*(?=,|$)")
+_SPACE = re.compile(r"[ \t]*")
+_SEPARATORS = re.compile(r"[ \t]*(?:,[ \t]*)*")
+_ESCAPE = re.compile(r"\\(.)")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One challenge: the scheme and the parameter names in lower case."""
+
+    scheme: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+def _skip(pattern: re.Pattern[str], value: str, pos: int) -> int:
+    """Where ``pattern`` (one that matches the empty string) stops matching from ``pos``."""
+    found = pattern.match(value, pos)
+    return found.end() if found else pos
+
+
+def parse_challenges(values: Iterable[str]) -> list[Challenge]:
+    """Every challenge in the ``WWW-Authenticate`` header values, in order.
+
+    One value may hold several challenges (``Bearer realm="a", Basic realm="b"``); quoted
+    values may hold commas and backslash escapes. Parsing a value stops at the first thing
+    that is not of the grammar, keeping the challenges before it.
+    """
+    challenges: list[Challenge] = []
+    for value in values:
+        pos = _skip(_SEPARATORS, value, 0)
+        while (scheme := _TOKEN.match(value, pos)) is not None:
+            params: dict[str, str] = {}
+            pos = _parse_params(value, _skip(_SPACE, value, scheme.end()), params)
+            challenges.append(Challenge(scheme.group().lower(), params))
+            pos = _skip(_SEPARATORS, value, pos)
+    return challenges
+
+
+def _parse_params(value: str, pos: int, params: dict[str, str]) -> int:
+    """A token68 or ``name=value`` pairs from ``pos``; returns where the next challenge starts."""
+    token68 = _TOKEN68.match(value, pos)
+    if token68 is not None:
+        return token68.end()  # a credential blob (Negotiate, ...): nothing we use
+    while (name := _TOKEN.match(value, pos)) is not None:
+        equals = _skip(_SPACE, value, name.end())
+        if not value.startswith("=", equals):
+            return pos  # a bare token: the next challenge's scheme
+        start = _skip(_SPACE, value, equals + 1)
+        if (quoted := _QUOTED.match(value, start)) is not None:
+            text, end = _ESCAPE.sub(r"\1", quoted.group(1)), quoted.end()
+        elif (bare := _TOKEN.match(value, start)) is not None:
+            text, end = bare.group(), bare.end()
+        else:
+            return len(value)  # malformed: stop here
+        params.setdefault(name.group().lower(), text)
+        pos = _skip(_SEPARATORS, value, end)
+        if "," not in value[end:pos]:
+            return end
+    return pos
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+class TokenCache:
+    """Bearer tokens by key, at most ``size`` (least recently used go first), each until its expiry.
+
+    Times are the caller's (``time.monotonic`` in the client), so the cache has no clock.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._entries: OrderedDict[tuple[str, ...], tuple[str, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, ...], now: float) -> str | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: tuple[str, ...], token: str, expires: float, now: float) -> None:
+        """Keep ``token`` until ``expires``; one that expires by ``now`` is not kept."""
+        if expires <= now:
+            self._entries.pop(key, None)
+            return
+        self._entries[key] = (token, expires)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+def token_lifetime(answer: Mapping[str, object], now: dt.datetime) -> float:
+    """Seconds a token server's answer stays valid from ``now``: ``expires_in`` from ``issued_at``.
+
+    ``issued_at`` can only shorten the lifetime (a token server whose clock runs ahead does
+    not make a token live longer); one that is not an RFC 3339 time is ignored, as it is
+    optional. Raises ``ValueError`` for an ``expires_in`` that is not a number of seconds.
+    """
+    expires_in = answer.get("expires_in")
+    if expires_in is None:
+        seconds = DEFAULT_TOKEN_SECONDS
+    elif isinstance(expires_in, int | float) and not isinstance(expires_in, bool) and math.isfinite(expires_in):
+        seconds = float(expires_in)
+    else:
+        raise ValueError(f"expires_in is {expires_in!r}, not a number of seconds")
+    issued_at = answer.get("issued_at")
+    if isinstance(issued_at, str):
+        try:
+            issued = dt.datetime.fromisoformat(issued_at)
+        except ValueError:
+            return seconds
+        if issued.tzinfo is None:
+            issued = issued.replace(tzinfo=dt.UTC)
+        age = (now - issued).total_seconds()
+        if age > 0:
+            seconds -= age
+    return seconds
+
+
+class _Sent(enum.Enum):
+    """What a request carried."""
+
+    NOTHING = enum.auto()
+    BASIC = enum.auto()
+    CACHED_TOKEN = enum.auto()
+    FRESH_TOKEN = enum.auto()
+
+
+_REPOSITORY_PATH = re.compile(r"^/v2/(.+)/(?:manifests|blobs|tags)/")
+
+
+def _scope_of(path: str) -> str:
+    """The token scope a registry API path needs: ``repository:<name>:pull`` (we only read)."""
+    found = _REPOSITORY_PATH.match(path)
+    return f"repository:{found.group(1)}:pull" if found else ""
+
+
+class RegistryAuth(httpx.Auth):
+    """The auth flow for every request of a :class:`~imagegate.shell.registry.RegistryClient`.
+
+    ``http`` fetches tokens (the client's own, so the same TLS settings and timeouts apply).
+    Token server failures raise :class:`RegistryError` (``auth``). Async clients only: the
+    credential source and the token server are awaited.
+    """
+
+    def __init__(
+        self, credentials: CredentialSource, http: httpx.AsyncClient, *, token_cache_size: int, hosts: int
+    ) -> None:
+        self.credentials = credentials
+        self.tokens = TokenCache(token_cache_size)
+        self._http = http
+        self._challenges: LRUCache[str, Challenge] = LRUCache(hosts)  # host -> the challenge it last sent
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        raise RuntimeError("RegistryAuth works with httpx.AsyncClient only")
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        host, scope = request.url.netloc.decode("ascii"), _scope_of(request.url.path)
+        sent = await self._authorize(request, host, scope, self._challenges.get(host), fresh=False)
+        response = yield request
+        if response.status_code != 401:
+            return
+        challenges = parse_challenges(response.headers.get_list("WWW-Authenticate"))
+        challenge = next((c for c in challenges if c.scheme == "bearer"), None)
+        challenge = challenge or next((c for c in challenges if c.scheme == "basic"), None)
+        if challenge is None or sent in (_Sent.FRESH_TOKEN, _Sent.BASIC):
+            return  # nothing we can answer, or our best was refused: the caller gets the 401
+        self._challenges[host] = challenge
+        if await self._authorize(request, host, scope, challenge, fresh=True) is not _Sent.NOTHING:
+            yield request
+
+    async def _authorize(
+        self, request: httpx.Request, host: str, scope: str, challenge: Challenge | None, *, fresh: bool
+    ) -> _Sent:
+        """Put what ``challenge`` asks for into ``request``; say what that was."""
+        if challenge is None:
+            return _Sent.NOTHING
+        if challenge.scheme == "basic":
+            login = await self.credentials.login(host)
+            if login is None:
+                return _Sent.NOTHING
+            pair = base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
+            request.headers["Authorization"] = f"Basic {pair}"
+            return _Sent.BASIC
+        key = (host, challenge.params.get("realm", ""), challenge.params.get("service", ""), scope)
+        token = None if fresh else self.tokens.get(key, time.monotonic())
+        sent = _Sent.CACHED_TOKEN
+        if token is None:
+            token, sent = await self._fetch_token(host, challenge, scope, key), _Sent.FRESH_TOKEN
+        request.headers["Authorization"] = f"Bearer {token}"
+        return sent
+
+    async def _fetch_token(self, host: str, challenge: Challenge, scope: str, key: tuple[str, ...]) -> str:
+        realm = challenge.params.get("realm", "")
+        if not realm.startswith(("https://", "http://")):
+            raise RegistryError("auth", f"{host} sent a Bearer challenge without a usable realm")
+        query = {"scope": scope} if scope else {}
+        if service := challenge.params.get("service"):
+            query["service"] = service
+        login = await self.credentials.login(host)
+        try:
+            response = await self._http.get(realm, params=query, auth=login)
+        except httpx.HTTPError as exc:
+            raise RegistryError("auth", f"token server {realm} for {host} is unreachable: {exc!r}") from None
+        if response.status_code != 200:
+            raise RegistryError("auth", f"token server {realm} refused {host} (HTTP {response.status_code})")
+        try:
+            answer = response.json()
+            token = str(answer.get("token") or answer.get("access_token") or "")
+            lifetime = token_lifetime(answer, dt.datetime.now(dt.UTC))
+        except (ValueError, AttributeError):
+            raise RegistryError("auth", f"token server {realm} answered something that is not a token") from None
+        if not token:
+            raise RegistryError("auth", f"token server {realm} answered no token")
+        now = time.monotonic()
+        self.tokens.put(key, token, now + lifetime - REFRESH_MARGIN_SECONDS, now)
+        return token
