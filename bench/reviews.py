@@ -106,6 +106,8 @@ def deployment() -> dict[str, Any]:
 MIX = {"small-pod": small_pod, "ten-container-pod": ten_container_pod, "deployment": deployment}
 
 BENCH_POLICY = f"""\
+apiVersion: imagegate.toolforge.org/v1
+kind: ImagePolicy
 trusted: [{TOOLFORGE}]
 byoc:
   default: deny

@@ -42,7 +42,7 @@ from tests.registry_process import run_registry
 
 from imagegate.shell.certs import load_ca, make_certificates
 
-GRANTS_OK = "grants:\n  - {namespace: tool-soak, registries: ['%s/tool-soak'], requireBaseImage: true}\n"
+GRANTS_OK = "apiVersion: imagegate.toolforge.org/v1\nkind: ImageGrants\ngrants:\n  - {namespace: tool-soak, registries: ['%s/tool-soak'], requireBaseImage: true}\n"
 
 
 def rss_mb(pid: int) -> float:
@@ -92,6 +92,7 @@ def main() -> int:
             grants.parent.mkdir()
             grants.write_text(GRANTS_OK % registry.host)
             (tmp / "policy.yaml").write_text(
+                "apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\n"
                 f"trusted: [{registry.host}/toolforge]\n"
                 f"registry: {{caFile: {registry.tls.ca_cert}, credentialsFile: {registry.docker_config(tmp / 'config.json')}, onError: deny}}\n"
                 f"baseImages: {{trusted: ['{registry.host}/toolforge/base:1']}}\n"

@@ -23,7 +23,9 @@ from imagegate.core.policy import PolicyError, load_grants, load_policy
 from imagegate.core.reference import ReferenceError, parse, parse_docker_ref
 
 NOW = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
-POLICY = load_policy("trusted: [docker-registry.svc.toolforge.org]\npodSecurity: {level: restricted}\n")
+POLICY = load_policy(
+    "apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\ntrusted: [docker-registry.svc.toolforge.org]\npodSecurity: {level: restricted}\n"
+)
 
 
 def reference(data: bytes) -> None:

@@ -13,6 +13,11 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFORMANCE = REPO_ROOT.parent / "shared" / "conformance"
 
+# Every policy, grants and identities document says what it is (an empty one is an error).
+POLICY_HEADER = "apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\n"
+GRANTS_HEADER = "apiVersion: imagegate.toolforge.org/v1\nkind: ImageGrants\n"
+IDENTITIES_HEADER = "apiVersion: imagegate.toolforge.org/v1\nkind: ToolIdentities\n"
+
 
 def load_conformance(relative: str) -> Any:
     """Read one JSON file of ../shared/conformance; fail loudly when it is missing."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, run_imagegate
+from tests.conftest import GRANTS_HEADER, POLICY_HEADER, REPO_ROOT, run_imagegate
 
 POD = """
 apiVersion: v1
@@ -73,8 +73,10 @@ def test_kubectl_list_from_stdin() -> None:
 
 
 def test_policy_and_grants_files(tmp_path: Path) -> None:
-    (tmp_path / "policy.yaml").write_text("trusted: [docker-registry.svc.toolforge.org]\nbyoc:\n  grantsFile: g.yaml\n")
-    (tmp_path / "g.yaml").write_text("grants:\n  - namespace: tool-a\n    expires: 2030-01-01\n")
+    (tmp_path / "policy.yaml").write_text(
+        POLICY_HEADER + "trusted: [docker-registry.svc.toolforge.org]\nbyoc:\n  grantsFile: g.yaml\n"
+    )
+    (tmp_path / "g.yaml").write_text(GRANTS_HEADER + "grants:\n  - namespace: tool-a\n    expires: 2030-01-01\n")
     (tmp_path / "bad.yaml").write_text(BAD_POD)
     ok = run_imagegate("check", str(tmp_path / "bad.yaml"), "-p", str(tmp_path / "policy.yaml"))
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -111,7 +113,7 @@ def test_bad_manifest_exits_two_with_the_place(tmp_path: Path, content: str, mes
 
 
 def test_bad_policy_exits_two_naming_line_and_key(tmp_path: Path) -> None:
-    (tmp_path / "policy.yaml").write_text("trusted:\n  - docker.io/library/nginx\n  - nginx\n")
+    (tmp_path / "policy.yaml").write_text("trusted:\n  - docker.io/library/nginx\n  - nginx\n" + POLICY_HEADER)
     (tmp_path / "pod.yaml").write_text(POD)
     result = run_imagegate("check", str(tmp_path / "pod.yaml"), "--policy", str(tmp_path / "policy.yaml"))
     assert result.returncode == 2

@@ -16,6 +16,7 @@ from imagegate.core import records
 from imagegate.core.decide import BaseImageVerdict, Rule, decide, decision_to_dict
 from imagegate.core.policy import Mode, Policy, load_policy
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
+from tests.conftest import POLICY_HEADER
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 TRUSTED = "docker-registry.svc.toolforge.org/toolforge-python311:latest"
@@ -23,6 +24,8 @@ TRUSTED = "docker-registry.svc.toolforge.org/toolforge-python311:latest"
 POLICY = load_policy(
     textwrap.dedent(
         """
+        apiVersion: imagegate.toolforge.org/v1
+        kind: ImagePolicy
         trusted:
           - docker-registry.svc.toolforge.org
           - tools-harbor.wmcloud.org/toolforge
@@ -178,7 +181,7 @@ def test_invalid_references_are_denied_with_the_reason(image: str, complaint: st
 
 
 def test_blocked_beats_trusted_and_grants() -> None:
-    policy = load_policy("trusted: [k8s.gcr.io]\nblocked: [k8s.gcr.io/bad]\nbyoc: {default: allow}\n")
+    policy = load_policy(POLICY_HEADER + "trusted: [k8s.gcr.io]\nblocked: [k8s.gcr.io/bad]\nbyoc: {default: allow}\n")
     decision = run(wrap("Pod", containers("k8s.gcr.io/bad/x", "k8s.gcr.io/good/x")), policy=policy)
     assert [(v.rule, v.use.image) for v in decision.violations] == [(Rule.BLOCKED_REGISTRY, "k8s.gcr.io/bad/x")]
     granted = run(wrap("Pod", containers("k8s.gcr.io/pause:3")), namespace="tool-anything")
@@ -224,6 +227,8 @@ def test_expired_grant_behaves_as_none_and_says_when() -> None:
 MODES_POLICY = load_policy(
     textwrap.dedent(
         """
+        apiVersion: imagegate.toolforge.org/v1
+        kind: ImagePolicy
         trusted: [registry.org]
         blocked: [k8s.gcr.io, quay.io/w/banned]
         tags: {disallow: [latest]}
@@ -245,7 +250,7 @@ def test_a_grants_mode_applies_to_the_images_it_admits() -> None:
     audited = run(wrap("Pod", containers("quay.io/a/app:latest")), namespace="tool-audited", policy=MODES_POLICY)
     assert audited.allowed and not audited.warnings and [f.mode for f in audited.audits] == [Mode.AUDIT]
     # the policy's own mode covers everything else
-    policy = load_policy("mode: warn\ntrusted: [registry.org]\n")
+    policy = load_policy(POLICY_HEADER + "mode: warn\ntrusted: [registry.org]\n")
     assert run(wrap("Pod", containers("nginx")), policy=policy).warnings
 
 
@@ -281,7 +286,9 @@ def test_a_grants_mode_does_not_reach_pod_security() -> None:
 @pytest.mark.parametrize("grant_mode", ["enforce", "warn", "audit", None])
 def test_blocked_means_blocked_in_every_mode(policy_mode: str, grant_mode: str | None) -> None:
     grant = "{namespace: tool-x" + (f", mode: {grant_mode}" if grant_mode else "") + "}"
-    policy = load_policy(f"mode: {policy_mode}\nblocked: [docker.io]\nbyoc: {{default: allow, grants: [{grant}]}}\n")
+    policy = load_policy(
+        f"{POLICY_HEADER}mode: {policy_mode}\nblocked: [docker.io]\nbyoc: {{default: allow, grants: [{grant}]}}\n"
+    )
     for image in ("nginx", "docker.io/library/nginx:1", "index.docker.io/x/y"):
         decision = run(wrap("Pod", containers(image)), policy=policy)
         assert not decision.allowed, (image, decision.findings)
@@ -289,7 +296,9 @@ def test_blocked_means_blocked_in_every_mode(policy_mode: str, grant_mode: str |
 
 
 def test_byoc_default_allow_opens_the_gate_but_not_blocked() -> None:
-    policy = load_policy("trusted: [registry.org]\nblocked: [docker.io/library/bad]\nbyoc: {default: allow}\n")
+    policy = load_policy(
+        POLICY_HEADER + "trusted: [registry.org]\nblocked: [docker.io/library/bad]\nbyoc: {default: allow}\n"
+    )
     decision = run(wrap("Pod", containers("nginx", "bad")), policy=policy)
     assert [v.use.image for v in decision.violations] == ["bad"]
     assert decision.verdicts[0].allowed_by == "byoc default allow"
@@ -299,7 +308,7 @@ def test_namespace_scope() -> None:
     decision = run(wrap("Pod", containers("nginx")), namespace="kube-system")
     assert decision.allowed and not decision.governed and not decision.verdicts
     policy = load_policy(
-        "trusted: [registry.org]\nnamespaces:\n  include: ['tool-*']\n"
+        POLICY_HEADER + "trusted: [registry.org]\nnamespaces:\n  include: ['tool-*']\n"
         "  selector: {matchLabels: {toolforge.org/tool: 'true'}}\n"
     )
     obj = wrap("Pod", containers("nginx"))
@@ -441,6 +450,8 @@ def test_no_mode_or_grant_admits_a_blocked_image(
     if registries:
         grant["registries"] = registries
     document: dict[str, Any] = {
+        "apiVersion": "imagegate.toolforge.org/v1",
+        "kind": "ImagePolicy",
         "trusted": ["k8s.gcr.io", "quay.io"],  # trusted too: blocked still wins
         "blocked": ["k8s.gcr.io", "quay.io/w/banned"],
         "byoc": {"default": byoc_default, "grants": [grant]},

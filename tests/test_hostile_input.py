@@ -22,11 +22,11 @@ from imagegate.core.oci import OciError, parse_config, parse_manifest
 from imagegate.core.patterns import PatternError, parse_pattern
 from imagegate.core.policy import PolicyError, load_grants, load_policy
 from imagegate.core.reference import ReferenceError, parse, parse_docker_ref, parse_normalized
-from tests.conftest import admission_review
+from tests.conftest import POLICY_HEADER, admission_review
 
 NOW = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 POLICY = load_policy(
-    "trusted: [docker-registry.svc.toolforge.org, tools-harbor.wmcloud.org/toolforge]\n"
+    POLICY_HEADER + "trusted: [docker-registry.svc.toolforge.org, tools-harbor.wmcloud.org/toolforge]\n"
     "byoc: {default: deny}\npodSecurity: {level: restricted}\n"
 )
 TRUSTED_HOST = "docker-registry.svc.toolforge.org"
@@ -104,7 +104,7 @@ policy_keys = st.sampled_from(
 @FAST
 @given(st.dictionaries(policy_keys, yaml_values, max_size=5))
 def test_policy_documents_give_errors_not_crashes(document: dict[str, Any]) -> None:
-    text = json.dumps(document)
+    text = json.dumps({"apiVersion": "imagegate.toolforge.org/v1", "kind": "ImagePolicy", **document})
     try:
         load_policy(text, "fuzz.yaml")
     except PolicyError as exc:

@@ -16,7 +16,7 @@ import yaml
 
 from imagegate.core.policy import load_grants
 from imagegate.shell.grants_file import edit_grants_file
-from tests.conftest import REPO_ROOT, run_imagegate
+from tests.conftest import GRANTS_HEADER, POLICY_HEADER, REPO_ROOT, run_imagegate
 from tests.oci_images import OciLayout, layers
 from tests.registry_process import Registry, run_registry
 
@@ -51,7 +51,9 @@ def test_audit_table_and_a_passing_policy(tmp_path: Path) -> None:
     assert "findings by namespace" in table.stdout and "BYOC grants" in table.stdout
     assert table.stdout.strip().splitlines()[-1].startswith("8 objects")
     # a proposed policy that opens the gate and drops the tool profile: nobody would break
-    (tmp_path / "open.yaml").write_text("byoc: {default: allow}\nnamespaces: {exclude: [kube-system]}\n")
+    (tmp_path / "open.yaml").write_text(
+        POLICY_HEADER + "byoc: {default: allow}\nnamespaces: {exclude: [kube-system]}\n"
+    )
     opened = run_imagegate("audit", "--from", str(DUMP), "-p", str(tmp_path / "open.yaml"))
     assert opened.returncode == 0, opened.stdout
 
@@ -67,7 +69,7 @@ def test_audit_bad_dump(tmp_path: Path) -> None:
 
 def test_grant_lifecycle_on_a_file(tmp_path: Path) -> None:
     grants = tmp_path / "grants.yaml"
-    grants.write_text("grants: []\n")
+    grants.write_text(GRANTS_HEADER + "grants: []\n")
     added = run_imagegate(
         "grants",
         "add",
@@ -114,7 +116,7 @@ def test_grant_lifecycle_on_a_file(tmp_path: Path) -> None:
 
 def test_concurrent_grant_edits_lose_nothing(tmp_path: Path) -> None:
     grants = tmp_path / "grants.yaml"
-    grants.write_text("grants: []\n")
+    grants.write_text(GRANTS_HEADER + "grants: []\n")
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "imagegate", "grants", "add", f"tool-{n}", "-g", str(grants)],
@@ -131,13 +133,13 @@ def test_concurrent_grant_edits_lose_nothing(tmp_path: Path) -> None:
 def test_an_editor_without_the_lock_is_not_overwritten(tmp_path: Path) -> None:
     """Compare-and-swap: a change made between our read and our write makes us redo ours."""
     grants = tmp_path / "grants.yaml"
-    grants.write_text("grants:\n  - namespace: tool-first\n")
+    grants.write_text(GRANTS_HEADER + "grants:\n  - namespace: tool-first\n")
     calls = []
 
     def change(current: list[dict[str, Any]]) -> list[dict[str, Any]]:
         calls.append(len(current))
         if len(calls) == 1:  # someone else saves the file while we are editing
-            grants.write_text("grants:\n  - namespace: tool-first\n  - namespace: tool-theirs\n")
+            grants.write_text(GRANTS_HEADER + "grants:\n  - namespace: tool-first\n  - namespace: tool-theirs\n")
         return [*current, {"namespace": "tool-ours"}]
 
     edit_grants_file(grants, change)
@@ -164,7 +166,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registr
             reg.push(layout, dest.replace("/", "-").replace(":", "-"), image_layers, dest)
         policy = workdir / "policy.yaml"
         policy.write_text(
-            f"trusted: [{reg.host}/toolforge]\n"
+            f"{POLICY_HEADER}trusted: [{reg.host}/toolforge]\n"
             f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}}}\n"
             f"baseImages: {{trusted: ['{reg.host}/toolforge/base:1']}}\n"
         )

@@ -71,6 +71,8 @@ def policy_from(
     tags: dict[str, Any] | None = None,
 ) -> Policy:
     document: dict[str, Any] = {
+        "apiVersion": "imagegate.toolforge.org/v1",
+        "kind": "ImagePolicy",
         "trusted": list(trusted),
         "blocked": list(blocked),
         "byoc": {"default": byoc_default},

@@ -16,7 +16,7 @@ from imagegate.core.decide import Decision, decide
 from imagegate.core.policy import Mode, Policy, PolicyError, load_policy
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
 from imagegate.shell.policy_source import load_policy_files
-from tests.conftest import admission_review
+from tests.conftest import IDENTITIES_HEADER, POLICY_HEADER, admission_review
 
 NOW = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 IMAGE = "docker-registry.svc.toolforge.org/toolforge-python311:latest"
@@ -24,6 +24,8 @@ UID = 52503
 
 POLICY_TEXT = textwrap.dedent(
     f"""
+    apiVersion: imagegate.toolforge.org/v1
+    kind: ImagePolicy
     trusted: [docker-registry.svc.toolforge.org]
     podSecurity:
       level: restricted
@@ -318,13 +320,17 @@ def test_policy_errors_for_pod_security() -> None:
         ("podSecurity: {toolProfile: {identities: {tool-a: {uid: 0}}}}", "podSecurity.toolProfile.identities.tool-a"),
     ]:
         with pytest.raises(PolicyError) as caught:
-            load_policy(text, "p.yaml")
+            load_policy(POLICY_HEADER + text, "p.yaml")
         assert caught.value.path == where, str(caught.value)
 
 
 def test_identities_file(tmp_path: Path) -> None:
-    (tmp_path / "policy.yaml").write_text("podSecurity:\n  toolProfile:\n    identitiesFile: identities.yaml\n")
-    (tmp_path / "identities.yaml").write_text("identities:\n  tool-filed: {uid: 70000, gid: 70001}\n")
+    (tmp_path / "policy.yaml").write_text(
+        POLICY_HEADER + "podSecurity:\n  toolProfile:\n    identitiesFile: identities.yaml\n"
+    )
+    (tmp_path / "identities.yaml").write_text(
+        IDENTITIES_HEADER + "identities:\n  tool-filed: {uid: 70000, gid: 70001}\n"
+    )
     policy, _ = load_policy_files(tmp_path / "policy.yaml")
     decision = decide(policy, plain_pod(), namespace="tool-filed", now=NOW)
     patched = apply(plain_pod(), decision)

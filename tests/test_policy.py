@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import textwrap
+from collections.abc import Callable
 
 import pytest
 
-from imagegate.core.policy import Mode, PolicyError, default_policy, dump_grants, load_grants, load_policy
+from imagegate.core.policy import (
+    Mode,
+    PolicyError,
+    default_policy,
+    dump_grants,
+    load_grants,
+    load_identities,
+    load_policy,
+)
+from tests.conftest import GRANTS_HEADER, IDENTITIES_HEADER, POLICY_HEADER
 
 
 def policy_text(body: str) -> str:
@@ -66,12 +76,15 @@ def test_full_policy_loads() -> None:
 
 
 def test_json_policy_is_yaml_too() -> None:
-    policy = load_policy('{"trusted": ["registry.example.org"], "byoc": {"default": "allow"}}')
+    policy = load_policy(
+        '{"apiVersion": "imagegate.toolforge.org/v1", "kind": "ImagePolicy",'
+        ' "trusted": ["registry.example.org"], "byoc": {"default": "allow"}}'
+    )
     assert policy.byoc_default == "allow"
 
 
 def test_grant_expiry_is_the_whole_day_utc() -> None:
-    (grant,) = load_grants("grants:\n  - namespace: tool-a\n    expires: 2026-12-31\n")
+    (grant,) = load_grants(GRANTS_HEADER + "grants:\n  - namespace: tool-a\n    expires: 2026-12-31\n")
     assert not grant.expired(dt.datetime(2026, 12, 31, 23, 59, tzinfo=dt.UTC))
     assert grant.expired(dt.datetime(2027, 1, 1, 0, 0, tzinfo=dt.UTC))
     assert grant.days_left(dt.datetime(2026, 12, 1, tzinfo=dt.UTC)) == 30
@@ -117,8 +130,10 @@ def test_grant_expiry_is_the_whole_day_utc() -> None:
     ],
 )
 def test_errors_name_line_and_key(text: str, line: int, key: str, message: str) -> None:
+    # the header goes last, so the lines of the cases stay as written
+    header = "".join(entry + "\n" for entry in POLICY_HEADER.splitlines() if entry.split(":")[0] + ":" not in text)
     with pytest.raises(PolicyError) as caught:
-        load_policy(text, "policy.yaml")
+        load_policy(text + header, "policy.yaml")
     error = caught.value
     assert (error.line, error.path) == (line, key), str(error)
     assert message in error.message
@@ -176,13 +191,60 @@ def test_grants_document_and_round_trip() -> None:
     }
 
 
-def test_empty_grants_file_means_no_grants() -> None:
-    assert load_grants("", "grants.yaml") == ()
+LOADERS: dict[str, Callable[[str, str], object]] = {
+    "ImagePolicy": load_policy,
+    "ImageGrants": load_grants,
+    "ToolIdentities": load_identities,
+}
+HEADERS = {"ImagePolicy": POLICY_HEADER, "ImageGrants": GRANTS_HEADER, "ToolIdentities": IDENTITIES_HEADER}
 
 
-def test_policy_kind_is_checked() -> None:
-    with pytest.raises(PolicyError, match="kind"):
-        load_grants("kind: ImagePolicy\n", "grants.yaml")
+@pytest.mark.parametrize("kind", LOADERS)
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("", 1, "the document is empty (or only comments)"),
+        ("\n\n", 1, "the document is empty"),
+        ("# grants are added by `imagegate grants add`\n", 1, "the document is empty"),
+        ("---\n", 1, "the document is empty"),
+        ("--- # nothing\n...\n", 1, "the document is empty"),
+        ("null\n", 1, "the document is empty"),
+        ("~\n", 1, "the document is empty"),
+        ("{}\n", 1, "missing apiVersion"),
+        ("kind: {kind}\n", 1, "missing apiVersion"),
+        ("apiVersion: imagegate.toolforge.org/v1\n", 1, "missing kind"),
+        ("apiVersion: imagegate.toolforge.org/v1\nkind: ConfigMap\n", 2, "expected kind {kind}, got 'ConfigMap'"),
+        ("apiVersion: imagegate.toolforge.org/v1\nkind: null\n", 2, "expected kind {kind}, got None"),
+        ("apiVersion: v1\nkind: {kind}\n", 1, "unsupported apiVersion 'v1'"),
+        ("apiVersion: [imagegate.toolforge.org/v1]\nkind: {kind}\n", 1, "unsupported apiVersion"),
+        ("- apiVersion: imagegate.toolforge.org/v1\n", 1, "expected a mapping"),
+    ],
+)
+def test_every_document_says_what_it_is(kind: str, text: str, line: int, message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        LOADERS[kind](text.replace("{kind}", kind), "doc.yaml")
+    assert caught.value.line == line, str(caught.value)
+    assert message.replace("{kind}", kind) in str(caught.value)
+    if "empty" in message or "missing" in message:  # the error says what to write
+        assert f"apiVersion: imagegate.toolforge.org/v1 and kind: {kind}" in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", LOADERS)
+def test_a_document_of_another_kind_is_refused(kind: str) -> None:
+    for other, header in HEADERS.items():
+        if other != kind:
+            with pytest.raises(PolicyError, match=f"expected kind {kind}, got '{other}'"):
+                LOADERS[kind](header, "doc.yaml")
+        else:
+            LOADERS[kind](header, "doc.yaml")  # the header alone is a valid (empty) document
+
+
+def test_a_new_grants_file_may_start_empty() -> None:
+    """Only for `grants add` on a file that does not exist yet; the webhook never reads it so."""
+    assert load_grants("", "grants.yaml", new_file=True) == ()
+    assert load_grants("# new\n", "grants.yaml", new_file=True) == ()
+    with pytest.raises(PolicyError, match="missing apiVersion"):
+        load_grants("grants: []\n", "grants.yaml", new_file=True)
 
 
 def test_default_policy_is_closed() -> None:

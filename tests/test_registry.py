@@ -27,7 +27,7 @@ from imagegate.shell.certs import make_certificates
 from imagegate.shell.registry import RegistryClient, RegistryError, RegistrySettings
 from imagegate.shell.registry_auth import DockerConfigCredentials
 from imagegate.shell.verification import RegistryGate
-from tests.conftest import admission_review, run_imagegate
+from tests.conftest import POLICY_HEADER, admission_review, run_imagegate
 from tests.oci_images import OciLayout, layer, layers, skopeo_copy, skopeo_inspect
 from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
 
@@ -341,6 +341,8 @@ def _policy(pushed: Pushed, tmp_path: Path, on_error: str = "deny", extra: str =
     config = pushed.registry.docker_config(tmp_path / "config.json")
     return load_policy(
         f"""
+apiVersion: imagegate.toolforge.org/v1
+kind: ImagePolicy
 trusted: [{pushed.registry.host}/toolforge]
 byoc:
   grants:
@@ -412,7 +414,7 @@ def test_pinning_patches_tag_to_the_digest_skopeo_sees(pushed: Pushed, tmp_path:
     already = _decide_with_registry(policy, _pod(f"{image}@{pushed.digests['toolforge/bullseye:v1']}"), pins=True)
     assert already.patches == () and already.pins_needed == ()
     digest_only = load_policy(
-        f"trusted: [{pushed.registry.host}/toolforge]\npinning: {{enabled: true, style: digest}}\n"
+        f"{POLICY_HEADER}trusted: [{pushed.registry.host}/toolforge]\npinning: {{enabled: true, style: digest}}\n"
         f"registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {tmp_path / 'config.json'}}}\n"
     )
     (patch,) = _decide_with_registry(digest_only, _pod(image), pins=True).patches
@@ -428,6 +430,8 @@ def test_webhook_uses_the_registry(pushed: Pushed, tmp_path: Path) -> None:
     config = pushed.registry.docker_config(tmp_path / "config.json")
     (tmp_path / "policy.yaml").write_text(
         f"""
+apiVersion: imagegate.toolforge.org/v1
+kind: ImagePolicy
 trusted: [{pushed.registry.host}/toolforge]
 byoc:
   grants:
@@ -460,6 +464,8 @@ def test_cli_inspect_and_check_with_registry(pushed: Pushed, tmp_path: Path) -> 
     assert policy.base_images.trusted
     (tmp_path / "policy.yaml").write_text(
         f"""
+apiVersion: imagegate.toolforge.org/v1
+kind: ImagePolicy
 trusted: [{pushed.registry.host}/toolforge]
 byoc:
   grants:

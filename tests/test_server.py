@@ -23,11 +23,14 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from imagegate.shell.certs import load_ca, make_certificates
 from imagegate.shell.server import LATENCY_BUCKETS, Metrics
+from tests.conftest import POLICY_HEADER
 from tests.webhook_process import WebhookProcess, run_webhook
 
 FIXTURES = Path(__file__).parent / "fixtures" / "admission"
 
 POLICY = """\
+apiVersion: imagegate.toolforge.org/v1
+kind: ImagePolicy
 trusted: [docker-registry.svc.toolforge.org]
 tags:
   disallow: [warnme]            # a tag only test_warn_mode_returns_warnings uses
@@ -37,6 +40,8 @@ namespaces:
   exclude: [kube-system]
 """
 GRANTS = """\
+apiVersion: imagegate.toolforge.org/v1
+kind: ImageGrants
 grants:
   - namespace: tool-warned
     registries: [quay.io/w]
@@ -320,7 +325,7 @@ def test_certificate_rotation_while_serving(webhook: WebhookProcess) -> None:
 
 
 def test_start_without_a_valid_policy_is_not_ready_and_denies(tmp_path: Path) -> None:
-    (tmp_path / "policy.yaml").write_text("trusted: [nginx]\n")
+    (tmp_path / "policy.yaml").write_text(POLICY_HEADER + "trusted: [nginx]\n")
     with run_webhook(tmp_path, policy=tmp_path / "policy.yaml", expect_ready=503) as webhook:
         ready = webhook.client().get("/readyz")
         assert ready.status_code == 503 and "does not start with a registry" in ready.json()["policyError"]
@@ -331,6 +336,56 @@ def test_start_without_a_valid_policy_is_not_ready_and_denies(tmp_path: Path) ->
         # fixing the file makes it ready without a restart
         (tmp_path / "policy.yaml").write_text(POLICY)
         webhook.wait_ready()
+
+
+def test_start_with_an_empty_policy_is_not_ready_and_denies(tmp_path: Path) -> None:
+    """docs/policy.md: an invalid policy at start leaves the server up, unready and denying."""
+    (tmp_path / "policy.yaml").write_text("# the policy goes here\n")
+    with run_webhook(tmp_path, policy=tmp_path / "policy.yaml", expect_ready=503) as webhook:
+        client = webhook.client()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert "policy.yaml:1: the document is empty (or only comments)" in ready.json()["policyError"]
+        assert "imagegate_policy_valid 0.0" in client.get("/metrics").text
+        review = fixture("pod-create.json")
+        review["request"]["object"]["spec"]["initContainers"] = []
+        for endpoint in ("/validate", "/mutate"):
+            response = response_of(client.post(endpoint, json=review), review["request"]["uid"])
+            assert response["allowed"] is False and response["status"]["code"] == 503
+        (tmp_path / "policy.yaml").write_text(POLICY)
+        webhook.wait_ready()
+        assert "imagegate_policy_valid 1.0" in client.get("/metrics").text
+        assert response_of(client.post("/validate", json=review), review["request"]["uid"])["allowed"]
+
+
+def test_an_emptied_grants_file_is_refused_live(webhook: WebhookProcess) -> None:
+    """The issue's case: a grants ConfigMap emptied by mistake must not replace the policy in force."""
+    grants = Path(webhook.log_path.parent / "grants" / "grants.yaml")
+    review = fixture("pod-create.json")
+    review["request"]["namespace"] = "tool-warned"
+    review["request"]["object"]["metadata"]["namespace"] = "tool-warned"
+    review["request"]["object"]["spec"]["initContainers"] = []
+    review["request"]["object"]["spec"]["containers"][0]["image"] = "quay.io/w/app:1"  # allowed only by the grant
+    client = webhook.client()
+    assert response_of(client.post("/validate", json=review), review["request"]["uid"])["allowed"]
+    try:
+        grants.write_text("# emptied by mistake\n")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and client.get("/readyz").json()["policyError"] is None:
+            time.sleep(0.1)
+        ready = client.get("/readyz")
+        # still ready: making every pod unready would deny every request in the cluster
+        assert ready.status_code == 200 and "grants.yaml:1: the document is empty" in ready.json()["policyError"]
+        assert "imagegate_policy_valid 0.0" in client.get("/metrics").text
+        assert 'imagegate_policy_reloads_total{result="error"}' in client.get("/metrics").text
+        response = response_of(client.post("/validate", json=review), review["request"]["uid"])
+        assert response["allowed"]  # judged by the last good grants
+    finally:
+        grants.write_text(GRANTS)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and client.get("/readyz").json()["policyError"] is not None:
+        time.sleep(0.1)
+    assert "imagegate_policy_valid 1.0" in client.get("/metrics").text
 
 
 def test_graceful_shutdown(tmp_path: Path) -> None:

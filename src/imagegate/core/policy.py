@@ -136,8 +136,8 @@ class PodSecurityDoc(_Doc):
 
 
 class IdentitiesDoc(_Doc):
-    api_version: str = "imagegate.toolforge.org/v1"
-    kind: Literal["ToolIdentities"] = "ToolIdentities"
+    api_version: str
+    kind: Literal["ToolIdentities"]
     identities: dict[str, IdentityDoc] = {}
 
 
@@ -170,8 +170,8 @@ class PinningDoc(_Doc):
 
 
 class PolicyDoc(_Doc):
-    api_version: str = "imagegate.toolforge.org/v1"
-    kind: Literal["ImagePolicy"] = "ImagePolicy"
+    api_version: str
+    kind: Literal["ImagePolicy"]
     mode: Mode = Mode.ENFORCE
     trusted: list[str] = []
     blocked: list[str] = []
@@ -185,8 +185,8 @@ class PolicyDoc(_Doc):
 
 
 class GrantsDoc(_Doc):
-    api_version: str = "imagegate.toolforge.org/v1"
-    kind: Literal["ImageGrants"] = "ImageGrants"
+    api_version: str
+    kind: Literal["ImageGrants"]
     grants: list[GrantDoc] = []
 
 
@@ -485,12 +485,29 @@ def _grants(doc: LocatedDocument, path: str, grants: Sequence[GrantDoc]) -> tupl
     return tuple(compiled)
 
 
-def _check_api_version(doc: LocatedDocument, api_version: str) -> None:
-    if api_version not in SUPPORTED_API_VERSIONS:
+def _document(text: str, source: str, kind: str) -> LocatedDocument:
+    """The one YAML document of ``text``, which must say what it is (apiVersion and kind).
+
+    An empty or comment-only file is an error, not an empty policy: a ConfigMap emptied
+    by mistake must never replace the policy in force (it would deny, or allow, everything).
+    """
+    doc = load_yaml_document(text, source)
+    header = f"apiVersion: {SUPPORTED_API_VERSIONS[0]} and kind: {kind}"
+    if doc.data is None:
+        raise doc.error("$", f"the document is empty (or only comments): it must start with {header}")
+    if not isinstance(doc.data, dict):
+        raise doc.error("$", f"expected a mapping (the {kind} document), got {type(doc.data).__name__}")
+    for key in ("apiVersion", "kind"):
+        if key not in doc.data:
+            raise doc.error("$", f"missing {key}: the document must start with {header}")
+    if doc.data["kind"] != kind:
+        raise doc.error("$.kind", f"expected kind {kind}, got {doc.data['kind']!r}")
+    if doc.data["apiVersion"] not in SUPPORTED_API_VERSIONS:
         raise doc.error(
             "$.apiVersion",
-            f"unsupported apiVersion {api_version!r}; this imagegate reads {SUPPORTED_API_VERSIONS[0]}",
+            f"unsupported apiVersion {doc.data['apiVersion']!r}; this imagegate reads {SUPPORTED_API_VERSIONS[0]}",
         )
+    return doc
 
 
 def _version(doc: LocatedDocument, path: str, text: str) -> tuple[int, int]:
@@ -607,17 +624,15 @@ def _tag_rules(doc: LocatedDocument, parsed: TagsDoc) -> TagRules:
 
 def load_identities(text: str, source: str = "<identities>") -> dict[str, Identity]:
     """Parse a tool identities document (namespace -> uid/gid), e.g. a generated ConfigMap."""
-    doc = load_yaml_document(text, source)
+    doc = _document(text, source, "ToolIdentities")
     parsed: IdentitiesDoc = _convert(doc, IdentitiesDoc, "a ToolIdentities document with an 'identities' map")
-    _check_api_version(doc, parsed.api_version)
     return _identities(doc, "$.identities", parsed.identities)
 
 
 def load_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse and validate a policy document (YAML or JSON)."""
-    doc = load_yaml_document(text, source)
+    doc = _document(text, source, "ImagePolicy")
     parsed: PolicyDoc = _convert(doc, PolicyDoc, "an ImagePolicy")
-    _check_api_version(doc, parsed.api_version)
     registry, base_images, pinning = _registry_parts(doc, parsed)
     scope = NamespaceScope(
         include=_check_name_globs(doc, "$.namespaces.include", parsed.namespaces.include),
@@ -652,11 +667,15 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
     return _assemble(base, _grants(doc, "$.byoc.grants", parsed.byoc.grants))
 
 
-def load_grants(text: str, source: str = "<grants>") -> tuple[Grant, ...]:
-    """Parse and validate a grants document (the ConfigMap's file)."""
-    doc = load_yaml_document(text, source)
+def load_grants(text: str, source: str = "<grants>", *, new_file: bool = False) -> tuple[Grant, ...]:
+    """Parse and validate a grants document (the ConfigMap's file).
+
+    ``new_file``: an empty text is a grants file about to be created (``grants add``), no grants.
+    """
+    if new_file and load_yaml_document(text, source).data is None:
+        return ()
+    doc = _document(text, source, "ImageGrants")
     parsed: GrantsDoc = _convert(doc, GrantsDoc, "an ImageGrants document with a 'grants' list")
-    _check_api_version(doc, parsed.api_version)
     return _grants(doc, "$.grants", parsed.grants)
 
 

@@ -122,10 +122,10 @@ def load_yaml_documents(text: str, source: str) -> list[LocatedDocument]:
 
 
 def load_yaml_document(text: str, source: str) -> LocatedDocument:
-    """Exactly one YAML document; an empty text is an empty mapping."""
+    """Exactly one YAML document; an empty (or comment-only) text has ``data`` None."""
     documents = load_yaml_documents(text, source)
     if len(documents) > 1:
         raise DocumentError(source, None, None, "expected one YAML document, found several")
     if not documents or documents[0].data is None:
-        return LocatedDocument(source, {}, {"$": 1})
+        return LocatedDocument(source, None, {"$": 1})
     return documents[0]

@@ -31,8 +31,8 @@ class GrantEditError(Exception):
 
 
 def edit_grants_text(text: str, source: str, change: GrantChange) -> str:
-    """The grants document ``text`` with ``change`` applied, validated."""
-    document = dump_grants(load_grants(text, source))
+    """The grants document ``text`` with ``change`` applied, validated (an empty text starts a new one)."""
+    document = dump_grants(load_grants(text, source, new_file=True))
     document["grants"] = change(list(document["grants"]))
     new_text = "# BYOC grants; edit with `imagegate grants` (validated before writing)\n" + yaml.safe_dump(
         document, sort_keys=False, default_flow_style=False
