@@ -56,7 +56,7 @@ def capture_policy_text() -> str:
     document = yaml.safe_load(configmaps[0]["data"]["policy.yaml"])
     document["trusted"].append("127.0.0.1:5000/toolforge")
     tool = document["podSecurity"]["toolProfile"]
-    del tool["identitiesFile"]
+    tool.pop("identitiesFile", None)  # deploy/ passes --identities now
     tool["identities"] = {namespace: {"uid": uid, "gid": uid} for namespace, uid in IDENTITIES.items()}
     document["byoc"]["grants"] = [
         {"namespace": "tool-warn", "registries": ["127.0.0.1:5000/byoc"], "mode": "warn", "reason": "capture"}

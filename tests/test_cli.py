@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GRANTS_HEADER, POLICY_HEADER, REPO_ROOT, run_imagegate
+from tests.conftest import GRANTS_HEADER, IDENTITIES_HEADER, POLICY_HEADER, REPO_ROOT, run_imagegate
 
 POD = """
 apiVersion: v1
@@ -38,7 +38,9 @@ def test_examples_from_readme(tmp_path: Path) -> None:
 
 def test_allowed_exits_zero(tmp_path: Path) -> None:
     (tmp_path / "pod.yaml").write_text(POD)
-    result = run_imagegate("check", str(tmp_path / "pod.yaml"))
+    # the built-in (Toolforge) policy runs tool pods as the tool: it needs to know tool-a's uid
+    (tmp_path / "identities.yaml").write_text(IDENTITIES_HEADER + "identities:\n  tool-a: {uid: 51234}\n")
+    result = run_imagegate("check", str(tmp_path / "pod.yaml"), "--identities", str(tmp_path / "identities.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 objects, 1 images: 0 denied" in result.stdout
 

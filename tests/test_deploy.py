@@ -46,7 +46,9 @@ def test_policy_grants_and_identities_configmaps_validate() -> None:
     (deployment,) = by_kind("Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert policy.identities_file is not None and str(Path(policy.identities_file).parent) in mounts
+    # the identities ConfigMap is mounted where --identities reads it
+    (identities,) = (a.split("=", 1)[1] for a in container["args"] if a.startswith("--identities="))
+    assert str(Path(identities).parent) in mounts
 
 
 WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
@@ -115,5 +117,5 @@ def test_deployment_args_are_options_the_cli_has() -> None:
         assert re.search(rf"{re.escape(name)}\b", help_text), name
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     for option in options:
-        if option.startswith(("--policy=", "--grants=", "--tls-cert=", "--tls-key=")):
+        if option.startswith(("--policy=", "--grants=", "--identities=", "--tls-cert=", "--tls-key=")):
             assert str(Path(option.split("=", 1)[1]).parent) in mounts, option

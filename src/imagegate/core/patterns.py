@@ -14,6 +14,12 @@ the segment, so ``*`` never crosses ``/``). ``registry.org/toolforge`` therefore
 matches ``registry.org/toolforge-evil/x`` nor ``registry.org.evil.com/x``, and
 ``registry.org`` never matches ``registry.org:5000`` (another port is another registry).
 Registry names compare case-insensitively, as DNS does.
+
+Entries of ``trusted`` and of a grant's ``registries`` may name the namespace being judged
+(:mod:`imagegate.core.placeholders`): ``tools-harbor.wmcloud.org/{namespace}`` covers
+``tools-harbor.wmcloud.org/tool-foo/x`` in ``tool-foo`` only. Such a *template* is checked
+when the policy loads (with a sample name) and resolved once per namespace; the filled-in
+value is a DNS label, so it is one whole segment and never a glob.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from imagegate.core.placeholders import fill_placeholders, has_placeholder
 from imagegate.core.reference import (
     ANCHORED_DOMAIN_RE,
     DEFAULT_DOMAIN,
@@ -33,7 +40,7 @@ from imagegate.core.reference import (
     validate_digest,
 )
 
-__all__ = ["PatternError", "PatternSet", "RepositoryPattern", "parse_pattern"]
+__all__ = ["PatternError", "PatternSet", "PatternTemplate", "RepositoryPattern", "parse_pattern", "parse_template"]
 
 _GLOB_CHARS = frozenset("*?[")
 _GLOB_SEGMENT_RE = re.compile(r"[A-Za-z0-9._\-*?\[\]!:]+")
@@ -101,6 +108,10 @@ def parse_pattern(text: str) -> RepositoryPattern:
         raise PatternError(f"{text!r} has surrounding white space")
     if "://" in text:
         raise PatternError(f"{text!r}: write the registry without a scheme (no https://)")
+    if has_placeholder(text):
+        raise PatternError(
+            f"{text!r}: {{namespace}} and {{tool}} are only allowed in 'trusted' and in a grant's 'registries'"
+        )
     body, at, digest = text.partition("@")
     tag: str | None = None
     last_slash = body.rfind("/")
@@ -160,18 +171,75 @@ def parse_pattern(text: str) -> RepositoryPattern:
     return RepositoryPattern(text, tuple(segments), tag, digest if at else None, globs)
 
 
+# A name that fills every placeholder, to check a template when the policy loads.
+_SAMPLE_NAMESPACE = "tool-sample"
+
+
+@dataclass(frozen=True, slots=True)
+class PatternTemplate:
+    """An entry naming ``{namespace}`` or ``{tool}``: a pattern once a namespace is known."""
+
+    text: str
+
+    def resolve(self, namespace: str) -> RepositoryPattern | None:
+        """The entry for ``namespace`` (``text`` kept as written), or ``None`` when it covers nothing there."""
+        filled = fill_placeholders(self.text, namespace)
+        if filled is None:
+            return None
+        try:
+            pattern = parse_pattern(filled)
+        except PatternError:
+            return None
+        return RepositoryPattern(self.text, pattern.segments, pattern.tag, pattern.digest, pattern.globs)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_template(text: str) -> PatternTemplate:
+    """Check an entry with placeholders: each stands for a whole path segment's part, never the registry."""
+    first = text.split("/", 1)[0]
+    if has_placeholder(first):
+        raise PatternError(f"{text!r}: the registry is written out; a placeholder goes in the path")
+    filled = fill_placeholders(text, _SAMPLE_NAMESPACE)
+    if filled is None:
+        raise PatternError(f"{text!r}: the placeholders are {{namespace}} and {{tool}}")
+    try:
+        parse_pattern(filled)
+    except PatternError as exc:
+        raise PatternError(f"{text!r} (with {{namespace}} = {_SAMPLE_NAMESPACE}): {exc}") from None
+    return PatternTemplate(text)
+
+
+_RESOLVED_CACHE_SIZE = 10_000  # namespaces; a cluster has fewer, and past this we just compute
+
+
 class PatternSet:
     """Patterns answered together, fast: every admission asks "which entry covers this?".
 
     Plain prefix entries (no glob, no tag or digest), the common case, sit in a dict keyed by
     their segments, so a lookup costs one probe per segment of the image name however long
     the list is; the rest are tried in order.
+
+    ``templates`` (entries naming the namespace) are not in ``first_match``: :meth:`resolved`
+    gives, once per namespace, the set they make there.
     """
 
-    __slots__ = ("_others", "_prefixes", "patterns")
+    __slots__ = ("_others", "_prefixes", "_resolved", "entries", "patterns", "templates")
 
-    def __init__(self, patterns: tuple[RepositoryPattern, ...]) -> None:
+    def __init__(
+        self,
+        patterns: tuple[RepositoryPattern, ...],
+        templates: tuple[PatternTemplate, ...] = (),
+        entries: tuple[RepositoryPattern | PatternTemplate, ...] | None = None,
+    ) -> None:
         self.patterns = patterns
+        self.templates = templates
+        # the entries as written (for messages and for writing them back)
+        self.entries: tuple[RepositoryPattern | PatternTemplate, ...] = (
+            entries if entries is not None else (*patterns, *templates)
+        )
+        self._resolved: dict[str, PatternSet] = {}
         self._prefixes: dict[tuple[str, ...], RepositoryPattern] = {}
         others = []
         for pattern in patterns:
@@ -194,11 +262,35 @@ class PatternSet:
                 return pattern
         return None
 
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
+    def resolved(self, namespace: str) -> PatternSet:
+        """The templates' patterns for ``namespace`` (remembered: asked on every admission there)."""
+        found = self._resolved.get(namespace)
+        if found is None:
+            patterns = tuple(p for p in (t.resolve(namespace) for t in self.templates) if p is not None)
+            found = PatternSet(patterns)
+            if len(self._resolved) < _RESOLVED_CACHE_SIZE:
+                self._resolved[namespace] = found
+        return found
 
-    def __iter__(self) -> Iterator[RepositoryPattern]:
-        return iter(self.patterns)
+    def first_match_in(self, ref: Reference, namespace: str) -> RepositoryPattern | None:
+        """``first_match``, then the templates filled in for ``namespace``."""
+        found = self.first_match(ref)
+        if found is None and self.templates:
+            found = self.resolved(namespace).first_match(ref)
+        return found
+
+    def for_namespace(self, namespace: str) -> PatternSet:
+        """Every entry as it reads in ``namespace``: the plain ones and the templates filled in."""
+        if not self.templates:
+            return self
+        return PatternSet((*self.patterns, *self.resolved(namespace).patterns), (), self.entries)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns) or bool(self.templates)
+
+    def __iter__(self) -> Iterator[RepositoryPattern | PatternTemplate]:
+        """The entries as written."""
+        return iter(self.entries)
 
     def __len__(self) -> int:
-        return len(self.patterns)
+        return len(self.entries)

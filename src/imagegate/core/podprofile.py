@@ -24,6 +24,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
 
+from imagegate.core.placeholders import fill_placeholders
 from imagegate.core.podsecurity import CheckResult, Version, containers, evaluate, volume_type
 from imagegate.core.records import Mode
 from imagegate.core.workloads import json_pointer
@@ -53,9 +54,10 @@ class HostPathRule:
     path: str
     read_only: bool = False
 
-    def resolve(self, namespace: str) -> str:
-        tool = namespace.removeprefix("tool-")
-        return posixpath.normpath(self.path.replace("{namespace}", namespace).replace("{tool}", tool))
+    def resolve(self, namespace: str) -> str | None:
+        """The path in ``namespace``; ``None`` when a placeholder has no value there (it allows nothing)."""
+        filled = fill_placeholders(self.path, namespace)
+        return posixpath.normpath(filled) if filled is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +79,12 @@ class ToolProfile:
         """Each allowed hostPath rule with its path for ``namespace`` filled in."""
         found = self._resolved.get(namespace)
         if found is None:
-            found = tuple((rule, rule.resolve(namespace)) for rule in self.host_paths)
+            resolved = []
+            for rule in self.host_paths:
+                path = rule.resolve(namespace)
+                if path is not None:
+                    resolved.append((rule, path))
+            found = tuple(resolved)
             if len(self._resolved) < _PROFILE_CACHE_SIZE:
                 self._resolved[namespace] = found
         return found

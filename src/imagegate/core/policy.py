@@ -20,11 +20,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from functools import lru_cache
+from importlib import resources
 from typing import Any, Literal
 
 import msgspec
 
-from imagegate.core.patterns import PatternError, PatternSet, parse_pattern
+from imagegate.core.patterns import (
+    PatternError,
+    PatternSet,
+    PatternTemplate,
+    RepositoryPattern,
+    parse_pattern,
+    parse_template,
+)
+from imagegate.core.placeholders import has_placeholder
 from imagegate.core.podprofile import (
     HostPathRule,
     Identity,
@@ -426,14 +435,22 @@ def _convert(doc: LocatedDocument, kind: type[Any], hint: str) -> Any:
         raise doc.error(path, message) from None
 
 
-def _patterns(doc: LocatedDocument, path: str, entries: Sequence[str]) -> PatternSet:
-    compiled = []
+def _patterns(doc: LocatedDocument, path: str, entries: Sequence[str], *, templates: bool = False) -> PatternSet:
+    """The entries at ``path``; with ``templates``, they may name ``{namespace}``/``{tool}``."""
+    plain: list[RepositoryPattern] = []
+    found: list[PatternTemplate] = []
+    written: list[RepositoryPattern | PatternTemplate] = []
     for index, entry in enumerate(entries):
         try:
-            compiled.append(parse_pattern(entry))
+            if templates and has_placeholder(entry):
+                found.append(parse_template(entry))
+                written.append(found[-1])
+            else:
+                plain.append(parse_pattern(entry))
+                written.append(plain[-1])
         except PatternError as exc:
             raise doc.error(f"{path}[{index}]", str(exc)) from None
-    return PatternSet(tuple(compiled))
+    return PatternSet(tuple(plain), tuple(found), tuple(written))
 
 
 def _check_name_globs(doc: LocatedDocument, path: str, names: Sequence[str]) -> tuple[str, ...]:
@@ -467,7 +484,14 @@ def _grants(doc: LocatedDocument, path: str, grants: Sequence[GrantDoc]) -> tupl
                     f"{where}.registries",
                     "an empty list allows nothing; leave 'registries' out to allow any registry",
                 )
-            registries = _patterns(doc, f"{where}.registries", grant.registries)
+            written = _patterns(doc, f"{where}.registries", grant.registries, templates=True)
+            # A grant names one namespace: its placeholders are filled in once, here.
+            registries = written.for_namespace(grant.namespace)
+            if len(registries.patterns) != len(written.patterns) + len(written.templates):
+                raise doc.error(
+                    f"{where}.registries",
+                    f"{{tool}} stands for a tool's name, and {grant.namespace} is not a tool namespace (tool-<name>)",
+                )
         line = doc.line_of(where)
         compiled.append(
             Grant(
@@ -645,7 +669,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
     )
     base = Policy(
         mode=parsed.mode,
-        trusted=_patterns(doc, "$.trusted", parsed.trusted),
+        trusted=_patterns(doc, "$.trusted", parsed.trusted, templates=True),
         blocked=_patterns(doc, "$.blocked", parsed.blocked),
         byoc_default=parsed.byoc.default,
         byoc_require_base_image=parsed.byoc.require_base_image,
@@ -679,30 +703,10 @@ def load_grants(text: str, source: str = "<grants>", *, new_file: bool = False) 
     return _grants(doc, "$.grants", parsed.grants)
 
 
-DEFAULT_POLICY_YAML = """\
-# imagegate's built-in policy: the gate is closed. Images come only from the
-# platform's own registries; no namespace has a BYOC grant. Copy this file and
-# edit it (docs/policy.md) to open the gate for some tools or for everyone.
-apiVersion: imagegate.toolforge.org/v1
-kind: ImagePolicy
-mode: enforce
-trusted:
-  - docker-registry.svc.toolforge.org
-  - docker-registry.tools.wmflabs.org
-  - tools-harbor.wmcloud.org/toolforge
-blocked: []
-byoc:
-  default: deny
-  grants: []
-namespaces:
-  include: ["*"]
-  exclude: ["kube-*", "imagegate", "cert-manager"]
-podSecurity:
-  level: restricted           # Pod Security Standards level for every governed pod
-  version: latest
-  mode: enforce
-  mutate: true                # fill in unset secure defaults so plain pods just work
-"""
+# The built-in policy is the Toolforge policy, shipped as a YAML file in the package so that
+# deploy/ and the Helm chart carry the very same document (tests/test_toolforge.py). Package
+# data is part of the code, read once at import: not I/O in the core's sense.
+DEFAULT_POLICY_YAML = (resources.files("imagegate") / "policies" / "toolforge.yaml").read_text(encoding="utf-8")
 
 
 def default_policy() -> Policy:

@@ -47,6 +47,16 @@ GrantsOption = Annotated[
     typer.Option("--grants", "-g", help="Grants file; overrides the policy's byoc.grantsFile.", dir_okay=False),
 ]
 
+IdentitiesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--identities",
+        help="Tool identities file (kind: ToolIdentities, from `imagegate identities`); "
+        "overrides the policy's toolProfile.identitiesFile.",
+        dir_okay=False,
+    ),
+]
+
 
 class OutputFormat(StrEnum):
     table = "table"
@@ -58,9 +68,9 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_BAD_INPUT)
 
 
-def _load(policy_path: Path | None, grants_path: Path | None) -> Policy:
+def _load(policy_path: Path | None, grants_path: Path | None, identities_path: Path | None = None) -> Policy:
     try:
-        return load_policy_files(policy_path, grants_path)[0]
+        return load_policy_files(policy_path, grants_path, identities_path=identities_path)[0]
     except PolicyError as exc:
         raise _fail(f"invalid policy: {exc}") from None
 
@@ -197,6 +207,7 @@ def check(
     paths: Annotated[list[str], typer.Argument(help="Manifest files, directories, or - for stdin.")],
     policy: PolicyOption = None,
     grants: GrantsOption = None,
+    identities: IdentitiesOption = None,
     namespace: Annotated[
         str, typer.Option("--namespace", "-n", help="Namespace for objects that name none.")
     ] = "default",
@@ -213,7 +224,7 @@ def check(
     Exit code: 0 when everything is allowed (warnings included), 1 when anything would
     be denied, 2 on bad input (unreadable manifest or invalid policy).
     """
-    loaded = _load(policy, grants)
+    loaded = _load(policy, grants, identities)
     moment = _parse_now(now)
     try:
         objects = read_manifests(paths)
@@ -239,9 +250,11 @@ def check(
 
 
 @policy_app.command("validate")
-def policy_validate(policy: PolicyOption = None, grants: GrantsOption = None) -> None:
-    """Validate a policy (and its grants file); print what it says."""
-    loaded = _load(policy, grants)
+def policy_validate(
+    policy: PolicyOption = None, grants: GrantsOption = None, identities: IdentitiesOption = None
+) -> None:
+    """Validate a policy (and its grants and identities files); print what it says."""
+    loaded = _load(policy, grants, identities)
     now = dt.datetime.now(dt.UTC)
     console = Console()
     console.print(f"[green]valid[/]: {escape(loaded.source)}")
@@ -356,6 +369,7 @@ class LogFormat(StrEnum):
 def serve(
     policy: PolicyOption = None,
     grants: GrantsOption = None,
+    identities: IdentitiesOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a cluster).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTPS port.")] = 8443,
     tls_cert: Annotated[
@@ -404,6 +418,7 @@ def serve(
         tls_key=tls_key,
         policy_path=policy,
         grants_path=grants,
+        identities_path=identities,
         max_body_bytes=max_body_bytes,
         log_level=log_level,
         log_json=log_format is LogFormat.json,

@@ -25,6 +25,7 @@ from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.cli import (
     EXIT_DENIED,
     GrantsOption,
+    IdentitiesOption,
     OutputFormat,
     PolicyOption,
     _fail,
@@ -111,6 +112,7 @@ def audit(
     source: FromOption = None,
     policy: PolicyOption = None,
     grants: GrantsOption = None,
+    identities: IdentitiesOption = None,
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
     expiring_days: Annotated[int, typer.Option(help="Grants ending within this many days are 'expiring'.")] = 14,
     registry: Annotated[bool, typer.Option("--registry/--offline", help="Ask registries (base images, pins).")] = False,
@@ -122,7 +124,7 @@ def audit(
     """
     console = Console(stderr=output is OutputFormat.json)
     configure_logging("warning", json=False)
-    loaded = _load(policy, grants)
+    loaded = _load(policy, grants, identities)
     moment = _parse_now(now)
     objects, labels = _objects(source, console)
     gate = RegistryGate(policy.parent if policy else None) if registry else None

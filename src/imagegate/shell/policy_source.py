@@ -62,8 +62,19 @@ def _resolve_grants_path(policy: Policy, policy_path: Path | None, grants_path: 
     return _relative_to_policy(policy.grants_file, policy_path)
 
 
-def load_policy_files(policy_path: Path | None, grants_path: Path | None = None) -> tuple[Policy, str]:
-    """Read and validate the policy (built-in when ``None``) plus its grants file.
+def _resolve_identities_path(policy: Policy, policy_path: Path | None, identities_path: Path | None) -> Path | None:
+    if identities_path is not None:
+        return identities_path
+    return _relative_to_policy(policy.identities_file, policy_path)
+
+
+def load_policy_files(
+    policy_path: Path | None, grants_path: Path | None = None, *, identities_path: Path | None = None
+) -> tuple[Policy, str]:
+    """Read and validate the policy (built-in when ``None``) plus its grants and identities files.
+
+    ``identities_path`` (``--identities``) takes the place of the policy's
+    ``podSecurity.toolProfile.identitiesFile``, as ``grants_path`` does of ``byoc.grantsFile``.
 
     Returns the policy and a fingerprint of the texts read (to notice real changes).
     """
@@ -79,7 +90,7 @@ def load_policy_files(policy_path: Path | None, grants_path: Path | None = None)
         text = _read(resolved)
         digest.update(b"\0" + text.encode())
         policy = policy.with_grants(load_grants(text, str(resolved)))
-    identities = _relative_to_policy(policy.identities_file, policy_path)
+    identities = _resolve_identities_path(policy, policy_path, identities_path)
     if identities is not None:
         text = _read(identities)
         digest.update(b"\0" + text.encode())
@@ -110,14 +121,18 @@ class PolicySource:
         on_reload: Callable[[ReloadResult], None] | None = None,
         *,
         strict: bool = True,
+        identities_path: Path | None = None,
     ) -> None:
         self.policy_path = policy_path
         self.grants_path = grants_path
+        self.identities_path = identities_path
         self.on_reload = on_reload
         self.last_error: str | None = None
         self.reloads = 0
         try:
-            self.current, self._fingerprint = load_policy_files(policy_path, grants_path)
+            self.current, self._fingerprint = load_policy_files(
+                policy_path, grants_path, identities_path=identities_path
+            )
         except PolicyError as exc:
             if strict:
                 raise
@@ -126,7 +141,11 @@ class PolicySource:
 
     def watched_paths(self) -> list[Path]:
         """The directories to watch (each file's own directory, for the ..data swap)."""
-        identities = _relative_to_policy(self.current.identities_file, self.policy_path) if self.current else None
+        identities = (
+            _resolve_identities_path(self.current, self.policy_path, self.identities_path)
+            if self.current
+            else self.identities_path
+        )
         files = [p for p in (self.policy_path, self.effective_grants_path(), identities) if p is not None]
         return sorted({p.absolute().parent for p in files})
 
@@ -138,7 +157,9 @@ class PolicySource:
     def reload(self) -> ReloadResult:
         """Re-read the files; swap the policy in only when it changed and validates."""
         try:
-            policy, fingerprint = load_policy_files(self.policy_path, self.grants_path)
+            policy, fingerprint = load_policy_files(
+                self.policy_path, self.grants_path, identities_path=self.identities_path
+            )
         except PolicyError as exc:
             message = str(exc)
             if message != self.last_error:

@@ -76,6 +76,7 @@ class ServerSettings:
     tls_key: Path | None = None
     policy_path: Path | None = None
     grants_path: Path | None = None
+    identities_path: Path | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     log_decisions: bool = True
@@ -494,7 +495,9 @@ async def _serve(app: WebhookApp, settings: ServerSettings) -> None:
 def serve_worker(settings: ServerSettings) -> None:
     """One server process: its own policy watcher, TLS reloader and event loop."""
     configure_logging(settings.log_level, json=settings.log_json)
-    source = PolicySource(settings.policy_path, settings.grants_path, strict=False)
+    source = PolicySource(
+        settings.policy_path, settings.grants_path, strict=False, identities_path=settings.identities_path
+    )
     app = WebhookApp(settings, source)
     source.on_reload = app.on_policy_reload  # the app counts reloads in its metrics
     uvloop.run(_serve(app, settings))
