@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real parts the tests start themselves: an OCI registry (htpasswd from apache2-utils), skopeo,
-# chromium to open the HTML report; nginx and wrk for the benchmarks.
-DEBIAN_PACKAGES=(docker-registry skopeo nginx-light wrk apache2-utils chromium)
+# chromium to open the HTML report; slapd (and ldap-utils) for `imagegate identities ldap`;
+# nginx and wrk for the benchmarks.
+DEBIAN_PACKAGES=(docker-registry skopeo nginx-light wrk apache2-utils chromium slapd ldap-utils)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -19,7 +20,7 @@ if ((${#missing[@]})); then
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         # The packages start their own services; the tests start their own on loopback.
-        for service in docker-registry nginx; do
+        for service in docker-registry nginx slapd; do
             if command -v service >/dev/null; then service "$service" stop >/dev/null 2>&1 || true; fi
         done
     else

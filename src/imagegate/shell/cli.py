@@ -455,6 +455,6 @@ def certs(
 
 def main(argv: list[str] | None = None) -> Any:
     """Entry point for the ``imagegate`` script."""
-    from imagegate.shell import cli_ops  # noqa: F401, PLC0415 (registers audit, grants, layers)
+    from imagegate.shell import cli_identities, cli_ops  # noqa: F401, PLC0415 (register their commands)
 
     return app(args=argv)

@@ -1,0 +1,114 @@
+"""Tool identities from the platform's accounts: names mapped to namespaces, the document built.
+
+Pure: the shell reads the accounts (LDAP, NSS, Namespace labels); here account names become
+namespaces (``tools.foo`` -> ``tool-foo`` with the patterns ``tools.{tool}`` and
+``tool-{tool}``), bad entries are set aside with the reason, and the ToolIdentities document
+is written so that :func:`imagegate.core.policy.load_identities` reads it back unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from imagegate.core.podprofile import Identity
+from imagegate.core.policy import SUPPORTED_API_VERSIONS
+
+__all__ = [
+    "Account",
+    "IdentityTable",
+    "NamePattern",
+    "NamePatternError",
+    "build_identities",
+    "identities_yaml",
+    "missing_identities",
+]
+
+_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_TOOL_NAME = r"(?P<tool>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
+
+
+class NamePatternError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NamePattern:
+    """A name with one ``{tool}`` in it: ``tools.{tool}`` (an account), ``tool-{tool}`` (a namespace)."""
+
+    text: str
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.text.count("{tool}") != 1:
+            raise NamePatternError(f"{self.text!r}: write the name with exactly one {{tool}}, e.g. tools.{{tool}}")
+        before, after = self.text.split("{tool}")
+        object.__setattr__(self, "_regex", re.compile(re.escape(before) + _TOOL_NAME + re.escape(after)))
+
+    def tool(self, name: str) -> str | None:
+        """The tool's name in ``name``, or ``None`` when ``name`` is not of this pattern."""
+        found = self._regex.fullmatch(name)
+        return found.group("tool") if found else None
+
+    def name(self, tool: str) -> str:
+        return self.text.replace("{tool}", tool)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One account as the source has it."""
+
+    name: str
+    uid: int | None
+    gid: int | None = None
+
+
+@dataclass
+class IdentityTable:
+    identities: dict[str, Identity] = field(default_factory=dict)
+    # (account name, why it was left out)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def build_identities(accounts: Iterable[Account], account: NamePattern, namespace: NamePattern) -> IdentityTable:
+    """Namespace -> identity for every account whose name is a tool's; the others with the reason."""
+    table = IdentityTable()
+    for entry in accounts:
+        tool = account.tool(entry.name)
+        if tool is None:
+            continue  # not a tool account (a person, a service): not ours to map
+        target = namespace.name(tool)
+        gid = entry.gid if entry.gid is not None else entry.uid
+        if len(target) > 63 or not _DNS_LABEL_RE.fullmatch(target):
+            table.skipped.append((entry.name, f"{target!r} is not a namespace name"))
+        elif entry.uid is None or gid is None or entry.uid <= 0 or gid <= 0:
+            table.skipped.append((entry.name, f"uid {entry.uid} / gid {gid}: a tool runs as a non-root uid and gid"))
+        elif target in table.identities and table.identities[target] != Identity(entry.uid, gid):
+            known = table.identities[target]
+            table.skipped.append((entry.name, f"{target} is already uid {known.uid}; two accounts for one tool"))
+        else:
+            table.identities[target] = Identity(entry.uid, gid)
+    return table
+
+
+def identities_yaml(identities: Mapping[str, Identity], origin: str) -> str:
+    """The ToolIdentities document, one line per tool, sorted (small diffs between runs)."""
+    lines = [
+        f"# Tool identities from {origin}; made by `imagegate identities`, do not edit by hand",
+        f"apiVersion: {SUPPORTED_API_VERSIONS[0]}",
+        "kind: ToolIdentities",
+    ]
+    if not identities:
+        lines.append("identities: {}")
+    else:
+        lines.append("identities:")
+        lines.extend(f"  {ns}: {{uid: {i.uid}, gid: {i.gid}}}" for ns, i in sorted(identities.items()))
+    return "\n".join(lines) + "\n"
+
+
+def missing_identities(
+    namespaces: Iterable[str], identities: Mapping[str, Identity], namespace: NamePattern
+) -> list[str]:
+    """Tool namespaces (names of the ``namespace`` pattern) that have no identity: their pods are denied."""
+    return sorted(ns for ns in set(namespaces) if namespace.tool(ns) is not None and ns not in identities)
