@@ -1,0 +1,237 @@
+"""deploy/chart/imagegate, rendered by Helm's own engine (helm-python-sdk embeds Helm's Go library).
+
+Every rendered object is validated against the Kubernetes schemas (kubernetes-validate,
+strict: unknown fields refused), its webhooks' matchConditions are evaluated with real CEL
+against what kube-apiserver sent, and the default rendering describes the same objects as
+the kustomize base.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from imagegate.core.policy import DEFAULT_POLICY_YAML, load_grants, load_identities, load_policy
+from tests.cel_conditions import captured_requests, evaluate, metadata_only_updates, sent, spec_updates, webhooks
+from tests.conftest import REPO_ROOT
+
+CHART = REPO_ROOT / "deploy" / "chart" / "imagegate"
+BASE = REPO_ROOT / "deploy" / "base"
+KUBERNETES_VERSION = "1.32"  # what the captured API server requests come from
+# cert-manager's kinds are custom resources: kubernetes-validate has no schema for them.
+CUSTOM_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
+HELM_LABELS = ("app.kubernetes.io/managed-by", "app.kubernetes.io/instance", "helm.sh/chart")
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    manifests = chart.render(values=values, name="imagegate", namespace="imagegate", is_install=True)
+    found: list[dict[str, Any]] = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        found.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return found
+
+
+def one(documents: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    (found,) = (d for d in documents if d["kind"] == kind and (name is None or d["metadata"]["name"] == name))
+    return found
+
+
+def kustomize_build() -> list[dict[str, Any]]:
+    """What `kubectl kustomize deploy/base` prints, for this kustomization's two transformers.
+
+    The base uses exactly two: ``namespace`` (set on namespaced objects; cluster-scoped ones
+    keep none) and ``labels`` with ``includeSelectors: false`` (metadata labels only, never
+    selectors or pod templates). Checked by hand against kubectl's kustomize v5.5.
+    """
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    assert set(kustomization) == {"apiVersion", "kind", "namespace", "resources", "labels"}
+    (labels,) = kustomization["labels"]
+    assert labels["includeSelectors"] is False and set(labels) == {"pairs", "includeSelectors"}
+    cluster_scoped = {"Namespace", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
+    built = []
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((BASE / name).read_text()):
+            if not doc:
+                continue
+            metadata = doc.setdefault("metadata", {})
+            if doc["kind"] not in cluster_scoped:
+                metadata["namespace"] = kustomization["namespace"]
+            metadata["labels"] = {**metadata.get("labels", {}), **labels["pairs"]}
+            built.append(doc)
+    return built
+
+
+def without_helm_labels(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    labels = doc["metadata"].get("labels", {})
+    for key in HELM_LABELS:
+        labels.pop(key, None)
+    return doc
+
+
+def test_default_rendering_is_the_kustomize_base(chart: helm.Chart) -> None:
+    rendered = {(d["kind"], d["metadata"]["name"]): without_helm_labels(d) for d in render(chart)}
+    base = {(d["kind"], d["metadata"]["name"]): d for d in kustomize_build()}
+    # Helm installs into an existing namespace (helm install -n imagegate --create-namespace):
+    # a chart that made its own release namespace could not be installed.
+    del base[("Namespace", "imagegate")]
+    assert sorted(rendered) == sorted(base)
+    for key, expected in base.items():
+        assert rendered[key] == expected, key
+
+
+def test_every_rendered_object_validates_against_the_kubernetes_schemas(chart: helm.Chart) -> None:
+    variants: list[dict[str, Any]] = [
+        {},
+        {"certificates": {"mode": "self-signed"}, "antiAffinity": "preferred", "metrics": {"scrapeAnnotations": True}},
+        {"podDisruptionBudget": {"enabled": False}, "antiAffinity": "none", "topologySpread": False},
+        {"grants": [{"namespace": "tool-a", "expires": "2027-01-31"}], "identities": {"tool-a": {"uid": 5}}},
+    ]
+    for values in variants:
+        for doc in render(chart, values):
+            if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
+                with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+                    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+                continue
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_schemas_do_refuse_what_the_api_server_would(chart: helm.Chart) -> None:
+    deployment = one(render(chart), "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = "Always"  # a typo
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_policy_is_the_built_in_one_and_values_adjust_it(chart: helm.Chart) -> None:
+    policy = one(render(chart), "ConfigMap", "imagegate-policy")["data"]["policy.yaml"]
+    assert policy == DEFAULT_POLICY_YAML
+    values = {
+        "policy": {
+            "trusted": ["docker-registry.svc.toolforge.org", "tools-harbor.wmcloud.org/{namespace}"],
+            "override": {"mode": "warn", "byoc": {"default": "deny"}},
+        }
+    }
+    adjusted = load_policy(one(render(chart, values), "ConfigMap", "imagegate-policy")["data"]["policy.yaml"])
+    assert [str(p) for p in adjusted.trusted] == values["policy"]["trusted"]
+    assert adjusted.mode.value == "warn"
+    assert adjusted.pod_security is not None and adjusted.pod_security.tool is not None  # the rest kept
+
+
+def test_grants_and_identities_from_values(chart: helm.Chart) -> None:
+    values = {
+        "grants": [
+            {"namespace": "tool-a", "registries": ["ghcr.io/{tool}"], "expires": "2027-03-31", "ticket": "T1"},
+            {"namespace": "tool-b"},
+        ],
+        "identities": {"tool-a": {"uid": 51000, "gid": 51000}, "tool-b": {"uid": 51001}},
+    }
+    documents = render(chart, values)
+    grants = load_grants(one(documents, "ConfigMap", "imagegate-grants")["data"]["grants.yaml"])
+    assert [g.namespace for g in grants] == ["tool-a", "tool-b"]
+    assert grants[0].expires == dt.date(2027, 3, 31) and grants[0].ticket == "T1"
+    identities = load_identities(one(documents, "ConfigMap", "imagegate-identities")["data"]["identities.yaml"])
+    assert identities["tool-b"].gid == 51001
+    assert load_grants(one(render(chart), "ConfigMap", "imagegate-grants")["data"]["grants.yaml"]) == ()
+    kept = render(chart, {"createIdentitiesConfigMap": False})
+    assert not [d for d in kept if d["metadata"]["name"] == "imagegate-identities"]
+
+
+def test_availability_webhook_and_resource_values(chart: helm.Chart) -> None:
+    values = {
+        "replicas": 3,
+        "antiAffinity": "preferred",
+        "podDisruptionBudget": {"minAvailable": 2},
+        "webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 10, "exemptNamespaces": ["kube-system"]},
+        "resources": {"requests": {"cpu": "1", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        "metrics": {"scrapeAnnotations": True},
+    }
+    documents = render(chart, values)
+    deployment = one(documents, "Deployment")
+    pod = deployment["spec"]["template"]
+    assert deployment["spec"]["replicas"] == 3
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in pod["spec"]["affinity"]["podAntiAffinity"]
+    assert pod["spec"]["containers"][0]["resources"] == values["resources"]
+    assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+    assert one(documents, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        (hook,) = one(documents, kind)["webhooks"]
+        assert hook["failurePolicy"] == "Ignore" and hook["timeoutSeconds"] == 10
+        # the release's own namespace is always exempt: imagegate must not gate its own pods
+        assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system", "imagegate"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"antiAffinity": "sometimes"}, "antiAffinity"),
+        ({"certificates": {"mode": "letsencrypt"}}, "certificates.mode"),
+    ],
+)
+def test_bad_values_fail_the_render_with_the_key(chart: helm.Chart, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError, match=message):
+        render(chart, values)
+
+
+def _verify(issuer: x509.Certificate, certificate: x509.Certificate) -> None:
+    key = issuer.public_key()
+    algorithm = certificate.signature_hash_algorithm
+    assert algorithm is not None
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(certificate.signature, certificate.tbs_certificate_bytes, padding.PKCS1v15(), algorithm)
+    else:
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        key.verify(certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(algorithm))
+
+
+def test_self_signed_mode_needs_no_cert_manager(chart: helm.Chart) -> None:
+    documents = render(chart, {"certificates": {"mode": "self-signed"}})
+    assert not [d for d in documents if d["apiVersion"].startswith("cert-manager.io/")]
+    secret = one(documents, "Secret", "imagegate-tls")
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    serving = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    _verify(ca, serving)
+    names = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName
+    )
+    assert "imagegate.imagegate.svc" in names
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        config = one(documents, kind)
+        assert "annotations" not in config["metadata"]  # nothing for a cainjector to do
+        (hook,) = config["webhooks"]
+        assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+
+
+CAPTURED = captured_requests()
+
+
+def test_the_charts_match_conditions_never_error_and_skip_metadata_only_updates(chart: helm.Chart) -> None:
+    hooks = webhooks(("chart", d) for d in render(chart))
+    assert len(hooks) == 2 and all(hook.conditions for hook in hooks)
+    for hook in hooks:
+        for name, request in CAPTURED:
+            for condition in hook.conditions:
+                evaluate(condition, request)  # raises ConditionError when it errors
+            for change, update in metadata_only_updates(request):
+                if update["operation"] == "UPDATE" and request.get("subResource") != "ephemeralcontainers":
+                    assert not sent(hook, update), (hook.name, name, change)
+            for change, update in spec_updates(request):
+                assert sent(hook, update), (hook.name, name, change)
