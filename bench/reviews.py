@@ -41,6 +41,7 @@ def _pod_spec(images: list[str]) -> dict[str, Any]:
             "fsGroup": 52503,
             "runAsNonRoot": True,
             "seccompProfile": {"type": "RuntimeDefault"},
+            "supplementalGroupsPolicy": "Strict",
         },
         "schedulerName": "default-scheduler",
         "enableServiceLinks": True,

@@ -62,6 +62,10 @@ def capture_policy_text() -> str:
         {"namespace": "tool-warn", "registries": ["127.0.0.1:5000/byoc"], "mode": "warn", "reason": "capture"}
     ]
     document["pinning"] = {"enabled": True, "namespaces": ["tool-pin"]}
+    # v1.32's SupplementalGroupsPolicy gate is off by default: the API server drops the field, so
+    # the operator of this cluster picks warn (with deploy/'s deny, no tool pod would pass;
+    # tests/test_tool_profile_hardening.py replays all three modes).
+    tool["supplementalGroupsPolicy"] = {"whenDropped": "warn"}
     return yaml.safe_dump(document)
 
 
@@ -115,7 +119,17 @@ def patched_object(name: str) -> tuple[dict[str, Any], list[dict[str, Any]], dic
         assert response["patchType"] == "JSONPatch"
         patch = json.loads(base64.b64decode(response["patch"]))
     result: dict[str, Any] = jsonpatch.apply_patch(request["object"], patch)
-    return result, patch, response
+    return as_v132_keeps(result), patch, response
+
+
+def as_v132_keeps(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the v1.32 API server makes of a patched object: the fields of its disabled gates
+    dropped before validation (/mutate sets supplementalGroupsPolicy: Strict in tool pods)."""
+    for _pointer, spec in pod_specs(obj):
+        context = spec.get("securityContext")
+        if isinstance(context, dict):
+            context.pop("supplementalGroupsPolicy", None)
+    return obj
 
 
 def validating_body(name: str, obj: dict[str, Any]) -> bytes:

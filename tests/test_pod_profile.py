@@ -85,6 +85,7 @@ def test_kubectl_run_pod_becomes_compliant() -> None:
         "fsGroup": UID,
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
+        "supplementalGroupsPolicy": "Strict",
     }
     assert patched["spec"]["containers"][0]["securityContext"] == {
         "allowPrivilegeEscalation": False,
@@ -187,12 +188,13 @@ def test_forbidden_pod_fields_are_denied_naming_the_field(change: dict[str, Any]
 @pytest.mark.parametrize(
     ("context", "rule"),
     [
-        ({"privileged": True}, "pod-security:privileged"),
-        ({"allowPrivilegeEscalation": True}, "pod-security:allowPrivilegeEscalation"),
+        # in tool namespaces the tool profile's own checks replace the level's (stricter, at every level)
+        ({"privileged": True}, "tool-profile:privileged"),
+        ({"allowPrivilegeEscalation": True}, "tool-profile:allowPrivilegeEscalation"),
         ({"runAsUser": 0}, "tool-profile:runAsUser"),
         ({"capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}}, "tool-profile:capabilities"),
-        ({"capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]}}, "pod-security:capabilities_baseline"),
-        ({"capabilities": {"drop": ["NET_RAW"]}}, "pod-security:capabilities_restricted"),
+        ({"capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]}}, "tool-profile:capabilities"),
+        ({"capabilities": {"drop": ["NET_RAW"]}}, "tool-profile:capabilities"),
         ({"procMount": "Unmasked"}, "pod-security:procMount"),
     ],
 )
@@ -253,9 +255,12 @@ def test_exempt_override_and_plain_restricted() -> None:
 def test_without_mutation_unset_fields_are_violations() -> None:
     decision = run(plain_pod(), policy=NO_MUTATION)
     assert not decision.allowed and decision.patches == ()
-    assert {"pod-security:runAsNonRoot", "pod-security:allowPrivilegeEscalation", "tool-profile:runAsUser"} <= set(
-        rules(decision)
-    )
+    assert {
+        "pod-security:runAsNonRoot",
+        "tool-profile:allowPrivilegeEscalation",
+        "tool-profile:runAsUser",
+        "tool-profile:supplementalGroupsPolicy",
+    } <= set(rules(decision))
 
 
 def test_updates() -> None:
@@ -296,7 +301,7 @@ def test_updates() -> None:
     assert 'container "dbg" sets securityContext.runAsUser=0' in message and "SYS_PTRACE" in message
     assert apply(rooted, denied)["spec"]["ephemeralContainers"][0]["securityContext"]["runAsUser"] == 0
     # without mutation the bare debug container is judged as sent
-    assert "pod-security:allowPrivilegeEscalation" in rules(run(debugged, old_object=pod, policy=NO_MUTATION))
+    assert "tool-profile:allowPrivilegeEscalation" in rules(run(debugged, old_object=pod, policy=NO_MUTATION))
     # a label change on a Deployment leaves the template alone: nothing to judge
     deployment: dict[str, Any] = {
         "kind": "Deployment",

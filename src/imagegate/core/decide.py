@@ -207,7 +207,6 @@ def _pod_security(
     running_pod = old_object is not None and obj.get("kind") == "Pod"
     findings: list[Finding] = []
     patches: list[Mapping[str, Any]] = []
-    mode = profile.mode
     for pointer, original in pod_specs(obj):
         old_spec = old_specs.get(pointer)
         if old_object is not None and old_spec == original:
@@ -222,7 +221,7 @@ def _pod_security(
         for token in _METADATA_PATHS[pointer]:
             metadata = metadata.get(token) if isinstance(metadata, dict) else None
         metadata = metadata if isinstance(metadata, dict) else {}
-        for rule, result in pod_findings(spec, metadata, profile, namespace, identity):
+        for rule, result, mode in pod_findings(spec, metadata, profile, namespace, identity, running_pod):
             if rule.startswith("pod-security:"):
                 reason = f'violates PodSecurity "{profile.label}": {result.message}'
             else:

@@ -4,10 +4,11 @@ The platform must not rely on what is inside a custom image. So for every pod (a
 every pod template) in a governed namespace:
 
 * the Pod Security Standards level of the policy (``restricted`` by default) holds;
-* in tool namespaces, the *tool profile* holds on top: the pod runs as the tool's own
-  uid/gid (``runAsUser``, ``runAsGroup``, ``fsGroup``, ``supplementalGroups``), hostPath
-  volumes only from an allowlist (some forced read-only), no added capabilities, and
-  seccomp ``RuntimeDefault``;
+* in tool namespaces, the *tool profile* holds on top, whatever the level: the pod runs as
+  the tool's own uid/gid (``runAsUser``, ``runAsGroup``, ``fsGroup``, ``supplementalGroups``,
+  ``supplementalGroupsPolicy: Strict``), hostPath volumes only from an allowlist (some forced
+  read-only), inline CSI volumes only of allowed drivers, no privileged container, no
+  privilege escalation, all capabilities dropped and none added, seccomp ``RuntimeDefault``;
 * fields left unset are filled in by the mutating webhook (``mutations``), so an
   ordinary ``kubectl run`` pod becomes compliant; fields set to something forbidden
   are denied by the validating webhook with the field and the allowed value.
@@ -67,6 +68,10 @@ class ToolProfile:
     uid_label: str | None = None
     gid_label: str | None = None
     host_paths: tuple[HostPathRule, ...] = ()
+    csi_drivers: frozenset[str] = frozenset()  # inline csi volumes: the only drivers allowed
+    # A pod without supplementalGroupsPolicy at /validate: "deny" (a violation in the profile's
+    # mode), or Mode.WARN / Mode.AUDIT for clusters whose API server drops the field.
+    groups_policy_dropped: Mode | None = None
     # host_path_rules' answers per namespace (the profile never changes, so neither do they)
     _resolved: dict[str, tuple[tuple[HostPathRule, str], ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -245,6 +250,7 @@ _POD_GROUP = ("securityContext", "runAsGroup")
 _POD_FS_GROUP = ("securityContext", "fsGroup")
 _POD_NON_ROOT = ("securityContext", "runAsNonRoot")
 _POD_SECCOMP = ("securityContext", "seccompProfile", "type")
+_POD_GROUPS_POLICY = ("securityContext", "supplementalGroupsPolicy")
 _NO_ESCALATION = ("securityContext", "allowPrivilegeEscalation")
 _DROP = ("securityContext", "capabilities", "drop")
 
@@ -274,6 +280,9 @@ def mutate_pod(
             patcher.ensure(_POD_FS_GROUP, identity.gid)
         patcher.ensure(_POD_NON_ROOT, True)
         patcher.ensure(_POD_SECCOMP, "RuntimeDefault")
+        if profile.tool is not None:
+            # An API server whose SupplementalGroupsPolicy gate is off drops this after /mutate.
+            patcher.ensure(_POD_GROUPS_POLICY, "Strict")
         targets: Sequence[tuple[str, int]] = [(list_field, index) for list_field, index, _ in containers(patcher.spec)]
     else:
         targets = only
@@ -332,6 +341,15 @@ def _volume_type_finding(name: str, kind: str) -> CheckResult:
     return CheckResult("volumes", "volume type", detail)
 
 
+def _csi_finding(name: str, driver: Any, tool: ToolProfile) -> CheckResult:
+    allowed = ", ".join(sorted(tool.csi_drivers)) or "none"
+    detail = (
+        f'volume "{name}" uses the CSI driver {driver!r} inline; tool pods may use only the drivers '
+        f"in podSecurity.toolProfile.csiDrivers (allowed: {allowed})"
+    )
+    return CheckResult("csi", "CSI driver", detail)
+
+
 def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: str) -> list[CheckResult]:
     found = []
     rules = tool.host_path_rules(namespace)
@@ -344,6 +362,10 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
             kind = volume_type(volume)
             if kind is not None and kind not in _TOOL_VOLUME_TYPES:
                 found.append(_volume_type_finding(name, kind))
+            if volume.get("csi") is not None:  # whatever volume_type saw first
+                driver = _map(volume.get("csi")).get("driver")
+                if not isinstance(driver, str) or driver not in tool.csi_drivers:
+                    found.append(_csi_finding(name, driver, tool))
             continue
         raw = str(_map(host_path).get("path", ""))
         path = _clean_host_path(raw)
@@ -411,9 +433,11 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
     wrong_user: list[str] = []
     wrong_group: list[str] = []
     seccomp: list[str] = []
-    added: list[CheckResult] = []
+    hardening: list[CheckResult] = []
     user_unset = group_unset = False  # some container leaves it to the pod
     for name, context in contexts:
+        if name is not None:
+            hardening.extend(_hardening_findings(name, context))
         if not context or not isinstance(context, dict):
             if name is not None:
                 user_unset = group_unset = True
@@ -431,12 +455,6 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
             kind = _map(profile).get("type")
             if kind is not None and kind != "RuntimeDefault":
                 seccomp.append(f'{_where(name)} sets seccompProfile.type={kind!r}; only "RuntimeDefault" is allowed')
-        capabilities = context.get("capabilities")
-        if name is not None and capabilities is not None and _map(capabilities).get("add"):
-            extra = _list(_map(capabilities).get("add"))
-            if extra:
-                message = f'container "{name}" adds {extra}; tool pods add no capabilities'
-                added.append(CheckResult("capabilities", "capabilities", message))
     found: list[CheckResult] = []
     if identity is not None:
         if pod.get("runAsUser") is None and user_unset:
@@ -456,8 +474,59 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
             detail = f"pod sets supplementalGroups {extra_groups}; only {gid} is allowed"
             found.append(CheckResult("supplementalGroups", "supplementalGroups", detail))
     found.extend(CheckResult("seccompProfile", "seccompProfile", detail) for detail in seccomp)
-    found.extend(added)
+    found.extend(hardening)
     return found
+
+
+def _hardening_findings(name: str, context: Any) -> list[CheckResult]:
+    """No privileged container, no privilege escalation, every capability dropped and none added.
+
+    At every Pod Security level: these are what keep a setuid binary or a file capability in
+    a custom image from making the tool's uid into root. Unset counts as safe only where the
+    runtime's default is safe: ``privileged`` defaults to false, but the kubelet sets
+    no_new_privs only for an explicit ``allowPrivilegeEscalation: false``, and without
+    ``drop: [ALL]`` the runtime's default capabilities stay.
+    """
+    context = _map(context)
+    found: list[CheckResult] = []
+    privileged = context.get("privileged")
+    if privileged is not None and privileged is not False:  # true, or a value the API would refuse
+        detail = f'container "{name}" sets securityContext.privileged={privileged!r}; tool pods are never privileged'
+        found.append(CheckResult("privileged", "privileged", detail))
+    if context.get("allowPrivilegeEscalation") is not False:
+        detail = f'container "{name}" must set securityContext.allowPrivilegeEscalation=false'
+        found.append(CheckResult("allowPrivilegeEscalation", "allowPrivilegeEscalation", detail))
+    capabilities = _map(context.get("capabilities"))
+    if "ALL" not in _list(capabilities.get("drop")):
+        detail = f'container "{name}" must set securityContext.capabilities.drop=["ALL"]'
+        found.append(CheckResult("capabilities", "capabilities", detail))
+    extra = _list(capabilities.get("add"))
+    if extra:
+        detail = f'container "{name}" adds {extra}; tool pods add no capabilities'
+        found.append(CheckResult("capabilities", "capabilities", detail))
+    return found
+
+
+def _groups_policy_finding(spec: Mapping[str, Any], tool: ToolProfile) -> tuple[CheckResult, Mode | None] | None:
+    """``supplementalGroupsPolicy: Strict``, and the mode of its finding (None: the profile's).
+
+    With ``Merge`` (the default) the runtime adds every group the image's /etc/group lists for
+    the uid, so a custom image could give itself another tool's gid. Absent at /validate means
+    the mutating webhook did not run or the API server dropped the field (a disabled feature
+    gate): ``groups_policy_dropped`` says what that is worth.
+    """
+    value = _map(spec.get("securityContext")).get("supplementalGroupsPolicy")
+    if value == "Strict":
+        return None
+    if value is None:
+        detail = (
+            'pod must set securityContext.supplementalGroupsPolicy="Strict" (an API server before v1.33, '
+            "or with the SupplementalGroupsPolicy feature gate off, drops the field: see "
+            "podSecurity.toolProfile.supplementalGroupsPolicy.whenDropped)"
+        )
+        return CheckResult("supplementalGroupsPolicy", "supplementalGroupsPolicy", detail), tool.groups_policy_dropped
+    detail = f'pod sets securityContext.supplementalGroupsPolicy={value!r}; only "Strict" is allowed'
+    return CheckResult("supplementalGroupsPolicy", "supplementalGroupsPolicy", detail), None
 
 
 def tool_profile_findings(
@@ -478,17 +547,44 @@ def tool_profile_findings(
     return found
 
 
+# The level's checks the tool profile replaces with stricter ones of its own: its hostPath
+# allowlist for the two volume checks; for the rest, its hardening, which holds at every level.
+REPLACED_BY_TOOL_PROFILE = frozenset(
+    {
+        "hostPathVolumes",
+        "restrictedVolumes",
+        "privileged",
+        "allowPrivilegeEscalation",
+        "capabilities_baseline",
+        "capabilities_restricted",
+    }
+)
+
+
 def pod_findings(
-    spec: Mapping[str, Any], metadata: Mapping[str, Any], profile: PodProfile, namespace: str, identity: Identity | None
-) -> list[tuple[str, CheckResult]]:
-    """(rule, result) for everything wrong with one pod spec under ``profile``."""
-    results: list[tuple[str, CheckResult]] = []
-    # The tool profile replaces the two volume checks with its hostPath allowlist.
-    skip = frozenset({"hostPathVolumes", "restrictedVolumes"}) if profile.tool is not None else frozenset()
+    spec: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    profile: PodProfile,
+    namespace: str,
+    identity: Identity | None,
+    running: bool = False,
+) -> list[tuple[str, CheckResult, Mode]]:
+    """(rule, result, mode) for everything wrong with one pod spec under ``profile``.
+
+    ``running``: the spec is a running pod's (an UPDATE such as ``kubectl debug``), whose
+    supplementalGroupsPolicy was judged at its creation and cannot change since.
+    """
+    results: list[tuple[str, CheckResult, Mode]] = []
+    mode = profile.mode
+    skip = REPLACED_BY_TOOL_PROFILE if profile.tool is not None else frozenset()
     if profile.level != "privileged":
         for result in evaluate(profile.level, profile.version, metadata, spec, skip=skip):
-            results.append((f"pod-security:{result.check}", result))
+            results.append((f"pod-security:{result.check}", result, mode))
     if profile.tool is not None:
         for result in tool_profile_findings(spec, profile.tool, namespace, identity):
-            results.append((f"tool-profile:{result.check}", result))
+            results.append((f"tool-profile:{result.check}", result, mode))
+        groups = None if running else _groups_policy_finding(spec, profile.tool)
+        if groups is not None:
+            result, groups_mode = groups
+            results.append((f"tool-profile:{result.check}", result, mode if groups_mode is None else groups_mode))
     return results

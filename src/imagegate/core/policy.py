@@ -63,6 +63,9 @@ __all__ = [
 PolicyError = DocumentError
 
 _DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# A CSI driver name as the API validates it (a DNS subdomain in any case, at most 63 characters);
+# the kubelet finds the driver by its exact name, so entries match exactly.
+_CSI_DRIVER_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.]{0,61}[A-Za-z0-9])?")
 _GLOB_NAME_RE = re.compile(r"[a-z0-9*?\[\]!-]+")
 
 
@@ -118,6 +121,10 @@ class IdentityDoc(_Doc):
     gid: int | None = None
 
 
+class SupplementalGroupsPolicyDoc(_Doc):
+    when_dropped: Literal["deny", "warn", "audit"] = "deny"
+
+
 class ToolProfileDoc(_Doc):
     namespaces: list[str] = msgspec.field(default_factory=lambda: ["tool-*"])
     identities: dict[str, IdentityDoc] = {}
@@ -125,6 +132,8 @@ class ToolProfileDoc(_Doc):
     uid_label: str | None = None
     gid_label: str | None = None
     host_paths: list[HostPathDoc] = []
+    csi_drivers: list[str] = []
+    supplemental_groups_policy: SupplementalGroupsPolicyDoc = msgspec.field(default_factory=SupplementalGroupsPolicyDoc)
 
 
 class PodSecurityOverrideDoc(_Doc):
@@ -562,12 +571,18 @@ def _pod_security(doc: LocatedDocument, parsed: PodSecurityDoc) -> PodSecuritySe
         for index, rule in enumerate(profile.host_paths):
             if not rule.path.startswith("/") or ".." in rule.path.split("/"):
                 raise doc.error(f"{where}.hostPaths[{index}].path", "write an absolute path without '..'")
+        for index, driver in enumerate(profile.csi_drivers):
+            if not _CSI_DRIVER_RE.fullmatch(driver):
+                raise doc.error(f"{where}.csiDrivers[{index}]", f"{driver!r} is not a CSI driver name")
+        dropped = profile.supplemental_groups_policy.when_dropped
         tool = ToolProfile(
             namespaces=_check_name_globs(doc, f"{where}.namespaces", profile.namespaces),
             identities=_identities(doc, f"{where}.identities", profile.identities),
             uid_label=profile.uid_label,
             gid_label=profile.gid_label,
             host_paths=tuple(HostPathRule(r.path, r.read_only) for r in profile.host_paths),
+            csi_drivers=frozenset(profile.csi_drivers),
+            groups_policy_dropped=None if dropped == "deny" else Mode(dropped),
         )
     overrides = tuple(
         PodSecurityOverride(
