@@ -35,7 +35,9 @@ def case_id(case: dict[str, Any]) -> str:
     return f"{case.get('suite', '?')}-{case.get('n', '?')}-{case.get('input_role', '')}".rstrip("-")
 
 
-def run_imagegate(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_imagegate(
+    *args: str, stdin: str | None = None, timeout: float = 120, columns: int = 200
+) -> subprocess.CompletedProcess[str]:
     """The ``imagegate`` command as a user runs it: a real process, wide output, no shell state."""
     return subprocess.run(
         [sys.executable, "-m", "imagegate", *args],
@@ -44,7 +46,7 @@ def run_imagegate(*args: str, stdin: str | None = None, timeout: float = 120) ->
         text=True,
         timeout=timeout,
         check=False,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        env={"COLUMNS": str(columns), "PATH": "/usr/bin:/bin"},
     )
 
 

@@ -259,8 +259,10 @@ def test_metrics_and_logs(webhook: WebhookProcess) -> None:
     review = fixture("pod-create.json")
     webhook.client().post("/validate", json=review)
     metrics = webhook.client().get("/metrics").text
-    assert 'imagegate_decisions_total{endpoint="validate",namespace="tool-example",result="denied"}' in metrics
-    assert 'imagegate_findings_total{mode="enforce",namespace="tool-example",rule="untrusted-registry"}' in metrics
+    # bounded by default: no label per namespace (--metrics-per-namespace opts in, tests/test_cli_errors.py)
+    assert 'imagegate_decisions_total{endpoint="validate",result="denied"}' in metrics
+    assert 'imagegate_findings_total{mode="enforce",rule="untrusted-registry"}' in metrics
+    assert "namespace=" not in metrics
     assert "imagegate_request_duration_seconds_bucket" in metrics
     assert "imagegate_policy_loaded 1.0" in metrics
     logs = webhook.logs()

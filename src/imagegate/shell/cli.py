@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,8 +21,18 @@ from rich.table import Table
 from imagegate.core.decide import Decision, decide, decision_to_dict
 from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError
 from imagegate.core.yamldoc import DocumentError
-from imagegate.shell.certs import load_ca, make_certificates, service_dns_names
-from imagegate.shell.logs import configure_logging
+from imagegate.shell.certs import (
+    CA_DAYS,
+    CertificateError,
+    check_leaf_fits,
+    check_pair,
+    find_ca,
+    load_ca,
+    make_certificates,
+    prepare_directory,
+    service_dns_names,
+)
+from imagegate.shell.logs import LogLevel, configure_logging
 from imagegate.shell.manifests import SourcedObject, read_manifests
 from imagegate.shell.policy_source import load_policy_files
 from imagegate.shell.verification import RegistryGate, settle
@@ -32,11 +43,16 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's plain help: rich's option table cuts long option names short at 80 columns
+    # ("--print-configm…"); click's wraps the help text beside them instead.
+    rich_markup_mode=None,
 )
 policy_app = typer.Typer(help="Validate or print policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
 EXIT_OK, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h): a bug in imagegate, never bad input
+DEBUG_ENV = "IMAGEGATE_DEBUG"
 
 PolicyOption = Annotated[
     Path | None,
@@ -365,13 +381,62 @@ class LogFormat(StrEnum):
     console = "console"
 
 
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+
+
+def _dev_certificate(directory: Path, host: str, port: int) -> tuple[Path, Path]:
+    """The development certificate (its CA kept across runs, so the caBundle stays) and a true hint."""
+    hosts = ["localhost", "127.0.0.1", *([host] if host not in (*_LOOPBACK_NAMES, *_WILDCARD_ADDRESSES) else [])]
+    try:
+        prepare_directory(directory, "--dev-cert-dir")
+    except CertificateError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        ca = find_ca(directory)
+    except CertificateError as exc:
+        raise _fail(
+            f"--dev-cert-dir: {exc}; remove {directory} to make a new development CA, or give --tls-cert and --tls-key"
+        ) from None
+    expired = ca is not None and ca[0].not_valid_after_utc <= dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    try:
+        files = make_certificates(directory, hosts, days=30, ca=None if expired else ca)
+    except CertificateError as exc:
+        raise _fail(f"development certificate: {exc}") from None
+    where = "a new development CA" if ca is None or expired else "the development CA kept"
+    lines = [f"development certificate for {', '.join(hosts)}, signed by {where} in {directory}/"]
+    url_host = host if host not in _WILDCARD_ADDRESSES else "127.0.0.1"
+    url = f"https://{f'[{url_host}]' if ':' in url_host else url_host}:{port}"
+    if host in _LOOPBACK_NAMES or host.startswith("127."):
+        lines.append(f"listening on {url}: loopback, so only this machine can connect (use --host ADDRESS for others)")
+    elif host in _WILDCARD_ADDRESSES:
+        lines.append(
+            f"listening on port {port} of every address of this host, but the certificate names only "
+            f"{', '.join(hosts)}: a client that connects by another name or address cannot verify it "
+            "(--host ADDRESS adds that address)"
+        )
+    else:
+        lines.append(f"listening on {url}")
+    if ca is not None and expired:
+        lines.append(f"the earlier development CA in {directory}/ expired or was about to: update the caBundle")
+    # Plain writes: a console would wrap the long base64 line and break copy-paste.
+    sys.stderr.write(
+        "\n".join(lines) + "\n"
+        "A cluster whose API server can reach that address can use it: in the Validating/MutatingWebhookConfiguration set\n"
+        f"  clientConfig.url: {url}/validate  (and /mutate)\n"
+        f"  clientConfig.caBundle: {files.ca_bundle()}\n"
+        "For a real deployment use deploy/ (cert-manager) or `imagegate certs`.\n"
+    )
+    return files.cert, files.key
+
+
 @app.command()
 def serve(
     policy: PolicyOption = None,
     grants: GrantsOption = None,
     identities: IdentitiesOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a cluster).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTPS port.")] = 8443,
+    port: Annotated[int, typer.Option(help="HTTPS port.", min=1, max=65535)] = 8443,
     tls_cert: Annotated[
         Path | None, typer.Option(help="Serving certificate (PEM); reloaded when it changes.", dir_okay=False)
     ] = None,
@@ -380,37 +445,35 @@ def serve(
         Path,
         typer.Option(help="Where to keep the self-signed certificate made when --tls-cert is not given."),
     ] = Path(".imagegate-dev-tls"),
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="Least severe log lines written.")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option(help="json (one object per line) or console.")] = LogFormat.json,
-    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get HTTP 413.")] = 8 * 1024 * 1024,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get HTTP 413.", min=1)] = 8 * 1024 * 1024,
     workers: Annotated[int, typer.Option(help="Server processes sharing the port (one per core).", min=1)] = 1,
+    metrics_per_namespace: Annotated[
+        bool,
+        typer.Option(help="Label decisions and findings by namespace (one series per namespace: see docs/deploy.md)."),
+    ] = False,
 ) -> None:
     """Serve the admission webhook over HTTPS (/validate, /mutate, /healthz, /readyz, /metrics).
 
     With no flags: the built-in policy and a self-signed development certificate.
     """
-    from imagegate.shell.server import ServerSettings, run_server  # noqa: PLC0415 (keeps `check` fast)
+    from imagegate.shell.server import ListenError, ServerSettings, check_listen, run_server  # noqa: PLC0415
 
     configure_logging(log_level, json=log_format is LogFormat.json)
     if (tls_cert is None) != (tls_key is None):
         raise _fail("give both --tls-cert and --tls-key, or neither (for a development certificate)")
+    try:
+        check_listen(host, port)
+    except ListenError as exc:
+        raise _fail(str(exc)) from None
     if tls_cert is None or tls_key is None:
-        hosts = [
-            "localhost",
-            "127.0.0.1",
-            *([host] if host not in ("localhost", "127.0.0.1", "0.0.0.0") else []),
-        ]
-        files = make_certificates(dev_cert_dir, hosts, days=30)
-        tls_cert, tls_key = files.cert, files.key
-        err = Console(stderr=True)
-        err.print(f"[bold]development certificate[/] for {', '.join(hosts)} in {escape(str(dev_cert_dir))}/")
-        # Plain writes: a console would wrap the long base64 line and break copy-paste.
-        sys.stderr.write(
-            "Point a cluster at it: in the Validating/MutatingWebhookConfiguration set\n"
-            f"  clientConfig.url: https://<this host>:{port}/validate  (and /mutate)\n"
-            f"  clientConfig.caBundle: {files.ca_bundle()}\n"
-            "For a real deployment use deploy/ (cert-manager) or `imagegate certs`.\n"
-        )
+        tls_cert, tls_key = _dev_certificate(dev_cert_dir, host, port)
+    else:
+        try:
+            check_pair(tls_cert, tls_key)
+        except CertificateError as exc:
+            raise _fail(str(exc)) from None
     settings = ServerSettings(
         host=host,
         port=port,
@@ -420,41 +483,117 @@ def serve(
         grants_path=grants,
         identities_path=identities,
         max_body_bytes=max_body_bytes,
-        log_level=log_level,
+        log_level=log_level.value,
         log_json=log_format is LogFormat.json,
         workers=workers,
+        metrics_per_namespace=metrics_per_namespace,
     )
-    raise typer.Exit(run_server(settings))
+    try:
+        status = run_server(settings)
+    except ListenError as exc:  # lost a race for the port after the check above
+        raise _fail(str(exc)) from None
+    raise typer.Exit(status)
+
+
+def _print_command(console: Console, text: str) -> None:
+    """A command to copy: never wrapped (a wrapped line breaks copy and paste), paths quoted."""
+    console.print(escape(text), soft_wrap=True)
 
 
 @app.command()
 def certs(
-    out: Annotated[Path, typer.Option(help="Directory for ca.crt, ca.key, tls.crt, tls.key.")] = Path("imagegate-tls"),
-    service: Annotated[str, typer.Option(help="The webhook's Service name.")] = "imagegate",
+    out: Annotated[Path, typer.Option(help="Directory for ca.crt, ca.key, tls.crt, tls.key.", file_okay=False)] = Path(
+        "imagegate-tls"
+    ),
+    service: Annotated[str, typer.Option(help="The webhook's Service name (a DNS label).")] = "imagegate",
     namespace: Annotated[str, typer.Option(help="The webhook's namespace.")] = "imagegate",
-    days: Annotated[int, typer.Option(help="Validity of the serving certificate, in days.")] = 365,
+    days: Annotated[int, typer.Option(help="Validity of the serving certificate, in days.", min=1)] = 365,
+    ca_days: Annotated[int, typer.Option(help="Validity of a new CA, in days.", min=1)] = CA_DAYS,
     renew: Annotated[
         bool,
         typer.Option(help="Issue a new serving certificate from the CA already in --out (same caBundle)."),
     ] = False,
 ) -> None:
-    """Make a CA and a serving certificate for clusters without cert-manager; print the caBundle."""
+    """Make a CA and a serving certificate for clusters without cert-manager; print the caBundle.
+
+    Run it once; later, --renew issues a new serving certificate from the same CA, so the
+    webhooks' caBundle stays valid. An existing CA is never replaced.
+    """
+    import shlex  # noqa: PLC0415
+
     try:
-        ca = load_ca(out) if renew else None
-    except (OSError, ValueError) as exc:
-        raise _fail(f"--renew needs the CA made earlier in {out}: {exc}") from None
-    files = make_certificates(out, service_dns_names(service, namespace), days=days, ca=ca)
+        names = service_dns_names(service, namespace)
+        prepare_directory(out, "--out")
+        existing = find_ca(out)
+        if renew:
+            if existing is None:
+                raise CertificateError(f"--renew needs the CA made earlier in {out}/ (ca.crt, ca.key); there is none")
+            check_leaf_fits(existing, days, where=f"{out}/")
+        elif days > ca_days:
+            raise CertificateError(
+                f"--days {days} is longer than --ca-days {ca_days}: a certificate cannot outlive its CA"
+            )
+        elif existing is not None:
+            raise CertificateError(
+                f"{out}/ already holds a CA (valid until {existing[0].not_valid_after_utc:%Y-%m-%d}); "
+                "replacing it would break the caBundle the cluster has. Add --renew to issue a new serving "
+                f"certificate from it, or remove {out}/ca.crt and {out}/ca.key first to make a new CA"
+            )
+        files = make_certificates(out, names, days=days, ca=existing, ca_days=ca_days)
+    except CertificateError as exc:
+        raise _fail(str(exc)) from None
     err = Console(stderr=True)
-    err.print(f"wrote {files.ca_cert}, {files.cert}, {files.key} (keep {out}/ca.key secret)")
+    authority = load_ca(out)[0]
     err.print(
-        f"kubectl -n {namespace} create secret tls imagegate-tls --cert={files.cert} --key={files.key}\n"
-        "then set this caBundle in deploy/'s webhook configurations (printed on stdout):"
+        f"wrote {escape(str(files.cert))} and {escape(str(files.key))} for {escape(', '.join(names))}, valid "
+        f"{days} days; CA {escape(str(files.ca_cert))} valid until {authority.not_valid_after_utc:%Y-%m-%d} "
+        f"(keep {escape(str(out / 'ca.key'))} secret)",
+        soft_wrap=True,
     )
+    err.print("Store it in the cluster:", soft_wrap=True)
+    cert, key = shlex.quote(str(files.cert)), shlex.quote(str(files.key))
+    _print_command(err, f"kubectl -n {namespace} create secret tls imagegate-tls --cert={cert} --key={key}")
+    err.print("then set this caBundle in deploy/'s webhook configurations (printed on stdout):", soft_wrap=True)
     sys.stdout.write(files.ca_bundle() + "\n")
 
 
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help=f"Print the traceback of an internal error (or set {DEBUG_ENV}=1).")
+    ] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # also seen by the server's worker processes
+
+
+def report_internal_error(exc: BaseException) -> int:
+    """One line naming the bug (the traceback with --debug); the exit code that says "a bug"."""
+    import traceback  # noqa: PLC0415
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    if frames:  # where it was raised, and the last place in imagegate's own code on the way
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}"
+        ours = [f for f in frames[1:-1] if f"{os.sep}imagegate{os.sep}" in f.filename]
+        if ours:
+            where += f" (from {Path(ours[-1].filename).name}:{ours[-1].lineno} in {ours[-1].name})"
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exception(exc, file=sys.stderr)
+    hint = "" if os.environ.get(DEBUG_ENV) else f"; rerun with --debug (or {DEBUG_ENV}=1) for the traceback"
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    sys.stderr.write(
+        f"imagegate: internal error, a bug in imagegate (please report it): "
+        f"{type(exc).__name__}{': ' + message if message else ''}{where}{hint}\n"
+    )
+    return EXIT_INTERNAL_ERROR
+
+
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point for the ``imagegate`` script."""
+    """Entry point for the ``imagegate`` script: bad input exits 2, a bug 70, never a bare traceback."""
     from imagegate.shell import cli_identities, cli_ops  # noqa: F401, PLC0415 (register their commands)
 
-    return app(args=argv)
+    try:
+        return app(args=argv)
+    except Exception as exc:
+        sys.exit(report_internal_error(exc))

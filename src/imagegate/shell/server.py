@@ -15,6 +15,7 @@ import asyncio
 import bisect
 import contextlib
 import datetime as dt
+import errno
 import logging
 import multiprocessing
 import os
@@ -46,14 +47,14 @@ from prometheus_client import (
 
 from imagegate.core.admission import AdmissionRequest, ReviewError, ReviewOutcome, decode_review, internal_error, review
 from imagegate.core.policy import Policy
-from imagegate.shell.certs import check_pair
+from imagegate.shell.certs import CertificateError, check_pair
 from imagegate.shell.histograms import BatchedHistogram, Counts
 from imagegate.shell.http import HttpServer, Limits, Request, Response, server_ssl_context
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.policy_source import PolicySource, ReloadResult
 from imagegate.shell.verification import RegistryGate, needs_registry, settle
 
-__all__ = ["Metrics", "ServerSettings", "WebhookApp", "run_server"]
+__all__ = ["ListenError", "Metrics", "ServerSettings", "WebhookApp", "check_listen", "run_server"]
 
 log = structlog.get_logger("imagegate.server")
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and no dashboard uses them
@@ -83,27 +84,34 @@ class ServerSettings:
     log_level: str = "info"
     log_json: bool = True
     workers: int = 1
+    metrics_per_namespace: bool = False  # one series per namespace: opt-in (docs/deploy.md)
 
 
 class Metrics:
     """The Prometheus metrics one server process exports at ``/metrics``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_namespace: bool = False) -> None:
+        # Bounded by default: a label per namespace is a series per tool (3,000 on Toolforge)
+        # for every endpoint, result, rule and mode; Prometheus' guidance is to keep label
+        # values to a small, fixed set. Operators who want the breakdown opt in.
+        self.per_namespace = per_namespace
+        by_namespace = ["namespace"] if per_namespace else []
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._decisions: dict[tuple[str, str, str], int] = {}
-        self._findings: dict[tuple[str, str, str], int] = {}
+        self._decisions: dict[tuple[str, ...], int] = {}
+        self._findings: dict[tuple[str, ...], int] = {}
         self._latencies: Counts = {}  # endpoint -> (sum, count per bucket)
         self.registry = CollectorRegistry()
         self.decisions = Counter(
             "imagegate_decisions_total",
-            "Admission decisions by endpoint, result (allowed, denied, warned) and namespace.",
-            ["endpoint", "result", "namespace"],
+            "Admission decisions by endpoint and result (allowed, denied, warned)"
+            + (" and namespace." if per_namespace else "."),
+            ["endpoint", "result", *by_namespace],
             registry=self.registry,
         )
         self.findings = Counter(
             "imagegate_findings_total",
-            "Broken rules by rule, mode and namespace.",
-            ["rule", "mode", "namespace"],
+            "Broken rules by rule and mode" + (" and namespace." if per_namespace else "."),
+            ["rule", "mode", *by_namespace],
             registry=self.registry,
         )
         shared = os.environ.get(MULTIPROCESS_ENV)
@@ -163,10 +171,10 @@ class Metrics:
         under a lock; three of those per request cost a tenth of a decision. Buffered,
         a busy worker writes each series about once a second instead.
         """
-        key = (endpoint, result, namespace)
+        key = (endpoint, result, namespace) if self.per_namespace else (endpoint, result)
         self._decisions[key] = self._decisions.get(key, 0) + 1
         for rule, mode in findings:
-            finding_key = (rule, mode, namespace)
+            finding_key = (rule, mode, namespace) if self.per_namespace else (rule, mode)
             self._findings[finding_key] = self._findings.get(finding_key, 0) + 1
         total, counts = self._latencies.get(endpoint) or (0.0, self.latency.new_counts())
         counts[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1  # BatchedHistogram.bucket_of, inlined
@@ -245,7 +253,7 @@ class TlsReloader:
                 shutil.copyfile(self.key, key)
                 check_pair(cert, key)
                 self.context.load_cert_chain(cert, key)
-            except (OSError, ssl.SSLError) as exc:
+            except (OSError, ssl.SSLError, CertificateError) as exc:
                 self.last_error = f"TLS reload refused, keeping the old certificate: {exc}"
                 log.error("tls reload refused; keeping the old certificate", error=str(exc))
                 self.metrics.tls_reloads.labels("error").inc()
@@ -277,7 +285,7 @@ class WebhookApp:
     def __init__(self, settings: ServerSettings, source: PolicySource, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.source = source
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(per_namespace=settings.metrics_per_namespace)
         self.metrics.observe_policy(source)
         self.tls: TlsReloader | None = None
         self.gate = RegistryGate(settings.policy_path.parent if settings.policy_path else None)
@@ -461,20 +469,60 @@ class WebhookApp:
         return Response(200, outcome.body, _JSON)
 
 
+class ListenError(Exception):
+    """The server cannot listen where it was told to; the message says why, in one line."""
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> ListenError:
+    if exc.errno == errno.EADDRINUSE:
+        return ListenError(
+            f"port {port} on {host} is already in use by another process: stop it or choose another --port"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ListenError(
+            f"--host {host} is not an address of this host (`ip address` lists them; 0.0.0.0 listens on all)"
+        )
+    if exc.errno == errno.EACCES:
+        return ListenError(f"port {port} needs privileges this process lacks (ports below 1024): choose --port 8443")
+    return ListenError(f"cannot listen on {host} port {port}: {exc.strerror or exc}")
+
+
 def _listening_socket(host: str, port: int, *, shared: bool) -> socket.socket:
-    """The socket to accept on; ``shared``: each worker binds its own and the kernel spreads connections."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if shared:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    """The socket to accept on; ``shared``: each worker binds its own and the kernel spreads connections.
+
+    Raises :class:`ListenError` (an unknown host name, an address of another machine, a
+    port in use) instead of a bare ``OSError``.
+    """
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise ListenError(f"--host {host!r} is neither an IP address nor a name this host can resolve") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(host, port, exc) from None
     sock.setblocking(False)
     return sock
 
 
-async def _serve(app: WebhookApp, settings: ServerSettings) -> None:
+def check_listen(host: str, port: int) -> None:
+    """Raise :class:`ListenError` unless this process could listen on ``host``:``port`` now.
+
+    Bound without SO_REUSEPORT, so a port that another server holds (even another
+    imagegate with several workers) is found in use instead of silently shared.
+    """
+    _listening_socket(host, port, shared=False).close()
+
+
+async def _serve(app: WebhookApp, settings: ServerSettings, sock: socket.socket | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -482,7 +530,8 @@ async def _serve(app: WebhookApp, settings: ServerSettings) -> None:
     tls_context = None
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls_context = server_ssl_context(str(settings.tls_cert), str(settings.tls_key))
-    sock = _listening_socket(settings.host, settings.port, shared=settings.workers > 1)
+    if sock is None:
+        sock = _listening_socket(settings.host, settings.port, shared=settings.workers > 1)
     await app.startup(tls_context)
     limits = Limits(max_body_bytes=settings.max_body_bytes, request_timeout=settings.request_timeout)
     log.info("serving", url=f"https://{settings.host}:{settings.port}", workers=settings.workers)
@@ -492,7 +541,7 @@ async def _serve(app: WebhookApp, settings: ServerSettings) -> None:
         await app.shutdown()
 
 
-def serve_worker(settings: ServerSettings) -> None:
+def serve_worker(settings: ServerSettings, sock: socket.socket | None = None) -> None:
     """One server process: its own policy watcher, TLS reloader and event loop."""
     configure_logging(settings.log_level, json=settings.log_json)
     source = PolicySource(
@@ -500,7 +549,19 @@ def serve_worker(settings: ServerSettings) -> None:
     )
     app = WebhookApp(settings, source)
     source.on_reload = app.on_policy_reload  # the app counts reloads in its metrics
-    uvloop.run(_serve(app, settings))
+    uvloop.run(_serve(app, settings, sock))
+
+
+def _worker_process(settings: ServerSettings) -> None:
+    """A worker's entry point: its failure is one log line and an exit status, not a traceback on stderr."""
+    try:
+        serve_worker(settings)
+    except ListenError as exc:
+        log.error("cannot listen", error=str(exc))
+        sys.exit(2)  # bad input, as the command's EXIT_BAD_INPUT
+    except Exception:
+        log.exception("internal error in a worker; stopping")
+        sys.exit(70)  # a bug, as the command's EXIT_INTERNAL_ERROR
 
 
 def run_server(settings: ServerSettings) -> int:
@@ -511,13 +572,14 @@ def run_server(settings: ServerSettings) -> int:
     the exit status is non-zero, so the kubelet restarts the pod whole.
     """
     if settings.workers <= 1:
-        serve_worker(settings)
+        # Bound here, before anything else starts: a port in use is a ListenError for the caller.
+        serve_worker(settings, _listening_socket(settings.host, settings.port, shared=False))
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="imagegate-metrics-")
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # inherited by the spawned workers
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=serve_worker, args=(settings,), name=f"imagegate-worker-{n}")
+        context.Process(target=_worker_process, args=(settings,), name=f"imagegate-worker-{n}")
         for n in range(settings.workers)
     ]
     for worker in workers:
