@@ -16,6 +16,7 @@ import bisect
 import contextlib
 import datetime as dt
 import errno
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -493,12 +494,20 @@ def _listening_socket(host: str, port: int, *, shared: bool) -> socket.socket:
     Raises :class:`ListenError` (an unknown host name, an address of another machine, a
     port in use) instead of a bare ``OSError``.
     """
+    # An address, never a name to look up: a listen address that depends on DNS is a surprise.
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ListenError(
+                f"--host {host!r} is not an IP address (e.g. 127.0.0.1, ::1, 0.0.0.0) or localhost"
+            ) from None
     try:
         family, kind, proto, _name, address = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
-    except (socket.gaierror, UnicodeError, ValueError):
-        raise ListenError(f"--host {host!r} is neither an IP address nor a name this host can resolve") from None
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        raise ListenError(f"--host {host!r}: {exc}") from None
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
