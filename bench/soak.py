@@ -61,8 +61,10 @@ def review(image: str, n: int) -> bytes:
                 "uid": f"soak-{n}",
                 "operation": "CREATE",
                 "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
                 "namespace": "tool-soak",
                 "object": {
+                    "apiVersion": "v1",
                     "kind": "Pod",
                     "metadata": {"name": f"p{n}"},
                     "spec": {"containers": [{"name": "c", "image": image, "env": [{"name": "A", "value": "x" * 64}]}]},

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from imagegate.core.admission import POD_RESOURCES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFORMANCE = REPO_ROOT.parent / "shared" / "conformance"
 
@@ -51,14 +53,23 @@ def run_imagegate(
 
 
 def admission_review(obj: Any, namespace: str = "tool-x", **request: Any) -> dict[str, Any]:
-    """A minimal admission.k8s.io/v1 AdmissionReview for a Pod CREATE of ``obj``."""
+    """A minimal admission.k8s.io/v1 AdmissionReview for a CREATE of ``obj`` (a Pod unless it says).
+
+    Shaped as the API server sends it: ``request.kind`` and ``request.resource`` agree with the
+    object's kind, and the object carries its ``apiVersion`` and ``kind``.
+    """
+    kind = str(obj.get("kind", "Pod")) if isinstance(obj, dict) else "Pod"
+    group, resource = next(((g, r) for (g, r), k in POD_RESOURCES.items() if k == kind), ("", f"{kind.lower()}s"))
+    if isinstance(obj, dict):
+        obj = {"apiVersion": f"{group}/v1" if group else "v1", "kind": kind, **obj}
     return {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
             "uid": "u",
             "operation": "CREATE",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "kind": {"group": group, "version": "v1", "kind": kind},
+            "resource": {"group": group, "version": "v1", "resource": resource},
             "namespace": namespace,
             "object": obj,
             **request,

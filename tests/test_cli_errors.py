@@ -269,8 +269,13 @@ def test_namespace_labels_only_when_asked_for(tmp_path: Path) -> None:
             "uid": "u1",
             "operation": "CREATE",
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},  # as the API server sends it
             "namespace": "tool-a",
-            "object": {"kind": "Pod", "spec": {"containers": [{"name": "c", "image": "evil.example/x:1"}]}},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "spec": {"containers": [{"name": "c", "image": "evil.example/x:1"}]},
+            },
         },
     }
     with run_webhook(tmp_path, "--metrics-per-namespace") as webhook:

@@ -156,7 +156,7 @@ def test_admission_reviews_never_crash_and_never_allow_a_foreign_image(kind: str
     else:
         obj["spec"] = {"template": {"spec": spec}}
     try:
-        request = decode_review(_review(obj, kind={"kind": kind}))
+        request = decode_review(_review(obj))
     except ReviewError:
         return
     outcome = review(POLICY, request, now=NOW)

@@ -123,7 +123,7 @@ def test_dry_run_gets_the_same_answer(webhook: WebhookProcess) -> None:
 def test_warn_mode_returns_warnings(webhook: WebhookProcess) -> None:
     """A warn grant's findings about the images it admits are warnings; the rest is still enforced."""
     review = fixture("pod-create.json")
-    review["request"]["namespace"] = "tool-warned"
+    review["request"]["namespace"] = review["request"]["object"]["metadata"]["namespace"] = "tool-warned"
     review["request"]["object"]["spec"]["initContainers"][0]["image"] = "quay.io/w/setup:warnme"
     response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
     assert response["allowed"] is True
@@ -131,7 +131,7 @@ def test_warn_mode_returns_warnings(webhook: WebhookProcess) -> None:
     assert response["auditAnnotations"]["decision"] == "warned"
     # outside the grant's registries (busybox, as the fixture has it) the grant's mode does not apply
     review = fixture("pod-create.json")
-    review["request"]["namespace"] = "tool-warned"
+    review["request"]["namespace"] = review["request"]["object"]["metadata"]["namespace"] = "tool-warned"
     response = response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])
     assert response["allowed"] is False
     assert "busybox" in response["status"]["message"]
@@ -149,7 +149,7 @@ def test_mutate_never_denies(webhook: WebhookProcess) -> None:
 
 def test_exempt_namespace_and_delete_are_allowed(webhook: WebhookProcess) -> None:
     review = fixture("pod-create.json")
-    review["request"]["namespace"] = "kube-system"
+    review["request"]["namespace"] = review["request"]["object"]["metadata"]["namespace"] = "kube-system"
     assert response_of(webhook.client().post("/validate", json=review), review["request"]["uid"])["allowed"]
     delete = fixture("pod-create.json")
     delete["request"].update(operation="DELETE", object=None, oldObject=delete["request"]["object"])
@@ -217,6 +217,32 @@ def test_malformed_requests_get_400(webhook: WebhookProcess, body: bytes, status
     response = webhook.client().post("/validate", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status
     assert text in response.text
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": None}, "request.kind is missing"),
+        ({"kind": {"group": "", "version": "v1", "kind": "ConfigMap"}}, "contradicts request.resource"),
+        ({"operation": "PATCH"}, "request.operation 'PATCH' is not one of"),
+        ({"object": None}, "CREATE without request.object"),
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["/validate", "/mutate"])
+def test_a_malformed_review_is_denied_not_allowed(
+    webhook: WebhookProcess, endpoint: str, change: dict[str, Any], message: str
+) -> None:
+    """Denied in the AdmissionReview (HTTP 200), so even failurePolicy Ignore cannot turn it into an allow."""
+    review = fixture("pod-create.json")
+    review["request"]["object"]["spec"]["initContainers"] = []  # otherwise allowed
+    review["request"].update({k: v for k, v in change.items() if v is not None})
+    for key in (k for k, v in change.items() if v is None and k != "object"):
+        review["request"].pop(key)
+    if "object" in change:
+        review["request"]["object"] = None
+    response = response_of(webhook.client().post(endpoint, json=review), review["request"]["uid"])
+    assert response["allowed"] is False and response["status"]["code"] == 400
+    assert message in response["status"]["message"]
 
 
 def test_malformed_object_in_a_valid_review_is_denied(webhook: WebhookProcess) -> None:
@@ -364,8 +390,7 @@ def test_an_emptied_grants_file_is_refused_live(webhook: WebhookProcess) -> None
     """The issue's case: a grants ConfigMap emptied by mistake must not replace the policy in force."""
     grants = Path(webhook.log_path.parent / "grants" / "grants.yaml")
     review = fixture("pod-create.json")
-    review["request"]["namespace"] = "tool-warned"
-    review["request"]["object"]["metadata"]["namespace"] = "tool-warned"
+    review["request"]["namespace"] = review["request"]["object"]["metadata"]["namespace"] = "tool-warned"
     review["request"]["object"]["spec"]["initContainers"] = []
     review["request"]["object"]["spec"]["containers"][0]["image"] = "quay.io/w/app:1"  # allowed only by the grant
     client = webhook.client()

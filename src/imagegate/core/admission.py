@@ -2,8 +2,12 @@
 
 The request is decoded with msgspec into typed structs (unknown fields are ignored, as
 the API server may add some); anything that is not a v1 AdmissionReview with a request
-and a uid is a :class:`ReviewError` (the HTTP shell answers 400). A well-formed review
-always gets an answer: allowed, or denied with every violation in one message.
+and a uid is a :class:`ReviewError` (the HTTP shell answers 400: there is no uid to answer).
+A review with a uid but a request the API server would never send (:func:`request_problem`:
+an operation the API does not define, a missing kind, a kind that contradicts the resource
+or the object) is denied with code 400, never allowed, whatever the webhook's failurePolicy.
+A well-formed review always gets an answer: allowed, or denied with every violation in one
+message.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from imagegate.core.decide import BaseImageVerdict, Decision, Finding, decide
 from imagegate.core.policy import Policy
 
 __all__ = [
+    "POD_RESOURCES",
     "AdmissionRequest",
     "AdmissionReview",
     "ReviewError",
     "ReviewOutcome",
     "decode_review",
     "internal_error",
+    "request_problem",
     "review",
 ]
 
@@ -63,6 +69,29 @@ class AdmissionReview(msgspec.Struct, rename="camel", frozen=True):
     api_version: str
     kind: str
     request: AdmissionRequest | None = None
+
+
+# The operations admission.k8s.io/v1 defines; anything else is not a request of this API.
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+
+# The pod-bearing resources, (group, resource) -> kind: every kind that carries a pod spec
+# (workloads.POD_TEMPLATE_PATHS) is sent to us as exactly one of these.
+POD_RESOURCES: Mapping[tuple[str, str], str] = {
+    ("", "pods"): "Pod",
+    ("", "podtemplates"): "PodTemplate",
+    ("", "replicationcontrollers"): "ReplicationController",
+    ("apps", "deployments"): "Deployment",
+    ("apps", "replicasets"): "ReplicaSet",
+    ("apps", "statefulsets"): "StatefulSet",
+    ("apps", "daemonsets"): "DaemonSet",
+    ("batch", "jobs"): "Job",
+    ("batch", "cronjobs"): "CronJob",
+}
+_POD_KINDS = {(group, kind) for (group, _resource), kind in POD_RESOURCES.items()}
+# Subresources whose object is the whole parent object (pods/ephemeralcontainers is sent as a
+# Pod since Kubernetes 1.22); the others carry their own kind (Scale, Binding, Eviction,
+# PodExecOptions...), never a pod-bearing one.
+_WHOLE_OBJECT_SUBRESOURCES = {"": None, "status": None, "ephemeralcontainers": ("", "pods"), "resize": ("", "pods")}
 
 
 class ReviewError(ValueError):
@@ -122,21 +151,80 @@ def _warning(finding: Finding) -> str:
     return _truncate(f"imagegate: {finding.message}", MAX_WARNING_LENGTH)
 
 
-def _subject(request: AdmissionRequest) -> tuple[str, Mapping[str, Any] | None, Mapping[str, Any] | None]:
-    """The kind to judge the object as, the object and the old object.
+def _group_version(group: str, version: str) -> str:
+    return f"{group}/{version}" if group else version
 
-    ``kubectl debug`` updates the pods/ephemeralcontainers subresource; the object is
-    the whole Pod. The API server sets ``kind`` in the object it sends; we take the
-    request's kind when it is missing, so an object cannot hide from a template path.
+
+def _object_problem(request: AdmissionRequest, field: str, obj: Mapping[str, Any]) -> str | None:
+    """How ``obj`` contradicts the request's kind, namespace or name (None: it agrees).
+
+    The API server always sends an object with its apiVersion and kind; one without them
+    could be anything, so it is not judged as whatever the request claims.
     """
-    kind = "Pod" if request.sub_resource == "ephemeralcontainers" else request.kind.kind
-    obj = request.object
-    if obj is not None and obj.get("kind") != kind:
-        obj = {**obj, "kind": kind}
-    old = request.old_object
-    if old is not None and old.get("kind") != kind:
-        old = {**old, "kind": kind}
-    return kind, obj, old
+    gvk = request.kind
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    want = _group_version(gvk.group, gvk.version)
+    if kind is None or api_version is None:
+        return f"request.{field} has no {'kind' if kind is None else 'apiVersion'} (the API server always sends both)"
+    if kind != gvk.kind:
+        return f"request.{field}.kind {kind!r} is not request.kind.kind {gvk.kind!r}"
+    if api_version != want:
+        return f"request.{field}.apiVersion {api_version!r} is not request.kind's group/version {want!r}"
+    metadata = obj.get("metadata")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        return f"request.{field}.metadata is not an object"
+    for key, expected in (("namespace", request.namespace), ("name", request.name)):
+        value = metadata.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"request.{field}.metadata.{key} is not a string"
+        if value and expected and value != expected:
+            return f"request.{field}.metadata.{key} {value!r} is not request.{key} {expected!r}"
+    return None
+
+
+def request_problem(request: AdmissionRequest) -> str | None:
+    """What makes ``request`` unlike any request the API server sends (None: well-formed).
+
+    The one check of a review's shape. The object is judged by what it is, so the review
+    must agree with itself: a Pod sent as a ConfigMap, or with no kind, would be judged as
+    nothing and allowed.
+    """
+    operation, gvk, gvr, sub = request.operation, request.kind, request.resource, request.sub_resource
+    if operation not in OPERATIONS:
+        return f"request.operation {operation!r} is not one of {', '.join(OPERATIONS)}"
+    if not gvk.kind or not gvk.version:
+        return "request.kind is missing or incomplete (it needs version and kind)"
+    if not gvr.resource or not gvr.version:
+        return "request.resource is missing or incomplete (it needs version and resource)"
+    shown = f"{_group_version(gvk.group, gvk.version)} {gvk.kind}"
+    resource = f"{_group_version(gvr.group, gvr.version)} {gvr.resource}{'/' + sub if sub else ''}"
+    whole = sub in _WHOLE_OBJECT_SUBRESOURCES and _WHOLE_OBJECT_SUBRESOURCES[sub] in (None, (gvr.group, gvr.resource))
+    if whole and (gvk.group, gvk.version) != (gvr.group, gvr.version):
+        return f"request.kind {shown} is not of the group/version of request.resource {resource}"
+    expected = POD_RESOURCES.get((gvr.group, gvr.resource)) if whole else None
+    if (expected is not None and gvk.kind != expected) or (expected is None and (gvk.group, gvk.kind) in _POD_KINDS):
+        return f"request.kind {shown} contradicts request.resource {resource}"
+    if operation in ("CREATE", "UPDATE") and request.object is None:
+        return f"{operation} without request.object"
+    if operation == "UPDATE" and request.old_object is None:
+        return "UPDATE without request.oldObject"
+    if operation == "CREATE" and request.old_object is not None:
+        return "CREATE with a request.oldObject"
+    # CONNECT carries the connect options (PodExecOptions...) and DELETE the options or
+    # nothing: neither creates anything to judge.
+    checked: list[tuple[str, dict[str, Any] | None]] = []
+    if operation in ("CREATE", "UPDATE"):
+        checked.append(("object", request.object))
+    if operation in ("UPDATE", "DELETE"):
+        checked.append(("oldObject", request.old_object))
+    for field, obj in checked:
+        if obj is not None:
+            problem = _object_problem(request, field, obj)
+            if problem is not None:
+                return problem
+    return None
 
 
 def _response(request: AdmissionRequest, allowed: bool, extra: Mapping[str, Any]) -> bytes:
@@ -156,20 +244,22 @@ def review(
     notes: tuple[str, ...] = (),
 ) -> ReviewOutcome:
     """Answer one admission request (``mutate`` selects the mutating endpoint's answer)."""
+    problem = request_problem(request)
+    if problem is not None:
+        message = f"imagegate: malformed AdmissionReview, denied: {problem}"
+        status = {"code": 400, "reason": "BadRequest", "message": message}
+        return ReviewOutcome(_response(request, False, {"status": status}), False, None)
     if policy is None:
         message = "imagegate has no valid policy loaded; denying until one is (see the webhook's logs)"
         status = {"code": 503, "reason": "ServiceUnavailable", "message": message}
         return ReviewOutcome(_response(request, False, {"status": status}), False, None)
     if request.operation not in ("CREATE", "UPDATE"):
         return ReviewOutcome(_response(request, True, {}), True, None)
-    _kind, obj, old = _subject(request)
-    if obj is None:
-        status = {
-            "code": 400,
-            "reason": "BadRequest",
-            "message": f"imagegate: {request.operation} without an object",
-        }
-        return ReviewOutcome(_response(request, False, {"status": status}), False, None)
+    # request_problem made sure the objects are there and name the request's kind (for
+    # pods/ephemeralcontainers the object is the whole Pod): each is judged as what it is.
+    obj, old = request.object, request.old_object
+    if obj is None:  # pragma: no cover - request_problem refuses CREATE/UPDATE without an object
+        return internal_error(request)
     decision = decide(
         policy,
         obj,
