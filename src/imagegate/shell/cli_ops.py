@@ -117,8 +117,27 @@ def audit(
     expiring_days: Annotated[int, typer.Option(help="Grants ending within this many days are 'expiring'.")] = 14,
     registry: Annotated[bool, typer.Option("--registry/--offline", help="Ask registries (base images, pins).")] = False,
     now: Annotated[str | None, typer.Option(help="Evaluate as of this ISO date/time.")] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Compare the POLICIES (files or presets) side by side.")
+    ] = False,
+    policies: Annotated[
+        list[str] | None,
+        typer.Argument(help="With --compare: policy files, or the presets closed, byoc, time-boxed, selected."),
+    ] = None,
+    html: Annotated[Path | None, typer.Option(help="With --compare: also write the table as an HTML page.")] = None,
+    box_ends: Annotated[
+        str | None, typer.Option(help="With the time-boxed preset: its last day (default: in 90 days).")
+    ] = None,
+    select: Annotated[
+        list[str] | None, typer.Option(help="With the selected preset: a namespace to grant, besides the grants'.")
+    ] = None,
+    top: Annotated[int, typer.Option(help="With --compare: tools shown in the table.", min=0)] = 30,
 ) -> None:
     """Evaluate the current or a proposed policy against everything that already runs.
+
+    With --compare, judge it under each of POLICIES instead (files, or the presets closed,
+    byoc, time-boxed, selected, made from --policy or the built-in policy) and show what each
+    would deny, per rule and per tool.
 
     Exit code 0 when nothing would be denied, 1 otherwise, 2 on bad input.
     """
@@ -126,7 +145,27 @@ def audit(
     configure_logging("warning", json=False)
     loaded = _load(policy, grants, identities)
     moment = _parse_now(now)
+    if policies and not compare:
+        raise _fail("policies to compare are given with --compare")
     objects, labels = _objects(source, console)
+    if compare:
+        from imagegate.shell.cli_compare import run_compare  # noqa: PLC0415
+
+        run_compare(
+            list(policies or []),
+            base=loaded,
+            objects=objects,
+            labels=labels,
+            now=moment,
+            grants=grants,
+            identities=identities,
+            box_ends=box_ends,
+            selected=list(select or []),
+            output=output,
+            html_path=html,
+            top=top,
+        )
+        return
     gate = RegistryGate(policy.parent if policy else None) if registry else None
     checked = check_objects(loaded, objects, "default", moment, gate, labels)
     report = audit_report([(c.where, c.decision) for c in checked], loaded, moment, expiring_days)

@@ -1,0 +1,195 @@
+"""The decision in numbers: what each policy option would deny in what already runs.
+
+``audit --compare`` judges the same objects under several policies (files, or the four options
+of the decision request as presets) and counts, per option, the objects denied, the findings
+per rule and the objects denied per namespace (tool). Pure: the caller reads the objects and
+the policies and passes the instant.
+
+The presets are built from one base policy (the policy in force, or the built-in Toolforge
+policy), so they differ only in the BYOC choice:
+
+* ``closed``: no BYOC at all (``byoc.default: deny``, every grant dropped);
+* ``byoc``: BYOC for everyone (``byoc.default: allow``);
+* ``time-boxed``: BYOC for every namespace until a date (a grant per namespace that runs
+  something, ending that day, beside the base's own grants), judged now and the day after
+  it ends, two columns: what the box admits, and what its end denies;
+* ``selected``: BYOC for the tools the base's grants name (and those given with ``--select``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from imagegate.core.decide import decide
+from imagegate.core.policy import Grant, Mode, Policy
+from imagegate.core.records import Decision, Finding
+
+__all__ = ["PRESETS", "Comparison", "Option", "Subject", "compare", "preset_options"]
+
+PRESETS = ("closed", "byoc", "time-boxed", "selected")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One column: a policy judged at one instant."""
+
+    label: str
+    policy: Policy
+    now: dt.datetime
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One object to judge, with what the decision needs besides the policy."""
+
+    namespace: str
+    obj: Mapping[str, Any]
+    labels: Mapping[str, str] | None = None
+
+
+@dataclass
+class Comparison:
+    labels: list[str]
+    objects: int = 0
+    governed: list[int] = field(default_factory=list)
+    denied: list[int] = field(default_factory=list)  # objects denied, per option
+    warned: list[int] = field(default_factory=list)  # objects admitted with a warning, per option
+    # rule -> findings that deny, per option
+    rules: dict[str, list[int]] = field(default_factory=dict)
+    # namespace -> objects denied, per option (only namespaces some option denies something in)
+    namespaces: dict[str, list[int]] = field(default_factory=dict)
+    # namespace -> rules that deny there, per option
+    namespace_rules: dict[str, list[list[str]]] = field(default_factory=dict)
+
+    def tools_denied(self) -> list[int]:
+        """Namespaces with at least one denied object, per option."""
+        return [sum(1 for counts in self.namespaces.values() if counts[i]) for i in range(len(self.labels))]
+
+
+def _grant(namespace: str, expires: dt.date, reason: str) -> Grant:
+    return Grant(
+        namespace=namespace,
+        registries=None,
+        expires=expires,
+        reason=reason,
+        requested_by="",
+        ticket="",
+        require_base_image=False,
+        mode=None,
+        source="<preset>",
+    )
+
+
+def _closed(base: Policy) -> Policy:
+    return replace(base, byoc_default="deny", grants=(), grants_by_namespace={})
+
+
+def preset_options(
+    name: str,
+    base: Policy,
+    now: dt.datetime,
+    namespaces: Iterable[str],
+    *,
+    box_ends: dt.date,
+    selected: Sequence[str] = (),
+) -> list[Option]:
+    """The columns one preset makes (``time-boxed`` makes two)."""
+    if name == "closed":
+        return [Option("closed", _closed(base), now)]
+    if name == "byoc":
+        return [Option("BYOC for everyone", replace(base, byoc_default="allow"), now)]
+    if name == "time-boxed":
+        granted = {g.namespace for g in base.grants}
+        boxed = [
+            _grant(ns, box_ends, f"time-boxed BYOC until {box_ends.isoformat()}")
+            for ns in sorted(set(namespaces))
+            if ns not in granted
+        ]
+        policy = base.with_grants(boxed)
+        after = dt.datetime.combine(box_ends + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        return [
+            Option(f"time-boxed (until {box_ends.isoformat()})", policy, now),
+            Option(f"time-boxed (after {box_ends.isoformat()})", policy, max(after, now)),
+        ]
+    if name == "selected":
+        granted = {g.namespace for g in base.grants}
+        extra = [_grant(ns, dt.date.max, "selected tool") for ns in selected if ns not in granted]
+        policy = replace(base, byoc_default="deny").with_grants(extra)
+        names = sorted(granted | set(selected))
+        return [Option(f"selected tools ({len(names)})", policy, now)]
+    raise ValueError(f"{name!r} is not a preset ({', '.join(PRESETS)})")
+
+
+class _Judges:
+    """Decisions for one option, sharing the pod-security part between options that share it.
+
+    The options built from one base (the presets) differ only in what they say about images;
+    their pod security (level, tool profile, identities) and namespace scope are the same
+    objects. The pod-security findings of a subject are then worked out once, by the first
+    such option, and the others judge only its images (``pod_security`` left out): the same
+    findings as a full decision each, at a fraction of the cost (pod security is most of it).
+    """
+
+    def __init__(self, subjects: Sequence[Subject]) -> None:
+        self.subjects = subjects
+        # (id of the pod-security settings, id of the namespace scope) -> pod findings per subject
+        self.pod_findings: dict[tuple[int, int], list[tuple[Finding, ...]]] = {}
+
+    def findings(self, option: Option) -> list[tuple[bool, tuple[Finding, ...]]]:
+        policy = option.policy
+        settings = policy.pod_security
+        key = (id(settings), id(policy.namespaces))
+        shared = self.pod_findings.get(key) if settings is not None else None
+        judged: list[tuple[bool, tuple[Finding, ...]]] = []
+        if shared is None:
+            pods: list[tuple[Finding, ...]] = []
+            for subject in self.subjects:
+                decision = self._decide(policy, option.now, subject)
+                judged.append((decision.governed, decision.findings))
+                pods.append(tuple(f for f in decision.findings if f.use.kind == "pod"))
+            if settings is not None:
+                self.pod_findings[key] = pods
+            return judged
+        images_only = replace(policy, pod_security=None)
+        for subject, pod in zip(self.subjects, shared, strict=True):
+            decision = self._decide(images_only, option.now, subject)
+            judged.append((decision.governed, decision.findings + pod))
+        return judged
+
+    @staticmethod
+    def _decide(policy: Policy, now: dt.datetime, subject: Subject) -> Decision:
+        return decide(policy, subject.obj, namespace=subject.namespace, now=now, namespace_labels=subject.labels)
+
+
+def compare(options: Sequence[Option], subjects: Sequence[Subject]) -> Comparison:
+    """Judge every subject under every option, as ``check`` and ``audit`` do (after mutation)."""
+    width = len(options)
+    table = Comparison(labels=[o.label for o in options], objects=len(subjects))
+    table.governed, table.denied, table.warned = [0] * width, [0] * width, [0] * width
+    rules: dict[str, list[int]] = defaultdict(lambda: [0] * width)
+    per_namespace: dict[str, list[int]] = defaultdict(lambda: [0] * width)
+    namespace_rules: dict[str, list[Counter[str]]] = defaultdict(lambda: [Counter() for _ in range(width)])
+    judges = _Judges(subjects)
+    for column, option in enumerate(options):
+        for subject, (governed, findings) in zip(subjects, judges.findings(option), strict=True):
+            if not governed:
+                continue
+            table.governed[column] += 1
+            denying = [f for f in findings if f.mode is Mode.ENFORCE]
+            if not denying:
+                if any(f.mode is Mode.WARN for f in findings):
+                    table.warned[column] += 1
+                continue
+            table.denied[column] += 1
+            per_namespace[subject.namespace][column] += 1
+            for finding in denying:
+                rules[finding.rule][column] += 1
+                namespace_rules[subject.namespace][column][finding.rule] += 1
+    table.rules = dict(sorted(rules.items()))
+    table.namespaces = dict(sorted(per_namespace.items(), key=lambda item: (-max(item[1]), item[0])))
+    table.namespace_rules = {ns: [sorted(counter) for counter in counters] for ns, counters in namespace_rules.items()}
+    return table

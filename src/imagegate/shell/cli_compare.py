@@ -1,0 +1,209 @@
+"""``imagegate audit --compare``: several policies against what runs, side by side.
+
+Each argument is a policy file or one of the presets (``closed``, ``byoc``, ``time-boxed``,
+``selected``: :mod:`imagegate.core.compare`). The output is one table (or JSON, or a
+self-contained HTML page with ``--html``) of what each option would deny: objects, findings
+per rule, and objects per tool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from imagegate.core.compare import PRESETS, Comparison, Option, Subject, compare, preset_options
+from imagegate.core.policy import Policy
+from imagegate.shell.cli import EXIT_DENIED, OutputFormat, _fail, _load, _namespace_labels
+from imagegate.shell.manifests import SourcedObject
+
+__all__ = ["render_comparison_html", "run_compare"]
+
+
+def _subjects(objects: list[SourcedObject], labels: Mapping[str, Mapping[str, str]]) -> list[Subject]:
+    known = {**labels, **_namespace_labels(objects)}
+    found = []
+    for item in objects:
+        if item.obj.get("kind") == "Namespace":
+            continue  # its labels are read above; a Namespace runs nothing
+        metadata = item.obj.get("metadata")
+        namespace = "default"
+        if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
+            namespace = metadata["namespace"]
+        found.append(Subject(namespace, item.obj, known.get(namespace)))
+    return found
+
+
+def _options(
+    names: list[str],
+    base: Policy,
+    now: dt.datetime,
+    subjects: list[Subject],
+    grants: Path | None,
+    identities: Path | None,
+    box_ends: dt.date,
+    selected: list[str],
+) -> list[Option]:
+    namespaces = {s.namespace for s in subjects if base.namespaces.governs(s.namespace, s.labels)}
+    options: list[Option] = []
+    for name in names:
+        path = Path(name)
+        if name in PRESETS and not path.exists():
+            options.extend(preset_options(name, base, now, namespaces, box_ends=box_ends, selected=selected))
+        elif path.is_file():
+            options.append(Option(path.name, _load(path, grants, identities), now))
+        else:
+            raise _fail(f"{name!r} is neither a policy file nor a preset ({', '.join(PRESETS)})")
+    return options
+
+
+def _render_table(table: Comparison, console: Console, top: int) -> None:
+    out = Table(title="what each option would deny", header_style="bold", show_lines=False)
+    out.add_column("", overflow="fold")
+    for label in table.labels:
+        out.add_column(escape(label), justify="right", overflow="fold")
+    out.add_row("objects denied", *(f"{n:,}" for n in table.denied))
+    out.add_row("tools with a denial", *(f"{n:,}" for n in table.tools_denied()))
+    out.add_row("objects admitted with a warning", *(f"{n:,}" for n in table.warned))
+    out.add_section()
+    for rule, counts in table.rules.items():
+        out.add_row(f"rule {escape(rule)}", *(f"{n:,}" for n in counts))
+    out.add_section()
+    for namespace, counts in list(table.namespaces.items())[:top]:
+        out.add_row(escape(namespace), *(f"{n:,}" if n else "" for n in counts))
+    console.print(out)
+    hidden = len(table.namespaces) - top
+    console.print(
+        f"{table.objects:,} objects, {max(table.governed, default=0):,} governed; "
+        + (
+            f"{hidden:,} more tools with denials (--top, -o json or --html for all)"
+            if hidden > 0
+            else "all tools shown"
+        )
+    )
+
+
+def _json(table: Comparison) -> dict[str, Any]:
+    return {
+        "options": table.labels,
+        "objects": table.objects,
+        "governed": table.governed,
+        "deniedObjects": table.denied,
+        "toolsDenied": table.tools_denied(),
+        "warnedObjects": table.warned,
+        "rules": table.rules,
+        "namespaces": {
+            ns: {"denied": counts, "rules": table.namespace_rules.get(ns, [])}
+            for ns, counts in table.namespaces.items()
+        },
+    }
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>imagegate: the options compared</title>
+<style>
+ body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem; color: #1b1f24; }}
+ .muted {{ color: #57606a; }}
+ table {{ border-collapse: collapse; margin: 1rem 0 2rem; }}
+ th, td {{ text-align: right; padding: .25rem .7rem; border-bottom: 1px solid #eaeef2; vertical-align: top; }}
+ th:first-child, td:first-child {{ text-align: left; }}
+ td.deny {{ background: #ffebe9; }}
+ td small {{ display: block; color: #57606a; }}
+</style>
+</head>
+<body>
+<h1>What each option would deny</h1>
+<p class="muted">{summary}</p>
+<h2>Totals and rules</h2>
+<table>
+<tr><th></th>{heads}</tr>
+{totals}
+</table>
+<h2>Per tool ({tools} with a denial under some option)</h2>
+<table>
+<tr><th>namespace</th>{heads}</tr>
+{tool_rows}
+</table>
+</body>
+</html>
+"""
+
+
+def render_comparison_html(table: Comparison, generated: dt.datetime) -> str:
+    """One self-contained page: no scripts, no external files."""
+    heads = "".join(f"<th>{html.escape(label)}</th>" for label in table.labels)
+
+    def row(name: str, counts: list[int], notes: list[list[str]] | None = None) -> str:
+        cells = []
+        for index, count in enumerate(counts):
+            note = f"<small>{html.escape(', '.join(notes[index]))}</small>" if notes and notes[index] else ""
+            cells.append(f'<td class="{"deny" if count else ""}">{count:,}{note}</td>')
+        return f"<tr><td>{html.escape(name)}</td>{''.join(cells)}</tr>"
+
+    totals = [row("objects denied", table.denied), row("tools with a denial", table.tools_denied())]
+    totals.append(row("objects admitted with a warning", table.warned))
+    totals.extend(row(f"rule {rule}", counts) for rule, counts in table.rules.items())
+    tool_rows = [row(ns, counts, table.namespace_rules.get(ns)) for ns, counts in table.namespaces.items()]
+    summary = (
+        f"{table.objects:,} objects, {max(table.governed, default=0):,} governed; "
+        f"generated {generated.strftime('%Y-%m-%d %H:%M UTC')} by imagegate audit --compare"
+    )
+    return PAGE.format(
+        summary=html.escape(summary),
+        heads=heads,
+        totals="\n".join(totals),
+        tools=f"{len(table.namespaces):,}",
+        tool_rows="\n".join(tool_rows),
+    )
+
+
+def run_compare(
+    names: list[str],
+    *,
+    base: Policy,
+    objects: list[SourcedObject],
+    labels: Mapping[str, Mapping[str, str]],
+    now: dt.datetime,
+    grants: Path | None,
+    identities: Path | None,
+    box_ends: str | None,
+    selected: list[str],
+    output: OutputFormat,
+    html_path: Path | None,
+    top: int,
+) -> None:
+    """The comparison, printed (and written as HTML); exit 1 when any option denies anything."""
+    if not names:
+        raise _fail(f"--compare needs policies to compare: files, or presets ({', '.join(PRESETS)})")
+    try:
+        ends = dt.date.fromisoformat(box_ends) if box_ends else (now + dt.timedelta(days=90)).date()
+    except ValueError:
+        raise _fail(f"--box-ends: {box_ends!r} is not a date (YYYY-MM-DD)") from None
+    subjects = _subjects(objects, labels)
+    options = _options(names, base, now, subjects, grants, identities, ends, selected)
+    table = compare(options, subjects)
+    console = Console(stderr=output is OutputFormat.json)
+    if html_path is not None:
+        try:
+            html_path.write_text(render_comparison_html(table, now))
+        except OSError as exc:
+            raise _fail(f"cannot write {html_path}: {exc.strerror}") from None
+        console.print(f"wrote {escape(str(html_path))}")
+    if output is OutputFormat.json:
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(_json(table))) + b"\n")
+    else:
+        _render_table(table, console, top)
+    if any(table.denied):
+        raise typer.Exit(EXIT_DENIED)

@@ -1,0 +1,191 @@
+"""``imagegate audit --compare``: the four options of the decision request, in numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from imagegate.core.compare import Option, Subject, compare, preset_options
+from imagegate.core.decide import decide
+from imagegate.core.policy import default_policy, load_grants, load_identities
+from tests.conftest import POLICY_HEADER, REPO_ROOT, run_imagegate
+
+NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+BOX_ENDS = dt.date(2026, 9, 30)
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "toolforge"
+
+
+def _dump_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("toolforge_dump", REPO_ROOT / "bench" / "toolforge_dump.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    files: dict[str, Path] = _dump_module().write(tmp_path_factory.mktemp("toolforge"), 120)
+    return files
+
+
+def subjects_of(dump: Path) -> list[Subject]:
+    items = json.loads(dump.read_text())["items"]
+    labels = {o["metadata"]["name"]: o["metadata"].get("labels", {}) for o in items if o["kind"] == "Namespace"}
+    return [
+        Subject(o["metadata"]["namespace"], o, labels.get(o["metadata"]["namespace"]))
+        for o in items
+        if o["kind"] != "Namespace"
+    ]
+
+
+def base_policy(files: dict[str, Path]) -> Any:
+    policy = default_policy().with_grants(load_grants(files["grants"].read_text()))
+    return policy.with_identities(load_identities(files["identities"].read_text()))
+
+
+def all_presets(policy: Any, subjects: list[Subject], selected: tuple[str, ...] = ()) -> list[Option]:
+    namespaces = {s.namespace for s in subjects}
+    return [
+        option
+        for name in ("closed", "byoc", "time-boxed", "selected")
+        for option in preset_options(name, policy, NOW, namespaces, box_ends=BOX_ENDS, selected=selected)
+    ]
+
+
+def test_sharing_pod_security_between_options_changes_no_decision(generated: dict[str, Path]) -> None:
+    """The comparison reuses one option's pod-security findings for the others: same numbers as judging each fully."""
+    subjects = subjects_of(generated["dump"])
+    options = all_presets(base_policy(generated), subjects)
+    table = compare(options, subjects)
+    for column, option in enumerate(options):
+        decisions = [
+            decide(option.policy, s.obj, namespace=s.namespace, now=option.now, namespace_labels=s.labels)
+            for s in subjects
+        ]
+        assert table.denied[column] == sum(1 for d in decisions if d.governed and not d.allowed), option.label
+        rules: dict[str, int] = {}
+        for d in decisions:
+            if d.governed and not d.allowed:
+                for f in d.violations:
+                    rules[f.rule] = rules.get(f.rule, 0) + 1
+        assert {r: c[column] for r, c in table.rules.items() if c[column]} == rules, option.label
+
+
+def test_what_each_preset_denies(generated: dict[str, Path]) -> None:
+    subjects = subjects_of(generated["dump"])
+    policy = base_policy(generated)
+    options = all_presets(policy, subjects, selected=("tool-tool00001",))
+    table = compare(options, subjects)
+    closed, byoc, boxed, after, selected = range(5)
+    assert table.labels[boxed] == "time-boxed (until 2026-09-30)" and table.labels[after].startswith(
+        "time-boxed (after"
+    )
+    untrusted = table.rules["untrusted-registry"]
+    assert untrusted[closed] > 0
+    assert untrusted[byoc] == untrusted[boxed] == 0  # every image admitted, for everyone, for now
+    assert untrusted[closed] >= untrusted[after] >= untrusted[selected]  # the grants file's tools stay open
+    # pod security does not depend on the BYOC choice: the same denials under every option
+    pod_rules = [r for r in table.rules if r.startswith(("tool-profile:", "pod-security:"))]
+    assert pod_rules
+    for rule in pod_rules:
+        assert len(set(table.rules[rule])) == 1, rule
+    assert table.tools_denied()[byoc] < table.tools_denied()[closed]
+
+
+def test_a_tool_running_another_tools_image_is_named_per_option() -> None:
+    policy = default_policy().with_identities(load_identities((FIXTURES / "identities.yaml").read_text()))
+    subjects = [
+        Subject(o["metadata"]["namespace"], o)
+        for path in (
+            (FIXTURES / "denied" / "other-tools-harbor-image.yaml"),
+            (FIXTURES / "admitted" / "webservice.yaml"),
+        )
+        for o in yaml.safe_load_all(path.read_text())
+        if o
+    ]
+    table = compare(all_presets(policy, subjects), subjects)
+    assert list(table.namespaces) == ["tool-foo"]
+    assert table.namespaces["tool-foo"] == [1, 0, 0, 1, 1]
+    assert table.namespace_rules["tool-foo"][0] == ["untrusted-registry"]
+
+
+def cli_args(files: dict[str, Path], *extra: str) -> list[str]:
+    return [
+        "audit", "--from", str(files["dump"]), "--identities", str(files["identities"]),
+        "--grants", str(files["grants"]), "--now", NOW.isoformat(), *extra,
+    ]  # fmt: skip
+
+
+class _Cells(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: list[str] = []
+        self._in = False
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        self._in = tag in ("td", "th")
+        if self._in:
+            self.cells.append("")
+
+    def handle_data(self, data: str) -> None:
+        if self._in:
+            self.cells[-1] += data
+
+
+def test_the_command_table_json_and_html(generated: dict[str, Path], tmp_path: Path) -> None:
+    table = run_imagegate(
+        *cli_args(generated, "--compare", "closed", "byoc", "time-boxed", "selected", "--box-ends", "2026-09-30")
+    )
+    assert table.returncode == 1, table.stderr  # some option denies something
+    for label in ("closed", "BYOC for everyone", "time-boxed (until 2026-09-30)", "selected tools"):
+        assert label in table.stdout
+    assert "rule untrusted-registry" in table.stdout and "objects denied" in table.stdout
+    page = tmp_path / "compare.html"
+    as_json = run_imagegate(*cli_args(generated, "--compare", "closed", "byoc", "-o", "json", "--html", str(page)))
+    payload = json.loads(as_json.stdout)
+    assert payload["options"] == ["closed", "BYOC for everyone"]
+    assert payload["deniedObjects"][0] > payload["deniedObjects"][1]
+    cells = _Cells()
+    cells.feed(page.read_text())
+    assert "<script" not in page.read_text()
+    first_tool = next(iter(payload["namespaces"]))
+    assert first_tool in cells.cells
+    assert f"{payload['deniedObjects'][0]:,}" in cells.cells
+
+
+def test_policy_files_compare_with_presets(generated: dict[str, Path], tmp_path: Path) -> None:
+    proposal = tmp_path / "proposal.yaml"
+    proposal.write_text(
+        POLICY_HEADER
+        + "trusted: [docker-registry.svc.toolforge.org, docker-registry.tools.wmflabs.org, ghcr.io/example]\n"
+        + "namespaces: {include: ['tool-*']}\n"
+    )
+    result = run_imagegate(*cli_args(generated, "--compare", str(proposal), "closed", "-o", "json"))
+    payload = json.loads(result.stdout)
+    assert payload["options"] == ["proposal.yaml", "closed"]
+    # no pod security in the proposal: only image rules deny there
+    assert all(not rule.startswith("tool-profile:") or counts[0] == 0 for rule, counts in payload["rules"].items())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--compare", "opened"), "neither a policy file nor a preset"),
+        (("--compare",), "--compare needs policies"),
+        (("closed",), "given with --compare"),
+        (("--compare", "time-boxed", "--box-ends", "soon"), "--box-ends"),
+    ],
+)
+def test_bad_comparisons_are_clear_errors(generated: dict[str, Path], extra: tuple[str, ...], message: str) -> None:
+    result = run_imagegate(*cli_args(generated, *extra))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
