@@ -191,3 +191,10 @@ def test_printed_default_is_the_shipped_file() -> None:
     assert printed.returncode == 0
     assert printed.stdout == DEFAULT_POLICY_YAML
     assert load_policy(printed.stdout).trusted.templates  # the per-tool Harbor entry survives the round trip
+
+
+def test_the_migration_guide_names_only_metrics_the_server_has() -> None:
+    guide = (REPO_ROOT / "docs" / "toolforge.md").read_text()
+    server = (REPO_ROOT / "src" / "imagegate" / "shell" / "server.py").read_text()
+    named = set(re.findall(r"`(imagegate_[a-z_]+)", guide))
+    assert named and {m for m in named if f'"{m}"' not in server} == set()
