@@ -235,3 +235,11 @@ def test_the_charts_match_conditions_never_error_and_skip_metadata_only_updates(
                     assert not sent(hook, update), (hook.name, name, change)
             for change, update in spec_updates(request):
                 assert sent(hook, update), (hook.name, name, change)
+
+
+def test_helm_lint_finds_nothing_worse_than_advice() -> None:
+    report = helm.lint(CHART, strict=True, kube_version=f"v{KUBERNETES_VERSION}.0")
+    assert report["errors"] == []
+    # severity 1 is "info" (Helm suggests an icon); warnings (2) and errors (3) would fail here
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    assert report["total_charts_linted"] == 1
