@@ -25,10 +25,12 @@ __all__ = [
     "LEVELS",
     "Check",
     "CheckResult",
+    "ShortcutPlan",
     "Version",
     "evaluate",
     "parse_version",
     "plainly_passes",
+    "shortcut_plan",
 ]
 
 LEVELS = ("privileged", "baseline", "restricted")
@@ -45,6 +47,7 @@ class Check:
     level: str
     since: Version
     run: Callable[[Mapping[str, Any], Mapping[str, Any], Version], CheckResult | None]
+    reads: tuple[str, ...]  # the fields it looks at (see CHECKS)
 
 
 def parse_version(text: str) -> Version:
@@ -462,36 +465,129 @@ def check_proc_mount_restricted(_meta: Pod, spec: Pod, _v: Version) -> CheckResu
     )
 
 
+# Where a check looks, as PSA's checks list their fields. ``spec.containers[*]`` stands for
+# every container list (initContainers, containers, ephemeralContainers); a path covers the
+# whole value below it. tests/test_podsecurity_fields.py runs every check on recording pods
+# and fails when a check reads a field its ``reads`` does not name.
+_C = "spec.containers[*]"
+_SC = f"{_C}.securityContext"
+_PC = "spec.securityContext"
+_HANDLER_HOSTS = tuple(
+    f"{_C}.{handler}.{action}.host"
+    for handler in ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle.postStart", "lifecycle.preStop")
+    for action in ("httpGet", "tcpSocket")
+)
+
 CHECKS: tuple[Check, ...] = (
-    Check("hostNamespaces", "baseline", (1, 0), check_host_namespaces),
-    Check("privileged", "baseline", (1, 0), check_privileged),
-    Check("capabilities_baseline", "baseline", (1, 0), check_capabilities_baseline),
-    Check("hostPathVolumes", "baseline", (1, 0), check_host_path_volumes),
-    Check("hostPorts", "baseline", (1, 0), check_host_ports),
-    Check("appArmorProfile", "baseline", (1, 0), check_apparmor_profile),
-    Check("seLinuxOptions", "baseline", (1, 0), check_selinux_options),
-    Check("procMount", "baseline", (1, 0), check_proc_mount),
-    Check("seccompProfile_baseline", "baseline", (1, 19), check_seccomp_baseline),
-    Check("sysctls", "baseline", (1, 0), check_sysctls),
-    Check("windowsHostProcess", "baseline", (1, 0), check_windows_host_process),
-    Check("hostProbesAndHostLifecycle", "baseline", (1, 34), check_host_probes),
-    Check("restrictedVolumes", "restricted", (1, 0), check_restricted_volumes),
-    Check("allowPrivilegeEscalation", "restricted", (1, 8), check_allow_privilege_escalation),
-    Check("runAsNonRoot", "restricted", (1, 0), check_run_as_non_root),
-    Check("runAsUser", "restricted", (1, 23), check_run_as_user),
-    Check("seccompProfile_restricted", "restricted", (1, 19), check_seccomp_restricted),
-    Check("capabilities_restricted", "restricted", (1, 22), check_capabilities_restricted),
-    Check("procMount_restricted", "restricted", (1, 35), check_proc_mount_restricted),
+    Check(
+        "hostNamespaces",
+        "baseline",
+        (1, 0),
+        check_host_namespaces,
+        ("spec.hostNetwork", "spec.hostPID", "spec.hostIPC"),
+    ),
+    Check("privileged", "baseline", (1, 0), check_privileged, (f"{_C}.name", f"{_SC}.privileged")),
+    Check(
+        "capabilities_baseline",
+        "baseline",
+        (1, 0),
+        check_capabilities_baseline,
+        (f"{_C}.name", f"{_SC}.capabilities.add"),
+    ),
+    Check(
+        "hostPathVolumes",
+        "baseline",
+        (1, 0),
+        check_host_path_volumes,
+        ("spec.volumes[*].name", "spec.volumes[*].hostPath"),
+    ),
+    Check("hostPorts", "baseline", (1, 0), check_host_ports, (f"{_C}.name", f"{_C}.ports[*].hostPort")),
+    Check(
+        "appArmorProfile",
+        "baseline",
+        (1, 0),
+        check_apparmor_profile,
+        ("metadata.annotations", f"{_PC}.appArmorProfile.type", f"{_C}.name", f"{_SC}.appArmorProfile.type"),
+    ),
+    Check(
+        "seLinuxOptions",
+        "baseline",
+        (1, 0),
+        check_selinux_options,
+        (f"{_PC}.seLinuxOptions", f"{_C}.name", f"{_SC}.seLinuxOptions"),
+    ),
+    Check("procMount", "baseline", (1, 0), check_proc_mount, ("spec.hostUsers", f"{_C}.name", f"{_SC}.procMount")),
+    Check(
+        "seccompProfile_baseline",
+        "baseline",
+        (1, 19),
+        check_seccomp_baseline,
+        (f"{_PC}.seccompProfile.type", f"{_C}.name", f"{_SC}.seccompProfile.type"),
+    ),
+    Check("sysctls", "baseline", (1, 0), check_sysctls, (f"{_PC}.sysctls[*].name",)),
+    Check(
+        "windowsHostProcess",
+        "baseline",
+        (1, 0),
+        check_windows_host_process,
+        (f"{_PC}.windowsOptions.hostProcess", f"{_C}.name", f"{_SC}.windowsOptions.hostProcess"),
+    ),
+    Check("hostProbesAndHostLifecycle", "baseline", (1, 34), check_host_probes, (f"{_C}.name", *_HANDLER_HOSTS)),
+    Check("restrictedVolumes", "restricted", (1, 0), check_restricted_volumes, ("spec.volumes[*]",)),
+    Check(
+        "allowPrivilegeEscalation",
+        "restricted",
+        (1, 8),
+        check_allow_privilege_escalation,
+        ("spec.os.name", f"{_C}.name", f"{_SC}.allowPrivilegeEscalation"),
+    ),
+    Check(
+        "runAsNonRoot",
+        "restricted",
+        (1, 0),
+        check_run_as_non_root,
+        (f"{_PC}.runAsNonRoot", f"{_C}.name", f"{_SC}.runAsNonRoot"),
+    ),
+    Check(
+        "runAsUser",
+        "restricted",
+        (1, 23),
+        check_run_as_user,
+        (f"{_PC}.runAsUser", f"{_C}.name", f"{_SC}.runAsUser"),
+    ),
+    Check(
+        "seccompProfile_restricted",
+        "restricted",
+        (1, 19),
+        check_seccomp_restricted,
+        ("spec.os.name", f"{_PC}.seccompProfile.type", f"{_C}.name", f"{_SC}.seccompProfile.type"),
+    ),
+    Check(
+        "capabilities_restricted",
+        "restricted",
+        (1, 22),
+        check_capabilities_restricted,
+        ("spec.os.name", f"{_C}.name", f"{_SC}.capabilities.drop", f"{_SC}.capabilities.add"),
+    ),
+    Check(
+        "procMount_restricted", "restricted", (1, 35), check_proc_mount_restricted, (f"{_C}.name", f"{_SC}.procMount")
+    ),
 )
 
 
 @lru_cache(maxsize=64)
-def checks_for(level: str, version: Version, skip: frozenset[str] = frozenset()) -> tuple[Check, ...]:
-    """The checks a level runs at a version (restricted includes baseline), less ``skip``."""
+def checks_for(
+    level: str, version: Version, skip: frozenset[str] = frozenset(), catalog: tuple[Check, ...] | None = None
+) -> tuple[Check, ...]:
+    """The checks a level runs at a version (restricted includes baseline), less ``skip``.
+
+    ``catalog`` replaces ``CHECKS`` (the tests add checks of their own this way).
+    """
     if level not in LEVELS:
         raise ValueError(f"unknown Pod Security level {level!r}; use one of {', '.join(LEVELS)}")
     included = LEVELS[1 : LEVELS.index(level) + 1]
-    return tuple(c for c in CHECKS if c.level in included and version >= c.since and c.id not in skip)
+    source = CHECKS if catalog is None else catalog
+    return tuple(c for c in source if c.level in included and version >= c.since and c.id not in skip)
 
 
 # --- the shortcut for pods that plainly pass --------------------------------------------
@@ -501,47 +597,142 @@ def checks_for(level: str, version: Version, skip: frozenset[str] = frozenset())
 # every check on them costs a dozen walks over the containers per pod, on the path of
 # every pod creation. ``plainly_passes`` is one walk that accepts only the plain forms
 # below and gives up (returns False) on anything else, and then the named checks decide.
-# It can only ever say "no opinion"; tests hold it to the checks on every PSA fixture and
-# on generated pods (tests/test_podsecurity_shortcut.py).
+#
+# It must never skip a check. So it is not a second list of rules: it says, field by field,
+# which checks' requirement on that field its walk reproduces (``_JUDGED``), and it runs only
+# for a set of checks every one of whose declared fields (``Check.reads``) it judges for that
+# very check function. A check it does not know (added, replaced, or reading one more field)
+# turns the shortcut off for every level that runs it; the named checks then decide every
+# pod. Within a plan, a security context key that some check reads and the walk does not
+# judge by value means "run the checks". Tests hold the shortcut to the checks on every PSA
+# fixture and on generated pods (tests/test_podsecurity_shortcut.py), and every check to its
+# declared fields (tests/test_podsecurity_fields.py).
 
-# Pod and container security context fields no check of either level looks at, or looks at
-# in a way the shortcut checks itself. Any other field (privileged, procMount, sysctls,
-# seLinuxOptions, windowsOptions, appArmorProfile, ...) means "run the checks".
-_PLAIN_POD_CONTEXT = frozenset(
+_CONTAINER_CHECKS = frozenset(
     {
-        "runAsNonRoot",
-        "runAsUser",
-        "runAsGroup",
-        "fsGroup",
-        "fsGroupChangePolicy",
-        "supplementalGroups",
-        "supplementalGroupsPolicy",
-        "seccompProfile",
+        check_privileged,
+        check_capabilities_baseline,
+        check_host_ports,
+        check_apparmor_profile,
+        check_selinux_options,
+        check_proc_mount,
+        check_seccomp_baseline,
+        check_windows_host_process,
+        check_host_probes,
+        check_allow_privilege_escalation,
+        check_run_as_non_root,
+        check_run_as_user,
+        check_seccomp_restricted,
+        check_capabilities_restricted,
+        check_proc_mount_restricted,
     }
 )
-_PLAIN_CONTAINER_CONTEXT = frozenset(
-    {
-        "allowPrivilegeEscalation",
-        "capabilities",
-        "runAsNonRoot",
-        "runAsUser",
-        "runAsGroup",
-        "readOnlyRootFilesystem",
-        "seccompProfile",
-    }
+_JUDGED: dict[str, frozenset[Callable[..., CheckResult | None]]] = {
+    # not True
+    "spec.hostNetwork": frozenset({check_host_namespaces}),
+    "spec.hostPID": frozenset({check_host_namespaces}),
+    "spec.hostIPC": frozenset({check_host_namespaces}),
+    # names only label messages
+    f"{_C}.name": _CONTAINER_CHECKS,
+    "spec.volumes[*].name": frozenset({check_host_path_volumes}),
+    # not True
+    f"{_SC}.privileged": frozenset({check_privileged}),
+    # any added capability: run the checks; drop must hold ALL where capabilities_restricted runs
+    f"{_SC}.capabilities.add": frozenset({check_capabilities_baseline, check_capabilities_restricted}),
+    f"{_SC}.capabilities.drop": frozenset({check_capabilities_restricted}),
+    # the sources: hostPath refused where hostPathVolumes runs, the restricted types where restrictedVolumes does
+    "spec.volumes[*]": frozenset({check_restricted_volumes}),
+    "spec.volumes[*].hostPath": frozenset({check_host_path_volumes}),
+    f"{_C}.ports[*].hostPort": frozenset({check_host_ports}),
+    # an AppArmor annotation, or any appArmorProfile: run the checks
+    "metadata.annotations": frozenset({check_apparmor_profile}),
+    f"{_PC}.appArmorProfile.type": frozenset({check_apparmor_profile}),
+    f"{_SC}.appArmorProfile.type": frozenset({check_apparmor_profile}),
+    # present at all: run the checks (procMount present makes hostUsers' relaxation moot)
+    f"{_PC}.seLinuxOptions": frozenset({check_selinux_options}),
+    f"{_SC}.seLinuxOptions": frozenset({check_selinux_options}),
+    "spec.hostUsers": frozenset({check_proc_mount}),
+    f"{_SC}.procMount": frozenset({check_proc_mount, check_proc_mount_restricted}),
+    f"{_PC}.sysctls[*].name": frozenset({check_sysctls}),
+    f"{_PC}.windowsOptions.hostProcess": frozenset({check_windows_host_process}),
+    f"{_SC}.windowsOptions.hostProcess": frozenset({check_windows_host_process}),
+    # RuntimeDefault or Localhost, or unset where the pod sets one (restricted)
+    f"{_PC}.seccompProfile.type": frozenset({check_seccomp_baseline, check_seccomp_restricted}),
+    f"{_SC}.seccompProfile.type": frozenset({check_seccomp_baseline, check_seccomp_restricted}),
+    # no host in any probe or hook
+    **{path: frozenset({check_host_probes}) for path in _HANDLER_HOSTS},
+    # the walk treats every pod as Linux: stricter than the windows exceptions
+    "spec.os.name": frozenset(
+        {check_allow_privilege_escalation, check_seccomp_restricted, check_capabilities_restricted}
+    ),
+    # explicit false
+    f"{_SC}.allowPrivilegeEscalation": frozenset({check_allow_privilege_escalation}),
+    # true in the container, or unset there and true in the pod; never false in the pod
+    f"{_PC}.runAsNonRoot": frozenset({check_run_as_non_root}),
+    f"{_SC}.runAsNonRoot": frozenset({check_run_as_non_root}),
+    # not 0
+    f"{_PC}.runAsUser": frozenset({check_run_as_user}),
+    f"{_SC}.runAsUser": frozenset({check_run_as_user}),
+}
+_KNOWN_CHECKS = frozenset().union(*_JUDGED.values())
+# Security context keys the walk judges by value; any other key that a check reads means "run the checks".
+_VALUE_JUDGED_POD_KEYS = frozenset({"runAsNonRoot", "runAsUser", "seccompProfile"})
+_VALUE_JUDGED_CONTAINER_KEYS = frozenset(
+    {"privileged", "allowPrivilegeEscalation", "capabilities", "runAsNonRoot", "runAsUser", "seccompProfile"}
 )
 _PLAIN_SECCOMP = ("RuntimeDefault", "Localhost")
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
 
+@dataclass(frozen=True, slots=True)
+class ShortcutPlan:
+    """What the walk requires for one set of checks (made once per level, version and skip)."""
+
+    allowed_volumes: frozenset[str] | None  # None: any source
+    refuse_host_path: bool
+    no_escalation: bool
+    drop_all: bool
+    non_root: bool
+    seccomp: bool
+    pod_give_up: frozenset[str]  # pod securityContext keys that mean "run the checks"
+    container_give_up: frozenset[str]
+
+
+def _context_keys(paths: frozenset[str], prefix: str) -> frozenset[str]:
+    return frozenset(path[len(prefix) :].split(".")[0].split("[")[0] for path in paths if path.startswith(prefix))
+
+
+def shortcut_plan(checks: tuple[Check, ...], version: Version) -> ShortcutPlan | None:
+    """The walk for ``checks``, or ``None`` when it does not judge every field of every one of them."""
+    for check in checks:
+        if check.run not in _KNOWN_CHECKS:
+            return None
+        for path in check.reads:
+            if check.run not in _JUDGED.get(path, ()):
+                return None
+    runs = {check.run for check in checks}
+    read = frozenset(path for check in checks for path in check.reads)
+    allowed = None
+    if check_restricted_volumes in runs:
+        allowed = RESTRICTED_VOLUME_TYPES | ({"image"} if version >= (1, 33) else set())
+    return ShortcutPlan(
+        allowed_volumes=allowed,
+        refuse_host_path=check_host_path_volumes in runs,
+        no_escalation=check_allow_privilege_escalation in runs,
+        drop_all=check_capabilities_restricted in runs,
+        non_root=check_run_as_non_root in runs,
+        seccomp=check_seccomp_restricted in runs,
+        pod_give_up=_context_keys(read, f"{_PC}.") - _VALUE_JUDGED_POD_KEYS,
+        container_give_up=_context_keys(read, f"{_SC}.") - _VALUE_JUDGED_CONTAINER_KEYS,
+    )
+
+
 @lru_cache(maxsize=64)
-def _volume_rule(level: str, version: Version, skip: frozenset[str]) -> tuple[frozenset[str] | None, bool]:
-    """The volume sources the shortcut accepts (``None``: any) and whether hostPath is refused."""
-    restricted_volumes = level == "restricted" and "restrictedVolumes" not in skip
-    host_path_volumes = "hostPathVolumes" not in skip
-    if not restricted_volumes:
-        return None, host_path_volumes
-    return RESTRICTED_VOLUME_TYPES | ({"image"} if version >= (1, 33) else set()), True
+def _selection(
+    level: str, version: Version, skip: frozenset[str], catalog: tuple[Check, ...] | None
+) -> tuple[tuple[Check, ...], ShortcutPlan | None]:
+    checks = checks_for(level, version, skip, catalog)
+    return checks, shortcut_plan(checks, version)
 
 
 def _plain_seccomp(context: Mapping[str, Any]) -> bool | None:
@@ -580,16 +771,16 @@ def _plain_handler(handler: Any) -> bool:
     return True
 
 
-def _plain_container(container: Any, restricted: bool, pod_seccomp: bool | None, pod_non_root: bool) -> bool:
+def _plain_container(container: Any, plan: ShortcutPlan, pod_seccomp: bool | None, pod_non_root: bool) -> bool:
     if not isinstance(container, dict):
         return False
     context = container.get("securityContext")
     if context is None:
         context = {}
-    elif not isinstance(context, dict) or not context.keys() <= _PLAIN_CONTAINER_CONTEXT:
+    elif not isinstance(context, dict) or not context.keys().isdisjoint(plan.container_give_up):
         return False
     seccomp = _plain_seccomp(context)
-    if seccomp is False or context.get("runAsUser") == 0:
+    if seccomp is False or context.get("runAsUser") == 0 or context.get("privileged") is True:
         return False
     ports = container.get("ports")
     if ports is not None:
@@ -601,17 +792,18 @@ def _plain_container(container: Any, restricted: bool, pod_seccomp: bool | None,
     capabilities = context.get("capabilities")
     if capabilities is not None and (not isinstance(capabilities, dict) or capabilities.get("add")):
         return False  # any added capability: let the checks name it
-    if restricted:
-        if context.get("allowPrivilegeEscalation") is not False:
-            return False
+    if plan.no_escalation and context.get("allowPrivilegeEscalation") is not False:
+        return False
+    if plan.drop_all:
         drop = capabilities.get("drop") if capabilities is not None else None
         if not isinstance(drop, list) or "ALL" not in drop:
             return False
+    if plan.non_root:
         non_root = context.get("runAsNonRoot")
         if non_root is not True and (non_root is not None or not pod_non_root):
             return False
-        if seccomp is None and pod_seccomp is None:
-            return False
+    if plan.seccomp and seccomp is None and pod_seccomp is None:
+        return False
     return _plain_handlers(container)
 
 
@@ -624,7 +816,11 @@ def plainly_passes(
     """
     if level not in ("baseline", "restricted"):
         return False
-    restricted = level == "restricted"
+    plan = _selection(level, version, skip, None)[1]
+    return plan is not None and _plainly_passes(plan, metadata, spec)
+
+
+def _plainly_passes(plan: ShortcutPlan, metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
     if spec.get("hostNetwork") is True or spec.get("hostPID") is True or spec.get("hostIPC") is True:
         return False
     annotations = metadata.get("annotations")
@@ -636,13 +832,13 @@ def plainly_passes(
     pod = spec.get("securityContext")
     if pod is None:
         pod = {}
-    elif not isinstance(pod, dict) or not pod.keys() <= _PLAIN_POD_CONTEXT:
+    elif not isinstance(pod, dict) or not pod.keys().isdisjoint(plan.pod_give_up):
         return False
     pod_seccomp = _plain_seccomp(pod)
     pod_non_root = pod.get("runAsNonRoot")
     if pod_seccomp is False or pod.get("runAsUser") == 0 or pod_non_root is False:
         return False
-    allowed_volumes, refuse_host_path = _volume_rule(level, version, skip)
+    allowed_volumes, refuse_host_path = plan.allowed_volumes, plan.refuse_host_path
     if allowed_volumes is not None or refuse_host_path:
         volumes = spec.get("volumes")
         if volumes is not None:
@@ -665,7 +861,7 @@ def plainly_passes(
         if not isinstance(listed, list):
             return False
         for container in listed:
-            if not _plain_container(container, restricted, pod_seccomp, pod_non_root is True):
+            if not _plain_container(container, plan, pod_seccomp, pod_non_root is True):
                 return False
     return True
 
@@ -678,17 +874,21 @@ def evaluate(
     *,
     skip: frozenset[str] = frozenset(),
     shortcut: bool = True,
+    catalog: tuple[Check, ...] | None = None,
 ) -> list[CheckResult]:
     """Every failed check of ``level`` at ``version`` for one pod (empty: the pod passes).
 
     ``shortcut=False`` runs every named check even on a plainly compliant pod (the tests
-    hold the shortcut to that).
+    hold the shortcut to that); ``catalog`` replaces ``CHECKS``.
     """
-    if shortcut and plainly_passes(level, version, metadata, spec, skip):
+    if level not in LEVELS:
+        raise ValueError(f"unknown Pod Security level {level!r}; use one of {', '.join(LEVELS)}")
+    checks, plan = _selection(level, version, skip, catalog)
+    if shortcut and plan is not None and checks and _plainly_passes(plan, metadata, spec):
         return []
     failed = []
     spec = pod_view(spec)
-    for check in checks_for(level, version, skip):
+    for check in checks:
         result = check.run(metadata, spec, version)
         if result is not None:
             failed.append(result)
