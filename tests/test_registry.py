@@ -134,7 +134,8 @@ def test_unknown_tag_and_untrusted_tls(pushed: Pushed, tmp_path: Path) -> None:
     stranger = RegistryClient(RegistrySettings())  # the system CAs do not know our test CA
     with pytest.raises(RegistryError) as caught:
         resolve(stranger, pushed.ref("tool-a/app:on-v1"))
-    assert caught.value.kind == "unreachable" and "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+    # a TLS failure, not "unreachable": the registry answered, we could not verify it
+    assert caught.value.kind == "tls" and "TLS certificate verification failed" in str(caught.value)
 
 
 def _bases(pushed: Pushed, *refs: str) -> BaseImagesConfig:
@@ -500,6 +501,61 @@ baseImages: {{trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]}}
     assert objects[1]["violations"][0]["rule"] == "base-image-mismatch"
     missing = run_imagegate("inspect", pushed.ref("tool-a/app:nope"), "-p", str(tmp_path / "policy.yaml"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def _inspect_policy(tmp_path: Path, registry: str) -> Path:
+    path = tmp_path / "inspect-policy.yaml"
+    path.write_text(
+        f"apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\ntrusted: []\nregistry: {{{registry}}}\n"
+    )
+    return path
+
+
+def test_cli_inspect_says_what_really_happened(pushed: Pushed, tmp_path: Path) -> None:
+    """Issue 14 item 8: each failure of ``inspect`` named for what it is, exit 2, one line."""
+    ca = pushed.registry.tls.ca_cert
+    config = pushed.registry.docker_config(tmp_path / "config.json")
+    with_credentials = _inspect_policy(tmp_path, f"caFile: {ca}, credentialsFile: {config}")
+    image = pushed.ref("tool-a/app:multi")
+
+    def inspect(*args: str) -> Any:
+        result = run_imagegate("inspect", *args)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith(("error:", "Error:"))]
+        return line
+
+    assert "'banana' is not os/architecture[/variant]" in inspect(
+        image, "-p", str(with_credentials), "--platform", "banana"
+    )
+    assert "unknown architecture 'banana'" in inspect(image, "-p", str(with_credentials), "--platform", "linux/banana")
+    assert "unknown operating system 'plan10'" in inspect(
+        image, "-p", str(with_credentials), "--platform", "plan10/amd64"
+    )
+    missing_digest = "sha256:" + "0" * 64
+    line = inspect(f"{pushed.registry.host}/tool-a/app@{missing_digest}", "-p", str(with_credentials))
+    assert f"tool-a/app@{missing_digest} does not exist" in line
+    anonymous = inspect(image, "-p", str(_inspect_policy(tmp_path, f"caFile: {ca}")))
+    assert "requires authentication" in anonymous and "no credentials" in anonymous and "refused" not in anonymous
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"auths": {pushed.registry.host: {"username": "tool-builder", "password": "nope"}}}))
+    refused = inspect(image, "-p", str(_inspect_policy(tmp_path, f"caFile: {ca}, credentialsFile: {wrong}")))
+    assert "refused the credentials of 'tool-builder'" in refused
+    stranger = make_certificates(tmp_path / "stranger", ["localhost"])  # a CA that did not sign the registry's
+    tls = inspect(image, "-p", str(with_credentials), "--ca-file", str(stranger.ca_cert))
+    assert "TLS certificate verification failed" in tls and str(stranger.ca_cert) in tls and "unreachable" not in tls
+    no_ca = inspect(image, "-p", str(with_credentials), "--ca-file", str(tmp_path / "no-such-ca.crt"))
+    assert "no-such-ca.crt" in no_ca
+
+
+def test_cli_inspect_platforms_compared_as_containerd_does(pushed: Pushed, tmp_path: Path) -> None:
+    config = pushed.registry.docker_config(tmp_path / "config.json")
+    policy = _inspect_policy(tmp_path, f"caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {config}")
+    result = run_imagegate(
+        "inspect", pushed.ref("tool-a/app:multi"), "-p", str(policy), "--platform", "Linux/aarch64", "-o", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    assert [p["platform"] for p in json.loads(result.stdout)["platforms"]] == ["linux/arm64"]
 
 
 def test_base_refresh_retries_after_a_registry_outage(pushed: Pushed, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from imagegate.core.patterns import (
     parse_template,
 )
 from imagegate.core.placeholders import has_placeholder
+from imagegate.core.platforms import PlatformError, parse_platform
 from imagegate.core.podprofile import (
     HostPathRule,
     Identity,
@@ -604,16 +605,16 @@ def _pod_security(doc: LocatedDocument, parsed: PodSecurityDoc) -> PodSecuritySe
     )
 
 
-_PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
-
-
 def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryConfig, BaseImagesConfig, PinningConfig]:
     registry = parsed.registry
     if not 0 < registry.timeout_seconds <= 30:
         raise doc.error("$.registry.timeoutSeconds", "between 0 and 30 seconds (the API server waits at most 30)")
+    platforms = []
     for index, platform in enumerate(registry.platforms):
-        if not _PLATFORM_RE.fullmatch(platform):
-            raise doc.error(f"$.registry.platforms[{index}]", f"{platform!r} is not os/architecture[/variant]")
+        try:
+            platforms.append(parse_platform(platform))
+        except PlatformError as exc:
+            raise doc.error(f"$.registry.platforms[{index}]", str(exc)) from None
     if not registry.platforms:
         raise doc.error("$.registry.platforms", "name at least one platform the cluster runs")
     bases = []
@@ -628,7 +629,7 @@ def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryCo
         RegistryConfig(
             registry.timeout_seconds,
             registry.on_error,
-            tuple(registry.platforms),
+            tuple(platforms),
             registry.ca_file,
             registry.credentials_file,
         ),

@@ -296,7 +296,8 @@ def inspect(
     image: Annotated[str, typer.Argument(help="An image reference, e.g. ghcr.io/org/app:1.2")],
     policy: PolicyOption = None,
     platform: Annotated[
-        list[str] | None, typer.Option(help="Platforms to examine (default: the policy's registry.platforms).")
+        list[str] | None,
+        typer.Option(help="Platforms to examine, os/arch[/variant] (default: the policy's registry.platforms)."),
     ] = None,
     ca_file: Annotated[Path | None, typer.Option(help="CA bundle for the registry's TLS.", dir_okay=False)] = None,
     output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")] = OutputFormat.table,
@@ -305,6 +306,7 @@ def inspect(
     import dataclasses  # noqa: PLC0415
 
     from imagegate.core.baseimage import verify_image  # noqa: PLC0415
+    from imagegate.core.platforms import PlatformError, parse_platform  # noqa: PLC0415
     from imagegate.core.reference import ReferenceError, parse_docker_ref  # noqa: PLC0415
     from imagegate.shell.registry import RegistryError  # noqa: PLC0415
 
@@ -312,7 +314,10 @@ def inspect(
     loaded = _load(policy, None)
     config = loaded.registry
     if platform:
-        config = dataclasses.replace(config, platforms=tuple(platform))
+        try:
+            config = dataclasses.replace(config, platforms=tuple(parse_platform(p) for p in platform))
+        except PlatformError as exc:
+            raise _fail(f"--platform {exc}") from None
     if ca_file is not None:
         config = dataclasses.replace(config, ca_file=str(ca_file.absolute()))
     loaded = dataclasses.replace(loaded, registry=config)

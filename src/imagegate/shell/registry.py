@@ -34,6 +34,7 @@ from imagegate.core.oci import (
     Index,
     Manifest,
     OciError,
+    Platform,
     PlatformImage,
     ResolvedImage,
     digest_of,
@@ -41,6 +42,7 @@ from imagegate.core.oci import (
     parse_manifest,
     verify_digest,
 )
+from imagegate.core.platforms import normalize_platform, normalize_platform_text
 from imagegate.core.reference import DEFAULT_DOMAIN, Reference
 from imagegate.shell.registry_auth import (
     DOCKER_HUB_API,
@@ -109,7 +111,11 @@ class RegistryClient:
         self.settings = settings or RegistrySettings()
         verify: ssl.SSLContext | bool = True
         if self.settings.ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(self.settings.ca_file))
+            try:
+                verify = ssl.create_default_context(cafile=str(self.settings.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+                raise RegistryError("tls", f"cannot use {self.settings.ca_file} as the registry CA: {reason}") from None
         self._http = httpx.AsyncClient(
             verify=verify,
             timeout=httpx.Timeout(self.settings.timeout),
@@ -164,9 +170,18 @@ class RegistryClient:
                 except httpx.TimeoutException:
                     raise RegistryError("timeout", f"{host} did not answer within {self.settings.timeout}s") from None
                 except httpx.HTTPError as exc:
-                    raise RegistryError("unreachable", f"{host} is unreachable: {exc!r}") from None
+                    raise self._transport_error(host, exc) from None
                 if response.status_code == 401:
-                    raise RegistryError("auth", f"{host} refused our credentials for {path} (HTTP 401)")
+                    login = await self.settings.credentials.login(host)
+                    if login is None:
+                        raise RegistryError(
+                            "auth",
+                            f"{host} requires authentication for {path} (HTTP 401) and we have no credentials "
+                            "for it (registry.credentialsFile names a docker config.json)",
+                        )
+                    raise RegistryError(
+                        "auth", f"{host} refused the credentials of {login.username!r} for {path} (HTTP 401)"
+                    )
                 if response.status_code == 429:
                     wait = _retry_after(response.headers.get("Retry-After"))
                     if not retried and wait is not None and time.monotonic() + wait < deadline:
@@ -175,6 +190,22 @@ class RegistryClient:
                         continue
                     raise RegistryError("rate-limited", f"{host} is rate limiting us (HTTP 429)")
                 return response
+
+    def _transport_error(self, host: str, exc: httpx.HTTPError) -> RegistryError:
+        """What went wrong below HTTP: TLS verification, another TLS failure, or no connection."""
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, ssl.SSLError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            trusted = f"the CA in {self.settings.ca_file}" if self.settings.ca_file else "the system's CAs"
+            return RegistryError(
+                "tls",
+                f"{host}: TLS certificate verification failed ({cause.verify_message}): {trusted} do not vouch for "
+                "it (registry.caFile, or inspect --ca-file, names the CA to trust)",
+            )
+        if isinstance(cause, ssl.SSLError):
+            return RegistryError("tls", f"{host}: the TLS handshake failed: {cause.reason or cause}")
+        return RegistryError("unreachable", f"{host} is unreachable: {exc!r}")
 
     async def _read(self, response: httpx.Response, limit: int, what: str) -> bytes:
         declared = response.headers.get("Content-Length")
@@ -192,7 +223,7 @@ class RegistryClient:
         response = await self._request("GET", host, f"/v2/{ref.path}/manifests/{target}", ACCEPT_MANIFESTS)
         self.fetches["manifest"] = self.fetches.get("manifest", 0) + 1
         if response.status_code == 404:
-            raise RegistryError("not-found", f"{ref.repository}:{target} does not exist (HTTP 404)")
+            raise RegistryError("not-found", f"{_named(ref, target)} does not exist (HTTP 404)")
         if response.status_code != 200:
             raise RegistryError(
                 "http", f"{host} answered HTTP {response.status_code} for the manifest of {ref.repository}"
@@ -205,7 +236,7 @@ class RegistryClient:
         try:
             verify_digest(body, expected)
         except OciError as exc:
-            raise RegistryError("digest-mismatch", f"manifest of {ref.repository}:{target}: {exc}") from None
+            raise RegistryError("digest-mismatch", f"manifest of {_named(ref, target)}: {exc}") from None
         return body, expected, response.headers.get("Content-Type", "")
 
     async def _blob(self, ref: Reference, descriptor: Descriptor, limit: int) -> bytes:
@@ -233,7 +264,7 @@ class RegistryClient:
             raise OciError(
                 f"{ref.repository}: config lists {len(config.diff_ids)} layers, the manifest {len(manifest.layers)}"
             )
-        found = "/".join(p for p in (config.os, config.architecture, config.variant) if p)
+        found = normalize_platform(config.os, config.architecture, config.variant) if config.os else ""
         return PlatformImage(
             found or platform, digest, tuple(manifest.layers), config.diff_ids, dict(manifest.annotations)
         )
@@ -242,17 +273,19 @@ class RegistryClient:
         """Fetch by tag or digest: the manifest (and each chosen platform's), and their configs."""
         body, digest, content_type = await self._manifest(ref, target)
         document = parse_manifest(body, content_type)
-        wanted = self.settings.platforms
+        wanted = {normalize_platform_text(p) for p in self.settings.platforms}  # compared as containerd does
         if isinstance(document, Index):
             available = [d for d in document.manifests if d.platform is not None]
             names = tuple(str(d.platform) for d in available)
             images = []
-            for descriptor in (d for d in available if str(d.platform) in wanted):
+            for descriptor in available:
+                if descriptor.platform is None or _normal(descriptor.platform) not in wanted:
+                    continue
                 child_body, child_digest, child_type = await self._manifest(ref, descriptor.digest)
                 child = parse_manifest(child_body, child_type or descriptor.media_type)
                 if not isinstance(child, Manifest):
                     raise OciError(f"{ref.repository}: an index inside an index is not supported")
-                images.append(await self._platform_image(ref, child, child_digest, str(descriptor.platform)))
+                images.append(await self._platform_image(ref, child, child_digest, _normal(descriptor.platform)))
             return ResolvedImage(str(ref), digest, document.media_type or content_type, tuple(images), names)
         image = await self._platform_image(ref, document, digest, "")
         runnable = (image,) if image.platform in wanted else ()
@@ -290,6 +323,15 @@ class RegistryClient:
     async def digest(self, ref: Reference) -> str:
         """The digest ``ref`` points at now (its own when it carries one)."""
         return ref.digest or (await self.resolve(ref)).digest
+
+
+def _named(ref: Reference, target: str) -> str:
+    """``repository:tag`` or ``repository@digest``, as a person would write the reference."""
+    return f"{ref.repository}@{target}" if target.startswith("sha") and ":" in target else f"{ref.repository}:{target}"
+
+
+def _normal(platform: Platform) -> str:
+    return normalize_platform(platform.os, platform.architecture, platform.variant)
 
 
 def _retry_after(value: str | None) -> float | None:
