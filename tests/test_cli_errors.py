@@ -23,11 +23,15 @@ from pathlib import Path
 import httpx
 import pytest
 import typer.main
+import yaml
 from cryptography import x509
+from hypothesis import given
+from hypothesis import strategies as st
 
 import imagegate.shell.cli_ops  # noqa: F401 (registers audit, grants, layers)
 from imagegate.shell.certs import make_certificates
 from imagegate.shell.cli import _dev_certificate, app
+from imagegate.shell.grants_file import grants_configmap_yaml
 from tests.conftest import run_imagegate
 from tests.webhook_process import free_port, run_webhook
 
@@ -328,6 +332,36 @@ def test_printed_commands_are_never_wrapped(tmp_path: Path) -> None:
     assert command == (
         f"kubectl -n imagegate create secret tls imagegate-tls --cert={out / 'tls.crt'} --key={out / 'tls.key'}"
     )
+
+
+def test_print_configmap_is_yaml_a_reviewer_reads(tmp_path: Path) -> None:
+    grants = tmp_path / "grants.yaml"
+    result = run_imagegate(
+        "grants",
+        "add",
+        "tool-a",
+        "-g",
+        str(grants),
+        "--expires",
+        "2099-12-31",
+        "--reason",
+        "needs its own image: a long reason that would have been an escaped one-line string before",
+        "--print-configmap",
+        "imagegate/imagegate-grants",
+        columns=80,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "  grants.yaml: |" in result.stdout and "\\n" not in result.stdout
+    assert "\n    - namespace: tool-a\n" in result.stdout  # the grants file, line for line
+    configmap = yaml.safe_load(result.stdout)
+    assert configmap["data"] == {"grants.yaml": grants.read_text()}  # the same data, exactly
+
+
+@given(st.text(), st.text(min_size=1))
+def test_configmap_yaml_round_trips_any_text(text: str, name: str) -> None:
+    printed = grants_configmap_yaml(text, name, "imagegate")
+    assert yaml.safe_load(printed)["data"] == {"grants.yaml": text}
+    assert yaml.safe_load(printed)["metadata"] == {"name": name, "namespace": "imagegate"}
 
 
 # --- a bug is not bad input ---------------------------------------------------------------

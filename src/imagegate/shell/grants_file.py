@@ -73,6 +73,19 @@ def edit_grants_file(path: Path, change: GrantChange, attempts: int = 5) -> str:
     raise GrantEditError(f"{path} kept changing under us; nothing was written")
 
 
+class _ReviewableDumper(yaml.SafeDumper):
+    """Multi-line strings as literal block scalars (``|``), the file as a reviewer reads it."""
+
+
+def _represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted string by itself when a block scalar cannot hold the text
+    # (trailing spaces on a line, control characters); grants_configmap_yaml checks the rest.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_ReviewableDumper.add_representer(str, _represent_text)
+
+
 def grants_configmap_yaml(text: str, name: str, namespace: str, key: str = "grants.yaml") -> str:
     """The grants document as the ConfigMap that carries it (for kubectl apply or review)."""
     configmap = {
@@ -81,4 +94,8 @@ def grants_configmap_yaml(text: str, name: str, namespace: str, key: str = "gran
         "metadata": {"name": name, "namespace": namespace},
         "data": {key: text},
     }
+    readable = yaml.dump(configmap, Dumper=_ReviewableDumper, sort_keys=False, allow_unicode=True)
+    if yaml.safe_load(readable) == configmap:
+        return readable
+    # Characters YAML reads as line breaks (NEL, LS, PS) do not survive a block scalar: escape them.
     return yaml.safe_dump(configmap, sort_keys=False, default_flow_style=False)
