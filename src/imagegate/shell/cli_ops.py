@@ -38,6 +38,7 @@ from imagegate.shell.grants_file import GrantEditError, edit_grants_file, edit_g
 from imagegate.shell.html_report import render_layer_report
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject, read_manifests
+from imagegate.shell.policy_source import read_document
 from imagegate.shell.registry import RegistryError
 from imagegate.shell.verification import RegistryGate
 
@@ -335,9 +336,9 @@ def _read_grants(grants_file: Path | None, configmap: str | None) -> Any:
         text, source = (found.data or {}).get("grants.yaml", ""), configmap
     elif grants_file is not None:
         try:
-            text, source = grants_file.read_text(), str(grants_file)
-        except OSError as exc:
-            raise _fail(f"cannot read {grants_file}: {exc.strerror}") from None
+            text, source = read_document(grants_file), str(grants_file)
+        except PolicyError as exc:
+            raise _fail(str(exc)) from None
     else:
         raise _fail("name the grants: --grants FILE or --configmap NAMESPACE/NAME")
     try:

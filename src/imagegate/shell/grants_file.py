@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from imagegate.core.policy import PolicyError, dump_grants, load_grants
+from imagegate.shell.policy_source import read_document
 
 __all__ = ["GrantEditError", "edit_grants_file", "edit_grants_text", "grants_configmap_yaml"]
 
@@ -61,7 +62,7 @@ def edit_grants_file(path: Path, change: GrantChange, attempts: int = 5) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for _attempt in range(attempts):
             before = _digest(path)
-            text = path.read_text() if path.exists() else ""
+            text = read_document(path) if path.exists() else ""
             new_text = edit_grants_text(text, str(path), change)
             temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             temporary.write_text(new_text)

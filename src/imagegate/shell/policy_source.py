@@ -25,7 +25,7 @@ import watchfiles
 
 from imagegate.core.policy import Policy, PolicyError, default_policy, load_grants, load_identities, load_policy
 
-__all__ = ["PolicySource", "ReloadResult", "load_policy_files"]
+__all__ = ["PolicySource", "ReloadResult", "load_policy_files", "read_document"]
 
 log = structlog.get_logger("imagegate.policy")
 
@@ -33,7 +33,8 @@ log = structlog.get_logger("imagegate.policy")
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 
 
-def _read(path: Path) -> str:
+def read_document(path: Path) -> str:
+    """A policy, grants or identities file as text; :class:`PolicyError` (one line) when it cannot be."""
     try:
         size = path.stat().st_size
         if size > MAX_POLICY_BYTES:
@@ -82,17 +83,17 @@ def load_policy_files(
     if policy_path is None:
         policy = default_policy()
     else:
-        text = _read(policy_path)
+        text = read_document(policy_path)
         digest.update(text.encode())
         policy = load_policy(text, str(policy_path))
     resolved = _resolve_grants_path(policy, policy_path, grants_path)
     if resolved is not None:
-        text = _read(resolved)
+        text = read_document(resolved)
         digest.update(b"\0" + text.encode())
         policy = policy.with_grants(load_grants(text, str(resolved)))
     identities = _resolve_identities_path(policy, policy_path, identities_path)
     if identities is not None:
-        text = _read(identities)
+        text = read_document(identities)
         digest.update(b"\0" + text.encode())
         policy = policy.with_identities(load_identities(text, str(identities)))
     return policy, digest.hexdigest()
