@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -172,16 +173,17 @@ class RegistryClient:
                 except httpx.HTTPError as exc:
                     raise self._transport_error(host, exc) from None
                 if response.status_code == 401:
-                    login = await self.settings.credentials.login(host)
-                    if login is None:
+                    user = _basic_user(response.request.headers.get("Authorization", ""))
+                    if user is None:  # Bearer, or nothing sent: did we have credentials at all?
+                        login = await self.settings.credentials.login(host)
+                        user = login.username if login is not None else None
+                    if user is None:
                         raise RegistryError(
                             "auth",
                             f"{host} requires authentication for {path} (HTTP 401) and we have no credentials "
                             "for it (registry.credentialsFile names a docker config.json)",
                         )
-                    raise RegistryError(
-                        "auth", f"{host} refused the credentials of {login.username!r} for {path} (HTTP 401)"
-                    )
+                    raise RegistryError("auth", f"{host} refused the credentials of {user!r} for {path} (HTTP 401)")
                 if response.status_code == 429:
                     wait = _retry_after(response.headers.get("Retry-After"))
                     if not retried and wait is not None and time.monotonic() + wait < deadline:
@@ -323,6 +325,16 @@ class RegistryClient:
     async def digest(self, ref: Reference) -> str:
         """The digest ``ref`` points at now (its own when it carries one)."""
         return ref.digest or (await self.resolve(ref)).digest
+
+
+def _basic_user(authorization: str) -> str | None:
+    """The user name a refused request carried in Basic auth (not asking the credentials again)."""
+    if not authorization.startswith("Basic "):
+        return None
+    try:
+        return base64.b64decode(authorization[6:]).decode().partition(":")[0]
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _named(ref: Reference, target: str) -> str:
