@@ -115,6 +115,15 @@ ATTACKS = [
         "tool-profile:privileged",
     ),
     ({"privileged": True}, "tool-profile:privileged"),
+    # A capability list of the wrong type (an offline manifest; the API server refuses it) adds itself.
+    (
+        {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], "add": "SYS_ADMIN"}},
+        "tool-profile:capabilities",
+    ),
+    (
+        {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], "add": {"x": 1}}},
+        "tool-profile:capabilities",
+    ),
     ("not a mapping", "tool-profile:allowPrivilegeEscalation"),
 ]
 

@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from imagegate.core.placeholders import fill_placeholders
-from imagegate.core.podsecurity import CheckResult, Version, containers, evaluate, volume_type
+from imagegate.core.podsecurity import CheckResult, Version, added_capabilities, containers, evaluate, volume_type
 from imagegate.core.records import Mode
 from imagegate.core.workloads import json_pointer
 
@@ -500,7 +500,7 @@ def _hardening_findings(name: str, context: Any) -> list[CheckResult]:
     if "ALL" not in _list(capabilities.get("drop")):
         detail = f'container "{name}" must set securityContext.capabilities.drop=["ALL"]'
         found.append(CheckResult("capabilities", "capabilities", detail))
-    extra = _list(capabilities.get("add"))
+    extra = added_capabilities(capabilities)
     if extra:
         detail = f'container "{name}" adds {extra}; tool pods add no capabilities'
         found.append(CheckResult("capabilities", "capabilities", detail))

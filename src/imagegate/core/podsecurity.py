@@ -167,11 +167,20 @@ BASELINE_CAPABILITIES = frozenset(
 )
 
 
+def added_capabilities(capabilities: Mapping[str, Any]) -> list[str]:
+    """``capabilities.add`` as names; a value that is not a list (which the API server would
+    refuse, but an offline manifest can hold) counts as adding itself, never as adding nothing."""
+    added = capabilities.get("add")
+    if added is None:
+        return []
+    return [str(cap) for cap in added] if isinstance(added, list) else [repr(added)]
+
+
 def check_capabilities_baseline(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
     details = []
     for _, _, container in containers(spec):
-        added = _list(_map(_context(container).get("capabilities")).get("add"))
-        forbidden = [str(cap) for cap in added if cap not in BASELINE_CAPABILITIES]
+        added = added_capabilities(_map(_context(container).get("capabilities")))
+        forbidden = [cap for cap in added if cap not in BASELINE_CAPABILITIES]
         if forbidden:
             details.append(
                 f'container "{_name(container)}" must not include {_quoted(forbidden)} in securityContext.capabilities.add'
@@ -442,7 +451,7 @@ def check_capabilities_restricted(_meta: Pod, spec: Pod, _v: Version) -> CheckRe
         capabilities = _map(_context(container).get("capabilities"))
         if "ALL" not in _list(capabilities.get("drop")):
             not_dropping.append(_name(container))
-        extra = [str(c) for c in _list(capabilities.get("add")) if c != "NET_BIND_SERVICE"]
+        extra = [c for c in added_capabilities(capabilities) if c != "NET_BIND_SERVICE"]
         if extra:
             adding.append(
                 f'container "{_name(container)}" must not include {_quoted(extra)} in securityContext.capabilities.add'
