@@ -117,6 +117,17 @@ def test_certs_names_are_valid_dns_names(tmp_path: Path) -> None:
     assert names == ["gate", "gate.tool-x", "gate.tool-x.svc", "gate.tool-x.svc.cluster.local"]
 
 
+def test_certs_renew_keeps_the_names(tmp_path: Path) -> None:
+    out = str(tmp_path / "tls")
+    assert run_imagegate("certs", "--out", out, "--service", "gate", "--namespace", "tool-x").returncode == 0
+    renewed = run_imagegate("certs", "--out", out, "--renew")
+    assert renewed.returncode == 0, renewed.stderr
+    leaf = x509.load_pem_x509_certificate((tmp_path / "tls" / "tls.crt").read_bytes())
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName)[:2] == ["gate", "gate.tool-x"]
+    assert "kubectl -n tool-x create secret tls" in renewed.stderr
+
+
 # --- serve (item 4) -----------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "CertificateFiles",
     "check_leaf_fits",
     "check_pair",
+    "dns_names_of",
     "find_ca",
     "load_ca",
     "make_certificates",
@@ -283,6 +284,16 @@ def _same_key(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     return bool(cert.public_key().public_bytes(der, spki) == key.public_key().public_bytes(der, spki))
+
+
+def dns_names_of(cert: Path) -> list[str] | None:
+    """The DNS names a certificate was issued for (a renewal keeps them), or None when unreadable."""
+    try:
+        found = x509.load_pem_x509_certificate(cert.read_bytes())
+        names = found.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return None
+    return names.get_values_for_type(x509.DNSName) or None
 
 
 def find_ca(directory: Path) -> CertificateAuthority | None:

@@ -26,6 +26,7 @@ from imagegate.shell.certs import (
     CertificateError,
     check_leaf_fits,
     check_pair,
+    dns_names_of,
     find_ca,
     load_ca,
     make_certificates,
@@ -510,8 +511,13 @@ def certs(
     out: Annotated[Path, typer.Option(help="Directory for ca.crt, ca.key, tls.crt, tls.key.", file_okay=False)] = Path(
         "imagegate-tls"
     ),
-    service: Annotated[str, typer.Option(help="The webhook's Service name (a DNS label).")] = "imagegate",
-    namespace: Annotated[str, typer.Option(help="The webhook's namespace.")] = "imagegate",
+    service: Annotated[
+        str | None,
+        typer.Option(help="The webhook's Service name (a DNS label). Default: imagegate; with --renew, as before."),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="The webhook's namespace. Default: imagegate; with --renew, as before.")
+    ] = None,
     days: Annotated[int, typer.Option(help="Validity of the serving certificate, in days.", min=1)] = 365,
     ca_days: Annotated[int, typer.Option(help="Validity of a new CA, in days.", min=1)] = CA_DAYS,
     renew: Annotated[
@@ -527,7 +533,10 @@ def certs(
     import shlex  # noqa: PLC0415
 
     try:
-        names = service_dns_names(service, namespace)
+        earlier = dns_names_of(out / "tls.crt") if renew and service is None and namespace is None else None
+        names = earlier or service_dns_names(service or "imagegate", namespace or "imagegate")
+        if namespace is None:  # for the kubectl line: the namespace in <service>.<namespace>
+            namespace = names[1].split(".")[1] if len(names) > 1 and names[1].count(".") == 1 else "imagegate"
         prepare_directory(out, "--out")
         existing = find_ca(out)
         if renew:
