@@ -13,13 +13,15 @@ segments matches a repository whose first N segments each match (``fnmatch`` wit
 the segment, so ``*`` never crosses ``/``). ``registry.org/toolforge`` therefore never
 matches ``registry.org/toolforge-evil/x`` nor ``registry.org.evil.com/x``, and
 ``registry.org`` never matches ``registry.org:5000`` (another port is another registry).
-Registry names compare case-insensitively, as DNS does.
 
 Entries of ``trusted`` and of a grant's ``registries`` may name the namespace being judged
 (:mod:`imagegate.core.placeholders`): ``tools-harbor.wmcloud.org/{namespace}`` covers
 ``tools-harbor.wmcloud.org/tool-foo/x`` in ``tool-foo`` only. Such a *template* is checked
 when the policy loads (with a sample name) and resolved once per namespace; the filled-in
 value is a DNS label, so it is one whole segment and never a glob.
+
+Registries on both sides go through :func:`~imagegate.core.reference.canonical_registry`:
+case-insensitive as DNS is, ``:443`` is no port, every Docker Hub alias is ``docker.io``.
 """
 
 from __future__ import annotations
@@ -32,10 +34,9 @@ from fnmatch import fnmatchcase
 from imagegate.core.placeholders import fill_placeholders, has_placeholder
 from imagegate.core.reference import (
     ANCHORED_DOMAIN_RE,
-    DEFAULT_DOMAIN,
-    LEGACY_DEFAULT_DOMAIN,
     Reference,
     ReferenceError,
+    canonical_registry,
     parse,
     validate_digest,
 )
@@ -127,14 +128,12 @@ def parse_pattern(text: str) -> RepositoryPattern:
             f"an image. Write the registry first, e.g. 'docker.io/{body}' for the Docker Hub "
             f"namespace or 'docker.io/library/{first}' for the official image"
         )
-    if first.lower() == LEGACY_DEFAULT_DOMAIN:
-        segments[0] = DEFAULT_DOMAIN
-    segments[0] = segments[0].lower()
     # "[" also opens an IPv6 literal: a registry that is a valid host is never a glob.
     globs = tuple(
         bool(_GLOB_CHARS & set(segment)) and not (index == 0 and ANCHORED_DOMAIN_RE.fullmatch(segment))
         for index, segment in enumerate(segments)
     )
+
     has_glob = any(globs)
     if any(segment == "" for segment in segments):
         raise PatternError(f"{text!r} has an empty path segment")
@@ -153,6 +152,8 @@ def parse_pattern(text: str) -> RepositoryPattern:
                     f"{text!r}: path segment {segment!r} is not valid (lowercase letters, digits, "
                     "and '.', '_', '-' between them)"
                 )
+    # The same one spelling as every image's registry; a glob is matched against canonical names.
+    segments[0] = segments[0].lower() if globs[0] else canonical_registry(segments[0])
     if tag is not None or at:
         if has_glob:
             raise PatternError(f"{text!r}: a tag or digest entry names one repository; no globs")

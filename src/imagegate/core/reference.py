@@ -10,6 +10,7 @@ tests run its Go test tables (``shared/conformance/image-reference``) case by ca
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -25,6 +26,7 @@ __all__ = [
     "Reference",
     "ReferenceError",
     "ReferenceErrorKind",
+    "canonical_registry",
     "familiar_match",
     "familiar_name",
     "parse",
@@ -39,6 +41,13 @@ __all__ = [
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
+# Every host name a container runtime reaches Docker Hub by: containerd and CRI-O map
+# docker.io to registry-1.docker.io (the API host); index.docker.io is the legacy name
+# (distribution/reference folds it, but only lowercase); registry.hub.docker.com is the
+# old alias (now a redirect). All of them are Docker Hub for matching.
+DOCKER_HUB_HOSTS = frozenset({DEFAULT_DOMAIN, LEGACY_DEFAULT_DOMAIN, "registry-1.docker.io", "registry.hub.docker.com"})
+# Runtimes reach a registry over HTTPS unless configured otherwise: ":443" names the same host.
+HTTPS_PORT = 443
 OFFICIAL_REPO_PREFIX = "library/"
 DEFAULT_TAG = "latest"
 # The repository path (without domain) may not exceed this (distribution's NameTotalLengthMax).
@@ -119,13 +128,22 @@ class Reference:
 
     @property
     def registry_host(self) -> str:
-        """The domain as a host to compare: DNS names are case-insensitive."""
-        return self.domain.lower()
+        """The registry as the runtime reaches it (:func:`canonical_registry`), for comparing."""
+        return canonical_registry(self.domain)
 
     @cached_property
     def segments(self) -> tuple[str, ...]:
-        """The name split into whole components, the (lower-cased) domain first."""
-        return (self.registry_host, *self.path.split("/"))
+        """The name split into whole components, the canonical registry first.
+
+        On Docker Hub (any spelling) a one-component path is an official image, as
+        distribution/reference makes it for ``docker.io``: ``registry-1.docker.io/nginx`` is
+        matched as ``docker.io/library/nginx``.
+        """
+        registry = self.registry_host
+        parts = self.path.split("/")
+        if registry == DEFAULT_DOMAIN and len(parts) == 1:
+            return (registry, OFFICIAL_REPO_PREFIX.rstrip("/"), *parts)
+        return (registry, *parts)
 
     def __str__(self) -> str:
         text = self.repository
@@ -148,6 +166,34 @@ class Reference:
     def pinned(self, digest: str) -> Reference:
         """The same reference carrying ``digest`` (the tag is kept for readability)."""
         return Reference(self.domain, self.path, self.tag, validate_digest(digest))
+
+
+@lru_cache(maxsize=4096)
+def canonical_registry(domain: str) -> str:
+    """The one spelling of a registry for matching: the host the runtime really contacts.
+
+    Every image and every policy entry goes through this, so two spellings of one registry
+    can never be judged apart. Host names are case-insensitive (DNS); an IPv6 literal has
+    many spellings of one address; an explicit ``:443`` (or ``:0443``) is the HTTPS default;
+    every Docker Hub alias is ``docker.io``. Another port stays another registry. The parse
+    output itself keeps upstream's form (distribution/reference's tests hold it), only
+    matching uses this.
+    """
+    end = domain.find("]") if domain.startswith("[") else -1
+    if end > 0:
+        host, port = domain[: end + 1], domain[end + 2 :] if domain[end + 1 : end + 2] == ":" else ""
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            host = host.lower()
+    else:
+        host, _, port = domain.partition(":")
+        host = host.lower()
+    if port.isdigit() and port.isascii():
+        port = "" if int(port) == HTTPS_PORT else str(int(port))
+    if not port and host in DOCKER_HUB_HOSTS:
+        return DEFAULT_DOMAIN
+    return f"{host}:{port}" if port else host
 
 
 def validate_digest(text: str) -> str:
