@@ -40,8 +40,14 @@ def _common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
     return count
 
 
+def _os_and_architecture(platform: str) -> tuple[str, ...]:
+    """Bases are compared by os and architecture (normalized): a variant changes neither's layers."""
+    return tuple(platform.split("/")[:2])
+
+
 def _verify_platform(image: PlatformImage, bases: Sequence[BaseVersion]) -> tuple[bool, str]:
-    candidates = [b for b in bases if b.platform == image.platform and b.diff_ids]
+    wanted = _os_and_architecture(image.platform)
+    candidates = [b for b in bases if _os_and_architecture(b.platform) == wanted and b.diff_ids]
     if not candidates:
         return False, f"no trusted base image is known for {image.platform}"
     matches = [b for b in candidates if image.diff_ids[: len(b.diff_ids)] == b.diff_ids]
@@ -63,10 +69,15 @@ def _verify_platform(image: PlatformImage, bases: Sequence[BaseVersion]) -> tupl
 
 
 def verify_image(image: ResolvedImage, bases: Sequence[BaseVersion]) -> BaseImageVerdict:
-    """Every platform examined must start with a trusted base's whole layer chain."""
+    """Every entry a node might pull must start with a trusted base's whole layer chain.
+
+    The verdict carries the digest it judged, so pinning pins exactly that.
+    """
     if not image.platforms:
         wanted = ", ".join(image.available_platforms) or "none"
-        return BaseImageVerdict(False, f"the image offers no platform this cluster runs (it has: {wanted})")
+        return BaseImageVerdict(
+            False, f"the image offers no platform this cluster runs (it has: {wanted})", image.digest
+        )
     details = []
     ok = True
     for platform in image.platforms:
@@ -78,4 +89,4 @@ def verify_image(image: ResolvedImage, bases: Sequence[BaseVersion]) -> BaseImag
         name = claimed.get(BASE_NAME_ANNOTATION, "")
         digest = claimed.get(BASE_DIGEST_ANNOTATION, "")
         details.append(f"the image claims base {name} {digest[:19]} (an annotation: a hint, not proof)")
-    return BaseImageVerdict(ok, "; ".join(details))
+    return BaseImageVerdict(ok, "; ".join(details), image.digest)

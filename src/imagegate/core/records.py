@@ -59,6 +59,7 @@ class BaseImageVerdict(msgspec.Struct, frozen=True):
 
     ok: bool
     detail: str
+    digest: str | None = None  # the image (index) digest judged: pinning pins exactly this one
 
 
 class Finding(msgspec.Struct, frozen=True):

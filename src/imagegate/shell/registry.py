@@ -6,7 +6,8 @@
   :class:`~imagegate.shell.registry_auth.CredentialSource`: a docker ``config.json`` (the
   format of a ``kubernetes.io/dockerconfigjson`` Secret mounted into the pod) by default.
 * Every manifest and blob read is size-bounded and checked against its digest.
-* Manifest lists / OCI indexes: the platforms the cluster runs are examined, each.
+* Manifest lists / OCI indexes: every entry a node of the cluster might pull is examined
+  (:func:`imagegate.core.platforms.runnable_entries`), at most ``max_index_entries``.
 * Caching: resolved images by digest (immutable) for long; tag -> digest briefly;
   failures very briefly. The same image asked for by many admissions at once is
   fetched once (single flight). Concurrency per registry is bounded.
@@ -32,18 +33,17 @@ from cachetools import LRUCache, TTLCache
 from imagegate.core.oci import (
     ACCEPT_MANIFESTS,
     Descriptor,
-    Index,
     Manifest,
     OciError,
-    Platform,
     PlatformImage,
+    RefusedImageError,
     ResolvedImage,
     digest_of,
     parse_config,
     parse_manifest,
     verify_digest,
 )
-from imagegate.core.platforms import normalize_platform, normalize_platform_text
+from imagegate.core.platforms import PlatformSpec, node_platform, normalize, runnable_entries
 from imagegate.core.reference import DEFAULT_DOMAIN, Reference
 from imagegate.shell.registry_auth import (
     DOCKER_HUB_API,
@@ -71,6 +71,8 @@ class RegistrySettings:
     negative_ttl: float = 5
     cache_size: int = 4096
     max_redirects: int = 5
+    # An index whose entries a node might pull are more than this is refused: each is fetched.
+    max_index_entries: int = 16
     ca_file: Path | None = None
     credentials: CredentialSource = field(default_factory=DockerConfigCredentials)
     token_cache_size: int = 1024  # Bearer tokens kept: one per registry and repository
@@ -136,6 +138,7 @@ class RegistryClient:
         self._tags: TTLCache[str, str] = TTLCache(self.settings.cache_size, self.settings.tag_ttl)
         self._failures: TTLCache[str, RegistryError] = TTLCache(self.settings.cache_size, self.settings.negative_ttl)
         self._flights = _SingleFlight()
+        self._nodes = tuple(node_platform(p) for p in self.settings.platforms)
         self.fetches: dict[str, int] = {}  # URL path kind -> count, for tests and metrics
 
     async def aclose(self) -> None:
@@ -260,38 +263,61 @@ class RegistryClient:
             raise RegistryError("digest-mismatch", f"blob of {ref.repository}: {exc}") from None
         return body
 
-    async def _platform_image(self, ref: Reference, manifest: Manifest, digest: str, platform: str) -> PlatformImage:
+    async def _platform_image(
+        self, ref: Reference, manifest: Manifest, digest: str, platform: PlatformSpec | None
+    ) -> PlatformImage:
         config = parse_config(await self._blob(ref, manifest.config, self.settings.max_config_bytes))
         if len(config.diff_ids) != len(manifest.layers):
             raise OciError(
                 f"{ref.repository}: config lists {len(config.diff_ids)} layers, the manifest {len(manifest.layers)}"
             )
-        found = normalize_platform(config.os, config.architecture, config.variant) if config.os else ""
-        return PlatformImage(
-            found or platform, digest, tuple(manifest.layers), config.diff_ids, dict(manifest.annotations)
-        )
+        if platform is None:  # no platform in the index (or no index): the config's, as containerd reads it
+            node_os = self._nodes[0].os if self._nodes else "linux"
+            platform = normalize(config.os, config.architecture, config.variant, node_os=node_os)
+        return PlatformImage(str(platform), digest, tuple(manifest.layers), config.diff_ids, dict(manifest.annotations))
 
     async def _fetch(self, ref: Reference, target: str) -> ResolvedImage:
-        """Fetch by tag or digest: the manifest (and each chosen platform's), and their configs."""
+        """Fetch by tag or digest: the manifest (and each entry a node might pull), and their configs."""
         body, digest, content_type = await self._manifest(ref, target)
         document = parse_manifest(body, content_type)
-        wanted = {normalize_platform_text(p) for p in self.settings.platforms}  # compared as containerd does
-        if isinstance(document, Index):
-            available = [d for d in document.manifests if d.platform is not None]
-            names = tuple(str(d.platform) for d in available)
-            images = []
-            for descriptor in available:
-                if descriptor.platform is None or _normal(descriptor.platform) not in wanted:
-                    continue
-                child_body, child_digest, child_type = await self._manifest(ref, descriptor.digest)
-                child = parse_manifest(child_body, child_type or descriptor.media_type)
-                if not isinstance(child, Manifest):
-                    raise OciError(f"{ref.repository}: an index inside an index is not supported")
-                images.append(await self._platform_image(ref, child, child_digest, _normal(descriptor.platform)))
-            return ResolvedImage(str(ref), digest, document.media_type or content_type, tuple(images), names)
-        image = await self._platform_image(ref, document, digest, "")
-        runnable = (image,) if image.platform in wanted else ()
-        return ResolvedImage(str(ref), digest, document.media_type or content_type, runnable, (image.platform,))
+        if isinstance(document, Manifest):
+            # A plain manifest is what every node pulls, whatever platform its config names.
+            image = await self._platform_image(ref, document, digest, None)
+            return ResolvedImage(str(ref), digest, document.media_type or content_type, (image,), (image.platform,))
+        declared = [d.platform for d in document.manifests]
+        entries = [None if p is None else (p.os, p.architecture, p.variant) for p in declared]
+        names = tuple("(no platform)" if p is None else str(p) for p in declared)
+        chosen: dict[int, PlatformSpec | None] = {}
+        for node in self._nodes:
+            for position in runnable_entries(entries, node):
+                platform = declared[position]
+                seen = (
+                    None
+                    if platform is None
+                    else normalize(platform.os, platform.architecture, platform.variant, node_os=node.os)
+                )
+                chosen.setdefault(position, seen)
+        if len(chosen) > self.settings.max_index_entries:
+            raise RefusedImageError(
+                f"{ref.repository}: the index has {len(chosen)} entries that nodes running "
+                f"{', '.join(self.settings.platforms)} could pull; imagegate verifies at most "
+                f"{self.settings.max_index_entries}, so it refuses the index"
+            )
+        by_digest: dict[str, PlatformImage] = {}
+        for position in sorted(chosen):
+            descriptor = document.manifests[position]
+            if descriptor.digest in by_digest:
+                continue  # the same manifest twice: verified once
+            child_body, child_digest, child_type = await self._manifest(ref, descriptor.digest)
+            child = parse_manifest(child_body, child_type or descriptor.media_type)
+            if not isinstance(child, Manifest):
+                raise RefusedImageError(
+                    f"{ref.repository}: entry {position + 1} of the index ({names[position]}) is an index "
+                    "itself; imagegate does not verify nested indexes, so it refuses the image"
+                )
+            by_digest[descriptor.digest] = await self._platform_image(ref, child, child_digest, chosen[position])
+        images = list(by_digest.values())
+        return ResolvedImage(str(ref), digest, document.media_type or content_type, tuple(images), names)
 
     async def resolve(self, ref: Reference) -> ResolvedImage:
         """The image behind ``ref``: digest, platforms, layers, diff_ids. Cached; single flight."""
@@ -309,6 +335,8 @@ class RegistryClient:
         async def fetch() -> ResolvedImage:
             try:
                 image = await self._fetch(ref, target)
+            except RefusedImageError as exc:
+                raise RegistryError("refused", str(exc)) from None
             except OciError as exc:
                 raise RegistryError("malformed", str(exc)) from None
             self._by_digest[f"{ref.repository}@{image.digest}"] = image
@@ -340,10 +368,6 @@ def _basic_user(authorization: str) -> str | None:
 def _named(ref: Reference, target: str) -> str:
     """``repository:tag`` or ``repository@digest``, as a person would write the reference."""
     return f"{ref.repository}@{target}" if target.startswith("sha") and ":" in target else f"{ref.repository}:{target}"
-
-
-def _normal(platform: Platform) -> str:
-    return normalize_platform(platform.os, platform.architecture, platform.variant)
 
 
 def _retry_after(value: str | None) -> float | None:

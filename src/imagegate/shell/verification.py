@@ -141,6 +141,8 @@ class RegistryGate:
             await self.refresh_bases(policy)
             image = await client.resolve(parse_docker_ref(reference))
         except RegistryError as exc:
+            if exc.kind == "refused":  # the registry answered; the answer is what is refused
+                return BaseImageVerdict(False, f"refused: {exc}")
             if policy.registry.on_error == "allow":
                 return BaseImageVerdict(
                     True, f"not verified: registry error ({exc}); allowed by registry.onError: allow"
@@ -155,22 +157,38 @@ class RegistryGate:
             log.warning("cannot pin image", image=reference, error=str(exc))
             return None
 
-    async def lookups(self, policy: Policy, decision: Decision, *, pins: bool, checks: bool = True) -> Lookups:
-        """Verdicts for ``decision.base_checks_needed`` when ``checks``; digests for its pins when ``pins``."""
+    async def lookups(
+        self,
+        policy: Policy,
+        decision: Decision,
+        *,
+        pins: bool,
+        checks: bool = True,
+        verified: Mapping[str, BaseImageVerdict] | None = None,
+    ) -> Lookups:
+        """Verdicts for ``decision.base_checks_needed`` when ``checks``; digests for its pins when ``pins``.
+
+        An image whose base was verified is pinned to the digest that was verified (its verdict
+        says which), never to what its tag points at a moment later.
+        """
         wanted = list(decision.base_checks_needed) if checks else []
+        verdicts = dict(zip(wanted, await asyncio.gather(*(self._verdict(policy, ref) for ref in wanted)), strict=True))
+        judged = {**(verified or {}), **verdicts}
         pin_refs = list(decision.pins_needed) if pins else []
-        results = await asyncio.gather(
-            *(self._verdict(policy, ref) for ref in wanted), *(self._digest(policy, ref) for ref in pin_refs)
+        to_look_up = [ref for ref in pin_refs if judged.get(ref) is None or judged[ref].digest is None]
+        looked_up = dict(
+            zip(to_look_up, await asyncio.gather(*(self._digest(policy, ref) for ref in to_look_up)), strict=True)
         )
-        verdicts = {ref: result for ref, result in zip(wanted, results[: len(wanted)], strict=True)}
         digests = {}
         notes = []
-        for ref, found in zip(pin_refs, results[len(wanted) :], strict=True):
-            if isinstance(found, str):
+        for ref in pin_refs:
+            verdict = judged.get(ref)
+            found = verdict.digest if verdict is not None and verdict.digest is not None else looked_up.get(ref)
+            if found is not None:
                 digests[ref] = found
             else:
                 notes.append(f"imagegate: could not pin {ref} to a digest (registry unavailable); it runs by tag")
-        return Lookups(verdicts, digests, tuple(notes))  # type: ignore[arg-type]
+        return Lookups(verdicts, digests, tuple(notes))
 
 
 def needs_registry(decision: Decision | None, *, pins: bool) -> bool:
@@ -202,6 +220,6 @@ async def settle(
         result = evaluate(verdicts, {}, ())
         decision = decision_of(result)
     if pins and decision is not None and decision.pins_needed:
-        found = await gate.lookups(policy, decision, pins=True, checks=False)
+        found = await gate.lookups(policy, decision, pins=True, checks=False, verified=verdicts)
         result = evaluate(verdicts, found.digests, found.notes)
     return result
