@@ -25,8 +25,15 @@ from imagegate.core.oci import OCI_INDEX, Index, parse_manifest
 from imagegate.core.platforms import node_platform, normalize, parse_platform, runnable_entries
 from imagegate.core.policy import Policy, load_policy
 from imagegate.shell.verification import RegistryGate, settle
+from tests.conftest import POLICY_HEADER
 from tests.oci_images import OciLayout, layers, skopeo_copy
 from tests.registry_process import Registry, run_registry
+
+
+def policy_of(text: str) -> Policy:
+    """A policy document with its header (every document says what it is)."""
+    return load_policy(POLICY_HEADER + text, "policy.yaml")
+
 
 BASE_AMD = layers("base-amd64", 3)
 BASE_ARM = layers("base-arm64", 3)
@@ -96,7 +103,7 @@ def children(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Children]:
 def policy(children: Children, platforms: str = "[linux/amd64]", extra: str = "") -> Policy:
     reg = children.registry
     config = reg.docker_config(children.tmp / "config.json")
-    return load_policy(
+    return policy_of(
         f"""
 trusted: [{reg.host}/toolforge]
 byoc:
@@ -105,8 +112,7 @@ byoc:
 registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {config}, platforms: {platforms}}}
 baseImages: {{trusted: ["{reg.host}/toolforge/base:1"]}}
 {extra}
-""",
-        "policy.yaml",
+"""
     )
 
 
@@ -306,10 +312,10 @@ def test_platform_normalization_matches_containerd() -> None:
 
 
 def test_policy_platforms_are_normalized_and_checked() -> None:
-    rules = load_policy("registry: {platforms: [Linux/X86_64, linux/amd64, linux/aarch64]}\n")
+    rules = policy_of("registry: {platforms: [Linux/X86_64, linux/amd64, linux/aarch64]}\n")
     assert rules.registry.platforms == ("linux/amd64", "linux/arm64")
     with pytest.raises(ValueError, match=r"registry\.platforms\[0\]"):
-        load_policy("registry: {platforms: ['linux']}\n")
+        policy_of("registry: {platforms: ['linux']}\n")
 
 
 def test_go_key_folding_reads_what_go_reads() -> None:

@@ -18,6 +18,13 @@ from imagegate.core.decide import decide
 from imagegate.core.patterns import parse_pattern
 from imagegate.core.policy import Policy, load_policy
 from imagegate.core.reference import ReferenceError, canonical_registry, parse_docker_ref, parse_normalized
+from tests.conftest import POLICY_HEADER
+
+
+def policy_of(text: str) -> Policy:
+    """A policy document with its header (every document says what it is)."""
+    return load_policy(POLICY_HEADER + text, "policy.yaml")
+
 
 NOW = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 HUB_SPELLINGS = [
@@ -47,10 +54,10 @@ def allowed(policy: Policy, image: str, namespace: str = "tool-x") -> bool:
 @pytest.mark.parametrize("host", HUB_SPELLINGS)
 def test_every_docker_hub_spelling_is_docker_hub(host: str) -> None:
     assert canonical_registry(host) == "docker.io"
-    blocked = load_policy("trusted: [registry.org]\nblocked: [docker.io]\nbyoc: {default: allow}\n")
+    blocked = policy_of("trusted: [registry.org]\nblocked: [docker.io]\nbyoc: {default: allow}\n")
     assert not allowed(blocked, f"{host}/library/nginx:1")
     assert not allowed(blocked, f"{host}/someone/app:1")
-    trusted = load_policy("trusted: [docker.io/library/nginx, docker.io/org]\n")
+    trusted = policy_of("trusted: [docker.io/library/nginx, docker.io/org]\n")
     assert allowed(trusted, f"{host}/library/nginx:1.25")
     assert allowed(trusted, f"{host}/org/app:1")
     assert not allowed(trusted, f"{host}/orgevil/app:1")
@@ -60,9 +67,9 @@ def test_every_docker_hub_spelling_is_docker_hub(host: str) -> None:
 def test_an_official_image_under_another_hub_name_is_the_official_image(host: str) -> None:
     """distribution/reference adds ``library/`` only for docker.io; Docker Hub has no other
     one-component repositories, so every Hub spelling is matched the same way."""
-    trusted = load_policy("trusted: [docker.io/library/nginx]\n")
+    trusted = policy_of("trusted: [docker.io/library/nginx]\n")
     assert allowed(trusted, f"{host}/nginx:1")
-    blocked = load_policy("trusted: [registry.org]\nblocked: [docker.io/library]\nbyoc: {default: allow}\n")
+    blocked = policy_of("trusted: [registry.org]\nblocked: [docker.io/library]\nbyoc: {default: allow}\n")
     assert not allowed(blocked, f"{host}/nginx:1")
 
 
@@ -70,11 +77,11 @@ def test_an_official_image_under_another_hub_name_is_the_official_image(host: st
 def test_policy_entries_fold_the_same_way(entry: str) -> None:
     """Entries go through the same function: any spelling of Docker Hub in ``blocked``."""
     assert parse_pattern(entry).segments == ("docker.io",)
-    policy = load_policy(f"trusted: [registry.org]\nblocked: ['{entry}']\nbyoc: {{default: allow}}\n")
+    policy = policy_of(f"trusted: [registry.org]\nblocked: ['{entry}']\nbyoc: {{default: allow}}\n")
     for host in HUB_SPELLINGS:
         assert not allowed(policy, f"{host}/x/y:1"), (entry, host)
     assert allowed(policy, "quay.io/x/y:1")
-    grant = load_policy(
+    grant = policy_of(
         f"trusted: [registry.org]\nbyoc: {{grants: [{{namespace: tool-a, registries: ['{entry}/org']}}]}}\n"
     )
     assert allowed(grant, "docker.io/org/app:1", "tool-a") and allowed(grant, "org/app:1", "tool-a")
@@ -104,7 +111,7 @@ def test_spellings_of_one_host_are_one_registry(spelling: str, canonical: str) -
 
 
 def test_trusted_entry_covers_its_default_port_and_case_but_not_another_port() -> None:
-    policy = load_policy("trusted: [docker-registry.svc.toolforge.org, 'tools-harbor.wmcloud.org:443/toolforge']\n")
+    policy = policy_of("trusted: [docker-registry.svc.toolforge.org, 'tools-harbor.wmcloud.org:443/toolforge']\n")
     for image in (
         "docker-registry.svc.toolforge.org:443/x:1",
         "DOCKER-REGISTRY.svc.toolforge.org:0443/x:1",
@@ -117,7 +124,7 @@ def test_trusted_entry_covers_its_default_port_and_case_but_not_another_port() -
 
 
 def test_tag_exemptions_and_base_requirements_fold_too() -> None:
-    policy = load_policy(
+    policy = policy_of(
         "trusted: [docker.io]\ntags: {disallow: [latest], exempt: [docker.io/library/pause]}\n"
         "baseImages: {requireFor: ['INDEX.DOCKER.IO/tools']}\n"
     )
@@ -173,8 +180,8 @@ def images(draw: st.DrawFn) -> str:
     return f"{domain}/{path}{tail}"
 
 
-CLOSED = load_policy("trusted: [docker-registry.svc.toolforge.org, docker.io/library/python, '[::1]']\n")
-OPEN = load_policy(
+CLOSED = policy_of("trusted: [docker-registry.svc.toolforge.org, docker.io/library/python, '[::1]']\n")
+OPEN = policy_of(
     "trusted: [docker-registry.svc.toolforge.org]\nblocked: [docker.io, 'evil.example:5000']\nbyoc: {default: allow}\n"
 )
 
