@@ -372,6 +372,8 @@ def _containerd_view(platform: tuple[str, str, str], node_os: str) -> tuple[str,
         variant = ""
     if arch == "arm" and variant in ("", "7"):
         variant = "v7"
+    if arch == "arm" and variant in ("5", "6", "8"):
+        variant = "v" + variant
     return os, arch, variant
 
 

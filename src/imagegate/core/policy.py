@@ -629,7 +629,7 @@ def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryCo
         RegistryConfig(
             registry.timeout_seconds,
             registry.on_error,
-            tuple(platforms),
+            tuple(dict.fromkeys(platforms)),  # the same platform spelled twice is one
             registry.ca_file,
             registry.credentials_file,
         ),
