@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import socket
 import ssl
 from collections import deque
@@ -106,8 +107,58 @@ def _error(status: int, text: str) -> Response:
     return Response(status, text.encode() + b"\n", close=True)
 
 
+class _Phase(enum.Enum):
+    """Where a connection is in its life."""
+
+    OPEN = enum.auto()  # requests are parsed and answered
+    DRAINING = enum.auto()  # no more requests (an Upgrade): answer what is queued, then close
+    CLOSING = enum.auto()  # no more requests: closed once what is queued (up to an error) is sent
+    LINGERING = enum.auto()  # an error was answered: input is read and discarded until the sweeper closes
+
+
+_OPEN, _DRAINING, _CLOSING, _LINGERING = _Phase.OPEN, _Phase.DRAINING, _Phase.CLOSING, _Phase.LINGERING
+
+
+class _FlowControl:
+    """When to read from a client (as uvicorn's ``FlowControl``, on the transport's calls).
+
+    Reading pauses while a handler is awaited (later requests wait in the kernel, not in
+    our queue) and while the client does not read our answers (asyncio's ``pause_writing``:
+    the transport's buffer is full); it resumes when neither holds any more.
+    """
+
+    __slots__ = ("reading_paused", "transport", "writing_paused")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.reading_paused = False
+        self.writing_paused = False
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read again, unless the client is still not reading our answers."""
+        if self.reading_paused and not self.writing_paused and not self.transport.is_closing():
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        self.pause_reading()
+
+    def resume_writing(self, *, handler_waiting: bool) -> None:
+        self.writing_paused = False
+        if not handler_waiting:
+            self.resume_reading()
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parse, queue requests in order, answer each."""
+
+    flow: _FlowControl  # from connection_made on
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -117,14 +168,9 @@ class _Connection(asyncio.Protocol):
         self.keep_alive_timeout = server.limits.keep_alive_timeout
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        self.phase = _OPEN
         self.queue: deque[tuple[Request | Response, bool]] = deque()
-        self.busy = False  # a handler is awaiting; later requests wait in the queue
-        self.closing = False
-        self.lingering = False  # answered with an error; discarding input until the sweeper closes
-        self.close_after_queue = False
-        self.reading_paused = False
-        self.writing_paused = False
-        self.task: asyncio.Task[None] | None = None
+        self.waiting: asyncio.Task[None] | None = None  # a handler being awaited; later requests queue
         # the request being received
         self.receiving = False
         self.url = b""
@@ -140,45 +186,42 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.flow = _FlowControl(self.transport)
         self.server.connections.add(self)
         self.deadline = self.loop.time() + self.keep_alive_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        self.closing = True
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        self.phase = _CLOSING
+        if self.waiting is not None and not self.waiting.done():
+            self.waiting.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.phase is not _OPEN:
             return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # The request itself was answered (its Upgrade header ignored, as RFC 9110 allows);
             # what follows would be another protocol: close once the queue is answered.
-            self.closing = True
-            self.close_after_queue = True
-            if not self.busy and not self.queue:
+            self.phase = _DRAINING
+            if self.waiting is None and not self.queue:
                 self._close()
         except httptools.HttpParserCallbackError:
             # One of our callbacks failed: a bug here, not a malformed request.
             log.exception("HTTP protocol callback failed")
-            if not self.closing:
+            if self.phase is _OPEN:
                 self._reject(_error(500, "internal error"))
         except httptools.HttpParserError as exc:
-            if not self.closing:  # a limit already answered this request
+            if self.phase is _OPEN:  # a limit already answered this request
                 self._reject(_error(400, f"malformed HTTP request: {exc}"))
 
     def pause_writing(self) -> None:
         # A client that sends without reading answers: stop reading until it catches up.
-        self.writing_paused = True
-        self._pause_reading()
+        self.flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self.writing_paused = False
-        if not self.busy:
-            self._resume_reading()
+        self.flow.resume_writing(handler_waiting=self.waiting is not None)
 
     # -- httptools callbacks --------------------------------------------------------
 
@@ -198,22 +241,22 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > MAX_HEADER_BYTES:
-            if not self.closing:
+            if self.phase is _OPEN:
                 self._reject(_error(431, f"request headers larger than {MAX_HEADER_BYTES} bytes"))
             return
         size = len(name)  # compare the two names we need only when the length fits
         if size == 14 and name.lower() == b"content-length":
-            if value.strip().isdigit() and int(value) > self.max_body_bytes and not self.closing:
+            if value.strip().isdigit() and int(value) > self.max_body_bytes and self.phase is _OPEN:
                 self._reject(_error(413, f"body larger than {self.max_body_bytes} bytes"))
         elif size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
     def on_headers_complete(self) -> None:
-        if self.expect_continue and not self.closing:
+        if self.expect_continue and self.phase is _OPEN:
             self._send_now(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
-        if self.closing:
+        if self.phase is not _OPEN:
             return
         self.body_size += len(chunk)
         if self.body_size > self.max_body_bytes:
@@ -222,7 +265,7 @@ class _Connection(asyncio.Protocol):
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:
-        if self.closing:
+        if self.phase is not _OPEN:
             return
         self.receiving = False
         url = self.url
@@ -230,11 +273,13 @@ class _Connection(asyncio.Protocol):
             path = url.partition(b"?")[0].decode("utf-8", "replace")
         else:  # absolute form (a proxy's) or garbage
             path = (httptools.parse_url(url).path or b"").decode("utf-8", "replace")
-        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        request = Request(self.parser.get_method().decode("ascii", "replace"), path, body)
+        body = self.body
+        request = Request(
+            self.parser.get_method().decode("ascii", "replace"), path, body[0] if len(body) == 1 else b"".join(body)
+        )
         keep_alive = self.parser.should_keep_alive() and not self.server.stopping
         self.queue.append((request, keep_alive))
-        if not self.busy:
+        if self.waiting is None:
             self.server.schedule(self)
 
     # -- answering ------------------------------------------------------------------
@@ -242,8 +287,8 @@ class _Connection(asyncio.Protocol):
     def _reject(self, response: Response) -> None:
         """Answer with an error after whatever is queued, and take no more requests."""
         self.queue.append((response, False))
-        self.closing = True  # stop parsing; requests queued before this one are still answered
-        if not self.busy:
+        self.phase = _CLOSING  # stop parsing; requests queued before this one are still answered
+        if self.waiting is None:
             self.drain()
 
     def drain(self) -> None:
@@ -261,9 +306,8 @@ class _Connection(asyncio.Protocol):
                 if not self._write(result, keep_alive, item.method == "HEAD"):
                     return
                 continue
-            self.busy = True
-            self._pause_reading()
-            self.task = self.loop.create_task(self._finish(result, keep_alive, item.method == "HEAD"))
+            self.flow.pause_reading()
+            self.waiting = self.loop.create_task(self._finish(result, keep_alive, item.method == "HEAD"))
             return
 
     async def _finish(self, pending: Awaitable[Response], keep_alive: bool, head_only: bool) -> None:
@@ -274,9 +318,9 @@ class _Connection(asyncio.Protocol):
         except Exception:
             log.exception("request handler failed")
             response = _error(500, "internal error")
-        self.busy = False
+        self.waiting = None
         if self._write(response, keep_alive, head_only):
-            self._resume_reading()
+            self.flow.resume_reading()
             self.drain()
 
     def _write(self, response: Response, keep_alive: bool, head_only: bool) -> bool:
@@ -284,7 +328,12 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return False
-        close = response.close or not keep_alive or self.server.stopping or (self.close_after_queue and not self.queue)
+        close = (
+            response.close
+            or not keep_alive
+            or self.server.stopping
+            or (self.phase is _DRAINING and not self.queue)  # the last answer before an Upgrade's close
+        )
         head = _head(response, close)
         payload = head if head_only else head + response.body
         if not close:
@@ -293,14 +342,14 @@ class _Connection(asyncio.Protocol):
             self.deadline = self.loop.time() + self.keep_alive_timeout
             return True
         self._send_now(payload)
-        self.closing = True
         if response.close:
             # An error answer, often while the client is still sending: closing now would
             # reset the connection and could destroy the answer before it is read. Read and
             # discard for a while instead (nginx's "lingering close"); the sweeper closes.
-            self.lingering = True
+            self.phase = _LINGERING
             self.deadline = self.loop.time() + LINGER_SECONDS
         else:
+            self.phase = _CLOSING
             self._close()
         return False
 
@@ -324,34 +373,26 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _pause_reading(self) -> None:
-        if not self.reading_paused and self.transport is not None:
-            self.reading_paused = True
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self.writing_paused:
-            return
-        if self.reading_paused and self.transport is not None and not self.transport.is_closing():
-            self.reading_paused = False
-            self.transport.resume_reading()
-
     def sweep(self, now: float) -> None:
         """Called about twice a second: enforce the request, keep-alive and linger timeouts."""
-        if self.busy or now < self.deadline or self.transport is None:
+        if self.waiting is not None or now < self.deadline or self.transport is None:
             return
-        if self.lingering:
+        if self.phase is _LINGERING:
             self._close()
         elif self.receiving:
             self._reject(_error(408, "request not received in time"))
         elif not self.queue:
-            self.closing = True
+            self.phase = _CLOSING
             self._close()
 
     def close_when_idle(self) -> None:
         """For shutdown: close now unless a request is being received or answered."""
-        if self.transport is not None and (self.lingering or (not self.busy and not self.receiving and not self.queue)):
-            self.closing = True
+        if self.transport is None:
+            return
+        if self.phase is _LINGERING:
+            self._close()
+        elif self.waiting is None and not self.receiving and not self.queue:
+            self.phase = _CLOSING
             self._close()
 
 
@@ -390,7 +431,7 @@ class HttpServer:
             # Decide every waiting request first: answers collect in each connection's
             # outgoing list (the connections are still scheduled, so none is queued again)...
             for connection in batch:
-                if not connection.busy and connection.queue:
+                if connection.waiting is None and connection.queue:
                     connection.drain()
         finally:
             # ...then send them all.
