@@ -85,6 +85,8 @@ def test_grant_lifecycle_on_a_file(tmp_path: Path) -> None:
         "--ticket",
         "T42",
         "--require-base-image",
+        "--now",
+        "2026-11-24",
     )
     assert added.returncode == 0, added.stderr
     (grant,) = load_grants(grants.read_text(), "grants.yaml")

@@ -56,6 +56,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "default_policy",
+    "load_grant_entry",
     "load_grants",
     "load_identities",
     "load_policy",
@@ -422,6 +423,103 @@ def _assemble(base: Policy, grants: Sequence[Grant]) -> Policy:
 
 _MSGSPEC_PATH_RE = re.compile(r" - at `(\$[^`]*)`$")
 _UNKNOWN_FIELD_RE = re.compile(r"^Object contains unknown field `([^`]*)`")
+# msgspec's path segments: `.field`, `[3]`, and `[...]` for "some key of a mapping".
+_PATH_SEGMENT_RE = re.compile(r"\.([^.\[]+)|\[(\d+)\]|(\[\.\.\.\])")
+
+
+def _member_type(info: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    """``X | None`` -> ``X`` (the optional fields of the documents)."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        members = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(members) == 1:
+            return members[0]
+    return info
+
+
+def _type_at(kind: type[Any], path: str) -> msgspec.inspect.Type | None:
+    """The declared type of the value at msgspec's ``path`` inside ``kind``."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(kind)
+    for field_name, index, any_key in _PATH_SEGMENT_RE.findall(path[1:]):
+        info = _member_type(info)
+        if field_name and isinstance(info, msgspec.inspect.StructType):
+            fields = {f.encode_name: f.type for f in info.fields}
+            if field_name not in fields:
+                return None
+            info = fields[field_name]
+        elif index and isinstance(info, msgspec.inspect.ListType):
+            info = info.item_type
+        elif any_key and isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+        else:
+            return None
+    return _member_type(info)
+
+
+def _allowed_values(kind: type[Any], path: str) -> list[str]:
+    """The values an enum or literal field accepts, as written in a document."""
+    info = _type_at(kind, path)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return [str(v) for v in info.values]
+    if isinstance(info, msgspec.inspect.EnumType):
+        return [str(member.value) for member in info.cls]
+    return []
+
+
+def _at(data: Any, segments: list[tuple[str, str, str]]) -> Any:
+    for field_name, index, _any in segments:
+        if isinstance(data, dict) and field_name:
+            data = data.get(field_name)
+        elif isinstance(data, list) and index and int(index) < len(data):
+            data = data[int(index)]
+        else:
+            return None
+    return data
+
+
+def _replaced(data: Any, segments: list[tuple[str, str, str]], value: Any) -> Any:
+    """A copy of ``data`` with the value at ``segments`` replaced (copying only the path to it)."""
+    if not segments:
+        return value
+    (field_name, index, _any), rest = segments[0], segments[1:]
+    if isinstance(data, dict) and field_name in data:
+        return {**data, field_name: _replaced(data[field_name], rest, value)}
+    if isinstance(data, list) and index and int(index) < len(data):
+        position = int(index)
+        return [*data[:position], _replaced(data[position], rest, value), *data[position + 1 :]]
+    return data
+
+
+def _validation_error(data: Any, kind: type[Any]) -> tuple[str, str] | None:
+    """msgspec's complaint about ``data`` as ``kind``: (message, path), or None when it converts."""
+    try:
+        msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        found = _MSGSPEC_PATH_RE.search(text)
+        return (text[: found.start()], found.group(1)) if found else (text, "$")
+    return None
+
+
+def _name_the_keys(data: Any, kind: type[Any], message: str, path: str) -> str:
+    """Replace msgspec's ``[...]`` (some key of a mapping) with the key, as the document writes it.
+
+    msgspec does not say which key; converting the document with that mapping cut down to
+    one entry at a time finds it (only on an error, so the cost does not matter).
+    """
+    while "[...]" in path:
+        head, _, tail = path.partition("[...]")
+        segments = [tuple(s) for s in _PATH_SEGMENT_RE.findall(head[1:])]
+        mapping = _at(data, segments)
+        if not isinstance(mapping, dict):
+            return path
+        for key, value in mapping.items():
+            error = _validation_error(_replaced(data, segments, {key: value}), kind)
+            if error is not None and error[0] == message and error[1].startswith(head + "[...]"):
+                path = f"{head}.{key}{tail}"
+                break
+        else:
+            return path
+    return path
 
 
 def _convert(doc: LocatedDocument, kind: type[Any], hint: str) -> Any:
@@ -436,12 +534,16 @@ def _convert(doc: LocatedDocument, kind: type[Any], hint: str) -> Any:
         found = _MSGSPEC_PATH_RE.search(text)
         path = found.group(1) if found else "$"
         message = text[: found.start()] if found else text
+        allowed = _allowed_values(kind, path) if message.startswith("Invalid enum value") else []
+        path = _name_the_keys(doc.data, kind, message, path)
         unknown = _UNKNOWN_FIELD_RE.match(message)
         if unknown:
             path = f"{path}.{unknown.group(1)}"
             message = f"unknown key {unknown.group(1)!r} (a typo? see docs/policy.md)"
         elif "got `datetime`" in message or "RFC3339 encoded date" in message:
             message = "write a date (2026-12-31): a grant is good through that whole day, UTC"
+        elif allowed:
+            message = f"{message}; write one of: {', '.join(allowed)}"
         raise doc.error(path, message) from None
 
 
@@ -481,42 +583,49 @@ def _selector(doc: LocatedDocument, path: str, selector: LabelSelectorDoc) -> La
     return LabelSelector(dict(selector.match_labels), tuple(expressions))
 
 
-def _grants(doc: LocatedDocument, path: str, grants: Sequence[GrantDoc]) -> tuple[Grant, ...]:
-    compiled = []
-    for index, grant in enumerate(grants):
-        where = f"{path}[{index}]"
-        if not _DNS_LABEL_RE.fullmatch(grant.namespace) or len(grant.namespace) > 63:
-            raise doc.error(f"{where}.namespace", f"{grant.namespace!r} is not a namespace name")
-        registries = None
-        if grant.registries is not None:
-            if not grant.registries:
-                raise doc.error(
-                    f"{where}.registries",
-                    "an empty list allows nothing; leave 'registries' out to allow any registry",
-                )
-            written = _patterns(doc, f"{where}.registries", grant.registries, templates=True)
-            # A grant names one namespace: its placeholders are filled in once, here.
-            registries = written.for_namespace(grant.namespace)
-            if len(registries.patterns) != len(written.patterns) + len(written.templates):
-                raise doc.error(
-                    f"{where}.registries",
-                    f"{{tool}} stands for a tool's name, and {grant.namespace} is not a tool namespace (tool-<name>)",
-                )
-        line = doc.line_of(where)
-        compiled.append(
-            Grant(
-                namespace=grant.namespace,
-                registries=registries,
-                expires=grant.expires,
-                reason=grant.reason,
-                requested_by=grant.requested_by,
-                ticket=grant.ticket,
-                require_base_image=grant.require_base_image,
-                mode=grant.mode,
-                source=f"{doc.source}:{line}" if line else doc.source,
+def _grant(doc: LocatedDocument, where: str, grant: GrantDoc) -> Grant:
+    if not _DNS_LABEL_RE.fullmatch(grant.namespace) or len(grant.namespace) > 63:
+        raise doc.error(f"{where}.namespace", f"{grant.namespace!r} is not a namespace name")
+    registries = None
+    if grant.registries is not None:
+        if not grant.registries:
+            raise doc.error(
+                f"{where}.registries",
+                "an empty list allows nothing; leave 'registries' out to allow any registry",
             )
-        )
-    return tuple(compiled)
+        written = _patterns(doc, f"{where}.registries", grant.registries, templates=True)
+        # A grant names one namespace: its placeholders are filled in once, here.
+        registries = written.for_namespace(grant.namespace)
+        if len(registries.patterns) != len(written.patterns) + len(written.templates):
+            raise doc.error(
+                f"{where}.registries",
+                f"{{tool}} stands for a tool's name, and {grant.namespace} is not a tool namespace (tool-<name>)",
+            )
+    line = doc.line_of(where)
+    return Grant(
+        namespace=grant.namespace,
+        registries=registries,
+        expires=grant.expires,
+        reason=grant.reason,
+        requested_by=grant.requested_by,
+        ticket=grant.ticket,
+        require_base_image=grant.require_base_image,
+        mode=grant.mode,
+        source=f"{doc.source}:{line}" if line else doc.source,
+    )
+
+
+def _grants(doc: LocatedDocument, path: str, grants: Sequence[GrantDoc]) -> tuple[Grant, ...]:
+    return tuple(_grant(doc, f"{path}[{index}]", grant) for index, grant in enumerate(grants))
+
+
+def load_grant_entry(entry: Mapping[str, Any], source: str) -> Grant:
+    """One grant as data (``grants add``'s new entry), validated as in a grants document.
+
+    Errors name ``source`` and the key, without a line: the entry is not in a file yet.
+    """
+    doc = LocatedDocument(source, dict(entry), {})
+    return _grant(doc, "$", _convert(doc, GrantDoc, "a grant"))
 
 
 def _document(text: str, source: str, kind: str) -> LocatedDocument:

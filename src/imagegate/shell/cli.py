@@ -35,7 +35,7 @@ from imagegate.shell.certs import (
 )
 from imagegate.shell.logs import LogLevel, configure_logging
 from imagegate.shell.manifests import SourcedObject, read_manifests
-from imagegate.shell.policy_source import load_policy_files
+from imagegate.shell.policy_source import MAX_POLICY_BYTES, load_policy_files
 from imagegate.shell.verification import RegistryGate, settle
 
 app = typer.Typer(
@@ -57,7 +57,9 @@ DEBUG_ENV = "IMAGEGATE_DEBUG"
 
 PolicyOption = Annotated[
     Path | None,
-    typer.Option("--policy", "-p", help="Policy file (YAML). Default: the built-in policy.", dir_okay=False),
+    typer.Option(
+        "--policy", "-p", help="Policy file (YAML; - for stdin). Default: the built-in policy.", dir_okay=False
+    ),
 ]
 GrantsOption = Annotated[
     Path | None,
@@ -85,9 +87,24 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_BAD_INPUT)
 
 
-def _load(policy_path: Path | None, grants_path: Path | None, identities_path: Path | None = None) -> Policy:
+STDIN = Path("-")
+
+
+def _read_stdin(source: str) -> str:
+    raw = sys.stdin.buffer.read(MAX_POLICY_BYTES + 1)
+    if len(raw) > MAX_POLICY_BYTES:
+        raise _fail(f"{source}: larger than {MAX_POLICY_BYTES} bytes")
     try:
-        return load_policy_files(policy_path, grants_path, identities_path=identities_path)[0]
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{source}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _load(policy_path: Path | None, grants_path: Path | None, identities_path: Path | None = None) -> Policy:
+    """The policy (``-p -``: from standard input) and its grants; exit 2 when invalid."""
+    text = _read_stdin("<stdin>") if policy_path == STDIN else None
+    try:
+        return load_policy_files(policy_path, grants_path, identities_path=identities_path, policy_text=text)[0]
     except PolicyError as exc:
         raise _fail(f"invalid policy: {exc}") from None
 
@@ -241,6 +258,8 @@ def check(
     Exit code: 0 when everything is allowed (warnings included), 1 when anything would
     be denied, 2 on bad input (unreadable manifest or invalid policy).
     """
+    if policy == STDIN and "-" in paths:
+        raise _fail("only one of the policy and the manifests can come from standard input (-)")
     loaded = _load(policy, grants, identities)
     moment = _parse_now(now)
     try:

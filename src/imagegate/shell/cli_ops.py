@@ -272,13 +272,20 @@ def grants_add(
     configmap: ConfigMapOption = None,
     apply: ApplyOption = False,
     print_configmap: PrintOption = None,
+    now: Annotated[str | None, typer.Option(help="As of this ISO date/time (--expires must not be before it).")] = None,
 ) -> None:
     """Grant NAMESPACE the use of images beyond the trusted registries."""
     if expires is not None:
         try:
-            dt.date.fromisoformat(expires)
+            last_day = dt.date.fromisoformat(expires)
         except ValueError:
             raise _fail(f"--expires: {expires!r} is not a date (YYYY-MM-DD)") from None
+        today = _parse_now(now).astimezone(dt.UTC).date()
+        if last_day < today:
+            raise _fail(
+                f"--expires {expires} is in the past (today is {today.isoformat()}, UTC): "
+                "the grant would never apply; nothing was written"
+            )
     entry: dict[str, Any] = {"namespace": namespace}
     if registry:
         entry["registries"] = list(registry)
@@ -368,14 +375,19 @@ def grants_expiring(
     grants: GrantsOption = None,
     configmap: ConfigMapOption = None,
     days: Annotated[int, typer.Option(help="Within how many days.")] = 14,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
     now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
 ) -> None:
     """Grants that end within DAYS or have ended; exit 1 when there are any (for a cron alert)."""
     states = [s for s in grant_states(_read_grants(grants, configmap), _parse_now(now), days) if s.state != "active"]
-    if states:
+    if output is OutputFormat.json:
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode([_grant_json(s) for s in states])) + b"\n")
+    elif states:
         _render_grants(states, Console())
+    else:
+        Console().print(f"no grant ends within {days} days")
+    if states:
         raise typer.Exit(EXIT_DENIED)
-    Console().print(f"no grant ends within {days} days")
 
 
 # --- layers ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from imagegate.core.policy import PolicyError, dump_grants, load_grants
+from imagegate.core.policy import PolicyError, dump_grants, load_grant_entry, load_grants
 from imagegate.shell.policy_source import read_document
 
 __all__ = ["GrantEditError", "edit_grants_file", "edit_grants_text", "grants_configmap_yaml"]
@@ -34,7 +34,13 @@ class GrantEditError(Exception):
 def edit_grants_text(text: str, source: str, change: GrantChange) -> str:
     """The grants document ``text`` with ``change`` applied, validated (an empty text starts a new one)."""
     document = dump_grants(load_grants(text, source, new_file=True))
-    document["grants"] = change(list(document["grants"]))
+    before = list(document["grants"])
+    document["grants"] = change(list(before))
+    # New entries are checked on their own first, so that an error names the key of the
+    # entry being added, not a line of a text that was never written.
+    for entry in document["grants"]:
+        if entry not in before:
+            load_grant_entry(entry, f"the new grant for {entry.get('namespace', '?')}")
     new_text = "# BYOC grants; edit with `imagegate grants` (validated before writing)\n" + yaml.safe_dump(
         document, sort_keys=False, default_flow_style=False
     )

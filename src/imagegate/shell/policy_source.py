@@ -24,6 +24,7 @@ import structlog
 import watchfiles
 
 from imagegate.core.policy import Policy, PolicyError, default_policy, load_grants, load_identities, load_policy
+from imagegate.core.yamldoc import load_yaml_document
 
 __all__ = ["PolicySource", "ReloadResult", "load_policy_files", "read_document"]
 
@@ -69,31 +70,54 @@ def _resolve_identities_path(policy: Policy, policy_path: Path | None, identitie
     return _relative_to_policy(policy.identities_file, policy_path)
 
 
+def _read_named(path: Path, key: str | None, flag: str, policy_text: str | None, policy_source: str) -> str:
+    """Read a file the policy's ``key`` names (``None``: the command line's ``flag``); on failure, say which."""
+    try:
+        return read_document(path)
+    except PolicyError as exc:
+        if key is None:
+            named_by = f"given by {flag}"
+        else:
+            line = load_yaml_document(policy_text, policy_source).line_of(f"$.{key}") if policy_text else None
+            named_by = f"named by {key} in {policy_source}:{line}" if line else f"named by {key} in {policy_source}"
+        raise PolicyError(exc.source, exc.line, exc.path, f"{exc.message} ({named_by})") from None
+
+
 def load_policy_files(
-    policy_path: Path | None, grants_path: Path | None = None, *, identities_path: Path | None = None
+    policy_path: Path | None,
+    grants_path: Path | None = None,
+    *,
+    identities_path: Path | None = None,
+    policy_text: str | None = None,
 ) -> tuple[Policy, str]:
     """Read and validate the policy (built-in when ``None``) plus its grants and identities files.
 
     ``identities_path`` (``--identities``) takes the place of the policy's
     ``podSecurity.toolProfile.identitiesFile``, as ``grants_path`` does of ``byoc.grantsFile``.
 
-    Returns the policy and a fingerprint of the texts read (to notice real changes).
+    ``policy_text`` is the policy already read (from standard input, ``-p -``): its relative
+    file names are then relative to the working directory. Returns the policy and a
+    fingerprint of the texts read (to notice real changes).
     """
     digest = hashlib.sha256()
-    if policy_path is None:
+    source = "<stdin>" if policy_text is not None else str(policy_path) if policy_path else "<built-in>"
+    if policy_text is None and policy_path is not None:
+        policy_text = read_document(policy_path)
+    if policy_text is None:
         policy = default_policy()
     else:
-        text = read_document(policy_path)
-        digest.update(text.encode())
-        policy = load_policy(text, str(policy_path))
+        digest.update(policy_text.encode())
+        policy = load_policy(policy_text, source)
     resolved = _resolve_grants_path(policy, policy_path, grants_path)
     if resolved is not None:
-        text = read_document(resolved)
+        key = None if grants_path is not None else "byoc.grantsFile"
+        text = _read_named(resolved, key, "--grants", policy_text, source)
         digest.update(b"\0" + text.encode())
         policy = policy.with_grants(load_grants(text, str(resolved)))
     identities = _resolve_identities_path(policy, policy_path, identities_path)
     if identities is not None:
-        text = read_document(identities)
+        key = None if identities_path is not None else "podSecurity.toolProfile.identitiesFile"
+        text = _read_named(identities, key, "--identities", policy_text, source)
         digest.update(b"\0" + text.encode())
         policy = policy.with_identities(load_identities(text, str(identities)))
     return policy, digest.hexdigest()
