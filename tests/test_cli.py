@@ -42,7 +42,7 @@ def test_allowed_exits_zero(tmp_path: Path) -> None:
     (tmp_path / "identities.yaml").write_text(IDENTITIES_HEADER + "identities:\n  tool-a: {uid: 51234}\n")
     result = run_imagegate("check", str(tmp_path / "pod.yaml"), "--identities", str(tmp_path / "identities.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 objects, 1 images: 0 denied" in result.stdout
+    assert "1 object: 0 denied, 0 with warnings, 0 audited, 1 allowed, 0 exempt; 1 image: 0 denied" in result.stdout
 
 
 def test_multi_document_and_json_output(tmp_path: Path) -> None:

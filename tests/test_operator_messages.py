@@ -6,11 +6,17 @@ Every test runs the real ``imagegate`` command (a subprocess, as ``run_imagegate
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import run_imagegate
+from tests.conftest import REPO_ROOT, run_imagegate
 
 POLICY_HEAD = "apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\n"
 GRANTS_HEAD = "apiVersion: imagegate.toolforge.org/v1\nkind: ImageGrants\n"
@@ -159,3 +165,163 @@ def test_a_missing_file_names_the_key_that_points_to_it(tmp_path: Path) -> None:
     assert "/nonexistent/identities.yaml: file not found (named by podSecurity.toolProfile.identitiesFile in" in (
         identities.stderr
     )
+
+
+# --- item 1: check shows every finding, per object --------------------------------------------
+
+
+def _deploy_policy(tmp_path: Path) -> Path:
+    """deploy/'s own policy and identities, with the identities file where this test keeps it."""
+    configmaps = {
+        d["metadata"]["name"]: d for d in yaml.safe_load_all((REPO_ROOT / "deploy/base/configmaps.yaml").read_text())
+    }
+    policy = configmaps["imagegate-policy"]["data"]["policy.yaml"]
+    assert "/etc/imagegate/identities/identities.yaml" in policy
+    (tmp_path / "identities.yaml").write_text(configmaps["imagegate-identities"]["data"]["identities.yaml"])
+    (tmp_path / "policy.yaml").write_text(
+        policy.replace("/etc/imagegate/identities/identities.yaml", "identities.yaml")
+    )
+    return tmp_path / "policy.yaml"
+
+
+def _sections(table: str) -> dict[str, str]:
+    """The table's sections (one per object), by the object's first line ("Pod ns/name")."""
+    found = {}
+    for section in re.split(r"^[┡├].*$", table, flags=re.MULTILINE)[1:]:
+        cells = [line.split("│")[2].strip() for line in section.splitlines() if line.startswith("│")]
+        found[cells[0]] = section
+    return found
+
+
+def test_check_examples_with_deploys_policy_shows_why_each_object_is_denied(tmp_path: Path) -> None:
+    result = run_imagegate("check", str(REPO_ROOT / "examples"), "-p", str(_deploy_policy(tmp_path)))
+    assert result.returncode == 1, result.stderr
+    table = result.stdout
+    sections = _sections(table)
+    # the trusted pod's image is fine, but the pod is denied by the tool profile: both shown
+    web = sections["Pod tool-example/web"]
+    assert "│ allowed │" in web and "│ denied  │" in web
+    assert "tool-profile:identity" in web and "no uid/gid is known for namespace tool-example" in web
+    custom = sections["Deployment tool-example/custom"]
+    assert custom.count("untrusted-registry") == 2 and "tool-profile:identity" in custom
+    assert table.strip().splitlines()[-1] == (
+        "2 objects: 2 denied, 0 with warnings, 0 audited, 0 allowed, 0 exempt; "
+        "3 images: 2 denied, 0 with warnings, 0 audited, 1 allowed, 0 exempt; "
+        "4 findings (4 enforced, 0 warnings, 0 audit)"
+    )
+    as_json = run_imagegate("check", str(REPO_ROOT / "examples"), "-p", str(tmp_path / "policy.yaml"), "-o", "json")
+    counts = json.loads(as_json.stdout)["counts"]
+    assert counts["objects"]["denied"] == 2 and counts["images"] == {
+        "denied": 2,
+        "warn": 0,
+        "audit": 0,
+        "allowed": 1,
+        "exempt": 0,
+    }
+
+
+def test_check_shows_tag_and_pod_security_findings_beside_allowed_images(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(
+        POLICY_HEAD
+        + "trusted: [docker-registry.svc.toolforge.org]\n"
+        + "tags: {disallow: [latest]}\n"
+        + "podSecurity: {level: baseline, mutate: false}\n"
+        + "namespaces: {include: ['tool-*']}\n"
+    )
+    (tmp_path / "pods.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: tagged, namespace: tool-a}\n"
+        "spec:\n  containers:\n    - {name: app, image: docker-registry.svc.toolforge.org/python311:latest}\n"
+        "---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: privileged, namespace: tool-a}\n"
+        "spec:\n  containers:\n    - name: app\n      image: docker-registry.svc.toolforge.org/python311:3\n"
+        "      securityContext: {privileged: true}\n"
+        "---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: other, namespace: kube-system}\n"
+        "spec:\n  containers:\n    - {name: app, image: busybox}\n    - {name: b, image: busybox}\n"
+    )
+    result = run_imagegate("check", str(tmp_path / "pods.yaml"), "-p", str(tmp_path / "policy.yaml"))
+    assert result.returncode == 1
+    sections = _sections(result.stdout)
+    tagged = sections["Pod tool-a/tagged"]
+    assert "disallowed-tag" in tagged and "uses the disallowed tag 'latest'" in tagged
+    privileged = sections["Pod tool-a/privileged"]
+    assert "pod-security:privileged" in privileged and "│ allowed │" in privileged
+    assert "namespace not governed" in sections["Pod kube-system/other"]
+    assert result.stdout.strip().splitlines()[-1] == (
+        "3 objects: 2 denied, 0 with warnings, 0 audited, 0 allowed, 1 exempt; "
+        "4 images: 1 denied, 0 with warnings, 0 audited, 1 allowed, 2 exempt; "
+        "2 findings (2 enforced, 0 warnings, 0 audit)"
+    )
+
+
+# --- item 10: empty input, progress only on a terminal ----------------------------------------
+
+
+def test_empty_input_says_so(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "blank.yaml").write_text("# nothing here yet\n---\n")
+    (tmp_path / "nothing.yaml").write_text("")
+    for target, reason in [
+        (tmp_path / "empty", "directory with no .yaml, .yml, .json files"),
+        (tmp_path / "blank.yaml", "file holds no objects"),
+        (tmp_path / "nothing.yaml", "empty file"),
+    ]:
+        result = run_imagegate("check", str(target))
+        assert result.returncode == 0, result.stderr
+        assert f"note: {target}: no Kubernetes objects ({reason}" in result.stderr
+        assert "0 objects" in result.stdout
+    stdin = run_imagegate("check", "-", stdin="")
+    assert stdin.returncode == 0 and "note: <stdin>: no Kubernetes objects (standard input is empty)" in stdin.stderr
+    audit = run_imagegate("audit", "--from", str(tmp_path / "empty"))
+    assert audit.returncode == 0 and "no Kubernetes objects" in audit.stderr
+    layers = run_imagegate("layers", "--from", str(tmp_path / "nothing.yaml"))
+    assert layers.returncode == 2 and "empty file" in layers.stderr and "no images" in layers.stderr
+
+
+def _with_terminal_stderr(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    """Run imagegate with stderr on a pseudo-terminal (stdout a file): exit code, stdout, terminal bytes."""
+    main, secondary = pty.openpty()
+    with (tmp_path / "stdout").open("w+") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "imagegate", *args],
+            stdout=stdout,
+            stderr=secondary,
+            stdin=subprocess.DEVNULL,
+            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "TERM": "xterm"},
+        )
+        os.close(secondary)
+        seen = bytearray()
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            seen.extend(chunk)
+        code = process.wait(timeout=120)
+        os.close(main)
+        stdout.seek(0)
+        return code, stdout.read(), seen.decode(errors="replace")
+
+
+def test_progress_on_a_terminal_and_nothing_on_a_pipe(tmp_path: Path) -> None:
+    items = [
+        {
+            "kind": "Pod",
+            "metadata": {"name": f"p{n}", "namespace": "tool-a"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }
+        for n in range(300)
+    ]
+    (tmp_path / "dump.json").write_text(json.dumps({"kind": "List", "items": items}))
+    code, stdout, terminal = _with_terminal_stderr(tmp_path, "check", str(tmp_path / "dump.json"), "-o", "json")
+    assert code == 1 and len(json.loads(stdout)["objects"]) == 300
+    assert "judging 300 objects" in terminal
+    piped = run_imagegate("check", str(tmp_path / "dump.json"), "-o", "json")
+    assert piped.returncode == 1 and piped.stderr == ""
+    code, _stdout, terminal = _with_terminal_stderr(
+        tmp_path, "audit", "--from", str(tmp_path / "dump.json"), "-o", "json"
+    )
+    assert code == 1 and "judging 300 objects" in terminal
+    assert run_imagegate("audit", "--from", str(tmp_path / "dump.json"), "-o", "json").stderr == ""

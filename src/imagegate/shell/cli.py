@@ -6,7 +6,8 @@ import asyncio
 import datetime as dt
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -16,10 +17,12 @@ import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
 from imagegate.core.decide import Decision, decide, decision_to_dict
 from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError
+from imagegate.core.workloads import ObjectShapeError, image_uses
 from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.certs import (
     CA_DAYS,
@@ -123,6 +126,40 @@ def _parse_now(text: str | None) -> dt.datetime:
 class CheckedObject:
     where: str
     decision: Decision
+    exempt_images: int = 0  # images of an object the policy does not govern (not judged)
+
+
+@contextmanager
+def progress_on_terminal(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr when it is a terminal; nothing at all when it is not."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+
+        def ignore(_done: int) -> None:
+            return None
+
+        yield ignore
+        return
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+
+        def advance(done: int) -> None:
+            progress.advance(task, done)
+
+        yield advance
+
+
+def read_inputs(paths: list[str], what: str) -> list[SourcedObject]:
+    """Objects from files, directories or stdin; a target with none is said on stderr."""
+    empty: list[str] = []
+    try:
+        objects = read_manifests(paths, empty)
+    except DocumentError as exc:
+        raise _fail(f"invalid {what}: {exc}") from None
+    console = Console(stderr=True, soft_wrap=True)
+    for note in empty:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    return objects
 
 
 def _namespace_labels(objects: list[SourcedObject]) -> dict[str, Mapping[str, str]]:
@@ -152,9 +189,10 @@ def check_objects(
     """
     known_labels = {**(namespace_labels or {}), **_namespace_labels(objects)}
 
-    async def judge_all() -> list[CheckedObject]:
+    async def judge_all(advance: Callable[[int], None]) -> list[CheckedObject]:
         results = []
         for item in objects:
+            advance(1)
             metadata = item.obj.get("metadata")
             namespace = default_namespace
             if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
@@ -177,12 +215,20 @@ def check_objects(
                 decision = evaluate({}, {}, ())
             else:
                 decision = await settle(gate, policy, evaluate, lambda d: d, pins=True)
-            results.append(CheckedObject(item.where, decision))
+            results.append(CheckedObject(item.where, decision, 0 if decision.governed else _image_count(item.obj)))
         if gate is not None:
             await gate.aclose()
         return results
 
-    return asyncio.run(judge_all())
+    with progress_on_terminal(f"judging {len(objects):,} objects", len(objects)) as advance:
+        return asyncio.run(judge_all(advance))
+
+
+def _image_count(obj: Mapping[str, Any]) -> int:
+    try:
+        return len(image_uses(obj))
+    except ObjectShapeError:
+        return 0
 
 
 _RESULT_STYLE = {
@@ -194,45 +240,93 @@ _RESULT_STYLE = {
 }
 
 
+_OUTCOME_OF_MODE = {"enforce": "denied", "warn": "warn", "audit": "audit"}
+
+
+def _rows(decision: Decision) -> list[tuple[str, str, str, str]]:
+    """(result, where, image, why) for every image and every finding of one governed object."""
+    rows = []
+    judged = set()
+    for verdict in decision.verdicts:
+        use = verdict.use
+        judged.add(use)
+        # the image's own verdict and the tag rules' findings on the same use
+        findings = [f for f in decision.findings if f.use == use]
+        if not findings:
+            rows.append(("allowed", use.label, use.image, verdict.allowed_by or ""))
+        for finding in findings:
+            rows.append(
+                (_OUTCOME_OF_MODE[finding.mode.value], use.label, use.image, f"{finding.rule}: {finding.reason}")
+            )
+    for finding in decision.findings:  # pod security, tool profile, a malformed object
+        if finding.use not in judged:
+            rows.append(
+                (_OUTCOME_OF_MODE[finding.mode.value], finding.use.label, "", f"{finding.rule}: {finding.reason}")
+            )
+    return rows
+
+
+def _object_outcome(decision: Decision) -> str:
+    if not decision.governed:
+        return "exempt"
+    if not decision.allowed:
+        return "denied"
+    return "warn" if decision.warnings else "audit" if decision.audits else "allowed"
+
+
 def _render_table(results: list[CheckedObject], console: Console) -> None:
-    table = Table(show_lines=False, header_style="bold", expand=False)
+    table = Table(header_style="bold", expand=False)
     for column in ("result", "object", "container", "image", "why"):
         table.add_column(column, overflow="fold")
     for checked in results:
         decision = checked.decision
-        subject = escape(f"{decision.subject}\n{checked.where}")
+        outcome = _object_outcome(decision)
+        subject = f"{escape(decision.subject)}\n{escape(checked.where)}\n{_RESULT_STYLE[outcome]}"
         if not decision.governed:
             table.add_row(_RESULT_STYLE["exempt"], subject, "", "", "namespace not governed by the policy")
             continue
-        if not decision.verdicts:  # a malformed object: its findings name no image
-            for problem in decision.findings:
-                table.add_row(_RESULT_STYLE["denied"], subject, "", "", escape(problem.message))
-            continue
-        for verdict in decision.verdicts:
-            if verdict.finding is None:
-                result, why = "allowed", verdict.allowed_by or ""
-            else:
-                result = {"enforce": "denied", "warn": "warn", "audit": "audit"}[verdict.finding.mode.value]
-                why = f"{verdict.finding.rule}: {verdict.finding.reason}"
+        for index, (result, where, image, why) in enumerate(_rows(decision)):
             table.add_row(
-                _RESULT_STYLE[result],
-                subject,
-                escape(verdict.use.label),
-                escape(verdict.use.image),
-                escape(why),
+                _RESULT_STYLE[result], subject if index == 0 else "", escape(where), escape(image), escape(why)
             )
+        table.add_section()
     console.print(table)
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def _counts(results: list[CheckedObject]) -> dict[str, dict[str, int]]:
+    """Objects by their outcome; images by the worst finding on each (or exempt)."""
+    objects = dict.fromkeys(("denied", "warn", "audit", "allowed", "exempt"), 0)
+    images = dict.fromkeys(("denied", "warn", "audit", "allowed", "exempt"), 0)
+    findings = dict.fromkeys(("enforce", "warn", "audit"), 0)
+    for checked in results:
+        decision = checked.decision
+        objects[_object_outcome(decision)] += 1
+        images["exempt"] += checked.exempt_images
+        modes: dict[Any, set[str]] = {}
+        for finding in decision.findings:
+            findings[finding.mode.value] += 1
+            modes.setdefault(finding.use, set()).add(finding.mode.value)
+        for verdict in decision.verdicts:
+            found = modes.get(verdict.use, set())
+            worst = next((m for m in ("enforce", "warn", "audit") if m in found), None)
+            images[_OUTCOME_OF_MODE[worst] if worst else "allowed"] += 1
+    return {"objects": objects, "images": images, "findings": findings}
+
+
 def _summary(results: list[CheckedObject]) -> str:
-    images = sum(len(c.decision.verdicts) for c in results)
-    denied = sum(1 for c in results if not c.decision.allowed)
-    warned = sum(1 for c in results if c.decision.warnings)
-    audited = sum(1 for c in results if c.decision.audits)
-    exempt = sum(1 for c in results if not c.decision.governed)
+    counts = _counts(results)
+    objects, images, findings = counts["objects"], counts["images"], counts["findings"]
     return (
-        f"{len(results)} objects, {images} images: {denied} denied, {warned} with warnings, "
-        f"{audited} audited, {exempt} exempt"
+        f"{_plural(len(results), 'object')}: {objects['denied']:,} denied, {objects['warn']:,} with warnings, "
+        f"{objects['audit']:,} audited, {objects['allowed']:,} allowed, {objects['exempt']:,} exempt; "
+        f"{_plural(sum(images.values()), 'image')}: {images['denied']:,} denied, {images['warn']:,} with warnings, "
+        f"{images['audit']:,} audited, {images['allowed']:,} allowed, {images['exempt']:,} exempt; "
+        f"{_plural(sum(findings.values()), 'finding')} ({findings['enforce']:,} enforced, "
+        f"{findings['warn']:,} warnings, {findings['audit']:,} audit)"
     )
 
 
@@ -262,10 +356,7 @@ def check(
         raise _fail("only one of the policy and the manifests can come from standard input (-)")
     loaded = _load(policy, grants, identities)
     moment = _parse_now(now)
-    try:
-        objects = read_manifests(paths)
-    except DocumentError as exc:
-        raise _fail(f"invalid manifest: {exc}") from None
+    objects = read_inputs(paths, "manifest")
     gate = RegistryGate(policy.parent if policy else None) if registry else None
     if registry:
         configure_logging("warning", json=False)
@@ -273,6 +364,7 @@ def check(
     if output is OutputFormat.json:
         payload = {
             "summary": _summary(results),
+            "counts": _counts(results),
             "allowed": all(c.decision.allowed for c in results),
             "objects": [{"source": c.where, **decision_to_dict(c.decision)} for c in results],
         }

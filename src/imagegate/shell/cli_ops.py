@@ -21,7 +21,6 @@ from imagegate.core.decide import Decision
 from imagegate.core.policy import Mode, PolicyError, load_grants
 from imagegate.core.reference import ReferenceError, parse_docker_ref
 from imagegate.core.report import AuditReport, GrantState, audit_report, grant_states, layer_report
-from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.cli import (
     EXIT_DENIED,
     GrantsOption,
@@ -33,11 +32,13 @@ from imagegate.shell.cli import (
     _parse_now,
     app,
     check_objects,
+    progress_on_terminal,
+    read_inputs,
 )
 from imagegate.shell.grants_file import GrantEditError, edit_grants_file, edit_grants_text, grants_configmap_yaml
 from imagegate.shell.html_report import render_layer_report
 from imagegate.shell.logs import configure_logging
-from imagegate.shell.manifests import SourcedObject, read_manifests
+from imagegate.shell.manifests import SourcedObject
 from imagegate.shell.policy_source import read_document
 from imagegate.shell.registry import RegistryError
 from imagegate.shell.verification import RegistryGate
@@ -51,18 +52,16 @@ FromOption = Annotated[
 ]
 
 
-def _objects(sources: list[str] | None, console: Console) -> tuple[list[SourcedObject], dict[str, Mapping[str, str]]]:
+def _objects(sources: list[str] | None) -> tuple[list[SourcedObject], dict[str, Mapping[str, str]]]:
     """The objects to judge and, from a live cluster, the namespaces' labels."""
     if sources:
-        try:
-            return read_manifests(sources), {}
-        except DocumentError as exc:
-            raise _fail(f"invalid dump: {exc}") from None
+        return read_inputs(sources, "dump"), {}
     from imagegate.shell.cluster import ClusterError, connect, list_workloads, namespace_labels  # noqa: PLC0415
 
     try:
         client = connect()
-        with Progress(console=console, transient=True) as progress:
+        console = Console(stderr=True)
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
             task = progress.add_task("reading the cluster", total=10)
             objects = list_workloads(
                 client, lambda kind: progress.update(task, advance=1, description=f"listing {kind}")
@@ -148,7 +147,7 @@ def audit(
     moment = _parse_now(now)
     if policies and not compare:
         raise _fail("policies to compare are given with --compare")
-    objects, labels = _objects(source, console)
+    objects, labels = _objects(source)
     if compare:
         from imagegate.shell.cli_compare import run_compare  # noqa: PLC0415
 
@@ -431,7 +430,7 @@ def layers(
                 raise _fail(str(exc)) from None
             wanted[str(ref)] = loaded.trusted.first_match(ref) is None
     else:
-        wanted = _uses_from(*_objects(source, console), loaded, moment)
+        wanted = _uses_from(*_objects(source), loaded, moment)
     if not wanted:
         raise _fail("no images: name some, or give --from a dump")
 
@@ -443,9 +442,15 @@ def layers(
         try:
             if loaded.base_images.trusted:
                 await gate.refresh_bases(loaded)
-            results = await asyncio.gather(
-                *(client.resolve(parse_docker_ref(r)) for r in wanted), return_exceptions=True
-            )
+            with progress_on_terminal(f"reading {len(wanted):,} images", len(wanted)) as advance:
+
+                async def resolve(reference: str) -> Any:
+                    try:
+                        return await client.resolve(parse_docker_ref(reference))
+                    finally:
+                        advance(1)
+
+                results = await asyncio.gather(*(resolve(r) for r in wanted), return_exceptions=True)
             for reference, result in zip(wanted, results, strict=True):
                 if isinstance(result, RegistryError):
                     problems.append(f"{reference}: {result}")

@@ -100,10 +100,25 @@ def _files(target: Path) -> list[Path]:
     return [target]
 
 
-def read_manifests(targets: list[str]) -> list[SourcedObject]:
-    """All objects in ``targets`` (paths or ``-`` for standard input)."""
+def _why_empty(target: str, files: list[Path], texts: list[str]) -> str:
+    if target == "-":
+        return "standard input is empty" if not "".join(texts).strip() else "standard input holds no objects"
+    if Path(target).is_dir():
+        if not files:
+            return f"directory with no {', '.join(MANIFEST_SUFFIXES)} files"
+        return f"directory whose {len(files)} files hold no objects"
+    return "empty file" if not "".join(texts).strip() else "file holds no objects (only comments or empty documents)"
+
+
+def read_manifests(targets: list[str], empty: list[str] | None = None) -> list[SourcedObject]:
+    """All objects in ``targets`` (paths or ``-`` for standard input).
+
+    A target that holds no object at all is added to ``empty`` (when given) with the reason,
+    so that a command can say so instead of reporting success on nothing.
+    """
     objects: list[SourcedObject] = []
     for target in targets:
+        files: list[Path] = []
         if target == "-":
             raw = sys.stdin.buffer.read(MAX_MANIFEST_BYTES + 1)
             if len(raw) > MAX_MANIFEST_BYTES:
@@ -114,8 +129,13 @@ def read_manifests(targets: list[str]) -> list[SourcedObject]:
                 raise DocumentError("<stdin>", None, None, f"not UTF-8 text (byte {exc.start})") from None
             sources = [("<stdin>", text)]
         else:
-            sources = [(str(path), _read_text(path)) for path in _files(Path(target))]
+            files = _files(Path(target))
+            sources = [(str(path), _read_text(path)) for path in files]
+        found = len(objects)
         for source, text in sources:
             for data, line in _documents(text, source):
                 objects.extend(_flatten(data, source, line))
+        if len(objects) == found and empty is not None:
+            shown = "<stdin>" if target == "-" else target
+            empty.append(f"{shown}: no Kubernetes objects ({_why_empty(target, files, [t for _s, t in sources])})")
     return objects
