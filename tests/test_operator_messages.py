@@ -170,18 +170,18 @@ def test_a_missing_file_names_the_key_that_points_to_it(tmp_path: Path) -> None:
 # --- item 1: check shows every finding, per object --------------------------------------------
 
 
-def _deploy_policy(tmp_path: Path) -> Path:
-    """deploy/'s own policy and identities, with the identities file where this test keeps it."""
+def _deploy_policy(tmp_path: Path) -> list[str]:
+    """deploy/'s own policy and identities, as its Deployment passes them (--identities)."""
     configmaps = {
         d["metadata"]["name"]: d for d in yaml.safe_load_all((REPO_ROOT / "deploy/base/configmaps.yaml").read_text())
     }
-    policy = configmaps["imagegate-policy"]["data"]["policy.yaml"]
-    assert "/etc/imagegate/identities/identities.yaml" in policy
+    (tmp_path / "policy.yaml").write_text(configmaps["imagegate-policy"]["data"]["policy.yaml"])
     (tmp_path / "identities.yaml").write_text(configmaps["imagegate-identities"]["data"]["identities.yaml"])
-    (tmp_path / "policy.yaml").write_text(
-        policy.replace("/etc/imagegate/identities/identities.yaml", "identities.yaml")
+    assert (
+        "--identities=/etc/imagegate/identities/identities.yaml"
+        in (REPO_ROOT / "deploy/base/deployment.yaml").read_text()
     )
-    return tmp_path / "policy.yaml"
+    return ["-p", str(tmp_path / "policy.yaml"), "--identities", str(tmp_path / "identities.yaml")]
 
 
 def _sections(table: str) -> dict[str, str]:
@@ -194,7 +194,8 @@ def _sections(table: str) -> dict[str, str]:
 
 
 def test_check_examples_with_deploys_policy_shows_why_each_object_is_denied(tmp_path: Path) -> None:
-    result = run_imagegate("check", str(REPO_ROOT / "examples"), "-p", str(_deploy_policy(tmp_path)))
+    deploy_policy = _deploy_policy(tmp_path)
+    result = run_imagegate("check", str(REPO_ROOT / "examples"), *deploy_policy)
     assert result.returncode == 1, result.stderr
     table = result.stdout
     sections = _sections(table)
@@ -209,7 +210,7 @@ def test_check_examples_with_deploys_policy_shows_why_each_object_is_denied(tmp_
         "3 images: 2 denied, 0 with warnings, 0 audited, 1 allowed, 0 exempt; "
         "4 findings (4 enforced, 0 warnings, 0 audit)"
     )
-    as_json = run_imagegate("check", str(REPO_ROOT / "examples"), "-p", str(tmp_path / "policy.yaml"), "-o", "json")
+    as_json = run_imagegate("check", str(REPO_ROOT / "examples"), *deploy_policy, "-o", "json")
     counts = json.loads(as_json.stdout)["counts"]
     assert counts["objects"]["denied"] == 2 and counts["images"] == {
         "denied": 2,
