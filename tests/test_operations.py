@@ -196,7 +196,7 @@ def test_layer_report_numbers_and_html_chart(registry: tuple[Registry, Path], tm
     assert by_image["tool-b/app:1"]["baseBytes"] == 0
     assert by_image["tool-b/app:1"]["ownBytes"] == by_image["tool-b/app:1"]["totalBytes"]
     assert report["uniqueBytes"] < report["totalBytes"]  # the base is stored once
-    assert report["byocOwnBytes"] == by_image["tool-a/app:1"]["ownBytes"] + by_image["tool-b/app:1"]["ownBytes"]
+    assert report["byocAddedBytes"] == by_image["tool-a/app:1"]["ownBytes"] + by_image["tool-b/app:1"]["ownBytes"]
 
     # open the page in a real browser: the chart must have been drawn
     profile = tmp_path / "chromium-profile"

@@ -11,12 +11,17 @@ import pty
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from imagegate.core.report import top_owners
 from tests.conftest import REPO_ROOT, run_imagegate
+from tests.oci_images import OciLayout, layers
+from tests.registry_process import Registry, run_registry
 
 POLICY_HEAD = "apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\n"
 GRANTS_HEAD = "apiVersion: imagegate.toolforge.org/v1\nkind: ImageGrants\n"
@@ -326,3 +331,221 @@ def test_progress_on_a_terminal_and_nothing_on_a_pipe(tmp_path: Path) -> None:
     )
     assert code == 1 and "judging 300 objects" in terminal
     assert run_imagegate("audit", "--from", str(tmp_path / "dump.json"), "-o", "json").stderr == ""
+
+
+# --- item 11: audit reports a finding once, at its top owner -----------------------------------
+
+AUDIT_POLICY = POLICY_HEAD + "trusted: [docker-registry.svc.toolforge.org]\nnamespaces: {include: ['tool-*']}\n"
+
+
+def _pod_spec(image: str, **more: Any) -> dict[str, Any]:
+    return {"containers": [{"name": "app", "image": image}], **more}
+
+
+def _family(namespace: str, image: str, *, references: bool = True, pods: int = 2) -> list[dict[str, Any]]:
+    """A Deployment, its ReplicaSet and Pods, and a CronJob with a Job and a Pod, all running ``image``."""
+
+    def meta(name: str, owner: tuple[str, str] | None = None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace, "uid": f"{namespace}-{name}"}
+        if owner is not None and references:
+            kind, owner_name = owner
+            metadata["ownerReferences"] = [
+                {"kind": kind, "name": owner_name, "uid": f"{namespace}-{owner_name}", "controller": True}
+            ]
+        return metadata
+
+    template = {"metadata": {"labels": {"app": "web"}}, "spec": _pod_spec(image)}
+    objects: list[dict[str, Any]] = [
+        {"kind": "Deployment", "metadata": meta("web"), "spec": {"template": template}},
+        {"kind": "ReplicaSet", "metadata": meta("web-5d", ("Deployment", "web")), "spec": {"template": template}},
+    ]
+    objects += [
+        {"kind": "Pod", "metadata": meta(f"web-5d-{n}", ("ReplicaSet", "web-5d")), "spec": _pod_spec(image)}
+        for n in range(pods)
+    ]
+    job_pod = _pod_spec(image, restartPolicy="OnFailure")
+    job_template = {"spec": {"template": {"spec": job_pod}}}
+    objects += [
+        {"kind": "CronJob", "metadata": meta("nightly"), "spec": {"jobTemplate": job_template}},
+        {"kind": "Job", "metadata": meta("nightly-1", ("CronJob", "nightly")), "spec": {"template": {"spec": job_pod}}},
+        {"kind": "Pod", "metadata": meta("nightly-1-x", ("Job", "nightly-1")), "spec": job_pod},
+    ]
+    return objects
+
+
+def _audit_table_rows(table: str, title: str) -> list[list[str]]:
+    """The rows of one audit table (first line of each row only), as cells."""
+    section = table.split(title, 1)[1].split("┗", 1)[0] if "┗" in table else table.split(title, 1)[1]
+    section = section.split("└", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            if cells[0]:
+                rows.append(cells)
+    return rows
+
+
+@pytest.mark.parametrize("references", [True, False], ids=["ownerReferences", "template-equality"])
+def test_audit_reports_a_finding_once_at_its_top_owner(tmp_path: Path, references: bool) -> None:
+    (tmp_path / "policy.yaml").write_text(AUDIT_POLICY)
+    items = _family("tool-a", "ghcr.io/a/app:1", references=references)
+    items.append(
+        {"kind": "Pod", "metadata": {"name": "alone", "namespace": "tool-a"}, "spec": _pod_spec("quay.io/b/x:2")}
+    )
+    (tmp_path / "dump.json").write_text(json.dumps({"kind": "List", "items": items}))
+    args = ("audit", "--from", str(tmp_path / "dump.json"), "-p", str(tmp_path / "policy.yaml"))
+    result = run_imagegate(*args)
+    assert result.returncode == 1, result.stderr
+    totals = _audit_table_rows(result.stdout, "cluster-wide totals by rule")
+    assert totals == [["denied", "untrusted-registry", "3", "8", "1"]]
+    rows = _audit_table_rows(result.stdout, "findings by namespace, once per top owner")
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("tool-a", "denied", "untrusted-registry", "CronJob tool-a/nightly", "3"),
+        ("tool-a", "denied", "untrusted-registry", "Deployment tool-a/web", "4"),
+        ("tool-a", "denied", "untrusted-registry", "Pod tool-a/alone", "1"),
+    ]
+    assert "8 objects, 8 images: 8 objects would be denied; 3 distinct findings (3 denied" in result.stdout
+    by_rule = run_imagegate(*args, "--by", "rule")
+    rows = _audit_table_rows(by_rule.stdout, "findings by rule, once per top owner")
+    assert rows[0][:5] == ["untrusted-registry", "denied", "tool-a", "CronJob tool-a/nightly", "3"]
+    # JSON keeps every object, and the distinct findings with the objects each covers
+    report = json.loads(run_imagegate(*args, "-o", "json").stdout)
+    assert len(report["namespaces"]["tool-a"]["denied"]["untrusted-registry"]) == 8
+    web = next(f for f in report["findings"] if f["owner"] == "Deployment tool-a/web")
+    assert sorted(o.split(" (")[0] for o in web["objects"]) == [
+        "Deployment tool-a/web",
+        "Pod tool-a/web-5d-0",
+        "Pod tool-a/web-5d-1",
+        "ReplicaSet tool-a/web-5d",
+    ]
+    assert report["totalsByRule"] == [
+        {"outcome": "denied", "rule": "untrusted-registry", "findings": 3, "objects": 8, "namespaces": 1}
+    ]
+
+
+def test_an_owner_missing_from_the_dump_is_still_the_top() -> None:
+    """Pods of a ReplicaSet the dump does not hold: one finding, at that ReplicaSet."""
+    pods = [
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": f"web-5d-{n}",
+                "namespace": "tool-a",
+                "ownerReferences": [{"kind": "ReplicaSet", "name": "web-5d", "uid": "u", "controller": True}],
+            },
+            "spec": _pod_spec("ghcr.io/a/app:1"),
+        }
+        for n in range(3)
+    ]
+    assert top_owners(pods) == ["ReplicaSet tool-a/web-5d"] * 3
+    result = run_imagegate("audit", "--from", "-", stdin=json.dumps({"kind": "List", "items": pods}))
+    assert result.returncode == 1
+    rows = _audit_table_rows(result.stdout, "findings by namespace, once per top owner")
+    assert [(r[2], r[3], r[4]) for r in rows] == [
+        ("tool-profile:identity", "ReplicaSet tool-a/web-5d", "3"),  # the built-in policy's tool profile
+        ("untrusted-registry", "ReplicaSet tool-a/web-5d", "3"),
+    ]
+
+
+def test_audit_of_3000_namespaces_prints_a_line_per_distinct_finding(tmp_path: Path) -> None:
+    """The issue's dump: 3,000 tool namespaces, each a Deployment with its ReplicaSet and Pod."""
+    namespaces = 3000
+    items: list[dict[str, Any]] = []
+    for n in range(namespaces):
+        family = _family(f"tool-{n}", f"ghcr.io/tool-{n}/app:1", pods=1)
+        items += family[:3]  # Deployment, ReplicaSet, Pod
+    items += [{"kind": "Namespace", "metadata": {"name": f"tool-{n}"}} for n in range(namespaces)]
+    (tmp_path / "dump.json").write_text(json.dumps({"kind": "List", "items": items}))
+    (tmp_path / "policy.yaml").write_text(AUDIT_POLICY)
+    result = run_imagegate(
+        "audit", "--from", str(tmp_path / "dump.json"), "-p", str(tmp_path / "policy.yaml"), timeout=600
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    rows = _audit_table_rows(result.stdout, "findings by namespace, once per top owner")
+    assert len(rows) == namespaces  # one per namespace's Deployment, not three
+    assert all(r[3] == f"Deployment {r[0]}/web" and r[4] == "3" for r in rows)
+    lines = result.stdout.count("\n")
+    # each finding's row wraps its message onto a few lines; the totals and headers are constant
+    assert lines < 4 * namespaces, lines
+    assert _audit_table_rows(result.stdout, "cluster-wide totals by rule") == [
+        ["denied", "untrusted-registry", "3,000", "9,000", "3,000"]
+    ]
+
+
+# --- items 5 and 7: layers and audit --registry against a real registry ------------------------
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, Path, dict[str, int]]]:
+    """docker-registry with a trusted base, trusted images, and BYOC images in several tags."""
+    workdir = tmp_path_factory.mktemp("registry")
+    with run_registry(workdir / "registry", "htpasswd") as reg:
+        layout = OciLayout(workdir / "layout")
+        base, alpine, common = layers("base", 4), layers("alpine", 3), layers("tool-a-deps", 2)
+        parts = {"tool-a-deps": common, "alpine": alpine}
+        pushes = {
+            "toolforge/base:1": base,
+            "toolforge/web:1": [*base, *layers("web", 1)],
+            "toolforge/alpine-tool:1": [*alpine, *layers("alpine-tool", 1)],  # trusted, not a trusted base
+            "tool-b/app:1": [*alpine, *(parts.setdefault("b", layers("b", 2)))],
+        }
+        for version in (1, 2, 3):  # three tags of one tool's image: shared with each other only
+            parts[f"a{version}"] = layers(f"a{version}", 1)
+            pushes[f"tool-a/app:{version}"] = [*base, *common, *parts[f"a{version}"]]
+        for dest, image_layers in pushes.items():
+            reg.push(layout, dest.replace("/", "-").replace(":", "-"), image_layers, dest)
+        policy = workdir / "policy.yaml"
+        policy.write_text(
+            POLICY_HEAD
+            + f"trusted: [{reg.host}/toolforge]\n"
+            + "byoc: {default: allow}\n"
+            + f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}}}\n"
+            + f"baseImages: {{trusted: ['{reg.host}/toolforge/base:1']}}\n"
+            + "pinning: {enabled: true}\n"
+        )
+        sizes = {name: sum(len(layer.blob) for layer in found) for name, found in parts.items()}
+        yield reg, policy, sizes
+
+
+def test_layers_counts_what_no_trusted_image_has_as_byocs(
+    registry: tuple[Registry, Path, dict[str, int]],
+) -> None:
+    reg, policy, sizes = registry
+    names = ["toolforge/web:1", "toolforge/alpine-tool:1", "tool-b/app:1", *(f"tool-a/app:{v}" for v in (1, 2, 3))]
+    result = run_imagegate("layers", *(f"{reg.host}/{n}" for n in names), "-p", str(policy), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    # tool-a's shared dependency layers count once, each tag's own layer once; tool-b's alpine
+    # layers are in a trusted image, so only its own two are BYOC's; the base is trusted
+    expected = sizes["tool-a-deps"] + sizes["a1"] + sizes["a2"] + sizes["a3"] + sizes["b"]
+    assert report["byocAddedBytes"] == expected
+    by_image = {i["image"].split("/", 1)[1]: i for i in report["images"]}
+    assert by_image["tool-a/app:1"]["sharedBytes"] == sizes["tool-a-deps"]  # per image: shared with its other tags
+    table = run_imagegate("layers", *(f"{reg.host}/{n}" for n in names), "-p", str(policy))
+    assert f"BYOC images add {expected:,} B that no trusted image has" in table.stdout
+    # 300 tags of one image were said to "add 0 B": one tag alone adds all its non-base bytes
+    one = json.loads(run_imagegate("layers", f"{reg.host}/tool-a/app:1", "-p", str(policy), "-o", "json").stdout)
+    assert one["byocAddedBytes"] == sizes["tool-a-deps"] + sizes["a1"]
+
+
+def test_audit_registry_reports_a_missing_tag_as_an_error(
+    registry: tuple[Registry, Path, dict[str, int]], tmp_path: Path
+) -> None:
+    reg, policy, _sizes = registry
+    spec = _pod_spec(f"{reg.host}/toolforge/web:1")
+    spec["containers"].append({"name": "b", "image": f"{reg.host}/toolforge/web:nope"})
+    pod = {"kind": "Pod", "metadata": {"name": "p", "namespace": "tool-a"}, "spec": spec}
+    dump = {"kind": "List", "items": [pod]}
+    (tmp_path / "dump.json").write_text(json.dumps(dump))
+    args = ("audit", "--from", str(tmp_path / "dump.json"), "-p", str(policy), "--registry")
+    report = json.loads(run_imagegate(*args, "-o", "json").stdout)
+    namespace = report["namespaces"]["tool-a"]
+    assert [e["image"] for e in namespace["pinned"]["pin"]] == [f"{reg.host}/toolforge/web:1"]
+    (missing,) = namespace["error"]["image-not-found"]
+    assert missing["image"] == f"{reg.host}/toolforge/web:nope" and "does not exist (HTTP 404)" in missing["message"]
+    table = run_imagegate(*args)
+    assert table.returncode == 1, table.stdout + table.stderr
+    rows = _audit_table_rows(table.stdout, "findings by namespace, once per top owner")
+    assert [(r[1], r[2]) for r in rows] == [("error", "image-not-found"), ("pinned", "pin")]
+    assert "1 errors), 1 images to pin" in table.stdout

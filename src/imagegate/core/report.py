@@ -3,7 +3,7 @@
 ``audit_report`` groups decisions by namespace and rule; ``layer_report`` answers the storage
 question raised against BYOC with numbers: how many compressed bytes the images in use take
 in total, how many are unique (what a node's disk would hold if it ran them all), how many
-are shared through trusted base images, and what each BYOC image adds of its own.
+are shared through trusted base images, and what BYOC images add: the bytes no trusted image has.
 """
 
 from __future__ import annotations
@@ -12,13 +12,27 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
 
 from imagegate.core.baseimage import BaseVersion
 from imagegate.core.decide import Decision
 from imagegate.core.oci import PlatformImage
 from imagegate.core.policy import Grant, Policy
+from imagegate.core.workloads import POD_TEMPLATE_PATHS
 
-__all__ = ["AuditReport", "ImageCost", "LayerReport", "audit_report", "grant_states", "layer_report"]
+__all__ = [
+    "AuditReport",
+    "ImageCost",
+    "LayerReport",
+    "OwnedFinding",
+    "RuleTotal",
+    "audit_report",
+    "grant_states",
+    "layer_report",
+    "top_owners",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,44 +68,204 @@ class AuditEntry:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class OwnedFinding:
+    """One finding reported once, at the top owner of every object that has it."""
+
+    namespace: str
+    owner: str  # "Deployment tool-a/web": the top of the objects' ownerReferences
+    outcome: str  # denied | warned | audited | error | pinned
+    rule: str
+    where: str
+    image: str
+    message: str
+    objects: tuple[str, ...]  # "Pod tool-a/web-5d-x (dump.json items[3])", every object it covers
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTotal:
+    outcome: str
+    rule: str
+    findings: int  # distinct, at top owners
+    objects: int
+    namespaces: int
+
+
 @dataclass
 class AuditReport:
     objects: int = 0
     images: int = 0
     denied_objects: int = 0
-    # namespace -> outcome (denied | warned | audited | pinned) -> rule -> entries
+    # namespace -> outcome (denied | warned | audited | error | pinned) -> rule -> entries (every object)
     by_namespace: dict[str, dict[str, dict[str, list[AuditEntry]]]] = field(default_factory=dict)
+    findings: list[OwnedFinding] = field(default_factory=list)
     grants: list[GrantState] = field(default_factory=list)
 
     def count(self, outcome: str) -> int:
-        return sum(len(entries) for rules in self.by_namespace.values() for entries in rules.get(outcome, {}).values())
+        """Distinct findings with this outcome (one per top owner)."""
+        return sum(1 for f in self.findings if f.outcome == outcome)
+
+    def totals_by_rule(self) -> list[RuleTotal]:
+        """Cluster-wide: per outcome and rule, distinct findings, objects covered, namespaces."""
+        grouped: dict[tuple[str, str], list[OwnedFinding]] = defaultdict(list)
+        for finding in self.findings:
+            grouped[(finding.outcome, finding.rule)].append(finding)
+        totals = [
+            RuleTotal(
+                outcome,
+                rule,
+                len(found),
+                sum(len(f.objects) for f in found),
+                len({f.namespace for f in found}),
+            )
+            for (outcome, rule), found in grouped.items()
+        ]
+        return sorted(totals, key=lambda t: (_OUTCOME_ORDER.index(t.outcome), -t.findings, t.rule))
 
     def summary(self) -> str:
         expired = sum(1 for g in self.grants if g.state == "expired")
         expiring = sum(1 for g in self.grants if g.state == "expiring")
         return (
-            f"{self.objects} objects, {self.images} images: {self.denied_objects} objects would be denied "
-            f"({self.count('denied')} findings), {self.count('warned')} warnings, {self.count('audited')} audit records, "
+            f"{self.objects} objects, {self.images} images: {self.denied_objects} objects would be denied; "
+            f"{len(self.findings) - self.count('pinned')} distinct findings ({self.count('denied')} denied, "
+            f"{self.count('warned')} warnings, {self.count('audited')} audit records, {self.count('error')} errors), "
             f"{self.count('pinned')} images to pin; grants: {expired} expired, {expiring} expiring soon"
         )
 
 
 _OUTCOME = {"enforce": "denied", "warn": "warned", "audit": "audited"}
+_OUTCOME_ORDER = ("denied", "error", "warned", "audited", "pinned")
+
+# Which kinds own which (a Deployment's ReplicaSets, a CronJob's Jobs, any workload's Pods),
+# with a rank: when a dump lacks ownerReferences, an equal pod template is owned by the
+# highest-ranked workload that has it.
+_OWNER_RANK = {"Pod": 0, "ReplicaSet": 1, "Job": 1, "ReplicationController": 1}
+_OWNABLE = {
+    "Pod": frozenset(POD_TEMPLATE_PATHS) - {"Pod", "PodTemplate"},
+    "ReplicaSet": frozenset({"Deployment"}),
+    "Job": frozenset({"CronJob"}),
+}
+
+
+def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def _identity(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    metadata = _metadata(obj)
+    return str(obj.get("kind", "")), str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+def _controller(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ownerReference that controls ``obj`` (the controller, else the first one)."""
+    references = _metadata(obj).get("ownerReferences")
+    if not isinstance(references, list):
+        return None
+    valid = [r for r in references if isinstance(r, Mapping) and r.get("kind") and r.get("name")]
+    return next((r for r in valid if r.get("controller") is True), valid[0] if valid else None)
+
+
+def _template_key(obj: Mapping[str, Any], namespace: str) -> tuple[str, bytes] | None:
+    spec: Any = obj
+    for token in POD_TEMPLATE_PATHS.get(str(obj.get("kind", "")), ()):
+        spec = spec.get(token) if isinstance(spec, Mapping) else None
+    if not isinstance(spec, Mapping):
+        return None
+    try:
+        return namespace, msgspec.json.encode(spec, order="sorted")
+    except (TypeError, msgspec.EncodeError):
+        return None
+
+
+def top_owners(objects: Sequence[Mapping[str, Any]], default_namespace: str = "default") -> list[str]:
+    """For each object, the subject (``Deployment ns/name``) of the top of its owner chain.
+
+    Owners are found by ownerReferences (by uid, else by kind and name in the namespace);
+    an owner that is not among ``objects`` is still named by its reference. An object with no
+    ownerReferences belongs to the highest workload whose pod template equals its own (a dump
+    stripped of metadata); otherwise it is its own top.
+    """
+    identities = []
+    by_uid: dict[str, int] = {}
+    by_name: dict[tuple[str, str, str], int] = {}
+    templates: dict[tuple[str, bytes], list[int]] = defaultdict(list)
+    for index, obj in enumerate(objects):
+        kind, namespace, name = _identity(obj)
+        namespace = namespace or default_namespace
+        identities.append((kind, namespace, name))
+        uid = _metadata(obj).get("uid")
+        if isinstance(uid, str) and uid:
+            by_uid.setdefault(uid, index)
+        by_name.setdefault((kind, namespace, name), index)
+        if kind != "Pod":
+            key = _template_key(obj, namespace)
+            if key is not None:
+                templates[key].append(index)
+
+    def owner_by_template(index: int) -> int | None:
+        kind, namespace, _name = identities[index]
+        owners = _OWNABLE.get(kind)
+        key = _template_key(objects[index], namespace) if owners else None
+        if owners is None or key is None:
+            return None
+        candidates = [i for i in templates.get(key, ()) if identities[i][0] in owners]
+        return max(candidates, key=lambda i: (_OWNER_RANK.get(identities[i][0], 2), -i), default=None)
+
+    tops = []
+    for start in range(len(objects)):
+        current: int | None = start
+        subject = ""
+        seen = set()
+        while current is not None and current not in seen:
+            seen.add(current)
+            kind, namespace, name = identities[current]
+            subject = f"{kind} {namespace}/{name}"
+            reference = _controller(objects[current])
+            if reference is None:
+                current = owner_by_template(current)
+                continue
+            uid = reference.get("uid")
+            found = by_uid.get(uid) if isinstance(uid, str) else None
+            if found is None:
+                found = by_name.get((str(reference["kind"]), namespace, str(reference["name"])))
+            if found is None:  # an owner the dump does not hold: still the top we know of
+                subject = f"{reference['kind']} {namespace}/{reference['name']}"
+            current = found
+        tops.append(subject)
+    return tops
 
 
 def audit_report(
-    checked: Sequence[tuple[str, Decision]], policy: Policy, now: dt.datetime, expiring_days: int = 14
+    checked: Sequence[tuple[str, Decision]],
+    policy: Policy,
+    now: dt.datetime,
+    expiring_days: int = 14,
+    *,
+    owners: Sequence[str] | None = None,
+    lookup_failures: Mapping[str, tuple[str, str]] | None = None,
 ) -> AuditReport:
-    """Group what a policy finds in the objects that run, by namespace, outcome and rule."""
+    """Group what a policy finds in the objects that run, by namespace, outcome and rule.
+
+    ``owners`` (from :func:`top_owners`, one per object) folds a finding shared by a workload,
+    its ReplicaSets or Jobs and their Pods into one, at the top owner. ``lookup_failures``
+    (reference -> (kind, message)) are the registry lookups that failed: an image whose
+    digest could not be looked up is not "to pin" but an error, ``image-not-found`` when the
+    registry said it does not exist.
+    """
     report = AuditReport(grants=grant_states(policy.grants, now, expiring_days))
+    failures = lookup_failures or {}
     nested: dict[str, dict[str, dict[str, list[AuditEntry]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )
-    for source, decision in checked:
+    grouped: dict[tuple[str, str, str, str, str, str, str], list[str]] = defaultdict(list)
+    for index, (source, decision) in enumerate(checked):
         report.objects += 1
         report.images += len(decision.verdicts)
         if not decision.allowed:
             report.denied_objects += 1
+        owner = owners[index] if owners is not None else decision.subject
+        found: list[tuple[str, AuditEntry]] = []
         for finding in decision.findings:
             entry = AuditEntry(
                 source,
@@ -102,11 +276,25 @@ def audit_report(
                 finding.mode.value,
                 finding.message,
             )
-            nested[decision.namespace][_OUTCOME[finding.mode.value]][finding.rule].append(entry)
+            found.append((_OUTCOME[finding.mode.value], entry))
         for reference in decision.pins_needed:
-            entry = AuditEntry(source, decision.subject, "", reference, "pin", "mutate", f"{reference} runs by tag")
-            nested[decision.namespace]["pinned"]["pin"].append(entry)
+            if reference in failures:
+                kind, message = failures[reference]
+                rule = "image-not-found" if kind == "not-found" else "registry-error"
+                entry = AuditEntry(source, decision.subject, "", reference, rule, "error", message)
+                found.append(("error", entry))
+            else:
+                entry = AuditEntry(source, decision.subject, "", reference, "pin", "mutate", f"{reference} runs by tag")
+                found.append(("pinned", entry))
+        for outcome, entry in found:
+            nested[decision.namespace][outcome][entry.rule].append(entry)
+            key = (decision.namespace, owner, outcome, entry.rule, entry.where, entry.image, entry.message)
+            grouped[key].append(f"{entry.subject} ({source})" if source else entry.subject)
     report.by_namespace = {ns: {o: dict(r) for o, r in outcomes.items()} for ns, outcomes in sorted(nested.items())}
+    report.findings = sorted(
+        (OwnedFinding(*key, objects=tuple(subjects)) for key, subjects in grouped.items()),
+        key=lambda f: (f.namespace, _OUTCOME_ORDER.index(f.outcome), f.rule, f.owner, f.where, f.image),
+    )
     return report
 
 
@@ -129,7 +317,10 @@ class LayerReport:
     total_bytes: int  # every image's layers, counted per image
     unique_bytes: int  # each distinct layer once
     base_bytes: int  # distinct layers of trusted bases in use
-    byoc_own_bytes: int  # what BYOC images add beyond bases and each other
+    # What BYOC adds to a node: the distinct layers that no trusted image and no trusted
+    # base has. Layers that BYOC images share only with each other (tags or versions of one
+    # tool's image) are counted once here, not hidden as "shared".
+    byoc_added_bytes: int
 
 
 def _base_layer_count(image: PlatformImage, bases: Sequence[BaseVersion]) -> int:
@@ -155,6 +346,14 @@ def layer_report(
             sizes[layer.digest] = layer.size
             if index < _base_layer_count(image, bases):
                 base_digests.add(layer.digest)
+    trusted_digests = {layer.digest for r, image in images.items() if not byoc.get(r, False) for layer in image.layers}
+    byoc_added = {
+        layer.digest
+        for r, image in images.items()
+        if byoc.get(r, False)
+        for layer in image.layers
+        if layer.digest not in base_digests and layer.digest not in trusted_digests
+    }
     costs = []
     for reference, image in sorted(images.items()):
         base = shared = own = 0
@@ -171,5 +370,5 @@ def layer_report(
         total_bytes=sum(c.total_bytes for c in costs),
         unique_bytes=sum(sizes.values()),
         base_bytes=sum(sizes[d] for d in base_digests),
-        byoc_own_bytes=sum(c.own_bytes for c in costs if c.byoc),
+        byoc_added_bytes=sum(sizes[d] for d in byoc_added),
     )

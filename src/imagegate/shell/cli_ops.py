@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import sys
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from rich.table import Table
 from imagegate.core.decide import Decision
 from imagegate.core.policy import Mode, PolicyError, load_grants
 from imagegate.core.reference import ReferenceError, parse_docker_ref
-from imagegate.core.report import AuditReport, GrantState, audit_report, grant_states, layer_report
+from imagegate.core.report import AuditReport, GrantState, audit_report, grant_states, layer_report, top_owners
 from imagegate.shell.cli import (
     EXIT_DENIED,
     GrantsOption,
@@ -73,17 +74,53 @@ def _objects(sources: list[str] | None) -> tuple[list[SourcedObject], dict[str, 
     return objects, labels
 
 
-def _render_audit(report: AuditReport, console: Console) -> None:
-    table = Table(title="findings by namespace", header_style="bold")
-    for column in ("namespace", "outcome", "rule", "count", "examples"):
-        table.add_column(column, overflow="fold")
-    style = {"denied": "bold red", "warned": "yellow", "audited": "blue", "pinned": "cyan"}
-    for namespace, outcomes in report.by_namespace.items():
-        for outcome, rules in outcomes.items():
-            for rule, entries in sorted(rules.items()):
-                examples = "; ".join(sorted({f"{e.subject} {e.where}".strip() for e in entries})[:3])
-                table.add_row(namespace, f"[{style[outcome]}]{outcome}[/]", rule, str(len(entries)), escape(examples))
-    console.print(table)
+_OUTCOME_STYLE = {"denied": "bold red", "error": "magenta", "warned": "yellow", "audited": "blue", "pinned": "cyan"}
+
+
+class AuditGrouping(StrEnum):
+    rule = "rule"
+    namespace = "namespace"
+
+
+def _render_audit(report: AuditReport, console: Console, by: AuditGrouping) -> None:
+    """Totals by rule, then each distinct finding once, at its top owner, by namespace or by rule."""
+    totals = Table(title="cluster-wide totals by rule", header_style="bold")
+    for column in ("outcome", "rule", "findings", "objects", "namespaces"):
+        totals.add_column(column, justify="right" if column in ("findings", "objects", "namespaces") else "left")
+    for total in report.totals_by_rule():
+        totals.add_row(
+            f"[{_OUTCOME_STYLE[total.outcome]}]{total.outcome}[/]",
+            escape(total.rule),
+            f"{total.findings:,}",
+            f"{total.objects:,}",
+            f"{total.namespaces:,}",
+        )
+    console.print(totals)
+    if not report.findings:
+        console.print("no findings")
+    else:
+        first = ("namespace", "rule") if by is AuditGrouping.namespace else ("rule", "namespace")
+        table = Table(title=f"findings by {by.value}, once per top owner", header_style="bold")
+        for column in (*first[:1], "outcome", first[1], "top owner", "objects", "finding"):
+            table.add_column(column, overflow="fold", justify="right" if column == "objects" else "left")
+        findings = report.findings
+        if by is AuditGrouping.rule:
+            findings = sorted(findings, key=lambda f: (f.rule, f.outcome, f.namespace, f.owner))
+        for finding in findings:
+            keys = (
+                (finding.namespace, finding.rule)
+                if by is AuditGrouping.namespace
+                else (finding.rule, finding.namespace)
+            )
+            table.add_row(
+                escape(keys[0]),
+                f"[{_OUTCOME_STYLE[finding.outcome]}]{finding.outcome}[/]",
+                escape(keys[1]),
+                escape(finding.owner),
+                f"{len(finding.objects):,}",
+                escape(finding.message),
+            )
+        console.print(table)
     if report.grants:
         _render_grants(report.grants, console)
 
@@ -132,14 +169,21 @@ def audit(
         list[str] | None, typer.Option(help="With the selected preset: a namespace to grant, besides the grants'.")
     ] = None,
     top: Annotated[int, typer.Option(help="With --compare: tools shown in the table.", min=0)] = 30,
+    by: Annotated[
+        AuditGrouping, typer.Option("--by", help="After the totals, list findings by namespace or by rule.")
+    ] = AuditGrouping.namespace,
 ) -> None:
     """Evaluate the current or a proposed policy against everything that already runs.
+
+    Each finding is reported once, at the top owner of the objects that have it (Deployment
+    over its ReplicaSets and Pods, CronJob over its Jobs), with the number of objects it
+    covers; -o json keeps every object.
 
     With --compare, judge it under each of POLICIES instead (files, or the presets closed,
     byoc, time-boxed, selected, made from --policy or the built-in policy) and show what each
     would deny, per rule and per tool.
 
-    Exit code 0 when nothing would be denied, 1 otherwise, 2 on bad input.
+    Exit code 0 when nothing would be denied and no image is missing, 1 otherwise, 2 on bad input.
     """
     console = Console(stderr=output is OutputFormat.json)
     configure_logging("warning", json=False)
@@ -166,14 +210,24 @@ def audit(
             top=top,
         )
         return
-    gate = RegistryGate(policy.parent if policy else None) if registry else None
+    gate = RegistryGate(policy.parent if policy else None, remember_failures=True) if registry else None
     checked = check_objects(loaded, objects, "default", moment, gate, labels)
-    report = audit_report([(c.where, c.decision) for c in checked], loaded, moment, expiring_days)
+    failures = {ref: (exc.kind, str(exc)) for ref, exc in (gate.pin_failures or {}).items()} if gate else {}
+    report = audit_report(
+        [(c.where, c.decision) for c in checked],
+        loaded,
+        moment,
+        expiring_days,
+        owners=top_owners([item.obj for item in objects]),
+        lookup_failures=failures,
+    )
     if output is OutputFormat.json:
         payload = {
             "summary": report.summary(),
             "objects": report.objects,
             "deniedObjects": report.denied_objects,
+            "totalsByRule": [dataclasses.asdict(t) for t in report.totals_by_rule()],
+            "findings": [dataclasses.asdict(f) for f in report.findings],
             "namespaces": {
                 ns: {
                     outcome: {rule: [dataclasses.asdict(e) for e in entries] for rule, entries in rules.items()}
@@ -185,9 +239,9 @@ def audit(
         }
         sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(payload)) + b"\n")
     else:
-        _render_audit(report, console)
+        _render_audit(report, console, by)
         console.print(report.summary())
-    if report.denied_objects:
+    if report.denied_objects or report.count("error"):
         raise typer.Exit(EXIT_DENIED)
 
 
@@ -476,7 +530,7 @@ def layers(
             "totalBytes": report.total_bytes,
             "uniqueBytes": report.unique_bytes,
             "baseBytes": report.base_bytes,
-            "byocOwnBytes": report.byoc_own_bytes,
+            "byocAddedBytes": report.byoc_added_bytes,
             "images": [
                 {
                     "image": c.image,
@@ -507,5 +561,5 @@ def layers(
     console.print(table)
     console.print(
         f"total {report.total_bytes:,} B counted per image; unique {report.unique_bytes:,} B on a node running all; "
-        f"trusted base layers {report.base_bytes:,} B; BYOC images add {report.byoc_own_bytes:,} B of their own"
+        f"trusted base layers {report.base_bytes:,} B; BYOC images add {report.byoc_added_bytes:,} B that no trusted image has"
     )

@@ -45,7 +45,7 @@ PAGE = """<!doctype html>
  <div>total, per image<b>{total}</b></div>
  <div>unique layers<b>{unique}</b></div>
  <div>from trusted base images<b>{base}</b></div>
- <div>added by BYOC images<b>{byoc}</b></div>
+ <div>added by BYOC images (in no trusted image)<b>{byoc}</b></div>
 </div>
 <p class="legend"><span style="background:#2f81f7"></span>trusted base layers<span style="background:#8c959f"></span>shared with other images<span style="background:#cf222e"></span>own layers (only this image)</p>
 <svg id="chart" role="img" aria-label="stacked bar per image: base, shared and own bytes" width="100%"></svg>
@@ -111,6 +111,6 @@ def render_layer_report(report: LayerReport, generated: datetime) -> str:
         total=_mb(report.total_bytes),
         unique=_mb(report.unique_bytes),
         base=_mb(report.base_bytes),
-        byoc=_mb(report.byoc_own_bytes),
+        byoc=_mb(report.byoc_added_bytes),
         data=embedded,
     )

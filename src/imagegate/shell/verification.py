@@ -108,8 +108,17 @@ class Lookups:
 class RegistryGate:
     """Registry lookups for decisions, with one client per registry configuration."""
 
-    def __init__(self, relative_to: Path | None = None, clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        relative_to: Path | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+        *,
+        remember_failures: bool = False,
+    ) -> None:
         self.relative_to = relative_to
+        # reference -> why its digest could not be looked up; kept only when asked (a report
+        # wants them all; the webhook would grow this without bound)
+        self.pin_failures: dict[str, RegistryError] | None = {} if remember_failures else None
         self.bases = BaseImageIndex()
         self._clients: dict[RegistryConfig, RegistryClient] = {}
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -150,12 +159,14 @@ class RegistryGate:
             return BaseImageVerdict(False, f"registry error ({exc}); denied by registry.onError: deny")
         return verify_image(image, self.bases.versions)
 
-    async def _digest(self, policy: Policy, reference: str) -> str | None:
+    async def _digest(self, policy: Policy, reference: str) -> str | RegistryError:
         try:
             return await self.client(policy.registry).digest(parse_docker_ref(reference))
         except RegistryError as exc:
             log.warning("cannot pin image", image=reference, error=str(exc))
-            return None
+            if self.pin_failures is not None:
+                self.pin_failures[reference] = exc
+            return exc
 
     async def lookups(
         self,
@@ -179,15 +190,15 @@ class RegistryGate:
         looked_up = dict(
             zip(to_look_up, await asyncio.gather(*(self._digest(policy, ref) for ref in to_look_up)), strict=True)
         )
-        digests = {}
+        digests: dict[str, str] = {}
         notes = []
         for ref in pin_refs:
             verdict = judged.get(ref)
             found = verdict.digest if verdict is not None and verdict.digest is not None else looked_up.get(ref)
-            if found is not None:
+            if isinstance(found, str):
                 digests[ref] = found
             else:
-                notes.append(f"imagegate: could not pin {ref} to a digest (registry unavailable); it runs by tag")
+                notes.append(f"imagegate: could not pin {ref} to a digest ({found}); it runs by tag")
         return Lookups(verdicts, digests, tuple(notes))
 
 
