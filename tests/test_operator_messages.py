@@ -549,3 +549,13 @@ def test_audit_registry_reports_a_missing_tag_as_an_error(
     rows = _audit_table_rows(table.stdout, "findings by namespace, once per top owner")
     assert [(r[1], r[2]) for r in rows] == [("error", "image-not-found"), ("pinned", "pin")]
     assert "1 errors), 1 images to pin" in table.stdout
+
+
+def test_layers_progress_on_a_terminal_only(registry: tuple[Registry, Path, dict[str, int]], tmp_path: Path) -> None:
+    reg, policy, _sizes = registry
+    images = [f"{reg.host}/tool-a/app:{v}" for v in (1, 2, 3)]
+    code, stdout, terminal = _with_terminal_stderr(tmp_path, "layers", *images, "-p", str(policy), "-o", "json")
+    assert code == 0 and len(json.loads(stdout)["images"]) == 3
+    assert "reading 3 images" in terminal
+    piped = run_imagegate("layers", *images, "-p", str(policy), "-o", "json")
+    assert piped.returncode == 0 and piped.stderr == ""
