@@ -1,19 +1,37 @@
-"""YAML text to plain data, remembering where every key stands.
+"""YAML text to plain data, read as kubectl reads it, remembering where every key stands.
 
 Validation errors must name the line and the key (``policy.yaml:12 byoc.grants[0].expires``),
 so the document is composed into nodes once, each value's JSON-path recorded with its line,
 then built into plain data. Duplicate keys are refused: YAML's "last one wins" would let a
 second ``trusted:`` silently replace the first.
+
+Plain scalars mean what they mean to kubectl, which reads YAML with sigs.k8s.io/yaml: go-yaml
+v2's resolver (YAML 1.1), then JSON. So ``hostPID: yes`` (also ``y``, ``on``) is true and
+``runAsUser: 0o0`` (also ``00``, ``0x0``, ``0e0``, ``-0``) is 0, exactly as the API server will
+see them; dates stay text, there are no base-60 numbers, and a number JSON cannot carry
+(``.nan``, ``.inf``) is refused, as kubectl refuses it. Quoted scalars are text. Explicit tags
+(``!!int``, ``!!binary``...) are refused rather than guessed at. The same reading serves
+manifests and imagegate's own policy, grants and identities files: one dialect, so a value
+means the same in every file an operator writes.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-__all__ = ["DocumentError", "LocatedDocument", "load_yaml_document", "load_yaml_documents"]
+__all__ = [
+    "DocumentError",
+    "LocatedDocument",
+    "kubectl_number",
+    "kubectl_scalar",
+    "load_yaml_document",
+    "load_yaml_documents",
+]
 
 
 class DocumentError(ValueError):
@@ -57,12 +75,107 @@ MAX_VALUES = 200_000
 MAX_DEPTH = 64
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_TAG = "tag:imagegate.toolforge.org,2026:plain"  # a plain scalar, resolved by kubectl_scalar
+
+# go-yaml v2's resolve table (resolve.go), the one kubectl uses through sigs.k8s.io/yaml.
+_BOOLEANS = {
+    **dict.fromkeys(("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"), True),
+    **dict.fromkeys(("n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"), False),
+}
+_NULLS = frozenset(("", "~", "null", "Null", "NULL"))
+_NOT_JSON = frozenset(f"{sign}.{word}" for sign in ("", "+", "-") for word in ("inf", "Inf", "INF")) | frozenset(
+    (".nan", ".NaN", ".NAN")
+)
+# strconv.ParseInt(s, 0, 64) after go-yaml has removed every "_": sign, then 0x / 0b / 0o or a
+# leading 0 (octal), or decimal.
+_GO_INT_RE = re.compile(r"([+-]?)(?:0[xX]([0-9a-fA-F]+)|0[bB]([01]+)|0[oO]?([0-7]+)|(0|[1-9][0-9]*))")
+_GO_FLOAT_RE = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")  # go-yaml's yamlStyleFloat
+_GO_DOT_FLOAT_RE = re.compile(r"\.[0-9]+([eE][-+]?[0-9]+)?")  # strconv.ParseFloat of a text starting with "."
+_INT64 = 2**63
+_UINT64 = 2**64
+# encoding/json writes a float64 below 1e21 with an integral value as digits only ("8", "-0"),
+# which the API server reads as an integer: that is what kubectl sends for ``08`` or ``0e0``.
+_JSON_INTEGRAL_BELOW = 1e21
+
+
+def kubectl_number(value: float) -> int | float:
+    """A float as it reaches the API server after kubectl's JSON encoding (integral -> int)."""
+    if value.is_integer() and abs(value) < _JSON_INTEGRAL_BELOW:
+        return int(value)
+    return value
+
+
+def kubectl_scalar(text: str) -> Any:
+    """A plain YAML scalar as kubectl (go-yaml v2, then JSON) reads it; ValueError if it cannot send it."""
+    if text in _BOOLEANS:
+        return _BOOLEANS[text]
+    if text in _NULLS:
+        return None
+    if text in _NOT_JSON:
+        raise ValueError(f"{text} is a float JSON cannot carry (kubectl refuses it); quote it if you mean the text")
+    first = text[0]
+    if first == ".":
+        return kubectl_number(float(text)) if _GO_DOT_FLOAT_RE.fullmatch(text) else text
+    if first not in "+-0123456789":
+        return text
+    plain = text.replace("_", "")
+    found = _GO_INT_RE.fullmatch(plain)
+    if found is not None:
+        sign, hexadecimal, binary, octal, decimal = found.groups()
+        if hexadecimal is not None:
+            magnitude = int(hexadecimal, 16)
+        elif binary is not None:
+            magnitude = int(binary, 2)
+        elif octal is not None:
+            magnitude = int(octal, 8)
+        else:
+            magnitude = int(decimal)
+        value = -magnitude if sign == "-" else magnitude
+        if -_INT64 <= value < _INT64 or (not sign and value < _UINT64):  # ParseInt, then ParseUint
+            return value
+    if _GO_FLOAT_RE.fullmatch(plain):
+        number = float(plain)
+        if math.isfinite(number):  # ParseFloat fails on overflow: the text stays text
+            return kubectl_number(number)
+    return text
+
+
+def _json_key(key: Any) -> str:
+    """A mapping key as sigs.k8s.io/yaml turns it into a JSON key (ints and booleans become text)."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, int):
+        return str(key)
+    raise ValueError(f"a {'null' if key is None else 'fractional number'} key has no JSON form; quote it")
 
 
 class _Builder(yaml.SafeLoader):
-    """SafeLoader's scalar rules (dates, bools, ints) without its duplicate-key blindness."""
+    """PyYAML's parser with kubectl's scalar resolution and without duplicate-key blindness."""
 
     built = 0
+
+    def resolve(self, kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _MERGE_TAG if value == "<<" else _PLAIN_TAG
+        return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+
+
+def _scalar(node: yaml.Node, source: str, path: str | None = None) -> Any:
+    line = node.start_mark.line + 1
+    if path is not None:
+        path = path[2:] if path.startswith("$.") else None
+    if node.tag in (_STR_TAG, _MERGE_TAG):  # "<<" as a value is text, as in go-yaml
+        return node.value
+    if node.tag != _PLAIN_TAG:
+        raise DocumentError(source, line, path, f"unsupported YAML tag {node.tag!r}; write the value plainly")
+    try:
+        return kubectl_scalar(node.value)
+    except ValueError as exc:
+        raise DocumentError(source, line, path, str(exc)) from None
 
 
 def _build(node: yaml.Node, path: str, loader: _Builder, doc: LocatedDocument, depth: int = 0) -> Any:
@@ -77,11 +190,15 @@ def _build(node: yaml.Node, path: str, loader: _Builder, doc: LocatedDocument, d
         raise DocumentError(doc.source, line, None, f"unsupported YAML tag {node.tag!r}")
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
-        result: dict[Any, Any] = {}
+        result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) and key is not None:
+            if not isinstance(key_node, yaml.ScalarNode):
                 raise doc.error(path, f"line {key_node.start_mark.line + 1}: a key must be a plain value")
+            value = _scalar(key_node, doc.source)
+            try:
+                key = _json_key(value)
+            except ValueError as exc:
+                raise DocumentError(doc.source, key_node.start_mark.line + 1, None, str(exc)) from None
             child = f"{path}.{key}"
             if key in result:
                 raise DocumentError(doc.source, key_node.start_mark.line + 1, child[2:], "duplicate key")
@@ -91,7 +208,7 @@ def _build(node: yaml.Node, path: str, loader: _Builder, doc: LocatedDocument, d
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, f"{path}[{i}]", loader, doc, depth + 1) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _scalar(node, doc.source, path)
 
 
 def load_yaml_documents(text: str, source: str) -> list[LocatedDocument]:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from imagegate.core.policy import PolicyError, dump_grants, load_grant_entry, load_grants
+from imagegate.core.yamldoc import kubectl_scalar
 from imagegate.shell.policy_source import read_document
 
 __all__ = ["GrantEditError", "edit_grants_file", "edit_grants_text", "grants_configmap_yaml"]
@@ -31,6 +32,31 @@ class GrantEditError(Exception):
     pass
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string that kubectl's reading (and so imagegate's) would not read back as that string.
+
+    PyYAML quotes only what its own YAML 1.1 resolver would misread: ``y``, ``0o17`` or
+    ``1_0`` would come back as true, 15 and 10.
+    """
+
+
+def _represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
+    try:
+        plain = text != "" and kubectl_scalar(text) == text
+    except ValueError:
+        plain = False
+    if plain:
+        return dumper.represent_str(text)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="'")
+
+
+_Dumper.add_representer(str, _represent_text)
+
+
+def _dump(document: Any) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
 def edit_grants_text(text: str, source: str, change: GrantChange) -> str:
     """The grants document ``text`` with ``change`` applied, validated (an empty text starts a new one)."""
     document = dump_grants(load_grants(text, source, new_file=True))
@@ -41,9 +67,7 @@ def edit_grants_text(text: str, source: str, change: GrantChange) -> str:
     for entry in document["grants"]:
         if entry not in before:
             load_grant_entry(entry, f"the new grant for {entry.get('namespace', '?')}")
-    new_text = "# BYOC grants; edit with `imagegate grants` (validated before writing)\n" + yaml.safe_dump(
-        document, sort_keys=False, default_flow_style=False
-    )
+    new_text = "# BYOC grants; edit with `imagegate grants` (validated before writing)\n" + _dump(document)
     try:
         load_grants(new_text, source)
     except PolicyError as exc:
@@ -80,17 +104,19 @@ def edit_grants_file(path: Path, change: GrantChange, attempts: int = 5) -> str:
     raise GrantEditError(f"{path} kept changing under us; nothing was written")
 
 
-class _ReviewableDumper(yaml.SafeDumper):
+class _ReviewableDumper(_Dumper):
     """Multi-line strings as literal block scalars (``|``), the file as a reviewer reads it."""
 
 
-def _represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+def _represent_block_text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
     # PyYAML falls back to a quoted string by itself when a block scalar cannot hold the text
     # (trailing spaces on a line, control characters); grants_configmap_yaml checks the rest.
-    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+    if "\n" in text:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|")
+    return _represent_text(dumper, text)
 
 
-_ReviewableDumper.add_representer(str, _represent_text)
+_ReviewableDumper.add_representer(str, _represent_block_text)
 
 
 def grants_configmap_yaml(text: str, name: str, namespace: str, key: str = "grants.yaml") -> str:
@@ -105,4 +131,4 @@ def grants_configmap_yaml(text: str, name: str, namespace: str, key: str = "gran
     if yaml.safe_load(readable) == configmap:
         return readable
     # Characters YAML reads as line breaks (NEL, LS, PS) do not survive a block scalar: escape them.
-    return yaml.safe_dump(configmap, sort_keys=False, default_flow_style=False)
+    return _dump(configmap)

@@ -2,6 +2,12 @@
 
 Multi-document YAML, JSON objects, ``kind: List`` / ``kubectl get -o json`` lists. Every
 object remembers where it came from (``file:line``) so reports and errors can point at it.
+
+Read as kubectl reads them, so ``check`` judges what ``kubectl apply`` would create: YAML
+scalars by go-yaml v2's rules (:mod:`imagegate.core.yamldoc`), numbers as kubectl's JSON
+encoding sends them (``1.0`` is ``1``), and the items of a typed list (``PodList``, as the
+API returns it, without a ``kind`` per item) as objects of the list's kind; a ``List`` item
+must name its own kind, and an item of another kind than its typed list is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from imagegate.core.yamldoc import DocumentError, load_yaml_documents
+from imagegate.core.yamldoc import DocumentError, kubectl_number, load_yaml_documents
 
 __all__ = ["ManifestError", "SourcedObject", "read_manifests"]
 
@@ -34,9 +40,16 @@ def _line_of_byte(text: str, offset: int) -> int:
     return text.encode()[:offset].count(b"\n") + 1
 
 
+def _kubectl_float(text: str) -> int | float:
+    return kubectl_number(float(text))
+
+
+_JSON_DECODER = msgspec.json.Decoder(float_hook=_kubectl_float)
+
+
 def _decode_json(text: str, source: str) -> list[tuple[Any, int | None]]:
     try:
-        return [(msgspec.json.decode(text), None)]
+        return [(_JSON_DECODER.decode(text), None)]
     except msgspec.DecodeError as exc:
         message = str(exc)
         line = None
@@ -59,6 +72,50 @@ def _documents(text: str, source: str) -> list[tuple[Any, int | None]]:
     return [(doc.data, doc.lines.get("$")) for doc in load_yaml_documents(text, source)]
 
 
+MAX_LIST_NESTING = 8
+
+
+def _list_items(data: dict[str, Any], source: str, line: int | None, where: str, depth: int) -> Iterator[SourcedObject]:
+    """The items of a list: ``PodList`` items are Pods (the API leaves out their kind); ``List`` items name theirs."""
+    kind: str = data["kind"]
+    items = data.get("items")
+    if items is None:
+        return
+    if not isinstance(items, list):
+        raise DocumentError(source, line, "items", f"expected a list of objects, got {type(items).__name__}")
+    element = kind.removesuffix("List")  # "" for a plain List
+    api_version = data.get("apiVersion")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DocumentError(source, line, f"items[{index}]", "expected a Kubernetes object")
+        own = item.get("kind")
+        obj = item
+        if not element:
+            if not isinstance(own, str) or not own:
+                raise DocumentError(source, line, f"items[{index}].kind", "missing: each item of a List names its kind")
+        elif own is None:
+            obj = {"kind": element, **item}
+            if api_version is not None and "apiVersion" not in obj:
+                obj["apiVersion"] = api_version
+        elif own != element:
+            raise DocumentError(source, line, f"items[{index}].kind", f"{own!r} in a {kind}, which holds {element}s")
+        yield from _objects(obj, source, line, f"{where} items[{index}]", depth + 1)
+
+
+def _objects(
+    data: dict[str, Any], source: str, line: int | None, where: str, depth: int = 0
+) -> Iterator[SourcedObject]:
+    kind = data.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise DocumentError(source, line, "kind", "missing: not a Kubernetes object")
+    if kind.endswith("List") and "items" in data:
+        if depth >= MAX_LIST_NESTING:
+            raise DocumentError(source, line, None, f"lists nested deeper than {MAX_LIST_NESTING} levels")
+        yield from _list_items(data, source, line, where, depth)
+    else:
+        yield SourcedObject(data, where)
+
+
 def _flatten(data: Any, source: str, line: int | None) -> Iterator[SourcedObject]:
     where = f"{source}:{line}" if line else source
     if data is None:
@@ -69,16 +126,7 @@ def _flatten(data: Any, source: str, line: int | None) -> Iterator[SourcedObject
         return
     if not isinstance(data, dict):
         raise DocumentError(source, line, None, f"expected a Kubernetes object, got {type(data).__name__}")
-    kind = data.get("kind")
-    if isinstance(kind, str) and kind.endswith("List") and isinstance(data.get("items"), list):
-        for index, item in enumerate(data["items"]):
-            if not isinstance(item, dict):
-                raise DocumentError(source, line, f"items[{index}]", "expected a Kubernetes object")
-            yield SourcedObject(item, f"{where} items[{index}]")
-        return
-    if not isinstance(kind, str) or not kind:
-        raise DocumentError(source, line, "kind", "missing: not a Kubernetes object")
-    yield SourcedObject(data, where)
+    yield from _objects(data, source, line, where)
 
 
 def _read_text(path: Path) -> str:
