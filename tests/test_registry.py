@@ -422,6 +422,44 @@ def test_pinning_patches_tag_to_the_digest_skopeo_sees(pushed: Pushed, tmp_path:
     assert patch["value"] == f"{pushed.ref('toolforge/bullseye')}@{pushed.digests['toolforge/bullseye:v1']}"
 
 
+def test_pinning_warning_says_what_the_registry_did(pushed: Pushed, tmp_path: Path) -> None:
+    """404 for the tag, a registry that does not answer, and any other error read differently."""
+    policy = _policy(pushed, tmp_path, extra="pinning: {enabled: true}\n")
+
+    def notes(pinned: Policy, image: str) -> tuple[str, ...]:
+        async def go() -> tuple[str, ...]:
+            gate = RegistryGate()
+            try:
+                first = decide(pinned, _pod(image), namespace="tool-a", now=dt.datetime.now(dt.UTC))
+                assert first.pins_needed, first
+                return (await gate.lookups(pinned, first, pins=True)).notes
+            finally:
+                await gate.aclose()
+
+        return asyncio.run(go())
+
+    (missing,) = notes(policy, pushed.ref("toolforge/bullseye:no-such-tag"))
+    assert "(the registry has no such tag or repository (HTTP 404)" in missing and "unavailable" not in missing
+    assert missing.endswith("; it runs by tag")
+    from tests.webhook_process import free_port  # noqa: PLC0415
+
+    down_host = f"127.0.0.1:{free_port()}"
+    down = load_policy(
+        f"{POLICY_HEADER}trusted: [{down_host}]\npinning: {{enabled: true}}\nregistry: {{timeoutSeconds: 1}}\n"
+    )
+    (unavailable,) = notes(down, f"{down_host}/toolforge/app:1")
+    assert "(registry unavailable: " in unavailable and "is unreachable" in unavailable
+    (tmp_path / "wrong.json").write_text(
+        json.dumps({"auths": {pushed.registry.host: {"username": "tool-builder", "password": "wrong"}}})
+    )
+    refused = load_policy(
+        f"{POLICY_HEADER}trusted: [{pushed.registry.host}/toolforge]\npinning: {{enabled: true}}\n"
+        f"registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {tmp_path / 'wrong.json'}}}\n"
+    )
+    (other,) = notes(refused, pushed.ref("toolforge/bullseye:v1"))
+    assert "(registry error (auth): " in other and "401" in other
+
+
 def test_webhook_uses_the_registry(pushed: Pushed, tmp_path: Path) -> None:
     """The server end to end: base-image verification on /validate, pinning on /mutate."""
     import base64  # noqa: PLC0415

@@ -280,8 +280,10 @@ def review(
         if notes:
             extra["warnings"] = [_truncate(note, MAX_WARNING_LENGTH) for note in notes]
         return ReviewOutcome(_response(request, True, extra), True, decision, patched=bool(decision.patches))
-    if decision.warnings:
-        extra["warnings"] = [_warning(f) for f in decision.warnings]
+    if decision.warnings or decision.notices:
+        warnings = [_warning(f) for f in decision.warnings]
+        warnings.extend(_truncate(f"imagegate: {notice}", MAX_WARNING_LENGTH) for notice in decision.notices)
+        extra["warnings"] = warnings
     annotations = _audit_annotations(decision)
     if annotations:
         extra["auditAnnotations"] = annotations

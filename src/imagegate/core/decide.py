@@ -36,6 +36,7 @@ __all__ = [
     "ImageVerdict",
     "Rule",
     "decide",
+    "expiry_notice",
 ]
 
 
@@ -164,6 +165,17 @@ class _Judge:
             return ImageVerdict(use, text, allowed_by=f"{allowed_by}; base {verdict.detail}"), text
         message = f"({text}) is not built on a trusted base image: {verdict.detail}"
         return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_MISMATCH, message, mode)), text
+
+
+def expiry_notice(grant: Grant) -> str:
+    """What every admission in a namespace whose grant ends soon tells its users."""
+    until = grant.expires.isoformat() if grant.expires else "?"
+    scope = f" ({_preview(list(grant.registries), 2)})" if grant.registries is not None else ""
+    renewal = f"renewal: {grant.ticket}" if grant.ticket else "ask the platform admins for a renewal"
+    return (
+        f"BYOC grant for {grant.namespace}{scope} ends {until} (last day, UTC): after it, new Pods that need "
+        f"it are denied, replicas and rescheduled Pods too, while running Pods go on; {renewal}"
+    )
 
 
 def _old_keys(old: Mapping[str, Any] | None) -> frozenset[tuple[str, str, str]]:
@@ -297,8 +309,9 @@ def decide(
 
     On UPDATE pass ``old_object``: images already present at the same place were
     admitted before and are not judged again (the pods they make are judged on
-    CREATE), so an expired grant does not block scaling a Deployment. New and
-    changed images, including ephemeral containers added by ``kubectl debug``, are.
+    CREATE: after a grant expires, scaling a Deployment is admitted but its new Pods
+    are not). New and changed images, including ephemeral containers added by
+    ``kubectl debug``, are.
     """
     kind = str(obj.get("kind", ""))
     metadata = _metadata(obj)
@@ -319,6 +332,8 @@ def decide(
         expired=tuple(g for g in grants if g.expired(now)),
         base_verdicts=base_verdicts or {},
     )
+    days = policy.warn_before_expiry_days
+    notices = tuple(expiry_notice(g) for g in judge.active if g.expiring(now, days)) if judge.active else ()
     seen_before = _old_keys(old_object)
     verdicts: list[ImageVerdict] = []
     tag_findings: list[Finding] = []
@@ -353,6 +368,7 @@ def decide(
         patches=tuple(patches),
         base_checks_needed=tuple(needs_base),
         pins_needed=pins_needed,
+        notices=notices,
     )
 
 
@@ -393,4 +409,5 @@ def decision_to_dict(decision: Decision) -> dict[str, Any]:
             for v in decision.verdicts
         ],
         "patches": list(decision.patches),
+        "notices": list(decision.notices),
     }

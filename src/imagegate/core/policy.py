@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -74,6 +74,10 @@ _GLOB_NAME_RE = re.compile(r"[a-z0-9*?\[\]!-]+")
 # --- the documents as written (camelCase keys, unknown keys refused) -----------------
 
 
+# A grant with this many days left or fewer warns on every admission in its namespace.
+DEFAULT_EXPIRY_WARNING_DAYS = 14
+
+
 class _Doc(msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
     pass
 
@@ -109,6 +113,7 @@ class GrantDoc(_Doc):
 class ByocDoc(_Doc):
     default: Literal["deny", "allow"] = "deny"
     require_base_image: bool = False
+    warn_before_expiry_days: Annotated[int, msgspec.Meta(ge=0, le=366)] | None = DEFAULT_EXPIRY_WARNING_DAYS
     grants: list[GrantDoc] = []
     grants_file: str | None = None
 
@@ -286,6 +291,11 @@ class Grant:
             return None
         return (self.expires - now.astimezone(dt.UTC).date()).days
 
+    def expiring(self, now: dt.datetime, days: int | None) -> bool:
+        """Still good, and ending within ``days`` days (``None``: never said to be expiring)."""
+        left = self.days_left(now)
+        return days is not None and left is not None and 0 <= left <= days
+
 
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
@@ -358,6 +368,8 @@ class Policy:
     byoc_require_base_image: bool
     grants: tuple[Grant, ...]
     namespaces: NamespaceScope
+    # grants with this many days left or fewer warn on every admission in their namespace
+    warn_before_expiry_days: int | None = DEFAULT_EXPIRY_WARNING_DAYS
     grants_file: str | None = None
     source: str = "<built-in>"
     grants_by_namespace: Mapping[str, tuple[Grant, ...]] = field(default_factory=dict)
@@ -810,6 +822,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         byoc_require_base_image=parsed.byoc.require_base_image,
         grants=(),
         namespaces=scope,
+        warn_before_expiry_days=parsed.byoc.warn_before_expiry_days,
         grants_file=parsed.byoc.grants_file,
         source=source,
         pod_security=_pod_security(doc, parsed.pod_security) if parsed.pod_security is not None else None,

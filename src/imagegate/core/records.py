@@ -99,6 +99,7 @@ class Decision(msgspec.Struct, frozen=True):
     patches: tuple[Mapping[str, Any], ...] = ()
     base_checks_needed: tuple[str, ...] = ()
     pins_needed: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()  # said to the user whatever the decision (a grant about to end)
 
     def _in_mode(self, mode: Mode) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.mode is mode) if self.findings else ()

@@ -23,6 +23,7 @@ from imagegate.core.policy import Grant, Policy
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
 
 __all__ = [
+    "GRANT_STATES",
     "AuditReport",
     "ImageCost",
     "LayerReport",
@@ -34,6 +35,8 @@ __all__ = [
     "top_owners",
 ]
 
+GRANT_STATES = ("active", "expiring", "expired")
+
 
 @dataclass(frozen=True, slots=True)
 class GrantState:
@@ -42,18 +45,17 @@ class GrantState:
     days_left: int | None
 
 
-def grant_states(grants: Iterable[Grant], now: dt.datetime, expiring_days: int) -> list[GrantState]:
-    """Each grant with its state; ``expiring`` when it ends within ``expiring_days``."""
+def grant_states(grants: Iterable[Grant], now: dt.datetime, expiring_days: int | None) -> list[GrantState]:
+    """Each grant with its state; ``expiring`` when it ends within ``expiring_days`` (``None``: never)."""
     states = []
     for grant in grants:
-        left = grant.days_left(now)
         if grant.expired(now):
             state = "expired"
-        elif left is not None and left <= expiring_days:
+        elif grant.expiring(now, expiring_days):
             state = "expiring"
         else:
             state = "active"
-        states.append(GrantState(grant, state, left))
+        states.append(GrantState(grant, state, grant.days_left(now)))
     return sorted(states, key=lambda s: (s.days_left is None, s.days_left if s.days_left is not None else 0))
 
 

@@ -48,6 +48,7 @@ from prometheus_client import (
 
 from imagegate.core.admission import AdmissionRequest, ReviewError, ReviewOutcome, decode_review, internal_error, review
 from imagegate.core.policy import Policy
+from imagegate.core.report import GRANT_STATES, grant_states
 from imagegate.shell.certs import CertificateError, check_pair
 from imagegate.shell.histograms import BatchedHistogram, Counts
 from imagegate.shell.http import HttpServer, Limits, Request, Response, server_ssl_context
@@ -151,7 +152,7 @@ class Metrics:
         )
         self.grants = Gauge(
             "imagegate_grants",
-            "BYOC grants by state (active, expired).",
+            "BYOC grants by state: active, expiring (within byoc.warnBeforeExpiryDays), expired.",
             ["state"],
             registry=self.registry,
             multiprocess_mode="livemax",
@@ -216,10 +217,12 @@ class Metrics:
         self.policy_loaded.set(1 if source.current is not None else 0)
         self.policy_ok.set(0 if source.last_error else 1)
         if source.current is not None:
-            now = dt.datetime.now(dt.UTC)
-            expired = sum(1 for g in source.current.grants if g.expired(now))
-            self.grants.labels("expired").set(expired)
-            self.grants.labels("active").set(len(source.current.grants) - expired)
+            policy = source.current
+            counts = dict.fromkeys(GRANT_STATES, 0)
+            for state in grant_states(policy.grants, dt.datetime.now(dt.UTC), policy.warn_before_expiry_days):
+                counts[state.state] += 1
+            for name, count in counts.items():
+                self.grants.labels(name).set(count)
 
 
 class TlsReloader:
@@ -326,6 +329,7 @@ class WebhookApp:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=METRICS_FLUSH_SECONDS)
             try:
+                self.metrics.observe_policy(self.source)  # grant states move with the clock, not only on reloads
                 self.metrics.flush()
             except Exception:  # keep flushing; decisions never depend on metrics
                 log.exception("writing metrics failed")

@@ -25,7 +25,7 @@ from imagegate.core.reference import parse_docker_ref
 from imagegate.shell.registry import RegistryClient, RegistryError, RegistrySettings
 from imagegate.shell.registry_auth import DockerConfigCredentials
 
-__all__ = ["BaseImageIndex", "Lookups", "RegistryGate", "settle"]
+__all__ = ["BaseImageIndex", "Lookups", "RegistryGate", "pin_failure_note", "settle"]
 
 T = TypeVar("T")
 
@@ -163,7 +163,7 @@ class RegistryGate:
         try:
             return await self.client(policy.registry).digest(parse_docker_ref(reference))
         except RegistryError as exc:
-            log.warning("cannot pin image", image=reference, error=str(exc))
+            log.warning("cannot pin image", image=reference, kind=exc.kind, error=str(exc))
             if self.pin_failures is not None:
                 self.pin_failures[reference] = exc
             return exc
@@ -197,9 +197,24 @@ class RegistryGate:
             found = verdict.digest if verdict is not None and verdict.digest is not None else looked_up.get(ref)
             if isinstance(found, str):
                 digests[ref] = found
-            else:
-                notes.append(f"imagegate: could not pin {ref} to a digest ({found}); it runs by tag")
+            elif isinstance(found, RegistryError):
+                notes.append(pin_failure_note(ref, found))
         return Lookups(verdicts, digests, tuple(notes))
+
+
+# Registry error kinds that mean "no answer at all", as opposed to an answer we cannot use.
+_UNAVAILABLE = frozenset({"unreachable", "timeout"})
+
+
+def pin_failure_note(reference: str, error: RegistryError) -> str:
+    """The admission warning for an image left unpinned: what the registry really did."""
+    if error.kind == "not-found":
+        why = "the registry has no such tag or repository (HTTP 404); pulling it will fail too until it is pushed"
+    elif error.kind in _UNAVAILABLE:
+        why = f"registry unavailable: {error}"
+    else:
+        why = f"registry error ({error.kind}): {error}"
+    return f"imagegate: could not pin {reference} to a digest ({why}); it runs by tag"
 
 
 def needs_registry(decision: Decision | None, *, pins: bool) -> bool:
