@@ -31,6 +31,9 @@ from imagegate.core.records import Mode
 from imagegate.core.workloads import json_pointer
 
 __all__ = [
+    "CONTAINER_MUTATED_FIELDS",
+    "POD_MUTATED_FIELDS",
+    "TOOL_POD_MUTATED_FIELDS",
     "HostPathRule",
     "Identity",
     "PodProfile",
@@ -253,6 +256,11 @@ _POD_SECCOMP = ("securityContext", "seccompProfile", "type")
 _POD_GROUPS_POLICY = ("securityContext", "supplementalGroupsPolicy")
 _NO_ESCALATION = ("securityContext", "allowPrivilegeEscalation")
 _DROP = ("securityContext", "capabilities", "drop")
+# What mutate_pod may fill in (core/webhooks.py's needs-mutation condition tests each for absence):
+# on the pod under any restricted or tool profile, on the pod with a tool profile, on every container.
+POD_MUTATED_FIELDS = (_POD_NON_ROOT, _POD_SECCOMP)
+TOOL_POD_MUTATED_FIELDS = (_POD_USER, _POD_GROUP, _POD_FS_GROUP, _POD_GROUPS_POLICY)
+CONTAINER_MUTATED_FIELDS = (_NO_ESCALATION, _DROP)
 
 
 def mutate_pod(

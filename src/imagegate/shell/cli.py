@@ -15,13 +15,15 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from imagegate.core.decide import Decision, decide, decision_to_dict
-from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError
+from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError, default_policy, load_policy
+from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.workloads import ObjectShapeError, image_uses
 from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.certs import (
@@ -401,6 +403,54 @@ def policy_validate(
 def policy_default() -> None:
     """Print the built-in policy, a starting point for your own."""
     sys.stdout.write(DEFAULT_POLICY_YAML)
+
+
+WEBHOOKS_HEADER = """\
+# Made by `imagegate webhooks -p POLICY` (scripts/sync_policy.py); edit the policy, not this file.
+# failurePolicy Fail: when imagegate cannot answer, pods are not created (fail closed); the
+# namespaceSelector exempts the control plane and imagegate itself by the immutable
+# kubernetes.io/metadata.name label, which no tenant can set on another namespace.
+# spec-changed (both webhooks) skips UPDATEs that leave the pod-bearing part alone: label,
+# annotation, finalizer, ownerReference and status writes. needs-mutation (the mutating
+# webhook only) skips objects where /mutate has nothing to fill in or pin. Every key read is
+# guarded by has(): an expression error fails closed. Every pods/ephemeralcontainers update is sent.
+"""
+
+
+@app.command()
+def webhooks(
+    policy: PolicyOption = None,
+    condition: Annotated[
+        bool, typer.Option("--mutate-condition", help="Print only the needs-mutation CEL expression.")
+    ] = False,
+) -> None:
+    """Print the webhook configurations for a policy (the mutating one skips what needs no mutation)."""
+    if policy is None:
+        loaded = default_policy()
+    else:  # only the policy: its grants and identities files change nothing here
+        try:
+            loaded = load_policy(policy.read_text(), str(policy))
+        except OSError as exc:
+            raise _fail(f"{policy}: {exc.strerror or exc}") from None
+        except (PolicyError, UnicodeDecodeError) as exc:
+            raise _fail(f"invalid policy: {exc}") from None
+    if condition:
+        sys.stdout.write(mutation_condition(loaded) + "\n")
+        return
+    sys.stdout.write(WEBHOOKS_HEADER + _yaml_documents(webhook_configurations(loaded)))
+
+
+def _yaml_documents(documents: list[dict[str, Any]]) -> str:
+    """YAML a reviewer can read: key order kept, multi-line strings (CEL) as literal blocks."""
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(documents, Dumper=Dumper, sort_keys=False, width=1000)
 
 
 @app.command()

@@ -21,12 +21,18 @@
   - name: spec-changed
     # Every key read is guarded by has(): the API server omits request.subResource on a plain
     # UPDATE, and an expression error fails closed (it would refuse every label change).
-    expression: >-
+    expression: |-
       request.operation != 'UPDATE'
       || (has(request.subResource) && request.subResource == 'ephemeralcontainers')
       || (has(object.spec) ? !has(oldObject.spec) || object.spec != oldObject.spec
       : has(object.template) ? !has(oldObject.template) || object.template != oldObject.template
       : true)
+  {{- if eq .kind "mutate" }}
+  # Skips objects where /mutate has nothing to fill in or pin: `imagegate webhooks
+  # --mutate-condition -p POLICY` made it for the shipped policy; regenerate it for another.
+  - name: needs-mutation
+    expression: {{ $root.Files.Get "files/mutate-condition.cel" | trimSuffix "\n" | toJson }}
+  {{- end }}
   rules:
   - apiGroups: ['']
     apiVersions: [v1]
