@@ -93,7 +93,7 @@ def test_every_kind_and_container_list_is_checked(kind: str, field: str) -> None
     assert not decision.allowed
     (violation,) = decision.violations
     assert violation.rule == Rule.UNTRUSTED_REGISTRY
-    assert violation.use.name == "c1" and violation.use.image == "nginx"
+    assert violation.subject.name == "c1" and violation.subject.image == "nginx"
     assert "docker.io/library/nginx:latest" in violation.message
     assert decision.message().startswith(f"imagegate denied {kind} tool-x/thing: 1 violation: ")
     allowed = run(wrap(kind, containers(TRUSTED, field=field)))
@@ -109,8 +109,8 @@ def test_image_volumes_are_checked(kind: str) -> None:
     ]
     decision = run(wrap(kind, spec))
     (violation,) = decision.violations
-    assert violation.use.kind == "imageVolume" and violation.use.name == "model"
-    assert violation.use.pointer.endswith("/volumes/1/image/reference")
+    assert violation.subject.kind == "imageVolume" and violation.subject.name == "model"
+    assert violation.subject.pointer.endswith("/volumes/1/image/reference")
     assert 'volume "model"' in violation.message
 
 
@@ -143,7 +143,7 @@ def test_bypasses_peers_suffered_are_denied(image: str) -> None:
     spec = containers(TRUSTED)
     spec.update(containers(image, field="initContainers"))
     decision = run(wrap("Pod", spec))
-    assert [v.use.image for v in decision.violations] == [image]
+    assert [v.subject.image for v in decision.violations] == [image]
 
 
 @pytest.mark.parametrize(
@@ -183,7 +183,7 @@ def test_invalid_references_are_denied_with_the_reason(image: str, complaint: st
 def test_blocked_beats_trusted_and_grants() -> None:
     policy = load_policy(POLICY_HEADER + "trusted: [k8s.gcr.io]\nblocked: [k8s.gcr.io/bad]\nbyoc: {default: allow}\n")
     decision = run(wrap("Pod", containers("k8s.gcr.io/bad/x", "k8s.gcr.io/good/x")), policy=policy)
-    assert [(v.rule, v.use.image) for v in decision.violations] == [(Rule.BLOCKED_REGISTRY, "k8s.gcr.io/bad/x")]
+    assert [(v.rule, v.subject.image) for v in decision.violations] == [(Rule.BLOCKED_REGISTRY, "k8s.gcr.io/bad/x")]
     granted = run(wrap("Pod", containers("k8s.gcr.io/pause:3")), namespace="tool-anything")
     assert granted.violations[0].rule == Rule.BLOCKED_REGISTRY
 
@@ -300,7 +300,7 @@ def test_byoc_default_allow_opens_the_gate_but_not_blocked() -> None:
         POLICY_HEADER + "trusted: [registry.org]\nblocked: [docker.io/library/bad]\nbyoc: {default: allow}\n"
     )
     decision = run(wrap("Pod", containers("nginx", "bad")), policy=policy)
-    assert [v.use.image for v in decision.violations] == ["bad"]
+    assert [v.subject.image for v in decision.violations] == ["bad"]
     assert decision.verdicts[0].allowed_by == "byoc default allow"
 
 
@@ -326,7 +326,7 @@ def test_ephemeral_container_added_by_update_is_checked() -> None:
     new["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox:1.35", "targetContainerName": "c0"}]
     decision = run(new, old_object=old)
     (violation,) = decision.violations
-    assert violation.use.kind == "ephemeralContainer" and violation.use.name == "debugger"
+    assert violation.subject.kind == "ephemeralContainer" and violation.subject.name == "debugger"
     trusted_debug = copy.deepcopy(old)
     trusted_debug["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": TRUSTED}]
     assert run(trusted_debug, old_object=old).allowed

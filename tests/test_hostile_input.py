@@ -60,7 +60,7 @@ def test_reference_parsers_refuse_cleanly(text: str) -> None:
 def test_only_trusted_registry_images_are_allowed(image: str) -> None:
     pod = {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": image}]}}
     decision = decide(POLICY, pod, namespace="tool-x", now=NOW)
-    image_findings = [f for f in decision.findings if f.use.kind == "container"]
+    image_findings = [f for f in decision.findings if f.subject.kind == "container"]
     if not image_findings:
         # allowed: then it must really be on a trusted registry, by the parsed reference
         ref = parse_docker_ref(image)

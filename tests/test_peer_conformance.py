@@ -137,7 +137,7 @@ def _our_offenders(policy: Policy, obj: dict[str, Any]) -> list[tuple[str, str, 
     decision = decide(policy, obj, namespace=namespace, now=NOW)
     assert decision.governed
     # one entry per offending container, however many of its rules it breaks (as peers count)
-    return sorted({(f.use.kind, f.use.name, f.use.image) for f in decision.violations})
+    return sorted({(f.subject.kind, f.subject.name, f.subject.image) for f in decision.violations})
 
 
 def _their_offenders(case: dict[str, Any]) -> list[tuple[str, str, str]]:

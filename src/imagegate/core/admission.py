@@ -21,6 +21,7 @@ import msgspec
 
 from imagegate.core.decide import BaseImageVerdict, Decision, Finding, decide
 from imagegate.core.policy import Policy
+from imagegate.core.records import Mode, Outcome, outcome_of
 
 __all__ = [
     "POD_RESOURCES",
@@ -134,6 +135,16 @@ class ReviewOutcome(msgspec.Struct, frozen=True):
     decision: Decision | None
     patched: bool = False
 
+    @property
+    def outcome(self) -> Outcome:
+        """What the answer did to the object. The mutating webhook admits everything, so its
+        enforce-mode findings count for nothing here (the validating webhook denies them)."""
+        if not self.allowed:
+            return Outcome.DENIED
+        if self.decision is None or not self.decision.findings:
+            return Outcome.ALLOWED
+        return outcome_of(f.mode for f in self.decision.findings if f.mode is not Mode.ENFORCE)
+
 
 def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -142,9 +153,8 @@ def _truncate(text: str, limit: int) -> str:
 def _audit_annotations(decision: Decision) -> dict[str, str]:
     if not decision.findings:
         return {}
-    listed = "; ".join(f"{f.rule} {f.use.kind}/{f.use.name} {f.use.image}" for f in decision.findings)
-    result = "denied" if not decision.allowed else ("warned" if decision.warnings else "audited")
-    return {"decision": result, "findings": _truncate(listed, MAX_AUDIT_VALUE_LENGTH)}
+    listed = "; ".join(f"{f.rule} {f.subject.kind}/{f.subject.name} {f.subject.image}" for f in decision.findings)
+    return {"decision": decision.outcome.value, "findings": _truncate(listed, MAX_AUDIT_VALUE_LENGTH)}
 
 
 def _warning(finding: Finding) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 from imagegate.core.decide import decide
 from imagegate.core.policy import Grant, Mode, Policy
-from imagegate.core.records import Decision, Finding
+from imagegate.core.records import Decision, Finding, PodSubject
 
 __all__ = ["PRESETS", "Comparison", "Option", "Subject", "compare", "preset_options"]
 
@@ -150,7 +150,7 @@ class _Judges:
             for subject in self.subjects:
                 decision = self._decide(policy, option.now, subject)
                 judged.append((decision.governed, decision.findings))
-                pods.append(tuple(f for f in decision.findings if f.use.kind == "pod"))
+                pods.append(tuple(f for f in decision.findings if isinstance(f.subject, PodSubject)))
             if settings is not None:
                 self.pod_findings[key] = pods
             return judged

@@ -25,7 +25,18 @@ from typing import Any, Final
 
 from imagegate.core.podprofile import PodProfile, mutate_pod, new_ephemeral_containers, pod_findings
 from imagegate.core.policy import Grant, Policy
-from imagegate.core.records import BaseImageVerdict, Decision, Finding, ImageUse, ImageVerdict, Mode
+from imagegate.core.records import (
+    Allowance,
+    BaseImageVerdict,
+    Decision,
+    Finding,
+    ImageUse,
+    ImageVerdict,
+    Mode,
+    ObjectSubject,
+    PodRules,
+    PodSubject,
+)
 from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref, parse_normalized
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, ObjectShapeError, image_uses, json_pointer, pod_specs
 
@@ -116,17 +127,18 @@ class _Judge:
             return ImageVerdict(use, text, finding=finding), None, mode
         required = image.base_required
         if image.trusted_by is not None:
-            return (*self._needs_base(use, text, image.trusted_by, required, mode), mode)
+            return (*self._needs_base(use, text, Allowance.TRUSTED, image.trusted_by, required, mode), mode)
         if self.policy.trusted.templates:
             # entries naming the namespace, filled in once per namespace (tools-harbor.wmcloud.org/{namespace})
             own = self.policy.trusted.resolved(self.namespace).first_match(ref)
             if own is not None:
-                return (*self._needs_base(use, text, f"trusted {own} in {self.namespace}", required, mode), mode)
+                allowed_by = f"trusted {own} in {self.namespace}"
+                return (*self._needs_base(use, text, Allowance.TRUSTED, allowed_by, required, mode), mode)
         if self.active:
             return self._judge_granted(use, ref, text, required)
         if self.policy.byoc_default == "allow":
             require = self.policy.byoc_require_base_image or required
-            return (*self._needs_base(use, text, "byoc default allow", require, mode), mode)
+            return (*self._needs_base(use, text, Allowance.BYOC_DEFAULT, "byoc default allow", require, mode), mode)
         trusted_list = _preview(list(self.policy.trusted)) or "none"
         message = f"({text}) is not from a trusted registry (trusted: {trusted_list}); {self.no_grant_reason()}"
         return ImageVerdict(use, text, finding=self.finding(use, Rule.UNTRUSTED_REGISTRY, message)), None, mode
@@ -139,7 +151,7 @@ class _Judge:
                 require = grant.require_base_image or self.policy.byoc_require_base_image or required
                 mode = grant.mode if grant.mode is not None else self.policy.mode
                 allowed_by = f"grant for {grant.namespace} ({_describe(grant)})"
-                return (*self._needs_base(use, text, allowed_by, require, mode), mode)
+                return (*self._needs_base(use, text, Allowance.GRANT, allowed_by, require, mode), mode)
         granted = [p for g in self.active for p in (g.registries or ())]
         message = (
             f"({text}) is neither trusted nor in the registries granted to namespace "
@@ -149,10 +161,10 @@ class _Judge:
         return ImageVerdict(use, text, finding=self.finding(use, Rule.OUTSIDE_GRANT, message)), None, self.policy.mode
 
     def _needs_base(
-        self, use: ImageUse, text: str, allowed_by: str, require: bool, mode: Mode
+        self, use: ImageUse, text: str, allowance: Allowance, allowed_by: str, require: bool, mode: Mode
     ) -> tuple[ImageVerdict, str | None]:
         if not require:
-            return ImageVerdict(use, text, allowed_by=allowed_by), None
+            return ImageVerdict(use, text, allowed_by=allowed_by, allowance=allowance), None
         verdict = self.base_verdicts.get(text)
         if verdict is None:
             message = (
@@ -162,7 +174,7 @@ class _Judge:
             finding = self.finding(use, Rule.BASE_IMAGE_UNVERIFIED, message, mode)
             return ImageVerdict(use, text, finding=finding), text
         if verdict.ok:
-            return ImageVerdict(use, text, allowed_by=f"{allowed_by}; base {verdict.detail}"), text
+            return ImageVerdict(use, text, allowed_by=f"{allowed_by}; base {verdict.detail}", allowance=allowance), text
         message = f"({text}) is not built on a trusted base image: {verdict.detail}"
         return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_MISMATCH, message, mode)), text
 
@@ -233,12 +245,13 @@ def _pod_security(
         for token in _METADATA_PATHS[pointer]:
             metadata = metadata.get(token) if isinstance(metadata, dict) else None
         metadata = metadata if isinstance(metadata, dict) else {}
-        for rule, result, mode in pod_findings(spec, metadata, profile, namespace, identity, running_pod):
-            if rule.startswith("pod-security:"):
+        for rules, result, mode in pod_findings(spec, metadata, profile, namespace, identity, running_pod):
+            if rules is PodRules.POD_SECURITY:
                 reason = f'violates PodSecurity "{profile.label}": {result.message}'
             else:
                 reason = f"violates the tool profile: {result.message}"
-            findings.append(Finding(ImageUse("pod", result.check, "", pointer), rule, reason, mode))
+            subject = PodSubject(rules, result.check, pointer)
+            findings.append(Finding(subject, f"{rules.value}:{result.check}", reason, mode))
     return findings, patches
 
 
@@ -321,7 +334,7 @@ def decide(
     try:
         uses = image_uses(obj)
     except ObjectShapeError as exc:
-        bad = ImageUse("object", kind or "object", "", exc.pointer)
+        bad = ObjectSubject(kind or "object", exc.pointer)
         finding = Finding(bad, Rule.MALFORMED_OBJECT, f"malformed {kind or 'object'}: {exc}", Mode.ENFORCE)
         return Decision(kind, name, namespace, governed=True, findings=(finding,))
     grants = policy.grants_for(namespace)
@@ -340,7 +353,9 @@ def decide(
     needs_base: list[str] = []
     for use in uses:
         if (use.kind, use.name, use.image) in seen_before:
-            verdicts.append(ImageVerdict(use, None, allowed_by="unchanged by this update"))
+            verdicts.append(
+                ImageVerdict(use, None, allowed_by="unchanged by this update", allowance=Allowance.UNCHANGED)
+            )
             continue
         verdict, base_ref, mode = judge.judge(use)
         verdicts.append(verdict)
@@ -374,7 +389,7 @@ def decide(
 
 def finding_to_dict(finding: Finding) -> dict[str, str]:
     """A finding as plain data (JSON output, logs, audit annotations)."""
-    use = finding.use
+    use = finding.subject
     return {
         "container": use.name,
         "containerKind": use.kind,

@@ -27,7 +27,7 @@ from typing import Any
 
 from imagegate.core.placeholders import fill_placeholders
 from imagegate.core.podsecurity import CheckResult, Version, added_capabilities, containers, evaluate, volume_type
-from imagegate.core.records import Mode
+from imagegate.core.records import Mode, PodRules
 from imagegate.core.workloads import json_pointer
 
 __all__ = [
@@ -129,7 +129,7 @@ class PodSecurityOverride:
     namespaces: tuple[str, ...]
     level: str | None = None
     version: Version | None = None
-    mode: str | None = None
+    mode: Mode | None = None
 
 
 _UNKNOWN = object()
@@ -140,7 +140,7 @@ _PROFILE_CACHE_SIZE = 10_000  # namespaces; a cluster has fewer, and past this w
 class PodSecuritySettings:
     level: str = "restricted"
     version: Version = (1, 37)
-    mode: str = "enforce"
+    mode: Mode = Mode.ENFORCE
     mutate: bool = True
     exempt: tuple[str, ...] = ()
     overrides: tuple[PodSecurityOverride, ...] = ()
@@ -166,12 +166,12 @@ class PodSecuritySettings:
             if any(fnmatchcase(namespace, pattern) for pattern in override.namespaces):
                 level = override.level or level
                 version = override.version or version
-                mode = override.mode or mode
+                mode = override.mode if override.mode is not None else mode
                 break
         tool = self.tool if self.tool is not None and self.tool.applies_to(namespace) else None
         if level == "privileged" and tool is None:
             return None
-        return PodProfile(level, version, Mode(mode), self.mutate, tool)
+        return PodProfile(level, version, mode, self.mutate, tool)
 
 
 # --- mutation ---------------------------------------------------------------------------
@@ -576,23 +576,23 @@ def pod_findings(
     namespace: str,
     identity: Identity | None,
     running: bool = False,
-) -> list[tuple[str, CheckResult, Mode]]:
-    """(rule, result, mode) for everything wrong with one pod spec under ``profile``.
+) -> list[tuple[PodRules, CheckResult, Mode]]:
+    """(rule set, result, mode) for everything wrong with one pod spec under ``profile``.
 
     ``running``: the spec is a running pod's (an UPDATE such as ``kubectl debug``), whose
     supplementalGroupsPolicy was judged at its creation and cannot change since.
     """
-    results: list[tuple[str, CheckResult, Mode]] = []
+    results: list[tuple[PodRules, CheckResult, Mode]] = []
     mode = profile.mode
     skip = REPLACED_BY_TOOL_PROFILE if profile.tool is not None else frozenset()
     if profile.level != "privileged":
         for result in evaluate(profile.level, profile.version, metadata, spec, skip=skip):
-            results.append((f"pod-security:{result.check}", result, mode))
+            results.append((PodRules.POD_SECURITY, result, mode))
     if profile.tool is not None:
         for result in tool_profile_findings(spec, profile.tool, namespace, identity):
-            results.append((f"tool-profile:{result.check}", result, mode))
+            results.append((PodRules.TOOL_PROFILE, result, mode))
         groups = None if running else _groups_policy_finding(spec, profile.tool)
         if groups is not None:
             result, groups_mode = groups
-            results.append((f"tool-profile:{result.check}", result, mode if groups_mode is None else groups_mode))
+            results.append((PodRules.TOOL_PROFILE, result, mode if groups_mode is None else groups_mode))
     return results

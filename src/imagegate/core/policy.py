@@ -721,14 +721,14 @@ def _pod_security(doc: LocatedDocument, parsed: PodSecurityDoc) -> PodSecuritySe
             namespaces=_check_name_globs(doc, f"{path}.overrides[{i}].namespaces", o.namespaces),
             level=o.level,
             version=_version(doc, f"{path}.overrides[{i}].version", o.version) if o.version else None,
-            mode=o.mode.value if o.mode else None,
+            mode=o.mode,
         )
         for i, o in enumerate(parsed.overrides)
     )
     return PodSecuritySettings(
         level=parsed.level,
         version=_version(doc, f"{path}.version", parsed.version),
-        mode=parsed.mode.value,
+        mode=parsed.mode,
         mutate=parsed.mutate,
         exempt=_check_name_globs(doc, f"{path}.exempt", parsed.exempt),
         overrides=overrides,

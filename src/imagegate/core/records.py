@@ -8,13 +8,28 @@ the keywords of a class statement (``frozen=True`` would silently be lost).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
-__all__ = ["BaseImageVerdict", "CheckResult", "Decision", "Finding", "ImageUse", "ImageVerdict", "Mode"]
+__all__ = [
+    "Allowance",
+    "BaseImageVerdict",
+    "CheckResult",
+    "Decision",
+    "Finding",
+    "ImageUse",
+    "ImageVerdict",
+    "Mode",
+    "ObjectSubject",
+    "Outcome",
+    "PodRules",
+    "PodSubject",
+    "Subject",
+    "outcome_of",
+]
 
 
 class Mode(StrEnum):
@@ -23,6 +38,53 @@ class Mode(StrEnum):
     ENFORCE = "enforce"
     WARN = "warn"
     AUDIT = "audit"
+
+
+class Outcome(StrEnum):
+    """What became of an object, an image or a finding (worst first)."""
+
+    DENIED = "denied"
+    WARNED = "warned"
+    AUDITED = "audited"
+    ALLOWED = "allowed"
+
+
+_OUTCOME_OF_MODE: Mapping[Mode, Outcome] = {
+    Mode.ENFORCE: Outcome.DENIED,
+    Mode.WARN: Outcome.WARNED,
+    Mode.AUDIT: Outcome.AUDITED,
+}
+_OUTCOME_RANK: Mapping[Outcome, int] = {outcome: rank for rank, outcome in enumerate(Outcome)}
+
+
+def outcome_of(modes: Iterable[Mode]) -> Outcome:
+    """The outcome of findings in ``modes``: the worst one's; none at all is allowed.
+
+    The one mapping from mode to outcome: admission's audit annotations, the webhook's
+    metrics, ``check`` and ``audit`` all read it from here.
+    """
+    worst = Outcome.ALLOWED
+    for mode in modes:
+        found = _OUTCOME_OF_MODE[mode]
+        if _OUTCOME_RANK[found] < _OUTCOME_RANK[worst]:
+            worst = found
+    return worst
+
+
+class Allowance(StrEnum):
+    """How an image was let in: what ``ImageVerdict.allowed_by`` says in words."""
+
+    TRUSTED = "trusted"  # a trusted entry (the namespace's own, such as its Harbor project, too)
+    GRANT = "grant"  # the namespace's BYOC grant
+    BYOC_DEFAULT = "byoc-default"  # byoc.default: allow
+    UNCHANGED = "unchanged"  # an UPDATE left it where it was: not judged again
+
+
+class PodRules(StrEnum):
+    """The two rule sets judged on a pod spec; the prefix of their findings' rules."""
+
+    POD_SECURITY = "pod-security"
+    TOOL_PROFILE = "tool-profile"
 
 
 class CheckResult(msgspec.Struct, frozen=True):
@@ -48,10 +110,49 @@ class ImageUse(msgspec.Struct, frozen=True):
     @property
     def label(self) -> str:
         """``initContainer "setup"``: how a message names the place."""
-        if self.kind == "pod":
-            return "pod security"
         word = "volume" if self.kind == "imageVolume" else self.kind
         return f'{word} "{self.name}"'
+
+
+# A finding's subject: an image use, a pod spec, or the whole object. Each says ``kind``,
+# ``name``, ``image`` and ``pointer``: the flat form logs, annotations and JSON output print.
+
+
+class PodSubject(msgspec.Struct, frozen=True):
+    """A pod spec (a Pod's or a template's), judged by one check of one rule set."""
+
+    rules: PodRules
+    check: str
+    pointer: str  # the JSON pointer of the pod spec
+
+    kind: ClassVar[str] = "pod"
+    image: ClassVar[str] = ""
+    label: ClassVar[str] = "pod security"
+
+    @property
+    def name(self) -> str:
+        return self.check
+
+
+class ObjectSubject(msgspec.Struct, frozen=True):
+    """The whole object, when it is malformed: ``pointer`` is where."""
+
+    object_kind: str
+    pointer: str
+
+    kind: ClassVar[str] = "object"
+    image: ClassVar[str] = ""
+
+    @property
+    def name(self) -> str:
+        return self.object_kind
+
+    @property
+    def label(self) -> str:
+        return f'object "{self.object_kind}"'
+
+
+Subject = ImageUse | PodSubject | ObjectSubject
 
 
 class BaseImageVerdict(msgspec.Struct, frozen=True):
@@ -63,9 +164,9 @@ class BaseImageVerdict(msgspec.Struct, frozen=True):
 
 
 class Finding(msgspec.Struct, frozen=True):
-    """One broken rule for one image use."""
+    """One broken rule for one subject: an image use, a pod spec or the object."""
 
-    use: ImageUse
+    subject: Subject
     rule: str
     reason: str
     mode: Mode
@@ -73,18 +174,24 @@ class Finding(msgspec.Struct, frozen=True):
     @property
     def message(self) -> str:
         """The whole sentence: which container, which image, what is wrong."""
-        if self.use.kind in ("object", "pod"):
-            return self.reason
-        return f"{self.use.label} image {self.use.image!r} {self.reason}"
+        subject = self.subject
+        if isinstance(subject, ImageUse):
+            return f"{subject.label} image {subject.image!r} {self.reason}"
+        return self.reason
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_of((self.mode,))
 
 
 class ImageVerdict(msgspec.Struct, frozen=True):
-    """How one image use was judged: ``allowed_by`` or a ``finding`` (or skipped as unchanged)."""
+    """How one image use was judged: allowed (``allowance``, and ``allowed_by`` in words) or a ``finding``."""
 
     use: ImageUse
     reference: str | None
     allowed_by: str | None = None
     finding: Finding | None = None
+    allowance: Allowance | None = None  # how it was allowed; None when it was not
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -119,6 +226,11 @@ class Decision(msgspec.Struct, frozen=True):
     @property
     def allowed(self) -> bool:
         return not self.findings or not any(f.mode is Mode.ENFORCE for f in self.findings)
+
+    @property
+    def outcome(self) -> Outcome:
+        """Denied, else warned, else audited, else allowed (not governed: allowed too)."""
+        return outcome_of(f.mode for f in self.findings) if self.findings else Outcome.ALLOWED
 
     @property
     def subject(self) -> str:

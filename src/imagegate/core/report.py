@@ -135,7 +135,6 @@ class AuditReport:
         )
 
 
-_OUTCOME = {"enforce": "denied", "warn": "warned", "audit": "audited"}
 _OUTCOME_ORDER = ("denied", "error", "warned", "audited", "pinned")
 
 # Which kinds own which (a Deployment's ReplicaSets, a CronJob's Jobs, any workload's Pods),
@@ -272,13 +271,13 @@ def audit_report(
             entry = AuditEntry(
                 source,
                 decision.subject,
-                finding.use.label,
-                finding.use.image,
+                finding.subject.label,
+                finding.subject.image,
                 finding.rule,
                 finding.mode.value,
                 finding.message,
             )
-            found.append((_OUTCOME[finding.mode.value], entry))
+            found.append((finding.outcome.value, entry))
         for reference in decision.pins_needed:
             if reference in failures:
                 kind, message = failures[reference]

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from imagegate.core.decide import Decision, decide, decision_to_dict
 from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError, default_policy, load_policy
+from imagegate.core.records import Mode, Outcome, Subject, outcome_of
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.workloads import ObjectShapeError, image_uses
 from imagegate.core.yamldoc import DocumentError
@@ -242,7 +243,8 @@ _RESULT_STYLE = {
 }
 
 
-_OUTCOME_OF_MODE = {"enforce": "denied", "warn": "warn", "audit": "audit"}
+# How the table (and ``-o json``'s counts) words each outcome.
+_WORD = {Outcome.DENIED: "denied", Outcome.WARNED: "warn", Outcome.AUDITED: "audit", Outcome.ALLOWED: "allowed"}
 
 
 def _rows(decision: Decision) -> list[tuple[str, str, str, str]]:
@@ -253,27 +255,19 @@ def _rows(decision: Decision) -> list[tuple[str, str, str, str]]:
         use = verdict.use
         judged.add(use)
         # the image's own verdict and the tag rules' findings on the same use
-        findings = [f for f in decision.findings if f.use == use]
+        findings = [f for f in decision.findings if f.subject == use]
         if not findings:
             rows.append(("allowed", use.label, use.image, verdict.allowed_by or ""))
         for finding in findings:
-            rows.append(
-                (_OUTCOME_OF_MODE[finding.mode.value], use.label, use.image, f"{finding.rule}: {finding.reason}")
-            )
+            rows.append((_WORD[finding.outcome], use.label, use.image, f"{finding.rule}: {finding.reason}"))
     for finding in decision.findings:  # pod security, tool profile, a malformed object
-        if finding.use not in judged:
-            rows.append(
-                (_OUTCOME_OF_MODE[finding.mode.value], finding.use.label, "", f"{finding.rule}: {finding.reason}")
-            )
+        if finding.subject not in judged:
+            rows.append((_WORD[finding.outcome], finding.subject.label, "", f"{finding.rule}: {finding.reason}"))
     return rows
 
 
 def _object_outcome(decision: Decision) -> str:
-    if not decision.governed:
-        return "exempt"
-    if not decision.allowed:
-        return "denied"
-    return "warn" if decision.warnings else "audit" if decision.audits else "allowed"
+    return _WORD[decision.outcome] if decision.governed else "exempt"
 
 
 def _render_table(results: list[CheckedObject], console: Console) -> None:
@@ -308,14 +302,12 @@ def _counts(results: list[CheckedObject]) -> dict[str, dict[str, int]]:
         decision = checked.decision
         objects[_object_outcome(decision)] += 1
         images["exempt"] += checked.exempt_images
-        modes: dict[Any, set[str]] = {}
+        modes: dict[Subject, list[Mode]] = {}
         for finding in decision.findings:
             findings[finding.mode.value] += 1
-            modes.setdefault(finding.use, set()).add(finding.mode.value)
+            modes.setdefault(finding.subject, []).append(finding.mode)
         for verdict in decision.verdicts:
-            found = modes.get(verdict.use, set())
-            worst = next((m for m in ("enforce", "warn", "audit") if m in found), None)
-            images[_OUTCOME_OF_MODE[worst] if worst else "allowed"] += 1
+            images[_WORD[outcome_of(modes.get(verdict.use, ()))]] += 1
     return {"objects": objects, "images": images, "findings": findings}
 
 

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from imagegate.core.decide import Decision
 from imagegate.core.policy import Mode, PolicyError, load_grants
+from imagegate.core.records import Allowance
 from imagegate.core.reference import ReferenceError, parse_docker_ref
 from imagegate.core.report import AuditReport, GrantState, audit_report, grant_states, layer_report, top_owners
 from imagegate.shell.cli import (
@@ -456,7 +457,7 @@ def _uses_from(
         for verdict in decision.verdicts:
             if verdict.reference is None:
                 continue
-            byoc = not (verdict.allowed_by or "").startswith("trusted")
+            byoc = verdict.allowance is not Allowance.TRUSTED
             found[verdict.reference] = found.get(verdict.reference, False) or byoc
     return found
 

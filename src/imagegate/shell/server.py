@@ -48,6 +48,7 @@ from prometheus_client import (
 
 from imagegate.core.admission import AdmissionRequest, ReviewError, ReviewOutcome, decode_review, internal_error, review
 from imagegate.core.policy import Policy
+from imagegate.core.records import Outcome
 from imagegate.core.report import GRANT_STATES, grant_states
 from imagegate.shell.certs import CertificateError, check_pair
 from imagegate.shell.histograms import BatchedHistogram, Counts
@@ -447,9 +448,8 @@ class WebhookApp:
         """The HTTP response, counted in metrics and logged (one line, never the body)."""
         elapsed = time.perf_counter() - started
         decision = outcome.decision
-        result = "allowed" if outcome.allowed else "denied"
-        if decision is not None and outcome.allowed and decision.warnings:
-            result = "warned"
+        # The metric's results are allowed, denied and warned: an audited object was allowed, silently.
+        result = Outcome.ALLOWED.value if outcome.outcome is Outcome.AUDITED else outcome.outcome.value
         findings = decision.findings if decision is not None and endpoint == "validate" else ()
         self.metrics.record(
             endpoint, result, request.namespace or "-", [(f.rule, f.mode.value) for f in findings], elapsed
@@ -467,7 +467,7 @@ class WebhookApp:
                 name=request.name or None,
                 dry_run=request.dry_run,
                 result=result,
-                findings=[f"{f.rule}:{f.use.kind}/{f.use.name}" for f in decision.findings] if decision else [],
+                findings=[f"{f.rule}:{f.subject.kind}/{f.subject.name}" for f in decision.findings] if decision else [],
                 patched=outcome.patched,
                 ms=round(elapsed * 1000, 3),
             )
