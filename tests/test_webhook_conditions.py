@@ -183,6 +183,29 @@ def test_toolforge_pods_with_the_full_security_context_are_not_sent(name: str) -
     assert not needs_mutation(hook, {**create(complete, namespace), "operation": "UPDATE", "oldObject": obj})
 
 
+@pytest.mark.parametrize("name", replay.NAMES)
+def test_captured_pods_after_imagegate_are_not_sent_again(name: str) -> None:
+    """The captured validating inputs hold the object as imagegate's /mutate left it (full security
+    context; in tool-pin, images pinned to digests): what a reinvocation after a later mutating
+    webhook would bring. With supplementalGroupsPolicy back (v1.32's gate dropped it), /mutate has
+    nothing to do and the API server does not call it, under the shipped policy (no pinning: trusted
+    tags are left alone) and under the capture's (pinning: only digests pass). Only
+    pods/ephemeralcontainers updates are always sent."""
+    request = replay.captured("validating", name)
+    complete = {**request, "object": full_context(request["object"])}
+    review_body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": complete})
+    always_sent = request.get("subResource") == "ephemeralcontainers"
+    shipped = default_policy().with_identities(IDENTITIES)
+    policies = [(shipped, mutating_hook(shipped))]
+    if request["namespace"] == "tool-pin":
+        policies.append((replay.POLICY, mutating_hook(replay.POLICY)))
+    for policy, hook in policies:
+        if not always_sent:
+            outcome = review(policy, decode_review(review_body.encode()), now=NOW, mutate=True)
+            assert not outcome.patched
+        assert needs_mutation(hook, complete) is always_sent
+
+
 # --- generated pods and templates -------------------------------------------------------
 
 POD_FIELDS: dict[str, Any] = {
