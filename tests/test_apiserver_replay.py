@@ -17,6 +17,7 @@ import copy
 import datetime as dt
 import json
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import jsonpatch
@@ -164,6 +165,69 @@ def test_mutate_then_validate_gives_the_decision(name: str) -> None:
     spec_pointers = [pointer for pointer, _ in pod_specs(captured("mutating", name)["object"])]
     for operation in patch:
         assert any(operation["path"].startswith(pointer + "/") for pointer in spec_pointers), operation
+
+
+# admission.k8s.io/v1 AdmissionResponse (kubernetes.io, "kube-apiserver Admission (v1)"): uid and
+# allowed are required; everything else is optional, and the API server reads only the response.
+RESPONSE_FIELDS = {"uid", "allowed", "status", "patch", "patchType", "warnings", "auditAnnotations"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("mutate", [False, True], ids=["validate", "mutate"])
+def test_the_answer_is_the_smallest_valid_review(name: str, mutate: bool) -> None:
+    """No echo of the request, no empty or default field: what the API server has to read, only."""
+    direction = "mutating" if mutate else "validating"
+    outcome = review(
+        POLICY, decode_review(body(direction, name)), now=NOW, mutate=mutate, digests=registry_digests(name)
+    )
+    answered = json.loads(outcome.body)
+    assert answered.keys() == {"apiVersion", "kind", "response"}
+    assert (answered["apiVersion"], answered["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
+    response = answered["response"]
+    assert response["uid"] == captured(direction, name)["uid"]
+    assert {"uid", "allowed"} <= response.keys() <= RESPONSE_FIELDS
+    assert all(value not in ("", [], {}, None) for value in response.values()), response
+    assert ("patch" in response) is ("patchType" in response) is outcome.patched
+    assert ("status" in response) is (not response["allowed"])  # an allow needs no status
+    assert len(outcome.body) == len(json.dumps(answered, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _contexts(spec_pointer: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Every securityContext a pod spec holds or could hold, by JSON pointer: the pod's, each container's."""
+    found = {f"{spec_pointer}/securityContext": spec.get("securityContext")}
+    for field in ("initContainers", "containers", "ephemeralContainers"):
+        for index, container in enumerate(spec.get(field) or ()):
+            found[f"{spec_pointer}/{field}/{index}/securityContext"] = container.get("securityContext")
+    return found
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_patch_adds_a_missing_security_context_whole(name: str) -> None:
+    """One ``add`` of the whole securityContext where none exists (or the API server's empty default),
+    never one operation per field; no operation writes inside what another one added."""
+    _patched, patch, _ = patched_object(name)
+    paths = [operation["path"] for operation in patch]
+    assert len(set(paths)) == len(paths)
+    assert not [(a, b) for a in paths for b in paths if b.startswith(a + "/")]
+    for pointer, spec in pod_specs(captured("mutating", name)["object"]):
+        for where, context in _contexts(pointer, spec).items():
+            inside = [operation for operation in patch if operation["path"].startswith(where)]
+            if not context and inside:  # absent, or {}: one add of all of it
+                assert [(o["op"], o["path"]) for o in inside] == [("add", where)], inside
+
+
+def test_a_pod_as_written_is_two_operations() -> None:
+    _patched, patch, _ = patched_object("pod-create")
+    assert [(o["op"], o["path"], sorted(o["value"])) for o in patch] == [
+        (
+            "add",
+            "/spec/securityContext",
+            sorted(
+                ["runAsUser", "runAsGroup", "fsGroup", "runAsNonRoot", "seccompProfile", "supplementalGroupsPolicy"]
+            ),
+        ),
+        ("add", "/spec/containers/0/securityContext", ["allowPrivilegeEscalation", "capabilities"]),
+    ]
 
 
 def specs(obj: dict[str, Any]) -> dict[str, Any]:

@@ -212,6 +212,18 @@ class _Patcher:
         self.pointer = pointer
         self.patches: list[dict[str, Any]] = []
         self._copied: set[int] = {id(self.spec)}
+        # A dict this patcher added to the spec -> the same dict in its patch's value: a field set
+        # inside it later joins that ``add`` instead of becoming one more operation, so a missing
+        # securityContext is one ``add`` of the whole context (the shortest patch the API server reads).
+        self._added: dict[int, dict[Any, Any]] = {}
+
+    def _track(self, inserted: Any, value: Any) -> None:
+        """Remember the dicts of an added value, paired with their twins in the patch."""
+        if isinstance(inserted, dict) and isinstance(value, dict):
+            self._added[id(inserted)] = value
+            self._copied.add(id(inserted))  # ours already: never copied again on the way down
+            for key, item in inserted.items():
+                self._track(item, value[key])
 
     def _own(self, parent: Any, key: Any, child: Any) -> Any:
         """``child`` (at ``parent[key]``), copied into ``parent`` first if it is still shared."""
@@ -235,13 +247,22 @@ class _Patcher:
             if not isinstance(node, dict):
                 return  # a wrong type above us: leave it to validation
             current = node.get(token)
-            if current is None:
+            # An empty object on the way (the API server defaults a pod's securityContext to {})
+            # is replaced whole: one ``add`` of everything it gets, as if it were missing.
+            if current is None or (
+                depth < last and isinstance(current, dict) and not current and id(current) not in self._added
+            ):
                 rest = path[depth + 1 :]
-                # Two separate values: the spec's copy is ours to extend by later calls, the patch's is not.
+                # Two separate values, each extended by later calls: the spec's and the patch's.
                 inserted = node[token] = _nested(rest, _fresh(value))
-                self._copied.add(id(inserted))
-                where = self.pointer + _pointer(path[: depth + 1])
-                self.patches.append({"op": "add", "path": where, "value": _nested(rest, value)})
+                added = _nested(rest, _fresh(value))
+                self._track(inserted, added)
+                within = self._added.get(id(node))
+                if within is not None:  # inside a value this patcher added: extend that operation
+                    within[token] = added
+                else:
+                    where = self.pointer + _pointer(path[: depth + 1])
+                    self.patches.append({"op": "add", "path": where, "value": added})
                 return
             if depth == last:
                 return
