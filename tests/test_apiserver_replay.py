@@ -16,8 +16,8 @@ import base64
 import copy
 import datetime as dt
 import json
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jsonpatch
