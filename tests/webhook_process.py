@@ -93,6 +93,7 @@ def run_webhook(
     policy: Path | None = None,
     grants: Path | None = None,
     expect_ready: int = 200,
+    env: dict[str, str] | None = None,
 ) -> Iterator[WebhookProcess]:
     """``imagegate serve`` on a free loopback port; always stopped on exit."""
     tls_dir = workdir / "tls"
@@ -117,7 +118,7 @@ def run_webhook(
     ]
     log_path = workdir / "imagegate.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     webhook = WebhookProcess(process, port, tls, log_path)
     try:
         webhook.wait_ready(expect_status=expect_ready)

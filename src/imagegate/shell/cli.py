@@ -39,6 +39,12 @@ from imagegate.shell.certs import (
     prepare_directory,
     service_dns_names,
 )
+from imagegate.shell.exits import (
+    DEBUG_ENV,
+    EXIT_BAD_INPUT,
+    EXIT_DENIED,
+    report_internal_error,
+)
 from imagegate.shell.logs import LogLevel, configure_logging
 from imagegate.shell.manifests import SourcedObject, read_manifests
 from imagegate.shell.policy_source import MAX_POLICY_BYTES, load_policy_files
@@ -57,9 +63,6 @@ app = typer.Typer(
 policy_app = typer.Typer(help="Validate or print policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
-EXIT_OK, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
-EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h): a bug in imagegate, never bad input
-DEBUG_ENV = "IMAGEGATE_DEBUG"
 
 PolicyOption = Annotated[
     Path | None,
@@ -617,7 +620,7 @@ def serve(
 
     With no flags: the built-in policy and a self-signed development certificate.
     """
-    from imagegate.shell.server import ListenError, ServerSettings, check_listen, run_server  # noqa: PLC0415
+    from imagegate.shell.server import SERVING_MODULE, ListenError, ServerSettings, check_listen  # noqa: PLC0415
 
     configure_logging(log_level, json=log_format is LogFormat.json)
     if (tls_cert is None) != (tls_key is None):
@@ -647,11 +650,11 @@ def serve(
         workers=workers,
         metrics_per_namespace=metrics_per_namespace,
     )
-    try:
-        status = run_server(settings)
-    except ListenError as exc:  # lost a race for the port after the check above
-        raise _fail(str(exc)) from None
-    raise typer.Exit(status)
+    # The server runs as a process of its own, with none of the command line's libraries (typer,
+    # rich, the cluster client, the reports): the same pid, so signals and the kubelet see no change.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", SERVING_MODULE, settings.to_json()])
 
 
 def _print_command(console: Console, text: str) -> None:
@@ -732,28 +735,6 @@ def _global_options(
 ) -> None:
     if debug:
         os.environ[DEBUG_ENV] = "1"  # also seen by the server's worker processes
-
-
-def report_internal_error(exc: BaseException) -> int:
-    """One line naming the bug (the traceback with --debug); the exit code that says "a bug"."""
-    import traceback  # noqa: PLC0415
-
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = ""
-    if frames:  # where it was raised, and the last place in imagegate's own code on the way
-        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}"
-        ours = [f for f in frames[1:-1] if f"{os.sep}imagegate{os.sep}" in f.filename]
-        if ours:
-            where += f" (from {Path(ours[-1].filename).name}:{ours[-1].lineno} in {ours[-1].name})"
-    if os.environ.get(DEBUG_ENV):
-        traceback.print_exception(exc, file=sys.stderr)
-    hint = "" if os.environ.get(DEBUG_ENV) else f"; rerun with --debug (or {DEBUG_ENV}=1) for the traceback"
-    message = str(exc).splitlines()[0] if str(exc) else ""
-    sys.stderr.write(
-        f"imagegate: internal error, a bug in imagegate (please report it): "
-        f"{type(exc).__name__}{': ' + message if message else ''}{where}{hint}\n"
-    )
-    return EXIT_INTERNAL_ERROR
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -23,7 +23,8 @@ from rich.table import Table
 
 from imagegate.core.compare import PRESETS, Comparison, Option, Subject, compare, preset_options
 from imagegate.core.policy import Policy
-from imagegate.shell.cli import EXIT_DENIED, OutputFormat, _fail, _load, _namespace_labels
+from imagegate.shell.cli import OutputFormat, _fail, _load, _namespace_labels
+from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.manifests import SourcedObject
 
 __all__ = ["render_comparison_html", "run_compare"]

@@ -27,7 +27,8 @@ from imagegate.core.identities import (
     missing_identities,
 )
 from imagegate.core.policy import PolicyError, load_identities
-from imagegate.shell.cli import EXIT_DENIED, _fail, app
+from imagegate.shell.cli import _fail, app
+from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.grants_file import grants_configmap_yaml
 from imagegate.shell.identities import (
     IdentitySourceError,

@@ -24,7 +24,6 @@ from imagegate.core.records import Allowance
 from imagegate.core.reference import ReferenceError, parse_docker_ref
 from imagegate.core.report import AuditReport, GrantState, audit_report, grant_states, layer_report, top_owners
 from imagegate.shell.cli import (
-    EXIT_DENIED,
     GrantsOption,
     IdentitiesOption,
     OutputFormat,
@@ -37,6 +36,7 @@ from imagegate.shell.cli import (
     progress_on_terminal,
     read_inputs,
 )
+from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.grants_file import GrantEditError, edit_grants_file, edit_grants_text, grants_configmap_yaml
 from imagegate.shell.html_report import render_layer_report
 from imagegate.shell.logs import configure_logging

@@ -4,8 +4,9 @@ In a cluster both files are ConfigMaps mounted as volumes. The kubelet updates s
 volume atomically: it writes a new timestamped directory and swaps the ``..data``
 symlink to it, so ``grants.yaml`` (a link through ``..data``) changes all at once and
 the directory sees a create/delete of ``..data`` rather than a write to the file. We
-therefore watch the *directory*, re-read the files through their links after any event,
-and compare contents, so a swap, an editor's rename or a plain write all count.
+therefore poll each file's status through its links (``shell/filewatch.py``), re-read the
+files after any change and compare contents, so a swap, an editor's rename or a plain
+write all count.
 
 A new version that does not validate is refused: the last good policy stays in force,
 the error is logged loudly and kept in :attr:`PolicySource.last_error` (``/readyz`` and
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-import watchfiles
 
 from imagegate.core.policy import Policy, PolicyError, default_policy, load_grants, load_identities, load_policy
 from imagegate.core.yamldoc import load_yaml_document
+from imagegate.shell.filewatch import changes
 
 __all__ = ["PolicySource", "ReloadResult", "load_policy_files", "read_document"]
 
@@ -165,14 +166,14 @@ class PolicySource:
             self.current, self._fingerprint, self.last_error = None, "", str(exc)
 
     def watched_paths(self) -> list[Path]:
-        """The directories to watch (each file's own directory, for the ..data swap)."""
+        """The files to watch: the policy and the grants and identities files it names."""
         identities = (
             _resolve_identities_path(self.current, self.policy_path, self.identities_path)
             if self.current
             else self.identities_path
         )
         files = [p for p in (self.policy_path, self.effective_grants_path(), identities) if p is not None]
-        return sorted({p.absolute().parent for p in files})
+        return sorted({p.absolute() for p in files})
 
     def effective_grants_path(self) -> Path | None:
         if self.current is None:
@@ -209,19 +210,17 @@ class PolicySource:
         return result
 
     async def watch(self, stop: asyncio.Event) -> None:
-        """Reload on every change in the watched directories until ``stop`` is set.
+        """Reload on every change of the watched files until ``stop`` is set.
 
         A reload can move the grants file (``grantsFile`` changed, or the policy became
-        valid at last); the watch then restarts on the new set of directories.
+        valid at last); the watch then restarts on the new set of files.
         """
         while not stop.is_set():
             paths = self.watched_paths()
             if not paths:
                 await stop.wait()
                 return
-            async for _changes in watchfiles.awatch(
-                *paths, stop_event=stop, debounce=200, recursive=False, watch_filter=None
-            ):
+            async for _changed in changes(paths, stop):
                 self.reload()
                 if self.watched_paths() != paths:
                     break

@@ -36,6 +36,8 @@ from typing import NamedTuple, Protocol
 import httpx
 from cachetools import LRUCache
 
+from imagegate.shell.registry_errors import RegistryError
+
 __all__ = [
     "Challenge",
     "CredentialSource",
@@ -52,14 +54,6 @@ DOCKER_HUB_API = "registry-1.docker.io"
 DOCKER_HUB_ALIASES = ("index.docker.io", "docker.io", DOCKER_HUB_API)  # keys docker login writes
 DEFAULT_TOKEN_SECONDS = 60.0  # the token spec's default when expires_in is absent
 REFRESH_MARGIN_SECONDS = 10.0  # a token this close to its expiry is not sent again
-
-
-class RegistryError(Exception):
-    """A registry could not tell us what we asked; ``kind`` is stable for metrics."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        super().__init__(message)
 
 
 class Login(NamedTuple):

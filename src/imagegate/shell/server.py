@@ -35,7 +35,6 @@ from typing import Any
 import msgspec
 import structlog
 import uvloop
-import watchfiles
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -50,7 +49,7 @@ from imagegate.core.admission import AdmissionRequest, ReviewError, ReviewOutcom
 from imagegate.core.policy import Policy
 from imagegate.core.records import Outcome
 from imagegate.core.report import GRANT_STATES, grant_states
-from imagegate.shell.certs import CertificateError, check_pair
+from imagegate.shell.filewatch import changes
 from imagegate.shell.histograms import BatchedHistogram, Counts
 from imagegate.shell.http import HttpServer, Limits, Request, Response, server_ssl_context
 from imagegate.shell.logs import configure_logging
@@ -69,6 +68,7 @@ DEFAULT_REQUEST_TIMEOUT = 10.0
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_FLUSH_SECONDS = 1.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+SERVING_MODULE = "imagegate.shell.serving"  # what `imagegate serve` runs: python -m SERVING_MODULE SETTINGS_JSON
 SHUTDOWN_GRACE_SECONDS = 15.0  # in-flight requests finish; the kubelet waits 30 s by default
 
 
@@ -88,6 +88,14 @@ class ServerSettings:
     log_json: bool = True
     workers: int = 1
     metrics_per_namespace: bool = False  # one series per namespace: opt-in (docs/deploy.md)
+
+    def to_json(self) -> str:
+        """For the serving process (``shell/serving.py``), which gets them on its command line."""
+        return msgspec.json.encode(self, enc_hook=str).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerSettings:
+        return msgspec.json.decode(text, type=cls, dec_hook=lambda kind, value: kind(value))
 
 
 class Metrics:
@@ -256,11 +264,16 @@ class TlsReloader:
             try:
                 shutil.copyfile(self.cert, cert)
                 shutil.copyfile(self.key, key)
-                check_pair(cert, key)
+                # A scratch context first: a load_cert_chain that fails half-way (the certificate
+                # taken, the key refused) would leave the live one unable to serve.
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
                 self.context.load_cert_chain(cert, key)
-            except (OSError, ssl.SSLError, CertificateError) as exc:
-                self.last_error = f"TLS reload refused, keeping the old certificate: {exc}"
-                log.error("tls reload refused; keeping the old certificate", error=str(exc))
+            except (OSError, ssl.SSLError) as exc:
+                why = str(exc)
+                if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
+                    why = f"TLS key {self.key} does not belong to the certificate {self.cert}"
+                self.last_error = f"TLS reload refused, keeping the old certificate: {why}"
+                log.error("tls reload refused; keeping the old certificate", error=why)
                 self.metrics.tls_reloads.labels("error").inc()
                 return False
         self._loaded = current
@@ -270,10 +283,7 @@ class TlsReloader:
         return True
 
     async def watch(self, stop: asyncio.Event) -> None:
-        directories = sorted({self.cert.absolute().parent, self.key.absolute().parent})
-        async for _changes in watchfiles.awatch(
-            *directories, stop_event=stop, debounce=200, recursive=False, watch_filter=None
-        ):
+        async for _changed in changes([self.cert, self.key], stop):
             self.reload()
 
 

@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
@@ -22,8 +22,10 @@ from imagegate.core.baseimage import BaseVersion, verify_image
 from imagegate.core.decide import BaseImageVerdict, Decision
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig
 from imagegate.core.reference import parse_docker_ref
-from imagegate.shell.registry import RegistryClient, RegistryError, RegistrySettings
-from imagegate.shell.registry_auth import DockerConfigCredentials
+from imagegate.shell.registry_errors import RegistryError
+
+if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
+    from imagegate.shell.registry import RegistryClient
 
 __all__ = ["BaseImageIndex", "Lookups", "RegistryGate", "pin_failure_note", "settle"]
 
@@ -34,6 +36,8 @@ log = structlog.get_logger("imagegate.verification")
 
 def client_for(config: RegistryConfig, relative_to: Path | None = None) -> RegistryClient:
     """A registry client configured by the policy's ``registry`` section."""
+    from imagegate.shell.registry import RegistryClient, RegistrySettings  # noqa: PLC0415
+    from imagegate.shell.registry_auth import DockerConfigCredentials  # noqa: PLC0415
 
     def resolve(name: str | None) -> Path | None:
         if name is None:
