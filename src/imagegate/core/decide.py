@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from imagegate.core.podprofile import PodProfile, mutate_pod, new_ephemeral_containers, pod_findings
-from imagegate.core.policy import Grant, Policy
+from imagegate.core.policy import Grant, ImageClass, Policy, contact_refusal
 from imagegate.core.records import (
     Allowance,
     BaseImageVerdict,
@@ -127,31 +127,31 @@ class _Judge:
             return ImageVerdict(use, text, finding=finding), None, mode
         required = image.base_required
         if image.trusted_by is not None:
-            return (*self._needs_base(use, text, Allowance.TRUSTED, image.trusted_by, required, mode), mode)
+            return (*self._needs_base(use, image, Allowance.TRUSTED, image.trusted_by, required, mode), mode)
         if self.policy.trusted.templates:
             # entries naming the namespace, filled in once per namespace (tools-harbor.wmcloud.org/{namespace})
             own = self.policy.trusted.resolved(self.namespace).first_match(ref)
             if own is not None:
                 allowed_by = f"trusted {own} in {self.namespace}"
-                return (*self._needs_base(use, text, Allowance.TRUSTED, allowed_by, required, mode), mode)
+                return (*self._needs_base(use, image, Allowance.TRUSTED, allowed_by, required, mode), mode)
         if self.active:
-            return self._judge_granted(use, ref, text, required)
+            return self._judge_granted(use, image, ref, text, required)
         if self.policy.byoc_default == "allow":
             require = self.policy.byoc_require_base_image or required
-            return (*self._needs_base(use, text, Allowance.BYOC_DEFAULT, "byoc default allow", require, mode), mode)
+            return (*self._needs_base(use, image, Allowance.BYOC_DEFAULT, "byoc default allow", require, mode), mode)
         trusted_list = _preview(list(self.policy.trusted)) or "none"
         message = f"({text}) is not from a trusted registry (trusted: {trusted_list}); {self.no_grant_reason()}"
         return ImageVerdict(use, text, finding=self.finding(use, Rule.UNTRUSTED_REGISTRY, message)), None, mode
 
     def _judge_granted(
-        self, use: ImageUse, ref: Reference, text: str, required: bool
+        self, use: ImageUse, image: ImageClass, ref: Reference, text: str, required: bool
     ) -> tuple[ImageVerdict, str | None, Mode]:
         for grant in self.active:
             if grant.registries is None or grant.registries.first_match(ref) is not None:
                 require = grant.require_base_image or self.policy.byoc_require_base_image or required
                 mode = grant.mode if grant.mode is not None else self.policy.mode
                 allowed_by = f"grant for {grant.namespace} ({_describe(grant)})"
-                return (*self._needs_base(use, text, Allowance.GRANT, allowed_by, require, mode), mode)
+                return (*self._needs_base(use, image, Allowance.GRANT, allowed_by, require, mode), mode)
         granted = [p for g in self.active for p in (g.registries or ())]
         message = (
             f"({text}) is neither trusted nor in the registries granted to namespace "
@@ -161,10 +161,17 @@ class _Judge:
         return ImageVerdict(use, text, finding=self.finding(use, Rule.OUTSIDE_GRANT, message)), None, self.policy.mode
 
     def _needs_base(
-        self, use: ImageUse, text: str, allowance: Allowance, allowed_by: str, require: bool, mode: Mode
+        self, use: ImageUse, image: ImageClass, allowance: Allowance, allowed_by: str, require: bool, mode: Mode
     ) -> tuple[ImageVerdict, str | None]:
+        text, ref = image.text, image.ref
+        if text is None or ref is None:  # judge() only gets here with a valid reference
+            raise AssertionError(f"{use.image!r} judged as if it were a valid reference")
         if not require:
             return ImageVerdict(use, text, allowed_by=allowed_by, allowance=allowance), None
+        if not image.contactable:
+            # Never asked: a tenant's image must not make imagegate connect wherever it says.
+            message = f"({text}) must be built on a trusted base image, and it was not verified: {contact_refusal(ref)}"
+            return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_UNVERIFIED, message, mode)), None
         verdict = self.base_verdicts.get(text)
         if verdict is None:
             message = (

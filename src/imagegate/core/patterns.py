@@ -93,6 +93,11 @@ class RepositoryPattern:
             for actual, wanted, glob in zip(ref_segments, self.segments, self.globs, strict=False)
         )
 
+    @property
+    def registry(self) -> tuple[str, bool]:
+        """The registry the entry names (canonical, or a lowercase glob) and whether it is a glob."""
+        return self.segments[0], self.globs[0] if self.globs else False
+
     def __str__(self) -> str:
         return self.text
 
@@ -192,6 +197,13 @@ class PatternTemplate:
         except PatternError:
             return None
         return RepositoryPattern(self.text, pattern.segments, pattern.tag, pattern.digest, pattern.globs)
+
+    @property
+    def registry(self) -> tuple[str, bool]:
+        """The registry the entry names: written out (never a placeholder), so one for every namespace."""
+        sample = self.resolve(_SAMPLE_NAMESPACE)
+        assert sample is not None  # parse_template checked exactly this
+        return sample.registry
 
     def __str__(self) -> str:
         return self.text

@@ -172,6 +172,8 @@ class RegistryDoc(_Doc):
     platforms: list[str] = msgspec.field(default_factory=lambda: ["linux/amd64"])
     ca_file: str | None = None
     credentials_file: str | None = None
+    # "any", or registries beyond those the policy names (checked by _contact_entries)
+    contact: str | list[str] | None = None
 
 
 class BaseImagesDoc(_Doc):
@@ -304,6 +306,38 @@ class RegistryConfig:
     platforms: tuple[str, ...] = ("linux/amd64",)
     ca_file: str | None = None
     credentials_file: str | None = None
+    contact_any: bool = False  # registry.contact: any
+    contact: tuple[RepositoryPattern, ...] = ()  # registry.contact's registries, beyond those the policy names
+
+
+@dataclass(frozen=True, slots=True)
+class ContactScope:
+    """The registries imagegate may contact for base verification and pinning.
+
+    A tenant writes the image, and the image names its registry: contacting whatever it names
+    would make imagegate connect to any host its network reaches, on the tenant's behalf. So
+    imagegate contacts only the registries the policy names (``trusted``, the grants'
+    ``registries``, ``baseImages``) and those ``registry.contact`` adds, or every registry when
+    it says ``any``. Registries compare by :func:`~imagegate.core.reference.canonical_registry`.
+    """
+
+    any_registry: bool
+    registries: frozenset[str]
+    globs: tuple[str, ...] = ()
+
+    def allows(self, ref: Reference) -> bool:
+        if self.any_registry:
+            return True
+        host = ref.registry_host
+        return host in self.registries or any(fnmatchcase(host, glob) for glob in self.globs)
+
+
+def contact_refusal(ref: Reference) -> str:
+    """Why imagegate did not ask ``ref``'s registry: said the same way everywhere."""
+    return (
+        f"imagegate does not contact the registry {ref.registry_host}: the policy names it nowhere "
+        "(trusted, a grant's registries, baseImages, registry.contact)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +386,7 @@ class ImageClass(msgspec.Struct, frozen=True):
     blocked: str | None = None  # the blocked entry it matches
     trusted_by: str | None = None  # "trusted <entry>" when a trusted entry covers it
     base_required: bool = False  # baseImages.requireFor covers it
+    contactable: bool = False  # imagegate may ask its registry (Policy.contact_scope)
 
 
 IMAGE_CLASS_CACHE_SIZE = 20_000
@@ -382,6 +417,23 @@ class Policy:
 
     # classify()'s answers: a policy never changes, so neither do they (not copied by replace())
     _image_classes: dict[str, ImageClass] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # contact_scope(), worked out on first use from the policy as it is (so not copied by replace())
+    _contact_scope: list[ContactScope] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def contact_scope(self) -> ContactScope:
+        """The registries imagegate may contact under this policy (derived: one source of truth)."""
+        if not self._contact_scope:
+            config = self.registry
+            entries: list[RepositoryPattern | PatternTemplate] = [*self.trusted, *config.contact]
+            for grant in self.grants:
+                entries.extend(grant.registries.patterns if grant.registries is not None else ())
+            entries.extend(self.base_images.require_for)
+            named = [entry.registry for entry in entries]
+            exact = {host for host, glob in named if not glob}
+            exact.update(ref.registry_host for ref in self.base_images.trusted)
+            globs = tuple(dict.fromkeys(host for host, glob in named if glob))
+            self._contact_scope.append(ContactScope(config.contact_any, frozenset(exact), globs))
+        return self._contact_scope[0]
 
     def grants_for(self, namespace: str) -> tuple[Grant, ...]:
         return self.grants_by_namespace.get(namespace, ())
@@ -405,6 +457,7 @@ class Policy:
                 blocked=str(blocked) if blocked is not None else None,
                 trusted_by=f"trusted {trusted}" if trusted is not None else None,
                 base_required=self.base_images.require_for.first_match(ref) is not None,
+                contactable=self.contact_scope().allows(ref),
             )
         if len(self._image_classes) >= IMAGE_CLASS_CACHE_SIZE:
             self._image_classes.clear()  # a flood of distinct names: start over rather than grow
@@ -754,6 +807,7 @@ def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryCo
             bases.append(parse_docker_ref(text))
         except ReferenceError as exc:
             raise doc.error(f"$.baseImages.trusted[{index}]", str(exc)) from None
+    contact_any, contact = _contact_entries(doc, registry.contact)
     if parsed.base_images.remember_days < 0 or parsed.base_images.refresh_minutes < 1:
         raise doc.error("$.baseImages", "rememberDays >= 0 and refreshMinutes >= 1")
     return (
@@ -763,6 +817,8 @@ def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryCo
             tuple(dict.fromkeys(platforms)),  # the same platform spelled twice is one
             registry.ca_file,
             registry.credentials_file,
+            contact_any,
+            contact,
         ),
         BaseImagesConfig(
             tuple(bases),
@@ -776,6 +832,32 @@ def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryCo
             _check_name_globs(doc, "$.pinning.namespaces", parsed.pinning.namespaces),
         ),
     )
+
+
+def _contact_entries(
+    doc: LocatedDocument, written: str | list[str] | None
+) -> tuple[bool, tuple[RepositoryPattern, ...]]:
+    """``registry.contact``: ``any``, or registries (``host[:port]``, or a glob such as ``*.example.org``)."""
+    path = "$.registry.contact"
+    if written is None:
+        return False, ()
+    if isinstance(written, str):
+        if written != "any":
+            raise doc.error(path, f"{written!r}: write 'any' (every registry an image names) or a list of registries")
+        return True, ()
+    found = []
+    for index, entry in enumerate(written):
+        where = f"{path}[{index}]"
+        if isinstance(entry, str) and entry and entry.strip("*") == "":
+            raise doc.error(where, f"{entry!r}: write 'contact: any' to let imagegate contact every registry")
+        try:
+            pattern = parse_pattern(entry)
+        except PatternError as exc:
+            raise doc.error(where, str(exc)) from None
+        if len(pattern.segments) > 1 or pattern.exact:
+            raise doc.error(where, f"{entry!r} names a repository; write the registry alone (host[:port])")
+        found.append(pattern)
+    return False, tuple(found)
 
 
 _TAG_TEXT_RE = re.compile(r"[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}")

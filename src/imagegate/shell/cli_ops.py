@@ -491,7 +491,6 @@ def layers(
 
     async def gather() -> tuple[dict[str, Any], list[Any], list[str]]:
         gate = RegistryGate(policy.parent if policy else None)
-        client = gate.client(loaded.registry)
         found: dict[str, Any] = {}
         problems: list[str] = []
         try:
@@ -501,7 +500,7 @@ def layers(
 
                 async def resolve(reference: str) -> Any:
                     try:
-                        return await client.resolve(parse_docker_ref(reference))
+                        return await gate.resolve(loaded, parse_docker_ref(reference))
                     finally:
                         advance(1)
 

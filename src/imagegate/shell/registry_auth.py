@@ -54,6 +54,8 @@ DOCKER_HUB_API = "registry-1.docker.io"
 DOCKER_HUB_ALIASES = ("index.docker.io", "docker.io", DOCKER_HUB_API)  # keys docker login writes
 DEFAULT_TOKEN_SECONDS = 60.0  # the token spec's default when expires_in is absent
 REFRESH_MARGIN_SECONDS = 10.0  # a token this close to its expiry is not sent again
+# A token server's answer is a small JSON object (tokens of a few KiB); more is not read.
+MAX_TOKEN_ANSWER_BYTES = 256 * 1024
 
 
 class Login(NamedTuple):
@@ -264,6 +266,19 @@ def _scope_of(path: str) -> str:
     return f"repository:{found.group(1)}:pull" if found else ""
 
 
+async def _bounded_body(response: httpx.Response, limit: int) -> bytes | None:
+    """The body of a streamed response, or ``None`` once it is longer than ``limit`` (not read further)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 class RegistryAuth(httpx.Auth):
     """The auth flow for every request of a :class:`~imagegate.shell.registry.RegistryClient`.
 
@@ -328,13 +343,16 @@ class RegistryAuth(httpx.Auth):
             query["service"] = service
         login = await self.credentials.login(host)
         try:
-            response = await self._http.get(realm, params=query, auth=login)
+            async with self._http.stream("GET", realm, params=query, auth=login) as response:
+                if response.status_code != 200:
+                    raise RegistryError("auth", f"token server {realm} refused {host} (HTTP {response.status_code})")
+                body = await _bounded_body(response, MAX_TOKEN_ANSWER_BYTES)
         except httpx.HTTPError as exc:
             raise RegistryError("auth", f"token server {realm} for {host} is unreachable: {exc!r}") from None
-        if response.status_code != 200:
-            raise RegistryError("auth", f"token server {realm} refused {host} (HTTP {response.status_code})")
+        if body is None:
+            raise RegistryError("auth", f"token server {realm} answered more than {MAX_TOKEN_ANSWER_BYTES} bytes")
         try:
-            answer = response.json()
+            answer = json.loads(body)
             token = str(answer.get("token") or answer.get("access_token") or "")
             lifetime = token_lifetime(answer, dt.datetime.now(dt.UTC))
         except (ValueError, AttributeError):

@@ -5,6 +5,12 @@ needs (``base_checks_needed``, ``pins_needed``); :meth:`RegistryGate.lookups` re
 them through the registry client and returns the verdicts and digests to decide again
 with. When a registry cannot answer, ``registry.onError`` decides what the verdict is,
 and the message says which happened.
+
+Every contact goes through :meth:`RegistryGate.resolve`, which asks only the registries the
+policy lets imagegate contact (:meth:`~imagegate.core.policy.Policy.contact_scope`). What a
+tenant reads about a failed lookup comes from :func:`tenant_reason`: the kind of failure,
+never the network's detail (host resolution, refused connections, TLS, addresses reached),
+which goes to imagegate's log.
 """
 
 from __future__ import annotations
@@ -20,14 +26,15 @@ import structlog
 
 from imagegate.core.baseimage import BaseVersion, verify_image
 from imagegate.core.decide import BaseImageVerdict, Decision
-from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig
-from imagegate.core.reference import parse_docker_ref
+from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, contact_refusal
+from imagegate.core.reference import Reference, parse_docker_ref
 from imagegate.shell.registry_errors import RegistryError
 
 if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
+    from imagegate.core.oci import ResolvedImage
     from imagegate.shell.registry import RegistryClient
 
-__all__ = ["BaseImageIndex", "Lookups", "RegistryGate", "pin_failure_note", "settle"]
+__all__ = ["BaseImageIndex", "Lookups", "RegistryGate", "pin_failure_note", "settle", "tenant_reason"]
 
 T = TypeVar("T")
 
@@ -148,26 +155,36 @@ class RegistryGate:
             # negative cache keeps that cheap while a registry is down).
             self._refreshed_for = None if self.bases.last_error else policy.base_images
 
+    async def resolve(self, policy: Policy, ref: Reference) -> ResolvedImage:
+        """The image behind ``ref``, read from its registry if the policy lets imagegate contact it.
+
+        Raises :class:`RegistryError` ``not-contacted`` (before any connection) when it does not.
+        """
+        if not policy.contact_scope().allows(ref):
+            raise RegistryError("not-contacted", contact_refusal(ref))
+        return await self.client(policy.registry).resolve(ref)
+
     async def _verdict(self, policy: Policy, reference: str) -> BaseImageVerdict:
-        client = self.client(policy.registry)
         try:
+            ref = parse_docker_ref(reference)
+            if not policy.contact_scope().allows(ref):  # checked before the bases are refreshed
+                raise RegistryError("not-contacted", contact_refusal(ref))
             await self.refresh_bases(policy)
-            image = await client.resolve(parse_docker_ref(reference))
+            image = await self.resolve(policy, ref)
         except RegistryError as exc:
-            if exc.kind == "refused":  # the registry answered; the answer is what is refused
-                return BaseImageVerdict(False, f"refused: {exc}")
+            reason = tenant_reason(reference, exc)
+            if exc.kind in _NOT_A_REGISTRY_FAILURE:  # an answer that is refused, or no question asked
+                return BaseImageVerdict(False, reason)
             if policy.registry.on_error == "allow":
-                return BaseImageVerdict(
-                    True, f"not verified: registry error ({exc}); allowed by registry.onError: allow"
-                )
-            return BaseImageVerdict(False, f"registry error ({exc}); denied by registry.onError: deny")
+                return BaseImageVerdict(True, f"not verified: {reason}; allowed by registry.onError: allow")
+            return BaseImageVerdict(False, f"{reason}; denied by registry.onError: deny")
         return verify_image(image, self.bases.versions)
 
     async def _digest(self, policy: Policy, reference: str) -> str | RegistryError:
         try:
-            return await self.client(policy.registry).digest(parse_docker_ref(reference))
+            ref = parse_docker_ref(reference)
+            return ref.digest or (await self.resolve(policy, ref)).digest
         except RegistryError as exc:
-            log.warning("cannot pin image", image=reference, kind=exc.kind, error=str(exc))
             if self.pin_failures is not None:
                 self.pin_failures[reference] = exc
             return exc
@@ -206,18 +223,54 @@ class RegistryGate:
         return Lookups(verdicts, digests, tuple(notes))
 
 
+# Kinds whose message is imagegate's own words about the image (what in an index it refuses, or
+# that it did not ask): told in full, and not a registry failure that registry.onError covers.
+_NOT_A_REGISTRY_FAILURE = frozenset({"refused", "not-contacted"})
+# What a tenant is told for each other kind: stable words, nothing the network said.
+_TENANT_WORDS = {
+    "not-found": "no such tag or repository (HTTP 404)",
+    "unreachable": "unreachable",
+    "timeout": "timeout",
+    "tls": "TLS error",
+    "auth": "authentication failed",
+    "rate-limited": "rate limited (HTTP 429)",
+    "http": "an unexpected HTTP answer",
+    "redirects": "too many redirects",
+    "too-large": "a document larger than imagegate reads",
+    "digest-mismatch": "content that does not match its digest",
+    "malformed": "a malformed answer",
+    "credentials": "imagegate's registry credentials are unusable",
+}
 # Registry error kinds that mean "no answer at all", as opposed to an answer we cannot use.
 _UNAVAILABLE = frozenset({"unreachable", "timeout"})
 
 
+def tenant_reason(reference: str, error: RegistryError) -> str:
+    """What a tenant reads about a failed lookup of ``reference``: the kind, never the detail.
+
+    A tenant chooses the host an image names; echoing what the network said (a name that does
+    not resolve, a refused connection, a TLS error, the address reached) would make imagegate a
+    probe of the platform's network. The detail goes to imagegate's log, with the image. The
+    one place a :class:`RegistryError` becomes words for a tenant.
+    """
+    if error.kind == "refused":  # the registry answered; the answer is what is refused
+        return f"refused: {error}"
+    if error.kind == "not-contacted":
+        return str(error)
+    log.warning("registry lookup failed", image=reference, kind=error.kind, error=str(error))
+    words = _TENANT_WORDS.get(error.kind, "error")
+    if error.kind in _UNAVAILABLE:
+        return f"registry unavailable: {words}"
+    return f"registry error ({words})"
+
+
 def pin_failure_note(reference: str, error: RegistryError) -> str:
-    """The admission warning for an image left unpinned: what the registry really did."""
+    """The admission warning for an image left unpinned: what the registry did, in :func:`tenant_reason`'s words."""
     if error.kind == "not-found":
         why = "the registry has no such tag or repository (HTTP 404); pulling it will fail too until it is pushed"
-    elif error.kind in _UNAVAILABLE:
-        why = f"registry unavailable: {error}"
+        log.info("cannot pin image", image=reference, kind=error.kind, error=str(error))
     else:
-        why = f"registry error ({error.kind}): {error}"
+        why = tenant_reason(reference, error)
     return f"imagegate: could not pin {reference} to a digest ({why}); it runs by tag"
 
 
