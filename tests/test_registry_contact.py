@@ -308,8 +308,10 @@ pinning: {{enabled: true}}
             http = webhook.client()
 
             def validate(image: str) -> dict[str, Any]:
-                answer: dict[str, Any] = http.post("/validate", json=admission_review(_pod(image), "tool-a")).json()
-                return answer["response"]
+                response: dict[str, Any] = http.post("/validate", json=admission_review(_pod(image), "tool-a")).json()[
+                    "response"
+                ]
+                return response
 
             # named (trusted, and baseImages): asked, and the image is verified on the base
             good = validate(pushed.ref("tool-a/app:1"))
