@@ -28,9 +28,9 @@ from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
-import imagegate.shell.cli_ops  # noqa: F401 (registers audit, grants, layers)
 from imagegate.shell.certs import make_certificates
-from imagegate.shell.cli import _dev_certificate, app
+from imagegate.shell.cli import app
+from imagegate.shell.cli_serve import _dev_certificate
 from imagegate.shell.grants_file import grants_configmap_yaml
 from tests.conftest import run_imagegate
 from tests.webhook_process import free_port, run_webhook

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagegate.core import records
-from imagegate.core.decide import BaseImageVerdict, Rule, decide, decision_to_dict
+from imagegate.core.decide import BaseImageVerdict, Rule, decide
 from imagegate.core.policy import Mode, Policy, load_policy
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
 from tests.conftest import POLICY_HEADER
@@ -384,13 +384,6 @@ def test_required_base_image_fails_closed_without_a_verdict() -> None:
     denied = run(wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", base_verdicts=bad)
     assert denied.violations[0].rule == Rule.BASE_IMAGE_MISMATCH
     assert "layer 2 differs" in denied.message()
-
-
-def test_decision_to_dict_is_plain_data() -> None:
-    data = decision_to_dict(run(wrap("Pod", containers("nginx"))))
-    assert data["allowed"] is False
-    assert data["violations"][0]["rule"] == "untrusted-registry"
-    assert data["images"][0]["reference"] == "docker.io/library/nginx:latest"
 
 
 def test_the_records_a_decision_is_made_of_are_immutable() -> None:

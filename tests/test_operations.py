@@ -250,3 +250,177 @@ def test_layers_from_a_dump_with_an_unreachable_image(registry: tuple[Registry, 
     report = json.loads(result.stdout)
     assert [i["image"] for i in report["images"]] == [f"{reg.host}/toolforge/web:1"]
     assert "does not exist" in report["skipped"][0]
+
+
+# --- the JSON documents operators script against ---------------------------------------------
+
+
+def _keys(document: Any) -> Any:
+    """The shape of a JSON document: objects as their sorted keys (one level of each list)."""
+    if isinstance(document, dict):
+        return {key: _keys(value) for key, value in sorted(document.items())}
+    if isinstance(document, list):
+        return [_keys(document[0])] if document else []
+    return type(document).__name__
+
+
+FINDING = {k: "str" for k in ("container", "containerKind", "image", "message", "mode", "rule")}
+
+
+def test_every_json_document_keeps_its_keys(registry: tuple[Registry, Path], tmp_path: Path) -> None:
+    # The --output json keys are a contract (cli_json.py); a change here is a deliberate one.
+    reg, policy = registry
+    (tmp_path / "pod.yaml").write_text(
+        "kind: Pod\nmetadata: {name: p, namespace: tool-a}\n"
+        f"spec: {{containers: [{{name: a, image: '{reg.host}/tool-a/app:1'}}]}}\n"
+    )
+    check = json.loads(run_imagegate("check", str(tmp_path / "pod.yaml"), "-p", str(policy), "-o", "json").stdout)
+    assert _keys(check) == {
+        "allowed": "bool",
+        "counts": {
+            "findings": _keys(check["counts"]["findings"]),
+            "images": _keys(check["counts"]["images"]),
+            "objects": _keys(check["counts"]["objects"]),
+        },
+        "objects": [
+            {
+                "allowed": "bool",
+                "audits": [],
+                "governed": "bool",
+                "kind": "str",
+                "message": "str",
+                "name": "str",
+                "namespace": "str",
+                "notices": [],
+                "patches": [],
+                "source": "str",
+                "violations": [FINDING],
+                "warnings": [],
+                "images": [
+                    {
+                        "allowedBy": "NoneType",
+                        "container": "str",
+                        "containerKind": "str",
+                        "image": "str",
+                        "reference": "str",
+                        "rule": "str",
+                    }
+                ],
+            }
+        ],
+        "summary": "str",
+    }
+    assert (
+        set(check["counts"]["objects"])
+        == set(check["counts"]["images"])
+        == {"denied", "warn", "audit", "allowed", "exempt"}
+    )
+    assert set(check["counts"]["findings"]) == {"enforce", "warn", "audit"}
+
+    inspect = json.loads(run_imagegate("inspect", f"{reg.host}/tool-a/app:1", "-p", str(policy), "-o", "json").stdout)
+    assert _keys(inspect) == {
+        "availablePlatforms": ["str"],
+        "base": {"detail": "str", "ok": "bool"},
+        "digest": "str",
+        "mediaType": "str",
+        "platforms": [
+            {
+                "annotations": {},
+                "diffIds": ["str"],
+                "layers": [{"digest": "str", "size": "int"}],
+                "manifest": "str",
+                "platform": "str",
+            }
+        ],
+        "reference": "str",
+    }
+    layers = json.loads(run_imagegate("layers", f"{reg.host}/tool-a/app:1", "-p", str(policy), "-o", "json").stdout)
+    assert _keys(layers) == {
+        "baseBytes": "int",
+        "byocAddedBytes": "int",
+        "skipped": [],
+        "totalBytes": "int",
+        "uniqueBytes": "int",
+        "images": [
+            {
+                "baseBytes": "int",
+                "byoc": "bool",
+                "image": "str",
+                "ownBytes": "int",
+                "sharedBytes": "int",
+                "totalBytes": "int",
+            }
+        ],
+    }
+
+
+def test_audit_and_grants_json_keep_their_keys(tmp_path: Path) -> None:
+    audit = json.loads(
+        run_imagegate("audit", "--from", str(DUMP), "-p", str(POLICY), "--now", "2026-11-24", "-o", "json").stdout
+    )
+    grant = {
+        "daysLeft": "int",
+        "expires": "str",
+        "namespace": "str",
+        "reason": "str",
+        "registries": ["str"],
+        "source": "str",
+        "state": "str",
+        "ticket": "str",
+    }
+    entry = {k: "str" for k in ("image", "message", "mode", "rule", "source", "subject", "where")}
+    namespaces = audit["namespaces"]
+    assert _keys(audit) == {
+        "deniedObjects": "int",
+        "findings": [
+            {
+                "image": "str",
+                "message": "str",
+                "namespace": "str",
+                "objects": ["str"],
+                "outcome": "str",
+                "owner": "str",
+                "rule": "str",
+                "where": "str",
+            }
+        ],
+        "grants": [{**grant, "registries": "NoneType"}],  # the first, tool-expired, names no registries
+        "namespaces": {
+            ns: {o: {r: [entry] for r in rules} for o, rules in namespaces[ns].items()} for ns in namespaces
+        },
+        "objects": "int",
+        "summary": "str",
+        "totalsByRule": [{"findings": "int", "namespaces": "int", "objects": "int", "outcome": "str", "rule": "str"}],
+    }
+    grants = tmp_path / "grants.yaml"
+    grants.write_text(
+        GRANTS_HEADER + "grants:\n  - {namespace: tool-a, registries: [ghcr.io/a], expires: 2026-12-01}\n"
+    )
+    listed = json.loads(run_imagegate("grants", "list", "-g", str(grants), "--now", "2026-11-24", "-o", "json").stdout)
+    assert _keys(listed) == [grant]
+    compared = json.loads(
+        run_imagegate(
+            "audit",
+            "--compare",
+            "closed",
+            "byoc",
+            "--from",
+            str(DUMP),
+            "-p",
+            str(POLICY),
+            "--now",
+            "2026-11-24",
+            "-o",
+            "json",
+        ).stdout
+    )
+    assert _keys(compared) == {
+        "deniedObjects": ["int"],
+        "governed": ["int"],
+        "objects": "int",
+        "options": ["str"],
+        "rules": {r: ["int"] for r in compared["rules"]},
+        "toolsDenied": ["int"],
+        "warnedObjects": ["int"],
+        "namespaces": {ns: {"denied": ["int"], "rules": [["str"]]} for ns in compared["namespaces"]},
+    }

@@ -59,8 +59,7 @@ def grant_states(grants: Iterable[Grant], now: dt.datetime, expiring_days: int |
     return sorted(states, key=lambda s: (s.days_left is None, s.days_left if s.days_left is not None else 0))
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
+class AuditEntry(msgspec.Struct, frozen=True):
     source: str
     subject: str
     where: str  # container label or "pod security"
@@ -70,8 +69,7 @@ class AuditEntry:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class OwnedFinding:
+class OwnedFinding(msgspec.Struct, frozen=True):
     """One finding reported once, at the top owner of every object that has it."""
 
     namespace: str
@@ -84,8 +82,7 @@ class OwnedFinding:
     objects: tuple[str, ...]  # "Pod tool-a/web-5d-x (dump.json items[3])", every object it covers
 
 
-@dataclass(frozen=True, slots=True)
-class RuleTotal:
+class RuleTotal(msgspec.Struct, frozen=True):
     outcome: str
     rule: str
     findings: int  # distinct, at top owners
@@ -302,8 +299,7 @@ def audit_report(
 # --- layers ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ImageCost:
+class ImageCost(msgspec.Struct, frozen=True, rename="camel"):
     image: str
     byoc: bool  # let in by a grant or byoc.default, not by the trusted list
     total_bytes: int
@@ -312,9 +308,9 @@ class ImageCost:
     own_bytes: int  # layers no other image and no base has: what this image adds to a node
 
 
-@dataclass(frozen=True, slots=True)
-class LayerReport:
-    images: tuple[ImageCost, ...]
+class LayerReport(msgspec.Struct, frozen=True, rename="camel"):
+    """The layer costs; printed as they are by ``layers -o json`` (camelCase keys)."""
+
     total_bytes: int  # every image's layers, counted per image
     unique_bytes: int  # each distinct layer once
     base_bytes: int  # distinct layers of trusted bases in use
@@ -322,6 +318,8 @@ class LayerReport:
     # base has. Layers that BYOC images share only with each other (tags or versions of one
     # tool's image) are counted once here, not hidden as "shared".
     byoc_added_bytes: int
+    images: tuple[ImageCost, ...]
+    skipped: tuple[str, ...] = ()  # images that could not be read, each with why: not counted
 
 
 def _base_layer_count(image: PlatformImage, bases: Sequence[BaseVersion]) -> int:
@@ -335,9 +333,15 @@ def _base_layer_count(image: PlatformImage, bases: Sequence[BaseVersion]) -> int
 
 
 def layer_report(
-    images: Mapping[str, PlatformImage], byoc: Mapping[str, bool], bases: Sequence[BaseVersion]
+    images: Mapping[str, PlatformImage],
+    byoc: Mapping[str, bool],
+    bases: Sequence[BaseVersion],
+    skipped: Sequence[str] = (),
 ) -> LayerReport:
-    """Costs of ``images`` (reference -> one platform's image), with base layers proved by diff_ids."""
+    """Costs of ``images`` (reference -> one platform's image), with base layers proved by diff_ids.
+
+    ``skipped``: the images that could not be read, each with why; reported, not counted.
+    """
     users: dict[str, set[str]] = defaultdict(set)
     sizes: dict[str, int] = {}
     base_digests: set[str] = set()
@@ -367,9 +371,10 @@ def layer_report(
                 own += sizes[digest]
         costs.append(ImageCost(reference, byoc.get(reference, False), image.compressed_size, base, shared, own))
     return LayerReport(
-        images=tuple(costs),
         total_bytes=sum(c.total_bytes for c in costs),
         unique_bytes=sum(sizes.values()),
         base_bytes=sum(sizes[d] for d in base_digests),
         byoc_added_bytes=sum(sizes[d] for d in byoc_added),
+        images=tuple(costs),
+        skipped=tuple(skipped),
     )

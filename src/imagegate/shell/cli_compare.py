@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -23,7 +20,8 @@ from rich.table import Table
 
 from imagegate.core.compare import PRESETS, Comparison, Option, Subject, compare, preset_options
 from imagegate.core.policy import Policy
-from imagegate.shell.cli import OutputFormat, _fail, _load, _namespace_labels
+from imagegate.shell.cli_common import OutputFormat, fail, load, namespace_labels_in, write_json
+from imagegate.shell.cli_json import CompareJson
 from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.manifests import SourcedObject
 
@@ -31,7 +29,7 @@ __all__ = ["render_comparison_html", "run_compare"]
 
 
 def _subjects(objects: list[SourcedObject], labels: Mapping[str, Mapping[str, str]]) -> list[Subject]:
-    known = {**labels, **_namespace_labels(objects)}
+    known = {**labels, **namespace_labels_in(objects)}
     found = []
     for item in objects:
         if item.obj.get("kind") == "Namespace":
@@ -61,9 +59,9 @@ def _options(
         if name in PRESETS and not path.exists():
             options.extend(preset_options(name, base, now, namespaces, box_ends=box_ends, selected=selected))
         elif path.is_file():
-            options.append(Option(path.name, _load(path, grants, identities), now))
+            options.append(Option(path.name, load(path, grants, identities), now))
         else:
-            raise _fail(f"{name!r} is neither a policy file nor a preset ({', '.join(PRESETS)})")
+            raise fail(f"{name!r} is neither a policy file nor a preset ({', '.join(PRESETS)})")
     return options
 
 
@@ -91,22 +89,6 @@ def _render_table(table: Comparison, console: Console, top: int) -> None:
             else "all tools shown"
         )
     )
-
-
-def _json(table: Comparison) -> dict[str, Any]:
-    return {
-        "options": table.labels,
-        "objects": table.objects,
-        "governed": table.governed,
-        "deniedObjects": table.denied,
-        "toolsDenied": table.tools_denied(),
-        "warnedObjects": table.warned,
-        "rules": table.rules,
-        "namespaces": {
-            ns: {"denied": counts, "rules": table.namespace_rules.get(ns, [])}
-            for ns, counts in table.namespaces.items()
-        },
-    }
 
 
 PAGE = """<!doctype html>
@@ -187,11 +169,11 @@ def run_compare(
 ) -> None:
     """The comparison, printed (and written as HTML); exit 1 when any option denies anything."""
     if not names:
-        raise _fail(f"--compare needs policies to compare: files, or presets ({', '.join(PRESETS)})")
+        raise fail(f"--compare needs policies to compare: files, or presets ({', '.join(PRESETS)})")
     try:
         ends = dt.date.fromisoformat(box_ends) if box_ends else (now + dt.timedelta(days=90)).date()
     except ValueError:
-        raise _fail(f"--box-ends: {box_ends!r} is not a date (YYYY-MM-DD)") from None
+        raise fail(f"--box-ends: {box_ends!r} is not a date (YYYY-MM-DD)") from None
     subjects = _subjects(objects, labels)
     options = _options(names, base, now, subjects, grants, identities, ends, selected)
     table = compare(options, subjects)
@@ -200,10 +182,10 @@ def run_compare(
         try:
             html_path.write_text(render_comparison_html(table, now))
         except OSError as exc:
-            raise _fail(f"cannot write {html_path}: {exc.strerror}") from None
+            raise fail(f"cannot write {html_path}: {exc.strerror}") from None
         console.print(f"wrote {escape(str(html_path))}")
     if output is OutputFormat.json:
-        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(_json(table))) + b"\n")
+        write_json(CompareJson.of(table))
     else:
         _render_table(table, console, top)
     if any(table.denied):

@@ -27,7 +27,7 @@ from imagegate.core.identities import (
     missing_identities,
 )
 from imagegate.core.policy import PolicyError, load_identities
-from imagegate.shell.cli import _fail, app
+from imagegate.shell.cli_common import app, fail
 from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.grants_file import grants_configmap_yaml
 from imagegate.shell.identities import (
@@ -85,20 +85,20 @@ def _patterns(account: str, namespace: str) -> tuple[NamePattern, NamePattern]:
     try:
         return NamePattern(account), NamePattern(namespace)
     except NamePatternError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _namespaces(sources: list[str] | None) -> dict[str, dict[str, dict[str, str]]]:
     try:
         return namespaces_from_dump(sources) if sources else namespaces_from_cluster()
     except IdentitySourceError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _split(text: str) -> tuple[str, str]:
     namespace, slash, name = text.partition("/")
     if not slash or not namespace or not name:
-        raise _fail(f"--configmap/--print-configmap takes NAMESPACE/NAME, got {text!r}")
+        raise fail(f"--configmap/--print-configmap takes NAMESPACE/NAME, got {text!r}")
     return namespace, name
 
 
@@ -109,7 +109,7 @@ def _write_atomically(path: Path, text: str) -> None:
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise _fail(f"cannot write {path}: {exc.strerror}") from None
+        raise fail(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _finish(
@@ -130,7 +130,7 @@ def _finish(
     try:
         load_identities(text, "<generated>")  # what the webhook will read: refuse to write anything else
     except PolicyError as exc:
-        raise _fail(f"the generated identities do not validate: {exc}") from None
+        raise fail(f"the generated identities do not validate: {exc}") from None
     for name, reason in table.skipped:
         err.print(f"[yellow]skipped[/] {escape(name)}: {escape(reason)}")
     if apply:
@@ -140,7 +140,7 @@ def _finish(
         try:
             edit_configmap(connect(), namespace, name, IDENTITIES_KEY, lambda _old: text)
         except ClusterError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         err.print(f"applied {len(table.identities)} identities to ConfigMap {escape(configmap)}")
     elif print_configmap is not None:
         namespace, name = _split(print_configmap)
@@ -152,7 +152,7 @@ def _finish(
         sys.stdout.write(text)
     if check:
         if known_namespaces is None:
-            raise _fail("--check needs the namespaces: --namespaces DUMP or a cluster")
+            raise fail("--check needs the namespaces: --namespaces DUMP or a cluster")
         missing = missing_identities(known_namespaces, table.identities, namespace_pattern)
         for namespace in missing:
             Console().print(f"no identity: {escape(namespace)}")
@@ -194,7 +194,7 @@ def identities_ldap(
         try:
             password = password_file.read_text().rstrip("\n")
         except OSError as exc:
-            raise _fail(f"cannot read {password_file}: {exc.strerror}") from None
+            raise fail(f"cannot read {password_file}: {exc.strerror}") from None
     settings = LdapSettings(
         url=url,
         base_dn=base_dn,
@@ -210,7 +210,7 @@ def identities_ldap(
     try:
         table = build_identities(list(accounts_from_ldap(settings, account)), account, namespace)
     except IdentitySourceError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     known = list(_namespaces(namespaces)) if check else None
     _finish(
         table,

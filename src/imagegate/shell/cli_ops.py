@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import sys
 from collections.abc import Mapping
@@ -11,7 +10,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -23,19 +21,21 @@ from imagegate.core.policy import Mode, PolicyError, load_grants
 from imagegate.core.records import Allowance
 from imagegate.core.reference import ReferenceError, parse_docker_ref
 from imagegate.core.report import AuditReport, GrantState, audit_report, grant_states, layer_report, top_owners
-from imagegate.shell.cli import (
+from imagegate.shell.cli_common import (
     GrantsOption,
     IdentitiesOption,
     OutputFormat,
     PolicyOption,
-    _fail,
-    _load,
-    _parse_now,
     app,
     check_objects,
+    fail,
+    load,
+    parse_now,
     progress_on_terminal,
     read_inputs,
+    write_json,
 )
+from imagegate.shell.cli_json import AuditJson, GrantJson
 from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.grants_file import GrantEditError, edit_grants_file, edit_grants_text, grants_configmap_yaml
 from imagegate.shell.html_report import render_layer_report
@@ -71,7 +71,7 @@ def _objects(sources: list[str] | None) -> tuple[list[SourcedObject], dict[str, 
             progress.update(task, advance=1, description="listing namespaces")
             labels = namespace_labels(client)
     except ClusterError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     return objects, labels
 
 
@@ -188,10 +188,10 @@ def audit(
     """
     console = Console(stderr=output is OutputFormat.json)
     configure_logging("warning", json=False)
-    loaded = _load(policy, grants, identities)
-    moment = _parse_now(now)
+    loaded = load(policy, grants, identities)
+    moment = parse_now(now)
     if policies and not compare:
-        raise _fail("policies to compare are given with --compare")
+        raise fail("policies to compare are given with --compare")
     objects, labels = _objects(source)
     if compare:
         from imagegate.shell.cli_compare import run_compare  # noqa: PLC0415
@@ -223,41 +223,12 @@ def audit(
         lookup_failures=failures,
     )
     if output is OutputFormat.json:
-        payload = {
-            "summary": report.summary(),
-            "objects": report.objects,
-            "deniedObjects": report.denied_objects,
-            "totalsByRule": [dataclasses.asdict(t) for t in report.totals_by_rule()],
-            "findings": [dataclasses.asdict(f) for f in report.findings],
-            "namespaces": {
-                ns: {
-                    outcome: {rule: [dataclasses.asdict(e) for e in entries] for rule, entries in rules.items()}
-                    for outcome, rules in outcomes.items()
-                }
-                for ns, outcomes in report.by_namespace.items()
-            },
-            "grants": [_grant_json(s) for s in report.grants],
-        }
-        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(payload)) + b"\n")
+        write_json(AuditJson.of(report))
     else:
         _render_audit(report, console, by)
         console.print(report.summary())
     if report.denied_objects or report.count("error"):
         raise typer.Exit(EXIT_DENIED)
-
-
-def _grant_json(state: GrantState) -> dict[str, Any]:
-    grant = state.grant
-    return {
-        "namespace": grant.namespace,
-        "state": state.state,
-        "expires": grant.expires.isoformat() if grant.expires else None,
-        "daysLeft": state.days_left,
-        "registries": [str(p) for p in grant.registries] if grant.registries is not None else None,
-        "ticket": grant.ticket,
-        "reason": grant.reason,
-        "source": grant.source,
-    }
 
 
 # --- grants ---------------------------------------------------------------------------------
@@ -277,7 +248,7 @@ PrintOption = Annotated[
 def _split_configmap(text: str) -> tuple[str, str]:
     namespace, slash, name = text.partition("/")
     if not slash or not namespace or not name:
-        raise _fail(f"--configmap/--print-configmap takes NAMESPACE/NAME, got {text!r}")
+        raise fail(f"--configmap/--print-configmap takes NAMESPACE/NAME, got {text!r}")
     return namespace, name
 
 
@@ -287,7 +258,7 @@ def _edit(
     try:
         if apply:
             if configmap is None:
-                raise _fail("--apply needs --configmap NAMESPACE/NAME")
+                raise fail("--apply needs --configmap NAMESPACE/NAME")
             from imagegate.shell.cluster import ClusterError, connect, edit_configmap  # noqa: PLC0415
 
             namespace, name = _split_configmap(configmap)
@@ -296,13 +267,13 @@ def _edit(
                     connect(), namespace, name, "grants.yaml", lambda old: edit_grants_text(old, f"{configmap}", change)
                 )
             except ClusterError as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
         elif grants_file is not None:
             text = edit_grants_file(grants_file, change)
         else:
-            raise _fail("name the grants: --grants FILE, or --apply --configmap NAMESPACE/NAME")
+            raise fail("name the grants: --grants FILE, or --apply --configmap NAMESPACE/NAME")
     except (GrantEditError, PolicyError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if print_configmap is not None:
         namespace, name = _split_configmap(print_configmap)
         sys.stdout.write(grants_configmap_yaml(text, name, namespace))
@@ -333,10 +304,10 @@ def grants_add(
         try:
             last_day = dt.date.fromisoformat(expires)
         except ValueError:
-            raise _fail(f"--expires: {expires!r} is not a date (YYYY-MM-DD)") from None
-        today = _parse_now(now).astimezone(dt.UTC).date()
+            raise fail(f"--expires: {expires!r} is not a date (YYYY-MM-DD)") from None
+        today = parse_now(now).astimezone(dt.UTC).date()
         if last_day < today:
-            raise _fail(
+            raise fail(
                 f"--expires {expires} is in the past (today is {today.isoformat()}, UTC): "
                 "the grant would never apply; nothing was written"
             )
@@ -393,19 +364,19 @@ def _read_grants(grants_file: Path | None, configmap: str | None) -> Any:
         try:
             found = connect().get(ConfigMap, name=name, namespace=namespace)
         except (ClusterError, Exception) as exc:
-            raise _fail(f"cannot read ConfigMap {configmap}: {exc}") from None
+            raise fail(f"cannot read ConfigMap {configmap}: {exc}") from None
         text, source = (found.data or {}).get("grants.yaml", ""), configmap
     elif grants_file is not None:
         try:
             text, source = read_document(grants_file), str(grants_file)
         except PolicyError as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     else:
-        raise _fail("name the grants: --grants FILE or --configmap NAMESPACE/NAME")
+        raise fail("name the grants: --grants FILE or --configmap NAMESPACE/NAME")
     try:
         return load_grants(text, source)
     except PolicyError as exc:
-        raise _fail(f"invalid grants: {exc}") from None
+        raise fail(f"invalid grants: {exc}") from None
 
 
 @grants_app.command("list")
@@ -417,9 +388,9 @@ def grants_list(
     now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
 ) -> None:
     """Every grant, with its state (active, expiring, expired)."""
-    states = grant_states(_read_grants(grants, configmap), _parse_now(now), expiring_days)
+    states = grant_states(_read_grants(grants, configmap), parse_now(now), expiring_days)
     if output is OutputFormat.json:
-        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode([_grant_json(s) for s in states])) + b"\n")
+        write_json([GrantJson.of(s) for s in states])
     else:
         _render_grants(states, Console())
 
@@ -433,9 +404,9 @@ def grants_expiring(
     now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
 ) -> None:
     """Grants that end within DAYS or have ended; exit 1 when there are any (for a cron alert)."""
-    states = [s for s in grant_states(_read_grants(grants, configmap), _parse_now(now), days) if s.state != "active"]
+    states = [s for s in grant_states(_read_grants(grants, configmap), parse_now(now), days) if s.state != "active"]
     if output is OutputFormat.json:
-        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode([_grant_json(s) for s in states])) + b"\n")
+        write_json([GrantJson.of(s) for s in states])
     elif states:
         _render_grants(states, Console())
     else:
@@ -474,7 +445,7 @@ def layers(
     """What the images in use cost on a node: total vs unique bytes, shared base layers, BYOC's own."""
     configure_logging("warning", json=False)
     console = Console(stderr=output is OutputFormat.json)
-    loaded = _load(policy, grants)
+    loaded = load(policy, grants)
     moment = dt.datetime.now(dt.UTC)
     if images:
         wanted: dict[str, bool] = {}
@@ -482,12 +453,12 @@ def layers(
             try:
                 ref = parse_docker_ref(image)
             except ReferenceError as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
             wanted[str(ref)] = loaded.trusted.first_match(ref) is None
     else:
         wanted = _uses_from(*_objects(source), loaded, moment)
     if not wanted:
-        raise _fail("no images: name some, or give --from a dump")
+        raise fail("no images: name some, or give --from a dump")
 
     async def gather() -> tuple[dict[str, Any], list[Any], list[str]]:
         gate = RegistryGate(policy.parent if policy else None)
@@ -519,32 +490,14 @@ def layers(
             await gate.aclose()
 
     found, bases, problems = asyncio.run(gather())
-    report = layer_report(found, {r: wanted[r] for r in found}, bases)
+    report = layer_report(found, {r: wanted[r] for r in found}, bases, problems)
     for problem in problems:
         console.print(f"[yellow]skipped[/] {escape(problem)}")
     if html is not None:
         html.write_text(render_layer_report(report, moment))
         console.print(f"wrote {escape(str(html))}")
     if output is OutputFormat.json:
-        payload = {
-            "totalBytes": report.total_bytes,
-            "uniqueBytes": report.unique_bytes,
-            "baseBytes": report.base_bytes,
-            "byocAddedBytes": report.byoc_added_bytes,
-            "images": [
-                {
-                    "image": c.image,
-                    "byoc": c.byoc,
-                    "totalBytes": c.total_bytes,
-                    "baseBytes": c.base_bytes,
-                    "sharedBytes": c.shared_bytes,
-                    "ownBytes": c.own_bytes,
-                }
-                for c in report.images
-            ],
-            "skipped": problems,
-        }
-        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(payload)) + b"\n")
+        write_json(report)
         return
     table = Table(header_style="bold")
     for column in ("image", "kind", "base", "shared", "own", "total"):

@@ -49,6 +49,7 @@ from imagegate.core.admission import AdmissionRequest, ReviewError, ReviewOutcom
 from imagegate.core.policy import Policy
 from imagegate.core.records import Outcome
 from imagegate.core.report import GRANT_STATES, grant_states
+from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR
 from imagegate.shell.filewatch import changes
 from imagegate.shell.histograms import BatchedHistogram, Counts
 from imagegate.shell.http import HttpServer, Limits, Request, Response, server_ssl_context
@@ -581,10 +582,10 @@ def _worker_process(settings: ServerSettings) -> None:
         serve_worker(settings)
     except ListenError as exc:
         log.error("cannot listen", error=str(exc))
-        sys.exit(2)  # bad input, as the command's EXIT_BAD_INPUT
+        sys.exit(EXIT_BAD_INPUT)
     except Exception:
         log.exception("internal error in a worker; stopping")
-        sys.exit(70)  # a bug, as the command's EXIT_INTERNAL_ERROR
+        sys.exit(EXIT_INTERNAL_ERROR)
 
 
 def run_server(settings: ServerSettings) -> int:

@@ -1,0 +1,327 @@
+"""``check``, ``inspect``, ``webhooks``, ``policy``: what a policy says and does to manifests and images."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from imagegate.core.decide import Decision
+from imagegate.core.policy import DEFAULT_POLICY_YAML, PolicyError, default_policy, load_policy
+from imagegate.core.records import Mode, Outcome, Subject, outcome_of
+from imagegate.core.webhooks import mutation_condition, webhook_configurations
+from imagegate.shell.cli_common import (
+    STDIN,
+    CheckedObject,
+    GrantsOption,
+    IdentitiesOption,
+    OutputFormat,
+    PolicyOption,
+    app,
+    check_objects,
+    fail,
+    load,
+    parse_now,
+    read_inputs,
+    write_json,
+)
+from imagegate.shell.cli_json import CheckJson, CountsJson, InspectJson, ObjectJson
+from imagegate.shell.exits import EXIT_DENIED
+from imagegate.shell.logs import configure_logging
+from imagegate.shell.verification import RegistryGate
+
+policy_app = typer.Typer(help="Validate or print policies.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+_RESULT_STYLE = {
+    "denied": "[bold red]denied[/]",
+    "warn": "[yellow]warn[/]",
+    "audit": "[blue]audit[/]",
+    "allowed": "[green]allowed[/]",
+    "exempt": "[dim]exempt[/]",
+}
+
+
+# How the table (and ``-o json``'s counts) words each outcome.
+_WORD = {Outcome.DENIED: "denied", Outcome.WARNED: "warn", Outcome.AUDITED: "audit", Outcome.ALLOWED: "allowed"}
+
+
+def _rows(decision: Decision) -> list[tuple[str, str, str, str]]:
+    """(result, where, image, why) for every image and every finding of one governed object."""
+    rows = []
+    judged = set()
+    for verdict in decision.verdicts:
+        use = verdict.use
+        judged.add(use)
+        # the image's own verdict and the tag rules' findings on the same use
+        findings = [f for f in decision.findings if f.subject == use]
+        if not findings:
+            rows.append(("allowed", use.label, use.image, verdict.allowed_by or ""))
+        for finding in findings:
+            rows.append((_WORD[finding.outcome], use.label, use.image, f"{finding.rule}: {finding.reason}"))
+    for finding in decision.findings:  # pod security, tool profile, a malformed object
+        if finding.subject not in judged:
+            rows.append((_WORD[finding.outcome], finding.subject.label, "", f"{finding.rule}: {finding.reason}"))
+    return rows
+
+
+def _object_outcome(decision: Decision) -> str:
+    return _WORD[decision.outcome] if decision.governed else "exempt"
+
+
+def _render_table(results: list[CheckedObject], console: Console) -> None:
+    table = Table(header_style="bold", expand=False)
+    for column in ("result", "object", "container", "image", "why"):
+        table.add_column(column, overflow="fold")
+    for checked in results:
+        decision = checked.decision
+        outcome = _object_outcome(decision)
+        subject = f"{escape(decision.subject)}\n{escape(checked.where)}\n{_RESULT_STYLE[outcome]}"
+        if not decision.governed:
+            table.add_row(_RESULT_STYLE["exempt"], subject, "", "", "namespace not governed by the policy")
+            continue
+        for index, (result, where, image, why) in enumerate(_rows(decision)):
+            table.add_row(
+                _RESULT_STYLE[result], subject if index == 0 else "", escape(where), escape(image), escape(why)
+            )
+        table.add_section()
+    console.print(table)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+def _counts(results: list[CheckedObject]) -> CountsJson:
+    """Objects by their outcome; images by the worst finding on each (or exempt)."""
+    objects = dict.fromkeys(("denied", "warn", "audit", "allowed", "exempt"), 0)
+    images = dict.fromkeys(("denied", "warn", "audit", "allowed", "exempt"), 0)
+    findings = dict.fromkeys(("enforce", "warn", "audit"), 0)
+    for checked in results:
+        decision = checked.decision
+        objects[_object_outcome(decision)] += 1
+        images["exempt"] += checked.exempt_images
+        modes: dict[Subject, list[Mode]] = {}
+        for finding in decision.findings:
+            findings[finding.mode.value] += 1
+            modes.setdefault(finding.subject, []).append(finding.mode)
+        for verdict in decision.verdicts:
+            images[_WORD[outcome_of(modes.get(verdict.use, ()))]] += 1
+    return CountsJson(objects=objects, images=images, findings=findings)
+
+
+def _summary(results: list[CheckedObject]) -> str:
+    counts = _counts(results)
+    objects, images, findings = counts.objects, counts.images, counts.findings
+    return (
+        f"{_plural(len(results), 'object')}: {objects['denied']:,} denied, {objects['warn']:,} with warnings, "
+        f"{objects['audit']:,} audited, {objects['allowed']:,} allowed, {objects['exempt']:,} exempt; "
+        f"{_plural(sum(images.values()), 'image')}: {images['denied']:,} denied, {images['warn']:,} with warnings, "
+        f"{images['audit']:,} audited, {images['allowed']:,} allowed, {images['exempt']:,} exempt; "
+        f"{_plural(sum(findings.values()), 'finding')} ({findings['enforce']:,} enforced, "
+        f"{findings['warn']:,} warnings, {findings['audit']:,} audit)"
+    )
+
+
+@app.command()
+def check(
+    paths: Annotated[list[str], typer.Argument(help="Manifest files, directories, or - for stdin.")],
+    policy: PolicyOption = None,
+    grants: GrantsOption = None,
+    identities: IdentitiesOption = None,
+    namespace: Annotated[
+        str, typer.Option("--namespace", "-n", help="Namespace for objects that name none.")
+    ] = "default",
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")] = OutputFormat.table,
+    now: Annotated[
+        str | None, typer.Option(help="Evaluate as of this ISO date/time (grant expiry). Default: now.")
+    ] = None,
+    registry: Annotated[
+        bool, typer.Option("--registry/--offline", help="Ask registries: base images and digests to pin.")
+    ] = False,
+) -> None:
+    """Evaluate manifests offline against a policy, as the webhook would on CREATE.
+
+    Exit code: 0 when everything is allowed (warnings included), 1 when anything would
+    be denied, 2 on bad input (unreadable manifest or invalid policy).
+    """
+    if policy == STDIN and "-" in paths:
+        raise fail("only one of the policy and the manifests can come from standard input (-)")
+    loaded = load(policy, grants, identities)
+    moment = parse_now(now)
+    objects = read_inputs(paths, "manifest")
+    gate = RegistryGate(policy.parent if policy else None) if registry else None
+    if registry:
+        configure_logging("warning", json=False)
+    results = check_objects(loaded, objects, namespace, moment, gate)
+    if output is OutputFormat.json:
+        write_json(
+            CheckJson(
+                summary=_summary(results),
+                counts=_counts(results),
+                allowed=all(c.decision.allowed for c in results),
+                objects=[ObjectJson.of(c.where, c.decision) for c in results],
+            )
+        )
+    else:
+        console = Console()
+        _render_table(results, console)
+        console.print(_summary(results))
+    if not all(c.decision.allowed for c in results):
+        raise typer.Exit(EXIT_DENIED)
+
+
+@policy_app.command("validate")
+def policy_validate(
+    policy: PolicyOption = None, grants: GrantsOption = None, identities: IdentitiesOption = None
+) -> None:
+    """Validate a policy (and its grants and identities files); print what it says."""
+    loaded = load(policy, grants, identities)
+    now = dt.datetime.now(dt.UTC)
+    console = Console()
+    console.print(f"[green]valid[/]: {escape(loaded.source)}")
+    console.print(f"mode: {loaded.mode.value}; byoc default: {loaded.byoc_default}")
+    console.print(f"trusted: {escape(', '.join(map(str, loaded.trusted)) or '(none)')}")
+    if loaded.blocked:
+        console.print(f"blocked: {escape(', '.join(map(str, loaded.blocked)))}")
+    for grant in loaded.grants:
+        state = "expired" if grant.expired(now) else "active"
+        registries = ", ".join(map(str, grant.registries)) if grant.registries is not None else "any registry"
+        until = grant.expires.isoformat() if grant.expires else "no expiry"
+        console.print(f"grant {escape(grant.namespace)}: {state}, {escape(registries)}, {until}")
+
+
+@policy_app.command("default")
+def policy_default() -> None:
+    """Print the built-in policy, a starting point for your own."""
+    sys.stdout.write(DEFAULT_POLICY_YAML)
+
+
+WEBHOOKS_HEADER = """\
+# Made by `imagegate webhooks -p POLICY` (scripts/sync_policy.py); edit the policy, not this file.
+# failurePolicy Fail: when imagegate cannot answer, pods are not created (fail closed); the
+# namespaceSelector exempts the control plane and imagegate itself by the immutable
+# kubernetes.io/metadata.name label, which no tenant can set on another namespace.
+# spec-changed (both webhooks) skips UPDATEs that leave the pod-bearing part alone: label,
+# annotation, finalizer, ownerReference and status writes. needs-mutation (the mutating
+# webhook only) skips objects where /mutate has nothing to fill in or pin. Every key read is
+# guarded by has(): an expression error fails closed. Every pods/ephemeralcontainers update is sent.
+"""
+
+
+@app.command()
+def webhooks(
+    policy: PolicyOption = None,
+    condition: Annotated[
+        bool, typer.Option("--mutate-condition", help="Print only the needs-mutation CEL expression.")
+    ] = False,
+) -> None:
+    """Print the webhook configurations for a policy (the mutating one skips what needs no mutation)."""
+    if policy is None:
+        loaded = default_policy()
+    else:  # only the policy: its grants and identities files change nothing here
+        try:
+            loaded = load_policy(policy.read_text(), str(policy))
+        except OSError as exc:
+            raise fail(f"{policy}: {exc.strerror or exc}") from None
+        except (PolicyError, UnicodeDecodeError) as exc:
+            raise fail(f"invalid policy: {exc}") from None
+    if condition:
+        sys.stdout.write(mutation_condition(loaded) + "\n")
+        return
+    sys.stdout.write(WEBHOOKS_HEADER + _yaml_documents(webhook_configurations(loaded)))
+
+
+def _yaml_documents(documents: list[dict[str, Any]]) -> str:
+    """YAML a reviewer can read: key order kept, multi-line strings (CEL) as literal blocks."""
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(documents, Dumper=Dumper, sort_keys=False, width=1000)
+
+
+@app.command()
+def inspect(
+    image: Annotated[str, typer.Argument(help="An image reference, e.g. ghcr.io/org/app:1.2")],
+    policy: PolicyOption = None,
+    platform: Annotated[
+        list[str] | None,
+        typer.Option(help="Platforms to examine, os/arch[/variant] (default: the policy's registry.platforms)."),
+    ] = None,
+    ca_file: Annotated[Path | None, typer.Option(help="CA bundle for the registry's TLS.", dir_okay=False)] = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")] = OutputFormat.table,
+) -> None:
+    """Read an image from its registry: digest, platforms, layers with sizes, and its trusted base."""
+    import dataclasses  # noqa: PLC0415
+
+    from imagegate.core.baseimage import verify_image  # noqa: PLC0415
+    from imagegate.core.platforms import PlatformError, parse_platform  # noqa: PLC0415
+    from imagegate.core.reference import ReferenceError, parse_docker_ref  # noqa: PLC0415
+    from imagegate.shell.registry import RegistryError  # noqa: PLC0415
+
+    configure_logging("warning", json=False)
+    loaded = load(policy, None)
+    config = loaded.registry
+    if platform:
+        try:
+            config = dataclasses.replace(config, platforms=tuple(parse_platform(p) for p in platform))
+        except PlatformError as exc:
+            raise fail(f"--platform {exc}") from None
+    if ca_file is not None:
+        config = dataclasses.replace(config, ca_file=str(ca_file.absolute()))
+    loaded = dataclasses.replace(loaded, registry=config)
+    try:
+        ref = parse_docker_ref(image)
+    except ReferenceError as exc:
+        raise fail(str(exc)) from None
+
+    async def run() -> tuple[Any, Any]:
+        gate = RegistryGate(policy.parent if policy else None)
+        try:
+            resolved = await gate.client(loaded.registry).resolve(ref)
+            if loaded.base_images.trusted:
+                await gate.refresh_bases(loaded)
+            verdict = verify_image(resolved, gate.bases.versions) if loaded.base_images.trusted else None
+            return resolved, verdict
+        finally:
+            await gate.aclose()
+
+    try:
+        resolved, verdict = asyncio.run(run())
+    except RegistryError as exc:
+        raise fail(f"{image}: {exc}") from None
+    if output is OutputFormat.json:
+        write_json(InspectJson.of(resolved, verdict))
+        return
+    console = Console()
+    console.print(f"[bold]{escape(resolved.reference)}[/]")
+    console.print(f"digest: {resolved.digest}\nmedia type: {resolved.media_type}")
+    console.print(f"platforms offered: {', '.join(resolved.available_platforms) or '(none)'}")
+    for examined in resolved.platforms:
+        table = Table(title=f"{examined.platform}  {examined.manifest_digest}", header_style="bold")
+        table.add_column("#", justify="right")
+        table.add_column("layer digest")
+        table.add_column("compressed", justify="right")
+        for number, layer in enumerate(examined.layers, 1):
+            table.add_row(str(number), layer.digest, f"{layer.size:,}")
+        table.add_row("", "total", f"{examined.compressed_size:,}")
+        console.print(table)
+    if verdict is None:
+        console.print("base: the policy names no trusted base images (baseImages.trusted)")
+    else:
+        state = "[green]built on a trusted base[/]" if verdict.ok else "[red]not built on a trusted base[/]"
+        console.print(f"base: {state}: {escape(verdict.detail)}")

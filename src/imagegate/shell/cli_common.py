@@ -1,0 +1,223 @@
+"""What every ``imagegate`` command shares: the app, its options, loading and judging.
+
+The command modules (cli_check, cli_ops, cli_identities, ...) import this one and register
+their commands on :data:`app`; ``cli`` imports them all. Nothing here imports a command
+module, so the CLI's modules form no import cycle (tests/test_import_graph.py). The exit
+codes are in ``exits``, which the serving process shares without loading typer or rich.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+
+from imagegate.core.decide import Decision, decide
+from imagegate.core.policy import Policy, PolicyError
+from imagegate.core.workloads import ObjectShapeError, image_uses
+from imagegate.core.yamldoc import DocumentError
+from imagegate.shell.exits import EXIT_BAD_INPUT
+from imagegate.shell.manifests import SourcedObject, read_manifests
+from imagegate.shell.policy_source import MAX_POLICY_BYTES, load_policy_files
+from imagegate.shell.verification import RegistryGate, settle
+
+app = typer.Typer(
+    name="imagegate",
+    help="Admission control for container images on multi-tenant Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # click's plain help: rich's option table cuts long option names short at 80 columns
+    # ("--print-configm…"); click's wraps the help text beside them instead.
+    rich_markup_mode=None,
+)
+
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy", "-p", help="Policy file (YAML; - for stdin). Default: the built-in policy.", dir_okay=False
+    ),
+]
+GrantsOption = Annotated[
+    Path | None,
+    typer.Option("--grants", "-g", help="Grants file; overrides the policy's byoc.grantsFile.", dir_okay=False),
+]
+
+IdentitiesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--identities",
+        help="Tool identities file (kind: ToolIdentities, from `imagegate identities`); "
+        "overrides the policy's toolProfile.identitiesFile.",
+        dir_okay=False,
+    ),
+]
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def fail(message: str) -> typer.Exit:
+    """Bad input: one ``error:`` line on stderr; raise what this returns to exit 2."""
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def write_json(document: Any) -> None:
+    """``--output json``: a document (msgspec Structs, see cli_json) on stdout, indented."""
+    sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
+
+
+STDIN = Path("-")
+
+
+def _read_stdin(source: str) -> str:
+    raw = sys.stdin.buffer.read(MAX_POLICY_BYTES + 1)
+    if len(raw) > MAX_POLICY_BYTES:
+        raise fail(f"{source}: larger than {MAX_POLICY_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"{source}: not UTF-8 text (byte {exc.start})") from None
+
+
+def load(policy_path: Path | None, grants_path: Path | None, identities_path: Path | None = None) -> Policy:
+    """The policy (``-p -``: from standard input) and its grants; exit 2 when invalid."""
+    text = _read_stdin("<stdin>") if policy_path == STDIN else None
+    try:
+        return load_policy_files(policy_path, grants_path, identities_path=identities_path, policy_text=text)[0]
+    except PolicyError as exc:
+        raise fail(f"invalid policy: {exc}") from None
+
+
+def parse_now(text: str | None) -> dt.datetime:
+    if text is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(f"--now: {text!r} is not an ISO date or date-time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class CheckedObject:
+    where: str
+    decision: Decision
+    exempt_images: int = 0  # images of an object the policy does not govern (not judged)
+
+
+@contextmanager
+def progress_on_terminal(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr when it is a terminal; nothing at all when it is not."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+
+        def ignore(_done: int) -> None:
+            return None
+
+        yield ignore
+        return
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+
+        def advance(done: int) -> None:
+            progress.advance(task, done)
+
+        yield advance
+
+
+def read_inputs(paths: list[str], what: str) -> list[SourcedObject]:
+    """Objects from files, directories or stdin; a target with none is said on stderr."""
+    empty: list[str] = []
+    try:
+        objects = read_manifests(paths, empty)
+    except DocumentError as exc:
+        raise fail(f"invalid {what}: {exc}") from None
+    console = Console(stderr=True, soft_wrap=True)
+    for note in empty:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    return objects
+
+
+def namespace_labels_in(objects: list[SourcedObject]) -> dict[str, Mapping[str, str]]:
+    """Labels of Namespace objects in the input, for policies with a namespace selector."""
+    labels: dict[str, Mapping[str, str]] = {}
+    for item in objects:
+        metadata = item.obj.get("metadata") or {}
+        if item.obj.get("kind") == "Namespace" and isinstance(metadata, Mapping):
+            found = metadata.get("labels") or {}
+            name = str(metadata.get("name", ""))
+            labels[name] = {str(k): str(v) for k, v in found.items()} if isinstance(found, Mapping) else {}
+    return labels
+
+
+def check_objects(
+    policy: Policy,
+    objects: list[SourcedObject],
+    default_namespace: str,
+    now: dt.datetime,
+    gate: RegistryGate | None = None,
+    namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[CheckedObject]:
+    """Judge every object the way the webhook would on CREATE (with the registry when ``gate``).
+
+    Namespace labels come from Namespace objects among ``objects`` and from ``namespace_labels``
+    (a live cluster's), for selectors and tool identities by label.
+    """
+    known_labels = {**(namespace_labels or {}), **namespace_labels_in(objects)}
+
+    async def judge_all(advance: Callable[[int], None]) -> list[CheckedObject]:
+        results = []
+        for item in objects:
+            advance(1)
+            metadata = item.obj.get("metadata")
+            namespace = default_namespace
+            if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
+                namespace = metadata["namespace"]
+
+            def evaluate(
+                verdicts: Any, digests: Any, _notes: Any, obj: Any = item.obj, ns: str = namespace
+            ) -> Decision:
+                return decide(
+                    policy,
+                    obj,
+                    namespace=ns,
+                    now=now,
+                    namespace_labels=known_labels.get(ns),
+                    base_verdicts=verdicts,
+                    digests=digests,
+                )
+
+            if gate is None:
+                decision = evaluate({}, {}, ())
+            else:
+                decision = await settle(gate, policy, evaluate, lambda d: d, pins=True)
+            results.append(CheckedObject(item.where, decision, 0 if decision.governed else _image_count(item.obj)))
+        if gate is not None:
+            await gate.aclose()
+        return results
+
+    with progress_on_terminal(f"judging {len(objects):,} objects", len(objects)) as advance:
+        return asyncio.run(judge_all(advance))
+
+
+def _image_count(obj: Mapping[str, Any]) -> int:
+    try:
+        return len(image_uses(obj))
+    except ObjectShapeError:
+        return 0

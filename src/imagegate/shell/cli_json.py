@@ -1,0 +1,236 @@
+"""The documents ``--output json`` prints: one msgspec Struct per shape operators script against.
+
+A field is a key (snake_case here, camelCase in the JSON by ``rename``), in the order of the
+fields; each Struct is made from the record it reports (a Decision, a GrantState, ...), and
+records that already have the right shape (the audit's findings, the layer report) are
+printed as they are. A key changes here or nowhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from imagegate.core.compare import Comparison
+from imagegate.core.decide import Decision
+from imagegate.core.oci import PlatformImage, ResolvedImage
+from imagegate.core.records import BaseImageVerdict, Finding, ImageVerdict
+from imagegate.core.report import AuditEntry, AuditReport, GrantState, OwnedFinding, RuleTotal
+
+__all__ = [
+    "AuditJson",
+    "CheckJson",
+    "CompareJson",
+    "CountsJson",
+    "GrantJson",
+    "InspectJson",
+    "ObjectJson",
+]
+
+
+class FindingJson(msgspec.Struct, frozen=True, rename="camel"):
+    container: str
+    container_kind: str
+    image: str
+    rule: str
+    mode: str
+    message: str
+
+    @classmethod
+    def of(cls, finding: Finding) -> FindingJson:
+        subject = finding.subject
+        return cls(subject.name, subject.kind, subject.image, finding.rule, finding.mode.value, finding.message)
+
+
+class ImageJson(msgspec.Struct, frozen=True, rename="camel"):
+    container: str
+    container_kind: str
+    image: str
+    reference: str | None
+    allowed_by: str | None
+    rule: str | None
+
+    @classmethod
+    def of(cls, verdict: ImageVerdict) -> ImageJson:
+        use = verdict.use
+        rule = verdict.finding.rule if verdict.finding else None
+        return cls(use.name, use.kind, use.image, verdict.reference, verdict.allowed_by, rule)
+
+
+class ObjectJson(msgspec.Struct, frozen=True, rename="camel"):
+    """One judged object of ``check -o json``: where it was read, and its decision."""
+
+    source: str
+    kind: str
+    namespace: str
+    name: str
+    governed: bool
+    allowed: bool
+    message: str
+    violations: list[FindingJson]
+    warnings: list[FindingJson]
+    audits: list[FindingJson]
+    images: list[ImageJson]
+    patches: list[Mapping[str, Any]]
+    notices: list[str]
+
+    @classmethod
+    def of(cls, source: str, decision: Decision) -> ObjectJson:
+        return cls(
+            source=source,
+            kind=decision.kind,
+            namespace=decision.namespace,
+            name=decision.name,
+            governed=decision.governed,
+            allowed=decision.allowed,
+            message=decision.message(),
+            violations=[FindingJson.of(f) for f in decision.violations],
+            warnings=[FindingJson.of(f) for f in decision.warnings],
+            audits=[FindingJson.of(f) for f in decision.audits],
+            images=[ImageJson.of(v) for v in decision.verdicts],
+            patches=list(decision.patches),
+            notices=list(decision.notices),
+        )
+
+
+class CountsJson(msgspec.Struct, frozen=True):
+    objects: dict[str, int]  # by outcome: denied, warn, audit, allowed, exempt
+    images: dict[str, int]  # by the worst finding on each, the same outcomes
+    findings: dict[str, int]  # by mode: enforce, warn, audit
+
+
+class CheckJson(msgspec.Struct, frozen=True):
+    summary: str
+    counts: CountsJson
+    allowed: bool
+    objects: list[ObjectJson]
+
+
+class GrantJson(msgspec.Struct, frozen=True, rename="camel"):
+    """A grant with its state (``grants list``, ``grants expiring``, ``audit``)."""
+
+    namespace: str
+    state: str
+    expires: str | None
+    days_left: int | None
+    registries: list[str] | None
+    ticket: str
+    reason: str
+    source: str
+
+    @classmethod
+    def of(cls, state: GrantState) -> GrantJson:
+        grant = state.grant
+        return cls(
+            namespace=grant.namespace,
+            state=state.state,
+            expires=grant.expires.isoformat() if grant.expires else None,
+            days_left=state.days_left,
+            registries=[str(p) for p in grant.registries] if grant.registries is not None else None,
+            ticket=grant.ticket,
+            reason=grant.reason,
+            source=grant.source,
+        )
+
+
+class AuditJson(msgspec.Struct, frozen=True, rename="camel"):
+    summary: str
+    objects: int
+    denied_objects: int
+    totals_by_rule: list[RuleTotal]
+    findings: list[OwnedFinding]
+    namespaces: dict[str, dict[str, dict[str, list[AuditEntry]]]]  # namespace -> outcome -> rule -> entries
+    grants: list[GrantJson]
+
+    @classmethod
+    def of(cls, report: AuditReport) -> AuditJson:
+        return cls(
+            summary=report.summary(),
+            objects=report.objects,
+            denied_objects=report.denied_objects,
+            totals_by_rule=report.totals_by_rule(),
+            findings=report.findings,
+            namespaces=report.by_namespace,
+            grants=[GrantJson.of(s) for s in report.grants],
+        )
+
+
+class LayerJson(msgspec.Struct, frozen=True):
+    digest: str
+    size: int
+
+
+class PlatformJson(msgspec.Struct, frozen=True, rename="camel"):
+    platform: str
+    manifest: str
+    layers: list[LayerJson]
+    diff_ids: list[str]
+    annotations: dict[str, str]
+
+    @classmethod
+    def of(cls, image: PlatformImage) -> PlatformJson:
+        layers = [LayerJson(layer.digest, layer.size) for layer in image.layers]
+        return cls(image.platform, image.manifest_digest, layers, list(image.diff_ids), image.annotations)
+
+
+class BaseJson(msgspec.Struct, frozen=True):
+    ok: bool
+    detail: str
+
+
+class InspectJson(msgspec.Struct, frozen=True, rename="camel"):
+    """``inspect -o json``: what the registry holds under a reference, and its base."""
+
+    reference: str
+    digest: str
+    media_type: str
+    available_platforms: list[str]
+    platforms: list[PlatformJson]
+    base: BaseJson | None
+
+    @classmethod
+    def of(cls, resolved: ResolvedImage, verdict: BaseImageVerdict | None) -> InspectJson:
+        return cls(
+            reference=resolved.reference,
+            digest=resolved.digest,
+            media_type=resolved.media_type,
+            available_platforms=list(resolved.available_platforms),
+            platforms=[PlatformJson.of(p) for p in resolved.platforms],
+            base=None if verdict is None else BaseJson(verdict.ok, verdict.detail),
+        )
+
+
+class NamespaceCompareJson(msgspec.Struct, frozen=True):
+    denied: list[int]  # objects denied, per option
+    rules: list[list[str]]  # rules that deny there, per option
+
+
+class CompareJson(msgspec.Struct, frozen=True, rename="camel"):
+    """``audit --compare -o json``: per option (column), what it denies."""
+
+    options: list[str]
+    objects: int
+    governed: list[int]
+    denied_objects: list[int]
+    tools_denied: list[int]
+    warned_objects: list[int]
+    rules: dict[str, list[int]]
+    namespaces: dict[str, NamespaceCompareJson]
+
+    @classmethod
+    def of(cls, table: Comparison) -> CompareJson:
+        return cls(
+            options=table.labels,
+            objects=table.objects,
+            governed=table.governed,
+            denied_objects=table.denied,
+            tools_denied=table.tools_denied(),
+            warned_objects=table.warned,
+            rules=table.rules,
+            namespaces={
+                ns: NamespaceCompareJson(counts, table.namespace_rules.get(ns, []))
+                for ns, counts in table.namespaces.items()
+            },
+        )
