@@ -622,3 +622,49 @@ def test_base_refresh_retries_after_a_registry_outage(pushed: Pushed, tmp_path: 
     verdict, error = asyncio.run(scenario())
     assert verdict.ok, verdict.detail
     assert error is None
+
+
+# --- answers without a length ----------------------------------------------------------------
+
+_ENDLESS_CAP = 64 * 1024 * 1024  # the server gives up here, so that a client that reads all of it ends
+
+
+def _endless(sent: list[int], *, chunked: bool, status: int = 200) -> Any:
+    """A registry that answers with a body that never ends, with no Content-Length (or chunked)."""
+
+    def behaviour(handler: BaseHTTPRequestHandler) -> None:
+        handler.protocol_version = "HTTP/1.1" if chunked else "HTTP/1.0"
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        if chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        piece = b" " * 65536
+        frame = b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
+        sent.append(0)
+        try:
+            while sent[-1] < _ENDLESS_CAP:
+                handler.wfile.write(frame)
+                sent[-1] += len(piece)
+        except OSError:  # the client hung up: what a bounded reader does
+            pass
+
+    return behaviour
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["until-close", "chunked"])
+@pytest.mark.parametrize("status", [200, 404], ids=["ok", "error"])
+def test_an_endless_answer_is_read_only_to_the_limit(tmp_path: Path, chunked: bool, status: int) -> None:
+    """No Content-Length to refuse up front: the body is counted as it streams, and refused at the limit."""
+    tls = make_certificates(tmp_path / "tls", ["127.0.0.1"])
+    hits: list[str] = []
+    sent: list[int] = []
+    with https_server(fault_handler(_endless(sent, chunked=chunked, status=status), hits), tls) as host:
+        c = RegistryClient(RegistrySettings(ca_file=tls.ca_cert, timeout=5.0))
+        with pytest.raises(RegistryError) as caught:
+            resolve(c, f"{host}/tool/app:1")
+    assert caught.value.kind == "too-large", str(caught.value)
+    assert "larger than" in str(caught.value)
+    # The client stopped reading near the limit (4 MiB for a manifest, 64 KiB for an error
+    # answer), plus what the socket buffers held: far from what the server would have sent.
+    assert sent and max(sent) < 16 * 1024 * 1024, sent

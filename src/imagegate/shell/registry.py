@@ -107,6 +107,25 @@ class _SingleFlight:
             del self._running[key]
 
 
+# What a request reads of an answer whose body nobody needs in full (errors, small documents).
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+async def _read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The decoded body of a streamed ``response``, refused past ``limit`` bytes, declared or not."""
+    declared = response.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RegistryError("too-large", f"{what} is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise RegistryError("too-large", f"{what} is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class RegistryClient:
     """Reads images from OCI registries. One per process; ``aclose()`` when done."""
 
@@ -157,8 +176,25 @@ class RegistryClient:
             self._semaphores[host] = asyncio.Semaphore(self.settings.per_registry_concurrency)
         return self._semaphores[host]
 
-    async def _request(self, method: str, host: str, path: str, accept: str = "") -> httpx.Response:
-        """One API request, authorized by :class:`RegistryAuth`; a 429 is retried once within the time budget."""
+    async def _request(
+        self, method: str, host: str, path: str, accept: str = "", *, limit: int = _ERROR_BODY_LIMIT, what: str = ""
+    ) -> httpx.Response:
+        """One API request, authorized by :class:`RegistryAuth`; a 429 is retried once within the time budget.
+
+        The body is read as it streams, at most ``limit`` bytes (decoded): a registry that sends
+        no Content-Length, or lies in it, cannot make the webhook hold an unbounded answer.
+        """
+        response = await self._send(method, host, path, accept)
+        try:
+            body = await _read_bounded(response, limit, what or f"{host}'s answer for {path}")
+        finally:
+            await response.aclose()
+        headers = response.headers.copy()
+        for decoded in ("Content-Encoding", "Content-Length"):  # the body below is already decoded
+            headers.pop(decoded, None)
+        return httpx.Response(response.status_code, headers=headers, content=body, request=response.request)
+
+    async def _send(self, method: str, host: str, path: str, accept: str) -> httpx.Response:
         url = f"https://{host}{path}"
         headers = {"Accept": accept} if accept else {}
         deadline = time.monotonic() + self.settings.timeout * 2
@@ -166,7 +202,8 @@ class RegistryClient:
         async with self._semaphore(host):
             while True:
                 try:
-                    response = await self._http.request(method, url, headers=headers, auth=self._auth)
+                    request = self._http.build_request(method, url, headers=headers)
+                    response = await self._http.send(request, auth=self._auth, stream=True)
                 except httpx.TooManyRedirects:
                     raise RegistryError(
                         "redirects", f"{url}: more than {self.settings.max_redirects} redirects"
@@ -175,6 +212,8 @@ class RegistryClient:
                     raise RegistryError("timeout", f"{host} did not answer within {self.settings.timeout}s") from None
                 except httpx.HTTPError as exc:
                     raise self._transport_error(host, exc) from None
+                if response.status_code in (401, 429):
+                    await response.aclose()  # only the status and headers are read
                 if response.status_code == 401:
                     user = _basic_user(response.request.headers.get("Authorization", ""))
                     if user is None:  # Bearer, or nothing sent: did we have credentials at all?
@@ -212,20 +251,18 @@ class RegistryClient:
             return RegistryError("tls", f"{host}: the TLS handshake failed: {cause.reason or cause}")
         return RegistryError("unreachable", f"{host} is unreachable: {exc!r}")
 
-    async def _read(self, response: httpx.Response, limit: int, what: str) -> bytes:
-        declared = response.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RegistryError("too-large", f"{what} is {declared} bytes; the limit is {limit}")
-        body = response.content
-        if len(body) > limit:
-            raise RegistryError("too-large", f"{what} is larger than {limit} bytes")
-        return body
-
     # -- documents ------------------------------------------------------------------------
 
     async def _manifest(self, ref: Reference, target: str) -> tuple[bytes, str, str]:
         host = _api_host(ref)
-        response = await self._request("GET", host, f"/v2/{ref.path}/manifests/{target}", ACCEPT_MANIFESTS)
+        response = await self._request(
+            "GET",
+            host,
+            f"/v2/{ref.path}/manifests/{target}",
+            ACCEPT_MANIFESTS,
+            limit=self.settings.max_manifest_bytes,
+            what=f"manifest of {ref.repository}",
+        )
         self.fetches["manifest"] = self.fetches.get("manifest", 0) + 1
         if response.status_code == 404:
             raise RegistryError("not-found", f"{_named(ref, target)} does not exist (HTTP 404)")
@@ -233,7 +270,7 @@ class RegistryClient:
             raise RegistryError(
                 "http", f"{host} answered HTTP {response.status_code} for the manifest of {ref.repository}"
             )
-        body = await self._read(response, self.settings.max_manifest_bytes, f"manifest of {ref.repository}")
+        body = response.content
         if target.startswith("sha"):
             expected = target
         else:
@@ -250,13 +287,15 @@ class RegistryClient:
                 "too-large", f"blob {descriptor.digest[:19]} is {descriptor.size} bytes; the limit is {limit}"
             )
         host = _api_host(ref)
-        response = await self._request("GET", host, f"/v2/{ref.path}/blobs/{descriptor.digest}")
+        response = await self._request(
+            "GET", host, f"/v2/{ref.path}/blobs/{descriptor.digest}", limit=limit, what=f"blob {descriptor.digest[:19]}"
+        )
         self.fetches["blob"] = self.fetches.get("blob", 0) + 1
         if response.status_code != 200:
             raise RegistryError(
                 "http", f"{host} answered HTTP {response.status_code} for blob {descriptor.digest[:19]}"
             )
-        body = await self._read(response, limit, f"blob {descriptor.digest[:19]}")
+        body = response.content
         try:
             verify_digest(body, descriptor.digest)
         except OciError as exc:
