@@ -81,15 +81,18 @@ class OciLayout:
         architecture: str = "amd64",
         os: str = "linux",
         annotations: dict[str, str] | None = None,
+        created: str | None = None,
     ) -> dict[str, Any]:
         """Write config and manifest; return the manifest's descriptor."""
-        config = {
+        config: dict[str, Any] = {
             "architecture": architecture,
             "os": os,
             "config": {"User": "1000", "Env": ["PATH=/usr/bin:/bin"]},
             "rootfs": {"type": "layers", "diff_ids": [item.diff_id for item in image_layers]},
             "history": [{"created_by": f"layer {i}"} for i in range(len(image_layers))],
         }
+        if created is not None:
+            config["created"] = created
         config_bytes = json.dumps(config).encode()
         manifest: dict[str, Any] = {
             "schemaVersion": 2,

@@ -61,7 +61,8 @@ class Registry:
     def push(self, layout: OciLayout, name: str, image_layers: list[Layer], dest: str, **options: Any) -> None:
         """Write an image into ``layout`` as ``name`` and push it to ``dest`` here with skopeo."""
         annotations = options.pop("annotations", None)
-        layout.tag(layout.image(image_layers, annotations=annotations), name)
+        created = options.pop("created", None)
+        layout.tag(layout.image(image_layers, annotations=annotations, created=created), name)
         skopeo_copy(
             layout.root, name, f"{self.host}/{dest}", cert_dir=self.cert_dir, credentials=self.credentials, **options
         )

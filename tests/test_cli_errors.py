@@ -310,6 +310,7 @@ COMMANDS = [
     ["certs"],
     ["audit"],
     ["layers"],
+    ["bases"],
     ["grants", "add"],
     ["grants", "revoke"],
     ["grants", "list"],

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from imagegate.core.decide import BaseImageVerdict
 from imagegate.core.oci import BASE_DIGEST_ANNOTATION, BASE_NAME_ANNOTATION, PlatformImage, ResolvedImage
 
-__all__ = ["BaseVersion", "verify_image"]
+__all__ = ["BaseVersion", "built_on", "same_platform", "verify_image", "verify_platform"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +45,31 @@ def _os_and_architecture(platform: str) -> tuple[str, ...]:
     return tuple(platform.split("/")[:2])
 
 
-def _verify_platform(image: PlatformImage, bases: Sequence[BaseVersion]) -> tuple[bool, str]:
+def same_platform(a: str, b: str) -> bool:
+    """Whether a base for platform ``b`` can be the base of an image for ``a``."""
+    return _os_and_architecture(a) == _os_and_architecture(b)
+
+
+def built_on(image: PlatformImage, bases: Sequence[BaseVersion]) -> BaseVersion | None:
+    """The base version ``image`` is proved to be built on: its whole layer chain begins the
+    image's. The longest such chain wins (a base built on another base), then the latest seen."""
+    matches = [
+        b
+        for b in bases
+        if b.diff_ids and same_platform(image.platform, b.platform) and image.diff_ids[: len(b.diff_ids)] == b.diff_ids
+    ]
+    if not matches:
+        return None
+    return max(matches, key=lambda b: (len(b.diff_ids), b.seen))
+
+
+def verify_platform(image: PlatformImage, bases: Sequence[BaseVersion]) -> tuple[bool, str]:
     wanted = _os_and_architecture(image.platform)
     candidates = [b for b in bases if _os_and_architecture(b.platform) == wanted and b.diff_ids]
     if not candidates:
         return False, f"no trusted base image is known for {image.platform}"
-    matches = [b for b in candidates if image.diff_ids[: len(b.diff_ids)] == b.diff_ids]
-    if matches:
-        best = max(matches, key=lambda b: (len(b.diff_ids), b.seen))
+    best = built_on(image, candidates)
+    if best is not None:
         own = len(image.diff_ids) - len(best.diff_ids)
         return True, (
             f"{image.platform}: built on {best.reference} ({best.digest[:19]}, seen {best.seen.date().isoformat()}), "
@@ -81,7 +98,7 @@ def verify_image(image: ResolvedImage, bases: Sequence[BaseVersion]) -> BaseImag
     details = []
     ok = True
     for platform in image.platforms:
-        passed, detail = _verify_platform(platform, bases)
+        passed, detail = verify_platform(platform, bases)
         ok = ok and passed
         details.append(detail)
     claimed = next((p.annotations for p in image.platforms if BASE_NAME_ANNOTATION in p.annotations), None)

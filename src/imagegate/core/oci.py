@@ -99,6 +99,7 @@ class ImageConfig(msgspec.Struct, frozen=True):
     os: str = ""
     variant: str = ""
     rootfs: _RootFs = _RootFs()
+    created: str = ""  # RFC 3339, as the builder wrote it: when the image was built (a claim, not proof)
 
     @property
     def diff_ids(self) -> tuple[str, ...]:
@@ -162,7 +163,7 @@ _DOCUMENT_FIELDS: Mapping[str, Schema] = {
     "annotations": "map",
 }
 _CONFIG_FIELDS: Mapping[str, Schema] = {
-    **dict.fromkeys(("architecture", "os", "os.version", "os.features", "variant")),
+    **dict.fromkeys(("architecture", "os", "os.version", "os.features", "variant", "created")),
     "rootfs": dict.fromkeys(("type", "diff_ids")),
 }
 
@@ -234,6 +235,8 @@ def parse_manifest(body: bytes, media_type: str) -> Manifest | Index:
 
 def parse_config(body: bytes) -> ImageConfig:
     fields = _go_decode(body, _CONFIG_FIELDS, "image config")
+    if not isinstance(fields.get("created", ""), str):
+        del fields["created"]  # only reports read it: a bad one must not refuse an image at admission
     try:
         config = msgspec.convert(fields, type=ImageConfig)
     except (msgspec.ValidationError, UnicodeEncodeError) as exc:
@@ -255,6 +258,7 @@ class PlatformImage:
     layers: tuple[Descriptor, ...]
     diff_ids: tuple[str, ...]
     annotations: dict[str, str]
+    created: str = ""  # the config's ``created``
 
     @property
     def compressed_size(self) -> int:

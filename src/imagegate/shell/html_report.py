@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from datetime import datetime
 
+from imagegate.core.bases import BaseRow
 from imagegate.core.report import LayerReport
 
-__all__ = ["render_layer_report"]
+__all__ = ["render_bases_report", "render_layer_report"]
 
 
 def _mb(value: int) -> str:
@@ -113,4 +115,67 @@ def render_layer_report(report: LayerReport, generated: datetime) -> str:
         base=_mb(report.base_bytes),
         byoc=_mb(report.byoc_added_bytes),
         data=embedded,
+    )
+
+
+BASES_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>imagegate base images report</title>
+<style>
+ body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem; color: #1b1f24; max-width: 80rem; }}
+ h1 {{ font-size: 1.5rem; margin-bottom: .2rem; }}
+ .muted {{ color: #57606a; }}
+ table {{ border-collapse: collapse; margin-top: 1.5rem; }}
+ th, td {{ text-align: left; padding: .25rem .7rem; border-bottom: 1px solid #eaeef2; vertical-align: top; }}
+ td.age {{ text-align: right; }}
+ tr.rebuild td {{ background: #fff1f0; }}
+ tr.unknown td {{ color: #57606a; }}
+</style>
+</head>
+<body>
+<h1>Base images: what to rebuild for security updates</h1>
+<p class="muted">{generated} &middot; {count} images &middot; {rebuild} on a base with a newer version,
+run by {tools} tools &middot; bases proved by layers (diff_ids), ages from the base's config</p>
+<table id="bases"><thead><tr><th>image</th><th>base version</th><th>built</th><th>age (days)</th><th>newer base</th>
+<th>tools to rebuild</th></tr></thead><tbody>
+{rows}
+</tbody></table>
+</body>
+</html>
+"""
+
+
+def _base_day(row: BaseRow) -> str:
+    return row.base.created.date().isoformat() if row.base is not None and row.base.created else ""
+
+
+def render_bases_report(rows: Sequence[BaseRow], generated: datetime) -> str:
+    """``imagegate bases`` as one page: a plain table, no scripts, oldest base first."""
+    lines = []
+    tools: set[str] = set()
+    for row in rows:
+        image = html.escape(row.image)
+        if row.base is None:
+            lines.append(f'<tr class="unknown"><td>{image}</td><td colspan="5">{html.escape(row.note)}</td></tr>')
+            continue
+        newer = ""
+        if row.newer is not None:
+            created = row.newer.created.date().isoformat() if row.newer.created else "?"
+            newer = f"{html.escape(row.newer.name)} ({created})"
+            tools.update(row.tools)
+        age = "?" if row.age_days is None else f"{row.age_days:,}"
+        css = ' class="rebuild"' if row.rebuild else ""
+        to_rebuild = html.escape(", ".join(row.tools)) if row.rebuild else ""
+        lines.append(
+            f"<tr{css}><td>{image}</td><td>{html.escape(row.base.name)}</td><td>{_base_day(row)}</td>"
+            f'<td class="age">{age}</td><td>{newer or "no"}</td><td>{to_rebuild}</td></tr>'
+        )
+    return BASES_PAGE.format(
+        generated=html.escape(generated.strftime("%Y-%m-%d %H:%M UTC")),
+        count=len(rows),
+        rebuild=sum(row.rebuild for row in rows),
+        tools=len(tools),
+        rows="\n".join(lines),
     )

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
 import structlog
 from cachetools import LRUCache, TTLCache
 
@@ -313,7 +314,9 @@ class RegistryClient:
         if platform is None:  # no platform in the index (or no index): the config's, as containerd reads it
             node_os = self._nodes[0].os if self._nodes else "linux"
             platform = normalize(config.os, config.architecture, config.variant, node_os=node_os)
-        return PlatformImage(str(platform), digest, tuple(manifest.layers), config.diff_ids, dict(manifest.annotations))
+        return PlatformImage(
+            str(platform), digest, tuple(manifest.layers), config.diff_ids, dict(manifest.annotations), config.created
+        )
 
     async def _fetch(self, ref: Reference, target: str) -> ResolvedImage:
         """Fetch by tag or digest: the manifest (and each entry a node might pull), and their configs."""
@@ -392,6 +395,51 @@ class RegistryClient:
     async def digest(self, ref: Reference) -> str:
         """The digest ``ref`` points at now (its own when it carries one)."""
         return ref.digest or (await self.resolve(ref)).digest
+
+    async def tags(self, ref: Reference, limit: int = 1000, page: int = 1000) -> tuple[list[str], bool]:
+        """The tags of ``ref``'s repository (the tags/list API, ``page`` at a time), at most ``limit``;
+        and whether there were more."""
+        host = _api_host(ref)
+        path: str | None = f"/v2/{ref.path}/tags/list?n={min(limit, page)}"
+        found: list[str] = []
+        while path is not None and len(found) < limit:
+            response = await self._request("GET", host, path)
+            self.fetches["tags"] = self.fetches.get("tags", 0) + 1
+            if response.status_code == 404:
+                raise RegistryError("not-found", f"{ref.repository} does not exist (HTTP 404)")
+            if response.status_code != 200:
+                raise RegistryError(
+                    "http", f"{host} answered HTTP {response.status_code} for the tags of {ref.repository}"
+                )
+            body = await self._read(response, self.settings.max_manifest_bytes, f"tag list of {ref.repository}")
+            try:
+                listing = msgspec.json.decode(body, type=_TagList)
+            except msgspec.DecodeError as exc:
+                raise RegistryError("malformed", f"tag list of {ref.repository}: {exc}") from None
+            found.extend(listing.tags or ())
+            link = response.headers.get("Link", "")
+            path = _next_page(link, ref)
+            if path is None and 'rel="next"' in link:
+                return sorted(found)[:limit], True  # a next page we do not follow: the list is incomplete
+        # sorted: Debian's docker-registry 2.8 ignores ``n`` and answers in no particular order
+        return sorted(found)[:limit], len(found) > limit or path is not None
+
+
+class _TagList(msgspec.Struct):
+    tags: list[str] | None = None
+
+
+def _next_page(link: str, ref: Reference) -> str | None:
+    """The next page of a tag list, from ``Link: </v2/...?last=x&n=100>; rel="next"`` (same repository only)."""
+    target, _, rest = link.partition(";")
+    target = target.strip()
+    if 'rel="next"' not in rest or not (target.startswith("<") and target.endswith(">")):
+        return None
+    path = target[1:-1]
+    if path.startswith("https://") or path.startswith("http://"):
+        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else ""
+    prefix = f"/v2/{ref.path}/tags/list"
+    return path if path.startswith(prefix + "?") else None
 
 
 def _basic_user(authorization: str) -> str | None:

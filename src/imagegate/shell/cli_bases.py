@@ -1,0 +1,244 @@
+"""``imagegate bases``: which running images are built on an old version of a trusted base."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from imagegate.core.bases import (
+    BaseRow,
+    RunningImage,
+    TaggedBase,
+    bases_report,
+    is_artifact_tag,
+    tagged_bases,
+    tools_to_rebuild,
+)
+from imagegate.core.oci import PlatformImage
+from imagegate.core.policy import Policy
+from imagegate.core.reference import ReferenceError, parse_docker_ref
+from imagegate.core.report import top_owners
+from imagegate.core.workloads import ObjectShapeError, image_uses
+from imagegate.shell.cli_common import (
+    GrantsOption,
+    OutputFormat,
+    PolicyOption,
+    app,
+    fail,
+    load,
+    parse_now,
+    progress_on_terminal,
+)
+from imagegate.shell.cli_ops import FromOption, _objects
+from imagegate.shell.exits import EXIT_DENIED
+from imagegate.shell.html_report import render_bases_report
+from imagegate.shell.logs import configure_logging
+from imagegate.shell.manifests import SourcedObject
+from imagegate.shell.registry import RegistryClient, RegistryError
+from imagegate.shell.verification import RegistryGate
+
+
+def _users(objects: Sequence[SourcedObject]) -> dict[str, tuple[set[str], set[str]]]:
+    """Normalized image reference -> (namespaces, top owners) that run it."""
+    owners = top_owners([item.obj for item in objects])
+    found: dict[str, tuple[set[str], set[str]]] = {}
+    for item, owner in zip(objects, owners, strict=True):
+        metadata = item.obj.get("metadata")
+        namespace = "default"
+        if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
+            namespace = metadata["namespace"]
+        try:
+            uses = image_uses(item.obj)
+        except ObjectShapeError:
+            continue  # check and audit report malformed objects; nothing runs from them
+        for use in uses:
+            try:
+                reference = str(parse_docker_ref(use.image))
+            except ReferenceError:
+                continue
+            tools, tops = found.setdefault(reference, (set(), set()))
+            tools.add(namespace)
+            tops.add(owner)
+    return found
+
+
+async def _versions(client: RegistryClient, policy: Policy, max_tags: int, problems: list[str]) -> list[TaggedBase]:
+    """Every tagged version of every trusted base's repository (artifact tags skipped)."""
+    repositories = dict.fromkeys(ref.repository for ref in policy.base_images.trusted)
+    versions: list[TaggedBase] = []
+    for repository in repositories:
+        ref = parse_docker_ref(repository)
+        try:
+            tags, more = await client.tags(ref, max_tags)
+        except RegistryError as exc:
+            problems.append(f"base {repository}: cannot list its tags: {exc}")
+            continue
+        if more:
+            problems.append(f"base {repository}: only its first {max_tags} tags were read (--max-tags)")
+        wanted = [tag for tag in tags if not is_artifact_tag(tag)]
+        results = await asyncio.gather(
+            *(client.resolve(parse_docker_ref(f"{repository}:{tag}")) for tag in wanted), return_exceptions=True
+        )
+        pairs: list[tuple[str, PlatformImage]] = []
+        for tag, result in zip(wanted, results, strict=True):
+            if isinstance(result, RegistryError):
+                problems.append(f"base {repository}:{tag}: {result}")
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                pairs.extend((tag, platform) for platform in result.platforms)
+        versions.extend(tagged_bases(repository, pairs))
+    return versions
+
+
+def _base_json(base: TaggedBase | None) -> dict[str, Any] | None:
+    if base is None:
+        return None
+    return {
+        "repository": base.repository,
+        "tags": list(base.tags),
+        "digest": base.digest,
+        "platform": base.platform,
+        "created": base.created.isoformat() if base.created else None,
+    }
+
+
+def row_json(row: BaseRow) -> dict[str, Any]:
+    return {
+        "image": row.image,
+        "platform": row.platform,
+        "digest": row.digest,
+        "base": _base_json(row.base),
+        "ageDays": row.age_days,
+        "newerBase": _base_json(row.newer),
+        "rebuild": row.rebuild,
+        "tools": list(row.tools),
+        "owners": list(row.owners),
+        "note": row.note,
+    }
+
+
+@app.command()
+def bases(
+    images: Annotated[list[str] | None, typer.Argument(help="Images to report on (or use --from).")] = None,
+    source: FromOption = None,
+    policy: PolicyOption = None,
+    grants: GrantsOption = None,
+    html: Annotated[Path | None, typer.Option(help="Also write the report as a self-contained HTML page.")] = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+    max_tags: Annotated[int, typer.Option(help="Tags read per base repository.", min=1)] = 500,
+    now: Annotated[str | None, typer.Option(help="Ages as of this ISO date/time.")] = None,
+) -> None:
+    """For every image that runs: the trusted base version it is built on (proved by layers),
+    its age, whether a newer version of that base exists, and the tools to rebuild; oldest first.
+
+    Exit code 0 when no image runs on a base that has a newer version, 1 when some do, 2 on bad input.
+    """
+    configure_logging("warning", json=False)
+    console = Console(stderr=output is OutputFormat.json)
+    loaded = load(policy, grants)
+    moment = parse_now(now)
+    if not loaded.base_images.trusted:
+        raise fail("the policy names no trusted base images (baseImages.trusted)")
+    users: dict[str, tuple[set[str], set[str]]] = {}
+    if images:
+        for image in images:
+            try:
+                users[str(parse_docker_ref(image))] = (set(), set())
+            except ReferenceError as exc:
+                raise fail(str(exc)) from None
+    else:
+        users = _users(_objects(source)[0])
+    if not users:
+        raise fail("no images: name some, or give --from a dump")
+
+    async def gather() -> tuple[list[RunningImage], list[TaggedBase], list[str]]:
+        gate = RegistryGate(policy.parent if policy else None)
+        client = gate.client(loaded.registry)
+        problems: list[str] = []
+        try:
+            versions = await _versions(client, loaded, max_tags, problems)
+            with progress_on_terminal(f"reading {len(users):,} images", len(users)) as advance:
+
+                async def resolve(reference: str) -> Any:
+                    try:
+                        return await client.resolve(parse_docker_ref(reference))
+                    finally:
+                        advance(1)
+
+                results = await asyncio.gather(*(resolve(r) for r in users), return_exceptions=True)
+            running = []
+            for reference, result in zip(users, results, strict=True):
+                if isinstance(result, RegistryError):
+                    problems.append(f"{reference}: {result}")
+                elif isinstance(result, BaseException):
+                    raise result
+                elif result.platforms:
+                    tools, owners = users[reference]
+                    running.append(
+                        RunningImage(reference, result.platforms[0], tuple(sorted(tools)), tuple(sorted(owners)))
+                    )
+                else:
+                    problems.append(f"{reference}: offers none of {', '.join(loaded.registry.platforms)}")
+            return running, versions, problems
+        finally:
+            await gate.aclose()
+
+    running, versions, problems = asyncio.run(gather())
+    rows = bases_report(running, versions, moment)
+    rebuild = tools_to_rebuild(rows)
+    for problem in problems:
+        console.print(f"[yellow]skipped[/] {escape(problem)}")
+    if html is not None:
+        html.write_text(render_bases_report(rows, moment))
+        console.print(f"wrote {escape(str(html))}")
+    if output is OutputFormat.json:
+        payload = {
+            "images": [row_json(row) for row in rows],
+            "toolsToRebuild": rebuild,
+            "baseVersions": [_base_json(v) for v in sorted(versions, key=lambda v: (v.repository, v.name))],
+            "skipped": problems,
+        }
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(payload)) + b"\n")
+    else:
+        _render(rows, console)
+        console.print(
+            f"{len(rows):,} images; {sum(r.rebuild for r in rows):,} on a base with a newer version, "
+            f"run by {len(rebuild):,} tools; {sum(r.base is None for r in rows):,} on no known base version"
+        )
+    if any(r.rebuild for r in rows):
+        raise typer.Exit(EXIT_DENIED)
+
+
+def _day(moment: dt.datetime | None) -> str:
+    return moment.date().isoformat() if moment else "?"
+
+
+def _render(rows: Sequence[BaseRow], console: Console) -> None:
+    table = Table(title="images by the age of their base, oldest first", header_style="bold")
+    for column in ("image", "base version", "built", "age (days)", "newer base", "tools to rebuild"):
+        table.add_column(column, overflow="fold", justify="right" if column == "age (days)" else "left")
+    for row in rows:
+        if row.base is None:
+            table.add_row(escape(row.image), f"[magenta]none known[/]: {escape(row.note)}", "", "", "", "")
+            continue
+        newer = f"[bold red]{escape(row.newer.name)}[/] ({_day(row.newer.created)})" if row.newer else "no"
+        table.add_row(
+            escape(row.image),
+            escape(row.base.name),
+            _day(row.base.created),
+            "?" if row.age_days is None else f"{row.age_days:,}",
+            newer,
+            escape(", ".join(row.tools)) if row.newer else "",
+        )
+    console.print(table)
