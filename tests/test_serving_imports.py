@@ -40,6 +40,7 @@ NEVER = ("typer", "click", "rich", "pygments", "lightkube", "ldap3", "cryptograp
 NEVER_OURS = (
     "imagegate.shell.cli",
     "imagegate.shell.cli_ops",
+    "imagegate.shell.cli_bases",
     "imagegate.shell.cli_compare",
     "imagegate.shell.cli_identities",
     "imagegate.shell.cluster",
