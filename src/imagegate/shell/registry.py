@@ -403,7 +403,8 @@ class RegistryClient:
         path: str | None = f"/v2/{ref.path}/tags/list?n={min(limit, page)}"
         found: list[str] = []
         while path is not None and len(found) < limit:
-            response = await self._request("GET", host, path)
+            what = f"tag list of {ref.repository}"
+            response = await self._request("GET", host, path, limit=self.settings.max_manifest_bytes, what=what)
             self.fetches["tags"] = self.fetches.get("tags", 0) + 1
             if response.status_code == 404:
                 raise RegistryError("not-found", f"{ref.repository} does not exist (HTTP 404)")
@@ -411,7 +412,7 @@ class RegistryClient:
                 raise RegistryError(
                     "http", f"{host} answered HTTP {response.status_code} for the tags of {ref.repository}"
                 )
-            body = await self._read(response, self.settings.max_manifest_bytes, f"tag list of {ref.repository}")
+            body = response.content
             try:
                 listing = msgspec.json.decode(body, type=_TagList)
             except msgspec.DecodeError as exc:
