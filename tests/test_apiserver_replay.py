@@ -26,6 +26,7 @@ import yaml
 
 from imagegate.core.admission import decode_review, review
 from imagegate.core.policy import load_policy
+from imagegate.core.records import Lookups
 from imagegate.core.reference import parse_docker_ref
 from imagegate.core.workloads import pod_specs
 from tests.cel_conditions import APISERVER_FIXTURES
@@ -85,7 +86,7 @@ def captured(direction: str, name: str) -> dict[str, Any]:
 
 def answer(review_body: bytes, *, mutate: bool, digests: dict[str, str] | None = None) -> dict[str, Any]:
     """What the server's handler answers for these bytes (no registry: digests are given)."""
-    outcome = review(POLICY, decode_review(review_body), now=NOW, mutate=mutate, digests=digests)
+    outcome = review(POLICY, decode_review(review_body), now=NOW, mutate=mutate, lookups=Lookups(digests=digests or {}))
     response: dict[str, Any] = json.loads(outcome.body)["response"]
     return response
 
@@ -178,7 +179,11 @@ def test_the_answer_is_the_smallest_valid_review(name: str, mutate: bool) -> Non
     """No echo of the request, no empty or default field: what the API server has to read, only."""
     direction = "mutating" if mutate else "validating"
     outcome = review(
-        POLICY, decode_review(body(direction, name)), now=NOW, mutate=mutate, digests=registry_digests(name)
+        POLICY,
+        decode_review(body(direction, name)),
+        now=NOW,
+        mutate=mutate,
+        lookups=Lookups(digests=registry_digests(name)),
     )
     answered = json.loads(outcome.body)
     assert answered.keys() == {"apiVersion", "kind", "response"}

@@ -379,9 +379,11 @@ def test_required_base_image_fails_closed_without_a_verdict() -> None:
     assert violation.rule == Rule.BASE_IMAGE_UNVERIFIED
     assert decision.base_checks_needed == ("ghcr.io/x/app:1",)
     verdicts = {"ghcr.io/x/app:1": BaseImageVerdict(True, "toolforge-bullseye (3 layers)")}
-    assert run(wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", base_verdicts=verdicts).allowed
+    assert run(
+        wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", lookups=records.Lookups(verdicts)
+    ).allowed
     bad = {"ghcr.io/x/app:1": BaseImageVerdict(False, "layer 2 differs from toolforge-bullseye")}
-    denied = run(wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", base_verdicts=bad)
+    denied = run(wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", lookups=records.Lookups(bad))
     assert denied.violations[0].rule == Rule.BASE_IMAGE_MISMATCH
     assert "layer 2 differs" in denied.message()
 

@@ -374,9 +374,7 @@ def _decide_with_registry(policy: Policy, obj: dict[str, Any], pins: bool = Fals
         first = decide(policy, obj, namespace="tool-a", now=now)
         lookups = await gate.lookups(policy, first, pins=pins)
         await gate.aclose()
-        return decide(
-            policy, obj, namespace="tool-a", now=now, base_verdicts=lookups.base_verdicts, digests=lookups.digests
-        )
+        return decide(policy, obj, namespace="tool-a", now=now, lookups=lookups)
 
     return asyncio.run(go())
 

@@ -24,7 +24,8 @@ from imagegate.core.decide import decide
 from imagegate.core.oci import OCI_INDEX, Index, parse_manifest
 from imagegate.core.platforms import node_platform, normalize, parse_platform, runnable_entries
 from imagegate.core.policy import Policy, load_policy
-from imagegate.shell.verification import RegistryGate, settle
+from imagegate.core.records import NO_LOOKUPS
+from imagegate.shell.verification import Lookups, RegistryGate, settle
 from tests.conftest import POLICY_HEADER
 from tests.oci_images import OciLayout, layers, skopeo_copy
 from tests.registry_process import Registry, run_registry
@@ -124,8 +125,8 @@ def judge(rules: Policy, image: str, *, pins: bool = False) -> Any:
     gate = RegistryGate()
     now = dt.datetime.now(dt.UTC)
 
-    def evaluate(verdicts: Any, digests: Any, notes: tuple[str, ...]) -> Any:
-        return decide(rules, pod(image), namespace="tool-a", now=now, base_verdicts=verdicts, digests=digests)
+    def evaluate(lookups: Lookups) -> Any:
+        return decide(rules, pod(image), namespace="tool-a", now=now, lookups=lookups)
 
     async def go() -> Any:
         try:
@@ -269,7 +270,7 @@ def test_pinning_pins_the_index_that_was_verified(children: Children) -> None:
         checked = await gate.lookups(rules, first, pins=False)
         children.index("moving", [("rogue-amd", AMD)])  # the tag moves
         await asyncio.sleep(0)
-        second = decide(rules, pod(image), namespace="tool-a", now=now, base_verdicts=checked.base_verdicts)
+        second = decide(rules, pod(image), namespace="tool-a", now=now, lookups=checked)
         pinned = await gate.lookups(rules, second, pins=True, checks=False, verified=checked.base_verdicts)
         await gate.aclose()
         return checked, pinned
@@ -428,3 +429,35 @@ def test_whatever_a_runtime_pulls_from_a_generated_index_is_verified(
     for pulls in (containerd_pulls, containers_image_pulls):
         pulled = pulls(entries, node_arch)
         assert pulled is None or pulled in verified, (pulls.__name__, entries, pulled, verified)
+
+
+def test_settle_evaluates_once_with_the_base_check_and_the_pin_together(children: Children) -> None:
+    """The lookup-free decision names the base check and the pin it leads to: one lookup, one evaluation."""
+    rules = policy(children, extra="pinning: {enabled: true}\n")
+    image = children.index("settled", [("good-amd", AMD)])
+    trusted = f"{children.registry.host}/toolforge/base:1"  # trusted: no base check, pinned at once
+    now = dt.datetime.now(dt.UTC)
+    seen: list[Lookups] = []
+
+    def evaluate(lookups: Lookups) -> Any:
+        seen.append(lookups)
+        obj = pod(image)
+        obj["spec"]["containers"].append({"name": "other", "image": trusted})
+        return decide(rules, obj, namespace="tool-a", now=now, lookups=lookups)
+
+    first = evaluate(NO_LOOKUPS)
+    assert first.base_checks_needed == (image,) and first.pins_needed == (trusted,)
+    assert first.pins_after_checks == (image, trusted)  # image order: the pending check's image first
+
+    async def go() -> Any:
+        gate = RegistryGate()
+        try:
+            return await settle(gate, rules, evaluate, lambda d: d, pins=True, first=first)
+        finally:
+            await gate.aclose()
+
+    decision = asyncio.run(go())
+    assert len(seen) == 2, seen  # the lookup-free one, and one with everything the registry said
+    (verdict,) = seen[1].base_verdicts.values()
+    assert decision.allowed and verdict.ok
+    assert [p["value"] for p in decision.patches if p["path"].endswith("/0/image")] == [f"{image}@{verdict.digest}"]

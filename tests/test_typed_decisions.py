@@ -148,3 +148,13 @@ def test_one_mapping_from_mode_to_outcome_for_every_consumer(tmp_path: Path) -> 
     result = run_imagegate("check", str(tmp_path / "pods.json"), "-p", str(tmp_path / "policy.yaml"), "-o", "json")
     counts = json.loads(result.stdout)["counts"]
     assert counts["objects"] == {"denied": 1, "warn": 1, "audit": 1, "allowed": 0, "exempt": 0}, result.stderr
+
+
+def test_an_image_name_is_parsed_once_into_both_forms_the_rules_read() -> None:
+    image = POLICY.classify("ghcr.io/x/app")
+    assert image.written is not None and image.ref is not None
+    assert (image.written.tag, image.ref.tag, image.text) == (None, "latest", "ghcr.io/x/app:latest")
+    pinned = POLICY.classify("ghcr.io/x/app:1@sha256:" + "a" * 64)
+    assert pinned.written is not None and pinned.ref is not None
+    assert (pinned.written.tag, pinned.ref.tag, pinned.ref.digest) == ("1", None, "sha256:" + "a" * 64)
+    assert POLICY.classify("Not/Valid").written is None

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from imagegate.core.admission import decode_review, review
 from imagegate.core.decide import decide
 from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, default_policy, load_identities, load_policy
+from imagegate.core.records import Lookups
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, pod_specs
 from tests import test_apiserver_replay as replay
@@ -299,7 +300,7 @@ HOOKS = {name: mutating_hook(policy) for name, policy in POLICIES.items()}
     namespace=st.sampled_from(("tool-foo", "tool-nobody", "default")),
 )
 def test_whenever_mutate_patches_the_condition_is_true(obj: dict[str, Any], policy_name: str, namespace: str) -> None:
-    decision = decide(POLICIES[policy_name], obj, namespace=namespace, now=NOW, digests=AnyDigest())
+    decision = decide(POLICIES[policy_name], obj, namespace=namespace, now=NOW, lookups=Lookups(digests=AnyDigest()))
     value = needs_mutation(HOOKS[policy_name], create(obj, namespace))  # never an error
     if decision.patches:
         assert value, json.dumps({"patches": list(decision.patches), "object": obj})[:2000]

@@ -19,9 +19,9 @@ from typing import Any
 
 import msgspec
 
-from imagegate.core.decide import BaseImageVerdict, Decision, Finding, decide
+from imagegate.core.decide import Decision, Finding, decide
 from imagegate.core.policy import Policy
-from imagegate.core.records import Mode, Outcome, outcome_of
+from imagegate.core.records import NO_LOOKUPS, Lookups, Mode, Outcome, outcome_of
 
 __all__ = [
     "POD_RESOURCES",
@@ -249,11 +249,10 @@ def review(
     now: dt.datetime,
     mutate: bool = False,
     namespace_labels: Mapping[str, str] | None = None,
-    base_verdicts: Mapping[str, BaseImageVerdict] | None = None,
-    digests: Mapping[str, str] | None = None,
-    notes: tuple[str, ...] = (),
+    lookups: Lookups = NO_LOOKUPS,
 ) -> ReviewOutcome:
-    """Answer one admission request (``mutate`` selects the mutating endpoint's answer)."""
+    """Answer one admission request (``mutate`` selects the mutating endpoint's answer), with
+    the registry's part of the decision when the shell looked it up."""
     problem = request_problem(request)
     if problem is not None:
         message = f"imagegate: malformed AdmissionReview, denied: {problem}"
@@ -277,8 +276,7 @@ def review(
         now=now,
         namespace_labels=namespace_labels,
         old_object=old if request.operation == "UPDATE" else None,
-        base_verdicts=base_verdicts,
-        digests=digests,
+        lookups=lookups,
         assume_mutated=mutate,  # /validate judges the object it is sent, never an imagined one
     )
     extra: dict[str, Any] = {}
@@ -287,8 +285,8 @@ def review(
         if decision.patches:
             patch = base64.b64encode(_encoder.encode(list(decision.patches))).decode()
             extra.update(patch=patch, patchType="JSONPatch")
-        if notes:
-            extra["warnings"] = [_truncate(note, MAX_WARNING_LENGTH) for note in notes]
+        if lookups.notes:
+            extra["warnings"] = [_truncate(note, MAX_WARNING_LENGTH) for note in lookups.notes]
         return ReviewOutcome(_response(request, True, extra), True, decision, patched=bool(decision.patches))
     if decision.warnings or decision.notices:
         warnings = [_warning(f) for f in decision.warnings]

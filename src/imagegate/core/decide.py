@@ -1,7 +1,8 @@
 """Decisions: given an object, its namespace and a policy, what happens to it.
 
 Pure: no clock, no network, no files. The caller passes ``now`` and, when it has
-them, the base-image verdicts the registry shell computed.
+them, the registry's part (:class:`Lookups`: base-image verdicts, digests) the registry
+shell looked up.
 
 For each image the order is fixed and short-circuits:
 
@@ -26,18 +27,20 @@ from typing import Any, Final
 from imagegate.core.podprofile import PodProfile, mutate_pod, new_ephemeral_containers, pod_findings
 from imagegate.core.policy import Grant, ImageClass, Policy, contact_refusal
 from imagegate.core.records import (
+    NO_LOOKUPS,
     Allowance,
     BaseImageVerdict,
     Decision,
     Finding,
     ImageUse,
     ImageVerdict,
+    Lookups,
     Mode,
     ObjectSubject,
     PodRules,
     PodSubject,
 )
-from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref, parse_normalized
+from imagegate.core.reference import Reference
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, ObjectShapeError, image_uses, json_pointer, pod_specs
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "Decision",
     "Finding",
     "ImageVerdict",
+    "Lookups",
     "Rule",
     "decide",
     "expiry_notice",
@@ -111,10 +115,9 @@ class _Judge:
             )
         return f"namespace {self.namespace or '(none)'} has no BYOC grant"
 
-    def judge(self, use: ImageUse) -> tuple[ImageVerdict, str | None, Mode]:
+    def judge(self, use: ImageUse, image: ImageClass) -> tuple[ImageVerdict, str | None, Mode]:
         """The verdict, a normalized reference that needs base-image verification, and the mode
         of the other findings about this image (a grant's, when the grant admits it)."""
-        image = self.policy.classify(use.image)
         text, ref = image.text, image.ref
         mode = self.policy.mode
         if text is None or ref is None:
@@ -262,19 +265,16 @@ def _pod_security(
     return findings, patches
 
 
-def _tag_findings(policy: Policy, use: ImageUse, mode: Mode) -> list[Finding]:
+def _tag_findings(policy: Policy, use: ImageUse, image: ImageClass, mode: Mode) -> list[Finding]:
     """How the image is named: a tag at all, not a disallowed one, a digest when required.
 
     Judged on the reference as written: ``nginx`` names no tag (the runtime would take
     ``latest``); a digest decides what runs, so a tag beside one is not judged.
     """
     rules = policy.tags
-    try:
-        written = parse_normalized(use.image)
-    except ReferenceError:
-        return []  # already an invalid-reference finding
-    if rules.exempt.first_match(parse_docker_ref(use.image)) is not None:
-        return []
+    written = image.written
+    if written is None or image.tag_exempt:
+        return []  # an invalid reference is already an invalid-reference finding
     found = []
     if written.digest is None:
         tag = written.tag if written.tag is not None else "latest"
@@ -288,26 +288,36 @@ def _tag_findings(policy: Policy, use: ImageUse, mode: Mode) -> list[Finding]:
 
 
 def _pins(
-    policy: Policy, namespace: str, verdicts: Sequence[ImageVerdict], digests: Mapping[str, str]
-) -> tuple[tuple[str, ...], list[Mapping[str, Any]]]:
-    """Tag-to-digest pinning: which allowed images need a digest, and the patches for known ones."""
+    policy: Policy,
+    namespace: str,
+    judged: Sequence[tuple[ImageVerdict, Reference | None]],
+    digests: Mapping[str, str],
+) -> tuple[tuple[str, ...], tuple[str, ...], list[Mapping[str, Any]]]:
+    """Tag-to-digest pinning: which allowed images need a digest, which will once their base
+    check passes (with them), and the patches for the known ones."""
     if not policy.pinning.applies_to(namespace):
-        return (), []
+        return (), (), []
     needed: list[str] = []
+    after_checks: list[str] = []
     patches: list[Mapping[str, Any]] = []
-    for verdict in verdicts:
-        if verdict.finding is not None or verdict.reference is None:
+    for verdict, ref in judged:
+        reference = verdict.reference
+        if reference is None or ref is None or ref.digest is not None:
+            continue  # invalid, unchanged by an update, or already pinned
+        finding = verdict.finding
+        if finding is not None:
+            if finding.rule == Rule.BASE_IMAGE_UNVERIFIED and reference not in after_checks:
+                after_checks.append(reference)
             continue
-        ref = parse_docker_ref(verdict.use.image)
-        if ref.digest is not None:
-            continue  # already pinned
-        if verdict.reference not in needed:
-            needed.append(verdict.reference)
-        digest = digests.get(verdict.reference)
+        if reference not in needed:
+            needed.append(reference)
+            if reference not in after_checks:
+                after_checks.append(reference)
+        digest = digests.get(reference)
         if digest is not None:
             pinned = policy.pinning.pinned(ref, digest)
             patches.append({"op": "replace", "path": verdict.use.pointer, "value": pinned})
-    return tuple(needed), patches
+    return tuple(needed), tuple(after_checks), patches
 
 
 def decide(
@@ -318,11 +328,10 @@ def decide(
     now: dt.datetime,
     namespace_labels: Mapping[str, str] | None = None,
     old_object: Mapping[str, Any] | None = None,
-    base_verdicts: Mapping[str, BaseImageVerdict] | None = None,
-    digests: Mapping[str, str] | None = None,
+    lookups: Lookups = NO_LOOKUPS,
     assume_mutated: bool = True,
 ) -> Decision:
-    """Judge every image ``obj`` names.
+    """Judge every image ``obj`` names, with what the registry said about them (``lookups``).
 
     ``assume_mutated`` judges pods as the mutating webhook will leave them (the default, for
     offline checks); the validating webhook passes ``False`` and judges what it is sent.
@@ -350,28 +359,31 @@ def decide(
         namespace=namespace,
         active=tuple(g for g in grants if not g.expired(now)),
         expired=tuple(g for g in grants if g.expired(now)),
-        base_verdicts=base_verdicts or {},
+        base_verdicts=lookups.base_verdicts,
     )
     days = policy.warn_before_expiry_days
     notices = tuple(expiry_notice(g) for g in judge.active if g.expiring(now, days)) if judge.active else ()
     seen_before = _old_keys(old_object)
     verdicts: list[ImageVerdict] = []
+    judged: list[tuple[ImageVerdict, Reference | None]] = []
     tag_findings: list[Finding] = []
     needs_base: list[str] = []
     for use in uses:
         if (use.kind, use.name, use.image) in seen_before:
-            verdicts.append(
-                ImageVerdict(use, None, allowed_by="unchanged by this update", allowance=Allowance.UNCHANGED)
-            )
+            verdict = ImageVerdict(use, None, allowed_by="unchanged by this update", allowance=Allowance.UNCHANGED)
+            verdicts.append(verdict)
+            judged.append((verdict, None))
             continue
-        verdict, base_ref, mode = judge.judge(use)
+        image = policy.classify(use.image)
+        verdict, base_ref, mode = judge.judge(use, image)
         verdicts.append(verdict)
+        judged.append((verdict, image.ref))
         if policy.tags.active:
-            tag_findings.extend(_tag_findings(policy, use, mode))
+            tag_findings.extend(_tag_findings(policy, use, image, mode))
         if base_ref is not None and base_ref not in needs_base:
             needs_base.append(base_ref)
     findings = [v.finding for v in verdicts if v.finding is not None] + tag_findings
-    pins_needed, pin_patches = _pins(policy, namespace, verdicts, digests or {})
+    pins_needed, pins_after_checks, pin_patches = _pins(policy, namespace, judged, lookups.digests)
     patches: list[Mapping[str, Any]] = []
     profile = policy.pod_security.profile_for(namespace) if policy.pod_security else None
     if profile is not None:
@@ -390,5 +402,6 @@ def decide(
         patches=tuple(patches),
         base_checks_needed=tuple(needs_base),
         pins_needed=pins_needed,
+        pins_after_checks=pins_after_checks,
         notices=notices,
     )

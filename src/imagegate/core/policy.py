@@ -44,7 +44,7 @@ from imagegate.core.podprofile import (
 )
 from imagegate.core.podsecurity import parse_version
 from imagegate.core.records import Mode
-from imagegate.core.reference import Reference, ReferenceError, parse_docker_ref
+from imagegate.core.reference import Reference, ReferenceError, docker_form, parse_docker_ref, parse_normalized
 from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
 
 __all__ = [
@@ -378,7 +378,11 @@ class TagRules:
 
 
 class ImageClass(msgspec.Struct, frozen=True):
-    """What a policy says about an image name in any namespace: worked out once per name."""
+    """What a policy says about an image name in any namespace: worked out once per name.
+
+    The name is parsed here, once: ``written`` as written (the tag rules judge that: ``nginx``
+    names no tag), ``ref`` as the runtime pulls it (every other rule, and pinning).
+    """
 
     ref: Reference | None
     text: str | None  # the normalized reference
@@ -387,6 +391,8 @@ class ImageClass(msgspec.Struct, frozen=True):
     trusted_by: str | None = None  # "trusted <entry>" when a trusted entry covers it
     base_required: bool = False  # baseImages.requireFor covers it
     contactable: bool = False  # imagegate may ask its registry (Policy.contact_scope)
+    written: Reference | None = None  # normalized, but without the :latest the runtime adds
+    tag_exempt: bool = False  # tags.exempt covers it
 
 
 IMAGE_CLASS_CACHE_SIZE = 20_000
@@ -444,10 +450,11 @@ class Policy:
         if known is not None:
             return known
         try:
-            ref = parse_docker_ref(image)
+            written = parse_normalized(image)
         except ReferenceError as exc:
             found = ImageClass(None, None, str(exc))
         else:
+            ref = docker_form(written)
             blocked = self.blocked.first_match(ref)
             trusted = self.trusted.first_match(ref)
             found = ImageClass(
@@ -458,6 +465,8 @@ class Policy:
                 trusted_by=f"trusted {trusted}" if trusted is not None else None,
                 base_required=self.base_images.require_for.first_match(ref) is not None,
                 contactable=self.contact_scope().allows(ref),
+                written=written,
+                tag_exempt=self.tags.exempt.first_match(ref) is not None,
             )
         if len(self._image_classes) >= IMAGE_CLASS_CACHE_SIZE:
             self._image_classes.clear()  # a flood of distinct names: start over rather than grow

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import msgspec
 
 __all__ = [
+    "NO_LOOKUPS",
     "Allowance",
     "BaseImageVerdict",
     "CheckResult",
@@ -22,6 +23,7 @@ __all__ = [
     "Finding",
     "ImageUse",
     "ImageVerdict",
+    "Lookups",
     "Mode",
     "ObjectSubject",
     "Outcome",
@@ -163,6 +165,18 @@ class BaseImageVerdict(msgspec.Struct, frozen=True):
     digest: str | None = None  # the image (index) digest judged: pinning pins exactly this one
 
 
+class Lookups(msgspec.Struct, frozen=True):
+    """The registry's part of a decision, by normalized reference: base-image verdicts, digests
+    to pin to, and what to tell the user about lookups that failed (the registry shell makes it)."""
+
+    base_verdicts: Mapping[str, BaseImageVerdict] = {}
+    digests: Mapping[str, str] = {}
+    notes: tuple[str, ...] = ()
+
+
+NO_LOOKUPS = Lookups()  # a decision without the registry (offline, or before the lookups)
+
+
 class Finding(msgspec.Struct, frozen=True):
     """One broken rule for one subject: an image use, a pod spec or the object."""
 
@@ -206,6 +220,9 @@ class Decision(msgspec.Struct, frozen=True):
     patches: tuple[Mapping[str, Any], ...] = ()
     base_checks_needed: tuple[str, ...] = ()
     pins_needed: tuple[str, ...] = ()
+    # pins_needed and the images waiting for their base check, which need pinning if it passes
+    # (in image order): the registry shell looks both up in one go
+    pins_after_checks: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()  # said to the user whatever the decision (a grant about to end)
 
     def _in_mode(self, mode: Mode) -> tuple[Finding, ...]:

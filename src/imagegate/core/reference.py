@@ -300,7 +300,11 @@ def parse_docker_ref(text: str) -> Reference:
     few distinct images, and the same ones are admitted over and over (a refused string
     raises every time, it is never cached).
     """
-    ref = parse_normalized(text)
+    return docker_form(parse_normalized(text))
+
+
+def docker_form(ref: Reference) -> Reference:
+    """What :func:`parse_docker_ref` makes of a name :func:`parse_normalized` parsed."""
     if ref.digest is not None:
         return Reference(ref.domain, ref.path, None, ref.digest)
     if ref.tag is None:

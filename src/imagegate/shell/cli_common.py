@@ -26,6 +26,7 @@ from rich.progress import Progress
 
 from imagegate.core.decide import Decision, decide
 from imagegate.core.policy import Policy, PolicyError
+from imagegate.core.records import NO_LOOKUPS, Lookups
 from imagegate.core.workloads import ObjectShapeError, image_uses
 from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.exits import EXIT_BAD_INPUT
@@ -190,21 +191,13 @@ def check_objects(
             if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
                 namespace = metadata["namespace"]
 
-            def evaluate(
-                verdicts: Any, digests: Any, _notes: Any, obj: Any = item.obj, ns: str = namespace
-            ) -> Decision:
+            def evaluate(lookups: Lookups, obj: Any = item.obj, ns: str = namespace) -> Decision:
                 return decide(
-                    policy,
-                    obj,
-                    namespace=ns,
-                    now=now,
-                    namespace_labels=known_labels.get(ns),
-                    base_verdicts=verdicts,
-                    digests=digests,
+                    policy, obj, namespace=ns, now=now, namespace_labels=known_labels.get(ns), lookups=lookups
                 )
 
             if gate is None:
-                decision = evaluate({}, {}, ())
+                decision = evaluate(NO_LOOKUPS)
             else:
                 decision = await settle(gate, policy, evaluate, lambda d: d, pins=True)
             results.append(CheckedObject(item.where, decision, 0 if decision.governed else _image_count(item.obj)))

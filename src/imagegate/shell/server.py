@@ -439,9 +439,7 @@ class WebhookApp:
             outcome = await settle(
                 self.gate,
                 policy,
-                lambda verdicts, digests, notes: review(
-                    policy, request, now=now, mutate=mutate, base_verdicts=verdicts, digests=digests, notes=notes
-                ),
+                lambda lookups: review(policy, request, now=now, mutate=mutate, lookups=lookups),
                 lambda result: result.decision,
                 pins=mutate,
                 first=first,

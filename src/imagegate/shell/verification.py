@@ -27,6 +27,7 @@ import structlog
 from imagegate.core.baseimage import BaseVersion, verify_image
 from imagegate.core.decide import BaseImageVerdict, Decision
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, contact_refusal
+from imagegate.core.records import NO_LOOKUPS, Lookups
 from imagegate.core.reference import Reference, parse_docker_ref
 from imagegate.shell.registry_errors import RegistryError
 
@@ -107,13 +108,6 @@ class BaseImageIndex:
         self.last_refresh = now
         if errors:
             log.error("base image refresh incomplete", errors=errors)
-
-
-@dataclass(frozen=True)
-class Lookups:
-    base_verdicts: Mapping[str, BaseImageVerdict]
-    digests: Mapping[str, str]
-    notes: tuple[str, ...] = ()
 
 
 class RegistryGate:
@@ -198,15 +192,19 @@ class RegistryGate:
         checks: bool = True,
         verified: Mapping[str, BaseImageVerdict] | None = None,
     ) -> Lookups:
-        """Verdicts for ``decision.base_checks_needed`` when ``checks``; digests for its pins when ``pins``.
+        """Verdicts for ``decision.base_checks_needed`` when ``checks``; digests for its pins when ``pins``:
+        the images it needs pinned and those whose base check passes now (``pins_after_checks``).
 
-        An image whose base was verified is pinned to the digest that was verified (its verdict
-        says which), never to what its tag points at a moment later.
+        Base images first (an image that fails them is not pinned). An image whose base was
+        verified is pinned to the digest that was verified (its verdict says which), never to
+        what its tag points at a moment later.
         """
         wanted = list(decision.base_checks_needed) if checks else []
         verdicts = dict(zip(wanted, await asyncio.gather(*(self._verdict(policy, ref) for ref in wanted)), strict=True))
         judged = {**(verified or {}), **verdicts}
-        pin_refs = list(decision.pins_needed) if pins else []
+        needed = set(decision.pins_needed)
+        passed = {ref for ref, verdict in judged.items() if verdict.ok}
+        pin_refs = [ref for ref in decision.pins_after_checks if ref in needed or ref in passed] if pins else []
         to_look_up = [ref for ref in pin_refs if judged.get(ref) is None or judged[ref].digest is None]
         looked_up = dict(
             zip(to_look_up, await asyncio.gather(*(self._digest(policy, ref) for ref in to_look_up)), strict=True)
@@ -282,7 +280,7 @@ def needs_registry(decision: Decision | None, *, pins: bool) -> bool:
 async def settle(
     gate: RegistryGate,
     policy: Policy,
-    evaluate: Callable[[Mapping[str, BaseImageVerdict], Mapping[str, str], tuple[str, ...]], T],
+    evaluate: Callable[[Lookups], T],
     decision_of: Callable[[T], Decision | None],
     *,
     pins: bool,
@@ -290,19 +288,13 @@ async def settle(
 ) -> T:
     """Evaluate, then add the registry's part only where the decision needs it.
 
-    Base images first (an image that fails them is not pinned), then, when ``pins``, the
-    digests of the images that are allowed. ``evaluate`` is pure and cheap, so it simply
-    runs again with what was looked up. ``first`` is the lookup-free result when the caller
-    already has it.
+    The lookup-free decision says everything the registry is asked (base checks, and with
+    ``pins`` the digests of the images that are, or will be once their base check passes,
+    allowed), so ``evaluate`` runs once more at most, with all of it. ``first`` is the
+    lookup-free result when the caller already has it.
     """
-    result = evaluate({}, {}, ()) if first is None else first
+    result = evaluate(NO_LOOKUPS) if first is None else first
     decision = decision_of(result)
-    verdicts: Mapping[str, BaseImageVerdict] = {}
-    if decision is not None and decision.base_checks_needed:
-        verdicts = (await gate.lookups(policy, decision, pins=False)).base_verdicts
-        result = evaluate(verdicts, {}, ())
-        decision = decision_of(result)
-    if pins and decision is not None and decision.pins_needed:
-        found = await gate.lookups(policy, decision, pins=True, checks=False, verified=verdicts)
-        result = evaluate(verdicts, found.digests, found.notes)
-    return result
+    if decision is None or not needs_registry(decision, pins=pins):
+        return result
+    return evaluate(await gate.lookups(policy, decision, pins=pins))
