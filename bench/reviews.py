@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 TOOLFORGE = "docker-registry.svc.toolforge.org"
+NAMESPACE = "tool-bench"  # the tool whose pods the mix holds
 
 
 def _container(name: str, image: str) -> dict[str, Any]:
@@ -59,9 +60,9 @@ def _review(kind: str, group: str, resource: str, obj: dict[str, Any]) -> dict[s
             "requestKind": {"group": group, "version": "v1", "kind": kind},
             "requestResource": {"group": group, "version": "v1", "resource": resource},
             "name": obj["metadata"]["name"],
-            "namespace": "tool-bench",
+            "namespace": NAMESPACE,
             "operation": "CREATE",
-            "userInfo": {"username": "tool-bench", "groups": ["toolforge", "system:authenticated"]},
+            "userInfo": {"username": NAMESPACE, "groups": ["toolforge", "system:authenticated"]},
             "object": obj,
             "oldObject": None,
             "dryRun": False,
@@ -74,7 +75,7 @@ def small_pod() -> dict[str, Any]:
     obj = {
         "kind": "Pod",
         "apiVersion": "v1",
-        "metadata": {"name": "web-1", "namespace": "tool-bench", "labels": {"app": "web"}},
+        "metadata": {"name": "web-1", "namespace": NAMESPACE, "labels": {"app": "web"}},
         "spec": _pod_spec([f"{TOOLFORGE}/toolforge-python311-sssd-web:latest"]),
     }
     return _review("Pod", "", "pods", obj)
@@ -86,7 +87,7 @@ def ten_container_pod() -> dict[str, Any]:
     obj = {
         "kind": "Pod",
         "apiVersion": "v1",
-        "metadata": {"name": "big-1", "namespace": "tool-bench"},
+        "metadata": {"name": "big-1", "namespace": NAMESPACE},
         "spec": _pod_spec(images),
     }
     return _review("Pod", "", "pods", obj)
@@ -98,7 +99,7 @@ def deployment() -> dict[str, Any]:
     obj = {
         "kind": "Deployment",
         "apiVersion": "apps/v1",
-        "metadata": {"name": "web", "namespace": "tool-bench"},
+        "metadata": {"name": "web", "namespace": NAMESPACE},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": template},
     }
     return _review("Deployment", "apps", "deployments", obj)
@@ -113,12 +114,12 @@ trusted: [{TOOLFORGE}]
 byoc:
   default: deny
   grants:
-    - namespace: tool-bench
+    - namespace: {NAMESPACE}
       registries: [ghcr.io/bench, quay.io/bench]
 podSecurity:
   level: restricted
   toolProfile:
-    identities: {{tool-bench: {{uid: 52503}}}}
+    identities: {{{NAMESPACE}: {{uid: 52503}}}}
     hostPaths: [{{path: "/data/project/{{tool}}"}}]
 """
 

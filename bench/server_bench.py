@@ -4,6 +4,7 @@ Usage::
 
     python bench/server_bench.py [--duration 10] [--concurrency 10,50,100] [--paced-rate 1000,5000]
                                  [--workers 1,2] [--policies pod-security,images-only] [--no-stacks]
+                                 [--rss-only]
 
 Needs ``wrk`` and ``nginx`` (Debian packages; ``scripts/test.sh`` installs them). It starts
 both servers on 127.0.0.1 with the same certificate, drives each from a separate ``wrk``
@@ -18,9 +19,14 @@ process with keep-alive over TLS, cycling through a mix of realistic AdmissionRe
   is the same, so the connections send in bursts of 50, the worst case for a queue;
 * for each benchmark policy: ``pod-security`` (trusted registry, a grant, restricted Pod
   Security with the tool profile) and ``images-only`` (the same without ``podSecurity``);
-* imagegate's CPU time per request (all its processes, from /proc) and peak RSS;
-* ``/mutate`` as well as ``/validate`` for ``pod-security`` with the most workers (the
-  mutating webhook fills in the tool's uid and the secure defaults: the JSON patch path);
+* imagegate's CPU time per request (all its processes, from /proc) and the RSS of each
+  worker after the runs;
+* ``/mutate`` as well as ``/validate`` for ``pod-security`` with the most workers: pods as
+  users write them (the mutating webhook fills in the tool's uid and the secure defaults:
+  the JSON patch path) and pods that need no mutation (as the mutating webhook left them,
+  as a reinvocation or a platform that writes the full security context sends them);
+* the RSS of each worker with the built-in policy (``--identities`` naming the bench's
+  tool), after both endpoints answered the mix for a few seconds (``--rss-only``: just this);
 * the HTTP stacks alone: a fixed response from imagegate's HTTP protocol, from uvicorn and
   from granian (``pip install '.[bench]'``; each skipped when not installed), next to nginx,
   with the CPU time each spends per request (what counts when the cores are all busy).
@@ -37,6 +43,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -47,7 +54,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reviews import BENCH_POLICY, bodies
+from reviews import BENCH_POLICY, NAMESPACE, bodies
 
 from imagegate.shell.certs import CertificateFiles, make_certificates
 
@@ -178,8 +185,6 @@ def run_wrk(url: str, connections: int, duration: int, script: Path, args: list[
 
 
 def wait_https(url: str, ca: Path, timeout: float = 30) -> None:
-    import ssl  # noqa: PLC0415
-
     context = ssl.create_default_context(cafile=ca)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -191,11 +196,25 @@ def wait_https(url: str, ca: Path, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer in {timeout}s")
 
 
-def peak_rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmRSS")
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The processes that answer requests: ``pid`` alone, or its spawned workers (not multiprocessing's tracker)."""
+    workers = [child for child in process_tree(pid)[1:] if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    return workers or [pid]
 
 
 def process_tree(pid: int) -> list[int]:
@@ -209,10 +228,11 @@ def process_tree(pid: int) -> list[int]:
 
 
 def start_imagegate(
-    tmp: Path, tls: CertificateFiles, port: int, workers: int, extra: tuple[str, ...] = ()
+    tmp: Path, tls: CertificateFiles, port: int, workers: int, extra: tuple[str, ...] = (), *, builtin: bool = False
 ) -> subprocess.Popen[bytes]:
-    """``imagegate serve`` with ``tmp/policy.yaml``, its output in ``tmp/imagegate-N.log``."""
+    """``imagegate serve`` with ``tmp/policy.yaml`` (``builtin``: the built-in policy), its output in ``tmp/imagegate-N.log``."""
     log = (tmp / f"imagegate-{workers}.log").open("wb")
+    policy = ["--identities", str(tmp / "identities.yaml")] if builtin else ["--policy", str(tmp / "policy.yaml")]
     command = [
         sys.executable,
         "-m",
@@ -226,8 +246,7 @@ def start_imagegate(
         str(tls.cert),
         "--tls-key",
         str(tls.key),
-        "--policy",
-        str(tmp / "policy.yaml"),
+        *policy,
         "--log-level",
         LOG_LEVEL,
         *extra,
@@ -269,6 +288,58 @@ class Row:
     ours: WrkResult
     nginx: WrkResult
     cpu_us: float  # imagegate's CPU time per request, all workers
+
+
+# The bench's tool, as `imagegate identities` would write it for the built-in policy.
+IDENTITIES = f"""\
+apiVersion: imagegate.toolforge.org/v1
+kind: ToolIdentities
+identities:
+  {NAMESPACE}: {{uid: 52503, gid: 52503}}
+"""
+RSS_WARM_UP_SECONDS = 3
+# The API server opens a connection per admission call in flight: a few (pods created one at a
+# time: one). Each further TLS connection holds about 0.1 MB (OpenSSL's and the event loop's
+# buffers), so the figure is taken at 10 connections, then again at 50 to show that cost.
+RSS_CONNECTIONS = (10, 50)
+
+
+def measure_builtin_rss(
+    tmp: Path, tls: CertificateFiles, port: int, workers: int, script: Path, validated: list[str], written: list[str]
+) -> dict[int, list[float]]:
+    """RSS (MB) of each worker with the built-in policy, after both endpoints answered the mix, by connections."""
+    imagegate = start_imagegate(tmp, tls, port, workers, builtin=True)
+    found = {}
+    try:
+        wait_https(f"https://127.0.0.1:{port}/readyz", tls.ca_cert)
+        for connections in RSS_CONNECTIONS:
+            for endpoint, paths in (("validate", validated), ("mutate", written), ("mutate", validated)):
+                url = f"https://127.0.0.1:{port}/{endpoint}"
+                run_wrk(url, connections * workers, RSS_WARM_UP_SECONDS, script, ["0", *paths])
+            httpx.get(f"https://127.0.0.1:{port}/metrics", verify=ssl_context(tls.ca_cert), timeout=5)
+            found[connections] = [rss_mb(pid) for pid in worker_pids(imagegate.pid)]
+        return found
+    finally:
+        stop(imagegate)
+
+
+def builtin_rss_line(workers: int, found: dict[int, list[float]]) -> str:
+    few, many = RSS_CONNECTIONS
+    each = max(found[many][n] - found[few][n] for n in range(len(found[few]))) / (many - few) * 1024
+    return (
+        rss_line("built-in policy", workers, found[few])
+        + f" after both endpoints at {few} connections per worker; {', '.join(f'{s:.1f}' for s in found[many])} MB"
+        + f" at {many} (about {each:.0f} KB per further TLS connection)"
+    )
+
+
+def ssl_context(ca: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca)
+
+
+def rss_line(label: str, workers: int, sizes: list[float]) -> str:
+    each = ", ".join(f"{size:.1f}" for size in sizes)
+    return f"{label}, {workers} worker(s): RSS per worker {each} MB"
 
 
 OPTIONAL_STACKS = ("uvicorn", "granian")  # from ``pip install '.[bench]'``; skipped when missing
@@ -327,10 +398,15 @@ def main() -> int:
         "--policies", default=",".join(POLICIES), help=f"benchmark policies, comma-separated ({', '.join(POLICIES)})"
     )
     parser.add_argument("--no-stacks", action="store_true", help="skip the fixed-response HTTP stack comparison")
+    parser.add_argument(
+        "--rss-only",
+        action="store_true",
+        help="only the RSS per worker with the built-in policy (needs wrk, not nginx)",
+    )
     parser.add_argument("--port", type=int, default=18443)
     parser.add_argument("--nginx-port", type=int, default=18444)
     options = parser.parse_args()
-    for tool in ("wrk", "nginx"):
+    for tool in ("wrk",) if options.rss_only else ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} not found: apt-get install {tool}", file=sys.stderr)
             return 2
@@ -353,6 +429,13 @@ def main() -> int:
         script.write_text(WRK_SCRIPT)
         in_phase_script.write_text(WRK_IN_PHASE)
         poisson_script.write_text(WRK_POISSON)
+        (tmp / "identities.yaml").write_text(IDENTITIES)
+        worker_counts = [int(w) for w in options.workers.split(",")]
+        if options.rss_only:
+            for workers in worker_counts:
+                found = measure_builtin_rss(tmp, tls, options.port, workers, script, body_paths, written_paths)
+                print(builtin_rss_line(workers, found))
+            return 0
         (tmp / "nginx.conf").write_text(
             NGINX_CONF.format(tmp=tmp, port=options.nginx_port, cert=tls.cert, key=tls.key, body=FIXED_ALLOW)
         )
@@ -373,7 +456,8 @@ def main() -> int:
                 loads.append((f"paced ~{rate}/s, in phase", 50, in_phase_script, pause_ms))
             loads.append((f"paced ~{rate}/s, Poisson", 50, poisson_script, pause_ms))
         rows: list[Row] = []
-        rss: dict[tuple[str, int], float] = {}
+        rss: dict[tuple[str, int], tuple[list[float], float]] = {}
+        builtin_rss: dict[int, dict[int, list[float]]] = {}
         stacks: list[tuple[str, WrkResult, float]] = []
         try:
             wait_https(f"https://127.0.0.1:{options.nginx_port}/", tls.ca_cert)
@@ -386,7 +470,7 @@ def main() -> int:
                 stacks = measure_stacks(tmp, tls, options.port, options.duration, script, body_paths)
             for policy in policies:
                 (tmp / "policy.yaml").write_text(POLICIES[policy])
-                for workers in [int(w) for w in options.workers.split(",")]:
+                for workers in worker_counts:
                     imagegate = start_imagegate(tmp, tls, options.port, workers)
                     try:
                         wait_https(f"https://127.0.0.1:{options.port}/readyz", tls.ca_cert)
@@ -396,20 +480,30 @@ def main() -> int:
                         if policy == "pod-security" and workers == max_workers:
                             # The mutating webhook is on every pod's path too, with pods as users
                             # write them: it patches in the tool's uid and the secure defaults.
-                            measured += [
-                                (mutate_url, " /mutate", load, c, lua, pause, written_paths)
-                                for load, c, lua, pause in loads
-                                if c == 50
-                            ]
+                            # And with pods that need nothing (the full security context): an
+                            # answer without a patch, as a reinvocation or a platform's pods get.
+                            for label, paths in ((" /mutate", written_paths), (" /mutate, no patch", body_paths)):
+                                measured += [
+                                    (mutate_url, label, load, c, lua, pause, paths)
+                                    for load, c, lua, pause in loads
+                                    if c == 50
+                                ]
                         for url, endpoint, load, c, lua, pause, paths in measured:
                             before = cpu_seconds(pids)
                             ours = run_wrk(url, c, options.duration, lua, [pause, *paths])
                             cpu_us = (cpu_seconds(pids) - before) / max(ours.requests, 1) * 1e6
                             row = Row(policy + endpoint, load, c, workers, ours, baseline[(load, c)], cpu_us)
                             rows.append(row)
-                        rss[(policy, workers)] = max(peak_rss_mb(pid) for pid in pids)
+                        rss[(policy, workers)] = (
+                            [rss_mb(pid) for pid in worker_pids(imagegate.pid)],
+                            max(peak_rss_mb(pid) for pid in pids),
+                        )
                     finally:
                         stop(imagegate)
+            for workers in worker_counts:
+                builtin_rss[workers] = measure_builtin_rss(
+                    tmp, tls, options.port, workers, script, body_paths, written_paths
+                )
         finally:
             stop(nginx)
 
@@ -431,8 +525,11 @@ def main() -> int:
             f"| {ours.p50_ms:.2f} | {ours.p99_ms:.2f} | {row.cpu_us:.0f} | {theirs.requests_per_second:,.0f} "
             f"| {theirs.p50_ms:.2f} | {theirs.p99_ms:.2f} | {ratio:.0%} | {ours.errors + theirs.errors} |"
         )
-    for (policy, workers), peak in rss.items():
-        print(f"\n{policy}, {workers} worker(s): peak RSS of the largest process {peak:.0f} MB")
+    print()
+    for (policy, workers), (sizes, peak) in rss.items():
+        print(f"{rss_line(policy, workers, sizes)} after the runs; peak of the largest process {peak:.0f} MB")
+    for workers, found in builtin_rss.items():
+        print(builtin_rss_line(workers, found))
     if stacks:
         nginx_50 = baseline.get(("saturation", 50))
         print("\nHTTP stacks, fixed response, 1 process, 50 connections (CPU: all the server's threads):\n")
