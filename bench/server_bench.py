@@ -386,7 +386,7 @@ def core_build() -> str:
     return "compiled with mypyc (IMAGEGATE_MYPYC=1)" if compiled else "pure Python"
 
 
-def main() -> int:
+def main() -> int:  # noqa: C901, PLR0912, PLR0915 (a script's main: its options, then each measurement in turn)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--concurrency", default="10,50,100", help="comma-separated connection counts")

@@ -74,7 +74,7 @@ def review(image: str, n: int) -> bytes:
     ).encode()
 
 
-def main() -> int:
+def main() -> int:  # noqa: C901, PLR0915 (a script's main: its options, the run, then its report)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--rate", type=int, default=400)

@@ -447,7 +447,7 @@ _TOOL_VOLUME_TYPES = frozenset(
 )
 
 
-def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> list[CheckResult]:
+def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> list[CheckResult]:  # noqa: C901, PLR0912 (one walk on the hot path)
     """Identity (uid, gid, fsGroup, supplementalGroups) and hardening, in one walk.
 
     Every pod spec of a tool namespace comes through here; a compliant one costs a few

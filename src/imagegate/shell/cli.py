@@ -18,6 +18,7 @@ from imagegate.shell import cli_serve  # noqa: F401
 from imagegate.shell import cli_identities  # noqa: F401
 from imagegate.shell import cli_ops  # noqa: F401
 from imagegate.shell import cli_bases  # noqa: F401
+from imagegate.shell import cli_grants  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main", "report_internal_error"]

@@ -128,6 +128,19 @@ def row_json(row: BaseRow) -> dict[str, Any]:
     }
 
 
+def _named_or_running(images: list[str] | None, source: list[str] | None) -> dict[str, tuple[set[str], set[str]]]:
+    """The images named (no tools, no owners), else those the objects run, with their tools and owners."""
+    if not images:
+        return _users(_objects(source)[0])
+    users: dict[str, tuple[set[str], set[str]]] = {}
+    for image in images:
+        try:
+            users[str(parse_docker_ref(image))] = (set(), set())
+        except ReferenceError as exc:
+            raise fail(str(exc)) from None
+    return users
+
+
 @app.command()
 def bases(
     images: Annotated[list[str] | None, typer.Argument(help="Images to report on (or use --from).")] = None,
@@ -150,15 +163,7 @@ def bases(
     moment = parse_now(now)
     if not loaded.base_images.trusted:
         raise fail("the policy names no trusted base images (baseImages.trusted)")
-    users: dict[str, tuple[set[str], set[str]]] = {}
-    if images:
-        for image in images:
-            try:
-                users[str(parse_docker_ref(image))] = (set(), set())
-            except ReferenceError as exc:
-                raise fail(str(exc)) from None
-    else:
-        users = _users(_objects(source)[0])
+    users = _named_or_running(images, source)
     if not users:
         raise fail("no images: name some, or give --from a dump")
 

@@ -1,10 +1,9 @@
-"""Operators' commands: ``audit``, ``grants``, ``layers``."""
+"""Operators' commands about what runs: ``audit`` and ``layers`` (``grants`` is in cli_grants)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sys
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -17,10 +16,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from imagegate.core.decide import Decision
-from imagegate.core.policy import Mode, PolicyError, load_grants
+from imagegate.core.policy import Policy
 from imagegate.core.records import Allowance
 from imagegate.core.reference import ReferenceError, parse_docker_ref
-from imagegate.core.report import AuditReport, GrantState, audit_report, grant_states, layer_report, top_owners
+from imagegate.core.report import AuditReport, LayerReport, audit_report, layer_report, top_owners
 from imagegate.shell.cli_common import (
     GrantsOption,
     IdentitiesOption,
@@ -35,18 +34,14 @@ from imagegate.shell.cli_common import (
     read_inputs,
     write_json,
 )
-from imagegate.shell.cli_json import AuditJson, GrantJson
+from imagegate.shell.cli_grants import render_grants
+from imagegate.shell.cli_json import AuditJson
 from imagegate.shell.exits import EXIT_DENIED
-from imagegate.shell.grants_file import GrantEditError, edit_grants_file, edit_grants_text, grants_configmap_yaml
 from imagegate.shell.html_report import render_layer_report
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject
-from imagegate.shell.policy_source import read_document
 from imagegate.shell.registry import RegistryError
 from imagegate.shell.verification import RegistryGate
-
-grants_app = typer.Typer(help="List, add, revoke BYOC grants; find the ones about to expire.", no_args_is_help=True)
-app.add_typer(grants_app, name="grants")
 
 FromOption = Annotated[
     list[str] | None,
@@ -123,26 +118,7 @@ def _render_audit(report: AuditReport, console: Console, by: AuditGrouping) -> N
             )
         console.print(table)
     if report.grants:
-        _render_grants(report.grants, console)
-
-
-def _render_grants(states: list[GrantState], console: Console) -> None:
-    table = Table(title="BYOC grants", header_style="bold")
-    for column in ("namespace", "state", "expires", "days left", "registries", "ticket", "reason"):
-        table.add_column(column, overflow="fold")
-    colour = {"expired": "bold red", "expiring": "yellow", "active": "green"}
-    for state in states:
-        grant = state.grant
-        table.add_row(
-            grant.namespace,
-            f"[{colour[state.state]}]{state.state}[/]",
-            grant.expires.isoformat() if grant.expires else "never",
-            "" if state.days_left is None else str(state.days_left),
-            escape(", ".join(map(str, grant.registries)) if grant.registries is not None else "any"),
-            escape(grant.ticket),
-            escape(grant.reason),
-        )
-    console.print(table)
+        render_grants(report.grants, console)
 
 
 @app.command()
@@ -231,190 +207,6 @@ def audit(
         raise typer.Exit(EXIT_DENIED)
 
 
-# --- grants ---------------------------------------------------------------------------------
-
-ConfigMapOption = Annotated[
-    str | None, typer.Option("--configmap", help="NAMESPACE/NAME of the grants ConfigMap (with --apply).")
-]
-ApplyOption = Annotated[bool, typer.Option("--apply", help="Edit the ConfigMap in the cluster (compare-and-swap).")]
-PrintOption = Annotated[
-    str | None,
-    typer.Option(
-        "--print-configmap", help="Also print the result as the ConfigMap NAMESPACE/NAME (for review or kubectl apply)."
-    ),
-]
-
-
-def _split_configmap(text: str) -> tuple[str, str]:
-    namespace, slash, name = text.partition("/")
-    if not slash or not namespace or not name:
-        raise fail(f"--configmap/--print-configmap takes NAMESPACE/NAME, got {text!r}")
-    return namespace, name
-
-
-def _edit(
-    change: Any, grants_file: Path | None, configmap: str | None, apply: bool, print_configmap: str | None
-) -> str:
-    try:
-        if apply:
-            if configmap is None:
-                raise fail("--apply needs --configmap NAMESPACE/NAME")
-            from imagegate.shell.cluster import ClusterError, connect, edit_configmap  # noqa: PLC0415
-
-            namespace, name = _split_configmap(configmap)
-            try:
-                text = edit_configmap(
-                    connect(), namespace, name, "grants.yaml", lambda old: edit_grants_text(old, f"{configmap}", change)
-                )
-            except ClusterError as exc:
-                raise fail(str(exc)) from None
-        elif grants_file is not None:
-            text = edit_grants_file(grants_file, change)
-        else:
-            raise fail("name the grants: --grants FILE, or --apply --configmap NAMESPACE/NAME")
-    except (GrantEditError, PolicyError) as exc:
-        raise fail(str(exc)) from None
-    if print_configmap is not None:
-        namespace, name = _split_configmap(print_configmap)
-        sys.stdout.write(grants_configmap_yaml(text, name, namespace))
-    return text
-
-
-@grants_app.command("add")
-def grants_add(
-    namespace: Annotated[str, typer.Argument(help="The tool's namespace, e.g. tool-example.")],
-    grants: GrantsOption = None,
-    registry: Annotated[
-        list[str] | None, typer.Option("--registry", "-r", help="Limit to these registries/repositories.")
-    ] = None,
-    expires: Annotated[str | None, typer.Option(help="Last day of the grant (YYYY-MM-DD, UTC).")] = None,
-    reason: Annotated[str, typer.Option(help="Why the tool needs its own images.")] = "",
-    requested_by: Annotated[str, typer.Option(help="Who asked.")] = "",
-    ticket: Annotated[str, typer.Option(help="The ticket that approved it.")] = "",
-    require_base_image: Annotated[bool, typer.Option(help="Images must be built on a trusted base.")] = False,
-    mode: Annotated[Mode | None, typer.Option(help="enforce, warn or audit for this namespace.")] = None,
-    replace: Annotated[bool, typer.Option(help="Replace the namespace's existing grant.")] = False,
-    configmap: ConfigMapOption = None,
-    apply: ApplyOption = False,
-    print_configmap: PrintOption = None,
-    now: Annotated[str | None, typer.Option(help="As of this ISO date/time (--expires must not be before it).")] = None,
-) -> None:
-    """Grant NAMESPACE the use of images beyond the trusted registries."""
-    if expires is not None:
-        try:
-            last_day = dt.date.fromisoformat(expires)
-        except ValueError:
-            raise fail(f"--expires: {expires!r} is not a date (YYYY-MM-DD)") from None
-        today = parse_now(now).astimezone(dt.UTC).date()
-        if last_day < today:
-            raise fail(
-                f"--expires {expires} is in the past (today is {today.isoformat()}, UTC): "
-                "the grant would never apply; nothing was written"
-            )
-    entry: dict[str, Any] = {"namespace": namespace}
-    if registry:
-        entry["registries"] = list(registry)
-    if expires:
-        entry["expires"] = expires
-    for key, value in (("reason", reason), ("requestedBy", requested_by), ("ticket", ticket)):
-        if value:
-            entry[key] = value
-    if require_base_image:
-        entry["requireBaseImage"] = True
-    if mode is not None:
-        entry["mode"] = mode.value
-
-    def change(current: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        existing = [g for g in current if g["namespace"] == namespace]
-        if existing and not replace:
-            raise GrantEditError(f"{namespace} already has a grant; use --replace to change it")
-        return [*(g for g in current if g["namespace"] != namespace), entry]
-
-    _edit(change, grants, configmap, apply, print_configmap)
-    Console(stderr=True).print(f"granted: {escape(namespace)}")
-
-
-@grants_app.command("revoke")
-def grants_revoke(
-    namespace: Annotated[str, typer.Argument(help="The namespace whose grant ends now.")],
-    grants: GrantsOption = None,
-    configmap: ConfigMapOption = None,
-    apply: ApplyOption = False,
-    print_configmap: PrintOption = None,
-) -> None:
-    """Remove NAMESPACE's grant."""
-
-    def change(current: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        kept = [g for g in current if g["namespace"] != namespace]
-        if len(kept) == len(current):
-            raise GrantEditError(f"{namespace} has no grant")
-        return kept
-
-    _edit(change, grants, configmap, apply, print_configmap)
-    Console(stderr=True).print(f"revoked: {escape(namespace)}")
-
-
-def _read_grants(grants_file: Path | None, configmap: str | None) -> Any:
-    if configmap is not None:
-        from lightkube.resources.core_v1 import ConfigMap  # noqa: PLC0415
-
-        from imagegate.shell.cluster import ClusterError, connect  # noqa: PLC0415
-
-        namespace, name = _split_configmap(configmap)
-        try:
-            found = connect().get(ConfigMap, name=name, namespace=namespace)
-        except (ClusterError, Exception) as exc:
-            raise fail(f"cannot read ConfigMap {configmap}: {exc}") from None
-        text, source = (found.data or {}).get("grants.yaml", ""), configmap
-    elif grants_file is not None:
-        try:
-            text, source = read_document(grants_file), str(grants_file)
-        except PolicyError as exc:
-            raise fail(str(exc)) from None
-    else:
-        raise fail("name the grants: --grants FILE or --configmap NAMESPACE/NAME")
-    try:
-        return load_grants(text, source)
-    except PolicyError as exc:
-        raise fail(f"invalid grants: {exc}") from None
-
-
-@grants_app.command("list")
-def grants_list(
-    grants: GrantsOption = None,
-    configmap: ConfigMapOption = None,
-    expiring_days: Annotated[int, typer.Option(help="Grants ending within this many days are 'expiring'.")] = 14,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
-    now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
-) -> None:
-    """Every grant, with its state (active, expiring, expired)."""
-    states = grant_states(_read_grants(grants, configmap), parse_now(now), expiring_days)
-    if output is OutputFormat.json:
-        write_json([GrantJson.of(s) for s in states])
-    else:
-        _render_grants(states, Console())
-
-
-@grants_app.command("expiring")
-def grants_expiring(
-    grants: GrantsOption = None,
-    configmap: ConfigMapOption = None,
-    days: Annotated[int, typer.Option(help="Within how many days.")] = 14,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
-    now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
-) -> None:
-    """Grants that end within DAYS or have ended; exit 1 when there are any (for a cron alert)."""
-    states = [s for s in grant_states(_read_grants(grants, configmap), parse_now(now), days) if s.state != "active"]
-    if output is OutputFormat.json:
-        write_json([GrantJson.of(s) for s in states])
-    elif states:
-        _render_grants(states, Console())
-    else:
-        Console().print(f"no grant ends within {days} days")
-    if states:
-        raise typer.Exit(EXIT_DENIED)
-
-
 # --- layers ---------------------------------------------------------------------------------
 
 
@@ -447,49 +239,11 @@ def layers(
     console = Console(stderr=output is OutputFormat.json)
     loaded = load(policy, grants)
     moment = dt.datetime.now(dt.UTC)
-    if images:
-        wanted: dict[str, bool] = {}
-        for image in images:
-            try:
-                ref = parse_docker_ref(image)
-            except ReferenceError as exc:
-                raise fail(str(exc)) from None
-            wanted[str(ref)] = loaded.trusted.first_match(ref) is None
-    else:
-        wanted = _uses_from(*_objects(source), loaded, moment)
+    wanted = _wanted(images, source, loaded, moment)
     if not wanted:
         raise fail("no images: name some, or give --from a dump")
 
-    async def gather() -> tuple[dict[str, Any], list[Any], list[str]]:
-        gate = RegistryGate(policy.parent if policy else None)
-        found: dict[str, Any] = {}
-        problems: list[str] = []
-        try:
-            if loaded.base_images.trusted:
-                await gate.refresh_bases(loaded)
-            with progress_on_terminal(f"reading {len(wanted):,} images", len(wanted)) as advance:
-
-                async def resolve(reference: str) -> Any:
-                    try:
-                        return await gate.resolve(loaded, parse_docker_ref(reference))
-                    finally:
-                        advance(1)
-
-                results = await asyncio.gather(*(resolve(r) for r in wanted), return_exceptions=True)
-            for reference, result in zip(wanted, results, strict=True):
-                if isinstance(result, RegistryError):
-                    problems.append(f"{reference}: {result}")
-                elif isinstance(result, BaseException):
-                    raise result
-                elif result.platforms:
-                    found[reference] = result.platforms[0]
-                else:
-                    problems.append(f"{reference}: offers none of {', '.join(loaded.registry.platforms)}")
-            return found, list(gate.bases.versions), problems
-        finally:
-            await gate.aclose()
-
-    found, bases, problems = asyncio.run(gather())
+    found, bases, problems = asyncio.run(_read_images(wanted, loaded, policy))
     report = layer_report(found, {r: wanted[r] for r in found}, bases, problems)
     for problem in problems:
         console.print(f"[yellow]skipped[/] {escape(problem)}")
@@ -499,6 +253,57 @@ def layers(
     if output is OutputFormat.json:
         write_json(report)
         return
+    _render_layers(report, console)
+
+
+def _wanted(images: list[str] | None, source: list[str] | None, loaded: Policy, moment: dt.datetime) -> dict[str, bool]:
+    """Reference -> whether it is BYOC: the images named, else those the objects run."""
+    if not images:
+        return _uses_from(*_objects(source), loaded, moment)
+    wanted: dict[str, bool] = {}
+    for image in images:
+        try:
+            ref = parse_docker_ref(image)
+        except ReferenceError as exc:
+            raise fail(str(exc)) from None
+        wanted[str(ref)] = loaded.trusted.first_match(ref) is None
+    return wanted
+
+
+async def _read_images(
+    wanted: Mapping[str, bool], loaded: Policy, policy: Path | None
+) -> tuple[dict[str, Any], list[Any], list[str]]:
+    """Each image's first platform from its registry, the trusted bases, and what could not be read."""
+    gate = RegistryGate(policy.parent if policy else None)
+    found: dict[str, Any] = {}
+    problems: list[str] = []
+    try:
+        if loaded.base_images.trusted:
+            await gate.refresh_bases(loaded)
+        with progress_on_terminal(f"reading {len(wanted):,} images", len(wanted)) as advance:
+
+            async def resolve(reference: str) -> Any:
+                try:
+                    return await gate.resolve(loaded, parse_docker_ref(reference))
+                finally:
+                    advance(1)
+
+            results = await asyncio.gather(*(resolve(r) for r in wanted), return_exceptions=True)
+        for reference, result in zip(wanted, results, strict=True):
+            if isinstance(result, RegistryError):
+                problems.append(f"{reference}: {result}")
+            elif isinstance(result, BaseException):
+                raise result
+            elif result.platforms:
+                found[reference] = result.platforms[0]
+            else:
+                problems.append(f"{reference}: offers none of {', '.join(loaded.registry.platforms)}")
+        return found, list(gate.bases.versions), problems
+    finally:
+        await gate.aclose()
+
+
+def _render_layers(report: LayerReport, console: Console) -> None:
     table = Table(header_style="bold")
     for column in ("image", "kind", "base", "shared", "own", "total"):
         table.add_column(column, justify="left" if column in ("image", "kind") else "right", overflow="fold")
