@@ -5,10 +5,12 @@ the shortcut did not know was silently skipped for "plain" pods. Now each check 
 fields it reads (``Check.reads``, as pod-security-admission's checks list theirs) and the
 shortcut runs only for checks whose every declared field it judges for that very check.
 
-Here every check runs on pods that record each field read (upstream's fixtures and generated
-pods, at several versions): a read outside the declaration fails. Then checks this test adds
-itself, reading a new field, failing on an absent one, judging a known field anew, or
-replacing a known check under its id, are each found on pods the shortcut would pass.
+A check is a list of versioned entries, each with its own function and declared fields. Here
+every entry runs on pods that record each field read (upstream's fixtures of every version,
+and generated pods): a read outside the declaration fails. Then checks this test adds itself,
+reading a new field, failing on an absent one, judging a known field anew, replacing a known
+check under its id, or giving a known check a new version, are each found on pods the
+shortcut would pass.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 
 from imagegate.core.podprofile import REPLACED_BY_TOOL_PROFILE
@@ -25,14 +26,15 @@ from imagegate.core.podsecurity import (
     CHECKS,
     Check,
     CheckResult,
+    VersionedCheck,
     checks_for,
     evaluate,
     parse_version,
     plainly_passes,
     shortcut_plan,
 )
-from tests.conftest import CONFORMANCE
-from tests.test_podsecurity_shortcut import INDEX, VERSIONS, compliant_spec, edited_pods
+from tests.test_podsecurity_conformance import FIXTURES, PINNABLE
+from tests.test_podsecurity_shortcut import compliant_spec, edited_pods
 
 Path = tuple[str, ...]
 LATEST = parse_version("latest")
@@ -146,70 +148,76 @@ def covered(read: Path, declared: Path) -> bool:
     return read[:shorter] == declared[:shorter]
 
 
-def undeclared_reads(check: Check, metadata: Any, spec: Any, version: tuple[int, int]) -> set[Path]:
+def undeclared_reads(entry: VersionedCheck, metadata: Any, spec: Any) -> set[Path]:
     log: set[Path] = set()
-    check.run(recording(metadata, ("metadata",), log), recording(spec, ("spec",), log), version)
-    declared = [declared_path(text) for text in check.reads]
+    entry.run(recording(metadata, ("metadata",), log), recording(spec, ("spec",), log))
+    declared = [declared_path(text) for text in entry.reads]
     return {read for read in map(normalized, log) if not any(covered(read, d) for d in declared)}
 
 
 def fixture_pods() -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    pods = []
-    for fixture in INDEX["fixtures"]:
-        pod = yaml.safe_load((CONFORMANCE / "pod-security" / fixture["file"]).read_text())
-        pods.append((pod.get("metadata") or {}, pod["spec"]))
-    return pods
+    """Every distinct pod of upstream's fixtures, over all versions and levels."""
+    pods: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for fixture in FIXTURES:
+        pod = fixture.pod()
+        pods.setdefault(fixture.text(), (pod.get("metadata") or {}, pod["spec"]))
+    return list(pods.values())
 
 
 FIXTURE_PODS = fixture_pods()
+ENTRIES = [(check.id, entry) for check in CHECKS for entry in check.versions]
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.id)
-def test_each_check_reads_only_what_it_declares_on_the_upstream_fixtures(check: Check) -> None:
+def entry_id(item: tuple[str, VersionedCheck]) -> str:
+    check_id, entry = item
+    return f"{check_id}-v{entry.since[0]}.{entry.since[1]}"
+
+
+@pytest.mark.parametrize("item", ENTRIES, ids=entry_id)
+def test_each_entry_reads_only_what_it_declares_on_the_upstream_fixtures(item: tuple[str, VersionedCheck]) -> None:
+    check_id, entry = item
     for metadata, spec in FIXTURE_PODS:
-        for version in VERSIONS:
-            assert undeclared_reads(check, metadata, spec, version) == set(), (check.id, version, spec)
+        assert undeclared_reads(entry, metadata, spec) == set(), (check_id, entry.since, spec)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edited_pods())
-def test_each_check_reads_only_what_it_declares_on_edited_pods(pod: tuple[dict[str, Any], dict[str, Any]]) -> None:
+def test_each_entry_reads_only_what_it_declares_on_edited_pods(pod: tuple[dict[str, Any], dict[str, Any]]) -> None:
     metadata, spec = pod
-    for check in CHECKS:
-        for version in VERSIONS:
-            assert undeclared_reads(check, metadata, spec, version) == set(), check.id
+    for check_id, entry in ENTRIES:
+        assert undeclared_reads(entry, metadata, spec) == set(), (check_id, entry.since)
 
 
 def test_the_recording_sees_the_reads() -> None:
     """Not a test that cannot fail: a check that under-declares is caught."""
-    hidden = Check("runAsUser", "restricted", (1, 23), CHECKS[15].run, ("spec.securityContext.runAsUser",))
-    assert CHECKS[15].id == "runAsUser"
+    ((_, real),) = checks_for("restricted", LATEST, frozenset(c.id for c in CHECKS) - {"runAsUser"})
+    hidden = VersionedCheck(real.since, real.run, ("spec.securityContext.runAsUser",))
     spec = compliant_spec(2)
-    found = undeclared_reads(hidden, {}, spec, LATEST)
+    found = undeclared_reads(hidden, {}, spec)
     assert ("spec", "containers", "[]", "securityContext", "runAsUser") in found
-    assert undeclared_reads(CHECKS[15], {}, spec, LATEST) == set()
+    assert undeclared_reads(real, {}, spec) == set()
 
 
 def test_the_shortcut_is_on_for_every_level_the_policy_can_ask_for() -> None:
-    """Keeping it fast: the real checks are all judged, with and without the tool profile."""
+    """Keeping it fast: the real checks are all judged, at every version, with and without the tool profile."""
     for level in ("baseline", "restricted"):
-        for version in VERSIONS:
+        for version in map(parse_version, PINNABLE):
             for skip in (frozenset(), frozenset({"hostPathVolumes", "restrictedVolumes"}), REPLACED_BY_TOOL_PROFILE):
-                assert shortcut_plan(checks_for(level, version, skip), version) is not None, (level, version, skip)
+                assert shortcut_plan(checks_for(level, version, skip)) is not None, (level, version, skip)
     assert plainly_passes("restricted", LATEST, {}, compliant_spec(3), frozenset())
 
 
 # --- checks the test adds -----------------------------------------------------------------
 
 
-def check_share_process_namespace(_meta: Any, spec: Any, _v: Any) -> CheckResult | None:
+def check_share_process_namespace(_meta: Any, spec: Any) -> CheckResult | None:
     """A new field: the containers of a pod would see each other's processes."""
     if spec.get("shareProcessNamespace") is True:
         return CheckResult("shareProcessNamespace", "shareProcessNamespace", "pod sets shareProcessNamespace=true")
     return None
 
 
-def check_read_only_root(_meta: Any, spec: Any, _v: Any) -> CheckResult | None:
+def check_read_only_root(_meta: Any, spec: Any) -> CheckResult | None:
     """Fails when a field is absent: every container must set readOnlyRootFilesystem=true."""
     bad = []
     for field in CONTAINER_LISTS:
@@ -220,30 +228,36 @@ def check_read_only_root(_meta: Any, spec: Any, _v: Any) -> CheckResult | None:
     return CheckResult("readOnlyRootFilesystem", "readOnlyRootFilesystem", ", ".join(bad)) if bad else None
 
 
-def check_low_uid(_meta: Any, spec: Any, _v: Any) -> CheckResult | None:
+def check_low_uid(_meta: Any, spec: Any) -> CheckResult | None:
     """A known field judged anew: no uid below 60000 (the plain pod has 52503)."""
     context = spec.get("securityContext")
     uid = context.get("runAsUser") if isinstance(context, dict) else None
     return CheckResult("lowUid", "runAsUser", f"runAsUser={uid}") if isinstance(uid, int) and uid < 60000 else None
 
 
+def one_version(check_id: str, level: str, since: tuple[int, int], run: Any, reads: tuple[str, ...]) -> Check:
+    return Check(check_id, level, (VersionedCheck(since, run, reads),))
+
+
 C = "spec.containers[*]"
 ADDED = [
-    Check("shareProcessNamespace", "baseline", (1, 0), check_share_process_namespace, ("spec.shareProcessNamespace",)),
-    Check(
+    one_version(
+        "shareProcessNamespace", "baseline", (1, 0), check_share_process_namespace, ("spec.shareProcessNamespace",)
+    ),
+    one_version(
         "readOnlyRootFilesystem",
         "restricted",
         (1, 0),
         check_read_only_root,
         (f"{C}.name", f"{C}.securityContext.readOnlyRootFilesystem"),
     ),
-    Check("lowUid", "restricted", (1, 0), check_low_uid, ("spec.securityContext.runAsUser",)),
+    one_version("lowUid", "restricted", (1, 0), check_low_uid, ("spec.securityContext.runAsUser",)),
     # an existing id, a stricter function: the shortcut knows functions, not names
-    Check("runAsUser", "restricted", (1, 23), check_low_uid, ("spec.securityContext.runAsUser",)),
+    one_version("runAsUser", "restricted", (1, 23), check_low_uid, ("spec.securityContext.runAsUser",)),
 ]
 
 
-@pytest.mark.parametrize("added", ADDED, ids=lambda c: f"{c.id}-{c.run.__name__}")
+@pytest.mark.parametrize("added", ADDED, ids=lambda c: f"{c.id}-{c.versions[0].run.__name__}")
 def test_a_check_the_shortcut_does_not_know_is_never_skipped(added: Check) -> None:
     spec = compliant_spec(2)
     spec["shareProcessNamespace"] = True
@@ -251,21 +265,36 @@ def test_a_check_the_shortcut_does_not_know_is_never_skipped(added: Check) -> No
     assert plainly_passes("restricted", LATEST, {}, spec, frozenset())
     assert evaluate("restricted", LATEST, {}, spec) == []
     # the added check declares what it reads, and reads nothing else
-    assert undeclared_reads(added, {}, spec, LATEST) == set()
+    (entry,) = added.versions
+    assert undeclared_reads(entry, {}, spec) == set()
     catalog = (*[c for c in CHECKS if c.id != added.id], added)
     for level in ("baseline", "restricted") if added.level == "baseline" else ("restricted",):
-        assert shortcut_plan(checks_for(level, LATEST, frozenset(), catalog), LATEST) is None
+        assert shortcut_plan(checks_for(level, LATEST, frozenset(), catalog)) is None
         found = evaluate(level, LATEST, {}, spec, catalog=catalog)
-        assert added.run({}, spec, LATEST) in found, (level, found)
+        assert entry.run({}, spec) in found, (level, found)
         assert found == evaluate(level, LATEST, {}, spec, catalog=catalog, shortcut=False)
     # and the real checks keep their shortcut
-    assert shortcut_plan(checks_for("restricted", LATEST), LATEST) is not None
+    assert shortcut_plan(checks_for("restricted", LATEST)) is not None
 
 
 def test_a_known_check_reading_one_more_field_turns_the_shortcut_off() -> None:
     """A check body that grows a read must declare it (above); then the shortcut no longer judges it."""
     (privileged,) = (c for c in CHECKS if c.id == "privileged")
-    grown = Check(privileged.id, privileged.level, privileged.since, privileged.run, (*privileged.reads, "spec.x"))
+    grown_entries = tuple(VersionedCheck(e.since, e.run, (*e.reads, "spec.x")) for e in privileged.versions)
+    grown = Check(privileged.id, privileged.level, grown_entries)
     catalog = tuple(grown if c is privileged else c for c in CHECKS)
-    assert shortcut_plan(checks_for("baseline", LATEST, frozenset(), catalog), LATEST) is None
-    assert shortcut_plan(checks_for("baseline", LATEST, frozenset({"privileged"}), catalog), LATEST) is not None
+    assert shortcut_plan(checks_for("baseline", LATEST, frozenset(), catalog)) is None
+    assert shortcut_plan(checks_for("baseline", LATEST, frozenset({"privileged"}), catalog)) is not None
+
+
+def test_a_new_version_of_a_known_check_turns_the_shortcut_off_from_that_version() -> None:
+    """A check that changes at a version gets a new entry; the shortcut must know its function too."""
+    (run_as_user,) = (c for c in CHECKS if c.id == "runAsUser")
+    newer = VersionedCheck((1, 36), check_low_uid, ("spec.securityContext.runAsUser",))
+    catalog = tuple(Check(c.id, c.level, (*c.versions, newer)) if c is run_as_user else c for c in CHECKS)
+    spec = compliant_spec(2)
+    v1_35, v1_36 = parse_version("v1.35"), parse_version("v1.36")
+    assert shortcut_plan(checks_for("restricted", v1_35, frozenset(), catalog)) is not None
+    assert evaluate("restricted", v1_35, {}, spec, catalog=catalog) == []
+    assert shortcut_plan(checks_for("restricted", v1_36, frozenset(), catalog)) is None
+    assert [f.check for f in evaluate("restricted", v1_36, {}, spec, catalog=catalog)] == ["lowUid"]

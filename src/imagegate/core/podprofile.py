@@ -26,7 +26,17 @@ from functools import lru_cache
 from typing import Any
 
 from imagegate.core.placeholders import fill_placeholders
-from imagegate.core.podsecurity import CheckResult, Version, added_capabilities, containers, evaluate, volume_type
+from imagegate.core.podsecurity import (
+    RESTRICTED_VOLUME_TYPES_1_33,
+    CheckResult,
+    Version,
+    added_capabilities,
+    as_list,
+    as_map,
+    containers,
+    evaluate,
+    volume_type,
+)
 from imagegate.core.records import Mode, PodRules
 from imagegate.core.workloads import json_pointer
 
@@ -329,23 +339,17 @@ def mutate_pod(
 
 def new_ephemeral_containers(spec: Mapping[str, Any], old_spec: Mapping[str, Any] | None) -> list[tuple[str, int]]:
     """The ephemeral containers of ``spec`` that ``old_spec`` does not have (by name: they never change)."""
-    old_names = {str(c.get("name")) for c in _list((old_spec or {}).get("ephemeralContainers")) if isinstance(c, dict)}
+    old_names = {
+        str(c.get("name")) for c in as_list((old_spec or {}).get("ephemeralContainers")) if isinstance(c, dict)
+    }
     return [
         ("ephemeralContainers", index)
-        for index, container in enumerate(_list(spec.get("ephemeralContainers")))
+        for index, container in enumerate(as_list(spec.get("ephemeralContainers")))
         if isinstance(container, dict) and str(container.get("name")) not in old_names
     ]
 
 
 # --- the tool profile -------------------------------------------------------------------
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _where(name: str | None) -> str:
@@ -383,8 +387,8 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
     found = []
     rules = tool.host_path_rules(namespace)
     read_only_volumes: dict[str, str] = {}
-    for item in _list(spec.get("volumes")):
-        volume = _map(item)
+    for item in as_list(spec.get("volumes")):
+        volume = as_map(item)
         host_path = volume.get("hostPath")
         name = str(volume.get("name", ""))
         if host_path is None:
@@ -392,11 +396,11 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
             if kind is not None and kind not in _TOOL_VOLUME_TYPES:
                 found.append(_volume_type_finding(name, kind))
             if volume.get("csi") is not None:  # whatever volume_type saw first
-                driver = _map(volume.get("csi")).get("driver")
+                driver = as_map(volume.get("csi")).get("driver")
                 if not isinstance(driver, str) or driver not in tool.csi_drivers:
                     found.append(_csi_finding(name, driver, tool))
             continue
-        raw = str(_map(host_path).get("path", ""))
+        raw = str(as_map(host_path).get("path", ""))
         path = _clean_host_path(raw)
         if path is None:
             found.append(
@@ -417,8 +421,8 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
             read_only_volumes[name] = match.path
     if read_only_volumes:
         for _field, _index, container in containers(spec):
-            for item in _list(container.get("volumeMounts")):
-                mount = _map(item)
+            for item in as_list(container.get("volumeMounts")):
+                mount = as_map(item)
                 volume_name = str(mount.get("name", ""))
                 if volume_name in read_only_volumes and mount.get("readOnly") is not True:
                     found.append(
@@ -432,19 +436,8 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
     return found
 
 
-_TOOL_VOLUME_TYPES = frozenset(
-    {
-        "configMap",
-        "csi",
-        "downwardAPI",
-        "emptyDir",
-        "ephemeral",
-        "persistentVolumeClaim",
-        "projected",
-        "secret",
-        "image",
-    }
-)
+# What the restricted level allows at its newest version; hostPath comes from the allowlist.
+_TOOL_VOLUME_TYPES = RESTRICTED_VOLUME_TYPES_1_33
 
 
 def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> list[CheckResult]:  # noqa: C901, PLR0912 (one walk on the hot path)
@@ -454,7 +447,7 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
     comparisons per container. Findings keep the order people read them in: per field,
     the pod first, then each container.
     """
-    pod = _map(spec.get("securityContext"))
+    pod = as_map(spec.get("securityContext"))
     uid, gid = (identity.uid, identity.gid) if identity is not None else (None, None)
     contexts: list[tuple[str | None, Any]] = [(None, pod)]
     for _field, _index, container in containers(spec):
@@ -481,7 +474,7 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
         elif gid is not None and group != gid:
             wrong_group.append(f"{_where(name)} sets securityContext.runAsGroup={group}; only {gid} is allowed")
         if profile is not None:
-            kind = _map(profile).get("type")
+            kind = as_map(profile).get("type")
             if kind is not None and kind != "RuntimeDefault":
                 seccomp.append(f'{_where(name)} sets seccompProfile.type={kind!r}; only "RuntimeDefault" is allowed')
     found: list[CheckResult] = []
@@ -498,7 +491,7 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
         elif fs_group != gid:
             detail = f"pod sets securityContext.fsGroup={fs_group}; only {gid} is allowed"
             found.append(CheckResult("fsGroup", "fsGroup", detail))
-        extra_groups = [g for g in _list(pod.get("supplementalGroups")) if g != gid]
+        extra_groups = [g for g in as_list(pod.get("supplementalGroups")) if g != gid]
         if extra_groups:
             detail = f"pod sets supplementalGroups {extra_groups}; only {gid} is allowed"
             found.append(CheckResult("supplementalGroups", "supplementalGroups", detail))
@@ -516,7 +509,7 @@ def _hardening_findings(name: str, context: Any) -> list[CheckResult]:
     no_new_privs only for an explicit ``allowPrivilegeEscalation: false``, and without
     ``drop: [ALL]`` the runtime's default capabilities stay.
     """
-    context = _map(context)
+    context = as_map(context)
     found: list[CheckResult] = []
     privileged = context.get("privileged")
     if privileged is not None and privileged is not False:  # true, or a value the API would refuse
@@ -525,8 +518,8 @@ def _hardening_findings(name: str, context: Any) -> list[CheckResult]:
     if context.get("allowPrivilegeEscalation") is not False:
         detail = f'container "{name}" must set securityContext.allowPrivilegeEscalation=false'
         found.append(CheckResult("allowPrivilegeEscalation", "allowPrivilegeEscalation", detail))
-    capabilities = _map(context.get("capabilities"))
-    if "ALL" not in _list(capabilities.get("drop")):
+    capabilities = as_map(context.get("capabilities"))
+    if "ALL" not in as_list(capabilities.get("drop")):
         detail = f'container "{name}" must set securityContext.capabilities.drop=["ALL"]'
         found.append(CheckResult("capabilities", "capabilities", detail))
     extra = added_capabilities(capabilities)
@@ -544,7 +537,7 @@ def _groups_policy_finding(spec: Mapping[str, Any], tool: ToolProfile) -> tuple[
     the mutating webhook did not run or the API server dropped the field (a disabled feature
     gate): ``groups_policy_dropped`` says what that is worth.
     """
-    value = _map(spec.get("securityContext")).get("supplementalGroupsPolicy")
+    value = as_map(spec.get("securityContext")).get("supplementalGroupsPolicy")
     if value == "Strict":
         return None
     if value is None:

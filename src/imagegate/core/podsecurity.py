@@ -1,9 +1,11 @@
 """Pod Security Standards, checked the way Kubernetes' pod-security-admission does.
 
-Each check is a small named function over a pod's metadata and spec, owned by a level
-(``baseline`` or ``restricted``) and present from a Kubernetes version on. A level
-includes the checks of the levels below it. A policy may pin a version (``v1.37``) or
-follow ``latest``. The tests run upstream's v1.37 fixtures through these functions.
+Each check is owned by a level (``baseline`` or ``restricted``) and is a list of versioned
+entries, as in pod-security-admission's check registry: each entry is a small named function
+over a pod's metadata and spec, valid from its Kubernetes version until the next entry's. What
+changed between versions is which entry runs, never an ``if version`` inside a check. A level
+includes the checks of the levels below it. A policy may pin a version (``v1.25`` to ``v1.37``)
+or follow ``latest``. The tests run upstream's fixtures of every one of those versions.
 
 Messages follow PSA's form, ``<reason> (<detail>)``, e.g.
 ``allowPrivilegeEscalation != false (container "app" must set securityContext.allowPrivilegeEscalation=false)``.
@@ -18,15 +20,20 @@ from functools import lru_cache
 from typing import Any
 
 from imagegate.core.records import CheckResult
+from imagegate.core.workloads import CONTAINER_LISTS
 
 __all__ = [
     "CHECKS",
     "LATEST_VERSION",
     "LEVELS",
+    "OLDEST_VERSION",
     "Check",
     "CheckResult",
     "ShortcutPlan",
     "Version",
+    "VersionedCheck",
+    "as_list",
+    "as_map",
     "evaluate",
     "parse_version",
     "plainly_passes",
@@ -39,15 +46,31 @@ LATEST_VERSION: Version = (1, 37)
 OLDEST_VERSION: Version = (1, 25)
 
 Pod = Mapping[str, Any]
+CheckFn = Callable[[Mapping[str, Any], Mapping[str, Any]], CheckResult | None]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedCheck:
+    """What a check does from Kubernetes version ``since`` on (until the next entry's)."""
+
+    since: Version
+    run: CheckFn  # (metadata, spec) -> the failure, or None
+    reads: tuple[str, ...]  # the fields it looks at (see CHECKS)
 
 
 @dataclass(frozen=True, slots=True)
 class Check:
     id: str
     level: str
-    since: Version
-    run: Callable[[Mapping[str, Any], Mapping[str, Any], Version], CheckResult | None]
-    reads: tuple[str, ...]  # the fields it looks at (see CHECKS)
+    versions: tuple[VersionedCheck, ...]  # oldest first
+
+    def at(self, version: Version) -> VersionedCheck | None:
+        """The entry in force at ``version``; ``None`` before the check existed."""
+        found = None
+        for entry in self.versions:
+            if entry.since <= version:
+                found = entry
+        return found
 
 
 def parse_version(text: str) -> Version:
@@ -66,15 +89,14 @@ def parse_version(text: str) -> Version:
 # --- access helpers: tolerate wrong types (the API server rejects them before us) ------
 
 
-def _map(value: Any) -> Mapping[str, Any]:
+def as_map(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
 
 
-def _list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else an empty one."""
     return value if isinstance(value, list) else []
-
-
-FIELD_OF_KIND = {"initContainers": "initContainer", "containers": "container", "ephemeralContainers": "container"}
 
 
 class _PodSpec(dict[str, Any]):
@@ -93,8 +115,8 @@ def pod_view(spec: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
-    for field in ("initContainers", "containers", "ephemeralContainers"):
-        for index, container in enumerate(_list(spec.get(field))):
+    for field in CONTAINER_LISTS:
+        for index, container in enumerate(as_list(spec.get(field))):
             if isinstance(container, dict):
                 yield field, index, container
 
@@ -120,26 +142,26 @@ def _containers_phrase(names: list[str]) -> str:
 
 
 def _pod_context(spec: Mapping[str, Any]) -> Mapping[str, Any]:
-    return _map(spec.get("securityContext"))
+    return as_map(spec.get("securityContext"))
 
 
 def _context(container: Mapping[str, Any]) -> Mapping[str, Any]:
-    return _map(container.get("securityContext"))
+    return as_map(container.get("securityContext"))
 
 
 def _is_windows(spec: Mapping[str, Any]) -> bool:
-    return _map(spec.get("os")).get("name") == "windows"
+    return as_map(spec.get("os")).get("name") == "windows"
 
 
 # --- baseline -------------------------------------------------------------------------
 
 
-def check_host_namespaces(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_host_namespaces(_meta: Pod, spec: Pod) -> CheckResult | None:
     used = [f"{field}=true" for field in ("hostNetwork", "hostPID", "hostIPC") if spec.get(field) is True]
     return CheckResult("hostNamespaces", "host namespaces", ", ".join(used)) if used else None
 
 
-def check_privileged(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_privileged(_meta: Pod, spec: Pod) -> CheckResult | None:
     bad = [_name(c) for _, _, c in containers(spec) if _context(c).get("privileged") is True]
     if not bad:
         return None
@@ -176,10 +198,10 @@ def added_capabilities(capabilities: Mapping[str, Any]) -> list[str]:
     return [str(cap) for cap in added] if isinstance(added, list) else [repr(added)]
 
 
-def check_capabilities_baseline(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_capabilities_baseline(_meta: Pod, spec: Pod) -> CheckResult | None:
     details = []
     for _, _, container in containers(spec):
-        added = added_capabilities(_map(_context(container).get("capabilities")))
+        added = added_capabilities(as_map(_context(container).get("capabilities")))
         forbidden = [cap for cap in added if cap not in BASELINE_CAPABILITIES]
         if forbidden:
             details.append(
@@ -188,18 +210,20 @@ def check_capabilities_baseline(_meta: Pod, spec: Pod, _v: Version) -> CheckResu
     return CheckResult("capabilities_baseline", "non-default capabilities", "; ".join(details)) if details else None
 
 
-def check_host_path_volumes(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
-    names = [str(_map(v).get("name", "")) for v in _list(spec.get("volumes")) if _map(v).get("hostPath") is not None]
+def check_host_path_volumes(_meta: Pod, spec: Pod) -> CheckResult | None:
+    names = [
+        str(as_map(v).get("name", "")) for v in as_list(spec.get("volumes")) if as_map(v).get("hostPath") is not None
+    ]
     if not names:
         return None
     noun = "volume" if len(names) == 1 else "volumes"
     return CheckResult("hostPathVolumes", "hostPath volumes", f"{noun} {_quoted(names)}")
 
 
-def check_host_ports(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_host_ports(_meta: Pod, spec: Pod) -> CheckResult | None:
     details = []
     for _, _, container in containers(spec):
-        ports = [_map(p).get("hostPort") for p in _list(container.get("ports"))]
+        ports = [as_map(p).get("hostPort") for p in as_list(container.get("ports"))]
         used = [str(p) for p in ports if p not in (None, 0)]
         if used:
             details.append(f'container "{_name(container)}" uses hostPort {", ".join(used)}')
@@ -209,30 +233,51 @@ def check_host_ports(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
 APPARMOR_ANNOTATION_PREFIX = "container.apparmor.security.beta.kubernetes.io/"
 
 
-def check_apparmor_profile(meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
+def _apparmor_annotations(meta: Pod) -> list[str]:
     bad = []
-    for key, value in _map(meta.get("annotations")).items():
+    for key, value in as_map(meta.get("annotations")).items():
         if str(key).startswith(APPARMOR_ANNOTATION_PREFIX):
             text = str(value)
             if not (text in {"", "runtime/default"} or text.startswith("localhost/")):
                 bad.append(f"{key}={text!r}")
-    if version >= (1, 30):
-        profiles = [("pod", _map(_pod_context(spec).get("appArmorProfile")))]
-        profiles += [
-            (f'container "{_name(c)}"', _map(_context(c).get("appArmorProfile"))) for _, _, c in containers(spec)
-        ]
-        for where, profile in profiles:
-            kind = profile.get("type")
-            if kind is not None and kind not in ("RuntimeDefault", "Localhost"):
-                bad.append(f"{where} appArmorProfile.type={kind!r}")
+    return bad
+
+
+def _apparmor_result(bad: list[str]) -> CheckResult | None:
     return CheckResult("appArmorProfile", "forbidden AppArmor profiles", ", ".join(bad)) if bad else None
 
 
-SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
+def check_apparmor_profile_1_0(meta: Pod, _spec: Pod) -> CheckResult | None:
+    return _apparmor_result(_apparmor_annotations(meta))
 
 
-def check_selinux_options(_meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
-    allowed_types = SELINUX_TYPES | ({"container_engine_t"} if version >= (1, 31) else set())
+def check_apparmor_profile_1_30(meta: Pod, spec: Pod) -> CheckResult | None:
+    """From 1.30 also the appArmorProfile fields of the pod and its containers."""
+    bad = _apparmor_annotations(meta)
+    profiles = [("pod", as_map(_pod_context(spec).get("appArmorProfile")))]
+    profiles += [
+        (f'container "{_name(c)}"', as_map(_context(c).get("appArmorProfile"))) for _, _, c in containers(spec)
+    ]
+    for where, profile in profiles:
+        kind = profile.get("type")
+        if kind is not None and kind not in ("RuntimeDefault", "Localhost"):
+            bad.append(f"{where} appArmorProfile.type={kind!r}")
+    return _apparmor_result(bad)
+
+
+SELINUX_TYPES_1_0 = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
+SELINUX_TYPES_1_31 = SELINUX_TYPES_1_0 | {"container_engine_t"}
+
+
+def check_selinux_options_1_0(_meta: Pod, spec: Pod) -> CheckResult | None:
+    return _selinux_options(spec, SELINUX_TYPES_1_0)
+
+
+def check_selinux_options_1_31(_meta: Pod, spec: Pod) -> CheckResult | None:
+    return _selinux_options(spec, SELINUX_TYPES_1_31)
+
+
+def _selinux_options(spec: Pod, allowed_types: frozenset[str]) -> CheckResult | None:
     bad = []
     contexts = [("pod", _pod_context(spec))] + [
         (f'container "{_name(c)}"', _context(c)) for _, _, c in containers(spec)
@@ -241,7 +286,7 @@ def check_selinux_options(_meta: Pod, spec: Pod, version: Version) -> CheckResul
         options = context.get("seLinuxOptions")
         if options is None:
             continue
-        options = _map(options)
+        options = as_map(options)
         if options.get("type", "") not in allowed_types:
             bad.append(f"{where} seLinuxOptions.type={options.get('type')!r}")
         for field in ("user", "role"):
@@ -254,10 +299,12 @@ def _proc_mount_violations(spec: Pod) -> list[str]:
     return [_name(c) for _, _, c in containers(spec) if _context(c).get("procMount") not in (None, "", "Default")]
 
 
-def check_proc_mount(_meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
-    # From 1.35 baseline allows an unmasked /proc inside a user namespace (hostUsers: false).
-    if version >= (1, 35) and spec.get("hostUsers") is False:
-        return None
+def check_proc_mount_1_35(meta: Pod, spec: Pod) -> CheckResult | None:
+    """From 1.35 baseline allows an unmasked /proc inside a user namespace (hostUsers: false)."""
+    return None if spec.get("hostUsers") is False else check_proc_mount_1_0(meta, spec)
+
+
+def check_proc_mount_1_0(_meta: Pod, spec: Pod) -> CheckResult | None:
     bad = _proc_mount_violations(spec)
     if not bad:
         return None
@@ -268,66 +315,70 @@ def check_proc_mount(_meta: Pod, spec: Pod, version: Version) -> CheckResult | N
     )
 
 
-def check_seccomp_baseline(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_seccomp_baseline(_meta: Pod, spec: Pod) -> CheckResult | None:
     bad = []
     contexts = [("pod", _pod_context(spec))] + [
         (f'container "{_name(c)}"', _context(c)) for _, _, c in containers(spec)
     ]
     for where, context in contexts:
-        if _map(context.get("seccompProfile")).get("type") == "Unconfined":
+        if as_map(context.get("seccompProfile")).get("type") == "Unconfined":
             bad.append(f'{where} must not set securityContext.seccompProfile.type to "Unconfined"')
     return CheckResult("seccompProfile_baseline", "seccompProfile", "; ".join(bad)) if bad else None
 
 
-# Safe sysctls by the version that allowed them.
-SAFE_SYSCTLS: tuple[tuple[Version, frozenset[str]], ...] = (
-    (
-        (1, 0),
-        frozenset(
-            {
-                "kernel.shm_rmid_forced",
-                "net.ipv4.ip_local_port_range",
-                "net.ipv4.tcp_syncookies",
-                "net.ipv4.ping_group_range",
-                "net.ipv4.ip_unprivileged_port_start",
-            }
-        ),
-    ),
-    ((1, 27), frozenset({"net.ipv4.ip_local_reserved_ports"})),
-    (
-        (1, 29),
-        frozenset(
-            {
-                "net.ipv4.tcp_keepalive_time",
-                "net.ipv4.tcp_fin_timeout",
-                "net.ipv4.tcp_keepalive_intvl",
-                "net.ipv4.tcp_keepalive_probes",
-            }
-        ),
-    ),
-    ((1, 32), frozenset({"net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"})),
-    ((1, 37), frozenset({"net.ipv4.tcp_slow_start_after_idle", "net.ipv4.tcp_notsent_lowat"})),
+# Safe sysctls, each set from the version that allowed it.
+SAFE_SYSCTLS_1_0 = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_unprivileged_port_start",
+    }
 )
+SAFE_SYSCTLS_1_27 = SAFE_SYSCTLS_1_0 | {"net.ipv4.ip_local_reserved_ports"}
+SAFE_SYSCTLS_1_29 = SAFE_SYSCTLS_1_27 | {
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+SAFE_SYSCTLS_1_32 = SAFE_SYSCTLS_1_29 | {"net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"}
+SAFE_SYSCTLS_1_37 = SAFE_SYSCTLS_1_32 | {"net.ipv4.tcp_slow_start_after_idle", "net.ipv4.tcp_notsent_lowat"}
 
 
-@lru_cache(maxsize=32)
-def _safe_sysctls(version: Version) -> frozenset[str]:
-    return frozenset().union(*(names for since, names in SAFE_SYSCTLS if version >= since))
-
-
-def check_sysctls(_meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
-    allowed = _safe_sysctls(version)
-    names = [str(_map(s).get("name", "")) for s in _list(_pod_context(spec).get("sysctls"))]
+def _forbidden_sysctls(spec: Pod, allowed: frozenset[str]) -> CheckResult | None:
+    names = [str(as_map(s).get("name", "")) for s in as_list(_pod_context(spec).get("sysctls"))]
     bad = [n for n in names if n not in allowed]
     return CheckResult("sysctls", "forbidden sysctls", ", ".join(bad)) if bad else None
 
 
-def check_windows_host_process(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_sysctls_1_0(_meta: Pod, spec: Pod) -> CheckResult | None:
+    return _forbidden_sysctls(spec, SAFE_SYSCTLS_1_0)
+
+
+def check_sysctls_1_27(_meta: Pod, spec: Pod) -> CheckResult | None:
+    return _forbidden_sysctls(spec, SAFE_SYSCTLS_1_27)
+
+
+def check_sysctls_1_29(_meta: Pod, spec: Pod) -> CheckResult | None:
+    return _forbidden_sysctls(spec, SAFE_SYSCTLS_1_29)
+
+
+def check_sysctls_1_32(_meta: Pod, spec: Pod) -> CheckResult | None:
+    return _forbidden_sysctls(spec, SAFE_SYSCTLS_1_32)
+
+
+def check_sysctls_1_37(_meta: Pod, spec: Pod) -> CheckResult | None:
+    return _forbidden_sysctls(spec, SAFE_SYSCTLS_1_37)
+
+
+def check_windows_host_process(_meta: Pod, spec: Pod) -> CheckResult | None:
     bad = [
         where
         for where, context in [("pod", _pod_context(spec))]
         + [(f'container "{_name(c)}"', _context(c)) for _, _, c in containers(spec)]
-        if _map(context.get("windowsOptions")).get("hostProcess") is True
+        if as_map(context.get("windowsOptions")).get("hostProcess") is True
     ]
     return CheckResult("windowsHostProcess", "hostProcess", ", ".join(bad)) if bad else None
 
@@ -338,19 +389,19 @@ _PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 def _handlers(container: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     for probe in _PROBES:
         if probe in container:
-            yield probe, _map(container[probe])
+            yield probe, as_map(container[probe])
     if "lifecycle" in container:
-        lifecycle = _map(container["lifecycle"])
+        lifecycle = as_map(container["lifecycle"])
         for hook in ("postStart", "preStop"):
-            yield f"lifecycle.{hook}", _map(lifecycle.get(hook))
+            yield f"lifecycle.{hook}", as_map(lifecycle.get(hook))
 
 
-def check_host_probes(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_host_probes(_meta: Pod, spec: Pod) -> CheckResult | None:
     bad = []
     for _, _, container in containers(spec):
         for where, handler in _handlers(container):
             for action in ("httpGet", "tcpSocket"):
-                host = _map(handler.get(action)).get("host")
+                host = as_map(handler.get(action)).get("host")
                 if host not in (None, ""):
                     bad.append(f'container "{_name(container)}" {where}.{action}.host={host!r}')
     return CheckResult("hostProbesAndHostLifecycle", "probe or lifecycle host", "; ".join(bad)) if bad else None
@@ -358,9 +409,10 @@ def check_host_probes(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
 
 # --- restricted -----------------------------------------------------------------------
 
-RESTRICTED_VOLUME_TYPES = frozenset(
+RESTRICTED_VOLUME_TYPES_1_0 = frozenset(
     {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
 )
+RESTRICTED_VOLUME_TYPES_1_33 = RESTRICTED_VOLUME_TYPES_1_0 | {"image"}
 
 
 def volume_type(volume: Mapping[str, Any]) -> str | None:
@@ -369,17 +421,24 @@ def volume_type(volume: Mapping[str, Any]) -> str | None:
     return kinds[0] if kinds else None
 
 
-def check_restricted_volumes(_meta: Pod, spec: Pod, version: Version) -> CheckResult | None:
-    allowed = RESTRICTED_VOLUME_TYPES | ({"image"} if version >= (1, 33) else set())
+def check_restricted_volumes_1_0(_meta: Pod, spec: Pod) -> CheckResult | None:
+    return _restricted_volumes(spec, RESTRICTED_VOLUME_TYPES_1_0)
+
+
+def check_restricted_volumes_1_33(_meta: Pod, spec: Pod) -> CheckResult | None:
+    return _restricted_volumes(spec, RESTRICTED_VOLUME_TYPES_1_33)
+
+
+def _restricted_volumes(spec: Pod, allowed: frozenset[str]) -> CheckResult | None:
     bad = []
-    for volume in _list(spec.get("volumes")):
-        kind = volume_type(_map(volume))
+    for volume in as_list(spec.get("volumes")):
+        kind = volume_type(as_map(volume))
         if kind is not None and kind not in allowed:
-            bad.append(f'volume "{_map(volume).get("name", "")}" uses restricted volume type "{kind}"')
+            bad.append(f'volume "{as_map(volume).get("name", "")}" uses restricted volume type "{kind}"')
     return CheckResult("restrictedVolumes", "restricted volume types", "; ".join(bad)) if bad else None
 
 
-def check_allow_privilege_escalation(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_allow_privilege_escalation(_meta: Pod, spec: Pod) -> CheckResult | None:
     if _is_windows(spec):
         return None
     bad = [_name(c) for _, _, c in containers(spec) if _context(c).get("allowPrivilegeEscalation") is not False]
@@ -392,7 +451,7 @@ def check_allow_privilege_escalation(_meta: Pod, spec: Pod, _v: Version) -> Chec
     )
 
 
-def check_run_as_non_root(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_run_as_non_root(_meta: Pod, spec: Pod) -> CheckResult | None:
     pod_value = _pod_context(spec).get("runAsNonRoot")
     if pod_value is False:
         return CheckResult(
@@ -415,23 +474,23 @@ def check_run_as_non_root(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | N
     return None
 
 
-def check_run_as_user(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_run_as_user(_meta: Pod, spec: Pod) -> CheckResult | None:
     bad = ["pod"] if _pod_context(spec).get("runAsUser") == 0 else []
     bad += [f'container "{_name(c)}"' for _, _, c in containers(spec) if _context(c).get("runAsUser") == 0]
     return CheckResult("runAsUser", "runAsUser=0", f"{', '.join(bad)} must not set runAsUser=0") if bad else None
 
 
-def check_seccomp_restricted(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_seccomp_restricted(_meta: Pod, spec: Pod) -> CheckResult | None:
     if _is_windows(spec):
         return None
     allowed = ("RuntimeDefault", "Localhost")
-    pod_type = _map(_pod_context(spec).get("seccompProfile")).get("type")
+    pod_type = as_map(_pod_context(spec).get("seccompProfile")).get("type")
     bad = []
     if pod_type is not None and pod_type not in allowed:
         bad.append(f"pod must not set securityContext.seccompProfile.type to {pod_type!r}")
     unset = []
     for _, _, container in containers(spec):
-        kind = _map(_context(container).get("seccompProfile")).get("type")
+        kind = as_map(_context(container).get("seccompProfile")).get("type")
         if kind is None:
             unset.append(_name(container))
         elif kind not in allowed:
@@ -443,13 +502,13 @@ def check_seccomp_restricted(_meta: Pod, spec: Pod, _v: Version) -> CheckResult 
     return CheckResult("seccompProfile_restricted", "seccompProfile", "; ".join(bad)) if bad else None
 
 
-def check_capabilities_restricted(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_capabilities_restricted(_meta: Pod, spec: Pod) -> CheckResult | None:
     if _is_windows(spec):
         return None
     not_dropping, adding = [], []
     for _, _, container in containers(spec):
-        capabilities = _map(_context(container).get("capabilities"))
-        if "ALL" not in _list(capabilities.get("drop")):
+        capabilities = as_map(_context(container).get("capabilities"))
+        if "ALL" not in as_list(capabilities.get("drop")):
             not_dropping.append(_name(container))
         extra = [c for c in added_capabilities(capabilities) if c != "NET_BIND_SERVICE"]
         if extra:
@@ -463,7 +522,7 @@ def check_capabilities_restricted(_meta: Pod, spec: Pod, _v: Version) -> CheckRe
     return CheckResult("capabilities_restricted", "unrestricted capabilities", "; ".join(details)) if details else None
 
 
-def check_proc_mount_restricted(_meta: Pod, spec: Pod, _v: Version) -> CheckResult | None:
+def check_proc_mount_restricted(_meta: Pod, spec: Pod) -> CheckResult | None:
     bad = _proc_mount_violations(spec)
     if not bad:
         return None
@@ -487,108 +546,147 @@ _HANDLER_HOSTS = tuple(
     for action in ("httpGet", "tcpSocket")
 )
 
+
+def _one(check_id: str, level: str, since: Version, run: CheckFn, reads: tuple[str, ...]) -> Check:
+    """A check that has not changed since it came."""
+    return Check(check_id, level, (VersionedCheck(since, run, reads),))
+
+
+_APPARMOR_READS = ("metadata.annotations",)
+_SELINUX_READS = (f"{_PC}.seLinuxOptions", f"{_C}.name", f"{_SC}.seLinuxOptions")
+_PROC_MOUNT_READS = (f"{_C}.name", f"{_SC}.procMount")
+_SYSCTLS_READS = (f"{_PC}.sysctls[*].name",)
+
+# The registry, as pod-security-admission's: a check whose meaning changed with a Kubernetes
+# version has one entry per version (upstream's ``VersionedCheck``), oldest first.
 CHECKS: tuple[Check, ...] = (
-    Check(
+    _one(
         "hostNamespaces",
         "baseline",
         (1, 0),
         check_host_namespaces,
         ("spec.hostNetwork", "spec.hostPID", "spec.hostIPC"),
     ),
-    Check("privileged", "baseline", (1, 0), check_privileged, (f"{_C}.name", f"{_SC}.privileged")),
-    Check(
+    _one("privileged", "baseline", (1, 0), check_privileged, (f"{_C}.name", f"{_SC}.privileged")),
+    _one(
         "capabilities_baseline",
         "baseline",
         (1, 0),
         check_capabilities_baseline,
         (f"{_C}.name", f"{_SC}.capabilities.add"),
     ),
-    Check(
+    _one(
         "hostPathVolumes",
         "baseline",
         (1, 0),
         check_host_path_volumes,
         ("spec.volumes[*].name", "spec.volumes[*].hostPath"),
     ),
-    Check("hostPorts", "baseline", (1, 0), check_host_ports, (f"{_C}.name", f"{_C}.ports[*].hostPort")),
+    _one("hostPorts", "baseline", (1, 0), check_host_ports, (f"{_C}.name", f"{_C}.ports[*].hostPort")),
     Check(
         "appArmorProfile",
         "baseline",
-        (1, 0),
-        check_apparmor_profile,
-        ("metadata.annotations", f"{_PC}.appArmorProfile.type", f"{_C}.name", f"{_SC}.appArmorProfile.type"),
+        (
+            VersionedCheck((1, 0), check_apparmor_profile_1_0, _APPARMOR_READS),
+            VersionedCheck(
+                (1, 30),
+                check_apparmor_profile_1_30,
+                (*_APPARMOR_READS, f"{_PC}.appArmorProfile.type", f"{_C}.name", f"{_SC}.appArmorProfile.type"),
+            ),
+        ),
     ),
     Check(
         "seLinuxOptions",
         "baseline",
-        (1, 0),
-        check_selinux_options,
-        (f"{_PC}.seLinuxOptions", f"{_C}.name", f"{_SC}.seLinuxOptions"),
+        (
+            VersionedCheck((1, 0), check_selinux_options_1_0, _SELINUX_READS),
+            VersionedCheck((1, 31), check_selinux_options_1_31, _SELINUX_READS),  # container_engine_t
+        ),
     ),
-    Check("procMount", "baseline", (1, 0), check_proc_mount, ("spec.hostUsers", f"{_C}.name", f"{_SC}.procMount")),
     Check(
+        "procMount",
+        "baseline",
+        (
+            VersionedCheck((1, 0), check_proc_mount_1_0, _PROC_MOUNT_READS),
+            VersionedCheck((1, 35), check_proc_mount_1_35, ("spec.hostUsers", *_PROC_MOUNT_READS)),
+        ),
+    ),
+    _one(
         "seccompProfile_baseline",
         "baseline",
         (1, 19),
         check_seccomp_baseline,
         (f"{_PC}.seccompProfile.type", f"{_C}.name", f"{_SC}.seccompProfile.type"),
     ),
-    Check("sysctls", "baseline", (1, 0), check_sysctls, (f"{_PC}.sysctls[*].name",)),
     Check(
+        "sysctls",
+        "baseline",
+        (
+            VersionedCheck((1, 0), check_sysctls_1_0, _SYSCTLS_READS),
+            VersionedCheck((1, 27), check_sysctls_1_27, _SYSCTLS_READS),
+            VersionedCheck((1, 29), check_sysctls_1_29, _SYSCTLS_READS),
+            VersionedCheck((1, 32), check_sysctls_1_32, _SYSCTLS_READS),
+            VersionedCheck((1, 37), check_sysctls_1_37, _SYSCTLS_READS),
+        ),
+    ),
+    _one(
         "windowsHostProcess",
         "baseline",
         (1, 0),
         check_windows_host_process,
         (f"{_PC}.windowsOptions.hostProcess", f"{_C}.name", f"{_SC}.windowsOptions.hostProcess"),
     ),
-    Check("hostProbesAndHostLifecycle", "baseline", (1, 34), check_host_probes, (f"{_C}.name", *_HANDLER_HOSTS)),
-    Check("restrictedVolumes", "restricted", (1, 0), check_restricted_volumes, ("spec.volumes[*]",)),
+    _one("hostProbesAndHostLifecycle", "baseline", (1, 34), check_host_probes, (f"{_C}.name", *_HANDLER_HOSTS)),
     Check(
+        "restrictedVolumes",
+        "restricted",
+        (
+            VersionedCheck((1, 0), check_restricted_volumes_1_0, ("spec.volumes[*]",)),
+            VersionedCheck((1, 33), check_restricted_volumes_1_33, ("spec.volumes[*]",)),  # image volumes
+        ),
+    ),
+    _one(
         "allowPrivilegeEscalation",
         "restricted",
         (1, 8),
         check_allow_privilege_escalation,
         ("spec.os.name", f"{_C}.name", f"{_SC}.allowPrivilegeEscalation"),
     ),
-    Check(
+    _one(
         "runAsNonRoot",
         "restricted",
         (1, 0),
         check_run_as_non_root,
         (f"{_PC}.runAsNonRoot", f"{_C}.name", f"{_SC}.runAsNonRoot"),
     ),
-    Check(
-        "runAsUser",
-        "restricted",
-        (1, 23),
-        check_run_as_user,
-        (f"{_PC}.runAsUser", f"{_C}.name", f"{_SC}.runAsUser"),
-    ),
-    Check(
+    _one("runAsUser", "restricted", (1, 23), check_run_as_user, (f"{_PC}.runAsUser", f"{_C}.name", f"{_SC}.runAsUser")),
+    _one(
         "seccompProfile_restricted",
         "restricted",
         (1, 19),
         check_seccomp_restricted,
         ("spec.os.name", f"{_PC}.seccompProfile.type", f"{_C}.name", f"{_SC}.seccompProfile.type"),
     ),
-    Check(
+    _one(
         "capabilities_restricted",
         "restricted",
         (1, 22),
         check_capabilities_restricted,
         ("spec.os.name", f"{_C}.name", f"{_SC}.capabilities.drop", f"{_SC}.capabilities.add"),
     ),
-    Check(
-        "procMount_restricted", "restricted", (1, 35), check_proc_mount_restricted, (f"{_C}.name", f"{_SC}.procMount")
-    ),
+    _one("procMount_restricted", "restricted", (1, 35), check_proc_mount_restricted, _PROC_MOUNT_READS),
 )
+
+# A check in force: its id and the entry that runs.
+ActiveCheck = tuple[str, VersionedCheck]
 
 
 @lru_cache(maxsize=64)
 def checks_for(
     level: str, version: Version, skip: frozenset[str] = frozenset(), catalog: tuple[Check, ...] | None = None
-) -> tuple[Check, ...]:
-    """The checks a level runs at a version (restricted includes baseline), less ``skip``.
+) -> tuple[ActiveCheck, ...]:
+    """The checks a level runs at a version (restricted includes baseline), less ``skip``,
+    each with the entry in force at that version.
 
     ``catalog`` replaces ``CHECKS`` (the tests add checks of their own this way).
     """
@@ -596,7 +694,13 @@ def checks_for(
         raise ValueError(f"unknown Pod Security level {level!r}; use one of {', '.join(LEVELS)}")
     included = LEVELS[1 : LEVELS.index(level) + 1]
     source = CHECKS if catalog is None else catalog
-    return tuple(c for c in source if c.level in included and version >= c.since and c.id not in skip)
+    active: list[ActiveCheck] = []
+    for check in source:
+        if check.level in included and check.id not in skip:
+            entry = check.at(version)
+            if entry is not None:
+                active.append((check.id, entry))
+    return tuple(active)
 
 
 # --- the shortcut for pods that plainly pass --------------------------------------------
@@ -609,10 +713,10 @@ def checks_for(
 #
 # It must never skip a check. So it is not a second list of rules: it says, field by field,
 # which checks' requirement on that field its walk reproduces (``_JUDGED``), and it runs only
-# for a set of checks every one of whose declared fields (``Check.reads``) it judges for that
-# very check function. A check it does not know (added, replaced, or reading one more field)
-# turns the shortcut off for every level that runs it; the named checks then decide every
-# pod. Within a plan, a security context key that some check reads and the walk does not
+# for a set of checks every one of whose declared fields (``VersionedCheck.reads``) it judges
+# for that very check function. A check it does not know (added, replaced, given a new
+# version's entry, or reading one more field) turns the shortcut off for every level and
+# version that runs it; the named checks then decide every pod. Within a plan, a security context key that some check reads and the walk does not
 # judge by value means "run the checks". Tests hold the shortcut to the checks on every PSA
 # fixture and on generated pods (tests/test_podsecurity_shortcut.py), and every check to its
 # declared fields (tests/test_podsecurity_fields.py).
@@ -622,9 +726,11 @@ _CONTAINER_CHECKS = frozenset(
         check_privileged,
         check_capabilities_baseline,
         check_host_ports,
-        check_apparmor_profile,
-        check_selinux_options,
-        check_proc_mount,
+        check_apparmor_profile_1_30,
+        check_selinux_options_1_0,
+        check_selinux_options_1_31,
+        check_proc_mount_1_0,
+        check_proc_mount_1_35,
         check_seccomp_baseline,
         check_windows_host_process,
         check_host_probes,
@@ -636,7 +742,17 @@ _CONTAINER_CHECKS = frozenset(
         check_proc_mount_restricted,
     }
 )
-_JUDGED: dict[str, frozenset[Callable[..., CheckResult | None]]] = {
+_APPARMOR_CHECKS = frozenset({check_apparmor_profile_1_0, check_apparmor_profile_1_30})
+_SELINUX_CHECKS = frozenset({check_selinux_options_1_0, check_selinux_options_1_31})
+_SYSCTLS_CHECKS = frozenset(
+    {check_sysctls_1_0, check_sysctls_1_27, check_sysctls_1_29, check_sysctls_1_32, check_sysctls_1_37}
+)
+# The volume sources each restrictedVolumes entry allows (the walk allows the same ones).
+_ALLOWED_VOLUMES: dict[CheckFn, frozenset[str]] = {
+    check_restricted_volumes_1_0: RESTRICTED_VOLUME_TYPES_1_0,
+    check_restricted_volumes_1_33: RESTRICTED_VOLUME_TYPES_1_33,
+}
+_JUDGED: dict[str, frozenset[CheckFn]] = {
     # not True
     "spec.hostNetwork": frozenset({check_host_namespaces}),
     "spec.hostPID": frozenset({check_host_namespaces}),
@@ -650,19 +766,19 @@ _JUDGED: dict[str, frozenset[Callable[..., CheckResult | None]]] = {
     f"{_SC}.capabilities.add": frozenset({check_capabilities_baseline, check_capabilities_restricted}),
     f"{_SC}.capabilities.drop": frozenset({check_capabilities_restricted}),
     # the sources: hostPath refused where hostPathVolumes runs, the restricted types where restrictedVolumes does
-    "spec.volumes[*]": frozenset({check_restricted_volumes}),
+    "spec.volumes[*]": frozenset(_ALLOWED_VOLUMES),
     "spec.volumes[*].hostPath": frozenset({check_host_path_volumes}),
     f"{_C}.ports[*].hostPort": frozenset({check_host_ports}),
     # an AppArmor annotation, or any appArmorProfile: run the checks
-    "metadata.annotations": frozenset({check_apparmor_profile}),
-    f"{_PC}.appArmorProfile.type": frozenset({check_apparmor_profile}),
-    f"{_SC}.appArmorProfile.type": frozenset({check_apparmor_profile}),
+    "metadata.annotations": _APPARMOR_CHECKS,
+    f"{_PC}.appArmorProfile.type": frozenset({check_apparmor_profile_1_30}),
+    f"{_SC}.appArmorProfile.type": frozenset({check_apparmor_profile_1_30}),
     # present at all: run the checks (procMount present makes hostUsers' relaxation moot)
-    f"{_PC}.seLinuxOptions": frozenset({check_selinux_options}),
-    f"{_SC}.seLinuxOptions": frozenset({check_selinux_options}),
-    "spec.hostUsers": frozenset({check_proc_mount}),
-    f"{_SC}.procMount": frozenset({check_proc_mount, check_proc_mount_restricted}),
-    f"{_PC}.sysctls[*].name": frozenset({check_sysctls}),
+    f"{_PC}.seLinuxOptions": _SELINUX_CHECKS,
+    f"{_SC}.seLinuxOptions": _SELINUX_CHECKS,
+    "spec.hostUsers": frozenset({check_proc_mount_1_35}),
+    f"{_SC}.procMount": frozenset({check_proc_mount_1_0, check_proc_mount_1_35, check_proc_mount_restricted}),
+    f"{_PC}.sysctls[*].name": _SYSCTLS_CHECKS,
     f"{_PC}.windowsOptions.hostProcess": frozenset({check_windows_host_process}),
     f"{_SC}.windowsOptions.hostProcess": frozenset({check_windows_host_process}),
     # RuntimeDefault or Localhost, or unset where the pod sets one (restricted)
@@ -690,7 +806,6 @@ _VALUE_JUDGED_CONTAINER_KEYS = frozenset(
     {"privileged", "allowPrivilegeEscalation", "capabilities", "runAsNonRoot", "runAsUser", "seccompProfile"}
 )
 _PLAIN_SECCOMP = ("RuntimeDefault", "Localhost")
-_CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -711,19 +826,19 @@ def _context_keys(paths: frozenset[str], prefix: str) -> frozenset[str]:
     return frozenset(path[len(prefix) :].split(".")[0].split("[")[0] for path in paths if path.startswith(prefix))
 
 
-def shortcut_plan(checks: tuple[Check, ...], version: Version) -> ShortcutPlan | None:
+def shortcut_plan(checks: tuple[ActiveCheck, ...]) -> ShortcutPlan | None:
     """The walk for ``checks``, or ``None`` when it does not judge every field of every one of them."""
-    for check in checks:
-        if check.run not in _KNOWN_CHECKS:
+    for _id, entry in checks:
+        if entry.run not in _KNOWN_CHECKS:
             return None
-        for path in check.reads:
-            if check.run not in _JUDGED.get(path, ()):
+        for path in entry.reads:
+            if entry.run not in _JUDGED.get(path, ()):
                 return None
-    runs = {check.run for check in checks}
-    read = frozenset(path for check in checks for path in check.reads)
+    runs = {entry.run for _id, entry in checks}
+    read = frozenset(path for _id, entry in checks for path in entry.reads)
     allowed = None
-    if check_restricted_volumes in runs:
-        allowed = RESTRICTED_VOLUME_TYPES | ({"image"} if version >= (1, 33) else set())
+    for run in runs:
+        allowed = _ALLOWED_VOLUMES.get(run, allowed)
     return ShortcutPlan(
         allowed_volumes=allowed,
         refuse_host_path=check_host_path_volumes in runs,
@@ -739,9 +854,9 @@ def shortcut_plan(checks: tuple[Check, ...], version: Version) -> ShortcutPlan |
 @lru_cache(maxsize=64)
 def _selection(
     level: str, version: Version, skip: frozenset[str], catalog: tuple[Check, ...] | None
-) -> tuple[tuple[Check, ...], ShortcutPlan | None]:
+) -> tuple[tuple[ActiveCheck, ...], ShortcutPlan | None]:
     checks = checks_for(level, version, skip, catalog)
-    return checks, shortcut_plan(checks, version)
+    return checks, shortcut_plan(checks)
 
 
 def _plain_seccomp(context: Mapping[str, Any]) -> bool | None:
@@ -867,7 +982,7 @@ def _plainly_passes(  # noqa: C901, PLR0912 (the shortcut: every field a check r
                         allowed_volumes is not None and key not in allowed_volumes
                     ):
                         return False
-    for field in _CONTAINER_LISTS:
+    for field in CONTAINER_LISTS:
         listed = spec.get(field)
         if listed is None:
             continue
@@ -901,8 +1016,8 @@ def evaluate(
         return []
     failed = []
     spec = pod_view(spec)
-    for check in checks:
-        result = check.run(metadata, spec, version)
+    for _id, entry in checks:
+        result = entry.run(metadata, spec)
         if result is not None:
             failed.append(result)
     return failed

@@ -13,6 +13,8 @@ from typing import Any
 from imagegate.core.records import ImageUse
 
 __all__ = [
+    "CONTAINER_FIELDS",
+    "CONTAINER_LISTS",
     "POD_TEMPLATE_PATHS",
     "ImageUse",
     "ObjectShapeError",
@@ -40,6 +42,8 @@ CONTAINER_FIELDS: tuple[tuple[str, str], ...] = (
     ("containers", "container"),
     ("ephemeralContainers", "ephemeralContainer"),
 )
+# The container lists' field names alone: every walk over a pod's containers uses these.
+CONTAINER_LISTS: tuple[str, ...] = tuple(field for field, _word in CONTAINER_FIELDS)
 
 
 class ObjectShapeError(ValueError):

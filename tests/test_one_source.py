@@ -1,0 +1,139 @@
+"""One source per fact (issue 17): each fact is written once, and its consumers agree.
+
+Each test takes the fact from outside where it can (the Kubernetes API schemas that
+kubernetes-validate ships, upstream's fixtures) and holds every place that uses it to it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from imagegate.core import podprofile, podsecurity
+from imagegate.core.podprofile import REPLACED_BY_TOOL_PROFILE, ToolProfile, tool_profile_findings
+from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, containers, evaluate, parse_version, plainly_passes
+from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
+from imagegate.core.webhooks import mutation_condition
+from imagegate.core.workloads import CONTAINER_LISTS, image_uses
+from tests.test_podsecurity_conformance import PINNABLE
+from tests.test_podsecurity_shortcut import compliant_spec
+
+SCHEMAS = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / "v1.37.0-local-strict"
+
+
+def schema(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((SCHEMAS / f"{name}-v1.json").read_text())
+    return loaded
+
+
+# --- the container lists ------------------------------------------------------------------
+
+
+def test_the_container_lists_are_the_pod_specs_arrays_of_containers() -> None:
+    properties = schema("podspec")["properties"]
+    of_containers = [
+        name
+        for name, value in properties.items()
+        if value.get("items", {}).get("$ref", "").endswith((".Container", ".EphemeralContainer"))
+    ]
+    assert sorted(of_containers) == sorted(CONTAINER_LISTS)
+
+
+def pod_with_one_container_in(field: str, **security: Any) -> dict[str, Any]:
+    spec = compliant_spec(1)
+    container = spec.pop("containers")[0]
+    container["securityContext"].update(security)
+    spec[field] = [container]
+    return spec
+
+
+@pytest.mark.parametrize("field", CONTAINER_LISTS)
+def test_every_walk_over_the_containers_sees_every_list(field: str) -> None:
+    spec = pod_with_one_container_in(field, privileged=True)
+    # the checks, the shortcut, the tool profile, the image walk, the mutating webhook's condition
+    assert [listed for listed, _, _ in containers(spec)] == [field]
+    assert not plainly_passes("baseline", LATEST_VERSION, {}, spec, frozenset())
+    assert "privileged" in {f.check for f in evaluate("baseline", LATEST_VERSION, {}, spec, shortcut=False)}
+    found = tool_profile_findings(spec, ToolProfile(), "tool-x", podprofile.Identity(52503, 52503))
+    assert "privileged" in {f.check for f in found}
+    assert [use.pointer for use in image_uses({"kind": "Pod", "spec": spec})] == [f"/spec/{field}/0/image"]
+    policy = load_policy(DEFAULT_POLICY_YAML)
+    assert f"object.spec.{field}.exists(c," in mutation_condition(policy)
+
+
+# --- the volume types ---------------------------------------------------------------------
+
+# Every volume source Kubernetes knows (name is the volume's name, not a source).
+VOLUME_SOURCES = sorted(set(schema("volume")["properties"]) - {"name"})
+
+
+def pod_with_volume(source: str) -> dict[str, Any]:
+    spec = compliant_spec(1)
+    spec["volumes"] = [{"name": "v", source: {}}]
+    return spec
+
+
+def allowed_by_restricted(version: tuple[int, int]) -> set[str]:
+    (check,) = (c for c in CHECKS if c.id == "restrictedVolumes")
+    entry = check.at(version)
+    assert entry is not None
+    return {source for source in VOLUME_SOURCES if entry.run({}, pod_with_volume(source)) is None}
+
+
+def test_the_restricted_volume_types_are_upstreams() -> None:
+    """The sets themselves, by the version that changed them (image volumes from v1.33)."""
+    before = {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+    assert allowed_by_restricted(parse_version("v1.32")) == before
+    assert allowed_by_restricted(parse_version("v1.33")) == before | {"image"}
+
+
+@pytest.mark.parametrize("version_text", PINNABLE)
+def test_the_shortcut_allows_exactly_the_volume_types_the_check_allows(version_text: str) -> None:
+    version = parse_version(version_text)
+    allowed = allowed_by_restricted(version)
+    skip = frozenset({"hostPathVolumes"})
+    for source in VOLUME_SOURCES:
+        spec = pod_with_volume(source)
+        assert plainly_passes("restricted", version, {}, spec, skip) == (source in allowed), source
+        assert (evaluate("restricted", version, {}, spec, skip=skip) == []) == (source in allowed), source
+
+
+def test_tool_pods_may_use_what_restricted_allows_at_its_newest() -> None:
+    """The tool profile replaces restrictedVolumes (hostPath from its allowlist, CSI by driver)."""
+    assert "restrictedVolumes" in REPLACED_BY_TOOL_PROFILE
+    tool = ToolProfile(csi_drivers=frozenset({"x"}))
+    refused = set()
+    for source in VOLUME_SOURCES:
+        spec = pod_with_volume(source)
+        if source == "csi":
+            spec["volumes"][0]["csi"] = {"driver": "x"}
+        if any(f.check == "volumes" for f in tool_profile_findings(spec, tool, "tool-x", podprofile.Identity(1, 1))):
+            refused.add(source)
+    assert set(VOLUME_SOURCES) - refused == allowed_by_restricted(LATEST_VERSION) | {"hostPath"}
+
+
+# --- reading JSON of the wrong type ------------------------------------------------------
+
+
+def test_the_checks_and_the_tool_profile_read_a_wrong_typed_value_alike() -> None:
+    """One ``as_map``/``as_list``: a value of the wrong type reads as empty for both."""
+    assert podprofile.as_map is podsecurity.as_map and podprofile.as_list is podsecurity.as_list
+    spec = compliant_spec(1)
+    spec["containers"][0]["securityContext"] = ["not", "an", "object"]
+    psa = {f.check for f in evaluate("restricted", LATEST_VERSION, {}, spec, shortcut=False)}
+    assert {"allowPrivilegeEscalation", "capabilities_restricted"} <= psa
+    tool = {f.message for f in tool_profile_findings(spec, ToolProfile(), "tool-x", podprofile.Identity(52503, 52503))}
+    assert any("allowPrivilegeEscalation" in m for m in tool), tool
