@@ -10,15 +10,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import kubernetes_validate
 import pytest
+import yaml
 
 from imagegate.core import podprofile
+from imagegate.core.admission import POD_RESOURCES
 from imagegate.core.podprofile import REPLACED_BY_TOOL_PROFILE, ToolProfile, tool_profile_findings
 from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, containers, evaluate, parse_version, plainly_passes
 from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
-from imagegate.core.webhooks import mutation_condition
-from imagegate.core.workloads import CONTAINER_LISTS, image_uses
+from imagegate.core.webhooks import mutation_condition, webhook_configurations
+from imagegate.core.workloads import CONTAINER_LISTS, POD_TEMPLATE_PATHS, WORKLOAD_KINDS, image_uses
+from imagegate.shell.cluster import lightkube_resource
+from tests.conftest import REPO_ROOT
 from tests.test_podsecurity_conformance import PINNABLE
 from tests.test_podsecurity_shortcut import compliant_spec
 
@@ -136,3 +141,51 @@ def test_the_checks_and_the_tool_profile_read_a_wrong_typed_value_alike() -> Non
     assert {"allowPrivilegeEscalation", "capabilities_restricted"} <= psa
     tool = {f.message for f in tool_profile_findings(spec, ToolProfile(), "tool-x", podprofile.Identity(52503, 52503))}
     assert any("allowPrivilegeEscalation" in m for m in tool), tool
+
+
+# --- the workload kinds --------------------------------------------------------------------
+
+
+def rule_resources(configurations: list[dict[str, Any]]) -> list[set[tuple[str, str, str]]]:
+    """Per webhook: the (group, version, resource) its rules send us, on CREATE."""
+    found = []
+    for configuration in configurations:
+        for hook in configuration["webhooks"]:
+            found.append(
+                {
+                    (group, version, resource)
+                    for rule in hook["rules"]
+                    if "CREATE" in rule["operations"]
+                    for group in rule["apiGroups"]
+                    for version in rule["apiVersions"]
+                    for resource in rule["resources"]
+                }
+            )
+    return found
+
+
+def test_the_workload_kinds_are_one_list_for_the_webhook_rules_admission_and_audit() -> None:
+    kinds = {(w.group, w.version, w.resource) for w in WORKLOAD_KINDS}
+    assert len(kinds) == len(WORKLOAD_KINDS) == len(POD_TEMPLATE_PATHS)
+    assert set(POD_RESOURCES.values()) == set(POD_TEMPLATE_PATHS)
+    # what audit lists in a cluster: lightkube's class for each kind names the same resource
+    for workload in WORKLOAD_KINDS:
+        info = lightkube_resource(workload.kind, workload.api_version)._api_info
+        assert (info.resource.group, info.resource.version, info.plural) == (
+            workload.group,
+            workload.version,
+            workload.resource,
+        )
+    # the webhook rules: the core's, deploy/base's (generated from it) and the Helm chart's
+    core = webhook_configurations(load_policy(DEFAULT_POLICY_YAML))
+    base = [doc for doc in yaml.safe_load_all((REPO_ROOT / "deploy/base/webhooks.yaml").read_text()) if doc]
+    with helm.Chart.load(REPO_ROOT / "deploy/chart/imagegate") as chart:
+        rendered = chart.render(values=None, name="imagegate", namespace="imagegate", is_install=True)
+    texts = [text for path, text in rendered.items() if not path.endswith("NOTES.txt")]
+    chart_docs = [doc for text in texts for doc in yaml.safe_load_all(text) if doc]
+    chart_hooks = [doc for doc in chart_docs if doc.get("kind", "").endswith("WebhookConfiguration")]
+    for configurations in (core, base, chart_hooks):
+        assert rule_resources(configurations) == [kinds, kinds]
+    core_rules = [hook["rules"] for configuration in core for hook in configuration["webhooks"]]
+    for configurations in (base, chart_hooks):
+        assert [hook["rules"] for c in configurations for hook in c["webhooks"]] == core_rules

@@ -22,6 +22,7 @@ import msgspec
 from imagegate.core.decide import Decision, Finding, decide
 from imagegate.core.policy import Policy
 from imagegate.core.records import NO_LOOKUPS, Lookups, Mode, Outcome, outcome_of
+from imagegate.core.workloads import WORKLOAD_KINDS
 
 __all__ = [
     "POD_RESOURCES",
@@ -76,18 +77,8 @@ class AdmissionReview(msgspec.Struct, rename="camel", frozen=True):
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 # The pod-bearing resources, (group, resource) -> kind: every kind that carries a pod spec
-# (workloads.POD_TEMPLATE_PATHS) is sent to us as exactly one of these.
-POD_RESOURCES: Mapping[tuple[str, str], str] = {
-    ("", "pods"): "Pod",
-    ("", "podtemplates"): "PodTemplate",
-    ("", "replicationcontrollers"): "ReplicationController",
-    ("apps", "deployments"): "Deployment",
-    ("apps", "replicasets"): "ReplicaSet",
-    ("apps", "statefulsets"): "StatefulSet",
-    ("apps", "daemonsets"): "DaemonSet",
-    ("batch", "jobs"): "Job",
-    ("batch", "cronjobs"): "CronJob",
-}
+# (workloads.WORKLOAD_KINDS) is sent to us as exactly one of these.
+POD_RESOURCES: Mapping[tuple[str, str], str] = {(w.group, w.resource): w.kind for w in WORKLOAD_KINDS}
 _POD_KINDS = {(group, kind) for (group, _resource), kind in POD_RESOURCES.items()}
 # Subresources whose object is the whole parent object (pods/ephemeralcontainers is sent as a
 # Pod since Kubernetes 1.22); the others carry their own kind (Scale, Binding, Eviction,

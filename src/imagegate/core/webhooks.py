@@ -27,7 +27,7 @@ from imagegate.core.podprofile import (
     TOOL_POD_MUTATED_FIELDS,
 )
 from imagegate.core.policy import Policy
-from imagegate.core.workloads import CONTAINER_FIELDS, POD_TEMPLATE_PATHS
+from imagegate.core.workloads import CONTAINER_FIELDS, POD_TEMPLATE_PATHS, WORKLOAD_KINDS
 
 __all__ = ["mutation_condition", "webhook_configurations"]
 
@@ -119,16 +119,27 @@ def mutation_condition(policy: Policy) -> str:
 
 
 _EXEMPT_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "cert-manager", "imagegate")
-_RULES: tuple[Mapping[str, Any], ...] = (
-    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-     "resources": ["pods", "replicationcontrollers", "podtemplates"], "scope": "Namespaced"},
-    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"],
-     "resources": ["pods/ephemeralcontainers"], "scope": "Namespaced"},
-    {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-     "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"], "scope": "Namespaced"},
-    {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-     "resources": ["jobs", "cronjobs"], "scope": "Namespaced"},
-)  # fmt: skip
+
+
+def _rule(group: str, version: str, operations: list[str], resources: list[str]) -> dict[str, Any]:
+    return {"apiGroups": [group], "apiVersions": [version], "operations": operations,
+            "resources": resources, "scope": "Namespaced"}  # fmt: skip
+
+
+def _rules() -> tuple[Mapping[str, Any], ...]:
+    """One rule per API group of the workload kinds; kubectl debug's subresource after the core group's."""
+    resources: dict[tuple[str, str], list[str]] = {}
+    for workload in WORKLOAD_KINDS:
+        resources.setdefault((workload.group, workload.version), []).append(workload.resource)
+    rules: list[Mapping[str, Any]] = []
+    for (group, version), names in resources.items():
+        rules.append(_rule(group, version, ["CREATE", "UPDATE"], names))
+        if group == "":
+            rules.append(_rule(group, version, ["UPDATE"], ["pods/ephemeralcontainers"]))
+    return tuple(rules)
+
+
+_RULES = _rules()
 
 
 def _webhook(kind: str, conditions: list[dict[str, str]]) -> dict[str, Any]:

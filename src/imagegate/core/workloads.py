@@ -8,6 +8,7 @@ Each use carries a JSON pointer so a mutation can patch exactly that field.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from imagegate.core.records import ImageUse
@@ -16,25 +17,49 @@ __all__ = [
     "CONTAINER_FIELDS",
     "CONTAINER_LISTS",
     "POD_TEMPLATE_PATHS",
+    "WORKLOAD_KINDS",
     "ImageUse",
     "ObjectShapeError",
+    "WorkloadKind",
     "image_uses",
     "json_pointer",
     "pod_specs",
 ]
 
-# kind -> where its pod spec lives (JSON pointer tokens). A kind not listed carries no pod.
-POD_TEMPLATE_PATHS: Mapping[str, tuple[str, ...]] = {
-    "Pod": ("spec",),
-    "PodTemplate": ("template", "spec"),
-    "Deployment": ("spec", "template", "spec"),
-    "ReplicaSet": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "DaemonSet": ("spec", "template", "spec"),
-    "ReplicationController": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-}
+
+@dataclass(frozen=True, slots=True)
+class WorkloadKind:
+    """A kind that carries a pod spec, as the API server names it."""
+
+    kind: str
+    group: str  # "" for the core group
+    version: str
+    resource: str  # the plural, as webhook rules and AdmissionReviews name it
+    pod_path: tuple[str, ...]  # where its pod spec lives (JSON pointer tokens)
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+_TEMPLATE = ("spec", "template", "spec")
+
+# Every pod-bearing kind, the one list: the admission review's resources, the webhook rules
+# (core/webhooks.py, so deploy/ and the chart), what `audit` lists in a cluster.
+WORKLOAD_KINDS: tuple[WorkloadKind, ...] = (
+    WorkloadKind("Pod", "", "v1", "pods", ("spec",)),
+    WorkloadKind("PodTemplate", "", "v1", "podtemplates", ("template", "spec")),
+    WorkloadKind("Deployment", "apps", "v1", "deployments", _TEMPLATE),
+    WorkloadKind("ReplicaSet", "apps", "v1", "replicasets", _TEMPLATE),
+    WorkloadKind("StatefulSet", "apps", "v1", "statefulsets", _TEMPLATE),
+    WorkloadKind("DaemonSet", "apps", "v1", "daemonsets", _TEMPLATE),
+    WorkloadKind("ReplicationController", "", "v1", "replicationcontrollers", _TEMPLATE),
+    WorkloadKind("Job", "batch", "v1", "jobs", _TEMPLATE),
+    WorkloadKind("CronJob", "batch", "v1", "cronjobs", ("spec", "jobTemplate", "spec", "template", "spec")),
+)
+
+# kind -> where its pod spec lives. A kind not listed carries no pod.
+POD_TEMPLATE_PATHS: Mapping[str, tuple[str, ...]] = {w.kind: w.pod_path for w in WORKLOAD_KINDS}
 
 # Container lists, with the word used in messages (as kubectl and peers say it).
 CONTAINER_FIELDS: tuple[tuple[str, str], ...] = (

@@ -12,25 +12,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lightkube import ApiError, Client
-from lightkube.resources.apps_v1 import DaemonSet, Deployment, ReplicaSet, StatefulSet
-from lightkube.resources.batch_v1 import CronJob, Job
-from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod, PodTemplate, ReplicationController
+from lightkube.core.resource_registry import resource_registry
+from lightkube.resources.core_v1 import ConfigMap, Namespace
 
+from imagegate.core.workloads import WORKLOAD_KINDS
 from imagegate.shell.manifests import SourcedObject
 
-__all__ = ["ClusterError", "edit_configmap", "list_workloads", "namespace_labels"]
+__all__ = ["ClusterError", "edit_configmap", "lightkube_resource", "list_workloads", "namespace_labels"]
 
-WORKLOAD_KINDS: tuple[tuple[str, str, Any], ...] = (
-    ("Pod", "v1", Pod),
-    ("PodTemplate", "v1", PodTemplate),
-    ("ReplicationController", "v1", ReplicationController),
-    ("Deployment", "apps/v1", Deployment),
-    ("ReplicaSet", "apps/v1", ReplicaSet),
-    ("StatefulSet", "apps/v1", StatefulSet),
-    ("DaemonSet", "apps/v1", DaemonSet),
-    ("Job", "batch/v1", Job),
-    ("CronJob", "batch/v1", CronJob),
-)
+
+def lightkube_resource(kind: str, api_version: str) -> Any:
+    """lightkube's class for a workload kind (core/workloads.py lists them)."""
+    return resource_registry.load(api_version, kind)
 
 
 class ClusterError(Exception):
@@ -48,7 +41,9 @@ def connect() -> Client:
 def list_workloads(client: Client, progress: Callable[[str], None] | None = None) -> list[SourcedObject]:
     """Every object of every pod-bearing kind in every namespace."""
     found: list[SourcedObject] = []
-    for kind, api_version, resource in WORKLOAD_KINDS:
+    for workload in WORKLOAD_KINDS:
+        kind, api_version = workload.kind, workload.api_version
+        resource = lightkube_resource(kind, api_version)
         if progress is not None:
             progress(kind)
         try:

@@ -33,11 +33,12 @@
   - name: needs-mutation
     expression: {{ $root.Files.Get "files/mutate-condition.cel" | trimSuffix "\n" | toJson }}
   {{- end }}
+  # core/webhooks.py makes the same rules from core/workloads.py (tests/test_one_source.py compares)
   rules:
   - apiGroups: ['']
     apiVersions: [v1]
     operations: [CREATE, UPDATE]
-    resources: [pods, replicationcontrollers, podtemplates]
+    resources: [pods, podtemplates, replicationcontrollers]
     scope: Namespaced
   - apiGroups: ['']
     apiVersions: [v1]
