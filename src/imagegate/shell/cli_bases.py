@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -38,7 +36,9 @@ from imagegate.shell.cli_common import (
     load,
     parse_now,
     progress_on_terminal,
+    write_json,
 )
+from imagegate.shell.cli_json import BaseRowJson, BasesJson, BaseVersionJson
 from imagegate.shell.cli_ops import FromOption, _objects
 from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.html_report import render_bases_report
@@ -99,33 +99,6 @@ async def _versions(client: RegistryClient, policy: Policy, max_tags: int, probl
                 pairs.extend((tag, platform) for platform in result.platforms)
         versions.extend(tagged_bases(repository, pairs))
     return versions
-
-
-def _base_json(base: TaggedBase | None) -> dict[str, Any] | None:
-    if base is None:
-        return None
-    return {
-        "repository": base.repository,
-        "tags": list(base.tags),
-        "digest": base.digest,
-        "platform": base.platform,
-        "created": base.created.isoformat() if base.created else None,
-    }
-
-
-def row_json(row: BaseRow) -> dict[str, Any]:
-    return {
-        "image": row.image,
-        "platform": row.platform,
-        "digest": row.digest,
-        "base": _base_json(row.base),
-        "ageDays": row.age_days,
-        "newerBase": _base_json(row.newer),
-        "rebuild": row.rebuild,
-        "tools": list(row.tools),
-        "owners": list(row.owners),
-        "note": row.note,
-    }
 
 
 def _named_or_running(images: list[str] | None, source: list[str] | None) -> dict[str, tuple[set[str], set[str]]]:
@@ -208,13 +181,14 @@ def bases(
         html.write_text(render_bases_report(rows, moment))
         console.print(f"wrote {escape(str(html))}")
     if output is OutputFormat.json:
-        payload = {
-            "images": [row_json(row) for row in rows],
-            "toolsToRebuild": rebuild,
-            "baseVersions": [_base_json(v) for v in sorted(versions, key=lambda v: (v.repository, v.name))],
-            "skipped": problems,
-        }
-        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(payload)) + b"\n")
+        write_json(
+            BasesJson(
+                images=[BaseRowJson.of(row) for row in rows],
+                tools_to_rebuild=rebuild,
+                base_versions=[BaseVersionJson.of(v) for v in sorted(versions, key=lambda v: (v.repository, v.name))],
+                skipped=problems,
+            )
+        )
     else:
         _render(rows, console)
         console.print(

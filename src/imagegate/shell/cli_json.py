@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from imagegate.core.bases import BaseRow, TaggedBase
 from imagegate.core.compare import Comparison
 from imagegate.core.decide import Decision
 from imagegate.core.oci import PlatformImage, ResolvedImage
@@ -21,6 +22,9 @@ from imagegate.core.report import AuditEntry, AuditReport, GrantState, OwnedFind
 
 __all__ = [
     "AuditJson",
+    "BaseRowJson",
+    "BaseVersionJson",
+    "BasesJson",
     "CheckJson",
     "CompareJson",
     "CountsJson",
@@ -234,3 +238,53 @@ class CompareJson(msgspec.Struct, frozen=True, rename="camel"):
                 for ns, counts in table.namespaces.items()
             },
         )
+
+
+class BaseVersionJson(msgspec.Struct, frozen=True):
+    repository: str
+    tags: list[str]
+    digest: str
+    platform: str
+    created: str | None  # isoformat, as written since ``bases`` first printed it
+
+    @classmethod
+    def of(cls, base: TaggedBase) -> BaseVersionJson:
+        created = base.created.isoformat() if base.created else None
+        return cls(base.repository, list(base.tags), base.digest, base.platform, created)
+
+
+class BaseRowJson(msgspec.Struct, frozen=True, rename="camel"):
+    image: str
+    platform: str
+    digest: str
+    base: BaseVersionJson | None
+    age_days: int | None
+    newer_base: BaseVersionJson | None
+    rebuild: bool
+    tools: list[str]
+    owners: list[str]
+    note: str
+
+    @classmethod
+    def of(cls, row: BaseRow) -> BaseRowJson:
+        return cls(
+            image=row.image,
+            platform=row.platform,
+            digest=row.digest,
+            base=None if row.base is None else BaseVersionJson.of(row.base),
+            age_days=row.age_days,
+            newer_base=None if row.newer is None else BaseVersionJson.of(row.newer),
+            rebuild=row.rebuild,
+            tools=list(row.tools),
+            owners=list(row.owners),
+            note=row.note,
+        )
+
+
+class BasesJson(msgspec.Struct, frozen=True, rename="camel"):
+    """``bases -o json``: each running image's base version, and what to rebuild."""
+
+    images: list[BaseRowJson]
+    tools_to_rebuild: Mapping[str, list[str]]  # namespace -> its images with a newer base
+    base_versions: list[BaseVersionJson]
+    skipped: list[str]
