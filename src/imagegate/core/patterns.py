@@ -34,6 +34,7 @@ from fnmatch import fnmatchcase
 from imagegate.core.placeholders import fill_placeholders, has_placeholder
 from imagegate.core.reference import (
     ANCHORED_DOMAIN_RE,
+    PATH_COMPONENT_RE,
     Reference,
     ReferenceError,
     canonical_registry,
@@ -45,7 +46,6 @@ __all__ = ["PatternError", "PatternSet", "PatternTemplate", "RepositoryPattern",
 
 _GLOB_CHARS = frozenset("*?[")
 _GLOB_SEGMENT_RE = re.compile(r"[A-Za-z0-9._\-*?\[\]!:]+")
-_PATH_SEGMENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
 
 
 class PatternError(ValueError):
@@ -152,7 +152,7 @@ def parse_pattern(text: str) -> RepositoryPattern:  # noqa: C901, PLR0912 (one b
         if not ANCHORED_DOMAIN_RE.fullmatch(segments[0]):
             raise PatternError(f"{text!r}: {first!r} is not a valid registry host[:port]")
         for segment in segments[1:]:
-            if not _PATH_SEGMENT_RE.fullmatch(segment):
+            if not PATH_COMPONENT_RE.fullmatch(segment):
                 raise PatternError(
                     f"{text!r}: path segment {segment!r} is not valid (lowercase letters, digits, "
                     "and '.', '_', '-' between them)"

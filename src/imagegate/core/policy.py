@@ -44,7 +44,14 @@ from imagegate.core.podprofile import (
 )
 from imagegate.core.podsecurity import parse_version
 from imagegate.core.records import Mode
-from imagegate.core.reference import Reference, ReferenceError, docker_form, parse_docker_ref, parse_normalized
+from imagegate.core.reference import (
+    TAG_RE,
+    Reference,
+    ReferenceError,
+    docker_form,
+    parse_docker_ref,
+    parse_normalized,
+)
 from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
 
 __all__ = [
@@ -869,12 +876,9 @@ def _contact_entries(
     return False, tuple(found)
 
 
-_TAG_TEXT_RE = re.compile(r"[0-9A-Za-z_][0-9A-Za-z_.-]{0,127}")
-
-
 def _tag_rules(doc: LocatedDocument, parsed: TagsDoc) -> TagRules:
     for index, tag in enumerate(parsed.disallow):
-        if not _TAG_TEXT_RE.fullmatch(tag):
+        if not TAG_RE.fullmatch(tag):
             raise doc.error(f"$.tags.disallow[{index}]", f"{tag!r} is not a valid tag")
     return TagRules(
         frozenset(parsed.disallow),

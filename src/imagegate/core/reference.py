@@ -22,7 +22,9 @@ __all__ = [
     "ANCHORED_NAME_RE",
     "DEFAULT_DOMAIN",
     "MAX_PATH_LENGTH",
+    "PATH_COMPONENT_RE",
     "REFERENCE_RE",
+    "TAG_RE",
     "Reference",
     "ReferenceError",
     "ReferenceErrorKind",
@@ -73,6 +75,9 @@ _NAME = rf"(?:{_DOMAIN_AND_PORT}/)?{_REMOTE_NAME}"
 
 # Callers use .fullmatch(): Python's "$" would also match before a trailing newline.
 ANCHORED_DOMAIN_RE = re.compile(_DOMAIN_AND_PORT)
+# One path component (between slashes) and one tag: policy patterns and tag rules reuse them.
+PATH_COMPONENT_RE = re.compile(_PATH_COMPONENT)
+TAG_RE = re.compile(_TAG)
 ANCHORED_NAME_RE = re.compile(rf"(?:({_DOMAIN_AND_PORT})/)?({_REMOTE_NAME})")
 REFERENCE_RE = re.compile(rf"({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?")
 ANCHORED_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
