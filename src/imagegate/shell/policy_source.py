@@ -27,7 +27,7 @@ from imagegate.core.policy import Policy, PolicyError, default_policy, load_gran
 from imagegate.core.yamldoc import load_yaml_document
 from imagegate.shell.filewatch import changes
 
-__all__ = ["PolicySource", "ReloadResult", "load_policy_files", "read_document"]
+__all__ = ["PolicySource", "ReloadResult", "load_policy_files", "read_document", "relative_to_policy"]
 
 log = structlog.get_logger("imagegate.policy")
 
@@ -50,25 +50,30 @@ def read_document(path: Path) -> str:
         raise PolicyError(str(path), None, None, f"cannot read: {exc.strerror}") from None
 
 
-def _relative_to_policy(name: str | None, policy_path: Path | None) -> Path | None:
+def relative_to_policy(name: str | None, directory: Path | None) -> Path | None:
+    """A file the policy names: relative names are read from the policy file's ``directory``.
+
+    The one rule for every path in a policy (grants, identities, registry credentials and CA),
+    so that a policy moved with its files keeps working.
+    """
     if name is None:
         return None
     candidate = Path(name)
-    if not candidate.is_absolute() and policy_path is not None:
-        candidate = policy_path.parent / candidate
+    if not candidate.is_absolute() and directory is not None:
+        candidate = directory / candidate
     return candidate
 
 
 def _resolve_grants_path(policy: Policy, policy_path: Path | None, grants_path: Path | None) -> Path | None:
     if grants_path is not None:
         return grants_path
-    return _relative_to_policy(policy.grants_file, policy_path)
+    return relative_to_policy(policy.grants_file, policy_path.parent if policy_path else None)
 
 
 def _resolve_identities_path(policy: Policy, policy_path: Path | None, identities_path: Path | None) -> Path | None:
     if identities_path is not None:
         return identities_path
-    return _relative_to_policy(policy.identities_file, policy_path)
+    return relative_to_policy(policy.identities_file, policy_path.parent if policy_path else None)
 
 
 def _read_named(path: Path, key: str | None, flag: str, policy_text: str | None, policy_source: str) -> str:

@@ -29,6 +29,7 @@ from imagegate.core.decide import BaseImageVerdict, Decision
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, contact_refusal
 from imagegate.core.records import NO_LOOKUPS, Lookups
 from imagegate.core.reference import Reference, parse_docker_ref
+from imagegate.shell.policy_source import relative_to_policy
 from imagegate.shell.registry_errors import RegistryError
 
 if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
@@ -48,10 +49,7 @@ def client_for(config: RegistryConfig, relative_to: Path | None = None) -> Regis
     from imagegate.shell.registry_auth import DockerConfigCredentials  # noqa: PLC0415
 
     def resolve(name: str | None) -> Path | None:
-        if name is None:
-            return None
-        path = Path(name)
-        return path if path.is_absolute() or relative_to is None else relative_to / path
+        return relative_to_policy(name, relative_to)
 
     credentials_path = resolve(config.credentials_file)
     credentials = (
