@@ -189,3 +189,33 @@ def test_the_workload_kinds_are_one_list_for_the_webhook_rules_admission_and_aud
     core_rules = [hook["rules"] for configuration in core for hook in configuration["webhooks"]]
     for configurations in (base, chart_hooks):
         assert [hook["rules"] for c in configurations for hook in c["webhooks"]] == core_rules
+
+
+def test_the_grant_document_form_has_one_writer() -> None:
+    """`grant_entry` writes what `load_grants` reads: every key, in order, round trips; unset keys are left out."""
+    from imagegate.core.policy import dump_grants, grant_entry, load_grants  # noqa: PLC0415
+
+    full = grant_entry(
+        "tool-a",
+        registries=["ghcr.io/a/", "quay.io/a/app"],
+        expires="2031-01-31",
+        reason="needs R",
+        requested_by="alice",
+        ticket="T123",
+        require_base_image=True,
+        mode="warn",
+    )
+    bare = grant_entry("tool-b")
+    document = {"apiVersion": "imagegate.toolforge.org/v1", "kind": "ImageGrants", "grants": [full, bare]}
+    assert list(full) == [
+        "namespace",
+        "registries",
+        "expires",
+        "reason",
+        "requestedBy",
+        "ticket",
+        "requireBaseImage",
+        "mode",
+    ]
+    assert bare == {"namespace": "tool-b"}
+    assert dump_grants(load_grants(json.dumps(document))) == document

@@ -63,6 +63,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "default_policy",
+    "grant_entry",
     "load_grant_entry",
     "load_grants",
     "load_identities",
@@ -957,25 +958,50 @@ def default_policy() -> Policy:
     return load_policy(DEFAULT_POLICY_YAML, "<built-in>")
 
 
+def grant_entry(
+    namespace: str,
+    *,
+    registries: Sequence[str] | None = None,
+    expires: str | None = None,
+    reason: str = "",
+    requested_by: str = "",
+    ticket: str = "",
+    require_base_image: bool = False,
+    mode: str | None = None,
+) -> dict[str, Any]:
+    """One grant in its document form, keys in the documented order and only those that are set.
+
+    The one writer of that form: ``dump_grants`` and ``imagegate grants add`` both use it, and
+    ``load_grant_entry`` reads it back.
+    """
+    item: dict[str, Any] = {"namespace": namespace}
+    if registries is not None:
+        item["registries"] = list(registries)
+    if expires is not None:
+        item["expires"] = expires
+    for key, value in (("reason", reason), ("requestedBy", requested_by), ("ticket", ticket)):
+        if value:
+            item[key] = value
+    if require_base_image:
+        item["requireBaseImage"] = True
+    if mode is not None:
+        item["mode"] = mode
+    return item
+
+
 def dump_grants(grants: Sequence[Grant]) -> dict[str, Any]:
     """Grants back to their document form (for ``grants`` commands and reports)."""
-    out: list[dict[str, Any]] = []
-    for grant in grants:
-        item: dict[str, Any] = {"namespace": grant.namespace}
-        if grant.registries is not None:
-            item["registries"] = [p.text for p in grant.registries]
-        if grant.expires is not None:
-            item["expires"] = grant.expires.isoformat()
-        for key, value in (
-            ("reason", grant.reason),
-            ("requestedBy", grant.requested_by),
-            ("ticket", grant.ticket),
-        ):
-            if value:
-                item[key] = value
-        if grant.require_base_image:
-            item["requireBaseImage"] = True
-        if grant.mode is not None:
-            item["mode"] = grant.mode.value
-        out.append(item)
+    out = [
+        grant_entry(
+            grant.namespace,
+            registries=None if grant.registries is None else [p.text for p in grant.registries],
+            expires=None if grant.expires is None else grant.expires.isoformat(),
+            reason=grant.reason or "",
+            requested_by=grant.requested_by or "",
+            ticket=grant.ticket or "",
+            require_base_image=grant.require_base_image,
+            mode=None if grant.mode is None else grant.mode.value,
+        )
+        for grant in grants
+    ]
     return {"apiVersion": SUPPORTED_API_VERSIONS[0], "kind": "ImageGrants", "grants": out}

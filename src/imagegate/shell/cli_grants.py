@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from imagegate.core.policy import Mode, PolicyError, load_grants
+from imagegate.core.policy import Mode, PolicyError, grant_entry, load_grants
 from imagegate.core.report import GrantState, grant_states
 from imagegate.shell.cli_common import (
     GrantsOption,
@@ -128,18 +128,16 @@ def grants_add(
                 f"--expires {expires} is in the past (today is {today.isoformat()}, UTC): "
                 "the grant would never apply; nothing was written"
             )
-    entry: dict[str, Any] = {"namespace": namespace}
-    if registry:
-        entry["registries"] = list(registry)
-    if expires:
-        entry["expires"] = expires
-    for key, value in (("reason", reason), ("requestedBy", requested_by), ("ticket", ticket)):
-        if value:
-            entry[key] = value
-    if require_base_image:
-        entry["requireBaseImage"] = True
-    if mode is not None:
-        entry["mode"] = mode.value
+    entry = grant_entry(
+        namespace,
+        registries=list(registry) if registry else None,
+        expires=expires or None,
+        reason=reason or "",
+        requested_by=requested_by or "",
+        ticket=ticket or "",
+        require_base_image=bool(require_base_image),
+        mode=None if mode is None else mode.value,
+    )
 
     def change(current: list[dict[str, Any]]) -> list[dict[str, Any]]:
         existing = [g for g in current if g["namespace"] == namespace]
