@@ -14,6 +14,10 @@ every pod template) in a governed namespace:
   are denied by the validating webhook with the field and the allowed value.
 
 Pure: the caller passes the namespace's identity when it knows it.
+
+Over 500 lines on purpose: the profile's checks and the mutation that fills in what they
+require are one table of fields, read in both directions; apart, a field could be required
+without being filled in, or filled in without being checked.
 """
 
 from __future__ import annotations

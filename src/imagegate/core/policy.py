@@ -10,6 +10,10 @@ The four choices a platform has are all settings here:
 * gate open (BYOC for everyone): ``byoc.default: allow``;
 * open for a limited time: grants with ``expires``;
 * open for selected tools: grants per namespace, optionally limited to ``registries``.
+
+Over 500 lines on purpose: it is the schema of the policy document (the msgspec types, then
+one loader per section with the line of each error). A section's type, its validation and
+its compiled form change together; one module keeps them in one place per section.
 """
 
 from __future__ import annotations
