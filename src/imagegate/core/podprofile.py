@@ -16,7 +16,8 @@ every pod template) in a governed namespace:
 Pure: the caller passes the namespace's identity when it knows it.
 
 Over 500 lines on purpose: the profile's checks and the mutation that fills in what they
-require are one table of fields, read in both directions; apart, a field could be required
+require share one set of field paths (``_POD_USER``... and the ``*_MUTATED_FIELDS`` that
+core/webhooks.py derives the mutating condition from); apart, a field could be required
 without being filled in, or filled in without being checked.
 """
 
