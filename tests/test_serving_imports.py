@@ -12,6 +12,7 @@ for the test.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,13 @@ def serving_processes(tmp_path: Path, *args: str, policy: Path | None = None) ->
     (hook / "sitecustomize.py").write_text(HOOK)
     path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
     env = {"PYTHONPATH": path, "IMAGEGATE_TEST_MODULES_DIR": str(modules)}
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
     with run_webhook(tmp_path, *args, policy=policy, env=env) as webhook:
+        # /readyz answers from the first worker up; a worker still starting when the test stops
+        # the server dies of the signal before it can write what it loaded.
+        deadline = time.monotonic() + 30
+        while webhook.logs().count('"event": "serving"') < workers and time.monotonic() < deadline:
+            time.sleep(0.1)
         pid = webhook.process.pid
         client = webhook.client()
         for name in ("pod-create", "deployment-create", "pod-create-untrusted"):
