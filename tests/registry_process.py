@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import shutil
 import ssl
@@ -77,6 +78,33 @@ class Registry:
             verify=ssl.create_default_context(cafile=self.tls.ca_cert),
         )
         response.raise_for_status()
+
+    def get_manifest(self, repository: str, reference: str) -> Any:
+        """A manifest or index as JSON, or None when there is none (HTTP 404)."""
+        response = httpx.get(
+            f"https://{self.host}/v2/{repository}/manifests/{reference}",
+            headers={"Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"},
+            auth=(USER, PASSWORD),
+            verify=ssl.create_default_context(cafile=self.tls.ca_cert),
+        )
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def put_blob(self, repository: str, data: bytes) -> dict[str, Any]:
+        """Upload a blob (monolithic upload, with Basic auth); returns its descriptor (no media type)."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        verify = ssl.create_default_context(cafile=self.tls.ca_cert)
+        with httpx.Client(auth=(USER, PASSWORD), verify=verify) as http:
+            started = http.post(f"https://{self.host}/v2/{repository}/blobs/uploads/")
+            started.raise_for_status()
+            location = started.headers["Location"]
+            if location.startswith("/"):
+                location = f"https://{self.host}{location}"
+            joiner = "&" if "?" in location else "?"  # the location carries the upload's state
+            http.put(f"{location}{joiner}digest={digest}", content=data).raise_for_status()
+        return {"digest": digest, "size": len(data)}
 
 
 class _TokenHandler(BaseHTTPRequestHandler):

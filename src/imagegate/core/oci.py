@@ -72,6 +72,7 @@ class Descriptor(msgspec.Struct, frozen=True, rename="camel"):
     size: int
     platform: Platform | None = None
     annotations: dict[str, str] = {}
+    artifact_type: str = ""
 
 
 class Manifest(msgspec.Struct, frozen=True, rename="camel"):
@@ -80,6 +81,9 @@ class Manifest(msgspec.Struct, frozen=True, rename="camel"):
     layers: list[Descriptor]
     media_type: str = ""
     annotations: dict[str, str] = {}
+    # OCI 1.1: what an artifact is, and the manifest it is attached to (signatures, attestations)
+    artifact_type: str = ""
+    subject: Descriptor | None = None
 
 
 class Index(msgspec.Struct, frozen=True, rename="camel"):
@@ -226,7 +230,8 @@ def parse_manifest(body: bytes, media_type: str) -> Manifest | Index:
             return index
         if kind in MANIFEST_TYPES:
             manifest = msgspec.convert(fields, type=Manifest)
-            _check_descriptors([manifest.config, *manifest.layers], "manifest")
+            subject = [manifest.subject] if manifest.subject is not None else []
+            _check_descriptors([manifest.config, *manifest.layers, *subject], "manifest")
             return manifest
     except (msgspec.ValidationError, UnicodeEncodeError) as exc:
         raise OciError(f"malformed {kind}: {exc}") from None

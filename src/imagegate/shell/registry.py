@@ -33,6 +33,7 @@ from cachetools import LRUCache, TTLCache
 
 from imagegate.core.oci import (
     ACCEPT_MANIFESTS,
+    OCI_INDEX,
     Descriptor,
     Manifest,
     OciError,
@@ -272,10 +273,8 @@ class RegistryClient:
                 "http", f"{host} answered HTTP {response.status_code} for the manifest of {ref.repository}"
             )
         body = response.content
-        if target.startswith("sha"):
-            expected = target
-        else:
-            expected = response.headers.get("Docker-Content-Digest") or digest_of(body)
+        # a digest holds a colon, a tag never does (cosign's sha256-<hex>.sig is a tag)
+        expected = target if ":" in target else response.headers.get("Docker-Content-Digest") or digest_of(body)
         try:
             verify_digest(body, expected)
         except OciError as exc:
@@ -391,6 +390,46 @@ class RegistryClient:
         except RegistryError as exc:
             self._failures[str(ref)] = exc
             raise
+
+    # -- artifacts (signatures, attestations): see shell/signing.py -------------------------
+
+    async def manifest_if_any(self, ref: Reference, target: str) -> tuple[bytes, str, str] | None:
+        """The manifest at ``target`` (a tag or digest) as ``(body, digest, content type)``, or None on 404."""
+        try:
+            return await self._manifest(ref, target)
+        except RegistryError as exc:
+            if exc.kind == "not-found":
+                return None
+            raise
+
+    async def blob(self, ref: Reference, descriptor: Descriptor, limit: int) -> bytes:
+        """A blob of ``ref``'s repository, at most ``limit`` bytes, checked against its digest."""
+        return await self._blob(ref, descriptor, limit)
+
+    async def referrers(self, ref: Reference, digest: str, artifact_type: str = "") -> bytes | None:
+        """The OCI 1.1 referrers index of ``digest``, or None when the registry has no referrers API (404)."""
+        host = _api_host(ref)
+        query = f"?artifactType={artifact_type}" if artifact_type else ""
+        response = await self._request(
+            "GET",
+            host,
+            f"/v2/{ref.path}/referrers/{digest}{query}",
+            OCI_INDEX,
+            limit=self.settings.max_manifest_bytes,
+            what=f"referrers of {ref.repository}",
+        )
+        self.fetches["referrers"] = self.fetches.get("referrers", 0) + 1
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise RegistryError(
+                "http", f"{host} answered HTTP {response.status_code} for the referrers of {ref.repository}@{digest}"
+            )
+        return response.content
+
+    async def shared(self, key: Any, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` once for every concurrent caller with the same ``key`` (single flight)."""
+        return await self._flights.run(key, call)
 
     async def digest(self, ref: Reference) -> str:
         """The digest ``ref`` points at now (its own when it carries one)."""
