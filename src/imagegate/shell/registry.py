@@ -256,22 +256,11 @@ class RegistryClient:
     # -- documents ------------------------------------------------------------------------
 
     async def _manifest(self, ref: Reference, target: str) -> tuple[bytes, str, str]:
-        host = _api_host(ref)
-        response = await self._request(
-            "GET",
-            host,
-            f"/v2/{ref.path}/manifests/{target}",
-            ACCEPT_MANIFESTS,
-            limit=self.settings.max_manifest_bytes,
-            what=f"manifest of {ref.repository}",
+        response = await self._document(
+            ref, f"manifests/{target}", "manifest", f"manifest of {ref.repository}", ACCEPT_MANIFESTS
         )
-        self.fetches["manifest"] = self.fetches.get("manifest", 0) + 1
-        if response.status_code == 404:
+        if response is None:
             raise RegistryError("not-found", f"{_named(ref, target)} does not exist (HTTP 404)")
-        if response.status_code != 200:
-            raise RegistryError(
-                "http", f"{host} answered HTTP {response.status_code} for the manifest of {ref.repository}"
-            )
         body = response.content
         # a digest holds a colon, a tag never does (cosign's sha256-<hex>.sig is a tag)
         expected = target if ":" in target else response.headers.get("Docker-Content-Digest") or digest_of(body)
@@ -280,6 +269,22 @@ class RegistryClient:
         except OciError as exc:
             raise RegistryError("digest-mismatch", f"manifest of {_named(ref, target)}: {exc}") from None
         return body, expected, response.headers.get("Content-Type", "")
+
+    async def _document(
+        self, ref: Reference, endpoint: str, counter: str, about: str, accept: str = ""
+    ) -> httpx.Response | None:
+        """GET ``/v2/<repository>/<endpoint>``, a document of at most the manifest limit: the
+        answer when it is 200, None for a 404 (the caller says what is missing), else an error."""
+        host = _api_host(ref)
+        response = await self._request(
+            "GET", host, f"/v2/{ref.path}/{endpoint}", accept, limit=self.settings.max_manifest_bytes, what=about
+        )
+        self.fetches[counter] = self.fetches.get(counter, 0) + 1
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise RegistryError("http", f"{host} answered HTTP {response.status_code} for the {about}")
+        return response
 
     async def _blob(self, ref: Reference, descriptor: Descriptor, limit: int) -> bytes:
         if descriptor.size > limit:
@@ -408,24 +413,11 @@ class RegistryClient:
 
     async def referrers(self, ref: Reference, digest: str, artifact_type: str = "") -> bytes | None:
         """The OCI 1.1 referrers index of ``digest``, or None when the registry has no referrers API (404)."""
-        host = _api_host(ref)
         query = f"?artifactType={artifact_type}" if artifact_type else ""
-        response = await self._request(
-            "GET",
-            host,
-            f"/v2/{ref.path}/referrers/{digest}{query}",
-            OCI_INDEX,
-            limit=self.settings.max_manifest_bytes,
-            what=f"referrers of {ref.repository}",
+        response = await self._document(
+            ref, f"referrers/{digest}{query}", "referrers", f"referrers of {ref.repository}@{digest}", OCI_INDEX
         )
-        self.fetches["referrers"] = self.fetches.get("referrers", 0) + 1
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise RegistryError(
-                "http", f"{host} answered HTTP {response.status_code} for the referrers of {ref.repository}@{digest}"
-            )
-        return response.content
+        return None if response is None else response.content
 
     async def shared(self, key: Any, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` once for every concurrent caller with the same ``key`` (single flight)."""
@@ -438,19 +430,14 @@ class RegistryClient:
     async def tags(self, ref: Reference, limit: int = 1000, page: int = 1000) -> tuple[list[str], bool]:
         """The tags of ``ref``'s repository (the tags/list API, ``page`` at a time), at most ``limit``;
         and whether there were more."""
-        host = _api_host(ref)
         path: str | None = f"/v2/{ref.path}/tags/list?n={min(limit, page)}"
         found: list[str] = []
         while path is not None and len(found) < limit:
-            what = f"tag list of {ref.repository}"
-            response = await self._request("GET", host, path, limit=self.settings.max_manifest_bytes, what=what)
-            self.fetches["tags"] = self.fetches.get("tags", 0) + 1
-            if response.status_code == 404:
+            response = await self._document(
+                ref, path.removeprefix(f"/v2/{ref.path}/"), "tags", f"tags of {ref.repository}"
+            )
+            if response is None:
                 raise RegistryError("not-found", f"{ref.repository} does not exist (HTTP 404)")
-            if response.status_code != 200:
-                raise RegistryError(
-                    "http", f"{host} answered HTTP {response.status_code} for the tags of {ref.repository}"
-                )
             body = response.content
             try:
                 listing = msgspec.json.decode(body, type=_TagList)
