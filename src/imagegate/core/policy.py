@@ -1000,9 +1000,9 @@ def dump_grants(grants: Sequence[Grant]) -> dict[str, Any]:
             grant.namespace,
             registries=None if grant.registries is None else [p.text for p in grant.registries],
             expires=None if grant.expires is None else grant.expires.isoformat(),
-            reason=grant.reason or "",
-            requested_by=grant.requested_by or "",
-            ticket=grant.ticket or "",
+            reason=grant.reason,
+            requested_by=grant.requested_by,
+            ticket=grant.ticket,
             require_base_image=grant.require_base_image,
             mode=None if grant.mode is None else grant.mode.value,
         )

@@ -74,14 +74,24 @@ def _b64(text: Any, what: str) -> bytes:
         raise ProvenanceError(f"{what} is not valid base64") from None
 
 
+def _json_object(text: bytes, not_json: str, not_object: str) -> dict[str, Any]:
+    """``text`` decoded as a JSON object; a ProvenanceError saying ``not_json`` or ``not_object``."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProvenanceError(not_json) from None
+    if not isinstance(document, dict):
+        raise ProvenanceError(not_object)
+    return document
+
+
 def parse_envelope(body: bytes) -> Envelope:
     """A DSSE envelope (JSON), signatures not yet verified."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ProvenanceError("the attestation is not a JSON DSSE envelope") from None
-    if not isinstance(document, dict):
-        raise ProvenanceError("the attestation is not a DSSE envelope (not a JSON object)")
+    document = _json_object(
+        body,
+        "the attestation is not a JSON DSSE envelope",
+        "the attestation is not a DSSE envelope (not a JSON object)",
+    )
     payload_type = document.get("payloadType")
     if not isinstance(payload_type, str):
         raise ProvenanceError("the DSSE envelope has no payloadType")
@@ -166,12 +176,9 @@ def _subject_digests(statement: dict[str, Any]) -> set[str]:
 
 def parse_statement(payload: bytes, image_digest: str) -> Provenance:
     """The SLSA provenance in an in-toto Statement about ``image_digest`` (``sha256:...``)."""
-    try:
-        statement = json.loads(payload)
-    except (ValueError, RecursionError):
-        raise ProvenanceError("the attestation's payload is not JSON") from None
-    if not isinstance(statement, dict):
-        raise ProvenanceError("the attestation's payload is not an in-toto statement")
+    statement = _json_object(
+        payload, "the attestation's payload is not JSON", "the attestation's payload is not an in-toto statement"
+    )
     kind = statement.get("_type")
     if kind not in STATEMENT_TYPES:
         raise ProvenanceError(f"the payload is not an in-toto statement (_type {kind!r})")
