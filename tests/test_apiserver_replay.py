@@ -120,7 +120,9 @@ def patched_object(name: str) -> tuple[dict[str, Any], list[dict[str, Any]], dic
     if "patch" in response:
         assert response["patchType"] == "JSONPatch"
         patch = json.loads(base64.b64decode(response["patch"]))
-    result: dict[str, Any] = jsonpatch.apply_patch(request["object"], patch)
+    # jsonpatch inserts the patch's own values into the result: a copy keeps ``patch`` as sent
+    # when as_v132_keeps edits the result.
+    result: dict[str, Any] = jsonpatch.apply_patch(request["object"], copy.deepcopy(patch))
     return as_v132_keeps(result), patch, response
 
 

@@ -15,6 +15,9 @@ if __name__ in ("__main__", "__mp_main__"):  # the serving process or one of its
     # structlog renders exceptions with rich when it can import it; a plain traceback is what a
     # JSON log line holds anyway, and rich with pygments is a tenth of a worker's memory.
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+    # httpx's __init__ imports its command-line client (click, pygments, rich) whenever they are
+    # installed, and typer installs them; a None entry makes that import fail as httpx allows for.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from imagegate.shell.exits import EXIT_BAD_INPUT, report_internal_error
 from imagegate.shell.server import SERVING_MODULE, ListenError, ServerSettings, run_server
