@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,15 @@ from typing import Any
 
 import pytest
 
+from imagegate.core.decide import decide
+from imagegate.core.policy import load_policy
+from imagegate.core.records import Lookups
 from imagegate.core.reference import parse_docker_ref
 from imagegate.shell.registry import RegistryClient, RegistrySettings
 from imagegate.shell.registry_auth import DockerConfigCredentials
-from imagegate.shell.signing import attached, fallback_tag, tag_for
+from imagegate.shell.signing import COSIGN_SIGNATURE_ARTIFACT, attached, fallback_tag, tag_for
+from imagegate.shell.verification import RegistryGate, settle
+from tests.conftest import POLICY_HEADER, admission_review, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
 from tests.signed_images import (
@@ -27,16 +33,42 @@ from tests.signed_images import (
     sig_layers,
     sign,
     simple_signing_payload,
+    write_public_key,
 )
 
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
+
+
+CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "sigstore" / "bundle-verify"
+KEY_KINDS = ("p256", "p384", "rsa", "ed25519")
+BEACON = (
+    "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/"
+    "extremely-dangerous-oidc-beacon.yml@refs/heads/main"
+)
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+# image tag -> how it is signed (see the fixture)
+TAGS = (
+    "signed",
+    "unsigned",
+    *KEY_KINDS,
+    "rsa-pss",
+    "referrer",
+    "other-digest",
+    "wrong-key",
+    "swapped",
+    "tampered",
+    "fetch",
+    "fetch-other",
+    "fetch-third",
+)
 
 
 @dataclasses.dataclass
 class Images:
     registry: Registry
     digests: dict[str, str]  # repository:tag -> digest
-    sizes: dict[str, int]
+    keys: dict[str, Any]
+    keys_dir: Path
 
     def ref(self, name: str) -> str:
         return f"{self.registry.host}/{name}"
@@ -44,23 +76,72 @@ class Images:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
+    """One image per way of being signed (or not), in both layouts, all in a real registry."""
     workdir = tmp_path_factory.mktemp("signing")
+    keys = {kind: new_key(kind) for kind in KEY_KINDS}
+    keys_dir = workdir / "keys"
+    keys_dir.mkdir()
+    for kind, key in keys.items():
+        write_public_key(key, keys_dir / f"{kind}.pub")
     with run_registry(workdir / "registry", "htpasswd") as reg:
         layout = OciLayout(workdir / "layout")
         digests: dict[str, str] = {}
-        sizes: dict[str, int] = {}
-        for name in ("signed", "unsigned", "bundled"):
+        for name in TAGS:
             reg.push(layout, name, layers(name, 2), f"tool-a/app:{name}")
-            raw = skopeo_inspect(
-                f"{reg.host}/tool-a/app:{name}", cert_dir=reg.cert_dir, credentials=reg.credentials, raw=True
-            )
-            seen = reg.get_manifest("tool-a/app", name)
-            assert seen == raw
+        for name in TAGS:
             inspected = skopeo_inspect(
                 f"{reg.host}/tool-a/app:{name}", cert_dir=reg.cert_dir, credentials=reg.credentials
             )
             digests[f"tool-a/app:{name}"] = inspected["Digest"]
-        yield Images(reg, digests, sizes)
+        reg.push(layout, "keyless", layers("keyless", 2), "tool-b/app:bundle")
+        inspected = skopeo_inspect(f"{reg.host}/tool-b/app:bundle", cert_dir=reg.cert_dir, credentials=reg.credentials)
+        digests["tool-b/app:bundle"] = inspected["Digest"]
+
+        def payload(tag: str, digest: str | None = None) -> bytes:
+            return simple_signing_payload(f"{reg.host}/tool-a/app", digest or digests[f"tool-a/app:{tag}"])
+
+        def signed(tag: str, key: Any, **options: Any) -> Signature:
+            body = payload(tag)
+            return Signature(body, sign(key, body, **options))
+
+        repo = "tool-a/app"
+        for kind in KEY_KINDS:
+            push_signature_tag(reg, repo, digests[f"{repo}:{kind}"], [signed(kind, keys[kind])])
+        push_signature_tag(reg, repo, digests[f"{repo}:signed"], [signed("signed", keys["p256"])])
+        push_signature_tag(reg, repo, digests[f"{repo}:rsa-pss"], [signed("rsa-pss", keys["rsa"], pss=True)])
+        # cosign's OCI 1.1 layout: the signature manifest is a referrer (here through the fallback tag)
+        referrer = digests[f"{repo}:referrer"]
+        body = reg.get_manifest(repo, referrer)
+        push_referrer_fallback(
+            reg,
+            repo,
+            image_descriptor(referrer, len(json.dumps(body).encode())),
+            COSIGN_SIGNATURE_ARTIFACT,
+            sig_layers(reg, repo, [signed("referrer", keys["p256"])]),
+        )
+        # signed by the right key, but naming another image's digest
+        other = payload("other-digest", digests[f"{repo}:signed"])
+        push_signature_tag(reg, repo, digests[f"{repo}:other-digest"], [Signature(other, sign(keys["p256"], other))])
+        push_signature_tag(reg, repo, digests[f"{repo}:wrong-key"], [signed("wrong-key", new_key())])
+        # the signature layer of another image, copied beside this one
+        push_signature_tag(reg, repo, digests[f"{repo}:swapped"], [signed("signed", keys["p256"])])
+        # a payload altered after signing
+        good = signed("tampered", keys["p256"])
+        altered = good.payload.replace(b'"optional": null', b'"optional": {"by": "mallory"}')
+        assert altered != good.payload
+        push_signature_tag(reg, repo, digests[f"{repo}:tampered"], [Signature(altered, good.signature)])
+        # a real Sigstore bundle (public-good instance), which signs a.txt, not this image
+        bundle = (CONFORMANCE / "happy-path-v0.3" / "bundle.sigstore.json").read_bytes()
+        keyless = digests["tool-b/app:bundle"]
+        body = reg.get_manifest("tool-b/app", keyless)
+        push_referrer_fallback(
+            reg,
+            "tool-b/app",
+            image_descriptor(keyless, len(json.dumps(body).encode())),
+            BUNDLE_V03,
+            [{"mediaType": BUNDLE_V03, **reg.put_blob("tool-b/app", bundle)}],
+        )
+        yield Images(reg, digests, keys, keys_dir)
 
 
 def client(images: Images, tmp_path: Path) -> RegistryClient:
@@ -85,7 +166,7 @@ def test_tag_names() -> None:
 def test_attached_in_both_layouts(images: Images, tmp_path: Path) -> None:
     """The tag scheme and the referrers fallback index are both read, single flight, on a registry without the API."""
     reg = images.registry
-    digest = images.digests["tool-a/app:signed"]
+    digest = images.digests["tool-a/app:fetch"]
     key = new_key()
     payload = simple_signing_payload(f"{reg.host}/tool-a/app", digest)
     push_signature_tag(reg, "tool-a/app", digest, [Signature(payload, sign(key, payload))])
@@ -97,7 +178,7 @@ def test_attached_in_both_layouts(images: Images, tmp_path: Path) -> None:
     # an artifact of another type, listed in the same index, is not read
     push_referrer_fallback(reg, "tool-a/app", subject, "application/vnd.example.sbom", bundle_layer)
 
-    ref = parse_docker_ref(images.ref("tool-a/app:signed"))
+    ref = parse_docker_ref(images.ref("tool-a/app:fetch"))
     c = client(images, tmp_path)
 
     async def both(c: RegistryClient) -> Any:
@@ -123,13 +204,13 @@ def test_attached_in_both_layouts(images: Images, tmp_path: Path) -> None:
 def test_fallback_entry_for_another_subject_is_ignored(images: Images, tmp_path: Path) -> None:
     """Whoever can push can write the fallback index: an artifact whose subject is another image is not this one's."""
     reg = images.registry
-    digest = images.digests["tool-a/app:bundled"]
-    other = images.digests["tool-a/app:unsigned"]
+    digest = images.digests["tool-a/app:fetch-other"]
+    other = images.digests["tool-a/app:fetch-third"]
     layer = sig_layers(reg, "tool-a/app", [Signature(b"{}", b"x")])
     artifact = push_referrer_fallback(reg, "tool-a/app", image_descriptor(other, 10), BUNDLE_V03, layer)
     index = reg.get_manifest("tool-a/app", fallback_tag(other))
     reg.put_manifest("tool-a/app", fallback_tag(digest), json.dumps(index).encode(), index["mediaType"])
-    ref = parse_docker_ref(images.ref("tool-a/app:bundled"))
+    ref = parse_docker_ref(images.ref("tool-a/app:fetch-other"))
     found = run(
         client(images, tmp_path), lambda c: attached(c, ref, digest, tag_suffix=None, artifact_types=[BUNDLE_V03])
     )
@@ -138,3 +219,198 @@ def test_fallback_entry_for_another_subject_is_ignored(images: Images, tmp_path:
         client(images, tmp_path), lambda c: attached(c, ref, other, tag_suffix=None, artifact_types=[BUNDLE_V03])
     )
     assert [a.digest for a in again] == [artifact]
+
+
+# --- decisions: signatures verified through the registry ---------------------------------------
+
+
+def write_policy(images: Images, tmp_path: Path, rules: str = "", *, extra: str = "") -> Path:
+    """A policy beside the keys: key paths are written relative to it, as a deployment mounts them."""
+    config = images.registry.docker_config(tmp_path / "config.json")
+    (tmp_path / "keys").mkdir(exist_ok=True)
+    for key in images.keys_dir.iterdir():
+        (tmp_path / "keys" / key.name).write_bytes(key.read_bytes())
+    host = images.registry.host
+    rules = (
+        rules
+        or f"""
+    - images: ["{host}/tool-a"]
+      keys: [keys/p256.pub, keys/p384.pub, keys/rsa.pub, keys/ed25519.pub]
+    - images: ["{host}/tool-b"]
+      identities:
+        - {{issuer: "{GITHUB_ISSUER}", subject: "{BEACON}"}}
+"""
+    )
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"""{POLICY_HEADER}trusted: ["{host}/tool-a", "{host}/tool-b"]
+registry: {{caFile: {images.registry.tls.ca_cert}, credentialsFile: {config}}}
+signatures:
+{extra}  rules:{rules}
+"""
+    )
+    return path
+
+
+def pod(image: str, name: str = "p") -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "tool-a"},
+        "spec": {"containers": [{"name": "app", "image": image}]},
+    }
+
+
+def decide_all(policy_path: Path, images_to_run: list[str], *, pins: bool = False) -> tuple[list[Any], RegistryGate]:
+    policy = load_policy(policy_path.read_text(), str(policy_path))
+    gate = RegistryGate(policy_path.parent)
+    now = dt.datetime.now(dt.UTC)
+
+    async def go() -> list[Any]:
+        async def one(image: str) -> Any:
+            def evaluate(lookups: Lookups) -> Any:
+                return decide(policy, pod(image), namespace="tool-a", now=now, lookups=lookups)
+
+            return await settle(gate, policy, evaluate, lambda d: d, pins=pins)
+
+        try:
+            return list(await asyncio.gather(*(one(image) for image in images_to_run)))
+        finally:
+            await gate.aclose()
+
+    return asyncio.run(go()), gate
+
+
+# tag -> the words the denial must say (None: allowed)
+EXPECTED: dict[str, str | None] = {
+    "signed": None,
+    "p256": None,
+    "p384": None,
+    "rsa": None,
+    "rsa-pss": None,
+    "ed25519": None,
+    "referrer": None,
+    "unsigned": "no signature found",
+    "other-digest": "payload for another digest",
+    "wrong-key": "signed by another key",
+    "swapped": "payload for another digest",
+    "tampered": "signed by another key: none of the configured keys verifies it (or its payload was altered)",
+}
+
+
+def test_signatures_decide_admission(images: Images, tmp_path: Path) -> None:
+    policy = write_policy(images, tmp_path)
+    tags = list(EXPECTED)
+    decisions, _ = decide_all(policy, [images.ref(f"tool-a/app:{tag}") for tag in tags])
+    for tag, decision in zip(tags, decisions, strict=True):
+        expected = EXPECTED[tag]
+        if expected is None:
+            assert decision.allowed, (tag, decision.message())
+            assert decision.findings == ()
+        else:
+            assert not decision.allowed, tag
+            (finding,) = decision.violations
+            assert finding.rule == "signature-mismatch"
+            assert expected in finding.message, (tag, finding.message)
+            assert "signatures.rules[0]" in finding.message
+    unsigned = dict(zip(tags, decisions, strict=True))["unsigned"]
+    assert images.digests["tool-a/app:unsigned"][:19] in unsigned.violations[0].message
+
+
+def test_keyless_bundle_through_the_referrers_fallback(images: Images, tmp_path: Path) -> None:
+    """A real public-good bundle is fetched through the fallback tag and verified offline; it signs a.txt, not
+    this image, so it is denied for that, not for its certificate or log entry."""
+    policy = write_policy(images, tmp_path)
+    (decision,), gate = decide_all(policy, [images.ref("tool-b/app:bundle")])
+    (finding,) = decision.violations
+    assert "payload for another digest (the bundle signs other content)" in finding.message
+    assert "referrers tag sha256-" in finding.message
+    assert gate.signatures.verifications == 1
+
+
+def test_identity_mismatch_and_count(images: Images, tmp_path: Path) -> None:
+    host = images.registry.host
+    rules = f"""
+    - images: ["{host}/tool-a/app"]
+      keys: [keys/p256.pub, keys/rsa.pub]
+      count: 2
+"""
+    (decision,), _ = decide_all(write_policy(images, tmp_path, rules), [images.ref("tool-a/app:signed")])
+    (finding,) = decision.violations
+    assert "needs 2 signatures" in finding.message and "1 of 2 found" in finding.message
+
+
+def test_verified_once_per_digest_and_pinned_to_it(images: Images, tmp_path: Path) -> None:
+    """200 admissions of 5 images: each signature fetched and verified once; the pin is the digest verified."""
+    policy = write_policy(images, tmp_path, extra="  mode: enforce\n")
+    policy.write_text(policy.read_text() + "pinning: {enabled: true}\n")
+    tags = ["signed", "p256", "p384", "rsa", "ed25519"]
+    refs = [images.ref(f"tool-a/app:{tag}") for tag in tags] * 40
+    decisions, gate = decide_all(policy, refs, pins=True)
+    assert all(d.allowed for d in decisions)
+    assert gate.signatures.verifications == 5
+    for tag, decision in zip(tags, decisions, strict=False):
+        (patch,) = decision.patches
+        assert patch["value"].endswith("@" + images.digests[f"tool-a/app:{tag}"])
+
+
+@pytest.mark.parametrize(("on_error", "allowed"), [("deny", False), ("allow", True)])
+def test_registry_error_follows_on_error(images: Images, tmp_path: Path, on_error: str, allowed: bool) -> None:
+    policy = write_policy(images, tmp_path, extra=f"  onError: {on_error}\n")
+    (decision,), _ = decide_all(policy, [images.ref("tool-a/app:does-not-exist")])
+    assert decision.allowed is allowed
+    if not allowed:
+        assert f"signatures.rules[0] onError: {on_error}" in decision.message()
+
+
+def test_warn_mode_admits_with_a_warning(images: Images, tmp_path: Path) -> None:
+    (decision,), _ = decide_all(
+        write_policy(images, tmp_path, extra="  mode: warn\n"), [images.ref("tool-a/app:unsigned")]
+    )
+    assert decision.allowed
+    (warning,) = decision.warnings
+    assert "no signature found" in warning.message
+
+
+def test_unreadable_key_fails_closed(images: Images, tmp_path: Path) -> None:
+    host = images.registry.host
+    rules = f"""
+    - images: ["{host}/tool-a"]
+      keys: [keys/missing.pub]
+      onError: allow
+"""
+    (decision,), _ = decide_all(write_policy(images, tmp_path, rules), [images.ref("tool-a/app:signed")])
+    assert not decision.allowed
+    assert "cannot read the public key" in decision.message() and "missing.pub" in decision.message()
+
+
+def test_webhook_and_check_show_the_reasons(images: Images, tmp_path: Path) -> None:
+    """/validate and ``check --registry``, as the API server and an operator see them."""
+    from tests.webhook_process import run_webhook  # noqa: PLC0415
+
+    policy = write_policy(images, tmp_path)
+    with run_webhook(tmp_path, policy=policy) as webhook:
+        http = webhook.client()
+        answers = {
+            tag: http.post("/validate", json=admission_review(pod(images.ref(f"tool-a/app:{tag}")), "tool-a")).json()[
+                "response"
+            ]
+            for tag in ("signed", "wrong-key", "other-digest", "unsigned")
+        }
+    assert answers["signed"]["allowed"] is True, answers["signed"]
+    for tag in ("wrong-key", "other-digest", "unsigned"):
+        assert answers[tag]["allowed"] is False
+        assert EXPECTED[tag] in answers[tag]["status"]["message"], answers[tag]
+    pods = json.dumps(
+        {
+            "kind": "List",
+            "items": [pod(images.ref("tool-a/app:signed"), "good"), pod(images.ref("tool-a/app:swapped"), "bad")],
+        }
+    )
+    offline = run_imagegate("check", "-", "-p", str(policy), "-o", "json", stdin=pods)
+    assert [o["violations"][0]["rule"] for o in json.loads(offline.stdout)["objects"]] == ["signature-unverified"] * 2
+    online = run_imagegate("check", "-", "-p", str(policy), "-o", "json", "--registry", stdin=pods)
+    assert online.returncode == 1, online.stderr
+    good, bad = json.loads(online.stdout)["objects"]
+    assert good["allowed"] is True
+    assert bad["violations"][0]["rule"] == "signature-mismatch"
+    assert "payload for another digest" in bad["violations"][0]["message"]

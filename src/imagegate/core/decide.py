@@ -39,6 +39,7 @@ from imagegate.core.records import (
     ObjectSubject,
     PodRules,
     PodSubject,
+    SignatureVerdict,
 )
 from imagegate.core.reference import Reference
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, ObjectShapeError, image_uses, json_pointer, pod_specs
@@ -68,6 +69,8 @@ class Rule:
     DISALLOWED_TAG: Final = "disallowed-tag"
     MISSING_TAG: Final = "missing-tag"
     MISSING_DIGEST: Final = "missing-digest"
+    SIGNATURE_MISMATCH: Final = "signature-mismatch"
+    SIGNATURE_UNVERIFIED: Final = "signature-unverified"
 
 
 def _describe(grant: Grant) -> str:
@@ -287,6 +290,37 @@ def _tag_findings(policy: Policy, use: ImageUse, image: ImageClass, mode: Mode) 
     return found
 
 
+# Findings an image may have and still need its signatures checked: the base check runs beside them.
+_SIGNATURE_CHECKED_BESIDE = frozenset({Rule.BASE_IMAGE_UNVERIFIED, Rule.BASE_IMAGE_MISMATCH})
+_MODE_STRENGTH = {Mode.ENFORCE: 2, Mode.WARN: 1, Mode.AUDIT: 0}
+
+
+def _signature_findings(
+    policy: Policy, verdict: ImageVerdict, image: ImageClass, found: Mapping[str, tuple[SignatureVerdict, ...]]
+) -> list[Finding]:
+    """The ``signatures`` rules covering an admitted image: a finding per rule it fails, in the rule's mode."""
+    use, text = verdict.use, verdict.reference
+    if text is None:  # pragma: no cover - only images with a reference are checked
+        return []
+    verdicts = found.get(text)
+    if verdicts is None:
+        rules = policy.signatures.rules_for(image.ref) if image.ref is not None else ()
+        if not rules:  # pragma: no cover - signed_required says there is one
+            return []
+        mode = Mode.AUDIT
+        for rule in rules:  # the strongest rule's mode: what a failure would do
+            if _MODE_STRENGTH[rule.mode] > _MODE_STRENGTH[mode]:
+                mode = rule.mode
+        names = ", ".join(rule.name for rule in rules)
+        message = f"({text}) must be signed ({names}), and its signatures could not be verified (no registry lookup in this evaluation)"
+        return [Finding(use, Rule.SIGNATURE_UNVERIFIED, message, mode)]
+    return [
+        Finding(use, Rule.SIGNATURE_MISMATCH, f"({text}) is not signed as required: {v.detail}", v.mode)
+        for v in verdicts
+        if not v.ok
+    ]
+
+
 def _pins(
     policy: Policy,
     namespace: str,
@@ -368,6 +402,8 @@ def decide(
     judged: list[tuple[ImageVerdict, Reference | None]] = []
     tag_findings: list[Finding] = []
     needs_base: list[str] = []
+    needs_signatures: list[str] = []
+    signature_findings: list[Finding] = []
     for use in uses:
         if (use.kind, use.name, use.image) in seen_before:
             verdict = ImageVerdict(use, None, allowed_by="unchanged by this update", allowance=Allowance.UNCHANGED)
@@ -382,7 +418,16 @@ def decide(
             tag_findings.extend(_tag_findings(policy, use, image, mode))
         if base_ref is not None and base_ref not in needs_base:
             needs_base.append(base_ref)
-    findings = [v.finding for v in verdicts if v.finding is not None] + tag_findings
+        text = verdict.reference
+        if (
+            text is not None
+            and image.signed_required
+            and (verdict.finding is None or verdict.finding.rule in _SIGNATURE_CHECKED_BESIDE)
+        ):
+            if text not in needs_signatures:
+                needs_signatures.append(text)
+            signature_findings.extend(_signature_findings(policy, verdict, image, lookups.signatures))
+    findings = [v.finding for v in verdicts if v.finding is not None] + tag_findings + signature_findings
     pins_needed, pins_after_checks, pin_patches = _pins(policy, namespace, judged, lookups.digests)
     patches: list[Mapping[str, Any]] = []
     profile = policy.pod_security.profile_for(namespace) if policy.pod_security else None
@@ -403,5 +448,6 @@ def decide(
         base_checks_needed=tuple(needs_base),
         pins_needed=pins_needed,
         pins_after_checks=pins_after_checks,
+        signature_checks_needed=tuple(needs_signatures),
         notices=notices,
     )

@@ -56,6 +56,7 @@ from imagegate.core.reference import (
     parse_docker_ref,
     parse_normalized,
 )
+from imagegate.core.signatures import KeylessIdentity, SignatureRule, SignaturesConfig
 from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
 
 __all__ = [
@@ -195,6 +196,28 @@ class BaseImagesDoc(_Doc):
     require_for: list[str] = []
 
 
+class KeylessIdentityDoc(_Doc):
+    issuer: str
+    subject: str | None = None
+    subject_reg_exp: str | None = None
+
+
+class SignatureRuleDoc(_Doc):
+    images: list[str]
+    keys: list[str] = []
+    identities: list[KeylessIdentityDoc] = []
+    count: int = 1
+    mode: Mode | None = None
+    on_error: Literal["deny", "allow"] | None = None
+
+
+class SignaturesDoc(_Doc):
+    mode: Mode | None = None  # default: the policy's
+    on_error: Literal["deny", "allow"] = "deny"
+    trusted_root: str | None = None
+    rules: list[SignatureRuleDoc] = []
+
+
 class TagsDoc(_Doc):
     disallow: list[str] = []
     require_tag: bool = False
@@ -221,6 +244,7 @@ class PolicyDoc(_Doc):
     base_images: BaseImagesDoc = msgspec.field(default_factory=BaseImagesDoc)
     pinning: PinningDoc = msgspec.field(default_factory=PinningDoc)
     tags: TagsDoc = msgspec.field(default_factory=TagsDoc)
+    signatures: SignaturesDoc = msgspec.field(default_factory=SignaturesDoc)
 
 
 class GrantsDoc(_Doc):
@@ -405,6 +429,7 @@ class ImageClass(msgspec.Struct, frozen=True):
     contactable: bool = False  # imagegate may ask its registry (Policy.contact_scope)
     written: Reference | None = None  # normalized, but without the :latest the runtime adds
     tag_exempt: bool = False  # tags.exempt covers it
+    signed_required: bool = False  # a signatures rule covers it
 
 
 IMAGE_CLASS_CACHE_SIZE = 20_000
@@ -432,6 +457,7 @@ class Policy:
     base_images: BaseImagesConfig = field(default_factory=BaseImagesConfig)
     pinning: PinningConfig = field(default_factory=PinningConfig)
     tags: TagRules = field(default_factory=TagRules)
+    signatures: SignaturesConfig = field(default_factory=SignaturesConfig)
 
     # classify()'s answers: a policy never changes, so neither do they (not copied by replace())
     _image_classes: dict[str, ImageClass] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -446,6 +472,8 @@ class Policy:
             for grant in self.grants:
                 entries.extend(grant.registries.patterns if grant.registries is not None else ())
             entries.extend(self.base_images.require_for)
+            for rule in self.signatures.rules:  # a signature is fetched from the image's own registry
+                entries.extend(rule.images)
             named = [entry.registry for entry in entries]
             exact = {host for host, glob in named if not glob}
             exact.update(ref.registry_host for ref in self.base_images.trusted)
@@ -479,6 +507,7 @@ class Policy:
                 contactable=self.contact_scope().allows(ref),
                 written=written,
                 tag_exempt=self.tags.exempt.first_match(ref) is not None,
+                signed_required=bool(self.signatures.rules) and bool(self.signatures.rules_for(ref)),
             )
         if len(self._image_classes) >= IMAGE_CLASS_CACHE_SIZE:
             self._image_classes.clear()  # a flood of distinct names: start over rather than grow
@@ -893,6 +922,55 @@ def _tag_rules(doc: LocatedDocument, parsed: TagsDoc) -> TagRules:
     )
 
 
+def _signatures(doc: LocatedDocument, parsed: SignaturesDoc, policy_mode: Mode) -> SignaturesConfig:
+    mode = parsed.mode if parsed.mode is not None else policy_mode
+    rules = []
+    for index, rule in enumerate(parsed.rules):
+        path = f"$.signatures.rules[{index}]"
+        if not rule.images:
+            raise doc.error(f"{path}.images", "name the images this rule covers (patterns, as in trusted)")
+        if not rule.keys and not rule.identities:
+            raise doc.error(path, "name keys (PEM public key files) or identities (issuer and subject) to trust")
+        for position, key in enumerate(rule.keys):
+            if not key.strip():
+                raise doc.error(f"{path}.keys[{position}]", "an empty path: name a PEM public key file")
+        identities = []
+        for position, identity in enumerate(rule.identities):
+            where = f"{path}.identities[{position}]"
+            if not identity.issuer:
+                raise doc.error(f"{where}.issuer", "name the OIDC issuer the certificate must carry")
+            if (identity.subject is None) == (identity.subject_reg_exp is None):
+                raise doc.error(where, "write exactly one of subject (exact) and subjectRegExp (a regular expression)")
+            if identity.subject is not None and not identity.subject:
+                raise doc.error(f"{where}.subject", "an empty subject matches no certificate")
+            if identity.subject_reg_exp is not None:
+                try:
+                    re.compile(identity.subject_reg_exp)
+                except re.error as exc:
+                    raise doc.error(f"{where}.subjectRegExp", f"not a regular expression: {exc}") from None
+            identities.append(KeylessIdentity(identity.issuer, identity.subject or "", identity.subject_reg_exp or ""))
+        signers = len(rule.keys) + len(identities)
+        if not 1 <= rule.count <= signers:
+            raise doc.error(
+                f"{path}.count", f"between 1 and the {signers} keys and identities the rule names, got {rule.count}"
+            )
+        rules.append(
+            SignatureRule(
+                f"signatures.rules[{index}]",
+                _patterns(doc, f"{path}.images", rule.images),
+                tuple(dict.fromkeys(rule.keys)),
+                tuple(identities),
+                rule.count,
+                rule.mode if rule.mode is not None else mode,
+                rule.on_error if rule.on_error is not None else parsed.on_error,
+            )
+        )
+    if parsed.trusted_root is not None and not parsed.trusted_root.strip():
+        raise doc.error("$.signatures.trustedRoot", "an empty path: name a Sigstore trusted_root.json, or leave it out")
+    keys = tuple(dict.fromkeys(key for rule in rules for key in rule.keys))
+    return SignaturesConfig(tuple(rules), parsed.trusted_root, keys)
+
+
 def load_identities(text: str, source: str = "<identities>") -> dict[str, Identity]:
     """Parse a tool identities document (namespace -> uid/gid), e.g. a generated ConfigMap."""
     doc = _document(text, source, "ToolIdentities")
@@ -935,6 +1013,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         base_images=base_images,
         pinning=pinning,
         tags=_tag_rules(doc, parsed.tags),
+        signatures=_signatures(doc, parsed.signatures, parsed.mode),
     )
     return _assemble(base, _grants(doc, "$.byoc.grants", parsed.byoc.grants))
 

@@ -31,6 +31,7 @@ __all__ = [
     "PodSubject",
     "Subject",
     "outcome_of",
+    "SignatureVerdict",
 ]
 
 
@@ -165,13 +166,24 @@ class BaseImageVerdict(msgspec.Struct, frozen=True):
     digest: str | None = None  # the image (index) digest judged: pinning pins exactly this one
 
 
+class SignatureVerdict(msgspec.Struct, frozen=True):
+    """Whether an image's signatures satisfy one ``signatures`` rule (see core/signatures.py)."""
+
+    ok: bool
+    detail: str
+    digest: str | None = None  # the image digest whose signatures were judged
+    mode: Mode = Mode.ENFORCE  # the rule's: what a failure does
+
+
 class Lookups(msgspec.Struct, frozen=True):
     """The registry's part of a decision, by normalized reference: base-image verdicts, digests
-    to pin to, and what to tell the user about lookups that failed (the registry shell makes it)."""
+    to pin to, signature verdicts (one per signatures rule that covers the image), and what to
+    tell the user about lookups that failed (the registry shell makes it)."""
 
     base_verdicts: Mapping[str, BaseImageVerdict] = {}
     digests: Mapping[str, str] = {}
     notes: tuple[str, ...] = ()
+    signatures: Mapping[str, tuple[SignatureVerdict, ...]] = {}
 
 
 NO_LOOKUPS = Lookups()  # a decision without the registry (offline, or before the lookups)
@@ -223,6 +235,7 @@ class Decision(msgspec.Struct, frozen=True):
     # pins_needed and the images waiting for their base check, which need pinning if it passes
     # (in image order): the registry shell looks both up in one go
     pins_after_checks: tuple[str, ...] = ()
+    signature_checks_needed: tuple[str, ...] = ()  # references a signatures rule covers, to verify
     notices: tuple[str, ...] = ()  # said to the user whatever the decision (a grant about to end)
 
     def _in_mode(self, mode: Mode) -> tuple[Finding, ...]:

@@ -15,23 +15,67 @@ per-registry limits, time budget, size bounds and digest checks, and its single 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from cachetools import LRUCache, TTLCache
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from sigstore.errors import VerificationError
+from sigstore.hashes import Hashed
+from sigstore.models import Bundle, TrustedRoot
+from sigstore.verify import Verifier
+from sigstore_models.common.v1 import HashAlgorithm
 
 from imagegate.core.oci import Descriptor, Index, Manifest, OciError, parse_manifest
+from imagegate.core.records import SignatureVerdict
 from imagegate.core.reference import Reference
-from imagegate.shell.registry import RegistryClient, RegistryError
+from imagegate.core.signatures import (
+    OTHER_DIGEST,
+    OTHER_KEY,
+    PayloadError,
+    SignatureEvidence,
+    SignatureRule,
+    SignaturesConfig,
+    check_simple_signing_payload,
+    judge,
+)
+from imagegate.shell.registry_errors import RegistryError
+
+if TYPE_CHECKING:
+    from imagegate.shell.registry import RegistryClient
 
 __all__ = [
+    "BUNDLE_TYPES",
     "MAX_ATTACHED",
     "Attached",
+    "SignatureChecker",
+    "SigningError",
     "attached",
     "attached_by_referrers",
     "attached_by_tag",
     "fallback_tag",
+    "judge_image",
     "layer_bytes",
+    "load_keys",
+    "load_public_key",
+    "simple_signing_evidence",
     "tag_for",
+    "verifies",
+    "verify_bundle",
 ]
+
+log = structlog.get_logger("imagegate.signing")
 
 # At most this many artifacts attached to one digest are read (an attacker can attach many).
 MAX_ATTACHED = 16
@@ -158,3 +202,368 @@ async def attached(
 async def layer_bytes(client: RegistryClient, ref: Reference, descriptor: Descriptor, limit: int = 1 << 20) -> bytes:
     """One layer of an attached artifact (a payload, a bundle), at most ``limit`` bytes, digest-checked."""
     return await client.blob(ref, descriptor, limit)
+
+
+# --- verification ------------------------------------------------------------------------------
+
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+# Sigstore bundles as cosign and the OCI 1.1 referrers carry them (artifact and layer media types).
+BUNDLE_TYPES = frozenset(
+    {
+        "application/vnd.dev.sigstore.bundle+json;version=0.1",
+        "application/vnd.dev.sigstore.bundle+json;version=0.2",
+        "application/vnd.dev.sigstore.bundle+json;version=0.3",
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+    }
+)
+# cosign's signature manifest when it attaches through the referrers API (--registry-referrers-mode oci-1-1)
+COSIGN_SIGNATURE_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
+IN_TOTO_PAYLOAD = "application/vnd.in-toto+json"
+# At most this many signature layers of one artifact are read (cosign appends one per signature).
+MAX_LAYERS = 32
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_BUNDLE_BYTES = 1024 * 1024
+_OIDC_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
+_OIDC_ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
+_OTHERNAME_SAN = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.7")
+
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+
+class SigningError(Exception):
+    """The signature configuration cannot be used: a key or trusted root that cannot be read."""
+
+
+def load_public_key(pem: bytes, where: str) -> PublicKey:
+    """A PEM public key cosign can sign with: ECDSA P-256/P-384/P-521, RSA, Ed25519."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise SigningError(f"{where} is not a PEM public key: {exc}") from None
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+            raise SigningError(f"{where}: ECDSA curve {key.curve.name} is not one cosign signs with")
+        return key
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise SigningError(f"{where}: an RSA key of {key.key_size} bits is too weak (2048 at least)")
+        return key
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    raise SigningError(f"{where}: {type(key).__name__} keys are not supported (ECDSA, RSA or Ed25519)")
+
+
+def _resolve(name: str, relative_to: Path | None) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() or relative_to is None else relative_to / path
+
+
+def load_keys(config: SignaturesConfig, relative_to: Path | None) -> dict[str, PublicKey]:
+    """Every key the rules name, by the path as written (resolved like the policy's other paths)."""
+    keys = {}
+    for name in config.keys:
+        path = _resolve(name, relative_to)
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise SigningError(f"cannot read the public key {path}: {exc.strerror or exc}") from None
+        keys[name] = load_public_key(pem, str(path))
+    return keys
+
+
+_EC_HASHES: dict[str, tuple[type[hashes.HashAlgorithm], ...]] = {
+    # the curve's own hash first (cosign's default since sigstore 1.8), then SHA-256 (older cosign)
+    "secp256r1": (hashes.SHA256,),
+    "secp384r1": (hashes.SHA384, hashes.SHA256),
+    "secp521r1": (hashes.SHA512, hashes.SHA256),
+}
+
+
+def verifies(key: PublicKey, signature: bytes, payload: bytes) -> bool:
+    """Whether ``signature`` over ``payload`` verifies with ``key``, as cosign signs with each kind."""
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, payload)
+            return True
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            for algorithm in _EC_HASHES.get(key.curve.name, (hashes.SHA256,)):
+                try:
+                    key.verify(signature, payload, ec.ECDSA(algorithm()))
+                    return True
+                except InvalidSignature:
+                    continue
+            return False
+        try:
+            key.verify(signature, payload, padding.PKCS1v15(), hashes.SHA256())
+            return True
+        except InvalidSignature:
+            key.verify(
+                signature,
+                payload,
+                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO),
+                hashes.SHA256(),
+            )
+            return True
+    except InvalidSignature:
+        return False
+
+
+def simple_signing_evidence(
+    keys: Mapping[str, PublicKey], payload: bytes, annotations: Mapping[str, str], digest: str, found_by: str
+) -> SignatureEvidence:
+    """One tag-scheme signature layer: which key verified it, or why it counts for nothing."""
+    encoded = annotations.get(SIGNATURE_ANNOTATION)
+    if encoded is None:
+        return SignatureEvidence(found_by, problem="the layer carries no signature annotation")
+    try:
+        signature = base64.b64decode(encoded, validate=True)
+    except (ValueError, binascii.Error):
+        return SignatureEvidence(found_by, problem="the signature annotation is not base64")
+    signer = next((name for name, key in keys.items() if verifies(key, signature, payload)), None)
+    if signer is None:
+        if CERTIFICATE_ANNOTATION in annotations and not keys:
+            return SignatureEvidence(
+                found_by, problem="a keyless signature in the tag scheme (imagegate verifies keyless Sigstore bundles)"
+            )
+        return SignatureEvidence(
+            found_by, problem=f"{OTHER_KEY}: none of the configured keys verifies it (or its payload was altered)"
+        )
+    try:
+        check_simple_signing_payload(payload, digest)
+    except PayloadError as exc:
+        return SignatureEvidence(found_by, key=None, problem=f"{exc} (signed by {signer})")
+    return SignatureEvidence(found_by, key=signer)
+
+
+def trusted_root_file(config: SignaturesConfig, relative_to: Path | None) -> Path:
+    """The policy's trusted_root.json or, by default, the Sigstore public-good root sigstore-python ships."""
+    if config.trusted_root is not None:
+        return _resolve(config.trusted_root, relative_to)
+    shipped = resources.files("sigstore") / "_store" / "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev" / "trusted_root.json"
+    return Path(str(shipped))
+
+
+def bundle_verifier(root: Path) -> Verifier:
+    """A verifier that needs no network: the trusted root is read from ``root``, never refreshed."""
+    try:
+        return Verifier(trusted_root=TrustedRoot.from_file(str(root)))
+    except OSError as exc:
+        raise SigningError(f"cannot read the Sigstore trusted root {root}: {exc.strerror or exc}") from None
+    except Exception as exc:  # sigstore raises pydantic, protobuf and its own errors for a bad root
+        raise SigningError(f"{root} is not a usable Sigstore trusted root: {exc}") from None
+
+
+class _AnySigner:
+    """sigstore-python's certificate policy hook, accepting any signer: the identity rules are
+    judged afterwards, per rule, from the verified certificate (core/signatures.py), so one
+    verification per image digest serves every rule."""
+
+    def verify(self, cert: x509.Certificate) -> None:
+        return None
+
+
+_ANY_SIGNER = _AnySigner()
+
+
+def _issuer(certificate: x509.Certificate) -> str | None:
+    extensions = certificate.extensions
+    try:
+        raw = extensions.get_extension_for_oid(_OIDC_ISSUER_V1).value
+        return bytes(raw.value).decode()  # type: ignore[attr-defined]
+    except (x509.ExtensionNotFound, UnicodeDecodeError):
+        pass
+    try:
+        der = bytes(extensions.get_extension_for_oid(_OIDC_ISSUER_V2).value.value)  # type: ignore[attr-defined]
+    except x509.ExtensionNotFound:
+        return None
+    # a DER UTF8String (tag 12) of a short or one-byte long length
+    if len(der) >= 2 and der[0] == 12:
+        start, length = (2, der[1]) if der[1] < 128 else (3, der[2] if der[1] == 0x81 and len(der) > 2 else -1)
+        if 0 <= length == len(der) - start:
+            return der[start:].decode(errors="replace")
+    return None
+
+
+def _subject(certificate: x509.Certificate) -> str | None:
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    found = [*names.get_values_for_type(x509.UniformResourceIdentifier), *names.get_values_for_type(x509.RFC822Name)]
+    found += [
+        n.value.decode(errors="replace")
+        for n in names.get_values_for_type(x509.OtherName)
+        if n.type_id == _OTHERNAME_SAN
+    ]
+    return found[0] if found else None
+
+
+def _bundle_problem(message: str) -> str:
+    """A sigstore-python failure, named as an operator would look for it."""
+    lowered = message.lower()
+    if "digest mismatch" in lowered:
+        return f"{OTHER_DIGEST} (the bundle signs other content)"
+    if "expired" in lowered or "validity" in lowered or "not valid" in lowered:
+        return f"certificate expired at signing time, or the signing time is outside its validity: {message}"
+    if "inclusion" in lowered or "log entry" in lowered or "checkpoint" in lowered or "tlog" in lowered:
+        return f"tlog entry missing or invalid: {message}"
+    return f"bundle verification failed: {message}"
+
+
+def verify_bundle(verifier: Verifier, document: bytes, digest: str) -> tuple[str, str]:
+    """Verify a Sigstore bundle over the image ``digest``, offline; return its signer's (issuer, subject).
+
+    A bundle signs the image either as a message signature over the image manifest (whose
+    SHA-256 is the digest) or as a DSSE in-toto statement whose subject is the digest (cosign's
+    newer bundles). The certificate chain, the transparency log entry (inclusion proof or
+    promise, checkpoint) and the signing time are checked against the trusted root by
+    sigstore-python; raises :class:`PayloadError` with the reason when anything fails.
+    """
+    algorithm, _, hexdigits = digest.partition(":")
+    if algorithm != "sha256":
+        raise PayloadError(f"Sigstore bundles sign SHA-256 digests; the image is {algorithm}")
+    try:
+        bundle = Bundle.from_json(document)
+    except Exception as exc:  # InvalidBundle, JSON and model errors alike: the bundle is unusable
+        raise PayloadError(
+            f"malformed Sigstore bundle: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
+    try:
+        if bundle._dsse_envelope is not None:
+            kind, payload = verifier.verify_dsse(bundle, _ANY_SIGNER)
+            _check_statement_subject(kind, payload, hexdigits)
+        else:
+            hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(hexdigits))
+            verifier.verify_artifact(hashed, bundle, _ANY_SIGNER)
+    except VerificationError as exc:
+        raise PayloadError(_bundle_problem(str(exc))) from None
+    except PayloadError:
+        raise
+    except Exception as exc:  # a bundle sigstore-python chokes on verifies for nobody
+        raise PayloadError(f"bundle verification failed: {type(exc).__name__}: {exc}") from None
+    certificate = bundle.signing_certificate
+    issuer, subject = _issuer(certificate), _subject(certificate)
+    if issuer is None or subject is None:
+        raise PayloadError("the bundle's certificate names no OIDC issuer or subject")
+    return issuer, subject
+
+
+def _check_statement_subject(kind: str, payload: bytes, hexdigits: str) -> None:
+    if kind != IN_TOTO_PAYLOAD:
+        raise PayloadError(f"the bundle's envelope holds {kind!r}, not an in-toto statement")
+    try:
+        statement = json.loads(payload)
+        subjects = statement["subject"]
+        signed = {
+            str(s["digest"]["sha256"]) for s in subjects if isinstance(s, dict) and "sha256" in s.get("digest", {})
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise PayloadError("the bundle's in-toto statement has no readable subject") from None
+    if hexdigits not in signed:
+        raise PayloadError(f"{OTHER_DIGEST} (the statement's subjects are not sha256:{hexdigits[:12]})")
+
+
+# --- the admission's part: evidence per image digest, cached ---------------------------------
+
+
+@dataclass
+class _Trust:
+    """What one ``signatures`` section trusts, loaded: its keys, and a verifier for bundles."""
+
+    keys: dict[str, PublicKey]
+    verifier: Verifier | None  # None: no rule names an identity
+    error: str | None = None  # why the section cannot be used (a key file that cannot be read)
+    generation: int = 0  # distinguishes the evidence cached under different trust
+
+
+class SignatureChecker:
+    """Signature evidence per image digest: fetched once (single flight), verified, remembered.
+
+    A digest never changes, so a verified signature is remembered long (``cache_size``
+    digests, LRU); "no signature" and failures briefly (``negative_ttl``), since a signature
+    is often pushed a moment after its image.
+    """
+
+    def __init__(self, relative_to: Path | None = None, *, cache_size: int = 4096, negative_ttl: float = 30) -> None:
+        self.relative_to = relative_to
+        self._trust: dict[SignaturesConfig, _Trust] = {}
+        self._generation = 0
+        self._verified: LRUCache[tuple[Any, ...], tuple[SignatureEvidence, ...]] = LRUCache(cache_size)
+        self._unverified: TTLCache[tuple[Any, ...], tuple[SignatureEvidence, ...]] = TTLCache(cache_size, negative_ttl)
+        self.verifications = 0  # signatures verified cryptographically (tests, bench)
+
+    def trust(self, config: SignaturesConfig) -> _Trust:
+        """The keys and trusted root of ``config``, read once per policy (a reload reads them again)."""
+        known = self._trust.get(config)
+        if known is None:
+            self._generation += 1
+            try:
+                keys = load_keys(config, self.relative_to)
+                verifier = bundle_verifier(trusted_root_file(config, self.relative_to)) if config.keyless else None
+                known = _Trust(keys, verifier, generation=self._generation)
+            except SigningError as exc:
+                log.error("signature configuration unusable", error=str(exc))
+                known = _Trust({}, None, str(exc), self._generation)
+            if len(self._trust) >= 8:
+                self._trust.clear()  # policies come and go on reload: keep only the recent ones
+            self._trust[config] = known
+        return known
+
+    async def evidence(
+        self, client: RegistryClient, config: SignaturesConfig, ref: Reference, digest: str
+    ) -> tuple[SignatureEvidence, ...]:
+        """Every signature attached to ``digest``, verified against ``config``'s keys and trusted root."""
+        trust = self.trust(config)
+        if trust.error is not None:
+            raise SigningError(trust.error)
+        key = (ref.repository, digest, trust.generation)
+        known = self._verified.get(key)
+        if known is None:
+            known = self._unverified.get(key)
+        if known is not None:
+            return known
+
+        async def gather() -> tuple[SignatureEvidence, ...]:
+            found = await self._gather(client, trust, ref, digest)
+            remember = self._verified if any(e.problem is None for e in found) else self._unverified
+            remember[key] = found
+            return found
+
+        return await client.shared(("signature-evidence", *key), gather)
+
+    async def _gather(
+        self, client: RegistryClient, trust: _Trust, ref: Reference, digest: str
+    ) -> tuple[SignatureEvidence, ...]:
+        kinds = {COSIGN_SIGNATURE_ARTIFACT, *(BUNDLE_TYPES if trust.verifier is not None else ())}
+        artifacts = await attached(client, ref, digest, tag_suffix="sig", artifact_types=kinds)
+        found: list[SignatureEvidence] = []
+        for artifact in artifacts:
+            for layer in artifact.manifest.layers[:MAX_LAYERS]:
+                where = f"{artifact.found_by}, layer {layer.digest[7:19]}"
+                if layer.media_type == SIMPLE_SIGNING:
+                    payload = await layer_bytes(client, ref, layer, MAX_PAYLOAD_BYTES)
+                    self.verifications += 1
+                    found.append(simple_signing_evidence(trust.keys, payload, layer.annotations, digest, where))
+                elif trust.verifier is not None and (
+                    layer.media_type in BUNDLE_TYPES or artifact.artifact_type in BUNDLE_TYPES
+                ):
+                    document = await layer_bytes(client, ref, layer, MAX_BUNDLE_BYTES)
+                    self.verifications += 1
+                    found.append(await asyncio.to_thread(_bundle_evidence, trust.verifier, document, digest, where))
+        return tuple(found)
+
+
+def _bundle_evidence(verifier: Verifier, document: bytes, digest: str, where: str) -> SignatureEvidence:
+    try:
+        issuer, subject = verify_bundle(verifier, document, digest)
+    except PayloadError as exc:
+        return SignatureEvidence(where, problem=str(exc))
+    return SignatureEvidence(where, issuer=issuer, subject=subject)
+
+
+def judge_image(
+    rules: Sequence[SignatureRule], digest: str, evidence: Sequence[SignatureEvidence]
+) -> tuple[SignatureVerdict, ...]:
+    return tuple(judge(rule, digest, evidence) for rule in rules)

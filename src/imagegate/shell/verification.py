@@ -27,7 +27,7 @@ import structlog
 from imagegate.core.baseimage import BaseVersion, verify_image
 from imagegate.core.decide import BaseImageVerdict, Decision
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, contact_refusal
-from imagegate.core.records import NO_LOOKUPS, Lookups
+from imagegate.core.records import NO_LOOKUPS, Lookups, SignatureVerdict
 from imagegate.core.reference import Reference, parse_docker_ref
 from imagegate.shell.policy_source import relative_to_policy
 from imagegate.shell.registry_errors import RegistryError
@@ -35,6 +35,7 @@ from imagegate.shell.registry_errors import RegistryError
 if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
     from imagegate.core.oci import ResolvedImage
     from imagegate.shell.registry import RegistryClient
+    from imagegate.shell.signing import SignatureChecker
 
 __all__ = ["BaseImageIndex", "Lookups", "RegistryGate", "pin_failure_note", "settle", "tenant_reason"]
 
@@ -123,6 +124,7 @@ class RegistryGate:
         # wants them all; the webhook would grow this without bound)
         self.pin_failures: dict[str, RegistryError] | None = {} if remember_failures else None
         self.bases = BaseImageIndex()
+        self._signatures: SignatureChecker | None = None  # made by the first signature check (loads sigstore)
         self._clients: dict[RegistryConfig, RegistryClient] = {}
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._refreshed_for: BaseImagesConfig | None = None
@@ -172,6 +174,38 @@ class RegistryGate:
             return BaseImageVerdict(False, f"{reason}; denied by registry.onError: deny")
         return verify_image(image, self.bases.versions)
 
+    @property
+    def signatures(self) -> SignatureChecker:
+        if self._signatures is None:
+            from imagegate.shell.signing import SignatureChecker  # noqa: PLC0415 - sigstore only when a rule needs it
+
+            self._signatures = SignatureChecker(self.relative_to)
+        return self._signatures
+
+    async def _signature_verdicts(self, policy: Policy, reference: str) -> tuple[SignatureVerdict, ...]:
+        """The image's verdict under each ``signatures`` rule covering it; ``onError`` when the registry fails."""
+        from imagegate.shell.signing import SigningError, judge_image  # noqa: PLC0415
+
+        ref = parse_docker_ref(reference)
+        rules = policy.signatures.rules_for(ref)
+        try:
+            digest = ref.digest or (await self.resolve(policy, ref)).digest
+            evidence = await self.signatures.evidence(self.client(policy.registry), policy.signatures, ref, digest)
+        except SigningError as exc:  # our configuration, not the image: fail closed whatever onError says
+            return tuple(SignatureVerdict(False, f"signatures not verified: {exc}", None, rule.mode) for rule in rules)
+        except RegistryError as exc:
+            reason = tenant_reason(reference, exc)
+            verdicts = []
+            for rule in rules:
+                if rule.on_error == "allow" and exc.kind not in _NOT_A_REGISTRY_FAILURE:
+                    detail = f"signatures not verified: {reason}; allowed by {rule.name} onError: allow"
+                    verdicts.append(SignatureVerdict(True, detail, None, rule.mode))
+                else:
+                    detail = f"signatures not verified: {reason}; denied by {rule.name} onError: {rule.on_error}"
+                    verdicts.append(SignatureVerdict(False, detail, None, rule.mode))
+            return tuple(verdicts)
+        return judge_image(rules, digest, evidence)
+
     async def _digest(self, policy: Policy, reference: str) -> str | RegistryError:
         try:
             ref = parse_docker_ref(reference)
@@ -189,34 +223,50 @@ class RegistryGate:
         pins: bool,
         checks: bool = True,
         verified: Mapping[str, BaseImageVerdict] | None = None,
+        signed: Mapping[str, tuple[SignatureVerdict, ...]] | None = None,
     ) -> Lookups:
-        """Verdicts for ``decision.base_checks_needed`` when ``checks``; digests for its pins when ``pins``:
-        the images it needs pinned and those whose base check passes now (``pins_after_checks``).
+        """Verdicts for ``decision.base_checks_needed`` and ``signature_checks_needed`` when
+        ``checks``; digests for its pins when ``pins``: the images it needs pinned and those whose
+        base check passes now (``pins_after_checks``).
 
-        Base images first (an image that fails them is not pinned). An image whose base was
-        verified is pinned to the digest that was verified (its verdict says which), never to
-        what its tag points at a moment later.
+        Base images and signatures are checked side by side (an image that fails its base check is
+        not pinned). An image whose base or signatures were verified is pinned to the digest that
+        was verified (its verdict says which; both come from one single-flight resolution of the
+        tag), never to what its tag points at a moment later.
         """
         wanted = list(decision.base_checks_needed) if checks else []
-        verdicts = dict(zip(wanted, await asyncio.gather(*(self._verdict(policy, ref) for ref in wanted)), strict=True))
+        to_verify = list(decision.signature_checks_needed) if checks else []
+        base_found, signatures_found = await asyncio.gather(
+            asyncio.gather(*(self._verdict(policy, ref) for ref in wanted)),
+            asyncio.gather(*(self._signature_verdicts(policy, ref) for ref in to_verify)),
+        )
+        verdicts = dict(zip(wanted, base_found, strict=True))
+        signature_verdicts = {**(signed or {}), **dict(zip(to_verify, signatures_found, strict=True))}
         judged = {**(verified or {}), **verdicts}
+        verified_digests: dict[str, str] = {}
+        for ref, found_signatures in signature_verdicts.items():
+            digest = next((v.digest for v in found_signatures if v.digest is not None), None)
+            if digest is not None:
+                verified_digests[ref] = digest
+        for ref, verdict in judged.items():
+            if verdict.digest is not None:
+                verified_digests[ref] = verdict.digest
         needed = set(decision.pins_needed)
         passed = {ref for ref, verdict in judged.items() if verdict.ok}
         pin_refs = [ref for ref in decision.pins_after_checks if ref in needed or ref in passed] if pins else []
-        to_look_up = [ref for ref in pin_refs if judged.get(ref) is None or judged[ref].digest is None]
+        to_look_up = [ref for ref in pin_refs if ref not in verified_digests]
         looked_up = dict(
             zip(to_look_up, await asyncio.gather(*(self._digest(policy, ref) for ref in to_look_up)), strict=True)
         )
         digests: dict[str, str] = {}
         notes = []
         for ref in pin_refs:
-            verdict = judged.get(ref)
-            found = verdict.digest if verdict is not None and verdict.digest is not None else looked_up.get(ref)
+            found = verified_digests.get(ref) or looked_up.get(ref)
             if isinstance(found, str):
                 digests[ref] = found
             elif isinstance(found, RegistryError):
                 notes.append(pin_failure_note(ref, found))
-        return Lookups(verdicts, digests, tuple(notes))
+        return Lookups(verdicts, digests, tuple(notes), signature_verdicts)
 
 
 # Kinds whose message is imagegate's own words about the image (what in an index it refuses, or
@@ -272,7 +322,10 @@ def pin_failure_note(reference: str, error: RegistryError) -> str:
 
 def needs_registry(decision: Decision | None, *, pins: bool) -> bool:
     """Whether :func:`settle` has registry lookups to do for a first, lookup-free decision."""
-    return decision is not None and bool(decision.base_checks_needed or (pins and decision.pins_needed))
+    return decision is not None and bool(
+        decision.base_checks_needed or decision.signature_checks_needed or (pins and decision.pins_needed)
+    )
+
 
 
 async def settle(
@@ -286,9 +339,9 @@ async def settle(
 ) -> T:
     """Evaluate, then add the registry's part only where the decision needs it.
 
-    The lookup-free decision says everything the registry is asked (base checks, and with
-    ``pins`` the digests of the images that are, or will be once their base check passes,
-    allowed), so ``evaluate`` runs once more at most, with all of it. ``first`` is the
+    The lookup-free decision says everything the registry is asked (base and signature checks,
+    and with ``pins`` the digests of the images that are, or will be once their base check
+    passes, allowed), so ``evaluate`` runs once more at most, with all of it. ``first`` is the
     lookup-free result when the caller already has it.
     """
     result = evaluate(NO_LOOKUPS) if first is None else first

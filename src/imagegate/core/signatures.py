@@ -1,0 +1,167 @@
+"""Signature rules and their judgement: pure, no crypto, no I/O.
+
+The shell (:mod:`imagegate.shell.signing`) finds the signatures attached to an image digest and
+verifies each cryptographically; what it learns is a list of :class:`SignatureEvidence`: for
+each signature, which configured key verified it or which keyless identity (certificate issuer
+and subject, from a verified Sigstore bundle) made it, or why it does not count. Here:
+
+* :func:`check_simple_signing_payload`: what a cosign simple-signing payload must say (the
+  image digest it signs, the signature type);
+* :func:`judge`: whether the evidence satisfies a rule (``count`` of its keys and identities),
+  and the reason when it does not: no signature found, signed by another key, a payload for
+  another digest, a certificate identity mismatch, ...
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from imagegate.core.patterns import PatternSet
+from imagegate.core.records import Mode, SignatureVerdict
+from imagegate.core.reference import Reference
+
+__all__ = [
+    "COSIGN_SIGNATURE_TYPE",
+    "KeylessIdentity",
+    "PayloadError",
+    "SignatureEvidence",
+    "SignatureRule",
+    "SignaturesConfig",
+    "check_simple_signing_payload",
+    "judge",
+]
+
+COSIGN_SIGNATURE_TYPE = "cosign container image signature"
+
+# Why a signature does not count (stable words: tests and operators read them).
+NO_SIGNATURE = "no signature found"
+OTHER_KEY = "signed by another key"
+OTHER_DIGEST = "payload for another digest"
+IDENTITY_MISMATCH = "certificate identity mismatch"
+
+
+class PayloadError(ValueError):
+    """A simple-signing payload that does not sign this image as cosign does."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeylessIdentity:
+    """A Fulcio certificate's signer: its OIDC issuer and subject (exact, or a regular expression)."""
+
+    issuer: str
+    subject: str = ""
+    subject_regexp: str = ""  # matched in full (Python re), as policy-controller's subjectRegExp
+
+    def matches(self, issuer: str, subject: str) -> bool:
+        if issuer != self.issuer:
+            return False
+        if self.subject_regexp:
+            return re.fullmatch(self.subject_regexp, subject) is not None
+        return subject == self.subject
+
+    def __str__(self) -> str:
+        subject = f"/{self.subject_regexp}/" if self.subject_regexp else self.subject
+        return f"{subject} (issuer {self.issuer})"
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureRule:
+    """Images matching ``images`` need signatures by ``count`` of ``keys`` and ``identities``."""
+
+    name: str  # "signatures.rules[0]": for messages
+    images: PatternSet
+    keys: tuple[str, ...] = ()  # PEM public key files, as written (the shell resolves and reads them)
+    identities: tuple[KeylessIdentity, ...] = ()
+    count: int = 1
+    mode: Mode = Mode.ENFORCE
+    on_error: Literal["deny", "allow"] = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class SignaturesConfig:
+    rules: tuple[SignatureRule, ...] = ()
+    trusted_root: str | None = None  # a Sigstore trusted_root.json; None: the public-good instance's
+    keys: tuple[str, ...] = field(default=())  # every key any rule names, once
+
+    def rules_for(self, ref: Reference) -> tuple[SignatureRule, ...]:
+        return tuple(rule for rule in self.rules if rule.images.first_match(ref) is not None)
+
+    @property
+    def keyless(self) -> bool:
+        return any(rule.identities for rule in self.rules)
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureEvidence:
+    """One signature attached to the image, as the shell found and verified it.
+
+    ``key``: the configured key (path as written) that verified it; ``issuer``/``subject``: the
+    keyless signer of a verified bundle; ``problem``: why it verified for nobody.
+    """
+
+    found_by: str
+    key: str | None = None
+    issuer: str | None = None
+    subject: str | None = None
+    problem: str | None = None
+
+
+def check_simple_signing_payload(payload: bytes, digest: str) -> None:
+    """Raise :class:`PayloadError` unless ``payload`` is cosign's signature of exactly ``digest``."""
+    try:
+        document: Any = json.loads(payload)
+    except (ValueError, RecursionError):
+        raise PayloadError("the payload is not JSON") from None
+    critical = document.get("critical") if isinstance(document, dict) else None
+    if not isinstance(critical, dict):
+        raise PayloadError("the payload has no 'critical' section")
+    kind = critical.get("type")
+    if kind != COSIGN_SIGNATURE_TYPE:
+        raise PayloadError(f"the payload's critical.type is {kind!r}, not {COSIGN_SIGNATURE_TYPE!r}")
+    image = critical.get("image")
+    signed = image.get("docker-manifest-digest") if isinstance(image, dict) else None
+    if not isinstance(signed, str):
+        raise PayloadError("the payload names no critical.image.docker-manifest-digest")
+    if signed != digest:
+        raise PayloadError(f"{OTHER_DIGEST} ({signed[:19]}, the image is {digest[:19]})")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def judge(rule: SignatureRule, digest: str, evidence: Sequence[SignatureEvidence]) -> SignatureVerdict:
+    """Whether the verified signatures satisfy ``rule`` for the image ``digest``, and why (not)."""
+    keys = set(rule.keys)
+    signers: list[str] = []
+    for item in evidence:
+        if item.key is not None and item.key in keys and item.key not in signers:
+            signers.append(item.key)
+        if item.issuer is not None and item.subject is not None:
+            for identity in rule.identities:
+                if identity.matches(item.issuer, item.subject) and str(identity) not in signers:
+                    signers.append(str(identity))
+    if len(signers) >= rule.count:
+        return SignatureVerdict(True, f"signed by {', '.join(signers)} ({rule.name})", digest, rule.mode)
+    needed = f"{rule.name} needs {_plural(rule.count, 'signature')} by its keys or identities"
+    if not evidence:
+        return SignatureVerdict(False, f"{NO_SIGNATURE} for {digest[:19]}; {needed}", digest, rule.mode)
+    reasons: list[str] = []
+    for item in evidence:
+        if item.problem is not None:
+            reason = item.problem
+        elif item.key is not None:
+            reason = f"{OTHER_KEY} ({item.key}, not one of this rule's)"
+        elif item.issuer is not None:
+            wanted = "; ".join(str(identity) for identity in rule.identities) or "none"
+            reason = f"{IDENTITY_MISMATCH}: signed by {item.subject} (issuer {item.issuer}), wanted {wanted}"
+        else:
+            reason = OTHER_KEY
+        reasons.append(f"{reason} [{item.found_by}]")
+    found = f"{len(signers)} of {rule.count} found" if signers else "none verified"
+    shown = "; ".join(dict.fromkeys(reasons[:4])) + (f"; and {len(reasons) - 4} more" if len(reasons) > 4 else "")
+    return SignatureVerdict(False, f"{needed} ({found}): {shown}", digest, rule.mode)
