@@ -29,9 +29,9 @@ __all__ = [
     "Outcome",
     "PodRules",
     "PodSubject",
+    "SignatureVerdict",
     "Subject",
     "outcome_of",
-    "SignatureVerdict",
 ]
 
 
