@@ -327,7 +327,6 @@ def needs_registry(decision: Decision | None, *, pins: bool) -> bool:
     )
 
 
-
 async def settle(
     gate: RegistryGate,
     policy: Policy,
