@@ -204,6 +204,7 @@ def test_the_grant_document_form_has_one_writer() -> None:
         ticket="T123",
         require_base_image=True,
         mode="warn",
+        signed_by="keys/a.pub",
     )
     bare = grant_entry("tool-b")
     document = {"apiVersion": "imagegate.toolforge.org/v1", "kind": "ImageGrants", "grants": [full, bare]}
@@ -216,6 +217,7 @@ def test_the_grant_document_form_has_one_writer() -> None:
         "ticket",
         "requireBaseImage",
         "mode",
+        "signedBy",
     ]
     assert bare == {"namespace": "tool-b"}
     assert dump_grants(load_grants(json.dumps(document))) == document

@@ -39,6 +39,7 @@ from imagegate.core.records import (
     ObjectSubject,
     PodRules,
     PodSubject,
+    SignatureCheck,
     SignatureVerdict,
 )
 from imagegate.core.reference import Reference
@@ -118,53 +119,65 @@ class _Judge:
             )
         return f"namespace {self.namespace or '(none)'} has no BYOC grant"
 
-    def judge(self, use: ImageUse, image: ImageClass) -> tuple[ImageVerdict, str | None, Mode]:
-        """The verdict, a normalized reference that needs base-image verification, and the mode
-        of the other findings about this image (a grant's, when the grant admits it)."""
+    def judge(self, use: ImageUse, image: ImageClass) -> tuple[ImageVerdict, str | None, Mode, Grant | None]:
+        """The verdict, a normalized reference that needs base-image verification, the mode of the
+        other findings about this image (a grant's, when the grant admits it), and that grant
+        (also while its base check is pending: then the verdict is a finding)."""
         text, ref = image.text, image.ref
         mode = self.policy.mode
         if text is None or ref is None:
             why = "is empty" if use.image == "" else f"is not a valid image reference: {image.error}"
-            return ImageVerdict(use, None, finding=self.finding(use, Rule.INVALID_REFERENCE, why)), None, mode
+            return ImageVerdict(use, None, finding=self.finding(use, Rule.INVALID_REFERENCE, why)), None, mode, None
         if image.blocked is not None:
             # Blocked means blocked: enforced whatever the policy's, a grant's or an override's mode.
             message = f"({text}) is from a blocked registry (matches {image.blocked!r})"
             finding = self.finding(use, Rule.BLOCKED_REGISTRY, message, Mode.ENFORCE)
-            return ImageVerdict(use, text, finding=finding), None, mode
+            return ImageVerdict(use, text, finding=finding), None, mode, None
         required = image.base_required
         if image.trusted_by is not None:
-            return (*self._needs_base(use, image, Allowance.TRUSTED, image.trusted_by, required, mode), mode)
+            return (*self._needs_base(use, image, Allowance.TRUSTED, image.trusted_by, required, mode), mode, None)
         if self.policy.trusted.templates:
             # entries naming the namespace, filled in once per namespace (tools-harbor.wmcloud.org/{namespace})
             own = self.policy.trusted.resolved(self.namespace).first_match(ref)
             if own is not None:
                 allowed_by = f"trusted {own} in {self.namespace}"
-                return (*self._needs_base(use, image, Allowance.TRUSTED, allowed_by, required, mode), mode)
+                return (*self._needs_base(use, image, Allowance.TRUSTED, allowed_by, required, mode), mode, None)
         if self.active:
             return self._judge_granted(use, image, ref, text, required)
         if self.policy.byoc_default == "allow":
             require = self.policy.byoc_require_base_image or required
-            return (*self._needs_base(use, image, Allowance.BYOC_DEFAULT, "byoc default allow", require, mode), mode)
+            verdict, base_ref = self._needs_base(
+                use, image, Allowance.BYOC_DEFAULT, "byoc default allow", require, mode
+            )
+            return verdict, base_ref, mode, None
         trusted_list = _preview(list(self.policy.trusted)) or "none"
         message = f"({text}) is not from a trusted registry (trusted: {trusted_list}); {self.no_grant_reason()}"
-        return ImageVerdict(use, text, finding=self.finding(use, Rule.UNTRUSTED_REGISTRY, message)), None, mode
+        return ImageVerdict(use, text, finding=self.finding(use, Rule.UNTRUSTED_REGISTRY, message)), None, mode, None
+
+    def granting(self, ref: Reference) -> Grant | None:
+        """The active grant that admits ``ref`` (the first whose registries cover it)."""
+        for grant in self.active:
+            if grant.registries is None or grant.registries.first_match(ref) is not None:
+                return grant
+        return None
 
     def _judge_granted(
         self, use: ImageUse, image: ImageClass, ref: Reference, text: str, required: bool
-    ) -> tuple[ImageVerdict, str | None, Mode]:
-        for grant in self.active:
-            if grant.registries is None or grant.registries.first_match(ref) is not None:
-                require = grant.require_base_image or self.policy.byoc_require_base_image or required
-                mode = grant.mode if grant.mode is not None else self.policy.mode
-                allowed_by = f"grant for {grant.namespace} ({_describe(grant)})"
-                return (*self._needs_base(use, image, Allowance.GRANT, allowed_by, require, mode), mode)
+    ) -> tuple[ImageVerdict, str | None, Mode, Grant | None]:
+        grant = self.granting(ref)
+        if grant is not None:
+            require = grant.require_base_image or self.policy.byoc_require_base_image or required
+            mode = grant.mode if grant.mode is not None else self.policy.mode
+            allowed_by = f"grant for {grant.namespace} ({_describe(grant)})"
+            return (*self._needs_base(use, image, Allowance.GRANT, allowed_by, require, mode), mode, grant)
         granted = [p for g in self.active for p in (g.registries or ())]
         message = (
             f"({text}) is neither trusted nor in the registries granted to namespace "
             f"{self.namespace} ({_preview(granted)})"
         )
         # Outside the grant's registries the grant says nothing, its mode included.
-        return ImageVerdict(use, text, finding=self.finding(use, Rule.OUTSIDE_GRANT, message)), None, self.policy.mode
+        finding = self.finding(use, Rule.OUTSIDE_GRANT, message)
+        return ImageVerdict(use, text, finding=finding), None, self.policy.mode, None
 
     def _needs_base(
         self, use: ImageUse, image: ImageClass, allowance: Allowance, allowed_by: str, require: bool, mode: Mode
@@ -295,17 +308,31 @@ _SIGNATURE_CHECKED_BESIDE = frozenset({Rule.BASE_IMAGE_UNVERIFIED, Rule.BASE_IMA
 _MODE_STRENGTH = {Mode.ENFORCE: 2, Mode.WARN: 1, Mode.AUDIT: 0}
 
 
+def _signature_check(verdict: ImageVerdict, image: ImageClass, grant: Grant | None) -> SignatureCheck | None:
+    """What an image's signatures must be verified against, or None when no rule covers it: the
+    ``signatures`` rules whose images match, and the ``signedBy`` of the grant that admitted it."""
+    text, finding = verdict.reference, verdict.finding
+    if text is None or (finding is not None and finding.rule not in _SIGNATURE_CHECKED_BESIDE):
+        return None
+    grant_rule = grant.signature_rule if grant is not None else None
+    if grant_rule is None and not image.signed_required:
+        return None
+    return SignatureCheck(text, grant_rule)
+
+
 def _signature_findings(
-    policy: Policy, verdict: ImageVerdict, image: ImageClass, found: Mapping[str, tuple[SignatureVerdict, ...]]
+    policy: Policy,
+    use: ImageUse,
+    check: SignatureCheck,
+    ref: Reference,
+    found: Mapping[str, tuple[SignatureVerdict, ...]],
 ) -> list[Finding]:
-    """The ``signatures`` rules covering an admitted image: a finding per rule it fails, in the rule's mode."""
-    use, text = verdict.use, verdict.reference
-    if text is None:  # pragma: no cover - only images with a reference are checked
-        return []
+    """A finding per rule the image fails, in the rule's mode (unverified, without the registry's verdicts)."""
+    text = check.reference
     verdicts = found.get(text)
     if verdicts is None:
-        rules = policy.signatures.rules_for(image.ref) if image.ref is not None else ()
-        if not rules:  # pragma: no cover - signed_required says there is one
+        rules = policy.signatures.rules_for(ref, check.grant_rule)
+        if not rules:  # pragma: no cover - a check names a rule
             return []
         mode = Mode.AUDIT
         for rule in rules:  # the strongest rule's mode: what a failure would do
@@ -402,7 +429,7 @@ def decide(
     judged: list[tuple[ImageVerdict, Reference | None]] = []
     tag_findings: list[Finding] = []
     needs_base: list[str] = []
-    needs_signatures: list[str] = []
+    needs_signatures: list[SignatureCheck] = []
     signature_findings: list[Finding] = []
     for use in uses:
         if (use.kind, use.name, use.image) in seen_before:
@@ -411,22 +438,18 @@ def decide(
             judged.append((verdict, None))
             continue
         image = policy.classify(use.image)
-        verdict, base_ref, mode = judge.judge(use, image)
+        verdict, base_ref, mode, grant = judge.judge(use, image)
         verdicts.append(verdict)
         judged.append((verdict, image.ref))
         if policy.tags.active:
             tag_findings.extend(_tag_findings(policy, use, image, mode))
         if base_ref is not None and base_ref not in needs_base:
             needs_base.append(base_ref)
-        text = verdict.reference
-        if (
-            text is not None
-            and image.signed_required
-            and (verdict.finding is None or verdict.finding.rule in _SIGNATURE_CHECKED_BESIDE)
-        ):
-            if text not in needs_signatures:
-                needs_signatures.append(text)
-            signature_findings.extend(_signature_findings(policy, verdict, image, lookups.signatures))
+        check = _signature_check(verdict, image, grant)
+        if check is not None and image.ref is not None:
+            if check not in needs_signatures:
+                needs_signatures.append(check)
+            signature_findings.extend(_signature_findings(policy, use, check, image.ref, lookups.signatures))
     findings = [v.finding for v in verdicts if v.finding is not None] + tag_findings + signature_findings
     pins_needed, pins_after_checks, pin_patches = _pins(policy, namespace, judged, lookups.digests)
     patches: list[Mapping[str, Any]] = []

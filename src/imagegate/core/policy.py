@@ -37,7 +37,7 @@ from imagegate.core.patterns import (
     parse_pattern,
     parse_template,
 )
-from imagegate.core.placeholders import has_placeholder
+from imagegate.core.placeholders import fill_placeholders, has_placeholder
 from imagegate.core.platforms import PlatformError, parse_platform
 from imagegate.core.podprofile import (
     HostPathRule,
@@ -121,6 +121,7 @@ class GrantDoc(_Doc):
     ticket: str = ""
     require_base_image: bool = False
     mode: Mode | None = None
+    signed_by: str | None = None
 
 
 class ByocDoc(_Doc):
@@ -319,6 +320,14 @@ class Grant:
     require_base_image: bool
     mode: Mode | None
     source: str
+    # A PEM public key file (placeholders filled in): the images this grant admits must carry a
+    # cosign signature by it, e.g. the tool's own key (the rule: SignaturesConfig.grant_rules).
+    signed_by: str | None = None
+
+    @property
+    def signature_rule(self) -> str | None:
+        """The name of this grant's ``signedBy`` rule (in ``SignaturesConfig.grant_rules``), if any."""
+        return None if self.signed_by is None else f"signedBy of the grant for {self.namespace} ({self.source})"
 
     def expired(self, now: dt.datetime) -> bool:
         """A grant is good through the whole of its ``expires`` day, in UTC."""
@@ -531,7 +540,34 @@ def _assemble(base: Policy, grants: Sequence[Grant]) -> Policy:
     by_namespace: dict[str, list[Grant]] = {}
     for grant in grants:
         by_namespace.setdefault(grant.namespace, []).append(grant)
-    return replace(base, grants=tuple(grants), grants_by_namespace={k: tuple(v) for k, v in by_namespace.items()})
+    return replace(
+        base,
+        grants=tuple(grants),
+        grants_by_namespace={k: tuple(v) for k, v in by_namespace.items()},
+        signatures=base.signatures.with_grant_rules(_grant_signature_rules(base, grants)),
+    )
+
+
+def _grant_signature_rules(base: Policy, grants: Sequence[Grant]) -> tuple[SignatureRule, ...]:
+    """A rule per grant with ``signedBy``: one signature by that key on every image the grant admits,
+    in the grant's mode (else the policy's) and the signatures section's ``onError``."""
+    rules = []
+    for grant in grants:
+        name = grant.signature_rule
+        if name is None or grant.signed_by is None:
+            continue
+        rules.append(
+            SignatureRule(
+                name,
+                grant.registries or PatternSet(()),  # asked for by name, for the images the grant admits
+                (grant.signed_by,),
+                (),
+                1,
+                grant.mode if grant.mode is not None else base.mode,
+                base.signatures.on_error,
+            )
+        )
+    return tuple(rules)
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -726,6 +762,16 @@ def _grant(doc: LocatedDocument, where: str, grant: GrantDoc) -> Grant:
                 f"{where}.registries",
                 f"{{tool}} stands for a tool's name, and {grant.namespace} is not a tool namespace (tool-<name>)",
             )
+    signed_by = None
+    if grant.signed_by is not None:
+        if not grant.signed_by.strip():
+            raise doc.error(f"{where}.signedBy", "an empty path: name a PEM public key file, or leave it out")
+        signed_by = fill_placeholders(grant.signed_by, grant.namespace)
+        if signed_by is None:
+            raise doc.error(
+                f"{where}.signedBy",
+                f"{{tool}} stands for a tool's name, and {grant.namespace} is not a tool namespace (tool-<name>)",
+            )
     line = doc.line_of(where)
     return Grant(
         namespace=grant.namespace,
@@ -737,6 +783,7 @@ def _grant(doc: LocatedDocument, where: str, grant: GrantDoc) -> Grant:
         require_base_image=grant.require_base_image,
         mode=grant.mode,
         source=f"{doc.source}:{line}" if line else doc.source,
+        signed_by=signed_by,
     )
 
 
@@ -968,7 +1015,7 @@ def _signatures(doc: LocatedDocument, parsed: SignaturesDoc, policy_mode: Mode) 
     if parsed.trusted_root is not None and not parsed.trusted_root.strip():
         raise doc.error("$.signatures.trustedRoot", "an empty path: name a Sigstore trusted_root.json, or leave it out")
     keys = tuple(dict.fromkeys(key for rule in rules for key in rule.keys))
-    return SignaturesConfig(tuple(rules), parsed.trusted_root, keys)
+    return SignaturesConfig(tuple(rules), parsed.trusted_root, keys, parsed.on_error)
 
 
 def load_identities(text: str, source: str = "<identities>") -> dict[str, Identity]:
@@ -1051,6 +1098,7 @@ def grant_entry(
     ticket: str = "",
     require_base_image: bool = False,
     mode: str | None = None,
+    signed_by: str | None = None,
 ) -> dict[str, Any]:
     """One grant in its document form, keys in the documented order and only those that are set.
 
@@ -1069,6 +1117,8 @@ def grant_entry(
         item["requireBaseImage"] = True
     if mode is not None:
         item["mode"] = mode
+    if signed_by is not None:
+        item["signedBy"] = signed_by
     return item
 
 
@@ -1084,6 +1134,7 @@ def dump_grants(grants: Sequence[Grant]) -> dict[str, Any]:
             ticket=grant.ticket,
             require_base_image=grant.require_base_image,
             mode=None if grant.mode is None else grant.mode.value,
+            signed_by=grant.signed_by,
         )
         for grant in grants
     ]

@@ -29,6 +29,7 @@ __all__ = [
     "Outcome",
     "PodRules",
     "PodSubject",
+    "SignatureCheck",
     "SignatureVerdict",
     "Subject",
     "outcome_of",
@@ -175,6 +176,14 @@ class SignatureVerdict(msgspec.Struct, frozen=True):
     mode: Mode = Mode.ENFORCE  # the rule's: what a failure does
 
 
+class SignatureCheck(msgspec.Struct, frozen=True):
+    """An image whose signatures the registry shell must verify: the ``signatures`` rules whose
+    images match it, and the ``signedBy`` rule of the grant that admitted it, if it has one."""
+
+    reference: str
+    grant_rule: str | None = None
+
+
 class Lookups(msgspec.Struct, frozen=True):
     """The registry's part of a decision, by normalized reference: base-image verdicts, digests
     to pin to, signature verdicts (one per signatures rule that covers the image), and what to
@@ -235,7 +244,7 @@ class Decision(msgspec.Struct, frozen=True):
     # pins_needed and the images waiting for their base check, which need pinning if it passes
     # (in image order): the registry shell looks both up in one go
     pins_after_checks: tuple[str, ...] = ()
-    signature_checks_needed: tuple[str, ...] = ()  # references a signatures rule covers, to verify
+    signature_checks_needed: tuple[SignatureCheck, ...] = ()
     notices: tuple[str, ...] = ()  # said to the user whatever the decision (a grant about to end)
 
     def _in_mode(self, mode: Mode) -> tuple[Finding, ...]:

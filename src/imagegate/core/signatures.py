@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from imagegate.core.patterns import PatternSet
@@ -85,10 +85,26 @@ class SignatureRule:
 class SignaturesConfig:
     rules: tuple[SignatureRule, ...] = ()
     trusted_root: str | None = None  # a Sigstore trusted_root.json; None: the public-good instance's
-    keys: tuple[str, ...] = field(default=())  # every key any rule names, once
+    keys: tuple[str, ...] = field(default=())  # every key any rule (grants' included) names, once
+    on_error: Literal["deny", "allow"] = "deny"  # the section's: what a grant's signedBy rule does
+    # The grants' ``signedBy`` rules: each applies only to the images its grant admits, so they are
+    # asked for by name (a decision knows which grant admitted an image), never by image pattern.
+    grant_rules: tuple[SignatureRule, ...] = ()
 
-    def rules_for(self, ref: Reference) -> tuple[SignatureRule, ...]:
-        return tuple(rule for rule in self.rules if rule.images.first_match(ref) is not None)
+    def rules_for(self, ref: Reference, grant_rule: str | None = None) -> tuple[SignatureRule, ...]:
+        """The rules an image needs: those whose images match, and the named grant's rule."""
+        found = tuple(rule for rule in self.rules if rule.images.first_match(ref) is not None)
+        if grant_rule is None:
+            return found
+        return found + tuple(rule for rule in self.grant_rules if rule.name == grant_rule)
+
+    def with_grant_rules(self, grant_rules: tuple[SignatureRule, ...]) -> SignaturesConfig:
+        keys = tuple(
+            dict.fromkeys(
+                (*(key for rule in self.rules for key in rule.keys), *(k for r in grant_rules for k in r.keys))
+            )
+        )
+        return replace(self, grant_rules=grant_rules, keys=keys)
 
     @property
     def keyless(self) -> bool:

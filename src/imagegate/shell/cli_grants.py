@@ -110,6 +110,12 @@ def grants_add(
     ticket: Annotated[str, typer.Option(help="The ticket that approved it.")] = "",
     require_base_image: Annotated[bool, typer.Option(help="Images must be built on a trusted base.")] = False,
     mode: Annotated[Mode | None, typer.Option(help="enforce, warn or audit for this namespace.")] = None,
+    signed_by: Annotated[
+        str | None,
+        typer.Option(
+            help="A PEM public key file (e.g. keys/{tool}.pub): the images this grant admits must be signed by it."
+        ),
+    ] = None,
     replace: Annotated[bool, typer.Option(help="Replace the namespace's existing grant.")] = False,
     configmap: ConfigMapOption = None,
     apply: ApplyOption = False,
@@ -137,6 +143,7 @@ def grants_add(
         ticket=ticket or "",
         require_base_image=bool(require_base_image),
         mode=None if mode is None else mode.value,
+        signed_by=signed_by,
     )
 
     def change(current: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ import base64
 import binascii
 import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -260,17 +260,21 @@ def _resolve(name: str, relative_to: Path | None) -> Path:
     return path if path.is_absolute() or relative_to is None else relative_to / path
 
 
-def load_keys(config: SignaturesConfig, relative_to: Path | None) -> dict[str, PublicKey]:
-    """Every key the rules name, by the path as written (resolved like the policy's other paths)."""
-    keys = {}
+def load_keys(config: SignaturesConfig, relative_to: Path | None) -> tuple[dict[str, PublicKey], dict[str, str]]:
+    """Every key the rules name, by the path as written (resolved like the policy's other paths),
+    and why each key that cannot be used cannot: a rule naming one fails closed, the others go on
+    (one tool's missing key must not stop every other image's verification)."""
+    keys: dict[str, PublicKey] = {}
+    errors: dict[str, str] = {}
     for name in config.keys:
         path = _resolve(name, relative_to)
         try:
-            pem = path.read_bytes()
+            keys[name] = load_public_key(path.read_bytes(), str(path))
         except OSError as exc:
-            raise SigningError(f"cannot read the public key {path}: {exc.strerror or exc}") from None
-        keys[name] = load_public_key(pem, str(path))
-    return keys
+            errors[name] = f"cannot read the public key {path}: {exc.strerror or exc}"
+        except SigningError as exc:
+            errors[name] = str(exc)
+    return keys, errors
 
 
 _EC_HASHES: dict[str, tuple[type[hashes.HashAlgorithm], ...]] = {
@@ -474,8 +478,15 @@ class _Trust:
 
     keys: dict[str, PublicKey]
     verifier: Verifier | None  # None: no rule names an identity
-    error: str | None = None  # why the section cannot be used (a key file that cannot be read)
+    error: str | None = None  # why the section cannot be used (its trusted root cannot be read)
     generation: int = 0  # distinguishes the evidence cached under different trust
+    key_errors: dict[str, str] = field(default_factory=dict)  # keys that cannot be used, and why
+
+    def unusable(self, rule: SignatureRule) -> str | None:
+        """Why ``rule`` cannot be judged with this trust (fail closed), or None."""
+        if self.error is not None:
+            return self.error
+        return next((self.key_errors[key] for key in rule.keys if key in self.key_errors), None)
 
 
 class SignatureChecker:
@@ -500,9 +511,11 @@ class SignatureChecker:
         if known is None:
             self._generation += 1
             try:
-                keys = load_keys(config, self.relative_to)
+                keys, key_errors = load_keys(config, self.relative_to)
+                for name, error in key_errors.items():
+                    log.error("signature key unusable", key=name, error=error)
                 verifier = bundle_verifier(trusted_root_file(config, self.relative_to)) if config.keyless else None
-                known = _Trust(keys, verifier, generation=self._generation)
+                known = _Trust(keys, verifier, generation=self._generation, key_errors=key_errors)
             except SigningError as exc:
                 log.error("signature configuration unusable", error=str(exc))
                 known = _Trust({}, None, str(exc), self._generation)

@@ -27,8 +27,9 @@ import structlog
 from imagegate.core.baseimage import BaseVersion, verify_image
 from imagegate.core.decide import BaseImageVerdict, Decision
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, contact_refusal
-from imagegate.core.records import NO_LOOKUPS, Lookups, SignatureVerdict
+from imagegate.core.records import NO_LOOKUPS, Lookups, SignatureCheck, SignatureVerdict
 from imagegate.core.reference import Reference, parse_docker_ref
+from imagegate.core.signatures import SignatureRule
 from imagegate.shell.policy_source import relative_to_policy
 from imagegate.shell.registry_errors import RegistryError
 
@@ -182,29 +183,37 @@ class RegistryGate:
             self._signatures = SignatureChecker(self.relative_to)
         return self._signatures
 
-    async def _signature_verdicts(self, policy: Policy, reference: str) -> tuple[SignatureVerdict, ...]:
-        """The image's verdict under each ``signatures`` rule covering it; ``onError`` when the registry fails."""
+    async def _signature_verdicts(self, policy: Policy, check: SignatureCheck) -> tuple[SignatureVerdict, ...]:
+        """The image's verdict under each rule of ``check``; ``onError`` when the registry fails.
+
+        A rule whose key (or trusted root) cannot be used fails closed, whatever ``onError`` says:
+        that is our configuration, not the image; the other rules are judged as usual.
+        """
         from imagegate.shell.signing import SigningError, judge_image  # noqa: PLC0415
 
+        reference = check.reference
         ref = parse_docker_ref(reference)
-        rules = policy.signatures.rules_for(ref)
-        try:
-            digest = ref.digest or (await self.resolve(policy, ref)).digest
-            evidence = await self.signatures.evidence(self.client(policy.registry), policy.signatures, ref, digest)
-        except SigningError as exc:  # our configuration, not the image: fail closed whatever onError says
-            return tuple(SignatureVerdict(False, f"signatures not verified: {exc}", None, rule.mode) for rule in rules)
-        except RegistryError as exc:
-            reason = tenant_reason(reference, exc)
-            verdicts = []
-            for rule in rules:
-                if rule.on_error == "allow" and exc.kind not in _NOT_A_REGISTRY_FAILURE:
-                    detail = f"signatures not verified: {reason}; allowed by {rule.name} onError: allow"
-                    verdicts.append(SignatureVerdict(True, detail, None, rule.mode))
-                else:
-                    detail = f"signatures not verified: {reason}; denied by {rule.name} onError: {rule.on_error}"
-                    verdicts.append(SignatureVerdict(False, detail, None, rule.mode))
-            return tuple(verdicts)
-        return judge_image(rules, digest, evidence)
+        rules = policy.signatures.rules_for(ref, check.grant_rule)
+        trust = self.signatures.trust(policy.signatures)
+        found: dict[str, SignatureVerdict] = {}
+        for rule in rules:
+            why = trust.unusable(rule)
+            if why is not None:
+                found[rule.name] = SignatureVerdict(
+                    False, f"signatures not verified ({rule.name}): {why}", None, rule.mode
+                )
+        usable = [rule for rule in rules if rule.name not in found]
+        if usable:
+            try:
+                digest = ref.digest or (await self.resolve(policy, ref)).digest
+                evidence = await self.signatures.evidence(self.client(policy.registry), policy.signatures, ref, digest)
+                judged = judge_image(usable, digest, evidence)
+            except SigningError as exc:  # pragma: no cover - unusable trust is answered above
+                judged = tuple(SignatureVerdict(False, f"signatures not verified: {exc}", None, r.mode) for r in usable)
+            except RegistryError as exc:
+                judged = tuple(_registry_failure(reference, exc, rule) for rule in usable)
+            found.update(zip((rule.name for rule in usable), judged, strict=True))
+        return tuple(found[rule.name] for rule in rules)
 
     async def _digest(self, policy: Policy, reference: str) -> str | RegistryError:
         try:
@@ -241,7 +250,10 @@ class RegistryGate:
             asyncio.gather(*(self._signature_verdicts(policy, ref) for ref in to_verify)),
         )
         verdicts = dict(zip(wanted, base_found, strict=True))
-        signature_verdicts = {**(signed or {}), **dict(zip(to_verify, signatures_found, strict=True))}
+        signature_verdicts = {
+            **(signed or {}),
+            **{check.reference: found for check, found in zip(to_verify, signatures_found, strict=True)},
+        }
         judged = {**(verified or {}), **verdicts}
         verified_digests: dict[str, str] = {}
         for ref, found_signatures in signature_verdicts.items():
@@ -267,6 +279,18 @@ class RegistryGate:
             elif isinstance(found, RegistryError):
                 notes.append(pin_failure_note(ref, found))
         return Lookups(verdicts, digests, tuple(notes), signature_verdicts)
+
+
+def _registry_failure(reference: str, exc: RegistryError, rule: SignatureRule) -> SignatureVerdict:
+    """A signatures rule's verdict when the registry could not be asked: its ``onError``."""
+    reason = tenant_reason(reference, exc)
+    if rule.on_error == "allow" and exc.kind not in _NOT_A_REGISTRY_FAILURE:
+        return SignatureVerdict(
+            True, f"signatures not verified: {reason}; allowed by {rule.name} onError: allow", None, rule.mode
+        )
+    return SignatureVerdict(
+        False, f"signatures not verified: {reason}; denied by {rule.name} onError: {rule.on_error}", None, rule.mode
+    )
 
 
 # Kinds whose message is imagegate's own words about the image (what in an index it refuses, or
