@@ -42,6 +42,9 @@ NO_SIGNATURE = "no signature found"
 OTHER_KEY = "signed by another key"
 OTHER_DIGEST = "payload for another digest"
 IDENTITY_MISMATCH = "certificate identity mismatch"
+EXPIRED = "certificate expired at signing time"
+TLOG_MISSING = "tlog entry missing"
+TLOG_INVALID = "tlog entry missing or invalid"
 
 
 class PayloadError(ValueError):

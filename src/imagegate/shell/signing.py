@@ -19,11 +19,11 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from cachetools import LRUCache, TTLCache
@@ -33,16 +33,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from sigstore.errors import VerificationError
 from sigstore.hashes import Hashed
-from sigstore.models import Bundle, TrustedRoot
+from sigstore.models import Bundle, InvalidBundle, TransparencyLogEntry, TrustedRoot
 from sigstore.verify import Verifier
-from sigstore_models.common.v1 import HashAlgorithm
+from sigstore_models.bundle.v1 import Bundle as BundleDocument
+from sigstore_models.bundle.v1 import VerificationMaterial
+from sigstore_models.common.v1 import HashAlgorithm, LogId, MessageSignature, X509Certificate, X509CertificateChain
+from sigstore_models.rekor.v1 import InclusionPromise, KindVersion
+from sigstore_models.rekor.v1 import TransparencyLogEntry as LogEntryDocument
 
 from imagegate.core.oci import Descriptor, Index, Manifest, OciError, parse_manifest
 from imagegate.core.records import SignatureVerdict
 from imagegate.core.reference import Reference
 from imagegate.core.signatures import (
+    EXPIRED,
     OTHER_DIGEST,
     OTHER_KEY,
+    TLOG_INVALID,
+    TLOG_MISSING,
     PayloadError,
     SignatureEvidence,
     SignatureRule,
@@ -53,6 +60,8 @@ from imagegate.core.signatures import (
 from imagegate.shell.registry_errors import RegistryError
 
 if TYPE_CHECKING:
+    from sigstore._internal.trust import RekorKeyring
+
     from imagegate.shell.registry import RegistryClient
 
 __all__ = [
@@ -66,13 +75,16 @@ __all__ = [
     "attached_by_tag",
     "fallback_tag",
     "judge_image",
+    "keyless_signing_evidence",
     "layer_bytes",
     "load_keys",
     "load_public_key",
     "simple_signing_evidence",
     "tag_for",
+    "tag_scheme_bundle",
     "verifies",
     "verify_bundle",
+    "verify_keyless_signature",
 ]
 
 log = structlog.get_logger("imagegate.signing")
@@ -209,6 +221,9 @@ async def layer_bytes(client: RegistryClient, ref: Reference, descriptor: Descri
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+# cosign's "SET" bundle: the Rekor entry and its signed entry timestamp (the inclusion promise)
+BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
+BUNDLE_V01: Final = "application/vnd.dev.sigstore.bundle+json;version=0.1"
 # Sigstore bundles as cosign and the OCI 1.1 referrers carry them (artifact and layer media types).
 BUNDLE_TYPES = frozenset(
     {
@@ -314,22 +329,28 @@ def verifies(key: PublicKey, signature: bytes, payload: bytes) -> bool:
         return False
 
 
+def _decoded_signature(annotations: Mapping[str, str]) -> bytes:
+    try:
+        return base64.b64decode(annotations[SIGNATURE_ANNOTATION], validate=True)
+    except KeyError:
+        raise PayloadError("the layer carries no signature annotation") from None
+    except (ValueError, binascii.Error):
+        raise PayloadError("the signature annotation is not base64") from None
+
+
 def simple_signing_evidence(
     keys: Mapping[str, PublicKey], payload: bytes, annotations: Mapping[str, str], digest: str, found_by: str
 ) -> SignatureEvidence:
     """One tag-scheme signature layer: which key verified it, or why it counts for nothing."""
-    encoded = annotations.get(SIGNATURE_ANNOTATION)
-    if encoded is None:
-        return SignatureEvidence(found_by, problem="the layer carries no signature annotation")
     try:
-        signature = base64.b64decode(encoded, validate=True)
-    except (ValueError, binascii.Error):
-        return SignatureEvidence(found_by, problem="the signature annotation is not base64")
+        signature = _decoded_signature(annotations)
+    except PayloadError as exc:
+        return SignatureEvidence(found_by, problem=str(exc))
     signer = next((name for name, key in keys.items() if verifies(key, signature, payload)), None)
     if signer is None:
-        if CERTIFICATE_ANNOTATION in annotations and not keys:
+        if CERTIFICATE_ANNOTATION in annotations:
             return SignatureEvidence(
-                found_by, problem="a keyless signature in the tag scheme (imagegate verifies keyless Sigstore bundles)"
+                found_by, problem=f"{OTHER_KEY}: a keyless signature (a certificate), and no rule names an identity"
             )
         return SignatureEvidence(
             found_by, problem=f"{OTHER_KEY}: none of the configured keys verifies it (or its payload was altered)"
@@ -410,10 +431,35 @@ def _bundle_problem(message: str) -> str:
     if "digest mismatch" in lowered:
         return f"{OTHER_DIGEST} (the bundle signs other content)"
     if "expired" in lowered or "validity" in lowered or "not valid" in lowered:
-        return f"certificate expired at signing time, or the signing time is outside its validity: {message}"
+        return f"{EXPIRED}, or the signing time is outside its validity: {message}"
     if "inclusion" in lowered or "log entry" in lowered or "checkpoint" in lowered or "tlog" in lowered:
-        return f"tlog entry missing or invalid: {message}"
+        return f"{TLOG_INVALID}: {message}"
+    if "signature is invalid" in lowered:
+        return f"{OTHER_KEY}: the certificate's key does not verify it (or what it signs was altered)"
+    if "certificate chain" in lowered:
+        return f"the certificate is not issued by the trusted root's CA: {message}"
+    if "sct" in lowered:
+        return f"the certificate's SCT is not signed by the trusted root's CT logs: {message}"
     return f"bundle verification failed: {message}"
+
+
+def _sigstore_verifies(verification: Callable[[], object]) -> None:
+    """Run one sigstore-python verification; any failure becomes a :class:`PayloadError` saying why."""
+    try:
+        verification()
+    except VerificationError as exc:
+        raise PayloadError(_bundle_problem(str(exc))) from None
+    except PayloadError:
+        raise
+    except Exception as exc:  # input sigstore-python chokes on verifies for nobody
+        raise PayloadError(f"bundle verification failed: {type(exc).__name__}: {exc}") from None
+
+
+def _signer(certificate: x509.Certificate) -> tuple[str, str]:
+    issuer, subject = _issuer(certificate), _subject(certificate)
+    if issuer is None or subject is None:
+        raise PayloadError("the signing certificate names no OIDC issuer or subject")
+    return issuer, subject
 
 
 def verify_bundle(verifier: Verifier, document: bytes, digest: str) -> tuple[str, str]:
@@ -434,24 +480,17 @@ def verify_bundle(verifier: Verifier, document: bytes, digest: str) -> tuple[str
         raise PayloadError(
             f"malformed Sigstore bundle: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
-    try:
+
+    def verification() -> None:
         if bundle._dsse_envelope is not None:
             kind, payload = verifier.verify_dsse(bundle, _ANY_SIGNER)
             _check_statement_subject(kind, payload, hexdigits)
         else:
             hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(hexdigits))
             verifier.verify_artifact(hashed, bundle, _ANY_SIGNER)
-    except VerificationError as exc:
-        raise PayloadError(_bundle_problem(str(exc))) from None
-    except PayloadError:
-        raise
-    except Exception as exc:  # a bundle sigstore-python chokes on verifies for nobody
-        raise PayloadError(f"bundle verification failed: {type(exc).__name__}: {exc}") from None
-    certificate = bundle.signing_certificate
-    issuer, subject = _issuer(certificate), _subject(certificate)
-    if issuer is None or subject is None:
-        raise PayloadError("the bundle's certificate names no OIDC issuer or subject")
-    return issuer, subject
+
+    _sigstore_verifies(verification)
+    return _signer(bundle.signing_certificate)
 
 
 def _check_statement_subject(kind: str, payload: bytes, hexdigits: str) -> None:
@@ -467,6 +506,139 @@ def _check_statement_subject(kind: str, payload: bytes, hexdigits: str) -> None:
         raise PayloadError("the bundle's in-toto statement has no readable subject") from None
     if hexdigits not in signed:
         raise PayloadError(f"{OTHER_DIGEST} (the statement's subjects are not sha256:{hexdigits[:12]})")
+
+
+# --- keyless signatures in cosign's tag scheme ---------------------------------------------------
+
+
+class _PromisedLogEntry(TransparencyLogEntry):
+    """A Rekor entry known by its inclusion promise (the signed entry timestamp) alone.
+
+    That is all cosign's tag-scheme bundle annotation carries, and what cosign itself checks
+    offline; sigstore-python 4 requires every entry to carry an inclusion proof with a
+    checkpoint as well. Only that requirement is lifted here: the promise is verified by
+    sigstore-python's own code against the trusted root's Rekor keys, and every other step
+    (chain, SCT, signing time, signature, the entry naming the signature) stays the Verifier's.
+    """
+
+    def _validate(self) -> None:
+        if self._inner.inclusion_promise is None or not self._inner.integrated_time:
+            raise InvalidBundle("the log entry carries no inclusion promise")
+
+    def _verify(self, keyring: RekorKeyring) -> None:
+        self._verify_set(keyring)
+
+
+class _TagSchemeBundle(Bundle):
+    """A v0.1 bundle assembled from a tag-scheme layer: the leaf certificate, one promised entry."""
+
+    def _verify(self) -> None:
+        material = self._inner.verification_material
+        chain = material.x509_certificate_chain
+        if chain is None or len(chain.certificates) != 1 or len(material.tlog_entries) != 1:
+            raise InvalidBundle("expected one certificate and one log entry")
+        self._signing_certificate = x509.load_der_x509_certificate(chain.certificates[0].raw_bytes)
+        self._log_entry = _PromisedLogEntry(material.tlog_entries[0])
+
+
+def _promised_entry(annotation: str) -> LogEntryDocument:
+    """cosign's bundle annotation, ``{"SignedEntryTimestamp", "Payload": {body, integratedTime,
+    logIndex, logID}}``, as the Sigstore log entry it is (without an inclusion proof)."""
+    try:
+        document = json.loads(annotation)
+        promised, payload = document["SignedEntryTimestamp"], document["Payload"]
+        body, integrated, index, log_id = (
+            payload["body"],
+            payload["integratedTime"],
+            payload["logIndex"],
+            payload["logID"],
+        )
+        if not (isinstance(promised, str) and isinstance(body, str) and isinstance(log_id, str)):
+            raise TypeError("SignedEntryTimestamp, body and logID are strings")
+        if not (isinstance(integrated, int) and isinstance(index, int)) or integrated <= 0 or index < 0:
+            raise TypeError("integratedTime and logIndex are positive integers")
+        entry = json.loads(base64.b64decode(body, validate=True))
+        kind = KindVersion(kind=str(entry["kind"]), version=str(entry["apiVersion"]))
+        return LogEntryDocument.model_construct(  # built from validated parts: no inclusion proof to validate
+            log_index=index,
+            log_id=LogId(key_id=base64.b64encode(bytes.fromhex(log_id))),
+            kind_version=kind,
+            integrated_time=integrated,
+            inclusion_promise=InclusionPromise(signed_entry_timestamp=promised.encode()),
+            inclusion_proof=None,
+            canonicalized_body=base64.b64decode(body),
+        )
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PayloadError(f"{TLOG_INVALID}: the {BUNDLE_ANNOTATION} annotation is not cosign's: {reason}") from None
+
+
+def tag_scheme_bundle(annotations: Mapping[str, str]) -> Bundle:
+    """The Sigstore bundle (v0.1, a message signature) a keyless tag-scheme layer amounts to.
+
+    The certificate comes from its annotation; cosign's chain annotation is not read: the CA
+    certificates a leaf chains to are the trusted root's alone, as for any bundle.
+    """
+    signature = _decoded_signature(annotations)
+    try:
+        certificate = x509.load_pem_x509_certificate(annotations[CERTIFICATE_ANNOTATION].encode())
+    except (KeyError, ValueError):
+        raise PayloadError(f"the {CERTIFICATE_ANNOTATION} annotation is not a PEM certificate") from None
+    logged = annotations.get(BUNDLE_ANNOTATION)
+    if logged is None:
+        raise PayloadError(f"{TLOG_MISSING}: the signature carries no {BUNDLE_ANNOTATION} annotation")
+    entry = _promised_entry(logged)
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    try:
+        document = BundleDocument(
+            media_type=BUNDLE_V01,
+            verification_material=VerificationMaterial(
+                x509_certificate_chain=X509CertificateChain(
+                    certificates=[X509Certificate(raw_bytes=base64.b64encode(der))]
+                ),
+                tlog_entries=[entry],
+            ),
+            message_signature=MessageSignature(signature=base64.b64encode(signature)),
+        )
+        return _TagSchemeBundle(document)
+    except InvalidBundle as exc:
+        raise PayloadError(f"{TLOG_INVALID}: {exc}") from None
+    except ValueError as exc:  # pydantic's errors for parts of the wrong shape
+        raise PayloadError(f"{TLOG_INVALID}: {str(exc).splitlines()[0]}") from None
+
+
+def verify_keyless_signature(
+    verifier: Verifier, payload: bytes, annotations: Mapping[str, str], digest: str
+) -> tuple[str, str]:
+    """Verify a keyless signature of cosign's tag scheme over ``payload``, offline; return its
+    signer's (issuer, subject).
+
+    The layer's annotations are assembled into a Sigstore bundle (:func:`tag_scheme_bundle`)
+    that sigstore-python's Verifier checks as it checks any: the certificate chains to the
+    trusted root's CA at the log's integrated time and carries a valid SCT; the inclusion
+    promise is signed by the trusted root's Rekor key; the integrated time is within the
+    certificate's validity; the certificate's key signs the payload; the log entry names that
+    signature and payload. Then the payload must name ``digest``. Raises :class:`PayloadError`.
+    """
+    bundle = tag_scheme_bundle(annotations)
+    _sigstore_verifies(lambda: verifier.verify_artifact(payload, bundle, _ANY_SIGNER))
+    check_simple_signing_payload(payload, digest)
+    return _signer(bundle.signing_certificate)
+
+
+def keyless_signing_evidence(
+    verifier: Verifier, payload: bytes, annotations: Mapping[str, str], digest: str, found_by: str
+) -> SignatureEvidence:
+    """One keyless tag-scheme signature layer: its verified signer, or why it counts for nothing."""
+    return _keyless_evidence(lambda: verify_keyless_signature(verifier, payload, annotations, digest), found_by)
+
+
+def _keyless_evidence(verification: Callable[[], tuple[str, str]], found_by: str) -> SignatureEvidence:
+    try:
+        issuer, subject = verification()
+    except PayloadError as exc:
+        return SignatureEvidence(found_by, problem=str(exc))
+    return SignatureEvidence(found_by, issuer=issuer, subject=subject)
 
 
 # --- the admission's part: evidence per image digest, cached ---------------------------------
@@ -558,7 +730,14 @@ class SignatureChecker:
                 if layer.media_type == SIMPLE_SIGNING:
                     payload = await layer_bytes(client, ref, layer, MAX_PAYLOAD_BYTES)
                     self.verifications += 1
-                    found.append(simple_signing_evidence(trust.keys, payload, layer.annotations, digest, where))
+                    if trust.verifier is not None and CERTIFICATE_ANNOTATION in layer.annotations:
+                        found.append(
+                            await asyncio.to_thread(
+                                keyless_signing_evidence, trust.verifier, payload, layer.annotations, digest, where
+                            )
+                        )
+                    else:
+                        found.append(simple_signing_evidence(trust.keys, payload, layer.annotations, digest, where))
                 elif trust.verifier is not None and (
                     layer.media_type in BUNDLE_TYPES or artifact.artifact_type in BUNDLE_TYPES
                 ):
@@ -569,11 +748,7 @@ class SignatureChecker:
 
 
 def _bundle_evidence(verifier: Verifier, document: bytes, digest: str, where: str) -> SignatureEvidence:
-    try:
-        issuer, subject = verify_bundle(verifier, document, digest)
-    except PayloadError as exc:
-        return SignatureEvidence(where, problem=str(exc))
-    return SignatureEvidence(where, issuer=issuer, subject=subject)
+    return _keyless_evidence(lambda: verify_bundle(verifier, document, digest), where)
 
 
 def judge_image(
