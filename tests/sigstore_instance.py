@@ -27,6 +27,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -37,6 +38,8 @@ BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 OIDC_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")  # the issuer, raw bytes
 OIDC_ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")  # the issuer, a DER UTF8String
 SCT_LIST = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
+BUNDLE_V01 = "application/vnd.dev.sigstore.bundle+json;version=0.1"
+BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 
 def _b64(data: bytes) -> str:
@@ -265,18 +268,19 @@ class SigstoreInstance:
         self,
         certificate: x509.Certificate,
         signature: bytes,
-        payload: bytes,
+        signed_digest: bytes,
         *,
         integrated: dt.datetime,
         rekor_key: ec.EllipticCurvePrivateKey | None = None,
     ) -> dict[str, Any]:
-        """cosign's bundle annotation for a hashedrekord entry of ``signature`` over ``payload``:
-        ``{"SignedEntryTimestamp", "Payload": {body, integratedTime, logIndex, logID}}``."""
+        """cosign's bundle annotation for a hashedrekord entry of ``signature`` over what has the
+        SHA-256 ``signed_digest``: ``{"SignedEntryTimestamp", "Payload": {body, integratedTime,
+        logIndex, logID}}``."""
         body = {
             "apiVersion": "0.0.1",
             "kind": "hashedrekord",
             "spec": {
-                "data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()}},
+                "data": {"hash": {"algorithm": "sha256", "value": signed_digest.hex()}},
                 "signature": {"content": _b64(signature), "publicKey": {"content": _b64(_pem(certificate).encode())}},
             },
         }
@@ -289,6 +293,66 @@ class SigstoreInstance:
         }
         signed_entry_timestamp = (rekor_key or self.rekor_key).sign(_canonical(promised), ec.ECDSA(hashes.SHA256()))
         return {"SignedEntryTimestamp": _b64(signed_entry_timestamp), "Payload": promised}
+
+    def inclusion_proof(self, body: bytes, checkpoint_key: ec.EllipticCurvePrivateKey | None = None) -> dict[str, Any]:
+        """The entry as the second leaf of a two-entry log (RFC 6962 hashes), and the log's signed
+        checkpoint (a signed note, as Rekor writes it)."""
+        earlier = hashlib.sha256(b"\x00" + b"an earlier entry").digest()
+        leaf = hashlib.sha256(b"\x00" + body).digest()
+        root = hashlib.sha256(b"\x01" + earlier + leaf).digest()
+        origin = "rekor.imagegate.invalid"
+        note = f"{origin} - 1\n2\n{_b64(root)}\n"
+        signature = (checkpoint_key or self.rekor_key).sign(note.encode(), ec.ECDSA(hashes.SHA256()))
+        signed = _b64(_log_id(self.rekor_key)[:4] + signature)
+        return {
+            "logIndex": "1",
+            "rootHash": _b64(root),
+            "treeSize": "2",
+            "hashes": [_b64(earlier)],
+            "checkpoint": {"envelope": f"{note}\n\u2014 {origin} {signed}\n"},
+        }
+
+    def bundle(
+        self,
+        image_digest: str,
+        *,
+        subject: str,
+        issuer: str,
+        media_type: str = BUNDLE_V03,
+        checkpoint_key: ec.EllipticCurvePrivateKey | None = None,
+    ) -> dict[str, Any]:
+        """A Sigstore bundle signing an image manifest: a message signature over its digest, the
+        certificate, and a log entry with its inclusion promise, proof and checkpoint."""
+        signed_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = self.certificate(key, subject=subject, issuer=issuer, not_before=signed_at)
+        digest = bytes.fromhex(image_digest.removeprefix("sha256:"))
+        signature = key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        logged = self.log_entry(certificate, signature, digest, integrated=signed_at + dt.timedelta(seconds=30))
+        promised = logged["Payload"]
+        der = {"rawBytes": _b64(certificate.public_bytes(serialization.Encoding.DER))}
+        material: dict[str, Any] = (
+            {"x509CertificateChain": {"certificates": [der]}} if media_type == BUNDLE_V01 else {"certificate": der}
+        )
+        material["tlogEntries"] = [
+            {
+                "logIndex": str(promised["logIndex"]),
+                "logId": {"keyId": _b64(bytes.fromhex(promised["logID"]))},
+                "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"},
+                "integratedTime": str(promised["integratedTime"]),
+                "inclusionPromise": {"signedEntryTimestamp": logged["SignedEntryTimestamp"]},
+                "inclusionProof": self.inclusion_proof(base64.b64decode(promised["body"]), checkpoint_key),
+                "canonicalizedBody": promised["body"],
+            }
+        ]
+        return {
+            "mediaType": media_type,
+            "verificationMaterial": material,
+            "messageSignature": {
+                "messageDigest": {"algorithm": "SHA2_256", "digest": _b64(digest)},
+                "signature": _b64(signature),
+            },
+        }
 
     def sign_keyless(
         self,
@@ -310,5 +374,7 @@ class SigstoreInstance:
         entry = None
         if logged:
             when = integrated or signed_at + dt.timedelta(seconds=30)
-            entry = self.log_entry(certificate, signature, payload, integrated=when, rekor_key=rekor_key)
+            entry = self.log_entry(
+                certificate, signature, hashlib.sha256(payload).digest(), integrated=when, rekor_key=rekor_key
+            )
         return KeylessSignature(signature, certificate, (self.root,), entry)

@@ -1,5 +1,7 @@
-"""Keyless signatures in cosign's tag scheme, made by the tests' own Sigstore instance and verified
-offline against its trusted root, end to end through a real registry (docker-registry 2.8)."""
+"""Keyless signatures, made by the tests' own Sigstore instance and verified offline against its
+trusted root, end to end through a real registry (docker-registry 2.8, no referrers API): in
+cosign's tag scheme (the certificate and bundle annotations) and as Sigstore bundles (v0.1, v0.3)
+through the referrers fallback tag."""
 
 from __future__ import annotations
 
@@ -32,7 +34,13 @@ from tests.signed_images import (
     simple_signing_payload,
     write_public_key,
 )
-from tests.sigstore_instance import BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, KeylessSignature, SigstoreInstance
+from tests.sigstore_instance import (
+    BUNDLE_ANNOTATION,
+    BUNDLE_V01,
+    CERTIFICATE_ANNOTATION,
+    KeylessSignature,
+    SigstoreInstance,
+)
 from tests.test_signing import decide_all, pod
 
 ISSUER = "https://gitlab.wikimedia.org"
@@ -53,6 +61,11 @@ EXPECTED: dict[str, str | None] = {
     "other-digest": "payload for another digest",
     "other-ca": "the certificate is not issued by the trusted root's CA",
     "altered": "signed by another key: the certificate's key does not verify it",
+    # Sigstore bundles of the same instance, through the referrers fallback tag
+    "bundle-v0.3": None,
+    "bundle-v0.1": None,
+    "bundle-other-digest": "payload for another digest (the bundle signs other content)",
+    "bundle-checkpoint": "tlog entry missing or invalid: invalid log entry: checkpoint: invalid signature",
 }
 
 
@@ -69,7 +82,8 @@ class KeylessImages:
 
 @pytest.fixture(scope="module")
 def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeylessImages]:
-    """One image per way of being signed keyless (or spoiled), all in the tag scheme but ``referrer``."""
+    """One image per way of being signed keyless (or spoiled): in the tag scheme, but ``referrer``
+    (cosign's signature artifact) and ``bundle-*`` (Sigstore bundles) through the fallback tag."""
     workdir = tmp_path_factory.mktemp("keyless")
     sigstore = SigstoreInstance.create()
     trusted_root = sigstore.write_trusted_root(workdir / "trusted_root.json")
@@ -124,6 +138,29 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeylessImages]
             image_descriptor(referrer, len(json.dumps(manifest).encode())),
             COSIGN_SIGNATURE_ARTIFACT,
             sig_layers(reg, repo, [Signature(payload("referrer"), signed.signature, signed.annotations())]),
+        )
+
+        def attach_bundle(tag: str, document: dict[str, object]) -> None:
+            kind = str(document["mediaType"])
+            manifest = reg.get_manifest(repo, digests[tag])
+            push_referrer_fallback(
+                reg,
+                repo,
+                image_descriptor(digests[tag], len(json.dumps(manifest).encode())),
+                kind,
+                [{"mediaType": kind, **reg.put_blob(repo, json.dumps(document).encode())}],
+            )
+
+        attach_bundle("bundle-v0.3", sigstore.bundle(digests["bundle-v0.3"], subject=BUILDER, issuer=ISSUER))
+        attach_bundle(
+            "bundle-v0.1",
+            sigstore.bundle(digests["bundle-v0.1"], subject=BUILDER, issuer=ISSUER, media_type=BUNDLE_V01),
+        )
+        attach_bundle("bundle-other-digest", sigstore.bundle(digests["keyless"], subject=BUILDER, issuer=ISSUER))
+        spoiled_log = ec.generate_private_key(ec.SECP256R1())
+        attach_bundle(
+            "bundle-checkpoint",
+            sigstore.bundle(digests["bundle-checkpoint"], subject=BUILDER, issuer=ISSUER, checkpoint_key=spoiled_log),
         )
         yield KeylessImages(reg, sigstore, trusted_root, digests)
 
@@ -211,7 +248,7 @@ def test_webhook_shows_the_reasons(keyless: KeylessImages, tmp_path: Path) -> No
     """/validate, as the API server sees it."""
     from tests.webhook_process import run_webhook  # noqa: PLC0415
 
-    tags = ("keyless", "referrer", "other-subject", "expired", "unlogged", "other-rekor", "other-digest")
+    tags = ("keyless", "referrer", "bundle-v0.3", "other-subject", "expired", "unlogged", "other-rekor", "other-digest")
     with run_webhook(tmp_path, policy=write_policy(keyless, tmp_path)) as webhook:
         http = webhook.client()
         answers = {
