@@ -21,7 +21,7 @@ from imagegate.shell.signing import (
     tag_scheme_bundle,
     verify_keyless_signature,
 )
-from tests.conftest import POLICY_HEADER, admission_review
+from tests.conftest import POLICY_HEADER, admission_review, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
 from tests.signed_images import (
@@ -245,11 +245,12 @@ def test_keyless_signature_under_a_keys_only_policy(keyless: KeylessImages, tmp_
 
 
 def test_webhook_shows_the_reasons(keyless: KeylessImages, tmp_path: Path) -> None:
-    """/validate, as the API server sees it."""
+    """/validate and ``check --registry``, as the API server and an operator see them."""
     from tests.webhook_process import run_webhook  # noqa: PLC0415
 
     tags = ("keyless", "referrer", "bundle-v0.3", "other-subject", "expired", "unlogged", "other-rekor", "other-digest")
-    with run_webhook(tmp_path, policy=write_policy(keyless, tmp_path)) as webhook:
+    policy = write_policy(keyless, tmp_path)
+    with run_webhook(tmp_path, policy=policy) as webhook:
         http = webhook.client()
         answers = {
             tag: http.post("/validate", json=admission_review(pod(keyless.ref(tag)), "tool-a")).json()["response"]
@@ -262,6 +263,15 @@ def test_webhook_shows_the_reasons(keyless: KeylessImages, tmp_path: Path) -> No
         else:
             assert answers[tag]["allowed"] is False, tag
             assert expected in answers[tag]["status"]["message"], answers[tag]
+    pods = json.dumps(
+        {"kind": "List", "items": [pod(keyless.ref("keyless"), "good"), pod(keyless.ref("expired"), "bad")]}
+    )
+    checked = run_imagegate("check", "-", "-p", str(policy), "-o", "json", "--registry", stdin=pods)
+    assert checked.returncode == 1, checked.stderr
+    good, bad = json.loads(checked.stdout)["objects"]
+    assert good["allowed"] is True, good
+    assert bad["violations"][0]["rule"] == "signature-mismatch"
+    assert "certificate expired at signing time" in bad["violations"][0]["message"]
 
 
 # --- the tag-scheme layer as a Sigstore bundle, without a registry ------------------------------------
