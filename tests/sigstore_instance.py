@@ -66,7 +66,7 @@ def _der(tag: int, content: bytes) -> bytes:
     return bytes([tag]) + _der_length(len(content)) + content
 
 
-def _pem(certificate: x509.Certificate) -> str:
+def pem(certificate: x509.Certificate) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -87,8 +87,8 @@ class KeylessSignature:
     def annotations(self) -> dict[str, str]:
         found = {
             SIGNATURE_ANNOTATION: _b64(self.signature),
-            CERTIFICATE_ANNOTATION: _pem(self.certificate),
-            CHAIN_ANNOTATION: "".join(_pem(c) for c in self.chain),
+            CERTIFICATE_ANNOTATION: pem(self.certificate),
+            CHAIN_ANNOTATION: "".join(pem(c) for c in self.chain),
         }
         if self.bundle is not None:
             found[BUNDLE_ANNOTATION] = json.dumps(self.bundle)
@@ -281,7 +281,7 @@ class SigstoreInstance:
             "kind": "hashedrekord",
             "spec": {
                 "data": {"hash": {"algorithm": "sha256", "value": signed_digest.hex()}},
-                "signature": {"content": _b64(signature), "publicKey": {"content": _b64(_pem(certificate).encode())}},
+                "signature": {"content": _b64(signature), "publicKey": {"content": _b64(pem(certificate).encode())}},
             },
         }
         self.log_index += 1

@@ -5,6 +5,7 @@ through the referrers fallback tag."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import json
@@ -31,6 +32,7 @@ from tests.signed_images import (
     push_referrer_fallback,
     push_signature_tag,
     sig_layers,
+    sign,
     simple_signing_payload,
     write_public_key,
 )
@@ -38,8 +40,10 @@ from tests.sigstore_instance import (
     BUNDLE_ANNOTATION,
     BUNDLE_V01,
     CERTIFICATE_ANNOTATION,
+    SIGNATURE_ANNOTATION,
     KeylessSignature,
     SigstoreInstance,
+    pem,
 )
 from tests.test_signing import decide_all, pod
 
@@ -61,6 +65,8 @@ EXPECTED: dict[str, str | None] = {
     "other-digest": "payload for another digest",
     "other-ca": "the certificate is not issued by the trusted root's CA",
     "altered": "signed by another key: the certificate's key does not verify it",
+    # signed with a key, carrying that key's certificate from another CA and no log entry
+    "key-with-certificate": "tlog entry missing: the signature carries no dev.sigstore.cosign/bundle annotation",
     # Sigstore bundles of the same instance, through the referrers fallback tag
     "bundle-v0.3": None,
     "bundle-v0.1": None,
@@ -75,6 +81,7 @@ class KeylessImages:
     sigstore: SigstoreInstance
     trusted_root: Path
     digests: dict[str, str]  # tag -> digest, in tool-k/app
+    key: ec.EllipticCurvePrivateKey  # the key that signed key-with-certificate
 
     def ref(self, tag: str) -> str:
         return f"{self.registry.host}/tool-k/app:{tag}"
@@ -128,6 +135,14 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeylessImages]
         attach("other-ca", SigstoreInstance.create().sign_keyless(payload("other-ca"), subject=BUILDER, issuer=ISSUER))
         altered = by_builder("altered")
         attach("altered", altered, payload("altered").replace(b'"optional": null', b'"optional": {"by": "mallory"}'))
+        key = ec.generate_private_key(ec.SECP256R1())
+        certified = SigstoreInstance.create().certificate(key, subject=BUILDER, issuer=ISSUER, not_before=NOW)
+        body = payload("key-with-certificate")
+        annotations = {
+            SIGNATURE_ANNOTATION: base64.b64encode(sign(key, body)).decode(),
+            CERTIFICATE_ANNOTATION: pem(certified),
+        }
+        push_signature_tag(reg, repo, digests["key-with-certificate"], [Signature(body, b"", annotations)])
         # cosign's OCI 1.1 layout: the signature manifest as a referrer, through the fallback tag
         referrer = digests["referrer"]
         manifest = reg.get_manifest(repo, referrer)
@@ -162,7 +177,7 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeylessImages]
             "bundle-checkpoint",
             sigstore.bundle(digests["bundle-checkpoint"], subject=BUILDER, issuer=ISSUER, checkpoint_key=spoiled_log),
         )
-        yield KeylessImages(reg, sigstore, trusted_root, digests)
+        yield KeylessImages(reg, sigstore, trusted_root, digests, key)
 
 
 def write_policy(keyless: KeylessImages, tmp_path: Path, *, trusted_root: bool = True, rules: str = "") -> Path:
@@ -242,6 +257,24 @@ def test_keyless_signature_under_a_keys_only_policy(keyless: KeylessImages, tmp_
     (decision,), _ = decide_all(write_policy(keyless, tmp_path, rules=rules), [keyless.ref("keyless")])
     message = decision.violations[0].message
     assert "a keyless signature (a certificate), and no rule names an identity" in message
+
+
+def test_a_key_verifies_a_layer_with_its_certificate(keyless: KeylessImages, tmp_path: Path) -> None:
+    """A certificate that does not verify keyless leaves the layer to the keys (cosign sign --key --certificate)."""
+    write_public_key(keyless.key, tmp_path / "build.pub")
+    host = keyless.registry.host
+    rules = f"""
+    - images: ["{host}/tool-k/app"]
+      keys: [build.pub]
+    - images: ["{host}/tool-k/other"]
+      identities:
+        - {{issuer: "{ISSUER}", subject: "{BUILDER}"}}
+"""
+    images = [keyless.ref("key-with-certificate"), keyless.ref("keyless")]
+    (by_key, keyless_only), _ = decide_all(write_policy(keyless, tmp_path, rules=rules), images)
+    assert by_key.allowed and by_key.findings == (), by_key.message()
+    # a good keyless signature is no signature by the rule's key
+    assert f"certificate identity mismatch: signed by {BUILDER}" in keyless_only.violations[0].message
 
 
 def test_webhook_shows_the_reasons(keyless: KeylessImages, tmp_path: Path) -> None:

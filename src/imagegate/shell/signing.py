@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ __all__ = [
     "simple_signing_evidence",
     "tag_for",
     "tag_scheme_bundle",
+    "tag_scheme_evidence",
     "verifies",
     "verify_bundle",
     "verify_keyless_signature",
@@ -633,6 +635,26 @@ def keyless_signing_evidence(
     return _keyless_evidence(lambda: verify_keyless_signature(verifier, payload, annotations, digest), found_by)
 
 
+def tag_scheme_evidence(
+    keys: Mapping[str, PublicKey],
+    verifier: Verifier | None,
+    payload: bytes,
+    annotations: Mapping[str, str],
+    digest: str,
+    found_by: str,
+) -> SignatureEvidence:
+    """One simple-signing layer of the tag scheme: keyless when it carries a certificate and a rule
+    names an identity, else by a key. A certificate that does not verify keyless leaves the layer
+    to the keys: ``cosign sign --key --certificate`` attaches a key's own certificate."""
+    if verifier is None or CERTIFICATE_ANNOTATION not in annotations:
+        return simple_signing_evidence(keys, payload, annotations, digest, found_by)
+    keyless = keyless_signing_evidence(verifier, payload, annotations, digest, found_by)
+    if keyless.problem is None or not keys:
+        return keyless
+    by_key = simple_signing_evidence(keys, payload, annotations, digest, found_by)
+    return by_key if by_key.key is not None else keyless
+
+
 def _keyless_evidence(verification: Callable[[], tuple[str, str]], found_by: str) -> SignatureEvidence:
     try:
         issuer, subject = verification()
@@ -730,14 +752,12 @@ class SignatureChecker:
                 if layer.media_type == SIMPLE_SIGNING:
                     payload = await layer_bytes(client, ref, layer, MAX_PAYLOAD_BYTES)
                     self.verifications += 1
-                    if trust.verifier is not None and CERTIFICATE_ANNOTATION in layer.annotations:
-                        found.append(
-                            await asyncio.to_thread(
-                                keyless_signing_evidence, trust.verifier, payload, layer.annotations, digest, where
-                            )
-                        )
-                    else:
-                        found.append(simple_signing_evidence(trust.keys, payload, layer.annotations, digest, where))
+                    evidence = functools.partial(
+                        tag_scheme_evidence, trust.keys, trust.verifier, payload, layer.annotations, digest, where
+                    )
+                    # a certificate chain and log entry to verify: CPU work, off the event loop
+                    keyless = trust.verifier is not None and CERTIFICATE_ANNOTATION in layer.annotations
+                    found.append(await asyncio.to_thread(evidence) if keyless else evidence())
                 elif trust.verifier is not None and (
                     layer.media_type in BUNDLE_TYPES or artifact.artifact_type in BUNDLE_TYPES
                 ):
