@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import socket
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -637,6 +638,9 @@ def _endless(sent: list[int], *, chunked: bool, status: int = 200) -> Any:
         if chunked:
             handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
+        # A small send buffer: what the server got out is then what the client read, plus its
+        # own receive buffer, however long a loaded machine takes to close the connection.
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         piece = b" " * 65536
         frame = b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
         sent.append(0)
