@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from imagegate.core.attestations import AttestationRule, judge_attestation
+from imagegate.core.policy import load_policy
 from imagegate.core.provenance import (
     DSSE_INTOTO,
     Provenance,
@@ -22,61 +22,22 @@ from imagegate.core.provenance import (
     parse_envelope,
     parse_statement,
 )
-from imagegate.shell.attestations import load_public_key, verify_attestation, verify_envelope
+from imagegate.core.signatures import SignatureEvidence
+from imagegate.shell.attestations import envelope_evidence
+from imagegate.shell.signing import load_public_key
+from tests.conftest import POLICY_HEADER
+from tests.signed_images import SOURCE, dsse_envelope, new_key, public_pem, slsa_v02_statement, slsa_v1_statement
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
-SOURCE = "git+https://gitlab.wikimedia.org/toolforge-repos/wikibugs2.git"
 
 
 def v02_statement(digest: str = DIGEST, source: str = SOURCE) -> dict[str, Any]:
-    """SLSA v0.2 as Tekton Chains (format slsa/v1) writes it for a TaskRun."""
-    return {
-        "_type": "https://in-toto.io/Statement/v0.1",
-        "predicateType": "https://slsa.dev/provenance/v0.2",
-        "subject": [{"name": "tools-harbor.wmcloud.org/tool-wikibugs/wikibugs", "digest": {"sha256": digest[7:]}}],
-        "predicate": {
-            "builder": {"id": "https://tekton.dev/chains/v2"},
-            "buildType": "tekton.dev/v1beta1/TaskRun",
-            "invocation": {
-                "configSource": {},
-                "parameters": {"APP_IMAGE": "tools-harbor.wmcloud.org/tool-wikibugs/wikibugs:latest"},
-            },
-            "buildConfig": {"steps": [{"entryPoint": "/cnb/lifecycle/creator", "arguments": None}]},
-            "metadata": {"buildStartedOn": "2024-05-01T10:00:00Z", "completeness": {"parameters": False}},
-            "materials": [
-                {
-                    "uri": "oci://docker-registry.tools.wmflabs.org/toolforge-bookworm0-builder",
-                    "digest": {"sha256": "1" * 64},
-                },
-                {"uri": f"{source}@refs/heads/main", "digest": {"sha1": "2" * 40}},
-            ],
-        },
-    }
+    return slsa_v02_statement(digest, source)
 
 
 def v1_statement(digest: str = DIGEST, source: str = SOURCE) -> dict[str, Any]:
-    """SLSA v1 as Tekton Chains (format slsa/v2alpha3) writes it for a PipelineRun."""
-    return {
-        "_type": "https://in-toto.io/Statement/v1",
-        "predicateType": "https://slsa.dev/provenance/v1",
-        "subject": [{"name": "tools-harbor.wmcloud.org/tool-x/x", "digest": {"sha256": digest[7:]}}],
-        "predicate": {
-            "buildDefinition": {
-                "buildType": "https://tekton.dev/chains/v2/slsa",
-                "externalParameters": {"runSpec": {"pipelineRef": {"name": "buildpacks"}}},
-                "internalParameters": {"tekton-pipelines-feature-flags": {"EnableAPIFields": "beta"}},
-                "resolvedDependencies": [
-                    {"uri": "oci://gcr.io/tekton-releases/git-clone", "digest": {"sha256": "3" * 64}, "name": "task"},
-                    {"uri": source, "digest": {"sha1": "4" * 40}, "name": "inputs/result"},
-                ],
-            },
-            "runDetails": {
-                "builder": {"id": "https://tekton.dev/chains/v2"},
-                "metadata": {"invocationID": "https://tekton.dev/pipelineruns/abc"},
-            },
-        },
-    }
+    return slsa_v1_statement(digest, source)
 
 
 RULE = ProvenanceRule(
@@ -176,106 +137,117 @@ def test_pae_is_the_dsse_encoding() -> None:
     )
 
 
-# --- signed envelopes ---------------------------------------------------------------------
+# --- signed envelopes: verified by the shell, judged by the rule -------------------------------
+
+KEYS = {kind: new_key(kind) for kind in ("p256", "p384", "rsa", "ed25519")}
 
 
-def _pem(private: Any) -> bytes:
-    pem: bytes = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+def attestation_rule(keys: list[str], count: int = 1, extra: str = "") -> AttestationRule:
+    loaded = load_policy(
+        f"""{POLICY_HEADER}attestations:
+  rules:
+    - images: [r.example/a]
+      keys: [{", ".join(keys)}]
+      count: {count}
+      builderIds: ["https://tekton.dev/chains/v2"]
+      buildTypes: ["tekton.dev/v1beta1/*", "https://tekton.dev/chains/v2/slsa*"]
+      sources: ["https://gitlab.wikimedia.org/**", "https://github.com/**"]
+{extra}""",
+        "p.yaml",
     )
-    return pem
+    (rule,) = loaded.attestations.rules
+    return rule
 
 
-def _sign(private: Any, message: bytes) -> bytes:
-    if isinstance(private, ec.EllipticCurvePrivateKey):
-        digest = hashes.SHA384() if isinstance(private.curve, ec.SECP384R1) else hashes.SHA256()
-        return private.sign(message, ec.ECDSA(digest))
-    if isinstance(private, rsa.RSAPrivateKey):
-        return private.sign(message, padding.PKCS1v15(), hashes.SHA256())
-    return private.sign(message)  # type: ignore[no-any-return]
+def envelope(key: Any, statement: dict[str, Any], payload_type: str = DSSE_INTOTO) -> bytes:
+    return json.dumps(dsse_envelope([key], statement, payload_type)).encode()
 
 
-def envelope(private: Any, statement: dict[str, Any], payload_type: str = DSSE_INTOTO) -> bytes:
-    payload = json.dumps(statement).encode()
-    signature = _sign(private, pae(payload_type, payload))
-    return json.dumps(
-        {
-            "payloadType": payload_type,
-            "payload": base64.b64encode(payload).decode(),
-            "signatures": [{"keyid": "", "sig": base64.b64encode(signature).decode()}],
-        }
-    ).encode()
-
-
-KEYS = {
-    "p256": ec.generate_private_key(ec.SECP256R1()),
-    "p384": ec.generate_private_key(ec.SECP384R1()),
-    "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
-    "ed25519": ed25519.Ed25519PrivateKey.generate(),
-}
+def evidence(trusted: dict[str, Any], *bodies: bytes) -> list[SignatureEvidence]:
+    keys = {name: load_public_key(public_pem(key), name) for name, key in trusted.items()}
+    return [item for n, body in enumerate(bodies) for item in envelope_evidence(keys, body, DIGEST, f"layer {n}", {})]
 
 
 @pytest.mark.parametrize("name", list(KEYS))
 def test_each_key_type_verifies_its_envelope(name: str) -> None:
-    key = load_public_key(_pem(KEYS[name]), name)
-    result = verify_attestation([envelope(KEYS[name], v1_statement())], DIGEST, {name: key}, RULE)
-    assert result.allowed, result.reasons
-    assert result.signed_by == (name,) and result.provenance is not None
+    (item,) = evidence({name: KEYS[name]}, envelope(KEYS[name], v1_statement()))
+    assert item.key == name and item.problem is None and item.provenance is not None
+    verdict = judge_attestation(attestation_rule([name]), DIGEST, [item])
+    assert verdict.ok and verdict.detail == f"signed by {name} (attestations.rules[0])", verdict
+    assert verdict.digest == DIGEST
 
 
 def test_tampered_envelopes_are_denied_with_the_reason() -> None:
-    trusted = {"toolforge-builds": load_public_key(_pem(KEYS["p256"]), "key")}
-    good = json.loads(envelope(KEYS["p256"], v02_statement()))
+    trusted = {"build-service.pub": KEYS["p256"]}
+    rule = attestation_rule(["build-service.pub"])
 
+    def denial(*bodies: bytes) -> str:
+        verdict = judge_attestation(rule, DIGEST, evidence(trusted, *bodies))
+        assert not verdict.ok
+        return verdict.detail
+
+    good = json.loads(envelope(KEYS["p256"], v02_statement()))
     # a payload swapped for another (valid-looking) statement under the old signature
     swapped = dict(
         good, payload=base64.b64encode(json.dumps(v02_statement(source="git+https://x.example/y")).encode()).decode()
     )
-    result = verify_attestation([json.dumps(swapped).encode()], DIGEST, trusted, RULE)
-    assert not result.allowed and result.reasons == (
-        "attestation: the attestation is signed by another key (none of toolforge-builds)",
+    assert "signed by another key: none of the configured keys verifies it (or its payload was altered)" in denial(
+        json.dumps(swapped).encode()
     )
-
-    # the same bytes signed with another payload type: PAE binds the type
-    retyped = dict(good, payloadType="text/plain")
-    assert (
-        "signed by another key" in verify_attestation([json.dumps(retyped).encode()], DIGEST, trusted, RULE).reasons[0]
-    )
-
+    # the same bytes under another payload type: PAE binds the type
+    assert "signed by another key" in denial(json.dumps(dict(good, payloadType="text/plain")).encode())
     # signed by a key the policy does not name
-    other = envelope(KEYS["p384"], v02_statement())
-    assert "signed by another key" in verify_attestation([other], DIGEST, trusted, RULE).reasons[0]
-
-    # a genuine attestation, for another image
-    result = verify_attestation([envelope(KEYS["p256"], v02_statement(OTHER))], DIGEST, trusted, RULE)
-    assert "about another image" in result.reasons[0]
-
-    # genuine, but built from a private repository
-    result = verify_attestation(
-        [envelope(KEYS["p256"], v02_statement(source="git+https://private.example/x.git"))], DIGEST, trusted, RULE
+    assert "signed by another key" in denial(envelope(KEYS["p384"], v02_statement()))
+    # signed by a key of the section, but not of this rule
+    other_rule = judge_attestation(
+        attestation_rule(["b.pub"]), DIGEST, evidence({"a.pub": KEYS["p256"]}, envelope(KEYS["p256"], v02_statement()))
     )
-    assert "source https://private.example/x is not a repository on an allowed forge" in result.reasons[0]
-
+    assert "signed by another key (a.pub, not one of this rule's)" in other_rule.detail
+    # genuine, for another image
+    assert "the statement is about another image" in denial(envelope(KEYS["p256"], v02_statement(OTHER)))
+    # genuine, but built from a private repository, or by another builder
+    assert (
+        "source https://private.example/x is not a repository on an allowed forge "
+        "(https://gitlab.wikimedia.org/**, https://github.com/**) (attested by build-service.pub)"
+    ) in denial(envelope(KEYS["p256"], v02_statement(source="git+https://private.example/x.git")))
+    built_elsewhere = slsa_v1_statement(DIGEST, builder="https://github.com/actions/runner")
+    assert "built by 'https://github.com/actions/runner', not by an allowed builder" in denial(
+        envelope(KEYS["p256"], built_elsewhere)
+    )
+    # genuine, but not in-toto
+    assert "payload type 'text/plain' is not in-toto" in denial(envelope(KEYS["p256"], v1_statement(), "text/plain"))
     # none at all
-    assert verify_attestation([], DIGEST, trusted, RULE).reasons == ("no attestation found for the image",)
+    assert denial() == (
+        f"no attestation found for {DIGEST[:19]}; attestations.rules[0] needs 1 attestation by its keys or identities"
+    )
 
 
 def test_one_good_attestation_among_bad_ones_is_enough() -> None:
-    trusted = {"k": load_public_key(_pem(KEYS["ed25519"]), "k")}
+    trusted = {"k": KEYS["ed25519"]}
     bad = envelope(KEYS["rsa"], v1_statement())
     good = envelope(KEYS["ed25519"], v1_statement())
-    assert verify_attestation([bad, good], DIGEST, trusted, RULE).allowed
+    assert judge_attestation(attestation_rule(["k"]), DIGEST, evidence(trusted, bad, good)).ok
 
 
-def test_threshold_counts_distinct_keys() -> None:
-    trusted = {n: load_public_key(_pem(KEYS[n]), n) for n in ("p256", "ed25519")}
+def test_count_counts_distinct_keys() -> None:
+    trusted = {"a": KEYS["p256"], "b": KEYS["ed25519"]}
+    rule = attestation_rule(["a", "b"], count=2)
     one = envelope(KEYS["p256"], v1_statement())
-    result = verify_attestation([one], DIGEST, trusted, RULE, threshold=2)
-    assert not result.allowed and "signed by 1 of the keys, 2 required" in result.reasons[0]
-    both = json.loads(one)
-    payload = base64.b64decode(both["payload"])
-    both["signatures"].append({"sig": base64.b64encode(_sign(KEYS["ed25519"], pae(DSSE_INTOTO, payload))).decode()})
-    assert verify_attestation([json.dumps(both).encode()], DIGEST, trusted, RULE, threshold=2).allowed
+    verdict = judge_attestation(rule, DIGEST, evidence(trusted, one, one))
+    assert not verdict.ok and "needs 2 attestations" in verdict.detail and "1 of 2 found" in verdict.detail
+    both = json.dumps(dsse_envelope([KEYS["p256"], KEYS["ed25519"]], v1_statement())).encode()
+    assert judge_attestation(rule, DIGEST, evidence(trusted, both)).ok
+    # two keys, but one attests a build the rule does not allow: it does not count
+    private = envelope(KEYS["ed25519"], v1_statement(source="git+https://private.example/x"))
+    verdict = judge_attestation(rule, DIGEST, evidence(trusted, one, private))
+    assert not verdict.ok and "1 of 2 found" in verdict.detail and "private.example" in verdict.detail
+
+
+def test_predicate_types_narrow_what_counts() -> None:
+    rule = attestation_rule(["k"], extra='      predicateTypes: ["https://slsa.dev/provenance/v1"]\n')
+    found = evidence({"k": KEYS["p256"]}, envelope(KEYS["p256"], v02_statement()))
+    verdict = judge_attestation(rule, DIGEST, found)
+    assert not verdict.ok and "predicate type https://slsa.dev/provenance/v0.2 is not one of" in verdict.detail
 
 
 @pytest.mark.parametrize(
@@ -291,15 +263,11 @@ def test_threshold_counts_distinct_keys() -> None:
 def test_malformed_envelopes(body: bytes, reason: str) -> None:
     with pytest.raises(ProvenanceError, match=reason):
         parse_envelope(body)
-    key = {"k": load_public_key(_pem(KEYS["p256"]), "k")}
-    assert reason in verify_attestation([body], DIGEST, key, RULE).reasons[0]
+    (item,) = evidence({"k": KEYS["p256"]}, body)
+    assert item.problem is not None and reason in item.problem
+    assert reason in judge_attestation(attestation_rule(["k"]), DIGEST, [item]).detail
 
 
-def test_keys_that_are_not_supported() -> None:
-    with pytest.raises(ProvenanceError, match="not a PEM public key"):
-        load_public_key(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "keys/x.pem")
-    p521 = ec.generate_private_key(ec.SECP521R1())
-    with pytest.raises(ProvenanceError, match="secp521r1 is not supported"):
-        load_public_key(_pem(p521), "keys/p521.pem")
-    with pytest.raises(ProvenanceError):
-        verify_envelope(envelope(KEYS["p256"], v1_statement()), {})
+def test_no_keys_verify_nothing() -> None:
+    (item,) = envelope_evidence({}, envelope(KEYS["p256"], v1_statement()), DIGEST, "w", {})
+    assert item.problem is not None and "signed by another key" in item.problem

@@ -24,6 +24,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from imagegate.core.attestations import AttestationRule
 from imagegate.core.podprofile import PodProfile, mutate_pod, new_ephemeral_containers, pod_findings
 from imagegate.core.policy import Grant, ImageClass, Policy, contact_refusal
 from imagegate.core.records import (
@@ -43,6 +44,7 @@ from imagegate.core.records import (
     SignatureVerdict,
 )
 from imagegate.core.reference import Reference
+from imagegate.core.signatures import SignatureRule
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, ObjectShapeError, image_uses, json_pointer, pod_specs
 
 __all__ = [
@@ -72,6 +74,8 @@ class Rule:
     MISSING_DIGEST: Final = "missing-digest"
     SIGNATURE_MISMATCH: Final = "signature-mismatch"
     SIGNATURE_UNVERIFIED: Final = "signature-unverified"
+    ATTESTATION_MISMATCH: Final = "attestation-mismatch"
+    ATTESTATION_UNVERIFIED: Final = "attestation-unverified"
 
 
 def _describe(grant: Grant) -> str:
@@ -320,18 +324,51 @@ def _signature_check(verdict: ImageVerdict, image: ImageClass, grant: Grant | No
     return SignatureCheck(text, grant_rule)
 
 
-def _signature_findings(
-    policy: Policy,
+def _attestation_check(verdict: ImageVerdict, image: ImageClass) -> str | None:
+    """The reference whose attestations must be verified, or None when no ``attestations`` rule covers it."""
+    text, finding = verdict.reference, verdict.finding
+    if text is None or not image.attested_required:
+        return None
+    if finding is not None and finding.rule not in _SIGNATURE_CHECKED_BESIDE:
+        return None
+    return text
+
+
+class _SignedCheck:
+    """What a signatures or attestations check is called in findings: its rules and its words."""
+
+    __slots__ = ("failed", "mismatch", "need", "noun", "unverified")
+
+    def __init__(self, mismatch: str, unverified: str, need: str, noun: str, failed: str) -> None:
+        self.mismatch = mismatch
+        self.unverified = unverified
+        self.need = need  # "must be signed"
+        self.noun = noun  # "signatures": what could not be verified
+        self.failed = failed  # "is not signed as required"
+
+
+_SIGNATURES = _SignedCheck(
+    Rule.SIGNATURE_MISMATCH, Rule.SIGNATURE_UNVERIFIED, "must be signed", "signatures", "is not signed as required"
+)
+_ATTESTATIONS = _SignedCheck(
+    Rule.ATTESTATION_MISMATCH,
+    Rule.ATTESTATION_UNVERIFIED,
+    "must carry signed build provenance",
+    "attestations",
+    "has no build provenance as required",
+)
+
+
+def _signed_findings(
+    check: _SignedCheck,
     use: ImageUse,
-    check: SignatureCheck,
-    ref: Reference,
-    found: Mapping[str, tuple[SignatureVerdict, ...]],
+    text: str,
+    verdicts: tuple[SignatureVerdict, ...] | None,
+    rules: Sequence[SignatureRule | AttestationRule],
 ) -> list[Finding]:
-    """A finding per rule the image fails, in the rule's mode (unverified, without the registry's verdicts)."""
-    text = check.reference
-    verdicts = found.get(text)
+    """A finding per rule the image fails, in the rule's mode; without the registry's ``verdicts``,
+    one unverified finding naming the ``rules`` that cover it, in the strongest one's mode."""
     if verdicts is None:
-        rules = policy.signatures.rules_for(ref, check.grant_rule)
         if not rules:  # pragma: no cover - a check names a rule
             return []
         mode = Mode.AUDIT
@@ -339,13 +376,12 @@ def _signature_findings(
             if _MODE_STRENGTH[rule.mode] > _MODE_STRENGTH[mode]:
                 mode = rule.mode
         names = ", ".join(rule.name for rule in rules)
-        message = f"({text}) must be signed ({names}), and its signatures could not be verified (no registry lookup in this evaluation)"
-        return [Finding(use, Rule.SIGNATURE_UNVERIFIED, message, mode)]
-    return [
-        Finding(use, Rule.SIGNATURE_MISMATCH, f"({text}) is not signed as required: {v.detail}", v.mode)
-        for v in verdicts
-        if not v.ok
-    ]
+        message = (
+            f"({text}) {check.need} ({names}), and its {check.noun} could not be verified "
+            "(no registry lookup in this evaluation)"
+        )
+        return [Finding(use, check.unverified, message, mode)]
+    return [Finding(use, check.mismatch, f"({text}) {check.failed}: {v.detail}", v.mode) for v in verdicts if not v.ok]
 
 
 def _pins(
@@ -430,6 +466,7 @@ def decide(
     tag_findings: list[Finding] = []
     needs_base: list[str] = []
     needs_signatures: list[SignatureCheck] = []
+    needs_attestations: list[str] = []
     signature_findings: list[Finding] = []
     for use in uses:
         if (use.kind, use.name, use.image) in seen_before:
@@ -445,11 +482,21 @@ def decide(
             tag_findings.extend(_tag_findings(policy, use, image, mode))
         if base_ref is not None and base_ref not in needs_base:
             needs_base.append(base_ref)
+        ref = image.ref
         check = _signature_check(verdict, image, grant)
-        if check is not None and image.ref is not None:
+        if check is not None and ref is not None:
             if check not in needs_signatures:
                 needs_signatures.append(check)
-            signature_findings.extend(_signature_findings(policy, use, check, image.ref, lookups.signatures))
+            found = lookups.signatures.get(check.reference)
+            rules = policy.signatures.rules_for(ref, check.grant_rule) if found is None else ()
+            signature_findings.extend(_signed_findings(_SIGNATURES, use, check.reference, found, rules))
+        attested = _attestation_check(verdict, image)
+        if attested is not None and ref is not None:
+            if attested not in needs_attestations:
+                needs_attestations.append(attested)
+            found = lookups.attestations.get(attested)
+            covering = policy.attestations.rules_for(ref) if found is None else ()
+            signature_findings.extend(_signed_findings(_ATTESTATIONS, use, attested, found, covering))
     findings = [v.finding for v in verdicts if v.finding is not None] + tag_findings + signature_findings
     pins_needed, pins_after_checks, pin_patches = _pins(policy, namespace, judged, lookups.digests)
     patches: list[Mapping[str, Any]] = []
@@ -472,5 +519,6 @@ def decide(
         pins_needed=pins_needed,
         pins_after_checks=pins_after_checks,
         signature_checks_needed=tuple(needs_signatures),
+        attestation_checks_needed=tuple(needs_attestations),
         notices=notices,
     )

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from imagegate.core.attestations import PROVENANCE_TYPES, AttestationRule, AttestationsConfig
 from imagegate.core.patterns import (
     PatternError,
     PatternSet,
@@ -47,6 +48,7 @@ from imagegate.core.podprofile import (
     ToolProfile,
 )
 from imagegate.core.podsecurity import parse_version
+from imagegate.core.provenance import ProvenanceRule
 from imagegate.core.records import Mode
 from imagegate.core.reference import (
     TAG_RE,
@@ -219,6 +221,20 @@ class SignaturesDoc(_Doc):
     rules: list[SignatureRuleDoc] = []
 
 
+class AttestationRuleDoc(SignatureRuleDoc):
+    builder_ids: list[str] = []
+    build_types: list[str] = []
+    sources: list[str] = []
+    predicate_types: list[str] | None = None  # default: SLSA v0.2 and v1
+
+
+class AttestationsDoc(_Doc):
+    mode: Mode | None = None  # default: the policy's
+    on_error: Literal["deny", "allow"] = "deny"
+    trusted_root: str | None = None
+    rules: list[AttestationRuleDoc] = []
+
+
 class TagsDoc(_Doc):
     disallow: list[str] = []
     require_tag: bool = False
@@ -246,6 +262,7 @@ class PolicyDoc(_Doc):
     pinning: PinningDoc = msgspec.field(default_factory=PinningDoc)
     tags: TagsDoc = msgspec.field(default_factory=TagsDoc)
     signatures: SignaturesDoc = msgspec.field(default_factory=SignaturesDoc)
+    attestations: AttestationsDoc = msgspec.field(default_factory=AttestationsDoc)
 
 
 class GrantsDoc(_Doc):
@@ -439,6 +456,7 @@ class ImageClass(msgspec.Struct, frozen=True):
     written: Reference | None = None  # normalized, but without the :latest the runtime adds
     tag_exempt: bool = False  # tags.exempt covers it
     signed_required: bool = False  # a signatures rule covers it
+    attested_required: bool = False  # an attestations rule covers it
 
 
 IMAGE_CLASS_CACHE_SIZE = 20_000
@@ -467,6 +485,7 @@ class Policy:
     pinning: PinningConfig = field(default_factory=PinningConfig)
     tags: TagRules = field(default_factory=TagRules)
     signatures: SignaturesConfig = field(default_factory=SignaturesConfig)
+    attestations: AttestationsConfig = field(default_factory=AttestationsConfig)
 
     # classify()'s answers: a policy never changes, so neither do they (not copied by replace())
     _image_classes: dict[str, ImageClass] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -481,7 +500,8 @@ class Policy:
             for grant in self.grants:
                 entries.extend(grant.registries.patterns if grant.registries is not None else ())
             entries.extend(self.base_images.require_for)
-            for rule in self.signatures.rules:  # a signature is fetched from the image's own registry
+            # signatures and attestations are fetched from the image's own registry
+            for rule in (*self.signatures.rules, *self.attestations.signers.rules):
                 entries.extend(rule.images)
             named = [entry.registry for entry in entries]
             exact = {host for host, glob in named if not glob}
@@ -517,6 +537,7 @@ class Policy:
                 written=written,
                 tag_exempt=self.tags.exempt.first_match(ref) is not None,
                 signed_required=bool(self.signatures.rules) and bool(self.signatures.rules_for(ref)),
+                attested_required=bool(self.attestations.rules) and bool(self.attestations.rules_for(ref)),
             )
         if len(self._image_classes) >= IMAGE_CLASS_CACHE_SIZE:
             self._image_classes.clear()  # a flood of distinct names: start over rather than grow
@@ -969,53 +990,121 @@ def _tag_rules(doc: LocatedDocument, parsed: TagsDoc) -> TagRules:
     )
 
 
+def _signer_rule(
+    doc: LocatedDocument, path: str, rule: SignatureRuleDoc, mode: Mode, on_error: Literal["deny", "allow"]
+) -> SignatureRule:
+    """A ``signatures`` or ``attestations`` rule's images, signers, count and modes, checked (``path``: the rule's)."""
+    if not rule.images:
+        raise doc.error(f"{path}.images", "name the images this rule covers (patterns, as in trusted)")
+    if not rule.keys and not rule.identities:
+        raise doc.error(path, "name keys (PEM public key files) or identities (issuer and subject) to trust")
+    for position, key in enumerate(rule.keys):
+        if not key.strip():
+            raise doc.error(f"{path}.keys[{position}]", "an empty path: name a PEM public key file")
+    identities = []
+    for position, identity in enumerate(rule.identities):
+        where = f"{path}.identities[{position}]"
+        if not identity.issuer:
+            raise doc.error(f"{where}.issuer", "name the OIDC issuer the certificate must carry")
+        if (identity.subject is None) == (identity.subject_reg_exp is None):
+            raise doc.error(where, "write exactly one of subject (exact) and subjectRegExp (a regular expression)")
+        if identity.subject is not None and not identity.subject:
+            raise doc.error(f"{where}.subject", "an empty subject matches no certificate")
+        if identity.subject_reg_exp is not None:
+            try:
+                re.compile(identity.subject_reg_exp)
+            except re.error as exc:
+                raise doc.error(f"{where}.subjectRegExp", f"not a regular expression: {exc}") from None
+        identities.append(KeylessIdentity(identity.issuer, identity.subject or "", identity.subject_reg_exp or ""))
+    signers = len(rule.keys) + len(identities)
+    if not 1 <= rule.count <= signers:
+        raise doc.error(
+            f"{path}.count", f"between 1 and the {signers} keys and identities the rule names, got {rule.count}"
+        )
+    return SignatureRule(
+        path.removeprefix("$."),
+        _patterns(doc, f"{path}.images", rule.images),
+        tuple(dict.fromkeys(rule.keys)),
+        tuple(identities),
+        rule.count,
+        rule.mode if rule.mode is not None else mode,
+        rule.on_error if rule.on_error is not None else on_error,
+    )
+
+
+def _signers(
+    doc: LocatedDocument,
+    section: str,
+    rules: Sequence[SignatureRule],
+    trusted_root: str | None,
+    on_error: Literal["deny", "allow"],
+) -> SignaturesConfig:
+    """The signer rules of a section, with its trusted root, every key they name (once) and its ``onError``."""
+    if trusted_root is not None and not trusted_root.strip():
+        raise doc.error(f"$.{section}.trustedRoot", "an empty path: name a Sigstore trusted_root.json, or leave it out")
+    keys = tuple(dict.fromkeys(key for rule in rules for key in rule.keys))
+    return SignaturesConfig(tuple(rules), trusted_root, keys, on_error)
+
+
 def _signatures(doc: LocatedDocument, parsed: SignaturesDoc, policy_mode: Mode) -> SignaturesConfig:
+    mode = parsed.mode if parsed.mode is not None else policy_mode
+    rules = [
+        _signer_rule(doc, f"$.signatures.rules[{index}]", rule, mode, parsed.on_error)
+        for index, rule in enumerate(parsed.rules)
+    ]
+    return _signers(doc, "signatures", rules, parsed.trusted_root, parsed.on_error)
+
+
+# A forge pattern starts with a literal scheme and host: "https://github.com*" would also match
+# https://github.com.evil.example/..., and "**" any repository anywhere.
+_FORGE_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^/*?\[\]]+/.*")
+
+
+def _glob_list(doc: LocatedDocument, path: str, entries: Sequence[str]) -> tuple[str, ...]:
+    for position, entry in enumerate(entries):
+        if not entry.strip():
+            raise doc.error(f"{path}[{position}]", "an empty pattern matches nothing")
+    return tuple(dict.fromkeys(entries))
+
+
+def _provenance_rule(doc: LocatedDocument, path: str, rule: AttestationRuleDoc) -> ProvenanceRule:
+    for position, forge in enumerate(rule.sources):
+        if not _FORGE_RE.fullmatch(forge):
+            raise doc.error(
+                f"{path}.sources[{position}]",
+                f"{forge!r}: write a forge's URL with its scheme and host, then the repositories "
+                "(https://gitlab.wikimedia.org/**, https://github.com/wikimedia/*)",
+            )
+    predicate_types = PROVENANCE_TYPES
+    if rule.predicate_types is not None:
+        if not rule.predicate_types:
+            raise doc.error(f"{path}.predicateTypes", "an empty list accepts no attestation; leave it out for SLSA")
+        for position, kind in enumerate(rule.predicate_types):
+            if kind not in PROVENANCE_TYPES:
+                raise doc.error(
+                    f"{path}.predicateTypes[{position}]",
+                    f"{kind!r}: imagegate reads SLSA provenance ({', '.join(PROVENANCE_TYPES)})",
+                )
+        predicate_types = tuple(dict.fromkeys(rule.predicate_types))
+    return ProvenanceRule(
+        _glob_list(doc, f"{path}.builderIds", rule.builder_ids),
+        _glob_list(doc, f"{path}.buildTypes", rule.build_types),
+        _glob_list(doc, f"{path}.sources", rule.sources),
+        predicate_types,
+    )
+
+
+def _attestations(doc: LocatedDocument, parsed: AttestationsDoc, policy_mode: Mode) -> AttestationsConfig:
     mode = parsed.mode if parsed.mode is not None else policy_mode
     rules = []
     for index, rule in enumerate(parsed.rules):
-        path = f"$.signatures.rules[{index}]"
-        if not rule.images:
-            raise doc.error(f"{path}.images", "name the images this rule covers (patterns, as in trusted)")
-        if not rule.keys and not rule.identities:
-            raise doc.error(path, "name keys (PEM public key files) or identities (issuer and subject) to trust")
-        for position, key in enumerate(rule.keys):
-            if not key.strip():
-                raise doc.error(f"{path}.keys[{position}]", "an empty path: name a PEM public key file")
-        identities = []
-        for position, identity in enumerate(rule.identities):
-            where = f"{path}.identities[{position}]"
-            if not identity.issuer:
-                raise doc.error(f"{where}.issuer", "name the OIDC issuer the certificate must carry")
-            if (identity.subject is None) == (identity.subject_reg_exp is None):
-                raise doc.error(where, "write exactly one of subject (exact) and subjectRegExp (a regular expression)")
-            if identity.subject is not None and not identity.subject:
-                raise doc.error(f"{where}.subject", "an empty subject matches no certificate")
-            if identity.subject_reg_exp is not None:
-                try:
-                    re.compile(identity.subject_reg_exp)
-                except re.error as exc:
-                    raise doc.error(f"{where}.subjectRegExp", f"not a regular expression: {exc}") from None
-            identities.append(KeylessIdentity(identity.issuer, identity.subject or "", identity.subject_reg_exp or ""))
-        signers = len(rule.keys) + len(identities)
-        if not 1 <= rule.count <= signers:
-            raise doc.error(
-                f"{path}.count", f"between 1 and the {signers} keys and identities the rule names, got {rule.count}"
-            )
-        rules.append(
-            SignatureRule(
-                f"signatures.rules[{index}]",
-                _patterns(doc, f"{path}.images", rule.images),
-                tuple(dict.fromkeys(rule.keys)),
-                tuple(identities),
-                rule.count,
-                rule.mode if rule.mode is not None else mode,
-                rule.on_error if rule.on_error is not None else parsed.on_error,
-            )
-        )
-    if parsed.trusted_root is not None and not parsed.trusted_root.strip():
-        raise doc.error("$.signatures.trustedRoot", "an empty path: name a Sigstore trusted_root.json, or leave it out")
-    keys = tuple(dict.fromkeys(key for rule in rules for key in rule.keys))
-    return SignaturesConfig(tuple(rules), parsed.trusted_root, keys, parsed.on_error)
+        path = f"$.attestations.rules[{index}]"
+        signers = _signer_rule(doc, path, rule, mode, parsed.on_error)
+        rules.append(AttestationRule(signers, _provenance_rule(doc, path, rule)))
+    return AttestationsConfig(
+        tuple(rules),
+        _signers(doc, "attestations", [rule.signers for rule in rules], parsed.trusted_root, parsed.on_error),
+    )
 
 
 def load_identities(text: str, source: str = "<identities>") -> dict[str, Identity]:
@@ -1061,6 +1150,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         pinning=pinning,
         tags=_tag_rules(doc, parsed.tags),
         signatures=_signatures(doc, parsed.signatures, parsed.mode),
+        attestations=_attestations(doc, parsed.attestations, parsed.mode),
     )
     return _assemble(base, _grants(doc, "$.byoc.grants", parsed.byoc.grants))
 

@@ -22,11 +22,14 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "DSSE_INTOTO",
+    "PROVENANCE_TYPES",
+    "SLSA_V02",
+    "SLSA_V1",
     "Envelope",
     "Provenance",
     "ProvenanceError",
@@ -43,6 +46,7 @@ DSSE_INTOTO = "application/vnd.in-toto+json"
 STATEMENT_TYPES = frozenset({"https://in-toto.io/Statement/v0.1", "https://in-toto.io/Statement/v1"})
 SLSA_V02 = "https://slsa.dev/provenance/v0.2"
 SLSA_V1 = "https://slsa.dev/provenance/v1"
+PROVENANCE_TYPES: tuple[str, ...] = (SLSA_V02, SLSA_V1)  # the predicate types imagegate reads
 MAX_SIGNATURES = 16
 
 
@@ -222,7 +226,7 @@ class ProvenanceRule:
     builder_ids: tuple[str, ...] = ()
     build_types: tuple[str, ...] = ()
     source_forges: tuple[str, ...] = ()  # "open source only": every source on one of these
-    predicate_types: tuple[str, ...] = field(default=(SLSA_V02, SLSA_V1))
+    predicate_types: tuple[str, ...] = PROVENANCE_TYPES
 
 
 _GLOB_CACHE: dict[str, re.Pattern[str]] = {}

@@ -168,11 +168,12 @@ class BaseImageVerdict(msgspec.Struct, frozen=True):
 
 
 class SignatureVerdict(msgspec.Struct, frozen=True):
-    """Whether an image's signatures satisfy one ``signatures`` rule (see core/signatures.py)."""
+    """Whether an image's signatures satisfy one ``signatures`` rule (see core/signatures.py), or
+    its attestations one ``attestations`` rule (core/attestations.py)."""
 
     ok: bool
     detail: str
-    digest: str | None = None  # the image digest whose signatures were judged
+    digest: str | None = None  # the image digest whose signatures (attestations) were judged
     mode: Mode = Mode.ENFORCE  # the rule's: what a failure does
 
 
@@ -186,13 +187,15 @@ class SignatureCheck(msgspec.Struct, frozen=True):
 
 class Lookups(msgspec.Struct, frozen=True):
     """The registry's part of a decision, by normalized reference: base-image verdicts, digests
-    to pin to, signature verdicts (one per signatures rule that covers the image), and what to
-    tell the user about lookups that failed (the registry shell makes it)."""
+    to pin to, signature verdicts (one per signatures rule that covers the image), attestation
+    verdicts (one per attestations rule), and what to tell the user about lookups that failed
+    (the registry shell makes it)."""
 
     base_verdicts: Mapping[str, BaseImageVerdict] = {}
     digests: Mapping[str, str] = {}
     notes: tuple[str, ...] = ()
     signatures: Mapping[str, tuple[SignatureVerdict, ...]] = {}
+    attestations: Mapping[str, tuple[SignatureVerdict, ...]] = {}
 
 
 NO_LOOKUPS = Lookups()  # a decision without the registry (offline, or before the lookups)
@@ -245,6 +248,7 @@ class Decision(msgspec.Struct, frozen=True):
     # (in image order): the registry shell looks both up in one go
     pins_after_checks: tuple[str, ...] = ()
     signature_checks_needed: tuple[SignatureCheck, ...] = ()
+    attestation_checks_needed: tuple[str, ...] = ()  # references an attestations rule covers, to verify
     notices: tuple[str, ...] = ()  # said to the user whatever the decision (a grant about to end)
 
     def _in_mode(self, mode: Mode) -> tuple[Finding, ...]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from imagegate.core.patterns import PatternSet
+from imagegate.core.provenance import Provenance
 from imagegate.core.records import Mode, SignatureVerdict
 from imagegate.core.reference import Reference
 
@@ -33,12 +34,12 @@ __all__ = [
     "SignaturesConfig",
     "check_simple_signing_payload",
     "judge",
+    "signer_of",
 ]
 
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
 
 # Why a signature does not count (stable words: tests and operators read them).
-NO_SIGNATURE = "no signature found"
 OTHER_KEY = "signed by another key"
 OTHER_DIGEST = "payload for another digest"
 IDENTITY_MISMATCH = "certificate identity mismatch"
@@ -119,7 +120,8 @@ class SignatureEvidence:
     """One signature attached to the image, as the shell found and verified it.
 
     ``key``: the configured key (path as written) that verified it; ``issuer``/``subject``: the
-    keyless signer of a verified bundle; ``problem``: why it verified for nobody.
+    keyless signer of a verified bundle; ``problem``: why it verified for nobody. For an
+    attestation, ``provenance`` is what its verified in-toto statement says (core/attestations.py).
     """
 
     found_by: str
@@ -127,6 +129,7 @@ class SignatureEvidence:
     issuer: str | None = None
     subject: str | None = None
     problem: str | None = None
+    provenance: Provenance | None = None
 
 
 def check_simple_signing_payload(payload: bytes, digest: str) -> None:
@@ -153,22 +156,34 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def judge(rule: SignatureRule, digest: str, evidence: Sequence[SignatureEvidence]) -> SignatureVerdict:
-    """Whether the verified signatures satisfy ``rule`` for the image ``digest``, and why (not)."""
-    keys = set(rule.keys)
+def signer_of(rule: SignatureRule, item: SignatureEvidence) -> str | None:
+    """Which of ``rule``'s keys or identities made the verified ``item`` (None: none of them)."""
+    if item.key is not None and item.key in rule.keys:
+        return item.key
+    if item.issuer is not None and item.subject is not None:
+        for identity in rule.identities:
+            if identity.matches(item.issuer, item.subject):
+                return str(identity)
+    return None
+
+
+def judge(
+    rule: SignatureRule, digest: str, evidence: Sequence[SignatureEvidence], noun: str = "signature"
+) -> SignatureVerdict:
+    """Whether the verified signatures satisfy ``rule`` for the image ``digest``, and why (not).
+
+    ``noun`` names what was verified in the messages (``"attestation"`` for signed statements).
+    """
     signers: list[str] = []
     for item in evidence:
-        if item.key is not None and item.key in keys and item.key not in signers:
-            signers.append(item.key)
-        if item.issuer is not None and item.subject is not None:
-            for identity in rule.identities:
-                if identity.matches(item.issuer, item.subject) and str(identity) not in signers:
-                    signers.append(str(identity))
+        signer = signer_of(rule, item)
+        if signer is not None and signer not in signers:
+            signers.append(signer)
     if len(signers) >= rule.count:
         return SignatureVerdict(True, f"signed by {', '.join(signers)} ({rule.name})", digest, rule.mode)
-    needed = f"{rule.name} needs {_plural(rule.count, 'signature')} by its keys or identities"
+    needed = f"{rule.name} needs {_plural(rule.count, noun)} by its keys or identities"
     if not evidence:
-        return SignatureVerdict(False, f"{NO_SIGNATURE} for {digest[:19]}; {needed}", digest, rule.mode)
+        return SignatureVerdict(False, f"no {noun} found for {digest[:19]}; {needed}", digest, rule.mode)
     reasons: list[str] = []
     for item in evidence:
         if item.problem is not None:

@@ -1,126 +1,166 @@
-"""DSSE envelope verification with ``cryptography``: which of the trusted keys signed an attestation.
+"""Attestations attached to images in a registry: fetching them, verifying them, reading their provenance.
 
-The signature covers the DSSE pre-authentication encoding of payload type and payload
-(:func:`imagegate.core.provenance.pae`), so a payload cut from one envelope and a signature from
-another do not verify. Keys are PEM public keys: ECDSA P-256 (SHA-256) and P-384 (SHA-384),
-RSA (PKCS#1 v1.5 or PSS, SHA-256) and Ed25519, as cosign makes them. No crypto is written here.
+Where they are found (:func:`imagegate.shell.signing.attached`, the registry client's auth,
+limits and single flight):
+
+* cosign's tag scheme, ``sha256-<hex>.att``: a manifest whose layers are DSSE envelopes
+  (``application/vnd.dsse.envelope.v1+json``), the predicate type in each layer's
+  ``predicateType`` annotation;
+* the OCI 1.1 referrers API or its fallback tag: artifacts of that media type (the same
+  envelopes), and Sigstore bundles carrying a DSSE envelope (verified offline with
+  sigstore-python, as signature bundles are: :func:`~imagegate.shell.signing.verify_bundle_statement`).
+
+A key-signed envelope's signature covers the DSSE pre-authentication encoding of payload type
+and payload (:func:`imagegate.core.provenance.pae`), so a payload cut from one envelope and a
+signature from another do not verify; keys are verified with ``cryptography`` by
+:func:`~imagegate.shell.signing.verifies`, the one verification of the signatures too. Only a
+verified statement is read (:func:`~imagegate.core.provenance.parse_statement`); the rules are
+judged by :func:`imagegate.core.attestations.judge_attestation`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from sigstore.verify import Verifier
 
+from imagegate.core.attestations import AttestationRule, judge_attestation
 from imagegate.core.provenance import (
     DSSE_INTOTO,
-    Provenance,
+    PROVENANCE_TYPES,
     ProvenanceError,
-    ProvenanceRule,
-    check_provenance,
     pae,
     parse_envelope,
     parse_statement,
 )
+from imagegate.core.records import SignatureVerdict
+from imagegate.core.reference import Reference
+from imagegate.core.signatures import OTHER_KEY, PayloadError, SignatureEvidence
+from imagegate.shell.signing import (
+    BUNDLE_TYPES,
+    CERTIFICATE_ANNOTATION,
+    MAX_BUNDLE_BYTES,
+    MAX_LAYERS,
+    PublicKey,
+    SignatureChecker,
+    _Trust,
+    attached,
+    layer_bytes,
+    verifies,
+    verify_bundle_statement,
+)
 
-__all__ = ["AttestationResult", "PublicKey", "load_public_key", "verify_attestation", "verify_envelope"]
+if TYPE_CHECKING:
+    from imagegate.shell.registry import RegistryClient
 
-PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+__all__ = [
+    "DSSE_ENVELOPE",
+    "AttestationChecker",
+    "bundle_evidence",
+    "envelope_evidence",
+    "judge_image",
+    "statement_evidence",
+]
+
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+PREDICATE_ANNOTATION = "predicateType"  # cosign's, on each layer of a .att manifest
 
 
-def load_public_key(pem: bytes, source: str) -> PublicKey:
-    """A PEM public key a policy names; a clear error for anything else."""
+def statement_evidence(
+    payload_type: str,
+    payload: bytes,
+    digest: str,
+    where: str,
+    *,
+    key: str | None = None,
+    identity: tuple[str, str] | None = None,
+) -> SignatureEvidence:
+    """A verified statement, signed by ``key`` or the keyless ``identity`` (issuer, subject): its provenance,
+    or why it proves nothing about the image ``digest``."""
+    issuer, subject = identity if identity is not None else (None, None)
+    signer = key if key is not None else f"{subject} (issuer {issuer})"
+    if payload_type != DSSE_INTOTO:
+        return SignatureEvidence(where, problem=f"payload type {payload_type!r} is not in-toto (signed by {signer})")
     try:
-        key = serialization.load_pem_public_key(pem)
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise ProvenanceError(f"{source}: not a PEM public key ({exc})") from None
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        if not isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1):
-            raise ProvenanceError(f"{source}: ECDSA curve {key.curve.name} is not supported (P-256 or P-384)")
-        return key
-    if isinstance(key, rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
-        return key
-    raise ProvenanceError(f"{source}: {type(key).__name__} keys are not supported (ECDSA, RSA or Ed25519)")
+        provenance = parse_statement(payload, digest)
+    except ProvenanceError as exc:
+        return SignatureEvidence(where, problem=f"{exc} (signed by {signer})")
+    return SignatureEvidence(where, key=key, issuer=issuer, subject=subject, provenance=provenance)
 
 
-def _verifies(key: PublicKey, signature: bytes, message: bytes) -> bool:
+def envelope_evidence(
+    keys: Mapping[str, PublicKey], body: bytes, digest: str, where: str, annotations: Mapping[str, str]
+) -> list[SignatureEvidence]:
+    """A key-signed DSSE envelope: one evidence per configured key that signed it, or why none counts."""
     try:
-        if isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, message)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            digest: hashes.HashAlgorithm = hashes.SHA384() if isinstance(key.curve, ec.SECP384R1) else hashes.SHA256()
-            key.verify(signature, message, ec.ECDSA(digest))
-        else:
-            try:
-                key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-            except InvalidSignature:
-                pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
-                key.verify(signature, message, pss, hashes.SHA256())
-    except InvalidSignature:
-        return False
-    return True
-
-
-def verify_envelope(body: bytes, keys: Mapping[str, PublicKey]) -> tuple[bytes, list[str]]:
-    """The payload of a DSSE envelope and the names of the ``keys`` that signed it (PAE).
-
-    Raises :class:`ProvenanceError` when it is malformed or no key signed it.
-    """
-    envelope = parse_envelope(body)
+        envelope = parse_envelope(body)
+    except ProvenanceError as exc:
+        return [SignatureEvidence(where, problem=str(exc))]
     message = pae(envelope.payload_type, envelope.payload)
-    signed_by = [
+    signers = [
         name
         for name, key in keys.items()
-        if any(_verifies(key, signature, message) for _keyid, signature in envelope.signatures)
+        if any(verifies(key, signature, message) for _keyid, signature in envelope.signatures)
     ]
-    if not signed_by:
-        raise ProvenanceError(f"the attestation is signed by another key (none of {', '.join(keys) or 'no keys'})")
-    return envelope.payload, signed_by
+    if not signers:
+        if CERTIFICATE_ANNOTATION in annotations and not keys:
+            problem = "a keyless attestation in the tag scheme (imagegate verifies keyless Sigstore bundles)"
+        else:
+            problem = f"{OTHER_KEY}: none of the configured keys verifies it (or its payload was altered)"
+        return [SignatureEvidence(where, problem=problem)]
+    return [statement_evidence(envelope.payload_type, envelope.payload, digest, where, key=name) for name in signers]
 
 
-@dataclass(frozen=True, slots=True)
-class AttestationResult:
-    allowed: bool
-    reasons: tuple[str, ...]
-    provenance: Provenance | None
-    signed_by: tuple[str, ...]
+def bundle_evidence(verifier: Verifier, document: bytes, digest: str, where: str) -> SignatureEvidence | None:
+    """A Sigstore bundle, verified offline: its statement's evidence; None for a message signature (no statement)."""
+    try:
+        issuer, subject, statement = verify_bundle_statement(verifier, document, digest)
+    except PayloadError as exc:
+        return SignatureEvidence(where, problem=str(exc))
+    if statement is None:
+        return None  # a signature of the image, not an attestation: the signatures rules' business
+    return statement_evidence(DSSE_INTOTO, statement, digest, where, identity=(issuer, subject))
 
 
-def verify_attestation(
-    envelopes: Sequence[bytes],
-    image_digest: str,
-    keys: Mapping[str, PublicKey],
-    rule: ProvenanceRule,
-    *,
-    threshold: int = 1,
-) -> AttestationResult:
-    """Does some attestation signed by at least ``threshold`` of ``keys`` prove ``rule`` for the image?
+class AttestationChecker(SignatureChecker):
+    """Attestation evidence per image digest: fetched once (single flight), verified, read, remembered.
 
-    Each envelope is tried; the reasons of the ones that fail are the denial's.
+    The signature checker's trust (keys and trusted root per policy) and cache (by digest), over
+    the ``.att`` tag and the DSSE and bundle referrers.
     """
-    if not envelopes:
-        return AttestationResult(False, ("no attestation found for the image",), None, ())
-    reasons: list[str] = []
-    for index, body in enumerate(envelopes):
-        where = f"attestation {index + 1}" if len(envelopes) > 1 else "attestation"
-        try:
-            payload, signed_by = verify_envelope(body, keys)
-            if len(signed_by) < threshold:
-                reasons.append(f"{where}: signed by {len(signed_by)} of the keys, {threshold} required")
-                continue
-            envelope_type = parse_envelope(body).payload_type
-            if envelope_type != DSSE_INTOTO:
-                reasons.append(f"{where}: payload type {envelope_type!r} is not in-toto")
-                continue
-            provenance = parse_statement(payload, image_digest)
-        except ProvenanceError as exc:
-            reasons.append(f"{where}: {exc}")
-            continue
-        failed = check_provenance(provenance, rule)
-        if not failed:
-            return AttestationResult(True, (), provenance, tuple(signed_by))
-        reasons.extend(f"{where}: {reason}" for reason in failed)
-    return AttestationResult(False, tuple(reasons), None, ())
+
+    evidence_kind = "attestation-evidence"
+
+    async def _gather(
+        self, client: RegistryClient, trust: _Trust, ref: Reference, digest: str
+    ) -> tuple[SignatureEvidence, ...]:
+        kinds = {DSSE_ENVELOPE, *(BUNDLE_TYPES if trust.verifier is not None else ())}
+        artifacts = await attached(client, ref, digest, tag_suffix="att", artifact_types=kinds)
+        found: list[SignatureEvidence] = []
+        for artifact in artifacts:
+            for layer in artifact.manifest.layers[:MAX_LAYERS]:
+                where = f"{artifact.found_by}, layer {layer.digest[7:19]}"
+                if layer.media_type == DSSE_ENVELOPE:
+                    predicate = layer.annotations.get(PREDICATE_ANNOTATION)
+                    if predicate is not None and predicate not in PROVENANCE_TYPES:
+                        continue  # an SBOM, a scan: another kind of attestation, not provenance
+                    body = await layer_bytes(client, ref, layer, MAX_BUNDLE_BYTES)
+                    self.verifications += 1
+                    found.extend(envelope_evidence(trust.keys, body, digest, where, layer.annotations))
+                elif trust.verifier is not None and (
+                    layer.media_type in BUNDLE_TYPES or artifact.artifact_type in BUNDLE_TYPES
+                ):
+                    document = await layer_bytes(client, ref, layer, MAX_BUNDLE_BYTES)
+                    self.verifications += 1
+                    item = await asyncio.to_thread(bundle_evidence, trust.verifier, document, digest, where)
+                    if item is not None:
+                        found.append(item)
+        return tuple(found)
+
+
+def judge_image(
+    rules: Sequence[AttestationRule], digest: str, evidence: Sequence[SignatureEvidence]
+) -> tuple[SignatureVerdict, ...]:
+    return tuple(judge_attestation(rule, digest, evidence) for rule in rules)

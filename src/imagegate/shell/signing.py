@@ -86,6 +86,7 @@ __all__ = [
     "tag_scheme_evidence",
     "verifies",
     "verify_bundle",
+    "verify_bundle_statement",
     "verify_keyless_signature",
 ]
 
@@ -465,7 +466,14 @@ def _signer(certificate: x509.Certificate) -> tuple[str, str]:
 
 
 def verify_bundle(verifier: Verifier, document: bytes, digest: str) -> tuple[str, str]:
-    """Verify a Sigstore bundle over the image ``digest``, offline; return its signer's (issuer, subject).
+    """Verify a Sigstore bundle over the image ``digest``, offline; return its signer's (issuer, subject)."""
+    issuer, subject, _statement = verify_bundle_statement(verifier, document, digest)
+    return issuer, subject
+
+
+def verify_bundle_statement(verifier: Verifier, document: bytes, digest: str) -> tuple[str, str, bytes | None]:
+    """Verify a Sigstore bundle over the image ``digest``, offline: its signer's issuer and subject,
+    and the in-toto statement its DSSE envelope carries (None: a message signature).
 
     A bundle signs the image either as a message signature over the image manifest (whose
     SHA-256 is the digest) or as a DSSE in-toto statement whose subject is the digest (cosign's
@@ -482,17 +490,20 @@ def verify_bundle(verifier: Verifier, document: bytes, digest: str) -> tuple[str
         raise PayloadError(
             f"malformed Sigstore bundle: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from None
+    statement: list[bytes] = []  # the DSSE envelope's payload, once verified
 
     def verification() -> None:
         if bundle._dsse_envelope is not None:
             kind, payload = verifier.verify_dsse(bundle, _ANY_SIGNER)
             _check_statement_subject(kind, payload, hexdigits)
+            statement.append(payload)
         else:
             hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(hexdigits))
             verifier.verify_artifact(hashed, bundle, _ANY_SIGNER)
 
     _sigstore_verifies(verification)
-    return _signer(bundle.signing_certificate)
+    issuer, subject = _signer(bundle.signing_certificate)
+    return issuer, subject, statement[0] if statement else None
 
 
 def _check_statement_subject(kind: str, payload: bytes, hexdigits: str) -> None:
@@ -691,6 +702,8 @@ class SignatureChecker:
     is often pushed a moment after its image.
     """
 
+    evidence_kind = "signature-evidence"  # its single-flight key: a subclass gathers other evidence
+
     def __init__(self, relative_to: Path | None = None, *, cache_size: int = 4096, negative_ttl: float = 30) -> None:
         self.relative_to = relative_to
         self._trust: dict[SignaturesConfig, _Trust] = {}
@@ -738,7 +751,7 @@ class SignatureChecker:
             remember[key] = found
             return found
 
-        return await client.shared(("signature-evidence", *key), gather)
+        return await client.shared((self.evidence_kind, *key), gather)
 
     async def _gather(
         self, client: RegistryClient, trust: _Trust, ref: Reference, digest: str

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -29,18 +29,20 @@ from imagegate.core.decide import BaseImageVerdict, Decision
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, contact_refusal
 from imagegate.core.records import NO_LOOKUPS, Lookups, SignatureCheck, SignatureVerdict
 from imagegate.core.reference import Reference, parse_docker_ref
-from imagegate.core.signatures import SignatureRule
+from imagegate.core.signatures import SignatureEvidence, SignatureRule, SignaturesConfig
 from imagegate.shell.policy_source import relative_to_policy
 from imagegate.shell.registry_errors import RegistryError
 
 if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
     from imagegate.core.oci import ResolvedImage
+    from imagegate.shell.attestations import AttestationChecker
     from imagegate.shell.registry import RegistryClient
     from imagegate.shell.signing import SignatureChecker
 
 __all__ = ["BaseImageIndex", "Lookups", "RegistryGate", "pin_failure_note", "settle", "tenant_reason"]
 
 T = TypeVar("T")
+R = TypeVar("R")  # a signatures or an attestations rule
 
 log = structlog.get_logger("imagegate.verification")
 
@@ -126,6 +128,7 @@ class RegistryGate:
         self.pin_failures: dict[str, RegistryError] | None = {} if remember_failures else None
         self.bases = BaseImageIndex()
         self._signatures: SignatureChecker | None = None  # made by the first signature check (loads sigstore)
+        self._attestations: AttestationChecker | None = None  # made by the first attestation check
         self._clients: dict[RegistryConfig, RegistryClient] = {}
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._refreshed_for: BaseImagesConfig | None = None
@@ -183,37 +186,79 @@ class RegistryGate:
             self._signatures = SignatureChecker(self.relative_to)
         return self._signatures
 
+    @property
+    def attestations(self) -> AttestationChecker:
+        if self._attestations is None:
+            from imagegate.shell.attestations import AttestationChecker  # noqa: PLC0415 - as signatures
+
+            self._attestations = AttestationChecker(self.relative_to)
+        return self._attestations
+
     async def _signature_verdicts(self, policy: Policy, check: SignatureCheck) -> tuple[SignatureVerdict, ...]:
-        """The image's verdict under each rule of ``check``; ``onError`` when the registry fails.
+        """The image's verdict under each rule of ``check`` (its ``signatures`` rules and its grant's)."""
+        from imagegate.shell.signing import judge_image  # noqa: PLC0415
+
+        ref = parse_docker_ref(check.reference)
+        rules = policy.signatures.rules_for(ref, check.grant_rule)
+        return await self._signed_verdicts(
+            policy, ref, "signatures", self.signatures, policy.signatures, rules, lambda rule: rule, judge_image
+        )
+
+    async def _attestation_verdicts(self, policy: Policy, reference: str) -> tuple[SignatureVerdict, ...]:
+        """The image's verdict under each ``attestations`` rule covering it."""
+        from imagegate.shell.attestations import judge_image  # noqa: PLC0415
+
+        ref = parse_docker_ref(reference)
+        rules = policy.attestations.rules_for(ref)
+        config = policy.attestations.signers
+        return await self._signed_verdicts(
+            policy, ref, "attestations", self.attestations, config, rules, lambda rule: rule.signers, judge_image
+        )
+
+    async def _signed_verdicts(
+        self,
+        policy: Policy,
+        ref: Reference,
+        what: str,
+        checker: SignatureChecker,
+        config: SignaturesConfig,
+        rules: Sequence[R],
+        signers: Callable[[R], SignatureRule],
+        judge: Callable[[Sequence[R], str, Sequence[SignatureEvidence]], tuple[SignatureVerdict, ...]],
+    ) -> tuple[SignatureVerdict, ...]:
+        """The image's verdict under each of ``rules`` (``what``: signatures or attestations, whose
+        ``signers`` part says its keys, modes and ``onError``), from ``checker``'s evidence.
 
         A rule whose key (or trusted root) cannot be used fails closed, whatever ``onError`` says:
-        that is our configuration, not the image; the other rules are judged as usual.
+        that is our configuration, not the image; the other rules are judged as usual, and follow
+        their ``onError`` when the registry fails.
         """
-        from imagegate.shell.signing import SigningError, judge_image  # noqa: PLC0415
+        from imagegate.shell.signing import SigningError  # noqa: PLC0415
 
-        reference = check.reference
-        ref = parse_docker_ref(reference)
-        rules = policy.signatures.rules_for(ref, check.grant_rule)
-        trust = self.signatures.trust(policy.signatures)
+        reference = str(ref)
+        trust = checker.trust(config)
         found: dict[str, SignatureVerdict] = {}
         for rule in rules:
-            why = trust.unusable(rule)
+            signer = signers(rule)
+            why = trust.unusable(signer)
             if why is not None:
-                found[rule.name] = SignatureVerdict(
-                    False, f"signatures not verified ({rule.name}): {why}", None, rule.mode
+                found[signer.name] = SignatureVerdict(
+                    False, f"{what} not verified ({signer.name}): {why}", None, signer.mode
                 )
-        usable = [rule for rule in rules if rule.name not in found]
+        usable = [rule for rule in rules if signers(rule).name not in found]
         if usable:
             try:
                 digest = ref.digest or (await self.resolve(policy, ref)).digest
-                evidence = await self.signatures.evidence(self.client(policy.registry), policy.signatures, ref, digest)
-                judged = judge_image(usable, digest, evidence)
+                evidence = await checker.evidence(self.client(policy.registry), config, ref, digest)
+                judged = judge(usable, digest, evidence)
             except SigningError as exc:  # pragma: no cover - unusable trust is answered above
-                judged = tuple(SignatureVerdict(False, f"signatures not verified: {exc}", None, r.mode) for r in usable)
+                judged = tuple(
+                    SignatureVerdict(False, f"{what} not verified: {exc}", None, signers(r).mode) for r in usable
+                )
             except RegistryError as exc:
-                judged = tuple(_registry_failure(reference, exc, rule) for rule in usable)
-            found.update(zip((rule.name for rule in usable), judged, strict=True))
-        return tuple(found[rule.name] for rule in rules)
+                judged = tuple(_registry_failure(reference, exc, what, signers(rule)) for rule in usable)
+            found.update(zip((signers(rule).name for rule in usable), judged, strict=True))
+        return tuple(found[signers(rule).name] for rule in rules)
 
     async def _digest(self, policy: Policy, reference: str) -> str | RegistryError:
         try:
@@ -234,32 +279,36 @@ class RegistryGate:
         verified: Mapping[str, BaseImageVerdict] | None = None,
         signed: Mapping[str, tuple[SignatureVerdict, ...]] | None = None,
     ) -> Lookups:
-        """Verdicts for ``decision.base_checks_needed`` and ``signature_checks_needed`` when
-        ``checks``; digests for its pins when ``pins``: the images it needs pinned and those whose
-        base check passes now (``pins_after_checks``).
+        """Verdicts for ``decision.base_checks_needed``, ``signature_checks_needed`` and
+        ``attestation_checks_needed`` when ``checks``; digests for its pins when ``pins``: the
+        images it needs pinned and those whose base check passes now (``pins_after_checks``).
 
-        Base images and signatures are checked side by side (an image that fails its base check is
-        not pinned). An image whose base or signatures were verified is pinned to the digest that
-        was verified (its verdict says which; both come from one single-flight resolution of the
-        tag), never to what its tag points at a moment later.
+        Base images, signatures and attestations are checked side by side (an image that fails its
+        base check is not pinned). An image whose base, signatures or attestations were verified is
+        pinned to the digest that was verified (its verdict says which; all come from one
+        single-flight resolution of the tag), never to what its tag points at a moment later.
         """
         wanted = list(decision.base_checks_needed) if checks else []
         to_verify = list(decision.signature_checks_needed) if checks else []
-        base_found, signatures_found = await asyncio.gather(
+        to_attest = list(decision.attestation_checks_needed) if checks else []
+        base_found, signatures_found, attestations_found = await asyncio.gather(
             asyncio.gather(*(self._verdict(policy, ref) for ref in wanted)),
             asyncio.gather(*(self._signature_verdicts(policy, ref) for ref in to_verify)),
+            asyncio.gather(*(self._attestation_verdicts(policy, ref) for ref in to_attest)),
         )
         verdicts = dict(zip(wanted, base_found, strict=True))
         signature_verdicts = {
             **(signed or {}),
             **{check.reference: found for check, found in zip(to_verify, signatures_found, strict=True)},
         }
+        attestation_verdicts = dict(zip(to_attest, attestations_found, strict=True))
         judged = {**(verified or {}), **verdicts}
         verified_digests: dict[str, str] = {}
-        for ref, found_signatures in signature_verdicts.items():
-            digest = next((v.digest for v in found_signatures if v.digest is not None), None)
-            if digest is not None:
-                verified_digests[ref] = digest
+        for found_verdicts in (attestation_verdicts, signature_verdicts):
+            for ref, found_signatures in found_verdicts.items():
+                digest = next((v.digest for v in found_signatures if v.digest is not None), None)
+                if digest is not None:
+                    verified_digests[ref] = digest
         for ref, verdict in judged.items():
             if verdict.digest is not None:
                 verified_digests[ref] = verdict.digest
@@ -278,18 +327,18 @@ class RegistryGate:
                 digests[ref] = found
             elif isinstance(found, RegistryError):
                 notes.append(pin_failure_note(ref, found))
-        return Lookups(verdicts, digests, tuple(notes), signature_verdicts)
+        return Lookups(verdicts, digests, tuple(notes), signature_verdicts, attestation_verdicts)
 
 
-def _registry_failure(reference: str, exc: RegistryError, rule: SignatureRule) -> SignatureVerdict:
-    """A signatures rule's verdict when the registry could not be asked: its ``onError``."""
+def _registry_failure(reference: str, exc: RegistryError, what: str, rule: SignatureRule) -> SignatureVerdict:
+    """A signatures (attestations) rule's verdict when the registry could not be asked: its ``onError``."""
     reason = tenant_reason(reference, exc)
     if rule.on_error == "allow" and exc.kind not in _NOT_A_REGISTRY_FAILURE:
         return SignatureVerdict(
-            True, f"signatures not verified: {reason}; allowed by {rule.name} onError: allow", None, rule.mode
+            True, f"{what} not verified: {reason}; allowed by {rule.name} onError: allow", None, rule.mode
         )
     return SignatureVerdict(
-        False, f"signatures not verified: {reason}; denied by {rule.name} onError: {rule.on_error}", None, rule.mode
+        False, f"{what} not verified: {reason}; denied by {rule.name} onError: {rule.on_error}", None, rule.mode
     )
 
 
@@ -347,7 +396,10 @@ def pin_failure_note(reference: str, error: RegistryError) -> str:
 def needs_registry(decision: Decision | None, *, pins: bool) -> bool:
     """Whether :func:`settle` has registry lookups to do for a first, lookup-free decision."""
     return decision is not None and bool(
-        decision.base_checks_needed or decision.signature_checks_needed or (pins and decision.pins_needed)
+        decision.base_checks_needed
+        or decision.signature_checks_needed
+        or decision.attestation_checks_needed
+        or (pins and decision.pins_needed)
     )
 
 
@@ -362,7 +414,7 @@ async def settle(
 ) -> T:
     """Evaluate, then add the registry's part only where the decision needs it.
 
-    The lookup-free decision says everything the registry is asked (base and signature checks,
+    The lookup-free decision says everything the registry is asked (base, signature and attestation checks,
     and with ``pins`` the digests of the images that are, or will be once their base check
     passes, allowed), so ``evaluate`` runs once more at most, with all of it. ``first`` is the
     lookup-free result when the caller already has it.
