@@ -202,6 +202,27 @@ def test_single_flight_and_cache(pushed: Pushed, tmp_path: Path) -> None:
     asyncio.run(go())
 
 
+def test_digest_reads_the_manifest_only_and_resolve_reuses_it(pushed: Pushed, tmp_path: Path) -> None:
+    """A digest lookup (signatures, pins) is one manifest GET; a resolution beside or after it
+    reads that manifest again neither, and both see the one digest."""
+    c = client(pushed, tmp_path)
+
+    async def go() -> None:
+        async with c:
+            ref = parse_docker_ref(pushed.ref("tool-a/app:on-v2"))
+            digest = await c.digest(ref)
+            assert c.fetches == {"manifest": 1}  # no config: a digest needs none
+            image = await c.resolve(ref)
+            assert image.digest == digest
+            assert c.fetches == {"manifest": 1, "blob": 1}
+            other = parse_docker_ref(pushed.ref("tool-a/app:other"))
+            found = await asyncio.gather(c.digest(other), c.resolve(other), c.digest(other))
+            assert found[0] == found[1].digest == found[2]
+            assert c.fetches == {"manifest": 2, "blob": 2}
+
+    asyncio.run(go())
+
+
 def test_many_distinct_images_each_fetched_once(pushed: Pushed, tmp_path: Path) -> None:
     seen = skopeo_inspect(
         pushed.ref("tool-a/app:on-v1"),

@@ -217,6 +217,23 @@ def test_token_expiry_with_the_registry(
     assert _scopes_fetched(token_registry, before) == ["repository:tool-t/b:pull"] * tokens
 
 
+def test_referrers_ask_the_repository_token(token_registry: Registry, tmp_path: Path) -> None:
+    """The referrers API is read with the repository's pull token, the one its manifests were read with."""
+    settings = RegistrySettings(
+        ca_file=token_registry.tls.ca_cert, credentials=_docker_config(token_registry, tmp_path)
+    )
+    ref = parse_docker_ref(f"{token_registry.host}/tool-t/c:1")
+
+    async def go() -> None:
+        async with RegistryClient(settings) as c:
+            digest = await c.digest(ref)
+            before = len(token_registry.token_requests)
+            assert await c.referrers(ref, digest) is None  # docker-registry 2.8 has no referrers API
+            assert len(token_registry.token_requests) == before  # the cached token was sent, no other fetched
+
+    asyncio.run(go())
+
+
 def test_malformed_token_answer_is_an_auth_error(
     token_registry: Registry, tmp_path: Path, answer: dict[str, object]
 ) -> None:

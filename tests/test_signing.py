@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from imagegate.core.decide import decide
@@ -325,6 +326,44 @@ def test_keyless_bundle_through_the_referrers_fallback(images: Images, tmp_path:
     assert "payload for another digest (the bundle signs other content)" in finding.message
     assert "referrers tag sha256-" in finding.message
     assert gate.signatures.verifications == 1
+
+
+def test_a_cold_signature_check_asks_each_document_once_and_the_lookups_at_once(images: Images, tmp_path: Path) -> None:
+    """A tag-scheme signature on a tag: the tag's manifest (no config: a digest is all a signature needs),
+    then the ``.sig`` manifest, the referrers API (404 here) and its fallback tag asked together, then the
+    payload."""
+    policy_path = write_policy(images, tmp_path)
+    policy = load_policy(policy_path.read_text(), str(policy_path))
+    gate = RegistryGate(policy_path.parent)
+    image = images.ref("tool-a/app:p256")
+    digest = images.digests["tool-a/app:p256"]
+    events: list[tuple[str, str]] = []
+
+    async def sent(request: httpx.Request) -> None:
+        events.append(("sent", request.url.path.rsplit("/", 1)[-1]))
+
+    async def answered(response: httpx.Response) -> None:
+        events.append(("answered", response.url.path.rsplit("/", 1)[-1]))
+
+    async def go() -> tuple[Any, dict[str, int]]:
+        c = gate.client(policy.registry)
+        c._http.event_hooks = {"request": [sent], "response": [answered]}
+        now = dt.datetime.now(dt.UTC)
+
+        def evaluate(lookups: Lookups) -> Any:
+            return decide(policy, pod(image), namespace="tool-a", now=now, lookups=lookups)
+
+        try:
+            return await settle(gate, policy, evaluate, lambda d: d, pins=False), dict(c.fetches)
+        finally:
+            await gate.aclose()
+
+    decision, fetches = asyncio.run(go())
+    assert decision.allowed, decision.message()
+    assert fetches == {"manifest": 3, "referrers": 1, "blob": 1}
+    lookups = {tag_for(digest, "sig"), fallback_tag(digest), digest}  # the referrers API path ends in the digest
+    first_answer = next(i for i, (kind, path) in enumerate(events) if kind == "answered" and path in lookups)
+    assert {path for kind, path in events[:first_answer] if kind == "sent"} >= lookups
 
 
 def test_identity_mismatch_and_count(images: Images, tmp_path: Path) -> None:

@@ -109,6 +109,14 @@ class _SingleFlight:
             del self._running[key]
 
 
+# At most this many bytes of tag manifests are kept between a digest lookup and the resolution after it.
+_MANIFESTS_KEPT_BYTES = 16 * 1024 * 1024
+
+
+def _body_size(kept: tuple[bytes, str]) -> int:
+    return len(kept[0]) + 1
+
+
 # What a request reads of an answer whose body nobody needs in full (errors, small documents).
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -158,6 +166,9 @@ class RegistryClient:
         self._by_digest: LRUCache[str, ResolvedImage] = LRUCache(self.settings.cache_size)
         self._tags: TTLCache[str, str] = TTLCache(self.settings.cache_size, self.settings.tag_ttl)
         self._failures: TTLCache[str, RegistryError] = TTLCache(self.settings.cache_size, self.settings.negative_ttl)
+        # A tag's manifest as :meth:`digest` read it, until :meth:`resolve` reads it (by digest: immutable),
+        # bounded in bytes: a digest-only lookup then a resolution cost one manifest GET, not two.
+        self._manifests: LRUCache[str, tuple[bytes, str]] = LRUCache(_MANIFESTS_KEPT_BYTES, getsizeof=_body_size)
         self._flights = _SingleFlight()
         self._nodes = tuple(node_platform(p) for p in self.settings.platforms)
         self.fetches: dict[str, int] = {}  # URL path kind -> count, for tests and metrics
@@ -322,9 +333,13 @@ class RegistryClient:
             str(platform), digest, tuple(manifest.layers), config.diff_ids, dict(manifest.annotations), config.created
         )
 
-    async def _fetch(self, ref: Reference, target: str) -> ResolvedImage:
-        """Fetch by tag or digest: the manifest (and each entry a node might pull), and their configs."""
-        body, digest, content_type = await self._manifest(ref, target)
+    async def _fetch(self, ref: Reference, digest: str) -> ResolvedImage:
+        """Fetch by digest: the manifest (and each entry a node might pull), and their configs."""
+        kept = self._manifests.pop(f"{ref.repository}@{digest}", None)
+        if kept is not None:
+            body, content_type = kept
+        else:
+            body, digest, content_type = await self._manifest(ref, digest)
         document = parse_manifest(body, content_type)
         if isinstance(document, Manifest):
             # A plain manifest is what every node pulls, whatever platform its config names.
@@ -365,33 +380,59 @@ class RegistryClient:
         images = list(by_digest.values())
         return ResolvedImage(str(ref), digest, document.media_type or content_type, tuple(images), names)
 
+    async def digest(self, ref: Reference) -> str:
+        """The digest ``ref`` points at now: its own when it carries one, else its tag's.
+
+        One manifest GET (no configs, no index entries), cached like a resolution's and shared
+        with :meth:`resolve` (single flight, the tag cache): a signature check and a base check
+        of one tag see one digest.
+        """
+        if ref.digest is not None:
+            return ref.digest
+        failure = self._failures.get(str(ref))
+        if failure is not None:
+            raise failure
+        tag = ref.tag or "latest"
+        tag_key = f"{ref.repository}:{tag}"
+        known = self._tags.get(tag_key)
+        if known is not None:
+            return known
+
+        async def fetch() -> str:
+            body, digest, content_type = await self._manifest(ref, tag)
+            self._tags[tag_key] = digest
+            if _body_size((body, content_type)) <= _MANIFESTS_KEPT_BYTES:
+                self._manifests[f"{ref.repository}@{digest}"] = (body, content_type)
+            return digest
+
+        try:
+            return await self._flights.run((ref.repository, "tag", tag), fetch)
+        except RegistryError as exc:
+            self._failures[str(ref)] = exc
+            raise
+
     async def resolve(self, ref: Reference) -> ResolvedImage:
         """The image behind ``ref``: digest, platforms, layers, diff_ids. Cached; single flight."""
         failure = self._failures.get(str(ref))
         if failure is not None:
             raise failure
-        tag_key = f"{ref.repository}:{ref.tag or 'latest'}"
-        digest = ref.digest or self._tags.get(tag_key)
-        if digest is not None:
-            cached = self._by_digest.get(f"{ref.repository}@{digest}")
-            if cached is not None:
-                return cached
-        target = digest or ref.tag or "latest"
+        digest = await self.digest(ref)
+        cached = self._by_digest.get(f"{ref.repository}@{digest}")
+        if cached is not None:
+            return cached
 
         async def fetch() -> ResolvedImage:
             try:
-                image = await self._fetch(ref, target)
+                image = await self._fetch(ref, digest)
             except RefusedImageError as exc:
                 raise RegistryError("refused", str(exc)) from None
             except OciError as exc:
                 raise RegistryError("malformed", str(exc)) from None
             self._by_digest[f"{ref.repository}@{image.digest}"] = image
-            if ref.digest is None:
-                self._tags[tag_key] = image.digest
             return image
 
         try:
-            return await self._flights.run((ref.repository, target), fetch)
+            return await self._flights.run((ref.repository, digest), fetch)
         except RegistryError as exc:
             self._failures[str(ref)] = exc
             raise
@@ -422,10 +463,6 @@ class RegistryClient:
     async def shared(self, key: Any, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` once for every concurrent caller with the same ``key`` (single flight)."""
         return await self._flights.run(key, call)
-
-    async def digest(self, ref: Reference) -> str:
-        """The digest ``ref`` points at now (its own when it carries one)."""
-        return ref.digest or (await self.resolve(ref)).digest
 
     async def tags(self, ref: Reference, limit: int = 1000, page: int = 1000) -> tuple[list[str], bool]:
         """The tags of ``ref``'s repository (the tags/list API, ``page`` at a time), at most ``limit``;

@@ -257,7 +257,7 @@ class _Sent(enum.Enum):
     FRESH_TOKEN = enum.auto()
 
 
-_REPOSITORY_PATH = re.compile(r"^/v2/(.+)/(?:manifests|blobs|tags)/")
+_REPOSITORY_PATH = re.compile(r"^/v2/(.+)/(?:manifests|blobs|tags|referrers)/")
 
 
 def _scope_of(path: str) -> str:

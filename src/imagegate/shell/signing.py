@@ -20,11 +20,11 @@ import base64
 import binascii
 import functools
 import json
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import structlog
 from cachetools import LRUCache, TTLCache
@@ -91,9 +91,12 @@ __all__ = [
 ]
 
 log = structlog.get_logger("imagegate.signing")
+T = TypeVar("T")
 
 # At most this many artifacts attached to one digest are read (an attacker can attach many).
 MAX_ATTACHED = 16
+# Documents read at once for one image: their round trips overlap, and few are held at a time.
+_READS_AT_ONCE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,16 @@ async def attached_by_tag(client: RegistryClient, ref: Reference, digest: str, s
     return _artifact(body, artifact_digest, content_type, f"tag {tag}", f"{ref.repository}:{tag}")
 
 
+async def _all(calls: Sequence[Awaitable[T]]) -> list[T]:
+    """The results of ``calls``, run at once; the first failure (in order) is raised once all
+    have ended, so none is left running unobserved."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast("list[T]", results)
+
+
 def _index(body: bytes, what: str) -> Index:
     try:
         document = parse_manifest(body, "application/vnd.oci.image.index.v1+json")
@@ -153,36 +166,47 @@ async def attached_by_referrers(
 ) -> tuple[Attached, ...]:
     """The artifacts of the given types that refer to ``digest``: by the referrers API, else its fallback tag.
 
-    The artifact type filter is applied here too (a registry may ignore the query), and at
-    most :data:`MAX_ATTACHED` artifacts are read, the newest-listed last.
+    The API and the fallback tag are asked at once (a registry without the API, such as Debian's
+    docker-registry 2.8, answers 404 and the tag is needed: one round trip, not two); the tag's
+    answer counts only when the API's is a 404. The artifact type filter is applied here too (a
+    registry may ignore the query), and at most :data:`MAX_ATTACHED` artifacts are read, the
+    newest-listed last.
     """
     wanted = set(artifact_types)
     query = next(iter(wanted)) if len(wanted) == 1 else ""
-    body = await client.referrers(ref, digest, query)
-    if body is not None:
+    tag = fallback_tag(digest)
+    by_api, by_tag = await asyncio.gather(
+        client.referrers(ref, digest, query), client.manifest_if_any(ref, tag), return_exceptions=True
+    )
+    if isinstance(by_api, BaseException):
+        raise by_api
+    if by_api is not None:
         found_by = "referrers API"
-        index = _index(body, f"referrers of {ref.repository}@{digest[:19]}")
+        index = _index(by_api, f"referrers of {ref.repository}@{digest[:19]}")
     else:
-        tag = fallback_tag(digest)
-        manifest = await client.manifest_if_any(ref, tag)
-        if manifest is None:
+        if isinstance(by_tag, BaseException):
+            raise by_tag
+        if by_tag is None:
             return ()
         found_by = f"referrers tag {tag}"
-        index = _index(manifest[0], f"{ref.repository}:{tag}")
+        index = _index(by_tag[0], f"{ref.repository}:{tag}")
     entries = [d for d in index.manifests if not wanted or d.artifact_type in wanted or not d.artifact_type]
+    listed = entries[-MAX_ATTACHED:]
     results = []
-    for descriptor in entries[-MAX_ATTACHED:]:
-        what = f"artifact {descriptor.digest[:19]} attached to {ref.repository}@{digest[:19]}"
-        document = await client.manifest_if_any(ref, descriptor.digest)
-        if document is None:
-            continue  # listed, then deleted: not there
-        artifact = _artifact(document[0], descriptor.digest, document[2] or descriptor.media_type, found_by, what)
-        if wanted and artifact.artifact_type not in wanted:
-            continue
-        subject = artifact.manifest.subject
-        if subject is not None and subject.digest != digest:
-            continue  # the fallback index is written by anyone who can push: it proves nothing by itself
-        results.append(artifact)
+    for start in range(0, len(listed), _READS_AT_ONCE):
+        chunk = listed[start : start + _READS_AT_ONCE]
+        documents = await _all([client.manifest_if_any(ref, d.digest) for d in chunk])
+        for descriptor, document in zip(chunk, documents, strict=True):
+            if document is None:
+                continue  # listed, then deleted: not there
+            what = f"artifact {descriptor.digest[:19]} attached to {ref.repository}@{digest[:19]}"
+            artifact = _artifact(document[0], descriptor.digest, document[2] or descriptor.media_type, found_by, what)
+            if wanted and artifact.artifact_type not in wanted:
+                continue
+            subject = artifact.manifest.subject
+            if subject is not None and subject.digest != digest:
+                continue  # the fallback index is written by anyone who can push: it proves nothing by itself
+            results.append(artifact)
     return tuple(results)
 
 
@@ -194,21 +218,22 @@ async def attached(
     tag_suffix: str | None,
     artifact_types: Collection[str],
 ) -> tuple[Attached, ...]:
-    """Every artifact attached to ``digest`` in ``ref``'s repository, in both layouts, single flight.
+    """Every artifact attached to ``digest`` in ``ref``'s repository, in both layouts (asked at once), single flight.
 
     ``tag_suffix`` names cosign's tag (``"sig"``, ``"att"``; None: no tag-scheme lookup);
     ``artifact_types`` the referrers to read (e.g. the Sigstore bundle media types).
     """
 
+    async def by_tag() -> tuple[Attached, ...]:
+        tagged = None if tag_suffix is None else await attached_by_tag(client, ref, digest, tag_suffix)
+        return () if tagged is None else (tagged,)
+
+    async def by_referrers() -> tuple[Attached, ...]:
+        return await attached_by_referrers(client, ref, digest, artifact_types) if artifact_types else ()
+
     async def fetch() -> tuple[Attached, ...]:
-        found: list[Attached] = []
-        if tag_suffix is not None:
-            tagged = await attached_by_tag(client, ref, digest, tag_suffix)
-            if tagged is not None:
-                found.append(tagged)
-        if artifact_types:
-            found.extend(await attached_by_referrers(client, ref, digest, artifact_types))
-        return tuple(found)
+        tagged, referring = await _all([by_tag(), by_referrers()])
+        return (*tagged, *referring)
 
     key = ("attached", ref.repository, digest, tag_suffix, tuple(sorted(artifact_types)))
     return await client.shared(key, fetch)
@@ -758,24 +783,31 @@ class SignatureChecker:
     ) -> tuple[SignatureEvidence, ...]:
         kinds = {COSIGN_SIGNATURE_ARTIFACT, *(BUNDLE_TYPES if trust.verifier is not None else ())}
         artifacts = await attached(client, ref, digest, tag_suffix="sig", artifact_types=kinds)
-        found: list[SignatureEvidence] = []
+        layers: list[tuple[Descriptor, str, int]] = []  # (layer, where found, size limit)
         for artifact in artifacts:
             for layer in artifact.manifest.layers[:MAX_LAYERS]:
                 where = f"{artifact.found_by}, layer {layer.digest[7:19]}"
                 if layer.media_type == SIMPLE_SIGNING:
-                    payload = await layer_bytes(client, ref, layer, MAX_PAYLOAD_BYTES)
-                    self.verifications += 1
+                    layers.append((layer, where, MAX_PAYLOAD_BYTES))
+                elif trust.verifier is not None and (
+                    layer.media_type in BUNDLE_TYPES or artifact.artifact_type in BUNDLE_TYPES
+                ):
+                    layers.append((layer, where, MAX_BUNDLE_BYTES))
+        # verified in the order listed, a chunk of layers read at a time (a MiB each at most)
+        found: list[SignatureEvidence] = []
+        for start in range(0, len(layers), _READS_AT_ONCE):
+            chunk = layers[start : start + _READS_AT_ONCE]
+            documents = await _all([layer_bytes(client, ref, layer, limit) for layer, _, limit in chunk])
+            for (layer, where, _), document in zip(chunk, documents, strict=True):
+                self.verifications += 1
+                if layer.media_type == SIMPLE_SIGNING:
                     evidence = functools.partial(
-                        tag_scheme_evidence, trust.keys, trust.verifier, payload, layer.annotations, digest, where
+                        tag_scheme_evidence, trust.keys, trust.verifier, document, layer.annotations, digest, where
                     )
                     # a certificate chain and log entry to verify: CPU work, off the event loop
                     keyless = trust.verifier is not None and CERTIFICATE_ANNOTATION in layer.annotations
                     found.append(await asyncio.to_thread(evidence) if keyless else evidence())
-                elif trust.verifier is not None and (
-                    layer.media_type in BUNDLE_TYPES or artifact.artifact_type in BUNDLE_TYPES
-                ):
-                    document = await layer_bytes(client, ref, layer, MAX_BUNDLE_BYTES)
-                    self.verifications += 1
+                elif trust.verifier is not None:
                     found.append(await asyncio.to_thread(_bundle_evidence, trust.verifier, document, digest, where))
         return tuple(found)
 

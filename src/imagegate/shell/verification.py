@@ -162,6 +162,15 @@ class RegistryGate:
             raise RegistryError("not-contacted", contact_refusal(ref))
         return await self.client(policy.registry).resolve(ref)
 
+    async def digest(self, policy: Policy, ref: Reference) -> str:
+        """The digest ``ref`` points at now, read (one manifest, shared with :meth:`resolve`) only
+        if the policy lets imagegate contact its registry."""
+        if ref.digest is not None:
+            return ref.digest
+        if not policy.contact_scope().allows(ref):
+            raise RegistryError("not-contacted", contact_refusal(ref))
+        return await self.client(policy.registry).digest(ref)
+
     async def _verdict(self, policy: Policy, reference: str) -> BaseImageVerdict:
         try:
             ref = parse_docker_ref(reference)
@@ -248,7 +257,7 @@ class RegistryGate:
         usable = [rule for rule in rules if signers(rule).name not in found]
         if usable:
             try:
-                digest = ref.digest or (await self.resolve(policy, ref)).digest
+                digest = await self.digest(policy, ref)
                 evidence = await checker.evidence(self.client(policy.registry), config, ref, digest)
                 judged = judge(usable, digest, evidence)
             except SigningError as exc:  # pragma: no cover - unusable trust is answered above
@@ -263,7 +272,7 @@ class RegistryGate:
     async def _digest(self, policy: Policy, reference: str) -> str | RegistryError:
         try:
             ref = parse_docker_ref(reference)
-            return ref.digest or (await self.resolve(policy, ref)).digest
+            return await self.digest(policy, ref)
         except RegistryError as exc:
             if self.pin_failures is not None:
                 self.pin_failures[reference] = exc
