@@ -366,6 +366,37 @@ def test_a_cold_signature_check_asks_each_document_once_and_the_lookups_at_once(
     assert {path for kind, path in events[:first_answer] if kind == "sent"} >= lookups
 
 
+def test_a_warm_decision_is_judged_from_the_caches_as_a_cold_one(images: Images, tmp_path: Path) -> None:
+    """Once an image's digest and evidence are known, its verdicts come from the caches (no lookup):
+    the same allowances and denials, word for word, and nothing fetched or verified again."""
+    policy_path = write_policy(images, tmp_path)
+    policy = load_policy(policy_path.read_text(), str(policy_path))
+    gate = RegistryGate(policy_path.parent)
+    tags = ["signed", "unsigned", "wrong-key", "other-digest"]
+    now = dt.datetime.now(dt.UTC)
+
+    async def one(image: str) -> Any:
+        def evaluate(lookups: Lookups) -> Any:
+            return decide(policy, pod(image), namespace="tool-a", now=now, lookups=lookups)
+
+        return await settle(gate, policy, evaluate, lambda d: d, pins=False)
+
+    async def go() -> list[tuple[list[Any], dict[str, int], int]]:
+        rounds = []
+        try:
+            for _ in range(2):
+                decisions = [await one(images.ref(f"tool-a/app:{tag}")) for tag in tags]
+                rounds.append((decisions, dict(gate.client(policy.registry).fetches), gate.signatures.verifications))
+        finally:
+            await gate.aclose()
+        return rounds
+
+    (cold, cold_fetches, cold_verified), (warm, warm_fetches, warm_verified) = asyncio.run(go())
+    assert [d.allowed for d in cold] == [True, False, False, False]
+    assert [d.message() for d in warm] == [d.message() for d in cold]
+    assert warm_fetches == cold_fetches and warm_verified == cold_verified == 3
+
+
 def test_identity_mismatch_and_count(images: Images, tmp_path: Path) -> None:
     host = images.registry.host
     rules = f"""

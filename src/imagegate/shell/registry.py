@@ -387,16 +387,14 @@ class RegistryClient:
         with :meth:`resolve` (single flight, the tag cache): a signature check and a base check
         of one tag see one digest.
         """
-        if ref.digest is not None:
-            return ref.digest
+        known = self.known_digest(ref)
+        if known is not None:
+            return known
         failure = self._failures.get(str(ref))
         if failure is not None:
             raise failure
         tag = ref.tag or "latest"
         tag_key = f"{ref.repository}:{tag}"
-        known = self._tags.get(tag_key)
-        if known is not None:
-            return known
 
         async def fetch() -> str:
             body, digest, content_type = await self._manifest(ref, tag)
@@ -410,6 +408,15 @@ class RegistryClient:
         except RegistryError as exc:
             self._failures[str(ref)] = exc
             raise
+
+    def known_digest(self, ref: Reference) -> str | None:
+        """The digest :meth:`digest` would answer without asking the registry, or None."""
+        if ref.digest is not None:
+            return ref.digest
+        known = self._tags.get(f"{ref.repository}:{ref.tag or 'latest'}")
+        if known is not None and self._failures and str(ref) in self._failures:
+            return None  # digest() raises it
+        return known
 
     async def resolve(self, ref: Reference) -> ResolvedImage:
         """The image behind ``ref``: digest, platforms, layers, diff_ids. Cached; single flight."""

@@ -732,6 +732,7 @@ class SignatureChecker:
     def __init__(self, relative_to: Path | None = None, *, cache_size: int = 4096, negative_ttl: float = 30) -> None:
         self.relative_to = relative_to
         self._trust: dict[SignaturesConfig, _Trust] = {}
+        self._last: tuple[SignaturesConfig, _Trust] | None = None  # the policy in force: no hashing per image
         self._generation = 0
         self._verified: LRUCache[tuple[Any, ...], tuple[SignatureEvidence, ...]] = LRUCache(cache_size)
         self._unverified: TTLCache[tuple[Any, ...], tuple[SignatureEvidence, ...]] = TTLCache(cache_size, negative_ttl)
@@ -739,6 +740,8 @@ class SignatureChecker:
 
     def trust(self, config: SignaturesConfig) -> _Trust:
         """The keys and trusted root of ``config``, read once per policy (a reload reads them again)."""
+        if self._last is not None and self._last[0] is config:
+            return self._last[1]
         known = self._trust.get(config)
         if known is None:
             self._generation += 1
@@ -754,7 +757,31 @@ class SignatureChecker:
             if len(self._trust) >= 8:
                 self._trust.clear()  # policies come and go on reload: keep only the recent ones
             self._trust[config] = known
+        self._last = (config, known)
         return known
+
+    def known(self, config: SignaturesConfig, ref: Reference, digest: str) -> tuple[SignatureEvidence, ...] | None:
+        """The evidence remembered for ``digest`` under ``config``, or None: not (or no longer) known,
+        or a configuration that cannot be used (:meth:`evidence` says why)."""
+        trust = self.trust(config)
+        if trust.error is not None:
+            return None
+        key = (ref.repository, digest, trust.generation)
+        found = self._verified.get(key)
+        return found if found is not None else self._unverified.get(key)
+
+    def known_verdicts(
+        self, config: SignaturesConfig, ref: Reference, digest: str, grant_rule: str | None = None
+    ) -> tuple[SignatureVerdict, ...] | None:
+        """The verdicts of the rules ``ref`` needs (``config.rules_for``) from the evidence remembered
+        for ``digest`` (:meth:`known`), or None: not known, or a rule that cannot be judged (the
+        caller says why)."""
+        rules = config.rules_for(ref, grant_rule)
+        trust = self.trust(config)
+        if any(trust.unusable(rule) is not None for rule in rules):
+            return None
+        evidence = self.known(config, ref, digest)
+        return None if evidence is None else judge_image(rules, digest, evidence)
 
     async def evidence(
         self, client: RegistryClient, config: SignaturesConfig, ref: Reference, digest: str
@@ -763,12 +790,10 @@ class SignatureChecker:
         trust = self.trust(config)
         if trust.error is not None:
             raise SigningError(trust.error)
-        key = (ref.repository, digest, trust.generation)
-        known = self._verified.get(key)
-        if known is None:
-            known = self._unverified.get(key)
+        known = self.known(config, ref, digest)
         if known is not None:
             return known
+        key = (ref.repository, digest, trust.generation)
 
         async def gather() -> tuple[SignatureEvidence, ...]:
             found = await self._gather(client, trust, ref, digest)
@@ -782,7 +807,23 @@ class SignatureChecker:
         self, client: RegistryClient, trust: _Trust, ref: Reference, digest: str
     ) -> tuple[SignatureEvidence, ...]:
         kinds = {COSIGN_SIGNATURE_ARTIFACT, *(BUNDLE_TYPES if trust.verifier is not None else ())}
-        artifacts = await attached(client, ref, digest, tag_suffix="sig", artifact_types=kinds)
+
+        async def by_tag() -> tuple[SignatureEvidence, ...]:
+            tagged = await attached_by_tag(client, ref, digest, "sig")
+            return () if tagged is None else await self._verify(client, trust, ref, digest, (tagged,))
+
+        async def by_referrers() -> tuple[SignatureEvidence, ...]:
+            referring = await attached_by_referrers(client, ref, digest, kinds)
+            return await self._verify(client, trust, ref, digest, referring)
+
+        # both layouts at once, each read on as soon as its artifacts are known (what :func:`attached` finds)
+        tagged, referring = await _all([by_tag(), by_referrers()])
+        return (*tagged, *referring)
+
+    async def _verify(
+        self, client: RegistryClient, trust: _Trust, ref: Reference, digest: str, artifacts: Sequence[Attached]
+    ) -> tuple[SignatureEvidence, ...]:
+        """The evidence of each signature layer of ``artifacts``, in order."""
         layers: list[tuple[Descriptor, str, int]] = []  # (layer, where found, size limit)
         for artifact in artifacts:
             for layer in artifact.manifest.layers[:MAX_LAYERS]:
@@ -793,9 +834,8 @@ class SignatureChecker:
                     layer.media_type in BUNDLE_TYPES or artifact.artifact_type in BUNDLE_TYPES
                 ):
                     layers.append((layer, where, MAX_BUNDLE_BYTES))
-        # verified in the order listed, a chunk of layers read at a time (a MiB each at most)
         found: list[SignatureEvidence] = []
-        for start in range(0, len(layers), _READS_AT_ONCE):
+        for start in range(0, len(layers), _READS_AT_ONCE):  # a chunk of layers read at a time (a MiB each at most)
             chunk = layers[start : start + _READS_AT_ONCE]
             documents = await _all([layer_bytes(client, ref, layer, limit) for layer, _, limit in chunk])
             for (layer, where, _), document in zip(chunk, documents, strict=True):

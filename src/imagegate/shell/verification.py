@@ -203,6 +203,23 @@ class RegistryGate:
             self._attestations = AttestationChecker(self.relative_to)
         return self._attestations
 
+    def _known_signature_verdicts(self, policy: Policy, check: SignatureCheck) -> tuple[SignatureVerdict, ...] | None:
+        """The verdicts :meth:`_signature_verdicts` would give from its caches alone (the tag's digest
+        and the evidence for it), or None when something must be looked up (or a rule cannot be judged).
+
+        A decision on images already verified then needs no task, no await: what the warm cost is.
+        """
+        client = self._clients.get(policy.registry)
+        if self._signatures is None or client is None:
+            return None
+        ref = parse_docker_ref(check.reference)
+        if ref.digest is None and not policy.contact_scope().allows(ref):
+            return None
+        digest = client.known_digest(ref)
+        if digest is None:
+            return None
+        return self._signatures.known_verdicts(policy.signatures, ref, digest, check.grant_rule)
+
     async def _signature_verdicts(self, policy: Policy, check: SignatureCheck) -> tuple[SignatureVerdict, ...]:
         """The image's verdict under each rule of ``check`` (its ``signatures`` rules and its grant's)."""
         from imagegate.shell.signing import judge_image  # noqa: PLC0415
@@ -298,16 +315,28 @@ class RegistryGate:
         single-flight resolution of the tag), never to what its tag points at a moment later.
         """
         wanted = list(decision.base_checks_needed) if checks else []
-        to_verify = list(decision.signature_checks_needed) if checks else []
+        known_signatures: dict[str, tuple[SignatureVerdict, ...]] = {}
+        to_verify: list[SignatureCheck] = []
+        for check in decision.signature_checks_needed if checks else ():
+            known = self._known_signature_verdicts(policy, check)
+            if known is None:
+                to_verify.append(check)
+            else:
+                known_signatures[check.reference] = known
         to_attest = list(decision.attestation_checks_needed) if checks else []
-        base_found, signatures_found, attestations_found = await asyncio.gather(
-            asyncio.gather(*(self._verdict(policy, ref) for ref in wanted)),
-            asyncio.gather(*(self._signature_verdicts(policy, ref) for ref in to_verify)),
-            asyncio.gather(*(self._attestation_verdicts(policy, ref) for ref in to_attest)),
-        )
+        base_found: list[BaseImageVerdict] = []
+        signatures_found: list[tuple[SignatureVerdict, ...]] = []
+        attestations_found: list[tuple[SignatureVerdict, ...]] = []
+        if wanted or to_verify or to_attest:
+            base_found, signatures_found, attestations_found = await asyncio.gather(
+                asyncio.gather(*(self._verdict(policy, ref) for ref in wanted)),
+                asyncio.gather(*(self._signature_verdicts(policy, ref) for ref in to_verify)),
+                asyncio.gather(*(self._attestation_verdicts(policy, ref) for ref in to_attest)),
+            )
         verdicts = dict(zip(wanted, base_found, strict=True))
         signature_verdicts = {
             **(signed or {}),
+            **known_signatures,
             **{check.reference: found for check, found in zip(to_verify, signatures_found, strict=True)},
         }
         attestation_verdicts = dict(zip(to_attest, attestations_found, strict=True))
