@@ -15,7 +15,7 @@ import pytest
 
 from imagegate.core.decide import decide
 from imagegate.core.policy import load_policy
-from imagegate.core.records import Lookups
+from imagegate.core.records import BaseImageVerdict, Lookups
 from imagegate.core.reference import parse_docker_ref
 from imagegate.shell.registry import RegistryClient, RegistrySettings
 from imagegate.shell.registry_auth import DockerConfigCredentials
@@ -484,3 +484,30 @@ def test_webhook_and_check_show_the_reasons(images: Images, tmp_path: Path) -> N
     assert good["allowed"] is True
     assert bad["violations"][0]["rule"] == "signature-mismatch"
     assert "payload for another digest" in bad["violations"][0]["message"]
+
+
+def test_a_tag_that_moved_between_two_checks_is_neither_trusted_nor_pinned(images: Images, tmp_path: Path) -> None:
+    """The base check judged one digest of a tag, the signature check another (the tag was pushed in
+    between): the signature vouches for neither, so it fails, and nothing is pinned to either."""
+    policy_path = write_policy(images, tmp_path)
+    policy_path.write_text(policy_path.read_text() + "pinning: {enabled: true}\n")
+    policy = load_policy(policy_path.read_text(), str(policy_path))
+    image = images.ref("tool-a/app:signed")
+    first = decide(policy, pod(image), namespace="tool-a", now=dt.datetime.now(dt.UTC))
+    (check,) = first.signature_checks_needed
+    earlier = BaseImageVerdict(True, "on base v1", digest=images.digests["tool-a/app:p256"])
+    gate = RegistryGate(policy_path.parent)
+
+    async def go() -> Lookups:
+        try:
+            return await gate.lookups(policy, first, pins=True, verified={check.reference: earlier})
+        finally:
+            await gate.aclose()
+
+    lookups = asyncio.run(go())
+    (verdict,) = lookups.signatures[check.reference]
+    assert not verdict.ok and "the tag moved while it was verified" in verdict.detail
+    assert images.digests["tool-a/app:signed"][:19] in verdict.detail
+    assert lookups.digests == {}
+    decision = decide(policy, pod(image), namespace="tool-a", now=dt.datetime.now(dt.UTC), lookups=lookups)
+    assert not decision.allowed and decision.patches == ()

@@ -341,6 +341,15 @@ class RegistryGate:
         }
         attestation_verdicts = dict(zip(to_attest, attestations_found, strict=True))
         judged = {**(verified or {}), **verdicts}
+        moved = _moved_tags(judged, signature_verdicts, attestation_verdicts)
+        for ref, seen in moved.items():
+            # Every check resolves a tag through one cache and single flight, so they agree unless
+            # the tag moved between two of them: then neither digest's signatures or attestations
+            # vouch for what would run (fail closed, said so), and nothing is pinned.
+            detail = f"the tag moved while it was verified (to {', '.join(d[:19] for d in seen)}); try again"
+            for of_kind in (signature_verdicts, attestation_verdicts):
+                if ref in of_kind:
+                    of_kind[ref] = tuple(SignatureVerdict(False, detail, None, v.mode) for v in of_kind[ref])
         verified_digests: dict[str, str] = {}
         for found_verdicts in (attestation_verdicts, signature_verdicts):
             for ref, found_signatures in found_verdicts.items():
@@ -352,7 +361,11 @@ class RegistryGate:
                 verified_digests[ref] = verdict.digest
         needed = set(decision.pins_needed)
         passed = {ref for ref, verdict in judged.items() if verdict.ok}
-        pin_refs = [ref for ref in decision.pins_after_checks if ref in needed or ref in passed] if pins else []
+        pin_refs = (
+            [ref for ref in decision.pins_after_checks if (ref in needed or ref in passed) and ref not in moved]
+            if pins
+            else []
+        )
         to_look_up = [ref for ref in pin_refs if ref not in verified_digests]
         looked_up = dict(
             zip(to_look_up, await asyncio.gather(*(self._digest(policy, ref) for ref in to_look_up)), strict=True)
@@ -366,6 +379,20 @@ class RegistryGate:
             elif isinstance(found, RegistryError):
                 notes.append(pin_failure_note(ref, found))
         return Lookups(verdicts, digests, tuple(notes), signature_verdicts, attestation_verdicts)
+
+
+def _moved_tags(
+    base: Mapping[str, BaseImageVerdict], *found: Mapping[str, tuple[SignatureVerdict, ...]]
+) -> dict[str, list[str]]:
+    """The references whose checks judged more than one digest, with those digests (sorted)."""
+    seen: dict[str, set[str]] = {}
+    for ref, verdict in base.items():
+        if verdict.digest is not None:
+            seen.setdefault(ref, set()).add(verdict.digest)
+    for verdicts in found:
+        for ref, judged in verdicts.items():
+            seen.setdefault(ref, set()).update(v.digest for v in judged if v.digest is not None)
+    return {ref: sorted(digests) for ref, digests in seen.items() if len(digests) > 1}
 
 
 def _registry_failure(reference: str, exc: RegistryError, what: str, rule: SignatureRule) -> SignatureVerdict:
