@@ -20,7 +20,7 @@ import pytest
 from imagegate.core.policy import load_policy
 from imagegate.shell.attestations import DSSE_ENVELOPE, bundle_evidence
 from imagegate.shell.signing import bundle_verifier, trusted_root_file
-from tests.conftest import POLICY_HEADER, admission_review, run_imagegate
+from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
 from tests.signed_images import (
@@ -299,18 +299,11 @@ def test_unreadable_key_fails_closed(images: Images, tmp_path: Path) -> None:
 
 def test_webhook_and_check_show_the_reasons(images: Images, tmp_path: Path) -> None:
     """/validate and ``check --registry``, as the API server and an operator see them."""
-    from tests.webhook_process import run_webhook  # noqa: PLC0415
+    from tests.webhook_process import validate_each  # noqa: PLC0415
 
     policy = write_policy(images, tmp_path)
     tags = ("v02", "referrer", "swapped", "other-digest", "private", "builder", "wrong-key")
-    with run_webhook(tmp_path, policy=policy) as webhook:
-        http = webhook.client()
-        answers = {
-            tag: http.post("/validate", json=admission_review(pod(images.ref(f"tool-a/app:{tag}")), "tool-a")).json()[
-                "response"
-            ]
-            for tag in tags
-        }
+    answers = validate_each(tmp_path, policy, {tag: pod(images.ref(f"tool-a/app:{tag}")) for tag in tags}, "tool-a")
     for tag in tags:
         expected = EXPECTED[tag]
         if expected is None:

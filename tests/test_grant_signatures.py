@@ -21,7 +21,7 @@ from imagegate.core.decide import decide
 from imagegate.core.policy import PolicyError, load_grants, load_policy
 from imagegate.core.records import Decision, Lookups
 from imagegate.shell.verification import RegistryGate, settle
-from tests.conftest import GRANTS_HEADER, POLICY_HEADER, admission_review, run_imagegate
+from tests.conftest import GRANTS_HEADER, POLICY_HEADER, run_imagegate
 from tests.test_signing import Images, images, pod
 
 __all__ = ["images"]  # the registry fixture, found by pytest by its name
@@ -125,7 +125,7 @@ def test_offline_the_signature_is_unverified(images: Images, tmp_path: Path) -> 
 
 
 def test_through_the_webhook_and_check(images: Images, tmp_path: Path) -> None:
-    from tests.webhook_process import run_webhook  # noqa: PLC0415
+    from tests.webhook_process import validate_each  # noqa: PLC0415
 
     policy = write_policy(images, tmp_path, GRANTS)
     app = images.ref("tool-a/app")
@@ -133,12 +133,10 @@ def test_through_the_webhook_and_check(images: Images, tmp_path: Path) -> None:
     def in_tool_p256(image: str) -> dict[str, Any]:
         return {**pod(image), "metadata": {"name": "p", "namespace": "tool-p256"}}
 
-    with run_webhook(tmp_path, policy=policy) as webhook:
-        http = webhook.client()
-        good = http.post("/validate", json=admission_review(in_tool_p256(f"{app}:p256"), "tool-p256")).json()[
-            "response"
-        ]
-        bad = http.post("/validate", json=admission_review(in_tool_p256(f"{app}:rsa"), "tool-p256")).json()["response"]
+    answers = validate_each(
+        tmp_path, policy, {"good": in_tool_p256(f"{app}:p256"), "bad": in_tool_p256(f"{app}:rsa")}, "tool-p256"
+    )
+    good, bad = answers["good"], answers["bad"]
     assert good["allowed"] is True, good
     assert bad["allowed"] is False
     assert "signed by another key" in bad["status"]["message"]

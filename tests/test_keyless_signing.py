@@ -22,7 +22,7 @@ from imagegate.shell.signing import (
     tag_scheme_bundle,
     verify_keyless_signature,
 )
-from tests.conftest import POLICY_HEADER, admission_review, run_imagegate
+from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
 from tests.signed_images import (
@@ -279,16 +279,11 @@ def test_a_key_verifies_a_layer_with_its_certificate(keyless: KeylessImages, tmp
 
 def test_webhook_shows_the_reasons(keyless: KeylessImages, tmp_path: Path) -> None:
     """/validate and ``check --registry``, as the API server and an operator see them."""
-    from tests.webhook_process import run_webhook  # noqa: PLC0415
+    from tests.webhook_process import validate_each  # noqa: PLC0415
 
     tags = ("keyless", "referrer", "bundle-v0.3", "other-subject", "expired", "unlogged", "other-rekor", "other-digest")
     policy = write_policy(keyless, tmp_path)
-    with run_webhook(tmp_path, policy=policy) as webhook:
-        http = webhook.client()
-        answers = {
-            tag: http.post("/validate", json=admission_review(pod(keyless.ref(tag)), "tool-a")).json()["response"]
-            for tag in tags
-        }
+    answers = validate_each(tmp_path, policy, {tag: pod(keyless.ref(tag)) for tag in tags}, "tool-a")
     for tag in tags:
         expected = EXPECTED[tag]
         if expected is None:

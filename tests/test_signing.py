@@ -21,7 +21,7 @@ from imagegate.shell.registry import RegistryClient, RegistrySettings
 from imagegate.shell.registry_auth import DockerConfigCredentials
 from imagegate.shell.signing import COSIGN_SIGNATURE_ARTIFACT, attached, fallback_tag, tag_for
 from imagegate.shell.verification import RegistryGate, settle
-from tests.conftest import POLICY_HEADER, admission_review, run_imagegate
+from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
 from tests.signed_images import (
@@ -455,17 +455,11 @@ def test_unreadable_key_fails_closed(images: Images, tmp_path: Path) -> None:
 
 def test_webhook_and_check_show_the_reasons(images: Images, tmp_path: Path) -> None:
     """/validate and ``check --registry``, as the API server and an operator see them."""
-    from tests.webhook_process import run_webhook  # noqa: PLC0415
+    from tests.webhook_process import validate_each  # noqa: PLC0415
 
     policy = write_policy(images, tmp_path)
-    with run_webhook(tmp_path, policy=policy) as webhook:
-        http = webhook.client()
-        answers = {
-            tag: http.post("/validate", json=admission_review(pod(images.ref(f"tool-a/app:{tag}")), "tool-a")).json()[
-                "response"
-            ]
-            for tag in ("signed", "wrong-key", "other-digest", "unsigned")
-        }
+    tags = ("signed", "wrong-key", "other-digest", "unsigned")
+    answers = validate_each(tmp_path, policy, {tag: pod(images.ref(f"tool-a/app:{tag}")) for tag in tags}, "tool-a")
     assert answers["signed"]["allowed"] is True, answers["signed"]
     for tag in ("wrong-key", "other-digest", "unsigned"):
         assert answers[tag]["allowed"] is False

@@ -9,14 +9,16 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from imagegate.shell.certs import CertificateFiles, make_certificates
+from tests.conftest import admission_review
 
 
 def free_port() -> int:
@@ -125,3 +127,13 @@ def run_webhook(
         yield webhook
     finally:
         webhook.stop()
+
+
+def validate_each(tmp_path: Path, policy: Path, objects: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """Serve ``policy``, send each object to ``/validate`` in ``namespace``: the response for each key."""
+    with run_webhook(tmp_path, policy=policy) as webhook:
+        http = webhook.client()
+        return {
+            key: http.post("/validate", json=admission_review(obj, namespace)).json()["response"]
+            for key, obj in objects.items()
+        }
