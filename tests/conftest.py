@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,18 @@ def case_id(case: dict[str, Any]) -> str:
     return f"{case.get('suite', '?')}-{case.get('n', '?')}-{case.get('input_role', '')}".rstrip("-")
 
 
+def cli_env(**extra: str) -> dict[str, str]:
+    """A bare environment for an ``imagegate`` process: wide output, no shell state.
+
+    ``PYTHONPATH`` is passed on: the compiled pass of scripts/test.sh (and a git worktree's
+    ``src``) put the code under test there, and a child without it would run another build.
+    """
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", **extra}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
 def run_imagegate(
     *args: str, stdin: str | None = None, timeout: float = 120, columns: int = 200
 ) -> subprocess.CompletedProcess[str]:
@@ -48,7 +61,7 @@ def run_imagegate(
         text=True,
         timeout=timeout,
         check=False,
-        env={"COLUMNS": str(columns), "PATH": "/usr/bin:/bin"},
+        env=cli_env(COLUMNS=str(columns)),
     )
 
 

@@ -32,7 +32,7 @@ from imagegate.shell.certs import make_certificates
 from imagegate.shell.cli import app
 from imagegate.shell.cli_serve import _dev_certificate
 from imagegate.shell.grants_file import grants_configmap_yaml
-from tests.conftest import run_imagegate
+from tests.conftest import cli_env, run_imagegate
 from tests.webhook_process import free_port, run_webhook
 
 
@@ -390,7 +390,7 @@ cli.main()
 
 
 def test_a_bug_is_one_line_and_its_own_exit_code() -> None:
-    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+    env = cli_env()
     plain = subprocess.run(
         [sys.executable, "-c", _EXPLODING, "explode"], capture_output=True, text=True, env=env, check=False
     )

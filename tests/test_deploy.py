@@ -13,7 +13,7 @@ import yaml
 
 from imagegate.core.policy import load_grants, load_identities, load_policy
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, cli_env
 
 BASE = REPO_ROOT / "deploy" / "base"
 
@@ -110,7 +110,7 @@ def test_deployment_args_are_options_the_cli_has() -> None:
         capture_output=True,
         text=True,
         check=True,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        env=cli_env(),
     ).stdout
     for option in options:
         name = option.split("=", 1)[0]

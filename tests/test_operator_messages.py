@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from imagegate.core.report import top_owners
-from tests.conftest import REPO_ROOT, run_imagegate
+from tests.conftest import REPO_ROOT, cli_env, run_imagegate
 from tests.oci_images import OciLayout, layers
 from tests.registry_process import Registry, run_registry
 
@@ -293,7 +293,7 @@ def _with_terminal_stderr(tmp_path: Path, *args: str) -> tuple[int, str, str]:
             stdout=stdout,
             stderr=secondary,
             stdin=subprocess.DEVNULL,
-            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "TERM": "xterm"},
+            env=cli_env(TERM="xterm"),
         )
         os.close(secondary)
         seen = bytearray()
