@@ -81,6 +81,16 @@ def ldif(tools: int) -> str:
         f"dn: uid=tools.rooty,{TOOLS_BASE}\nobjectClass: account\nobjectClass: posixAccount\nuid: tools.rooty\n"
         "cn: tools.rooty\nuidNumber: 0\ngidNumber: 0\nhomeDirectory: /data/project/rooty\n"
     )
+    # two accounts for one tool (which is its uid?), and a name no tool can have: both reported
+    for rdn, uid in (("uid=tools.twice", 49990), ("cn=tools.twice", 49991)):
+        parts.append(
+            f"dn: {rdn},{TOOLS_BASE}\nobjectClass: account\nobjectClass: posixAccount\nuid: tools.twice\n"
+            f"cn: tools.twice\nuidNumber: {uid}\ngidNumber: {uid}\nhomeDirectory: /data/project/twice\n"
+        )
+    parts.append(
+        f"dn: uid=tools.Bad_Name,{TOOLS_BASE}\nobjectClass: account\nobjectClass: posixAccount\n"
+        "uid: tools.Bad_Name\ncn: tools.Bad_Name\nuidNumber: 49980\ngidNumber: 49980\nhomeDirectory: /x\n"
+    )
     return "\n".join(parts)
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "build_identities",
     "identities_yaml",
     "missing_identities",
+    "refuse_replacement",
 ]
 
 _DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -51,6 +52,11 @@ class NamePattern:
         found = self._regex.fullmatch(name)
         return found.group("tool") if found else None
 
+    def resembles(self, name: str) -> bool:
+        """``name`` has the pattern's fixed parts around something: meant as a tool's, valid or not."""
+        before, after = self.text.split("{tool}")
+        return len(name) > len(before) + len(after) and name.startswith(before) and name.endswith(after)
+
     def name(self, tool: str) -> str:
         return self.text.replace("{tool}", tool)
 
@@ -62,6 +68,11 @@ class Account:
     name: str
     uid: int | None
     gid: int | None = None
+    # where the source has it (an LDAP entry's DN), to name each of two accounts for one tool
+    origin: str = ""
+
+    def label(self) -> str:
+        return f"{self.name} ({self.origin})" if self.origin and self.origin != self.name else self.name
 
 
 @dataclass
@@ -74,21 +85,41 @@ class IdentityTable:
 def build_identities(accounts: Iterable[Account], account: NamePattern, namespace: NamePattern) -> IdentityTable:
     """Namespace -> identity for every account whose name is a tool's; the others with the reason."""
     table = IdentityTable()
+    first: dict[str, Account] = {}  # the account each identity came from
+    conflicted: set[str] = set()  # namespaces with two accounts that disagree: neither is kept
     for entry in accounts:
         tool = account.tool(entry.name)
         if tool is None:
-            continue  # not a tool account (a person, a service): not ours to map
+            if account.resembles(entry.name):  # meant as a tool's account, but no tool can be named so
+                table.skipped.append((entry.label(), f"{entry.name!r} is not a tool account name ({account.text})"))
+            continue  # otherwise not a tool account (a person, a service): not ours to map
         target = namespace.name(tool)
         gid = entry.gid if entry.gid is not None else entry.uid
         if len(target) > 63 or not _DNS_LABEL_RE.fullmatch(target):
-            table.skipped.append((entry.name, f"{target!r} is not a namespace name"))
+            table.skipped.append((entry.label(), f"{target!r} is not a namespace name"))
         elif entry.uid is None or gid is None or entry.uid <= 0 or gid <= 0:
-            table.skipped.append((entry.name, f"uid {entry.uid} / gid {gid}: a tool runs as a non-root uid and gid"))
+            table.skipped.append((entry.label(), f"uid {entry.uid} / gid {gid}: a tool runs as a non-root uid and gid"))
+        elif target in conflicted:
+            table.skipped.append((entry.label(), f"another account for {target}; neither is used"))
         elif target in table.identities and table.identities[target] != Identity(entry.uid, gid):
-            known = table.identities[target]
-            table.skipped.append((entry.name, f"{target} is already uid {known.uid}; two accounts for one tool"))
+            # Which one is the tool's? Guessing would run one tool's pods as another's uid.
+            known, earlier = table.identities.pop(target), first[target]
+            conflicted.add(target)
+            table.skipped.append(
+                (
+                    earlier.label(),
+                    f"uid {known.uid} / gid {known.gid}, but {entry.label()} is another account for {target}; neither is used",
+                )
+            )
+            table.skipped.append(
+                (
+                    entry.label(),
+                    f"uid {entry.uid} / gid {gid}, but {earlier.label()} is another account for {target}; neither is used",
+                )
+            )
         else:
             table.identities[target] = Identity(entry.uid, gid)
+            first.setdefault(target, entry)
     return table
 
 
@@ -112,3 +143,28 @@ def missing_identities(
 ) -> list[str]:
     """Tool namespaces (names of the ``namespace`` pattern) that have no identity: their pods are denied."""
     return sorted(ns for ns in set(namespaces) if namespace.tool(ns) is not None and ns not in identities)
+
+
+def refuse_replacement(
+    old: Mapping[str, Identity] | None, new: Mapping[str, Identity], max_drop_share: float
+) -> str | None:
+    """Why ``new`` must not replace ``old`` (``None`` when it may): the guard against a source gone wrong.
+
+    A filter that matches nothing, a label key misspelt or an NSS that resolves no tool all
+    yield a table with few or no identities; written out, it denies every tool pod. So an
+    empty table is refused, and so is one that drops more than ``max_drop_share`` (0..1) of
+    the identities already in the target (``old``; ``None`` when the target has none yet).
+    """
+    if not new:
+        before = f"; the target has {len(old)}" if old else ""
+        return f"no identities were found{before}: written out, every tool pod would be denied"
+    if not old:
+        return None
+    dropped = sorted(set(old) - set(new))
+    if len(dropped) > max_drop_share * len(old):
+        shown = ", ".join(dropped[:5]) + (f" and {len(dropped) - 5} more" if len(dropped) > 5 else "")
+        return (
+            f"{len(dropped)} of the target's {len(old)} identities would be dropped "
+            f"({len(dropped) / len(old):.0%}, more than the {max_drop_share:.0%} allowed): {shown}"
+        )
+    return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -19,15 +20,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from imagegate.core.identities import (
+    Identity,
     IdentityTable,
     NamePattern,
     NamePatternError,
     build_identities,
     identities_yaml,
     missing_identities,
+    refuse_replacement,
 )
 from imagegate.core.policy import PolicyError, load_identities
-from imagegate.shell.cli_common import app, fail
+from imagegate.shell.cli_common import STDIN, app, fail
 from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.grants_file import grants_configmap_yaml
 from imagegate.shell.identities import (
@@ -48,7 +51,7 @@ app.add_typer(identities_app, name="identities")
 
 OutOption = Annotated[
     Path | None,
-    typer.Option("--out", "-o", help="Write the ToolIdentities file here (default: stdout).", dir_okay=False),
+    typer.Option("--out", "-o", help="Write the ToolIdentities file here (default, or -: stdout).", dir_okay=False),
 ]
 ApplyOption = Annotated[
     bool, typer.Option("--apply", help="Write it into the ConfigMap in the cluster (compare-and-swap).")
@@ -75,6 +78,23 @@ AccountOption = Annotated[
 ]
 NamespacePatternOption = Annotated[
     str, typer.Option("--namespace-pattern", help="A tool's namespace; {tool} is the tool's name.")
+]
+
+AllowShrinkOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-shrink",
+        help="Write even an empty result, or one that drops more than --max-drop of the target's identities.",
+    ),
+]
+MaxDropOption = Annotated[
+    float,
+    typer.Option(
+        "--max-drop",
+        min=0,
+        max=100,
+        help="Percent of the identities already in the target (--out file, --apply ConfigMap) a run may drop.",
+    ),
 ]
 
 DEFAULT_CONFIGMAP = "imagegate/imagegate-identities"
@@ -112,6 +132,43 @@ def _write_atomically(path: Path, text: str) -> None:
         raise fail(f"cannot write {path}: {exc.strerror}") from None
 
 
+@dataclass(frozen=True)
+class ShrinkGuard:
+    """``--allow-shrink`` and ``--max-drop``: what a run may do to the identities already written."""
+
+    allow_shrink: bool
+    max_drop_percent: float
+
+    def check(self, new: dict[str, Identity], old: dict[str, Identity] | None) -> None:
+        reason = refuse_replacement(old, new, self.max_drop_percent / 100)
+        if reason is None:
+            return
+        if self.allow_shrink:
+            Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/] {escape(reason)} (--allow-shrink)")
+            return
+        raise fail(f"nothing written: {reason}; check the source, or pass --allow-shrink")
+
+
+def _current(text: str, where: str) -> dict[str, Identity]:
+    """The identities already in the target, to compare with; a target that does not read is not overwritten."""
+    try:
+        return load_identities(text, where)
+    except PolicyError as exc:
+        raise fail(
+            f"the identities already in {where} do not read ({exc}); pass --allow-shrink to replace them"
+        ) from None
+
+
+def _current_file(path: Path) -> dict[str, Identity] | None:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {path} to compare with: {exc}") from None
+    return _current(text, str(path)) if text.strip() else None
+
+
 def _finish(
     table: IdentityTable,
     origin: str,
@@ -123,6 +180,7 @@ def _finish(
     print_configmap: str | None,
     check: bool,
     known_namespaces: list[str] | None,
+    guard: ShrinkGuard,
 ) -> None:
     """Write the document where asked, report what was left out, and ``--check``."""
     err = Console(stderr=True, soft_wrap=True)
@@ -133,30 +191,45 @@ def _finish(
         raise fail(f"the generated identities do not validate: {exc}") from None
     for name, reason in table.skipped:
         err.print(f"[yellow]skipped[/] {escape(name)}: {escape(reason)}")
+    if out == STDIN:
+        out = None  # -o -: standard output
     if apply:
         from imagegate.shell.cluster import ClusterError, connect, edit_configmap  # noqa: PLC0415
 
         namespace, name = _split(configmap)
+
+        def replace(old: str) -> str:
+            guard.check(table.identities, _current(old, f"ConfigMap {configmap}") if old.strip() else None)
+            return text
+
         try:
-            edit_configmap(connect(), namespace, name, IDENTITIES_KEY, lambda _old: text)
+            edit_configmap(connect(), namespace, name, IDENTITIES_KEY, replace)
         except ClusterError as exc:
             raise fail(str(exc)) from None
         err.print(f"applied {len(table.identities)} identities to ConfigMap {escape(configmap)}")
     elif print_configmap is not None:
+        guard.check(table.identities, None)
         namespace, name = _split(print_configmap)
         sys.stdout.write(grants_configmap_yaml(text, name, namespace, key=IDENTITIES_KEY))
     elif out is not None:
+        guard.check(table.identities, _current_file(out))
         _write_atomically(out, text)
         err.print(f"wrote {len(table.identities)} identities to {escape(str(out))}")
     elif not check:
+        guard.check(table.identities, None)
         sys.stdout.write(text)
     if check:
         if known_namespaces is None:
             raise fail("--check needs the namespaces: --namespaces DUMP or a cluster")
+        tools = sum(1 for ns in known_namespaces if namespace_pattern.tool(ns) is not None)
+        if not tools:
+            raise fail(
+                f"--check found no tool namespaces (named {namespace_pattern.text}) among "
+                f"{len(known_namespaces)} namespaces: nothing was checked"
+            )
         missing = missing_identities(known_namespaces, table.identities, namespace_pattern)
         for namespace in missing:
             Console().print(f"no identity: {escape(namespace)}")
-        tools = sum(1 for ns in known_namespaces if namespace_pattern.tool(ns) is not None)
         err.print(f"{tools} tool namespaces, {len(missing)} without an identity")
         if missing:
             raise typer.Exit(EXIT_DENIED)
@@ -186,6 +259,8 @@ def identities_ldap(
     print_configmap: PrintOption = None,
     check: CheckOption = False,
     namespaces: NamespacesOption = None,
+    allow_shrink: AllowShrinkOption = False,
+    max_drop: MaxDropOption = 10.0,
 ) -> None:
     """From LDAP: each posixAccount named like ACCOUNT_PATTERN (uidNumber, gidNumber) is a tool's identity."""
     account, namespace = _patterns(account_pattern, namespace_pattern)
@@ -222,6 +297,7 @@ def identities_ldap(
         print_configmap=print_configmap,
         check=check,
         known_namespaces=known,
+        guard=ShrinkGuard(allow_shrink, max_drop),
     )
 
 
@@ -238,6 +314,8 @@ def identities_nss(
     print_configmap: PrintOption = None,
     check: CheckOption = False,
     namespaces: NamespacesOption = None,
+    allow_shrink: AllowShrinkOption = False,
+    max_drop: MaxDropOption = 10.0,
 ) -> None:
     """From NSS: getpwnam(ACCOUNT_PATTERN) for each tool, as the jobs framework finds a tool's uid."""
     account, namespace = _patterns(account_pattern, namespace_pattern)
@@ -256,6 +334,7 @@ def identities_nss(
         print_configmap=print_configmap,
         check=check,
         known_namespaces=known,
+        guard=ShrinkGuard(allow_shrink, max_drop),
     )
 
 
@@ -271,6 +350,8 @@ def identities_namespaces(
     print_configmap: PrintOption = None,
     check: CheckOption = False,
     namespaces: NamespacesOption = None,
+    allow_shrink: AllowShrinkOption = False,
+    max_drop: MaxDropOption = 10.0,
 ) -> None:
     """From the Namespaces: a uid (and gid) in each tool namespace's labels or annotations."""
     namespace = _patterns("{tool}", namespace_pattern)[1]
@@ -288,4 +369,5 @@ def identities_namespaces(
         print_configmap=print_configmap,
         check=check,
         known_namespaces=list(found),
+        guard=ShrinkGuard(allow_shrink, max_drop),
     )

@@ -65,10 +65,43 @@ def _texts(values: Any) -> list[str]:
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in items if v is not None]
 
 
+# What an operator can do about the directory's answer codes (RFC 4511 names, as ldap3 gives them).
+_LDAP_ANSWERS = {
+    "invalidCredentials": "the bind DN or its password is wrong",
+    "noSuchObject": "no such entry (check --base-dn, and --bind-dn)",
+    "insufficientAccessRights": "the bind DN may not read these entries",
+    "inappropriateAuthentication": "an anonymous bind is not allowed here: give --bind-dn and --password-file",
+    "confidentialityRequired": "the directory requires TLS: use ldaps:// or --start-tls",
+    "sizeLimitExceeded": "the directory capped the search: lower --page-size",
+    "timeLimitExceeded": "the directory's time limit for a search was reached",
+    "unwillingToPerform": "the directory is unwilling to perform the request",
+    "strongerAuthRequired": "the directory requires a stronger bind (TLS, or credentials)",
+}
+
+
+def _ldap_reason(exc: Exception, settings: LdapSettings) -> str:
+    """One sentence for an ldap3 error: its answer code explained, or the socket's own words, never a repr."""
+    description = getattr(exc, "description", None)
+    if isinstance(description, str) and description:
+        detail = getattr(exc, "message", None)
+        said = f" ({detail})" if isinstance(detail, str) and detail else ""
+        return f"{description}: {_LDAP_ANSWERS.get(description, 'refused by the directory')}{said}"
+    text = str(exc)
+    while text.startswith(("(", "[", '"', "'")) and text.endswith((")", "]", '"', "'", ",)")):
+        text = text.strip("()[],\"'")  # ldap3 nests socket errors in tuple reprs
+    if settings.url.startswith("ldaps://") and ("ssl" in text.lower() or "EOF" in text):
+        return f"the TLS handshake failed ({text}); is the port plain LDAP? then use ldap:// (with --start-tls)"
+    return text or type(exc).__name__
+
+
 def accounts_from_ldap(settings: LdapSettings, account: NamePattern) -> Iterator[Account]:
     """posixAccounts under ``base_dn``, read with the paged-results control (directories cap plain searches)."""
     import ldap3  # noqa: PLC0415 (only this command needs it)
     from ldap3.core.exceptions import LDAPException  # noqa: PLC0415
+
+    scheme, _, rest = settings.url.partition("://")
+    if scheme.lower() not in ("ldap", "ldaps") or not rest.strip("/"):
+        raise IdentitySourceError(f"--url takes ldap://HOST[:PORT] or ldaps://HOST[:PORT], not {settings.url!r}")
 
     tls = None
     if settings.ca_file is not None or settings.start_tls or settings.url.startswith("ldaps://"):
@@ -91,7 +124,7 @@ def accounts_from_ldap(settings: LdapSettings, account: NamePattern) -> Iterator
             raise_exceptions=True,
         )
     except LDAPException as exc:
-        raise IdentitySourceError(f"cannot connect to {settings.url}: {exc}") from None
+        raise IdentitySourceError(f"cannot connect to {settings.url}: {_ldap_reason(exc, settings)}") from None
     try:
         entries = connection.extend.standard.paged_search(
             settings.base_dn,
@@ -107,9 +140,11 @@ def accounts_from_ldap(settings: LdapSettings, account: NamePattern) -> Iterator
             names = _texts(raw.get(settings.name_attribute, []))
             # a multi-valued name (cn: tools.foo, cn: Foo tool): the value that is a tool account's
             name = next((n for n in names if account.tool(n) is not None), names[0] if names else "")
-            yield Account(name, _number(raw.get("uidNumber")), _number(raw.get("gidNumber")))
+            yield Account(name, _number(raw.get("uidNumber")), _number(raw.get("gidNumber")), str(entry.get("dn", "")))
     except LDAPException as exc:
-        raise IdentitySourceError(f"LDAP search under {settings.base_dn!r} on {settings.url} failed: {exc}") from None
+        raise IdentitySourceError(
+            f"LDAP search under {settings.base_dn!r} on {settings.url} failed: {_ldap_reason(exc, settings)}"
+        ) from None
     finally:
         connection.unbind()
 
