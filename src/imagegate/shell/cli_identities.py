@@ -20,7 +20,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from imagegate.core.identities import (
-    Identity,
     IdentityTable,
     NamePattern,
     NamePatternError,
@@ -29,6 +28,7 @@ from imagegate.core.identities import (
     missing_identities,
     refuse_replacement,
 )
+from imagegate.core.podprofile import Identity
 from imagegate.core.policy import PolicyError, load_identities
 from imagegate.shell.cli_common import STDIN, app, fail
 from imagegate.shell.exits import EXIT_DENIED
