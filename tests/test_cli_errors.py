@@ -376,6 +376,37 @@ def test_configmap_yaml_round_trips_any_text(text: str, name: str) -> None:
     assert yaml.safe_load(printed)["metadata"] == {"name": name, "namespace": "imagegate"}
 
 
+# --- option-parser errors (issue 23 item 8) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--bogus"], ["No such option: --bogus", "imagegate --help"]),
+        (["grants", "lst"], ["No such command 'lst'", "grants --help"]),
+        (["grants", "expiring", "--days", "x"], ["--days", "integer", "grants expiring --help"]),
+        (["grants", "expiring", "--days", "-5"], ["--days", "greater than or equal to 0"]),
+        (["grants", "list", "--expiring-days", "-1"], ["--expiring-days", "greater than or equal to 0"]),
+        (["audit", "--expiring-days", "-3"], ["--expiring-days", "greater than or equal to 0"]),
+        (["grants", "add"], ["Missing argument 'namespace'"]),
+        (["check", "-o", "xml", "examples"], ["--output", "'xml'"]),
+    ],
+)
+def test_option_parser_errors_are_one_error_line(args: list[str], fragments: list[str]) -> None:
+    """click's usage box (usage, a hint, a blank line, the error) becomes one ``error:`` line, exit 2."""
+    result = run_imagegate(*args)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    _one_error_line(result.stderr, *fragments)
+    assert result.stdout == ""
+
+
+def test_a_bare_command_group_still_shows_its_help() -> None:
+    result = run_imagegate("grants")
+    assert result.returncode == 2
+    assert "Commands:" in result.stdout + result.stderr and "revoke" in result.stdout + result.stderr
+
+
 # --- a bug is not bad input ---------------------------------------------------------------
 
 _EXPLODING = """

@@ -8,8 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from imagegate.shell.cli_common import app
-from imagegate.shell.exits import DEBUG_ENV, report_internal_error
+# typer >= 0.29 carries its own click (typer._click): its option parser raises these.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+from imagegate.shell.cli_common import app, fail
+from imagegate.shell.exits import DEBUG_ENV, EXIT_BAD_INPUT, report_internal_error
 
 # isort: off
 # Importing a command module registers its commands on ``app``, in this order in --help.
@@ -37,6 +40,27 @@ def _global_options(
 def main(argv: list[str] | None = None) -> Any:
     """Entry point for the ``imagegate`` script: bad input exits 2, a bug 70, never a bare traceback."""
     try:
-        return app(args=argv)
+        # Not standalone: click's errors come here, to be said as every other bad input is.
+        code = app(args=argv, standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()  # a bare command group: its help is the answer
+        sys.exit(EXIT_BAD_INPUT)
+    except UsageError as exc:
+        sys.exit(_usage_error(exc))
+    except ClickException as exc:
+        fail(exc.format_message())
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("imagegate: aborted\n")
+        sys.exit(1)
     except Exception as exc:
         sys.exit(report_internal_error(exc))
+    # typer.Exit comes back as its code; a command that returns gives None (success)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: UsageError) -> int:
+    """An option-parser error as one ``error:`` line (click prints a usage box of four), naming the help."""
+    command = exc.ctx.command_path if exc.ctx is not None else "imagegate"
+    fail(f"{exc.format_message()} (see {command} --help)")
+    return EXIT_BAD_INPUT

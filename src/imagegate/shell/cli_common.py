@@ -66,6 +66,10 @@ IdentitiesOption = Annotated[
     ),
 ]
 
+ExpiringDaysOption = Annotated[
+    int, typer.Option("--expiring-days", min=0, help="Grants ending within this many days are 'expiring'.")
+]
+
 
 class OutputFormat(StrEnum):
     table = "table"

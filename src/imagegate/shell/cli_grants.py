@@ -15,6 +15,7 @@ from rich.table import Table
 from imagegate.core.policy import Mode, PolicyError, grant_entry, load_grants
 from imagegate.core.report import GrantState, grant_states
 from imagegate.shell.cli_common import (
+    ExpiringDaysOption,
     GrantsOption,
     OutputFormat,
     app,
@@ -205,7 +206,7 @@ def _read_grants(grants_file: Path | None, configmap: str | None) -> Any:
 def grants_list(
     grants: GrantsOption = None,
     configmap: ConfigMapOption = None,
-    expiring_days: Annotated[int, typer.Option(help="Grants ending within this many days are 'expiring'.")] = 14,
+    expiring_days: ExpiringDaysOption = 14,
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
     now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
 ) -> None:
@@ -221,7 +222,7 @@ def grants_list(
 def grants_expiring(
     grants: GrantsOption = None,
     configmap: ConfigMapOption = None,
-    days: Annotated[int, typer.Option(help="Within how many days.")] = 14,
+    days: Annotated[int, typer.Option(min=0, help="Within how many days.")] = 14,
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
     now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
 ) -> None:

@@ -21,6 +21,7 @@ from imagegate.core.records import Allowance
 from imagegate.core.reference import ReferenceError, parse_docker_ref
 from imagegate.core.report import AuditReport, LayerReport, audit_report, layer_report, top_owners
 from imagegate.shell.cli_common import (
+    ExpiringDaysOption,
     GrantsOption,
     IdentitiesOption,
     OutputFormat,
@@ -128,7 +129,7 @@ def audit(
     grants: GrantsOption = None,
     identities: IdentitiesOption = None,
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
-    expiring_days: Annotated[int, typer.Option(help="Grants ending within this many days are 'expiring'.")] = 14,
+    expiring_days: ExpiringDaysOption = 14,
     registry: Annotated[bool, typer.Option("--registry/--offline", help="Ask registries (base images, pins).")] = False,
     now: Annotated[str | None, typer.Option(help="Evaluate as of this ISO date/time.")] = None,
     compare: Annotated[
