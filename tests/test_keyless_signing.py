@@ -324,6 +324,30 @@ def test_an_email_subject(instance: SigstoreInstance, tmp_path: Path) -> None:
     assert verify(instance, tmp_path, signed.annotations()) == (ISSUER, "builder@toolforge.org")
 
 
+def _wrap(text: str, width: int = 64) -> str:
+    return "\r\n".join(text[i : i + width] for i in range(0, len(text), width)) + "\n"
+
+
+def test_line_wrapped_base64_verifies_as_cosign_reads_it(instance: SigstoreInstance, tmp_path: Path) -> None:
+    """The signature annotation, and the body and signed entry timestamp of the bundle annotation,
+    wrapped over lines: cosign decodes them with Go's StdEncoding, which skips newlines."""
+    signed = instance.sign_keyless(PAYLOAD, subject=BUILDER, issuer=ISSUER)
+    assert signed.bundle is not None
+    logged = {
+        "SignedEntryTimestamp": _wrap(signed.bundle["SignedEntryTimestamp"], 16),
+        "Payload": {**signed.bundle["Payload"], "body": _wrap(signed.bundle["Payload"]["body"], 76)},
+    }
+    annotations = {
+        **signed.annotations(),
+        SIGNATURE_ANNOTATION: _wrap(base64.b64encode(signed.signature).decode(), 32),
+        BUNDLE_ANNOTATION: json.dumps(logged),
+    }
+    assert verify(instance, tmp_path, annotations) == (ISSUER, BUILDER)
+    spaced = {**annotations, SIGNATURE_ANNOTATION: annotations[SIGNATURE_ANNOTATION].replace("\r\n", " ", 1)}
+    with pytest.raises(PayloadError, match=r"the signature annotation is not base64 \(' ' at character 33\)"):
+        verify(instance, tmp_path, spaced)
+
+
 def _with(annotations: dict[str, str], name: str, value: str | None) -> dict[str, str]:
     changed = {**annotations, name: value}
     return {k: v for k, v in changed.items() if v is not None}

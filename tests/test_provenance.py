@@ -26,7 +26,15 @@ from imagegate.core.signatures import SignatureEvidence
 from imagegate.shell.attestations import envelope_evidence
 from imagegate.shell.signing import load_public_key
 from tests.conftest import POLICY_HEADER
-from tests.signed_images import SOURCE, dsse_envelope, new_key, public_pem, slsa_v02_statement, slsa_v1_statement
+from tests.signed_images import (
+    SOURCE,
+    dsse_envelope,
+    new_key,
+    public_pem,
+    sign,
+    slsa_v02_statement,
+    slsa_v1_statement,
+)
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
@@ -168,6 +176,42 @@ def evidence(trusted: dict[str, Any], *bodies: bytes) -> list[SignatureEvidence]
     return [item for n, body in enumerate(bodies) for item in envelope_evidence(keys, body, DIGEST, f"layer {n}", {})]
 
 
+def _wrapped(text: str, width: int = 64) -> str:
+    return "\n".join(text[i : i + width] for i in range(0, len(text), width)) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("spell", "refused"),
+    [
+        (lambda text: text, None),
+        (_wrapped, None),  # as OpenSSL and GNU base64 wrap it: Go skips the newlines
+        (lambda text: _wrapped(text, 76).replace("\n", "\r\n"), None),
+        (lambda text: text.replace("+", "-").replace("/", "_"), None),  # URL-safe: go-securesystemslib's second try
+        (lambda text: text.rstrip("="), "not base64"),  # unpadded: both of its encodings are padded
+        (lambda text: f" {text}", "not base64 (' ' at character 1)"),
+    ],
+)
+def test_envelopes_decode_as_cosign_decodes_them(spell: Any, refused: str | None) -> None:
+    """go-securesystemslib's b64Decode (cosign's DSSE): StdEncoding, else URLEncoding, newlines skipped."""
+    document = dsse_envelope([KEYS["p256"]], v1_statement())
+    # a payload whose encoding has padding and "+" or "/" in it, so each spelling changes it
+    statement = {**v1_statement(), "x": "???>>>~~~"}
+    payload = next(
+        body
+        for n in range(12)
+        if {"=", "/"} <= set(base64.b64encode(body := json.dumps(statement).encode() + b" " * n).decode())
+    )
+    document["payload"] = base64.b64encode(payload).decode()
+    signature = base64.b64encode(sign(KEYS["p256"], pae(DSSE_INTOTO, payload))).decode()
+    document["payload"] = spell(document["payload"])
+    document["signatures"] = [{"keyid": "", "sig": spell(signature)}]
+    (item,) = evidence({"k": KEYS["p256"]}, json.dumps(document).encode())
+    if refused is None:
+        assert item.key == "k" and item.problem is None, item
+    else:
+        assert item.key is None and item.problem is not None and refused in item.problem, item
+
+
 @pytest.mark.parametrize("name", list(KEYS))
 def test_each_key_type_verifies_its_envelope(name: str) -> None:
     (item,) = evidence({name: KEYS[name]}, envelope(KEYS[name], v1_statement()))
@@ -256,7 +300,7 @@ def test_predicate_types_narrow_what_counts() -> None:
         (b"not json", "not a JSON DSSE envelope"),
         (b"[]", "not a JSON object"),
         (b'{"payload": "e30="}', "no payloadType"),
-        (b'{"payloadType": "x", "payload": "!!"}', "not valid base64"),
+        (b'{"payloadType": "x", "payload": "!!"}', "the DSSE payload is not base64"),
         (b'{"payloadType": "x", "payload": "e30=", "signatures": []}', "carries no signature"),
     ],
 )

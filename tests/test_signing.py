@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import datetime as dt
 import json
@@ -25,6 +26,7 @@ from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
 from tests.signed_images import (
+    SIGNATURE_ANNOTATION,
     SIMPLE_SIGNING,
     Signature,
     image_descriptor,
@@ -61,6 +63,8 @@ TAGS = (
     "fetch",
     "fetch-other",
     "fetch-third",
+    "wrapped",
+    "spaced",
 )
 
 
@@ -110,6 +114,23 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
             push_signature_tag(reg, repo, digests[f"{repo}:{kind}"], [signed(kind, keys[kind])])
         push_signature_tag(reg, repo, digests[f"{repo}:signed"], [signed("signed", keys["p256"])])
         push_signature_tag(reg, repo, digests[f"{repo}:rsa-pss"], [signed("rsa-pss", keys["rsa"], pss=True)])
+        # the signature annotation wrapped as OpenSSL writes base64 (64 columns, here CRLF), which
+        # cosign and containers/image decode (Go's StdEncoding skips newlines); a space they refuse
+        wrapped = signed("wrapped", keys["p384"])
+        text = base64.b64encode(wrapped.signature).decode()
+        lines = "\r\n".join(text[i : i + 64] for i in range(0, len(text), 64)) + "\n"
+        assert "\n" in lines.strip()
+        push_signature_tag(
+            reg, repo, digests[f"{repo}:wrapped"], [Signature(wrapped.payload, b"", {SIGNATURE_ANNOTATION: lines})]
+        )
+        spaced = signed("spaced", keys["p256"])
+        text = base64.b64encode(spaced.signature).decode()
+        push_signature_tag(
+            reg,
+            repo,
+            digests[f"{repo}:spaced"],
+            [Signature(spaced.payload, b"", {SIGNATURE_ANNOTATION: f"{text[:8]} {text[8:]}"})],
+        )
         # cosign's OCI 1.1 layout: the signature manifest is a referrer (here through the fallback tag)
         referrer = digests[f"{repo}:referrer"]
         body = reg.get_manifest(repo, referrer)
@@ -290,7 +311,9 @@ EXPECTED: dict[str, str | None] = {
     "rsa-pss": None,
     "ed25519": None,
     "referrer": None,
+    "wrapped": None,
     "unsigned": "no signature found",
+    "spaced": "the signature annotation is not base64 (' ' at character 9)",
     "other-digest": "payload for another digest",
     "wrong-key": "signed by another key",
     "swapped": "payload for another digest",

@@ -18,12 +18,12 @@ registry), so the patterns name the forges' public namespaces.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from imagegate.core.gobase64 import Base64Error, dsse_b64decode
 
 __all__ = [
     "DSSE_INTOTO",
@@ -71,11 +71,9 @@ def _b64(text: Any, what: str) -> bytes:
     if not isinstance(text, str):
         raise ProvenanceError(f"{what} is not a base64 string")
     try:
-        # DSSE allows standard or URL-safe base64, padded or not
-        padded = text + "=" * (-len(text) % 4)
-        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-    except (binascii.Error, ValueError):
-        raise ProvenanceError(f"{what} is not valid base64") from None
+        return dsse_b64decode(text)  # as cosign's go-securesystemslib: standard, else URL-safe, padded
+    except Base64Error as exc:
+        raise ProvenanceError(f"{what} is {exc}") from None
 
 
 def _json_object(text: bytes, not_json: str, not_object: str) -> dict[str, Any]:

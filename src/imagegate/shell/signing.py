@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import functools
 import json
+import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -42,6 +42,7 @@ from sigstore_models.common.v1 import HashAlgorithm, LogId, MessageSignature, X5
 from sigstore_models.rekor.v1 import InclusionPromise, KindVersion
 from sigstore_models.rekor.v1 import TransparencyLogEntry as LogEntryDocument
 
+from imagegate.core.gobase64 import Base64Error, go_b64decode
 from imagegate.core.oci import Descriptor, Index, Manifest, OciError, parse_manifest
 from imagegate.core.records import SignatureVerdict
 from imagegate.core.reference import Reference
@@ -358,12 +359,14 @@ def verifies(key: PublicKey, signature: bytes, payload: bytes) -> bool:
 
 
 def _decoded_signature(annotations: Mapping[str, str]) -> bytes:
+    """The signature annotation, decoded as cosign and containers/image decode it (Go's StdEncoding:
+    a value wrapped over lines decodes)."""
     try:
-        return base64.b64decode(annotations[SIGNATURE_ANNOTATION], validate=True)
+        return go_b64decode(annotations[SIGNATURE_ANNOTATION])
     except KeyError:
         raise PayloadError("the layer carries no signature annotation") from None
-    except (ValueError, binascii.Error):
-        raise PayloadError("the signature annotation is not base64") from None
+    except Base64Error as exc:
+        raise PayloadError(f"the signature annotation is {exc}") from None
 
 
 def simple_signing_evidence(
@@ -579,6 +582,13 @@ class _TagSchemeBundle(Bundle):
         self._log_entry = _PromisedLogEntry(material.tlog_entries[0])
 
 
+def _decoded(text: str, what: str) -> bytes:
+    try:
+        return go_b64decode(text)
+    except Base64Error as exc:
+        raise ValueError(f"{what} is {exc}") from None
+
+
 def _promised_entry(annotation: str) -> LogEntryDocument:
     """cosign's bundle annotation, ``{"SignedEntryTimestamp", "Payload": {body, integratedTime,
     logIndex, logID}}``, as the Sigstore log entry it is (without an inclusion proof)."""
@@ -595,18 +605,23 @@ def _promised_entry(annotation: str) -> LogEntryDocument:
             raise TypeError("SignedEntryTimestamp, body and logID are strings")
         if not (isinstance(integrated, int) and isinstance(index, int)) or integrated <= 0 or index < 0:
             raise TypeError("integratedTime and logIndex are positive integers")
-        entry = json.loads(base64.b64decode(body, validate=True))
+        # cosign reads both with Go's StdEncoding (the timestamp is a go-openapi strfmt.Base64)
+        canonical = _decoded(body, "Payload.body")
+        timestamp = _decoded(promised, "SignedEntryTimestamp")
+        if not re.fullmatch(r"(?:[0-9a-fA-F]{2})+", log_id):
+            raise ValueError(f"logID {log_id[:80]!r} is not hex")
+        entry = json.loads(canonical)
         kind = KindVersion(kind=str(entry["kind"]), version=str(entry["apiVersion"]))
         return LogEntryDocument.model_construct(  # built from validated parts: no inclusion proof to validate
             log_index=index,
             log_id=LogId(key_id=base64.b64encode(bytes.fromhex(log_id))),
             kind_version=kind,
             integrated_time=integrated,
-            inclusion_promise=InclusionPromise(signed_entry_timestamp=promised.encode()),
+            inclusion_promise=InclusionPromise(signed_entry_timestamp=base64.b64encode(timestamp)),
             inclusion_proof=None,
-            canonicalized_body=base64.b64decode(body),
+            canonicalized_body=canonical,
         )
-    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PayloadError(f"{TLOG_INVALID}: the {BUNDLE_ANNOTATION} annotation is not cosign's: {reason}") from None
 
