@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from imagegate.core.names import namespace_name_error
 from imagegate.core.podprofile import Identity
 from imagegate.core.policy import SUPPORTED_API_VERSIONS
 
@@ -26,7 +27,6 @@ __all__ = [
     "refuse_replacement",
 ]
 
-_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _TOOL_NAME = r"(?P<tool>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
 
 
@@ -95,8 +95,8 @@ def build_identities(accounts: Iterable[Account], account: NamePattern, namespac
             continue  # otherwise not a tool account (a person, a service): not ours to map
         target = namespace.name(tool)
         gid = entry.gid if entry.gid is not None else entry.uid
-        if len(target) > 63 or not _DNS_LABEL_RE.fullmatch(target):
-            table.skipped.append((entry.label(), f"{target!r} is not a namespace name"))
+        if (problem := namespace_name_error(target)) is not None:
+            table.skipped.append((entry.label(), problem))
         elif entry.uid is None or gid is None or entry.uid <= 0 or gid <= 0:
             table.skipped.append((entry.label(), f"uid {entry.uid} / gid {gid}: a tool runs as a non-root uid and gid"))
         elif target in conflicted:

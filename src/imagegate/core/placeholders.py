@@ -13,14 +13,12 @@ path segment or match more than the namespace's own name.
 
 from __future__ import annotations
 
-import re
+from imagegate.core.names import is_dns_label
 
 __all__ = ["PLACEHOLDERS", "TOOL_NAMESPACE_PREFIX", "fill_placeholders", "has_placeholder"]
 
 TOOL_NAMESPACE_PREFIX = "tool-"
 PLACEHOLDERS = ("{namespace}", "{tool}")
-
-_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def has_placeholder(text: str) -> bool:
@@ -35,7 +33,7 @@ def fill_placeholders(text: str, namespace: str) -> str | None:
     """
     if not has_placeholder(text):
         return text
-    if len(namespace) > 63 or not _DNS_LABEL_RE.fullmatch(namespace):
+    if not is_dns_label(namespace):
         return None
     filled = text.replace("{namespace}", namespace)
     if "{tool}" in filled:

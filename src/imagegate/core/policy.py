@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from imagegate.core.attestations import PROVENANCE_TYPES, AttestationRule, AttestationsConfig
+from imagegate.core.names import namespace_name_error
 from imagegate.core.patterns import (
     PatternError,
     PatternSet,
@@ -79,7 +80,6 @@ __all__ = [
 
 PolicyError = DocumentError
 
-_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # A CSI driver name as the API validates it (a DNS subdomain in any case, at most 63 characters);
 # the kubelet finds the driver by its exact name, so entries match exactly.
 _CSI_DRIVER_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.]{0,61}[A-Za-z0-9])?")
@@ -766,8 +766,8 @@ def _selector(doc: LocatedDocument, path: str, selector: LabelSelectorDoc) -> La
 
 
 def _grant(doc: LocatedDocument, where: str, grant: GrantDoc) -> Grant:
-    if not _DNS_LABEL_RE.fullmatch(grant.namespace) or len(grant.namespace) > 63:
-        raise doc.error(f"{where}.namespace", f"{grant.namespace!r} is not a namespace name")
+    if (problem := namespace_name_error(grant.namespace)) is not None:
+        raise doc.error(f"{where}.namespace", problem)
     registries = None
     if grant.registries is not None:
         if not grant.registries:
@@ -856,8 +856,8 @@ def _version(doc: LocatedDocument, path: str, text: str) -> tuple[int, int]:
 def _identities(doc: LocatedDocument, path: str, identities: Mapping[str, IdentityDoc]) -> dict[str, Identity]:
     compiled = {}
     for namespace, identity in identities.items():
-        if not _DNS_LABEL_RE.fullmatch(namespace):
-            raise doc.error(f"{path}.{namespace}", f"{namespace!r} is not a namespace name")
+        if (problem := namespace_name_error(namespace)) is not None:
+            raise doc.error(f"{path}.{namespace}", problem)
         gid = identity.gid if identity.gid is not None else identity.uid
         if identity.uid <= 0 or gid <= 0:
             raise doc.error(f"{path}.{namespace}", "a tool runs as a non-root uid and gid (> 0)")

@@ -11,7 +11,6 @@ import base64
 import datetime as dt
 import ipaddress
 import os
-import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from imagegate.core.names import DNS_LABEL_RULE, is_dns_label
 
 __all__ = [
     "CA_DAYS",
@@ -41,9 +42,6 @@ __all__ = [
 CA_DAYS = 3650  # ten years, as deploy/'s cert-manager CA (87600h) and kubeadm's CAs
 MAX_DAYS = 36500  # a hundred years: anything longer is a typo, and near year 9999 datetime overflows
 _CLOCK_SKEW = dt.timedelta(minutes=5)  # certificates start a little in the past: clocks differ
-# RFC 1123 label (what Kubernetes calls a DNS label): a Service or namespace name, and one
-# label of the DNS names the API server uses to reach the webhook.
-_DNS_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 CertificateAuthority = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
@@ -65,11 +63,9 @@ class CertificateFiles:
 
 def check_dns_label(value: str, what: str) -> None:
     """Raise :class:`CertificateError` unless ``value`` is an RFC 1123 label (Kubernetes' DNS label)."""
-    if not _DNS_LABEL_RE.fullmatch(value):
-        raise CertificateError(
-            f"{what} {value!r} is not a DNS label (RFC 1123): 1 to 63 lowercase letters, digits or '-', "
-            "starting and ending with a letter or digit"
-        )
+    # a Service or namespace name, and one label of the DNS names the API server uses to reach the webhook
+    if not is_dns_label(value):
+        raise CertificateError(f"{what} {value!r} is not a DNS label (RFC 1123): {DNS_LABEL_RULE}")
 
 
 def service_dns_names(service: str, namespace: str) -> list[str]:

@@ -29,6 +29,7 @@ from imagegate.shell.cli_common import (
     check_objects,
     fail,
     load,
+    namespace_name,
     parse_now,
     read_inputs,
     write_json,
@@ -139,7 +140,8 @@ def check(
     grants: GrantsOption = None,
     identities: IdentitiesOption = None,
     namespace: Annotated[
-        str, typer.Option("--namespace", "-n", help="Namespace for objects that name none.")
+        str,
+        typer.Option("--namespace", "-n", help="Namespace for objects that name none.", callback=namespace_name),
     ] = "default",
     output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")] = OutputFormat.table,
     now: Annotated[

@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from imagegate.core.decide import Decision, decide
+from imagegate.core.names import namespace_name_error
 from imagegate.core.policy import Policy, PolicyError
 from imagegate.core.records import NO_LOOKUPS, Lookups
 from imagegate.core.workloads import ObjectShapeError, image_uses
@@ -65,6 +66,16 @@ IdentitiesOption = Annotated[
         dir_okay=False,
     ),
 ]
+
+
+def namespace_name(value: Any) -> Any:
+    """A typer callback: each namespace an option or argument names is a namespace name (core.names)."""
+    for name in [value] if isinstance(value, str) else value or ():
+        problem = namespace_name_error(name)
+        if problem is not None:
+            raise typer.BadParameter(problem)
+    return value
+
 
 ExpiringDaysOption = Annotated[
     int, typer.Option("--expiring-days", min=0, help="Grants ending within this many days are 'expiring'.")

@@ -174,6 +174,12 @@ def run_compare(
         ends = dt.date.fromisoformat(box_ends) if box_ends else (now + dt.timedelta(days=90)).date()
     except ValueError:
         raise fail(f"--box-ends: {box_ends!r} is not a date (YYYY-MM-DD)") from None
+    today = now.astimezone(dt.UTC).date()
+    if ends < today:
+        raise fail(
+            f"--box-ends {ends.isoformat()} is in the past (today is {today.isoformat()}, UTC): "
+            "the time-boxed option would already be over"
+        )
     subjects = _subjects(objects, labels)
     options = _options(names, base, now, subjects, grants, identities, ends, selected)
     table = compare(options, subjects)

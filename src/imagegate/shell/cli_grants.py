@@ -20,6 +20,7 @@ from imagegate.shell.cli_common import (
     OutputFormat,
     app,
     fail,
+    namespace_name,
     parse_now,
     write_json,
 )
@@ -100,7 +101,7 @@ def _edit(
 
 @grants_app.command("add")
 def grants_add(
-    namespace: Annotated[str, typer.Argument(help="The tool's namespace, e.g. tool-example.")],
+    namespace: Annotated[str, typer.Argument(help="The tool's namespace, e.g. tool-example.", callback=namespace_name)],
     grants: GrantsOption = None,
     registry: Annotated[
         list[str] | None, typer.Option("--registry", "-r", help="Limit to these registries/repositories.")
@@ -159,7 +160,7 @@ def grants_add(
 
 @grants_app.command("revoke")
 def grants_revoke(
-    namespace: Annotated[str, typer.Argument(help="The namespace whose grant ends now.")],
+    namespace: Annotated[str, typer.Argument(help="The namespace whose grant ends now.", callback=namespace_name)],
     grants: GrantsOption = None,
     configmap: ConfigMapOption = None,
     apply: ApplyOption = False,

@@ -30,6 +30,7 @@ from imagegate.shell.cli_common import (
     check_objects,
     fail,
     load,
+    namespace_name,
     parse_now,
     progress_on_terminal,
     read_inputs,
@@ -144,7 +145,10 @@ def audit(
         str | None, typer.Option(help="With the time-boxed preset: its last day (default: in 90 days).")
     ] = None,
     select: Annotated[
-        list[str] | None, typer.Option(help="With the selected preset: a namespace to grant, besides the grants'.")
+        list[str] | None,
+        typer.Option(
+            help="With the selected preset: a namespace to grant, besides the grants'.", callback=namespace_name
+        ),
     ] = None,
     top: Annotated[int, typer.Option(help="With --compare: tools shown in the table.", min=0)] = 30,
     by: Annotated[
