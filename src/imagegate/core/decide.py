@@ -266,15 +266,17 @@ def _pod_security(
         if old_object is not None and old_spec == original:
             continue  # an UPDATE that leaves the pod spec alone has nothing to judge
         spec = original
-        only = new_ephemeral_containers(original, old_spec) if running_pod else None
-        if may_mutate and (only is None or only):
-            patcher = mutate_pod(original, pointer, profile, identity, only)
-            patches.extend(patcher.patches)
-            spec = patcher.spec
         metadata: Any = obj
         for token in _METADATA_PATHS[pointer]:
             metadata = metadata.get(token) if isinstance(metadata, dict) else None
         metadata = metadata if isinstance(metadata, dict) else {}
+        only = new_ephemeral_containers(original, old_spec) if running_pod else None
+        if may_mutate and (only is None or only):
+            annotations = metadata.get("annotations")
+            annotations = annotations if isinstance(annotations, dict) else None
+            patcher = mutate_pod(original, pointer, profile, identity, only, annotations)
+            patches.extend(patcher.patches)
+            spec = patcher.spec
         for rules, result, mode in pod_findings(spec, metadata, profile, namespace, identity, running_pod):
             if rules is PodRules.POD_SECURITY:
                 reason = f'violates PodSecurity "{profile.label}": {result.message}'

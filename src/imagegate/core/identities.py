@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from imagegate.core.names import namespace_name_error
-from imagegate.core.podprofile import Identity
+from imagegate.core.podprofile import MAX_ID, Identity, valid_tool_id
 from imagegate.core.policy import SUPPORTED_API_VERSIONS
 
 __all__ = [
@@ -97,8 +97,9 @@ def build_identities(accounts: Iterable[Account], account: NamePattern, namespac
         gid = entry.gid if entry.gid is not None else entry.uid
         if (problem := namespace_name_error(target)) is not None:
             table.skipped.append((entry.label(), problem))
-        elif entry.uid is None or gid is None or entry.uid <= 0 or gid <= 0:
-            table.skipped.append((entry.label(), f"uid {entry.uid} / gid {gid}: a tool runs as a non-root uid and gid"))
+        elif entry.uid is None or gid is None or not (valid_tool_id(entry.uid) and valid_tool_id(gid)):
+            reason = f"uid {entry.uid} / gid {gid}: a tool runs as a non-root uid and gid (1 to {MAX_ID})"
+            table.skipped.append((entry.label(), reason))
         elif target in conflicted:
             table.skipped.append((entry.label(), f"another account for {target}; neither is used"))
         elif target in table.identities and table.identities[target] != Identity(entry.uid, gid):

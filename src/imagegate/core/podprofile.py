@@ -40,6 +40,7 @@ from imagegate.core.podsecurity import (
     as_map,
     containers,
     evaluate,
+    is_windows,
     volume_type,
 )
 from imagegate.core.records import Mode, PodRules
@@ -47,6 +48,7 @@ from imagegate.core.workloads import json_pointer
 
 __all__ = [
     "CONTAINER_MUTATED_FIELDS",
+    "MAX_ID",
     "POD_MUTATED_FIELDS",
     "TOOL_POD_MUTATED_FIELDS",
     "HostPathRule",
@@ -54,10 +56,21 @@ __all__ = [
     "PodProfile",
     "PodSecuritySettings",
     "ToolProfile",
+    "escalation_refused",
     "mutate_pod",
     "new_ephemeral_containers",
     "tool_profile_findings",
+    "valid_tool_id",
 ]
+
+
+# The largest uid or gid the API server accepts (IsValidUserID / IsValidGroupID: 0 to 2^31-1).
+MAX_ID = 2_147_483_647
+
+
+def valid_tool_id(value: int) -> bool:
+    """A uid or gid a tool can run as: not root, and one the API server accepts in a pod."""
+    return 0 < value <= MAX_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +133,9 @@ class ToolProfile:
         uid_text = labels.get(self.uid_label, "")
         gid_text = labels.get(self.gid_label, uid_text) if self.gid_label else uid_text
         if uid_text.isdigit() and gid_text.isdigit():
-            return Identity(int(uid_text), int(gid_text))
+            uid, gid = int(uid_text), int(gid_text)
+            if valid_tool_id(uid) and valid_tool_id(gid):
+                return Identity(uid, gid)
         return None
 
 
@@ -299,12 +314,53 @@ TOOL_POD_MUTATED_FIELDS = (_POD_USER, _POD_GROUP, _POD_FS_GROUP, _POD_GROUPS_POL
 CONTAINER_MUTATED_FIELDS = (_NO_ESCALATION, _DROP)
 
 
+# What the API server's pod validation refuses beside what a pod already has (Kubernetes
+# pkg/apis/core/validation), so mutate_pod never fills these in there: the pod then reaches
+# /validate as written, and is denied with imagegate's message instead of the API server's
+# Go struct dump. Every field mutate_pod sets, against every rule that reads it:
+# * allowPrivilegeEscalation=false beside privileged=true, or beside capabilities.add naming
+#   "CAP_SYS_ADMIN" (ValidateSecurityContext; the exact string: "SYS_ADMIN" is not refused);
+# * a Windows pod (spec.os.name=windows) refuses the pod's seccompProfile, runAsUser,
+#   runAsGroup, fsGroup and supplementalGroupsPolicy, and a container's seccompProfile,
+#   runAsUser, runAsGroup, allowPrivilegeEscalation and capabilities (validateWindows);
+#   runAsNonRoot is allowed;
+# * seccompProfile.type beside a localhostProfile (only type Localhost may have one), and on
+#   a Pod's create beside a seccomp annotation that names another profile (the pod's, or the
+#   container's by name: validateSeccompAnnotationsAndFields); checked for templates too, as
+#   their pods are created from them;
+# * runAsUser, runAsGroup, fsGroup out of 0..2^31-1 (IsValidUserID): identities are checked
+#   when they are loaded (valid_tool_id), so never filled in.
+_SECCOMP_POD_ANNOTATION = "seccomp.security.alpha.kubernetes.io/pod"
+_SECCOMP_CONTAINER_ANNOTATION = "container.seccomp.security.alpha.kubernetes.io/"
+_RUNTIME_DEFAULT_ANNOTATIONS = frozenset({"runtime/default", "docker/default"})
+
+
+def escalation_refused(context: Mapping[str, Any]) -> bool:
+    """Whether the API server refuses ``allowPrivilegeEscalation: false`` in this container context."""
+    if context.get("privileged") is True:
+        return True
+    return "CAP_SYS_ADMIN" in as_list(as_map(context.get("capabilities")).get("add"))
+
+
+def _seccomp_refused(context: Mapping[str, Any], annotation: Any) -> bool:
+    """Whether the API server refuses seccompProfile.type=RuntimeDefault in this context."""
+    if "localhostProfile" in as_map(context.get("seccompProfile")):
+        return True
+    return annotation is not None and annotation not in _RUNTIME_DEFAULT_ANNOTATIONS
+
+
+def _container_at(spec: Mapping[str, Any], list_field: str, index: int) -> Mapping[str, Any]:
+    items = as_list(spec.get(list_field))
+    return as_map(items[index]) if index < len(items) else {}
+
+
 def mutate_pod(
     spec: Mapping[str, Any],
     pointer: str,
     profile: PodProfile,
     identity: Identity | None,
     only: Sequence[tuple[str, int]] | None = None,
+    annotations: Mapping[str, Any] | None = None,
 ) -> _Patcher:
     """Fill in the secure defaults the profile wants, where the pod left them unset.
 
@@ -312,32 +368,45 @@ def mutate_pod(
     ephemeral containers ``kubectl debug`` adds, the one change the API server lets such a
     pod make. Then nothing else is touched, and each of them gets on its own security
     context what the pod level gives a new pod (uid, gid, runAsNonRoot, seccomp), since the
-    running pod's own context cannot change and may predate imagegate.
+    running pod's own context cannot change and may predate imagegate. ``annotations`` are
+    the pod's (or its template's): a seccomp annotation decides whether a profile may be set.
+    Nothing the API server would refuse beside what is there is set (see above).
     """
     patcher = _Patcher(spec, pointer)
     if profile.level != "restricted" and profile.tool is None:
         return patcher
+    notes = annotations or {}
+    linux = not is_windows(spec)
+    ids = identity if linux else None  # a Windows pod has no uid or gid to set
     if only is None:
-        if identity is not None:
-            patcher.ensure(_POD_USER, identity.uid)
-            patcher.ensure(_POD_GROUP, identity.gid)
-            patcher.ensure(_POD_FS_GROUP, identity.gid)
+        if ids is not None:
+            patcher.ensure(_POD_USER, ids.uid)
+            patcher.ensure(_POD_GROUP, ids.gid)
+            patcher.ensure(_POD_FS_GROUP, ids.gid)
         patcher.ensure(_POD_NON_ROOT, True)
-        patcher.ensure(_POD_SECCOMP, "RuntimeDefault")
-        if profile.tool is not None:
+        pod_context = as_map(spec.get("securityContext"))
+        if linux and not _seccomp_refused(pod_context, notes.get(_SECCOMP_POD_ANNOTATION)):
+            patcher.ensure(_POD_SECCOMP, "RuntimeDefault")
+        if profile.tool is not None and linux:
             # An API server whose SupplementalGroupsPolicy gate is off drops this after /mutate.
             patcher.ensure(_POD_GROUPS_POLICY, "Strict")
         targets: Sequence[tuple[str, int]] = [(list_field, index) for list_field, index, _ in containers(patcher.spec)]
     else:
         targets = only
         for list_field, index in only:
-            if identity is not None:
-                patcher.ensure((list_field, index, *_POD_USER), identity.uid)
-                patcher.ensure((list_field, index, *_POD_GROUP), identity.gid)
+            if ids is not None:
+                patcher.ensure((list_field, index, *_POD_USER), ids.uid)
+                patcher.ensure((list_field, index, *_POD_GROUP), ids.gid)
             patcher.ensure((list_field, index, *_POD_NON_ROOT), True)
-            patcher.ensure((list_field, index, *_POD_SECCOMP), "RuntimeDefault")
+            container = _container_at(spec, list_field, index)
+            annotation = notes.get(f"{_SECCOMP_CONTAINER_ANNOTATION}{container.get('name')}")
+            if linux and not _seccomp_refused(as_map(container.get("securityContext")), annotation):
+                patcher.ensure((list_field, index, *_POD_SECCOMP), "RuntimeDefault")
+    if not linux:
+        return patcher
     for list_field, index in targets:
-        patcher.ensure((list_field, index, *_NO_ESCALATION), False)
+        if not escalation_refused(as_map(_container_at(spec, list_field, index).get("securityContext"))):
+            patcher.ensure((list_field, index, *_NO_ESCALATION), False)
         patcher.ensure((list_field, index, *_DROP), ["ALL"])
     return patcher
 
@@ -570,6 +639,10 @@ def tool_profile_findings(
                 "add it to podSecurity.toolProfile.identities (or its identities file)",
             )
         )
+    if is_windows(spec):
+        # The API server refuses every uid, gid and hardening field in a Windows pod.
+        detail = 'pod sets spec.os.name="windows"; tool pods run as the tool\'s uid, which only Linux pods can'
+        found.append(CheckResult("os", "spec.os.name", detail))
     found.extend(_context_findings(spec, identity))
     return found
 

@@ -40,6 +40,7 @@ __all__ = [
     "as_list",
     "as_map",
     "evaluate",
+    "is_windows",
     "parse_version",
     "plainly_passes",
     "shortcut_plan",
@@ -154,7 +155,7 @@ def _context(container: Mapping[str, Any]) -> Mapping[str, Any]:
     return as_map(container.get("securityContext"))
 
 
-def _is_windows(spec: Mapping[str, Any]) -> bool:
+def is_windows(spec: Mapping[str, Any]) -> bool:
     return as_map(spec.get("os")).get("name") == "windows"
 
 
@@ -444,7 +445,7 @@ def _restricted_volumes(spec: Pod, allowed: frozenset[str]) -> CheckResult | Non
 
 
 def check_allow_privilege_escalation(_meta: Pod, spec: Pod) -> CheckResult | None:
-    if _is_windows(spec):
+    if is_windows(spec):
         return None
     bad = [_name(c) for _, _, c in containers(spec) if _context(c).get("allowPrivilegeEscalation") is not False]
     if not bad:
@@ -486,7 +487,7 @@ def check_run_as_user(_meta: Pod, spec: Pod) -> CheckResult | None:
 
 
 def check_seccomp_restricted(_meta: Pod, spec: Pod) -> CheckResult | None:
-    if _is_windows(spec):
+    if is_windows(spec):
         return None
     allowed = ("RuntimeDefault", "Localhost")
     pod_type = as_map(_pod_context(spec).get("seccompProfile")).get("type")
@@ -508,7 +509,7 @@ def check_seccomp_restricted(_meta: Pod, spec: Pod) -> CheckResult | None:
 
 
 def check_capabilities_restricted(_meta: Pod, spec: Pod) -> CheckResult | None:
-    if _is_windows(spec):
+    if is_windows(spec):
         return None
     not_dropping, adding = [], []
     for _, _, container in containers(spec):

@@ -42,11 +42,13 @@ from imagegate.core.patterns import (
 from imagegate.core.placeholders import fill_placeholders, has_placeholder
 from imagegate.core.platforms import PlatformError, parse_platform
 from imagegate.core.podprofile import (
+    MAX_ID,
     HostPathRule,
     Identity,
     PodSecurityOverride,
     PodSecuritySettings,
     ToolProfile,
+    valid_tool_id,
 )
 from imagegate.core.podsecurity import parse_version
 from imagegate.core.provenance import ProvenanceRule
@@ -859,8 +861,8 @@ def _identities(doc: LocatedDocument, path: str, identities: Mapping[str, Identi
         if (problem := namespace_name_error(namespace)) is not None:
             raise doc.error(f"{path}.{namespace}", problem)
         gid = identity.gid if identity.gid is not None else identity.uid
-        if identity.uid <= 0 or gid <= 0:
-            raise doc.error(f"{path}.{namespace}", "a tool runs as a non-root uid and gid (> 0)")
+        if not (valid_tool_id(identity.uid) and valid_tool_id(gid)):
+            raise doc.error(f"{path}.{namespace}", f"a tool runs as a non-root uid and gid (1 to {MAX_ID})")
         compiled[namespace] = Identity(identity.uid, gid)
     return compiled
 
