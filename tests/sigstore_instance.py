@@ -19,6 +19,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,10 +273,11 @@ class SigstoreInstance:
         *,
         integrated: dt.datetime,
         rekor_key: ec.EllipticCurvePrivateKey | None = None,
+        log_index: int | None = None,
     ) -> dict[str, Any]:
         """cosign's bundle annotation for a hashedrekord entry of ``signature`` over what has the
         SHA-256 ``signed_digest``: ``{"SignedEntryTimestamp", "Payload": {body, integratedTime,
-        logIndex, logID}}``."""
+        logIndex, logID}}``; the entry is the log's next one unless ``log_index`` says."""
         body = {
             "apiVersion": "0.0.1",
             "kind": "hashedrekord",
@@ -284,31 +286,37 @@ class SigstoreInstance:
                 "signature": {"content": _b64(signature), "publicKey": {"content": _b64(pem(certificate).encode())}},
             },
         }
-        self.log_index += 1
+        if log_index is None:
+            self.log_index += 1
+            log_index = self.log_index
         promised = {
             "body": _b64(json.dumps(body).encode()),
             "integratedTime": int(integrated.timestamp()),
-            "logIndex": self.log_index,
+            "logIndex": log_index,
             "logID": _log_id(self.rekor_key).hex(),
         }
         signed_entry_timestamp = (rekor_key or self.rekor_key).sign(_canonical(promised), ec.ECDSA(hashes.SHA256()))
         return {"SignedEntryTimestamp": _b64(signed_entry_timestamp), "Payload": promised}
 
-    def inclusion_proof(self, body: bytes, checkpoint_key: ec.EllipticCurvePrivateKey | None = None) -> dict[str, Any]:
-        """The entry as the second leaf of a two-entry log (RFC 6962 hashes), and the log's signed
+    def inclusion_proof(
+        self, body: bytes, checkpoint_key: ec.EllipticCurvePrivateKey | None = None, *, one_entry: bool = False
+    ) -> dict[str, Any]:
+        """The entry as the second leaf of a two-entry log (RFC 6962 hashes) or, ``one_entry``, as
+        the only leaf of a new log (index 0, no hashes: the root is the leaf), and the log's signed
         checkpoint (a signed note, as Rekor writes it)."""
         earlier = hashlib.sha256(b"\x00" + b"an earlier entry").digest()
         leaf = hashlib.sha256(b"\x00" + body).digest()
-        root = hashlib.sha256(b"\x01" + earlier + leaf).digest()
+        root = leaf if one_entry else hashlib.sha256(b"\x01" + earlier + leaf).digest()
+        size = 1 if one_entry else 2
         origin = "rekor.imagegate.invalid"
-        note = f"{origin} - 1\n2\n{_b64(root)}\n"
+        note = f"{origin} - 1\n{size}\n{_b64(root)}\n"
         signature = (checkpoint_key or self.rekor_key).sign(note.encode(), ec.ECDSA(hashes.SHA256()))
         signed = _b64(_log_id(self.rekor_key)[:4] + signature)
         return {
-            "logIndex": "1",
+            "logIndex": str(size - 1),
             "rootHash": _b64(root),
-            "treeSize": "2",
-            "hashes": [_b64(earlier)],
+            "treeSize": str(size),
+            "hashes": [] if one_entry else [_b64(earlier)],
             "checkpoint": {"envelope": f"{note}\n\u2014 {origin} {signed}\n"},
         }
 
@@ -320,15 +328,23 @@ class SigstoreInstance:
         issuer: str,
         media_type: str = BUNDLE_V03,
         checkpoint_key: ec.EllipticCurvePrivateKey | None = None,
+        one_entry: bool = False,
     ) -> dict[str, Any]:
         """A Sigstore bundle signing an image manifest: a message signature over its digest, the
-        certificate, and a log entry with its inclusion promise, proof and checkpoint."""
+        certificate, and a log entry with its inclusion promise, proof and checkpoint; ``one_entry``:
+        the first entry of a new log (:meth:`inclusion_proof`)."""
         signed_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         key = ec.generate_private_key(ec.SECP256R1())
         certificate = self.certificate(key, subject=subject, issuer=issuer, not_before=signed_at)
         digest = bytes.fromhex(image_digest.removeprefix("sha256:"))
         signature = key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
-        logged = self.log_entry(certificate, signature, digest, integrated=signed_at + dt.timedelta(seconds=30))
+        logged = self.log_entry(
+            certificate,
+            signature,
+            digest,
+            integrated=signed_at + dt.timedelta(seconds=30),
+            log_index=0 if one_entry else None,
+        )
         promised = logged["Payload"]
         der = {"rawBytes": _b64(certificate.public_bytes(serialization.Encoding.DER))}
         material: dict[str, Any] = (
@@ -341,7 +357,9 @@ class SigstoreInstance:
                 "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"},
                 "integratedTime": str(promised["integratedTime"]),
                 "inclusionPromise": {"signedEntryTimestamp": logged["SignedEntryTimestamp"]},
-                "inclusionProof": self.inclusion_proof(base64.b64decode(promised["body"]), checkpoint_key),
+                "inclusionProof": self.inclusion_proof(
+                    base64.b64decode(promised["body"]), checkpoint_key, one_entry=one_entry
+                ),
                 "canonicalizedBody": promised["body"],
             }
         ]
@@ -378,3 +396,28 @@ class SigstoreInstance:
                 certificate, signature, hashlib.sha256(payload).digest(), integrated=when, rekor_key=rekor_key
             )
         return KeylessSignature(signature, certificate, (self.root,), entry)
+
+
+def protobuf_json(document: Any) -> Any:
+    """``document`` as protobuf's JSON writers write it (protojson, ``MessageToJson``): fields with
+    the zero value (``"0"``, ``""``, ``[]``) omitted."""
+    if isinstance(document, dict):
+        return {k: protobuf_json(v) for k, v in document.items() if v not in ("0", "", [], 0)}
+    if isinstance(document, list):
+        return [protobuf_json(item) for item in document]
+    return document
+
+
+def proto_names(document: Any) -> Any:
+    """``document`` with its fields under their proto names (``log_index``), as protobuf's JSON
+    writers can be asked to name them, and its 64-bit integers as JSON numbers: as protojson reads too."""
+    if isinstance(document, dict):
+        return {
+            re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "_" + m.group(1).lower(), k): proto_names(v)
+            for k, v in document.items()
+        }
+    if isinstance(document, list):
+        return [proto_names(item) for item in document]
+    if isinstance(document, str) and document.isdigit() and len(document) < 16:
+        return int(document)
+    return document

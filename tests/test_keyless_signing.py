@@ -44,6 +44,8 @@ from tests.sigstore_instance import (
     KeylessSignature,
     SigstoreInstance,
     pem,
+    proto_names,
+    protobuf_json,
 )
 from tests.test_signing import decide_all, pod
 
@@ -70,6 +72,10 @@ EXPECTED: dict[str, str | None] = {
     # Sigstore bundles of the same instance, through the referrers fallback tag
     "bundle-v0.3": None,
     "bundle-v0.1": None,
+    # the first entry of a new log (index 0, tree size 1, no hashes) as protobuf JSON writes it:
+    # zero fields omitted; then under the proto field names, with integers as JSON numbers
+    "bundle-one-entry": None,
+    "bundle-proto-names": None,
     "bundle-other-digest": "payload for another digest (the bundle signs other content)",
     "bundle-checkpoint": "tlog entry missing or invalid: invalid log entry: checkpoint: invalid signature",
 }
@@ -156,7 +162,7 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeylessImages]
         )
 
         def attach_bundle(tag: str, document: dict[str, object]) -> None:
-            kind = str(document["mediaType"])
+            kind = str(document.get("mediaType", document.get("media_type")))
             manifest = reg.get_manifest(repo, digests[tag])
             push_referrer_fallback(
                 reg,
@@ -170,6 +176,20 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeylessImages]
         attach_bundle(
             "bundle-v0.1",
             sigstore.bundle(digests["bundle-v0.1"], subject=BUILDER, issuer=ISSUER, media_type=BUNDLE_V01),
+        )
+        first = sigstore.bundle(digests["bundle-one-entry"], subject=BUILDER, issuer=ISSUER, one_entry=True)
+        written = protobuf_json(first)
+        proof = written["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]
+        assert "logIndex" not in written["verificationMaterial"]["tlogEntries"][0]
+        assert "logIndex" not in proof and "hashes" not in proof and proof["treeSize"] == "1"
+        attach_bundle("bundle-one-entry", written)
+        attach_bundle(
+            "bundle-proto-names",
+            proto_names(
+                protobuf_json(
+                    sigstore.bundle(digests["bundle-proto-names"], subject=BUILDER, issuer=ISSUER, one_entry=True)
+                )
+            ),
         )
         attach_bundle("bundle-other-digest", sigstore.bundle(digests["keyless"], subject=BUILDER, issuer=ISSUER))
         spoiled_log = ec.generate_private_key(ec.SECP256R1())
@@ -281,7 +301,17 @@ def test_webhook_shows_the_reasons(keyless: KeylessImages, tmp_path: Path) -> No
     """/validate and ``check --registry``, as the API server and an operator see them."""
     from tests.webhook_process import validate_each  # noqa: PLC0415
 
-    tags = ("keyless", "referrer", "bundle-v0.3", "other-subject", "expired", "unlogged", "other-rekor", "other-digest")
+    tags = (
+        "keyless",
+        "referrer",
+        "bundle-v0.3",
+        "bundle-one-entry",
+        "other-subject",
+        "expired",
+        "unlogged",
+        "other-rekor",
+        "other-digest",
+    )
     policy = write_policy(keyless, tmp_path)
     answers = validate_each(tmp_path, policy, {tag: pod(keyless.ref(tag)) for tag in tags}, "tool-a")
     for tag in tags:

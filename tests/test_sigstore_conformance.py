@@ -35,6 +35,15 @@ UNSUPPORTED = {
     "intoto-with-custom-trust-root": "Integrated time only supported",
 }
 
+# A failing case imagegate refuses for another reason than the one it was written for, on purpose:
+# its TSA timestamp is base64 wrapped by openssl (a "\n" in it), so its length is not a multiple
+# of four and protojson (the parser of sigstore-go and cosign) reads it unpadded and refuses its
+# "=". imagegate reads bundles as protojson does (core/protojson.py), so this one is malformed
+# before its time is judged; sigstore-python's lenient base64 read it and refused its time.
+OTHER_REASON = {
+    "rekor2-timestamp-with-incorrect-time_fail": "rfc3161Timestamps[0].signedTimestamp is not base64",
+}
+
 
 def cases() -> list[Path]:
     return sorted(path for path in CASES.iterdir() if path.is_dir())
@@ -42,7 +51,7 @@ def cases() -> list[Path]:
 
 def test_every_case_is_here() -> None:
     assert len(cases()) >= 70
-    assert {p.name for p in cases()} >= set(UNSUPPORTED)
+    assert {p.name for p in cases()} >= set(UNSUPPORTED) | set(OTHER_REASON)
 
 
 def verify_case(case: Path) -> tuple[bool, str]:
@@ -66,6 +75,8 @@ def test_conformance_case(case: Path) -> None:
     ok, why = verify_case(case)
     if case.name in UNSUPPORTED:
         assert not ok and UNSUPPORTED[case.name] in why, why
+    elif case.name in OTHER_REASON:
+        assert not ok and OTHER_REASON[case.name] in why, why
     elif case.name.endswith("_fail"):
         assert not ok, f"{case.name} must fail, it verified: {why}"
         assert why  # a reason, never a bare failure

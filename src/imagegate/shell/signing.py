@@ -44,6 +44,7 @@ from sigstore_models.rekor.v1 import TransparencyLogEntry as LogEntryDocument
 
 from imagegate.core.gobase64 import Base64Error, go_b64decode
 from imagegate.core.oci import Descriptor, Index, Manifest, OciError, parse_manifest
+from imagegate.core.protojson import BundleError, read_bundle
 from imagegate.core.records import SignatureVerdict
 from imagegate.core.reference import Reference
 from imagegate.core.signatures import (
@@ -474,16 +475,29 @@ def _bundle_problem(message: str) -> str:
     return f"bundle verification failed: {message}"
 
 
+# A library's error is kept whole in a denial, up to this many characters (a tenant writes the
+# bundle: pydantic names every wrong field, and there can be thousands).
+MAX_LIBRARY_ERROR = 1000
+
+
+def _library_error(exc: BaseException) -> str:
+    """``exc``'s whole message on one line (pydantic's span several), bounded."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    if len(text) > MAX_LIBRARY_ERROR:
+        text = f"{text[:MAX_LIBRARY_ERROR]}... ({len(text) - MAX_LIBRARY_ERROR} more characters)"
+    return text
+
+
 def _sigstore_verifies(verification: Callable[[], object]) -> None:
     """Run one sigstore-python verification; any failure becomes a :class:`PayloadError` saying why."""
     try:
         verification()
     except VerificationError as exc:
-        raise PayloadError(_bundle_problem(str(exc))) from None
+        raise PayloadError(_bundle_problem(_library_error(exc))) from None
     except PayloadError:
         raise
     except Exception as exc:  # input sigstore-python chokes on verifies for nobody
-        raise PayloadError(f"bundle verification failed: {type(exc).__name__}: {exc}") from None
+        raise PayloadError(f"bundle verification failed: {type(exc).__name__}: {_library_error(exc)}") from None
 
 
 def _signer(certificate: x509.Certificate) -> tuple[str, str]:
@@ -513,11 +527,13 @@ def verify_bundle_statement(verifier: Verifier, document: bytes, digest: str) ->
     if algorithm != "sha256":
         raise PayloadError(f"Sigstore bundles sign SHA-256 digests; the image is {algorithm}")
     try:
-        bundle = Bundle.from_json(document)
-    except Exception as exc:  # InvalidBundle, JSON and model errors alike: the bundle is unusable
-        raise PayloadError(
-            f"malformed Sigstore bundle: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        ) from None
+        # read as protojson reads it (absent fields are zero: a one-entry log's proof has no
+        # logIndex, no hashes), then in the one spelling sigstore-python's models read
+        bundle = Bundle.from_json(json.dumps(read_bundle(document)))
+    except BundleError as exc:
+        raise PayloadError(f"malformed Sigstore bundle: {exc}") from None
+    except Exception as exc:  # InvalidBundle and model errors alike: the bundle is unusable
+        raise PayloadError(f"malformed Sigstore bundle: {_library_error(exc)}") from None
     statement: list[bytes] = []  # the DSSE envelope's payload, once verified
 
     def verification() -> None:
