@@ -7,7 +7,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -51,7 +51,9 @@ class Running:
             self.thread.join(timeout=10)
 
 
-def start_server() -> Running:
+def start_server(
+    limits: Limits | None = None, handle: Callable[[Request], Response | Awaitable[Response]] = handler
+) -> Running:
     port = free_port()
     ready = threading.Event()
     holder: dict[str, object] = {}
@@ -66,8 +68,8 @@ def start_server() -> Running:
         sock.bind(("127.0.0.1", port))
         sock.listen(64)
         sock.setblocking(False)
-        limits = Limits(max_body_bytes=1000, request_timeout=1.0, keep_alive_timeout=1.0)
-        serving = asyncio.create_task(HttpServer(handler, limits, None).serve(sock, stop, grace=5))
+        chosen = limits or Limits(max_body_bytes=1000, request_timeout=1.0, keep_alive_timeout=1.0)
+        serving = asyncio.create_task(HttpServer(handle, chosen, None).serve(sock, stop, grace=5))
         await asyncio.sleep(0)
         ready.set()
         await serving
@@ -151,6 +153,50 @@ def test_requests_answered_in_one_batch_each_get_their_own_answers(server: Runni
     finally:
         for conn in connections:
             conn.close()
+
+
+def test_heavy_requests_wait_behind_light_ones_never_the_reverse() -> None:
+    """A light request that arrives while heavy ones queue is decided before all but the heavy
+    one in progress; pipelined requests on one connection still keep their order."""
+    order: list[bytes] = []
+
+    def deciding(request: Request) -> Response:
+        order.append(request.path.encode())
+        if request.path == "/heavy0":
+            time.sleep(0.5)  # the first heavy decision holds the loop while the others arrive
+        return Response(200, request.path.encode())
+
+    running = start_server(Limits(max_body_bytes=10_000, request_timeout=5.0, heavy_body_bytes=1000), deciding)
+    connections = [running.connect() for _ in range(5)]
+    try:
+        for conn in connections:  # every connection accepted before the test begins
+            conn.sendall(post("/warm", b""))
+            read_responses(conn, 1)
+        order.clear()
+        connections[0].sendall(post("/heavy0", b"h" * 2000))
+        while not order:
+            time.sleep(0.01)
+        for n in (1, 2, 3):
+            connections[n].sendall(post(f"/heavy{n}", b"h" * 2000))
+        connections[4].sendall(post("/light", b"l") + post("/heavy4", b"h" * 2000) + post("/light-after", b"l"))
+        for n, conn in enumerate(connections[:4]):
+            assert read_responses(conn, 1)[0].endswith(b"/heavy%d" % n)
+        light, heavy, after = read_responses(connections[4], 3)
+        assert (
+            light.endswith(b"\r\n\r\n/light")
+            and heavy.endswith(b"\r\n\r\n/heavy4")
+            and after.endswith(b"\r\n/light-after")
+        )
+    finally:
+        for conn in connections:
+            conn.close()
+        running.shutdown()
+    assert running.errors == []
+    assert order[:2] == [b"/heavy0", b"/light"], order
+    assert order.index(b"/heavy4") < order.index(b"/light-after")  # one connection's order holds
+    assert sorted(order) == sorted(
+        [b"/heavy0", b"/heavy1", b"/heavy2", b"/heavy3", b"/light", b"/heavy4", b"/light-after"]
+    )
 
 
 def test_http_1_0_and_connection_close_end_the_connection(server: Running) -> None:

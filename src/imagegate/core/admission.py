@@ -6,8 +6,12 @@ and a uid is a :class:`ReviewError` (the HTTP shell answers 400: there is no uid
 A review with a uid but a request the API server would never send (:func:`request_problem`:
 an operation the API does not define, a missing kind, a kind that contradicts the resource
 or the object) is denied with code 400, never allowed, whatever the webhook's failurePolicy.
-A well-formed review always gets an answer: allowed, or denied with every violation in one
-message.
+A well-formed review always gets an answer: allowed, or denied with its violations in one
+message (the first few in full, then how many more).
+
+A large body is first read for its size alone (:func:`oversized_review`): the containers and
+volumes of its pod spec are counted without decoding them, and an object over the policy's
+``limits`` is denied before the full decoding and every per-container check that would cost.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from typing import Any
 
 import msgspec
 
-from imagegate.core.decide import Decision, Finding, decide
+from imagegate.core.decide import Decision, Finding, decide, too_large
 from imagegate.core.policy import Policy
 from imagegate.core.records import NO_LOOKUPS, Lookups, Mode, Outcome, outcome_of
-from imagegate.core.workloads import WORKLOAD_KINDS
+from imagegate.core.workloads import POD_TEMPLATE_PATHS, WORKLOAD_KINDS, json_pointer
 
 __all__ = [
     "POD_RESOURCES",
@@ -32,6 +36,7 @@ __all__ = [
     "ReviewOutcome",
     "decode_review",
     "internal_error",
+    "oversized_review",
     "request_problem",
     "review",
 ]
@@ -226,6 +231,112 @@ def request_problem(request: AdmissionRequest) -> str | None:
             if problem is not None:
                 return problem
     return None
+
+
+# --- the size of a large review, read without decoding its containers ---------------------
+# Bodies below this are decoded in full at once (under a millisecond); above it the counts come first.
+SIZE_CHECK_BYTES = 64 * 1024
+
+
+class _PodSpecShape(msgspec.Struct, rename="camel"):
+    """A pod spec, or a workload's spec on the way to one: only the lists counted and the way down."""
+
+    containers: list[msgspec.Raw] | None = None  # Raw: each item is skipped over, never decoded
+    init_containers: list[msgspec.Raw] | None = None
+    ephemeral_containers: list[msgspec.Raw] | None = None
+    volumes: list[msgspec.Raw] | None = None
+    template: _TemplateShape | None = None
+    job_template: _TemplateShape | None = None
+
+
+class _TemplateShape(msgspec.Struct):
+    spec: _PodSpecShape | None = None
+
+
+class _MetadataShape(msgspec.Struct, rename="camel"):
+    name: str = ""
+    generate_name: str = ""
+
+
+class _ObjectShape(msgspec.Struct):
+    kind: str = ""
+    metadata: _MetadataShape | None = None
+    spec: _PodSpecShape | None = None
+    template: _TemplateShape | None = None
+
+
+class _RequestShape(msgspec.Struct, rename="camel"):
+    uid: str = ""
+    operation: str = ""
+    kind: GroupVersionKind = GroupVersionKind()
+    resource: GroupVersionResource = GroupVersionResource()
+    sub_resource: str = ""
+    namespace: str = ""
+    name: str = ""
+    object: _ObjectShape | None = None
+    dry_run: bool = False
+
+
+class _ReviewShape(msgspec.Struct, rename="camel"):
+    api_version: str = ""
+    kind: str = ""
+    request: _RequestShape | None = None
+
+
+_shape_decoder = msgspec.json.Decoder(_ReviewShape)
+_ATTRIBUTES = {"spec": "spec", "template": "template", "jobTemplate": "job_template"}
+
+
+def oversized_review(policy: Policy | None, body: bytes) -> tuple[AdmissionRequest, ReviewOutcome] | None:
+    """The denial of a review whose object is over ``policy.limits``, read without decoding its
+    containers and volumes; None when it is not, or when its shape is not one this reading knows
+    (then the full decoding decides, and :func:`decide` counts again from the decoded object)."""
+    if policy is None or len(body) < SIZE_CHECK_BYTES:
+        return None
+    try:
+        shape = _shape_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # ValidationError is a DecodeError
+        return None
+    request, obj = shape.request, shape.request.object if shape.request is not None else None
+    if (
+        request is None
+        or obj is None
+        or not request.uid
+        or request.operation not in ("CREATE", "UPDATE")
+        or shape.api_version != API_VERSION
+        or shape.kind != "AdmissionReview"
+        or not policy.namespaces.governs(request.namespace, None)
+    ):
+        return None
+    path = POD_TEMPLATE_PATHS.get(obj.kind)
+    node: Any = obj
+    for token in path or ():
+        node = getattr(node, _ATTRIBUTES[token], None) if node is not None else None
+    if path is None or not isinstance(node, _PodSpecShape):
+        return None
+    containers = sum(len(items or ()) for items in (node.containers, node.init_containers, node.ephemeral_containers))
+    finding = too_large(policy.limits, obj.kind, json_pointer(path), containers, len(node.volumes or ()))
+    if finding is None:
+        return None
+    metadata = obj.metadata or _MetadataShape()
+    known = AdmissionRequest(
+        uid=request.uid,
+        operation=request.operation,
+        kind=request.kind,
+        resource=request.resource,
+        sub_resource=request.sub_resource,
+        namespace=request.namespace,
+        name=request.name,
+        dry_run=request.dry_run,
+    )
+    decision = Decision(
+        obj.kind, metadata.name or metadata.generate_name, request.namespace, governed=True, findings=(finding,)
+    )
+    extra = {
+        "status": {"code": 403, "reason": "Forbidden", "message": decision.message()},
+        "auditAnnotations": _audit_annotations(decision),
+    }
+    return known, ReviewOutcome(_response(known, False, extra), False, decision)
 
 
 def _response(request: AdmissionRequest, allowed: bool, extra: Mapping[str, Any]) -> bytes:

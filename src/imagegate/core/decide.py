@@ -45,7 +45,16 @@ from imagegate.core.records import (
 )
 from imagegate.core.reference import Reference
 from imagegate.core.signatures import SignatureRule
-from imagegate.core.workloads import POD_TEMPLATE_PATHS, ObjectShapeError, image_uses, json_pointer, pod_specs
+from imagegate.core.workloads import (
+    POD_TEMPLATE_PATHS,
+    ObjectLimits,
+    ObjectShapeError,
+    image_uses,
+    json_pointer,
+    over_limits,
+    pod_specs,
+    spec_counts,
+)
 
 __all__ = [
     "BaseImageVerdict",
@@ -56,6 +65,7 @@ __all__ = [
     "Rule",
     "decide",
     "expiry_notice",
+    "too_large",
 ]
 
 
@@ -69,6 +79,7 @@ class Rule:
     BASE_IMAGE_MISMATCH: Final = "base-image-mismatch"
     BASE_IMAGE_UNVERIFIED: Final = "base-image-unverified"
     MALFORMED_OBJECT: Final = "malformed-object"
+    OBJECT_TOO_LARGE: Final = "object-too-large"
     DISALLOWED_TAG: Final = "disallowed-tag"
     MISSING_TAG: Final = "missing-tag"
     MISSING_DIGEST: Final = "missing-digest"
@@ -207,6 +218,16 @@ class _Judge:
             return ImageVerdict(use, text, allowed_by=f"{allowed_by}; base {verdict.detail}", allowance=allowance), text
         message = f"({text}) is not built on a trusted base image: {verdict.detail}"
         return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_MISMATCH, message, mode)), text
+
+
+def too_large(limits: ObjectLimits, kind: str, pointer: str, containers: int, volumes: int) -> Finding | None:
+    """The finding for a pod spec over the policy's limits, or None. Enforced whatever the policy's
+    mode: the limit protects the webhook (every admission shares it), not a style."""
+    problem = over_limits(limits, pointer, containers, volumes)
+    if problem is None:
+        return None
+    message = f"{kind or 'object'} too large to judge, denied: {problem}"
+    return Finding(ObjectSubject(kind or "object", pointer), Rule.OBJECT_TOO_LARGE, message, Mode.ENFORCE)
 
 
 def expiry_notice(grant: Grant) -> str:
@@ -447,6 +468,11 @@ def decide(
     if not policy.namespaces.governs(namespace, namespace_labels):
         return Decision(kind, name, namespace, governed=False)
     try:
+        # Counted before any per-container work: an object over the limits costs nothing more.
+        for pointer, spec in pod_specs(obj):
+            finding = too_large(policy.limits, kind, pointer, *spec_counts(spec))
+            if finding is not None:
+                return Decision(kind, name, namespace, governed=True, findings=(finding,))
         uses = image_uses(obj)
     except ObjectShapeError as exc:
         bad = ObjectSubject(kind or "object", exc.pointer)

@@ -62,6 +62,7 @@ from imagegate.core.reference import (
     parse_normalized,
 )
 from imagegate.core.signatures import KeylessIdentity, SignatureRule, SignaturesConfig
+from imagegate.core.workloads import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_VOLUMES, LIMIT_BOUNDS, ObjectLimits
 from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
 
 __all__ = [
@@ -250,6 +251,11 @@ class PinningDoc(_Doc):
     namespaces: list[str] = msgspec.field(default_factory=lambda: ["*"])
 
 
+class LimitsDoc(_Doc):
+    max_containers: int = DEFAULT_MAX_CONTAINERS
+    max_volumes: int = DEFAULT_MAX_VOLUMES
+
+
 class PolicyDoc(_Doc):
     api_version: str
     kind: Literal["ImagePolicy"]
@@ -265,6 +271,7 @@ class PolicyDoc(_Doc):
     tags: TagsDoc = msgspec.field(default_factory=TagsDoc)
     signatures: SignaturesDoc = msgspec.field(default_factory=SignaturesDoc)
     attestations: AttestationsDoc = msgspec.field(default_factory=AttestationsDoc)
+    limits: LimitsDoc = msgspec.field(default_factory=LimitsDoc)
 
 
 class GrantsDoc(_Doc):
@@ -488,6 +495,7 @@ class Policy:
     tags: TagRules = field(default_factory=TagRules)
     signatures: SignaturesConfig = field(default_factory=SignaturesConfig)
     attestations: AttestationsConfig = field(default_factory=AttestationsConfig)
+    limits: ObjectLimits = field(default_factory=ObjectLimits)
 
     # classify()'s answers: a policy never changes, so neither do they (not copied by replace())
     _image_classes: dict[str, ImageClass] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -1109,6 +1117,18 @@ def _attestations(doc: LocatedDocument, parsed: AttestationsDoc, policy_mode: Mo
     )
 
 
+def _limits(doc: LocatedDocument, parsed: LimitsDoc) -> ObjectLimits:
+    for key, value in (("maxContainers", parsed.max_containers), ("maxVolumes", parsed.max_volumes)):
+        low, high = LIMIT_BOUNDS[key]
+        if not low <= value <= high:
+            raise doc.error(
+                f"$.limits.{key}",
+                f"{value}: between {low} and {high} (real pods have a handful; each more costs every admission "
+                "in the webhook's process time)",
+            )
+    return ObjectLimits(parsed.max_containers, parsed.max_volumes)
+
+
 def load_identities(text: str, source: str = "<identities>") -> dict[str, Identity]:
     """Parse a tool identities document (namespace -> uid/gid), e.g. a generated ConfigMap."""
     doc = _document(text, source, "ToolIdentities")
@@ -1153,6 +1173,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         tags=_tag_rules(doc, parsed.tags),
         signatures=_signatures(doc, parsed.signatures, parsed.mode),
         attestations=_attestations(doc, parsed.attestations, parsed.mode),
+        limits=_limits(doc, parsed.limits),
     )
     return _assemble(base, _grants(doc, "$.byoc.grants", parsed.byoc.grants))
 

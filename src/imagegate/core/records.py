@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 import msgspec
 
 __all__ = [
+    "MAX_FINDING_LENGTH",
+    "MAX_LISTED_FINDINGS",
+    "MAX_NAME_LENGTH",
     "NO_LOOKUPS",
     "Allowance",
     "BaseImageVerdict",
@@ -32,8 +35,20 @@ __all__ = [
     "SignatureCheck",
     "SignatureVerdict",
     "Subject",
+    "bounded",
     "outcome_of",
 ]
+
+# What one answer or log line may carry of what a tenant wrote (names, images) and of findings:
+# a pod of 20,000 bad containers once made a 10.6 MB denial message.
+MAX_LISTED_FINDINGS = 20  # in a denial message; the rest are counted ("and 19,990 more")
+MAX_FINDING_LENGTH = 512  # one finding's sentence in it
+MAX_NAME_LENGTH = 253  # a name as shown (the API's longest valid name; /mutate sees names before validation)
+
+
+def bounded(text: str, limit: int = MAX_NAME_LENGTH) -> str:
+    """``text``, cut to ``limit`` characters (the cut marked with "...")."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Mode(StrEnum):
@@ -278,13 +293,17 @@ class Decision(msgspec.Struct, frozen=True):
     @property
     def subject(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind} {where}{self.name or '(unnamed)'}"
+        return f"{bounded(self.kind)} {bounded(where)}{bounded(self.name) or '(unnamed)'}"
 
     def message(self) -> str:
-        """One message listing every violation, as the API server shows it to the user."""
+        """One message naming every violation, as the API server shows it to the user: the first
+        :data:`MAX_LISTED_FINDINGS` in full, then how many more (the count is always whole)."""
         if self.allowed:
             return ""
-        count = len(self.violations)
+        violations = self.violations
+        count = len(violations)
         noun = "violation" if count == 1 else "violations"
-        listed = "; ".join(f.message for f in self.violations)
-        return f"imagegate denied {self.subject}: {count} {noun}: {listed}"
+        listed = "; ".join(bounded(f.message, MAX_FINDING_LENGTH) for f in violations[:MAX_LISTED_FINDINGS])
+        if count > MAX_LISTED_FINDINGS:
+            listed += f"; and {count - MAX_LISTED_FINDINGS:,} more"
+        return f"imagegate denied {self.subject}: {count:,} {noun}: {listed}"

@@ -16,14 +16,20 @@ from imagegate.core.records import ImageUse
 __all__ = [
     "CONTAINER_FIELDS",
     "CONTAINER_LISTS",
+    "DEFAULT_MAX_CONTAINERS",
+    "DEFAULT_MAX_VOLUMES",
+    "LIMIT_BOUNDS",
     "POD_TEMPLATE_PATHS",
     "WORKLOAD_KINDS",
     "ImageUse",
+    "ObjectLimits",
     "ObjectShapeError",
     "WorkloadKind",
     "image_uses",
     "json_pointer",
+    "over_limits",
     "pod_specs",
+    "spec_counts",
 ]
 
 
@@ -71,6 +77,40 @@ CONTAINER_FIELDS: tuple[tuple[str, str], ...] = (
 CONTAINER_LISTS: tuple[str, ...] = tuple(field for field, _word in CONTAINER_FIELDS)
 
 
+# How many containers (the three lists together) and volumes one pod spec may have. Real pods
+# have a handful (Toolforge's one or two; a Tekton build pod one per step, about a dozen);
+# Kubernetes sets no limit, and every container costs tens of microseconds of decision (more
+# with pod security), so 20,000 cost seconds: the limit keeps one object's decision within a
+# few milliseconds (docs/deploy.md, "Big objects").
+DEFAULT_MAX_CONTAINERS = 100
+DEFAULT_MAX_VOLUMES = 200
+# What a policy may set them to: at the upper bounds one decision still costs about 10 ms.
+LIMIT_BOUNDS: Mapping[str, tuple[int, int]] = {"maxContainers": (1, 250), "maxVolumes": (1, 500)}
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectLimits:
+    """The policy's ``limits``: what one pod spec may hold before it is denied unjudged."""
+
+    max_containers: int = DEFAULT_MAX_CONTAINERS
+    max_volumes: int = DEFAULT_MAX_VOLUMES
+
+
+def over_limits(limits: ObjectLimits, pointer: str, containers: int, volumes: int) -> str | None:
+    """Why a pod spec with these counts is too large to judge (None: it is not). The one wording."""
+    if containers > limits.max_containers:
+        return (
+            f"the pod spec at {pointer} has {containers:,} containers (containers, initContainers and "
+            f"ephemeralContainers together); at most {limits.max_containers:,} are allowed (policy limits.maxContainers)"
+        )
+    if volumes > limits.max_volumes:
+        return (
+            f"the pod spec at {pointer} has {volumes:,} volumes; at most {limits.max_volumes:,} are allowed "
+            "(policy limits.maxVolumes)"
+        )
+    return None
+
+
 class ObjectShapeError(ValueError):
     """An object whose structure is not what the Kubernetes API allows."""
 
@@ -109,6 +149,18 @@ def pod_specs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]
     if not isinstance(node, dict):
         raise ObjectShapeError(json_pointer(path), f"expected a pod spec object, got {type(node).__name__}")
     yield _POINTERS[kind], node
+
+
+def spec_counts(spec: Mapping[str, Any]) -> tuple[int, int]:
+    """Containers (the three lists together) and volumes of a pod spec; a list of the wrong type counts 0
+    (:func:`image_uses` reports it)."""
+    containers = 0
+    for field in CONTAINER_LISTS:
+        items = spec.get(field)
+        if isinstance(items, list):
+            containers += len(items)
+    volumes = spec.get("volumes")
+    return containers, len(volumes) if isinstance(volumes, list) else 0
 
 
 def _named_list(spec: Mapping[str, Any], field: str, base: str) -> list[Any]:

@@ -31,6 +31,13 @@ decision and send (where each send runs the kernel's TCP path in between), cost 
 third less CPU per request on the benchmark. Answers on one connection still leave in
 request order: anything written directly (an error, ``100 Continue``) or a close first
 sends what is waiting.
+
+Heavy requests (a body of ``heavy_body_bytes`` or more; an ordinary admission review is a few
+KB) never make light ones wait behind more than one of them: they are set aside, and decided
+one per turn of the event loop, each after the light requests that arrived before it. Deciding
+a body costs time in proportion to its size (tens of milliseconds for megabytes), and a batch
+of four big pods once held another tool's review for over a second; now a light request waits
+at most for the one heavy decision in progress when it arrived (``bench/bigpod_bench.py``).
 """
 
 from __future__ import annotations
@@ -85,6 +92,7 @@ class Limits:
     # the client closes an idle connection first: a server-side close can cross a request the
     # client is just sending on it, and Go does not retry a POST that was written.
     keep_alive_timeout: float = 120.0
+    heavy_body_bytes: int = 64 * 1024  # from this size a request is decided in the heavy lane
 
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -181,6 +189,9 @@ class _Connection(asyncio.Protocol):
         self.deadline = 0.0  # for the sweeper: request timeout while receiving, idle timeout otherwise
         self.outgoing: list[bytes] = []  # answers waiting for the end of the batch
         self.scheduled = False  # in the server's next batch
+        self.heavy_bytes = server.limits.heavy_body_bytes
+        self.deferred = False  # in the server's heavy lane: the next request is heavy
+        self.heavy_turn = False  # the lane chose this connection: its next heavy request is decided now
 
     # -- asyncio.Protocol -----------------------------------------------------------
 
@@ -293,7 +304,15 @@ class _Connection(asyncio.Protocol):
 
     def drain(self) -> None:
         while self.queue:
-            item, keep_alive = self.queue.popleft()
+            item, keep_alive = self.queue[0]
+            if isinstance(item, Request) and len(item.body) >= self.heavy_bytes:
+                if not self.heavy_turn:
+                    # Set aside until the lane's turn; later requests on this connection wait in order.
+                    self.flow.pause_reading()
+                    self.server.defer_heavy(self)
+                    return
+                self.heavy_turn = False
+            self.queue.popleft()
             if isinstance(item, Response):
                 self._write(item, keep_alive=False, head_only=False)
                 return
@@ -415,6 +434,41 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._batch: list[_Connection] = []  # connections with requests to answer or answers to send
+        self._heavy: deque[_Connection] = deque()  # connections whose next request is heavy, in arrival order
+        self._heavy_scheduled = False
+
+    def defer_heavy(self, connection: _Connection) -> None:
+        """Put ``connection`` in the heavy lane: its next request is decided on a turn of its own."""
+        if connection.deferred:
+            return
+        connection.deferred = True
+        self._heavy.append(connection)
+        if not self._heavy_scheduled:
+            self._heavy_scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_heavy)
+
+    def _run_heavy(self) -> None:
+        """One heavy request, after the light ones waiting; the next on a later turn of the loop."""
+        self._heavy_scheduled = False
+        if self._batch:
+            self._run_batch()  # what arrived before it goes first
+        while self._heavy:
+            connection = self._heavy.popleft()
+            connection.deferred = False
+            if connection.transport is None or connection.transport.is_closing():
+                continue
+            connection.heavy_turn = True
+            try:
+                connection.drain()
+            finally:
+                connection.heavy_turn = False
+                connection.flush()
+                if connection.waiting is None and not connection.deferred:
+                    connection.flow.resume_reading()
+            break
+        if self._heavy and not self._heavy_scheduled:
+            self._heavy_scheduled = True
+            asyncio.get_running_loop().call_soon(self._run_heavy)
 
     def schedule(self, connection: _Connection) -> None:
         """Put ``connection`` in the batch run at the end of this turn of the event loop."""
@@ -431,7 +485,7 @@ class HttpServer:
             # Decide every waiting request first: answers collect in each connection's
             # outgoing list (the connections are still scheduled, so none is queued again)...
             for connection in batch:
-                if connection.waiting is None and connection.queue:
+                if connection.waiting is None and connection.queue and not connection.deferred:
                     connection.drain()
         finally:
             # ...then send them all.

@@ -49,9 +49,18 @@ from prometheus_client import (
     multiprocess,
 )
 
-from imagegate.core.admission import AdmissionRequest, ReviewError, ReviewOutcome, decode_review, internal_error, review
+from imagegate.core.admission import (
+    SIZE_CHECK_BYTES,
+    AdmissionRequest,
+    ReviewError,
+    ReviewOutcome,
+    decode_review,
+    internal_error,
+    oversized_review,
+    review,
+)
 from imagegate.core.policy import Policy
-from imagegate.core.records import Outcome
+from imagegate.core.records import MAX_LISTED_FINDINGS, Outcome, bounded
 from imagegate.core.report import GRANT_STATES, grant_states
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR
 from imagegate.shell.filewatch import changes
@@ -412,6 +421,14 @@ class WebhookApp:
         endpoint = "mutate" if mutate else "validate"
         started = time.perf_counter()
         try:
+            # A large body is first counted: an object over the limits is denied before it is decoded.
+            early = oversized_review(self.source.current, body)
+        except Exception:  # a bug here only skips the shortcut: the full decoding decides
+            log.exception("size check failed", endpoint=endpoint)
+            early = None
+        if early is not None:
+            return self._answer(early[1], early[0], endpoint, started)
+        try:
             request = decode_review(body)
         except ReviewError as exc:
             self.metrics.child(self.metrics.errors, endpoint, "bad-review").inc()
@@ -468,19 +485,24 @@ class WebhookApp:
             endpoint, result, request.namespace or "-", [(f.rule, f.mode.value) for f in findings], elapsed
         )
         if self._log_decisions:
-            # One line per decision; never the body (env values can hold secrets).
+            # One line per decision, of bounded size (what the tenant wrote is cut, the findings
+            # counted past the first few); never the body (env values can hold secrets).
+            listed = decision.findings if decision is not None else ()
+            shown = [bounded(f"{f.rule}:{f.subject.kind}/{f.subject.name}") for f in listed[:MAX_LISTED_FINDINGS]]
+            if len(listed) > MAX_LISTED_FINDINGS:
+                shown.append(f"and {len(listed) - MAX_LISTED_FINDINGS:,} more")
             log.info(
                 "decision",
                 endpoint=endpoint,
-                uid=request.uid,
-                operation=request.operation,
-                kind=request.kind.kind,
-                subresource=request.sub_resource or None,
-                namespace=request.namespace,
-                name=request.name or None,
+                uid=bounded(request.uid),
+                operation=bounded(request.operation),
+                kind=bounded(request.kind.kind),
+                subresource=bounded(request.sub_resource) or None,
+                namespace=bounded(request.namespace),
+                name=bounded(request.name) or None,
                 dry_run=request.dry_run,
                 result=result,
-                findings=[f"{f.rule}:{f.subject.kind}/{f.subject.name}" for f in decision.findings] if decision else [],
+                findings=shown,
                 patched=outcome.patched,
                 ms=round(elapsed * 1000, 3),
             )
@@ -559,7 +581,12 @@ async def _serve(app: WebhookApp, settings: ServerSettings, sock: socket.socket 
     if sock is None:
         sock = _listening_socket(settings.host, settings.port, shared=settings.workers > 1)
     await app.startup(tls_context)
-    limits = Limits(max_body_bytes=settings.max_body_bytes, request_timeout=settings.request_timeout)
+    # A review big enough to be counted before it is decoded is also decided in the heavy lane.
+    limits = Limits(
+        max_body_bytes=settings.max_body_bytes,
+        request_timeout=settings.request_timeout,
+        heavy_body_bytes=SIZE_CHECK_BYTES,
+    )
     log.info("serving", url=f"https://{settings.host}:{settings.port}", workers=settings.workers)
     try:
         await HttpServer(app, limits, tls_context).serve(sock, stop, grace=SHUTDOWN_GRACE_SECONDS)
