@@ -3,9 +3,11 @@
 The package's ``src/imagegate/policies/toolforge.yaml`` is the one document; deploy/base's
 policy ConfigMap and the chart's ``files/policy.yaml`` carry it verbatim, and
 tests/test_toolforge.py fails when they drift. It also writes what `imagegate webhooks` prints
-for it: deploy/base/webhooks.yaml and the chart's ``files/mutate-condition.cel``
-(tests/test_webhook_conditions.py fails when they drift). Run ``python scripts/sync_policy.py`` after
-editing the policy.
+for it (deploy/base/webhooks.yaml), and the chart's conditions: ``files/template-changed.cel``
+and one ``files/needs-mutation/SCOPE.cel`` per mutation scope, of which the chart picks the
+one its rendered policy has (tests/test_webhook_conditions.py and tests/test_chart.py fail
+when they drift). Run ``python scripts/sync_policy.py`` after editing the policy or
+core/webhooks.py.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ POLICY = ROOT / "src" / "imagegate" / "policies" / "toolforge.yaml"
 CONFIGMAPS = ROOT / "deploy" / "base" / "configmaps.yaml"
 CHART_POLICY = ROOT / "deploy" / "chart" / "imagegate" / "files" / "policy.yaml"
 WEBHOOKS = ROOT / "deploy" / "base" / "webhooks.yaml"
-CHART_CONDITION = ROOT / "deploy" / "chart" / "imagegate" / "files" / "mutate-condition.cel"
+CHART_FILES = ROOT / "deploy" / "chart" / "imagegate" / "files"
 
 # The policy ConfigMap's block: from "  policy.yaml: |" to the document separator.
 _BLOCK_RE = re.compile(r"(  policy\.yaml: \|\n)(.*?)(?=^---$)", re.S | re.M)
@@ -38,13 +40,19 @@ def main() -> int:
     CONFIGMAPS.write_text(configmaps_text(policy, CONFIGMAPS.read_text()))
     CHART_POLICY.write_text(policy)
     # The webhook configurations: the mutating one's needs-mutation condition follows the policy.
-    for args, target in (([], WEBHOOKS), (["--mutate-condition"], CHART_CONDITION)):
-        made = subprocess.run(
-            [sys.executable, "-m", "imagegate", "webhooks", "-p", str(POLICY), *args],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        target.write_text(made.stdout)
-    written = (CONFIGMAPS, CHART_POLICY, WEBHOOKS, CHART_CONDITION)
+    made = subprocess.run(
+        [sys.executable, "-m", "imagegate", "webhooks", "-p", str(POLICY)], check=True, capture_output=True, text=True
+    )
+    WEBHOOKS.write_text(made.stdout)
+    sys.path.insert(0, str(ROOT / "src"))
+    from imagegate.core.webhooks import MUTATION_SCOPES, TEMPLATE_CHANGED, scope_condition  # noqa: PLC0415
+
+    written = [CONFIGMAPS, CHART_POLICY, WEBHOOKS, CHART_FILES / "template-changed.cel"]
+    written[-1].write_text(TEMPLATE_CHANGED + "\n")
+    (CHART_FILES / "needs-mutation").mkdir(exist_ok=True)
+    for scope in MUTATION_SCOPES:
+        written.append(CHART_FILES / "needs-mutation" / f"{scope.name}.cel")
+        written[-1].write_text(scope_condition(scope) + "\n")
     print("wrote " + ", ".join(str(path.relative_to(ROOT)) for path in written))
     return 0
 

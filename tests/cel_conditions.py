@@ -54,8 +54,10 @@ __all__ = [
     "metadata_only_updates",
     "rules_match",
     "sent",
+    "sent_by_configuration",
     "shipped_documents",
     "spec_updates",
+    "template_preserving_updates",
     "webhooks",
 ]
 
@@ -171,6 +173,19 @@ def sent(hook: Webhook, request: Mapping[str, Any]) -> bool:
     return rules_match(hook, request) and all(values)
 
 
+def sent_by_configuration(hooks: Iterable[Webhook], request: Mapping[str, Any]) -> dict[str, bool]:
+    """Per configuration (source and kind/name): whether the API server calls its endpoint for ``request``.
+
+    A configuration has a CREATE and an UPDATE webhook for one endpoint; the request reaches it
+    when one of them is sent. Every condition of every webhook is evaluated (none may error).
+    """
+    found: dict[str, bool] = {}
+    for hook in hooks:
+        key = f"{hook.source}: {hook.configuration}"
+        found[key] = sent(hook, request) or found.get(key, False)
+    return found
+
+
 # --- the requests ---------------------------------------------------------------------
 
 
@@ -270,3 +285,30 @@ def spec_updates(base: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]
 
     yield "image-changed", _update(base, image)
     yield "env-added", _update(base, env)
+
+
+def template_preserving_updates(base: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """UPDATEs that change the spec but not what pods are made of: scaling, suspending, a Pod's
+    tolerations and deadline (the mutable parts of a running Pod's spec besides its images)."""
+    current = base.get("object") if base.get("object") is not None else base.get("oldObject")
+    if not isinstance(current, dict) or _pod_spec(current) is None:
+        return
+    kind = current.get("kind")
+
+    def spec(obj: dict[str, Any]) -> dict[str, Any]:
+        found: dict[str, Any] = obj["spec"]
+        return found
+
+    if kind == "Pod":
+        yield (
+            "toleration-added",
+            _update(base, lambda o: spec(o).setdefault("tolerations", []).append({"operator": "Exists"})),
+        )
+        yield "deadline-set", _update(base, lambda o: spec(o).update(activeDeadlineSeconds=60))
+    elif kind in ("Deployment", "ReplicaSet", "StatefulSet", "ReplicationController"):
+        yield "scaled", _update(base, lambda o: spec(o).update(replicas=int(spec(o).get("replicas", 1)) + 2))
+        yield "scaled-to-zero", _update(base, lambda o: spec(o).update(replicas=0))
+    elif kind == "Job":
+        yield "parallelism", _update(base, lambda o: spec(o).update(parallelism=3))
+    elif kind == "CronJob":
+        yield "suspended", _update(base, lambda o: spec(o).update(suspend=True))

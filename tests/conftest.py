@@ -6,12 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from imagegate.core.admission import POD_RESOURCES
+
+if TYPE_CHECKING:
+    from tests.kube_cluster import KubeCluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFORMANCE = REPO_ROOT.parent / "shared" / "conformance"
@@ -88,3 +92,15 @@ def admission_review(obj: Any, namespace: str = "tool-x", **request: Any) -> dic
             **request,
         },
     }
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """A real kube-apiserver and controller manager v1.32 (tests/kube_cluster.py), one per session.
+
+    Started only when a test asks for it (about 10 s); stopped by its PIDs at the end.
+    """
+    from tests.kube_cluster import start_cluster  # noqa: PLC0415 - lightkube only where a cluster runs
+
+    with start_cluster(tmp_path_factory.mktemp("kube")) as cluster:
+        yield cluster

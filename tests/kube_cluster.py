@@ -1,8 +1,13 @@
-"""A real kube-apiserver (v1.32, ../shared/kube/cluster.sh) for tests and benchmarks.
+"""A real kube-apiserver (v1.32, ../shared/kube/cluster.sh) for tests and benchmarks, and imagegate registered with it.
 
 ``start_cluster(workdir)`` starts etcd, the API server and (unless ``controllers=False``) the
-controller manager on free loopback ports, in a fresh directory, and stops them by their PIDs
-on exit. The API server runs as a real cluster's does where it matters to imagegate:
+controller manager on free loopback ports, in a fresh directory (about 10 s on 2 cores), and
+stops them by their PIDs on exit. The ``kube_cluster`` fixture (tests/conftest.py) starts one
+per test session, only when a test asks for it. :func:`register` puts the shipped webhook
+configurations (tests/shipped.py: deploy/ built, the chart rendered by Helm's engine) in front
+of an ``imagegate serve`` process on loopback (tests/webhook_process.py), changed only in
+``clientConfig``: its URL and ``caBundle``; :func:`decisions` reads which requests reached it.
+No scheduler and no kubelet: pods stay Pending and no image is pulled. The API server runs as a real cluster's does where it matters to imagegate:
 ``--allow-privileged=true`` (kubeadm's default: without it the API server itself refuses every
 privileged container, and a test of how imagegate treats one would prove nothing), and the
 ``MutatingAdmissionPolicy`` feature gate with its ``v1alpha1`` API on, for the native mutating
@@ -11,19 +16,33 @@ path (alpha in 1.32).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
 import socket
 import subprocess
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from lightkube import ApiError, Client
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.resources.admissionregistration_v1 import (
+    MutatingWebhookConfiguration,
+    ValidatingWebhookConfiguration,
+)
+
+from tests.shipped import WEBHOOK_KINDS
+from tests.webhook_process import WebhookProcess
 
 FEATURE_GATES = "ImageVolume=true,MutatingAdmissionPolicy=true"
 APISERVER_ARGS = "--allow-privileged=true --runtime-config=admissionregistration.k8s.io/v1alpha1=true"
+_T = TypeVar("_T")
 
 
 def _cluster_sh() -> Path:
@@ -60,6 +79,15 @@ class KubeCluster:
     @property
     def kubeconfig(self) -> Path:
         return self.directory / "kubeconfig"
+
+    @cached_property
+    def client(self) -> Client:
+        """A lightkube client (admin), as ``imagegate audit`` would use."""
+        return Client(config=KubeConfig.from_file(self.kubeconfig), field_manager="imagegate-tests")
+
+    def log(self, component: str) -> str:
+        """``kube-apiserver``, ``kube-controller-manager`` or ``etcd``'s log."""
+        return (self.directory / "logs" / f"{component}.log").read_text(errors="replace")
 
     @property
     def pids(self) -> dict[str, int]:
@@ -116,3 +144,58 @@ def start_cluster(workdir: Path, *, controllers: bool = True, extra_gates: str =
         yield cluster
     finally:
         subprocess.run(["bash", str(script), "stop", str(workdir)], capture_output=True, timeout=60, check=False)
+
+
+def wait_for(probe: Callable[[], _T | None], timeout: float = 30, every: float = 0.2) -> _T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout}s: {probe}")
+        time.sleep(every)
+
+
+def with_url(configuration: Mapping[str, Any], webhook: WebhookProcess) -> dict[str, Any]:
+    """A shipped webhook configuration pointed at ``webhook``: ``clientConfig`` becomes its URL and ``caBundle``.
+
+    Everything else stays as shipped. cert-manager's annotation goes (nothing injects here).
+    """
+    changed = copy.deepcopy(dict(configuration))
+    changed["metadata"].get("annotations", {}).pop("cert-manager.io/inject-ca-from", None)
+    for hook in changed["webhooks"]:
+        path = hook["clientConfig"]["service"]["path"]
+        hook["clientConfig"] = {"url": f"{webhook.url}{path}", "caBundle": webhook.tls.ca_bundle()}
+    return changed
+
+
+def register(cluster: KubeCluster, configurations: Iterable[Mapping[str, Any]], webhook: WebhookProcess) -> list[str]:
+    """Apply the shipped webhook configurations with ``webhook``'s URL; returns their names."""
+    names = []
+    for configuration in configurations:
+        assert configuration["kind"] in WEBHOOK_KINDS, configuration["kind"]
+        cluster.apply(with_url(configuration, webhook), server_side=True)
+        names.append(str(configuration["metadata"]["name"]))
+    return names
+
+
+def unregister(cluster: KubeCluster, names: Iterable[str]) -> None:
+    """Delete the configurations (do it before stopping the webhook for good: they fail closed)."""
+    for name in names:
+        for kind in (MutatingWebhookConfiguration, ValidatingWebhookConfiguration):
+            with suppress(ApiError):
+                cluster.client.delete(kind, name)
+
+
+def decisions(webhook: WebhookProcess) -> list[dict[str, Any]]:
+    """What imagegate received and answered: its decision log lines (JSON), oldest first."""
+    found = []
+    for line in webhook.logs().splitlines():
+        if line.startswith("{"):
+            with suppress(ValueError):
+                record = json.loads(line)
+                if record.get("event") == "decision":
+                    found.append(record)
+    return found

@@ -17,16 +17,21 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from imagegate.core.policy import DEFAULT_POLICY_YAML, load_grants, load_identities, load_policy
-from tests.cel_conditions import captured_requests, evaluate, metadata_only_updates, sent, spec_updates, webhooks
-from tests.conftest import REPO_ROOT
+from tests.cel_conditions import (
+    captured_requests,
+    evaluate,
+    metadata_only_updates,
+    sent_by_configuration,
+    spec_updates,
+    template_preserving_updates,
+    webhooks,
+)
+from tests.shipped import CHART, kustomize_build, one, render_chart
 
-CHART = REPO_ROOT / "deploy" / "chart" / "imagegate"
-BASE = REPO_ROOT / "deploy" / "base"
 KUBERNETES_VERSION = "1.32"  # what the captured API server requests come from
 # cert-manager's kinds are custom resources: kubernetes-validate has no schema for them.
 CUSTOM_KINDS = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")}
@@ -40,43 +45,7 @@ def chart() -> Iterator[helm.Chart]:
 
 
 def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    manifests = chart.render(values=values, name="imagegate", namespace="imagegate", is_install=True)
-    found: list[dict[str, Any]] = []
-    for path, text in sorted(manifests.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        found.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return found
-
-
-def one(documents: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    (found,) = (d for d in documents if d["kind"] == kind and (name is None or d["metadata"]["name"] == name))
-    return found
-
-
-def kustomize_build() -> list[dict[str, Any]]:
-    """What `kubectl kustomize deploy/base` prints, for this kustomization's two transformers.
-
-    The base uses exactly two: ``namespace`` (set on namespaced objects; cluster-scoped ones
-    keep none) and ``labels`` with ``includeSelectors: false`` (metadata labels only, never
-    selectors or pod templates). Checked by hand against kubectl's kustomize v5.5.
-    """
-    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
-    assert set(kustomization) == {"apiVersion", "kind", "namespace", "resources", "labels"}
-    (labels,) = kustomization["labels"]
-    assert labels["includeSelectors"] is False and set(labels) == {"pairs", "includeSelectors"}
-    cluster_scoped = {"Namespace", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
-    built = []
-    for name in kustomization["resources"]:
-        for doc in yaml.safe_load_all((BASE / name).read_text()):
-            if not doc:
-                continue
-            metadata = doc.setdefault("metadata", {})
-            if doc["kind"] not in cluster_scoped:
-                metadata["namespace"] = kustomization["namespace"]
-            metadata["labels"] = {**metadata.get("labels", {}), **labels["pairs"]}
-            built.append(doc)
-    return built
+    return render_chart(chart, values)
 
 
 def without_helm_labels(doc: dict[str, Any]) -> dict[str, Any]:
@@ -173,10 +142,12 @@ def test_availability_webhook_and_resource_values(chart: helm.Chart) -> None:
     assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
     assert one(documents, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
-        (hook,) = one(documents, kind)["webhooks"]
-        assert hook["failurePolicy"] == "Ignore" and hook["timeoutSeconds"] == 10
-        # the release's own namespace is always exempt: imagegate must not gate its own pods
-        assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system", "imagegate"]
+        hooks = one(documents, kind)["webhooks"]
+        assert len(hooks) == 2  # CREATE, UPDATE
+        for hook in hooks:
+            assert hook["failurePolicy"] == "Ignore" and hook["timeoutSeconds"] == 10
+            # the release's own namespace is always exempt: imagegate must not gate its own pods
+            assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system", "imagegate"]
 
 
 @pytest.mark.parametrize(
@@ -215,9 +186,10 @@ def test_self_signed_mode_needs_no_cert_manager(chart: helm.Chart) -> None:
     assert "imagegate.imagegate.svc" in names
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         config = one(documents, kind)
-        assert "annotations" not in config["metadata"]  # nothing for a cainjector to do
-        (hook,) = config["webhooks"]
-        assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+        # nothing for a cainjector to do
+        assert "cert-manager.io/inject-ca-from" not in config["metadata"].get("annotations", {})
+        for hook in config["webhooks"]:
+            assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
 
 
 CAPTURED = captured_requests()
@@ -225,16 +197,16 @@ CAPTURED = captured_requests()
 
 def test_the_charts_match_conditions_never_error_and_skip_metadata_only_updates(chart: helm.Chart) -> None:
     hooks = webhooks(("chart", d) for d in render(chart))
-    assert len(hooks) == 2 and all(hook.conditions for hook in hooks)
-    for hook in hooks:
-        for name, request in CAPTURED:
+    assert len(hooks) == 4 and [bool(hook.conditions) for hook in hooks] == [False, True, False, True]
+    for name, request in CAPTURED:
+        for hook in hooks:
             for condition in hook.conditions:
                 evaluate(condition, request)  # raises ConditionError when it errors
-            for change, update in metadata_only_updates(request):
-                if update["operation"] == "UPDATE" and request.get("subResource") != "ephemeralcontainers":
-                    assert not sent(hook, update), (hook.name, name, change)
-            for change, update in spec_updates(request):
-                assert sent(hook, update), (hook.name, name, change)
+        for change, update in [*metadata_only_updates(request), *template_preserving_updates(request)]:
+            if request.get("subResource") != "ephemeralcontainers":
+                assert not any(sent_by_configuration(hooks, update).values()), (name, change)
+        for change, update in spec_updates(request):
+            assert all(sent_by_configuration(hooks, update).values()), (name, change)
 
 
 def test_helm_lint_finds_nothing_worse_than_advice() -> None:

@@ -58,7 +58,15 @@ WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration
 def test_webhook_configuration(kind: str) -> None:
     (config,) = by_kind(kind)
     assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "imagegate/imagegate-serving"
-    (hook,) = config["webhooks"]
+    create, update = config["webhooks"]
+    assert [r["operations"] for r in create["rules"]] == [["CREATE"]] * len(create["rules"])
+    assert "matchConditions" not in create  # CREATE: always sent (conditions would cost more than they save)
+    assert {op for r in update["rules"] for op in r["operations"]} == {"UPDATE"} and update["matchConditions"]
+    for hook in (create, update):
+        check_webhook(kind, hook)
+
+
+def check_webhook(kind: str, hook: dict[str, Any]) -> None:
     assert hook["failurePolicy"] == "Fail"
     assert hook["sideEffects"] == "None"
     assert hook["admissionReviewVersions"] == ["v1"]
@@ -81,7 +89,8 @@ def test_webhook_configuration(kind: str) -> None:
         "CronJob": ("batch", "cronjobs"),
     }
     assert set(plural) == set(POD_TEMPLATE_PATHS)  # every kind imagegate understands is routed to it
-    assert set(plural.values()) | {("", "pods/ephemeralcontainers")} == resources
+    ephemeral = {("", "pods/ephemeralcontainers")} if "UPDATE" in hook["rules"][0]["operations"] else set()
+    assert set(plural.values()) | ephemeral == resources
 
 
 def test_deployment_is_highly_available_and_least_privileged() -> None:

@@ -1,10 +1,11 @@
 """Every shipped webhook's matchConditions, evaluated with a real CEL implementation.
 
 Against every request kube-apiserver v1.32 really sent (../shared/fixtures/apiserver-v1.32)
-and against metadata-only UPDATEs derived from them: no expression ever errors (an error
-fails closed with failurePolicy Fail: it once blocked every label, annotation and finalizer
-change in tool namespaces); spec changes and every ephemeral-container update are sent;
-metadata-only changes are not.
+and against UPDATEs derived from them: no expression ever errors (an error fails closed with
+failurePolicy Fail: it once blocked every label, annotation and finalizer change in tool
+namespaces); pod spec changes and every ephemeral-container update are sent; metadata-only
+changes and spec changes that leave the pod template alone (scaling) are not. The real API
+server has the last word (tests/test_kube_apiserver.py); this is the fast check of every case.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import cel
 import pytest
 
+from imagegate.core.workloads import CONTAINER_LISTS, POD_TEMPLATE_PATHS
 from tests.cel_conditions import (
     ConditionError,
     MatchCondition,
@@ -24,8 +26,10 @@ from tests.cel_conditions import (
     metadata_only_updates,
     rules_match,
     sent,
+    sent_by_configuration,
     shipped_documents,
     spec_updates,
+    template_preserving_updates,
     webhooks,
 )
 
@@ -74,7 +78,11 @@ def test_the_library_has_the_semantics_the_helper_relies_on() -> None:
 def test_shipped_configurations_are_found() -> None:
     kinds = {hook.configuration.split("/")[0] for hook in SHIPPED}
     assert kinds == {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
-    assert all(hook.conditions for hook in SHIPPED), "every shipped webhook filters with matchConditions"
+    # CREATE webhooks have no conditions (they would cost more than they save); UPDATE ones filter.
+    for hook in SHIPPED:
+        operations = {op for rule in hook.rules for op in rule["operations"]}
+        assert operations in ({"CREATE"}, {"UPDATE"}), hook
+        assert bool(hook.conditions) == (operations == {"UPDATE"}), hook
     assert len(CAPTURED) == 84  # 42 calls, each to the mutating and to the validating webhook
 
 
@@ -89,28 +97,64 @@ def test_the_old_expression_is_caught() -> None:
         sent(broken, labelled)
 
 
-def check(hook: Webhook, request: dict[str, Any]) -> bool:
+def check(request: dict[str, Any]) -> dict[str, bool]:
+    """Per shipped configuration: whether its endpoint is called for ``request``."""
     try:
-        return sent(hook, request)
+        return sent_by_configuration(SHIPPED, request)
     except ConditionError as exc:
-        raise AssertionError(f"{hook}: {exc}") from None
+        raise AssertionError(str(exc)) from None
+
+
+def selected(request: dict[str, Any]) -> set[str]:
+    """The configurations one of whose webhooks' rules select ``request``."""
+    return {f"{hook.source}: {hook.configuration}" for hook in SHIPPED if rules_match(hook, request)}
+
+
+CONFIGURATIONS = {f"{hook.source}: {hook.configuration}" for hook in SHIPPED}
+
+
+def makes_pods_differently(request: dict[str, Any]) -> bool:
+    """What imagegate must see, by another route than the CEL: a CREATE, an ephemeral container,
+    or an UPDATE that changes a Pod's containers or volumes or a workload's pod template."""
+    if request["operation"] != "UPDATE" or request.get("subResource") == "ephemeralcontainers":
+        return True
+    new, old = request["object"], request["oldObject"]
+    path = POD_TEMPLATE_PATHS[new["kind"]]
+    if new["kind"] == "Pod":
+        return any(new["spec"].get(key) != old["spec"].get(key) for key in (*CONTAINER_LISTS, "volumes"))
+    for token in path[:-1]:
+        new, old = new.get(token, {}), old.get(token, {})
+    return bool(new != old)
 
 
 @pytest.mark.parametrize("name", CAPTURED_IDS)
-def test_every_captured_request_is_still_sent(name: str) -> None:
+def test_every_captured_request_that_changes_pods_is_still_sent(name: str) -> None:
     request = dict(CAPTURED)[name]
-    for hook in SHIPPED:
-        assert rules_match(hook, request), f"{hook}: its rules no longer select {name}"
-        assert check(hook, request), f"{hook} would no longer be sent {name}"
+    assert selected(request) == CONFIGURATIONS, f"the rules no longer select {name}"
+    assert check(request) == dict.fromkeys(CONFIGURATIONS, makes_pods_differently(request)), name
+
+
+def test_the_capture_has_updates_of_both_sorts() -> None:
+    updates = [request for _name, request in CAPTURED if request["operation"] == "UPDATE"]
+    assert {makes_pods_differently(request) for request in updates} == {True, False}
 
 
 @pytest.mark.parametrize("name", CAPTURED_IDS)
 def test_metadata_only_updates_are_not_sent(name: str) -> None:
     base = dict(CAPTURED)[name]
     for change, request in metadata_only_updates(base):
-        for hook in SHIPPED:
-            assert rules_match(hook, request)
-            assert not check(hook, request), f"{hook} is sent a {change} UPDATE derived from {name}"
+        assert selected(request) == CONFIGURATIONS
+        assert check(request) == dict.fromkeys(CONFIGURATIONS, False), f"a {change} UPDATE derived from {name}"
+
+
+@pytest.mark.parametrize("name", CAPTURED_IDS)
+def test_updates_that_keep_the_pod_template_are_not_sent(name: str) -> None:
+    """Scaling a ReplicaSet is the controller's UPDATE of spec.replicas: it must not wait for imagegate."""
+    base = dict(CAPTURED)[name]
+    if base.get("subResource") == "ephemeralcontainers":
+        return
+    for change, request in template_preserving_updates(base):
+        assert check(request) == dict.fromkeys(CONFIGURATIONS, False), f"a {change} UPDATE derived from {name}"
 
 
 @pytest.mark.parametrize("name", CAPTURED_IDS)
@@ -118,21 +162,20 @@ def test_spec_changes_are_sent(name: str) -> None:
     changes = list(spec_updates(dict(CAPTURED)[name]))
     assert changes
     for change, request in changes:
-        for hook in SHIPPED:
-            assert check(hook, request), f"{hook} is not sent the {change} UPDATE derived from {name}"
+        assert check(request) == dict.fromkeys(CONFIGURATIONS, True), f"the {change} UPDATE derived from {name}"
 
 
 @pytest.mark.parametrize("name", [n for n in CAPTURED_IDS if "ephemeralcontainers" in n])
 def test_every_ephemeral_container_update_is_sent(name: str) -> None:
     request = copy.deepcopy(dict(CAPTURED)[name])
     assert request["subResource"] == "ephemeralcontainers"
-    for hook in SHIPPED:
-        assert check(hook, request)
-        unchanged = {**request, "object": copy.deepcopy(request["oldObject"])}  # even one that adds nothing
-        assert check(hook, unchanged)
-        for change, metadata_only in metadata_only_updates(request):
-            ephemeral = {**metadata_only, "subResource": "ephemeralcontainers"}
-            assert check(hook, ephemeral), change
+    every = dict.fromkeys(CONFIGURATIONS, True)
+    assert check(request) == every
+    unchanged = {**request, "object": copy.deepcopy(request["oldObject"])}  # even one that adds nothing
+    assert check(unchanged) == every
+    for change, metadata_only in metadata_only_updates(request):
+        ephemeral = {**metadata_only, "subResource": "ephemeralcontainers"}
+        assert check(ephemeral) == every, change
 
 
 @pytest.mark.parametrize("name", CAPTURED_IDS)

@@ -147,21 +147,19 @@ def test_the_checks_and_the_tool_profile_read_a_wrong_typed_value_alike() -> Non
 
 
 def rule_resources(configurations: list[dict[str, Any]]) -> list[set[tuple[str, str, str]]]:
-    """Per webhook: the (group, version, resource) its rules send us, on CREATE."""
-    found = []
-    for configuration in configurations:
-        for hook in configuration["webhooks"]:
-            found.append(
-                {
-                    (group, version, resource)
-                    for rule in hook["rules"]
-                    if "CREATE" in rule["operations"]
-                    for group in rule["apiGroups"]
-                    for version in rule["apiVersions"]
-                    for resource in rule["resources"]
-                }
-            )
-    return found
+    """Per configuration: the (group, version, resource) its rules send us on CREATE."""
+    return [
+        {
+            (group, version, resource)
+            for hook in configuration["webhooks"]
+            for rule in hook["rules"]
+            if "CREATE" in rule["operations"]
+            for group in rule["apiGroups"]
+            for version in rule["apiVersions"]
+            for resource in rule["resources"]
+        }
+        for configuration in configurations
+    ]
 
 
 def test_the_workload_kinds_are_one_list_for_the_webhook_rules_admission_and_audit() -> None:

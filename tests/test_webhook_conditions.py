@@ -26,7 +26,13 @@ from imagegate.core.admission import decode_review, review
 from imagegate.core.decide import decide
 from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, default_policy, load_identities, load_policy
 from imagegate.core.records import Lookups
-from imagegate.core.webhooks import mutation_condition, webhook_configurations
+from imagegate.core.webhooks import (
+    MUTATION_SCOPES,
+    TEMPLATE_CHANGED,
+    mutation_condition,
+    scope_condition,
+    webhook_configurations,
+)
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, pod_specs
 from tests import test_apiserver_replay as replay
 from tests.cel_conditions import Webhook, captured_requests, evaluate, sent, webhooks
@@ -46,8 +52,17 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def mutating_hook(policy: Policy) -> Webhook:
-    (hook,) = (h for h in webhooks(("derived", d) for d in webhook_configurations(policy)) if "mutate" in h.name)
+    """The mutating webhook that has ``needs-mutation``: the UPDATE one (CREATE is always sent)."""
+    (hook,) = (
+        h for h in webhooks(("derived", d) for d in webhook_configurations(policy)) if h.name.startswith("mutate-")
+    )
     return hook
+
+
+def mutate_sent(policy: Policy, request: Mapping[str, Any]) -> bool:
+    """Whether the API server calls /mutate for ``request``: through either mutating webhook."""
+    hooks = webhooks(("derived", d) for d in webhook_configurations(policy))
+    return any([sent(h, request) for h in hooks if h.name.startswith("mutate")])  # every one evaluated
 
 
 def needs_mutation(hook: Webhook, request: Mapping[str, Any]) -> bool:
@@ -81,10 +96,16 @@ def test_the_shipped_files_are_what_the_command_prints() -> None:
     assert (REPO_ROOT / "deploy" / "base" / "webhooks.yaml").read_text() == printed.stdout
     condition = run("webhooks", "--mutate-condition", "-p", str(SHIPPED_POLICY))
     assert condition.returncode == 0, condition.stderr
-    assert (REPO_ROOT / "deploy" / "chart" / "imagegate" / "files" / "mutate-condition.cel").read_text() == (
-        condition.stdout
-    )
+    assert condition.stdout == mutation_condition(default_policy()) + "\n"
     assert run("webhooks").stdout == printed.stdout  # the built-in policy is the shipped one
+    # The chart's conditions: one file per mutation scope (it picks the one of the policy it
+    # renders) and template-changed; scripts/sync_policy.py writes them.
+    files = REPO_ROOT / "deploy" / "chart" / "imagegate" / "files"
+    assert (files / "template-changed.cel").read_text() == TEMPLATE_CHANGED + "\n"
+    shipped = {path.name for path in (files / "needs-mutation").iterdir()}
+    assert shipped == {f"{scope.name}.cel" for scope in MUTATION_SCOPES}
+    for scope in MUTATION_SCOPES:
+        assert (files / "needs-mutation" / f"{scope.name}.cel").read_text() == scope_condition(scope) + "\n"
 
 
 def test_a_bad_policy_file_is_one_error_line(tmp_path: Path) -> None:
@@ -101,8 +122,10 @@ def test_only_the_mutating_webhook_is_skipped() -> None:
         hooks = webhooks(("derived", d) for d in webhook_configurations(policy))
         names = {h.name: [c.name for c in h.conditions] for h in hooks}
         assert names == {
-            "mutate.imagegate.toolforge.org": ["spec-changed", "needs-mutation"],
-            "validate.imagegate.toolforge.org": ["spec-changed"],
+            "mutate.imagegate.toolforge.org": [],
+            "mutate-update.imagegate.toolforge.org": ["template-changed", "needs-mutation"],
+            "validate.imagegate.toolforge.org": [],
+            "validate-update.imagegate.toolforge.org": ["template-changed"],
         }
 
 
@@ -124,17 +147,15 @@ def test_the_condition_follows_the_policy() -> None:
 @pytest.mark.parametrize("name", replay.NAMES)
 def test_every_captured_request_that_mutate_patches_is_sent(name: str) -> None:
     """The capture's own policy (pinning in tool-pin): a patch from /mutate means the condition is true."""
-    hook = mutating_hook(replay.POLICY)
     request = replay.captured("mutating", name)
     response = replay.answer(replay.body("mutating", name), mutate=True, digests=replay.registry_digests(name))
     if "patch" in response:
-        assert sent(hook, request), f"/mutate patches {name} but the API server would not call it"
-    # And for the shipped policy, whatever /mutate answers: the condition never errors.
-    shipped = mutating_hook(default_policy())
+        assert mutate_sent(replay.POLICY, request), f"/mutate patches {name} but the API server would not call it"
+    # And for the shipped policy, whatever /mutate answers: the conditions never error.
     outcome = review(default_policy(), decode_review(replay.body("mutating", name)), now=NOW, mutate=True)
     if outcome.patched:
-        assert sent(shipped, request)
-    sent(shipped, request)
+        assert mutate_sent(default_policy(), request)
+    mutate_sent(default_policy(), request)
 
 
 def test_every_captured_request_keeps_the_condition_from_erroring() -> None:

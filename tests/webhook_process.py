@@ -35,6 +35,8 @@ class WebhookProcess:
     tls: CertificateFiles
     log_path: Path
     clients: list[httpx.Client] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -75,6 +77,13 @@ class WebhookProcess:
             time.sleep(0.1)
         raise AssertionError(f"imagegate not ready in {timeout}s:\n{self.logs()}")
 
+    def restart(self) -> None:
+        """After :meth:`stop`: the same command again, on the same port and certificate; its log appended."""
+        assert self.process.poll() is not None, "stop it first"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        self.wait_ready()
+
     def stop(self) -> int:
         for client in self.clients:
             client.close()
@@ -96,11 +105,14 @@ def run_webhook(
     grants: Path | None = None,
     expect_ready: int = 200,
     env: dict[str, str] | None = None,
+    port: int | None = None,
+    tls: CertificateFiles | None = None,
 ) -> Iterator[WebhookProcess]:
-    """``imagegate serve`` on a free loopback port; always stopped on exit."""
-    tls_dir = workdir / "tls"
-    tls = make_certificates(tls_dir, ["localhost", "127.0.0.1"])
-    port = free_port()
+    """``imagegate serve`` on a free loopback port (or ``port``), serving ``tls`` (or a new CA's
+    certificate for 127.0.0.1); always stopped on exit."""
+    if tls is None:
+        tls = make_certificates(workdir / "tls", ["localhost", "127.0.0.1"])
+    port = port or free_port()
     command = [
         sys.executable,
         "-m",
@@ -119,9 +131,10 @@ def run_webhook(
         *args,
     ]
     log_path = workdir / "imagegate.log"
+    environment = {**os.environ, **(env or {})}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    webhook = WebhookProcess(process, port, tls, log_path)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    webhook = WebhookProcess(process, port, tls, log_path, command=command, env=environment)
     try:
         webhook.wait_ready(expect_status=expect_ready)
         yield webhook

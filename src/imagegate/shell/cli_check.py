@@ -213,10 +213,14 @@ WEBHOOKS_HEADER = """\
 # failurePolicy Fail: when imagegate cannot answer, pods are not created (fail closed); the
 # namespaceSelector exempts the control plane and imagegate itself by the immutable
 # kubernetes.io/metadata.name label, which no tenant can set on another namespace.
-# spec-changed (both webhooks) skips UPDATEs that leave the pod-bearing part alone: label,
-# annotation, finalizer, ownerReference and status writes. needs-mutation (the mutating
-# webhook only) skips objects where /mutate has nothing to fill in or pin. Every key read is
-# guarded by has(): an expression error fails closed. Every pods/ephemeralcontainers update is sent.
+# Each configuration has a CREATE webhook without matchConditions (they would cost the API
+# server more than they save) and an UPDATE webhook with them: template-changed (both) sends
+# only UPDATEs that change a Pod's containers or volumes or a workload's pod template, so
+# label, annotation, finalizer, status and replica writes never wait for imagegate;
+# needs-mutation (mutate-update only) skips objects where /mutate has nothing to fill in or
+# pin under this policy (its fingerprint is the annotation; /readyz reports the served
+# policy's). Every key read is guarded by has(): an expression error fails closed. Every
+# pods/ephemeralcontainers update is sent.
 """
 
 

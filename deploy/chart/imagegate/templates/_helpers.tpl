@@ -26,3 +26,106 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "imagegate.serviceHost" -}}
 {{ include "imagegate.fullname" . }}.{{ .Release.Namespace }}.svc
 {{- end -}}
+
+{{/*
+"base" with "override" set over it, key by key into maps: any value the override gives wins,
+false, 0, "" and [] included (sprig's mergeOverwrite skips those, so `mutate: false` would be
+lost). YAML text, as include returns; fromYaml reads it back.
+*/}}
+{{- define "imagegate.merge" -}}
+{{- $merged := deepCopy .base -}}
+{{- range $key, $value := .override -}}
+{{- $current := index $merged $key -}}
+{{- if and (kindIs "map" $value) (kindIs "map" $current) -}}
+{{- $_ := set $merged $key (fromYaml (include "imagegate.merge" (dict "base" $current "override" $value))) -}}
+{{- else -}}
+{{- $_ := set $merged $key $value -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $merged -}}
+{{- end -}}
+
+{{/* "true" when the cluster's API server drops supplementalGroupsPolicy by default (before 1.33: its feature gate is off). */}}
+{{- define "imagegate.dropsGroupsPolicy" -}}
+{{- if semverCompare "<1.33.0-0" .Capabilities.KubeVersion.Version -}}true{{- end -}}
+{{- end -}}
+
+{{/* The built-in policy with policy.trusted and policy.override set over it, as YAML text (comments lost). */}}
+{{- define "imagegate.policyFromValues" -}}
+{{- $document := fromYaml (.Files.Get "files/policy.yaml") -}}
+{{- if .Values.policy.trusted -}}
+{{- $_ := set $document "trusted" .Values.policy.trusted -}}
+{{- end -}}
+{{- if .Values.policy.override -}}
+{{- $document = fromYaml (include "imagegate.merge" (dict "base" $document "override" .Values.policy.override)) -}}
+{{- end -}}
+{{- toYaml $document -}}
+{{- end -}}
+
+{{/* "true" when this release sets whenDropped: warn: the cluster drops the field, the policy has a tool profile, the values leave whenDropped unset. */}}
+{{- define "imagegate.groupsPolicyFitted" -}}
+{{- $set := dig "podSecurity" "toolProfile" "supplementalGroupsPolicy" "whenDropped" "" (.Values.policy.override | default dict) -}}
+{{- if and (include "imagegate.dropsGroupsPolicy" .) (not $set) -}}
+{{- $settings := index (fromYaml (include "imagegate.policyFromValues" .)) "podSecurity" -}}
+{{- if kindIs "map" $settings -}}
+{{- if kindIs "map" (index $settings "toolProfile") -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The policy this release serves, as YAML text: files/policy.yaml (the built-in Toolforge
+policy, verbatim) with policy.trusted and policy.override set over it, and, on a cluster
+that drops supplementalGroupsPolicy (before 1.33), whenDropped: warn unless the values say.
+One template for the policy ConfigMap and for the webhooks' needs-mutation condition, so the
+condition follows the document that is served.
+*/}}
+{{- define "imagegate.policy" -}}
+{{- $fitted := include "imagegate.groupsPolicyFitted" . -}}
+{{- if or .Values.policy.trusted .Values.policy.override $fitted -}}
+{{- $document := fromYaml (include "imagegate.policyFromValues" .) -}}
+{{- $header := "# the built-in Toolforge policy with this release's values\n" -}}
+{{- if $fitted -}}
+{{- $groups := dict "toolProfile" (dict "supplementalGroupsPolicy" (dict "whenDropped" "warn")) -}}
+{{- $document = fromYaml (include "imagegate.merge" (dict "base" $document "override" (dict "podSecurity" $groups))) -}}
+{{- $header = printf "%s# whenDropped: warn: Kubernetes %s drops supplementalGroupsPolicy (see the release notes)\n" $header .Capabilities.KubeVersion.Version -}}
+{{- end -}}
+{{- printf "%s%s" $header (toYaml $document) -}}
+{{- else -}}
+{{- .Files.Get "files/policy.yaml" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What /mutate can change under the served policy, named as core/webhooks.py's MutationScope
+("tool-pinning"): the security fields it fills in ("none", "restricted", "tool") and whether
+it pins. The same reading of the policy as mutation_scope(): no podSecurity or mutate: false
+is "none"; a toolProfile (even {}) is "tool"; else "restricted" at any level or override
+level restricted.
+*/}}
+{{- define "imagegate.mutationScope" -}}
+{{- $policy := fromYaml (include "imagegate.policy" .) -}}
+{{- $security := "none" -}}
+{{- $settings := index $policy "podSecurity" -}}
+{{- if kindIs "map" $settings -}}
+{{- if ne (toString (index $settings "mutate")) "false" -}}
+{{- $restricted := eq (toString (index $settings "level" | default "restricted")) "restricted" -}}
+{{- range (index $settings "overrides" | default list) -}}
+{{- if and (kindIs "map" .) (eq (toString (index . "level")) "restricted") -}}
+{{- $restricted = true -}}
+{{- end -}}
+{{- end -}}
+{{- if kindIs "map" (index $settings "toolProfile") -}}
+{{- $security = "tool" -}}
+{{- else if $restricted -}}
+{{- $security = "restricted" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $pinning := index $policy "pinning" -}}
+{{- $pins := false -}}
+{{- if kindIs "map" $pinning -}}
+{{- $pins = eq (toString (index $pinning "enabled")) "true" -}}
+{{- end -}}
+{{- printf "%s%s" $security (ternary "-pinning" "" $pins) -}}
+{{- end -}}

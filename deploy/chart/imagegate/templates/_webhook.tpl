@@ -1,7 +1,13 @@
-{{/* One webhook entry; "kind" is mutate or validate (its name and path). */}}
+{{/*
+One webhook entry. "kind" is mutate or validate (its path), "operation" CREATE or UPDATE: the
+CREATE webhook has no matchConditions (the API server would build a CEL activation for it on
+every pod creation, to learn what is always true there), the UPDATE one has template-changed
+and, when "needsMutation" is given, that condition. The rules and conditions are
+core/webhooks.py's (tests/test_one_source.py and tests/test_chart.py compare).
+*/}}
 {{- define "imagegate.webhook" -}}
 {{- $root := .root }}
-- name: {{ .kind }}.imagegate.toolforge.org
+- name: {{ .kind }}{{ if eq .operation "UPDATE" }}-update{{ end }}.imagegate.toolforge.org
   admissionReviewVersions:
   - v1
   sideEffects: None
@@ -17,42 +23,41 @@
       - {{ . }}
       {{- end }}
       - {{ $root.Release.Namespace }}
+  {{- if eq .operation "UPDATE" }}
   matchConditions:
-  - name: spec-changed
-    # Every key read is guarded by has(): the API server omits request.subResource on a plain
-    # UPDATE, and an expression error fails closed (it would refuse every label change).
-    expression: |-
-      request.operation != 'UPDATE'
-      || (has(request.subResource) && request.subResource == 'ephemeralcontainers')
-      || (has(object.spec) ? !has(oldObject.spec) || object.spec != oldObject.spec
-      : has(object.template) ? !has(oldObject.template) || object.template != oldObject.template
-      : true)
-  {{- if eq .kind "mutate" }}
-  # Skips objects where /mutate has nothing to fill in or pin: `imagegate webhooks
-  # --mutate-condition -p POLICY` made it for the shipped policy; regenerate it for another.
+  # Sends only UPDATEs that change a Pod's containers or volumes or a workload's pod template:
+  # label, annotation, finalizer, status and replica writes never wait for imagegate. Every
+  # key read is guarded by has(): an expression error fails closed.
+  - name: template-changed
+    expression: {{ $root.Files.Get "files/template-changed.cel" | trimSuffix "\n" | toJson }}
+  {{- with .needsMutation }}
+  # Skips objects where /mutate has nothing to fill in or pin under the policy this release
+  # serves (files/needs-mutation/, picked by imagegate.mutationScope).
   - name: needs-mutation
-    expression: {{ $root.Files.Get "files/mutate-condition.cel" | trimSuffix "\n" | toJson }}
+    expression: {{ . | toJson }}
   {{- end }}
-  # core/webhooks.py makes the same rules from core/workloads.py (tests/test_one_source.py compares)
+  {{- end }}
   rules:
   - apiGroups: ['']
     apiVersions: [v1]
-    operations: [CREATE, UPDATE]
+    operations: [{{ .operation }}]
     resources: [pods, podtemplates, replicationcontrollers]
     scope: Namespaced
+  {{- if eq .operation "UPDATE" }}
   - apiGroups: ['']
     apiVersions: [v1]
     operations: [UPDATE]
     resources: [pods/ephemeralcontainers]
     scope: Namespaced
+  {{- end }}
   - apiGroups: [apps]
     apiVersions: [v1]
-    operations: [CREATE, UPDATE]
+    operations: [{{ .operation }}]
     resources: [deployments, replicasets, statefulsets, daemonsets]
     scope: Namespaced
   - apiGroups: [batch]
     apiVersions: [v1]
-    operations: [CREATE, UPDATE]
+    operations: [{{ .operation }}]
     resources: [jobs, cronjobs]
     scope: Namespaced
   clientConfig:
@@ -64,4 +69,7 @@
     {{- if .caBundle }}
     caBundle: {{ .caBundle }}
     {{- end }}
+  {{- if eq .kind "mutate" }}
+  reinvocationPolicy: IfNeeded
+  {{- end }}
 {{- end -}}
