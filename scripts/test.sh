@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Real parts the tests start themselves: an OCI registry (htpasswd from apache2-utils), skopeo,
 # chromium to open the HTML report; slapd (and ldap-utils) for `imagegate identities ldap`;
-# nginx and wrk for the benchmarks.
-DEBIAN_PACKAGES=(docker-registry skopeo nginx-light wrk apache2-utils chromium slapd ldap-utils)
+# nginx and wrk for the benchmarks; etcd for the real API server of ../shared/kube (tests/kube_cluster.py).
+DEBIAN_PACKAGES=(docker-registry skopeo nginx-light wrk apache2-utils chromium slapd ldap-utils etcd-server)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -20,7 +20,7 @@ if ((${#missing[@]})); then
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         # The packages start their own services; the tests start their own on loopback.
-        for service in docker-registry nginx slapd; do
+        for service in docker-registry nginx slapd etcd; do
             if command -v service >/dev/null; then service "$service" stop >/dev/null 2>&1 || true; fi
         done
     else
