@@ -137,7 +137,10 @@ def test_kubectl_debug_sysadmin_is_denied_by_imagegate(
             "debug", "-n", NAMESPACE, "pod/debugged", f"--image={IMAGE}", "--profile=sysadmin", check=False
         )
         assert debug.returncode != 0
-        assert 'admission webhook "validate.imagegate.toolforge.org" denied the request' in debug.stderr, debug.stderr
+        # kubectl debug is an UPDATE (pods/ephemeralcontainers): the UPDATE webhook answers
+        assert 'admission webhook "validate-update.imagegate.toolforge.org" denied the request' in debug.stderr, (
+            debug.stderr
+        )
         assert "Invalid value" not in debug.stderr
         restricted = cluster.kubectl(
             "debug", "-n", NAMESPACE, "pod/debugged", f"--image={IMAGE}", "--profile=restricted", check=False
