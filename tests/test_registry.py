@@ -324,7 +324,7 @@ def _behave(kind: str, hits: list[str]) -> Any:
 @pytest.mark.parametrize(
     ("kind", "error_kind", "text"),
     [
-        ("slow", "timeout", "did not answer within"),
+        ("slow", "timeout", "took longer than 1s (registry.timeoutSeconds)"),
         ("500", "http", "HTTP 500"),
         ("429", "not-found", "HTTP 404"),  # retried after Retry-After, then answered
         ("429-long", "rate-limited", "HTTP 429"),
@@ -332,7 +332,7 @@ def _behave(kind: str, hits: list[str]) -> Any:
         ("huge", "too-large", "the limit is"),
         ("redirect-loop", "redirects", "redirects"),
         ("garbage", "malformed", "malformed"),
-        ("token-down", "auth", "unreachable"),
+        ("token-down", "unreachable", "token answer of https://127.0.0.1:1/token"),
     ],
 )
 def test_registry_faults(tmp_path: Path, kind: str, error_kind: str, text: str) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +52,11 @@ from imagegate.shell.registry_auth import (
     DockerConfigCredentials,
     RegistryAuth,
     RegistryError,
+    RegistryErrorKind,
 )
+from imagegate.shell.registry_http import ACCEPT_ENCODING, deadline, read_body, send
 
-__all__ = ["RegistryClient", "RegistryError", "RegistrySettings"]
+__all__ = ["RegistryClient", "RegistryError", "RegistryErrorKind", "RegistrySettings"]
 
 log = structlog.get_logger("imagegate.registry")
 T = TypeVar("T")
@@ -85,28 +86,37 @@ def _api_host(ref: Reference) -> str:
 
 
 class _SingleFlight:
-    """Concurrent callers for the same key share one in-flight call."""
+    """Concurrent callers for the same key share one in-flight call.
+
+    The call runs as a task of its own, which each caller awaits shielded: a caller that stops
+    waiting (its lookup's deadline passed) stops neither the call nor the other callers, and what
+    the call finds is cached for the next. Each request in it has its own deadline, so it ends.
+    """
 
     def __init__(self) -> None:
         self._running: dict[Any, asyncio.Future[Any]] = {}
 
     async def run(self, key: Any, call: Callable[[], Awaitable[T]]) -> T:
         running = self._running.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._running[key] = future
-        try:
-            result = await call()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: nobody else may be waiting
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
+        if running is None:
+            running = asyncio.ensure_future(call())
+            self._running[key] = running
+            running.add_done_callback(lambda done: self._finished(key, done))
+        result: T = await asyncio.shield(running)
+        return result
+
+    def _finished(self, key: Any, done: asyncio.Future[Any]) -> None:
+        if self._running.get(key) is done:
             del self._running[key]
+        if not done.cancelled():
+            done.exception()  # mark retrieved: nobody may be waiting any more
+
+    async def aclose(self) -> None:
+        """Stop the calls nobody waits for any more (the client is closing)."""
+        running = list(self._running.values())
+        for future in running:
+            future.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 # At most this many bytes of tag manifests are kept between a digest lookup and the resolution after it.
@@ -121,21 +131,6 @@ def _body_size(kept: tuple[bytes, str]) -> int:
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
-async def _read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
-    """The decoded body of a streamed ``response``, refused past ``limit`` bytes, declared or not."""
-    declared = response.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RegistryError("too-large", f"{what} is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise RegistryError("too-large", f"{what} is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class RegistryClient:
     """Reads images from OCI registries. One per process; ``aclose()`` when done."""
 
@@ -147,20 +142,21 @@ class RegistryClient:
                 verify = ssl.create_default_context(cafile=str(self.settings.ca_file))
             except (OSError, ssl.SSLError) as exc:
                 reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
-                raise RegistryError("tls", f"cannot use {self.settings.ca_file} as the registry CA: {reason}") from None
+                raise RegistryError(
+                    RegistryErrorKind.TLS, f"cannot use {self.settings.ca_file} as the registry CA: {reason}"
+                ) from None
         self._http = httpx.AsyncClient(
             verify=verify,
             timeout=httpx.Timeout(self.settings.timeout),
-            follow_redirects=True,
-            max_redirects=self.settings.max_redirects,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            headers={"User-Agent": "imagegate"},
+            headers={"User-Agent": "imagegate", "Accept-Encoding": ACCEPT_ENCODING},
         )
         self._auth = RegistryAuth(
             self.settings.credentials,
             self._http,
             token_cache_size=self.settings.token_cache_size,
             hosts=self.settings.cache_size,
+            ca_file=self.settings.ca_file,
         )
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._by_digest: LRUCache[str, ResolvedImage] = LRUCache(self.settings.cache_size)
@@ -174,6 +170,7 @@ class RegistryClient:
         self.fetches: dict[str, int] = {}  # URL path kind -> count, for tests and metrics
 
     async def aclose(self) -> None:
+        await self._flights.aclose()
         await self._http.aclose()
 
     async def __aenter__(self) -> RegistryClient:
@@ -192,77 +189,86 @@ class RegistryClient:
     async def _request(
         self, method: str, host: str, path: str, accept: str = "", *, limit: int = _ERROR_BODY_LIMIT, what: str = ""
     ) -> httpx.Response:
-        """One API request, authorized by :class:`RegistryAuth`; a 429 is retried once within the time budget.
+        """One API request and its whole answer, body read, within ``timeout`` seconds of getting a
+        connection slot for ``host`` (token fetch, redirects and a 429's retry included).
 
-        The body is read as it streams, at most ``limit`` bytes (decoded): a registry that sends
-        no Content-Length, or lies in it, cannot make the webhook hold an unbounded answer.
+        The body is read as it streams, at most ``limit`` bytes (sent and decoded): a registry
+        that sends no Content-Length, lies in it, stalls or trickles cannot make the webhook hold
+        an unbounded answer, or wait for one without end. Every failure is a :class:`RegistryError`.
         """
-        response = await self._send(method, host, path, accept)
-        try:
-            body = await _read_bounded(response, limit, what or f"{host}'s answer for {path}")
-        finally:
-            await response.aclose()
+        what = what or f"answer for {path}"
+        async with (
+            self._semaphore(host),
+            deadline(self.settings.timeout, f"{host}'s whole answer for the {what}", "registry.timeoutSeconds") as ends,
+        ):
+            response = await self._send(method, host, path, accept, what, ends)
+            body = await read_body(response, limit, response.url.netloc.decode("ascii"), what)
         headers = response.headers.copy()
         for decoded in ("Content-Encoding", "Content-Length"):  # the body below is already decoded
             headers.pop(decoded, None)
         return httpx.Response(response.status_code, headers=headers, content=body, request=response.request)
 
-    async def _send(self, method: str, host: str, path: str, accept: str) -> httpx.Response:
-        url = f"https://{host}{path}"
+    async def _send(
+        self, method: str, host: str, path: str, accept: str, what: str, ends: asyncio.Timeout
+    ) -> httpx.Response:
+        """The response to the request, its headers read: authorized as the registry asks, redirects
+        followed (a bounded number, none of their bodies read), a 429 retried once if time allows."""
         headers = {"Accept": accept} if accept else {}
-        deadline = time.monotonic() + self.settings.timeout * 2
+        request = self._http.build_request(method, f"https://{host}{path}", headers=headers)
+        sent = await self._auth.authorize(request)
+        redirects = 0
         retried = False
-        async with self._semaphore(host):
-            while True:
-                try:
-                    request = self._http.build_request(method, url, headers=headers)
-                    response = await self._http.send(request, auth=self._auth, stream=True)
-                except httpx.TooManyRedirects:
+        while True:
+            to = request.url.netloc.decode("ascii")
+            response = await send(self._http, request, to, what, self.settings.ca_file)
+            if response.status_code == 401:
+                await response.aclose()  # only the status and headers are read
+                again = await self._auth.answer(request, response, sent)
+                if again is not None:
+                    sent = again
+                    continue
+                raise await self._refused(host, path, request)
+            if response.next_request is not None:  # a redirect: followed here, its body never read
+                await response.aclose()
+                redirects += 1
+                if redirects > self.settings.max_redirects:
                     raise RegistryError(
-                        "redirects", f"{url}: more than {self.settings.max_redirects} redirects"
-                    ) from None
-                except httpx.TimeoutException:
-                    raise RegistryError("timeout", f"{host} did not answer within {self.settings.timeout}s") from None
-                except httpx.HTTPError as exc:
-                    raise self._transport_error(host, exc) from None
-                if response.status_code in (401, 429):
-                    await response.aclose()  # only the status and headers are read
-                if response.status_code == 401:
-                    user = _basic_user(response.request.headers.get("Authorization", ""))
-                    if user is None:  # Bearer, or nothing sent: did we have credentials at all?
-                        login = await self.settings.credentials.login(host)
-                        user = login.username if login is not None else None
-                    if user is None:
-                        raise RegistryError(
-                            "auth",
-                            f"{host} requires authentication for {path} (HTTP 401) and we have no credentials "
-                            "for it (registry.credentialsFile names a docker config.json)",
-                        )
-                    raise RegistryError("auth", f"{host} refused the credentials of {user!r} for {path} (HTTP 401)")
-                if response.status_code == 429:
-                    wait = _retry_after(response.headers.get("Retry-After"))
-                    if not retried and wait is not None and time.monotonic() + wait < deadline:
-                        retried = True
-                        await asyncio.sleep(wait)
-                        continue
-                    raise RegistryError("rate-limited", f"{host} is rate limiting us (HTTP 429)")
-                return response
+                        RegistryErrorKind.REDIRECTS,
+                        f"https://{host}{path}: more than {self.settings.max_redirects} redirects",
+                    )
+                request = response.next_request
+                sent = await self._auth.authorize(request)
+                continue
+            if response.status_code == 429:
+                await response.aclose()
+                wait = _retry_after(response.headers.get("Retry-After"))
+                until = ends.when()
+                if (
+                    not retried
+                    and wait is not None
+                    and (until is None or asyncio.get_running_loop().time() + wait < until)
+                ):
+                    retried = True
+                    await asyncio.sleep(wait)
+                    continue
+                raise RegistryError(RegistryErrorKind.RATE_LIMITED, f"{host} is rate limiting us (HTTP 429)")
+            return response
 
-    def _transport_error(self, host: str, exc: httpx.HTTPError) -> RegistryError:
-        """What went wrong below HTTP: TLS verification, another TLS failure, or no connection."""
-        cause: BaseException | None = exc
-        while cause is not None and not isinstance(cause, ssl.SSLError):
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            trusted = f"the CA in {self.settings.ca_file}" if self.settings.ca_file else "the system's CAs"
+    async def _refused(self, host: str, path: str, request: httpx.Request) -> RegistryError:
+        """The error for a 401 we have nothing more to answer with: no credentials, or refused ones."""
+        user = _basic_user(request.headers.get("Authorization", ""))
+        if user is None:  # Bearer, or nothing sent: did we have credentials at all?
+            login = await self.settings.credentials.login(host)
+            user = login.username if login is not None else None
+        if user is None:
             return RegistryError(
-                "tls",
-                f"{host}: TLS certificate verification failed ({cause.verify_message}): {trusted} do not vouch for "
-                "it (registry.caFile, or inspect --ca-file, names the CA to trust)",
+                RegistryErrorKind.AUTH,
+                f"{host} requires authentication for {path} (HTTP 401) and we have no credentials "
+                "for it (registry.credentialsFile names a docker config.json)",
             )
-        if isinstance(cause, ssl.SSLError):
-            return RegistryError("tls", f"{host}: the TLS handshake failed: {cause.reason or cause}")
-        return RegistryError("unreachable", f"{host} is unreachable: {exc!r}")
+        return RegistryError(
+            RegistryErrorKind.AUTH, f"{host} refused the credentials of {user!r} for {path} (HTTP 401)"
+        )
 
     # -- documents ------------------------------------------------------------------------
 
@@ -271,14 +277,16 @@ class RegistryClient:
             ref, f"manifests/{target}", "manifest", f"manifest of {ref.repository}", ACCEPT_MANIFESTS
         )
         if response is None:
-            raise RegistryError("not-found", f"{_named(ref, target)} does not exist (HTTP 404)")
+            raise RegistryError(RegistryErrorKind.NOT_FOUND, f"{_named(ref, target)} does not exist (HTTP 404)")
         body = response.content
         # a digest holds a colon, a tag never does (cosign's sha256-<hex>.sig is a tag)
         expected = target if ":" in target else response.headers.get("Docker-Content-Digest") or digest_of(body)
         try:
             verify_digest(body, expected)
         except OciError as exc:
-            raise RegistryError("digest-mismatch", f"manifest of {_named(ref, target)}: {exc}") from None
+            raise RegistryError(
+                RegistryErrorKind.DIGEST_MISMATCH, f"manifest of {_named(ref, target)}: {exc}"
+            ) from None
         return body, expected, response.headers.get("Content-Type", "")
 
     async def _document(
@@ -294,13 +302,14 @@ class RegistryClient:
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise RegistryError("http", f"{host} answered HTTP {response.status_code} for the {about}")
+            raise RegistryError(RegistryErrorKind.HTTP, f"{host} answered HTTP {response.status_code} for the {about}")
         return response
 
     async def _blob(self, ref: Reference, descriptor: Descriptor, limit: int) -> bytes:
         if descriptor.size > limit:
             raise RegistryError(
-                "too-large", f"blob {descriptor.digest[:19]} is {descriptor.size} bytes; the limit is {limit}"
+                RegistryErrorKind.TOO_LARGE,
+                f"blob {descriptor.digest[:19]} is {descriptor.size} bytes; the limit is {limit}",
             )
         host = _api_host(ref)
         response = await self._request(
@@ -309,13 +318,13 @@ class RegistryClient:
         self.fetches["blob"] = self.fetches.get("blob", 0) + 1
         if response.status_code != 200:
             raise RegistryError(
-                "http", f"{host} answered HTTP {response.status_code} for blob {descriptor.digest[:19]}"
+                RegistryErrorKind.HTTP, f"{host} answered HTTP {response.status_code} for blob {descriptor.digest[:19]}"
             )
         body = response.content
         try:
             verify_digest(body, descriptor.digest)
         except OciError as exc:
-            raise RegistryError("digest-mismatch", f"blob of {ref.repository}: {exc}") from None
+            raise RegistryError(RegistryErrorKind.DIGEST_MISMATCH, f"blob of {ref.repository}: {exc}") from None
         return body
 
     async def _platform_image(
@@ -432,9 +441,9 @@ class RegistryClient:
             try:
                 image = await self._fetch(ref, digest)
             except RefusedImageError as exc:
-                raise RegistryError("refused", str(exc)) from None
+                raise RegistryError(RegistryErrorKind.REFUSED, str(exc)) from None
             except OciError as exc:
-                raise RegistryError("malformed", str(exc)) from None
+                raise RegistryError(RegistryErrorKind.MALFORMED, str(exc)) from None
             self._by_digest[f"{ref.repository}@{image.digest}"] = image
             return image
 
@@ -451,7 +460,7 @@ class RegistryClient:
         try:
             return await self._manifest(ref, target)
         except RegistryError as exc:
-            if exc.kind == "not-found":
+            if exc.kind is RegistryErrorKind.NOT_FOUND:
                 return None
             raise
 
@@ -481,12 +490,12 @@ class RegistryClient:
                 ref, path.removeprefix(f"/v2/{ref.path}/"), "tags", f"tags of {ref.repository}"
             )
             if response is None:
-                raise RegistryError("not-found", f"{ref.repository} does not exist (HTTP 404)")
+                raise RegistryError(RegistryErrorKind.NOT_FOUND, f"{ref.repository} does not exist (HTTP 404)")
             body = response.content
             try:
                 listing = msgspec.json.decode(body, type=_TagList)
             except msgspec.DecodeError as exc:
-                raise RegistryError("malformed", f"tag list of {ref.repository}: {exc}") from None
+                raise RegistryError(RegistryErrorKind.MALFORMED, f"tag list of {ref.repository}: {exc}") from None
             found.extend(listing.tags or ())
             link = response.headers.get("Link", "")
             path = _next_page(link, ref)

@@ -1,4 +1,4 @@
-"""Who we are to a registry: credentials, challenges, Bearer tokens, as an ``httpx.Auth`` flow.
+"""Who we are to a registry: credentials, challenges, Bearer tokens.
 
 The flow is the one distribution, Docker Hub, Harbor and ghcr speak: a request goes out
 with what we already know for its host (a cached token, or Basic credentials); a ``401``
@@ -15,6 +15,9 @@ credentials are sent once more. A second refusal goes back to the caller as the 
   recently used go first), each until shortly before it expires: ``expires_in`` (60 s when
   absent, as the distribution token spec says) counted from ``issued_at`` when the token
   server says when that was.
+* A token server's answer is read as every registry answer is (``shell/registry_http.py``:
+  bounded, every failure a named kind), within the deadline of the request that needs it; a
+  token server answers directly (its redirects are not followed).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Generator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -36,7 +39,8 @@ from typing import NamedTuple, Protocol
 import httpx
 from cachetools import LRUCache
 
-from imagegate.shell.registry_errors import RegistryError
+from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
+from imagegate.shell.registry_http import read_body, send
 
 __all__ = [
     "Challenge",
@@ -45,6 +49,8 @@ __all__ = [
     "Login",
     "RegistryAuth",
     "RegistryError",
+    "RegistryErrorKind",
+    "Sent",
     "TokenCache",
     "parse_challenges",
     "token_lifetime",
@@ -92,7 +98,9 @@ class DockerConfigCredentials:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise RegistryError("credentials", f"cannot read registry credentials {path}: {exc}") from None
+            raise RegistryError(
+                RegistryErrorKind.CREDENTIALS, f"cannot read registry credentials {path}: {exc}"
+            ) from None
         auths = data.get("auths") if isinstance(data, dict) else None
         found: dict[str, Login] = {}
         for host, entry in (auths if isinstance(auths, dict) else {}).items():
@@ -103,7 +111,7 @@ class DockerConfigCredentials:
                 try:
                     user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
                 except (binascii.Error, UnicodeDecodeError):
-                    raise RegistryError("credentials", f"{path}: bad 'auth' for {host}") from None
+                    raise RegistryError(RegistryErrorKind.CREDENTIALS, f"{path}: bad 'auth' for {host}") from None
             if user and password:
                 key = _host_key(re.sub(r"^https?://", "", str(host)).split("/")[0])
                 found[key] = Login(str(user), str(password))
@@ -248,7 +256,7 @@ def token_lifetime(answer: Mapping[str, object], now: dt.datetime) -> float:
     return seconds
 
 
-class _Sent(enum.Enum):
+class Sent(enum.Enum):
     """What a request carried."""
 
     NOTHING = enum.auto()
@@ -266,99 +274,110 @@ def _scope_of(path: str) -> str:
     return f"repository:{found.group(1)}:pull" if found else ""
 
 
-async def _bounded_body(response: httpx.Response, limit: int) -> bytes | None:
-    """The body of a streamed response, or ``None`` once it is longer than ``limit`` (not read further)."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
+class RegistryAuth:
+    """Who we are to each registry: the header a request carries, and what a ``401`` asks for.
 
-
-class RegistryAuth(httpx.Auth):
-    """The auth flow for every request of a :class:`~imagegate.shell.registry.RegistryClient`.
-
-    ``http`` fetches tokens (the client's own, so the same TLS settings and timeouts apply).
-    Token server failures raise :class:`RegistryError` (``auth``). Async clients only: the
-    credential source and the token server are awaited.
+    :class:`~imagegate.shell.registry.RegistryClient` drives it around every request it sends
+    (:meth:`authorize` first, :meth:`answer` on a 401); ``http`` fetches tokens (the client's
+    own, so the same TLS settings apply), within the deadline of the request that needs them.
+    Not an ``httpx.Auth``: httpx reads the body of a refused request whole before retrying it,
+    unbounded. Token server failures raise :class:`RegistryError`.
     """
 
     def __init__(
-        self, credentials: CredentialSource, http: httpx.AsyncClient, *, token_cache_size: int, hosts: int
+        self,
+        credentials: CredentialSource,
+        http: httpx.AsyncClient,
+        *,
+        token_cache_size: int,
+        hosts: int,
+        ca_file: Path | None = None,
     ) -> None:
         self.credentials = credentials
         self.tokens = TokenCache(token_cache_size)
         self._http = http
+        self._ca_file = ca_file
         self._challenges: LRUCache[str, Challenge] = LRUCache(hosts)  # host -> the challenge it last sent
 
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        raise RuntimeError("RegistryAuth works with httpx.AsyncClient only")
+    async def authorize(self, request: httpx.Request) -> Sent:
+        """Put what we already know for the request's host into it (a cached token, Basic credentials)."""
+        host = request.url.netloc.decode("ascii")
+        return await self._authorize(
+            request, host, _scope_of(request.url.path), self._challenges.get(host), fresh=False
+        )
 
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        host, scope = request.url.netloc.decode("ascii"), _scope_of(request.url.path)
-        sent = await self._authorize(request, host, scope, self._challenges.get(host), fresh=False)
-        response = yield request
-        if response.status_code != 401:
-            return
+    async def answer(self, request: httpx.Request, response: httpx.Response, sent: Sent) -> Sent | None:
+        """After a ``401`` to ``request`` (which carried ``sent``): authorize it again as the
+        challenge asks, and say what it now carries; None when there is nothing more to try
+        (the caller reports the 401)."""
         challenges = parse_challenges(response.headers.get_list("WWW-Authenticate"))
         challenge = next((c for c in challenges if c.scheme == "bearer"), None)
         challenge = challenge or next((c for c in challenges if c.scheme == "basic"), None)
-        if challenge is None or sent in (_Sent.FRESH_TOKEN, _Sent.BASIC):
-            return  # nothing we can answer, or our best was refused: the caller gets the 401
+        if challenge is None or sent in (Sent.FRESH_TOKEN, Sent.BASIC):
+            return None  # nothing we can answer, or our best was refused
+        host = request.url.netloc.decode("ascii")
         self._challenges[host] = challenge
-        if await self._authorize(request, host, scope, challenge, fresh=True) is not _Sent.NOTHING:
-            yield request
+        again = await self._authorize(request, host, _scope_of(request.url.path), challenge, fresh=True)
+        return None if again is Sent.NOTHING else again
 
     async def _authorize(
         self, request: httpx.Request, host: str, scope: str, challenge: Challenge | None, *, fresh: bool
-    ) -> _Sent:
+    ) -> Sent:
         """Put what ``challenge`` asks for into ``request``; say what that was."""
         if challenge is None:
-            return _Sent.NOTHING
+            return Sent.NOTHING
         if challenge.scheme == "basic":
             login = await self.credentials.login(host)
             if login is None:
-                return _Sent.NOTHING
+                return Sent.NOTHING
             pair = base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
             request.headers["Authorization"] = f"Basic {pair}"
-            return _Sent.BASIC
+            return Sent.BASIC
         key = (host, challenge.params.get("realm", ""), challenge.params.get("service", ""), scope)
         token = None if fresh else self.tokens.get(key, time.monotonic())
-        sent = _Sent.CACHED_TOKEN
+        sent = Sent.CACHED_TOKEN
         if token is None:
-            token, sent = await self._fetch_token(host, challenge, scope, key), _Sent.FRESH_TOKEN
+            token, sent = await self._fetch_token(host, challenge, scope, key), Sent.FRESH_TOKEN
         request.headers["Authorization"] = f"Bearer {token}"
         return sent
 
     async def _fetch_token(self, host: str, challenge: Challenge, scope: str, key: tuple[str, ...]) -> str:
         realm = challenge.params.get("realm", "")
         if not realm.startswith(("https://", "http://")):
-            raise RegistryError("auth", f"{host} sent a Bearer challenge without a usable realm")
+            raise RegistryError(RegistryErrorKind.AUTH, f"{host} sent a Bearer challenge without a usable realm")
         query = {"scope": scope} if scope else {}
         if service := challenge.params.get("service"):
             query["service"] = service
         login = await self.credentials.login(host)
+        what = f"the token answer of {realm} for {host}"
         try:
-            async with self._http.stream("GET", realm, params=query, auth=login) as response:
-                if response.status_code != 200:
-                    raise RegistryError("auth", f"token server {realm} refused {host} (HTTP {response.status_code})")
-                body = await _bounded_body(response, MAX_TOKEN_ANSWER_BYTES)
-        except httpx.HTTPError as exc:
-            raise RegistryError("auth", f"token server {realm} for {host} is unreachable: {exc!r}") from None
-        if body is None:
-            raise RegistryError("auth", f"token server {realm} answered more than {MAX_TOKEN_ANSWER_BYTES} bytes")
+            request = self._http.build_request("GET", realm, params=query)
+        except httpx.InvalidURL as exc:
+            raise RegistryError(
+                RegistryErrorKind.AUTH, f"{host} sent a Bearer challenge whose realm is not a URL: {exc}"
+            ) from None
+        if login is not None:
+            pair = base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
+            request.headers["Authorization"] = f"Basic {pair}"
+        token_host = request.url.netloc.decode("ascii")
+        # the token server is the registry's: the same kinds of failure, the same bounded reading
+        response = await send(self._http, request, token_host, what, self._ca_file)
+        if response.status_code != 200:
+            await response.aclose()
+            raise RegistryError(
+                RegistryErrorKind.AUTH, f"token server {realm} refused {host} (HTTP {response.status_code})"
+            )
+        body = await read_body(response, MAX_TOKEN_ANSWER_BYTES, token_host, what)
         try:
             answer = json.loads(body)
             token = str(answer.get("token") or answer.get("access_token") or "")
             lifetime = token_lifetime(answer, dt.datetime.now(dt.UTC))
         except (ValueError, AttributeError):
-            raise RegistryError("auth", f"token server {realm} answered something that is not a token") from None
+            raise RegistryError(
+                RegistryErrorKind.AUTH, f"token server {realm} answered something that is not a token"
+            ) from None
         if not token:
-            raise RegistryError("auth", f"token server {realm} answered no token")
+            raise RegistryError(RegistryErrorKind.AUTH, f"token server {realm} answered no token")
         now = time.monotonic()
         self.tokens.put(key, token, now + lifetime - REFRESH_MARGIN_SECONDS, now)
         return token

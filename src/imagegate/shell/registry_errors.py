@@ -1,14 +1,42 @@
-"""The registry client's one exception, apart from the client (httpx): a webhook whose policy needs
-no registry catches and names it without loading the client."""
+"""The registry client's one exception and its kinds, apart from the client (httpx): a webhook whose
+policy needs no registry catches and names it without loading the client."""
 
 from __future__ import annotations
 
-__all__ = ["RegistryError"]
+import enum
+
+__all__ = ["RegistryError", "RegistryErrorKind"]
+
+
+class RegistryErrorKind(enum.StrEnum):
+    """What went wrong, one name per class of failure; the values are stable (logs, metrics labels)."""
+
+    # no answer at all
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"  # a request or a whole lookup past its deadline, a stall or a trickle included
+    # an answer that breaks HTTP itself
+    TRUNCATED = "truncated"  # the connection ended before the body did (its Content-Length, its last chunk)
+    PROTOCOL = "protocol"  # not HTTP/1.1: a malformed chunk, a bad or conflicting Content-Length
+    ENCODING = "encoding"  # a Content-Encoding we did not ask for, or a body that does not decode as it says
+    TLS = "tls"
+    # an answer we cannot use
+    AUTH = "auth"
+    RATE_LIMITED = "rate-limited"
+    HTTP = "http"  # an unexpected status
+    REDIRECTS = "redirects"
+    TOO_LARGE = "too-large"
+    DIGEST_MISMATCH = "digest-mismatch"
+    MALFORMED = "malformed"
+    NOT_FOUND = "not-found"
+    # ours
+    CREDENTIALS = "credentials"  # imagegate's own registry credentials cannot be read
+    REFUSED = "refused"  # the registry answered; imagegate refuses what it says (a nested index, too many entries)
+    NOT_CONTACTED = "not-contacted"  # the policy does not let imagegate ask that registry
 
 
 class RegistryError(Exception):
-    """A registry could not tell us what we asked; ``kind`` is stable for metrics."""
+    """A registry could not tell us what we asked; ``kind`` says which way."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: RegistryErrorKind, message: str) -> None:
         self.kind = kind
         super().__init__(message)

@@ -60,7 +60,7 @@ from imagegate.core.signatures import (
     check_simple_signing_payload,
     judge,
 )
-from imagegate.shell.registry_errors import RegistryError
+from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
 
 if TYPE_CHECKING:
     from sigstore._internal.trust import RekorKeyring
@@ -126,9 +126,9 @@ def _artifact(body: bytes, digest: str, content_type: str, found_by: str, what: 
     try:
         document = parse_manifest(body, content_type)
     except OciError as exc:
-        raise RegistryError("malformed", f"{what}: {exc}") from None
+        raise RegistryError(RegistryErrorKind.MALFORMED, f"{what}: {exc}") from None
     if not isinstance(document, Manifest):
-        raise RegistryError("malformed", f"{what} is an index, not an artifact manifest")
+        raise RegistryError(RegistryErrorKind.MALFORMED, f"{what} is an index, not an artifact manifest")
     kind = document.artifact_type or document.config.media_type
     return Attached(digest, kind, document, found_by)
 
@@ -157,9 +157,9 @@ def _index(body: bytes, what: str) -> Index:
     try:
         document = parse_manifest(body, "application/vnd.oci.image.index.v1+json")
     except OciError as exc:
-        raise RegistryError("malformed", f"{what}: {exc}") from None
+        raise RegistryError(RegistryErrorKind.MALFORMED, f"{what}: {exc}") from None
     if not isinstance(document, Index):
-        raise RegistryError("malformed", f"{what} is a manifest, not an index")
+        raise RegistryError(RegistryErrorKind.MALFORMED, f"{what} is a manifest, not an index")
     return document
 
 

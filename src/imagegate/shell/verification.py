@@ -31,7 +31,7 @@ from imagegate.core.records import NO_LOOKUPS, Lookups, SignatureCheck, Signatur
 from imagegate.core.reference import Reference, parse_docker_ref
 from imagegate.core.signatures import SignatureEvidence, SignatureRule, SignaturesConfig
 from imagegate.shell.policy_source import relative_to_policy
-from imagegate.shell.registry_errors import RegistryError
+from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
 
 if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
     from imagegate.core.oci import ResolvedImage
@@ -159,7 +159,7 @@ class RegistryGate:
         Raises :class:`RegistryError` ``not-contacted`` (before any connection) when it does not.
         """
         if not policy.contact_scope().allows(ref):
-            raise RegistryError("not-contacted", contact_refusal(ref))
+            raise RegistryError(RegistryErrorKind.NOT_CONTACTED, contact_refusal(ref))
         return await self.client(policy.registry).resolve(ref)
 
     async def digest(self, policy: Policy, ref: Reference) -> str:
@@ -168,14 +168,14 @@ class RegistryGate:
         if ref.digest is not None:
             return ref.digest
         if not policy.contact_scope().allows(ref):
-            raise RegistryError("not-contacted", contact_refusal(ref))
+            raise RegistryError(RegistryErrorKind.NOT_CONTACTED, contact_refusal(ref))
         return await self.client(policy.registry).digest(ref)
 
     async def _verdict(self, policy: Policy, reference: str) -> BaseImageVerdict:
         try:
             ref = parse_docker_ref(reference)
             if not policy.contact_scope().allows(ref):  # checked before the bases are refreshed
-                raise RegistryError("not-contacted", contact_refusal(ref))
+                raise RegistryError(RegistryErrorKind.NOT_CONTACTED, contact_refusal(ref))
             await self.refresh_bases(policy)
             image = await self.resolve(policy, ref)
         except RegistryError as exc:
@@ -409,24 +409,27 @@ def _registry_failure(reference: str, exc: RegistryError, what: str, rule: Signa
 
 # Kinds whose message is imagegate's own words about the image (what in an index it refuses, or
 # that it did not ask): told in full, and not a registry failure that registry.onError covers.
-_NOT_A_REGISTRY_FAILURE = frozenset({"refused", "not-contacted"})
+_NOT_A_REGISTRY_FAILURE = frozenset({RegistryErrorKind.REFUSED, RegistryErrorKind.NOT_CONTACTED})
 # What a tenant is told for each other kind: stable words, nothing the network said.
-_TENANT_WORDS = {
-    "not-found": "no such tag or repository (HTTP 404)",
-    "unreachable": "unreachable",
-    "timeout": "timeout",
-    "tls": "TLS error",
-    "auth": "authentication failed",
-    "rate-limited": "rate limited (HTTP 429)",
-    "http": "an unexpected HTTP answer",
-    "redirects": "too many redirects",
-    "too-large": "a document larger than imagegate reads",
-    "digest-mismatch": "content that does not match its digest",
-    "malformed": "a malformed answer",
-    "credentials": "imagegate's registry credentials are unusable",
+TENANT_WORDS: Mapping[RegistryErrorKind, str] = {
+    RegistryErrorKind.NOT_FOUND: "no such tag or repository (HTTP 404)",
+    RegistryErrorKind.UNREACHABLE: "unreachable",
+    RegistryErrorKind.TIMEOUT: "timeout",
+    RegistryErrorKind.TRUNCATED: "an answer cut short",
+    RegistryErrorKind.PROTOCOL: "an answer that is not valid HTTP",
+    RegistryErrorKind.ENCODING: "an answer that does not decode as its Content-Encoding says",
+    RegistryErrorKind.TLS: "TLS error",
+    RegistryErrorKind.AUTH: "authentication failed",
+    RegistryErrorKind.RATE_LIMITED: "rate limited (HTTP 429)",
+    RegistryErrorKind.HTTP: "an unexpected HTTP answer",
+    RegistryErrorKind.REDIRECTS: "too many redirects",
+    RegistryErrorKind.TOO_LARGE: "a document larger than imagegate reads",
+    RegistryErrorKind.DIGEST_MISMATCH: "content that does not match its digest",
+    RegistryErrorKind.MALFORMED: "a malformed answer",
+    RegistryErrorKind.CREDENTIALS: "imagegate's registry credentials are unusable",
 }
 # Registry error kinds that mean "no answer at all", as opposed to an answer we cannot use.
-_UNAVAILABLE = frozenset({"unreachable", "timeout"})
+_UNAVAILABLE = frozenset({RegistryErrorKind.UNREACHABLE, RegistryErrorKind.TIMEOUT})
 
 
 def tenant_reason(reference: str, error: RegistryError) -> str:
@@ -437,12 +440,12 @@ def tenant_reason(reference: str, error: RegistryError) -> str:
     probe of the platform's network. The detail goes to imagegate's log, with the image. The
     one place a :class:`RegistryError` becomes words for a tenant.
     """
-    if error.kind == "refused":  # the registry answered; the answer is what is refused
+    if error.kind is RegistryErrorKind.REFUSED:  # the registry answered; the answer is what is refused
         return f"refused: {error}"
-    if error.kind == "not-contacted":
+    if error.kind is RegistryErrorKind.NOT_CONTACTED:
         return str(error)
     log.warning("registry lookup failed", image=reference, kind=error.kind, error=str(error))
-    words = _TENANT_WORDS.get(error.kind, "error")
+    words = TENANT_WORDS[error.kind]
     if error.kind in _UNAVAILABLE:
         return f"registry unavailable: {words}"
     return f"registry error ({words})"
@@ -450,7 +453,7 @@ def tenant_reason(reference: str, error: RegistryError) -> str:
 
 def pin_failure_note(reference: str, error: RegistryError) -> str:
     """The admission warning for an image left unpinned: what the registry did, in :func:`tenant_reason`'s words."""
-    if error.kind == "not-found":
+    if error.kind is RegistryErrorKind.NOT_FOUND:
         why = "the registry has no such tag or repository (HTTP 404); pulling it will fail too until it is pushed"
         log.info("cannot pin image", image=reference, kind=error.kind, error=str(error))
     else:

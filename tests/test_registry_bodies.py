@@ -1,0 +1,342 @@
+"""Issue 27 items 7 and 8: a registry's answer that breaks while its body streams, or never ends.
+
+A tenant with a grant for a registry it runs controls every byte of its answers. A body cut short
+of its Content-Length, a malformed chunk, a Content-Encoding that lies, headers followed by
+silence, or a body trickled a byte at a time must each be a :class:`RegistryError` of a named kind
+(the policy's ``onError``, pinning's warning), within ``registry.timeoutSeconds`` for the whole
+answer: never an internal error (500, ``imagegate_request_errors_total{reason="internal"}``, exit
+70). The registry here is a real HTTPS server on loopback that misbehaves on purpose, byte by
+byte; each layer is checked: the client, the webhook (``imagegate serve``), ``check --registry``
+and ``inspect``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gzip
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.certs import CertificateFiles, make_certificates
+from imagegate.shell.registry import RegistryClient, RegistryError, RegistryErrorKind, RegistrySettings
+from imagegate.shell.registry_auth import DockerConfigCredentials, Login
+from imagegate.shell.verification import TENANT_WORDS, pin_failure_note, tenant_reason
+from tests.conftest import GRANTS_HEADER, POLICY_HEADER, admission_review, run_imagegate
+from tests.registry_process import fault_handler, https_server
+from tests.test_registry import MANIFEST
+from tests.webhook_process import run_webhook
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+TIMEOUT = 1.0  # registry.timeoutSeconds here: small, so a stall or a trickle costs a second
+TRICKLE = 0.2  # seconds between two bytes of a trickled body: no single read waits long
+
+# Each fault, and the kind the client names it by.
+FAULTS: dict[str, RegistryErrorKind] = {
+    "short": RegistryErrorKind.TRUNCATED,  # fewer bytes than its Content-Length, then the connection ends
+    "chunk-cut": RegistryErrorKind.TRUNCATED,  # a chunked body whose connection ends inside a chunk
+    "bad-chunk": RegistryErrorKind.PROTOCOL,  # a chunk size that is not hexadecimal
+    "two-lengths": RegistryErrorKind.PROTOCOL,  # two Content-Length headers that disagree
+    "gzip-lie": RegistryErrorKind.ENCODING,  # Content-Encoding: gzip on bytes that are not gzip
+    "gzip-cut": RegistryErrorKind.ENCODING,  # a gzip stream without its end
+    "brotli": RegistryErrorKind.ENCODING,  # an encoding imagegate never asks for
+    "gzip-bomb": RegistryErrorKind.TOO_LARGE,  # 64 KiB of gzip that inflates to 64 MiB
+    "stall": RegistryErrorKind.TIMEOUT,  # headers, then nothing
+    "trickle": RegistryErrorKind.TIMEOUT,  # a byte every 0.2 s: no read ever waits a second
+}
+# What the webhook and check are tested with: one of each class of the issue.
+CLASSES = ("short", "bad-chunk", "gzip-lie", "stall", "trickle")
+
+
+@functools.cache
+def _bomb() -> bytes:
+    """64 MiB of spaces as gzip: about 64 KiB on the wire."""
+    return gzip.compress(b" " * (64 * 1024 * 1024), compresslevel=9)
+
+
+@dataclass
+class FaultRegistry:
+    host: str
+    tls: CertificateFiles
+    hits: list[str]
+
+
+def _broken_answer(fault: str) -> tuple[tuple[str, ...], bytes] | None:
+    """The headers and the bytes after them of each fault sent at once (None for the others)."""
+    length = f"Content-Length: {len(MANIFEST)}"
+    chunked = "Transfer-Encoding: chunked"
+    gzipped = "Content-Encoding: gzip"
+    cut = gzip.compress(MANIFEST)[:-8]  # no CRC and length trailer
+    answers = {
+        "short": ((length,), MANIFEST[:20]),
+        "chunk-cut": ((chunked,), b"%x\r\n%s" % (len(MANIFEST), MANIFEST[:20])),
+        "bad-chunk": ((chunked,), b"zz\r\n" + MANIFEST + b"\r\n0\r\n\r\n"),
+        "two-lengths": ((length, f"Content-Length: {len(MANIFEST) + 1}"), MANIFEST),
+        "gzip-lie": ((length, gzipped), MANIFEST),
+        "gzip-cut": ((f"Content-Length: {len(cut)}", gzipped), cut),
+        "brotli": ((length, "Content-Encoding: br"), MANIFEST),
+        "gzip-bomb": ((f"Content-Length: {len(_bomb())}", gzipped), _bomb()),
+    }
+    return answers.get(fault)
+
+
+def _behaviour(stop: threading.Event) -> Any:
+    """The fault is the repository's last segment: ``/v2/<anything>/<fault>/manifests/<tag>``."""
+
+    def behaviour(handler: BaseHTTPRequestHandler) -> None:
+        handler.close_connection = True
+        parts = handler.path.split("/")
+        fault = parts[-3] if len(parts) >= 4 else ""
+        write = handler.wfile.write
+
+        def head(*headers: str) -> None:
+            lines = ["HTTP/1.1 200 OK", f"Content-Type: {OCI_MANIFEST}", "Connection: close", *headers, "", ""]
+            write("\r\n".join(lines).encode())
+
+        length = f"Content-Length: {len(MANIFEST)}"
+        try:
+            if (answer := _broken_answer(fault)) is not None:
+                head(*answer[0])
+                write(answer[1])
+            elif fault == "stall":
+                head(length)
+                stop.wait(20)
+            elif fault == "trickle":
+                head(length)
+                for byte in MANIFEST:
+                    if stop.wait(TRICKLE):
+                        return
+                    write(bytes([byte]))
+            else:
+                write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        except OSError:  # the client hung up: what it should do
+            pass
+
+    return behaviour
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRegistry]:
+    tls = make_certificates(tmp_path_factory.mktemp("faulty") / "tls", ["127.0.0.1"])
+    stop = threading.Event()
+    hits: list[str] = []
+    _bomb()  # made before it is sent, not while the client waits
+    with https_server(fault_handler(_behaviour(stop), hits), tls) as host:
+        try:
+            yield FaultRegistry(host, tls, hits)
+        finally:
+            stop.set()  # the stalled and trickling handlers end
+
+
+def _resolve(registry: FaultRegistry, image: str, **settings: Any) -> RegistryError:
+    async def go() -> None:
+        async with RegistryClient(RegistrySettings(ca_file=registry.tls.ca_cert, timeout=TIMEOUT, **settings)) as c:
+            await c.resolve(parse_docker_ref(f"{registry.host}/{image}"))
+
+    with pytest.raises(RegistryError) as caught:
+        asyncio.run(go())
+    return caught.value
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_every_broken_body_is_a_named_registry_error(faulty: FaultRegistry, fault: str) -> None:
+    started = time.monotonic()
+    error = _resolve(faulty, f"tool-a/{fault}:1")
+    elapsed = time.monotonic() - started
+    assert error.kind is FAULTS[fault], str(error)
+    assert faulty.host in str(error) or "manifest" in str(error)
+    # the whole answer within registry.timeoutSeconds (plus the time to set up and tear down)
+    assert elapsed < TIMEOUT + 2, elapsed
+
+
+def test_a_trickled_body_ends_at_the_requests_deadline(faulty: FaultRegistry) -> None:
+    """No read waits longer than 0.2 s, so httpx's per-read timeout never fires: the request's deadline does."""
+    error = _resolve(faulty, "tool-a/trickle:1")
+    assert error.kind is RegistryErrorKind.TIMEOUT
+    assert f"took longer than {TIMEOUT:g}s (registry.timeoutSeconds)" in str(error)
+
+
+def test_every_kind_has_words_for_a_tenant() -> None:
+    """Each kind a tenant can be told, told in fixed words (refused and not-contacted say their own)."""
+    assert set(TENANT_WORDS) | {RegistryErrorKind.REFUSED, RegistryErrorKind.NOT_CONTACTED} == set(RegistryErrorKind)
+
+
+# --- answers whose bodies httpx itself would read whole -------------------------------------------
+
+
+def _endless_after(status: int, headers: dict[str, str], sent: list[int], stop: threading.Event) -> Any:
+    """Requests without Authorization get ``status`` with an endless chunked body; the others a 404."""
+
+    def behaviour(handler: BaseHTTPRequestHandler) -> None:
+        handler.close_connection = True
+        if "Authorization" in handler.headers or handler.path.endswith("/elsewhere"):
+            handler.wfile.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            return
+        lines = [f"HTTP/1.1 {status} Answer", "Transfer-Encoding: chunked", *(f"{k}: {v}" for k, v in headers.items())]
+        handler.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        piece = b" " * 65536
+        sent.append(0)
+        try:
+            while sent[-1] < 64 * 1024 * 1024 and not stop.is_set():
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent[-1] += len(piece)
+        except OSError:
+            pass
+
+    return behaviour
+
+
+@pytest.mark.parametrize("status", [302, 401])
+def test_a_redirect_or_a_challenge_is_followed_without_reading_its_body(tmp_path: Path, status: int) -> None:
+    """httpx reads a redirect's body, and a refused request's before it retries, whole: endless
+    here. The client follows both itself, reading neither body."""
+    tls = make_certificates(tmp_path / "tls", ["127.0.0.1"])
+    sent: list[int] = []
+    stop = threading.Event()
+    headers = {"Location": "/v2/tool-a/app/manifests/elsewhere"} if status == 302 else {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="test"'
+    with https_server(fault_handler(_endless_after(status, headers, sent, stop), []), tls) as host:
+        credentials = DockerConfigCredentials({host: Login("tool-builder", "pass")})
+        try:
+            error = _resolve(
+                FaultRegistry(host, tls, []), "tool-a/app:1", credentials=credentials, max_manifest_bytes=65536
+            )
+        finally:
+            stop.set()
+    assert error.kind is RegistryErrorKind.NOT_FOUND, str(error)
+    assert sent and max(sent) < 16 * 1024 * 1024, sent
+
+
+# --- the webhook ------------------------------------------------------------------------------------
+
+
+def _policy(registry: FaultRegistry, tmp_path: Path, on_error: str) -> tuple[Path, Path]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        POLICY_HEADER
+        + f"""
+trusted: [{registry.host}/toolforge]
+registry: {{caFile: {registry.tls.ca_cert}, timeoutSeconds: {TIMEOUT}, onError: {on_error}}}
+baseImages: {{trusted: ["{registry.host}/toolforge/base:1"]}}
+pinning: {{enabled: true}}
+"""
+    )
+    grants = tmp_path / "grants.yaml"
+    grants.write_text(
+        GRANTS_HEADER
+        + f"""
+grants:
+  - namespace: tool-a
+    registries: [{registry.host}/tool-a]
+    requireBaseImage: true
+"""
+    )
+    return policy, grants
+
+
+def _reason(image: str, fault: str) -> str:
+    """What a tenant reads about the fault: its kind's fixed words (``tenant_reason``), never the detail."""
+    return tenant_reason(image, RegistryError(FAULTS[fault], "detail for the log"))
+
+
+def _pod(image: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": image}]},
+    }
+
+
+@pytest.mark.parametrize("on_error", ["deny", "allow"])
+def test_the_webhook_answers_by_policy_never_an_internal_error(
+    faulty: FaultRegistry, tmp_path: Path, on_error: str
+) -> None:
+    policy, grants = _policy(faulty, tmp_path, on_error)
+    with run_webhook(tmp_path, policy=policy, grants=grants) as webhook:
+        http = webhook.client()
+        answers = {}
+        for fault in CLASSES:
+            # a trusted image to pin: admitted unpinned, with a warning saying what the registry did
+            trusted = f"{faulty.host}/toolforge/{fault}:1"
+            pinned = http.post("/mutate", json=admission_review(_pod(trusted), "tool-a"))
+            assert pinned.status_code == 200
+            pin = pinned.json()["response"]
+            assert pin["allowed"] is True, (fault, pin)
+            assert "patch" not in pin or trusted not in json.dumps(pin.get("patch")), (fault, pin)
+            assert pin_failure_note(trusted, RegistryError(FAULTS[fault], "")) in pin["warnings"], (fault, pin)
+            # a granted image that must be built on a trusted base: registry.onError decides
+            granted = f"{faulty.host}/tool-a/{fault}:1"
+            answer = http.post("/validate", json=admission_review(_pod(granted), "tool-a"))
+            assert answer.status_code == 200
+            answers[fault] = answer.json()["response"]
+        metrics = http.get("/metrics").text
+        logged = [json.loads(line) for line in webhook.logs().splitlines() if line.startswith("{")]
+    failures = {(e.get("image"), e.get("kind")) for e in logged if e.get("event") == "registry lookup failed"}
+    for fault, response in answers.items():
+        reason = _reason(f"{faulty.host}/tool-a/{fault}:1", fault)
+        assert response.get("status", {}).get("code") != 500, (fault, response)
+        if on_error == "deny":
+            assert response["allowed"] is False, (fault, response)
+            assert f"{reason}; denied by registry.onError: deny" in response["status"]["message"], (fault, response)
+        else:  # admitted unverified; what happened is in imagegate's log (the response carries no warning)
+            assert response["allowed"] is True, (fault, response)
+            assert (f"{faulty.host}/tool-a/{fault}:1", FAULTS[fault].value) in failures, (fault, failures)
+    assert 'imagegate_decisions_total{endpoint="validate"' in metrics  # the counters were read
+    assert 'reason="internal"' not in metrics, metrics
+
+
+# --- the command line ---------------------------------------------------------------------------------
+
+
+def test_check_with_the_registry_denies_by_policy(faulty: FaultRegistry, tmp_path: Path) -> None:
+    policy, grants = _policy(faulty, tmp_path, "deny")
+    pods = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {**_pod(f"{faulty.host}/tool-a/{fault}:1"), "metadata": {"name": fault, "namespace": "tool-a"}}
+            for fault in CLASSES
+        ],
+    }
+    result = run_imagegate(
+        "check", "-", "-p", str(policy), "-g", str(grants), "--registry", "-o", "json", stdin=json.dumps(pods)
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    objects = json.loads(result.stdout)["objects"]
+    for fault, checked in zip(CLASSES, objects, strict=True):
+        assert checked["allowed"] is False
+        (violation,) = checked["violations"]
+        reason = _reason(f"{faulty.host}/tool-a/{fault}:1", fault)
+        assert f"{reason}; denied by registry.onError: deny" in violation["message"], violation
+
+
+@pytest.mark.parametrize("fault", CLASSES)
+def test_inspect_says_what_the_registry_did_in_one_line(faulty: FaultRegistry, tmp_path: Path, fault: str) -> None:
+    policy, _grants = _policy(faulty, tmp_path, "deny")
+    result = run_imagegate("inspect", f"{faulty.host}/tool-a/{fault}:1", "-p", str(policy))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert f"{faulty.host}/tool-a/{fault}:1" in line
+    expected = {
+        RegistryErrorKind.TRUNCATED: "early",
+        RegistryErrorKind.PROTOCOL: "not valid HTTP/1.1",
+        RegistryErrorKind.ENCODING: "Content-Encoding",
+        RegistryErrorKind.TIMEOUT: "took longer than",
+    }[FAULTS[fault]]
+    assert expected in line, line
