@@ -247,8 +247,12 @@ def test_name_patterns() -> None:
     assert account.tool("tools.foo") == "foo" and account.tool("tools.foo.bar") is None
     assert account.tool("toolsxfoo") is None  # the dot is literal
     assert account.tool("tools.Foo") is None and account.tool("tools.-x") is None
-    for bad in ("tools", "{tool}.{tool}"):
+    for bad in ("tools", "{tool}.{tool}", "tools.{namespace}{tool}", "tools.{project}"):
         with pytest.raises(NamePatternError):
+            NamePattern(bad)
+    # the placeholders mean what they mean in the policy: no glob beside one (issue 27)
+    for bad in ("tools.{tool}*", "tool-{tool}?", "tool-[ab]{tool}"):
+        with pytest.raises(NamePatternError, match="beside the glob"):
             NamePattern(bad)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,11 +13,12 @@ from hypothesis import strategies as st
 
 from imagegate.core.decide import decide
 from imagegate.core.patterns import PatternError, parse_pattern, parse_template
-from imagegate.core.placeholders import fill_placeholders
+from imagegate.core.placeholders import GLOB_CHARACTERS, PLACEHOLDERS, fill_placeholders, template_problem
 from imagegate.core.podprofile import HostPathRule
 from imagegate.core.policy import PolicyError, dump_grants, load_grants, load_policy
 from imagegate.core.reference import parse_docker_ref
-from tests.conftest import GRANTS_HEADER, POLICY_HEADER
+from tests.conftest import GRANTS_HEADER, POLICY_HEADER, admission_review, run_imagegate
+from tests.webhook_process import run_webhook
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 POLICY = (
@@ -149,3 +152,109 @@ def test_host_path_tool_placeholder_allows_nothing_outside_tool_namespaces() -> 
     assert rule.resolve("tool-foo") == "/data/project/foo"
     assert rule.resolve("foo") is None
     assert HostPathRule("/srv/{namespace}").resolve("a/b") is None
+
+
+# --- a placeholder beside a glob (issue 27): refused wherever placeholders are taken -----------
+
+GLOB_BESIDE = [
+    "tools-harbor.wmcloud.org/{namespace}*",  # tool-a: tool-ab, tool-a-b
+    "tools-harbor.wmcloud.org/{namespace}-*",
+    "ghcr.io/{tool}?",
+    "ghcr.io/{tool}[a-z]",
+    "ghcr.io/*{tool}",
+    "ghcr.io/org/x{tool}*/app",
+]
+
+
+@pytest.mark.parametrize("entry", GLOB_BESIDE)
+def test_a_placeholder_beside_a_glob_is_refused_in_trusted(entry: str) -> None:
+    with pytest.raises(PolicyError, match="beside the glob character") as raised:
+        load_policy(f"{POLICY_HEADER}trusted:\n  - {entry!r}\n", "policy.yaml")
+    assert raised.value.path == "trusted[0]" and entry in str(raised.value)
+    with pytest.raises(PatternError, match="beside the glob character"):
+        parse_template(entry)
+
+
+@pytest.mark.parametrize("entry", GLOB_BESIDE)
+def test_a_placeholder_beside_a_glob_is_refused_in_grants(entry: str) -> None:
+    text = f"{GRANTS_HEADER}grants:\n  - namespace: tool-a\n    registries: [{entry!r}]\n"
+    with pytest.raises(PolicyError, match="beside the glob character") as raised:
+        load_grants(text, "grants.yaml")
+    assert raised.value.path == "grants[0].registries[0]"
+    inline = f"{POLICY_HEADER}byoc:\n  grants:\n    - namespace: tool-a\n      registries: [{entry!r}]\n"
+    with pytest.raises(PolicyError, match="beside the glob character"):
+        load_policy(inline)
+
+
+@pytest.mark.parametrize("key", ["keys/{tool}*.pub", "keys/{namespace}?.pub", "keys/[{tool}].pub", "keys/{owner}.pub"])
+def test_signed_by_takes_the_same_placeholders(key: str) -> None:
+    text = f"{GRANTS_HEADER}grants:\n  - namespace: tool-a\n    signedBy: {key!r}\n"
+    with pytest.raises(PolicyError) as raised:
+        load_grants(text, "grants.yaml")
+    assert raised.value.path == "grants[0].signedBy"
+    assert "beside the glob character" in str(raised.value) or "the placeholders are" in str(raised.value)
+
+
+def test_a_glob_elsewhere_in_the_entry_stays_allowed() -> None:
+    """Only the segment holding the placeholder matters: the namespace's own subtree may be globbed."""
+    policy = load_policy(f"{POLICY_HEADER}trusted:\n  - 'ghcr.io/{{tool}}/app-*'\n  - '*.example.org/{{tool}}'\n")
+    assert decide(policy, pod("ghcr.io/a/app-web:1"), namespace="tool-a", now=NOW).allowed
+    assert decide(policy, pod("cr.example.org/a/x:1"), namespace="tool-a", now=NOW).allowed
+    assert not decide(policy, pod("ghcr.io/ab/app-web:1"), namespace="tool-a", now=NOW).allowed
+
+
+@given(
+    st.text(alphabet="ab-*?[]", max_size=3),
+    st.sampled_from(PLACEHOLDERS),
+    st.text(alphabet="ab-*?[]!", max_size=3),
+    st.from_regex(r"tool-[a-z0-9]([-a-z0-9]{0,8}[a-z0-9])?", fullmatch=True),
+    st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True),
+)
+def test_a_filled_in_segment_matches_the_namespaces_own_name_and_nothing_else(
+    before: str, placeholder: str, after: str, namespace: str, other: str
+) -> None:
+    """Whatever sits beside a placeholder: the entry is refused at load, or its filled-in segment is
+    one literal name (no other namespace's name, no other string, matches it)."""
+    entry = f"ghcr.io/{before}{placeholder}{after}/app"
+    globbed = bool(GLOB_CHARACTERS & set(before + after))
+    assert (template_problem(entry) is not None) is globbed
+    if globbed:
+        assert fill_placeholders(entry, namespace) is None  # and no caller that forgot the check widens it
+        with pytest.raises(PolicyError):
+            load_policy(f"{POLICY_HEADER}trusted: [{entry!r}]\n")
+        return
+    try:
+        policy = load_policy(f"{POLICY_HEADER}trusted: [{entry!r}]\n")
+    except PolicyError as exc:
+        assert "beside the glob" not in str(exc)  # refused for another reason (an invalid segment)
+        return
+    (pattern,) = policy.trusted.resolved(namespace).patterns
+    own = fill_placeholders(entry, namespace)
+    assert own is not None and not pattern.has_glob
+    segment = own.split("/")[1]
+    assert pattern.matches(parse_docker_ref(f"ghcr.io/{segment}/app:1"))
+    name = other if other != segment else other + "x"
+    assert not pattern.matches(parse_docker_ref(f"ghcr.io/{name}/app:1"))
+
+
+def test_check_and_the_webhook_refuse_a_grant_with_a_glob_beside_a_placeholder(tmp_path: Path) -> None:
+    """As a tool might ask for it: a grant for tool-a reading ghcr.io/{tool}?, to run tool-ab's images."""
+    (tmp_path / "policy.yaml").write_text(f"{POLICY_HEADER}trusted: [docker-registry.svc.toolforge.org]\n")
+    (tmp_path / "grants.yaml").write_text(
+        f"{GRANTS_HEADER}grants:\n  - namespace: tool-a\n    registries: ['ghcr.io/{{tool}}?']\n"
+    )
+    (tmp_path / "pod.yaml").write_text(
+        json.dumps({**pod("ghcr.io/ab/x:1"), "metadata": {"name": "p", "namespace": "tool-a"}})
+    )
+    args = ("-p", str(tmp_path / "policy.yaml"), "--grants", str(tmp_path / "grants.yaml"))
+    checked = run_imagegate("check", str(tmp_path / "pod.yaml"), *args)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert "grants[0].registries[0]" in checked.stderr and "ghcr.io/{tool}?" in checked.stderr
+    with run_webhook(
+        tmp_path, policy=tmp_path / "policy.yaml", grants=tmp_path / "grants.yaml", expect_ready=503
+    ) as webhook:
+        client = webhook.client()
+        answer = client.post("/validate", json=admission_review(pod("ghcr.io/ab/x:1"), "tool-a")).json()["response"]
+        assert not answer["allowed"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "beside the glob character" in ready.text

@@ -216,7 +216,7 @@ def test_host_path_allowlist_and_read_only() -> None:
     pod = plain_pod(
         volumes=[
             {"name": "home", "hostPath": {"path": "/data/project/example", "type": "Directory"}},
-            {"name": "dumps", "hostPath": {"path": "/public/dumps/public"}},
+            {"name": "dumps", "hostPath": {"path": "/public/dumps/"}},
         ]
     )
     pod["spec"]["containers"][0]["volumeMounts"] = [
@@ -224,6 +224,10 @@ def test_host_path_allowlist_and_read_only() -> None:
         {"name": "dumps", "mountPath": "/public/dumps", "readOnly": True},
     ]
     assert run(pod).allowed
+    # a rule admits its path alone (match: exact, the default), never a path below it
+    below = copy.deepcopy(pod)
+    below["spec"]["volumes"][0]["hostPath"]["path"] = "/data/project/example/link"
+    assert "tool-profile:hostPath" in rules(run(below))
     pod["spec"]["containers"][0]["volumeMounts"][1]["readOnly"] = False
     decision = run(pod)
     (finding,) = decision.violations

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from imagegate.core.decide import decide
+from imagegate.core.podprofile import HostPathMatch
 from imagegate.core.policy import DEFAULT_POLICY_YAML, default_policy, load_identities, load_policy
 from tests.conftest import REPO_ROOT, admission_review, run_imagegate
 from tests.webhook_process import run_webhook
@@ -157,6 +158,38 @@ def test_the_webhook_with_no_policy_flag_admits_the_platform_pods(tmp_path: Path
         (borrowed,) = objects(FIXTURES / "denied" / "other-tools-harbor-image.yaml")
         answer = client.post("/validate", json=admission_review(borrowed, namespace="tool-foo")).json()["response"]
         assert not answer["allowed"] and "tools-harbor.wmcloud.org/tool-bar" in answer["status"]["message"]
+        # what a tool must not do, as a tool sends it (hostPaths below volume-admission's mounts among it)
+        for fixture in DENIED:
+            (obj,) = objects(fixture)
+            review = admission_review(obj, namespace=obj["metadata"]["namespace"])
+            answer = client.post("/validate", json=review).json()["response"]
+            assert not answer["allowed"], (fixture.stem, answer)
+            assert f"{_expected_rule(fixture)} " in answer["auditAnnotations"]["findings"], (fixture.stem, answer)
+
+
+# volume-admission's volumes as Toolforge deploys them (wikimedia/cloud-toolforge-volume-admission-controller,
+# deployment/chart/values.yaml `volumes`: path and readOnly), each mounted at exactly that path.
+VOLUME_ADMISSION = {
+    "/public/dumps": True,
+    "/mnt/nfs/dumps-clouddumps1001.wikimedia.org": True,
+    "/mnt/nfs/dumps-clouddumps1002.wikimedia.org": True,
+    "/data/project": False,
+    "/etc/wmcs-project": True,
+    "/data/scratch": False,
+    "/etc/ldap.conf": True,
+    "/etc/ldap.yaml": True,
+    "/etc/novaobserver.yaml": True,
+    "/var/lib/sss/pipes": False,
+}
+
+
+def test_the_built_in_host_paths_are_volume_admissions_mounts_exactly() -> None:
+    settings = default_policy().pod_security
+    assert settings is not None and settings.tool is not None
+    rules = settings.tool.host_paths
+    assert {rule.path: rule.read_only for rule in rules} == VOLUME_ADMISSION
+    # exact: a tool can make a path below one of them a symlink to anywhere on the node
+    assert {rule.match for rule in rules} == {HostPathMatch.EXACT}
 
 
 # --- one document -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from imagegate.core.names import namespace_name_error
+from imagegate.core.placeholders import template_problem
 from imagegate.core.podprofile import MAX_ID, Identity, valid_tool_id
 from imagegate.core.policy import SUPPORTED_API_VERSIONS
 
@@ -42,7 +43,10 @@ class NamePattern:
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.text.count("{tool}") != 1:
+        problem = template_problem(self.text)  # the same placeholders as the policy's, globs refused beside them
+        if problem is not None:
+            raise NamePatternError(problem)
+        if self.text.count("{tool}") != 1 or "{namespace}" in self.text:
             raise NamePatternError(f"{self.text!r}: write the name with exactly one {{tool}}, e.g. tools.{{tool}}")
         before, after = self.text.split("{tool}")
         object.__setattr__(self, "_regex", re.compile(re.escape(before) + _TOOL_NAME + re.escape(after)))

@@ -18,7 +18,8 @@ Entries of ``trusted`` and of a grant's ``registries`` may name the namespace be
 (:mod:`imagegate.core.placeholders`): ``tools-harbor.wmcloud.org/{namespace}`` covers
 ``tools-harbor.wmcloud.org/tool-foo/x`` in ``tool-foo`` only. Such a *template* is checked
 when the policy loads (with a sample name) and resolved once per namespace; the filled-in
-value is a DNS label, so it is one whole segment and never a glob.
+value is a DNS label, and the segment that holds a placeholder may hold no glob character
+(refused at load), so a filled-in segment matches the namespace's own name and nothing else.
 
 Registries on both sides go through :func:`~imagegate.core.reference.canonical_registry`:
 case-insensitive as DNS is, ``:443`` is no port, every Docker Hub alias is ``docker.io``.
@@ -31,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from imagegate.core.placeholders import fill_placeholders, has_placeholder
+from imagegate.core.placeholders import fill_placeholders, has_placeholder, template_problem
 from imagegate.core.reference import (
     ANCHORED_DOMAIN_RE,
     PATH_COMPONENT_RE,
@@ -214,6 +215,9 @@ def parse_template(text: str) -> PatternTemplate:
     first = text.split("/", 1)[0]
     if has_placeholder(first):
         raise PatternError(f"{text!r}: the registry is written out; a placeholder goes in the path")
+    problem = template_problem(text)
+    if problem is not None:
+        raise PatternError(problem)
     filled = fill_placeholders(text, _SAMPLE_NAMESPACE)
     if filled is None:
         raise PatternError(f"{text!r}: the placeholders are {{namespace}} and {{tool}}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
@@ -51,11 +52,13 @@ __all__ = [
     "MAX_ID",
     "POD_MUTATED_FIELDS",
     "TOOL_POD_MUTATED_FIELDS",
+    "HostPathMatch",
     "HostPathRule",
     "Identity",
     "PodProfile",
     "PodSecuritySettings",
     "ToolProfile",
+    "clean_host_path",
     "escalation_refused",
     "mutate_pod",
     "new_ephemeral_containers",
@@ -79,17 +82,47 @@ class Identity:
     gid: int
 
 
+class HostPathMatch(StrEnum):
+    """Which volumes a hostPath rule admits: its path alone, or its path and every path below it.
+
+    ``below`` is unsafe wherever a tenant can write below the path: containerd's CRI and CRI-O
+    resolve symlinks in a hostPath source on the node before the bind mount, so a sub-path a
+    tenant made a symlink (``/data/project/<tool>/x -> /``) mounts its target, the node's root.
+    """
+
+    EXACT = "exact"
+    BELOW = "below"
+
+
 @dataclass(frozen=True, slots=True)
 class HostPathRule:
-    """An allowed hostPath: ``path`` and below; ``{tool}``/``{namespace}`` are filled in."""
+    """An allowed hostPath (``match``: exactly ``path``, or also below it); ``{tool}``/``{namespace}`` are filled in."""
 
     path: str
     read_only: bool = False
+    match: HostPathMatch = HostPathMatch.EXACT
 
     def resolve(self, namespace: str) -> str | None:
         """The path in ``namespace``; ``None`` when a placeholder has no value there (it allows nothing)."""
         filled = fill_placeholders(self.path, namespace)
         return posixpath.normpath(filled) if filled is not None else None
+
+    def describe(self, path: str) -> str:
+        """The rule as a message names it, with its path for the namespace (``path``)."""
+        below = " and below" if self.match is HostPathMatch.BELOW else ""
+        return f"{path}{below}{' (read-only)' if self.read_only else ''}"
+
+
+def _specificity(resolved: tuple[HostPathRule, str]) -> tuple[int, bool]:
+    """Longer paths first; of one path, a read-only rule first: the first rule covering a path decides."""
+    rule, path = resolved
+    return -len(path), not rule.read_only
+
+
+def _covers(rule: HostPathRule, allowed: str, path: str) -> bool:
+    if path == allowed:
+        return True
+    return rule.match is HostPathMatch.BELOW and path.startswith(allowed.rstrip("/") + "/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +144,19 @@ class ToolProfile:
     def applies_to(self, namespace: str) -> bool:
         return any(fnmatchcase(namespace, pattern) for pattern in self.namespaces)
 
+    def host_path_rule(self, namespace: str, path: str) -> tuple[HostPathRule, str] | None:
+        """The rule that decides a (normalized) hostPath in ``namespace``: the most specific that covers it."""
+        return next(
+            ((rule, allowed) for rule, allowed in self.host_path_rules(namespace) if _covers(rule, allowed, path)), None
+        )
+
     def host_path_rules(self, namespace: str) -> tuple[tuple[HostPathRule, str], ...]:
-        """Each allowed hostPath rule with its path for ``namespace`` filled in."""
+        """Each allowed hostPath rule with its path for ``namespace`` filled in, most specific first.
+
+        So the first rule that covers a volume's path is the one that decides: the longest path
+        (``/public/dumps, readOnly`` before ``/public`` and below), and of rules that come to the
+        same path in this namespace, a read-only one. The order written does not matter.
+        """
         found = self._resolved.get(namespace)
         if found is None:
             resolved = []
@@ -120,7 +164,7 @@ class ToolProfile:
                 path = rule.resolve(namespace)
                 if path is not None:
                     resolved.append((rule, path))
-            found = tuple(resolved)
+            found = tuple(sorted(resolved, key=_specificity))
             if len(self._resolved) < _PROFILE_CACHE_SIZE:
                 self._resolved[namespace] = found
         return found
@@ -430,16 +474,17 @@ def _where(name: str | None) -> str:
     return "pod" if name is None else f'container "{name}"'
 
 
-def _within(path: str, allowed: str) -> bool:
-    return path == allowed or path.startswith(allowed.rstrip("/") + "/")
-
-
 @lru_cache(maxsize=4096)
-def _clean_host_path(raw: str) -> str | None:
-    """``raw`` normalized, or ``None`` when it is relative or climbs with ``..`` (paths repeat: remembered)."""
+def clean_host_path(raw: str) -> str | None:
+    """``raw`` as the node names it, or ``None`` when it is relative or climbs with ``..``.
+
+    One normalization for the allowlist's rules and for the volumes judged against them: ``.``,
+    repeated and trailing ``/`` go (``normpath`` keeps a leading ``//``, which Linux reads as
+    ``/``). Paths repeat: remembered.
+    """
     if ".." in raw.split("/") or not raw.startswith("/"):
         return None
-    return posixpath.normpath(raw)
+    return posixpath.normpath("/" + raw.lstrip("/"))
 
 
 def _volume_type_finding(name: str, kind: str) -> CheckResult:
@@ -475,15 +520,15 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
                     found.append(_csi_finding(name, driver, tool))
             continue
         raw = str(as_map(host_path).get("path", ""))
-        path = _clean_host_path(raw)
+        path = clean_host_path(raw)
         if path is None:
             found.append(
                 CheckResult("hostPath", "hostPath", f'volume "{name}" path {raw!r} must be absolute, without ".."')
             )
             continue
-        match = next((rule for rule, allowed in rules if _within(path, allowed)), None)
-        if match is None:
-            allowed_text = ", ".join(f"{path}{' (read-only)' if rule.read_only else ''}" for rule, path in rules)
+        decided = tool.host_path_rule(namespace, path)
+        if decided is None:
+            allowed_text = ", ".join(rule.describe(allowed) for rule, allowed in rules)
             found.append(
                 CheckResult(
                     "hostPath",
@@ -491,8 +536,8 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
                     f'volume "{name}" path {raw!r} is not allowed (allowed: {allowed_text or "none"})',
                 )
             )
-        elif match.read_only:
-            read_only_volumes[name] = match.path
+        elif decided[0].read_only:
+            read_only_volumes[name] = decided[1]
     if read_only_volumes:
         for _field, _index, container in containers(spec):
             for item in as_list(container.get("volumeMounts")):

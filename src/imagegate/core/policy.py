@@ -39,15 +39,17 @@ from imagegate.core.patterns import (
     parse_pattern,
     parse_template,
 )
-from imagegate.core.placeholders import fill_placeholders, has_placeholder
+from imagegate.core.placeholders import fill_placeholders, has_placeholder, template_problem
 from imagegate.core.platforms import PlatformError, parse_platform
 from imagegate.core.podprofile import (
     MAX_ID,
+    HostPathMatch,
     HostPathRule,
     Identity,
     PodSecurityOverride,
     PodSecuritySettings,
     ToolProfile,
+    clean_host_path,
     valid_tool_id,
 )
 from imagegate.core.podsecurity import parse_version
@@ -140,6 +142,7 @@ class ByocDoc(_Doc):
 class HostPathDoc(_Doc):
     path: str
     read_only: bool = False
+    match: HostPathMatch = HostPathMatch.EXACT  # "below" only where no tenant can write (docs/policy.md)
 
 
 class IdentityDoc(_Doc):
@@ -797,6 +800,9 @@ def _grant(doc: LocatedDocument, where: str, grant: GrantDoc) -> Grant:
     if grant.signed_by is not None:
         if not grant.signed_by.strip():
             raise doc.error(f"{where}.signedBy", "an empty path: name a PEM public key file, or leave it out")
+        problem = template_problem(grant.signed_by)
+        if problem is not None:
+            raise doc.error(f"{where}.signedBy", problem)
         signed_by = fill_placeholders(grant.signed_by, grant.namespace)
         if signed_by is None:
             raise doc.error(
@@ -875,15 +881,37 @@ def _identities(doc: LocatedDocument, path: str, identities: Mapping[str, Identi
     return compiled
 
 
+def _host_path_rules(doc: LocatedDocument, path: str, rules: Sequence[HostPathDoc]) -> tuple[HostPathRule, ...]:
+    """The hostPath allowlist: absolute paths, each written once, placeholders as everywhere else."""
+    seen: dict[str, int] = {}
+    compiled = []
+    for index, rule in enumerate(rules):
+        where = f"{path}[{index}].path"
+        written = clean_host_path(rule.path)
+        if written is None:
+            raise doc.error(where, "write an absolute path without '..'")
+        problem = template_problem(rule.path)
+        if problem is not None:
+            raise doc.error(where, problem)
+        if written == "/":
+            raise doc.error(where, "'/' is the node's whole filesystem: name the directories tools may mount")
+        if written in seen:
+            # Two rules for one path would say two things about it (read-write and read-only?).
+            raise doc.error(
+                where, f"{rule.path!r} is the path of hostPaths[{seen[written]}] again: write each path once"
+            )
+        seen[written] = index
+        compiled.append(HostPathRule(written, rule.read_only, rule.match))
+    return tuple(compiled)
+
+
 def _pod_security(doc: LocatedDocument, parsed: PodSecurityDoc) -> PodSecuritySettings:
     path = "$.podSecurity"
     tool = None
     if parsed.tool_profile is not None:
         profile = parsed.tool_profile
         where = f"{path}.toolProfile"
-        for index, rule in enumerate(profile.host_paths):
-            if not rule.path.startswith("/") or ".." in rule.path.split("/"):
-                raise doc.error(f"{where}.hostPaths[{index}].path", "write an absolute path without '..'")
+        host_paths = _host_path_rules(doc, f"{where}.hostPaths", profile.host_paths)
         for index, driver in enumerate(profile.csi_drivers):
             if not _CSI_DRIVER_RE.fullmatch(driver):
                 raise doc.error(f"{where}.csiDrivers[{index}]", f"{driver!r} is not a CSI driver name")
@@ -893,7 +921,7 @@ def _pod_security(doc: LocatedDocument, parsed: PodSecurityDoc) -> PodSecuritySe
             identities=_identities(doc, f"{where}.identities", profile.identities),
             uid_label=profile.uid_label,
             gid_label=profile.gid_label,
-            host_paths=tuple(HostPathRule(r.path, r.read_only) for r in profile.host_paths),
+            host_paths=host_paths,
             csi_drivers=frozenset(profile.csi_drivers),
             groups_policy_dropped=None if dropped == "deny" else Mode(dropped),
         )
