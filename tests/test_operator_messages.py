@@ -324,13 +324,17 @@ def test_progress_on_a_terminal_and_nothing_on_a_pipe(tmp_path: Path) -> None:
     code, stdout, terminal = _with_terminal_stderr(tmp_path, "check", str(tmp_path / "dump.json"), "-o", "json")
     assert code == 1 and len(json.loads(stdout)["objects"]) == 300
     assert "judging 300 objects" in terminal
-    piped = run_imagegate("check", str(tmp_path / "dump.json"), "-o", "json")
+    identities = str(REPO_ROOT / "tests" / "fixtures" / "toolforge" / "identities.yaml")
+    piped = run_imagegate("check", str(tmp_path / "dump.json"), "-o", "json", "--identities", identities)
     assert piped.returncode == 1 and piped.stderr == ""
     code, _stdout, terminal = _with_terminal_stderr(
         tmp_path, "audit", "--from", str(tmp_path / "dump.json"), "-o", "json"
     )
     assert code == 1 and "judging 300 objects" in terminal
-    assert run_imagegate("audit", "--from", str(tmp_path / "dump.json"), "-o", "json").stderr == ""
+    assert (
+        run_imagegate("audit", "--from", str(tmp_path / "dump.json"), "-o", "json", "--identities", identities).stderr
+        == ""
+    )
 
 
 # --- item 11: audit reports a finding once, at its top owner -----------------------------------

@@ -561,6 +561,21 @@ class Policy:
         """The same policy with the grants of a grants file added to the inline ones."""
         return _assemble(self, (*self.grants, *extra))
 
+    def identities_missing(self) -> str | None:
+        """Why every tool pod will be denied for want of an identity, or ``None``.
+
+        The tool profile requires each tool's uid/gid; with neither an identities map nor a
+        namespace label to read them from, no tool pod can pass. That is a deployment gone
+        wrong, so the commands and the webhook say it once, up front.
+        """
+        settings = self.pod_security
+        if settings is None or settings.tool is None or settings.tool.identities or settings.tool.uid_label:
+            return None
+        return (
+            "no tool identities are loaded (--identities, or podSecurity.toolProfile.identitiesFile or "
+            f"uidLabel): every pod in a tool namespace ({', '.join(settings.tool.namespaces)}) is denied"
+        )
+
     def with_identities(self, extra: Mapping[str, Identity]) -> Policy:
         """The same policy with the tool identities of an identities file added."""
         settings = self.pod_security
@@ -837,6 +852,10 @@ def load_grant_entry(entry: Mapping[str, Any], source: str) -> Grant:
     return _grant(doc, "$", _convert(doc, GrantDoc, "a grant"))
 
 
+# What each of imagegate's documents is, in the words of its options (--policy, --grants, --identities).
+_DOCUMENT_ROLES = {"ImagePolicy": "policy", "ImageGrants": "grants file", "ToolIdentities": "identities file"}
+
+
 def _document(text: str, source: str, kind: str) -> LocatedDocument:
     """The one YAML document of ``text``, which must say what it is (apiVersion and kind).
 
@@ -853,7 +872,9 @@ def _document(text: str, source: str, kind: str) -> LocatedDocument:
         if key not in doc.data:
             raise doc.error("$", f"missing {key}: the document must start with {header}")
     if doc.data["kind"] != kind:
-        raise doc.error("$.kind", f"expected kind {kind}, got {doc.data['kind']!r}")
+        other = _DOCUMENT_ROLES.get(str(doc.data["kind"]))
+        hint = f" ({'an' if other[0] in 'aeiou' else 'a'} {other}: is it given in the wrong place?)" if other else ""
+        raise doc.error("$.kind", f"expected kind {kind}, got {doc.data['kind']!r}{hint}")
     if doc.data["apiVersion"] not in SUPPORTED_API_VERSIONS:
         raise doc.error(
             "$.apiVersion",

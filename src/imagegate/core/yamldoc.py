@@ -37,6 +37,9 @@ __all__ = [
 class DocumentError(ValueError):
     """A document that cannot be read; ``where`` is ``source:line`` and, when known, a key path."""
 
+    # what the document was read as ("policy", "grants file", ...), set by the code that read it
+    document: str = ""
+
     def __init__(self, source: str, line: int | None, path: str | None, message: str) -> None:
         self.source = source
         self.line = line

@@ -18,6 +18,7 @@ from imagegate.core.decide import Decision
 from imagegate.core.policy import DEFAULT_POLICY_YAML, PolicyError, default_policy, load_policy
 from imagegate.core.records import Mode, Outcome, Subject, outcome_of
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
+from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.cli_common import (
     STDIN,
     CheckedObject,
@@ -31,11 +32,12 @@ from imagegate.shell.cli_common import (
     load,
     namespace_name,
     parse_now,
+    plural,
     read_inputs,
     write_json,
 )
 from imagegate.shell.cli_json import CheckJson, CountsJson, InspectJson, ObjectJson
-from imagegate.shell.exits import EXIT_DENIED
+from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.verification import RegistryGate
 
@@ -98,10 +100,6 @@ def _render_table(results: list[CheckedObject], console: Console) -> None:
     console.print(table)
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
-
-
 def _counts(results: list[CheckedObject]) -> CountsJson:
     """Objects by their outcome; images by the worst finding on each (or exempt)."""
     objects = dict.fromkeys(("denied", "warn", "audit", "allowed", "exempt"), 0)
@@ -124,11 +122,11 @@ def _summary(results: list[CheckedObject]) -> str:
     counts = _counts(results)
     objects, images, findings = counts.objects, counts.images, counts.findings
     return (
-        f"{_plural(len(results), 'object')}: {objects['denied']:,} denied, {objects['warn']:,} with warnings, "
+        f"{plural(len(results), 'object')}: {objects['denied']:,} denied, {objects['warn']:,} with warnings, "
         f"{objects['audit']:,} audited, {objects['allowed']:,} allowed, {objects['exempt']:,} exempt; "
-        f"{_plural(sum(images.values()), 'image')}: {images['denied']:,} denied, {images['warn']:,} with warnings, "
+        f"{plural(sum(images.values()), 'image')}: {images['denied']:,} denied, {images['warn']:,} with warnings, "
         f"{images['audit']:,} audited, {images['allowed']:,} allowed, {images['exempt']:,} exempt; "
-        f"{_plural(sum(findings.values()), 'finding')} ({findings['enforce']:,} enforced, "
+        f"{plural(sum(findings.values()), 'finding')} ({findings['enforce']:,} enforced, "
         f"{findings['warn']:,} warnings, {findings['audit']:,} audit)"
     )
 
@@ -160,7 +158,8 @@ def check(
         raise fail("only one of the policy and the manifests can come from standard input (-)")
     loaded = load(policy, grants, identities)
     moment = parse_now(now)
-    objects = read_inputs(paths, "manifest")
+    unreadable: list[DocumentError] = []
+    objects = read_inputs(paths, "manifest", unreadable)
     gate = RegistryGate(policy.parent if policy else None) if registry else None
     if registry:
         configure_logging("warning", json=False)
@@ -178,6 +177,9 @@ def check(
         console = Console()
         _render_table(results, console)
         console.print(_summary(results))
+    if unreadable:  # the others were judged and shown; the command still did not do all it was asked
+        Console(stderr=True).print(f"{plural(len(unreadable), 'file')} could not be read; the others were judged")
+        raise typer.Exit(EXIT_BAD_INPUT)
     if not all(c.decision.allowed for c in results):
         raise typer.Exit(EXIT_DENIED)
 

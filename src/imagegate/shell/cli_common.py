@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from imagegate.core.decide import Decision, decide
 from imagegate.core.names import namespace_name_error
 from imagegate.core.policy import Policy, PolicyError
 from imagegate.core.records import NO_LOOKUPS, Lookups
-from imagegate.core.workloads import ObjectShapeError, image_uses
+from imagegate.core.workloads import POD_TEMPLATE_PATHS, ObjectShapeError, image_uses
 from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.exits import EXIT_BAD_INPUT
 from imagegate.shell.manifests import SourcedObject, read_manifests
@@ -115,9 +116,13 @@ def load(policy_path: Path | None, grants_path: Path | None, identities_path: Pa
     """The policy (``-p -``: from standard input) and its grants; exit 2 when invalid."""
     text = _read_stdin("<stdin>") if policy_path == STDIN else None
     try:
-        return load_policy_files(policy_path, grants_path, identities_path=identities_path, policy_text=text)[0]
+        policy = load_policy_files(policy_path, grants_path, identities_path=identities_path, policy_text=text)[0]
     except PolicyError as exc:
-        raise fail(f"invalid policy: {exc}") from None
+        raise fail(f"invalid {exc.document or 'policy'}: {exc}") from None
+    missing = policy.identities_missing()
+    if missing is not None:
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/] {escape(missing)}")
+    return policy
 
 
 def parse_now(text: str | None) -> dt.datetime:
@@ -157,17 +162,42 @@ def progress_on_terminal(description: str, total: int) -> Iterator[Callable[[int
         yield advance
 
 
-def read_inputs(paths: list[str], what: str) -> list[SourcedObject]:
-    """Objects from files, directories or stdin; a target with none is said on stderr."""
+def read_inputs(paths: list[str], what: str, unreadable: list[DocumentError] | None = None) -> list[SourcedObject]:
+    """Objects from files, directories or stdin; a target with none is said on stderr.
+
+    With ``unreadable``, each file that cannot be read gets its own ``error:`` line, is added
+    there, and the other files are still read (the caller exits 2 at the end); without it,
+    the first such file is the command's error.
+    """
     empty: list[str] = []
+    console = Console(stderr=True, soft_wrap=True)
     try:
-        objects = read_manifests(paths, empty)
+        objects = read_manifests(paths, empty, unreadable)
     except DocumentError as exc:
         raise fail(f"invalid {what}: {exc}") from None
-    console = Console(stderr=True, soft_wrap=True)
+    for error in unreadable or ():
+        console.print(f"[bold red]error:[/] invalid {what}: {escape(str(error))}")
     for note in empty:
         console.print(f"[yellow]note:[/] {escape(note)}")
     return objects
+
+
+def plural(count: int, word: str) -> str:
+    """``1 object``, ``2 objects``: English for a count (never "1 objects")."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def pod_bearing(objects: list[SourcedObject]) -> list[SourcedObject]:
+    """The objects that carry pods (what is judged); the others (Namespaces, imagegate's own
+    documents, ConfigMaps) are counted in one note on stderr, never as "exempt" objects."""
+    kept = [item for item in objects if item.obj.get("kind") in POD_TEMPLATE_PATHS]
+    if len(kept) < len(objects):
+        kinds = Counter(str(item.obj.get("kind")) for item in objects if item.obj.get("kind") not in POD_TEMPLATE_PATHS)
+        listed = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+        Console(stderr=True, soft_wrap=True).print(
+            f"[yellow]note:[/] not judged, as they carry no pod: {escape(listed)}"
+        )
+    return kept
 
 
 def namespace_labels_in(objects: list[SourcedObject]) -> dict[str, Mapping[str, str]]:
@@ -196,6 +226,7 @@ def check_objects(
     (a live cluster's), for selectors and tool identities by label.
     """
     known_labels = {**(namespace_labels or {}), **namespace_labels_in(objects)}
+    objects = pod_bearing(objects)
 
     async def judge_all(advance: Callable[[int], None]) -> list[CheckedObject]:
         results = []

@@ -158,32 +158,58 @@ def _why_empty(target: str, files: list[Path], texts: list[str]) -> str:
     return "empty file" if not "".join(texts).strip() else "file holds no objects (only comments or empty documents)"
 
 
-def read_manifests(targets: list[str], empty: list[str] | None = None) -> list[SourcedObject]:
+def _read_stdin() -> str:
+    raw = sys.stdin.buffer.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise DocumentError("<stdin>", None, None, f"larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentError("<stdin>", None, None, f"not UTF-8 text (byte {exc.start})") from None
+
+
+def _objects_of(source: str, text: str) -> list[SourcedObject]:
+    found: list[SourcedObject] = []
+    for data, line in _documents(text, source):
+        found.extend(_flatten(data, source, line))
+    return found
+
+
+def read_manifests(
+    targets: list[str], empty: list[str] | None = None, errors: list[DocumentError] | None = None
+) -> list[SourcedObject]:
     """All objects in ``targets`` (paths or ``-`` for standard input).
 
     A target that holds no object at all is added to ``empty`` (when given) with the reason,
-    so that a command can say so instead of reporting success on nothing.
+    so that a command can say so instead of reporting success on nothing. With ``errors``, a
+    file that cannot be read is added there and the others are still read (a directory with
+    one broken file); without it, the first such file raises.
     """
     objects: list[SourcedObject] = []
     for target in targets:
         files: list[Path] = []
-        if target == "-":
-            raw = sys.stdin.buffer.read(MAX_MANIFEST_BYTES + 1)
-            if len(raw) > MAX_MANIFEST_BYTES:
-                raise DocumentError("<stdin>", None, None, f"larger than {MAX_MANIFEST_BYTES} bytes")
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DocumentError("<stdin>", None, None, f"not UTF-8 text (byte {exc.start})") from None
-            sources = [("<stdin>", text)]
-        else:
-            files = _files(Path(target))
-            sources = [(str(path), _read_text(path)) for path in files]
+        texts: list[str] = []
         found = len(objects)
-        for source, text in sources:
-            for data, line in _documents(text, source):
-                objects.extend(_flatten(data, source, line))
-        if len(objects) == found and empty is not None:
+        try:
+            files = [] if target == "-" else _files(Path(target))
+            paths: list[tuple[str, Path | None]] = (
+                [("<stdin>", None)] if target == "-" else [(str(f), f) for f in files]
+            )
+        except DocumentError as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
+            continue
+        for source, path in paths:
+            try:
+                text = _read_stdin() if path is None else _read_text(path)
+                texts.append(text)
+                objects.extend(_objects_of(source, text))
+            except DocumentError as exc:
+                if errors is None:
+                    raise
+                errors.append(exc)
+        if len(objects) == found and empty is not None and len(texts) == len(paths):
             shown = "<stdin>" if target == "-" else target
-            empty.append(f"{shown}: no Kubernetes objects ({_why_empty(target, files, [t for _s, t in sources])})")
+            empty.append(f"{shown}: no Kubernetes objects ({_why_empty(target, files, texts)})")
     return objects

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,20 +114,40 @@ def load_policy_files(
         policy = default_policy()
     else:
         digest.update(policy_text.encode())
-        policy = load_policy(policy_text, source)
+        with _reading("policy"):
+            policy = load_policy(policy_text, source)
     resolved = _resolve_grants_path(policy, policy_path, grants_path)
     if resolved is not None:
         key = None if grants_path is not None else "byoc.grantsFile"
-        text = _read_named(resolved, key, "--grants", policy_text, source)
-        digest.update(b"\0" + text.encode())
-        policy = policy.with_grants(load_grants(text, str(resolved)))
+        with _reading("grants file"):
+            text = _read_named(resolved, key, "--grants", policy_text, source)
+            digest.update(b"\0" + text.encode())
+            policy = policy.with_grants(load_grants(text, str(resolved)))
     identities = _resolve_identities_path(policy, policy_path, identities_path)
     if identities is not None:
         key = None if identities_path is not None else "podSecurity.toolProfile.identitiesFile"
-        text = _read_named(identities, key, "--identities", policy_text, source)
-        digest.update(b"\0" + text.encode())
-        policy = policy.with_identities(load_identities(text, str(identities)))
+        with _reading("identities file"):
+            text = _read_named(identities, key, "--identities", policy_text, source)
+            digest.update(b"\0" + text.encode())
+            policy = policy.with_identities(load_identities(text, str(identities)))
     return policy, digest.hexdigest()
+
+
+@contextmanager
+def _reading(document: str) -> Iterator[None]:
+    """Errors raised here say which of the files they are about ("invalid grants file: ...")."""
+    try:
+        yield
+    except PolicyError as exc:
+        exc.document = exc.document or document
+        raise
+
+
+def _announce_identities(policy: Policy) -> None:
+    """Said once per policy loaded: a webhook without identities is ready, and denies every tool pod."""
+    missing = policy.identities_missing()
+    if missing is not None:
+        log.warning("no tool identities", problem=missing)
 
 
 @dataclass(frozen=True)
@@ -167,8 +188,10 @@ class PolicySource:
         except PolicyError as exc:
             if strict:
                 raise
-            log.error("no valid policy at start; not ready until one is", error=str(exc))
+            log.error("no valid policy at start; not ready until one is", error=str(exc), invalid=exc.document)
             self.current, self._fingerprint, self.last_error = None, "", str(exc)
+        else:
+            _announce_identities(self.current)
 
     def watched_paths(self) -> list[Path]:
         """The files to watch: the policy and the grants and identities files it names."""
@@ -194,7 +217,7 @@ class PolicySource:
         except PolicyError as exc:
             message = str(exc)
             if message != self.last_error:
-                log.error("policy reload refused; keeping the last good policy", error=message)
+                log.error("policy reload refused; keeping the last good policy", error=message, invalid=exc.document)
             self.last_error = message
             result = ReloadResult(changed=False, error=message)
         else:
@@ -208,6 +231,7 @@ class PolicySource:
                     grants=len(policy.grants),
                     trusted=len(policy.trusted),
                 )
+                _announce_identities(policy)
             self.last_error = None
             result = ReloadResult(changed=changed)
         if self.on_reload is not None:

@@ -180,6 +180,12 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
+        self.identities = Gauge(
+            "imagegate_identities",
+            "Tool identities (namespace -> uid/gid) loaded; 0 with a tool profile denies every tool pod.",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
         self.tls_reloads = Counter(
             "imagegate_tls_reloads_total",
             "TLS certificate reloads, ok or refused (broken pair: the old one stays).",
@@ -246,6 +252,8 @@ class Metrics:
                 counts[state.state] += 1
             for name, count in counts.items():
                 self.grants.labels(name).set(count)
+            tool = policy.pod_security.tool if policy.pod_security else None
+            self.identities.set(len(tool.identities) if tool else 0)
 
 
 class TlsReloader:
@@ -413,6 +421,7 @@ class WebhookApp:
             "tlsError": self.tls.last_error if self.tls else None,
             "baseImagesError": self.gate.bases.last_error,
             "baseImageVersions": len(self.gate.bases.versions),
+            "identitiesWarning": self.source.current.identities_missing() if self.source.current else None,
         }
         return Response(200 if ready else 503, msgspec.json.encode(body), _JSON)
 

@@ -1,0 +1,92 @@
+"""Day two (issue 23): what an operator is told when the input or the deployment is not what it seems."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.conftest import GRANTS_HEADER, REPO_ROOT, run_imagegate
+from tests.webhook_process import run_webhook
+
+TOOLFORGE = REPO_ROOT / "tests" / "fixtures" / "toolforge"
+IDENTITIES = TOOLFORGE / "identities.yaml"
+MISSING = "no tool identities are loaded"
+
+
+def _pod(namespace: str = "tool-foo") -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {
+            "containers": [{"name": "web", "image": "docker-registry.tools.wmflabs.org/toolforge-python311:latest"}]
+        },
+    }
+
+
+def test_missing_identities_are_said_once_up_front(tmp_path: Path) -> None:
+    (tmp_path / "pod.json").write_text(json.dumps(_pod()))
+    without = run_imagegate("check", str(tmp_path / "pod.json"))
+    assert without.returncode == 1
+    assert without.stderr.count(MISSING) == 1 and "every pod in a tool namespace (tool-*) is denied" in without.stderr
+    audit = run_imagegate("audit", "--from", str(tmp_path / "pod.json"))
+    assert audit.stderr.count(MISSING) == 1
+    given = run_imagegate("check", str(tmp_path / "pod.json"), "--identities", str(IDENTITIES))
+    assert MISSING not in given.stderr
+
+
+def test_the_webhook_without_identities_says_so_in_readyz_metrics_and_log(tmp_path: Path) -> None:
+    with run_webhook(tmp_path) as webhook:
+        ready = webhook.client().get("/readyz").json()
+        assert ready["ready"] is True and MISSING in ready["identitiesWarning"]
+        assert "imagegate_identities 0.0" in webhook.client().get("/metrics").text
+        assert webhook.logs().count('"event": "no tool identities"') == 1
+    with run_webhook(tmp_path / "with", "--identities", str(IDENTITIES)) as webhook:
+        assert webhook.client().get("/readyz").json()["identitiesWarning"] is None
+        assert "imagegate_identities 2.0" in webhook.client().get("/metrics").text
+
+
+def test_one_broken_file_is_reported_and_the_others_judged(tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "a-pod.json").write_text(json.dumps(_pod()))
+    (manifests / "b-broken.yaml").write_text("kind: Pod\nmetadata: {name: [\n")
+    (manifests / "c-not-utf8.yaml").write_bytes(b"kind: Pod\n\xff\xfe\n")
+    (manifests / "d-pod.json").write_text(json.dumps(_pod("tool-bar")))
+    result = run_imagegate("check", str(manifests), "--identities", str(IDENTITIES), "-o", "json")
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert "b-broken.yaml:3" in errors[0] and "c-not-utf8.yaml: not UTF-8" in errors[1]
+    assert "2 files could not be read; the others were judged" in result.stderr
+    judged = json.loads(result.stdout)
+    assert [o["source"].rsplit("/", 1)[-1] for o in judged["objects"]] == ["a-pod.json", "d-pod.json"]
+    assert "Traceback" not in result.stderr
+
+
+def test_documents_that_carry_no_pod_are_not_counted_as_objects(tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "pod.json").write_text(json.dumps(_pod()))
+    shutil.copy(IDENTITIES, manifests / "identities.yaml")
+    shutil.copy(TOOLFORGE / "namespaces.yaml", manifests / "namespaces.yaml")
+    result = run_imagegate("check", str(manifests), "--identities", str(IDENTITIES), "-o", "json")
+    counts = json.loads(result.stdout)["counts"]["objects"]
+    assert sum(counts.values()) == 1 and counts["exempt"] == 0, counts
+    assert "not judged, as they carry no pod:" in result.stderr and "1 ToolIdentities" in result.stderr
+    assert "Namespace" in result.stderr
+
+
+def test_errors_name_the_file_that_is_wrong(tmp_path: Path) -> None:
+    grants = tmp_path / "grants.yaml"
+    grants.write_text(GRANTS_HEADER + "grants: [{namespace: 5}]\n")
+    (tmp_path / "pod.json").write_text(json.dumps(_pod()))
+    bad_grants = run_imagegate("check", str(tmp_path / "pod.json"), "--grants", str(grants))
+    assert bad_grants.returncode == 2 and bad_grants.stderr.startswith("error: invalid grants file:")
+    swapped = run_imagegate("check", str(tmp_path / "pod.json"), "--identities", str(grants))
+    assert swapped.returncode == 2 and swapped.stderr.startswith("error: invalid identities file:")
+    assert "got 'ImageGrants' (a grants file: is it given in the wrong place?)" in swapped.stderr
+    as_policy = run_imagegate("check", str(tmp_path / "pod.json"), "--policy", str(IDENTITIES))
+    assert as_policy.stderr.startswith("error: invalid policy:") and "(a identities file" not in as_policy.stderr
+    assert "(an identities file: is it given in the wrong place?)" in as_policy.stderr
