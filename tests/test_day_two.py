@@ -90,3 +90,50 @@ def test_errors_name_the_file_that_is_wrong(tmp_path: Path) -> None:
     as_policy = run_imagegate("check", str(tmp_path / "pod.json"), "--policy", str(IDENTITIES))
     assert as_policy.stderr.startswith("error: invalid policy:") and "(a identities file" not in as_policy.stderr
     assert "(an identities file: is it given in the wrong place?)" in as_policy.stderr
+
+
+def test_policy_validate_names_what_cannot_work(tmp_path: Path) -> None:
+    from tests.conftest import POLICY_HEADER  # noqa: PLC0415
+
+    keyed = tmp_path / "keyed.yaml"
+    keyed.write_text(
+        POLICY_HEADER
+        + "trusted: [registry.example.org]\n"
+        + "signatures:\n  rules:\n    - images: [registry.example.org]\n      keys: [keys/missing.pub]\n"
+    )
+    missing_key = run_imagegate("policy", "validate", "-p", str(keyed))
+    assert missing_key.returncode == 2, missing_key.stdout
+    assert "error: signatures: cannot read the public key" in missing_key.stderr
+    assert str(tmp_path / "keys" / "missing.pub") in missing_key.stderr
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "missing.pub").write_text("not a key\n")
+    assert "is not a PEM public key" in run_imagegate("policy", "validate", "-p", str(keyed)).stderr
+
+    odd = tmp_path / "odd.yaml"
+    odd.write_text(
+        POLICY_HEADER
+        + "trusted: [registry.example.org/team, quay.io]\n"
+        + "blocked: [registry.example.org]\n"
+        + "registry: {timeoutSeconds: 8}\n"
+        + "namespaces: {include: ['tool-*']}\n"
+        + "byoc:\n  default: deny\n  requireBaseImage: true\n"
+        + "  grants:\n"
+        + "    - {namespace: tool-a, expires: 2099-01-01, registries: [quay.io/tool-a]}\n"
+        + "    - {namespace: kube-system, expires: 2099-01-01}\n"
+        + "    - {namespace: tool-old, expires: 2020-01-01}\n"
+    )
+    result = run_imagegate("policy", "validate", "-p", str(odd))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    text = "\n".join(warnings)
+    assert "trusted registry.example.org/team: every image it covers is also blocked by 'registry.example.org'" in text
+    assert "registry.timeoutSeconds: 8 s is not shorter than the webhook's timeoutSeconds (5 s)" in text
+    assert "byoc.requireBaseImage: baseImages.trusted names no base image" in text
+    assert "grant kube-system" in text and "does not govern this namespace" in text
+    assert "grant tool-old" in text and "ended on 2020-01-01" in text
+    assert "grant tool-a" in text and "trusted anyway" in text
+    assert len(warnings) == 6, text
+    strict = run_imagegate("policy", "validate", "-p", str(odd), "--strict")
+    assert strict.returncode == 1
+    builtin = run_imagegate("policy", "validate", "--identities", str(IDENTITIES), "--strict")
+    assert builtin.returncode == 0 and "warning:" not in builtin.stderr  # the built-in policy is clean

@@ -45,6 +45,7 @@ __all__ = [
     "CONDITION_ANNOTATION",
     "MUTATION_SCOPES",
     "TEMPLATE_CHANGED",
+    "WEBHOOK_TIMEOUT_SECONDS",
     "MutationScope",
     "condition_fingerprint",
     "mutation_condition",
@@ -248,6 +249,10 @@ def _rules(operation: str) -> tuple[Mapping[str, Any], ...]:
 _RULES = {operation: _rules(operation) for operation in ("CREATE", "UPDATE")}
 
 
+# How long the API server waits for an answer; registry.timeoutSeconds must be shorter (core/lint.py).
+WEBHOOK_TIMEOUT_SECONDS = 5
+
+
 def _webhook(kind: str, operation: str, conditions: list[dict[str, str]]) -> dict[str, Any]:
     hook: dict[str, Any] = {
         "name": f"{kind}.imagegate.toolforge.org"
@@ -256,7 +261,7 @@ def _webhook(kind: str, operation: str, conditions: list[dict[str, str]]) -> dic
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",
         "failurePolicy": "Fail",
-        "timeoutSeconds": 5,
+        "timeoutSeconds": WEBHOOK_TIMEOUT_SECONDS,
         "matchPolicy": "Equivalent",
         "namespaceSelector": {
             "matchExpressions": [

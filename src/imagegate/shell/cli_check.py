@@ -15,7 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from imagegate.core.decide import Decision
-from imagegate.core.policy import DEFAULT_POLICY_YAML, PolicyError, default_policy, load_policy
+from imagegate.core.lint import policy_warnings
+from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError, default_policy, load_policy
 from imagegate.core.records import Mode, Outcome, Subject, outcome_of
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.yamldoc import DocumentError
@@ -184,13 +185,44 @@ def check(
         raise typer.Exit(EXIT_DENIED)
 
 
+def _unusable_files(loaded: Policy, relative_to: Path | None) -> list[str]:
+    """The files the policy names that the webhook could not use: signature keys, trusted roots."""
+    from imagegate.shell.signing import load_keys, trusted_root_file  # noqa: PLC0415 (cryptography, sigstore)
+
+    problems: list[str] = []
+    for section, config in (("signatures", loaded.signatures), ("attestations", loaded.attestations.signers)):
+        problems.extend(f"{section}: {why}" for why in load_keys(config, relative_to)[1].values())
+        if config.trusted_root is not None:
+            root = trusted_root_file(config, relative_to)
+            if not root.is_file():
+                problems.append(f"{section}.trustedRoot: {root} is not a file")
+    return list(dict.fromkeys(problems))  # a key named by both sections: once
+
+
 @policy_app.command("validate")
 def policy_validate(
-    policy: PolicyOption = None, grants: GrantsOption = None, identities: IdentitiesOption = None
+    policy: PolicyOption = None,
+    grants: GrantsOption = None,
+    identities: IdentitiesOption = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when there are warnings.")] = False,
 ) -> None:
-    """Validate a policy (and its grants and identities files); print what it says."""
+    """Validate a policy (and its grants and identities files); print what it says.
+
+    Exit 2 when it is invalid or names a file the webhook cannot use (a signature key, a
+    trusted root); warnings (settings that load but cannot work as written) exit 0, or 1
+    with --strict.
+    """
     loaded = load(policy, grants, identities)
     now = dt.datetime.now(dt.UTC)
+    err = Console(stderr=True, soft_wrap=True)
+    unusable = _unusable_files(loaded, policy.parent if policy is not None and policy != STDIN else None)
+    for problem in unusable:
+        err.print(f"[bold red]error:[/] {escape(problem)}")
+    if unusable:
+        raise typer.Exit(EXIT_BAD_INPUT)
+    warnings = policy_warnings(loaded, now)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(str(warning))}")
     console = Console()
     console.print(f"[green]valid[/]: {escape(loaded.source)}")
     console.print(f"mode: {loaded.mode.value}; byoc default: {loaded.byoc_default}")
@@ -202,6 +234,8 @@ def policy_validate(
         registries = ", ".join(map(str, grant.registries)) if grant.registries is not None else "any registry"
         until = grant.expires.isoformat() if grant.expires else "no expiry"
         console.print(f"grant {escape(grant.namespace)}: {state}, {escape(registries)}, {until}")
+    if warnings and strict:
+        raise typer.Exit(EXIT_DENIED)
 
 
 @policy_app.command("default")
