@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -155,6 +155,19 @@ def _audit_annotations(decision: Decision) -> dict[str, str]:
 
 def _warning(finding: Finding) -> str:
     return _truncate(f"imagegate: {finding.message}", MAX_WARNING_LENGTH)
+
+
+def unpinned_warning(references: Sequence[str]) -> str:
+    """What /validate says, without denying, of an object /mutate should have pinned and did not.
+
+    Pinning applies here and these images have no digest: the mutating webhook was skipped
+    (its needs-mutation condition made for another policy than the one served) or could not
+    ask the registry. The object is admitted as it is; the platform's admins must look.
+    """
+    return (
+        "imagegate: not pinned to a digest although pinning is on here (the mutating webhook skipped it "
+        "or the registry did not answer; please tell the platform admins): " + ", ".join(references)
+    )
 
 
 def _group_version(group: str, version: str) -> str:
@@ -390,9 +403,11 @@ def review(
         if lookups.notes:
             extra["warnings"] = [_truncate(note, MAX_WARNING_LENGTH) for note in lookups.notes]
         return ReviewOutcome(_response(request, True, extra), True, decision, patched=bool(decision.patches))
-    if decision.warnings or decision.notices:
+    if decision.warnings or decision.notices or (decision.allowed and decision.pins_needed):
         warnings = [_warning(f) for f in decision.warnings]
         warnings.extend(_truncate(f"imagegate: {notice}", MAX_WARNING_LENGTH) for notice in decision.notices)
+        if decision.allowed and decision.pins_needed:
+            warnings.append(_truncate(unpinned_warning(decision.pins_needed), MAX_WARNING_LENGTH))
         extra["warnings"] = warnings
     annotations = _audit_annotations(decision)
     if annotations:

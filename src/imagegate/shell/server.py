@@ -62,6 +62,7 @@ from imagegate.core.admission import (
 from imagegate.core.policy import Policy
 from imagegate.core.records import MAX_LISTED_FINDINGS, Outcome, bounded
 from imagegate.core.report import GRANT_STATES, grant_states
+from imagegate.core.webhooks import condition_fingerprint, mutation_condition
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR
 from imagegate.shell.filewatch import changes
 from imagegate.shell.histograms import BatchedHistogram, Counts
@@ -186,6 +187,21 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemin",
         )
+        # Which needs-mutation condition the served policy wants: compare it with the annotation
+        # on the MutatingWebhookConfiguration (a policy edited without re-rendering the webhooks).
+        self.mutate_condition = Gauge(
+            "imagegate_mutate_condition",
+            "1 for the fingerprint of the needs-mutation condition the served policy needs (0: an earlier one).",
+            ["fingerprint"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self._fingerprint: tuple[int, str] | None = None
+        self.unpinned = Counter(
+            "imagegate_unpinned_admissions_total",
+            "Objects /validate admitted by tag where pinning applies: /mutate was skipped or the registry failed.",
+            registry=self.registry,
+        )
         self.tls_reloads = Counter(
             "imagegate_tls_reloads_total",
             "TLS certificate reloads, ok or refused (broken pair: the old one stays).",
@@ -242,11 +258,24 @@ class Metrics:
             return generate_latest(combined)
         return generate_latest(self.registry)
 
+    def fingerprint(self, policy: Policy) -> str:
+        """The needs-mutation condition's fingerprint for ``policy`` (remembered for the policy in force)."""
+        if self._fingerprint is not None and self._fingerprint[0] == id(policy):
+            return self._fingerprint[1]
+        found = condition_fingerprint(mutation_condition(policy))
+        previous, self._fingerprint = self._fingerprint, (id(policy), found)
+        if previous is None or previous[1] != found:
+            if previous is not None:
+                self.mutate_condition.labels(previous[1]).set(0)
+            self.mutate_condition.labels(found).set(1)
+        return found
+
     def observe_policy(self, source: PolicySource) -> None:
         self.policy_loaded.set(1 if source.current is not None else 0)
         self.policy_ok.set(0 if source.last_error else 1)
         if source.current is not None:
             policy = source.current
+            self.fingerprint(policy)
             counts = dict.fromkeys(GRANT_STATES, 0)
             for state in grant_states(policy.grants, dt.datetime.now(dt.UTC), policy.warn_before_expiry_days):
                 counts[state.state] += 1
@@ -422,6 +451,8 @@ class WebhookApp:
             "baseImagesError": self.gate.bases.last_error,
             "baseImageVersions": len(self.gate.bases.versions),
             "identitiesWarning": self.source.current.identities_missing() if self.source.current else None,
+            # compare with the MutatingWebhookConfiguration's imagegate.toolforge.org/needs-mutation
+            "mutateCondition": self.metrics.fingerprint(self.source.current) if self.source.current else None,
         }
         return Response(200 if ready else 503, msgspec.json.encode(body), _JSON)
 
@@ -490,6 +521,8 @@ class WebhookApp:
         # The metric's results are allowed, denied and warned: an audited object was allowed, silently.
         result = Outcome.ALLOWED.value if outcome.outcome is Outcome.AUDITED else outcome.outcome.value
         findings = decision.findings if decision is not None and endpoint == "validate" else ()
+        if endpoint == "validate" and decision is not None and decision.allowed and decision.pins_needed:
+            self.metrics.unpinned.inc()
         self.metrics.record(
             endpoint, result, request.namespace or "-", [(f.rule, f.mode.value) for f in findings], elapsed
         )

@@ -50,6 +50,19 @@ lost). YAML text, as include returns; fromYaml reads it back.
 {{- if semverCompare "<1.33.0-0" .Capabilities.KubeVersion.Version -}}true{{- end -}}
 {{- end -}}
 
+{{/* The value at "keys" under "in", as text ("" when a key is missing or a step is not a map; sprig's dig fails on a null step). */}}
+{{- define "imagegate.lookup" -}}
+{{- $node := .in -}}
+{{- range .keys -}}
+{{- if kindIs "map" $node -}}
+{{- $node = index $node . -}}
+{{- else -}}
+{{- $node = "" -}}
+{{- end -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $node) -}}{{- toString $node -}}{{- end -}}
+{{- end -}}
+
 {{/* The built-in policy with policy.trusted and policy.override set over it, as YAML text (comments lost). */}}
 {{- define "imagegate.policyFromValues" -}}
 {{- $document := fromYaml (.Files.Get "files/policy.yaml") -}}
@@ -64,7 +77,7 @@ lost). YAML text, as include returns; fromYaml reads it back.
 
 {{/* "true" when this release sets whenDropped: warn: the cluster drops the field, the policy has a tool profile, the values leave whenDropped unset. */}}
 {{- define "imagegate.groupsPolicyFitted" -}}
-{{- $set := dig "podSecurity" "toolProfile" "supplementalGroupsPolicy" "whenDropped" "" (.Values.policy.override | default dict) -}}
+{{- $set := include "imagegate.lookup" (dict "in" .Values.policy.override "keys" (list "podSecurity" "toolProfile" "supplementalGroupsPolicy" "whenDropped")) -}}
 {{- if and (include "imagegate.dropsGroupsPolicy" .) (not $set) -}}
 {{- $settings := index (fromYaml (include "imagegate.policyFromValues" .)) "podSecurity" -}}
 {{- if kindIs "map" $settings -}}
