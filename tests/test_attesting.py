@@ -8,6 +8,7 @@ the webhook's /validate and ``imagegate check --registry``.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -18,8 +19,8 @@ from typing import Any
 import pytest
 
 from imagegate.core.policy import load_policy
-from imagegate.shell.attestations import DSSE_ENVELOPE, bundle_evidence
-from imagegate.shell.signing import bundle_verifier, trusted_root_file
+from imagegate.shell.attestations import DSSE_ENVELOPE, bundle_evidence, envelope_evidence
+from imagegate.shell.signing import bundle_verifier, load_public_key, trusted_root_file
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
@@ -29,6 +30,7 @@ from tests.signed_images import (
     dsse_layers,
     image_descriptor,
     new_key,
+    public_pem,
     push_attestation_tag,
     push_referrer_fallback,
     push_signature_tag,
@@ -210,8 +212,30 @@ def test_keyless_bundle_through_the_referrers_fallback(images: Images, tmp_path:
     (decision,), gate = decide_all(write_policy(images, tmp_path), [images.ref("tool-b/app:bundle")])
     (finding,) = decision.violations
     assert finding.rule == "attestation-mismatch"
-    assert "payload for another digest" in finding.message and "referrers tag sha256-" in finding.message
+    about = "sha256:" + hashlib.sha256((CONFORMANCE / "a.txt").read_bytes()).hexdigest()
+    assert f"the statement is about another image: its subjects are {about}, not " in finding.message
+    assert f"(signed by {BEACON} (issuer {GITHUB_ISSUER}))" in finding.message
+    assert "referrers tag sha256-" in finding.message
     assert gate.attestations.verifications == 1
+
+
+def test_one_wording_for_a_statement_about_another_image() -> None:
+    """The same statement (the bundle's own, about a.txt) signed by a key and in a Sigstore bundle,
+    judged for another image: one message, but for who signed it."""
+    verifier = bundle_verifier(trusted_root_file(load_policy(POLICY_HEADER).signatures, None))
+    document = (CONFORMANCE / "happy-path-intoto-in-dsse-v3" / "bundle.sigstore.json").read_bytes()
+    image = "sha256:" + "ab" * 32
+    by_bundle = bundle_evidence(verifier, document, image, "referrers tag")
+    statement = base64.b64decode(json.loads(document)["dsseEnvelope"]["payload"])
+    key = new_key()
+    keys = {"build.pub": load_public_key(public_pem(key), "build.pub")}
+    envelope = json.dumps(dsse_envelope([key], statement)).encode()
+    (by_key,) = envelope_evidence(keys, envelope, image, "tag sha256-ab.att", {})
+    assert by_bundle is not None and by_bundle.problem is not None and by_key.problem is not None
+    about = "sha256:" + hashlib.sha256((CONFORMANCE / "a.txt").read_bytes()).hexdigest()
+    message = f"the statement is about another image: its subjects are {about}, not {image}"
+    assert by_key.problem == f"{message} (signed by build.pub)"
+    assert by_bundle.problem == f"{message} (signed by {BEACON} (issuer {GITHUB_ISSUER}))"
 
 
 def test_a_bundle_s_provenance_is_read_and_judged() -> None:

@@ -61,6 +61,9 @@ EXPECTED: dict[str, str | None] = {
     "other-subject": f"certificate identity mismatch: signed by https://gitlab.wikimedia.org/mallory/x (issuer {ISSUER})",
     "other-issuer": f"certificate identity mismatch: signed by {BUILDER} (issuer {OTHER_ISSUER})",
     "expired": "certificate expired at signing time",
+    # a genuine entry whose integrated time was moved two hours on: its promise no longer holds
+    # (the certificate is not valid then either, but that time was never vouched for)
+    "edited-time": "tlog entry missing or invalid: invalid log entry: SET: invalid inclusion promise",
     "unlogged": "tlog entry missing: the signature carries no dev.sigstore.cosign/bundle annotation",
     "other-rekor": "tlog entry missing or invalid: invalid log entry: SET: invalid inclusion promise",
     "other-entry": "tlog entry missing or invalid: transparency log entry is inconsistent with other materials",
@@ -76,8 +79,9 @@ EXPECTED: dict[str, str | None] = {
     # zero fields omitted; then under the proto field names, with integers as JSON numbers
     "bundle-one-entry": None,
     "bundle-proto-names": None,
-    "bundle-other-digest": "payload for another digest (the bundle signs other content)",
+    "bundle-other-digest": "payload for another digest (the bundle signs sha256:",
     "bundle-checkpoint": "tlog entry missing or invalid: invalid log entry: checkpoint: invalid signature",
+    "bundle-edited-time": "tlog entry missing or invalid: invalid log entry: SET: invalid inclusion promise",
 }
 
 
@@ -91,6 +95,51 @@ class KeylessImages:
 
     def ref(self, tag: str) -> str:
         return f"{self.registry.host}/tool-k/app:{tag}"
+
+
+def attach_bundles(reg: Registry, sigstore: SigstoreInstance, repo: str, digests: dict[str, str]) -> None:
+    """The ``bundle-*`` images' Sigstore bundles, each through the referrers fallback tag."""
+
+    def attach_bundle(tag: str, document: dict[str, object]) -> None:
+        kind = str(document.get("mediaType", document.get("media_type")))
+        manifest = reg.get_manifest(repo, digests[tag])
+        push_referrer_fallback(
+            reg,
+            repo,
+            image_descriptor(digests[tag], len(json.dumps(manifest).encode())),
+            kind,
+            [{"mediaType": kind, **reg.put_blob(repo, json.dumps(document).encode())}],
+        )
+
+    attach_bundle("bundle-v0.3", sigstore.bundle(digests["bundle-v0.3"], subject=BUILDER, issuer=ISSUER))
+    attach_bundle(
+        "bundle-v0.1",
+        sigstore.bundle(digests["bundle-v0.1"], subject=BUILDER, issuer=ISSUER, media_type=BUNDLE_V01),
+    )
+    first = sigstore.bundle(digests["bundle-one-entry"], subject=BUILDER, issuer=ISSUER, one_entry=True)
+    written = protobuf_json(first)
+    proof = written["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]
+    assert "logIndex" not in written["verificationMaterial"]["tlogEntries"][0]
+    assert "logIndex" not in proof and "hashes" not in proof and proof["treeSize"] == "1"
+    attach_bundle("bundle-one-entry", written)
+    attach_bundle(
+        "bundle-proto-names",
+        proto_names(
+            protobuf_json(
+                sigstore.bundle(digests["bundle-proto-names"], subject=BUILDER, issuer=ISSUER, one_entry=True)
+            )
+        ),
+    )
+    edited_bundle = sigstore.bundle(digests["bundle-edited-time"], subject=BUILDER, issuer=ISSUER)
+    logged_entry = edited_bundle["verificationMaterial"]["tlogEntries"][0]
+    logged_entry["integratedTime"] = str(int(logged_entry["integratedTime"]) + 7200)
+    attach_bundle("bundle-edited-time", edited_bundle)
+    attach_bundle("bundle-other-digest", sigstore.bundle(digests["keyless"], subject=BUILDER, issuer=ISSUER))
+    spoiled_log = ec.generate_private_key(ec.SECP256R1())
+    attach_bundle(
+        "bundle-checkpoint",
+        sigstore.bundle(digests["bundle-checkpoint"], subject=BUILDER, issuer=ISSUER, checkpoint_key=spoiled_log),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +180,10 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeylessImages]
             by_builder("expired", signed_at=NOW - dt.timedelta(hours=2), integrated=NOW - dt.timedelta(hours=1)),
         )
         attach("unlogged", by_builder("unlogged", logged=False))
+        edited = by_builder("edited-time")
+        assert edited.bundle is not None
+        moved = {**edited.bundle["Payload"], "integratedTime": edited.bundle["Payload"]["integratedTime"] + 7200}
+        attach("edited-time", dataclasses.replace(edited, bundle={**edited.bundle, "Payload": moved}))
         attach("other-rekor", by_builder("other-rekor", rekor_key=ec.generate_private_key(ec.SECP256R1())))
         # a genuine log entry, of another signature
         spoiled = by_builder("other-entry")
@@ -161,42 +214,7 @@ def keyless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeylessImages]
             sig_layers(reg, repo, [Signature(payload("referrer"), signed.signature, signed.annotations())]),
         )
 
-        def attach_bundle(tag: str, document: dict[str, object]) -> None:
-            kind = str(document.get("mediaType", document.get("media_type")))
-            manifest = reg.get_manifest(repo, digests[tag])
-            push_referrer_fallback(
-                reg,
-                repo,
-                image_descriptor(digests[tag], len(json.dumps(manifest).encode())),
-                kind,
-                [{"mediaType": kind, **reg.put_blob(repo, json.dumps(document).encode())}],
-            )
-
-        attach_bundle("bundle-v0.3", sigstore.bundle(digests["bundle-v0.3"], subject=BUILDER, issuer=ISSUER))
-        attach_bundle(
-            "bundle-v0.1",
-            sigstore.bundle(digests["bundle-v0.1"], subject=BUILDER, issuer=ISSUER, media_type=BUNDLE_V01),
-        )
-        first = sigstore.bundle(digests["bundle-one-entry"], subject=BUILDER, issuer=ISSUER, one_entry=True)
-        written = protobuf_json(first)
-        proof = written["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]
-        assert "logIndex" not in written["verificationMaterial"]["tlogEntries"][0]
-        assert "logIndex" not in proof and "hashes" not in proof and proof["treeSize"] == "1"
-        attach_bundle("bundle-one-entry", written)
-        attach_bundle(
-            "bundle-proto-names",
-            proto_names(
-                protobuf_json(
-                    sigstore.bundle(digests["bundle-proto-names"], subject=BUILDER, issuer=ISSUER, one_entry=True)
-                )
-            ),
-        )
-        attach_bundle("bundle-other-digest", sigstore.bundle(digests["keyless"], subject=BUILDER, issuer=ISSUER))
-        spoiled_log = ec.generate_private_key(ec.SECP256R1())
-        attach_bundle(
-            "bundle-checkpoint",
-            sigstore.bundle(digests["bundle-checkpoint"], subject=BUILDER, issuer=ISSUER, checkpoint_key=spoiled_log),
-        )
+        attach_bundles(reg, sigstore, repo, digests)
         yield KeylessImages(reg, sigstore, trusted_root, digests, key)
 
 

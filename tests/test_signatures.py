@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -154,3 +155,22 @@ def test_evidence_and_judgement_name_what_failed() -> None:
     assert both.ok and "build.pub" in both.detail and "alice@example.org" in both.detail
     wrong_issuer = SignatureEvidence("referrers tag", issuer="https://elsewhere", subject="alice@example.org")
     assert not judge(rule, DIGEST, (by_key, wrong_issuer)).ok
+
+
+def test_a_pattern_counts_once_and_the_signer_is_named_by_its_certificate() -> None:
+    """An identity matched by a subjectRegExp: the verdict names the certificate's subject that
+    signed, never the rule's pattern; two subjects matching one pattern are one identity of the rule."""
+    loaded = load_policy(
+        f"{POLICY_HEADER}signatures:\n  rules:\n    - images: [r.example/a]\n"
+        '      identities: [{issuer: "https://issuer", subjectRegExp: "https://forge/builds/.+"}]\n'
+    )
+    (rule,) = loaded.signatures.rules
+    built = SignatureEvidence("tag x.sig", issuer="https://issuer", subject="https://forge/builds/app@refs/heads/main")
+    verdict = judge(rule, DIGEST, (built,))
+    assert verdict.ok and verdict.detail == (
+        "signed by https://forge/builds/app@refs/heads/main (issuer https://issuer) (signatures.rules[0])"
+    )
+    assert "/https://forge/builds/.+/" not in verdict.detail
+    twice = replace(rule, count=2)
+    other = replace(built, subject="https://forge/builds/other")
+    assert not judge(twice, DIGEST, (built, other)).ok  # count counts the rule's identities

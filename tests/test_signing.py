@@ -6,6 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -346,7 +347,9 @@ def test_keyless_bundle_through_the_referrers_fallback(images: Images, tmp_path:
     policy = write_policy(images, tmp_path)
     (decision,), gate = decide_all(policy, [images.ref("tool-b/app:bundle")])
     (finding,) = decision.violations
-    assert "payload for another digest (the bundle signs other content)" in finding.message
+    signed = "sha256:" + hashlib.sha256((CONFORMANCE / "a.txt").read_bytes()).hexdigest()
+    image = images.digests["tool-b/app:bundle"]
+    assert f"payload for another digest (the bundle signs {signed}, the image is {image})" in finding.message
     assert "referrers tag sha256-" in finding.message
     assert gate.signatures.verifications == 1
 

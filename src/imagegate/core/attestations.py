@@ -20,7 +20,14 @@ from dataclasses import dataclass, field, replace
 from imagegate.core.provenance import PROVENANCE_TYPES, ProvenanceRule, check_provenance
 from imagegate.core.records import Mode, SignatureVerdict
 from imagegate.core.reference import Reference
-from imagegate.core.signatures import SignatureEvidence, SignatureRule, SignaturesConfig, judge, signer_of
+from imagegate.core.signatures import (
+    SignatureEvidence,
+    SignatureRule,
+    SignaturesConfig,
+    found_signer,
+    judge,
+    signer_of,
+)
 
 __all__ = ["PROVENANCE_TYPES", "AttestationRule", "AttestationsConfig", "judge_attestation"]
 
@@ -68,4 +75,6 @@ def _as_judged(rule: AttestationRule, item: SignatureEvidence) -> SignatureEvide
     failed = check_provenance(item.provenance, rule.provenance)
     if not failed:
         return item
-    return replace(item, key=None, issuer=None, subject=None, problem=f"{'; '.join(failed)} (attested by {signer})")
+    return replace(
+        item, key=None, issuer=None, subject=None, problem=f"{'; '.join(failed)} (attested by {found_signer(item)})"
+    )

@@ -34,12 +34,14 @@ __all__ = [
     "Provenance",
     "ProvenanceError",
     "ProvenanceRule",
+    "about_another_image",
     "check_provenance",
     "glob_match",
     "normalize_source",
     "pae",
     "parse_envelope",
     "parse_statement",
+    "statement_subjects",
 ]
 
 DSSE_INTOTO = "application/vnd.in-toto+json"
@@ -176,6 +178,22 @@ def _subject_digests(statement: dict[str, Any]) -> set[str]:
     return digests
 
 
+def statement_subjects(payload: bytes) -> set[str]:
+    """The digests (``sha256:<hex>``) an in-toto statement speaks about."""
+    statement = _json_object(
+        payload, "the attestation's payload is not JSON", "the attestation's payload is not an in-toto statement"
+    )
+    return _subject_digests(statement)
+
+
+def about_another_image(subjects: set[str], image_digest: str) -> str:
+    """The one wording of a statement whose subjects are not the image, whoever signed it (a key's
+    envelope, a bundle): what it is about, and what the image is."""
+    shown = sorted(subjects)
+    listed = ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
+    return f"the statement is about another image: its subjects are {listed or 'no digest'}, not {image_digest}"
+
+
 def parse_statement(payload: bytes, image_digest: str) -> Provenance:
     """The SLSA provenance in an in-toto Statement about ``image_digest`` (``sha256:...``)."""
     statement = _json_object(
@@ -184,8 +202,9 @@ def parse_statement(payload: bytes, image_digest: str) -> Provenance:
     kind = statement.get("_type")
     if kind not in STATEMENT_TYPES:
         raise ProvenanceError(f"the payload is not an in-toto statement (_type {kind!r})")
-    if image_digest.lower() not in _subject_digests(statement):
-        raise ProvenanceError(f"the statement is about another image: its subjects do not include {image_digest}")
+    subjects = _subject_digests(statement)
+    if image_digest.lower() not in subjects:
+        raise ProvenanceError(about_another_image(subjects, image_digest))
     predicate_type = statement.get("predicateType")
     predicate = _object(statement.get("predicate"), "predicate")
     if predicate_type == SLSA_V02:

@@ -33,7 +33,9 @@ __all__ = [
     "SignatureRule",
     "SignaturesConfig",
     "check_simple_signing_payload",
+    "found_signer",
     "judge",
+    "signer_name",
     "signer_of",
 ]
 
@@ -156,8 +158,14 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+def signer_name(key: str | None, issuer: str | None, subject: str | None) -> str:
+    """Who signed, as found: the key (its path as written), or the certificate's subject and issuer."""
+    return key if key is not None else f"{subject} (issuer {issuer})"
+
+
 def signer_of(rule: SignatureRule, item: SignatureEvidence) -> str | None:
-    """Which of ``rule``'s keys or identities made the verified ``item`` (None: none of them)."""
+    """Which of ``rule``'s keys or identities made the verified ``item`` (None: none of them): the
+    key, or the identity as the rule writes it (what ``count`` counts: distinct keys and identities)."""
     if item.key is not None and item.key in rule.keys:
         return item.key
     if item.issuer is not None and item.subject is not None:
@@ -167,6 +175,11 @@ def signer_of(rule: SignatureRule, item: SignatureEvidence) -> str | None:
     return None
 
 
+def found_signer(item: SignatureEvidence) -> str:
+    """Who made ``item``, as found in it (never the rule's pattern): the key, or the certificate's subject."""
+    return signer_name(item.key, item.issuer, item.subject)
+
+
 def judge(
     rule: SignatureRule, digest: str, evidence: Sequence[SignatureEvidence], noun: str = "signature"
 ) -> SignatureVerdict:
@@ -174,13 +187,13 @@ def judge(
 
     ``noun`` names what was verified in the messages (``"attestation"`` for signed statements).
     """
-    signers: list[str] = []
+    signers: dict[str, str] = {}  # the rule's key or identity -> who signed, as found
     for item in evidence:
         signer = signer_of(rule, item)
         if signer is not None and signer not in signers:
-            signers.append(signer)
+            signers[signer] = found_signer(item)
     if len(signers) >= rule.count:
-        return SignatureVerdict(True, f"signed by {', '.join(signers)} ({rule.name})", digest, rule.mode)
+        return SignatureVerdict(True, f"signed by {', '.join(signers.values())} ({rule.name})", digest, rule.mode)
     needed = f"{rule.name} needs {_plural(rule.count, noun)} by its keys or identities"
     if not evidence:
         return SignatureVerdict(False, f"no {noun} found for {digest[:19]}; {needed}", digest, rule.mode)
@@ -192,7 +205,7 @@ def judge(
             reason = f"{OTHER_KEY} ({item.key}, not one of this rule's)"
         elif item.issuer is not None:
             wanted = "; ".join(str(identity) for identity in rule.identities) or "none"
-            reason = f"{IDENTITY_MISMATCH}: signed by {item.subject} (issuer {item.issuer}), wanted {wanted}"
+            reason = f"{IDENTITY_MISMATCH}: signed by {found_signer(item)}, wanted {wanted}"
         else:
             reason = OTHER_KEY
         reasons.append(f"{reason} [{item.found_by}]")

@@ -37,7 +37,7 @@ from imagegate.core.provenance import (
 )
 from imagegate.core.records import SignatureVerdict
 from imagegate.core.reference import Reference
-from imagegate.core.signatures import OTHER_KEY, PayloadError, SignatureEvidence
+from imagegate.core.signatures import OTHER_KEY, PayloadError, SignatureEvidence, signer_name
 from imagegate.shell.signing import (
     BUNDLE_TYPES,
     CERTIFICATE_ANNOTATION,
@@ -80,7 +80,7 @@ def statement_evidence(
     """A verified statement, signed by ``key`` or the keyless ``identity`` (issuer, subject): its provenance,
     or why it proves nothing about the image ``digest``."""
     issuer, subject = identity if identity is not None else (None, None)
-    signer = key if key is not None else f"{subject} (issuer {issuer})"
+    signer = signer_name(key, issuer, subject)
     if payload_type != DSSE_INTOTO:
         return SignatureEvidence(where, problem=f"payload type {payload_type!r} is not in-toto (signed by {signer})")
     try:

@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from sigstore._internal.trust import KeyringPurpose
 from sigstore.errors import VerificationError
 from sigstore.hashes import Hashed
 from sigstore.models import Bundle, InvalidBundle, TransparencyLogEntry, TrustedRoot
@@ -45,6 +46,7 @@ from sigstore_models.rekor.v1 import TransparencyLogEntry as LogEntryDocument
 from imagegate.core.gobase64 import Base64Error, go_b64decode
 from imagegate.core.oci import Descriptor, Index, Manifest, OciError, parse_manifest
 from imagegate.core.protojson import BundleError, read_bundle
+from imagegate.core.provenance import ProvenanceError, about_another_image, statement_subjects
 from imagegate.core.records import SignatureVerdict
 from imagegate.core.reference import Reference
 from imagegate.core.signatures import (
@@ -59,6 +61,7 @@ from imagegate.core.signatures import (
     SignaturesConfig,
     check_simple_signing_payload,
     judge,
+    signer_name,
 )
 from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
 
@@ -457,11 +460,17 @@ def _subject(certificate: x509.Certificate) -> str | None:
     return found[0] if found else None
 
 
-def _bundle_problem(message: str) -> str:
-    """A sigstore-python failure, named as an operator would look for it."""
+def _bundle_problem(message: str, bundle: Bundle, digest: str) -> str:
+    """A sigstore-python failure, named as an operator would look for it, with what the bundle holds."""
     lowered = message.lower()
+    if "integrated time only supported" in lowered:
+        kind = bundle.log_entry._inner.kind_version
+        return f"{TLOG_INVALID}: unsupported log entry type {kind.kind} {kind.version} (sigstore-python: {message})"
     if "digest mismatch" in lowered:
-        return f"{OTHER_DIGEST} (the bundle signs other content)"
+        signed = bundle._inner.message_signature
+        found = signed.message_digest if signed is not None else None
+        what = f"sha256:{found.digest.hex()}" if found is not None and found.algorithm == HashAlgorithm.SHA2_256 else ""
+        return f"{OTHER_DIGEST} (the bundle signs {what or 'other content'}, the image is {digest})"
     if "expired" in lowered or "validity" in lowered or "not valid" in lowered:
         return f"{EXPIRED}, or the signing time is outside its validity: {message}"
     if "inclusion" in lowered or "log entry" in lowered or "checkpoint" in lowered or "tlog" in lowered:
@@ -488,12 +497,17 @@ def _library_error(exc: BaseException) -> str:
     return text
 
 
-def _sigstore_verifies(verification: Callable[[], object]) -> None:
-    """Run one sigstore-python verification; any failure becomes a :class:`PayloadError` saying why."""
+def _sigstore_verifies(verifier: Verifier, bundle: Bundle, digest: str, verification: Callable[[], object]) -> None:
+    """Run one sigstore-python verification of ``bundle`` for the image ``digest``; any failure
+    becomes a :class:`PayloadError` saying why."""
     try:
         verification()
     except VerificationError as exc:
-        raise PayloadError(_bundle_problem(_library_error(exc))) from None
+        problem = _bundle_problem(_library_error(exc), bundle, digest)
+        if problem.startswith(EXPIRED):  # judged at a time the entry promises: is the promise sound?
+            broken = _broken_promise(verifier, bundle)
+            problem = problem if broken is None else f"{TLOG_INVALID}: {broken}"
+        raise PayloadError(problem) from None
     except PayloadError:
         raise
     except Exception as exc:  # input sigstore-python chokes on verifies for nobody
@@ -534,35 +548,48 @@ def verify_bundle_statement(verifier: Verifier, document: bytes, digest: str) ->
         raise PayloadError(f"malformed Sigstore bundle: {exc}") from None
     except Exception as exc:  # InvalidBundle and model errors alike: the bundle is unusable
         raise PayloadError(f"malformed Sigstore bundle: {_library_error(exc)}") from None
-    statement: list[bytes] = []  # the DSSE envelope's payload, once verified
+    statement: list[tuple[str, bytes]] = []  # the DSSE envelope's payload type and payload, once verified
 
     def verification() -> None:
         if bundle._dsse_envelope is not None:
-            kind, payload = verifier.verify_dsse(bundle, _ANY_SIGNER)
-            _check_statement_subject(kind, payload, hexdigits)
-            statement.append(payload)
+            statement.append(verifier.verify_dsse(bundle, _ANY_SIGNER))
         else:
             hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(hexdigits))
             verifier.verify_artifact(hashed, bundle, _ANY_SIGNER)
 
-    _sigstore_verifies(verification)
+    _sigstore_verifies(verifier, bundle, digest, verification)
     issuer, subject = _signer(bundle.signing_certificate)
-    return issuer, subject, statement[0] if statement else None
-
-
-def _check_statement_subject(kind: str, payload: bytes, hexdigits: str) -> None:
+    if not statement:
+        return issuer, subject, None
+    kind, payload = statement[0]
+    signed_by = signer_name(None, issuer, subject)
     if kind != IN_TOTO_PAYLOAD:
-        raise PayloadError(f"the bundle's envelope holds {kind!r}, not an in-toto statement")
+        raise PayloadError(f"the bundle's envelope holds {kind!r}, not an in-toto statement (signed by {signed_by})")
     try:
-        statement = json.loads(payload)
-        subjects = statement["subject"]
-        signed = {
-            str(s["digest"]["sha256"]) for s in subjects if isinstance(s, dict) and "sha256" in s.get("digest", {})
-        }
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise PayloadError("the bundle's in-toto statement has no readable subject") from None
-    if hexdigits not in signed:
-        raise PayloadError(f"{OTHER_DIGEST} (the statement's subjects are not sha256:{hexdigits[:12]})")
+        subjects = statement_subjects(payload)
+    except ProvenanceError as exc:
+        raise PayloadError(f"{exc} (signed by {signed_by})") from None
+    if digest.lower() not in subjects:
+        raise PayloadError(f"{about_another_image(subjects, digest)} (signed by {signed_by})")
+    return issuer, subject, payload
+
+
+def _broken_promise(verifier: Verifier, bundle: Bundle) -> str | None:
+    """Why the log entry's signed entry timestamp does not verify, or None (it does, or there is none).
+
+    sigstore-python judges the certificate at the entry's integrated time before it checks the
+    promise that covers that time: an edited time then reads as an expired certificate. When a
+    verification fails on the time, the promise is asked first, so a broken promise is named."""
+    entry = bundle.log_entry
+    if entry._inner.inclusion_promise is None or not entry._inner.integrated_time:
+        return None
+    try:
+        entry._verify_set(verifier._trusted_root.rekor_keyring(KeyringPurpose.VERIFY))
+    except VerificationError as exc:
+        return f"invalid log entry: {_library_error(exc)}"
+    except Exception:  # a root without Rekor keys: the verifier's own words stand
+        return None
+    return None
 
 
 # --- keyless signatures in cosign's tag scheme ---------------------------------------------------
@@ -690,7 +717,8 @@ def verify_keyless_signature(
     signature and payload. Then the payload must name ``digest``. Raises :class:`PayloadError`.
     """
     bundle = tag_scheme_bundle(annotations)
-    _sigstore_verifies(lambda: verifier.verify_artifact(payload, bundle, _ANY_SIGNER))
+
+    _sigstore_verifies(verifier, bundle, digest, lambda: verifier.verify_artifact(payload, bundle, _ANY_SIGNER))
     check_simple_signing_payload(payload, digest)
     return _signer(bundle.signing_certificate)
 
