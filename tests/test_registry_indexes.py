@@ -26,7 +26,7 @@ from imagegate.core.platforms import node_platform, normalize, parse_platform, r
 from imagegate.core.policy import Policy, load_policy
 from imagegate.core.records import NO_LOOKUPS
 from imagegate.shell.verification import Lookups, RegistryGate, settle
-from tests.conftest import POLICY_HEADER
+from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_copy
 from tests.registry_process import Registry, run_registry
 
@@ -102,10 +102,13 @@ def children(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Children]:
 
 
 def policy(children: Children, platforms: str = "[linux/amd64]", extra: str = "") -> Policy:
+    return policy_of(policy_text(children, platforms, extra))
+
+
+def policy_text(children: Children, platforms: str = "[linux/amd64]", extra: str = "") -> str:
     reg = children.registry
     config = reg.docker_config(children.tmp / "config.json")
-    return policy_of(
-        f"""
+    return f"""
 trusted: [{reg.host}/toolforge]
 byoc:
   grants:
@@ -114,7 +117,6 @@ registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {config}, platforms: {pl
 baseImages: {{trusted: ["{reg.host}/toolforge/base:1"]}}
 {extra}
 """
-    )
 
 
 def pod(image: str) -> dict[str, Any]:
@@ -223,6 +225,68 @@ def test_duplicate_keys_are_read_as_go_reads_them(children: Children) -> None:
     image = children.index("duplicate-keys", [], raw=raw)
     decision = judge(policy(children), image)
     assert not decision.allowed and "nearest base" in decision.message()
+
+
+def test_an_index_is_judged_on_the_entry_go_reads(children: Children, tmp_path: Path) -> None:
+    """Issue 27: containerd decodes an index with Go's encoding/json, which decodes a repeated
+    key into what the first occurrence made. A platform given twice keeps the fields the second
+    leaves out; a repeated ``manifests`` is decoded into the entries already there. Each index
+    is judged, by ``check --registry``, on the entry a linux/amd64 node pulls as Go reads it
+    (tests/fixtures/go_json has what Go itself makes of such documents)."""
+
+    def entry(name: str, *platforms: dict[str, Any]) -> str:
+        descriptor = json.dumps(children.descriptors[name])[:-1]
+        return descriptor + "".join(f', "platform": {json.dumps(p)}' for p in platforms) + "}"
+
+    def index(manifests: str) -> bytes:
+        return f'{{"schemaVersion": 2, "mediaType": "{OCI_INDEX}", {manifests}}}'.encode()
+
+    linux, arm = {"os": "linux"}, {"os": "linux", "architecture": "arm64"}
+    bodies = {
+        # the attack: the first entry is off-base; its second platform names no architecture,
+        # so a decoder that replaces objects sees no amd64 there, but the node pulls it
+        "twice-rogue": (index(f'"manifests": [{entry("rogue-amd", AMD, linux)}, {entry("good-amd", AMD)}]'), False),
+        "twice-good": (index(f'"manifests": [{entry("good-amd", AMD, linux)}, {entry("rogue-arm", arm)}]'), True),
+        # the second array is decoded into the first's entries: one entry, the first's digest,
+        # its platform now linux/amd64
+        "elementwise-rogue": (
+            index(
+                f'"manifests": [{entry("rogue-amd", arm)}, {entry("good-amd", AMD)}], '
+                '"manifests": [{"platform": {"architecture": "amd64"}}]'
+            ),
+            False,
+        ),
+        "elementwise-good": (
+            index(
+                f'"manifests": [{entry("good-amd", arm)}, {entry("rogue-amd", AMD)}], '
+                '"manifests": [{"platform": {"architecture": "amd64"}}]'
+            ),
+            True,
+        ),
+    }
+    pods = []
+    for tag, (body, _) in bodies.items():
+        children.registry.put_manifest("tool-a/app", tag, body, OCI_INDEX)
+        image = f"{children.registry.host}/tool-a/app:{tag}"
+        pods.append({**pod(image), "metadata": {"name": tag, "namespace": "tool-a"}})
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(POLICY_HEADER + policy_text(children))
+    checked = run_imagegate(
+        "check",
+        "-",
+        "-p",
+        str(policy_file),
+        "-o",
+        "json",
+        "--registry",
+        stdin=json.dumps({"kind": "List", "items": pods}),
+    )
+    assert checked.returncode == 1, checked.stderr
+    objects = json.loads(checked.stdout)["objects"]
+    for (tag, (_, allowed)), judged in zip(bodies.items(), objects, strict=True):
+        assert judged["allowed"] is allowed, (tag, judged)
+        if not allowed:
+            assert "nearest base" in judged["violations"][0]["message"], (tag, judged)
 
 
 def test_an_index_with_too_many_candidates_or_a_nested_index_is_refused(children: Children) -> None:

@@ -87,7 +87,8 @@ def test_payload_checks() -> None:
     check_simple_signing_payload(simple_signing_payload("r.example/a", DIGEST), DIGEST)
     cases = {
         b"not json": "not JSON",
-        b"[]": "no 'critical'",
+        b"[]": "not JSON cosign reads",
+        b'{"critical": {"type": "cosign container image signature", "image": {"docker-manifest-digest": 1}}}': "not JSON cosign reads",
         simple_signing_payload("r.example/a", DIGEST, type="something else"): "critical.type",
         json.dumps({"critical": {"type": "cosign container image signature"}}).encode(): "docker-manifest-digest",
         simple_signing_payload("r.example/a", OTHER): "payload for another digest",

@@ -4,23 +4,38 @@ Registry answers are hostile input: every document is decoded into a typed struc
 (wrong types are a :class:`OciError`), every digest is checked against the bytes, and
 sizes are bounded by the caller before the bytes get here.
 
-Documents are read as the runtime reads them. containerd and CRI-O decode with Go's
-``encoding/json``, which matches an object's keys to struct fields case-insensitively (with
-Unicode folding: "o" and a long s, U+017F, is "os") and lets a later duplicate key win. A document that
-says ``"platform": {"OS": "linux", "Architecture": "amd64"}``, or ``"manifests"`` twice, is
-read here exactly as the node reads it, never as a stricter decoder would (:func:`go_fields`).
+Documents are read as the runtime reads them: containerd decodes them with Go's
+``encoding/json`` into the image-spec's Go structs, and so does :mod:`imagegate.core.gojson`
+here, into the same structs (below): keys matched case-insensitively with Unicode folding, a
+repeated object merged into the first, a repeated array decoded into the elements already
+there. A document Go cannot decode is an :class:`OciError` (the runtime cannot pull it either);
+one Go reads but imagegate will not vouch for is a :class:`RefusedImageError`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from imagegate.core import gojson
+from imagegate.core.gojson import (
+    ANY,
+    BYTES,
+    INT64,
+    RAW,
+    STRING,
+    GoJsonError,
+    GoSlice,
+    GoType,
+    TooDeepError,
+    map_of,
+    pointer_to,
+    slice_of,
+    struct,
+)
 from imagegate.core.reference import DIGEST_HEX_LENGTH, ReferenceError, validate_digest
 
 __all__ = [
@@ -128,124 +143,174 @@ def verify_digest(data: bytes, expected: str) -> None:
         raise OciError(f"content does not match its digest: expected {expected}, got {actual}")
 
 
-# --- Go's encoding/json view of a document --------------------------------------------------
+# --- the Go structs containerd decodes a document into (image-spec v1.1, specs-go/v1) -------
+# Their fields, types and JSON tags; tests/fixtures/go_json/decode.go declares the same in Go.
 
-
-class _Pairs(list[tuple[str, Any]]):
-    """A JSON object as written: every key, in order, duplicates included."""
-
-
-# Under Unicode simple case folding (Go's), only these non-ASCII letters fold onto ASCII ones;
-# str.upper() would also turn the dotless i into "I", which Go does not.
-_GO_FOLDS_TO_ASCII = {"\u017f": "S", "\u212a": "K"}  # long s, Kelvin sign
-
-
-def _go_fold(key: str) -> str:
-    """Go's ``foldName``, as far as comparing with ASCII field names needs."""
-    if key.isascii():
-        return key.upper()
-    return "".join(c.upper() if c.isascii() else _GO_FOLDS_TO_ASCII.get(c, c) for c in key)
-
-
-# A struct's fields, "map", ("list", item schema), or None for a plain value.
-Schema = Mapping[str, Any] | str | tuple[str, Any] | None
-
-_PLATFORM_FIELDS: Mapping[str, Schema] = dict.fromkeys(
-    ("architecture", "os", "os.version", "os.features", "variant", "features")
+PLATFORM = struct(
+    "Platform",
+    ("architecture", STRING),
+    ("os", STRING),
+    ("os.version", STRING),
+    ("os.features", slice_of(STRING)),
+    ("variant", STRING),
 )
-_DESCRIPTOR_FIELDS: Mapping[str, Schema] = {
-    **dict.fromkeys(("mediaType", "digest", "size", "urls", "data", "artifactType")),
-    "annotations": "map",
-    "platform": _PLATFORM_FIELDS,
-}
-_DOCUMENT_FIELDS: Mapping[str, Schema] = {
-    **dict.fromkeys(("schemaVersion", "mediaType", "artifactType")),
-    "manifests": ("list", _DESCRIPTOR_FIELDS),
-    "layers": ("list", _DESCRIPTOR_FIELDS),
-    "config": _DESCRIPTOR_FIELDS,
-    "subject": _DESCRIPTOR_FIELDS,
-    "annotations": "map",
-}
-_CONFIG_FIELDS: Mapping[str, Schema] = {
-    **dict.fromkeys(("architecture", "os", "os.version", "os.features", "variant", "created")),
-    "rootfs": dict.fromkeys(("type", "diff_ids")),
-}
+DESCRIPTOR = struct(
+    "Descriptor",
+    ("mediaType", STRING),
+    ("digest", STRING),
+    ("size", INT64),
+    ("urls", slice_of(STRING)),
+    ("annotations", map_of(STRING)),
+    ("data", BYTES),
+    ("platform", pointer_to(PLATFORM)),
+    ("artifactType", STRING),
+)
+INDEX = struct(
+    "Index",
+    ("schemaVersion", INT64),
+    ("mediaType", STRING),
+    ("artifactType", STRING),
+    ("manifests", slice_of(DESCRIPTOR)),
+    ("subject", pointer_to(DESCRIPTOR)),
+    ("annotations", map_of(STRING)),
+)
+MANIFEST = struct(
+    "Manifest",
+    ("schemaVersion", INT64),
+    ("mediaType", STRING),
+    ("artifactType", STRING),
+    ("config", DESCRIPTOR),
+    ("layers", slice_of(DESCRIPTOR)),
+    ("subject", pointer_to(DESCRIPTOR)),
+    ("annotations", map_of(STRING)),
+)
+ROOTFS = struct("RootFS", ("type", STRING), ("diff_ids", slice_of(STRING)))
+# Image: its embedded Platform and its rootfs, the parts a node's choice and the base check read.
+# ``created`` is a *time.Time to Go; only reports read it, so any value is kept and judged there.
+IMAGE_CONFIG = struct("Image", *PLATFORM.fields.items(), ("rootfs", ROOTFS), ("created", ANY))
+# containerd's first look at a manifest or index (images.validateMediaType): what kind it says it is.
+UNKNOWN_DOCUMENT = struct(
+    "unknownDocument",
+    ("mediaType", STRING),
+    ("config", RAW),
+    ("layers", RAW),
+    ("manifests", RAW),
+    ("fsLayers", RAW),
+)
 
 
-def _plain(value: Any) -> Any:
-    """Objects back to dicts (a later duplicate key wins, as in a Go map), for type errors."""
-    if isinstance(value, _Pairs):
-        return {key: _plain(item) for key, item in value}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-def go_fields(value: Any, schema: Any) -> Any:
-    """What a Go struct decoded from ``value`` holds: each key goes to the field it names
-    exactly or, failing that, case-insensitively; unknown keys are dropped; the last wins."""
-    if isinstance(schema, Mapping) and isinstance(value, _Pairs):
-        folded = {_go_fold(name): name for name in schema}
-        out: dict[str, Any] = {}
-        for key, item in value:
-            name = key if key in schema else folded.get(_go_fold(key))
-            if name is not None:
-                out[name] = go_fields(item, schema[name])
-        return out
-    if isinstance(schema, tuple) and isinstance(value, list):
-        return [go_fields(item, schema[1]) for item in value]
-    return _plain(value)
-
-
-def _go_decode(body: bytes, schema: Mapping[str, Any], what: str) -> dict[str, Any]:
+def _go_read(document: Any, go: GoType, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(body, object_pairs_hook=_Pairs)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise OciError(f"{what} is not JSON: {exc}") from None
-    if not isinstance(value, _Pairs):
-        raise OciError(f"{what} is not a JSON object")
-    fields: dict[str, Any] = go_fields(value, schema)
-    return fields
+        return gojson.decode(document, go)
+    except GoJsonError as exc:
+        raise OciError(f"malformed {what}: Go's encoding/json cannot decode it into a {go.name} ({exc})") from None
+
+
+def _parse(body: bytes, what: str) -> Any:
+    try:
+        return gojson.parse(body)
+    except TooDeepError as exc:
+        raise RefusedImageError(f"{what}: {exc}") from None
+    except GoJsonError as exc:
+        raise OciError(f"malformed {what}: {exc}") from None
+
+
+def _items(value: GoSlice | None) -> list[Any]:
+    return [] if value is None else value.items
+
+
+def _platform(value: dict[str, Any] | None) -> Platform | None:
+    if value is None:
+        return None
+    return Platform(architecture=value["architecture"], os=value["os"], variant=value["variant"])
+
+
+def _descriptor(value: dict[str, Any]) -> Descriptor:
+    return Descriptor(
+        media_type=value["mediaType"],
+        digest=value["digest"],
+        size=value["size"],
+        platform=_platform(value["platform"]),
+        annotations=value["annotations"] or {},
+        artifact_type=value["artifactType"],
+    )
 
 
 def _check_descriptors(descriptors: list[Descriptor], what: str) -> None:
+    # Go reads these; the runtime would fail on a bad digest it fetches, but not on one it
+    # skips: refused (whatever registry.onError says), never passed over as malformed
     for descriptor in descriptors:
         try:
             validate_digest(descriptor.digest)
         except ReferenceError as exc:
-            raise OciError(f"{what} has a bad digest: {exc}") from None
+            raise RefusedImageError(f"{what} has a bad digest: {exc}") from None
         if descriptor.size < 0:
-            raise OciError(f"{what} has a negative size")
+            raise RefusedImageError(f"{what} has a negative size")
+
+
+def _kind(document: Any, media_type: str) -> str:
+    """Which document this is, as containerd decides: the media type it was fetched as (the
+    registry's Content-Type, or the index entry's mediaType), which the body must not contradict."""
+    seen = _go_read(document, UNKNOWN_DOCUMENT, "manifest")
+    if seen["fsLayers"]:
+        raise OciError("manifest is Docker schema 1, which runtimes no longer pull")
+    declared: str = seen["mediaType"]
+    kind = media_type.split(";", maxsplit=1)[0].strip()
+    if kind not in INDEX_TYPES and kind not in MANIFEST_TYPES:
+        kind = declared  # containerd pulls nothing of such a type; the body says what it would be
+    if kind in MANIFEST_TYPES and (seen["manifests"] or declared in INDEX_TYPES):
+        raise OciError(f"manifest fetched as {kind} is an index")
+    if kind in INDEX_TYPES and (seen["config"] or seen["layers"] or declared in MANIFEST_TYPES):
+        raise OciError(f"index fetched as {kind} is a manifest")
+    return kind
 
 
 def parse_manifest(body: bytes, media_type: str) -> Manifest | Index:
-    """A manifest or an index; the media type comes from the body or, failing that, the header."""
-    fields = _go_decode(body, _DOCUMENT_FIELDS, "manifest")
-    declared = fields.get("mediaType")
-    kind = declared if isinstance(declared, str) and declared else media_type.split(";", maxsplit=1)[0].strip()
-    try:
-        if kind in INDEX_TYPES:
-            index = msgspec.convert(fields, type=Index)
-            _check_descriptors(index.manifests, "index entry")
-            return index
-        if kind in MANIFEST_TYPES:
-            manifest = msgspec.convert(fields, type=Manifest)
-            subject = [manifest.subject] if manifest.subject is not None else []
-            _check_descriptors([manifest.config, *manifest.layers, *subject], "manifest")
-            return manifest
-    except (msgspec.ValidationError, UnicodeEncodeError) as exc:
-        raise OciError(f"malformed {kind}: {exc}") from None
+    """A manifest or an index, read as containerd reads it: its kind from ``media_type`` (the
+    Content-Type, or the mediaType of the index entry it was fetched for), its fields as Go's
+    encoding/json fills an ocispec.Manifest or ocispec.Index."""
+    document = _parse(body, "manifest")
+    kind = _kind(document, media_type)
+    if kind in INDEX_TYPES:
+        fields = _go_read(document, INDEX, kind)
+        index = Index(
+            schema_version=fields["schemaVersion"],
+            manifests=[_descriptor(entry) for entry in _items(fields["manifests"])],
+            media_type=fields["mediaType"],
+            annotations=fields["annotations"] or {},
+        )
+        _check_descriptors(index.manifests, "index entry")
+        return index
+    if kind in MANIFEST_TYPES:
+        fields = _go_read(document, MANIFEST, kind)
+        subject = fields["subject"]
+        manifest = Manifest(
+            schema_version=fields["schemaVersion"],
+            config=_descriptor(fields["config"]),
+            layers=[_descriptor(layer) for layer in _items(fields["layers"])],
+            media_type=fields["mediaType"],
+            annotations=fields["annotations"] or {},
+            artifact_type=fields["artifactType"],
+            subject=None if subject is None else _descriptor(subject),
+        )
+        attached = [] if manifest.subject is None else [manifest.subject]
+        _check_descriptors([manifest.config, *manifest.layers, *attached], "manifest")
+        return manifest
     raise OciError(f"unsupported manifest media type {kind!r} (imagegate reads OCI and Docker v2 schema 2)")
 
 
 def parse_config(body: bytes) -> ImageConfig:
-    fields = _go_decode(body, _CONFIG_FIELDS, "image config")
-    if not isinstance(fields.get("created", ""), str):
-        del fields["created"]  # only reports read it: a bad one must not refuse an image at admission
-    try:
-        config = msgspec.convert(fields, type=ImageConfig)
-    except (msgspec.ValidationError, UnicodeEncodeError) as exc:
-        raise OciError(f"malformed image config: {exc}") from None
+    """An image config as Go fills an ocispec.Image (the parts imagegate reads)."""
+    fields = _go_read(_parse(body, "image config"), IMAGE_CONFIG, "image config")
+    created = fields["created"]
+    rootfs = fields["rootfs"]
+    config = ImageConfig(
+        architecture=fields["architecture"],
+        os=fields["os"],
+        variant=fields["variant"],
+        rootfs=_RootFs(type=rootfs["type"], diff_ids=_items(rootfs["diff_ids"])),
+        created=created if isinstance(created, str) else "",  # a bad one must not refuse an image at admission
+    )
     for diff_id in config.diff_ids:
         try:
             validate_digest(diff_id)

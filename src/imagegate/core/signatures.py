@@ -14,12 +14,12 @@ and subject, from a verified Sigstore bundle) made it, or why it does not count.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Literal
 
+from imagegate.core import gojson
 from imagegate.core.patterns import PatternSet
 from imagegate.core.provenance import Provenance
 from imagegate.core.records import Mode, SignatureVerdict
@@ -27,6 +27,7 @@ from imagegate.core.reference import Reference
 
 __all__ = [
     "COSIGN_SIGNATURE_TYPE",
+    "SIMPLE_SIGNING",
     "KeylessIdentity",
     "PayloadError",
     "SignatureEvidence",
@@ -134,21 +135,36 @@ class SignatureEvidence:
     provenance: Provenance | None = None
 
 
+# cosign's simple signing payload (sigstore's payload.SimpleContainerImage), decoded as cosign
+# decodes it: Go's encoding/json, so a repeated or case-folded key means what it means to cosign.
+SIMPLE_SIGNING = gojson.struct(
+    "SimpleContainerImage",
+    (
+        "critical",
+        gojson.struct(
+            "Critical",
+            ("identity", gojson.struct("Identity", ("docker-reference", gojson.STRING))),
+            ("image", gojson.struct("Image", ("docker-manifest-digest", gojson.STRING))),
+            ("type", gojson.STRING),
+        ),
+    ),
+)
+
+
 def check_simple_signing_payload(payload: bytes, digest: str) -> None:
     """Raise :class:`PayloadError` unless ``payload`` is cosign's signature of exactly ``digest``."""
     try:
-        document: Any = json.loads(payload)
-    except (ValueError, RecursionError):
-        raise PayloadError("the payload is not JSON") from None
-    critical = document.get("critical") if isinstance(document, dict) else None
-    if not isinstance(critical, dict):
-        raise PayloadError("the payload has no 'critical' section")
-    kind = critical.get("type")
+        document = gojson.decode(gojson.parse(payload), SIMPLE_SIGNING)
+    except gojson.TooDeepError:
+        raise PayloadError("the payload is nested deeper than imagegate reads") from None
+    except gojson.GoJsonError as exc:
+        raise PayloadError(f"the payload is not JSON cosign reads ({exc})") from None
+    critical = document["critical"]
+    kind = critical["type"]
     if kind != COSIGN_SIGNATURE_TYPE:
         raise PayloadError(f"the payload's critical.type is {kind!r}, not {COSIGN_SIGNATURE_TYPE!r}")
-    image = critical.get("image")
-    signed = image.get("docker-manifest-digest") if isinstance(image, dict) else None
-    if not isinstance(signed, str):
+    signed = critical["image"]["docker-manifest-digest"]
+    if not signed:
         raise PayloadError("the payload names no critical.image.docker-manifest-digest")
     if signed != digest:
         raise PayloadError(f"{OTHER_DIGEST} ({signed[:19]}, the image is {digest[:19]})")

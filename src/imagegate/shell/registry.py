@@ -379,7 +379,7 @@ class RegistryClient:
             if descriptor.digest in by_digest:
                 continue  # the same manifest twice: verified once
             child_body, child_digest, child_type = await self._manifest(ref, descriptor.digest)
-            child = parse_manifest(child_body, child_type or descriptor.media_type)
+            child = parse_manifest(child_body, descriptor.media_type or child_type)  # containerd: the entry says
             if not isinstance(child, Manifest):
                 raise RefusedImageError(
                     f"{ref.repository}: entry {position + 1} of the index ({names[position]}) is an index "
