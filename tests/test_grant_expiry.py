@@ -65,7 +65,9 @@ def test_a_grant_in_its_last_days_warns_on_every_admission_of_its_namespace() ->
         decision = decide(soon, pod(image), namespace="tool-foo", now=NOW)
         assert decision.allowed
         (notice,) = decision.notices
-        assert notice.startswith("BYOC grant for tool-foo (ghcr.io/example) ends 2027-03-31")
+        assert notice.startswith(
+            "BYOC grant for tool-foo (ghcr.io/example) is good through 2027-03-31 UTC (11 days left)"
+        )
         assert "renewal: T1234" in notice and "running Pods go on" in notice
     assert decide(soon, pod(TRUSTED), namespace="tool-bar", now=NOW).notices == ()
     # 11 days left: inside the default 14; outside a setting of 7; never with null
@@ -76,9 +78,11 @@ def test_a_grant_in_its_last_days_warns_on_every_admission_of_its_namespace() ->
     assert decide(silent, pod(BYOC), namespace="tool-foo", now=NOW).notices == ()
     assert decide(policy("2027-04-30"), pod(BYOC), namespace="tool-foo", now=NOW).notices == ()
     last_day = policy("2027-03-20", "warnBeforeExpiryDays: 0")  # 0: only on its last day
-    assert decide(last_day, pod(BYOC), namespace="tool-foo", now=NOW).notices
+    assert "(today is its last day)" in decide(last_day, pod(BYOC), namespace="tool-foo", now=NOW).notices[0]
+    one_day = decide(policy("2027-03-21", "warnBeforeExpiryDays: 1"), pod(BYOC), namespace="tool-foo", now=NOW)
+    assert "(1 day left)" in one_day.notices[0]
     no_ticket = decide(policy("2027-03-31", ticket=""), pod(BYOC), namespace="tool-foo", now=NOW)
-    assert "ask the platform admins for a renewal" in no_ticket.notices[0]
+    assert "ask the platform admins to renew it" in no_ticket.notices[0]
 
 
 def test_the_warning_reaches_the_user_through_validate_only() -> None:
@@ -147,7 +151,7 @@ def test_the_server_warns_and_counts_grants_by_state(tmp_path: Path) -> None:
         response = client.post("/validate", json=admission_review(pod(TRUSTED), "tool-soon")).json()["response"]
         assert response["allowed"] is True
         (warning,) = response["warnings"]
-        assert f"BYOC grant for tool-soon ends {today + dt.timedelta(days=3)}" in warning
+        assert f"BYOC grant for tool-soon is good through {today + dt.timedelta(days=3)} UTC (3 days left)" in warning
         quiet = client.post("/validate", json=admission_review(pod(TRUSTED), "tool-later")).json()["response"]
         assert "warnings" not in quiet
         metrics = client.get("/metrics").text

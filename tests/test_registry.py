@@ -180,7 +180,7 @@ def test_base_verification_remembers_earlier_bases(pushed: Pushed, tmp_path: Pat
     assert verdicts["on-v1"].ok and "3 base layers + 2 own" in verdicts["on-v1"].detail
     assert verdicts["on-v2"].ok
     assert not verdicts["other"].ok
-    assert "nearest base" in verdicts["other"].detail and "layer 1 differs" in verdicts["other"].detail
+    assert "nearest trusted base" in verdicts["other"].detail and "layer 1 differs" in verdicts["other"].detail
     assert "claims base" in verdicts["other"].detail and "not proof" in verdicts["other"].detail
     assert not verdicts["short"].ok and "only 2 layers" in verdicts["short"].detail
     assert not verdicts["on-v1-later"].ok
@@ -409,7 +409,7 @@ def test_grant_with_required_base(pushed: Pushed, tmp_path: Path) -> None:
     denied = _decide_with_registry(policy, _pod(pushed.ref("tool-a/app:other")))
     assert not denied.allowed
     assert "base-image-mismatch" in [f.rule for f in denied.violations]
-    assert "nearest base" in denied.message()
+    assert "nearest trusted base" in denied.message()
 
 
 @pytest.mark.parametrize(("on_error", "allowed"), [("deny", False), ("allow", True)])
@@ -513,7 +513,7 @@ pinning: {{enabled: true}}
         good = http.post("/validate", json=review(pushed.ref("tool-a/app:on-v1"))).json()["response"]
         assert good["allowed"] is True, good
         bad = http.post("/validate", json=review(pushed.ref("tool-a/app:other"))).json()["response"]
-        assert bad["allowed"] is False and "nearest base" in bad["status"]["message"]
+        assert bad["allowed"] is False and "nearest trusted base" in bad["status"]["message"]
         mutated = http.post("/mutate", json=review(pushed.ref("tool-a/app:on-v1"))).json()["response"]
         (patch,) = json.loads(base64.b64decode(mutated["patch"]))
         assert patch["value"] == f"{pushed.ref('tool-a/app:on-v1')}@{pushed.digests['tool-a/app:on-v1']}"

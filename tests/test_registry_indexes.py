@@ -147,11 +147,11 @@ AMD = {"os": "linux", "architecture": "amd64"}
     [
         ([("good-amd", AMD)], True, "built on"),
         # the first matching entry is good and a later one is bad: a runtime may take either
-        ([("good-amd", AMD), ("rogue-amd", AMD)], False, "nearest base"),
+        ([("good-amd", AMD), ("rogue-amd", AMD)], False, "nearest trusted base"),
         # odd spellings of the platform the node runs: containerd normalizes them all to linux/amd64
-        ([("rogue-amd", {"os": "Linux", "architecture": "x86_64"}), ("good-amd", AMD)], False, "nearest base"),
-        ([("rogue-amd", {"os": "LINUX", "architecture": "AMD64"}), ("good-amd", AMD)], False, "nearest base"),
-        ([("rogue-amd", {"os": "linux", "architecture": "x86-64"}), ("good-amd", AMD)], False, "nearest base"),
+        ([("rogue-amd", {"os": "Linux", "architecture": "x86_64"}), ("good-amd", AMD)], False, "nearest trusted base"),
+        ([("rogue-amd", {"os": "LINUX", "architecture": "AMD64"}), ("good-amd", AMD)], False, "nearest trusted base"),
+        ([("rogue-amd", {"os": "linux", "architecture": "x86-64"}), ("good-amd", AMD)], False, "nearest trusted base"),
         ([("rogue-amd", {"os": "linux", "architecture": "amd64", "variant": "v1"}), ("good-amd", AMD)], False, ""),
         ([("rogue-amd", {"architecture": "amd64"}), ("good-amd", AMD)], False, ""),  # no os: the node's
         # another amd64 variant: containers/image prefers it on a CPU that has it
@@ -224,7 +224,7 @@ def test_duplicate_keys_are_read_as_go_reads_them(children: Children) -> None:
     ).encode()
     image = children.index("duplicate-keys", [], raw=raw)
     decision = judge(policy(children), image)
-    assert not decision.allowed and "nearest base" in decision.message()
+    assert not decision.allowed and "nearest trusted base" in decision.message()
 
 
 def test_an_index_is_judged_on_the_entry_go_reads(children: Children, tmp_path: Path) -> None:

@@ -23,9 +23,10 @@ from typing import Any
 
 import msgspec
 
-from imagegate.core.decide import Decision, Finding, decide, too_large
+from imagegate.core.decide import Decision, decide, too_large
 from imagegate.core.policy import Policy
 from imagegate.core.records import NO_LOOKUPS, Lookups, Mode, Outcome, outcome_of
+from imagegate.core.tenant_warnings import tenant_warnings
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, WORKLOAD_KINDS, json_pointer
 
 __all__ = [
@@ -42,8 +43,6 @@ __all__ = [
 ]
 
 API_VERSION = "admission.k8s.io/v1"
-# The API server truncates longer warnings; keep each readable in full.
-MAX_WARNING_LENGTH = 256
 MAX_AUDIT_VALUE_LENGTH = 4096
 
 
@@ -153,10 +152,6 @@ def _audit_annotations(decision: Decision) -> dict[str, str]:
     return {"decision": decision.outcome.value, "findings": _truncate(listed, MAX_AUDIT_VALUE_LENGTH)}
 
 
-def _warning(finding: Finding) -> str:
-    return _truncate(f"imagegate: {finding.message}", MAX_WARNING_LENGTH)
-
-
 def unpinned_warning(references: Sequence[str]) -> str:
     """What /validate says, without denying, of an object /mutate should have pinned and did not.
 
@@ -165,7 +160,7 @@ def unpinned_warning(references: Sequence[str]) -> str:
     ask the registry. The object is admitted as it is; the platform's admins must look.
     """
     return (
-        "imagegate: not pinned to a digest although pinning is on here (the mutating webhook skipped it "
+        "not pinned to a digest although pinning is on here (the mutating webhook skipped it "
         "or the registry did not answer; please tell the platform admins): " + ", ".join(references)
     )
 
@@ -401,14 +396,14 @@ def review(
             patch = base64.b64encode(_encoder.encode(list(decision.patches))).decode()
             extra.update(patch=patch, patchType="JSONPatch")
         if lookups.notes:
-            extra["warnings"] = [_truncate(note, MAX_WARNING_LENGTH) for note in lookups.notes]
+            extra["warnings"] = tenant_warnings(lookups.notes)
         return ReviewOutcome(_response(request, True, extra), True, decision, patched=bool(decision.patches))
     if decision.warnings or decision.notices or (decision.allowed and decision.pins_needed):
-        warnings = [_warning(f) for f in decision.warnings]
-        warnings.extend(_truncate(f"imagegate: {notice}", MAX_WARNING_LENGTH) for notice in decision.notices)
+        # A grant about to end first: it concerns every pod of the namespace.
+        texts = [*decision.notices, *(f.message for f in decision.warnings)]
         if decision.allowed and decision.pins_needed:
-            warnings.append(_truncate(unpinned_warning(decision.pins_needed), MAX_WARNING_LENGTH))
-        extra["warnings"] = warnings
+            texts.append(unpinned_warning(decision.pins_needed))
+        extra["warnings"] = tenant_warnings(texts)
     annotations = _audit_annotations(decision)
     if annotations:
         extra["auditAnnotations"] = annotations

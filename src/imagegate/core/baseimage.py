@@ -81,7 +81,11 @@ def verify_platform(image: PlatformImage, bases: Sequence[BaseVersion]) -> tuple
         why = f"it has only {len(image.diff_ids)} layers, the base has {len(nearest.diff_ids)}"
     else:
         why = f"layer {shared + 1} differs ({image.diff_ids[shared][:19]} vs {nearest.diff_ids[shared][:19]})"
-    detail = f"{image.platform}: nearest base {nearest.reference} ({nearest.digest[:19]}) shares {shared} of {len(nearest.diff_ids)} layers; {why}"
+    # What differs first: a tenant reads this in a warning the API server may cut.
+    detail = (
+        f"{image.platform}: {why}, against the nearest trusted base {nearest.reference} "
+        f"({nearest.digest[:19]}, {shared} of {len(nearest.diff_ids)} layers shared)"
+    )
     return False, detail
 
 

@@ -89,8 +89,10 @@ class Rule:
     ATTESTATION_UNVERIFIED: Final = "attestation-unverified"
 
 
-def _describe(grant: Grant) -> str:
-    parts = [f"granted in {grant.source}"]
+def _describe(grant: Grant, *, where: bool = False) -> str:
+    """The grant in the policy's words (its ticket); ``where`` adds the file and line it is in,
+    for the operator's own output (``check``), never for what a tenant reads."""
+    parts = [f"granted in {grant.source}"] if where else []
     if grant.ticket:
         parts.append(f"ticket {grant.ticket}")
     return ", ".join(parts)
@@ -128,9 +130,10 @@ class _Judge:
     def no_grant_reason(self) -> str:
         if self.expired:
             latest = max(self.expired, key=lambda g: g.expires or dt.date.min)
+            described = _describe(latest)
             return (
                 f"the BYOC grant for namespace {self.namespace} expired on "
-                f"{latest.expires.isoformat() if latest.expires else '?'} ({_describe(latest)})"
+                f"{latest.expires.isoformat() if latest.expires else '?'}" + (f" ({described})" if described else "")
             )
         return f"namespace {self.namespace or '(none)'} has no BYOC grant"
 
@@ -183,7 +186,7 @@ class _Judge:
         if grant is not None:
             require = grant.require_base_image or self.policy.byoc_require_base_image or required
             mode = grant.mode if grant.mode is not None else self.policy.mode
-            allowed_by = f"grant for {grant.namespace} ({_describe(grant)})"
+            allowed_by = f"grant for {grant.namespace} ({_describe(grant, where=True)})"
             return (*self._needs_base(use, image, Allowance.GRANT, allowed_by, require, mode), mode, grant)
         granted = [p for g in self.active for p in (g.registries or ())]
         message = (
@@ -230,14 +233,16 @@ def too_large(limits: ObjectLimits, kind: str, pointer: str, containers: int, vo
     return Finding(ObjectSubject(kind or "object", pointer), Rule.OBJECT_TOO_LARGE, message, Mode.ENFORCE)
 
 
-def expiry_notice(grant: Grant) -> str:
-    """What every admission in a namespace whose grant ends soon tells its users."""
+def expiry_notice(grant: Grant, now: dt.datetime) -> str:
+    """What every admission in a namespace whose grant ends soon tells its users (essential first)."""
+    left = grant.days_left(now)
     until = grant.expires.isoformat() if grant.expires else "?"
+    when = "today is its last day" if left == 0 else f"{left} day{'' if left == 1 else 's'} left"
     scope = f" ({_preview(list(grant.registries), 2)})" if grant.registries is not None else ""
-    renewal = f"renewal: {grant.ticket}" if grant.ticket else "ask the platform admins for a renewal"
+    renewal = f"renewal: {grant.ticket}" if grant.ticket else "ask the platform admins to renew it"
     return (
-        f"BYOC grant for {grant.namespace}{scope} ends {until} (last day, UTC): after it, new Pods that need "
-        f"it are denied, replicas and rescheduled Pods too, while running Pods go on; {renewal}"
+        f"BYOC grant for {grant.namespace}{scope} is good through {until} UTC ({when}); after that, new Pods "
+        f"needing it are denied, running Pods go on; {renewal}"
     )
 
 
@@ -487,7 +492,7 @@ def decide(
         base_verdicts=lookups.base_verdicts,
     )
     days = policy.warn_before_expiry_days
-    notices = tuple(expiry_notice(g) for g in judge.active if g.expiring(now, days)) if judge.active else ()
+    notices = tuple(expiry_notice(g, now) for g in judge.active if g.expiring(now, days)) if judge.active else ()
     seen_before = _old_keys(old_object)
     verdicts: list[ImageVerdict] = []
     judged: list[tuple[ImageVerdict, Reference | None]] = []

@@ -660,10 +660,11 @@ def _groups_policy_finding(spec: Mapping[str, Any], tool: ToolProfile) -> tuple[
     if value == "Strict":
         return None
     if value is None:
+        # Read by the tenant on every pod when whenDropped is warn: what it means for them, the
+        # operator's side is in docs/toolforge.md (the API server drops it before v1.33).
         detail = (
-            'pod must set securityContext.supplementalGroupsPolicy="Strict" (an API server before v1.33, '
-            "or with the SupplementalGroupsPolicy feature gate off, drops the field: see "
-            "podSecurity.toolProfile.supplementalGroupsPolicy.whenDropped)"
+            'securityContext.supplementalGroupsPolicy="Strict" is missing (imagegate sets it; an API server before '
+            "v1.33 drops it), so groups the image's /etc/group lists for the tool's uid would apply too"
         )
         return CheckResult("supplementalGroupsPolicy", "supplementalGroupsPolicy", detail), tool.groups_policy_dropped
     detail = f'pod sets securityContext.supplementalGroupsPolicy={value!r}; only "Strict" is allowed'
@@ -680,8 +681,7 @@ def tool_profile_findings(
             CheckResult(
                 "identity",
                 "tool identity",
-                f"no uid/gid is known for namespace {namespace}; "
-                "add it to podSecurity.toolProfile.identities (or its identities file)",
+                f"no uid/gid is known for namespace {namespace}; the platform admins add the tool's to imagegate's identities",
             )
         )
     if is_windows(spec):

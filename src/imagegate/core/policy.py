@@ -356,7 +356,8 @@ class Grant:
     @property
     def signature_rule(self) -> str | None:
         """The name of this grant's ``signedBy`` rule (in ``SignaturesConfig.grant_rules``), if any."""
-        return None if self.signed_by is None else f"signedBy of the grant for {self.namespace} ({self.source})"
+        # The policy's words only: a tenant reads it in a denial, never the grants file's path.
+        return None if self.signed_by is None else f"signedBy of the grant for {self.namespace} ({self.signed_by})"
 
     def expired(self, now: dt.datetime) -> bool:
         """A grant is good through the whole of its ``expires`` day, in UTC."""
