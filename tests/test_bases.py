@@ -201,7 +201,9 @@ def test_bases_of_a_dump_oldest_first_with_tools_to_rebuild(registry: tuple[Regi
     result = run_imagegate(
         "bases", "--from", str(dump), "-p", str(policy), "-o", "json", "--now", "2024-08-01", "--html", str(html)
     )
-    assert result.returncode == 1, result.stderr  # an image runs on a base with a newer version
+    # an image runs on a base with a newer version (1), but one could not be read: only part was done (2)
+    assert result.returncode == 2, result.stderr
+    assert f"error: {reg.host}: 1 image not read (not-found)" in result.stderr
     report = json.loads(result.stdout)
     rows = report["images"]
     assert [r["image"].split("/", 1)[1] for r in rows] == [
@@ -245,6 +247,7 @@ def test_bases_reads_at_most_max_tags_and_says_so(registry: tuple[Registry, Path
         "bases", f"{reg.host}/tool-a/app:1", "-p", str(policy), "--max-tags", "1", "-o", "json", "--now", "2024-08-01"
     )
     report = json.loads(result.stdout)
+    assert result.returncode == 2  # a partial read of the base's versions: said, and not a success
     assert any("only its first 1 tags were read" in s for s in report["skipped"])
     assert report["images"][0]["base"]["tags"] == ["2024-01"]  # the first in order
 

@@ -246,10 +246,46 @@ def test_layers_from_a_dump_with_an_unreachable_image(registry: tuple[Registry, 
     }
     (tmp_path / "dump.json").write_text(json.dumps(dump))
     result = run_imagegate("layers", "--from", str(tmp_path / "dump.json"), "-p", str(policy), "-o", "json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2, result.stderr  # a report on part of the images is not a success
     report = json.loads(result.stdout)
     assert [i["image"] for i in report["images"]] == [f"{reg.host}/toolforge/web:1"]
     assert "does not exist" in report["skipped"][0]
+    assert f"error: {reg.host}: 1 image not read (not-found)" in result.stderr
+    assert "1 image of 2 not read" in result.stderr
+    table = run_imagegate("layers", "--from", str(tmp_path / "dump.json"), "-p", str(policy))
+    assert "skipped" not in table.stdout and "not read" not in table.stdout  # stdout is the report only
+
+
+def test_layers_and_bases_that_read_nothing_fail_with_one_line_per_registry(tmp_path: Path) -> None:
+    from tests.webhook_process import free_port  # noqa: PLC0415
+
+    down = f"127.0.0.1:{free_port()}"  # nothing listens there
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_HEADER + f"trusted: [{down}]\nbaseImages: {{trusted: [{down}/base:1]}}\n")
+    items = [
+        {"kind": "Pod", "metadata": {"name": f"p{n}", "namespace": "tool-a"},
+         "spec": {"containers": [{"name": "c", "image": f"{down}/app{n}:1"}]}}
+        for n in range(40)
+    ]  # fmt: skip
+    (tmp_path / "dump.json").write_text(json.dumps({"kind": "List", "items": items}))
+    for command in ("layers", "bases"):
+        result = run_imagegate(command, "--from", str(tmp_path / "dump.json"), "-p", str(policy))
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert any(f"{down}: 40 images not read (unreachable)" in line for line in errors), result.stderr
+        assert "none of the 40 images could be read: no report" in result.stderr
+        assert len(errors) <= 3 and result.stdout == ""  # one line per cause, never one per image
+    elsewhere = run_imagegate("layers", "example.invalid/app:1", "-p", str(policy))
+    assert elsewhere.returncode == 2 and "not-contacted" not in elsewhere.stderr  # a named image is asked
+    assert "example.invalid" in elsewhere.stderr
+
+
+def test_audit_options_of_compare_alone_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "dump.json").write_text(json.dumps({"kind": "List", "items": []}))
+    for option in (["--html", str(tmp_path / "a.html")], ["--box-ends", "2099-01-01"], ["--select", "tool-a"]):
+        result = run_imagegate("audit", "--from", str(tmp_path / "dump.json"), *option)
+        assert result.returncode == 2 and "belongs to --compare" in result.stderr, result.stderr
+    assert not (tmp_path / "a.html").exists()
 
 
 # --- the JSON documents operators script against ---------------------------------------------

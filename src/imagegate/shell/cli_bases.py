@@ -31,16 +31,18 @@ from imagegate.shell.cli_common import (
     GrantsOption,
     OutputFormat,
     PolicyOption,
+    UnreadImages,
     app,
     fail,
     load,
     parse_now,
+    plural,
     progress_on_terminal,
     write_json,
 )
 from imagegate.shell.cli_json import BaseRowJson, BasesJson, BaseVersionJson
 from imagegate.shell.cli_ops import FromOption, _objects
-from imagegate.shell.exits import EXIT_DENIED
+from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.html_report import render_bases_report
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject
@@ -140,10 +142,11 @@ def bases(
     if not users:
         raise fail("no images: name some, or give --from a dump")
 
-    async def gather() -> tuple[list[RunningImage], list[TaggedBase], list[str]]:
+    async def gather() -> tuple[list[RunningImage], list[TaggedBase], list[str], UnreadImages]:
         gate = RegistryGate(policy.parent if policy else None)
         client = gate.client(loaded.registry)
         problems: list[str] = []
+        unread = UnreadImages()
         try:
             versions = await _versions(client, loaded, max_tags, problems)
             with progress_on_terminal(f"reading {len(users):,} images", len(users)) as advance:
@@ -158,7 +161,7 @@ def bases(
             running = []
             for reference, result in zip(users, results, strict=True):
                 if isinstance(result, RegistryError):
-                    problems.append(f"{reference}: {result}")
+                    unread.add(reference, result.kind, str(result))
                 elif isinstance(result, BaseException):
                     raise result
                 elif result.platforms:
@@ -167,16 +170,22 @@ def bases(
                         RunningImage(reference, result.platforms[0], tuple(sorted(tools)), tuple(sorted(owners)))
                     )
                 else:
-                    problems.append(f"{reference}: offers none of {', '.join(loaded.registry.platforms)}")
-            return running, versions, problems
+                    unread.add(
+                        reference, "platform", f"{reference} offers none of {', '.join(loaded.registry.platforms)}"
+                    )
+            return running, versions, problems, unread
         finally:
             await gate.aclose()
 
-    running, versions, problems = asyncio.run(gather())
+    running, versions, problems, unread = asyncio.run(gather())
+    err = Console(stderr=True, soft_wrap=True)
+    for problem in problems:  # the bases' own tags: each is its own cause
+        err.print(f"[bold red]error:[/] {escape(problem)}")
+    unread.say()
+    if not running:
+        raise fail(f"none of the {plural(len(users), 'image')} could be read: no report")
     rows = bases_report(running, versions, moment)
     rebuild = tools_to_rebuild(rows)
-    for problem in problems:
-        console.print(f"[yellow]skipped[/] {escape(problem)}")
     if html is not None:
         html.write_text(render_bases_report(rows, moment))
         console.print(f"wrote {escape(str(html))}")
@@ -186,7 +195,7 @@ def bases(
                 images=[BaseRowJson.of(row) for row in rows],
                 tools_to_rebuild=rebuild,
                 base_versions=[BaseVersionJson.of(v) for v in sorted(versions, key=lambda v: (v.repository, v.name))],
-                skipped=problems,
+                skipped=[*problems, *unread.lines()],
             )
         )
     else:
@@ -195,6 +204,9 @@ def bases(
             f"{len(rows):,} images; {sum(r.rebuild for r in rows):,} on a base with a newer version, "
             f"run by {len(rebuild):,} tools; {sum(r.base is None for r in rows):,} on no known base version"
         )
+    if problems or unread:  # a report on part of what was asked is not a success
+        err.print(f"{plural(len(unread), 'image')} of {len(users):,} not read, {plural(len(problems), 'base problem')}")
+        raise typer.Exit(EXIT_BAD_INPUT)
     if any(r.rebuild for r in rows):
         raise typer.Exit(EXIT_DENIED)
 

@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -260,3 +260,39 @@ def _image_count(obj: Mapping[str, Any]) -> int:
         return len(image_uses(obj))
     except ObjectShapeError:
         return 0
+
+
+@dataclass
+class UnreadImages:
+    """Images a command could not read from their registries, grouped so each cause is said once.
+
+    A dump of 3,000 tools behind one registry that is down is one line ("registry X: unreachable:
+    766 images not read"), not 766; the command then exits 2: it did only part of what was asked.
+    """
+
+    causes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    examples: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add(self, reference: str, kind: str, message: str) -> None:
+        host = reference.split("/", 1)[0] if "/" in reference else "docker.io"
+        key = (host, kind)
+        self.causes.setdefault(key, []).append(reference)
+        self.examples.setdefault(key, message)
+
+    def __bool__(self) -> bool:
+        return bool(self.causes)
+
+    def __len__(self) -> int:
+        return sum(len(references) for references in self.causes.values())
+
+    def lines(self) -> list[str]:
+        return [
+            f"{host}: {plural(len(references), 'image')} not read ({kind}), e.g. {self.examples[(host, kind)]}"
+            for (host, kind), references in sorted(self.causes.items())
+        ]
+
+    def say(self) -> None:
+        """One ``error:`` line per registry and cause, on stderr (never in the table or JSON on stdout)."""
+        console = Console(stderr=True, soft_wrap=True)
+        for line in self.lines():
+            console.print(f"[bold red]error:[/] {escape(line)}")

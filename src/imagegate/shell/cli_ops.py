@@ -26,19 +26,21 @@ from imagegate.shell.cli_common import (
     IdentitiesOption,
     OutputFormat,
     PolicyOption,
+    UnreadImages,
     app,
     check_objects,
     fail,
     load,
     namespace_name,
     parse_now,
+    plural,
     progress_on_terminal,
     read_inputs,
     write_json,
 )
 from imagegate.shell.cli_grants import render_grants
 from imagegate.shell.cli_json import AuditJson
-from imagegate.shell.exits import EXIT_DENIED
+from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.html_report import render_layer_report
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject
@@ -173,6 +175,12 @@ def audit(
     moment = parse_now(now)
     if policies and not compare:
         raise fail("policies to compare are given with --compare")
+    if not compare:
+        for given, name in ((html, "--html"), (box_ends, "--box-ends"), (select, "--select")):
+            if given:
+                raise fail(
+                    f"{name} belongs to --compare (the options side by side); without it there is nothing to write"
+                )
     objects, labels = _objects(source)
     if compare:
         from imagegate.shell.cli_compare import run_compare  # noqa: PLC0415
@@ -248,17 +256,23 @@ def layers(
     if not wanted:
         raise fail("no images: name some, or give --from a dump")
 
-    found, bases, problems = asyncio.run(_read_images(wanted, loaded, policy))
-    report = layer_report(found, {r: wanted[r] for r in found}, bases, problems)
-    for problem in problems:
-        console.print(f"[yellow]skipped[/] {escape(problem)}")
+    found, bases, unread = asyncio.run(_read_images(wanted, loaded, policy, named=bool(images)))
+    unread.say()
+    if not found:
+        raise fail(f"none of the {plural(len(wanted), 'image')} could be read: no report")
+    report = layer_report(found, {r: wanted[r] for r in found}, bases, unread.lines())
     if html is not None:
         html.write_text(render_layer_report(report, moment))
         console.print(f"wrote {escape(str(html))}")
     if output is OutputFormat.json:
         write_json(report)
-        return
-    _render_layers(report, console)
+    else:
+        _render_layers(report, console)
+    if unread:  # a report on part of what was asked is not a success
+        Console(stderr=True).print(
+            f"{plural(len(unread), 'image')} of {len(wanted):,} not read: the totals leave them out"
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def _wanted(images: list[str] | None, source: list[str] | None, loaded: Policy, moment: dt.datetime) -> dict[str, bool]:
@@ -276,12 +290,16 @@ def _wanted(images: list[str] | None, source: list[str] | None, loaded: Policy, 
 
 
 async def _read_images(
-    wanted: Mapping[str, bool], loaded: Policy, policy: Path | None
-) -> tuple[dict[str, Any], list[Any], list[str]]:
-    """Each image's first platform from its registry, the trusted bases, and what could not be read."""
+    wanted: Mapping[str, bool], loaded: Policy, policy: Path | None, *, named: bool
+) -> tuple[dict[str, Any], list[Any], UnreadImages]:
+    """Each image's first platform from its registry, the trusted bases, and what could not be read.
+
+    Images the operator ``named`` are asked wherever they are (as ``inspect`` does: the operator,
+    not a tenant, chose the registry); images from a dump only from registries the policy names.
+    """
     gate = RegistryGate(policy.parent if policy else None)
     found: dict[str, Any] = {}
-    problems: list[str] = []
+    unread = UnreadImages()
     try:
         if loaded.base_images.trusted:
             await gate.refresh_bases(loaded)
@@ -289,21 +307,22 @@ async def _read_images(
 
             async def resolve(reference: str) -> Any:
                 try:
-                    return await gate.resolve(loaded, parse_docker_ref(reference))
+                    ref = parse_docker_ref(reference)
+                    return await (gate.client(loaded.registry).resolve(ref) if named else gate.resolve(loaded, ref))
                 finally:
                     advance(1)
 
             results = await asyncio.gather(*(resolve(r) for r in wanted), return_exceptions=True)
         for reference, result in zip(wanted, results, strict=True):
             if isinstance(result, RegistryError):
-                problems.append(f"{reference}: {result}")
+                unread.add(reference, result.kind, str(result))
             elif isinstance(result, BaseException):
                 raise result
             elif result.platforms:
                 found[reference] = result.platforms[0]
             else:
-                problems.append(f"{reference}: offers none of {', '.join(loaded.registry.platforms)}")
-        return found, list(gate.bases.versions), problems
+                unread.add(reference, "platform", f"{reference} offers none of {', '.join(loaded.registry.platforms)}")
+        return found, list(gate.bases.versions), unread
     finally:
         await gate.aclose()
 
