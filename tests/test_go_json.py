@@ -29,6 +29,7 @@ from imagegate.core.oci import (
     parse_config,
     parse_manifest,
 )
+from imagegate.core.provenance import DSSE_ENVELOPE
 from imagegate.core.signatures import SIMPLE_SIGNING
 
 TABLE = Path(__file__).parent / "fixtures" / "go_json" / "cases.json"
@@ -39,6 +40,7 @@ TYPES = {
     "config": IMAGE_CONFIG,
     "document": UNKNOWN_DOCUMENT,
     "simplesigning": SIMPLE_SIGNING,
+    "dsse": DSSE_ENVELOPE,
 }
 
 

@@ -298,7 +298,8 @@ def test_predicate_types_narrow_what_counts() -> None:
     ("body", "reason"),
     [
         (b"not json", "not a JSON DSSE envelope"),
-        (b"[]", "not a JSON object"),
+        (b"[]", "not a JSON DSSE envelope as cosign reads it"),
+        (b'{"payloadType": "x", "payload": "e30=", "signatures": [{"sig": 1}]}', "as cosign reads it"),
         (b'{"payload": "e30="}', "no payloadType"),
         (b'{"payloadType": "x", "payload": "!!"}', "the DSSE payload is not base64"),
         (b'{"payloadType": "x", "payload": "e30=", "signatures": []}', "carries no signature"),

@@ -155,14 +155,23 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-class _Object(list[tuple[str, Any]]):
+# Plain classes, not list or str subclasses: mypyc compiles neither kind of subclass.
+class _Object:
     """A JSON object as written: every key, in order, duplicates included."""
 
+    __slots__ = ("pairs",)
 
-class _Number(str):
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        self.pairs = pairs
+
+
+class _Number:
     """A number literal Go's ParseInt refuses (a fraction, an exponent, beyond 20 digits)."""
 
-    __slots__ = ()
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def _integer(text: str) -> int | _Number:
@@ -192,10 +201,10 @@ def parse(body: bytes) -> Any:
 
 def _no_lone_surrogates(value: Any) -> Any:
     """Go's unquote turns an escaped surrogate that is not half of a pair into U+FFFD."""
-    if isinstance(value, str) and not isinstance(value, _Number):
+    if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)
     if isinstance(value, _Object):
-        return _Object((_no_lone_surrogates(key), _no_lone_surrogates(item)) for key, item in value)
+        return _Object([(_no_lone_surrogates(key), _no_lone_surrogates(item)) for key, item in value.pairs])
     if isinstance(value, list):
         return [_no_lone_surrogates(item) for item in value]
     return value
@@ -224,8 +233,10 @@ def _json_kind(raw: Any) -> str:
         return "array"
     if isinstance(raw, bool):
         return "bool"
-    if isinstance(raw, (int, _Number)):
+    if isinstance(raw, int):
         return f"number {raw}"
+    if isinstance(raw, _Number):
+        return f"number {raw.text}"
     return "string"
 
 
@@ -263,7 +274,7 @@ def _value(raw: Any, go: GoType, current: Any) -> Any:  # noqa: C901, PLR0912 (o
         if type(raw) is not _Object:
             raise _mismatch(raw, go)
         fields = go.fields
-        for key, item in raw:
+        for key, item in raw.pairs:
             tag = go.exact.get(key) or go.folded.get(_fold(key))
             if tag is None:
                 continue
@@ -304,7 +315,7 @@ def _value(raw: Any, go: GoType, current: Any) -> Any:  # noqa: C901, PLR0912 (o
         elem = go.elem
         assert elem is not None
         mapping: dict[str, Any] = {} if current is None else current
-        for key, item in raw:  # exact keys; each value decoded into a fresh zero value
+        for key, item in raw.pairs:  # exact keys; each value decoded into a fresh zero value
             try:
                 mapping[key] = _value(item, elem, elem.zero())
             except GoJsonError as exc:
@@ -315,7 +326,7 @@ def _value(raw: Any, go: GoType, current: Any) -> Any:  # noqa: C901, PLR0912 (o
             return _go_base64(raw)
         raise _mismatch(raw, go)
     if kind == _ANY:
-        return raw if type(raw) is str else None
+        return raw if isinstance(raw, str) else None
     return True  # _RAW: present (Go keeps the bytes; we only ask whether there were any)
 
 

@@ -23,9 +23,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from imagegate.core import gojson
 from imagegate.core.gobase64 import Base64Error, dsse_b64decode
 
 __all__ = [
+    "DSSE_ENVELOPE",
     "DSSE_INTOTO",
     "PROVENANCE_TYPES",
     "SLSA_V02",
@@ -89,30 +91,37 @@ def _json_object(text: bytes, not_json: str, not_object: str) -> dict[str, Any]:
     return document
 
 
+# The DSSE envelope as cosign decodes it (go-securesystemslib's dsse.Envelope): Go's
+# encoding/json, so a repeated or case-folded key means here what it means to cosign.
+DSSE_ENVELOPE = gojson.struct(
+    "Envelope",
+    ("payloadType", gojson.STRING),
+    ("payload", gojson.STRING),
+    ("signatures", gojson.slice_of(gojson.struct("Signature", ("keyid", gojson.STRING), ("sig", gojson.STRING)))),
+)
+
+
 def parse_envelope(body: bytes) -> Envelope:
     """A DSSE envelope (JSON), signatures not yet verified."""
-    document = _json_object(
-        body,
-        "the attestation is not a JSON DSSE envelope",
-        "the attestation is not a DSSE envelope (not a JSON object)",
-    )
-    payload_type = document.get("payloadType")
-    if not isinstance(payload_type, str):
+    try:
+        document = gojson.decode(gojson.parse(body), DSSE_ENVELOPE)
+    except gojson.TooDeepError:
+        raise ProvenanceError("the attestation is nested deeper than imagegate reads") from None
+    except gojson.GoJsonError as exc:
+        raise ProvenanceError(f"the attestation is not a JSON DSSE envelope as cosign reads it ({exc})") from None
+    payload_type: str = document["payloadType"]
+    if not payload_type:
         raise ProvenanceError("the DSSE envelope has no payloadType")
-    payload = _b64(document.get("payload"), "the DSSE payload")
-    raw = document.get("signatures")
-    if not isinstance(raw, list) or not raw:
+    payload = _b64(document["payload"], "the DSSE payload")
+    raw = document["signatures"]
+    entries: list[dict[str, str]] = [] if raw is None else raw.items
+    if not entries:
         raise ProvenanceError("the DSSE envelope carries no signature")
-    if len(raw) > MAX_SIGNATURES:
-        raise ProvenanceError(f"the DSSE envelope carries {len(raw)} signatures; at most {MAX_SIGNATURES} are read")
-    signatures = []
-    for index, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            raise ProvenanceError(f"DSSE signature {index + 1} is not an object")
-        keyid = entry.get("keyid", "")
-        signatures.append(
-            (keyid if isinstance(keyid, str) else "", _b64(entry.get("sig"), f"DSSE signature {index + 1}"))
-        )
+    if len(entries) > MAX_SIGNATURES:
+        raise ProvenanceError(f"the DSSE envelope carries {len(entries)} signatures; at most {MAX_SIGNATURES} are read")
+    signatures = [
+        (entry["keyid"], _b64(entry["sig"], f"DSSE signature {index + 1}")) for index, entry in enumerate(entries)
+    ]
     return Envelope(payload_type, payload, tuple(signatures))
 
 
