@@ -199,7 +199,10 @@ def workload(kind: str, image: str = IMAGE) -> dict[str, Any]:
     """A workload as a user writes it: a pod template with no security context."""
     name = f"wl-{kind.lower()}"
     labels = {"app": name}
-    template = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "main", "image": image}]}}
+    template: dict[str, Any] = {
+        "metadata": {"labels": labels},
+        "spec": {"containers": [{"name": "main", "image": image}]},
+    }
     extra = WORKLOADS[kind]
     spec: dict[str, Any] = {**extra["spec"], "template": template}
     if kind == "Job":
@@ -234,10 +237,12 @@ def test_every_workload_kind_through_its_controller(gate: Gate) -> None:
     gate.cluster.kubectl("-n", TOOL, "create", "job", "wl-from-cron", "--from=cronjob/wl-cronjob")
     expected = {"wl-deployment": 2, "wl-statefulset": 1, "wl-replicationcontroller": 1, "wl-job": 1}
     for name, count in expected.items():
-        found = wait_for(
-            lambda n=name, c=count: len(pods_of(gate.cluster, f"app={n}")) >= c and pods_of(gate.cluster, f"app={n}")
-        )
-        for made in found:
+
+        def made_by(label: str = f"app={name}", at_least: int = count) -> list[dict[str, Any]] | None:
+            found = pods_of(gate.cluster, label)
+            return found if len(found) >= at_least else None
+
+        for made in wait_for(made_by):
             assert made["spec"]["securityContext"]["runAsUser"] == UID, made["metadata"]["name"]
     from_cron = wait_for(lambda: pods_of(gate.cluster, "job-name=wl-from-cron"))
     assert from_cron[0]["spec"]["securityContext"]["runAsUser"] == UID
