@@ -10,11 +10,14 @@ verifies through a registry (tests/test_keyless_signing.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imagegate.core.protojson import BundleError, read_bundle
 
@@ -158,3 +161,40 @@ def test_every_conformance_bundle_reads_to_itself() -> None:
         "bundle-malformed-json_fail",
         "rekor2-timestamp-with-incorrect-time_fail",
     ], refused
+
+
+NAMES = sorted(
+    {"mediaType", "media_type", "verificationMaterial", "tlogEntries", "tlog_entries", "logIndex", "log_index"}
+    | {"inclusionProof", "hashes", "treeSize", "rootHash", "checkpoint", "envelope", "messageSignature"}
+    | {"messageDigest", "algorithm", "digest", "signature", "dsseEnvelope", "payload", "payloadType", "signatures"}
+    | {"sig", "keyid", "certificate", "rawBytes", "x509CertificateChain", "certificates", "publicKey", "hint"}
+    | {"integratedTime", "kindVersion", "kind", "version", "logId", "keyId", "canonicalizedBody", "other"}
+)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.sampled_from(["0", "1", "1.0", "1e3", "-_", "AQ==", "AQ", "SHA2_256", "x\ny", "12345678901234567890"]),
+)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(NAMES), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(NAMES), documents, max_size=6))
+def test_any_document_is_read_or_refused_never_a_crash(document: dict[str, Any]) -> None:
+    """Whatever a tenant writes, the reader either reads it or says why (a BundleError), and what it
+    reads, sigstore-python's models read or refuse (a ValueError), never another exception."""
+    from sigstore_models.bundle.v1 import Bundle  # noqa: PLC0415
+
+    try:
+        read = read_bundle(json.dumps(document).encode())
+    except BundleError:
+        return
+    with contextlib.suppress(ValueError):
+        Bundle.from_json(json.dumps(read))

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from imagegate.core.signatures import KeylessIdentity, PayloadError, SignaturesConfig
-from imagegate.shell.signing import SigningError, bundle_verifier, trusted_root_file, verify_bundle
+from imagegate.shell.signing import (
+    MAX_LIBRARY_ERROR,
+    SigningError,
+    bundle_verifier,
+    trusted_root_file,
+    verify_bundle,
+)
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "sigstore" / "bundle-verify"
 IDENTITY = (
@@ -94,3 +100,13 @@ def test_wrong_identity_is_refused() -> None:
     assert KeylessIdentity(ISSUER, subject_regexp=r"https://github\.com/sigstore-conformance/.+").matches(
         ISSUER, IDENTITY
     )
+
+
+def test_the_library_s_whole_error_is_kept_on_one_line_and_bounded() -> None:
+    """sigstore-python's (pydantic's) errors span lines and name every wrong field: all of them are
+    kept, on one line; a tenant's bundle cannot make a denial longer than MAX_LIBRARY_ERROR says."""
+    ok, why = verify_case(CASES / "bundle-unknown-version_fail")
+    assert not ok and "\n" not in why
+    assert "2 validation errors" in why and "version=99.9" in why and "inclusionProof Field required" in why
+    ok, why = verify_case(CASES / "inclusion-proof-corrupted-hash_fail")
+    assert not ok and why.endswith("more characters)") and len(why) < MAX_LIBRARY_ERROR + 100
