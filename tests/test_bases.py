@@ -231,6 +231,11 @@ def test_bases_of_a_dump_oldest_first_with_tools_to_rebuild(registry: tuple[Regi
     assert [r[0].split("/", 1)[1] for r in body] == ["tool-a/app:1", "tool-b/app:1", "tool-p/app:1", "tool-c/app:1"]
     assert page.classes[1:] == ["rebuild", "", "", "unknown"]
     assert body[0][-1] == "tool-a, tool-a2" and body[0][4] == f"{reg.host}/toolforge/base:2024-06 (2024-06-01)"
+    assert body[3][-1] == "tool-c"  # an image on no known base still names its tools (the ones to ask)
+    table = run_imagegate("bases", "--from", str(dump), "-p", str(policy), "--now", "2024-08-01")
+    unknown = next(line for line in table.stdout.splitlines() if "tool-c/app:1" in line)
+    assert "none known" in unknown and "tool-c" in unknown.split("│")[-2]
+    assert "run by 2 tools" in table.stdout
 
 
 def test_bases_table_for_named_images(registry: tuple[Registry, Path]) -> None:

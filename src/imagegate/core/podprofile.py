@@ -23,6 +23,7 @@ without being filled in, or filled in without being checked.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -632,7 +633,9 @@ def _hardening_findings(name: str, context: Any) -> list[CheckResult]:
     found: list[CheckResult] = []
     privileged = context.get("privileged")
     if privileged is not None and privileged is not False:  # true, or a value the API would refuse
-        detail = f'container "{name}" sets securityContext.privileged={privileged!r}; tool pods are never privileged'
+        # spelled as the tenant wrote it (JSON/YAML: true), never Python's True
+        shown = json.dumps(privileged) if isinstance(privileged, bool | int | float | str) else "a non-boolean"
+        detail = f'container "{name}" sets securityContext.privileged={shown}; tool pods are never privileged'
         found.append(CheckResult("privileged", "privileged", detail))
     if context.get("allowPrivilegeEscalation") is not False:
         detail = f'container "{name}" must set securityContext.allowPrivilegeEscalation=false'

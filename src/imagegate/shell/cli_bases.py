@@ -202,7 +202,7 @@ def bases(
         _render(rows, console)
         console.print(
             f"{len(rows):,} images; {sum(r.rebuild for r in rows):,} on a base with a newer version, "
-            f"run by {len(rebuild):,} tools; {sum(r.base is None for r in rows):,} on no known base version"
+            f"run by {plural(len(rebuild), 'tool')}; {sum(r.base is None for r in rows):,} on no known base version"
         )
     if problems or unread:  # a report on part of what was asked is not a success
         err.print(f"{plural(len(unread), 'image')} of {len(users):,} not read, {plural(len(problems), 'base problem')}")
@@ -217,11 +217,12 @@ def _day(moment: dt.datetime | None) -> str:
 
 def _render(rows: Sequence[BaseRow], console: Console) -> None:
     table = Table(title="images by the age of their base, oldest first", header_style="bold")
-    for column in ("image", "base version", "built", "age (days)", "newer base", "tools to rebuild"):
+    for column in ("image", "base version", "built", "age (days)", "newer base", "tools"):
         table.add_column(column, overflow="fold", justify="right" if column == "age (days)" else "left")
     for row in rows:
-        if row.base is None:
-            table.add_row(escape(row.image), f"[magenta]none known[/]: {escape(row.note)}", "", "", "", "")
+        users = escape(", ".join(row.tools))
+        if row.base is None:  # its tools still shown: they are the ones to ask which base they use
+            table.add_row(escape(row.image), f"[magenta]none known[/]: {escape(row.note)}", "", "", "", users)
             continue
         newer = f"[bold red]{escape(row.newer.name)}[/] ({_day(row.newer.created)})" if row.newer else "no"
         table.add_row(
@@ -230,6 +231,6 @@ def _render(rows: Sequence[BaseRow], console: Console) -> None:
             _day(row.base.created),
             "?" if row.age_days is None else f"{row.age_days:,}",
             newer,
-            escape(", ".join(row.tools)) if row.newer else "",
+            f"[bold]{users}[/]" if row.rebuild else users,
         )
     console.print(table)

@@ -22,6 +22,7 @@ from imagegate.shell.cli_common import (
     fail,
     namespace_name,
     parse_now,
+    plural,
     write_json,
 )
 from imagegate.shell.cli_json import GrantJson
@@ -234,6 +235,6 @@ def grants_expiring(
     elif states:
         render_grants(states, Console())
     else:
-        Console().print(f"no grant ends within {days} days")
+        Console().print(f"no grant ends within {plural(days, 'day')}")
     if states:
         raise typer.Exit(EXIT_DENIED)

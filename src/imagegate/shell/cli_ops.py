@@ -121,8 +121,12 @@ def _render_audit(report: AuditReport, console: Console, by: AuditGrouping) -> N
                 escape(finding.message),
             )
         console.print(table)
-    if report.grants:
-        render_grants(report.grants, console)
+    ending = [state for state in report.grants if state.state != "active"]
+    if ending:  # what needs a decision; the active ones are `imagegate grants list`'s
+        render_grants(ending, console)
+    active = len(report.grants) - len(ending)
+    if active:
+        console.print(f"{plural(active, 'other grant')} active (imagegate grants list)")
 
 
 @app.command()

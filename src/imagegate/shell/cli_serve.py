@@ -219,6 +219,11 @@ def certs(
     )
     err.print("Store it in the cluster:", soft_wrap=True)
     cert, key = shlex.quote(str(files.cert)), shlex.quote(str(files.key))
-    _print_command(err, f"kubectl -n {namespace} create secret tls imagegate-tls --cert={cert} --key={key}")
+    # create --dry-run | apply: the same line makes the Secret or replaces the one a renewal finds there
+    _print_command(
+        err,
+        f"kubectl -n {namespace} create secret tls imagegate-tls --cert={cert} --key={key} "
+        "--dry-run=client -o yaml | kubectl apply -f -",
+    )
     err.print("then set this caBundle in deploy/'s webhook configurations (printed on stdout):", soft_wrap=True)
     sys.stdout.write(files.ca_bundle() + "\n")

@@ -127,8 +127,11 @@ BASES_PAGE = """<!doctype html>
  body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem; color: #1b1f24; max-width: 80rem; }}
  h1 {{ font-size: 1.5rem; margin-bottom: .2rem; }}
  .muted {{ color: #57606a; }}
- table {{ border-collapse: collapse; margin-top: 1.5rem; }}
+ table {{ border-collapse: collapse; margin-top: 1.5rem; width: 100%; }}
  th, td {{ text-align: left; padding: .25rem .7rem; border-bottom: 1px solid #eaeef2; vertical-align: top; }}
+ /* long image names and tool lists wrap: the page fits a laptop's window, not 1,300 px */
+ td:first-child, td:last-child {{ overflow-wrap: anywhere; }}
+ td:first-child {{ width: 34%; }}
  td.age {{ text-align: right; }}
  tr.rebuild td {{ background: #fff1f0; }}
  tr.unknown td {{ color: #57606a; }}
@@ -137,9 +140,9 @@ BASES_PAGE = """<!doctype html>
 <body>
 <h1>Base images: what to rebuild for security updates</h1>
 <p class="muted">{generated} &middot; {count} images &middot; {rebuild} on a base with a newer version,
-run by {tools} tools &middot; bases proved by layers (diff_ids), ages from the base's config</p>
+run by {tools} &middot; bases proved by layers (diff_ids), ages from the base's config</p>
 <table id="bases"><thead><tr><th>image</th><th>base version</th><th>built</th><th>age (days)</th><th>newer base</th>
-<th>tools to rebuild</th></tr></thead><tbody>
+<th>tools</th></tr></thead><tbody>
 {rows}
 </tbody></table>
 </body>
@@ -157,8 +160,11 @@ def render_bases_report(rows: Sequence[BaseRow], generated: datetime) -> str:
     tools: set[str] = set()
     for row in rows:
         image = html.escape(row.image)
-        if row.base is None:
-            lines.append(f'<tr class="unknown"><td>{image}</td><td colspan="5">{html.escape(row.note)}</td></tr>')
+        users = html.escape(", ".join(row.tools))
+        if row.base is None:  # its tools still listed: they are the ones to ask which base they use
+            lines.append(
+                f'<tr class="unknown"><td>{image}</td><td colspan="4">{html.escape(row.note)}</td><td>{users}</td></tr>'
+            )
             continue
         newer = ""
         if row.newer is not None:
@@ -167,15 +173,14 @@ def render_bases_report(rows: Sequence[BaseRow], generated: datetime) -> str:
             tools.update(row.tools)
         age = "?" if row.age_days is None else f"{row.age_days:,}"
         css = ' class="rebuild"' if row.rebuild else ""
-        to_rebuild = html.escape(", ".join(row.tools)) if row.rebuild else ""
         lines.append(
             f"<tr{css}><td>{image}</td><td>{html.escape(row.base.name)}</td><td>{_base_day(row)}</td>"
-            f'<td class="age">{age}</td><td>{newer or "no"}</td><td>{to_rebuild}</td></tr>'
+            f'<td class="age">{age}</td><td>{newer or "no"}</td><td>{users}</td></tr>'
         )
     return BASES_PAGE.format(
         generated=html.escape(generated.strftime("%Y-%m-%d %H:%M UTC")),
         count=len(rows),
         rebuild=sum(row.rebuild for row in rows),
-        tools=len(tools),
+        tools=f"{len(tools):,} tool" + ("" if len(tools) == 1 else "s"),
         rows="\n".join(lines),
     )
