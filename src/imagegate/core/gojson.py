@@ -25,12 +25,12 @@ Pure: no I/O. The Go types are described by :class:`GoType` values built once at
 
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
 import json
 import re
 from typing import Any, Final
+
+from imagegate.core.gobase64 import Base64Error, go_b64decode
 
 __all__ = [
     "ANY",
@@ -248,14 +248,10 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _go_base64(text: str) -> bytes:
-    # Go's StdEncoding: padded, the standard alphabet; it skips \r and \n
-    data = text.replace("\r", "").replace("\n", "")
-    if len(data) % 4:
-        raise GoJsonError("a []byte that is not padded base64")
     try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise GoJsonError("a []byte that is not base64") from None
+        return go_b64decode(text)  # Go's StdEncoding, by the one decoder of base64 in artifacts
+    except Base64Error as exc:
+        raise GoJsonError(f"a []byte that is {exc}") from None
 
 
 def _value(raw: Any, go: GoType, current: Any) -> Any:  # noqa: C901, PLR0912 (one case per Go kind)
