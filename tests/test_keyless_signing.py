@@ -376,6 +376,23 @@ def _wrap(text: str, width: int = 64) -> str:
     return "\r\n".join(text[i : i + width] for i in range(0, len(text), width)) + "\n"
 
 
+def test_the_bundle_annotation_is_read_as_cosign_reads_it(instance: SigstoreInstance, tmp_path: Path) -> None:
+    """Go's encoding/json fills cosign's RekorBundle: keys match case-insensitively, the last of a
+    repeated key wins; so an annotation cosign verifies verifies here."""
+    signed = instance.sign_keyless(PAYLOAD, subject=BUILDER, issuer=ISSUER)
+    assert signed.bundle is not None
+    payload = signed.bundle["Payload"]
+    spelled = (
+        '{"signedEntryTimestamp": "'
+        + signed.bundle["SignedEntryTimestamp"]
+        + '", "PAYLOAD": {"logIndex": -5, '
+        + ", ".join(f"{json.dumps(k.upper() if k == 'body' else k)}: {json.dumps(v)}" for k, v in payload.items())
+        + "}}"
+    )
+    annotations = {**signed.annotations(), BUNDLE_ANNOTATION: spelled}
+    assert verify(instance, tmp_path, annotations) == (ISSUER, BUILDER)
+
+
 def test_line_wrapped_base64_verifies_as_cosign_reads_it(instance: SigstoreInstance, tmp_path: Path) -> None:
     """The signature annotation, and the body and signed entry timestamp of the bundle annotation,
     wrapped over lines: cosign decodes them with Go's StdEncoding, which skips newlines."""
@@ -408,7 +425,8 @@ def _with(annotations: dict[str, str], name: str, value: str | None) -> dict[str
         (CERTIFICATE_ANNOTATION, None, "the dev.sigstore.cosign/certificate annotation is not a PEM"),
         (BUNDLE_ANNOTATION, "{", "tlog entry missing or invalid: the dev.sigstore.cosign/bundle annotation is not"),
         (BUNDLE_ANNOTATION, "[]", "tlog entry missing or invalid: the dev.sigstore.cosign/bundle annotation is not"),
-        (BUNDLE_ANNOTATION, '{"SignedEntryTimestamp": "", "Payload": {}}', "is not cosign's: 'body'"),
+        (BUNDLE_ANNOTATION, '{"SignedEntryTimestamp": "", "Payload": {}}', "is not cosign's: Payload.body is not"),
+        (BUNDLE_ANNOTATION, '{"Payload": {"integratedTime": 1.5}}', "is not cosign's: Payload: integratedTime:"),
         ("dev.cosignproject.cosign/signature", "%%%", "the signature annotation is not base64"),
     ],
 )
@@ -423,7 +441,7 @@ def test_malformed_annotations_are_named(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("integratedTime", -1), ("integratedTime", "1"), ("logIndex", None), ("logID", "zz"), ("body", "e30=")],
+    [("integratedTime", -1), ("integratedTime", "1"), ("logIndex", "1"), ("logID", "zz"), ("body", "e30=")],
 )
 def test_malformed_log_entries_are_named(instance: SigstoreInstance, field: str, value: object) -> None:
     signed = instance.sign_keyless(PAYLOAD, subject=BUILDER, issuer=ISSUER)

@@ -43,6 +43,7 @@ from sigstore_models.common.v1 import HashAlgorithm, LogId, MessageSignature, X5
 from sigstore_models.rekor.v1 import InclusionPromise, KindVersion
 from sigstore_models.rekor.v1 import TransparencyLogEntry as LogEntryDocument
 
+from imagegate.core import gojson
 from imagegate.core.gobase64 import Base64Error, go_b64decode
 from imagegate.core.oci import Descriptor, Index, Manifest, OciError, parse_manifest
 from imagegate.core.protojson import BundleError, read_bundle
@@ -632,25 +633,42 @@ def _decoded(text: str, what: str) -> bytes:
         raise ValueError(f"{what} is {exc}") from None
 
 
+# cosign's bundle annotation as cosign decodes it (its bundle.RekorBundle, Go's encoding/json:
+# keys matched case-insensitively, a repeated key decoded into the first); the signed entry
+# timestamp is a go-openapi strfmt.Base64 (StdEncoding), the body an interface{} holding a string.
+_REKOR_BUNDLE = gojson.struct(
+    "RekorBundle",
+    ("SignedEntryTimestamp", gojson.BYTES),
+    (
+        "Payload",
+        gojson.struct(
+            "RekorPayload",
+            ("body", gojson.ANY),
+            ("integratedTime", gojson.INT64),
+            ("logIndex", gojson.INT64),
+            ("logID", gojson.STRING),
+        ),
+    ),
+)
+
+
 def _promised_entry(annotation: str) -> LogEntryDocument:
     """cosign's bundle annotation, ``{"SignedEntryTimestamp", "Payload": {body, integratedTime,
     logIndex, logID}}``, as the Sigstore log entry it is (without an inclusion proof)."""
     try:
-        document = json.loads(annotation)
-        promised, payload = document["SignedEntryTimestamp"], document["Payload"]
+        document = gojson.decode(gojson.parse(annotation.encode()), _REKOR_BUNDLE)
+        timestamp, payload = document["SignedEntryTimestamp"] or b"", document["Payload"]
         body, integrated, index, log_id = (
             payload["body"],
             payload["integratedTime"],
             payload["logIndex"],
             payload["logID"],
         )
-        if not (isinstance(promised, str) and isinstance(body, str) and isinstance(log_id, str)):
-            raise TypeError("SignedEntryTimestamp, body and logID are strings")
-        if not (isinstance(integrated, int) and isinstance(index, int)) or integrated <= 0 or index < 0:
-            raise TypeError("integratedTime and logIndex are positive integers")
-        # cosign reads both with Go's StdEncoding (the timestamp is a go-openapi strfmt.Base64)
-        canonical = _decoded(body, "Payload.body")
-        timestamp = _decoded(promised, "SignedEntryTimestamp")
+        if not isinstance(body, str):
+            raise TypeError("Payload.body is not a string")
+        if integrated <= 0 or index < 0:
+            raise ValueError("integratedTime and logIndex are positive integers")
+        canonical = _decoded(body, "Payload.body")  # cosign: base64.StdEncoding.DecodeString
         if not re.fullmatch(r"(?:[0-9a-fA-F]{2})+", log_id):
             raise ValueError(f"logID {log_id[:80]!r} is not hex")
         entry = json.loads(canonical)
@@ -664,7 +682,7 @@ def _promised_entry(annotation: str) -> LogEntryDocument:
             inclusion_proof=None,
             canonicalized_body=canonical,
         )
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # GoJsonError is a ValueError
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PayloadError(f"{TLOG_INVALID}: the {BUNDLE_ANNOTATION} annotation is not cosign's: {reason}") from None
 
