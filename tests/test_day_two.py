@@ -137,3 +137,43 @@ def test_policy_validate_names_what_cannot_work(tmp_path: Path) -> None:
     assert strict.returncode == 1
     builtin = run_imagegate("policy", "validate", "--identities", str(IDENTITIES), "--strict")
     assert builtin.returncode == 0 and "warning:" not in builtin.stderr  # the built-in policy is clean
+
+
+def test_output_at_platform_scale_never_wraps_a_name(tmp_path: Path) -> None:
+    from tests.test_compare import _dump_module  # noqa: PLC0415 (bench/toolforge_dump.py, the generated platform)
+
+    files = _dump_module().write(tmp_path, 300)
+    dump, identities = str(files["dump"]), str(files["identities"])
+    # too many rows for a table: one line per finding, each whole however narrow the terminal
+    lines = run_imagegate("check", dump, "--identities", identities, columns=80)
+    assert lines.returncode == 1
+    body = [
+        line
+        for line in lines.stdout.splitlines()
+        if "  " in line and line.split("  ", 1)[0] in {"denied", "allowed", "warn", "audit", "exempt"}
+    ]
+    judged = json.loads(run_imagegate("check", dump, "--identities", identities, "-o", "json").stdout)
+    images = {
+        use
+        for o in judged["objects"]
+        for use in ("docker.io/library/python:3.11-slim", "ghcr.io/example/bot:2.1")
+        if use in json.dumps(o)
+    }
+    assert images and all(any(image in line for line in body) for image in images)
+    assert "│" not in lines.stdout  # no table borders
+    assert len(body) >= sum(len(o["violations"]) for o in judged["objects"])
+    summary = run_imagegate("check", dump, "--identities", identities, "--summary", columns=80)
+    assert summary.stdout.strip().startswith(f"{len(judged['objects']):,} objects:")
+    table = run_imagegate("check", dump, "--identities", identities, "--layout", "table")
+    assert "│" in table.stdout
+
+    audit_lines = run_imagegate("audit", "--from", dump, "--identities", identities, "--layout", "lines", columns=80)
+    assert audit_lines.returncode == 1
+    assert "findings by namespace, once per top owner:" in audit_lines.stdout
+    assert any(
+        "untrusted-registry" in line and "ghcr.io/example/bot:2.1" in line for line in audit_lines.stdout.splitlines()
+    )
+    audit_summary = run_imagegate("audit", "--from", dump, "--identities", identities, "--summary")
+    assert "cluster-wide totals by rule" in audit_summary.stdout
+    assert "once per top owner" not in audit_summary.stdout
+    assert len(audit_summary.stdout.splitlines()) < len(audit_lines.stdout.splitlines()) / 3

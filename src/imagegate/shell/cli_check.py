@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,10 +26,14 @@ from imagegate.shell.cli_common import (
     CheckedObject,
     GrantsOption,
     IdentitiesOption,
+    Layout,
+    LayoutOption,
     OutputFormat,
     PolicyOption,
+    SummaryOption,
     app,
     check_objects,
+    choose_layout,
     fail,
     load,
     namespace_name,
@@ -36,6 +41,7 @@ from imagegate.shell.cli_common import (
     plural,
     read_inputs,
     write_json,
+    write_lines,
 )
 from imagegate.shell.cli_json import CheckJson, CountsJson, InspectJson, ObjectJson
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
@@ -80,6 +86,19 @@ def _rows(decision: Decision) -> list[tuple[str, str, str, str]]:
 
 def _object_outcome(decision: Decision) -> str:
     return _WORD[decision.outcome] if decision.governed else "exempt"
+
+
+def _lines(results: list[CheckedObject]) -> Iterator[str]:
+    """One line per finding (and per allowed image): result, object (where it was read), container, image, why."""
+    for checked in results:
+        decision = checked.decision
+        if not decision.governed:
+            yield f"exempt  {decision.subject} ({checked.where})  namespace not governed by the policy"
+            continue
+        for result, where, image, why in _rows(decision):
+            yield "  ".join(
+                part for part in (result, f"{decision.subject} ({checked.where})", where, image, why) if part
+            )
 
 
 def _render_table(results: list[CheckedObject], console: Console) -> None:
@@ -149,6 +168,8 @@ def check(
     registry: Annotated[
         bool, typer.Option("--registry/--offline", help="Ask registries: base images and digests to pin.")
     ] = False,
+    layout: LayoutOption = Layout.auto,
+    summary: SummaryOption = False,
 ) -> None:
     """Evaluate manifests offline against a policy, as the webhook would on CREATE.
 
@@ -176,7 +197,12 @@ def check(
         )
     else:
         console = Console()
-        _render_table(results, console)
+        rows = [(c.decision.subject, c.where, *row[1:]) for c in results for row in _rows(c.decision)]
+        chosen = choose_layout(layout, summary, rows, fixed_width=40)
+        if chosen is Layout.table:
+            _render_table(results, console)
+        elif chosen is Layout.lines:
+            write_lines(_lines(results))
         console.print(_summary(results))
     if unreadable:  # the others were judged and shown; the command still did not do all it was asked
         Console(stderr=True).print(f"{plural(len(unreadable), 'file')} could not be read; the others were judged")

@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -296,3 +296,46 @@ class UnreadImages:
         console = Console(stderr=True, soft_wrap=True)
         for line in self.lines():
             console.print(f"[bold red]error:[/] {escape(line)}")
+
+
+class Layout(StrEnum):
+    """How ``check`` and ``audit`` show their findings on a terminal (``-o table``)."""
+
+    auto = "auto"  # the table when it fits, else lines
+    table = "table"
+    lines = "lines"  # one line per finding: never wraps an image name, fast at any size
+    summary = "summary"  # only the totals
+
+
+LayoutOption = Annotated[
+    Layout,
+    typer.Option(
+        "--layout",
+        help="auto (a table when it fits the terminal, else one line per finding), table, lines, or summary (totals only).",
+    ),
+]
+SummaryOption = Annotated[bool, typer.Option("--summary", help="Only the totals (as --layout summary).")]
+
+# Past this many rows a table costs more time to lay out than it saves in reading.
+TABLE_MAX_ROWS = 400
+
+
+def choose_layout(layout: Layout, summary: bool, rows: Iterable[Sequence[str]], fixed_width: int) -> Layout:
+    """``auto`` made concrete: a table only when every row fits the terminal without wrapping a
+    name, and there are not too many rows to lay out quickly."""
+    if summary:
+        return Layout.summary
+    if layout is not Layout.auto:
+        return layout
+    width = Console().width
+    for count, row in enumerate(rows):
+        if count >= TABLE_MAX_ROWS or fixed_width + sum(len(cell) for cell in row) > width:
+            return Layout.lines
+    return Layout.table
+
+
+def write_lines(lines: Iterable[str]) -> None:
+    """Plain lines on stdout, as they are: no markup, no wrapping (and fast for 10,000 of them)."""
+    out = sys.stdout
+    for line in lines:
+        out.write(line + "\n")

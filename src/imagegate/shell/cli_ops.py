@@ -24,11 +24,15 @@ from imagegate.shell.cli_common import (
     ExpiringDaysOption,
     GrantsOption,
     IdentitiesOption,
+    Layout,
+    LayoutOption,
     OutputFormat,
     PolicyOption,
+    SummaryOption,
     UnreadImages,
     app,
     check_objects,
+    choose_layout,
     fail,
     load,
     namespace_name,
@@ -37,6 +41,7 @@ from imagegate.shell.cli_common import (
     progress_on_terminal,
     read_inputs,
     write_json,
+    write_lines,
 )
 from imagegate.shell.cli_grants import render_grants
 from imagegate.shell.cli_json import AuditJson
@@ -82,7 +87,7 @@ class AuditGrouping(StrEnum):
     namespace = "namespace"
 
 
-def _render_audit(report: AuditReport, console: Console, by: AuditGrouping) -> None:
+def _render_audit(report: AuditReport, console: Console, by: AuditGrouping, layout: Layout, summary: bool) -> None:
     """Totals by rule, then each distinct finding once, at its top owner, by namespace or by rule."""
     totals = Table(title="cluster-wide totals by rule", header_style="bold")
     for column in ("outcome", "rule", "findings", "objects", "namespaces"):
@@ -96,16 +101,36 @@ def _render_audit(report: AuditReport, console: Console, by: AuditGrouping) -> N
             f"{total.namespaces:,}",
         )
     console.print(totals)
-    if not report.findings:
+    findings = report.findings
+    if by is AuditGrouping.rule:
+        findings = sorted(findings, key=lambda f: (f.rule, f.outcome, f.namespace, f.owner))
+    cells = [(f.namespace, f.rule, f.owner, f.message) for f in findings]
+    chosen = choose_layout(layout, summary, cells, fixed_width=30)
+    if chosen is Layout.summary:
+        pass
+    elif not report.findings:
         console.print("no findings")
+    elif chosen is Layout.lines:
+        console.print(f"findings by {by.value}, once per top owner:")
+        write_lines(
+            "  ".join(
+                (
+                    *(
+                        (f.namespace, f.outcome, f.rule)
+                        if by is AuditGrouping.namespace
+                        else (f.rule, f.outcome, f.namespace)
+                    ),
+                    f"{f.owner} ({plural(len(f.objects), 'object')})",
+                    f.message,
+                )
+            )
+            for f in findings
+        )
     else:
         first = ("namespace", "rule") if by is AuditGrouping.namespace else ("rule", "namespace")
         table = Table(title=f"findings by {by.value}, once per top owner", header_style="bold")
         for column in (*first[:1], "outcome", first[1], "top owner", "objects", "finding"):
             table.add_column(column, overflow="fold", justify="right" if column == "objects" else "left")
-        findings = report.findings
-        if by is AuditGrouping.rule:
-            findings = sorted(findings, key=lambda f: (f.rule, f.outcome, f.namespace, f.owner))
         for finding in findings:
             keys = (
                 (finding.namespace, finding.rule)
@@ -160,6 +185,8 @@ def audit(
     by: Annotated[
         AuditGrouping, typer.Option("--by", help="After the totals, list findings by namespace or by rule.")
     ] = AuditGrouping.namespace,
+    layout: LayoutOption = Layout.auto,
+    summary: SummaryOption = False,
 ) -> None:
     """Evaluate the current or a proposed policy against everything that already runs.
 
@@ -218,7 +245,7 @@ def audit(
     if output is OutputFormat.json:
         write_json(AuditJson.of(report))
     else:
-        _render_audit(report, console, by)
+        _render_audit(report, console, by, layout, summary)
         console.print(report.summary())
     if report.denied_objects or report.count("error"):
         raise typer.Exit(EXIT_DENIED)
