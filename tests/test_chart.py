@@ -30,7 +30,7 @@ from tests.cel_conditions import (
     template_preserving_updates,
     webhooks,
 )
-from tests.shipped import CHART, kustomize_build, one, render_chart
+from tests.shipped import CHART, kustomize_build, notes, one, policy_text, render_chart
 
 KUBERNETES_VERSION = "1.32"  # what the captured API server requests come from
 # cert-manager's kinds are custom resources: kubernetes-validate has no schema for them.
@@ -215,3 +215,39 @@ def test_helm_lint_finds_nothing_worse_than_advice() -> None:
     # severity 1 is "info" (Helm suggests an icon); warnings (2) and errors (3) would fail here
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
     assert report["total_charts_linted"] == 1
+
+
+@pytest.mark.parametrize("kube", ["v1.30.14", "v1.31.4", "v1.32.13", "v1.33.0", "v1.34.2", "v1.35.0"])
+def test_the_policy_fits_the_clusters_version(chart: helm.Chart, kube: str) -> None:
+    """Before 1.33 the API server drops supplementalGroupsPolicy: the chart serves whenDropped: warn and
+    says so in its notes; from 1.33 the built-in policy, verbatim (issue 22 item 6)."""
+    documents = render_chart(chart, kube_version=kube)
+    text = policy_text(documents)
+    policy = load_policy(text)
+    assert policy.pod_security is not None and policy.pod_security.tool is not None
+    dropped = policy.pod_security.tool.groups_policy_dropped
+    release_notes = notes(chart, kube_version=kube)
+    if kube < "v1.33":
+        assert dropped is not None and dropped.value == "warn"
+        assert f"Kubernetes {kube} drops securityContext.supplementalGroupsPolicy" in release_notes
+        assert "whenDropped: warn" in release_notes
+    else:
+        assert dropped is None and text == DEFAULT_POLICY_YAML
+        assert "supplementalGroupsPolicy" not in release_notes
+    # The condition follows whatever was served (whenDropped does not change what /mutate fills in).
+    assert "needs-mutation" in str(one(documents, "MutatingWebhookConfiguration"))
+
+
+def test_an_explicit_when_dropped_wins_over_the_version_fit(chart: helm.Chart) -> None:
+    for value in ("deny", "audit"):
+        values = {
+            "policy": {
+                "override": {"podSecurity": {"toolProfile": {"supplementalGroupsPolicy": {"whenDropped": value}}}}
+            }
+        }
+        documents = render_chart(chart, values, kube_version="v1.32.13")
+        policy = load_policy(policy_text(documents))
+        assert policy.pod_security is not None and policy.pod_security.tool is not None
+        dropped = policy.pod_security.tool.groups_policy_dropped
+        assert (dropped.value if dropped else "deny") == value
+        assert "supplementalGroupsPolicy" not in notes(chart, values, kube_version="v1.32.13")
