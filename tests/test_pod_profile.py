@@ -152,8 +152,8 @@ def test_partial_security_context_is_completed_not_replaced() -> None:
         ),
         (
             {"securityContext": {"seccompProfile": {"type": "Unconfined"}}},
-            "pod-security:seccompProfile_baseline",
-            "Unconfined",
+            "tool-profile:seccompProfile",  # the tool profile's, which replaces the level's two
+            "seccompProfile.type='Unconfined'; only \"RuntimeDefault\" is allowed",
         ),
         ({"hostNetwork": True}, "pod-security:hostNamespaces", "hostNetwork=true"),
         ({"hostPID": True}, "pod-security:hostNamespaces", "hostPID=true"),

@@ -16,6 +16,7 @@ import copy
 import datetime as dt
 import json
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import jsonpatch
@@ -27,8 +28,9 @@ from imagegate.core.admission import decode_review, review
 from imagegate.core.decide import Decision, decide
 from imagegate.core.policy import Mode, Policy, PolicyError, load_policy
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, pod_specs
-from tests.conftest import POLICY_HEADER, REPO_ROOT
+from tests.conftest import POLICY_HEADER, REPO_ROOT, admission_review, run_imagegate
 from tests.test_decide import wrap
+from tests.webhook_process import run_webhook
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 IMAGE = "docker-registry.svc.toolforge.org/toolforge-python311:latest"
@@ -186,6 +188,115 @@ def test_mutation_never_overwrites_a_forbidden_value() -> None:
     } <= rules(decision)
 
 
+# --- seccomp: RuntimeDefault, set, at every level (issue 27 item 5) ------------------------------
+
+
+def without_seccomp(field: str = "containers") -> dict[str, Any]:
+    """A tool pod with no seccompProfile anywhere: what a tool sends where nothing mutates."""
+    spec = compliant_spec(field)
+    del spec["securityContext"]["seccompProfile"]
+    return spec
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("field", LISTS)
+def test_unset_seccomp_is_denied_where_nothing_fills_it_in(level: str, field: str) -> None:
+    """baseline and privileged allow an unset seccompProfile (the container runs Unconfined); the tool
+    profile does not. With mutate: false, or only the validating webhook installed, /validate and
+    check see it unset."""
+    obj = wrap("Pod", without_seccomp(field))
+    for policy in (policy_at(level, mutate=False), policy_at(level)):  # /validate judges what it is sent
+        decision = judged(policy, obj)
+        assert not decision.allowed and rules(decision) == {"tool-profile:seccompProfile"}, decision.message()
+        (finding,) = decision.findings
+        assert 'must set securityContext.seccompProfile.type="RuntimeDefault"' in finding.message
+        assert '"main"' in finding.message and '"x"' in finding.message  # each container it leaves unset
+    # check and audit with mutate: false imagine no mutation either
+    checked = decide(policy_at(level, mutate=False), obj, namespace="tool-example", now=NOW)
+    assert not checked.allowed and checked.patches == ()
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_where_mutate_fills_seccomp_in_validate_sees_it_set(level: str, kind: str) -> None:
+    obj = wrap(kind, without_seccomp("initContainers"))
+    decision = decide(policy_at(level), obj, namespace="tool-example", now=NOW)
+    assert decision.allowed, decision.message()
+    patched = jsonpatch.apply_patch(obj, list(decision.patches))
+    ((_pointer, spec),) = pod_specs(patched)
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert judged(policy_at(level), patched).allowed
+
+
+@pytest.mark.parametrize(
+    ("pod_profile", "container_profiles", "allowed"),
+    [
+        (None, [{"type": "RuntimeDefault"}, {"type": "RuntimeDefault"}], True),  # each container its own
+        (None, [{"type": "RuntimeDefault"}, None], False),  # one left to a pod that sets nothing
+        (None, [{"type": "RuntimeDefault"}, {}], False),  # a profile without a type is no profile
+        ({}, [None, None], False),
+        ({"type": "RuntimeDefault"}, [None, {"type": "RuntimeDefault"}], True),
+        ({"type": "RuntimeDefault"}, [None, {"type": "Localhost", "localhostProfile": "p.json"}], False),
+        ({"type": "Unconfined"}, [{"type": "RuntimeDefault"}, {"type": "RuntimeDefault"}], False),
+        ("RuntimeDefault", [None, None], False),  # not a mapping: unset, as the API server would refuse it
+    ],
+)
+@pytest.mark.parametrize("level", ["privileged", "baseline"])
+def test_the_seccomp_each_container_runs_with_must_be_runtime_default(
+    pod_profile: Any, container_profiles: list[Any], allowed: bool, level: str
+) -> None:
+    spec = without_seccomp()
+    if pod_profile is not None:
+        spec["securityContext"]["seccompProfile"] = pod_profile
+    for container, profile in zip(spec["containers"], container_profiles, strict=True):
+        if profile is not None:
+            container["securityContext"]["seccompProfile"] = profile
+    decision = judged(policy_at(level, mutate=False), wrap("Pod", spec))
+    assert decision.allowed is allowed, decision.message()
+    assert allowed or rules(decision) == {"tool-profile:seccompProfile"}
+
+
+def test_the_webhook_and_check_deny_unset_seccomp_under_an_override(tmp_path: Path) -> None:
+    """As a tool sends it: a pod with no seccompProfile, in a namespace overridden to baseline or
+    privileged, through the real webhook; mutate: false (and mutate: true, /mutate's patch applied)."""
+    policies = {}
+    for mutate in (False, True):
+        text = POLICY_HEADER + textwrap.dedent(
+            f"""
+            trusted: [docker-registry.svc.toolforge.org]
+            podSecurity:
+              mutate: {str(mutate).lower()}
+              overrides:
+                - {{namespaces: [tool-base], level: baseline}}
+                - {{namespaces: [tool-priv], level: privileged}}
+              toolProfile:
+                identities: {{tool-base: {{uid: {UID}}}, tool-priv: {{uid: {UID}}}}}
+            """
+        )
+        policies[mutate] = tmp_path / f"policy-{mutate}.yaml"
+        policies[mutate].write_text(text)
+    pod = wrap("Pod", without_seccomp())
+    pod["metadata"] = {"name": "p"}
+    for mutate, policy in policies.items():
+        with run_webhook(tmp_path / str(mutate), policy=policy) as webhook:
+            client = webhook.client()
+            for namespace in ("tool-base", "tool-priv"):
+                sent = pod
+                if mutate:  # as the API server does: /mutate's patch, then /validate
+                    answer = client.post("/mutate", json=admission_review(pod, namespace)).json()["response"]
+                    sent = jsonpatch.apply_patch(pod, json.loads(base64.b64decode(answer["patch"])))
+                answer = client.post("/validate", json=admission_review(sent, namespace)).json()["response"]
+                assert answer["allowed"] is mutate, (namespace, answer)
+                if not mutate:
+                    assert "tool-profile:seccompProfile " in answer["auditAnnotations"]["findings"], answer
+        manifest = tmp_path / "pod.json"
+        manifest.write_text(json.dumps({**pod, "metadata": {"name": "p", "namespace": "tool-base"}}))
+        checked = run_imagegate("check", str(manifest), "-p", str(policy), "-o", "json")
+        assert checked.returncode == (0 if mutate else 1), checked.stdout + checked.stderr
+        rules_found = {v["rule"] for o in json.loads(checked.stdout)["objects"] for v in o["violations"]}
+        assert rules_found == (set() if mutate else {"tool-profile:seccompProfile"})
+
+
 CONTEXT_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "privileged": st.sampled_from([True, False, None, "true", 1]),
     "allowPrivilegeEscalation": st.sampled_from([True, False, None, "false", 0]),
@@ -200,6 +311,9 @@ CONTEXT_VALUES: dict[str, st.SearchStrategy[Any]] = {
         ),
         st.sampled_from(["ALL", [], 1]),
     ),
+    "seccompProfile": st.sampled_from(
+        [None, {"type": "RuntimeDefault"}, {"type": "Unconfined"}, {"type": "Localhost", "localhostProfile": "p"}, {}]
+    ),
 }
 
 
@@ -208,6 +322,11 @@ def tool_pods(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
     level = draw(st.sampled_from(LEVELS))
     kind = draw(st.sampled_from(KINDS))
     spec = compliant_spec()
+    pod_seccomp = draw(st.sampled_from([{"type": "RuntimeDefault"}, None, {"type": "Unconfined"}, {}]))
+    if pod_seccomp is None:
+        del spec["securityContext"]["seccompProfile"]
+    else:
+        spec["securityContext"]["seccompProfile"] = pod_seccomp
     for field in LISTS:
         for index in range(draw(st.integers(0, 2))):
             context = draw(st.fixed_dictionaries({}, optional=CONTEXT_VALUES))
@@ -222,7 +341,8 @@ def tool_pods(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
 @given(tool_pods(), st.booleans())
 def test_whatever_is_admitted_runs_unprivileged(pod: tuple[str, str, dict[str, Any]], mutate: bool) -> None:
     """Property: an admitted tool pod (as the node will run it, after /mutate) has no container that
-    is privileged, may escalate, keeps a capability or adds one, at every level and in every kind."""
+    is privileged, may escalate, keeps a capability or adds one, or runs with another seccomp profile
+    than RuntimeDefault (its own, or the pod's when it sets none), at every level and in every kind."""
     level, kind, spec = pod
     policy = policy_at(level, mutate=mutate)
     obj = wrap(kind, spec)
@@ -238,6 +358,8 @@ def test_whatever_is_admitted_runs_unprivileged(pod: tuple[str, str, dict[str, A
             assert context.get("privileged") is None or context["privileged"] is False, context
             assert context["allowPrivilegeEscalation"] is False, context
             assert "ALL" in context["capabilities"]["drop"] and not context["capabilities"].get("add"), context
+            runs_with = context.get("seccompProfile") or runs["securityContext"].get("seccompProfile") or {}
+            assert runs_with.get("type") == "RuntimeDefault", (runs["securityContext"], context)
 
 
 # --- supplementalGroupsPolicy -------------------------------------------------------------

@@ -575,6 +575,7 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
     wrong_user: list[str] = []
     wrong_group: list[str] = []
     seccomp: list[str] = []
+    seccomp_unset: list[str] = []  # containers that leave seccomp to the pod
     hardening: list[CheckResult] = []
     user_unset = group_unset = False  # some container leaves it to the pod
     for name, context in contexts:
@@ -583,6 +584,7 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
         if not context or not isinstance(context, dict):
             if name is not None:
                 user_unset = group_unset = True
+                seccomp_unset.append(name)
             continue
         user, group, profile = context.get("runAsUser"), context.get("runAsGroup"), context.get("seccompProfile")
         if user is None:
@@ -593,10 +595,14 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
             group_unset = group_unset or name is not None
         elif gid is not None and group != gid:
             wrong_group.append(f"{_where(name)} sets securityContext.runAsGroup={group}; only {gid} is allowed")
-        if profile is not None:
-            kind = as_map(profile).get("type")
-            if kind is not None and kind != "RuntimeDefault":
-                seccomp.append(f'{_where(name)} sets seccompProfile.type={kind!r}; only "RuntimeDefault" is allowed')
+        kind = as_map(profile).get("type")
+        if kind is None:
+            if name is not None:
+                seccomp_unset.append(name)
+        elif kind != "RuntimeDefault":
+            seccomp.append(f'{_where(name)} sets seccompProfile.type={kind!r}; only "RuntimeDefault" is allowed')
+    if seccomp_unset and as_map(pod.get("seccompProfile")).get("type") is None:
+        seccomp.insert(0, _seccomp_unset_detail(seccomp_unset))
     found: list[CheckResult] = []
     if identity is not None:
         if pod.get("runAsUser") is None and user_unset:
@@ -618,6 +624,17 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
     found.extend(CheckResult("seccompProfile", "seccompProfile", detail) for detail in seccomp)
     found.extend(hardening)
     return found
+
+
+def _seccomp_unset_detail(names: list[str]) -> str:
+    """Unset at every level (baseline and privileged allow it): the runtime would run the
+    container Unconfined. Where /mutate runs, it has set the pod's; here nothing filled it in."""
+    listed = ", ".join(f'"{name}"' for name in names)
+    noun = "container" if len(names) == 1 else "containers"
+    return (
+        f'pod (or {noun} {listed}) must set securityContext.seccompProfile.type="RuntimeDefault"; '
+        "unset, it runs Unconfined on a node without the kubelet's --seccomp-default"
+    )
 
 
 def _hardening_findings(name: str, context: Any) -> list[CheckResult]:
@@ -696,7 +713,8 @@ def tool_profile_findings(
 
 
 # The level's checks the tool profile replaces with stricter ones of its own: its hostPath
-# allowlist for the two volume checks; for the rest, its hardening, which holds at every level.
+# allowlist for the two volume checks; for the rest, its hardening and its seccomp rule
+# (RuntimeDefault, set: not Localhost, not Unconfined, not unset), which hold at every level.
 REPLACED_BY_TOOL_PROFILE = frozenset(
     {
         "hostPathVolumes",
@@ -705,6 +723,8 @@ REPLACED_BY_TOOL_PROFILE = frozenset(
         "allowPrivilegeEscalation",
         "capabilities_baseline",
         "capabilities_restricted",
+        "seccompProfile_baseline",
+        "seccompProfile_restricted",
     }
 )
 
