@@ -17,6 +17,7 @@ from rich.table import Table
 
 from imagegate.core.decide import Decision
 from imagegate.core.lint import policy_warnings
+from imagegate.core.native_policy import NativePolicyError, mutating_policies
 from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError, default_policy, load_policy
 from imagegate.core.records import Mode, Outcome, Subject, outcome_of
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
@@ -292,6 +293,14 @@ def webhooks(
     condition: Annotated[
         bool, typer.Option("--mutate-condition", help="Print only the needs-mutation CEL expression.")
     ] = False,
+    mutating_policy: Annotated[
+        bool,
+        typer.Option(
+            "--mutating-policy",
+            help="Emit MutatingAdmissionPolicies (Kubernetes 1.32+, alpha until 1.34) that fill in the defaults "
+            "in the API server, and only the validating webhook (docs/deploy.md: which to choose).",
+        ),
+    ] = False,
 ) -> None:
     """Print the webhook configurations for a policy (the mutating one skips what needs no mutation)."""
     if policy is None:
@@ -306,7 +315,14 @@ def webhooks(
     if condition:
         sys.stdout.write(mutation_condition(loaded) + "\n")
         return
-    sys.stdout.write(WEBHOOKS_HEADER + _yaml_documents(webhook_configurations(loaded)))
+    configurations = webhook_configurations(loaded)
+    if mutating_policy:
+        try:
+            native = mutating_policies(loaded)
+        except NativePolicyError as exc:
+            raise fail(f"no MutatingAdmissionPolicy for this policy: {exc}") from None
+        configurations = [*native, *(c for c in configurations if c["kind"] != "MutatingWebhookConfiguration")]
+    sys.stdout.write(WEBHOOKS_HEADER + _yaml_documents(configurations))
 
 
 def _yaml_documents(documents: list[dict[str, Any]]) -> str:
