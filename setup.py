@@ -12,8 +12,10 @@ import os
 
 from setuptools import setup
 
-# The modules every admission runs through. records.py (the msgspec Structs) stays
-# interpreted: mypyc drops the keywords of a class statement, so frozen=True would be lost.
+# The modules every admission runs through, and the decoder of every registry document (it
+# compiles, and the compiled test pass keeps it so; bench/documents_bench.py measures it). records.py (the msgspec
+# Structs) stays interpreted: mypyc drops the keywords of a class statement, so frozen=True
+# would be lost.
 COMPILED = [
     "src/imagegate/core/reference.py",
     "src/imagegate/core/patterns.py",
@@ -21,6 +23,7 @@ COMPILED = [
     "src/imagegate/core/podsecurity.py",
     "src/imagegate/core/podprofile.py",
     "src/imagegate/core/decide.py",
+    "src/imagegate/core/gojson.py",
 ]
 
 

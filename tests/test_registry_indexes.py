@@ -286,7 +286,7 @@ def test_an_index_is_judged_on_the_entry_go_reads(children: Children, tmp_path: 
     for (tag, (_, allowed)), judged in zip(bodies.items(), objects, strict=True):
         assert judged["allowed"] is allowed, (tag, judged)
         if not allowed:
-            assert "nearest base" in judged["violations"][0]["message"], (tag, judged)
+            assert judged["violations"][0]["rule"] == "base-image-mismatch", (tag, judged["violations"][0])
 
 
 def test_an_index_with_too_many_candidates_or_a_nested_index_is_refused(children: Children) -> None:

@@ -151,7 +151,7 @@ def _go_replacement(error: UnicodeError) -> tuple[str, int]:
 _ERRORS = "imagegate.go-utf8"
 codecs.register_error(_ERRORS, _go_replacement)
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile(f"[{chr(0xD800)}-{chr(0xDFFF)}]")  # chr: mypyc refuses surrogate literals
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
