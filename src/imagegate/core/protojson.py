@@ -46,19 +46,17 @@ class BundleError(ValueError):
 @dataclass(frozen=True, slots=True)
 class _Field:
     name: str  # the proto name (snake_case)
+    json_name: str  # protoc's lowerCamelCase of it
     kind: Kind
     message: str = ""  # the message type, for kind "message"
     repeated: bool = False
     oneof: str = ""
 
-    @property
-    def json_name(self) -> str:
-        head, *rest = self.name.split("_")
-        return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
 
 def _f(name: str, kind: Kind, message: str = "", *, repeated: bool = False, oneof: str = "") -> _Field:
-    return _Field(name, kind, message, repeated, oneof)
+    head, *rest = name.split("_")
+    json_name = head + "".join(part[:1].upper() + part[1:] for part in rest)
+    return _Field(name, json_name, kind, message, repeated, oneof)
 
 
 # dev.sigstore.common.v1.HashAlgorithm
@@ -115,9 +113,14 @@ _MESSAGES: dict[str, tuple[_Field, ...]] = {
     "Checkpoint": (_f("envelope", "string"),),
 }
 
+# each message's fields by the names protojson accepts: the JSON name and the proto name
+_BY_NAME: dict[str, Mapping[str, _Field]] = {
+    kind: {**{f.name: f for f in fields}, **{f.json_name: f for f in fields}} for kind, fields in _MESSAGES.items()
+}
 _ZERO: dict[Kind, Any] = {"string": "", "int64": "0", "bytes": "", "enum": _HASH_ALGORITHMS[0]}
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _INT64 = (-(2**63), 2**63 - 1)
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class _Object(list[tuple[str, Any]]):
@@ -184,7 +187,7 @@ def _scalar(spec: _Field, value: Any, where: str) -> Any:
         raise BundleError(f"{where} is not a HashAlgorithm: {_shown(value)}")
     if type(value) is not str:
         raise BundleError(f"{where} is not a string: {_shown(value)}")
-    if any("\ud800" <= char <= "\udfff" for char in value):
+    if _SURROGATES.search(value):
         raise BundleError(f"{where} holds an unpaired surrogate, which is not UTF-8")
     if spec.kind == "bytes":
         try:
@@ -204,7 +207,7 @@ def _value(spec: _Field, value: Any, where: str) -> Any:
 
 def _message(kind: str, members: _Object, where: str) -> dict[str, Any]:
     fields = _MESSAGES[kind]
-    by_name: Mapping[str, _Field] = {**{f.name: f for f in fields}, **{f.json_name: f for f in fields}}
+    by_name = _BY_NAME[kind]
     seen: dict[str, str] = {}  # proto name -> the name it was given as
     oneofs: dict[str, str] = {}
     read: dict[str, Any] = {}
