@@ -71,7 +71,7 @@ def pem(certificate: x509.Certificate) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _canonical(document: dict[str, Any]) -> bytes:
+def canonical_json(document: dict[str, Any]) -> bytes:
     """RFC 8785 for what Rekor signs (strings and integers only: sorted keys, no spaces)."""
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
@@ -295,7 +295,7 @@ class SigstoreInstance:
             "logIndex": log_index,
             "logID": _log_id(self.rekor_key).hex(),
         }
-        signed_entry_timestamp = (rekor_key or self.rekor_key).sign(_canonical(promised), ec.ECDSA(hashes.SHA256()))
+        signed_entry_timestamp = (rekor_key or self.rekor_key).sign(canonical_json(promised), ec.ECDSA(hashes.SHA256()))
         return {"SignedEntryTimestamp": _b64(signed_entry_timestamp), "Payload": promised}
 
     def inclusion_proof(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from imagegate.core.signatures import PayloadError
@@ -43,6 +44,7 @@ from tests.sigstore_instance import (
     SIGNATURE_ANNOTATION,
     KeylessSignature,
     SigstoreInstance,
+    canonical_json,
     pem,
     proto_names,
     protobuf_json,
@@ -391,6 +393,27 @@ def test_the_bundle_annotation_is_read_as_cosign_reads_it(instance: SigstoreInst
     )
     annotations = {**signed.annotations(), BUNDLE_ANNOTATION: spelled}
     assert verify(instance, tmp_path, annotations) == (ISSUER, BUILDER)
+
+
+def test_a_log_entry_of_a_type_sigstore_python_does_not_verify_is_named(
+    instance: SigstoreInstance, tmp_path: Path
+) -> None:
+    """An entry of a legacy type (rekord 0.0.1, which older cosign wrote), its promise genuine: the
+    denial names the type, and keeps the library's words."""
+    signed = instance.sign_keyless(PAYLOAD, subject=BUILDER, issuer=ISSUER)
+    assert signed.bundle is not None
+    body = json.loads(base64.b64decode(signed.bundle["Payload"]["body"]))
+    promised = {**signed.bundle["Payload"], "body": base64.b64encode(json.dumps({**body, "kind": "rekord"}).encode())}
+    promised["body"] = promised["body"].decode()
+    promise = instance.rekor_key.sign(canonical_json(promised), ec.ECDSA(hashes.SHA256()))
+    logged = {"SignedEntryTimestamp": base64.b64encode(promise).decode(), "Payload": promised}
+    annotations = {**signed.annotations(), BUNDLE_ANNOTATION: json.dumps(logged)}
+    with pytest.raises(PayloadError) as raised:
+        verify(instance, tmp_path, annotations)
+    assert str(raised.value) == (
+        "tlog entry missing or invalid: unsupported log entry type rekord 0.0.1 "
+        "(sigstore-python: Integrated time only supported for dsse/hashedrekord 0.0.1 types)"
+    )
 
 
 def test_line_wrapped_base64_verifies_as_cosign_reads_it(instance: SigstoreInstance, tmp_path: Path) -> None:
