@@ -9,6 +9,7 @@ webhook's decision log says which requests reached it.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, admission_review
 from tests.kube_cluster import KubeCluster, decisions, register, unregister, wait_for
 from tests.shipped import CHART, policy_text, render_chart, webhook_configurations
 from tests.webhook_process import WebhookProcess, run_webhook
@@ -351,3 +352,20 @@ def test_with_imagegate_stopped_scaling_labels_finalizers_and_job_deletion_go_on
         )
         # A new pod still fails closed.
         assert create(gate.cluster, pod("stopped-again")).returncode != 0
+
+
+def test_no_stored_pod_is_one_mutate_would_still_change(gate: Gate) -> None:
+    """Every Pod the API server stored in the tool namespace, sent to /mutate again as a CREATE:
+    nothing left to fill in but supplementalGroupsPolicy, which this v1.32 API server drops after
+    /mutate set it (the reason the chart fitted whenDropped)."""
+    assert gate.webhook is not None
+    http = gate.webhook.client()
+    listed = json.loads(gate.cluster.kubectl("-n", TOOL, "get", "pods", "-o", "json").stdout)["items"]
+    assert len(listed) >= 10
+    for stored_pod in listed:
+        stored_pod.pop("status", None)
+        review = admission_review(stored_pod, TOOL)
+        answer = http.post("/mutate", json=review).json()["response"]
+        patch = json.loads(base64.b64decode(answer["patch"])) if "patch" in answer else []
+        leftover = [op for op in patch if op["path"] != "/spec/securityContext/supplementalGroupsPolicy"]
+        assert leftover == [], (stored_pod["metadata"]["name"], leftover)

@@ -23,7 +23,7 @@ import helm_python as helm
 import pytest
 
 from imagegate.core.webhooks import CONDITION_ANNOTATION
-from tests.conftest import GRANTS_HEADER, REPO_ROOT
+from tests.conftest import GRANTS_HEADER, REPO_ROOT, admission_review
 from tests.kube_cluster import KubeCluster, register, unregister, wait_for
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
@@ -33,6 +33,7 @@ from tests.webhook_process import WebhookProcess, run_webhook
 
 IDENTITIES = REPO_ROOT / "tests" / "fixtures" / "toolforge" / "identities.yaml"
 TOOL = "tool-pinned"
+GRANTEE = "tool-granted"  # no pinning there: docker.io is never asked
 UID = 54821
 GRANTED = "docker.io/library/python:3.12"
 
@@ -59,7 +60,8 @@ def values(registry: Registry, *, pinning: bool) -> dict[str, Any]:
             # supplementalGroupsPolicy is always dropped, so the tool profile's condition sends every
             # UPDATE to /mutate anyway and no condition could skip pinning.
             "override": {
-                "pinning": {"enabled": pinning},
+                # pinning where the registry here is asked; the grant's images (docker.io) elsewhere
+                "pinning": {"enabled": pinning, "namespaces": [TOOL]},
                 "registry": {"caFile": str(registry.tls.ca_cert)},
                 "podSecurity": {"toolProfile": None},
             },
@@ -86,6 +88,7 @@ def pinned(kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory) 
         grants = workdir / "grants.yaml"
         grants.write_text(GRANTS_HEADER + "grants: []\n")
         kube_cluster.namespace(TOOL)
+        kube_cluster.namespace(GRANTEE)
         with run_webhook(
             workdir, "--identities", str(IDENTITIES), policy=workdir / "policy.yaml", grants=grants
         ) as webhook:
@@ -212,11 +215,11 @@ def test_a_grants_expiry_warning_reaches_kubectl_and_its_expiry_denies(pinned: P
     soon = today + dt.timedelta(days=3)
     pinned.grants.write_text(
         GRANTS_HEADER
-        + f"grants:\n  - {{namespace: {TOOL}, registries: [docker.io/library], expires: {soon.isoformat()}}}\n"
+        + f"grants:\n  - {{namespace: {GRANTEE}, registries: [docker.io/library], expires: {soon.isoformat()}}}\n"
     )
 
     def granted(name: str) -> Any:
-        document = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": TOOL}}
+        document = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": GRANTEE}}
         return create(pinned.cluster, {**document, "spec": pod_spec(GRANTED)})
 
     done = wait_for(lambda: (d := granted(f"granted-{int(dt.datetime.now().timestamp() * 10)}")).returncode == 0 and d)
@@ -224,10 +227,21 @@ def test_a_grants_expiry_warning_reaches_kubectl_and_its_expiry_denies(pinned: P
     assert any(soon.isoformat() in line and "grant" in line.lower() for line in warnings), done.stderr
     pinned.grants.write_text(
         GRANTS_HEADER
-        + f"grants:\n  - {{namespace: {TOOL}, registries: [docker.io/library], expires: {(today - dt.timedelta(days=1)).isoformat()}}}\n"
+        + f"grants:\n  - {{namespace: {GRANTEE}, registries: [docker.io/library], expires: {(today - dt.timedelta(days=1)).isoformat()}}}\n"
     )
     refused = wait_for(
         lambda: (d := granted(f"expired-{int(dt.datetime.now().timestamp() * 10)}")).returncode != 0 and d
     )
     assert 'admission webhook "validate.imagegate.toolforge.org" denied the request' in refused.stderr
     assert "expired" in refused.stderr
+
+
+def test_no_stored_pod_is_one_mutate_would_still_change(pinned: Pinned) -> None:
+    """Every Pod stored here, sent to /mutate again: no patch (every image pinned, every default set)."""
+    http = pinned.webhook.client()
+    listed = json.loads(pinned.cluster.kubectl("-n", TOOL, "get", "pods", "-o", "json").stdout)["items"]
+    assert len(listed) >= 3
+    for stored_pod in listed:
+        stored_pod.pop("status", None)
+        answer = http.post("/mutate", json=admission_review(stored_pod, TOOL)).json()["response"]
+        assert "patch" not in answer, (stored_pod["metadata"]["name"], answer)
