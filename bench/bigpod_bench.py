@@ -31,7 +31,6 @@ import argparse
 import json
 import re
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -39,11 +38,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reviews import BENCH_POLICY, NAMESPACE, bodies
-from server_bench import WRK_POISSON, WRK_SCRIPT, WrkResult, peak_rss_mb, run_wrk, start_imagegate, stop, wait_https
+from server_bench import (
+    WRK_POISSON,
+    WRK_SCRIPT,
+    WrkResult,
+    decision_counts,
+    peak_rss_mb,
+    run_wrk,
+    start_imagegate,
+    stop,
+    wait_https,
+)
 from server_bench import worker_pids as server_workers
 
 from imagegate.shell.certs import make_certificates
@@ -123,15 +130,6 @@ def attack(url: str, connections: int, duration: int, script: Path, body: Path, 
         out["requests"] = int(requests.group(1))
 
 
-def decisions(url: str, ca: Path) -> dict[str, float]:
-    """The server's decision counters by endpoint and result, from /metrics."""
-    text = httpx.get(f"{url}/metrics", verify=ssl.create_default_context(cafile=ca), timeout=10).text
-    found: dict[str, float] = {}
-    for match in re.finditer(r'imagegate_decisions_total\{endpoint="(\w+)",result="(\w+)"\} ([\d.e+]+)', text):
-        found[f"{match.group(1)}/{match.group(2)}"] = float(match.group(3))
-    return found
-
-
 def main() -> int:  # noqa: PLR0915 (a script's main: its options, the runs, then the report)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=20, help="seconds per run")
@@ -165,7 +163,7 @@ def main() -> int:  # noqa: PLR0915 (a script's main: its options, the runs, the
         try:
             wait_https(f"{url}/readyz", tls.ca_cert)
             run_wrk(f"{url}/validate", 10, 2, poisson, [pause_ms, *ordinary])  # warm up
-            before = decisions(url, tls.ca_cert)
+            before = decision_counts(url, tls.ca_cert)
             rows.append(
                 ("nothing else", run_wrk(f"{url}/validate", 10, options.duration, poisson, [pause_ms, *ordinary]), {})
             )
@@ -197,7 +195,7 @@ def main() -> int:  # noqa: PLR0915 (a script's main: its options, the runs, the
                     failures.append(f"{shape}: the attack's wrk said nothing usable:\n{validate.get('output')}")
                 elif validate["allowed"] or validate["other"]:
                     failures.append(f"{shape}: /validate answered a worst-case pod other than denied: {validate}")
-            after = decisions(url, tls.ca_cert)
+            after = decision_counts(url, tls.ca_cert)
             peaks = [peak_rss_mb(pid) for pid in server_workers(server.pid)]
         finally:
             stop(server)

@@ -31,6 +31,11 @@ process with keep-alive over TLS, cycling through a mix of realistic AdmissionRe
   from granian (``pip install '.[bench]'``; each skipped when not installed), next to nginx,
   with the CPU time each spends per request (what counts when the cores are all busy).
 
+What is measured is decisions, not errors: every body of the mix is allowed under both
+benchmark policies (100% of the mix; ``EXPECTED_ALLOWED``), which is checked for each body on
+both endpoints before each server's runs, and from the server's own decision counters after
+them (``imagegate_decisions_total``: no denial). A wrong answer fails the benchmark (exit 1).
+
 Nothing leaves loopback, and every server is stopped at the end.
 """
 
@@ -61,6 +66,11 @@ from imagegate.shell.certs import CertificateFiles, make_certificates
 # Decisions are logged at info, one line each; a busy cluster runs the webhook at warning
 # and reads decisions from metrics and audit annotations. Measure that configuration.
 LOG_LEVEL = "warning"
+
+# What each body of the mix gets under both benchmark policies, and so the share of the mix that
+# is allowed (100%): a mix whose pods were denied would measure denials, not admissions.
+EXPECTED_ALLOWED = {"small-pod": True, "ten-container-pod": True, "deployment": True}
+ALLOWED_SHARE = sum(EXPECTED_ALLOWED.values()) / len(EXPECTED_ALLOWED)
 
 FIXED_ALLOW = json.dumps(
     {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "fixed", "allowed": True}}
@@ -273,6 +283,41 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def check_mix(url: str, ca: Path, bodies_by_name: dict[str, bytes], endpoint: str = "validate") -> list[str]:
+    """Each body of the mix sent once to ``endpoint``: what did not get its expected answer
+    (``/mutate`` allows everything)."""
+    wrong = []
+    with httpx.Client(verify=ssl_context(ca), timeout=10) as client:
+        for name, body in bodies_by_name.items():
+            answer = client.post(f"{url}/{endpoint}", content=body, headers={"content-type": "application/json"})
+            want = EXPECTED_ALLOWED[name] or endpoint == "mutate"
+            got = answer.json()["response"]["allowed"] if answer.status_code == 200 else f"HTTP {answer.status_code}"
+            if got is not want:
+                wrong.append(f"{name} to /{endpoint}: allowed={got}, expected {want}")
+    return wrong
+
+
+def decision_counts(url: str, ca: Path) -> dict[str, float]:
+    """The server's decisions so far, by endpoint and result (``validate/allowed``...), from /metrics."""
+    text = httpx.get(f"{url}/metrics", verify=ssl_context(ca), timeout=10).text
+    found: dict[str, float] = {}
+    for match in re.finditer(r'imagegate_decisions_total\{endpoint="(\w+)",result="(\w+)"\} ([\d.e+]+)', text):
+        found[f"{match.group(1)}/{match.group(2)}"] = float(match.group(3))
+    return found
+
+
+def check_share(counts: dict[str, float]) -> list[str]:
+    """Whether the decisions counted agree with the mix's allowed share (exactly at 100%)."""
+    allowed = sum(n for key, n in counts.items() if key.endswith("/allowed"))
+    total = sum(counts.values())
+    denied = total - allowed
+    if ALLOWED_SHARE == 1 and denied:
+        return [f"{denied:.0f} of {total:.0f} decisions were not allowed; the whole mix should be"]
+    if total and abs(allowed / total - ALLOWED_SHARE) > 1 / len(EXPECTED_ALLOWED):
+        return [f"{allowed / total:.0%} of the decisions allowed; the mix should get {ALLOWED_SHARE:.0%}"]
+    return []
+
+
 POLICIES = {
     "pod-security": BENCH_POLICY,
     "images-only": BENCH_POLICY.split("podSecurity:")[0],
@@ -459,6 +504,8 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 (a script's main: its options
         rss: dict[tuple[str, int], tuple[list[float], float]] = {}
         builtin_rss: dict[int, dict[int, list[float]]] = {}
         stacks: list[tuple[str, WrkResult, float]] = []
+        wrong: list[str] = []  # answers that were not what the mix expects
+        decided: dict[tuple[str, int], dict[str, float]] = {}
         try:
             wait_https(f"https://127.0.0.1:{options.nginx_port}/", tls.ca_cert)
             run_wrk(nginx_url, 10, 2, script, ["0", *body_paths])  # warm up
@@ -474,6 +521,9 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 (a script's main: its options
                     imagegate = start_imagegate(tmp, tls, options.port, workers)
                     try:
                         wait_https(f"https://127.0.0.1:{options.port}/readyz", tls.ca_cert)
+                        base = f"https://127.0.0.1:{options.port}"
+                        for endpoint, mix in (("validate", bodies()), ("mutate", bodies(mutated=False))):
+                            wrong.extend(f"{policy}: {w}" for w in check_mix(base, tls.ca_cert, mix, endpoint))
                         run_wrk(ours_url, 10, 2, script, ["0", *body_paths])  # warm up
                         pids = process_tree(imagegate.pid)
                         measured = [(ours_url, "", load, c, lua, pause, body_paths) for load, c, lua, pause in loads]
@@ -494,6 +544,9 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 (a script's main: its options
                             cpu_us = (cpu_seconds(pids) - before) / max(ours.requests, 1) * 1e6
                             row = Row(policy + endpoint, load, c, workers, ours, baseline[(load, c)], cpu_us)
                             rows.append(row)
+                        counted = decision_counts(base, tls.ca_cert)
+                        wrong.extend(f"{policy}, {workers} worker(s): {w}" for w in check_share(counted))
+                        decided[(policy, workers)] = counted
                         rss[(policy, workers)] = (
                             [rss_mb(pid) for pid in worker_pids(imagegate.pid)],
                             max(peak_rss_mb(pid) for pid in pids),
@@ -511,7 +564,10 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 (a script's main: its options
         f"imagegate vs nginx (fixed allow), TLS, keep-alive, {os.cpu_count()} cores, wrk 1 thread, "
         f"{options.duration}s each, imagegate log level {LOG_LEVEL}, core {core_build()}"
     )
-    print("mix: small pod, 10-container pod, Deployment (round robin)\n")
+    print(
+        f"mix: small pod, 10-container pod, Deployment (round robin), {ALLOWED_SHARE:.0%} of it allowed "
+        "(checked per body on both endpoints before each server's runs, and from its decision counters after)\n"
+    )
     print(
         "| policy | load | conns | workers | imagegate req/s | p50 ms | p99 ms | CPU µs/req "
         "| nginx req/s | p50 ms | p99 ms | imagegate/nginx | errors |"
@@ -530,6 +586,9 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 (a script's main: its options
         print(f"{rss_line(policy, workers, sizes)} after the runs; peak of the largest process {peak:.0f} MB")
     for workers, found in builtin_rss.items():
         print(builtin_rss_line(workers, found))
+    for (policy, workers), counted in decided.items():
+        shown = ", ".join(f"{key} {n:,.0f}" for key, n in sorted(counted.items()))
+        print(f"decisions counted by imagegate, {policy}, {workers} worker(s): {shown}")
     if stacks:
         nginx_50 = baseline.get(("saturation", 50))
         print("\nHTTP stacks, fixed response, 1 process, 50 connections (CPU: all the server's threads):\n")
@@ -545,7 +604,9 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 (a script's main: its options
                 f"| {stack} | {result.requests_per_second:,.0f} | {result.p50_ms:.2f} | {result.p99_ms:.2f} "
                 f"| {cpu_us:.0f} |"
             )
-    return 0
+    for problem in wrong:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Real registries for the tests: Debian's docker-registry (CNCF distribution) on loopback.
 
+Free of pytest: bench/ uses it after ``pip install '.[bench]'``.
+
 ``run_registry`` starts one with TLS and either htpasswd Basic auth or token auth; the
 token server here signs JWTs (ES256, ``x5c`` chain) with a key the registry trusts through
 ``rootcertbundle``, so the registry itself enforces the token. ``FaultServer`` is a real
@@ -33,8 +35,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from imagegate.shell.certs import CertificateFiles, load_ca, make_certificates
+from tests.loopback import free_port
 from tests.oci_images import Layer, OciLayout, skopeo_copy
-from tests.webhook_process import free_port
 
 USER, PASSWORD = "tool-builder", "s3cret-pass"
 SERVICE, ISSUER = "imagegate-test-registry", "imagegate-test-token-issuer"

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.webhook_process import free_port
+from tests.loopback import free_port
 
 SUFFIX = "dc=wikimedia,dc=org"
 TOOLS_BASE = f"ou=people,ou=servicegroups,{SUFFIX}"

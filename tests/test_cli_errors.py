@@ -33,7 +33,8 @@ from imagegate.shell.cli import app
 from imagegate.shell.cli_serve import _dev_certificate
 from imagegate.shell.grants_file import grants_configmap_yaml
 from tests.conftest import cli_env, run_imagegate
-from tests.webhook_process import free_port, run_webhook
+from tests.loopback import free_port
+from tests.webhook_process import run_webhook
 
 
 def _one_error_line(stderr: str, *fragments: str) -> None:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from imagegate.core.policy import DEFAULT_POLICY_YAML
 from tests.conftest import run_imagegate
-from tests.webhook_process import free_port
+from tests.loopback import free_port
 
 EXAMPLES = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagegate.shell.http import LINGER_SECONDS, MAX_HEADER_BYTES, HttpServer, Limits, Request, Response
-from tests.webhook_process import free_port
+from tests.loopback import free_port
 
 
 async def _slow(request: Request) -> Response:

@@ -349,7 +349,7 @@ def test_registry_faults(tmp_path: Path, kind: str, error_kind: str, text: str) 
 
 
 def test_registry_down(tmp_path: Path) -> None:
-    from tests.webhook_process import free_port  # noqa: PLC0415
+    from tests.loopback import free_port  # noqa: PLC0415
 
     c = RegistryClient(RegistrySettings(timeout=1.0))
     with pytest.raises(RegistryError) as caught:
@@ -461,7 +461,7 @@ def test_pinning_warning_says_what_the_registry_did(pushed: Pushed, tmp_path: Pa
     (missing,) = notes(policy, pushed.ref("toolforge/bullseye:no-such-tag"))
     assert "(the registry has no such tag or repository (HTTP 404)" in missing and "unavailable" not in missing
     assert missing.endswith("; it runs by tag")
-    from tests.webhook_process import free_port  # noqa: PLC0415
+    from tests.loopback import free_port  # noqa: PLC0415
 
     down_host = f"127.0.0.1:{free_port()}"
     down = load_policy(

@@ -32,9 +32,10 @@ from imagegate.shell.registry import RegistryClient, RegistryError, RegistryErro
 from imagegate.shell.registry_auth import MAX_TOKEN_ANSWER_BYTES
 from imagegate.shell.verification import RegistryGate, pin_failure_note, tenant_reason
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, admission_review, run_imagegate
+from tests.loopback import free_port
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
-from tests.webhook_process import free_port, run_webhook
+from tests.webhook_process import run_webhook
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 BASE = layers("contact-base", 2)

@@ -1,5 +1,7 @@
 """Start ``imagegate serve`` as a real process on loopback, with real certificates."""
 
+# free_port is imported from here by many tests; it lives in tests/loopback.py (no pytest there).
+
 from __future__ import annotations
 
 import os
@@ -19,13 +21,7 @@ import httpx
 
 from imagegate.shell.certs import CertificateFiles, make_certificates
 from tests.conftest import admission_review
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.loopback import free_port
 
 
 @dataclass
