@@ -1,7 +1,5 @@
 """Start ``imagegate serve`` as a real process on loopback, with real certificates."""
 
-# free_port is imported from here by many tests; it lives in tests/loopback.py (no pytest there).
-
 from __future__ import annotations
 
 import os
@@ -22,6 +20,9 @@ import httpx
 from imagegate.shell.certs import CertificateFiles, make_certificates
 from tests.conftest import admission_review
 from tests.loopback import free_port
+
+# free_port lives in tests/loopback.py (free of pytest, for bench/); tests still import it from here.
+__all__ = ["WebhookProcess", "free_port", "run_webhook", "validate_each"]
 
 
 @dataclass
