@@ -156,3 +156,16 @@ def test_kind_comes_from_the_fetch_and_the_body_must_not_contradict_it() -> None
     assert isinstance(parse_manifest(odd, OCI_INDEX), Index)
     with pytest.raises(OciError, match="schema 1"):
         parse_manifest(b'{"fsLayers": []}', OCI_MANIFEST)
+
+
+@pytest.mark.parametrize("depth", [10, 500, 900, 990, 1000, 1500, 12_000])
+def test_any_nesting_is_read_or_refused_never_a_crash(depth: int) -> None:
+    """Found here: lone surrogates were replaced by a recursive walk over the whole document,
+    which overflowed Python's stack on a document just shallow enough for the parser."""
+    body = b'{"schemaVersion": 2, "manifests": [], "x": ' + b"[" * depth + b'"\\ud800"' + b"]" * depth + b"}"
+    try:
+        document = parse_manifest(body, OCI_INDEX)
+    except RefusedImageError as exc:
+        assert "nested deeper than imagegate reads" in str(exc)
+    else:
+        assert isinstance(document, Index) and document.manifests == []

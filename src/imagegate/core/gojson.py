@@ -200,13 +200,28 @@ def parse(body: bytes) -> Any:
 
 
 def _no_lone_surrogates(value: Any) -> Any:
-    """Go's unquote turns an escaped surrogate that is not half of a pair into U+FFFD."""
+    """Go's unquote turns an escaped surrogate that is not half of a pair into U+FFFD.
+
+    In place and without recursion: the document may be nested as deep as the parser went."""
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)
-    if isinstance(value, _Object):
-        return _Object([(_no_lone_surrogates(key), _no_lone_surrogates(item)) for key, item in value.pairs])
-    if isinstance(value, list):
-        return [_no_lone_surrogates(item) for item in value]
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _Object):
+            pairs = node.pairs
+            for position, (key, item) in enumerate(pairs):
+                if isinstance(item, str):
+                    item = _LONE_SURROGATE.sub("\ufffd", item)  # noqa: PLW2901 (replaced in place)
+                elif isinstance(item, (_Object, list)):
+                    stack.append(item)
+                pairs[position] = (_LONE_SURROGATE.sub("\ufffd", key), item)
+        elif isinstance(node, list):
+            for position, item in enumerate(node):
+                if isinstance(item, str):
+                    node[position] = _LONE_SURROGATE.sub("\ufffd", item)
+                elif isinstance(item, (_Object, list)):
+                    stack.append(item)
     return value
 
 
