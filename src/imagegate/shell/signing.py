@@ -477,7 +477,7 @@ def _bundle_problem(message: str, bundle: Bundle, digest: str) -> str:
     if "inclusion" in lowered or "log entry" in lowered or "checkpoint" in lowered or "tlog" in lowered:
         return f"{TLOG_INVALID}: {message}"
     if "signature is invalid" in lowered:
-        return f"{OTHER_KEY}: the certificate's key does not verify it (or what it signs was altered)"
+        return f"{OTHER_KEY}: the certificate's key does not verify it (or what it signs was altered): {message}"
     if "certificate chain" in lowered:
         return f"the certificate is not issued by the trusted root's CA: {message}"
     if "sct" in lowered:
