@@ -19,7 +19,9 @@ the tool profile, a trusted registry and a grant) and measures, with ``wrk`` ove
   before the API server validates it).
 
 It prints the p50 and p99 of the ordinary reviews in each run, how many big pods were answered
-and what, the largest answer, and the peak RSS of each worker. The target: p99 under 50 ms
+and what, the server's CPU time per big pod (what an ordinary review waits behind at most: the
+one in progress on its worker), the largest answer, the peak RSS of each worker, and the
+machine's load average. The target: p99 under 50 ms
 on 2 workers with 8 worst-case pods in flight. Every answer is checked (a big pod must be
 denied on /validate, an ordinary review allowed: the server's own decision counters).
 Nothing leaves loopback; the server is stopped at the end.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -44,8 +47,10 @@ from server_bench import (
     WRK_POISSON,
     WRK_SCRIPT,
     WrkResult,
+    cpu_seconds,
     decision_counts,
     peak_rss_mb,
+    process_tree,
     run_wrk,
     start_imagegate,
     stop,
@@ -143,6 +148,7 @@ def main() -> int:  # noqa: PLR0915 (a script's main: its options, the runs, the
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
     shapes = options.shapes.split(",")
+    load = os.getloadavg()  # the machine's own load: these figures mean little on a busy one
     failures: list[str] = []
     rows: list[tuple[str, WrkResult, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="imagegate-bigpod-") as scratch:
@@ -164,10 +170,13 @@ def main() -> int:  # noqa: PLR0915 (a script's main: its options, the runs, the
             wait_https(f"{url}/readyz", tls.ca_cert)
             run_wrk(f"{url}/validate", 10, 2, poisson, [pause_ms, *ordinary])  # warm up
             before = decision_counts(url, tls.ca_cert)
+            pids = process_tree(server.pid)
+            cpu_before = cpu_seconds(pids)
             rows.append(
                 ("nothing else", run_wrk(f"{url}/validate", 10, options.duration, poisson, [pause_ms, *ordinary]), {})
             )
             ordinary_total = rows[0][1].requests
+            per_ordinary = (cpu_seconds(pids) - cpu_before) / max(ordinary_total, 1)
             for shape in shapes:
                 body = tmp / f"{shape}.json"
                 body.write_bytes(worst_case(shape))
@@ -181,6 +190,7 @@ def main() -> int:  # noqa: PLR0915 (a script's main: its options, the runs, the
                     for endpoint, n in (("validate", options.in_flight - half), ("mutate", half))
                     if n
                 ]
+                cpu_before = cpu_seconds(pids)
                 for thread in attackers:
                     thread.start()
                 threading.Event().wait(2)  # the big pods in flight first
@@ -188,7 +198,10 @@ def main() -> int:  # noqa: PLR0915 (a script's main: its options, the runs, the
                 for thread in attackers:
                     thread.join()
                 ordinary_total += result.requests
-                info = {"size": body.stat().st_size, **counts}
+                big_pods = sum(c.get("requests", 0) for c in counts.values())
+                # The server's CPU for the big pods: all of it but what the ordinary reviews cost alone.
+                spent = cpu_seconds(pids) - cpu_before - per_ordinary * result.requests
+                info = {"size": body.stat().st_size, "cpu_ms": spent / max(big_pods, 1) * 1000, **counts}
                 rows.append((f"{options.in_flight} x {shape} ({body.stat().st_size / 1e6:.1f} MB)", result, info))
                 validate = counts["validate"]
                 if "requests" not in validate:
@@ -209,18 +222,22 @@ def main() -> int:  # noqa: PLR0915 (a script's main: its options, the runs, the
         f"~{options.rate}/s Poisson, {options.duration} s per run, {options.workers} workers\n"
     )
     print(
-        "| in flight meanwhile | ordinary p50 ms | ordinary p99 ms | ordinary reviews | big pods answered (validate: denied / mutate) | largest answer |"
+        "| in flight meanwhile | ordinary p50 ms | ordinary p99 ms | ordinary reviews "
+        "| big pods answered (validate: denied / mutate) | server CPU per big pod | largest answer |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for label, result, info in rows:
-        big = "-"
-        largest = "-"
+        big = largest = cpu = "-"
         if info:
+            cpu = f"{info['cpu_ms']:.1f} ms"
             validate, mutate = info["validate"], info.get("mutate", {})
             big = f"{validate.get('denied', '?')} / {mutate.get('requests', 0)}"
             largest = f"{max(validate.get('largest', 0), mutate.get('largest', 0)):,} B"
-        print(f"| {label} | {result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.requests:,} | {big} | {largest} |")
+        print(
+            f"| {label} | {result.p50_ms:.2f} | {result.p99_ms:.2f} | {result.requests:,} | {big} | {cpu} | {largest} |"
+        )
     print(f"\npeak RSS per worker: {', '.join(f'{mb:.0f}' for mb in peaks)} MB")
+    print(f"load average (1 min) at the start {load[0]:.1f}, at the end {os.getloadavg()[0]:.1f}")
     for label, result, _info in rows[1:]:
         verdict = "met" if result.p99_ms < TARGET_P99_MS else "NOT met"
         print(f"target p99 < {TARGET_P99_MS:.0f} ms with {label}: {verdict}")
