@@ -510,7 +510,7 @@ class WebhookApp:
         return self._answer(outcome, request, endpoint, started)
 
     def _internal_error(self, request: AdmissionRequest, endpoint: str, started: float) -> Response:
-        log.exception("internal error; denying", uid=request.uid, endpoint=endpoint)
+        log.exception("internal error; denying", uid=bounded(request.uid), endpoint=endpoint)
         self.metrics.child(self.metrics.errors, endpoint, "internal").inc()
         return self._answer(internal_error(request), request, endpoint, started)
 
