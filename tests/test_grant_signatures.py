@@ -161,11 +161,26 @@ def test_bad_signed_by_is_refused_on_load(grant: str, words: str) -> None:
 
 
 def test_grants_add_writes_signed_by(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
     grants = tmp_path / "grants.yaml"
     grants.write_text(f"{GRANTS_HEADER}grants: []\n")
-    added = run_imagegate(
-        "grants", "add", "tool-x", "--grants", str(grants), "-r", "ghcr.io/x", "--signed-by", "keys/{tool}.pub"
-    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_HEADER + "namespaces: {include: [tool-*]}\n")
+    add = ["grants", "add", "tool-x", "-p", str(policy), "--grants", str(grants), "-r", "ghcr.io/x"]
+    # the key is read as the webhook will read it (relative to the policy): not there, refused
+    missing = run_imagegate(*add, "--signed-by", "keys/{tool}.pub")
+    assert missing.returncode == 2 and "cannot read the public key" in missing.stderr and "keys/x.pub" in missing.stderr
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "x.pub").write_text("not a key\n")
+    unusable = run_imagegate(*add, "--signed-by", "keys/{tool}.pub")
+    assert unusable.returncode == 2 and "is not a PEM public key" in unusable.stderr
+    assert load_grants(grants.read_text(), str(grants)) == ()  # nothing written
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "keys" / "x.pub").write_bytes(pem)
+    added = run_imagegate(*add, "--signed-by", "keys/{tool}.pub")
     assert added.returncode == 0, added.stderr
     (grant,) = load_grants(grants.read_text(), str(grants))
     assert grant.signed_by == "keys/x.pub"

@@ -103,7 +103,17 @@ def test_grant_lifecycle_on_a_file(tmp_path: Path) -> None:
     calm = run_imagegate("grants", "expiring", "-g", str(grants), "--days", "3", "--now", "2026-11-24")
     assert calm.returncode == 0
     printed = run_imagegate(
-        "grants", "revoke", "tool-a", "-g", str(grants), "--print-configmap", "imagegate/imagegate-grants"
+        "grants",
+        "revoke",
+        "tool-a",
+        "-g",
+        str(grants),
+        "--reason",
+        "moved to the platform's images",
+        "--by",
+        "alice",
+        "--print-configmap",
+        "imagegate/imagegate-grants",
     )
     assert printed.returncode == 0, printed.stderr
     configmap = yaml.safe_load(printed.stdout)
@@ -112,7 +122,7 @@ def test_grant_lifecycle_on_a_file(tmp_path: Path) -> None:
         "namespace": "imagegate",
     }
     assert load_grants(configmap["data"]["grants.yaml"], "cm") == ()
-    missing = run_imagegate("grants", "revoke", "tool-a", "-g", str(grants))
+    missing = run_imagegate("grants", "revoke", "tool-a", "-g", str(grants), "--reason", "again", "--by", "alice")
     assert missing.returncode == 2 and "has no grant" in missing.stderr
 
 
@@ -403,6 +413,11 @@ def test_audit_and_grants_json_keep_their_keys(tmp_path: Path) -> None:
         "source": "str",
         "state": "str",
         "ticket": "str",
+        # every key of a grant (issue 23 item 10): who asked, the checks it makes, its mode
+        "requestedBy": "str",
+        "requireBaseImage": "bool",
+        "signedBy": "NoneType",
+        "mode": "NoneType",
     }
     entry = {k: "str" for k in ("image", "message", "mode", "rule", "source", "subject", "where")}
     namespaces = audit["namespaces"]

@@ -239,12 +239,21 @@ def test_a_document_of_another_kind_is_refused(kind: str) -> None:
             LOADERS[kind](header, "doc.yaml")  # the header alone is a valid (empty) document
 
 
-def test_a_new_grants_file_may_start_empty() -> None:
-    """Only for `grants add` on a file that does not exist yet; the webhook never reads it so."""
-    assert load_grants("", "grants.yaml", new_file=True) == ()
-    assert load_grants("# new\n", "grants.yaml", new_file=True) == ()
+def test_a_new_grants_file_starts_only_when_asked() -> None:
+    """`grants add --create` on a file or key not there yet; an empty text is otherwise refused, as `list` refuses it."""
+    from imagegate.shell.grants_file import GrantEditError, edit_grants_text  # noqa: PLC0415
+
+    def add(current: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [*current, {"namespace": "tool-a"}]
+
+    for empty in ("", "# new\n"):
+        assert [g.namespace for g in load_grants(edit_grants_text(empty, "grants.yaml", add, create=True))] == [
+            "tool-a"
+        ]
+        with pytest.raises(GrantEditError, match=r"empty .*--create"):
+            edit_grants_text(empty, "grants.yaml", add)
     with pytest.raises(PolicyError, match="missing apiVersion"):
-        load_grants("grants: []\n", "grants.yaml", new_file=True)
+        edit_grants_text("grants: []\n", "grants.yaml", add, create=True)
 
 
 def test_default_policy_is_closed() -> None:

@@ -109,7 +109,7 @@ def preset_options(
             for ns in sorted(set(namespaces))
             if ns not in granted
         ]
-        policy = base.with_grants(boxed)
+        policy = base.with_grants(boxed, what_if=True)
         after = dt.datetime.combine(box_ends + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
         return [
             Option(f"time-boxed (until {box_ends.isoformat()})", policy, now),
@@ -118,7 +118,7 @@ def preset_options(
     if name == "selected":
         granted = {g.namespace for g in base.grants}
         extra = [_grant(ns, dt.date.max, "selected tool") for ns in selected if ns not in granted]
-        policy = replace(base, byoc_default="deny").with_grants(extra)
+        policy = replace(base, byoc_default="deny").with_grants(extra, what_if=True)
         names = sorted(granted | set(selected))
         return [Option(f"selected tools ({len(names)})", policy, now)]
     raise ValueError(f"{name!r} is not a preset ({', '.join(PRESETS)})")

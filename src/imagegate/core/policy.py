@@ -22,6 +22,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from importlib import resources
@@ -70,6 +71,10 @@ from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_doc
 __all__ = [
     "DEFAULT_POLICY_YAML",
     "Grant",
+    "GrantAction",
+    "GrantEvent",
+    "GrantField",
+    "GrantsFile",
     "LabelSelector",
     "Mode",
     "NamespaceScope",
@@ -79,6 +84,7 @@ __all__ = [
     "grant_entry",
     "load_grant_entry",
     "load_grants",
+    "load_grants_file",
     "load_identities",
     "load_policy",
 ]
@@ -131,10 +137,42 @@ class GrantDoc(_Doc):
     signed_by: str | None = None
 
 
+class GrantField(StrEnum):
+    """The keys of a grant a policy can require on every grant (``byoc.requiredGrantFields``)."""
+
+    EXPIRES = "expires"
+    REASON = "reason"
+    TICKET = "ticket"
+    REQUESTED_BY = "requestedBy"
+    REGISTRIES = "registries"
+    SIGNED_BY = "signedBy"
+
+
+class GrantAction(StrEnum):
+    """What ended or changed a grant, in a grants file's ``history``."""
+
+    REVOKED = "revoked"
+    RENEWED = "renewed"
+    REPLACED = "replaced"
+
+
+class GrantEventDoc(_Doc):
+    """One entry of a grants file's ``history``: who did what to which grant, when and why."""
+
+    action: GrantAction
+    namespace: str
+    at: Annotated[dt.datetime, msgspec.Meta(tz=True)]
+    by: str
+    grant: GrantDoc  # the grant as it was before
+    reason: str = ""
+
+
 class ByocDoc(_Doc):
     default: Literal["deny", "allow"] = "deny"
     require_base_image: bool = False
     warn_before_expiry_days: Annotated[int, msgspec.Meta(ge=0, le=366)] | None = DEFAULT_EXPIRY_WARNING_DAYS
+    # keys every grant must have (expires, reason, ticket: a time-boxed platform's grants all end)
+    required_grant_fields: list[GrantField] = []
     grants: list[GrantDoc] = []
     grants_file: str | None = None
 
@@ -281,6 +319,7 @@ class GrantsDoc(_Doc):
     api_version: str
     kind: Literal["ImageGrants"]
     grants: list[GrantDoc] = []
+    history: list[GrantEventDoc] = []
 
 
 SUPPORTED_API_VERSIONS = ("imagegate.toolforge.org/v1",)
@@ -352,6 +391,27 @@ class Grant:
     # A PEM public key file (placeholders filled in): the images this grant admits must carry a
     # cosign signature by it, e.g. the tool's own key (the rule: SignaturesConfig.grant_rules).
     signed_by: str | None = None
+    # where it was written, for errors found after loading (a second grant, a required key)
+    document: str = ""
+    line: int | None = None
+    path: str = "$"
+
+    def error(self, key: str, message: str) -> DocumentError:
+        """An error about ``key`` of this grant, naming the line it was written on."""
+        shown = f"{self.path}.{key}".removeprefix("$.")
+        return DocumentError(self.document or self.source, self.line, shown, message)
+
+    def missing(self, required: Sequence[GrantField]) -> list[GrantField]:
+        """Which of the ``required`` keys this grant leaves out (or leaves blank)."""
+        present = {
+            GrantField.EXPIRES: self.expires is not None,
+            GrantField.REASON: bool(self.reason.strip()),
+            GrantField.TICKET: bool(self.ticket.strip()),
+            GrantField.REQUESTED_BY: bool(self.requested_by.strip()),
+            GrantField.REGISTRIES: self.registries is not None,
+            GrantField.SIGNED_BY: self.signed_by is not None,
+        }
+        return [key for key in required if not present[key]]
 
     @property
     def signature_rule(self) -> str | None:
@@ -491,6 +551,7 @@ class Policy:
     grants_file: str | None = None
     source: str = "<built-in>"
     grants_by_namespace: Mapping[str, tuple[Grant, ...]] = field(default_factory=dict)
+    required_grant_fields: tuple[GrantField, ...] = ()
     pod_security: PodSecuritySettings | None = None
     identities_file: str | None = None
     registry: RegistryConfig = field(default_factory=RegistryConfig)
@@ -558,9 +619,25 @@ class Policy:
         self._image_classes[image] = found
         return found
 
-    def with_grants(self, extra: Sequence[Grant]) -> Policy:
-        """The same policy with the grants of a grants file added to the inline ones."""
-        return _assemble(self, (*self.grants, *extra))
+    def with_grants(self, extra: Sequence[Grant], *, what_if: bool = False) -> Policy:
+        """The same policy with the grants of a grants file added to the inline ones.
+
+        :class:`PolicyError` for a second grant of one namespace, or a grant without a key
+        ``byoc.requiredGrantFields`` requires. ``what_if``: grants nobody wrote (``audit
+        --compare``'s presets) are not held to the required keys.
+        """
+        return _assemble(self, (*self.grants, *extra), what_if=what_if)
+
+    def check_grant(self, grant: Grant) -> None:
+        """:class:`PolicyError` when ``grant`` lacks a key the policy requires on every grant."""
+        missing = grant.missing(self.required_grant_fields)
+        if missing:
+            wanted = ", ".join(self.required_grant_fields)
+            raise grant.error(
+                missing[0],
+                f"missing; the policy's byoc.requiredGrantFields requires {wanted} on every grant"
+                + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""),
+            )
 
     def identities_missing(self) -> str | None:
         """Why every tool pod will be denied for want of an identity, or ``None``.
@@ -586,10 +663,26 @@ class Policy:
         return replace(self, pod_security=replace(settings, tool=tool))
 
 
-def _assemble(base: Policy, grants: Sequence[Grant]) -> Policy:
+def _one_per_namespace(grants: Sequence[Grant]) -> dict[str, list[Grant]]:
+    """The grants by namespace; :class:`PolicyError` naming both when a namespace has two."""
     by_namespace: dict[str, list[Grant]] = {}
     for grant in grants:
-        by_namespace.setdefault(grant.namespace, []).append(grant)
+        earlier = by_namespace.get(grant.namespace)
+        if earlier:  # which one would apply? Their registries, expiry and checks differ
+            raise grant.error(
+                "namespace",
+                f"{grant.namespace} has a grant already, at {earlier[0].source}: one grant per namespace "
+                "(merge the two, or revoke one)",
+            )
+        by_namespace[grant.namespace] = [grant]
+    return by_namespace
+
+
+def _assemble(base: Policy, grants: Sequence[Grant], *, what_if: bool = False) -> Policy:
+    if not what_if:
+        for grant in grants:
+            base.check_grant(grant)
+    by_namespace = _one_per_namespace(grants)
     return replace(
         base,
         grants=tuple(grants),
@@ -827,6 +920,9 @@ def _grant(doc: LocatedDocument, where: str, grant: GrantDoc) -> Grant:
             )
     line = doc.line_of(where)
     return Grant(
+        document=doc.source,
+        line=line,
+        path=where,
         namespace=grant.namespace,
         registries=registries,
         expires=grant.expires,
@@ -1210,6 +1306,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         namespaces=scope,
         warn_before_expiry_days=parsed.byoc.warn_before_expiry_days,
         grants_file=parsed.byoc.grants_file,
+        required_grant_fields=tuple(dict.fromkeys(parsed.byoc.required_grant_fields)),
         source=source,
         pod_security=_pod_security(doc, parsed.pod_security) if parsed.pod_security is not None else None,
         identities_file=(
@@ -1228,16 +1325,63 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
     return _assemble(base, _grants(doc, "$.byoc.grants", parsed.byoc.grants))
 
 
-def load_grants(text: str, source: str = "<grants>", *, new_file: bool = False) -> tuple[Grant, ...]:
-    """Parse and validate a grants document (the ConfigMap's file).
+@dataclass(frozen=True, slots=True)
+class GrantEvent:
+    """A grant revoked, renewed or replaced: who, when, why, and the grant as it was."""
 
-    ``new_file``: an empty text is a grants file about to be created (``grants add``), no grants.
-    """
-    if new_file and load_yaml_document(text, source).data is None:
-        return ()
+    action: GrantAction
+    namespace: str
+    at: dt.datetime
+    by: str
+    reason: str
+    grant: Mapping[str, Any]  # its document form (grant_entry), as it was before
+
+
+@dataclass(frozen=True, slots=True)
+class GrantsFile:
+    """A grants document: the grants in force, and the record of those revoked or changed."""
+
+    grants: tuple[Grant, ...]
+    history: tuple[GrantEvent, ...] = ()
+
+
+def _history(doc: LocatedDocument, events: Sequence[GrantEventDoc]) -> tuple[GrantEvent, ...]:
+    found = []
+    for index, event in enumerate(events):
+        where = f"$.history[{index}]"
+        if (problem := namespace_name_error(event.namespace)) is not None:
+            raise doc.error(f"{where}.namespace", problem)
+        if event.grant.namespace != event.namespace:
+            raise doc.error(
+                f"{where}.grant.namespace", f"the record of {event.namespace} holds another namespace's grant"
+            )
+        if not event.by.strip():
+            raise doc.error(f"{where}.by", "say who (a name or account): a record without it tells nothing")
+        found.append(
+            GrantEvent(
+                event.action,
+                event.namespace,
+                event.at,
+                event.by,
+                event.reason,
+                msgspec.to_builtins(event.grant),
+            )
+        )
+    return tuple(found)
+
+
+def load_grants_file(text: str, source: str = "<grants>") -> GrantsFile:
+    """Parse and validate a grants document: its grants and its ``history``."""
     doc = _document(text, source, "ImageGrants")
     parsed: GrantsDoc = _convert(doc, GrantsDoc, "an ImageGrants document with a 'grants' list")
-    return _grants(doc, "$.grants", parsed.grants)
+    grants = _grants(doc, "$.grants", parsed.grants)
+    _one_per_namespace(grants)  # within the file too: its errors then name lines of this document
+    return GrantsFile(grants, _history(doc, parsed.history))
+
+
+def load_grants(text: str, source: str = "<grants>") -> tuple[Grant, ...]:
+    """Parse and validate a grants document (the ConfigMap's file): its grants."""
+    return load_grants_file(text, source).grants
 
 
 # The built-in policy is the Toolforge policy, shipped as a YAML file in the package so that
@@ -1265,40 +1409,60 @@ def grant_entry(
 ) -> dict[str, Any]:
     """One grant in its document form, keys in the documented order and only those that are set.
 
-    The one writer of that form: ``dump_grants`` and ``imagegate grants add`` both use it, and
-    ``load_grant_entry`` reads it back.
+    Derived from :class:`GrantDoc` (its keys, their order, their defaults left out): the one
+    writer of that form, which ``load_grant_entry`` reads back.
     """
-    item: dict[str, Any] = {"namespace": namespace}
-    if registries is not None:
-        item["registries"] = list(registries)
-    if expires is not None:
-        item["expires"] = expires
-    for key, value in (("reason", reason), ("requestedBy", requested_by), ("ticket", ticket)):
-        if value:
-            item[key] = value
-    if require_base_image:
-        item["requireBaseImage"] = True
-    if mode is not None:
-        item["mode"] = mode
-    if signed_by is not None:
-        item["signedBy"] = signed_by
-    return item
+    doc = GrantDoc(
+        namespace=namespace,
+        registries=None if registries is None else list(registries),
+        expires=None if expires is None else dt.date.fromisoformat(expires),
+        reason=reason,
+        requested_by=requested_by,
+        ticket=ticket,
+        require_base_image=require_base_image,
+        mode=None if mode is None else Mode(mode),
+        signed_by=signed_by,
+    )
+    entry: dict[str, Any] = msgspec.to_builtins(doc)
+    return entry
 
 
-def dump_grants(grants: Sequence[Grant]) -> dict[str, Any]:
-    """Grants back to their document form (for ``grants`` commands and reports)."""
-    out = [
-        grant_entry(
-            grant.namespace,
-            registries=None if grant.registries is None else [p.text for p in grant.registries],
-            expires=None if grant.expires is None else grant.expires.isoformat(),
-            reason=grant.reason,
-            requested_by=grant.requested_by,
-            ticket=grant.ticket,
-            require_base_image=grant.require_base_image,
-            mode=None if grant.mode is None else grant.mode.value,
-            signed_by=grant.signed_by,
-        )
-        for grant in grants
-    ]
-    return {"apiVersion": SUPPORTED_API_VERSIONS[0], "kind": "ImageGrants", "grants": out}
+def grant_document(grant: Grant) -> dict[str, Any]:
+    """A loaded grant back in its document form (placeholders as filled in for its namespace)."""
+    return grant_entry(
+        grant.namespace,
+        registries=None if grant.registries is None else [p.text for p in grant.registries],
+        expires=None if grant.expires is None else grant.expires.isoformat(),
+        reason=grant.reason,
+        requested_by=grant.requested_by,
+        ticket=grant.ticket,
+        require_base_image=grant.require_base_image,
+        mode=None if grant.mode is None else grant.mode.value,
+        signed_by=grant.signed_by,
+    )
+
+
+def event_document(event: GrantEvent) -> dict[str, Any]:
+    """A history entry in its document form (``at`` in UTC, to the second)."""
+    out: dict[str, Any] = {
+        "action": event.action.value,
+        "namespace": event.namespace,
+        "at": event.at.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "by": event.by,
+    }
+    if event.reason:
+        out["reason"] = event.reason
+    out["grant"] = dict(event.grant)
+    return out
+
+
+def dump_grants(grants: Sequence[Grant], history: Sequence[GrantEvent] = ()) -> dict[str, Any]:
+    """Grants (and the history of those revoked or changed) back to their document form."""
+    document: dict[str, Any] = {
+        "apiVersion": SUPPORTED_API_VERSIONS[0],
+        "kind": "ImageGrants",
+        "grants": [grant_document(grant) for grant in grants],
+    }
+    if history:
+        document["history"] = [event_document(event) for event in history]
+    return document

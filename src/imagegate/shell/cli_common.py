@@ -27,13 +27,13 @@ from rich.progress import Progress
 
 from imagegate.core.decide import Decision, decide
 from imagegate.core.names import namespace_name_error
-from imagegate.core.policy import Policy, PolicyError
+from imagegate.core.policy import Policy, PolicyError, default_policy, load_policy
 from imagegate.core.records import NO_LOOKUPS, Lookups
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, ObjectShapeError, image_uses
 from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.exits import EXIT_BAD_INPUT
 from imagegate.shell.manifests import SourcedObject, read_manifests
-from imagegate.shell.policy_source import MAX_POLICY_BYTES, load_policy_files
+from imagegate.shell.policy_source import MAX_POLICY_BYTES, load_policy_files, read_document
 from imagegate.shell.verification import RegistryGate, settle
 
 app = typer.Typer(
@@ -123,6 +123,19 @@ def load(policy_path: Path | None, grants_path: Path | None, identities_path: Pa
     if missing is not None:
         Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/] {escape(missing)}")
     return policy
+
+
+def load_policy_alone(policy_path: Path | None) -> Policy:
+    """The policy (built-in when ``None``, ``-``: standard input) without the files it names: for
+    the commands that edit or check those files themselves (``grants``)."""
+    try:
+        if policy_path is None:
+            return default_policy()
+        if policy_path == STDIN:
+            return load_policy(_read_stdin("<stdin>"), "<stdin>")
+        return load_policy(read_document(policy_path), str(policy_path))
+    except PolicyError as exc:
+        raise fail(f"invalid policy: {exc}") from None
 
 
 def parse_now(text: str | None) -> dt.datetime:

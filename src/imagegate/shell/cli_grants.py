@@ -1,18 +1,37 @@
-"""``imagegate grants``: list, add and revoke BYOC grants, in a file or the cluster's ConfigMap."""
+"""``imagegate grants``: the grant lifecycle (add, renew, revoke, list, expiring, check) on a
+grants file or the cluster's ConfigMap.
+
+A change is held to the policy (``-p``, else the built-in one) as the webhook will hold it: a
+namespace it governs, the keys ``byoc.requiredGrantFields`` requires, one grant per namespace.
+A renewal or a replacement keeps, or names, every key of the grant; a revocation, a renewal
+and a replacement leave an entry in the file's ``history`` (who, when, why, the grant as it was).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from imagegate.core.policy import Mode, PolicyError, grant_entry, load_grants
+from imagegate.core.policy import (
+    Grant,
+    GrantAction,
+    GrantDoc,
+    GrantEvent,
+    Mode,
+    Policy,
+    PolicyError,
+    grant_entry,
+    load_grants_file,
+)
 from imagegate.core.report import GrantState, grant_states
 from imagegate.shell.cli_common import (
     ExpiringDaysOption,
@@ -20,33 +39,54 @@ from imagegate.shell.cli_common import (
     OutputFormat,
     app,
     fail,
+    load_policy_alone,
     namespace_name,
     parse_now,
     plural,
+    read_inputs,
     write_json,
 )
-from imagegate.shell.cli_json import GrantJson
+from imagegate.shell.cli_json import GrantCheckJson, GrantJson
 from imagegate.shell.exits import EXIT_DENIED
-from imagegate.shell.grants_file import GrantEditError, edit_grants_file, edit_grants_text, grants_configmap_yaml
-from imagegate.shell.policy_source import read_document
+from imagegate.shell.grants_file import (
+    Edited,
+    GrantChange,
+    GrantEditError,
+    edit_grants_file,
+    edit_grants_text,
+    grants_configmap_yaml,
+)
+from imagegate.shell.policy_source import read_document, relative_to_policy
 
-grants_app = typer.Typer(help="List, add, revoke BYOC grants; find the ones about to expire.", no_args_is_help=True)
+grants_app = typer.Typer(
+    help="The BYOC grant lifecycle: add, renew, revoke, list, the ones about to expire, check.", no_args_is_help=True
+)
 app.add_typer(grants_app, name="grants")
 
+# A grant's keys as its document writes them (GrantDoc, the one source), besides its namespace.
+GRANT_KEYS = tuple(f.encode_name for f in msgspec.structs.fields(GrantDoc) if f.encode_name != "namespace")
 
-def render_grants(states: list[GrantState], console: Console) -> None:
-    table = Table(title="BYOC grants", header_style="bold")
-    for column in ("namespace", "state", "expires", "days left", "registries", "ticket", "reason"):
+
+def render_grants(states: list[GrantState], console: Console, title: str = "BYOC grants") -> None:
+    """Every key of every grant: what it admits (registries), what it checks (base image,
+    signature, mode), and who asked, why and under which ticket."""
+    table = Table(title=title, header_style="bold")
+    columns = ("namespace", "state", "expires", "days left", "registries", "base image", "signed by", "mode")
+    for column in (*columns, "requested by", "ticket", "reason"):
         table.add_column(column, overflow="fold")
     colour = {"expired": "bold red", "expiring": "yellow", "active": "green"}
     for state in states:
         grant = state.grant
         table.add_row(
-            grant.namespace,
+            escape(grant.namespace),
             f"[{colour[state.state]}]{state.state}[/]",
             grant.expires.isoformat() if grant.expires else "never",
             "" if state.days_left is None else str(state.days_left),
             escape(", ".join(map(str, grant.registries)) if grant.registries is not None else "any"),
+            "required" if grant.require_base_image else "-",
+            escape(grant.signed_by) if grant.signed_by else "-",
+            grant.mode.value if grant.mode is not None else "policy's",
+            escape(grant.requested_by),
             escape(grant.ticket),
             escape(grant.reason),
         )
@@ -63,6 +103,24 @@ PrintOption = Annotated[
         "--print-configmap", help="Also print the result as the ConfigMap NAMESPACE/NAME (for review or kubectl apply)."
     ),
 ]
+CreateOption = Annotated[
+    bool,
+    typer.Option(
+        "--create", help="Start a new grants document where there is none (no file, or an empty file or key)."
+    ),
+]
+ByOption = Annotated[str | None, typer.Option("--by", help="Who does this, for the history (default: the login name).")]
+NowOption = Annotated[str | None, typer.Option(help="As of this ISO date/time (default: now).")]
+GrantPolicyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        "-p",
+        help="The policy the grants serve (default: the built-in): the namespaces it governs, the keys it "
+        "requires on every grant, its directory for --signed-by keys, its byoc.grantsFile.",
+        dir_okay=False,
+    ),
+]
 
 
 def _split_configmap(text: str) -> tuple[str, str]:
@@ -72,8 +130,22 @@ def _split_configmap(text: str) -> tuple[str, str]:
     return namespace, name
 
 
+def _grants_target(grants_file: Path | None, policy_path: Path | None, policy: Policy) -> Path | None:
+    """``--grants``, else the file the policy names (``byoc.grantsFile``, relative to the policy)."""
+    if grants_file is not None:
+        return grants_file
+    return relative_to_policy(policy.grants_file, policy_path.parent if policy_path else None)
+
+
 def _edit(
-    change: Any, grants_file: Path | None, configmap: str | None, apply: bool, print_configmap: str | None
+    change: GrantChange,
+    *,
+    grants_file: Path | None,
+    configmap: str | None,
+    apply: bool,
+    print_configmap: str | None,
+    policy: Policy,
+    create: bool,
 ) -> str:
     try:
         if apply:
@@ -84,14 +156,18 @@ def _edit(
             namespace, name = _split_configmap(configmap)
             try:
                 text = edit_configmap(
-                    connect(), namespace, name, "grants.yaml", lambda old: edit_grants_text(old, f"{configmap}", change)
+                    connect(),
+                    namespace,
+                    name,
+                    "grants.yaml",
+                    lambda old: edit_grants_text(old, configmap, change, policy=policy, create=create),
                 )
             except ClusterError as exc:
                 raise fail(str(exc)) from None
         elif grants_file is not None:
-            text = edit_grants_file(grants_file, change)
+            text = edit_grants_file(grants_file, change, policy=policy, create=create)
         else:
-            raise fail("name the grants: --grants FILE, or --apply --configmap NAMESPACE/NAME")
+            raise fail("name the grants: --grants FILE, a policy with byoc.grantsFile, or --apply --configmap NS/NAME")
     except (GrantEditError, PolicyError) as exc:
         raise fail(str(exc)) from None
     if print_configmap is not None:
@@ -100,10 +176,87 @@ def _edit(
     return text
 
 
+def _who(by: str | None) -> str:
+    """Who is doing this, for the history: ``--by``, else the login name."""
+    if by is not None:
+        if not by.strip():
+            raise fail("--by: say who (a name or an account)")
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container's uid without a passwd entry)
+        raise fail("cannot tell who you are (no login name): say it with --by NAME") from None
+
+
+def _last_day(expires: str, now: dt.datetime) -> dt.date:
+    try:
+        last_day = dt.date.fromisoformat(expires)
+    except ValueError:
+        raise fail(f"--expires: {expires!r} is not a date (YYYY-MM-DD)") from None
+    today = now.astimezone(dt.UTC).date()
+    if last_day < today:
+        raise fail(
+            f"--expires {expires} is in the past (today is {today.isoformat()}, UTC): "
+            "the grant would never apply; nothing was written"
+        )
+    return last_day
+
+
+def _check_governed(policy: Policy, namespace: str) -> None:
+    if not policy.namespaces.governs(namespace, None):
+        raise fail(
+            f"{namespace} is not governed by the policy ({policy.source}: namespaces include "
+            f"{list(policy.namespaces.include)}, exclude {list(policy.namespaces.exclude)}): "
+            "a grant there would change nothing; nothing was written"
+        )
+
+
+def _check_signing_key(signed_by: str, namespace: str, policy_path: Path | None) -> None:
+    """The key a grant names must be one the webhook can use: there, and a public key cosign signs with."""
+    from imagegate.core.placeholders import fill_placeholders  # noqa: PLC0415
+    from imagegate.shell.signing import SigningError, load_public_key  # noqa: PLC0415
+
+    filled = fill_placeholders(signed_by, namespace)
+    if filled is None:
+        return  # the grant's own validation says why ({tool} outside a tool namespace)
+    path = relative_to_policy(filled, policy_path.parent if policy_path else None)
+    assert path is not None
+    try:
+        load_public_key(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise fail(
+            f"--signed-by: cannot read the public key {path}: {exc.strerror or exc} (relative names are read "
+            "from the policy's directory, as the webhook reads them; --unchecked-key when the key is only "
+            "where the webhook runs); nothing was written"
+        ) from None
+    except SigningError as exc:
+        raise fail(f"--signed-by: {exc}; nothing was written") from None
+
+
+def _find(current: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
+    for entry in current:
+        if entry["namespace"] == namespace:
+            return entry
+    raise GrantEditError(f"{namespace} has no grant")
+
+
+def _shown(key: str, value: Any) -> str:
+    if key == "registries":
+        return f"registries {', '.join(value)} (without it: any registry)"
+    if key == "requireBaseImage":
+        return "requireBaseImage (without it: any base)"
+    if key == "signedBy":
+        return f"signedBy {value} (without it: unsigned images)"
+    if key == "expires":
+        return f"expires {value} (without it: never ends)"
+    return f"{key} {value!r}"
+
+
 @grants_app.command("add")
 def grants_add(
     namespace: Annotated[str, typer.Argument(help="The tool's namespace, e.g. tool-example.", callback=namespace_name)],
     grants: GrantsOption = None,
+    policy: GrantPolicyOption = None,
     registry: Annotated[
         list[str] | None, typer.Option("--registry", "-r", help="Limit to these registries/repositories.")
     ] = None,
@@ -116,27 +269,45 @@ def grants_add(
     signed_by: Annotated[
         str | None,
         typer.Option(
-            help="A PEM public key file (e.g. keys/{tool}.pub): the images this grant admits must be signed by it."
+            help="A PEM public key file (e.g. keys/{tool}.pub, relative to the policy's directory): the images "
+            "this grant admits must be signed by it."
         ),
     ] = None,
-    replace: Annotated[bool, typer.Option(help="Replace the namespace's existing grant.")] = False,
+    unchecked_key: Annotated[
+        bool,
+        typer.Option(
+            "--unchecked-key", help="Do not read the --signed-by key here (it is only where the webhook runs)."
+        ),
+    ] = False,
+    replace: Annotated[bool, typer.Option(help="Replace the namespace's existing grant (see --drop).")] = False,
+    drop: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--drop",
+            help="With --replace: a key of the existing grant the new one leaves out, named to confirm it is "
+            "dropped (each one; `grants renew` keeps them all).",
+        ),
+    ] = None,
+    by: ByOption = None,
+    create: CreateOption = False,
     configmap: ConfigMapOption = None,
     apply: ApplyOption = False,
     print_configmap: PrintOption = None,
     now: Annotated[str | None, typer.Option(help="As of this ISO date/time (--expires must not be before it).")] = None,
 ) -> None:
     """Grant NAMESPACE the use of images beyond the trusted registries."""
+    loaded = load_policy_alone(policy)
+    moment = parse_now(now)
     if expires is not None:
-        try:
-            last_day = dt.date.fromisoformat(expires)
-        except ValueError:
-            raise fail(f"--expires: {expires!r} is not a date (YYYY-MM-DD)") from None
-        today = parse_now(now).astimezone(dt.UTC).date()
-        if last_day < today:
-            raise fail(
-                f"--expires {expires} is in the past (today is {today.isoformat()}, UTC): "
-                "the grant would never apply; nothing was written"
-            )
+        _last_day(expires, moment)
+    _check_governed(loaded, namespace)
+    unknown = sorted(set(drop or ()) - set(GRANT_KEYS))
+    if unknown:
+        raise fail(f"--drop {unknown[0]}: not a key of a grant ({', '.join(GRANT_KEYS)})")
+    if drop and not replace:
+        raise fail("--drop goes with --replace")
+    if signed_by is not None and not unchecked_key:
+        _check_signing_key(signed_by, namespace, policy)
     entry = grant_entry(
         namespace,
         registries=list(registry) if registry else None,
@@ -148,38 +319,149 @@ def grants_add(
         mode=None if mode is None else mode.value,
         signed_by=signed_by,
     )
+    who = _who(by) if replace else ""
 
-    def change(current: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def change(current: list[dict[str, Any]]) -> Edited:
         existing = [g for g in current if g["namespace"] == namespace]
         if existing and not replace:
-            raise GrantEditError(f"{namespace} already has a grant; use --replace to change it")
-        return [*(g for g in current if g["namespace"] != namespace), entry]
+            raise GrantEditError(
+                f"{namespace} already has a grant; `grants renew` changes its expiry and keeps the rest, "
+                "--replace writes a new one"
+            )
+        rest = [g for g in current if g["namespace"] != namespace]
+        if not existing:
+            return Edited([*rest, entry])
+        old = existing[0]
+        dropped = [key for key in old if key != "namespace" and key not in entry]
+        unconfirmed = [key for key in dropped if key not in (drop or ())]
+        if unconfirmed:
+            raise GrantEditError(
+                f"the new grant for {namespace} leaves out what its grant has: "
+                + "; ".join(_shown(key, old[key]) for key in unconfirmed)
+                + ". Name them again, confirm with "
+                + " ".join(f"--drop {key}" for key in unconfirmed)
+                + ", or use `grants renew` to change only the expiry; nothing was written"
+            )
+        not_there = [key for key in drop or () if key not in dropped]
+        if not_there:
+            raise GrantEditError(f"--drop {not_there[0]}: the grant for {namespace} has no {not_there[0]} to drop")
+        note = f"replaced by `grants add --replace`{'; dropped ' + ', '.join(dropped) if dropped else ''}"
+        return Edited([*rest, entry], [GrantEvent(GrantAction.REPLACED, namespace, moment, who, note, old)])
 
-    _edit(change, grants, configmap, apply, print_configmap)
-    Console(stderr=True).print(f"granted: {escape(namespace)}")
+    _edit(
+        change,
+        grants_file=_grants_target(grants, policy, loaded),
+        configmap=configmap,
+        apply=apply,
+        print_configmap=print_configmap,
+        policy=loaded,
+        create=create,
+    )
+    Console(stderr=True).print(f"{'replaced' if replace else 'granted'}: {escape(namespace)}")
+
+
+@grants_app.command("renew")
+def grants_renew(
+    namespace: Annotated[str, typer.Argument(help="The namespace whose grant goes on.", callback=namespace_name)],
+    expires: Annotated[str, typer.Option(help="The grant's new last day (YYYY-MM-DD, UTC).")],
+    grants: GrantsOption = None,
+    policy: GrantPolicyOption = None,
+    ticket: Annotated[str | None, typer.Option(help="The ticket that approved the renewal.")] = None,
+    reason: Annotated[str | None, typer.Option(help="A new reason (default: the grant's).")] = None,
+    by: ByOption = None,
+    configmap: ConfigMapOption = None,
+    apply: ApplyOption = False,
+    print_configmap: PrintOption = None,
+    now: NowOption = None,
+) -> None:
+    """Extend NAMESPACE's grant to a new last day, keeping every other key (registries, checks, who asked)."""
+    loaded = load_policy_alone(policy)
+    moment = parse_now(now)
+    last_day = _last_day(expires, moment)
+    who = _who(by)
+
+    def change(current: list[dict[str, Any]]) -> Edited:
+        old = _find(current, namespace)
+        before = old.get("expires")
+        if before == last_day.isoformat():
+            raise GrantEditError(f"the grant for {namespace} already ends on {before}; nothing was written")
+        new = {**old, "expires": last_day.isoformat()}
+        if ticket is not None:
+            new["ticket"] = ticket
+        if reason is not None:
+            new["reason"] = reason
+        # the keys in their documented order, as every grant is written
+        new = grant_entry(**_entry_arguments(new))
+        note = f"expires {before or 'never'} -> {last_day.isoformat()}" + (f" ({ticket})" if ticket else "")
+        events = [GrantEvent(GrantAction.RENEWED, namespace, moment, who, note, old)]
+        return Edited([new if g is old else g for g in current], events)
+
+    _edit(
+        change,
+        grants_file=_grants_target(grants, policy, loaded),
+        configmap=configmap,
+        apply=apply,
+        print_configmap=print_configmap,
+        policy=loaded,
+        create=False,
+    )
+    Console(stderr=True).print(f"renewed: {escape(namespace)} until {last_day.isoformat()}")
+
+
+def _entry_arguments(entry: dict[str, Any]) -> dict[str, Any]:
+    """A grant's document form as ``grant_entry``'s arguments."""
+    return {
+        "namespace": entry["namespace"],
+        "registries": entry.get("registries"),
+        "expires": entry.get("expires"),
+        "reason": entry.get("reason", ""),
+        "requested_by": entry.get("requestedBy", ""),
+        "ticket": entry.get("ticket", ""),
+        "require_base_image": entry.get("requireBaseImage", False),
+        "mode": entry.get("mode"),
+        "signed_by": entry.get("signedBy"),
+    }
 
 
 @grants_app.command("revoke")
 def grants_revoke(
     namespace: Annotated[str, typer.Argument(help="The namespace whose grant ends now.", callback=namespace_name)],
+    reason: Annotated[str, typer.Option(help="Why it ends (kept in the file's history).")],
     grants: GrantsOption = None,
+    policy: GrantPolicyOption = None,
+    by: ByOption = None,
     configmap: ConfigMapOption = None,
     apply: ApplyOption = False,
     print_configmap: PrintOption = None,
+    now: NowOption = None,
 ) -> None:
-    """Remove NAMESPACE's grant."""
+    """Remove NAMESPACE's grant, keeping a record of it (who, when, why, the grant) in the history."""
+    if not reason.strip():
+        raise fail("--reason: say why the grant ends (it is kept in the history)")
+    loaded = load_policy_alone(policy)
+    moment = parse_now(now)
+    who = _who(by)
 
-    def change(current: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        kept = [g for g in current if g["namespace"] != namespace]
-        if len(kept) == len(current):
-            raise GrantEditError(f"{namespace} has no grant")
-        return kept
+    def change(current: list[dict[str, Any]]) -> Edited:
+        old = _find(current, namespace)
+        kept = [g for g in current if g is not old]
+        return Edited(kept, [GrantEvent(GrantAction.REVOKED, namespace, moment, who, reason, old)])
 
-    _edit(change, grants, configmap, apply, print_configmap)
+    _edit(
+        change,
+        grants_file=_grants_target(grants, policy, loaded),
+        configmap=configmap,
+        apply=apply,
+        print_configmap=print_configmap,
+        policy=loaded,
+        create=False,
+    )
     Console(stderr=True).print(f"revoked: {escape(namespace)}")
 
 
-def _read_grants(grants_file: Path | None, configmap: str | None) -> Any:
+def _read_grants(grants_file: Path | None, configmap: str | None, policy_path: Path | None) -> tuple[Grant, ...]:
+    """The grants of a file or ConfigMap, held to the policy as the webhook holds them."""
+    loaded = load_policy_alone(policy_path)
     if configmap is not None:
         from lightkube.resources.core_v1 import ConfigMap  # noqa: PLC0415
 
@@ -191,29 +473,33 @@ def _read_grants(grants_file: Path | None, configmap: str | None) -> Any:
         except (ClusterError, Exception) as exc:
             raise fail(f"cannot read ConfigMap {configmap}: {exc}") from None
         text, source = (found.data or {}).get("grants.yaml", ""), configmap
-    elif grants_file is not None:
+    else:
+        target = _grants_target(grants_file, policy_path, loaded)
+        if target is None:
+            raise fail("name the grants: --grants FILE, a policy with byoc.grantsFile, or --configmap NAMESPACE/NAME")
         try:
-            text, source = read_document(grants_file), str(grants_file)
+            text, source = read_document(target), str(target)
         except PolicyError as exc:
             raise fail(str(exc)) from None
-    else:
-        raise fail("name the grants: --grants FILE or --configmap NAMESPACE/NAME")
     try:
-        return load_grants(text, source)
+        found_grants = load_grants_file(text, source).grants
+        loaded.with_grants(found_grants)
     except PolicyError as exc:
         raise fail(f"invalid grants: {exc}") from None
+    return found_grants
 
 
 @grants_app.command("list")
 def grants_list(
     grants: GrantsOption = None,
     configmap: ConfigMapOption = None,
+    policy: GrantPolicyOption = None,
     expiring_days: ExpiringDaysOption = 14,
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
-    now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
+    now: NowOption = None,
 ) -> None:
-    """Every grant, with its state (active, expiring, expired)."""
-    states = grant_states(_read_grants(grants, configmap), parse_now(now), expiring_days)
+    """Every grant, every key, with its state (active, expiring, expired)."""
+    states = grant_states(_read_grants(grants, configmap, policy), parse_now(now), expiring_days)
     if output is OutputFormat.json:
         write_json([GrantJson.of(s) for s in states])
     else:
@@ -224,12 +510,14 @@ def grants_list(
 def grants_expiring(
     grants: GrantsOption = None,
     configmap: ConfigMapOption = None,
+    policy: GrantPolicyOption = None,
     days: Annotated[int, typer.Option(min=0, help="Within how many days.")] = 14,
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
-    now: Annotated[str | None, typer.Option(help="As of this ISO date/time.")] = None,
+    now: NowOption = None,
 ) -> None:
     """Grants that end within DAYS or have ended; exit 1 when there are any (for a cron alert)."""
-    states = [s for s in grant_states(_read_grants(grants, configmap), parse_now(now), days) if s.state != "active"]
+    found = _read_grants(grants, configmap, policy)
+    states = [s for s in grant_states(found, parse_now(now), days) if s.state != "active"]
     if output is OutputFormat.json:
         write_json([GrantJson.of(s) for s in states])
     elif states:
@@ -237,4 +525,82 @@ def grants_expiring(
     else:
         Console().print(f"no grant ends within {plural(days, 'day')}")
     if states:
+        raise typer.Exit(EXIT_DENIED)
+
+
+def _existing_namespaces(source: list[str] | None) -> set[str]:
+    """The namespaces that exist: the Namespace objects of a dump, or the live cluster's."""
+    if source:
+        objects = read_inputs(source, "dump")
+        names = {
+            str(item.obj["metadata"]["name"])
+            for item in objects
+            if item.obj.get("kind") == "Namespace"
+            and isinstance(item.obj.get("metadata"), dict)
+            and isinstance(item.obj["metadata"].get("name"), str)
+        }
+        if not names:
+            raise fail(
+                f"{', '.join(source)}: no Namespace objects, so no telling which namespaces exist "
+                "(`kubectl get namespaces -o json` makes such a dump)"
+            )
+        return names
+    from imagegate.shell.cluster import ClusterError, connect, namespace_labels  # noqa: PLC0415
+
+    try:
+        return set(namespace_labels(connect()))
+    except ClusterError as exc:
+        raise fail(str(exc)) from None
+
+
+@grants_app.command("check")
+def grants_check(
+    grants: GrantsOption = None,
+    configmap: ConfigMapOption = None,
+    policy: GrantPolicyOption = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--from", help="Namespaces from a dump (`kubectl get namespaces -o json`); default: the cluster."),
+    ] = None,
+    expiring_days: ExpiringDaysOption = 14,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+    now: NowOption = None,
+) -> None:
+    """Check the grants against the namespaces that exist and the policy: grants for namespaces
+    that do not exist, or that the policy does not govern, and expired ones. Exit 1 when any."""
+    loaded = load_policy_alone(policy)
+    found = _read_grants(grants, configmap, policy)
+    existing = _existing_namespaces(source)
+    moment = parse_now(now)
+    problems: list[GrantCheckJson] = []
+    for state in grant_states(found, moment, expiring_days):
+        grant = state.grant
+        if grant.namespace not in existing:
+            problems.append(GrantCheckJson.of(state, "no-namespace", f"namespace {grant.namespace} does not exist"))
+        if not loaded.namespaces.governs(grant.namespace, None):
+            problems.append(
+                GrantCheckJson.of(
+                    state, "ungoverned", f"the policy does not govern {grant.namespace}: the grant does nothing"
+                )
+            )
+        if state.state == "expired":
+            assert grant.expires is not None
+            problems.append(
+                GrantCheckJson.of(state, "expired", f"ended on {grant.expires.isoformat()}: revoke or renew it")
+            )
+    if output is OutputFormat.json:
+        write_json(problems)
+    elif problems:
+        table = Table(title="grants to fix", header_style="bold")
+        for column in ("namespace", "problem", "detail", "source"):
+            table.add_column(column, overflow="fold")
+        for problem in problems:
+            table.add_row(escape(problem.namespace), problem.problem, escape(problem.detail), escape(problem.source))
+        Console().print(table)
+    else:
+        Console().print(
+            f"{plural(len(found), 'grant')}: each for a namespace that exists and the policy "
+            "governs, none expired"
+        )
+    if problems:
         raise typer.Exit(EXIT_DENIED)

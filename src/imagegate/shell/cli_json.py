@@ -123,6 +123,10 @@ class GrantJson(msgspec.Struct, frozen=True, rename="camel"):
     ticket: str
     reason: str
     source: str
+    requested_by: str
+    require_base_image: bool
+    signed_by: str | None
+    mode: str | None  # None: the policy's
 
     @classmethod
     def of(cls, state: GrantState) -> GrantJson:
@@ -136,7 +140,25 @@ class GrantJson(msgspec.Struct, frozen=True, rename="camel"):
             ticket=grant.ticket,
             reason=grant.reason,
             source=grant.source,
+            requested_by=grant.requested_by,
+            require_base_image=grant.require_base_image,
+            signed_by=grant.signed_by,
+            mode=None if grant.mode is None else grant.mode.value,
         )
+
+
+class GrantCheckJson(msgspec.Struct, frozen=True, rename="camel"):
+    """One thing wrong with a grant (``grants check``)."""
+
+    namespace: str
+    problem: str  # no-namespace | ungoverned | expired
+    detail: str
+    state: str
+    source: str
+
+    @classmethod
+    def of(cls, state: GrantState, problem: str, detail: str) -> GrantCheckJson:
+        return cls(state.grant.namespace, problem, detail, state.state, state.grant.source)
 
 
 class AuditJson(msgspec.Struct, frozen=True, rename="camel"):
