@@ -359,6 +359,7 @@ def test_print_configmap_is_yaml_a_reviewer_reads(tmp_path: Path) -> None:
         "2099-12-31",
         "--reason",
         "needs its own image: a long reason that would have been an escaped one-line string before",
+        "--create",  # a new grants file
         "--print-configmap",
         "imagegate/imagegate-grants",
         columns=80,

@@ -162,7 +162,7 @@ def test_policy_validate(policy: Any, grants: Any) -> None:
 @EXAMPLES
 @given(
     grants=path_contents,
-    action=st.sampled_from(["add", "revoke", "list", "expiring"]),
+    action=st.sampled_from(["add", "revoke", "renew", "list", "expiring", "check"]),
     namespace=argument,
     expires=st.one_of(st.none(), argument, st.sampled_from(["2031-02-03", "1999-01-01"])),
     registry=st.one_of(st.none(), argument),
@@ -180,15 +180,21 @@ def test_grants(
 ) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         args = ["grants", action, "-g", _write(Path(scratch), "grants.yaml", grants)]
-        if action in ("add", "revoke"):
+        if action in ("add", "revoke", "renew"):
             args.insert(2, namespace)
+            args += ["--by", "tester"]
             if print_configmap is not None:
                 args += ["--print-configmap", print_configmap]
-        if action == "add":
+        if action == "revoke":
+            args += ["--reason", registry or ""]
+        if action in ("add", "renew"):
             args += [*(["--expires", expires] if expires is not None else [])]
+        if action == "add":
             args += [*(["--registry", registry] if registry is not None else [])]
         if action == "expiring" and days is not None:
             args += ["--days", days]
+        if action == "check":
+            args += ["--from", _write(Path(scratch), "namespaces.json", registry)]
         assert_told_not_crashed(run_imagegate(*args))
 
 
