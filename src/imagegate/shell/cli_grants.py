@@ -599,8 +599,7 @@ def grants_check(
         Console().print(table)
     else:
         Console().print(
-            f"{plural(len(found), 'grant')}: each for a namespace that exists and the policy "
-            "governs, none expired"
+            f"{plural(len(found), 'grant')}: each for a namespace that exists and the policy governs, none expired"
         )
     if problems:
         raise typer.Exit(EXIT_DENIED)
