@@ -247,8 +247,15 @@ def test_every_workload_kind_through_its_controller(gate: Gate) -> None:
             assert made["spec"]["securityContext"]["runAsUser"] == UID, made["metadata"]["name"]
     from_cron = wait_for(lambda: pods_of(gate.cluster, "job-name=wl-from-cron"))
     assert from_cron[0]["spec"]["securityContext"]["runAsUser"] == UID
-    templated = stored(gate.cluster, "deployment", "wl-deployment")["spec"]["template"]["spec"]
-    assert templated["securityContext"]["runAsUser"] == UID  # the template itself was mutated on CREATE
+    # The templates themselves were mutated on CREATE; a DaemonSet too (no node here: no Pod).
+    daemonset = workload("Deployment")
+    daemonset.update(kind="DaemonSet", metadata={"name": "wl-daemonset", "namespace": TOOL})
+    del daemonset["spec"]["replicas"]
+    assert create(gate.cluster, daemonset).returncode == 0
+    for kind, name in (("deployment", "wl-deployment"), ("daemonset", "wl-daemonset"), ("cronjob", "wl-cronjob")):
+        spec = stored(gate.cluster, kind, name)["spec"]
+        template = spec["jobTemplate"]["spec"]["template"] if kind == "cronjob" else spec["template"]
+        assert template["spec"]["securityContext"]["runAsUser"] == UID, kind
 
 
 def test_an_untrusted_workload_is_refused_before_any_pod(gate: Gate) -> None:
