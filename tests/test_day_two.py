@@ -177,3 +177,73 @@ def test_output_at_platform_scale_never_wraps_a_name(tmp_path: Path) -> None:
     assert "cluster-wide totals by rule" in audit_summary.stdout
     assert "once per top owner" not in audit_summary.stdout
     assert len(audit_summary.stdout.splitlines()) < len(audit_lines.stdout.splitlines()) / 3
+
+
+def test_a_restarted_webhook_and_check_still_know_the_previous_base(tmp_path: Path) -> None:
+    """Issue 23 item 3: `latest` moved 36 days ago; an image on the previous version passes within rememberDays."""
+    import datetime as dt  # noqa: PLC0415
+
+    from tests.conftest import POLICY_HEADER, admission_review  # noqa: PLC0415
+    from tests.oci_images import OciLayout, layers  # noqa: PLC0415
+    from tests.registry_process import run_registry  # noqa: PLC0415
+
+    now = dt.datetime.now(dt.UTC)
+
+    def stamp(days_ago: int) -> str:
+        return (now - dt.timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    with run_registry(tmp_path / "registry", "htpasswd") as reg:
+        layout = OciLayout(tmp_path / "layout")
+        previous, current = layers("bookworm-previous", 2), layers("bookworm-current", 2)
+        pushes = [
+            ("toolforge/bookworm:20261001", previous, stamp(36)),
+            ("toolforge/bookworm:20261106", current, stamp(1)),
+            ("toolforge/bookworm:latest", current, stamp(1)),
+            ("toolforge/bookworm:2025", layers("bookworm-2025", 2), stamp(400)),  # older than rememberDays
+            ("tool-a/app:on-previous", [*previous, *layers("app", 1)], stamp(30)),
+            ("tool-a/app:on-2025", [*layers("bookworm-2025", 2), *layers("old-app", 1)], stamp(300)),
+        ]
+        for dest, image_layers, created in pushes:
+            reg.push(layout, dest.replace("/", "-").replace(":", "-"), image_layers, dest, created=created)
+
+        def policy(remember: int) -> Path:
+            path = tmp_path / f"policy-{remember}.yaml"
+            path.write_text(
+                f"{POLICY_HEADER}trusted: [{reg.host}/toolforge]\n"
+                f"byoc:\n  grants:\n    - {{namespace: tool-a, registries: ['{reg.host}/tool-a'], requireBaseImage: true}}\n"
+                f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(tmp_path / 'config.json')}}}\n"
+                f"baseImages: {{trusted: ['{reg.host}/toolforge/bookworm:latest'], rememberDays: {remember}}}\n"
+            )
+            return path
+
+        def pod(tag: str) -> dict[str, object]:
+            return {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "app", "namespace": "tool-a"},
+                "spec": {"containers": [{"name": "app", "image": f"{reg.host}/tool-a/app:{tag}"}]},
+            }
+
+        (tmp_path / "previous.json").write_text(json.dumps(pod("on-previous")))
+        (tmp_path / "ancient.json").write_text(json.dumps(pod("on-2025")))
+        remembered = run_imagegate(
+            "check", str(tmp_path / "previous.json"), "-p", str(policy(90)), "--registry", "-o", "json"
+        )
+        assert remembered.returncode == 0, remembered.stdout + remembered.stderr
+        forgotten = run_imagegate(
+            "check", str(tmp_path / "previous.json"), "-p", str(policy(30)), "--registry", "-o", "json"
+        )
+        assert forgotten.returncode == 1 and "base-image-mismatch" in forgotten.stdout
+        ancient = run_imagegate(
+            "check", str(tmp_path / "ancient.json"), "-p", str(policy(90)), "--registry", "-o", "json"
+        )
+        assert ancient.returncode == 1 and "base-image-mismatch" in ancient.stdout
+
+        # a webhook started now (a restart, a new replica) knows the same versions from the registry
+        with run_webhook(tmp_path / "webhook", policy=policy(90)) as webhook:
+            http = webhook.client()
+            allowed = http.post("/validate", json=admission_review(pod("on-previous"), "tool-a")).json()["response"]
+            assert allowed["allowed"] is True, allowed
+            denied = http.post("/validate", json=admission_review(pod("on-2025"), "tool-a")).json()["response"]
+            assert denied["allowed"] is False
+            assert http.get("/readyz").json()["baseImageVersions"] == 2  # current and previous; 2025 forgotten

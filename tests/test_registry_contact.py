@@ -400,12 +400,17 @@ baseImages: {{trusted: ["{pushed.ref("toolforge/base:1")}"]}}
     audited = run_imagegate("audit", "--from", str(tmp_path / "dump.json"), "-p", policy, "--registry", "-o", "json")
     assert audited.returncode == 1, audited.stderr
     assert "does not contact the registry" in audited.stdout
-    layered = run_imagegate("layers", probe, pushed.ref("tool-a/app:1"), "-p", policy, "-o", "json")
-    assert layered.returncode == 0, layered.stderr
+    # a dump's images are the tenants' names: only the policy's registries are asked
+    layered = run_imagegate("layers", "--from", str(tmp_path / "dump.json"), "-p", policy, "-o", "json")
+    assert layered.returncode == 2, layered.stderr  # one image not read: only part of the report
     report = json.loads(layered.stdout)
     assert [i["image"] for i in report["images"]] == [pushed.ref("tool-a/app:1")]
     assert "does not contact the registry" in report["skipped"][0]
+    assert "1 image not read (not-contacted)" in layered.stderr
     assert listener.connections() == 0
+    # an image the operator names is asked wherever it is, as inspect does (issue 23 item 4)
+    named = run_imagegate("layers", probe, "-p", policy, "-o", "json")
+    assert named.returncode == 2 and listener.connections() > 0
 
 
 # --- token servers: answers are bounded --------------------------------------------------------

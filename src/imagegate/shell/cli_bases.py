@@ -18,12 +18,8 @@ from imagegate.core.bases import (
     RunningImage,
     TaggedBase,
     bases_report,
-    is_artifact_tag,
-    tagged_bases,
     tools_to_rebuild,
 )
-from imagegate.core.oci import PlatformImage
-from imagegate.core.policy import Policy
 from imagegate.core.reference import ReferenceError, parse_docker_ref
 from imagegate.core.report import top_owners
 from imagegate.core.workloads import ObjectShapeError, image_uses
@@ -46,8 +42,8 @@ from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.html_report import render_bases_report
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject
-from imagegate.shell.registry import RegistryClient, RegistryError
-from imagegate.shell.verification import RegistryGate
+from imagegate.shell.registry import RegistryError
+from imagegate.shell.verification import RegistryGate, tagged_versions
 
 
 def _users(objects: Sequence[SourcedObject]) -> dict[str, tuple[set[str], set[str]]]:
@@ -72,35 +68,6 @@ def _users(objects: Sequence[SourcedObject]) -> dict[str, tuple[set[str], set[st
             tools.add(namespace)
             tops.add(owner)
     return found
-
-
-async def _versions(client: RegistryClient, policy: Policy, max_tags: int, problems: list[str]) -> list[TaggedBase]:
-    """Every tagged version of every trusted base's repository (artifact tags skipped)."""
-    repositories = dict.fromkeys(ref.repository for ref in policy.base_images.trusted)
-    versions: list[TaggedBase] = []
-    for repository in repositories:
-        ref = parse_docker_ref(repository)
-        try:
-            tags, more = await client.tags(ref, max_tags)
-        except RegistryError as exc:
-            problems.append(f"base {repository}: cannot list its tags: {exc}")
-            continue
-        if more:
-            problems.append(f"base {repository}: only its first {max_tags} tags were read (--max-tags)")
-        wanted = [tag for tag in tags if not is_artifact_tag(tag)]
-        results = await asyncio.gather(
-            *(client.resolve(parse_docker_ref(f"{repository}:{tag}")) for tag in wanted), return_exceptions=True
-        )
-        pairs: list[tuple[str, PlatformImage]] = []
-        for tag, result in zip(wanted, results, strict=True):
-            if isinstance(result, RegistryError):
-                problems.append(f"base {repository}:{tag}: {result}")
-            elif isinstance(result, BaseException):
-                raise result
-            else:
-                pairs.extend((tag, platform) for platform in result.platforms)
-        versions.extend(tagged_bases(repository, pairs))
-    return versions
 
 
 def _named_or_running(images: list[str] | None, source: list[str] | None) -> dict[str, tuple[set[str], set[str]]]:
@@ -148,7 +115,7 @@ def bases(
         problems: list[str] = []
         unread = UnreadImages()
         try:
-            versions = await _versions(client, loaded, max_tags, problems)
+            versions = await tagged_versions(client, loaded.base_images, max_tags, problems)
             with progress_on_terminal(f"reading {len(users):,} images", len(users)) as advance:
 
                 async def resolve(reference: str) -> Any:

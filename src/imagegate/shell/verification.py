@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 import structlog
 
 from imagegate.core.baseimage import BaseVersion, verify_image
+from imagegate.core.bases import TaggedBase, is_artifact_tag, tagged_bases
 from imagegate.core.decide import BaseImageVerdict, Decision
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, contact_refusal
 from imagegate.core.records import NO_LOOKUPS, Lookups, SignatureCheck, SignatureVerdict
@@ -34,12 +35,21 @@ from imagegate.shell.policy_source import relative_to_policy
 from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
 
 if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
-    from imagegate.core.oci import ResolvedImage
+    from imagegate.core.oci import PlatformImage, ResolvedImage
     from imagegate.shell.attestations import AttestationChecker
     from imagegate.shell.registry import RegistryClient
     from imagegate.shell.signing import SignatureChecker
 
-__all__ = ["BaseImageIndex", "Lookups", "RegistryGate", "pin_failure_note", "settle", "tenant_reason"]
+__all__ = [
+    "BASE_TAGS_READ",
+    "BaseImageIndex",
+    "Lookups",
+    "RegistryGate",
+    "pin_failure_note",
+    "settle",
+    "tagged_versions",
+    "tenant_reason",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")  # a signatures or an attestations rule
@@ -69,17 +79,64 @@ def client_for(config: RegistryConfig, relative_to: Path | None = None) -> Regis
     )
 
 
+# Tags of a base's repository read per refresh: a base repository holds versions, not thousands
+# of builds (``bases --max-tags`` reads more when asked).
+BASE_TAGS_READ = 200
+
+
+async def tagged_versions(
+    client: RegistryClient, config: BaseImagesConfig, max_tags: int, problems: list[str]
+) -> list[TaggedBase]:
+    """Every tagged version of every trusted base's repository (artifact tags skipped), with its
+    creation time: the one reading of base versions (the webhook, ``check``, ``inspect``, ``bases``).
+
+    What could not be read is added to ``problems`` (one entry per repository or tag).
+    """
+    repositories = dict.fromkeys(ref.repository for ref in config.trusted)
+    versions: list[TaggedBase] = []
+    for repository in repositories:
+        ref = parse_docker_ref(repository)
+        try:
+            tags, more = await client.tags(ref, max_tags)
+        except RegistryError as exc:
+            problems.append(f"base {repository}: cannot list its tags: {exc}")
+            continue
+        if more:
+            problems.append(f"base {repository}: only its first {max_tags} tags were read")
+        wanted = [tag for tag in tags if not is_artifact_tag(tag)]
+        results = await asyncio.gather(
+            *(client.resolve(parse_docker_ref(f"{repository}:{tag}")) for tag in wanted), return_exceptions=True
+        )
+        pairs: list[tuple[str, PlatformImage]] = []
+        for tag, result in zip(wanted, results, strict=True):
+            if isinstance(result, RegistryError):
+                problems.append(f"base {repository}:{tag}: {result}")
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                pairs.extend((tag, platform) for platform in result.platforms)
+        versions.extend(tagged_bases(repository, pairs))
+    return versions
+
+
 @dataclass
 class BaseImageIndex:
-    """The layer chains of the trusted base images, including earlier versions."""
+    """The layer chains of the trusted base images, including earlier versions.
+
+    Derived from the registry itself, so every replica and every restart knows the same
+    versions: each trusted base as its reference names it now, and every other tagged
+    version of its repository created within ``rememberDays`` (its config's ``created``),
+    which is what ``imagegate bases`` reads too. Versions seen by this process stay for
+    ``rememberDays`` as well (a version whose tag has moved on and left no tag behind).
+    """
 
     versions: list[BaseVersion] = field(default_factory=list)
     last_error: str | None = None
-    last_refresh: dt.datetime | None = None
 
     async def refresh(self, client: RegistryClient, config: BaseImagesConfig, now: dt.datetime) -> None:
-        """Resolve every trusted base now; keep earlier versions for ``rememberDays``."""
-        errors = []
+        """Resolve every trusted base now, read its repository's other versions; forget what aged out."""
+        errors: list[str] = []
+        current: set[tuple[str, str]] = set()  # (reference, digest) the trusted references name now
         for ref in config.trusted:
             try:
                 image = await client.resolve(ref)
@@ -87,29 +144,36 @@ class BaseImageIndex:
                 errors.append(f"{ref}: {exc}")
                 continue
             for platform in image.platforms:
-                known = any(v.reference == str(ref) and v.digest == platform.manifest_digest for v in self.versions)
-                if not known:
-                    self.versions.append(
-                        BaseVersion(str(ref), platform.manifest_digest, platform.platform, platform.diff_ids, now)
-                    )
-                    log.info(
-                        "base image version", base=str(ref), platform=platform.platform, digest=platform.manifest_digest
+                current.add((str(ref), platform.manifest_digest))
+                self._add(BaseVersion(str(ref), platform.manifest_digest, platform.platform, platform.diff_ids, now))
+        horizon = now - dt.timedelta(days=config.remember_days)
+        tagged = await tagged_versions(client, config, BASE_TAGS_READ, errors) if config.remember_days else []
+        for version in tagged:
+            if version.created is None or version.created < horizon:
+                continue  # no date to reason with, or older than what the policy remembers
+            for ref in config.trusted:  # a version of the repository counts as a version of its trusted base
+                if ref.repository == version.repository:
+                    self._add(
+                        BaseVersion(str(ref), version.digest, version.platform, version.diff_ids, version.created)
                     )
         trusted = {str(ref) for ref in config.trusted}
-        horizon = now - dt.timedelta(days=config.remember_days)
-        newest: dict[tuple[str, str], dt.datetime] = {}
-        for version in self.versions:
-            key = (version.reference, version.platform)
-            newest[key] = max(newest.get(key, version.seen), version.seen)
         self.versions = [
             v
             for v in self.versions
-            if v.reference in trusted and (v.seen >= horizon or v.seen == newest[(v.reference, v.platform)])
+            if v.reference in trusted and ((v.reference, v.digest) in current or v.seen >= horizon)
         ]
         self.last_error = "; ".join(errors) or None
-        self.last_refresh = now
         if errors:
             log.error("base image refresh incomplete", errors=errors)
+
+    def _add(self, version: BaseVersion) -> None:
+        for index, known in enumerate(self.versions):
+            if (known.reference, known.digest, known.platform) == (version.reference, version.digest, version.platform):
+                if version.seen > known.seen:  # seen again now: remembered from now on
+                    self.versions[index] = version
+                return
+        self.versions.append(version)
+        log.info("base image version", base=version.reference, platform=version.platform, digest=version.digest)
 
 
 class RegistryGate:
