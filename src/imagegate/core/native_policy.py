@@ -139,8 +139,14 @@ def _container_mutations(spec: str, pointer: str, max_containers: int) -> list[s
     return mutations
 
 
-def mutating_policies(policy: Policy, selector: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """MutatingAdmissionPolicies and their bindings that fill in what /mutate fills in under ``policy``."""
+def mutating_policies(
+    policy: Policy, selector: dict[str, Any] | None = None, max_containers: int | None = None
+) -> list[dict[str, Any]]:
+    """MutatingAdmissionPolicies and their bindings that fill in what /mutate fills in under ``policy``.
+
+    CEL has no indexed loop over a list, so each container list is walked by a literal list of
+    indices: ``max_containers`` of them (default: the policy's ``limits.maxContainers``; a pod
+    with more is denied unjudged anyway)."""
     settings = policy.pod_security
     if policy.pinning.enabled:
         raise NativePolicyError("pinning asks the registry for digests: it needs the mutating webhook")
@@ -161,7 +167,8 @@ def mutating_policies(policy: Policy, selector: dict[str, Any] | None = None) ->
     applies = governed if restricted else f"{governed} && {in_tool}"
     uid = _label_int(tool.uid_label) if tool is not None and tool.uid_label else "-1"
     gid = _label_int(tool.gid_label) if tool is not None and tool.gid_label else uid
-    max_containers = policy.limits.max_containers  # more are denied unjudged, so never need filling in
+    if max_containers is None:
+        max_containers = policy.limits.max_containers
     documents: list[dict[str, Any]] = []
     for workload in WORKLOAD_KINDS:
         path = workload.pod_path
