@@ -69,7 +69,9 @@ from imagegate.core.workloads import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_VOLUMES
 from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
 
 __all__ = [
+    "DEFAULT_PLATFORMS",
     "DEFAULT_POLICY_YAML",
+    "DEFAULT_REGISTRY_TIMEOUT",
     "Grant",
     "GrantAction",
     "GrantEvent",
@@ -226,10 +228,15 @@ class IdentitiesDoc(_Doc):
     identities: dict[str, IdentityDoc] = {}
 
 
+# The registry section's defaults, one spelling each: the document, the config and the client use them.
+DEFAULT_REGISTRY_TIMEOUT = 2.5  # seconds per request, body included; half the webhook's timeoutSeconds
+DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64",)
+
+
 class RegistryDoc(_Doc):
-    timeout_seconds: float = 2.5
+    timeout_seconds: float = DEFAULT_REGISTRY_TIMEOUT
     on_error: Literal["deny", "allow"] = "deny"
-    platforms: list[str] = msgspec.field(default_factory=lambda: ["linux/amd64"])
+    platforms: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_PLATFORMS))
     ca_file: str | None = None
     credentials_file: str | None = None
     # "any", or registries beyond those the policy names (checked by _contact_entries)
@@ -436,9 +443,9 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
-    timeout: float = 2.5
+    timeout: float = DEFAULT_REGISTRY_TIMEOUT
     on_error: Literal["deny", "allow"] = "deny"
-    platforms: tuple[str, ...] = ("linux/amd64",)
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
     ca_file: str | None = None
     credentials_file: str | None = None
     contact_any: bool = False  # registry.contact: any

@@ -21,6 +21,7 @@ __all__ = [
     "ANCHORED_IDENTIFIER_RE",
     "ANCHORED_NAME_RE",
     "DEFAULT_DOMAIN",
+    "DOCKER_HUB_API_HOST",
     "MAX_PATH_LENGTH",
     "PATH_COMPONENT_RE",
     "REFERENCE_RE",
@@ -47,7 +48,8 @@ LEGACY_DEFAULT_DOMAIN = "index.docker.io"
 # docker.io to registry-1.docker.io (the API host); index.docker.io is the legacy name
 # (distribution/reference folds it, but only lowercase); registry.hub.docker.com is the
 # old alias (now a redirect). All of them are Docker Hub for matching.
-DOCKER_HUB_HOSTS = frozenset({DEFAULT_DOMAIN, LEGACY_DEFAULT_DOMAIN, "registry-1.docker.io", "registry.hub.docker.com"})
+DOCKER_HUB_API_HOST = "registry-1.docker.io"  # where the Registry API of docker.io is reached
+DOCKER_HUB_HOSTS = frozenset({DEFAULT_DOMAIN, LEGACY_DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, "registry.hub.docker.com"})
 # Runtimes reach a registry over HTTPS unless configured otherwise: ":443" names the same host.
 HTTPS_PORT = 443
 OFFICIAL_REPO_PREFIX = "library/"
@@ -81,7 +83,6 @@ TAG_RE = re.compile(_TAG)
 ANCHORED_NAME_RE = re.compile(rf"(?:({_DOMAIN_AND_PORT})/)?({_REMOTE_NAME})")
 REFERENCE_RE = re.compile(rf"({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?")
 ANCHORED_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
-_TAG_RE = re.compile(_TAG)
 
 # Digest algorithms imagegate can verify, with their hex length (go-digest's registered set).
 DIGEST_HEX_LENGTH = {"sha256": 64, "sha384": 96, "sha512": 128}
@@ -393,7 +394,7 @@ def familiar_match(pattern: str, reference: str) -> bool:
 
 def with_tag(name: Reference, tag: str) -> Reference:
     """distribution's ``WithTag``: the name with ``tag``; a digest it carried stays."""
-    if not _TAG_RE.fullmatch(tag):
+    if not TAG_RE.fullmatch(tag):
         raise ReferenceError(ReferenceErrorKind.TAG_INVALID, tag)
     return Reference(name.domain, name.path, tag, name.digest)
 

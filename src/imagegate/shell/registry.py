@@ -45,9 +45,9 @@ from imagegate.core.oci import (
     verify_digest,
 )
 from imagegate.core.platforms import PlatformSpec, node_platform, normalize, runnable_entries
-from imagegate.core.reference import DEFAULT_DOMAIN, Reference
+from imagegate.core.policy import DEFAULT_PLATFORMS, DEFAULT_REGISTRY_TIMEOUT
+from imagegate.core.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, Reference
 from imagegate.shell.registry_auth import (
-    DOCKER_HUB_API,
     CredentialSource,
     DockerConfigCredentials,
     RegistryAuth,
@@ -64,8 +64,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    timeout: float = 5.0
-    platforms: tuple[str, ...] = ("linux/amd64",)
+    timeout: float = DEFAULT_REGISTRY_TIMEOUT
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
     max_manifest_bytes: int = 4 * 1024 * 1024
     max_config_bytes: int = 8 * 1024 * 1024
     per_registry_concurrency: int = 8
@@ -82,7 +82,7 @@ class RegistrySettings:
 
 
 def _api_host(ref: Reference) -> str:
-    return DOCKER_HUB_API if ref.registry_host == DEFAULT_DOMAIN else ref.domain
+    return DOCKER_HUB_API_HOST if ref.registry_host == DEFAULT_DOMAIN else ref.domain
 
 
 class _SingleFlight:

@@ -39,6 +39,7 @@ from typing import NamedTuple, Protocol
 import httpx
 from cachetools import LRUCache
 
+from imagegate.core.reference import canonical_registry
 from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
 from imagegate.shell.registry_http import read_body, send
 
@@ -56,8 +57,6 @@ __all__ = [
     "token_lifetime",
 ]
 
-DOCKER_HUB_API = "registry-1.docker.io"
-DOCKER_HUB_ALIASES = ("index.docker.io", "docker.io", DOCKER_HUB_API)  # keys docker login writes
 DEFAULT_TOKEN_SECONDS = 60.0  # the token spec's default when expires_in is absent
 REFRESH_MARGIN_SECONDS = 10.0  # a token this close to its expiry is not sent again
 # A token server's answer is a small JSON object (tokens of a few KiB); more is not read.
@@ -79,12 +78,6 @@ class CredentialSource(Protocol):
         without ``:443``; Docker Hub's is ``registry-1.docker.io``.
         """
         ...
-
-
-def _host_key(host: str) -> str:
-    """``Reg.Example:443`` and ``reg.example`` are one registry (httpx sends the latter)."""
-    host = host.lower()
-    return host.removesuffix(":443")
 
 
 @dataclass(frozen=True)
@@ -113,17 +106,13 @@ class DockerConfigCredentials:
                 except (binascii.Error, UnicodeDecodeError):
                     raise RegistryError(RegistryErrorKind.CREDENTIALS, f"{path}: bad 'auth' for {host}") from None
             if user and password:
-                key = _host_key(re.sub(r"^https?://", "", str(host)).split("/")[0])
+                # the one spelling of a registry (core/reference.py): every Docker Hub alias is docker.io
+                key = canonical_registry(re.sub(r"^https?://", "", str(host)).split("/")[0])
                 found[key] = Login(str(user), str(password))
         return cls(found)
 
     async def login(self, host: str) -> Login | None:
-        host = _host_key(host)
-        if host in self.by_host:
-            return self.by_host[host]
-        if host == DOCKER_HUB_API:
-            return next((self.by_host[alias] for alias in DOCKER_HUB_ALIASES if alias in self.by_host), None)
-        return None
+        return self.by_host.get(canonical_registry(host))
 
 
 # --- WWW-Authenticate (RFC 7235: challenge = scheme [ token68 / #auth-param ]) ----------------
