@@ -9,8 +9,10 @@ exit code: 0 done, 1 something found wrong, 2 bad input (one ``error:`` line).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -18,7 +20,10 @@ import yaml
 from imagegate.core.names import is_dns_label
 from imagegate.core.policy import PolicyError, load_grants, load_identities, load_policy
 from imagegate.shell.policy_source import PolicySource
-from tests.conftest import GRANTS_HEADER, POLICY_HEADER, REPO_ROOT, run_imagegate
+from tests.conftest import GRANTS_HEADER, POLICY_HEADER, REPO_ROOT, cli_env, run_imagegate
+
+if TYPE_CHECKING:
+    from tests.kube_cluster import KubeCluster
 
 DUMP = REPO_ROOT / "tests" / "fixtures" / "cluster-dump.json"
 
@@ -396,3 +401,74 @@ def test_grants_check_against_the_namespaces_that_exist(tmp_path: Path) -> None:
         json.dumps({"apiVersion": "v1", "kind": "List", "items": [{"kind": "Pod", "metadata": {"name": "p"}}]})
     )
     one_error(run_imagegate("grants", "check", "-g", str(good), "--from", str(pods)), "no Namespace objects")
+
+
+# --- the same on the cluster's ConfigMap, through the real API server ------------------------
+
+
+def test_the_lifecycle_on_a_configmap_in_a_real_api_server(kube_cluster: KubeCluster, tmp_path: Path) -> None:
+    """--apply edits the ConfigMap (compare-and-swap), the history lives in it; check reads the live namespaces."""
+    from lightkube.resources.core_v1 import ConfigMap  # noqa: PLC0415
+
+    cluster = kube_cluster
+    for namespace in ("imagegate", "tool-x", "tool-y"):
+        cluster.namespace(namespace)
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "imagegate-grants", "namespace": "imagegate"},
+            "data": {"grants.yaml": GRANTS_HEADER + "grants:\n" + FULL_GRANT},
+        },
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "no-key", "namespace": "imagegate"}},
+    )
+    env = cli_env(KUBECONFIG=str(cluster.kubeconfig), HOME=str(tmp_path))
+
+    def imagegate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "imagegate", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+
+    def stored(name: str = "imagegate-grants") -> tuple[dict[str, Any], str]:
+        found = cluster.client.get(ConfigMap, name=name, namespace="imagegate")
+        assert found.metadata is not None and found.metadata.resourceVersion is not None
+        return yaml.safe_load((found.data or {}).get("grants.yaml", "") or "{}"), found.metadata.resourceVersion
+
+    on_cluster = ["--apply", "--configmap", "imagegate/imagegate-grants", "--by", "bob", "--now", "2026-12-01"]
+    renewed = imagegate("grants", "renew", "tool-x", "--expires", "2027-06-30", *on_cluster)
+    assert renewed.returncode == 0, renewed.stderr
+    document, version = stored()
+    assert document["grants"] == [{**KEPT, "expires": "2027-06-30", "ticket": "T1"}]
+    assert [e["action"] for e in document["history"]] == ["renewed"]
+    widened = imagegate("grants", "add", "tool-x", "--replace", "--expires", "2027-07-31", *on_cluster)
+    one_error(widened, "leaves out what its grant has", "registries ghcr.io/x")
+    assert stored()[1] == version  # refused before any write
+    added = imagegate("grants", "add", "tool-gone", "--expires", "2027-01-31", *on_cluster)
+    assert added.returncode == 0, added.stderr
+    checked = imagegate(
+        "grants", "check", "--configmap", "imagegate/imagegate-grants", "--now", "2026-12-01", "-o", "json"
+    )
+    assert checked.returncode == 1, checked.stderr
+    assert [(p["namespace"], p["problem"]) for p in json.loads(checked.stdout)] == [("tool-gone", "no-namespace")]
+    revoked = imagegate("grants", "revoke", "tool-gone", "--reason", "no such tool", *on_cluster)
+    assert revoked.returncode == 0, revoked.stderr
+    document, _ = stored()
+    assert [g["namespace"] for g in document["grants"]] == ["tool-x"]
+    assert [(e["action"], e["namespace"], e["by"]) for e in document["history"]] == [
+        ("renewed", "tool-x", "bob"),
+        ("revoked", "tool-gone", "bob"),
+    ]
+    clean = imagegate("grants", "check", "--configmap", "imagegate/imagegate-grants", "--now", "2026-12-01")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    # a ConfigMap without the key: refused as `list` refuses it, unless --create
+    no_key = ["--apply", "--configmap", "imagegate/no-key", "--by", "bob"]
+    one_error(imagegate("grants", "add", "tool-y", *no_key), "the document is empty", "--create")
+    assert stored("no-key")[0] == {}
+    created = imagegate("grants", "add", "tool-y", *no_key, "--create")
+    assert created.returncode == 0, created.stderr
+    assert [g["namespace"] for g in stored("no-key")[0]["grants"]] == ["tool-y"]
