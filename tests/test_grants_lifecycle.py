@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,8 @@ import yaml
 from imagegate.core.names import is_dns_label
 from imagegate.core.policy import PolicyError, load_grants, load_identities, load_policy
 from imagegate.shell.policy_source import PolicySource
-from tests.conftest import GRANTS_HEADER, POLICY_HEADER, REPO_ROOT, cli_env, run_imagegate
+from tests.conftest import GRANTS_HEADER, POLICY_HEADER, REPO_ROOT, admission_review, cli_env, run_imagegate
+from tests.webhook_process import run_webhook
 
 if TYPE_CHECKING:
     from tests.kube_cluster import KubeCluster
@@ -472,3 +474,29 @@ def test_the_lifecycle_on_a_configmap_in_a_real_api_server(kube_cluster: KubeClu
     created = imagegate("grants", "add", "tool-y", *no_key, "--create")
     assert created.returncode == 0, created.stderr
     assert [g["namespace"] for g in stored("no-key")[0]["grants"]] == ["tool-y"]
+
+
+def test_a_serving_webhook_keeps_its_grants_and_says_why_when_a_second_grant_appears(tmp_path: Path) -> None:
+    """`imagegate serve`: a second grant for tool-a (any registry) is refused on reload; the limited one stays."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_HEADER + "byoc: {grantsFile: grants.yaml}\nnamespaces: {include: ['tool-*']}\n")
+    grants = grants_file(tmp_path, "  - {namespace: tool-a, registries: [ghcr.io/a]}\n")
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "ghcr.io/other/app:1"}]}}
+    review = admission_review(pod, "tool-a")
+    with run_webhook(tmp_path, policy=policy) as webhook:
+        client = webhook.client()
+
+        def allowed() -> bool:
+            return bool(client.post("/validate", json=review).json()["response"]["allowed"])
+
+        assert not allowed()  # ghcr.io/other is not the grant's registry
+        grants.write_text(grants.read_text() + "  - {namespace: tool-a}\n")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and client.get("/readyz").json()["policyError"] is None:
+            time.sleep(0.1)
+        ready = client.get("/readyz").json()
+        assert ready["ready"] is True, ready
+        assert f"{grants}:5: grants[1].namespace: tool-a has a grant already, at {grants}:4" in ready["policyError"]
+        assert not allowed()  # the grants in force are the last good ones
+        assert "imagegate_policy_valid 0.0" in client.get("/metrics").text
+        assert "has a grant already" in webhook.logs()

@@ -390,8 +390,8 @@ def grants_renew(
             new["ticket"] = ticket
         if reason is not None:
             new["reason"] = reason
-        # the keys in their documented order, as every grant is written
-        new = grant_entry(**_entry_arguments(new))
+        # the keys in their documented order, as every grant is written (GrantDoc's)
+        new = msgspec.to_builtins(msgspec.convert(new, GrantDoc))
         note = f"expires {before or 'never'} -> {last_day.isoformat()}" + (f" ({ticket})" if ticket else "")
         events = [GrantEvent(GrantAction.RENEWED, namespace, moment, who, note, old)]
         return Edited([new if g is old else g for g in current], events)
@@ -406,21 +406,6 @@ def grants_renew(
         create=False,
     )
     Console(stderr=True).print(f"renewed: {escape(namespace)} until {last_day.isoformat()}")
-
-
-def _entry_arguments(entry: dict[str, Any]) -> dict[str, Any]:
-    """A grant's document form as ``grant_entry``'s arguments."""
-    return {
-        "namespace": entry["namespace"],
-        "registries": entry.get("registries"),
-        "expires": entry.get("expires"),
-        "reason": entry.get("reason", ""),
-        "requested_by": entry.get("requestedBy", ""),
-        "ticket": entry.get("ticket", ""),
-        "require_base_image": entry.get("requireBaseImage", False),
-        "mode": entry.get("mode"),
-        "signed_by": entry.get("signedBy"),
-    }
 
 
 @grants_app.command("revoke")
