@@ -217,7 +217,10 @@ def test_helm_lint_finds_nothing_worse_than_advice() -> None:
     assert report["total_charts_linted"] == 1
 
 
-@pytest.mark.parametrize("kube", ["v1.30.14", "v1.31.4", "v1.32.13", "v1.33.0", "v1.34.2", "v1.35.0"])
+@pytest.mark.parametrize(
+    "kube",
+    ["v1.30.14", "v1.31.4", "v1.32.13", "v1.32.9-eks-113cf36", "v1.33.0", "v1.33.0-gke.1000", "v1.34.2", "v1.35.0"],
+)
 def test_the_policy_fits_the_clusters_version(chart: helm.Chart, kube: str) -> None:
     """Before 1.33 the API server drops supplementalGroupsPolicy: the chart serves whenDropped: warn and
     says so in its notes; from 1.33 the built-in policy, verbatim (issue 22 item 6)."""
