@@ -196,7 +196,7 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livemax",
         )
-        self._fingerprint: tuple[int, str] | None = None
+        self._fingerprint: tuple[Policy, str] | None = None
         self.unpinned = Counter(
             "imagegate_unpinned_admissions_total",
             "Objects /validate admitted by tag where pinning applies: /mutate was skipped or the registry failed.",
@@ -260,10 +260,11 @@ class Metrics:
 
     def fingerprint(self, policy: Policy) -> str:
         """The needs-mutation condition's fingerprint for ``policy`` (remembered for the policy in force)."""
-        if self._fingerprint is not None and self._fingerprint[0] == id(policy):
+        # The policy itself is kept, not its id(): a reloaded policy may be given a freed one's id.
+        if self._fingerprint is not None and self._fingerprint[0] is policy:
             return self._fingerprint[1]
         found = condition_fingerprint(mutation_condition(policy))
-        previous, self._fingerprint = self._fingerprint, (id(policy), found)
+        previous, self._fingerprint = self._fingerprint, (policy, found)
         if previous is None or previous[1] != found:
             if previous is not None:
                 self.mutate_condition.labels(previous[1]).set(0)
