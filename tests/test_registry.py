@@ -635,7 +635,8 @@ def test_base_refresh_retries_after_a_registry_outage(pushed: Pushed, tmp_path: 
         finally:
             pushed.registry.process.send_signal(signal.SIGCONT)
         await asyncio.sleep(6)  # past the client's negative cache
-        verdict = await gate._verdict(policy, pushed.ref("tool-a/app:on-v1"))
+        ends = asyncio.get_running_loop().time() + policy.registry.lookup_timeout
+        verdict = await gate._verdict(policy, pushed.ref("tool-a/app:on-v1"), ends)
         await gate.aclose()
         return verdict, gate.bases.last_error
 

@@ -26,11 +26,13 @@ from typing import Any
 
 import pytest
 
+from imagegate.core.oci import digest_of
+from imagegate.core.policy import DEFAULT_LOOKUP_TIMEOUT, PolicyError, RegistryConfig, load_policy
 from imagegate.core.reference import parse_docker_ref
 from imagegate.shell.certs import CertificateFiles, make_certificates
 from imagegate.shell.registry import RegistryClient, RegistryError, RegistryErrorKind, RegistrySettings
 from imagegate.shell.registry_auth import DockerConfigCredentials, Login
-from imagegate.shell.verification import TENANT_WORDS, pin_failure_note, tenant_reason
+from imagegate.shell.verification import TENANT_WORDS, RegistryGate, pin_failure_note, tenant_reason
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, admission_review, run_imagegate
 from tests.registry_process import fault_handler, https_server
 from tests.test_registry import MANIFEST
@@ -39,6 +41,7 @@ from tests.webhook_process import run_webhook
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TIMEOUT = 1.0  # registry.timeoutSeconds here: small, so a stall or a trickle costs a second
 TRICKLE = 0.2  # seconds between two bytes of a trickled body: no single read waits long
+SLOW = 0.6  # seconds before each answer of the "slow" registry: each request well within TIMEOUT, two not
 
 # Each fault, and the kind the client names it by.
 FAULTS: dict[str, RegistryErrorKind] = {
@@ -110,6 +113,12 @@ def _behaviour(stop: threading.Event) -> Any:
             elif fault == "stall":
                 head(length)
                 stop.wait(20)
+            elif fault == "slow":  # every answer whole and well-formed, each after SLOW seconds
+                if stop.wait(SLOW):
+                    return
+                body = b"{}" if "/blobs/" in handler.path else MANIFEST
+                head(f"Content-Length: {len(body)}")
+                write(body)
             elif fault == "trickle":
                 head(length)
                 for byte in MANIFEST:
@@ -223,13 +232,17 @@ def test_a_redirect_or_a_challenge_is_followed_without_reading_its_body(tmp_path
 # --- the webhook ------------------------------------------------------------------------------------
 
 
-def _policy(registry: FaultRegistry, tmp_path: Path, on_error: str) -> tuple[Path, Path]:
+def _policy(registry: FaultRegistry, tmp_path: Path, on_error: str, lookup: float = 30) -> tuple[Path, Path]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         POLICY_HEADER
         + f"""
 trusted: [{registry.host}/toolforge]
-registry: {{caFile: {registry.tls.ca_cert}, timeoutSeconds: {TIMEOUT}, onError: {on_error}}}
+registry:
+  caFile: {registry.tls.ca_cert}
+  timeoutSeconds: {TIMEOUT}
+  lookupTimeoutSeconds: {lookup}
+  onError: {on_error}
 baseImages: {{trusted: ["{registry.host}/toolforge/base:1"]}}
 pinning: {{enabled: true}}
 """
@@ -340,3 +353,128 @@ def test_inspect_says_what_the_registry_did_in_one_line(faulty: FaultRegistry, t
         RegistryErrorKind.TIMEOUT: "took longer than",
     }[FAULTS[fault]]
     assert expected in line, line
+
+
+# --- one deadline per lookup (item 8) -------------------------------------------------------------
+
+LOOKUP = 1.0  # registry.lookupTimeoutSeconds in these tests: a manifest and a config from "slow" take 1.2 s
+
+
+def test_a_lookup_has_one_deadline_whatever_its_requests_take(faulty: FaultRegistry) -> None:
+    """Each answer of the slow registry comes within its request's deadline; the lookup as a whole
+    (a manifest, then its config) does not, and ends at registry.lookupTimeoutSeconds. Without
+    that deadline the same lookup reads on (to a config that does not match its digest)."""
+    ref = parse_docker_ref(f"{faulty.host}/tool-a/slow:1")
+
+    def lookup(seconds: float) -> RegistryError:
+        config = RegistryConfig(timeout=TIMEOUT, ca_file=str(faulty.tls.ca_cert), lookup_timeout=seconds)
+
+        async def go() -> None:
+            gate = RegistryGate()
+            try:
+                await gate.lookup(config, str(ref), lambda: gate.client(config).resolve(ref))
+            finally:
+                await gate.aclose()
+
+        with pytest.raises(RegistryError) as caught:
+            asyncio.run(go())
+        return caught.value
+
+    started = time.monotonic()
+    cut = lookup(LOOKUP)
+    assert time.monotonic() - started < LOOKUP + 1.5
+    assert cut.kind is RegistryErrorKind.TIMEOUT, str(cut)
+    assert f"took longer than {LOOKUP:g}s (registry.lookupTimeoutSeconds)" in str(cut)
+    assert lookup(30).kind is RegistryErrorKind.DIGEST_MISMATCH
+
+
+def test_a_shared_lookup_ends_at_its_deadline_even_when_nobody_waits(faulty: FaultRegistry) -> None:
+    """The client's single flight has the lookup deadline too: work whose callers all gave up
+    (their own deadlines) does not go on in the background for longer."""
+    # by digest: one flight reads the manifest, then its config (0.6 s each)
+    error = _resolve(faulty, f"tool-a/slow@{digest_of(MANIFEST)}", lookup_timeout=LOOKUP)
+    assert error.kind is RegistryErrorKind.TIMEOUT
+    assert f"took longer than {LOOKUP:g}s (registry.lookupTimeoutSeconds)" in str(error)
+
+
+def test_the_webhook_answers_by_policy_within_the_lookup_deadline(faulty: FaultRegistry, tmp_path: Path) -> None:
+    policy, grants = _policy(faulty, tmp_path, "deny", lookup=LOOKUP)
+    image = f"{faulty.host}/tool-a/slow:1"
+    with run_webhook(tmp_path, policy=policy, grants=grants) as webhook:
+        http = webhook.client()
+        started = time.monotonic()
+        response = http.post("/validate", json=admission_review(_pod(image), "tool-a")).json()["response"]
+        elapsed = time.monotonic() - started
+        trusted = f"{faulty.host}/toolforge/slow:1"
+        pinned = http.post("/mutate", json=admission_review(_pod(trusted), "tool-a")).json()["response"]
+        logs = webhook.logs()
+    reason = tenant_reason(image, RegistryError(RegistryErrorKind.TIMEOUT, ""))
+    assert response["allowed"] is False
+    assert f"{reason}; denied by registry.onError: deny" in response["status"]["message"], response
+    assert elapsed < LOOKUP + 1.5, elapsed
+    assert "registry.lookupTimeoutSeconds" in logs
+    # pinning needs one manifest (0.6 s): within the deadline, so the trusted image is pinned
+    assert pinned["allowed"] is True and "patch" in pinned, pinned
+
+
+def test_operator_commands_end_each_lookup_at_its_deadline(faulty: FaultRegistry, tmp_path: Path) -> None:
+    """check --registry, audit --registry, layers, bases and inspect on a registry that trickles
+    (each request ends at timeoutSeconds) and on one whose every answer is slow (the lookup
+    ends at lookupTimeoutSeconds): each says so, none waits on, none exits 70."""
+    policy, grants = _policy(faulty, tmp_path, "deny", lookup=LOOKUP)
+    images = [f"{faulty.host}/tool-a/{fault}:1" for fault in ("trickle", "slow")]
+    pods = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {**_pod(image), "metadata": {"name": f"p{i}", "namespace": "tool-a"}} for i, image in enumerate(images)
+        ],
+    }
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps(pods))
+    options = ("-p", str(policy), "-g", str(grants))
+    runs = {
+        "check": run_imagegate("check", str(dump), *options, "--registry", "-o", "json"),
+        "audit": run_imagegate("audit", "--from", str(dump), *options, "--registry", "-o", "json"),
+        "layers": run_imagegate("layers", *images, *options, "-o", "json"),
+        "bases": run_imagegate("bases", *images, *options, "-o", "json"),
+        **{f"inspect {image}": run_imagegate("inspect", image, "-p", str(policy)) for image in images},
+    }
+    for command, result in runs.items():
+        assert result.returncode not in (0, 70) or command in ("layers", "bases"), (command, result.stderr)
+        assert result.returncode != 70 and "Traceback" not in result.stderr, (command, result.stderr)
+    timeout = tenant_reason(images[0], RegistryError(RegistryErrorKind.TIMEOUT, ""))
+    # which deadline ends a trickle first (the request's or the lookup's, both 1 s here) depends on
+    # the moment each began; the client's and the gate's tests above tell them apart
+    ended = f"took longer than {TIMEOUT:g}s (registry."
+    for command in ("check", "audit"):
+        for image in images:
+            denial = f"({image}) is not built on a trusted base image: {timeout}; denied by registry.onError: deny"
+            assert denial in runs[command].stdout, (command, runs[command].stdout)
+            # the operator reads the detail (the log, on stderr)
+            (logged,) = [line for line in runs[command].stderr.splitlines() if f"image={image}" in line]
+            assert ended in logged, (command, logged)
+    for command in ("layers", "bases"):
+        skipped = json.loads(runs[command].stdout)["skipped"]
+        for image in images:
+            assert any(image in s and ended in s for s in skipped), (command, skipped)
+    for image in images:
+        result = runs[f"inspect {image}"]
+        assert result.returncode == 2
+        (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+        assert image in line and ended in line, line
+
+
+@pytest.mark.parametrize(
+    ("registry", "seconds"),
+    [("{}", DEFAULT_LOOKUP_TIMEOUT), ("{timeoutSeconds: 6}", 6.0), ("{lookupTimeoutSeconds: 10}", 10.0)],
+)
+def test_the_lookup_deadline_and_its_default(registry: str, seconds: float) -> None:
+    assert load_policy(f"{POLICY_HEADER}registry: {registry}\n", "policy.yaml").registry.lookup_timeout == seconds
+
+
+@pytest.mark.parametrize("seconds", ["2", "31", "0", "-1"])
+def test_a_lookup_deadline_shorter_than_a_request_or_past_30s_is_refused(seconds: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        load_policy(f"{POLICY_HEADER}registry: {{timeoutSeconds: 3, lookupTimeoutSeconds: {seconds}}}\n", "policy.yaml")
+    assert "lookupTimeoutSeconds" in str(caught.value) and "between timeoutSeconds (3) and 30" in str(caught.value)

@@ -69,6 +69,7 @@ from imagegate.core.workloads import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_VOLUMES
 from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_document
 
 __all__ = [
+    "DEFAULT_LOOKUP_TIMEOUT",
     "DEFAULT_PLATFORMS",
     "DEFAULT_POLICY_YAML",
     "DEFAULT_REGISTRY_TIMEOUT",
@@ -231,10 +232,14 @@ class IdentitiesDoc(_Doc):
 # The registry section's defaults, one spelling each: the document, the config and the client use them.
 DEFAULT_REGISTRY_TIMEOUT = 2.5  # seconds per request, body included; half the webhook's timeoutSeconds
 DEFAULT_PLATFORMS: tuple[str, ...] = ("linux/amd64",)
+# One lookup's whole time (an image, its signatures; the registry's part of one decision): under
+# the webhooks' timeoutSeconds (5 in deploy/), so that onError answers before the API server gives up.
+DEFAULT_LOOKUP_TIMEOUT = 4.0
 
 
 class RegistryDoc(_Doc):
     timeout_seconds: float = DEFAULT_REGISTRY_TIMEOUT
+    lookup_timeout_seconds: float | None = None  # default: DEFAULT_LOOKUP_TIMEOUT, or timeoutSeconds when longer
     on_error: Literal["deny", "allow"] = "deny"
     platforms: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_PLATFORMS))
     ca_file: str | None = None
@@ -443,13 +448,14 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
-    timeout: float = DEFAULT_REGISTRY_TIMEOUT
+    timeout: float = DEFAULT_REGISTRY_TIMEOUT  # one request, its whole answer
     on_error: Literal["deny", "allow"] = "deny"
     platforms: tuple[str, ...] = DEFAULT_PLATFORMS
     ca_file: str | None = None
     credentials_file: str | None = None
     contact_any: bool = False  # registry.contact: any
     contact: tuple[RepositoryPattern, ...] = ()  # registry.contact's registries, beyond those the policy names
+    lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT  # registry.lookupTimeoutSeconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -1074,6 +1080,14 @@ def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryCo
     registry = parsed.registry
     if not 0 < registry.timeout_seconds <= 30:
         raise doc.error("$.registry.timeoutSeconds", "between 0 and 30 seconds (the API server waits at most 30)")
+    lookup_timeout = registry.lookup_timeout_seconds
+    if lookup_timeout is None:
+        lookup_timeout = max(DEFAULT_LOOKUP_TIMEOUT, registry.timeout_seconds)
+    elif not registry.timeout_seconds <= lookup_timeout <= 30:
+        raise doc.error(
+            "$.registry.lookupTimeoutSeconds",
+            f"between timeoutSeconds ({registry.timeout_seconds:g}) and 30 seconds: a lookup is one request or more",
+        )
     platforms = []
     for index, platform in enumerate(registry.platforms):
         try:
@@ -1100,6 +1114,7 @@ def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryCo
             registry.credentials_file,
             contact_any,
             contact,
+            lookup_timeout,
         ),
         BaseImagesConfig(
             tuple(bases),

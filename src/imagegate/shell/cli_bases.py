@@ -120,7 +120,9 @@ def bases(
 
                 async def resolve(reference: str) -> Any:
                     try:
-                        return await client.resolve(parse_docker_ref(reference))
+                        return await gate.lookup(
+                            loaded.registry, reference, lambda: client.resolve(parse_docker_ref(reference))
+                        )
                     finally:
                         advance(1)
 

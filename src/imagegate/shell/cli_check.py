@@ -376,7 +376,7 @@ def inspect(
     async def run() -> tuple[Any, Any]:
         gate = RegistryGate(policy.parent if policy else None)
         try:
-            resolved = await gate.client(loaded.registry).resolve(ref)
+            resolved = await gate.lookup(loaded.registry, str(ref), lambda: gate.client(loaded.registry).resolve(ref))
             if loaded.base_images.trusted:
                 await gate.refresh_bases(loaded)
             verdict = verify_image(resolved, gate.bases.versions) if loaded.base_images.trusted else None

@@ -339,7 +339,10 @@ async def _read_images(
             async def resolve(reference: str) -> Any:
                 try:
                     ref = parse_docker_ref(reference)
-                    return await (gate.client(loaded.registry).resolve(ref) if named else gate.resolve(loaded, ref))
+                    client = gate.client(loaded.registry)
+                    return await gate.lookup(
+                        loaded.registry, reference, lambda: client.resolve(ref) if named else gate.resolve(loaded, ref)
+                    )
                 finally:
                     advance(1)
 

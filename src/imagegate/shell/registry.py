@@ -45,7 +45,7 @@ from imagegate.core.oci import (
     verify_digest,
 )
 from imagegate.core.platforms import PlatformSpec, node_platform, normalize, runnable_entries
-from imagegate.core.policy import DEFAULT_PLATFORMS, DEFAULT_REGISTRY_TIMEOUT
+from imagegate.core.policy import DEFAULT_LOOKUP_TIMEOUT, DEFAULT_PLATFORMS, DEFAULT_REGISTRY_TIMEOUT
 from imagegate.core.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, Reference
 from imagegate.shell.registry_auth import (
     CredentialSource,
@@ -54,7 +54,8 @@ from imagegate.shell.registry_auth import (
     RegistryError,
     RegistryErrorKind,
 )
-from imagegate.shell.registry_http import ACCEPT_ENCODING, deadline, read_body, send
+from imagegate.shell.registry_errors import deadline
+from imagegate.shell.registry_http import ACCEPT_ENCODING, read_body, send
 
 __all__ = ["RegistryClient", "RegistryError", "RegistryErrorKind", "RegistrySettings"]
 
@@ -79,6 +80,9 @@ class RegistrySettings:
     ca_file: Path | None = None
     credentials: CredentialSource = field(default_factory=DockerConfigCredentials)
     token_cache_size: int = 1024  # Bearer tokens kept: one per registry and repository
+    # A lookup shared by concurrent callers (single flight) ends within this, whether or not anyone
+    # still waits for it: a tenant's slow registry cannot pile up work nobody will use.
+    lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT
 
 
 def _api_host(ref: Reference) -> str:
@@ -90,20 +94,25 @@ class _SingleFlight:
 
     The call runs as a task of its own, which each caller awaits shielded: a caller that stops
     waiting (its lookup's deadline passed) stops neither the call nor the other callers, and what
-    the call finds is cached for the next. Each request in it has its own deadline, so it ends.
+    the call finds is cached for the next. The call itself ends within ``seconds``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds  # a call's deadline
         self._running: dict[Any, asyncio.Future[Any]] = {}
 
-    async def run(self, key: Any, call: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, key: Any, call: Callable[[], Awaitable[T]], what: str = "shared") -> T:
         running = self._running.get(key)
         if running is None:
-            running = asyncio.ensure_future(call())
+            running = asyncio.ensure_future(self._bounded(call, what))
             self._running[key] = running
             running.add_done_callback(lambda done: self._finished(key, done))
         result: T = await asyncio.shield(running)
         return result
+
+    async def _bounded(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        async with deadline(self.seconds, f"the {what} lookup", "registry.lookupTimeoutSeconds"):
+            return await call()
 
     def _finished(self, key: Any, done: asyncio.Future[Any]) -> None:
         if self._running.get(key) is done:
@@ -165,7 +174,7 @@ class RegistryClient:
         # A tag's manifest as :meth:`digest` read it, until :meth:`resolve` reads it (by digest: immutable),
         # bounded in bytes: a digest-only lookup then a resolution cost one manifest GET, not two.
         self._manifests: LRUCache[str, tuple[bytes, str]] = LRUCache(_MANIFESTS_KEPT_BYTES, getsizeof=_body_size)
-        self._flights = _SingleFlight()
+        self._flights = _SingleFlight(self.settings.lookup_timeout)
         self._nodes = tuple(node_platform(p) for p in self.settings.platforms)
         self.fetches: dict[str, int] = {}  # URL path kind -> count, for tests and metrics
 
@@ -413,7 +422,7 @@ class RegistryClient:
             return digest
 
         try:
-            return await self._flights.run((ref.repository, "tag", tag), fetch)
+            return await self._flights.run((ref.repository, "tag", tag), fetch, f"digest of {ref}")
         except RegistryError as exc:
             self._failures[str(ref)] = exc
             raise
@@ -448,7 +457,7 @@ class RegistryClient:
             return image
 
         try:
-            return await self._flights.run((ref.repository, digest), fetch)
+            return await self._flights.run((ref.repository, digest), fetch, str(ref))
         except RegistryError as exc:
             self._failures[str(ref)] = exc
             raise

@@ -3,9 +3,12 @@ policy needs no registry catches and names it without loading the client."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-__all__ = ["RegistryError", "RegistryErrorKind"]
+__all__ = ["RegistryError", "RegistryErrorKind", "deadline"]
 
 
 class RegistryErrorKind(enum.StrEnum):
@@ -40,3 +43,20 @@ class RegistryError(Exception):
     def __init__(self, kind: RegistryErrorKind, message: str) -> None:
         self.kind = kind
         super().__init__(message)
+
+
+@asynccontextmanager
+async def deadline(
+    seconds: float, what: str, setting: str, *, at: float | None = None
+) -> AsyncIterator[asyncio.Timeout]:
+    """Everything inside ends within ``seconds`` (or by the event loop's time ``at``, which those
+    ``seconds`` after some start are), or a ``timeout`` :class:`RegistryError` naming ``what`` and
+    the ``setting`` that says how long.
+
+    A deadline inside another ends at the earlier of the two; the error names the one that ended.
+    """
+    try:
+        async with asyncio.timeout_at(asyncio.get_running_loop().time() + seconds if at is None else at) as limit:
+            yield limit
+    except TimeoutError:
+        raise RegistryError(RegistryErrorKind.TIMEOUT, f"{what} took longer than {seconds:g}s ({setting})") from None

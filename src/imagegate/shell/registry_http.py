@@ -12,24 +12,22 @@ internal error.
 * :func:`read_body` reads a body: at most ``limit`` bytes before and after decoding, ``gzip``
   (the one encoding we ask for, as Go's net/http does) decoded here, step by step, so a small
   compressed body cannot inflate past the limit in one go; any other encoding is refused;
-* :func:`deadline` puts one deadline on a whole exchange, body included: httpx's own timeout is
-  per network read, which a body trickled a byte at a time never trips.
+* :func:`~imagegate.shell.registry_errors.deadline` puts one deadline on a whole exchange, body
+  included: httpx's own timeout is per network read, which a body trickled a byte at a time
+  never trips.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 
 from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
 
-__all__ = ["ACCEPT_ENCODING", "deadline", "read_body", "send", "transport_error"]
+__all__ = ["ACCEPT_ENCODING", "read_body", "send", "transport_error"]
 
 # What we ask for: gzip or nothing, as Go's net/http asks (and decodes) by default.
 ACCEPT_ENCODING = "gzip"
@@ -37,20 +35,6 @@ _IDENTITY = ("", "identity")
 # h11 names an answer whose connection closed before its body ended (Content-Length or last chunk)
 # this way; any other protocol error is a malformed answer.
 _CUT_SHORT = "peer closed connection without sending complete message body"
-
-
-@asynccontextmanager
-async def deadline(seconds: float, what: str, setting: str) -> AsyncIterator[asyncio.Timeout]:
-    """Everything inside ends within ``seconds``, or a ``timeout`` :class:`RegistryError` naming
-    ``what`` and the ``setting`` that says how long.
-
-    A deadline inside another ends at the earlier of the two; the error names the one that ended.
-    """
-    try:
-        async with asyncio.timeout(seconds) as limit:
-            yield limit
-    except TimeoutError:
-        raise RegistryError(RegistryErrorKind.TIMEOUT, f"{what} took longer than {seconds:g}s ({setting})") from None
 
 
 def transport_error(exc: Exception, host: str, what: str, ca_file: Path | None = None) -> RegistryError:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -27,12 +28,12 @@ import structlog
 from imagegate.core.baseimage import BaseVersion, verify_image
 from imagegate.core.bases import TaggedBase, is_artifact_tag, tagged_bases
 from imagegate.core.decide import BaseImageVerdict, Decision
-from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, contact_refusal
+from imagegate.core.policy import DEFAULT_LOOKUP_TIMEOUT, BaseImagesConfig, Policy, RegistryConfig, contact_refusal
 from imagegate.core.records import NO_LOOKUPS, Lookups, SignatureCheck, SignatureVerdict
 from imagegate.core.reference import Reference, parse_docker_ref
 from imagegate.core.signatures import SignatureEvidence, SignatureRule, SignaturesConfig
 from imagegate.shell.policy_source import relative_to_policy
-from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
+from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind, deadline
 
 if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
     from imagegate.core.oci import PlatformImage, ResolvedImage
@@ -54,6 +55,11 @@ __all__ = [
 T = TypeVar("T")
 R = TypeVar("R")  # a signatures or an attestations rule
 
+# An operator's command looks up this many images at once (each has its own deadline from its start).
+LOOKUPS_AT_ONCE = 8
+# What the log says when the registry's part of one decision ran out of time.
+DECISION_LOOKUPS = "the registry lookups of this decision"
+
 log = structlog.get_logger("imagegate.verification")
 
 
@@ -72,6 +78,7 @@ def client_for(config: RegistryConfig, relative_to: Path | None = None) -> Regis
     return RegistryClient(
         RegistrySettings(
             timeout=config.timeout,
+            lookup_timeout=config.lookup_timeout,
             platforms=config.platforms,
             ca_file=resolve(config.ca_file),
             credentials=credentials,
@@ -133,13 +140,22 @@ class BaseImageIndex:
     versions: list[BaseVersion] = field(default_factory=list)
     last_error: str | None = None
 
-    async def refresh(self, client: RegistryClient, config: BaseImagesConfig, now: dt.datetime) -> None:
-        """Resolve every trusted base now, read its repository's other versions; forget what aged out."""
+    async def refresh(
+        self,
+        client: RegistryClient,
+        config: BaseImagesConfig,
+        now: dt.datetime,
+        *,
+        lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT,
+    ) -> None:
+        """Resolve every trusted base now (each within ``lookup_timeout``), read its repository's
+        other versions; forget what aged out."""
         errors: list[str] = []
         current: set[tuple[str, str]] = set()  # (reference, digest) the trusted references name now
         for ref in config.trusted:
             try:
-                image = await client.resolve(ref)
+                async with deadline(lookup_timeout, f"looking up {ref}", "registry.lookupTimeoutSeconds"):
+                    image = await client.resolve(ref)
             except RegistryError as exc:
                 errors.append(f"{ref}: {exc}")
                 continue
@@ -197,6 +213,14 @@ class RegistryGate:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._refreshed_for: BaseImagesConfig | None = None
         self._refresh_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+
+    async def lookup(self, config: RegistryConfig, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One lookup an operator's command makes (an image, a repository's tags), within
+        ``registry.lookupTimeoutSeconds`` of its start; at most :data:`LOOKUPS_AT_ONCE` at a time,
+        so that waiting for a turn is not counted against a lookup."""
+        async with self._slots, deadline(config.lookup_timeout, f"looking up {what}", "registry.lookupTimeoutSeconds"):
+            return await call()
 
     def client(self, config: RegistryConfig) -> RegistryClient:
         if config not in self._clients:
@@ -209,10 +233,28 @@ class RegistryGate:
         self._clients.clear()
 
     async def refresh_bases(self, policy: Policy, *, force: bool = False) -> None:
+        """Know the trusted bases' versions (read once per policy, again after a failure or when ``force``d).
+
+        The reading is a task of its own (it reads the bases' repositories, which can take longer
+        than one decision may wait): a decision whose deadline passes stops waiting for it, and
+        the next one finds it done.
+        """
+        if not force and self._refreshed_for == policy.base_images:
+            return
+        reading = asyncio.ensure_future(self._refresh_bases(policy, force=force))
+        reading.add_done_callback(_retrieved)
+        await asyncio.shield(reading)
+
+    async def _refresh_bases(self, policy: Policy, *, force: bool) -> None:
         async with self._refresh_lock:
             if not force and self._refreshed_for == policy.base_images:
                 return
-            await self.bases.refresh(self.client(policy.registry), policy.base_images, self._clock())
+            await self.bases.refresh(
+                self.client(policy.registry),
+                policy.base_images,
+                self._clock(),
+                lookup_timeout=policy.registry.lookup_timeout,
+            )
             # After a failed refresh, the next verification tries again (the client's short
             # negative cache keeps that cheap while a registry is down).
             self._refreshed_for = None if self.bases.last_error else policy.base_images
@@ -235,13 +277,14 @@ class RegistryGate:
             raise RegistryError(RegistryErrorKind.NOT_CONTACTED, contact_refusal(ref))
         return await self.client(policy.registry).digest(ref)
 
-    async def _verdict(self, policy: Policy, reference: str) -> BaseImageVerdict:
+    async def _verdict(self, policy: Policy, reference: str, ends: float) -> BaseImageVerdict:
         try:
             ref = parse_docker_ref(reference)
             if not policy.contact_scope().allows(ref):  # checked before the bases are refreshed
                 raise RegistryError(RegistryErrorKind.NOT_CONTACTED, contact_refusal(ref))
-            await self.refresh_bases(policy)
-            image = await self.resolve(policy, ref)
+            async with _decision_deadline(policy, ends):
+                await self.refresh_bases(policy)
+                image = await self.resolve(policy, ref)
         except RegistryError as exc:
             reason = tenant_reason(reference, exc)
             if exc.kind in _NOT_A_REGISTRY_FAILURE:  # an answer that is refused, or no question asked
@@ -284,17 +327,19 @@ class RegistryGate:
             return None
         return self._signatures.known_verdicts(policy.signatures, ref, digest, check.grant_rule)
 
-    async def _signature_verdicts(self, policy: Policy, check: SignatureCheck) -> tuple[SignatureVerdict, ...]:
+    async def _signature_verdicts(
+        self, policy: Policy, check: SignatureCheck, ends: float
+    ) -> tuple[SignatureVerdict, ...]:
         """The image's verdict under each rule of ``check`` (its ``signatures`` rules and its grant's)."""
         from imagegate.shell.signing import judge_image  # noqa: PLC0415
 
         ref = parse_docker_ref(check.reference)
         rules = policy.signatures.rules_for(ref, check.grant_rule)
         return await self._signed_verdicts(
-            policy, ref, "signatures", self.signatures, policy.signatures, rules, lambda rule: rule, judge_image
+            policy, ref, "signatures", self.signatures, policy.signatures, rules, lambda rule: rule, judge_image, ends
         )
 
-    async def _attestation_verdicts(self, policy: Policy, reference: str) -> tuple[SignatureVerdict, ...]:
+    async def _attestation_verdicts(self, policy: Policy, reference: str, ends: float) -> tuple[SignatureVerdict, ...]:
         """The image's verdict under each ``attestations`` rule covering it."""
         from imagegate.shell.attestations import judge_image  # noqa: PLC0415
 
@@ -302,7 +347,7 @@ class RegistryGate:
         rules = policy.attestations.rules_for(ref)
         config = policy.attestations.signers
         return await self._signed_verdicts(
-            policy, ref, "attestations", self.attestations, config, rules, lambda rule: rule.signers, judge_image
+            policy, ref, "attestations", self.attestations, config, rules, lambda rule: rule.signers, judge_image, ends
         )
 
     async def _signed_verdicts(
@@ -315,6 +360,7 @@ class RegistryGate:
         rules: Sequence[R],
         signers: Callable[[R], SignatureRule],
         judge: Callable[[Sequence[R], str, Sequence[SignatureEvidence]], tuple[SignatureVerdict, ...]],
+        ends: float,
     ) -> tuple[SignatureVerdict, ...]:
         """The image's verdict under each of ``rules`` (``what``: signatures or attestations, whose
         ``signers`` part says its keys, modes and ``onError``), from ``checker``'s evidence.
@@ -338,8 +384,9 @@ class RegistryGate:
         usable = [rule for rule in rules if signers(rule).name not in found]
         if usable:
             try:
-                digest = await self.digest(policy, ref)
-                evidence = await checker.evidence(self.client(policy.registry), config, ref, digest)
+                async with _decision_deadline(policy, ends):
+                    digest = await self.digest(policy, ref)
+                    evidence = await checker.evidence(self.client(policy.registry), config, ref, digest)
                 judged = judge(usable, digest, evidence)
             except SigningError as exc:  # pragma: no cover - unusable trust is answered above
                 judged = tuple(
@@ -350,10 +397,11 @@ class RegistryGate:
             found.update(zip((signers(rule).name for rule in usable), judged, strict=True))
         return tuple(found[signers(rule).name] for rule in rules)
 
-    async def _digest(self, policy: Policy, reference: str) -> str | RegistryError:
+    async def _digest(self, policy: Policy, reference: str, ends: float) -> str | RegistryError:
         try:
             ref = parse_docker_ref(reference)
-            return await self.digest(policy, ref)
+            async with _decision_deadline(policy, ends):
+                return await self.digest(policy, ref)
         except RegistryError as exc:
             if self.pin_failures is not None:
                 self.pin_failures[reference] = exc
@@ -378,6 +426,8 @@ class RegistryGate:
         pinned to the digest that was verified (its verdict says which; all come from one
         single-flight resolution of the tag), never to what its tag points at a moment later.
         """
+        # one deadline for all of it: the webhook answers (by onError) before the API server gives up
+        ends = asyncio.get_running_loop().time() + policy.registry.lookup_timeout
         wanted = list(decision.base_checks_needed) if checks else []
         known_signatures: dict[str, tuple[SignatureVerdict, ...]] = {}
         to_verify: list[SignatureCheck] = []
@@ -393,9 +443,9 @@ class RegistryGate:
         attestations_found: list[tuple[SignatureVerdict, ...]] = []
         if wanted or to_verify or to_attest:
             base_found, signatures_found, attestations_found = await asyncio.gather(
-                asyncio.gather(*(self._verdict(policy, ref) for ref in wanted)),
-                asyncio.gather(*(self._signature_verdicts(policy, ref) for ref in to_verify)),
-                asyncio.gather(*(self._attestation_verdicts(policy, ref) for ref in to_attest)),
+                asyncio.gather(*(self._verdict(policy, ref, ends) for ref in wanted)),
+                asyncio.gather(*(self._signature_verdicts(policy, ref, ends) for ref in to_verify)),
+                asyncio.gather(*(self._attestation_verdicts(policy, ref, ends) for ref in to_attest)),
             )
         verdicts = dict(zip(wanted, base_found, strict=True))
         signature_verdicts = {
@@ -432,7 +482,7 @@ class RegistryGate:
         )
         to_look_up = [ref for ref in pin_refs if ref not in verified_digests]
         looked_up = dict(
-            zip(to_look_up, await asyncio.gather(*(self._digest(policy, ref) for ref in to_look_up)), strict=True)
+            zip(to_look_up, await asyncio.gather(*(self._digest(policy, ref, ends) for ref in to_look_up)), strict=True)
         )
         digests: dict[str, str] = {}
         notes = []
@@ -443,6 +493,17 @@ class RegistryGate:
             elif isinstance(found, RegistryError):
                 notes.append(pin_failure_note(ref, found))
         return Lookups(verdicts, digests, tuple(notes), signature_verdicts, attestation_verdicts)
+
+
+def _retrieved(done: asyncio.Future[None]) -> None:
+    """A task's outcome, taken: nobody may be waiting for it any more."""
+    if not done.cancelled() and done.exception() is not None:
+        log.error("base image refresh failed", error=repr(done.exception()))
+
+
+def _decision_deadline(policy: Policy, ends: float) -> AbstractAsyncContextManager[object]:
+    """The deadline of the registry's part of one decision (``registry.lookupTimeoutSeconds``)."""
+    return deadline(policy.registry.lookup_timeout, DECISION_LOOKUPS, "registry.lookupTimeoutSeconds", at=ends)
 
 
 def _moved_tags(
