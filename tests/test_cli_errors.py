@@ -313,9 +313,11 @@ COMMANDS = [
     ["layers"],
     ["bases"],
     ["grants", "add"],
+    ["grants", "renew"],
     ["grants", "revoke"],
     ["grants", "list"],
     ["grants", "expiring"],
+    ["grants", "check"],
     ["policy", "validate"],
 ]
 

@@ -186,6 +186,11 @@ def test_list_and_expiring_show_every_key(tmp_path: Path) -> None:
     row = next(line for line in listed.stdout.splitlines() if "tool-x" in line)
     for value in ("ghcr.io/x", "required", "keys/x.pub", "warn", "alice", "T1", "upstream image"):
         assert value in row, listed.stdout
+    # at 80 columns the table would cut every value into pieces: one line per grant, each key named
+    narrow = run_imagegate("grants", "list", "-g", str(path), "--now", "2026-12-20", columns=80)
+    (line,) = [line for line in narrow.stdout.splitlines() if "tool-x" in line]
+    assert line.startswith("tool-x  expiring  expires: 2026-12-31  days left: 11  registries: ghcr.io/x  ")
+    assert "signed by: keys/x.pub  mode: warn  requested by: alice  ticket: T1  reason: upstream image" in line
     expiring = run_imagegate("grants", "expiring", "-g", str(path), "--now", "2026-12-20", "-o", "json")
     assert expiring.returncode == 1
     (shown,) = json.loads(expiring.stdout)

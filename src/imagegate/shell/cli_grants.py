@@ -36,8 +36,10 @@ from imagegate.core.report import GrantState, grant_states
 from imagegate.shell.cli_common import (
     ExpiringDaysOption,
     GrantsOption,
+    Layout,
     OutputFormat,
     app,
+    choose_layout,
     fail,
     load_policy_alone,
     namespace_name,
@@ -67,29 +69,62 @@ app.add_typer(grants_app, name="grants")
 GRANT_KEYS = tuple(f.encode_name for f in msgspec.structs.fields(GrantDoc) if f.encode_name != "namespace")
 
 
+_GRANT_COLUMNS = (
+    "namespace",
+    "state",
+    "expires",
+    "days left",
+    "registries",
+    "base image",
+    "signed by",
+    "mode",
+    "requested by",
+    "ticket",
+    "reason",
+)
+
+
+def _grant_cells(state: GrantState) -> tuple[str, ...]:
+    grant = state.grant
+    return (
+        grant.namespace,
+        state.state,
+        grant.expires.isoformat() if grant.expires else "never",
+        "" if state.days_left is None else str(state.days_left),
+        ", ".join(map(str, grant.registries)) if grant.registries is not None else "any",
+        "required" if grant.require_base_image else "-",
+        grant.signed_by or "-",
+        grant.mode.value if grant.mode is not None else "policy's",
+        grant.requested_by,
+        grant.ticket,
+        grant.reason,
+    )
+
+
 def render_grants(states: list[GrantState], console: Console, title: str = "BYOC grants") -> None:
     """Every key of every grant: what it admits (registries), what it checks (base image,
-    signature, mode), and who asked, why and under which ticket."""
-    table = Table(title=title, header_style="bold")
-    columns = ("namespace", "state", "expires", "days left", "registries", "base image", "signed by", "mode")
-    for column in (*columns, "requested by", "ticket", "reason"):
-        table.add_column(column, overflow="fold")
+    signature, mode), and who asked, why and under which ticket. A table when it fits the
+    terminal, else one line per grant, each key named (never a value cut into pieces)."""
+    rows = [_grant_cells(state) for state in states]
     colour = {"expired": "bold red", "expiring": "yellow", "active": "green"}
-    for state in states:
-        grant = state.grant
-        table.add_row(
-            escape(grant.namespace),
-            f"[{colour[state.state]}]{state.state}[/]",
-            grant.expires.isoformat() if grant.expires else "never",
-            "" if state.days_left is None else str(state.days_left),
-            escape(", ".join(map(str, grant.registries)) if grant.registries is not None else "any"),
-            "required" if grant.require_base_image else "-",
-            escape(grant.signed_by) if grant.signed_by else "-",
-            grant.mode.value if grant.mode is not None else "policy's",
-            escape(grant.requested_by),
-            escape(grant.ticket),
-            escape(grant.reason),
-        )
+    if (
+        choose_layout(Layout.auto, False, [_GRANT_COLUMNS, *rows], fixed_width=3 * len(_GRANT_COLUMNS) + 1)
+        is Layout.lines
+    ):
+        console.print(f"{title}:", soft_wrap=True)
+        for row in rows:
+            named = "  ".join(
+                f"{column}: {value}" for column, value in zip(_GRANT_COLUMNS[2:], row[2:], strict=True) if value
+            )
+            console.print(
+                f"{escape(row[0])}  [{colour[row[1]]}]{row[1]}[/]  {escape(named)}", soft_wrap=True, highlight=False
+            )
+        return
+    table = Table(title=title, header_style="bold")
+    for column in _GRANT_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(escape(row[0]), f"[{colour[row[1]]}]{row[1]}[/]", *(escape(cell) for cell in row[2:]))
     console.print(table)
 
 
