@@ -124,7 +124,10 @@ end
 
 def attack(url: str, connections: int, duration: int, script: Path, body: Path, out: dict[str, Any]) -> None:
     """Keep ``connections`` big pods in flight for ``duration`` s (wrk, closed loop); its counts in ``out``."""
-    command = ["wrk", "--threads", "1", "--connections", str(connections), "--duration", f"{duration}s"]
+    # At the lowest priority: on 2 shared cores, wrk encrypting megabytes a second would otherwise
+    # take the CPU the server needs, where in a cluster the API server sends from other machines.
+    command = ["nice", "-n", "19", "wrk", "--threads", "1", "--connections", str(connections)]
+    command += ["--duration", f"{duration}s"]
     command += ["--timeout", "30s", "--script", str(script), url, "--", "0", str(body)]
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=duration + 90)
     found = re.search(r"ANSWERS allowed=(\d+) denied=(\d+) other=(\d+) largest=(\d+)", result.stdout)
