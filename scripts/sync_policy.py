@@ -24,14 +24,14 @@ CHART_POLICY = ROOT / "deploy" / "chart" / "imagegate" / "files" / "policy.yaml"
 WEBHOOKS = ROOT / "deploy" / "base" / "webhooks.yaml"
 CHART_FILES = ROOT / "deploy" / "chart" / "imagegate" / "files"
 
-# The policy ConfigMap's block: from "  policy.yaml: |" to the document separator.
-_BLOCK_RE = re.compile(r"(  policy\.yaml: \|\n)(.*?)(?=^---$)", re.S | re.M)
+# The policy ConfigMap's block: from "  policy.yaml: |" to the next document or the end.
+_BLOCK_RE = re.compile(r"(  policy\.yaml: \|\n)(.*?)(?=^---$|\Z)", re.S | re.M)
 
 
 def configmaps_text(policy: str, current: str) -> str:
     indented = "".join(f"    {line}" if line.strip() else line for line in policy.splitlines(keepends=True))
     if not _BLOCK_RE.search(current):
-        raise SystemExit(f"{CONFIGMAPS}: no 'policy.yaml: |' block followed by '---'")
+        raise SystemExit(f"{CONFIGMAPS}: no 'policy.yaml: |' block")
     return _BLOCK_RE.sub(lambda m: m.group(1) + indented, current, count=1)
 
 

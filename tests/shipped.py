@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -18,24 +19,25 @@ from tests.conftest import REPO_ROOT
 
 CHART = REPO_ROOT / "deploy" / "chart" / "imagegate"
 BASE = REPO_ROOT / "deploy" / "base"
+STATE = REPO_ROOT / "deploy" / "state"  # the CLI's ConfigMaps, created once (docs/deploy.md)
 WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
 
 
-def kustomize_build() -> list[dict[str, Any]]:
-    """What `kubectl kustomize deploy/base` prints, for this kustomization's two transformers.
+def kustomize_build(directory: Path = BASE) -> list[dict[str, Any]]:
+    """What `kubectl kustomize deploy/base` (or deploy/state) prints, for these kustomizations' two transformers.
 
     The base uses exactly two: ``namespace`` (set on namespaced objects; cluster-scoped ones
     keep none) and ``labels`` with ``includeSelectors: false`` (metadata labels only, never
     selectors or pod templates). Checked by hand against kubectl's kustomize v5.5.
     """
-    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     assert set(kustomization) == {"apiVersion", "kind", "namespace", "resources", "labels"}
     (labels,) = kustomization["labels"]
     assert labels["includeSelectors"] is False and set(labels) == {"pairs", "includeSelectors"}
     cluster_scoped = {"Namespace", *WEBHOOK_KINDS}
     built = []
     for name in kustomization["resources"]:
-        for doc in yaml.safe_load_all((BASE / name).read_text()):
+        for doc in yaml.safe_load_all((directory / name).read_text()):
             if not doc:
                 continue
             metadata = doc.setdefault("metadata", {})

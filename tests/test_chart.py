@@ -30,7 +30,7 @@ from tests.cel_conditions import (
     template_preserving_updates,
     webhooks,
 )
-from tests.shipped import CHART, kustomize_build, notes, one, policy_text, render_chart
+from tests.shipped import CHART, STATE, kustomize_build, notes, one, policy_text, render_chart
 
 KUBERNETES_VERSION = "1.32"  # what the captured API server requests come from
 # cert-manager's kinds are custom resources: kubernetes-validate has no schema for them.
@@ -53,12 +53,16 @@ def without_helm_labels(doc: dict[str, Any]) -> dict[str, Any]:
     labels = doc["metadata"].get("labels", {})
     for key in HELM_LABELS:
         labels.pop(key, None)
+    # deploy/state's equivalent of "keep" is that it is created once, apart from deploy/base
+    annotations = doc["metadata"].get("annotations", {})
+    if annotations.pop("helm.sh/resource-policy", None) and not annotations:
+        del doc["metadata"]["annotations"]
     return doc
 
 
 def test_default_rendering_is_the_kustomize_base(chart: helm.Chart) -> None:
     rendered = {(d["kind"], d["metadata"]["name"]): without_helm_labels(d) for d in render(chart)}
-    base = {(d["kind"], d["metadata"]["name"]): d for d in kustomize_build()}
+    base = {(d["kind"], d["metadata"]["name"]): d for d in [*kustomize_build(), *kustomize_build(STATE)]}
     # Helm installs into an existing namespace (helm install -n imagegate --create-namespace):
     # a chart that made its own release namespace could not be installed.
     del base[("Namespace", "imagegate")]
@@ -120,8 +124,9 @@ def test_grants_and_identities_from_values(chart: helm.Chart) -> None:
     identities = load_identities(one(documents, "ConfigMap", "imagegate-identities")["data"]["identities.yaml"])
     assert identities["tool-b"].gid == 51001
     assert load_grants(one(render(chart), "ConfigMap", "imagegate-grants")["data"]["grants.yaml"]) == ()
-    kept = render(chart, {"createIdentitiesConfigMap": False})
-    assert not [d for d in kept if d["metadata"]["name"] == "imagegate-identities"]
+    # created once, then the CLI's (tests/test_kube_chart_state.py installs and upgrades for real)
+    for name in ("imagegate-grants", "imagegate-identities"):
+        assert one(documents, "ConfigMap", name)["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
 
 
 def test_availability_webhook_and_resource_values(chart: helm.Chart) -> None:

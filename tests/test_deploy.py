@@ -16,33 +16,38 @@ from imagegate.core.workloads import POD_TEMPLATE_PATHS
 from tests.conftest import REPO_ROOT, cli_env
 
 BASE = REPO_ROOT / "deploy" / "base"
+STATE = REPO_ROOT / "deploy" / "state"  # the CLI's ConfigMaps, created once
 
 
-def documents() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+def documents(directory: Path = BASE) -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     found: list[dict[str, Any]] = []
     for name in kustomization["resources"]:
-        found.extend(doc for doc in yaml.safe_load_all((BASE / name).read_text()) if doc)
+        found.extend(doc for doc in yaml.safe_load_all((directory / name).read_text()) if doc)
     return found
 
 
-def by_kind(kind: str) -> list[dict[str, Any]]:
-    return [doc for doc in documents() if doc["kind"] == kind]
+def by_kind(kind: str, directory: Path = BASE) -> list[dict[str, Any]]:
+    return [doc for doc in documents(directory) if doc["kind"] == kind]
 
 
-def test_every_resource_file_is_listed() -> None:
-    listed = set(yaml.safe_load((BASE / "kustomization.yaml").read_text())["resources"])
-    on_disk = {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"}
+@pytest.mark.parametrize("directory", [BASE, STATE])
+def test_every_resource_file_is_listed(directory: Path) -> None:
+    listed = set(yaml.safe_load((directory / "kustomization.yaml").read_text())["resources"])
+    on_disk = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk
 
 
 def test_policy_grants_and_identities_configmaps_validate() -> None:
-    policy_cm, grants_cm, identities_cm = (doc for doc in by_kind("ConfigMap"))
+    (policy_cm,) = by_kind("ConfigMap")  # deploy/base carries the policy only: `apply -k` is safe to repeat
     policy = load_policy(policy_cm["data"]["policy.yaml"], "deploy/base/configmaps.yaml")
     assert policy.byoc_default == "deny"
     assert policy.pod_security is not None and policy.pod_security.tool is not None
-    assert load_grants(grants_cm["data"]["grants.yaml"], "deploy/base/configmaps.yaml") == ()
-    assert load_identities(identities_cm["data"]["identities.yaml"], "deploy/base/configmaps.yaml") == {}
+    grants_cm, identities_cm = by_kind("ConfigMap", STATE)
+    assert load_grants(grants_cm["data"]["grants.yaml"], "deploy/state/configmaps.yaml") == ()
+    assert load_identities(identities_cm["data"]["identities.yaml"], "deploy/state/configmaps.yaml") == {}
+    state = yaml.safe_load((STATE / "kustomization.yaml").read_text())
+    assert state["namespace"] == yaml.safe_load((BASE / "kustomization.yaml").read_text())["namespace"]
     (deployment,) = by_kind("Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}

@@ -177,7 +177,9 @@ def test_a_missing_file_names_the_key_that_points_to_it(tmp_path: Path) -> None:
 def _deploy_policy(tmp_path: Path) -> list[str]:
     """deploy/'s own policy and identities, as its Deployment passes them (--identities)."""
     configmaps = {
-        d["metadata"]["name"]: d for d in yaml.safe_load_all((REPO_ROOT / "deploy/base/configmaps.yaml").read_text())
+        d["metadata"]["name"]: d
+        for part in ("base", "state")
+        for d in yaml.safe_load_all((REPO_ROOT / f"deploy/{part}/configmaps.yaml").read_text())
     }
     (tmp_path / "policy.yaml").write_text(configmaps["imagegate-policy"]["data"]["policy.yaml"])
     (tmp_path / "identities.yaml").write_text(configmaps["imagegate-identities"]["data"]["identities.yaml"])

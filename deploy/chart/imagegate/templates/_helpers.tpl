@@ -142,3 +142,27 @@ level restricted.
 {{- end -}}
 {{- printf "%s%s" $security (ternary "-pinning" "" $pins) -}}
 {{- end -}}
+
+{{/*
+Why this install is refused, or "": the served policy's tool profile would deny every tool pod
+from the first minute (enforce, no uidLabel) and there are no identities to read: none in the
+values and none in the cluster's identities ConfigMap. Checked on install only, and only
+against a cluster (kube-system found): offline (helm template, lint) nothing can be looked up.
+An upgrade is never refused for it: /readyz and imagegate_identities say so (docs/deploy.md).
+*/}}
+{{- define "imagegate.identitiesMissing" -}}
+{{- if and .Release.IsInstall (not .Values.identities) (lookup "v1" "Namespace" "" "kube-system") -}}
+{{- $settings := index (fromYaml (include "imagegate.policy" .)) "podSecurity" -}}
+{{- if kindIs "map" $settings -}}
+{{- $tool := index $settings "toolProfile" -}}
+{{- if and (kindIs "map" $tool) (not (index $tool "uidLabel")) (eq (toString (index $settings "mode" | default "enforce")) "enforce") -}}
+{{- $name := printf "%s-identities" (include "imagegate.fullname" .) -}}
+{{- $live := lookup "v1" "ConfigMap" .Release.Namespace $name -}}
+{{- $document := fromYaml (index ($live.data | default dict) "identities.yaml" | default "") -}}
+{{- if not (index ($document | default dict) "identities") -}}
+{{- printf "no tool identities: the policy's tool profile would deny every pod in %s from the first minute. Give them at install (imagegate identities ldap ... -o identities.yaml, then -f identities.yaml), or create ConfigMap %s/%s first (imagegate identities ... --print-configmap %s/%s | kubectl create -f -), or set podSecurity.toolProfile.uidLabel, or install with policy.override.podSecurity.mode=warn until they are loaded (docs/deploy.md)" (join ", " (index $tool "namespaces" | default (list "tool-*"))) .Release.Namespace $name .Release.Namespace $name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
