@@ -345,7 +345,8 @@ def test_printed_commands_are_never_wrapped(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (command,) = [line for line in result.stderr.splitlines() if "kubectl" in line]
     assert command == (
-        f"kubectl -n imagegate create secret tls imagegate-tls --cert={out / 'tls.crt'} --key={out / 'tls.key'}"
+        f"kubectl -n imagegate create secret tls imagegate-tls --cert={out / 'tls.crt'} --key={out / 'tls.key'} "
+        "--dry-run=client -o yaml | kubectl apply -f -"
     )
 
 

@@ -467,12 +467,12 @@ def test_audit_of_3000_namespaces_prints_a_line_per_distinct_finding(tmp_path: P
         "audit", "--from", str(tmp_path / "dump.json"), "-p", str(tmp_path / "policy.yaml"), timeout=600
     )
     assert result.returncode == 1, result.stderr[-2000:]
-    rows = _audit_table_rows(result.stdout, "findings by namespace, once per top owner")
+    # too many findings for a table: one line each (issue 23 item 11), never wrapped
+    listed = result.stdout.split("findings by namespace, once per top owner:\n", 1)[1].splitlines()
+    rows = [line.split("  ") for line in listed if line.startswith("tool-")]
     assert len(rows) == namespaces  # one per namespace's Deployment, not three
-    assert all(r[3] == f"Deployment {r[0]}/web" and r[4] == "3" for r in rows)
-    lines = result.stdout.count("\n")
-    # each finding's row wraps its message onto a few lines; the totals and headers are constant
-    assert lines < 4 * namespaces, lines
+    assert all(r[1] == "denied" and r[3] == f"Deployment {r[0]}/web (3 objects)" for r in rows), rows[:3]
+    assert result.stdout.count("\n") < namespaces + 40  # the totals and headers are constant
     assert _audit_table_rows(result.stdout, "cluster-wide totals by rule") == [
         ["denied", "untrusted-registry", "3,000", "9,000", "3,000"]
     ]

@@ -198,8 +198,13 @@ def check(
         )
     else:
         console = Console()
-        rows = [(c.decision.subject, c.where, *row[1:]) for c in results for row in _rows(c.decision)]
-        chosen = choose_layout(layout, summary, rows, fixed_width=40)
+        # the object column holds its subject and where it was read, one per line
+        names = [
+            (max(len(c.decision.subject), len(c.where)) * "x", where, image)
+            for c in results
+            for _result, where, image, _why in _rows(c.decision)
+        ]
+        chosen = choose_layout(layout, summary, names, reserved=40)
         if chosen is Layout.table:
             _render_table(results, console)
         elif chosen is Layout.lines:

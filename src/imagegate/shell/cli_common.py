@@ -333,18 +333,21 @@ SummaryOption = Annotated[bool, typer.Option("--summary", help="Only the totals 
 TABLE_MAX_ROWS = 400
 
 
-def choose_layout(layout: Layout, summary: bool, rows: Iterable[Sequence[str]], fixed_width: int) -> Layout:
-    """``auto`` made concrete: a table only when every row fits the terminal without wrapping a
-    name, and there are not too many rows to lay out quickly."""
+def choose_layout(layout: Layout, summary: bool, names: Iterable[Sequence[str]], reserved: int) -> Layout:
+    """``auto`` made concrete: a table only when it has few enough rows to lay out quickly and
+    its name columns (``names``: objects, containers, images, owners of each row), each as wide
+    as its widest cell, leave ``reserved`` columns for the rest (borders, the sentence, which
+    may wrap) on the terminal: otherwise a name would be folded mid-word."""
     if summary:
         return Layout.summary
     if layout is not Layout.auto:
         return layout
-    width = Console().width
-    for count, row in enumerate(rows):
-        if count >= TABLE_MAX_ROWS or fixed_width + sum(len(cell) for cell in row) > width:
+    widest: list[int] = []
+    for count, row in enumerate(names):
+        if count >= TABLE_MAX_ROWS:
             return Layout.lines
-    return Layout.table
+        widest = [max(pair) for pair in zip(widest or [0] * len(row), (len(cell) for cell in row), strict=True)]
+    return Layout.table if sum(widest) + reserved <= Console().width else Layout.lines
 
 
 def write_lines(lines: Iterable[str]) -> None:

@@ -107,10 +107,7 @@ def render_grants(states: list[GrantState], console: Console, title: str = "BYOC
     terminal, else one line per grant, each key named (never a value cut into pieces)."""
     rows = [_grant_cells(state) for state in states]
     colour = {"expired": "bold red", "expiring": "yellow", "active": "green"}
-    if (
-        choose_layout(Layout.auto, False, [_GRANT_COLUMNS, *rows], fixed_width=3 * len(_GRANT_COLUMNS) + 1)
-        is Layout.lines
-    ):
+    if choose_layout(Layout.auto, False, [_GRANT_COLUMNS, *rows], reserved=3 * len(_GRANT_COLUMNS) + 1) is Layout.lines:
         console.print(f"{title}:", soft_wrap=True)
         for row in rows:
             named = "  ".join(

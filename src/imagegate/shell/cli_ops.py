@@ -104,8 +104,7 @@ def _render_audit(report: AuditReport, console: Console, by: AuditGrouping, layo
     findings = report.findings
     if by is AuditGrouping.rule:
         findings = sorted(findings, key=lambda f: (f.rule, f.outcome, f.namespace, f.owner))
-    cells = [(f.namespace, f.rule, f.owner, f.message) for f in findings]
-    chosen = choose_layout(layout, summary, cells, fixed_width=30)
+    chosen = choose_layout(layout, summary, [(f.namespace, f.rule, f.owner) for f in findings], reserved=50)
     if chosen is Layout.summary:
         pass
     elif not report.findings:
