@@ -11,7 +11,8 @@ with its uid by imagegate serving the installed ConfigMaps; ``grants add --apply
 ``identities namespaces --apply`` then change the ConfigMaps, and neither a re-render applied
 with kubectl (``lookup`` sees the cluster, as on ``helm upgrade``) nor a real ``helm upgrade``
 with other values nor ``helm uninstall`` changes what the CLI wrote; imagegate serving the
-ConfigMaps after the upgrades admits the tool the CLI added.
+ConfigMaps after the upgrades admits the tool the CLI added. deploy/ likewise: deploy/state
+created once, the CLI, then deploy/base applied again (``--prune`` too) leaves the CLI's edits.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import yaml
 
 from imagegate.core.policy import load_grants, load_identities
 from tests.kube_cluster import KubeCluster, register, start_cluster, unregister
-from tests.shipped import CHART, policy_text, render_chart, webhook_configurations
+from tests.shipped import BASE, CHART, STATE, policy_text, render_chart, webhook_configurations
 from tests.webhook_process import run_webhook
 
 NAMESPACE = "imagegate"
@@ -235,3 +236,49 @@ def test_configmap_owner_values_writes_the_values(chart: helm.Chart) -> None:
     with pytest.raises(helm.HelmError, match="configMapOwner"):
         render_chart(chart, {"configMapOwner": "helm"})
     assert webhook_configurations(documents)
+
+
+def test_kubectl_apply_of_deploy_base_keeps_what_the_cli_wrote(cluster: KubeCluster) -> None:
+    """deploy/: the CLI's ConfigMaps come from deploy/state, created once; deploy/base, applied again
+    and again (with --prune too), never carries them."""
+    created = cluster.kubectl("create", "-k", str(STATE))
+    assert "configmap/imagegate-grants created" in created.stdout
+    granted = operator(
+        cluster, "grants", "add", "tool-b", "-r", "ghcr.io/b", "--apply", "--configmap", "imagegate/imagegate-grants"
+    )
+    assert granted.returncode == 0, granted.stderr
+    loaded = operator(
+        cluster,
+        "identities",
+        "namespaces",
+        "--uid-key",
+        UID_LABEL,
+        "--apply",
+        "--configmap",
+        "imagegate/imagegate-identities",
+    )
+    assert loaded.returncode == 0, loaded.stderr
+
+    def state() -> tuple[str, str]:
+        found = (configmap(cluster, f"imagegate-{key}")["data"][f"{key}.yaml"] for key in ("grants", "identities"))
+        return next(found), next(found)
+
+    edited = state()
+    assert "tool-b" in edited[0] and "tool-a" in edited[1]
+    again = cluster.kubectl("create", "-k", str(STATE), check=False)  # a second run replaces nothing
+    assert again.returncode != 0 and "AlreadyExists" in again.stderr
+    base = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            d
+            for d in yaml.safe_load_all(cluster.kubectl("kustomize", str(BASE)).stdout)
+            if d and not d["apiVersion"].startswith("cert-manager.io/")  # no CRDs here
+        ],
+    }
+    try:
+        for extra in ([], ["--prune", "-l", "app.kubernetes.io/part-of=imagegate"]):
+            cluster.kubectl("apply", *extra, "-f", "-", stdin=json.dumps(base))
+            assert state() == edited
+    finally:
+        unregister(cluster, ["imagegate"])  # deploy/base's webhooks: fail closed, nothing serves them here
