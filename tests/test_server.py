@@ -6,6 +6,7 @@ Requests are shaped as kube-apiserver sends them (tests/fixtures/admission/*.jso
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import signal
@@ -422,6 +423,44 @@ def test_graceful_shutdown(tmp_path: Path) -> None:
         webhook.process.send_signal(signal.SIGTERM)
         assert webhook.process.wait(timeout=20) == 0  # an orderly stop, not death by signal
         assert "imagegate stopped" in webhook.logs()  # the lifespan shutdown ran
+
+
+def _read_until_closed(tls: ssl.SSLSocket) -> bytes:
+    received = b""
+    with contextlib.suppress(ssl.SSLError, ConnectionError):
+        while chunk := tls.recv(65536):
+            received += chunk
+    return received
+
+
+def test_shutdown_closes_idle_connections_at_once_and_answers_in_flight(tmp_path: Path) -> None:
+    """SIGTERM closes idle keep-alive connections (the API server keeps some open) at once and
+    waits only for requests in flight: one half sent when the signal comes still gets its answer,
+    and the process exits well within the 15 s grace."""
+    review = json.dumps(fixture("pod-create.json")).encode()
+    head = b"POST /validate HTTP/1.1\r\nhost: imagegate\r\ncontent-type: application/json\r\n"
+    head += b"content-length: %d\r\n\r\n" % len(review)
+    with run_webhook(tmp_path) as webhook:
+        idle = webhook.client()
+        assert idle.get("/healthz").status_code == 200  # and its connection stays open, idle
+        context = ssl.create_default_context(cafile=webhook.tls.ca_cert)
+        with (
+            socket.create_connection(("127.0.0.1", webhook.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(head + review[:100])
+            signalled = time.monotonic()
+            webhook.process.send_signal(signal.SIGTERM)
+            deadline = signalled + 10
+            while "stopping" not in webhook.logs() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert "in_flight=1" in webhook.logs() or '"in_flight": 1' in webhook.logs(), webhook.logs()
+            tls.sendall(review[100:])
+            answer = _read_until_closed(tls)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+        assert b'"allowed":false' in answer
+        assert webhook.process.wait(timeout=14) == 0, webhook.logs()
+        assert time.monotonic() - signalled < 5, "shutdown waited for the idle connection"
 
 
 def test_update_without_change_of_review_shape(webhook: WebhookProcess) -> None:

@@ -404,6 +404,17 @@ class _Connection(asyncio.Protocol):
             self.phase = _CLOSING
             self._close()
 
+    def busy(self) -> bool:
+        """A request is being received, decided or answered (its answer not yet handed to the kernel)."""
+        if self.transport is None or self.phase is _LINGERING:  # a lingering one was answered already
+            return False
+        return (
+            self.waiting is not None
+            or self.receiving
+            or bool(self.queue or self.outgoing)
+            or self.transport.get_write_buffer_size() > 0
+        )
+
     def close_when_idle(self) -> None:
         """For shutdown: close now unless a request is being received or answered."""
         if self.transport is None:
@@ -518,10 +529,20 @@ class HttpServer:
             self.stopping = True
             server.close()
             deadline = loop.time() + grace
-            while self.connections and loop.time() < deadline:
+            busy = sum(connection.busy() for connection in self.connections)
+            log.info("stopping", connections=len(self.connections), in_flight=busy)
+            # Idle connections are closed at once, busy ones as soon as their answer is sent.
+            # Only requests in flight are waited for: a closed TLS connection waits for the
+            # client's close_notify, which an idle keep-alive client (the API server's) never
+            # sends before its own idle timeout, so closed ones are dropped at the end.
+            while True:
                 for connection in list(self.connections):
                     connection.close_when_idle()
+                if not any(connection.busy() for connection in self.connections) or loop.time() >= deadline:
+                    break
                 await asyncio.sleep(0.05)
+            if self.connections:
+                await asyncio.sleep(0.05)  # a turn for the close_notify just written to be sent
             for connection in list(self.connections):
                 if connection.transport is not None:
                     connection.transport.abort()
