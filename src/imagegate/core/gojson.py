@@ -93,14 +93,14 @@ class GoType:
         return None
 
 
-STRING: Final = GoType(_STRING, "string")
-INT64: Final = GoType(_INT64, "int64")
-BYTES: Final = GoType(_BYTES, "[]uint8")
-RAW: Final = GoType(_RAW, "json.RawMessage")
+STRING: Final[GoType] = GoType(_STRING, "string")
+INT64: Final[GoType] = GoType(_INT64, "int64")
+BYTES: Final[GoType] = GoType(_BYTES, "[]uint8")
+RAW: Final[GoType] = GoType(_RAW, "json.RawMessage")
 # A type that decodes itself (a *time.Time) and that only reports read: the last string given,
 # None for null or anything else, never an error (where Go's decoder fails, the runtime's pull
 # fails, so reading it loosely can only accept what the node refuses).
-ANY: Final = GoType(_ANY, "any")
+ANY: Final[GoType] = GoType(_ANY, "any")
 
 
 def struct(name: str, *fields: tuple[str, GoType]) -> GoType:

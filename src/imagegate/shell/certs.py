@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from imagegate.core.names import DNS_LABEL_RULE, is_dns_label
+from imagegate.shell.cert_terms import CA_DAYS, CertificateError
 
 __all__ = [
     "CA_DAYS",
@@ -39,15 +40,10 @@ __all__ = [
 ]
 
 
-CA_DAYS = 3650  # ten years, as deploy/'s cert-manager CA (87600h) and kubeadm's CAs
 MAX_DAYS = 36500  # a hundred years: anything longer is a typo, and near year 9999 datetime overflows
 _CLOCK_SKEW = dt.timedelta(minutes=5)  # certificates start a little in the past: clocks differ
 
 CertificateAuthority = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
-
-
-class CertificateError(Exception):
-    """Certificates that cannot be made, loaded or used; the message is one line for the user."""
 
 
 @dataclass(frozen=True)

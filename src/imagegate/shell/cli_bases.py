@@ -42,7 +42,7 @@ from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.html_report import render_bases_report
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject
-from imagegate.shell.registry import RegistryError
+from imagegate.shell.registry_errors import RegistryError
 from imagegate.shell.verification import RegistryGate, tagged_versions
 
 

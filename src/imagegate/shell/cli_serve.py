@@ -13,18 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from imagegate.shell.certs import (
-    CA_DAYS,
-    CertificateError,
-    check_leaf_fits,
-    check_pair,
-    dns_names_of,
-    find_ca,
-    load_ca,
-    make_certificates,
-    prepare_directory,
-    service_dns_names,
-)
+from imagegate.shell.cert_terms import CA_DAYS, CertificateError
 from imagegate.shell.cli_common import (
     GrantsOption,
     IdentitiesOption,
@@ -46,6 +35,8 @@ _WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
 
 def _dev_certificate(directory: Path, host: str, port: int) -> tuple[Path, Path]:
     """The development certificate (its CA kept across runs, so the caBundle stays) and a true hint."""
+    from imagegate.shell.certs import find_ca, make_certificates, prepare_directory  # noqa: PLC0415 (cryptography)
+
     hosts = ["localhost", "127.0.0.1", *([host] if host not in (*_LOOPBACK_NAMES, *_WILDCARD_ADDRESSES) else [])]
     try:
         prepare_directory(directory, "--dev-cert-dir")
@@ -129,6 +120,8 @@ def serve(
     if tls_cert is None or tls_key is None:
         tls_cert, tls_key = _dev_certificate(dev_cert_dir, host, port)
     else:
+        from imagegate.shell.certs import check_pair  # noqa: PLC0415 (cryptography: serve's own command only)
+
         try:
             check_pair(tls_cert, tls_key)
         except CertificateError as exc:
@@ -184,6 +177,16 @@ def certs(
     webhooks' caBundle stays valid. An existing CA is never replaced.
     """
     import shlex  # noqa: PLC0415
+
+    from imagegate.shell.certs import (  # noqa: PLC0415 (cryptography: this command only)
+        check_leaf_fits,
+        dns_names_of,
+        find_ca,
+        load_ca,
+        make_certificates,
+        prepare_directory,
+        service_dns_names,
+    )
 
     try:
         earlier = dns_names_of(out / "tls.crt") if renew and service is None and namespace is None else None
