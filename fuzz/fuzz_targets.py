@@ -4,6 +4,8 @@
     python fuzz/fuzz_targets.py policy -max_total_time=600
     python fuzz/fuzz_targets.py review -max_total_time=600
 
+or every target, as the README says: ``scripts/fuzz.sh [SECONDS per target] [TARGET...]``.
+
 Each target feeds arbitrary bytes to one parser; only the documented errors may come out.
 Anything else (an unexpected exception, a hang, a crash) is a finding, saved by libFuzzer.
 """
