@@ -29,7 +29,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from imagegate.core.policy import load_grants, load_identities
+from imagegate.core.policy import load_grants, load_identities, load_policy
 from tests.kube_cluster import KubeCluster, register, start_cluster, unregister
 from tests.shipped import BASE, CHART, STATE, policy_text, render_chart, webhook_configurations
 from tests.webhook_process import run_webhook
@@ -149,15 +149,21 @@ def test_a_default_install_is_refused_and_denies_nothing(
     for name in ("imagegate-grants", "imagegate-identities"):
         (seed,) = (d for d in documents if d["metadata"]["name"] == name)
         assert seed["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    # policy.override.podSecurity.mode=warn is the stated way to install without them
-    warned = helm_config.render(
-        chart,
-        {"policy": {"override": {"podSecurity": {"mode": "warn"}}}},
-        name=RELEASE,
-        namespace=NAMESPACE,
-        is_install=True,
-    )
-    assert "mode: warn" in policy_text(rendered_objects(warned))
+    # The other ways the message names: the check runs (a cluster-aware install render) and passes.
+    for override in (
+        {"mode": "warn"},
+        {"toolProfile": {"uidLabel": UID_LABEL}},
+        {"toolProfile": {"identities": {"tool-a": {"uid": 50001}}}},
+    ):
+        values = {"policy": {"override": {"podSecurity": override}}}
+        files = helm_config.render(chart, values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        settings = load_policy(policy_text(rendered_objects(files))).pod_security
+        assert settings is not None and settings.tool is not None
+        assert (settings.mode.value, settings.tool.uid_label, list(settings.tool.identities)) == (
+            "warn" if "mode" in override else "enforce",
+            UID_LABEL if "uidLabel" in str(override) else None,
+            ["tool-a"] if "identities" in str(override) else [],
+        )
 
 
 def test_helm_upgrade_keeps_what_the_cli_wrote(

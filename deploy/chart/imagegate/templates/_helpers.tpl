@@ -145,8 +145,9 @@ level restricted.
 
 {{/*
 Why this install is refused, or "": the served policy's tool profile would deny every tool pod
-from the first minute (enforce, no uidLabel) and there are no identities to read: none in the
-values and none in the cluster's identities ConfigMap. Checked on install only, and only
+from the first minute (enforce, no uidLabel, none in the policy: core/policy.py's
+identities_missing) and there are no identities to read: none in the values and none in the
+cluster's identities ConfigMap. Checked on install only, and only
 against a cluster (kube-system found): offline (helm template, lint) nothing can be looked up.
 An upgrade is never refused for it: /readyz and imagegate_identities say so (docs/deploy.md).
 */}}
@@ -155,7 +156,7 @@ An upgrade is never refused for it: /readyz and imagegate_identities say so (doc
 {{- $settings := index (fromYaml (include "imagegate.policy" .)) "podSecurity" -}}
 {{- if kindIs "map" $settings -}}
 {{- $tool := index $settings "toolProfile" -}}
-{{- if and (kindIs "map" $tool) (not (index $tool "uidLabel")) (eq (toString (index $settings "mode" | default "enforce")) "enforce") -}}
+{{- if and (kindIs "map" $tool) (not (index $tool "uidLabel")) (not (index $tool "identities")) (eq (toString (index $settings "mode" | default "enforce")) "enforce") -}}
 {{- $name := printf "%s-identities" (include "imagegate.fullname" .) -}}
 {{- $live := lookup "v1" "ConfigMap" .Release.Namespace $name -}}
 {{- $document := fromYaml (index ($live.data | default dict) "identities.yaml" | default "") -}}
