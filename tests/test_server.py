@@ -71,7 +71,10 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess
     (workdir / "policy.yaml").write_text(POLICY)
     (workdir / "grants").mkdir()
     (workdir / "grants" / "grants.yaml").write_text(GRANTS)
-    with run_webhook(workdir, policy=workdir / "policy.yaml", grants=workdir / "grants" / "grants.yaml") as process:
+    # A request that stalls gets its 408 after 2 s, not the default 10 (test_slow_body_gets_408).
+    with run_webhook(
+        workdir, "--request-timeout", "2", policy=workdir / "policy.yaml", grants=workdir / "grants" / "grants.yaml"
+    ) as process:
         yield process
 
 
@@ -270,7 +273,7 @@ def test_slow_body_gets_408(webhook: WebhookProcess) -> None:
         started = time.monotonic()
         reply = tls.recv(4096)
         assert reply.startswith(b"HTTP/1.1 408"), reply
-        assert time.monotonic() - started < 20
+        assert 1.5 < time.monotonic() - started < 10  # --request-timeout 2 (the sweeper runs twice a second)
 
 
 def test_methods_and_paths(webhook: WebhookProcess) -> None:

@@ -98,6 +98,13 @@ def serve(
     log_level: Annotated[LogLevel, typer.Option(help="Least severe log lines written.")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option(help="json (one object per line) or console.")] = LogFormat.json,
     max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get HTTP 413.", min=1)] = 8 * 1024 * 1024,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds from a request's first byte to its last; a slower one gets HTTP 408. Default: 10.",
+            min=0.1,
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Server processes sharing the port (one per core).", min=1)] = 1,
     metrics_per_namespace: Annotated[
         bool,
@@ -108,7 +115,13 @@ def serve(
 
     With no flags: the built-in policy and a self-signed development certificate.
     """
-    from imagegate.shell.server import SERVING_MODULE, ListenError, ServerSettings, check_listen  # noqa: PLC0415
+    from imagegate.shell.server import (  # noqa: PLC0415
+        DEFAULT_REQUEST_TIMEOUT,
+        SERVING_MODULE,
+        ListenError,
+        ServerSettings,
+        check_listen,
+    )
 
     configure_logging(log_level, json=log_format is LogFormat.json)
     if (tls_cert is None) != (tls_key is None):
@@ -135,6 +148,7 @@ def serve(
         grants_path=grants,
         identities_path=identities,
         max_body_bytes=max_body_bytes,
+        request_timeout=DEFAULT_REQUEST_TIMEOUT if request_timeout is None else request_timeout,
         log_level=log_level.value,
         log_json=log_format is LogFormat.json,
         workers=workers,
