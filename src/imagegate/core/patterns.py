@@ -289,13 +289,6 @@ class PatternSet:
                 self._resolved[namespace] = found
         return found
 
-    def first_match_in(self, ref: Reference, namespace: str) -> RepositoryPattern | None:
-        """``first_match``, then the templates filled in for ``namespace``."""
-        found = self.first_match(ref)
-        if found is None and self.templates:
-            found = self.resolved(namespace).first_match(ref)
-        return found
-
     def for_namespace(self, namespace: str) -> PatternSet:
         """Every entry as it reads in ``namespace``: the plain ones and the templates filled in."""
         if not self.templates:

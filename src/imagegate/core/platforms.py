@@ -44,7 +44,6 @@ __all__ = [
     "node_platform",
     "normalize",
     "normalize_platform",
-    "normalize_platform_text",
     "parse_platform",
     "preference",
     "runnable_entries",
@@ -137,12 +136,6 @@ def normalize_platform(os_name: str, architecture: str, variant: str = "") -> st
         os_name = "darwin"
     architecture, variant = _normalize_architecture(architecture, variant)
     return "/".join(part for part in (os_name, architecture, variant) if part)
-
-
-def normalize_platform_text(text: str) -> str:
-    """:func:`normalize_platform` of ``os/architecture[/variant]`` text, leniently."""
-    parts = [*text.split("/", 2), "", ""]
-    return normalize_platform(parts[0], parts[1], parts[2])
 
 
 def parse_platform(text: str) -> str:

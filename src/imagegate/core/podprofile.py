@@ -15,10 +15,12 @@ every pod template) in a governed namespace:
 
 Pure: the caller passes the namespace's identity when it knows it.
 
-Over 500 lines on purpose: the profile's checks and the mutation that fills in what they
-require share one set of field paths (``_POD_USER``... and the ``*_MUTATED_FIELDS`` that
-core/webhooks.py derives the mutating condition from); apart, a field could be required
-without being filled in, or filled in without being checked.
+It holds the policy's pod security settings (levels, exemptions, the tool profile), the
+mutation and the tool profile's checks. The mutation names its field paths once
+(``_POD_USER``..., and the ``*_MUTATED_FIELDS`` that core/webhooks.py derives the mutating
+condition from); the checks read the same fields by their own names, so nothing but the
+tests (a filled-in pod is admitted: test_mutation_refusals.py, test_toolforge.py) keeps the
+two in agreement.
 """
 
 from __future__ import annotations

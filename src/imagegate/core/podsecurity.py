@@ -44,6 +44,7 @@ __all__ = [
     "parse_version",
     "plainly_passes",
     "shortcut_plan",
+    "validate_checks",
 ]
 
 LEVELS = ("privileged", "baseline", "restricted")
@@ -683,6 +684,34 @@ CHECKS: tuple[Check, ...] = (
     _one("procMount_restricted", "restricted", (1, 35), check_proc_mount_restricted, _PROC_MOUNT_READS),
 )
 
+
+def validate_checks(catalog: tuple[Check, ...]) -> None:
+    """Refuse a catalogue upstream's ``validateChecks`` refuses (``ValueError``): one check per
+    id, each of level baseline or restricted, with at least one entry, entries' versions
+    strictly increasing (``Check.at`` takes the last one in force) and each with a function."""
+    seen: set[str] = set()
+    for check in catalog:
+        if check.id in seen:
+            raise ValueError(f"multiple Pod Security checks registered for id {check.id!r}")
+        seen.add(check.id)
+        if check.level not in LEVELS[1:]:
+            raise ValueError(f"Pod Security check {check.id!r}: invalid level {check.level!r}")
+        if not check.versions:
+            raise ValueError(f"Pod Security check {check.id!r}: no versions")
+        newest: Version = (0, 0)
+        for entry in check.versions:
+            if entry.since <= newest:
+                raise ValueError(
+                    f"Pod Security check {check.id!r}: version {entry.since} does not follow {newest}: "
+                    "entries must be oldest first, each version once"
+                )
+            if not callable(entry.run):
+                raise ValueError(f"Pod Security check {check.id!r}: version {entry.since} has no function")
+            newest = entry.since
+
+
+validate_checks(CHECKS)  # at import, as upstream's init: a broken catalogue never judges a pod
+
 # A check in force: its id and the entry that runs.
 ActiveCheck = tuple[str, VersionedCheck]
 
@@ -699,7 +728,11 @@ def checks_for(
     if level not in LEVELS:
         raise ValueError(f"unknown Pod Security level {level!r}; use one of {', '.join(LEVELS)}")
     included = LEVELS[1 : LEVELS.index(level) + 1]
-    source = CHECKS if catalog is None else catalog
+    if catalog is None:
+        source = CHECKS
+    else:
+        validate_checks(catalog)
+        source = catalog
     active: list[ActiveCheck] = []
     for check in source:
         if check.level in included and check.id not in skip:

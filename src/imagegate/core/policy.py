@@ -11,9 +11,11 @@ The four choices a platform has are all settings here:
 * open for a limited time: grants with ``expires``;
 * open for selected tools: grants per namespace, optionally limited to ``registries``.
 
-Over 500 lines on purpose: it is the schema of the policy document (the msgspec types, then
-one loader per section with the line of each error). A section's type, its validation and
-its compiled form change together; one module keeps them in one place per section.
+What it holds, in order: the msgspec types of the policy, grants and identities documents
+(``*Doc``); their compiled forms (``Policy``, ``Grant``, ``ImageClass``...); a translator from
+msgspec's validation errors to errors naming the key and its line, which knows nothing of
+policies; one loader per section; and the writing of grants back as YAML. A section's type and
+its loader sit far apart (the types first, the loaders below), not side by side.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ files: a worker that has exited still counts, like its counters do.
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -49,12 +48,11 @@ class BatchedHistogram:
     def new_counts(self) -> list[int]:
         return [0] * (len(self.buckets) + 1)
 
-    def bucket_of(self, value: float) -> int:
-        """The index of the first bucket whose upper bound is >= ``value`` (``le``)."""
-        return bisect.bisect_left(self.buckets, value)
-
     def add(self, batch: Mapping[str, tuple[float, list[int]]]) -> None:
-        """Add a batch of observations counted with :meth:`new_counts` and :meth:`bucket_of`."""
+        """Add a batch of observations counted with :meth:`new_counts`.
+
+        A value counts in the first bucket whose upper bound (``le``) is >= it: ``bisect_left``.
+        """
         if not batch:
             return
         self._merge(self._totals, batch)

@@ -22,12 +22,10 @@ import msgspec
 
 from imagegate.core.yamldoc import DocumentError, kubectl_number, load_yaml_documents
 
-__all__ = ["ManifestError", "SourcedObject", "read_manifests"]
+__all__ = ["SourcedObject", "read_manifests"]
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
-
-ManifestError = DocumentError
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,6 @@ class RegistrySettings:
     max_manifest_bytes: int = 4 * 1024 * 1024
     max_config_bytes: int = 8 * 1024 * 1024
     per_registry_concurrency: int = 8
-    digest_ttl: float = 24 * 3600
     tag_ttl: float = 60
     negative_ttl: float = 5
     cache_size: int = 4096

@@ -8,9 +8,11 @@ certificate without dropping a connection, and one process per core sharing the 
 Routes: ``POST /validate``, ``POST /mutate``, ``GET /healthz``, ``GET /readyz``,
 ``GET /metrics``.
 
-Over 500 lines on purpose: the metrics, the TLS reloader, the app and the worker processes
-share the settings and each other's state (a reload is counted in the metrics, readiness
-reads the reloader's state); apart, they would import each other.
+It holds four parts that could stand apart: the metrics (``Metrics``), the TLS reloader
+(``TlsReloader``), the request handler (``WebhookApp``) and the listening socket and worker
+processes (``run_server``). Their links run one way (the reloader counts reloads in a
+``Metrics``; the app holds both; the workers build the app from ``ServerSettings``), so apart
+none would import one that imports it back: they share a module only because it is not split yet.
 """
 
 from __future__ import annotations
@@ -224,7 +226,7 @@ class Metrics:
             finding_key = (rule, mode, namespace) if self.per_namespace else (rule, mode)
             self._findings[finding_key] = self._findings.get(finding_key, 0) + 1
         total, counts = self._latencies.get(endpoint) or (0.0, self.latency.new_counts())
-        counts[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1  # BatchedHistogram.bucket_of, inlined
+        counts[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1  # the first bucket whose le >= elapsed
         self._latencies[endpoint] = (total + elapsed, counts)
 
     def flush(self) -> None:
