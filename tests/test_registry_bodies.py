@@ -305,9 +305,11 @@ def test_the_webhook_answers_by_policy_never_an_internal_error(
         if on_error == "deny":
             assert response["allowed"] is False, (fault, response)
             assert f"{reason}; denied by registry.onError: deny" in response["status"]["message"], (fault, response)
-        else:  # admitted unverified; what happened is in imagegate's log (the response carries no warning)
+        else:  # admitted unverified: the tenant is told in a warning, the detail is in imagegate's log
             assert response["allowed"] is True, (fault, response)
             assert (f"{faulty.host}/tool-a/{fault}:1", FAULTS[fault].value) in failures, (fault, failures)
+            said = [w for w in response["warnings"] if "allowed by registry.onError: allow" in w]
+            assert len(said) == 1 and "not verified" in said[0], (fault, response["warnings"])
     assert 'imagegate_decisions_total{endpoint="validate"' in metrics  # the counters were read
     assert 'reason="internal"' not in metrics, metrics
 

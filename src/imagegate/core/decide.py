@@ -340,6 +340,22 @@ _SIGNATURE_CHECKED_BESIDE = frozenset({Rule.BASE_IMAGE_UNVERIFIED, Rule.BASE_IMA
 _MODE_STRENGTH = {Mode.ENFORCE: 2, Mode.WARN: 1, Mode.AUDIT: 0}
 
 
+def _unverified_notices(verdicts: Sequence[ImageVerdict], lookups: Lookups) -> list[str]:
+    """What passed only by an ``onError: allow`` (the registry could not be asked): the tenant is
+    told, so an admission without a check is never silent."""
+    said: list[str] = []
+    for verdict in verdicts:
+        reference = verdict.reference
+        if reference is None or verdict.finding is not None:
+            continue
+        base = lookups.base_verdicts.get(reference)
+        details = [base.detail] if base is not None and base.unverified else []
+        for found in (lookups.signatures.get(reference, ()), lookups.attestations.get(reference, ())):
+            details.extend(v.detail for v in found if v.ok and v.unverified)
+        said.extend(f"{verdict.use.label} image {reference!r}: {detail}" for detail in details)
+    return list(dict.fromkeys(said))
+
+
 def _signature_check(verdict: ImageVerdict, image: ImageClass, grant: Grant | None) -> SignatureCheck | None:
     """What an image's signatures must be verified against, or None when no rule covers it: the
     ``signatures`` rules whose images match, and the ``signedBy`` of the grant that admitted it."""
@@ -492,7 +508,7 @@ def decide(
         base_verdicts=lookups.base_verdicts,
     )
     days = policy.warn_before_expiry_days
-    notices = tuple(expiry_notice(g, now) for g in judge.active if g.expiring(now, days)) if judge.active else ()
+    expiring = tuple(expiry_notice(g, now) for g in judge.active if g.expiring(now, days)) if judge.active else ()
     seen_before = _old_keys(old_object)
     verdicts: list[ImageVerdict] = []
     judged: list[tuple[ImageVerdict, Reference | None]] = []
@@ -553,5 +569,5 @@ def decide(
         pins_after_checks=pins_after_checks,
         signature_checks_needed=tuple(needs_signatures),
         attestation_checks_needed=tuple(needs_attestations),
-        notices=notices,
+        notices=(*expiring, *_unverified_notices(verdicts, lookups)),
     )

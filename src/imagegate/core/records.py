@@ -180,6 +180,9 @@ class BaseImageVerdict(msgspec.Struct, frozen=True):
     ok: bool
     detail: str
     digest: str | None = None  # the image (index) digest judged: pinning pins exactly this one
+    # passed without being verified (the registry could not be asked; onError: allow): the
+    # tenant is told so in a warning, never silently admitted
+    unverified: bool = False
 
 
 class SignatureVerdict(msgspec.Struct, frozen=True):
@@ -190,6 +193,7 @@ class SignatureVerdict(msgspec.Struct, frozen=True):
     detail: str
     digest: str | None = None  # the image digest whose signatures (attestations) were judged
     mode: Mode = Mode.ENFORCE  # the rule's: what a failure does
+    unverified: bool = False  # passed by the rule's onError: allow, not by a signature: said in a warning
 
 
 class SignatureCheck(msgspec.Struct, frozen=True):

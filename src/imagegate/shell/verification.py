@@ -290,7 +290,9 @@ class RegistryGate:
             if exc.kind in _NOT_A_REGISTRY_FAILURE:  # an answer that is refused, or no question asked
                 return BaseImageVerdict(False, reason)
             if policy.registry.on_error == "allow":
-                return BaseImageVerdict(True, f"not verified: {reason}; allowed by registry.onError: allow")
+                return BaseImageVerdict(
+                    True, f"not verified: {reason}; allowed by registry.onError: allow", unverified=True
+                )
             return BaseImageVerdict(False, f"{reason}; denied by registry.onError: deny")
         return verify_image(image, self.bases.versions)
 
@@ -525,7 +527,7 @@ def _registry_failure(reference: str, exc: RegistryError, what: str, rule: Signa
     reason = tenant_reason(reference, exc)
     if rule.on_error == "allow" and exc.kind not in _NOT_A_REGISTRY_FAILURE:
         return SignatureVerdict(
-            True, f"{what} not verified: {reason}; allowed by {rule.name} onError: allow", None, rule.mode
+            True, f"{what} not verified: {reason}; allowed by {rule.name} onError: allow", None, rule.mode, True
         )
     return SignatureVerdict(
         False, f"{what} not verified: {reason}; denied by {rule.name} onError: {rule.on_error}", None, rule.mode
