@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import threading
 import time
@@ -18,8 +19,11 @@ from hypothesis import strategies as st
 from imagegate.shell.http import LINGER_SECONDS, MAX_HEADER_BYTES, HttpServer, Limits, Request, Response
 from tests.loopback import free_port
 
+SLOW_STARTED = threading.Event()  # set by each /slow request when its handler starts
+
 
 async def _slow(request: Request) -> Response:
+    SLOW_STARTED.set()
     await asyncio.sleep(0.3)
     return Response(200, b"slow " + request.body)
 
@@ -159,11 +163,14 @@ def test_heavy_requests_wait_behind_light_ones_never_the_reverse() -> None:
     """A light request that arrives while heavy ones queue is decided before all but the heavy
     one in progress; pipelined requests on one connection still keep their order."""
     order: list[bytes] = []
+    others_sent = threading.Event()
 
     def deciding(request: Request) -> Response:
         order.append(request.path.encode())
         if request.path == "/heavy0":
-            time.sleep(0.5)  # the first heavy decision holds the loop while the others arrive
+            # The first heavy decision holds the loop until the others are in the server's
+            # socket (sent on loopback), so all of them wait for it together.
+            assert others_sent.wait(timeout=10)
         return Response(200, request.path.encode())
 
     running = start_server(Limits(max_body_bytes=10_000, request_timeout=5.0, heavy_body_bytes=1000), deciding)
@@ -179,6 +186,7 @@ def test_heavy_requests_wait_behind_light_ones_never_the_reverse() -> None:
         for n in (1, 2, 3):
             connections[n].sendall(post(f"/heavy{n}", b"h" * 2000))
         connections[4].sendall(post("/light", b"l") + post("/heavy4", b"h" * 2000) + post("/light-after", b"l"))
+        others_sent.set()
         for n, conn in enumerate(connections[:4]):
             assert read_responses(conn, 1)[0].endswith(b"/heavy%d" % n)
         light, heavy, after = read_responses(connections[4], 3)
@@ -290,8 +298,9 @@ def test_shutdown_finishes_requests_in_flight(server: Running) -> None:
     idle = server.connect()
     idle.sendall(post("/x", b""))
     read_responses(idle, 1)
+    SLOW_STARTED.clear()
     busy.sendall(post("/slow", b"last"))
-    time.sleep(0.1)  # the slow handler is running
+    assert SLOW_STARTED.wait(timeout=5)  # the slow handler is running
     server.loop.call_soon_threadsafe(server.stop.set)
     reply = read_all(busy)  # answered, then closed
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"slow last") and b"connection: close" in reply
@@ -303,17 +312,47 @@ def test_shutdown_finishes_requests_in_flight(server: Running) -> None:
         server.connect()
 
 
-def test_a_client_that_does_not_read_is_not_read_from_until_it_does(server: Running) -> None:
-    """Pipelined requests whose answers (12 MiB) exceed every buffer: flow control, nothing lost."""
-    count = 200
-    with server.connect() as conn:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        sender = threading.Thread(target=lambda: conn.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * count))
-        sender.start()
-        time.sleep(0.5)  # the server fills its buffers and stops reading
-        responses = read_responses(conn, count)
-        sender.join(timeout=10)
+def test_a_client_that_does_not_read_is_not_read_from_until_it_does() -> None:
+    """Pipelined requests whose answers (38 MiB) exceed every buffer: while the client reads
+    nothing, the server stops reading its requests (they wait in the kernel, and the client's
+    send blocks); once it reads, every answer comes, in order. Without flow control the server
+    would read and answer all of them into its memory, and the sending would never block."""
+    count = 600
+    decided: list[int] = []
+
+    def big(request: Request) -> Response:
+        decided.append(1)
+        return Response(200, b"x" * 65536)
+
+    # Requests of 16 KiB: 9.4 MiB of them, more than the kernel's buffers on both ends hold.
+    request = b"GET /big HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 16384 + b"\r\n\r\n"
+    running = start_server(Limits(max_body_bytes=1000, request_timeout=60.0, keep_alive_timeout=60.0), big)
+    try:
+        with running.connect() as conn:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+            conn.setblocking(False)
+            data = memoryview(request * count)
+            sent = 0
+            # Send without reading until the server has read nothing for 2 s (its socket full).
+            while sent < len(data):
+                _, writable, _ = select.select([], [conn], [], 2.0)
+                if not writable:
+                    break
+                with contextlib.suppress(BlockingIOError):
+                    sent += conn.send(data[sent:])
+            assert sent < len(data), "the server read every request while its answers were not read"
+            assert len(decided) < count // 2, len(decided)  # decided only what it read
+            conn.setblocking(True)
+            conn.settimeout(30)
+            sender = threading.Thread(target=lambda: conn.sendall(data[sent:]))
+            sender.start()
+            responses = read_responses(conn, count)
+            sender.join(timeout=30)
         assert len(responses) == count and all(r.endswith(b"x" * 65536) for r in responses)
+    finally:
+        running.shutdown()
+    assert running.errors == []
 
 
 REQUEST_LINES = st.sampled_from(
