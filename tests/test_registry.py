@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -286,10 +287,10 @@ def _manifest_headers(body: bytes, digest: str | None = None) -> dict[str, str]:
     }
 
 
-def _behave(kind: str, hits: list[str]) -> Any:
+def _behave(kind: str, hits: list[str], released: threading.Event) -> Any:
     def behaviour(handler: BaseHTTPRequestHandler) -> None:
         if kind == "slow":
-            time.sleep(3)
+            released.wait(timeout=10)  # answers only once the test has seen the client give up
             reply(handler, 200, MANIFEST, _manifest_headers(MANIFEST))
         elif kind == "500":
             reply(handler, 500, b"internal error")
@@ -338,11 +339,13 @@ def _behave(kind: str, hits: list[str]) -> Any:
 def test_registry_faults(tmp_path: Path, kind: str, error_kind: str, text: str) -> None:
     tls = make_certificates(tmp_path / "tls", ["127.0.0.1"])
     hits: list[str] = []
-    with https_server(fault_handler(_behave(kind, hits), hits), tls) as host:
+    released = threading.Event()
+    with https_server(fault_handler(_behave(kind, hits, released), hits), tls) as host:
         c = RegistryClient(RegistrySettings(ca_file=tls.ca_cert, timeout=1.0))
         started = time.monotonic()
         with pytest.raises(RegistryError) as caught:
             resolve(c, f"{host}/tool/app:1")
+        released.set()
         assert caught.value.kind == error_kind, str(caught.value)
         assert text in str(caught.value)
         assert time.monotonic() - started < 5
@@ -625,7 +628,8 @@ def test_base_refresh_retries_after_a_registry_outage(pushed: Pushed, tmp_path: 
     import signal  # noqa: PLC0415
 
     policy = dataclasses.replace(_policy(pushed, tmp_path), registry=_registry_config(pushed, tmp_path, timeout=0.5))
-    gate = RegistryGate()
+    moved = [0.0]  # seconds the registry client's cache clock is moved ahead
+    gate = RegistryGate(timer=lambda: time.monotonic() + moved[0])
 
     async def scenario() -> tuple[Any, Any]:
         pushed.registry.process.send_signal(signal.SIGSTOP)
@@ -634,7 +638,7 @@ def test_base_refresh_retries_after_a_registry_outage(pushed: Pushed, tmp_path: 
             assert gate.bases.last_error is not None and not gate.bases.versions
         finally:
             pushed.registry.process.send_signal(signal.SIGCONT)
-        await asyncio.sleep(6)  # past the client's negative cache
+        moved[0] += 6  # past the client's negative cache (5 s)
         ends = asyncio.get_running_loop().time() + policy.registry.lookup_timeout
         verdict = await gate._verdict(policy, pushed.ref("tool-a/app:on-v1"), ends)
         await gate.aclose()

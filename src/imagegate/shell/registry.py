@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,8 @@ class RegistrySettings:
     max_index_entries: int = 16
     ca_file: Path | None = None
     credentials: CredentialSource = field(default_factory=DockerConfigCredentials)
+    # The clock of the tag and failure caches (tests move it instead of waiting out a TTL).
+    timer: Callable[[], float] = time.monotonic
     token_cache_size: int = 1024  # Bearer tokens kept: one per registry and repository
     # A lookup shared by concurrent callers (single flight) ends within this, whether or not anyone
     # still waits for it: a tenant's slow registry cannot pile up work nobody will use.
@@ -168,8 +171,12 @@ class RegistryClient:
         )
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._by_digest: LRUCache[str, ResolvedImage] = LRUCache(self.settings.cache_size)
-        self._tags: TTLCache[str, str] = TTLCache(self.settings.cache_size, self.settings.tag_ttl)
-        self._failures: TTLCache[str, RegistryError] = TTLCache(self.settings.cache_size, self.settings.negative_ttl)
+        self._tags: TTLCache[str, str] = TTLCache(
+            self.settings.cache_size, self.settings.tag_ttl, timer=self.settings.timer
+        )
+        self._failures: TTLCache[str, RegistryError] = TTLCache(
+            self.settings.cache_size, self.settings.negative_ttl, timer=self.settings.timer
+        )
         # A tag's manifest as :meth:`digest` read it, until :meth:`resolve` reads it (by digest: immutable),
         # bounded in bytes: a digest-only lookup then a resolution cost one manifest GET, not two.
         self._manifests: LRUCache[str, tuple[bytes, str]] = LRUCache(_MANIFESTS_KEPT_BYTES, getsizeof=_body_size)

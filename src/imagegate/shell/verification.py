@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -63,8 +64,10 @@ DECISION_LOOKUPS = "the registry lookups of this decision"
 log = structlog.get_logger("imagegate.verification")
 
 
-def client_for(config: RegistryConfig, relative_to: Path | None = None) -> RegistryClient:
-    """A registry client configured by the policy's ``registry`` section."""
+def client_for(
+    config: RegistryConfig, relative_to: Path | None = None, timer: Callable[[], float] | None = None
+) -> RegistryClient:
+    """A registry client configured by the policy's ``registry`` section (``timer``: its caches' clock)."""
     from imagegate.shell.registry import RegistryClient, RegistrySettings  # noqa: PLC0415
     from imagegate.shell.registry_auth import DockerConfigCredentials  # noqa: PLC0415
 
@@ -82,6 +85,7 @@ def client_for(config: RegistryConfig, relative_to: Path | None = None) -> Regis
             platforms=config.platforms,
             ca_file=resolve(config.ca_file),
             credentials=credentials,
+            timer=timer or time.monotonic,
         )
     )
 
@@ -201,8 +205,10 @@ class RegistryGate:
         clock: Callable[[], dt.datetime] | None = None,
         *,
         remember_failures: bool = False,
+        timer: Callable[[], float] | None = None,
     ) -> None:
         self.relative_to = relative_to
+        self._timer = timer  # the registry clients' cache clock (monotonic seconds); tests move it
         # reference -> why its digest could not be looked up; kept only when asked (a report
         # wants them all; the webhook would grow this without bound)
         self.pin_failures: dict[str, RegistryError] | None = {} if remember_failures else None
@@ -224,7 +230,7 @@ class RegistryGate:
 
     def client(self, config: RegistryConfig) -> RegistryClient:
         if config not in self._clients:
-            self._clients[config] = client_for(config, self.relative_to)
+            self._clients[config] = client_for(config, self.relative_to, self._timer)
         return self._clients[config]
 
     async def aclose(self) -> None:
