@@ -13,6 +13,7 @@ with kubectl (``lookup`` sees the cluster, as on ``helm upgrade``) nor a real ``
 with other values nor ``helm uninstall`` changes what the CLI wrote; imagegate serving the
 ConfigMaps after the upgrades admits the tool the CLI added. deploy/ likewise: deploy/state
 created once, the CLI, then deploy/base applied again (``--prune`` too) leaves the CLI's edits.
+A release made without ``keep`` (an older chart) keeps both through the upgrades that add it.
 """
 
 from __future__ import annotations
@@ -288,3 +289,42 @@ def test_kubectl_apply_of_deploy_base_keeps_what_the_cli_wrote(cluster: KubeClus
             assert state() == edited
     finally:
         unregister(cluster, ["imagegate"])  # deploy/base's webhooks: fail closed, nothing serves them here
+
+
+def test_a_release_whose_configmaps_lack_keep_keeps_them_on_upgrade(
+    cluster: KubeCluster, chart: helm.Chart, helm_config: helm.Config
+) -> None:
+    """An older chart (or configMapOwner: values) rendered them without "keep": the first upgrade with
+    configMapOwner: cli carries the cluster's data over, adding "keep", so leaving them out later
+    deletes nothing (without the carry-over Helm would delete both: they were in the release)."""
+    values = {**SELF_SIGNED, "configMapOwner": "values", "identities": {"tool-a": {"uid": 50001}}}
+    helm_config.install(chart, "old", values, namespace=NAMESPACE)
+    granted = operator(
+        cluster,
+        "grants",
+        "add",
+        "tool-b",
+        "-r",
+        "ghcr.io/b",
+        "--apply",
+        "--configmap",
+        f"{NAMESPACE}/old-imagegate-grants",
+    )
+    assert granted.returncode == 0, granted.stderr
+
+    def state() -> tuple[dict[str, Any], dict[str, Any]]:
+        found = [configmap(cluster, f"old-imagegate-{key}") for key in ("grants", "identities")]
+        return found[0], found[1]
+
+    edited = [c["data"] for c in state()]
+    try:
+        for revision in (2, 3):  # carried over with "keep", then left out
+            upgraded = helm_config.upgrade(chart, "old", {**values, "configMapOwner": "cli"}, namespace=NAMESPACE)
+            assert upgraded["revision"] == revision
+            now = state()
+            assert [c["data"] for c in now] == edited, revision
+            assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in now)
+        manifest = [d for d in yaml.safe_load_all(upgraded["manifest"]) if d and d["kind"] == "ConfigMap"]
+        assert [d["metadata"]["name"] for d in manifest] == ["old-imagegate-policy"]
+    finally:
+        helm_config.uninstall("old")

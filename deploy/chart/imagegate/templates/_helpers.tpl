@@ -167,3 +167,56 @@ An upgrade is never refused for it: /readyz and imagegate_identities say so (doc
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The grants or identities ConfigMap ("suffix"), with "seed" as its one file, or nothing.
+configMapOwner: values: always the seed (the values). cli: the CLI writes them (grants ...
+--apply, identities ... --apply), so the chart renders one only while the cluster has none (the
+first install), annotated helm.sh/resource-policy: keep; once it exists it is left out, and
+Helm, reading "keep" on the live object, never deletes it (upgrade, uninstall). One this
+release rendered without "keep" (an older chart, or configMapOwner: values) is rendered once
+more with the cluster's own data and "keep" added, so leaving it out later cannot delete it.
+Offline (helm template) lookup finds nothing: the seed is rendered.
+*/}}
+{{- define "imagegate.cliConfigMap" -}}
+{{- $root := .root -}}
+{{- $name := printf "%s-%s" (include "imagegate.fullname" $root) .suffix -}}
+{{- $cli := eq $root.Values.configMapOwner "cli" -}}
+{{- $data := dict (printf "%s.yaml" .suffix) .seed -}}
+{{- $render := true -}}
+{{- $carried := false -}}
+{{- if $cli -}}
+{{- $live := lookup "v1" "ConfigMap" $root.Release.Namespace $name -}}
+{{- if $live -}}
+{{- $annotations := $live.metadata.annotations | default dict -}}
+{{- $ours := eq (index $annotations "meta.helm.sh/release-name" | default "") $root.Release.Name -}}
+{{- $render = and $ours (ne (index $annotations "helm.sh/resource-policy" | default "") "keep") -}}
+{{- $data = $live.data | default dict -}}
+{{- $carried = true -}}
+{{- end -}}
+{{- end -}}
+{{- if $render }}
+---
+# {{ .comment }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "imagegate.labels" $root | nindent 4 }}
+  {{- if $cli }}
+  annotations:
+    helm.sh/resource-policy: keep
+  {{- end }}
+data:
+  {{- range $key, $text := $data }}
+  {{- if $carried }}
+  {{ $key }}: {{ $text | toJson }}{{/* exactly the cluster's text, whatever its newlines */}}
+  {{- else }}
+  {{ $key }}: |
+    {{- $text | nindent 4 }}
+  {{- end }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
