@@ -17,6 +17,7 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -30,6 +31,7 @@ from tests.cel_conditions import (
     template_preserving_updates,
     webhooks,
 )
+from tests.conftest import REPO_ROOT
 from tests.shipped import CHART, STATE, kustomize_build, notes, one, policy_text, render_chart
 
 KUBERNETES_VERSION = "1.32"  # what the captured API server requests come from
@@ -124,6 +126,10 @@ def test_grants_and_identities_from_values(chart: helm.Chart) -> None:
     identities = load_identities(one(documents, "ConfigMap", "imagegate-identities")["data"]["identities.yaml"])
     assert identities["tool-b"].gid == 51001
     assert load_grants(one(render(chart), "ConfigMap", "imagegate-grants")["data"]["grants.yaml"]) == ()
+    # what `imagegate identities ... -o identities.yaml` writes is a values file (docs/deploy.md)
+    written = yaml.safe_load((REPO_ROOT / "tests/fixtures/toolforge/identities.yaml").read_text())
+    from_file = one(render(chart, written), "ConfigMap", "imagegate-identities")["data"]["identities.yaml"]
+    assert load_identities(from_file) == load_identities(yaml.safe_dump(written))
     # created once, then the CLI's (tests/test_kube_chart_state.py installs and upgrades for real)
     for name in ("imagegate-grants", "imagegate-identities"):
         assert one(documents, "ConfigMap", name)["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
