@@ -51,6 +51,7 @@ from imagegate.core.workloads import (
     ObjectShapeError,
     image_uses,
     json_pointer,
+    object_metadata,
     over_limits,
     pod_specs,
     spec_counts,
@@ -253,11 +254,6 @@ def _old_keys(old: Mapping[str, Any] | None) -> frozenset[tuple[str, str, str]]:
         return frozenset((u.kind, u.name, u.image) for u in image_uses(old))
     except ObjectShapeError:
         return frozenset()  # a malformed old object grandfathers nothing
-
-
-def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    metadata = obj.get("metadata")
-    return metadata if isinstance(metadata, dict) else {}
 
 
 # The pod spec's JSON pointer -> the path of the metadata beside it (the pod's or its template's).
@@ -484,7 +480,7 @@ def decide(
     ``kubectl debug``, are.
     """
     kind = str(obj.get("kind", ""))
-    metadata = _metadata(obj)
+    metadata = object_metadata(obj)
     name = str(metadata.get("name") or metadata.get("generateName") or "")
     if not policy.namespaces.governs(namespace, namespace_labels):
         return Decision(kind, name, namespace, governed=False)

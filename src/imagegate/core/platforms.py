@@ -130,12 +130,9 @@ def _normalize_architecture(architecture: str, variant: str) -> tuple[str, str]:
 
 
 def normalize_platform(os_name: str, architecture: str, variant: str = "") -> str:
-    """``os/architecture[/variant]`` in containerd's normal form (no validation: registry data)."""
-    os_name = os_name.lower()
-    if os_name == "macos":
-        os_name = "darwin"
-    architecture, variant = _normalize_architecture(architecture, variant)
-    return "/".join(part for part in (os_name, architecture, variant) if part)
+    """``os/architecture[/variant]`` in containerd's normal form (no validation: registry data);
+    :func:`normalize` as text, an empty os left empty."""
+    return str(normalize(os_name, architecture, variant, node_os=""))
 
 
 def parse_platform(text: str) -> str:

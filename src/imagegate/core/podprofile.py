@@ -52,6 +52,7 @@ from imagegate.core.workloads import json_pointer
 
 __all__ = [
     "CONTAINER_MUTATED_FIELDS",
+    "HOST_PATH_FORM",
     "MAX_ID",
     "POD_MUTATED_FIELDS",
     "TOOL_POD_MUTATED_FIELDS",
@@ -477,6 +478,10 @@ def _where(name: str | None) -> str:
     return "pod" if name is None else f'container "{name}"'
 
 
+# What clean_host_path accepts, in the words of every error that refuses a path.
+HOST_PATH_FORM = "an absolute path without '..'"
+
+
 @lru_cache(maxsize=4096)
 def clean_host_path(raw: str) -> str | None:
     """``raw`` as the node names it, or ``None`` when it is relative or climbs with ``..``.
@@ -525,9 +530,7 @@ def _host_path_findings(spec: Mapping[str, Any], tool: ToolProfile, namespace: s
         raw = str(as_map(host_path).get("path", ""))
         path = clean_host_path(raw)
         if path is None:
-            found.append(
-                CheckResult("hostPath", "hostPath", f'volume "{name}" path {raw!r} must be absolute, without ".."')
-            )
+            found.append(CheckResult("hostPath", "hostPath", f'volume "{name}" path {raw!r} must be {HOST_PATH_FORM}'))
             continue
         decided = tool.host_path_rule(namespace, path)
         if decided is None:

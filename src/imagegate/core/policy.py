@@ -45,6 +45,7 @@ from imagegate.core.patterns import (
 from imagegate.core.placeholders import fill_placeholders, has_placeholder, template_problem
 from imagegate.core.platforms import PlatformError, parse_platform
 from imagegate.core.podprofile import (
+    HOST_PATH_FORM,
     MAX_ID,
     HostPathMatch,
     HostPathRule,
@@ -807,14 +808,19 @@ def _replaced(data: Any, segments: list[tuple[str, str, str]], value: Any) -> An
     return data
 
 
+def _message_and_path(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's ``"<message> - at `$.a[0]`"`` as (message, path); ``$`` when it names none."""
+    text = str(exc)
+    found = _MSGSPEC_PATH_RE.search(text)
+    return (text[: found.start()], found.group(1)) if found else (text, "$")
+
+
 def _validation_error(data: Any, kind: type[Any]) -> tuple[str, str] | None:
     """msgspec's complaint about ``data`` as ``kind``: (message, path), or None when it converts."""
     try:
         msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        found = _MSGSPEC_PATH_RE.search(text)
-        return (text[: found.start()], found.group(1)) if found else (text, "$")
+        return _message_and_path(exc)
     return None
 
 
@@ -849,10 +855,7 @@ def _convert(doc: LocatedDocument, kind: type[Any], hint: str) -> Any:
     except UnicodeEncodeError:
         raise doc.error("$", "holds text that is not valid Unicode (a lone surrogate escape?)") from None
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        found = _MSGSPEC_PATH_RE.search(text)
-        path = found.group(1) if found else "$"
-        message = text[: found.start()] if found else text
+        message, path = _message_and_path(exc)
         allowed = _allowed_values(kind, path) if message.startswith("Invalid enum value") else []
         path = _name_the_keys(doc.data, kind, message, path)
         unknown = _UNKNOWN_FIELD_RE.match(message)
@@ -1022,7 +1025,7 @@ def _host_path_rules(doc: LocatedDocument, path: str, rules: Sequence[HostPathDo
         where = f"{path}[{index}].path"
         written = clean_host_path(rule.path)
         if written is None:
-            raise doc.error(where, "write an absolute path without '..'")
+            raise doc.error(where, f"write {HOST_PATH_FORM}")
         problem = template_problem(rule.path)
         if problem is not None:
             raise doc.error(where, problem)

@@ -20,7 +20,7 @@ from imagegate.core.baseimage import BaseVersion
 from imagegate.core.decide import Decision
 from imagegate.core.oci import PlatformImage
 from imagegate.core.policy import Grant, Policy
-from imagegate.core.workloads import POD_TEMPLATE_PATHS
+from imagegate.core.workloads import POD_TEMPLATE_PATHS, object_metadata
 
 __all__ = [
     "GRANT_STATES",
@@ -145,19 +145,14 @@ _OWNABLE = {
 }
 
 
-def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    metadata = obj.get("metadata")
-    return metadata if isinstance(metadata, Mapping) else {}
-
-
 def _identity(obj: Mapping[str, Any]) -> tuple[str, str, str]:
-    metadata = _metadata(obj)
+    metadata = object_metadata(obj)
     return str(obj.get("kind", "")), str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
 def _controller(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The ownerReference that controls ``obj`` (the controller, else the first one)."""
-    references = _metadata(obj).get("ownerReferences")
+    references = object_metadata(obj).get("ownerReferences")
     if not isinstance(references, list):
         return None
     valid = [r for r in references if isinstance(r, Mapping) and r.get("kind") and r.get("name")]
@@ -192,7 +187,7 @@ def top_owners(objects: Sequence[Mapping[str, Any]], default_namespace: str = "d
         kind, namespace, name = _identity(obj)
         namespace = namespace or default_namespace
         identities.append((kind, namespace, name))
-        uid = _metadata(obj).get("uid")
+        uid = object_metadata(obj).get("uid")
         if isinstance(uid, str) and uid:
             by_uid.setdefault(uid, index)
         by_name.setdefault((kind, namespace, name), index)

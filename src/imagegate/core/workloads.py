@@ -27,6 +27,8 @@ __all__ = [
     "WorkloadKind",
     "image_uses",
     "json_pointer",
+    "object_metadata",
+    "object_namespace",
     "over_limits",
     "pod_specs",
     "spec_counts",
@@ -117,6 +119,18 @@ class ObjectShapeError(ValueError):
     def __init__(self, pointer: str, message: str) -> None:
         self.pointer = pointer
         super().__init__(f"{pointer or '/'}: {message}")
+
+
+def object_metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``obj``'s metadata, or an empty mapping when it has none or it is not an object."""
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def object_namespace(obj: Mapping[str, Any], default: str) -> str:
+    """``obj``'s ``metadata.namespace`` when it is a string, else ``default`` (as kubectl does)."""
+    namespace = object_metadata(obj).get("namespace")
+    return namespace if isinstance(namespace, str) else default
 
 
 def json_pointer(tokens: Sequence[str | int]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +22,7 @@ from imagegate.core.bases import (
 )
 from imagegate.core.reference import ReferenceError, parse_docker_ref
 from imagegate.core.report import top_owners
-from imagegate.core.workloads import ObjectShapeError, image_uses
+from imagegate.core.workloads import ObjectShapeError, image_uses, object_namespace
 from imagegate.shell.cli_common import (
     GrantsOption,
     OutputFormat,
@@ -51,10 +51,7 @@ def _users(objects: Sequence[SourcedObject]) -> dict[str, tuple[set[str], set[st
     owners = top_owners([item.obj for item in objects])
     found: dict[str, tuple[set[str], set[str]]] = {}
     for item, owner in zip(objects, owners, strict=True):
-        metadata = item.obj.get("metadata")
-        namespace = "default"
-        if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
-            namespace = metadata["namespace"]
+        namespace = object_namespace(item.obj, "default")
         try:
             uses = image_uses(item.obj)
         except ObjectShapeError:

@@ -29,7 +29,13 @@ from imagegate.core.decide import Decision, decide
 from imagegate.core.names import namespace_name_error
 from imagegate.core.policy import Policy, PolicyError, default_policy, load_policy
 from imagegate.core.records import NO_LOOKUPS, Lookups
-from imagegate.core.workloads import POD_TEMPLATE_PATHS, ObjectShapeError, image_uses
+from imagegate.core.workloads import (
+    POD_TEMPLATE_PATHS,
+    ObjectShapeError,
+    image_uses,
+    object_metadata,
+    object_namespace,
+)
 from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.exits import EXIT_BAD_INPUT
 from imagegate.shell.manifests import SourcedObject, read_manifests
@@ -217,8 +223,8 @@ def namespace_labels_in(objects: list[SourcedObject]) -> dict[str, Mapping[str, 
     """Labels of Namespace objects in the input, for policies with a namespace selector."""
     labels: dict[str, Mapping[str, str]] = {}
     for item in objects:
-        metadata = item.obj.get("metadata") or {}
-        if item.obj.get("kind") == "Namespace" and isinstance(metadata, Mapping):
+        metadata = object_metadata(item.obj)
+        if item.obj.get("kind") == "Namespace":
             found = metadata.get("labels") or {}
             name = str(metadata.get("name", ""))
             labels[name] = {str(k): str(v) for k, v in found.items()} if isinstance(found, Mapping) else {}
@@ -245,10 +251,7 @@ def check_objects(
         results = []
         for item in objects:
             advance(1)
-            metadata = item.obj.get("metadata")
-            namespace = default_namespace
-            if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
-                namespace = metadata["namespace"]
+            namespace = object_namespace(item.obj, default_namespace)
 
             def evaluate(lookups: Lookups, obj: Any = item.obj, ns: str = namespace) -> Decision:
                 return decide(

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from imagegate.core.compare import PRESETS, Comparison, Option, Subject, compare, preset_options
 from imagegate.core.policy import Policy
+from imagegate.core.workloads import object_namespace
 from imagegate.shell.cli_common import OutputFormat, fail, load, namespace_labels_in, write_json
 from imagegate.shell.cli_json import CompareJson
 from imagegate.shell.exits import EXIT_DENIED
@@ -34,10 +35,7 @@ def _subjects(objects: list[SourcedObject], labels: Mapping[str, Mapping[str, st
     for item in objects:
         if item.obj.get("kind") == "Namespace":
             continue  # its labels are read above; a Namespace runs nothing
-        metadata = item.obj.get("metadata")
-        namespace = "default"
-        if isinstance(metadata, Mapping) and isinstance(metadata.get("namespace"), str):
-            namespace = metadata["namespace"]
+        namespace = object_namespace(item.obj, "default")
         found.append(Subject(namespace, item.obj, known.get(namespace)))
     return found
 

@@ -33,6 +33,7 @@ from imagegate.core.policy import (
     load_grants_file,
 )
 from imagegate.core.report import GrantState, grant_states
+from imagegate.core.workloads import object_metadata
 from imagegate.shell.cli_common import (
     ExpiringDaysOption,
     GrantsOption,
@@ -58,7 +59,7 @@ from imagegate.shell.grants_file import (
     edit_grants_text,
     grants_configmap_yaml,
 )
-from imagegate.shell.policy_source import read_document, relative_to_policy
+from imagegate.shell.policy_source import named_file, read_document, relative_to_policy
 
 grants_app = typer.Typer(
     help="The BYOC grant lifecycle: add, renew, revoke, list, the ones about to expire, check.", no_args_is_help=True
@@ -160,13 +161,6 @@ def _split_configmap(text: str) -> tuple[str, str]:
     if not slash or not namespace or not name:
         raise fail(f"--configmap/--print-configmap takes NAMESPACE/NAME, got {text!r}")
     return namespace, name
-
-
-def _grants_target(grants_file: Path | None, policy_path: Path | None, policy: Policy) -> Path | None:
-    """``--grants``, else the file the policy names (``byoc.grantsFile``, relative to the policy)."""
-    if grants_file is not None:
-        return grants_file
-    return relative_to_policy(policy.grants_file, policy_path.parent if policy_path else None)
 
 
 def _edit(
@@ -382,7 +376,7 @@ def grants_add(
 
     _edit(
         change,
-        grants_file=_grants_target(grants, policy, loaded),
+        grants_file=named_file(grants, loaded.grants_file, policy),
         configmap=configmap,
         apply=apply,
         print_configmap=print_configmap,
@@ -430,7 +424,7 @@ def grants_renew(
 
     _edit(
         change,
-        grants_file=_grants_target(grants, policy, loaded),
+        grants_file=named_file(grants, loaded.grants_file, policy),
         configmap=configmap,
         apply=apply,
         print_configmap=print_configmap,
@@ -466,7 +460,7 @@ def grants_revoke(
 
     _edit(
         change,
-        grants_file=_grants_target(grants, policy, loaded),
+        grants_file=named_file(grants, loaded.grants_file, policy),
         configmap=configmap,
         apply=apply,
         print_configmap=print_configmap,
@@ -491,7 +485,7 @@ def _read_grants(grants_file: Path | None, configmap: str | None, policy_path: P
             raise fail(f"cannot read ConfigMap {configmap}: {exc}") from None
         text, source = (found.data or {}).get("grants.yaml", ""), configmap
     else:
-        target = _grants_target(grants_file, policy_path, loaded)
+        target = named_file(grants_file, loaded.grants_file, policy_path)
         if target is None:
             raise fail("name the grants: --grants FILE, a policy with byoc.grantsFile, or --configmap NAMESPACE/NAME")
         try:
@@ -550,11 +544,9 @@ def _existing_namespaces(source: list[str] | None) -> set[str]:
     if source:
         objects = read_inputs(source, "dump")
         names = {
-            str(item.obj["metadata"]["name"])
+            name
             for item in objects
-            if item.obj.get("kind") == "Namespace"
-            and isinstance(item.obj.get("metadata"), dict)
-            and isinstance(item.obj["metadata"].get("name"), str)
+            if item.obj.get("kind") == "Namespace" and isinstance(name := object_metadata(item.obj).get("name"), str)
         }
         if not names:
             raise fail(

@@ -22,6 +22,13 @@ from imagegate.shell.cli_common import (
     fail,
 )
 from imagegate.shell.logs import LogLevel, configure_logging
+from imagegate.shell.serve_defaults import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WORKERS,
+)
 
 
 class LogFormat(StrEnum):
@@ -85,8 +92,8 @@ def serve(
     policy: PolicyOption = None,
     grants: GrantsOption = None,
     identities: IdentitiesOption = None,
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a cluster).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTPS port.", min=1, max=65535)] = 8443,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a cluster).")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="HTTPS port.", min=1, max=65535)] = DEFAULT_PORT,
     tls_cert: Annotated[
         Path | None, typer.Option(help="Serving certificate (PEM); reloaded when it changes.", dir_okay=False)
     ] = None,
@@ -97,15 +104,20 @@ def serve(
     ] = Path(".imagegate-dev-tls"),
     log_level: Annotated[LogLevel, typer.Option(help="Least severe log lines written.")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option(help="json (one object per line) or console.")] = LogFormat.json,
-    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get HTTP 413.", min=1)] = 8 * 1024 * 1024,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Larger request bodies get HTTP 413.", min=1)
+    ] = DEFAULT_MAX_BODY_BYTES,
     request_timeout: Annotated[
         float | None,
         typer.Option(
-            help="Seconds from a request's first byte to its last; a slower one gets HTTP 408. Default: 10.",
+            help="Seconds from a request's first byte to its last; a slower one gets HTTP 408. "
+            f"Default: {DEFAULT_REQUEST_TIMEOUT:g}.",
             min=0.1,
         ),
     ] = None,
-    workers: Annotated[int, typer.Option(help="Server processes sharing the port (one per core).", min=1)] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Server processes sharing the port (one per core).", min=1)
+    ] = DEFAULT_WORKERS,
     metrics_per_namespace: Annotated[
         bool,
         typer.Option(help="Label decisions and findings by namespace (one series per namespace: see docs/deploy.md)."),
@@ -116,7 +128,6 @@ def serve(
     With no flags: the built-in policy and a self-signed development certificate.
     """
     from imagegate.shell.server import (  # noqa: PLC0415
-        DEFAULT_REQUEST_TIMEOUT,
         SERVING_MODULE,
         ListenError,
         ServerSettings,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from imagegate.core.identities import Account, NamePattern
+from imagegate.core.workloads import object_metadata
 from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.manifests import read_manifests
 
@@ -182,8 +183,8 @@ def namespaces_from_dump(sources: list[str]) -> dict[str, dict[str, dict[str, st
         raise IdentitySourceError(f"invalid namespaces dump: {exc}") from None
     found: dict[str, dict[str, dict[str, str]]] = {}
     for item in objects:
-        metadata = item.obj.get("metadata")
-        if item.obj.get("kind") != "Namespace" or not isinstance(metadata, dict) or not metadata.get("name"):
+        metadata = object_metadata(item.obj)
+        if item.obj.get("kind") != "Namespace" or not metadata.get("name"):
             continue
         found[str(metadata["name"])] = {
             key: {str(k): str(v) for k, v in (metadata.get(key) or {}).items()}

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import structlog
 
@@ -28,7 +29,7 @@ from imagegate.core.policy import Policy, PolicyError, default_policy, load_gran
 from imagegate.core.yamldoc import load_yaml_document
 from imagegate.shell.filewatch import changes
 
-__all__ = ["PolicySource", "ReloadResult", "load_policy_files", "read_document", "relative_to_policy"]
+__all__ = ["PolicySource", "ReloadResult", "load_policy_files", "named_file", "read_document", "relative_to_policy"]
 
 log = structlog.get_logger("imagegate.policy")
 
@@ -51,11 +52,15 @@ def read_document(path: Path) -> str:
         raise PolicyError(str(path), None, None, f"cannot read: {exc.strerror}") from None
 
 
+@overload
+def relative_to_policy(name: str, directory: Path | None) -> Path: ...
+@overload
+def relative_to_policy(name: str | None, directory: Path | None) -> Path | None: ...
 def relative_to_policy(name: str | None, directory: Path | None) -> Path | None:
     """A file the policy names: relative names are read from the policy file's ``directory``.
 
-    The one rule for every path in a policy (grants, identities, registry credentials and CA),
-    so that a policy moved with its files keeps working.
+    The one rule for every path in a policy (grants, identities, keys, trusted roots, registry
+    credentials and CA), so that a policy moved with its files keeps working.
     """
     if name is None:
         return None
@@ -65,16 +70,12 @@ def relative_to_policy(name: str | None, directory: Path | None) -> Path | None:
     return candidate
 
 
-def _resolve_grants_path(policy: Policy, policy_path: Path | None, grants_path: Path | None) -> Path | None:
-    if grants_path is not None:
-        return grants_path
-    return relative_to_policy(policy.grants_file, policy_path.parent if policy_path else None)
-
-
-def _resolve_identities_path(policy: Policy, policy_path: Path | None, identities_path: Path | None) -> Path | None:
-    if identities_path is not None:
-        return identities_path
-    return relative_to_policy(policy.identities_file, policy_path.parent if policy_path else None)
+def named_file(flag: Path | None, name: str | None, policy_path: Path | None) -> Path | None:
+    """The grants or identities file: the command line's ``flag``, else the file the policy
+    names (``name``: ``byoc.grantsFile``, ``toolProfile.identitiesFile``) beside the policy."""
+    if flag is not None:
+        return flag
+    return relative_to_policy(name, policy_path.parent if policy_path else None)
 
 
 def _read_named(path: Path, key: str | None, flag: str, policy_text: str | None, policy_source: str) -> str:
@@ -116,14 +117,14 @@ def load_policy_files(
         digest.update(policy_text.encode())
         with _reading("policy"):
             policy = load_policy(policy_text, source)
-    resolved = _resolve_grants_path(policy, policy_path, grants_path)
+    resolved = named_file(grants_path, policy.grants_file, policy_path)
     if resolved is not None:
         key = None if grants_path is not None else "byoc.grantsFile"
         with _reading("grants file"):
             text = _read_named(resolved, key, "--grants", policy_text, source)
             digest.update(b"\0" + text.encode())
             policy = policy.with_grants(load_grants(text, str(resolved)))
-    identities = _resolve_identities_path(policy, policy_path, identities_path)
+    identities = named_file(identities_path, policy.identities_file, policy_path)
     if identities is not None:
         key = None if identities_path is not None else "podSecurity.toolProfile.identitiesFile"
         with _reading("identities file"):
@@ -196,7 +197,7 @@ class PolicySource:
     def watched_paths(self) -> list[Path]:
         """The files to watch: the policy and the grants and identities files it names."""
         identities = (
-            _resolve_identities_path(self.current, self.policy_path, self.identities_path)
+            named_file(self.identities_path, self.current.identities_file, self.policy_path)
             if self.current
             else self.identities_path
         )
@@ -206,7 +207,7 @@ class PolicySource:
     def effective_grants_path(self) -> Path | None:
         if self.current is None:
             return self.grants_path
-        return _resolve_grants_path(self.current, self.policy_path, self.grants_path)
+        return named_file(self.grants_path, self.current.grants_file, self.policy_path)
 
     def reload(self) -> ReloadResult:
         """Re-read the files; swap the policy in only when it changed and validates."""

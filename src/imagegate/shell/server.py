@@ -71,6 +71,13 @@ from imagegate.shell.histograms import BatchedHistogram, Counts
 from imagegate.shell.http import HttpServer, Limits, Request, Response, server_ssl_context
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.policy_source import PolicySource, ReloadResult
+from imagegate.shell.serve_defaults import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WORKERS,
+)
 from imagegate.shell.verification import RegistryGate, needs_registry, settle
 
 __all__ = ["ListenError", "Metrics", "ServerSettings", "WebhookApp", "check_listen", "run_server"]
@@ -80,8 +87,6 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series d
 
 # An AdmissionReview carries the object and the old object; etcd caps objects at 1.5 MiB
 # by default, so 8 MiB leaves room for both and refuses anything absurd.
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-DEFAULT_REQUEST_TIMEOUT = 10.0
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_FLUSH_SECONDS = 1.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -91,8 +96,8 @@ SHUTDOWN_GRACE_SECONDS = 15.0  # in-flight requests finish; the kubelet waits 30
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8443
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     tls_cert: Path | None = None
     tls_key: Path | None = None
     policy_path: Path | None = None
@@ -103,7 +108,7 @@ class ServerSettings:
     log_decisions: bool = True
     log_level: str = "info"
     log_json: bool = True
-    workers: int = 1
+    workers: int = DEFAULT_WORKERS
     metrics_per_namespace: bool = False  # one series per namespace: opt-in (docs/deploy.md)
 
     def to_json(self) -> str:

@@ -64,6 +64,7 @@ from imagegate.core.signatures import (
     judge,
     signer_name,
 )
+from imagegate.shell.policy_source import relative_to_policy
 from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
 
 if TYPE_CHECKING:
@@ -230,19 +231,37 @@ async def attached(
     ``artifact_types`` the referrers to read (e.g. the Sigstore bundle media types).
     """
 
-    async def by_tag() -> tuple[Attached, ...]:
-        tagged = None if tag_suffix is None else await attached_by_tag(client, ref, digest, tag_suffix)
-        return () if tagged is None else (tagged,)
-
-    async def by_referrers() -> tuple[Attached, ...]:
-        return await attached_by_referrers(client, ref, digest, artifact_types) if artifact_types else ()
+    async def as_found(artifacts: tuple[Attached, ...]) -> tuple[Attached, ...]:
+        return artifacts
 
     async def fetch() -> tuple[Attached, ...]:
-        tagged, referring = await _all([by_tag(), by_referrers()])
-        return (*tagged, *referring)
+        return await _in_both_layouts(client, ref, digest, tag_suffix, artifact_types, as_found)
 
     key = ("attached", ref.repository, digest, tag_suffix, tuple(sorted(artifact_types)))
     return await client.shared(key, fetch)
+
+
+async def _in_both_layouts(
+    client: RegistryClient,
+    ref: Reference,
+    digest: str,
+    tag_suffix: str | None,
+    artifact_types: Collection[str],
+    then: Callable[[tuple[Attached, ...]], Awaitable[tuple[T, ...]]],
+) -> tuple[T, ...]:
+    """``then`` of the artifacts attached to ``digest`` by cosign's tag and by the referrers, the
+    two layouts asked at once and each read on (``then``) as soon as its artifacts are known:
+    the tag's results first. The one way artifacts are found (see :func:`attached`)."""
+
+    async def by_tag() -> tuple[T, ...]:
+        tagged = None if tag_suffix is None else await attached_by_tag(client, ref, digest, tag_suffix)
+        return () if tagged is None else await then((tagged,))
+
+    async def by_referrers() -> tuple[T, ...]:
+        return await then(await attached_by_referrers(client, ref, digest, artifact_types)) if artifact_types else ()
+
+    tagged, referring = await _all([by_tag(), by_referrers()])
+    return (*tagged, *referring)
 
 
 async def layer_bytes(client: RegistryClient, ref: Reference, descriptor: Descriptor, limit: int = 1 << 20) -> bytes:
@@ -304,11 +323,6 @@ def load_public_key(pem: bytes, where: str) -> PublicKey:
     raise SigningError(f"{where}: {type(key).__name__} keys are not supported (ECDSA, RSA or Ed25519)")
 
 
-def _resolve(name: str, relative_to: Path | None) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() or relative_to is None else relative_to / path
-
-
 def load_keys(config: SignaturesConfig, relative_to: Path | None) -> tuple[dict[str, PublicKey], dict[str, str]]:
     """Every key the rules name, by the path as written (resolved like the policy's other paths),
     and why each key that cannot be used cannot: a rule naming one fails closed, the others go on
@@ -316,7 +330,7 @@ def load_keys(config: SignaturesConfig, relative_to: Path | None) -> tuple[dict[
     keys: dict[str, PublicKey] = {}
     errors: dict[str, str] = {}
     for name in config.keys:
-        path = _resolve(name, relative_to)
+        path = relative_to_policy(name, relative_to)
         try:
             keys[name] = load_public_key(path.read_bytes(), str(path))
         except OSError as exc:
@@ -401,7 +415,7 @@ def simple_signing_evidence(
 def trusted_root_file(config: SignaturesConfig, relative_to: Path | None) -> Path:
     """The policy's trusted_root.json or, by default, the Sigstore public-good root sigstore-python ships."""
     if config.trusted_root is not None:
-        return _resolve(config.trusted_root, relative_to)
+        return relative_to_policy(config.trusted_root, relative_to)
     shipped = resources.files("sigstore") / "_store" / "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev" / "trusted_root.json"
     return Path(str(shipped))
 
@@ -885,17 +899,10 @@ class SignatureChecker:
     ) -> tuple[SignatureEvidence, ...]:
         kinds = {COSIGN_SIGNATURE_ARTIFACT, *(BUNDLE_TYPES if trust.verifier is not None else ())}
 
-        async def by_tag() -> tuple[SignatureEvidence, ...]:
-            tagged = await attached_by_tag(client, ref, digest, "sig")
-            return () if tagged is None else await self._verify(client, trust, ref, digest, (tagged,))
+        async def verified(artifacts: tuple[Attached, ...]) -> tuple[SignatureEvidence, ...]:
+            return await self._verify(client, trust, ref, digest, artifacts)
 
-        async def by_referrers() -> tuple[SignatureEvidence, ...]:
-            referring = await attached_by_referrers(client, ref, digest, kinds)
-            return await self._verify(client, trust, ref, digest, referring)
-
-        # both layouts at once, each read on as soon as its artifacts are known (what :func:`attached` finds)
-        tagged, referring = await _all([by_tag(), by_referrers()])
-        return (*tagged, *referring)
+        return await _in_both_layouts(client, ref, digest, "sig", kinds, verified)
 
     async def _verify(
         self, client: RegistryClient, trust: _Trust, ref: Reference, digest: str, artifacts: Sequence[Attached]
