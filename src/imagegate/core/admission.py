@@ -198,6 +198,16 @@ def _object_problem(request: AdmissionRequest, field: str, obj: Mapping[str, Any
     return None
 
 
+# Only a malformed request's message names them: a well-formed one (every review) builds no text.
+def _shown_kind(request: AdmissionRequest) -> str:
+    return f"{_group_version(request.kind.group, request.kind.version)} {request.kind.kind}"
+
+
+def _shown_resource(request: AdmissionRequest) -> str:
+    gvr, sub = request.resource, request.sub_resource
+    return f"{_group_version(gvr.group, gvr.version)} {gvr.resource}{'/' + sub if sub else ''}"
+
+
 def request_problem(request: AdmissionRequest) -> str | None:
     """What makes ``request`` unlike any request the API server sends (None: well-formed).
 
@@ -212,14 +222,12 @@ def request_problem(request: AdmissionRequest) -> str | None:
         return "request.kind is missing or incomplete (it needs version and kind)"
     if not gvr.resource or not gvr.version:
         return "request.resource is missing or incomplete (it needs version and resource)"
-    shown = f"{_group_version(gvk.group, gvk.version)} {gvk.kind}"
-    resource = f"{_group_version(gvr.group, gvr.version)} {gvr.resource}{'/' + sub if sub else ''}"
     whole = sub in _WHOLE_OBJECT_SUBRESOURCES and _WHOLE_OBJECT_SUBRESOURCES[sub] in (None, (gvr.group, gvr.resource))
     if whole and (gvk.group, gvk.version) != (gvr.group, gvr.version):
-        return f"request.kind {shown} is not of the group/version of request.resource {resource}"
+        return f"request.kind {_shown_kind(request)} is not of the group/version of request.resource {_shown_resource(request)}"
     expected = POD_RESOURCES.get((gvr.group, gvr.resource)) if whole else None
     if (expected is not None and gvk.kind != expected) or (expected is None and (gvk.group, gvk.kind) in _POD_KINDS):
-        return f"request.kind {shown} contradicts request.resource {resource}"
+        return f"request.kind {_shown_kind(request)} contradicts request.resource {_shown_resource(request)}"
     if operation in ("CREATE", "UPDATE") and request.object is None:
         return f"{operation} without request.object"
     if operation == "UPDATE" and request.old_object is None:

@@ -339,6 +339,8 @@ _MODE_STRENGTH = {Mode.ENFORCE: 2, Mode.WARN: 1, Mode.AUDIT: 0}
 def _unverified_notices(verdicts: Sequence[ImageVerdict], lookups: Lookups) -> list[str]:
     """What passed only by an ``onError: allow`` (the registry could not be asked): the tenant is
     told, so an admission without a check is never silent."""
+    if not (lookups.base_verdicts or lookups.signatures or lookups.attestations):
+        return []  # the direct path (no registry asked): nothing can have passed unverified
     said: list[str] = []
     for verdict in verdicts:
         reference = verdict.reference
