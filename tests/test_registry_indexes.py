@@ -24,7 +24,7 @@ from imagegate.core.decide import decide
 from imagegate.core.oci import OCI_INDEX, Index, parse_manifest
 from imagegate.core.platforms import node_platform, normalize, parse_platform, runnable_entries
 from imagegate.core.policy import Policy, load_policy
-from imagegate.core.records import NO_LOOKUPS
+from imagegate.core.records import NO_LOOKUPS, DenyOrAllow
 from imagegate.shell.verification import Lookups, RegistryGate, settle
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_copy
@@ -297,7 +297,7 @@ def test_an_index_with_too_many_candidates_or_a_nested_index_is_refused(children
     # a refusal is not an outage: registry.onError: allow does not let it through
     lenient = judge(
         dataclasses.replace(
-            policy(children), registry=dataclasses.replace(policy(children).registry, on_error="allow")
+            policy(children), registry=dataclasses.replace(policy(children).registry, on_error=DenyOrAllow.ALLOW)
         ),
         many,
     )

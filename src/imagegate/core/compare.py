@@ -26,7 +26,7 @@ from typing import Any
 
 from imagegate.core.decide import decide
 from imagegate.core.policy import Grant, Mode, Policy
-from imagegate.core.records import Decision, Finding, PodSubject
+from imagegate.core.records import Decision, DenyOrAllow, Finding, PodSubject
 
 __all__ = ["PRESETS", "Comparison", "Option", "Subject", "compare", "preset_options"]
 
@@ -85,7 +85,7 @@ def _grant(namespace: str, expires: dt.date, reason: str) -> Grant:
 
 
 def _closed(base: Policy) -> Policy:
-    return replace(base, byoc_default="deny", grants=(), grants_by_namespace={})
+    return replace(base, byoc_default=DenyOrAllow.DENY, grants=(), grants_by_namespace={})
 
 
 def preset_options(
@@ -101,7 +101,7 @@ def preset_options(
     if name == "closed":
         return [Option("closed", _closed(base), now)]
     if name == "byoc":
-        return [Option("BYOC for everyone", replace(base, byoc_default="allow"), now)]
+        return [Option("BYOC for everyone", replace(base, byoc_default=DenyOrAllow.ALLOW), now)]
     if name == "time-boxed":
         granted = {g.namespace for g in base.grants}
         boxed = [
@@ -118,7 +118,7 @@ def preset_options(
     if name == "selected":
         granted = {g.namespace for g in base.grants}
         extra = [_grant(ns, dt.date.max, "selected tool") for ns in selected if ns not in granted]
-        policy = replace(base, byoc_default="deny").with_grants(extra, what_if=True)
+        policy = replace(base, byoc_default=DenyOrAllow.DENY).with_grants(extra, what_if=True)
         names = sorted(granted | set(selected))
         return [Option(f"selected tools ({len(names)})", policy, now)]
     raise ValueError(f"{name!r} is not a preset ({', '.join(PRESETS)})")

@@ -32,6 +32,7 @@ from imagegate.core.records import (
     Allowance,
     BaseImageVerdict,
     Decision,
+    DenyOrAllow,
     Finding,
     ImageUse,
     ImageVerdict,
@@ -163,7 +164,7 @@ class _Judge:
                 return (*self._needs_base(use, image, Allowance.TRUSTED, allowed_by, required, mode), mode, None)
         if self.active:
             return self._judge_granted(use, image, ref, text, required)
-        if self.policy.byoc_default == "allow":
+        if self.policy.byoc_default is DenyOrAllow.ALLOW:
             require = self.policy.byoc_require_base_image or required
             verdict, base_ref = self._needs_base(
                 use, image, Allowance.BYOC_DEFAULT, "byoc default allow", require, mode

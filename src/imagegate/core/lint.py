@@ -14,6 +14,7 @@ from fnmatch import fnmatchcase
 
 from imagegate.core.patterns import PatternSet, PatternTemplate, RepositoryPattern
 from imagegate.core.policy import Policy
+from imagegate.core.records import DenyOrAllow
 from imagegate.core.webhooks import WEBHOOK_TIMEOUT_SECONDS
 
 __all__ = ["PolicyWarning", "policy_warnings"]
@@ -63,7 +64,7 @@ def _trusted_and_blocked(policy: Policy, _now: dt.datetime) -> Iterator[PolicyWa
 def _base_images_required_without_bases(policy: Policy, _now: dt.datetime) -> Iterator[PolicyWarning]:
     if policy.base_images.trusted:
         return
-    if policy.byoc_require_base_image and (policy.byoc_default == "allow" or policy.grants):
+    if policy.byoc_require_base_image and (policy.byoc_default is DenyOrAllow.ALLOW or policy.grants):
         yield PolicyWarning(
             "byoc.requireBaseImage",
             "baseImages.trusted names no base image: every BYOC image is denied (no base can be proved)",
@@ -105,7 +106,11 @@ def _grants_without_effect(policy: Policy, now: dt.datetime) -> Iterator[PolicyW
             if filled and all(any(_covers(t, p) for t in trusted) for p in filled):
                 yield PolicyWarning(where, "every registry it names is trusted anyway: it admits nothing more")
         plain = grant.registries is None and grant.mode is None and not grant.signed_by
-        if policy.byoc_default == "allow" and plain and grant.require_base_image == policy.byoc_require_base_image:
+        if (
+            policy.byoc_default is DenyOrAllow.ALLOW
+            and plain
+            and grant.require_base_image == policy.byoc_require_base_image
+        ):
             yield PolicyWarning(where, "byoc.default is allow: this grant changes nothing")
 
 

@@ -58,7 +58,7 @@ from imagegate.core.podprofile import (
 )
 from imagegate.core.podsecurity import parse_version
 from imagegate.core.provenance import ProvenanceRule
-from imagegate.core.records import Mode
+from imagegate.core.records import DenyOrAllow, Mode
 from imagegate.core.reference import (
     TAG_RE,
     Reference,
@@ -174,7 +174,7 @@ class GrantEventDoc(_Doc):
 
 
 class ByocDoc(_Doc):
-    default: Literal["deny", "allow"] = "deny"
+    default: DenyOrAllow = DenyOrAllow.DENY
     require_base_image: bool = False
     warn_before_expiry_days: Annotated[int, msgspec.Meta(ge=0, le=366)] | None = DEFAULT_EXPIRY_WARNING_DAYS
     # keys every grant must have (expires, reason, ticket: a time-boxed platform's grants all end)
@@ -243,7 +243,7 @@ DEFAULT_LOOKUP_TIMEOUT = 4.0
 class RegistryDoc(_Doc):
     timeout_seconds: float = DEFAULT_REGISTRY_TIMEOUT
     lookup_timeout_seconds: float | None = None  # default: DEFAULT_LOOKUP_TIMEOUT, or timeoutSeconds when longer
-    on_error: Literal["deny", "allow"] = "deny"
+    on_error: DenyOrAllow = DenyOrAllow.DENY
     platforms: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_PLATFORMS))
     ca_file: str | None = None
     credentials_file: str | None = None
@@ -270,12 +270,12 @@ class SignatureRuleDoc(_Doc):
     identities: list[KeylessIdentityDoc] = []
     count: int = 1
     mode: Mode | None = None
-    on_error: Literal["deny", "allow"] | None = None
+    on_error: DenyOrAllow | None = None
 
 
 class SignaturesDoc(_Doc):
     mode: Mode | None = None  # default: the policy's
-    on_error: Literal["deny", "allow"] = "deny"
+    on_error: DenyOrAllow = DenyOrAllow.DENY
     trusted_root: str | None = None
     rules: list[SignatureRuleDoc] = []
 
@@ -289,7 +289,7 @@ class AttestationRuleDoc(SignatureRuleDoc):
 
 class AttestationsDoc(_Doc):
     mode: Mode | None = None  # default: the policy's
-    on_error: Literal["deny", "allow"] = "deny"
+    on_error: DenyOrAllow = DenyOrAllow.DENY
     trusted_root: str | None = None
     rules: list[AttestationRuleDoc] = []
 
@@ -452,7 +452,7 @@ class Grant:
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
     timeout: float = DEFAULT_REGISTRY_TIMEOUT  # one request, its whole answer
-    on_error: Literal["deny", "allow"] = "deny"
+    on_error: DenyOrAllow = DenyOrAllow.DENY
     platforms: tuple[str, ...] = DEFAULT_PLATFORMS
     ca_file: str | None = None
     credentials_file: str | None = None
@@ -558,7 +558,7 @@ class Policy:
     mode: Mode
     trusted: PatternSet
     blocked: PatternSet
-    byoc_default: Literal["deny", "allow"]
+    byoc_default: DenyOrAllow
     byoc_require_base_image: bool
     grants: tuple[Grant, ...]
     namespaces: NamespaceScope
@@ -1174,7 +1174,7 @@ def _tag_rules(doc: LocatedDocument, parsed: TagsDoc) -> TagRules:
 
 
 def _signer_rule(
-    doc: LocatedDocument, path: str, rule: SignatureRuleDoc, mode: Mode, on_error: Literal["deny", "allow"]
+    doc: LocatedDocument, path: str, rule: SignatureRuleDoc, mode: Mode, on_error: DenyOrAllow
 ) -> SignatureRule:
     """A ``signatures`` or ``attestations`` rule's images, signers, count and modes, checked (``path``: the rule's)."""
     if not rule.images:
@@ -1220,7 +1220,7 @@ def _signers(
     section: str,
     rules: Sequence[SignatureRule],
     trusted_root: str | None,
-    on_error: Literal["deny", "allow"],
+    on_error: DenyOrAllow,
 ) -> SignaturesConfig:
     """The signer rules of a section, with its trusted root, every key they name (once) and its ``onError``."""
     if trusted_root is not None and not trusted_root.strip():

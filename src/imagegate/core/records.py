@@ -23,6 +23,7 @@ __all__ = [
     "BaseImageVerdict",
     "CheckResult",
     "Decision",
+    "DenyOrAllow",
     "Finding",
     "ImageUse",
     "ImageVerdict",
@@ -57,6 +58,14 @@ class Mode(StrEnum):
     ENFORCE = "enforce"
     WARN = "warn"
     AUDIT = "audit"
+
+
+class DenyOrAllow(StrEnum):
+    """A setting that denies or allows: ``onError`` (what a rule does when its registry lookup
+    cannot finish) and ``byoc.default`` (what an image no entry admits gets)."""
+
+    DENY = "deny"
+    ALLOW = "allow"
 
 
 class Outcome(StrEnum):

@@ -12,6 +12,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -20,14 +21,17 @@ from imagegate.core.baseimage import BaseVersion
 from imagegate.core.decide import Decision
 from imagegate.core.oci import PlatformImage
 from imagegate.core.policy import Grant, Policy
+from imagegate.core.records import Outcome
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, object_metadata
 
 __all__ = [
     "GRANT_STATES",
     "AuditReport",
+    "GrantStatus",
     "ImageCost",
     "LayerReport",
     "OwnedFinding",
+    "ReportOutcome",
     "RuleTotal",
     "audit_report",
     "grant_states",
@@ -35,13 +39,22 @@ __all__ = [
     "top_owners",
 ]
 
-GRANT_STATES = ("active", "expiring", "expired")
+
+class GrantStatus(StrEnum):
+    """Where a grant stands (the values are the metrics' labels and the JSON's)."""
+
+    ACTIVE = "active"
+    EXPIRING = "expiring"
+    EXPIRED = "expired"
+
+
+GRANT_STATES = tuple(GrantStatus)
 
 
 @dataclass(frozen=True, slots=True)
 class GrantState:
     grant: Grant
-    state: str  # active | expiring | expired
+    state: GrantStatus
     days_left: int | None
 
 
@@ -50,13 +63,27 @@ def grant_states(grants: Iterable[Grant], now: dt.datetime, expiring_days: int |
     states = []
     for grant in grants:
         if grant.expired(now):
-            state = "expired"
+            state = GrantStatus.EXPIRED
         elif grant.expiring(now, expiring_days):
-            state = "expiring"
+            state = GrantStatus.EXPIRING
         else:
-            state = "active"
+            state = GrantStatus.ACTIVE
         states.append(GrantState(grant, state, grant.days_left(now)))
     return sorted(states, key=lambda s: (s.days_left is None, s.days_left if s.days_left is not None else 0))
+
+
+class ReportOutcome(StrEnum):
+    """What the audit reports a finding as, worst first (the values are the JSON's)."""
+
+    DENIED = "denied"
+    ERROR = "error"  # the registry could not say which digest a tag names
+    WARNED = "warned"
+    AUDITED = "audited"
+    PINNED = "pinned"  # runs by tag: the mutating webhook would pin it
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> ReportOutcome:
+        return cls(outcome.value)
 
 
 class AuditEntry(msgspec.Struct, frozen=True):
@@ -74,7 +101,7 @@ class OwnedFinding(msgspec.Struct, frozen=True):
 
     namespace: str
     owner: str  # "Deployment tool-a/web": the top of the objects' ownerReferences
-    outcome: str  # denied | warned | audited | error | pinned
+    outcome: ReportOutcome
     rule: str
     where: str
     image: str
@@ -83,7 +110,7 @@ class OwnedFinding(msgspec.Struct, frozen=True):
 
 
 class RuleTotal(msgspec.Struct, frozen=True):
-    outcome: str
+    outcome: ReportOutcome
     rule: str
     findings: int  # distinct, at top owners
     objects: int
@@ -95,18 +122,18 @@ class AuditReport:
     objects: int = 0
     images: int = 0
     denied_objects: int = 0
-    # namespace -> outcome (denied | warned | audited | error | pinned) -> rule -> entries (every object)
-    by_namespace: dict[str, dict[str, dict[str, list[AuditEntry]]]] = field(default_factory=dict)
+    # namespace -> outcome -> rule -> entries (every object)
+    by_namespace: dict[str, dict[ReportOutcome, dict[str, list[AuditEntry]]]] = field(default_factory=dict)
     findings: list[OwnedFinding] = field(default_factory=list)
     grants: list[GrantState] = field(default_factory=list)
 
-    def count(self, outcome: str) -> int:
+    def count(self, outcome: ReportOutcome) -> int:
         """Distinct findings with this outcome (one per top owner)."""
-        return sum(1 for f in self.findings if f.outcome == outcome)
+        return sum(1 for f in self.findings if f.outcome is outcome)
 
     def totals_by_rule(self) -> list[RuleTotal]:
         """Cluster-wide: per outcome and rule, distinct findings, objects covered, namespaces."""
-        grouped: dict[tuple[str, str], list[OwnedFinding]] = defaultdict(list)
+        grouped: dict[tuple[ReportOutcome, str], list[OwnedFinding]] = defaultdict(list)
         for finding in self.findings:
             grouped[(finding.outcome, finding.rule)].append(finding)
         totals = [
@@ -122,17 +149,18 @@ class AuditReport:
         return sorted(totals, key=lambda t: (_OUTCOME_ORDER.index(t.outcome), -t.findings, t.rule))
 
     def summary(self) -> str:
-        expired = sum(1 for g in self.grants if g.state == "expired")
-        expiring = sum(1 for g in self.grants if g.state == "expiring")
+        expired = sum(1 for g in self.grants if g.state is GrantStatus.EXPIRED)
+        expiring = sum(1 for g in self.grants if g.state is GrantStatus.EXPIRING)
         return (
             f"{self.objects} objects, {self.images} images: {self.denied_objects} objects would be denied; "
-            f"{len(self.findings) - self.count('pinned')} distinct findings ({self.count('denied')} denied, "
-            f"{self.count('warned')} warnings, {self.count('audited')} audit records, {self.count('error')} errors), "
-            f"{self.count('pinned')} images to pin; grants: {expired} expired, {expiring} expiring soon"
+            f"{len(self.findings) - self.count(ReportOutcome.PINNED)} distinct findings "
+            f"({self.count(ReportOutcome.DENIED)} denied, {self.count(ReportOutcome.WARNED)} warnings, "
+            f"{self.count(ReportOutcome.AUDITED)} audit records, {self.count(ReportOutcome.ERROR)} errors), "
+            f"{self.count(ReportOutcome.PINNED)} images to pin; grants: {expired} expired, {expiring} expiring soon"
         )
 
 
-_OUTCOME_ORDER = ("denied", "error", "warned", "audited", "pinned")
+_OUTCOME_ORDER = tuple(ReportOutcome)
 
 # Which kinds own which (a Deployment's ReplicaSets, a CronJob's Jobs, any workload's Pods),
 # with a rank: when a dump lacks ownerReferences, an equal pod template is owned by the
@@ -248,17 +276,17 @@ def audit_report(
     """
     report = AuditReport(grants=grant_states(policy.grants, now, expiring_days))
     failures = lookup_failures or {}
-    nested: dict[str, dict[str, dict[str, list[AuditEntry]]]] = defaultdict(
+    nested: dict[str, dict[ReportOutcome, dict[str, list[AuditEntry]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )
-    grouped: dict[tuple[str, str, str, str, str, str, str], list[str]] = defaultdict(list)
+    grouped: dict[tuple[str, str, ReportOutcome, str, str, str, str], list[str]] = defaultdict(list)
     for index, (source, decision) in enumerate(checked):
         report.objects += 1
         report.images += len(decision.verdicts)
         if not decision.allowed:
             report.denied_objects += 1
         owner = owners[index] if owners is not None else decision.subject
-        found: list[tuple[str, AuditEntry]] = []
+        found: list[tuple[ReportOutcome, AuditEntry]] = []
         for finding in decision.findings:
             entry = AuditEntry(
                 source,
@@ -269,16 +297,16 @@ def audit_report(
                 finding.mode.value,
                 finding.message,
             )
-            found.append((finding.outcome.value, entry))
+            found.append((ReportOutcome.of(finding.outcome), entry))
         for reference in decision.pins_needed:
             if reference in failures:
                 kind, message = failures[reference]
                 rule = "image-not-found" if kind == "not-found" else "registry-error"
                 entry = AuditEntry(source, decision.subject, "", reference, rule, "error", message)
-                found.append(("error", entry))
+                found.append((ReportOutcome.ERROR, entry))
             else:
                 entry = AuditEntry(source, decision.subject, "", reference, "pin", "mutate", f"{reference} runs by tag")
-                found.append(("pinned", entry))
+                found.append((ReportOutcome.PINNED, entry))
         for outcome, entry in found:
             nested[decision.namespace][outcome][entry.rule].append(entry)
             key = (decision.namespace, owner, outcome, entry.rule, entry.where, entry.image, entry.message)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 from imagegate.core import gojson
 from imagegate.core.patterns import PatternSet
 from imagegate.core.provenance import Provenance
-from imagegate.core.records import Mode, SignatureVerdict
+from imagegate.core.records import DenyOrAllow, Mode, SignatureVerdict
 from imagegate.core.reference import Reference
 
 __all__ = [
@@ -85,7 +84,7 @@ class SignatureRule:
     identities: tuple[KeylessIdentity, ...] = ()
     count: int = 1
     mode: Mode = Mode.ENFORCE
-    on_error: Literal["deny", "allow"] = "deny"
+    on_error: DenyOrAllow = DenyOrAllow.DENY
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +92,7 @@ class SignaturesConfig:
     rules: tuple[SignatureRule, ...] = ()
     trusted_root: str | None = None  # a Sigstore trusted_root.json; None: the public-good instance's
     keys: tuple[str, ...] = field(default=())  # every key any rule (grants' included) names, once
-    on_error: Literal["deny", "allow"] = "deny"  # the section's: what a grant's signedBy rule does
+    on_error: DenyOrAllow = DenyOrAllow.DENY  # the section's: what a grant's signedBy rule does
     # The grants' ``signedBy`` rules: each applies only to the images its grant admits, so they are
     # asked for by name (a decision knows which grant admitted an image), never by image pattern.
     grant_rules: tuple[SignatureRule, ...] = ()

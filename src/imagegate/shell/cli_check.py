@@ -20,6 +20,7 @@ from imagegate.core.lint import policy_warnings
 from imagegate.core.native_policy import NativePolicyError, mutating_policies
 from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError, default_policy, load_policy
 from imagegate.core.records import Mode, Outcome, Subject, outcome_of
+from imagegate.core.report import GrantStatus
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.cli_common import (
@@ -262,7 +263,7 @@ def policy_validate(
     if loaded.blocked:
         console.print(f"blocked: {escape(', '.join(map(str, loaded.blocked)))}")
     for grant in loaded.grants:
-        state = "expired" if grant.expired(now) else "active"
+        state = GrantStatus.EXPIRED if grant.expired(now) else GrantStatus.ACTIVE
         registries = ", ".join(map(str, grant.registries)) if grant.registries is not None else "any registry"
         until = grant.expires.isoformat() if grant.expires else "no expiry"
         console.print(f"grant {escape(grant.namespace)}: {state}, {escape(registries)}, {until}")

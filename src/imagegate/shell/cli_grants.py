@@ -32,7 +32,7 @@ from imagegate.core.policy import (
     grant_entry,
     load_grants_file,
 )
-from imagegate.core.report import GrantState, grant_states
+from imagegate.core.report import GrantState, GrantStatus, grant_states
 from imagegate.core.workloads import object_metadata
 from imagegate.shell.cli_common import (
     ExpiringDaysOption,
@@ -107,7 +107,11 @@ def render_grants(states: list[GrantState], console: Console, title: str = "BYOC
     signature, mode), and who asked, why and under which ticket. A table when it fits the
     terminal, else one line per grant, each key named (never a value cut into pieces)."""
     rows = [_grant_cells(state) for state in states]
-    colour = {"expired": "bold red", "expiring": "yellow", "active": "green"}
+    colour: dict[str, str] = {
+        GrantStatus.EXPIRED: "bold red",
+        GrantStatus.EXPIRING: "yellow",
+        GrantStatus.ACTIVE: "green",
+    }
     if choose_layout(Layout.auto, False, [_GRANT_COLUMNS, *rows], reserved=3 * len(_GRANT_COLUMNS) + 1) is Layout.lines:
         console.print(f"{title}:", soft_wrap=True)
         for row in rows:
@@ -528,7 +532,7 @@ def grants_expiring(
 ) -> None:
     """Grants that end within DAYS or have ended; exit 1 when there are any (for a cron alert)."""
     found = _read_grants(grants, configmap, policy)
-    states = [s for s in grant_states(found, parse_now(now), days) if s.state != "active"]
+    states = [s for s in grant_states(found, parse_now(now), days) if s.state is not GrantStatus.ACTIVE]
     if output is OutputFormat.json:
         write_json([GrantJson.of(s) for s in states])
     elif states:
@@ -592,7 +596,7 @@ def grants_check(
                     state, "ungoverned", f"the policy does not govern {grant.namespace}: the grant does nothing"
                 )
             )
-        if state.state == "expired":
+        if state.state is GrantStatus.EXPIRED:
             assert grant.expires is not None
             problems.append(
                 GrantCheckJson.of(state, "expired", f"ended on {grant.expires.isoformat()}: revoke or renew it")

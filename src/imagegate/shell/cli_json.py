@@ -18,7 +18,7 @@ from imagegate.core.compare import Comparison
 from imagegate.core.decide import Decision
 from imagegate.core.oci import PlatformImage, ResolvedImage
 from imagegate.core.records import BaseImageVerdict, Finding, ImageVerdict
-from imagegate.core.report import AuditEntry, AuditReport, GrantState, OwnedFinding, RuleTotal
+from imagegate.core.report import AuditEntry, AuditReport, GrantState, OwnedFinding, ReportOutcome, RuleTotal
 
 __all__ = [
     "AuditJson",
@@ -167,7 +167,7 @@ class AuditJson(msgspec.Struct, frozen=True, rename="camel"):
     denied_objects: int
     totals_by_rule: list[RuleTotal]
     findings: list[OwnedFinding]
-    namespaces: dict[str, dict[str, dict[str, list[AuditEntry]]]]  # namespace -> outcome -> rule -> entries
+    namespaces: dict[str, dict[ReportOutcome, dict[str, list[AuditEntry]]]]  # namespace -> outcome -> rule -> entries
     grants: list[GrantJson]
 
     @classmethod

@@ -19,7 +19,15 @@ from imagegate.core.decide import Decision
 from imagegate.core.policy import Policy
 from imagegate.core.records import Allowance
 from imagegate.core.reference import ReferenceError, parse_docker_ref
-from imagegate.core.report import AuditReport, LayerReport, audit_report, layer_report, top_owners
+from imagegate.core.report import (
+    AuditReport,
+    GrantStatus,
+    LayerReport,
+    ReportOutcome,
+    audit_report,
+    layer_report,
+    top_owners,
+)
 from imagegate.shell.cli_common import (
     ExpiringDaysOption,
     GrantsOption,
@@ -79,7 +87,13 @@ def _objects(sources: list[str] | None) -> tuple[list[SourcedObject], dict[str, 
     return objects, labels
 
 
-_OUTCOME_STYLE = {"denied": "bold red", "error": "magenta", "warned": "yellow", "audited": "blue", "pinned": "cyan"}
+_OUTCOME_STYLE = {
+    ReportOutcome.DENIED: "bold red",
+    ReportOutcome.ERROR: "magenta",
+    ReportOutcome.WARNED: "yellow",
+    ReportOutcome.AUDITED: "blue",
+    ReportOutcome.PINNED: "cyan",
+}
 
 
 class AuditGrouping(StrEnum):
@@ -145,7 +159,7 @@ def _render_audit(report: AuditReport, console: Console, by: AuditGrouping, layo
                 escape(finding.message),
             )
         console.print(table)
-    ending = [state for state in report.grants if state.state != "active"]
+    ending = [state for state in report.grants if state.state is not GrantStatus.ACTIVE]
     if ending:  # what needs a decision; the active ones are `imagegate grants list`'s
         render_grants(ending, console)
     active = len(report.grants) - len(ending)
@@ -246,7 +260,7 @@ def audit(
     else:
         _render_audit(report, console, by, layout, summary)
         console.print(report.summary())
-    if report.denied_objects or report.count("error"):
+    if report.denied_objects or report.count(ReportOutcome.ERROR):
         raise typer.Exit(EXIT_DENIED)
 
 

@@ -30,7 +30,7 @@ from imagegate.core.baseimage import BaseVersion, verify_image
 from imagegate.core.bases import TaggedBase, is_artifact_tag, tagged_bases
 from imagegate.core.decide import BaseImageVerdict, Decision
 from imagegate.core.policy import DEFAULT_LOOKUP_TIMEOUT, BaseImagesConfig, Policy, RegistryConfig, contact_refusal
-from imagegate.core.records import NO_LOOKUPS, Lookups, SignatureCheck, SignatureVerdict
+from imagegate.core.records import NO_LOOKUPS, DenyOrAllow, Lookups, SignatureCheck, SignatureVerdict
 from imagegate.core.reference import Reference, parse_docker_ref
 from imagegate.core.signatures import SignatureEvidence, SignatureRule, SignaturesConfig
 from imagegate.shell.policy_source import relative_to_policy
@@ -295,7 +295,7 @@ class RegistryGate:
             reason = tenant_reason(reference, exc)
             if exc.kind in _NOT_A_REGISTRY_FAILURE:  # an answer that is refused, or no question asked
                 return BaseImageVerdict(False, reason)
-            if policy.registry.on_error == "allow":
+            if policy.registry.on_error is DenyOrAllow.ALLOW:
                 return BaseImageVerdict(
                     True, f"not verified: {reason}; allowed by registry.onError: allow", unverified=True
                 )
@@ -531,7 +531,7 @@ def _moved_tags(
 def _registry_failure(reference: str, exc: RegistryError, what: str, rule: SignatureRule) -> SignatureVerdict:
     """A signatures (attestations) rule's verdict when the registry could not be asked: its ``onError``."""
     reason = tenant_reason(reference, exc)
-    if rule.on_error == "allow" and exc.kind not in _NOT_A_REGISTRY_FAILURE:
+    if rule.on_error is DenyOrAllow.ALLOW and exc.kind not in _NOT_A_REGISTRY_FAILURE:
         return SignatureVerdict(
             True, f"{what} not verified: {reason}; allowed by {rule.name} onError: allow", None, rule.mode, True
         )
