@@ -36,6 +36,7 @@ __all__ = [
     "SignatureCheck",
     "SignatureVerdict",
     "Subject",
+    "Webhook",
     "bounded",
     "outcome_of",
 ]
@@ -58,6 +59,19 @@ class Mode(StrEnum):
     ENFORCE = "enforce"
     WARN = "warn"
     AUDIT = "audit"
+
+
+class Webhook(StrEnum):
+    """Which webhook is answering: its path's last segment and the metrics' ``endpoint`` label.
+
+    ``/mutate`` judges the object as its patches will leave it and pins tags; ``/validate`` the
+    object as sent. ``check`` and ``audit`` answer for neither alone: they judge as admission
+    ends (mutated, pinned, then validated), which ``decide``'s ``assume_mutated`` and the
+    registry's ``pins`` still spell as booleans.
+    """
+
+    VALIDATE = "validate"
+    MUTATE = "mutate"
 
 
 class DenyOrAllow(StrEnum):

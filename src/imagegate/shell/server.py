@@ -62,7 +62,7 @@ from imagegate.core.admission import (
     review,
 )
 from imagegate.core.policy import Policy
-from imagegate.core.records import MAX_LISTED_FINDINGS, Outcome, bounded
+from imagegate.core.records import MAX_LISTED_FINDINGS, Outcome, Webhook, bounded
 from imagegate.core.report import GRANT_STATES, grant_states
 from imagegate.core.webhooks import condition_fingerprint, mutation_condition
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR
@@ -346,6 +346,7 @@ class TlsReloader:
             self.reload()
 
 
+_WEBHOOK_AT = {f"/{webhook}": webhook for webhook in Webhook}
 _JSON = b"application/json"
 _OK = Response(200, b"ok\n")
 _NOT_FOUND = Response(404, b"not found\n")
@@ -435,10 +436,11 @@ class WebhookApp:
 
     def __call__(self, request: Request) -> Response | Awaitable[Response]:
         path, method = request.path, request.method
-        if path in ("/validate", "/mutate"):
+        webhook = _WEBHOOK_AT.get(path)
+        if webhook is not None:
             if method != "POST":
                 return _USE_POST
-            return self._admission(request.body, mutate=path == "/mutate")
+            return self._admission(request.body, webhook)
         if method not in ("GET", "HEAD"):
             return _USE_GET
         if path == "/healthz":
@@ -464,15 +466,15 @@ class WebhookApp:
         }
         return Response(200 if ready else 503, msgspec.json.encode(body), _JSON)
 
-    def _admission(self, body: bytes, *, mutate: bool) -> Response | Awaitable[Response]:
+    def _admission(self, body: bytes, endpoint: Webhook) -> Response | Awaitable[Response]:
         """Decide without waiting when no registry lookup is needed (the common case)."""
-        endpoint = "mutate" if mutate else "validate"
+        mutate = endpoint is Webhook.MUTATE
         started = time.perf_counter()
         try:
             # A large body is first counted: an object over the limits is denied before it is decoded.
             early = oversized_review(self.source.current, body)
         except Exception:  # a bug here only skips the shortcut: the full decoding decides
-            log.exception("size check failed", endpoint=endpoint)
+            log.exception("size check failed", endpoint=endpoint.value)
             early = None
         if early is not None:
             return self._answer(early[1], early[0], endpoint, started)
@@ -480,7 +482,7 @@ class WebhookApp:
             request = decode_review(body)
         except ReviewError as exc:
             self.metrics.child(self.metrics.errors, endpoint, "bad-review").inc()
-            log.warning("bad admission review", endpoint=endpoint, error=str(exc)[:500])
+            log.warning("bad admission review", endpoint=endpoint.value, error=str(exc)[:500])
             return Response(400, f"{exc}\n".encode())
         policy, now = self.source.current, dt.datetime.now(dt.UTC)
         try:
@@ -499,7 +501,7 @@ class WebhookApp:
         request: AdmissionRequest,
         now: dt.datetime,
         first: ReviewOutcome,
-        endpoint: str,
+        endpoint: Webhook,
         started: float,
         *,
         mutate: bool,
@@ -517,19 +519,19 @@ class WebhookApp:
             return self._internal_error(request, endpoint, started)
         return self._answer(outcome, request, endpoint, started)
 
-    def _internal_error(self, request: AdmissionRequest, endpoint: str, started: float) -> Response:
-        log.exception("internal error; denying", uid=bounded(request.uid), endpoint=endpoint)
+    def _internal_error(self, request: AdmissionRequest, endpoint: Webhook, started: float) -> Response:
+        log.exception("internal error; denying", uid=bounded(request.uid), endpoint=endpoint.value)
         self.metrics.child(self.metrics.errors, endpoint, "internal").inc()
         return self._answer(internal_error(request), request, endpoint, started)
 
-    def _answer(self, outcome: ReviewOutcome, request: AdmissionRequest, endpoint: str, started: float) -> Response:
+    def _answer(self, outcome: ReviewOutcome, request: AdmissionRequest, endpoint: Webhook, started: float) -> Response:
         """The HTTP response, counted in metrics and logged (one line, never the body)."""
         elapsed = time.perf_counter() - started
         decision = outcome.decision
         # The metric's results are allowed, denied and warned: an audited object was allowed, silently.
         result = Outcome.ALLOWED.value if outcome.outcome is Outcome.AUDITED else outcome.outcome.value
-        findings = decision.findings if decision is not None and endpoint == "validate" else ()
-        if endpoint == "validate" and decision is not None and decision.allowed and decision.pins_needed:
+        findings = decision.findings if decision is not None and endpoint is Webhook.VALIDATE else ()
+        if endpoint is Webhook.VALIDATE and decision is not None and decision.allowed and decision.pins_needed:
             self.metrics.unpinned.inc()
         self.metrics.record(
             endpoint, result, request.namespace or "-", [(f.rule, f.mode.value) for f in findings], elapsed
@@ -543,7 +545,7 @@ class WebhookApp:
                 shown.append(f"and {len(listed) - MAX_LISTED_FINDINGS:,} more")
             log.info(
                 "decision",
-                endpoint=endpoint,
+                endpoint=endpoint.value,
                 uid=bounded(request.uid),
                 operation=bounded(request.operation),
                 kind=bounded(request.kind.kind),
