@@ -66,6 +66,10 @@ IMAGEGATE_MYPYC=1 python3 -m pip wheel --quiet --disable-pip-version-check --no-
 python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$scratch/site" "$scratch"/wheel/*.whl
 mapfile -t compiled_modules < <(python3 -m tests.compiled_pass modules)
 mapfile -t compiled_tests < <(python3 -m tests.compiled_pass tests)
+if ((${#compiled_modules[@]} == 0 || ${#compiled_tests[@]} == 0)); then
+    echo "setup.py lists no compiled modules or no tests for them (tests/compiled_pass.py)" >&2
+    exit 1
+fi
 export PYTHONPATH="$scratch/site"
 python3 - "${compiled_modules[@]}" <<'PY'
 import importlib
