@@ -460,6 +460,19 @@ def _pins(
     return tuple(needed), tuple(after_checks), patches
 
 
+def _expiring(active: Sequence[Grant], now: dt.datetime, days: int | None) -> tuple[str, ...]:
+    return tuple(expiry_notice(g, now) for g in active if g.expiring(now, days))
+
+
+def _split_grants(grants: Sequence[Grant], now: dt.datetime) -> tuple[tuple[Grant, ...], tuple[Grant, ...]]:
+    """The active and the expired grants (each grant asked once)."""
+    active: list[Grant] = []
+    expired: list[Grant] = []
+    for grant in grants:
+        (expired if grant.expired(now) else active).append(grant)
+    return tuple(active), tuple(expired)
+
+
 def decide(
     policy: Policy,
     obj: Mapping[str, Any],
@@ -498,16 +511,15 @@ def decide(
         bad = ObjectSubject(kind or "object", exc.pointer)
         finding = Finding(bad, Rule.MALFORMED_OBJECT, f"malformed {kind or 'object'}: {exc}", Mode.ENFORCE)
         return Decision(kind, name, namespace, governed=True, findings=(finding,))
-    grants = policy.grants_for(namespace)
+    active, expired = _split_grants(policy.grants_for(namespace), now)
     judge = _Judge(
         policy=policy,
         namespace=namespace,
-        active=tuple(g for g in grants if not g.expired(now)),
-        expired=tuple(g for g in grants if g.expired(now)),
+        active=active,
+        expired=expired,
         base_verdicts=lookups.base_verdicts,
     )
-    days = policy.warn_before_expiry_days
-    expiring = tuple(expiry_notice(g, now) for g in judge.active if g.expiring(now, days)) if judge.active else ()
+    expiring = _expiring(judge.active, now, policy.warn_before_expiry_days) if judge.active else ()
     seen_before = _old_keys(old_object)
     verdicts: list[ImageVerdict] = []
     judged: list[tuple[ImageVerdict, Reference | None]] = []
@@ -531,14 +543,16 @@ def decide(
         if base_ref is not None and base_ref not in needs_base:
             needs_base.append(base_ref)
         ref = image.ref
-        check = _signature_check(verdict, image, grant)
+        # Most images are covered by no signatures or attestations rule: no call to find that out.
+        signed = image.signed_required or (grant is not None and grant.signature_rule is not None)
+        check = _signature_check(verdict, image, grant) if signed else None
         if check is not None and ref is not None:
             if check not in needs_signatures:
                 needs_signatures.append(check)
             found = lookups.signatures.get(check.reference)
             rules = policy.signatures.rules_for(ref, check.grant_rule) if found is None else ()
             signature_findings.extend(_signed_findings(_SIGNATURES, use, check.reference, found, rules))
-        attested = _attestation_check(verdict, image)
+        attested = _attestation_check(verdict, image) if image.attested_required else None
         if attested is not None and ref is not None:
             if attested not in needs_attestations:
                 needs_attestations.append(attested)
