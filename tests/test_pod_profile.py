@@ -170,7 +170,7 @@ def test_partial_security_context_is_completed_not_replaced() -> None:
         (
             {"volumes": [{"name": "up", "hostPath": {"path": "/data/project/example/../other"}}]},
             "tool-profile:hostPath",
-            'without ".."',
+            "without '..'",
         ),
         ({"volumes": [{"name": "n", "nfs": {"server": "x", "path": "/"}}]}, "tool-profile:volumes", "'nfs'"),
     ],
