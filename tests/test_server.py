@@ -466,6 +466,23 @@ def test_shutdown_closes_idle_connections_at_once_and_answers_in_flight(tmp_path
         assert time.monotonic() - signalled < 5, "shutdown waited for the idle connection"
 
 
+def test_shutdown_grace_bounds_a_request_that_never_completes(tmp_path: Path) -> None:
+    """A request still arriving when --shutdown-grace runs out is dropped: the stop is bounded."""
+    with run_webhook(tmp_path, "--shutdown-grace", "1", "--request-timeout", "60") as webhook:
+        context = ssl.create_default_context(cafile=webhook.tls.ca_cert)
+        with (
+            socket.create_connection(("127.0.0.1", webhook.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"POST /validate HTTP/1.1\r\nhost: imagegate\r\ncontent-length: 1000\r\n\r\n{")
+            signalled = time.monotonic()
+            webhook.process.send_signal(signal.SIGTERM)
+            assert webhook.process.wait(timeout=10) == 0, webhook.logs()
+            waited = time.monotonic() - signalled
+            assert _read_until_closed(tls) == b""  # dropped unanswered: it never arrived whole
+        assert 0.9 < waited < 5, waited  # the grace, not the 15 s default nor the request timeout
+
+
 def test_update_without_change_of_review_shape(webhook: WebhookProcess) -> None:
     """The review from the API server may carry fields we do not know; they are ignored."""
     review = copy.deepcopy(fixture("pod-create.json"))

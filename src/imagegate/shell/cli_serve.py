@@ -115,6 +115,13 @@ def serve(
             min=0.1,
         ),
     ] = None,
+    shutdown_grace: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds requests in flight at SIGTERM may take to be answered (idle connections close at once). Default: 15.",
+            min=0,
+        ),
+    ] = None,
     workers: Annotated[
         int, typer.Option(help="Server processes sharing the port (one per core).", min=1)
     ] = DEFAULT_WORKERS,
@@ -129,6 +136,7 @@ def serve(
     """
     from imagegate.shell.server import (  # noqa: PLC0415
         SERVING_MODULE,
+        SHUTDOWN_GRACE_SECONDS,
         ListenError,
         ServerSettings,
         check_listen,
@@ -160,6 +168,7 @@ def serve(
         identities_path=identities,
         max_body_bytes=max_body_bytes,
         request_timeout=DEFAULT_REQUEST_TIMEOUT if request_timeout is None else request_timeout,
+        shutdown_grace=SHUTDOWN_GRACE_SECONDS if shutdown_grace is None else shutdown_grace,
         log_level=log_level.value,
         log_json=log_format is LogFormat.json,
         workers=workers,

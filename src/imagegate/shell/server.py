@@ -110,6 +110,7 @@ class ServerSettings:
     log_json: bool = True
     workers: int = DEFAULT_WORKERS
     metrics_per_namespace: bool = False  # one series per namespace: opt-in (docs/deploy.md)
+    shutdown_grace: float = SHUTDOWN_GRACE_SECONDS  # how long requests in flight at SIGTERM may take
 
     def to_json(self) -> str:
         """For the serving process (``shell/serving.py``), which gets them on its command line."""
@@ -641,7 +642,7 @@ async def _serve(app: WebhookApp, settings: ServerSettings, sock: socket.socket 
     )
     log.info("serving", url=f"https://{settings.host}:{settings.port}", workers=settings.workers)
     try:
-        await HttpServer(app, limits, tls_context).serve(sock, stop, grace=SHUTDOWN_GRACE_SECONDS)
+        await HttpServer(app, limits, tls_context).serve(sock, stop, grace=settings.shutdown_grace)
     finally:
         await app.shutdown()
 
