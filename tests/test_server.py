@@ -436,6 +436,18 @@ def _read_until_closed(tls: ssl.SSLSocket) -> bytes:
     return received
 
 
+def _started_request(tls: ssl.SSLSocket, head: bytes) -> None:
+    """Send a request's head asking ``100-continue``: its answer shows the server is receiving it
+    (bytes merely sent could still be in the kernel when a signal comes)."""
+    tls.sendall(head.replace(b"\r\n\r\n", b"\r\nexpect: 100-continue\r\n\r\n", 1))
+    received = b""
+    while not received.endswith(b"\r\n\r\n"):
+        chunk = tls.recv(1)
+        assert chunk, received
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 100"), received
+
+
 def test_shutdown_closes_idle_connections_at_once_and_answers_in_flight(tmp_path: Path) -> None:
     """SIGTERM closes idle keep-alive connections (the API server keeps some open) at once and
     waits only for requests in flight: one half sent when the signal comes still gets its answer,
@@ -451,7 +463,8 @@ def test_shutdown_closes_idle_connections_at_once_and_answers_in_flight(tmp_path
             socket.create_connection(("127.0.0.1", webhook.port), timeout=10) as raw,
             context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
         ):
-            tls.sendall(head + review[:100])
+            _started_request(tls, head)
+            tls.sendall(review[:100])
             signalled = time.monotonic()
             webhook.process.send_signal(signal.SIGTERM)
             deadline = signalled + 10
@@ -474,7 +487,7 @@ def test_shutdown_grace_bounds_a_request_that_never_completes(tmp_path: Path) ->
             socket.create_connection(("127.0.0.1", webhook.port), timeout=10) as raw,
             context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
         ):
-            tls.sendall(b"POST /validate HTTP/1.1\r\nhost: imagegate\r\ncontent-length: 1000\r\n\r\n{")
+            _started_request(tls, b"POST /validate HTTP/1.1\r\nhost: imagegate\r\ncontent-length: 1000\r\n\r\n")
             signalled = time.monotonic()
             webhook.process.send_signal(signal.SIGTERM)
             assert webhook.process.wait(timeout=10) == 0, webhook.logs()
