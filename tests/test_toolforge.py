@@ -216,7 +216,12 @@ def test_sync_script_reproduces_the_copies() -> None:
     current = (REPO_ROOT / "deploy" / "base" / "configmaps.yaml").read_text()
     assert sync_policy.configmaps_text(DEFAULT_POLICY_YAML, current) == current
     edited = sync_policy.configmaps_text("kind: ImagePolicy\n", current)
-    assert "    kind: ImagePolicy\n---" in edited and "imagegate-grants" in edited
+    # deploy/base holds the policy's ConfigMap alone (grants and identities are deploy/state's)
+    assert edited.endswith("  policy.yaml: |\n    kind: ImagePolicy\n") and "imagegate-policy" in edited
+    assert (
+        edited.replace("    kind: ImagePolicy\n", "")
+        == current.split("  policy.yaml: |\n", 1)[0] + "  policy.yaml: |\n"
+    )
 
 
 def test_printed_default_is_the_shipped_file() -> None:
