@@ -208,9 +208,19 @@ def test_check_examples_with_deploys_policy_shows_why_each_object_is_denied(tmp_
     # the trusted pod's image is fine, but the pod is denied by the tool profile: both shown
     web = sections["Pod tool-example/web"]
     assert "│ allowed │" in web and "│ denied  │" in web
-    assert "tool-profile:identity" in web and "no uid/gid is known for namespace tool-example" in web
-    custom = sections["Deployment tool-example/custom"]
-    assert custom.count("untrusted-registry") == 2 and "tool-profile:identity" in custom
+    # the words, from the same run as JSON (the table wraps its last column where the paths'
+    # widths put the cut, so a phrase may be split across lines)
+    judged = {
+        f"{o['kind']} {o['namespace']}/{o['name']}": o
+        for o in json.loads(run_imagegate("check", str(REPO_ROOT / "examples"), *deploy_policy, "-o", "json").stdout)[
+            "objects"
+        ]
+    }
+    web_rules = {v["rule"]: v["message"] for v in judged["Pod tool-example/web"]["violations"]}
+    assert "no uid/gid is known for namespace tool-example" in web_rules["tool-profile:identity"]
+    assert "tool-profile" in " ".join(web.split())
+    custom_rules = [v["rule"] for v in judged["Deployment tool-example/custom"]["violations"]]
+    assert custom_rules.count("untrusted-registry") == 2 and "tool-profile:identity" in custom_rules
     assert table.strip().splitlines()[-1] == (
         "2 objects: 2 denied, 0 with warnings, 0 audited, 0 allowed, 0 exempt; "
         "3 images: 2 denied, 0 with warnings, 0 audited, 1 allowed, 0 exempt; "
