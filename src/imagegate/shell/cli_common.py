@@ -154,6 +154,19 @@ def parse_now(text: str | None) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def day_not_past(option: str, text: str, now: dt.datetime, consequence: str) -> dt.date:
+    """A date option (YYYY-MM-DD) that must not be before today, UTC; ``consequence`` says what
+    a past one would mean. Exit 2 otherwise."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise fail(f"{option}: {text!r} is not a date (YYYY-MM-DD)") from None
+    today = now.astimezone(dt.UTC).date()
+    if day < today:
+        raise fail(f"{option} {text} is in the past (today is {today.isoformat()}, UTC): {consequence}")
+    return day
+
+
 @dataclass
 class CheckedObject:
     where: str

@@ -21,7 +21,7 @@ from rich.table import Table
 from imagegate.core.compare import PRESETS, Comparison, Option, Subject, compare, preset_options
 from imagegate.core.policy import Policy
 from imagegate.core.workloads import object_namespace
-from imagegate.shell.cli_common import OutputFormat, fail, load, namespace_labels_in, write_json
+from imagegate.shell.cli_common import OutputFormat, day_not_past, fail, load, namespace_labels_in, write_json
 from imagegate.shell.cli_json import CompareJson
 from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.manifests import SourcedObject
@@ -168,16 +168,11 @@ def run_compare(
     """The comparison, printed (and written as HTML); exit 1 when any option denies anything."""
     if not names:
         raise fail(f"--compare needs policies to compare: files, or presets ({', '.join(PRESETS)})")
-    try:
-        ends = dt.date.fromisoformat(box_ends) if box_ends else (now + dt.timedelta(days=90)).date()
-    except ValueError:
-        raise fail(f"--box-ends: {box_ends!r} is not a date (YYYY-MM-DD)") from None
-    today = now.astimezone(dt.UTC).date()
-    if ends < today:
-        raise fail(
-            f"--box-ends {ends.isoformat()} is in the past (today is {today.isoformat()}, UTC): "
-            "the time-boxed option would already be over"
-        )
+    ends = (
+        day_not_past("--box-ends", box_ends, now, "the time-boxed option would already be over")
+        if box_ends
+        else (now + dt.timedelta(days=90)).date()
+    )
     subjects = _subjects(objects, labels)
     options = _options(names, base, now, subjects, grants, identities, ends, selected)
     table = compare(options, subjects)

@@ -41,6 +41,7 @@ from imagegate.shell.cli_common import (
     OutputFormat,
     app,
     choose_layout,
+    day_not_past,
     fail,
     load_policy_alone,
     namespace_name,
@@ -219,17 +220,7 @@ def _who(by: str | None) -> str:
 
 
 def _last_day(expires: str, now: dt.datetime) -> dt.date:
-    try:
-        last_day = dt.date.fromisoformat(expires)
-    except ValueError:
-        raise fail(f"--expires: {expires!r} is not a date (YYYY-MM-DD)") from None
-    today = now.astimezone(dt.UTC).date()
-    if last_day < today:
-        raise fail(
-            f"--expires {expires} is in the past (today is {today.isoformat()}, UTC): "
-            "the grant would never apply; nothing was written"
-        )
-    return last_day
+    return day_not_past("--expires", expires, now, "the grant would never apply; nothing was written")
 
 
 def _check_governed(policy: Policy, namespace: str) -> None:
