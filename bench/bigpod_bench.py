@@ -58,7 +58,7 @@ from server_bench import (
 )
 from server_bench import worker_pids as server_workers
 
-from imagegate.shell.certs import make_certificates
+from imagegate.shell.webhook.certs import make_certificates
 
 TARGET_P99_MS = 50.0
 

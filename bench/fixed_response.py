@@ -1,7 +1,7 @@
 """A server that answers every request with a fixed allow, for ``server_bench.py``.
 
 Usage: ``python bench/fixed_response.py imagegate|uvicorn|granian CERT KEY PORT``. ``imagegate``
-runs imagegate's own HTTP protocol (``imagegate.shell.http``) with a handler that returns the
+runs imagegate's own HTTP protocol (``imagegate.shell.webhook.http``) with a handler that returns the
 fixed response; ``uvicorn`` runs uvicorn (httptools, uvloop) with a raw ASGI app doing the
 same; ``granian`` runs granian (Rust: hyper and rustls) with a raw RSGI app, one worker.
 All read the whole request body, as the webhook must.
@@ -19,7 +19,7 @@ from typing import Any
 
 import uvloop
 
-from imagegate.shell.http import HttpServer, Limits, Request, Response, server_ssl_context
+from imagegate.shell.webhook.http import HttpServer, Limits, Request, Response, server_ssl_context
 
 BODY = b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"fixed","allowed":true}}'
 FIXED = Response(200, BODY, b"application/json")

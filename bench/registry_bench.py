@@ -38,9 +38,9 @@ from tests.registry_process import Registry, run_registry
 from imagegate.core.baseimage import verify_image
 from imagegate.core.policy import BaseImagesConfig
 from imagegate.core.reference import parse_docker_ref
-from imagegate.shell.registry import RegistryClient, RegistrySettings
-from imagegate.shell.registry_auth import DockerConfigCredentials
-from imagegate.shell.verification import BaseImageIndex
+from imagegate.shell.registry.auth import DockerConfigCredentials
+from imagegate.shell.registry.client import RegistryClient, RegistrySettings
+from imagegate.shell.registry.gate import BaseImageIndex
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -61,7 +61,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reviews import BENCH_POLICY, NAMESPACE, bodies
 
-from imagegate.shell.certs import CertificateFiles, make_certificates
+from imagegate.shell.webhook.certs import CertificateFiles, make_certificates
 
 # Decisions are logged at info, one line each; a busy cluster runs the webhook at warning
 # and reads decisions from metrics and audit annotations. Measure that configuration.

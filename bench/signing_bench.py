@@ -69,10 +69,10 @@ from imagegate.core.policy import Policy, load_policy
 from imagegate.core.records import Lookups
 from imagegate.core.reference import parse_docker_ref
 from imagegate.core.signatures import SignaturesConfig
-from imagegate.shell.registry import RegistryClient, RegistrySettings
-from imagegate.shell.registry_auth import DockerConfigCredentials
-from imagegate.shell.signing import SignatureChecker, bundle_verifier, judge_image, trusted_root_file
-from imagegate.shell.verification import RegistryGate, settle
+from imagegate.shell.registry.auth import DockerConfigCredentials
+from imagegate.shell.registry.client import RegistryClient, RegistrySettings
+from imagegate.shell.registry.gate import RegistryGate, settle
+from imagegate.shell.registry.signing import SignatureChecker, bundle_verifier, judge_image, trusted_root_file
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "sigstore" / "bundle-verify"
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"

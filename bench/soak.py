@@ -61,8 +61,8 @@ from tests.loopback import free_port
 from tests.oci_images import OciLayout, layers
 from tests.registry_process import run_registry
 
-from imagegate.shell.certs import load_ca, make_certificates
-from imagegate.shell.registry import RegistrySettings
+from imagegate.shell.registry.client import RegistrySettings
+from imagegate.shell.webhook.certs import load_ca, make_certificates
 
 NAMESPACE = "tool-soak"
 FOREIGN = "ghcr.io/evil/x:1"

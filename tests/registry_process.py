@@ -34,7 +34,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from imagegate.shell.certs import CertificateFiles, load_ca, make_certificates
+from imagegate.shell.webhook.certs import CertificateFiles, load_ca, make_certificates
 from tests.loopback import free_port
 from tests.oci_images import Layer, OciLayout, skopeo_copy
 

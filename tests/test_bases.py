@@ -24,8 +24,8 @@ from imagegate.core.bases import (
 )
 from imagegate.core.oci import PlatformImage, parse_config
 from imagegate.core.reference import parse_docker_ref
-from imagegate.shell.certs import make_certificates
-from imagegate.shell.registry import RegistryClient, RegistrySettings
+from imagegate.shell.registry.client import RegistryClient, RegistrySettings
+from imagegate.shell.webhook.certs import make_certificates
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers
 from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry

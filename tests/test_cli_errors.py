@@ -28,10 +28,10 @@ from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imagegate.shell.certs import make_certificates
-from imagegate.shell.cli import app
-from imagegate.shell.cli_serve import _dev_certificate
-from imagegate.shell.grants_file import grants_configmap_yaml
+from imagegate.shell.cli.main import app
+from imagegate.shell.cli.serve import _dev_certificate
+from imagegate.shell.cluster.grants_file import grants_configmap_yaml
+from imagegate.shell.webhook.certs import make_certificates
 from tests.conftest import cli_env, run_imagegate
 from tests.loopback import free_port
 from tests.webhook_process import run_webhook
@@ -415,7 +415,7 @@ def test_a_bare_command_group_still_shows_its_help() -> None:
 # --- a bug is not bad input ---------------------------------------------------------------
 
 _EXPLODING = """
-import imagegate.shell.cli as cli
+import imagegate.shell.cli.main as cli
 
 @cli.app.command("explode")
 def explode() -> None:

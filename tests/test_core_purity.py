@@ -84,7 +84,7 @@ def test_the_core_is_pure() -> None:
         "import asyncio",
         "import socket as s",
         "import httpx",
-        "from imagegate.shell.registry import RegistryClient",
+        "from imagegate.shell.registry.client import RegistryClient",
         "import imagegate.shell",
         "from imagegate import shell",
         "from ..shell import cli",
@@ -93,7 +93,7 @@ def test_the_core_is_pure() -> None:
         "from time import monotonic",
         "import datetime as dt\nx = dt.datetime.now(dt.UTC)",
         "from datetime import date\nx = date.today()",
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from imagegate.shell.server import Metrics",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from imagegate.shell.webhook.server import Metrics",
     ],
 )
 def test_each_impurity_is_found(source: str) -> None:

@@ -20,7 +20,7 @@ import pytest
 from imagegate.core.decide import decide
 from imagegate.core.policy import PolicyError, load_grants, load_policy
 from imagegate.core.records import Decision, Lookups
-from imagegate.shell.verification import RegistryGate, settle
+from imagegate.shell.registry.gate import RegistryGate, settle
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, run_imagegate
 from tests.test_signing import Images, images, pod
 

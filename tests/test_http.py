@@ -16,7 +16,7 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imagegate.shell.http import LINGER_SECONDS, MAX_HEADER_BYTES, HttpServer, Limits, Request, Response
+from imagegate.shell.webhook.http import LINGER_SECONDS, MAX_HEADER_BYTES, HttpServer, Limits, Request, Response
 from tests.loopback import free_port
 
 SLOW_STARTED = threading.Event()  # set by each /slow request when its handler starts

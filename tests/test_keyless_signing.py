@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from imagegate.core.signatures import PayloadError
-from imagegate.shell.signing import (
+from imagegate.shell.registry.signing import (
     COSIGN_SIGNATURE_ARTIFACT,
     bundle_verifier,
     tag_scheme_bundle,

@@ -22,7 +22,7 @@ from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, containers, evalu
 from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.workloads import CONTAINER_LISTS, POD_TEMPLATE_PATHS, WORKLOAD_KINDS, image_uses
-from imagegate.shell.cluster import lightkube_resource
+from imagegate.shell.cluster.client import lightkube_resource
 from tests.conftest import REPO_ROOT
 from tests.test_podsecurity_conformance import PINNABLE
 from tests.test_podsecurity_shortcut import compliant_spec

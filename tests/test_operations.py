@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from imagegate.core.policy import load_grants
-from imagegate.shell.grants_file import edit_grants_file
+from imagegate.shell.cluster.grants_file import edit_grants_file
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, REPO_ROOT, run_imagegate
 from tests.oci_images import OciLayout, layers
 from tests.registry_process import Registry, run_registry
@@ -314,7 +314,7 @@ FINDING = {k: "str" for k in ("container", "containerKind", "image", "message", 
 
 
 def test_every_json_document_keeps_its_keys(registry: tuple[Registry, Path], tmp_path: Path) -> None:
-    # The --output json keys are a contract (cli_json.py); a change here is a deliberate one.
+    # The --output json keys are a contract (cli/json_docs.py); a change here is a deliberate one.
     reg, policy = registry
     (tmp_path / "pod.yaml").write_text(
         "kind: Pod\nmetadata: {name: p, namespace: tool-a}\n"

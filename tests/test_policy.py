@@ -241,7 +241,7 @@ def test_a_document_of_another_kind_is_refused(kind: str) -> None:
 
 def test_a_new_grants_file_starts_only_when_asked() -> None:
     """`grants add --create` on a file or key not there yet; an empty text is otherwise refused, as `list` refuses it."""
-    from imagegate.shell.grants_file import GrantEditError, edit_grants_text  # noqa: PLC0415
+    from imagegate.shell.cluster.grants_file import GrantEditError, edit_grants_text  # noqa: PLC0415
 
     def add(current: list[dict[str, object]]) -> list[dict[str, object]]:
         return [*current, {"namespace": "tool-a"}]

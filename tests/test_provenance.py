@@ -23,8 +23,8 @@ from imagegate.core.provenance import (
     parse_statement,
 )
 from imagegate.core.signatures import SignatureEvidence
-from imagegate.shell.attestations import envelope_evidence
-from imagegate.shell.signing import load_public_key
+from imagegate.shell.registry.attestations import envelope_evidence
+from imagegate.shell.registry.signing import load_public_key
 from tests.conftest import POLICY_HEADER
 from tests.signed_images import (
     SOURCE,

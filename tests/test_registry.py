@@ -25,10 +25,10 @@ from imagegate.core.decide import decide
 from imagegate.core.oci import digest_of
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, load_policy
 from imagegate.core.reference import parse_docker_ref
-from imagegate.shell.certs import make_certificates
-from imagegate.shell.registry import RegistryClient, RegistryError, RegistrySettings
-from imagegate.shell.registry_auth import DockerConfigCredentials
-from imagegate.shell.verification import RegistryGate
+from imagegate.shell.registry.auth import DockerConfigCredentials
+from imagegate.shell.registry.client import RegistryClient, RegistryError, RegistrySettings
+from imagegate.shell.registry.gate import RegistryGate
+from imagegate.shell.webhook.certs import make_certificates
 from tests.conftest import POLICY_HEADER, admission_review, run_imagegate
 from tests.oci_images import OciLayout, layer, layers, skopeo_copy, skopeo_inspect
 from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry

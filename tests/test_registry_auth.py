@@ -15,8 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from imagegate.core.reference import parse_docker_ref
-from imagegate.shell.registry import RegistryClient, RegistryError, RegistrySettings
-from imagegate.shell.registry_auth import (
+from imagegate.shell.registry.auth import (
     Challenge,
     CredentialSource,
     DockerConfigCredentials,
@@ -25,6 +24,7 @@ from imagegate.shell.registry_auth import (
     parse_challenges,
     token_lifetime,
 )
+from imagegate.shell.registry.client import RegistryClient, RegistryError, RegistrySettings
 from tests.oci_images import OciLayout, layers
 from tests.registry_process import PASSWORD, USER, Registry, run_registry
 

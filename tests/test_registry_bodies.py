@@ -29,10 +29,10 @@ import pytest
 from imagegate.core.oci import digest_of
 from imagegate.core.policy import DEFAULT_LOOKUP_TIMEOUT, PolicyError, RegistryConfig, load_policy
 from imagegate.core.reference import parse_docker_ref
-from imagegate.shell.certs import CertificateFiles, make_certificates
-from imagegate.shell.registry import RegistryClient, RegistryError, RegistryErrorKind, RegistrySettings
-from imagegate.shell.registry_auth import DockerConfigCredentials, Login
-from imagegate.shell.verification import TENANT_WORDS, RegistryGate, pin_failure_note, tenant_reason
+from imagegate.shell.registry.auth import DockerConfigCredentials, Login
+from imagegate.shell.registry.client import RegistryClient, RegistryError, RegistryErrorKind, RegistrySettings
+from imagegate.shell.registry.gate import TENANT_WORDS, RegistryGate, pin_failure_note, tenant_reason
+from imagegate.shell.webhook.certs import CertificateFiles, make_certificates
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, admission_review, run_imagegate
 from tests.registry_process import fault_handler, https_server
 from tests.test_registry import MANIFEST

@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 from imagegate.core.decide import decide
 from imagegate.core.policy import Policy, PolicyError, load_grants, load_policy
 from imagegate.core.reference import parse_docker_ref
-from imagegate.shell.certs import make_certificates
-from imagegate.shell.registry import RegistryClient, RegistryError, RegistryErrorKind, RegistrySettings
-from imagegate.shell.registry_auth import MAX_TOKEN_ANSWER_BYTES
-from imagegate.shell.verification import RegistryGate, pin_failure_note, tenant_reason
+from imagegate.shell.registry.auth import MAX_TOKEN_ANSWER_BYTES
+from imagegate.shell.registry.client import RegistryClient, RegistryError, RegistryErrorKind, RegistrySettings
+from imagegate.shell.registry.gate import RegistryGate, pin_failure_note, tenant_reason
+from imagegate.shell.webhook.certs import make_certificates
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, admission_review, run_imagegate
 from tests.loopback import free_port
 from tests.oci_images import OciLayout, layers, skopeo_inspect

@@ -25,7 +25,7 @@ from imagegate.core.oci import OCI_INDEX, Index, parse_manifest
 from imagegate.core.platforms import node_platform, normalize, parse_platform, runnable_entries
 from imagegate.core.policy import Policy, load_policy
 from imagegate.core.records import NO_LOOKUPS, DenyOrAllow
-from imagegate.shell.verification import Lookups, RegistryGate, settle
+from imagegate.shell.registry.gate import Lookups, RegistryGate, settle
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_copy
 from tests.registry_process import Registry, run_registry

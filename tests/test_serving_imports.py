@@ -1,7 +1,7 @@
 """``imagegate serve`` loads only what serving needs (issue 18, item 2).
 
 The command line checks the options and then replaces itself with ``python -m
-imagegate.shell.serving`` (shell/serving.py), whose workers are spawned with that as
+imagegate.shell.webhook.serving`` (shell/webhook/serving.py), whose workers are spawned with that as
 their main module. What each process really loaded is read from the process itself: a
 ``sitecustomize`` module on ``PYTHONPATH`` (Python imports it in every interpreter it
 starts, ``site`` documents it) writes the names in ``sys.modules`` when the process exits,
@@ -39,19 +39,19 @@ if os.environ.get("IMAGEGATE_TEST_MODULES_DIR"):
 # making, an inotify library, and (with no rule that needs one) the registry client.
 NEVER = ("typer", "click", "rich", "pygments", "lightkube", "ldap3", "cryptography", "watchfiles")
 NEVER_OURS = (
-    "imagegate.shell.cli",
-    "imagegate.shell.cli_ops",
-    "imagegate.shell.cli_bases",
-    "imagegate.shell.cli_compare",
-    "imagegate.shell.cli_identities",
-    "imagegate.shell.cluster",
-    "imagegate.shell.identities",
-    "imagegate.shell.html_report",
+    "imagegate.shell.cli.main",
+    "imagegate.shell.cli.ops",
+    "imagegate.shell.cli.bases",
+    "imagegate.shell.cli.compare",
+    "imagegate.shell.cli.identities",
+    "imagegate.shell.cluster.client",
+    "imagegate.shell.cluster.identities",
+    "imagegate.shell.cli.html_report",
     "imagegate.shell.manifests",
-    "imagegate.shell.certs",
+    "imagegate.shell.webhook.certs",
     "imagegate.core.compare",
 )
-REGISTRY_CLIENT = ("httpx", "httpcore", "anyio", "imagegate.shell.registry", "imagegate.shell.registry_auth")
+REGISTRY_CLIENT = ("httpx", "httpcore", "anyio", "imagegate.shell.registry.client", "imagegate.shell.registry.auth")
 
 
 def serving_processes(tmp_path: Path, *args: str, policy: Path | None = None) -> dict[str, set[str]]:
@@ -80,10 +80,10 @@ def serving_processes(tmp_path: Path, *args: str, policy: Path | None = None) ->
     found = {}
     for dump in modules.glob("*.modules"):
         command, *loaded = dump.read_text().splitlines()
-        if "imagegate.shell.server" in loaded:  # the serving process and its workers (not the resource tracker)
+        if "imagegate.shell.webhook.server" in loaded:  # the serving process and its workers (not the resource tracker)
             found[f"{dump.stem}: {command[:120]}"] = set(loaded)
     # The command line itself never exits: it became the serving process (the same pid).
-    assert any(key.startswith(f"{pid}: ") and "imagegate.shell.serving" in key for key in found), sorted(found)
+    assert any(key.startswith(f"{pid}: ") and "imagegate.shell.webhook.serving" in key for key in found), sorted(found)
     return found
 
 
@@ -97,7 +97,7 @@ def assert_lean(found: dict[str, set[str]], *, registry: bool) -> None:
                 process,
                 sorted((loaded | packages) & set(REGISTRY_CLIENT)),
             )
-        assert {"imagegate.core.decide", "imagegate.shell.http", "uvloop", "ssl"} <= loaded
+        assert {"imagegate.core.decide", "imagegate.shell.webhook.http", "uvloop", "ssl"} <= loaded
 
 
 @pytest.mark.timeout(90)
@@ -125,4 +125,4 @@ def test_the_registry_client_is_loaded_when_a_rule_needs_a_registry(tmp_path: Pa
     found = serving_processes(tmp_path, policy=policy)
     assert_lean(found, registry=True)
     (loaded,) = found.values()
-    assert {"httpx", "imagegate.shell.registry"} <= loaded
+    assert {"httpx", "imagegate.shell.registry.client"} <= loaded

@@ -15,7 +15,7 @@ from imagegate.core.signatures import (
     check_simple_signing_payload,
     judge,
 )
-from imagegate.shell.signing import SigningError, load_public_key, simple_signing_evidence, verifies
+from imagegate.shell.registry.signing import SigningError, load_public_key, simple_signing_evidence, verifies
 from tests.conftest import POLICY_HEADER
 from tests.signed_images import SIGNATURE_ANNOTATION, new_key, public_pem, sign, simple_signing_payload
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from imagegate.core.signatures import KeylessIdentity, PayloadError, SignaturesConfig
-from imagegate.shell.signing import (
+from imagegate.shell.registry.signing import (
     MAX_LIBRARY_ERROR,
     SigningError,
     bundle_verifier,

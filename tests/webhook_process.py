@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from imagegate.shell.certs import CertificateFiles, make_certificates
+from imagegate.shell.webhook.certs import CertificateFiles, make_certificates
 from tests.conftest import admission_review
 from tests.loopback import free_port
 

@@ -1,5 +1,5 @@
 """``python -m imagegate``: the same as the ``imagegate`` command."""
 
-from imagegate.shell.cli import main
+from imagegate.shell.cli.main import main
 
 main()

@@ -4,7 +4,7 @@ An ``attestations`` rule is a signatures rule (images, keys, identities, count, 
 :class:`~imagegate.core.signatures.SignatureRule`, judged by the same
 :func:`~imagegate.core.signatures.judge`) over signed in-toto statements, plus what their SLSA
 provenance must say (:class:`~imagegate.core.provenance.ProvenanceRule`: builder ids, build
-types, source forges). The shell (:mod:`imagegate.shell.attestations`) verifies each
+types, source forges). The shell (:mod:`imagegate.shell.registry.attestations`) verifies each
 attestation attached to the image digest and reads its statement; what it learns is one
 :class:`~imagegate.core.signatures.SignatureEvidence` per signer, carrying the provenance.
 Here: an attestation by one of the rule's signers whose provenance fails the rule counts for

@@ -3,7 +3,7 @@
 An attestation is a DSSE envelope (``payloadType``, base64 ``payload``, ``signatures``) whose
 payload is an in-toto Statement: the subjects it speaks about (by digest) and a predicate.
 The signature is over the DSSE pre-authentication encoding (:func:`pae`), never over the
-payload alone; verifying it is the shell's job (``shell/attestations.py``, with cryptography).
+payload alone; verifying it is the shell's job (``shell/registry/attestations.py``, with cryptography).
 Here: what the statement says, read strictly, and whether it satisfies a rule.
 
 Tekton Chains writes SLSA v0.2 (``builder.id``, ``buildType`` such as

@@ -1,6 +1,6 @@
 """Signature rules and their judgement: pure, no crypto, no I/O.
 
-The shell (:mod:`imagegate.shell.signing`) finds the signatures attached to an image digest and
+The shell (:mod:`imagegate.shell.registry.signing`) finds the signatures attached to an image digest and
 verifies each cryptographically; what it learns is a list of :class:`SignatureEvidence`: for
 each signature, which configured key verified it or which keyless identity (certificate issuer
 and subject, from a verified Sigstore bundle) made it, or why it does not count. Here:

@@ -1,5 +1,5 @@
 """Exit codes and the one line an internal error gets: shared by the command line and the serving
-process (``shell/serving.py``), which runs without the command line's libraries."""
+process (``shell/webhook/serving.py``), which runs without the command line's libraries."""
 
 from __future__ import annotations
 

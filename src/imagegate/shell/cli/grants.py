@@ -34,7 +34,7 @@ from imagegate.core.policy import (
 )
 from imagegate.core.report import GrantState, GrantStatus, grant_states
 from imagegate.core.workloads import object_metadata
-from imagegate.shell.cli_common import (
+from imagegate.shell.cli.common import (
     ExpiringDaysOption,
     GrantsOption,
     Layout,
@@ -50,9 +50,8 @@ from imagegate.shell.cli_common import (
     read_inputs,
     write_json,
 )
-from imagegate.shell.cli_json import GrantCheckJson, GrantJson
-from imagegate.shell.exits import EXIT_DENIED
-from imagegate.shell.grants_file import (
+from imagegate.shell.cli.json_docs import GrantCheckJson, GrantJson
+from imagegate.shell.cluster.grants_file import (
     Edited,
     GrantChange,
     GrantEditError,
@@ -60,6 +59,7 @@ from imagegate.shell.grants_file import (
     edit_grants_text,
     grants_configmap_yaml,
 )
+from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.policy_source import named_file, read_document, relative_to_policy
 
 grants_app = typer.Typer(
@@ -182,7 +182,7 @@ def _edit(
         if apply:
             if configmap is None:
                 raise fail("--apply needs --configmap NAMESPACE/NAME")
-            from imagegate.shell.cluster import ClusterError, connect, edit_configmap  # noqa: PLC0415
+            from imagegate.shell.cluster.client import ClusterError, connect, edit_configmap  # noqa: PLC0415
 
             namespace, name = _split_configmap(configmap)
             try:
@@ -235,7 +235,7 @@ def _check_governed(policy: Policy, namespace: str) -> None:
 def _check_signing_key(signed_by: str, namespace: str, policy_path: Path | None) -> None:
     """The key a grant names must be one the webhook can use: there, and a public key cosign signs with."""
     from imagegate.core.placeholders import fill_placeholders  # noqa: PLC0415
-    from imagegate.shell.signing import SigningError, load_public_key  # noqa: PLC0415
+    from imagegate.shell.registry.signing import SigningError, load_public_key  # noqa: PLC0415
 
     filled = fill_placeholders(signed_by, namespace)
     if filled is None:
@@ -471,7 +471,7 @@ def _read_grants(grants_file: Path | None, configmap: str | None, policy_path: P
     if configmap is not None:
         from lightkube.resources.core_v1 import ConfigMap  # noqa: PLC0415
 
-        from imagegate.shell.cluster import ClusterError, connect  # noqa: PLC0415
+        from imagegate.shell.cluster.client import ClusterError, connect  # noqa: PLC0415
 
         namespace, name = _split_configmap(configmap)
         try:
@@ -549,7 +549,7 @@ def _existing_namespaces(source: list[str] | None) -> set[str]:
                 "(`kubectl get namespaces -o json` makes such a dump)"
             )
         return names
-    from imagegate.shell.cluster import ClusterError, connect, namespace_labels  # noqa: PLC0415
+    from imagegate.shell.cluster.client import ClusterError, connect, namespace_labels  # noqa: PLC0415
 
     try:
         return set(namespace_labels(connect()))

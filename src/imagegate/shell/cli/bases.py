@@ -23,7 +23,7 @@ from imagegate.core.bases import (
 from imagegate.core.reference import ReferenceError, parse_docker_ref
 from imagegate.core.report import top_owners
 from imagegate.core.workloads import ObjectShapeError, image_uses, object_namespace
-from imagegate.shell.cli_common import (
+from imagegate.shell.cli.common import (
     GrantsOption,
     OutputFormat,
     PolicyOption,
@@ -36,14 +36,14 @@ from imagegate.shell.cli_common import (
     progress_on_terminal,
     write_json,
 )
-from imagegate.shell.cli_json import BaseRowJson, BasesJson, BaseVersionJson
-from imagegate.shell.cli_ops import FromOption, _objects
+from imagegate.shell.cli.html_report import render_bases_report
+from imagegate.shell.cli.json_docs import BaseRowJson, BasesJson, BaseVersionJson
+from imagegate.shell.cli.ops import FromOption, _objects
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
-from imagegate.shell.html_report import render_bases_report
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject
-from imagegate.shell.registry_errors import RegistryError
-from imagegate.shell.verification import RegistryGate, tagged_versions
+from imagegate.shell.registry.errors import RegistryError
+from imagegate.shell.registry.gate import RegistryGate, tagged_versions
 
 
 def _users(objects: Sequence[SourcedObject]) -> dict[str, tuple[set[str], set[str]]]:

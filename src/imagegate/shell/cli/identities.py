@@ -30,10 +30,9 @@ from imagegate.core.identities import (
 )
 from imagegate.core.podprofile import Identity
 from imagegate.core.policy import PolicyError, load_identities
-from imagegate.shell.cli_common import STDIN, app, fail
-from imagegate.shell.exits import EXIT_DENIED
-from imagegate.shell.grants_file import grants_configmap_yaml
-from imagegate.shell.identities import (
+from imagegate.shell.cli.common import STDIN, app, fail
+from imagegate.shell.cluster.grants_file import grants_configmap_yaml
+from imagegate.shell.cluster.identities import (
     IdentitySourceError,
     LdapSettings,
     accounts_from_labels,
@@ -42,6 +41,7 @@ from imagegate.shell.identities import (
     namespaces_from_cluster,
     namespaces_from_dump,
 )
+from imagegate.shell.exits import EXIT_DENIED
 
 identities_app = typer.Typer(
     help="Make the tool identities file (namespace -> uid/gid) from LDAP, NSS or Namespace labels.",
@@ -194,7 +194,7 @@ def _finish(
     if out == STDIN:
         out = None  # -o -: standard output
     if apply:
-        from imagegate.shell.cluster import ClusterError, connect, edit_configmap  # noqa: PLC0415
+        from imagegate.shell.cluster.client import ClusterError, connect, edit_configmap  # noqa: PLC0415
 
         namespace, name = _split(configmap)
 

@@ -12,7 +12,7 @@ internal error.
 * :func:`read_body` reads a body: at most ``limit`` bytes before and after decoding, ``gzip``
   (the one encoding we ask for, as Go's net/http does) decoded here, step by step, so a small
   compressed body cannot inflate past the limit in one go; any other encoding is refused;
-* :func:`~imagegate.shell.registry_errors.deadline` puts one deadline on a whole exchange, body
+* :func:`~imagegate.shell.registry.errors.deadline` puts one deadline on a whole exchange, body
   included: httpx's own timeout is per network read, which a body trickled a byte at a time
   never trips.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
+from imagegate.shell.registry.errors import RegistryError, RegistryErrorKind
 
 __all__ = ["ACCEPT_ENCODING", "read_body", "send", "transport_error"]
 

@@ -1,6 +1,6 @@
 """Attestations attached to images in a registry: fetching them, verifying them, reading their provenance.
 
-Where they are found (:func:`imagegate.shell.signing.attached`, the registry client's auth,
+Where they are found (:func:`imagegate.shell.registry.signing.attached`, the registry client's auth,
 limits and single flight):
 
 * cosign's tag scheme, ``sha256-<hex>.att``: a manifest whose layers are DSSE envelopes
@@ -8,12 +8,12 @@ limits and single flight):
   ``predicateType`` annotation;
 * the OCI 1.1 referrers API or its fallback tag: artifacts of that media type (the same
   envelopes), and Sigstore bundles carrying a DSSE envelope (verified offline with
-  sigstore-python, as signature bundles are: :func:`~imagegate.shell.signing.verify_bundle_statement`).
+  sigstore-python, as signature bundles are: :func:`~imagegate.shell.registry.signing.verify_bundle_statement`).
 
 A key-signed envelope's signature covers the DSSE pre-authentication encoding of payload type
 and payload (:func:`imagegate.core.provenance.pae`), so a payload cut from one envelope and a
 signature from another do not verify; keys are verified with ``cryptography`` by
-:func:`~imagegate.shell.signing.verifies`, the one verification of the signatures too. Only a
+:func:`~imagegate.shell.registry.signing.verifies`, the one verification of the signatures too. Only a
 verified statement is read (:func:`~imagegate.core.provenance.parse_statement`); the rules are
 judged by :func:`imagegate.core.attestations.judge_attestation`.
 """
@@ -38,7 +38,7 @@ from imagegate.core.provenance import (
 from imagegate.core.records import SignatureVerdict
 from imagegate.core.reference import Reference
 from imagegate.core.signatures import OTHER_KEY, PayloadError, SignatureEvidence, signer_name
-from imagegate.shell.signing import (
+from imagegate.shell.registry.signing import (
     BUNDLE_TYPES,
     CERTIFICATE_ANNOTATION,
     MAX_BUNDLE_BYTES,
@@ -53,7 +53,7 @@ from imagegate.shell.signing import (
 )
 
 if TYPE_CHECKING:
-    from imagegate.shell.registry import RegistryClient
+    from imagegate.shell.registry.client import RegistryClient
 
 __all__ = [
     "DSSE_ENVELOPE",

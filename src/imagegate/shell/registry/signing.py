@@ -9,7 +9,7 @@ specification put them (:func:`attached`):
   it (a 404, as Debian's docker-registry 2.8 answers), its tag-schema fallback: an index tagged
   ``sha256-<hex>`` listing the artifacts.
 
-Everything goes through the :class:`~imagegate.shell.registry.RegistryClient`: its auth,
+Everything goes through the :class:`~imagegate.shell.registry.client.RegistryClient`: its auth,
 per-registry limits, time budget, size bounds and digest checks, and its single flight.
 """
 
@@ -65,12 +65,12 @@ from imagegate.core.signatures import (
     signer_name,
 )
 from imagegate.shell.policy_source import relative_to_policy
-from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
+from imagegate.shell.registry.errors import RegistryError, RegistryErrorKind
 
 if TYPE_CHECKING:
     from sigstore._internal.trust import RekorKeyring
 
-    from imagegate.shell.registry import RegistryClient
+    from imagegate.shell.registry.client import RegistryClient
 
 __all__ = [
     "BUNDLE_TYPES",

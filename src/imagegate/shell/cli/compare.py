@@ -21,8 +21,8 @@ from rich.table import Table
 from imagegate.core.compare import PRESETS, Comparison, Option, Subject, compare, preset_options
 from imagegate.core.policy import Policy
 from imagegate.core.workloads import object_namespace
-from imagegate.shell.cli_common import OutputFormat, day_not_past, fail, load, namespace_labels_in, write_json
-from imagegate.shell.cli_json import CompareJson
+from imagegate.shell.cli.common import OutputFormat, day_not_past, fail, load, namespace_labels_in, write_json
+from imagegate.shell.cli.json_docs import CompareJson
 from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.manifests import SourcedObject
 

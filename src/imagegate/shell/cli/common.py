@@ -40,7 +40,7 @@ from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.exits import EXIT_BAD_INPUT
 from imagegate.shell.manifests import SourcedObject, read_manifests
 from imagegate.shell.policy_source import MAX_POLICY_BYTES, load_policy_files, read_document
-from imagegate.shell.verification import RegistryGate, settle
+from imagegate.shell.registry.gate import RegistryGate, settle
 
 app = typer.Typer(
     name="imagegate",

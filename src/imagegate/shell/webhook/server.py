@@ -1,7 +1,7 @@
 """``imagegate serve``: the admission webhook over HTTPS.
 
 A request handler (no framework: five routes, and every microsecond on the hot path is
-a pod creation waiting) on imagegate's own HTTP/1.1 protocol (``shell/http.py``: uvloop
+a pod creation waiting) on imagegate's own HTTP/1.1 protocol (``shell/webhook/http.py``: uvloop
 and httptools, chosen by measurement), a live ``SSLContext`` that takes a renewed
 certificate without dropping a connection, and one process per core sharing the port.
 
@@ -67,18 +67,18 @@ from imagegate.core.report import GRANT_STATES, grant_states
 from imagegate.core.webhooks import condition_fingerprint, mutation_condition
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR
 from imagegate.shell.filewatch import changes
-from imagegate.shell.histograms import BatchedHistogram, Counts
-from imagegate.shell.http import HttpServer, Limits, Request, Response, server_ssl_context
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.policy_source import PolicySource, ReloadResult
-from imagegate.shell.serve_defaults import (
+from imagegate.shell.registry.gate import RegistryGate, needs_registry, settle
+from imagegate.shell.webhook.histograms import BatchedHistogram, Counts
+from imagegate.shell.webhook.http import HttpServer, Limits, Request, Response, server_ssl_context
+from imagegate.shell.webhook.serve_defaults import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_WORKERS,
 )
-from imagegate.shell.verification import RegistryGate, needs_registry, settle
 
 __all__ = ["ListenError", "Metrics", "ServerSettings", "WebhookApp", "check_listen", "run_server"]
 
@@ -90,7 +90,9 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series d
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_FLUSH_SECONDS = 1.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-SERVING_MODULE = "imagegate.shell.serving"  # what `imagegate serve` runs: python -m SERVING_MODULE SETTINGS_JSON
+SERVING_MODULE = (
+    "imagegate.shell.webhook.serving"  # what `imagegate serve` runs: python -m SERVING_MODULE SETTINGS_JSON
+)
 SHUTDOWN_GRACE_SECONDS = 15.0  # in-flight requests finish; the kubelet waits 30 s by default
 
 
@@ -113,7 +115,7 @@ class ServerSettings:
     shutdown_grace: float = SHUTDOWN_GRACE_SECONDS  # how long requests in flight at SIGTERM may take
 
     def to_json(self) -> str:
-        """For the serving process (``shell/serving.py``), which gets them on its command line."""
+        """For the serving process (``shell/webhook/serving.py``), which gets them on its command line."""
         return msgspec.json.encode(self, enc_hook=str).decode()
 
     @classmethod

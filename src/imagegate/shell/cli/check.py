@@ -23,7 +23,7 @@ from imagegate.core.records import Mode, Outcome, Subject, outcome_of
 from imagegate.core.report import GrantStatus
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.yamldoc import DocumentError
-from imagegate.shell.cli_common import (
+from imagegate.shell.cli.common import (
     STDIN,
     CheckedObject,
     GrantsOption,
@@ -45,10 +45,10 @@ from imagegate.shell.cli_common import (
     write_json,
     write_lines,
 )
-from imagegate.shell.cli_json import CheckJson, CountsJson, InspectJson, ObjectJson
+from imagegate.shell.cli.json_docs import CheckJson, CountsJson, InspectJson, ObjectJson
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.logs import configure_logging
-from imagegate.shell.verification import RegistryGate
+from imagegate.shell.registry.gate import RegistryGate
 
 policy_app = typer.Typer(help="Validate or print policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -220,7 +220,7 @@ def check(
 
 def _unusable_files(loaded: Policy, relative_to: Path | None) -> list[str]:
     """The files the policy names that the webhook could not use: signature keys, trusted roots."""
-    from imagegate.shell.signing import load_keys, trusted_root_file  # noqa: PLC0415 (cryptography, sigstore)
+    from imagegate.shell.registry.signing import load_keys, trusted_root_file  # noqa: PLC0415 (cryptography, sigstore)
 
     problems: list[str] = []
     for section, config in (("signatures", loaded.signatures), ("attestations", loaded.attestations.signers)):
@@ -361,7 +361,7 @@ def inspect(
     from imagegate.core.baseimage import verify_image  # noqa: PLC0415
     from imagegate.core.platforms import PlatformError, parse_platform  # noqa: PLC0415
     from imagegate.core.reference import ReferenceError, parse_docker_ref  # noqa: PLC0415
-    from imagegate.shell.registry import RegistryError  # noqa: PLC0415
+    from imagegate.shell.registry.client import RegistryError  # noqa: PLC0415
 
     configure_logging("warning", json=False)
     loaded = load(policy, None)

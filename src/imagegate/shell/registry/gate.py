@@ -34,13 +34,13 @@ from imagegate.core.records import NO_LOOKUPS, DenyOrAllow, Lookups, SignatureCh
 from imagegate.core.reference import Reference, parse_docker_ref
 from imagegate.core.signatures import SignatureEvidence, SignatureRule, SignaturesConfig
 from imagegate.shell.policy_source import relative_to_policy
-from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind, deadline
+from imagegate.shell.registry.errors import RegistryError, RegistryErrorKind, deadline
 
 if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
     from imagegate.core.oci import PlatformImage, ResolvedImage
-    from imagegate.shell.attestations import AttestationChecker
-    from imagegate.shell.registry import RegistryClient
-    from imagegate.shell.signing import SignatureChecker
+    from imagegate.shell.registry.attestations import AttestationChecker
+    from imagegate.shell.registry.client import RegistryClient
+    from imagegate.shell.registry.signing import SignatureChecker
 
 __all__ = [
     "BASE_TAGS_READ",
@@ -68,8 +68,8 @@ def client_for(
     config: RegistryConfig, relative_to: Path | None = None, timer: Callable[[], float] | None = None
 ) -> RegistryClient:
     """A registry client configured by the policy's ``registry`` section (``timer``: its caches' clock)."""
-    from imagegate.shell.registry import RegistryClient, RegistrySettings  # noqa: PLC0415
-    from imagegate.shell.registry_auth import DockerConfigCredentials  # noqa: PLC0415
+    from imagegate.shell.registry.auth import DockerConfigCredentials  # noqa: PLC0415
+    from imagegate.shell.registry.client import RegistryClient, RegistrySettings  # noqa: PLC0415
 
     def resolve(name: str | None) -> Path | None:
         return relative_to_policy(name, relative_to)
@@ -305,7 +305,7 @@ class RegistryGate:
     @property
     def signatures(self) -> SignatureChecker:
         if self._signatures is None:
-            from imagegate.shell.signing import SignatureChecker  # noqa: PLC0415 - sigstore only when a rule needs it
+            from imagegate.shell.registry.signing import SignatureChecker  # noqa: PLC0415 - sigstore only when a rule needs it
 
             self._signatures = SignatureChecker(self.relative_to)
         return self._signatures
@@ -313,7 +313,7 @@ class RegistryGate:
     @property
     def attestations(self) -> AttestationChecker:
         if self._attestations is None:
-            from imagegate.shell.attestations import AttestationChecker  # noqa: PLC0415 - as signatures
+            from imagegate.shell.registry.attestations import AttestationChecker  # noqa: PLC0415 - as signatures
 
             self._attestations = AttestationChecker(self.relative_to)
         return self._attestations
@@ -339,7 +339,7 @@ class RegistryGate:
         self, policy: Policy, check: SignatureCheck, ends: float
     ) -> tuple[SignatureVerdict, ...]:
         """The image's verdict under each rule of ``check`` (its ``signatures`` rules and its grant's)."""
-        from imagegate.shell.signing import judge_image  # noqa: PLC0415
+        from imagegate.shell.registry.signing import judge_image  # noqa: PLC0415
 
         ref = parse_docker_ref(check.reference)
         rules = policy.signatures.rules_for(ref, check.grant_rule)
@@ -349,7 +349,7 @@ class RegistryGate:
 
     async def _attestation_verdicts(self, policy: Policy, reference: str, ends: float) -> tuple[SignatureVerdict, ...]:
         """The image's verdict under each ``attestations`` rule covering it."""
-        from imagegate.shell.attestations import judge_image  # noqa: PLC0415
+        from imagegate.shell.registry.attestations import judge_image  # noqa: PLC0415
 
         ref = parse_docker_ref(reference)
         rules = policy.attestations.rules_for(ref)
@@ -377,7 +377,7 @@ class RegistryGate:
         that is our configuration, not the image; the other rules are judged as usual, and follow
         their ``onError`` when the registry fails.
         """
-        from imagegate.shell.signing import SigningError  # noqa: PLC0415
+        from imagegate.shell.registry.signing import SigningError  # noqa: PLC0415
 
         reference = str(ref)
         trust = checker.trust(config)

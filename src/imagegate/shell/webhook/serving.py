@@ -1,4 +1,4 @@
-"""The process ``imagegate serve`` becomes: ``python -m imagegate.shell.serving SETTINGS_JSON``.
+"""The process ``imagegate serve`` becomes: ``python -m imagegate.shell.webhook.serving SETTINGS_JSON``.
 
 The command line checks the options, makes the development certificate and then replaces
 itself with this (``os.execv``: the same pid), so a serving process, and each of its
@@ -20,7 +20,7 @@ if __name__ in ("__main__", "__mp_main__"):  # the serving process or one of its
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from imagegate.shell.exits import EXIT_BAD_INPUT, report_internal_error
-from imagegate.shell.server import SERVING_MODULE, ListenError, ServerSettings, run_server
+from imagegate.shell.webhook.server import SERVING_MODULE, ListenError, ServerSettings, run_server
 
 __all__ = ["main"]
 

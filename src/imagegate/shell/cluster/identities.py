@@ -199,7 +199,7 @@ def namespaces_from_cluster() -> dict[str, dict[str, dict[str, str]]]:
     from lightkube import ApiError  # noqa: PLC0415
     from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
 
-    from imagegate.shell.cluster import ClusterError, connect  # noqa: PLC0415
+    from imagegate.shell.cluster.client import ClusterError, connect  # noqa: PLC0415
 
     try:
         client = connect()

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from imagegate.core.names import DNS_LABEL_RULE, is_dns_label
-from imagegate.shell.cert_terms import CA_DAYS, CertificateError
+from imagegate.shell.webhook.cert_terms import CA_DAYS, CertificateError
 
 __all__ = [
     "CA_DAYS",

@@ -1,4 +1,4 @@
-"""What the command line knows of certificates before it loads cryptography (shell/certs.py):
+"""What the command line knows of certificates before it loads cryptography (shell/webhook/certs.py):
 the default life of a new CA and the error the certificate commands report."""
 
 from __future__ import annotations

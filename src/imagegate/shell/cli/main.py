@@ -11,17 +11,17 @@ import typer
 # typer >= 0.29 carries its own click (typer._click): its option parser raises these.
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from imagegate.shell.cli_common import app, fail
+from imagegate.shell.cli.common import app, fail
 from imagegate.shell.exits import DEBUG_ENV, EXIT_BAD_INPUT, report_internal_error
 
 # isort: off
 # Importing a command module registers its commands on ``app``, in this order in --help.
-from imagegate.shell import cli_check  # noqa: F401
-from imagegate.shell import cli_serve  # noqa: F401
-from imagegate.shell import cli_identities  # noqa: F401
-from imagegate.shell import cli_ops  # noqa: F401
-from imagegate.shell import cli_bases  # noqa: F401
-from imagegate.shell import cli_grants  # noqa: F401
+from imagegate.shell.cli import check  # noqa: F401
+from imagegate.shell.cli import serve  # noqa: F401
+from imagegate.shell.cli import identities  # noqa: F401
+from imagegate.shell.cli import ops  # noqa: F401
+from imagegate.shell.cli import bases  # noqa: F401
+from imagegate.shell.cli import grants  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main", "report_internal_error"]

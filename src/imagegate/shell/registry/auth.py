@@ -15,7 +15,7 @@ credentials are sent once more. A second refusal goes back to the caller as the 
   recently used go first), each until shortly before it expires: ``expires_in`` (60 s when
   absent, as the distribution token spec says) counted from ``issued_at`` when the token
   server says when that was.
-* A token server's answer is read as every registry answer is (``shell/registry_http.py``:
+* A token server's answer is read as every registry answer is (``shell/registry/reading.py``:
   bounded, every failure a named kind), within the deadline of the request that needs it; a
   token server answers directly (its redirects are not followed).
 """
@@ -40,8 +40,8 @@ import httpx
 from cachetools import LRUCache
 
 from imagegate.core.reference import canonical_registry
-from imagegate.shell.registry_errors import RegistryError, RegistryErrorKind
-from imagegate.shell.registry_http import read_body, send
+from imagegate.shell.registry.errors import RegistryError, RegistryErrorKind
+from imagegate.shell.registry.reading import read_body, send
 
 __all__ = [
     "Challenge",
@@ -266,7 +266,7 @@ def _scope_of(path: str) -> str:
 class RegistryAuth:
     """Who we are to each registry: the header a request carries, and what a ``401`` asks for.
 
-    :class:`~imagegate.shell.registry.RegistryClient` drives it around every request it sends
+    :class:`~imagegate.shell.registry.client.RegistryClient` drives it around every request it sends
     (:meth:`authorize` first, :meth:`answer` on a 401); ``http`` fetches tokens (the client's
     own, so the same TLS settings apply), within the deadline of the request that needs them.
     Not an ``httpx.Auth``: httpx reads the body of a refused request whole before retrying it,

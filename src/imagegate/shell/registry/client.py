@@ -2,8 +2,8 @@
 
 * Auth: anonymous, Basic, and the Bearer-token challenge flow (``WWW-Authenticate``) that
   Docker Hub, Harbor, ghcr and distribution use, as an ``httpx.Auth`` flow with a bounded
-  token cache (``shell/registry_auth.py``). Credentials come from a
-  :class:`~imagegate.shell.registry_auth.CredentialSource`: a docker ``config.json`` (the
+  token cache (``shell/registry/auth.py``). Credentials come from a
+  :class:`~imagegate.shell.registry.auth.CredentialSource`: a docker ``config.json`` (the
   format of a ``kubernetes.io/dockerconfigjson`` Secret mounted into the pod) by default.
 * Every manifest and blob read is size-bounded and checked against its digest.
 * Manifest lists / OCI indexes: every entry a node of the cluster might pull is examined
@@ -48,15 +48,15 @@ from imagegate.core.oci import (
 from imagegate.core.platforms import PlatformSpec, node_platform, normalize, runnable_entries
 from imagegate.core.policy import DEFAULT_LOOKUP_TIMEOUT, DEFAULT_PLATFORMS, DEFAULT_REGISTRY_TIMEOUT
 from imagegate.core.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, Reference
-from imagegate.shell.registry_auth import (
+from imagegate.shell.registry.auth import (
     CredentialSource,
     DockerConfigCredentials,
     RegistryAuth,
     RegistryError,
     RegistryErrorKind,
 )
-from imagegate.shell.registry_errors import deadline
-from imagegate.shell.registry_http import ACCEPT_ENCODING, read_body, send
+from imagegate.shell.registry.errors import deadline
+from imagegate.shell.registry.reading import ACCEPT_ENCODING, read_body, send
 
 __all__ = ["RegistryClient", "RegistryError", "RegistryErrorKind", "RegistrySettings"]
 
@@ -468,7 +468,7 @@ class RegistryClient:
             self._failures[str(ref)] = exc
             raise
 
-    # -- artifacts (signatures, attestations): see shell/signing.py -------------------------
+    # -- artifacts (signatures, attestations): see shell/registry/signing.py -------------------------
 
     async def manifest_if_any(self, ref: Reference, target: str) -> tuple[bytes, str, str] | None:
         """The manifest at ``target`` (a tag or digest) as ``(body, digest, content type)``, or None on 404."""

@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from imagegate.shell.cert_terms import CA_DAYS, CertificateError
-from imagegate.shell.cli_common import (
+from imagegate.shell.cli.common import (
     GrantsOption,
     IdentitiesOption,
     PolicyOption,
@@ -22,7 +21,8 @@ from imagegate.shell.cli_common import (
     fail,
 )
 from imagegate.shell.logs import LogLevel, configure_logging
-from imagegate.shell.serve_defaults import (
+from imagegate.shell.webhook.cert_terms import CA_DAYS, CertificateError
+from imagegate.shell.webhook.serve_defaults import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
@@ -42,7 +42,7 @@ _WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
 
 def _dev_certificate(directory: Path, host: str, port: int) -> tuple[Path, Path]:
     """The development certificate (its CA kept across runs, so the caBundle stays) and a true hint."""
-    from imagegate.shell.certs import find_ca, make_certificates, prepare_directory  # noqa: PLC0415 (cryptography)
+    from imagegate.shell.webhook.certs import find_ca, make_certificates, prepare_directory  # noqa: PLC0415 (cryptography)
 
     hosts = ["localhost", "127.0.0.1", *([host] if host not in (*_LOOPBACK_NAMES, *_WILDCARD_ADDRESSES) else [])]
     try:
@@ -134,7 +134,7 @@ def serve(
 
     With no flags: the built-in policy and a self-signed development certificate.
     """
-    from imagegate.shell.server import (  # noqa: PLC0415
+    from imagegate.shell.webhook.server import (  # noqa: PLC0415
         SERVING_MODULE,
         SHUTDOWN_GRACE_SECONDS,
         ListenError,
@@ -152,7 +152,7 @@ def serve(
     if tls_cert is None or tls_key is None:
         tls_cert, tls_key = _dev_certificate(dev_cert_dir, host, port)
     else:
-        from imagegate.shell.certs import check_pair  # noqa: PLC0415 (cryptography: serve's own command only)
+        from imagegate.shell.webhook.certs import check_pair  # noqa: PLC0415 (cryptography: serve's own command only)
 
         try:
             check_pair(tls_cert, tls_key)
@@ -212,7 +212,7 @@ def certs(
     """
     import shlex  # noqa: PLC0415
 
-    from imagegate.shell.certs import (  # noqa: PLC0415 (cryptography: this command only)
+    from imagegate.shell.webhook.certs import (  # noqa: PLC0415 (cryptography: this command only)
         check_leaf_fits,
         dns_names_of,
         find_ca,

@@ -28,7 +28,7 @@ from imagegate.core.report import (
     layer_report,
     top_owners,
 )
-from imagegate.shell.cli_common import (
+from imagegate.shell.cli.common import (
     ExpiringDaysOption,
     GrantsOption,
     IdentitiesOption,
@@ -51,14 +51,14 @@ from imagegate.shell.cli_common import (
     write_json,
     write_lines,
 )
-from imagegate.shell.cli_grants import render_grants
-from imagegate.shell.cli_json import AuditJson
+from imagegate.shell.cli.grants import render_grants
+from imagegate.shell.cli.html_report import render_layer_report
+from imagegate.shell.cli.json_docs import AuditJson
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
-from imagegate.shell.html_report import render_layer_report
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject
-from imagegate.shell.registry_errors import RegistryError
-from imagegate.shell.verification import RegistryGate
+from imagegate.shell.registry.errors import RegistryError
+from imagegate.shell.registry.gate import RegistryGate
 
 FromOption = Annotated[
     list[str] | None,
@@ -70,7 +70,7 @@ def _objects(sources: list[str] | None) -> tuple[list[SourcedObject], dict[str, 
     """The objects to judge and, from a live cluster, the namespaces' labels."""
     if sources:
         return read_inputs(sources, "dump"), {}
-    from imagegate.shell.cluster import ClusterError, connect, list_workloads, namespace_labels  # noqa: PLC0415
+    from imagegate.shell.cluster.client import ClusterError, connect, list_workloads, namespace_labels  # noqa: PLC0415
 
     try:
         client = connect()
@@ -227,7 +227,7 @@ def audit(
                 )
     objects, labels = _objects(source)
     if compare:
-        from imagegate.shell.cli_compare import run_compare  # noqa: PLC0415
+        from imagegate.shell.cli.compare import run_compare  # noqa: PLC0415
 
         run_compare(
             list(policies or []),
