@@ -93,7 +93,7 @@ def test_the_core_is_pure() -> None:
         "from time import monotonic",
         "import datetime as dt\nx = dt.datetime.now(dt.UTC)",
         "from datetime import date\nx = date.today()",
-        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from imagegate.shell.webhook.server import Metrics",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from imagegate.shell.webhook.metrics import Metrics",
     ],
 )
 def test_each_impurity_is_found(source: str) -> None:

@@ -23,7 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from imagegate.shell.webhook.certs import load_ca, make_certificates
-from imagegate.shell.webhook.server import LATENCY_BUCKETS, Metrics
+from imagegate.shell.webhook.metrics import LATENCY_BUCKETS, Metrics
 from tests.conftest import POLICY_HEADER
 from tests.webhook_process import WebhookProcess, run_webhook
 

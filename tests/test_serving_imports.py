@@ -80,7 +80,8 @@ def serving_processes(tmp_path: Path, *args: str, policy: Path | None = None) ->
     found = {}
     for dump in modules.glob("*.modules"):
         command, *loaded = dump.read_text().splitlines()
-        if "imagegate.shell.webhook.server" in loaded:  # the serving process and its workers (not the resource tracker)
+        # the serving process and its workers (not the resource tracker)
+        if "imagegate.shell.webhook.workers" in loaded:
             found[f"{dump.stem}: {command[:120]}"] = set(loaded)
     # The command line itself never exits: it became the serving process (the same pid).
     assert any(key.startswith(f"{pid}: ") and "imagegate.shell.webhook.serving" in key for key in found), sorted(found)

@@ -134,13 +134,8 @@ def serve(
 
     With no flags: the built-in policy and a self-signed development certificate.
     """
-    from imagegate.shell.webhook.server import (  # noqa: PLC0415
-        SERVING_MODULE,
-        SHUTDOWN_GRACE_SECONDS,
-        ListenError,
-        ServerSettings,
-        check_listen,
-    )
+    from imagegate.shell.webhook.settings import SERVING_MODULE, SHUTDOWN_GRACE_SECONDS, ServerSettings  # noqa: PLC0415
+    from imagegate.shell.webhook.workers import ListenError, check_listen  # noqa: PLC0415
 
     configure_logging(log_level, json=log_format is LogFormat.json)
     if (tls_cert is None) != (tls_key is None):

@@ -16,6 +16,8 @@ __all__ = [
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: listening in a cluster (0.0.0.0) is said, never assumed
 DEFAULT_PORT = 8443
+# An AdmissionReview carries the object and the old object; etcd caps objects at 1.5 MiB
+# by default, so 8 MiB leaves room for both and refuses anything absurd.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its last
 DEFAULT_WORKERS = 1
