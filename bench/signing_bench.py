@@ -72,7 +72,8 @@ from imagegate.core.signatures import SignaturesConfig
 from imagegate.shell.registry.auth import DockerConfigCredentials
 from imagegate.shell.registry.client import RegistryClient, RegistrySettings
 from imagegate.shell.registry.gate import RegistryGate, settle
-from imagegate.shell.registry.signing import SignatureChecker, bundle_verifier, judge_image, trusted_root_file
+from imagegate.shell.registry.signing import SignatureChecker, bundle_verifier, judge_image
+from imagegate.shell.registry.sigstore_adapter import trusted_root_file
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "sigstore" / "bundle-verify"
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"

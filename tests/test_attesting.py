@@ -20,7 +20,8 @@ import pytest
 
 from imagegate.core.policy import load_policy
 from imagegate.shell.registry.attestations import DSSE_ENVELOPE, bundle_evidence, envelope_evidence
-from imagegate.shell.registry.signing import bundle_verifier, load_public_key, trusted_root_file
+from imagegate.shell.registry.signing import bundle_verifier, load_public_key
+from imagegate.shell.registry.sigstore_adapter import trusted_root_file
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry

@@ -17,12 +17,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from imagegate.core.signatures import PayloadError
-from imagegate.shell.registry.signing import (
-    COSIGN_SIGNATURE_ARTIFACT,
-    bundle_verifier,
-    tag_scheme_bundle,
-    verify_keyless_signature,
-)
+from imagegate.shell.registry.artifacts import COSIGN_SIGNATURE_ARTIFACT
+from imagegate.shell.registry.signing import bundle_verifier
+from imagegate.shell.registry.sigstore_adapter import tag_scheme_bundle, verify_keyless_signature
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry

@@ -19,10 +19,10 @@ from imagegate.core.decide import decide
 from imagegate.core.policy import load_policy
 from imagegate.core.records import BaseImageVerdict, Lookups
 from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.registry.artifacts import COSIGN_SIGNATURE_ARTIFACT, attached, fallback_tag, tag_for
 from imagegate.shell.registry.auth import DockerConfigCredentials
 from imagegate.shell.registry.client import RegistryClient, RegistrySettings
 from imagegate.shell.registry.gate import RegistryGate, settle
-from imagegate.shell.registry.signing import COSIGN_SIGNATURE_ARTIFACT, attached, fallback_tag, tag_for
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry

@@ -15,13 +15,8 @@ from pathlib import Path
 import pytest
 
 from imagegate.core.signatures import KeylessIdentity, PayloadError, SignaturesConfig
-from imagegate.shell.registry.signing import (
-    MAX_LIBRARY_ERROR,
-    SigningError,
-    bundle_verifier,
-    trusted_root_file,
-    verify_bundle,
-)
+from imagegate.shell.registry.signing import SigningError, bundle_verifier
+from imagegate.shell.registry.sigstore_adapter import MAX_LIBRARY_ERROR, trusted_root_file, verify_bundle
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "sigstore" / "bundle-verify"
 IDENTITY = (

@@ -220,7 +220,8 @@ def check(
 
 def _unusable_files(loaded: Policy, relative_to: Path | None) -> list[str]:
     """The files the policy names that the webhook could not use: signature keys, trusted roots."""
-    from imagegate.shell.registry.signing import load_keys, trusted_root_file  # noqa: PLC0415 (cryptography, sigstore)
+    from imagegate.shell.registry.signing import load_keys  # noqa: PLC0415 (cryptography, sigstore)
+    from imagegate.shell.registry.sigstore_adapter import trusted_root_file  # noqa: PLC0415
 
     problems: list[str] = []
     for section, config in (("signatures", loaded.signatures), ("attestations", loaded.attestations.signers)):

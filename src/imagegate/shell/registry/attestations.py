@@ -1,6 +1,6 @@
 """Attestations attached to images in a registry: fetching them, verifying them, reading their provenance.
 
-Where they are found (:func:`imagegate.shell.registry.signing.attached`, the registry client's auth,
+Where they are found (:func:`imagegate.shell.registry.artifacts.attached`, the registry client's auth,
 limits and single flight):
 
 * cosign's tag scheme, ``sha256-<hex>.att``: a manifest whose layers are DSSE envelopes
@@ -8,7 +8,7 @@ limits and single flight):
   ``predicateType`` annotation;
 * the OCI 1.1 referrers API or its fallback tag: artifacts of that media type (the same
   envelopes), and Sigstore bundles carrying a DSSE envelope (verified offline with
-  sigstore-python, as signature bundles are: :func:`~imagegate.shell.registry.signing.verify_bundle_statement`).
+  sigstore-python, as signature bundles are: :func:`~imagegate.shell.registry.sigstore_adapter.verify_bundle_statement`).
 
 A key-signed envelope's signature covers the DSSE pre-authentication encoding of payload type
 and payload (:func:`imagegate.core.provenance.pae`), so a payload cut from one envelope and a
@@ -38,19 +38,16 @@ from imagegate.core.provenance import (
 from imagegate.core.records import SignatureVerdict
 from imagegate.core.reference import Reference
 from imagegate.core.signatures import OTHER_KEY, PayloadError, SignatureEvidence, signer_name
-from imagegate.shell.registry.signing import (
+from imagegate.shell.registry.artifacts import (
     BUNDLE_TYPES,
     CERTIFICATE_ANNOTATION,
     MAX_BUNDLE_BYTES,
     MAX_LAYERS,
-    PublicKey,
-    SignatureChecker,
-    _Trust,
     attached,
     layer_bytes,
-    verifies,
-    verify_bundle_statement,
 )
+from imagegate.shell.registry.signing import PublicKey, SignatureChecker, _Trust, verifies
+from imagegate.shell.registry.sigstore_adapter import verify_bundle_statement
 
 if TYPE_CHECKING:
     from imagegate.shell.registry.client import RegistryClient

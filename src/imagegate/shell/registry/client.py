@@ -468,7 +468,7 @@ class RegistryClient:
             self._failures[str(ref)] = exc
             raise
 
-    # -- artifacts (signatures, attestations): see shell/registry/signing.py -------------------------
+    # -- artifacts (signatures, attestations): see shell/registry/artifacts.py -------------------------
 
     async def manifest_if_any(self, ref: Reference, target: str) -> tuple[bytes, str, str] | None:
         """The manifest at ``target`` (a tag or digest) as ``(body, digest, content type)``, or None on 404."""
