@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from imagegate.core.attestations import PROVENANCE_TYPES, AttestationRule, AttestationsConfig
+from imagegate.core.contents.limits import ContentLimits
 from imagegate.core.names import namespace_name_error
 from imagegate.core.patterns import (
     PatternError,
@@ -249,6 +250,7 @@ class RegistryDoc(_Doc):
     credentials_file: str | None = None
     # "any", or registries beyond those the policy names (checked by _contact_entries)
     contact: str | list[str] | None = None
+    contents: ContentLimits = msgspec.field(default_factory=ContentLimits)  # reading images' files
 
 
 class BaseImagesDoc(_Doc):
@@ -459,6 +461,7 @@ class RegistryConfig:
     contact_any: bool = False  # registry.contact: any
     contact: tuple[RepositoryPattern, ...] = ()  # registry.contact's registries, beyond those the policy names
     lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT  # registry.lookupTimeoutSeconds
+    contents: ContentLimits = field(default_factory=ContentLimits)  # registry.contents: reading images' files
 
 
 @dataclass(frozen=True, slots=True)
@@ -1120,6 +1123,7 @@ def _registry_parts(doc: LocatedDocument, parsed: PolicyDoc) -> tuple[RegistryCo
             contact_any,
             contact,
             lookup_timeout,
+            registry.contents,
         ),
         BaseImagesConfig(
             tuple(bases),

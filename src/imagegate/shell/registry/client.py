@@ -21,7 +21,8 @@ import asyncio
 import base64
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,7 +57,7 @@ from imagegate.shell.registry.auth import (
     RegistryErrorKind,
 )
 from imagegate.shell.registry.errors import deadline
-from imagegate.shell.registry.reading import ACCEPT_ENCODING, read_body, send
+from imagegate.shell.registry.reading import ACCEPT_ENCODING, read_body, send, transport_error
 
 __all__ = ["RegistryClient", "RegistryError", "RegistryErrorKind", "RegistrySettings"]
 
@@ -99,8 +100,9 @@ class _SingleFlight:
     the call finds is cached for the next. The call itself ends within ``seconds``.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, setting: str = "registry.lookupTimeoutSeconds") -> None:
         self.seconds = seconds  # a call's deadline
+        self.setting = setting  # the policy setting that says how long
         self._running: dict[Any, asyncio.Future[Any]] = {}
 
     async def run(self, key: Any, call: Callable[[], Awaitable[T]], what: str = "shared") -> T:
@@ -113,7 +115,7 @@ class _SingleFlight:
         return result
 
     async def _bounded(self, call: Callable[[], Awaitable[T]], what: str) -> T:
-        async with deadline(self.seconds, f"the {what} lookup", "registry.lookupTimeoutSeconds"):
+        async with deadline(self.seconds, f"the {what} lookup", self.setting):
             return await call()
 
     def _finished(self, key: Any, done: asyncio.Future[Any]) -> None:
@@ -224,11 +226,18 @@ class RegistryClient:
         return httpx.Response(response.status_code, headers=headers, content=body, request=response.request)
 
     async def _send(
-        self, method: str, host: str, path: str, accept: str, what: str, ends: asyncio.Timeout
+        self,
+        method: str,
+        host: str,
+        path: str,
+        accept: str,
+        what: str,
+        ends: asyncio.Timeout,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """The response to the request, its headers read: authorized as the registry asks, redirects
         followed (a bounded number, none of their bodies read), a 429 retried once if time allows."""
-        headers = {"Accept": accept} if accept else {}
+        headers = {**(headers or {}), "Accept": accept} if accept else dict(headers or {})
         request = self._http.build_request(method, f"https://{host}{path}", headers=headers)
         sent = await self._auth.authorize(request)
         redirects = 0
@@ -478,6 +487,47 @@ class RegistryClient:
             if exc.kind is RegistryErrorKind.NOT_FOUND:
                 return None
             raise
+
+    @asynccontextmanager
+    async def blob_stream(
+        self, ref: Reference, descriptor: Descriptor, ends: asyncio.Timeout
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A blob of ``ref``'s repository as it streams: the raw chunks, never held whole.
+
+        Redirects (to blob storage) are followed and auth answered as for any request; the
+        caller's deadline ``ends`` bounds it (a 429 is retried only within it), and the caller
+        counts, bounds and verifies the bytes (shell/registry/contents.py). The body is asked for
+        unencoded: a registry that encodes it anyway is an ``encoding`` error.
+        """
+        host = _api_host(ref)
+        what = f"layer {descriptor.digest}"
+        path = f"/v2/{ref.path}/blobs/{descriptor.digest}"
+        response = await self._send("GET", host, path, "", what, ends, {"Accept-Encoding": "identity"})
+        self.fetches["layer"] = self.fetches.get("layer", 0) + 1
+        try:
+            to = response.url.netloc.decode("ascii")
+            if response.status_code == 404:
+                raise RegistryError(
+                    RegistryErrorKind.NOT_FOUND, f"{_named(ref, descriptor.digest)}: no such blob (HTTP 404)"
+                )
+            if response.status_code != 200:
+                raise RegistryError(RegistryErrorKind.HTTP, f"{to} answered HTTP {response.status_code} for the {what}")
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
+            if encoding not in ("", "identity"):
+                raise RegistryError(
+                    RegistryErrorKind.ENCODING, f"{to} sent the {what} in the {encoding!r} encoding, not as it is"
+                )
+
+            async def chunks() -> AsyncIterator[bytes]:
+                try:
+                    async for chunk in response.aiter_raw():
+                        yield chunk
+                except httpx.HTTPError as exc:
+                    raise transport_error(exc, to, what) from None
+
+            yield chunks()
+        finally:
+            await response.aclose()
 
     async def blob(self, ref: Reference, descriptor: Descriptor, limit: int) -> bytes:
         """A blob of ``ref``'s repository, at most ``limit`` bytes, checked against its digest."""

@@ -1,0 +1,401 @@
+"""An image's files read from a real registry (docker-registry): layers streamed, verified, merged.
+
+Hand-built layers (python tarfile; gzip, zstd and plain; OCI and Docker media types) are pushed by
+blob upload and manifest PUT; hostile ones (bombs, traversal, link loops, cut or corrupt streams)
+the same way, each read to its named error. A real HTTPS server that misbehaves sends a layer whose
+bytes are not its digest's, and one that trickles it past the time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from imagegate.core.contents.files import FileSelection
+from imagegate.core.contents.layers import ContentErrorKind
+from imagegate.core.contents.limits import ContentLimits
+from imagegate.core.policy import load_policy
+from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.registry.auth import DockerConfigCredentials
+from imagegate.shell.registry.client import RegistryClient, RegistrySettings
+from imagegate.shell.registry.contents import ContentReader, ContentReadError
+from imagegate.shell.registry.errors import RegistryError
+from imagegate.shell.webhook.certs import make_certificates
+from tests.conftest import POLICY_HEADER
+from tests.content_layers import (
+    DOCKER_GZIP,
+    OCI_MANIFEST,
+    Blob,
+    blob,
+    directory,
+    file,
+    hardlink,
+    image_documents,
+    layer,
+    push,
+    symlink,
+    tar,
+)
+from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
+
+SELECTION = FileSelection(
+    frozenset({"/etc/nsswitch.conf", "/etc/os-release", "/var/lib/dpkg/status", "/etc/hard", "/lib/os-release"}),
+    ("/usr/share/doc/*/copyright",),
+)
+SSS = b"passwd: files sss\ngroup: files sss\n"
+FILES_ONLY = b"passwd: files\ngroup: files\n"
+OS_RELEASE = b"ID=debian\nVERSION_ID=12\n"
+ANY_DIFF_ID = "sha256:" + "0" * 64  # what a config says of a layer: not what the reader checks
+STATUS = b"Package: libnss-sss\nStatus: install ok installed\n"
+
+BASE = layer(
+    [
+        directory("etc"),
+        file("etc/nsswitch.conf", SSS),
+        symlink("etc/os-release", "../usr/lib/os-release"),
+        file("usr/lib/os-release", OS_RELEASE),
+        hardlink("etc/hard", "usr/lib/os-release"),
+        symlink("lib", "usr/lib"),
+        file("var/lib/dpkg/status", STATUS),
+        file("usr/share/doc/libnss-sss/copyright", b"GPL-3+\n"),
+        file("usr/share/doc/bash/copyright", b"GPL-3+ bash\n"),
+        file("usr/bin/bash", b"\x7fELF" + bytes(4000)),
+    ]
+)
+# a later layer removes libnss-sss's files and makes /etc opaque with its own nsswitch.conf (zstd)
+REMOVING = layer(
+    [
+        file("usr/share/doc/.wh.libnss-sss", b""),
+        file("etc/.wh..wh..opq", b""),
+        file("etc/nsswitch.conf", FILES_ONLY),
+    ],
+    "zstd",
+)
+APP = layer([file("srv/app/main.py", b"print('hi')\n")], "none")
+DOCKER_APP = layer([file("srv/app/README", b"docker\n")], media_type=DOCKER_GZIP)
+
+
+def _bomb() -> Blob:
+    """64 MiB of zeros in one file: zstd makes it about 2 KiB."""
+    return blob(tar([file("zeros", bytes(64 * 1024 * 1024))]), "zstd")
+
+
+def _cut(item: Blob, keep: int) -> Blob:
+    return Blob(item.data[:keep], item.media_type, item.diff_id)
+
+
+def _flipped(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+def _hostile() -> dict[str, tuple[Blob, ContentErrorKind]]:
+    gz = layer([file("etc/nsswitch.conf", SSS * 50)])
+    zstd_checked = zstandard.ZstdCompressor(write_checksum=True).compress(tar([file("etc/nsswitch.conf", SSS * 50)]))
+    plain = tar([file("etc/nsswitch.conf", SSS)])
+    return {
+        "bomb": (_bomb(), ContentErrorKind.BOMB),
+        "traversal": (layer([file("../../etc/cron.d/evil", b"x")]), ContentErrorKind.UNSAFE_PATH),
+        "absolute": (layer([file("/etc/evil", b"x")]), ContentErrorKind.UNSAFE_PATH),
+        "symlink-loop": (
+            layer([symlink("etc/nsswitch.conf", "one"), symlink("etc/one", "two"), symlink("etc/two", "/etc/one")]),
+            ContentErrorKind.LINK_LOOP,
+        ),
+        "symlink-out": (
+            layer([symlink("etc/nsswitch.conf", "../../../../host/etc/nsswitch.conf")]),
+            ContentErrorKind.UNSAFE_LINK,
+        ),
+        "hardlink-out": (layer([hardlink("etc/nsswitch.conf", "../../etc/shadow")]), ContentErrorKind.UNSAFE_LINK),
+        "hardlink-nothing": (layer([hardlink("etc/nsswitch.conf", "etc/missing")]), ContentErrorKind.UNSAFE_LINK),
+        "gzip-truncated": (_cut(gz, len(gz.data) // 2), ContentErrorKind.TRUNCATED),
+        "gzip-crc": (Blob(_flipped(gz.data, len(gz.data) - 6), gz.media_type, gz.diff_id), ContentErrorKind.CORRUPT),
+        "zstd-truncated": (
+            Blob(zstd_checked[: len(zstd_checked) - 3], "application/vnd.oci.image.layer.v1.tar+zstd", ANY_DIFF_ID),
+            ContentErrorKind.TRUNCATED,
+        ),
+        "zstd-corrupt": (
+            Blob(
+                _flipped(zstd_checked, len(zstd_checked) - 2),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                ANY_DIFF_ID,
+            ),
+            ContentErrorKind.CORRUPT,
+        ),
+        "tar-checksum": (blob(_flipped(plain, 10), "none"), ContentErrorKind.CORRUPT),
+        "tar-truncated": (blob(plain[:600], "none"), ContentErrorKind.TRUNCATED),
+        "unknown-type": (
+            Blob(gz.data, "application/vnd.example.layer.v1+tar", gz.diff_id),
+            ContentErrorKind.MEDIA_TYPE,
+        ),
+        "foreign": (
+            Blob(gz.data, "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", gz.diff_id),
+            ContentErrorKind.FOREIGN_LAYER,
+        ),
+    }
+
+
+HOSTILE = _hostile()
+
+
+@dataclass
+class Pushed:
+    registry: Registry
+    credentials: DockerConfigCredentials
+
+    def ref(self, name: str) -> str:
+        return f"{self.registry.host}/{name}"
+
+    def client(self, **settings: Any) -> RegistryClient:
+        return RegistryClient(
+            RegistrySettings(ca_file=self.registry.tls.ca_cert, credentials=self.credentials, **settings)
+        )
+
+
+@pytest.fixture(scope="module")
+def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushed]:
+    workdir = tmp_path_factory.mktemp("contents")
+    with run_registry(workdir / "registry", "htpasswd") as reg:
+        push(reg, "toolforge/base", "1", [BASE])
+        push(reg, "tool-a/app", "removing", [BASE, REMOVING])
+        push(reg, "tool-a/app", "plain", [BASE, APP, DOCKER_APP])
+        for name, (item, _kind) in HOSTILE.items():
+            push(reg, "tool-b/hostile", name, [BASE, item])
+        credentials = DockerConfigCredentials.from_docker_config(reg.docker_config(workdir / "config.json"))
+        yield Pushed(reg, credentials)
+
+
+def _run(pushed: Pushed, call: Any, limits: ContentLimits | None = None, **settings: Any) -> Any:
+    async def go() -> Any:
+        async with pushed.client(**settings) as client:
+            return await call(ContentReader(client, limits))
+
+    return asyncio.run(go())
+
+
+def _files(pushed: Pushed, name: str, limits: ContentLimits | None = None) -> dict[str, bytes]:
+    async def call(reader: ContentReader) -> dict[str, bytes]:
+        (files,) = (await reader.read(pushed.ref(name), SELECTION)).values()
+        return dict(files.files)
+
+    result: dict[str, bytes] = _run(pushed, call, limits)
+    return result
+
+
+def test_base_files_links_and_hard_links(pushed: Pushed) -> None:
+    files = _files(pushed, "toolforge/base:1")
+    assert files == {
+        "/etc/nsswitch.conf": SSS,
+        "/etc/os-release": OS_RELEASE,  # a relative symlink to a file no pattern keeps: read again for it
+        "/lib/os-release": OS_RELEASE,  # through the symlinked directory /lib
+        "/etc/hard": OS_RELEASE,  # a hard link to that file
+        "/var/lib/dpkg/status": STATUS,
+        "/usr/share/doc/libnss-sss/copyright": b"GPL-3+\n",
+        "/usr/share/doc/bash/copyright": b"GPL-3+ bash\n",
+    }
+
+
+def test_whiteouts_and_an_opaque_directory_hide_the_base(pushed: Pushed) -> None:
+    files = _files(pushed, "tool-a/app:removing")
+    assert files["/etc/nsswitch.conf"] == FILES_ONLY
+    assert "/usr/share/doc/libnss-sss/copyright" not in files
+    assert "/etc/os-release" not in files  # the opaque /etc hid the base's symlink
+    assert "/etc/hard" not in files
+    assert files["/lib/os-release"] == OS_RELEASE
+    assert files["/usr/share/doc/bash/copyright"] == b"GPL-3+ bash\n"
+
+
+def test_plain_and_docker_layers(pushed: Pushed) -> None:
+    selection = SELECTION | FileSelection(frozenset({"/srv/app/main.py", "/srv/app/README"}))
+
+    async def call(reader: ContentReader) -> dict[str, bytes]:
+        (files,) = (await reader.read(pushed.ref("tool-a/app:plain"), selection)).values()
+        assert files.entries == 12  # every entry of the three layers walked
+        return dict(files.files)
+
+    files = _run(pushed, call)
+    assert files["/srv/app/main.py"] == b"print('hi')\n"
+    assert files["/srv/app/README"] == b"docker\n"
+
+
+def test_a_layer_is_read_once_for_every_image_and_reader(pushed: Pushed) -> None:
+    async def call(reader: ContentReader) -> None:
+        base = reader.read(pushed.ref("toolforge/base:1"), SELECTION)
+        removing = reader.read(pushed.ref("tool-a/app:removing"), SELECTION)
+        results = await asyncio.gather(*(base for base in [base, removing]))
+        assert len(results) == 2
+        # the base blob once, then once more for the file its symlinks need; the zstd layer once
+        assert reader.layers_streamed == 3
+        assert reader.client.fetches["layer"] == 3
+        again = await asyncio.gather(*(reader.read(pushed.ref("tool-a/app:removing"), SELECTION) for _ in range(20)))
+        assert all(result == again[0] for result in again)
+        assert reader.client.fetches["layer"] == 3  # cached by image digest
+        await reader.read(pushed.ref("tool-a/app:plain"), SELECTION)
+        assert reader.client.fetches["layer"] == 5  # only the image's own two layers
+
+    _run(pushed, call)
+
+
+def test_concurrent_reads_of_one_image_share_one_stream_per_layer(pushed: Pushed) -> None:
+    async def call(reader: ContentReader) -> None:
+        reads = [reader.read(pushed.ref("tool-a/app:plain"), SELECTION) for _ in range(30)]
+        results = await asyncio.gather(*reads)
+        assert all(result == results[0] for result in results)
+        assert reader.client.fetches["layer"] == 4  # three layers, the base once more for its links
+
+    _run(pushed, call)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_layers_end_in_named_errors(pushed: Pushed, name: str) -> None:
+    expected = HOSTILE[name][1]
+    started = time.monotonic()
+    with pytest.raises(ContentReadError) as caught:
+        _files(pushed, f"tool-b/hostile:{name}")
+    assert caught.value.content is expected, str(caught.value)
+    digest = HOSTILE[name][0].digest
+    if expected not in (ContentErrorKind.LINK_LOOP, ContentErrorKind.UNSAFE_LINK) or "hardlink-out" in name:
+        assert digest in str(caught.value)  # the message names the layer
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    ("limits", "kind", "setting"),
+    [
+        (ContentLimits(max_entries=5), ContentErrorKind.TOO_MANY_ENTRIES, "maxEntries"),
+        (ContentLimits(max_file_bytes=10), ContentErrorKind.TOO_LARGE, "maxFileBytes"),
+        (ContentLimits(max_kept_bytes=40), ContentErrorKind.TOO_LARGE, "maxKeptBytes"),
+        (ContentLimits(max_layer_bytes=100), ContentErrorKind.TOO_LARGE, "maxLayerBytes"),
+        (ContentLimits(max_image_bytes=1000), ContentErrorKind.TOO_LARGE, "maxImageBytes"),
+        (ContentLimits(max_unpacked_layer_bytes=5000), ContentErrorKind.TOO_LARGE, "maxUnpackedLayerBytes"),
+    ],
+)
+def test_limits_end_in_named_errors(
+    pushed: Pushed, limits: ContentLimits, kind: ContentErrorKind, setting: str
+) -> None:
+    with pytest.raises(ContentReadError) as caught:
+        _files(pushed, "tool-a/app:plain", limits)
+    assert caught.value.content is kind
+    assert f"registry.contents.{setting}" in str(caught.value)
+
+
+def test_only_registries_the_policy_names_are_asked(pushed: Pushed) -> None:
+    policy = load_policy(POLICY_HEADER + "trusted: [registry.example.org]\n", "<test>")
+
+    async def call(client: RegistryClient) -> None:
+        reader = ContentReader(client, scope=policy.contact_scope())
+        with pytest.raises(RegistryError) as caught:
+            await reader.read(pushed.ref("toolforge/base:1"), SELECTION)
+        assert caught.value.kind == "not-contacted"
+        assert client.fetches == {}
+
+    async def go() -> None:
+        async with pushed.client() as client:
+            await call(client)
+
+    asyncio.run(go())
+
+
+# --- a registry that sends a layer wrongly -------------------------------------------------------
+
+GOOD = layer([file("etc/nsswitch.conf", SSS)])
+CONFIG, MANIFEST = image_documents([GOOD])
+
+
+def _serving(kind: str, released: threading.Event) -> Any:
+    def behaviour(handler: BaseHTTPRequestHandler) -> None:
+        path = handler.path
+        if "/manifests/" in path:
+            reply(handler, 200, MANIFEST, {"Content-Type": OCI_MANIFEST})
+        elif path.endswith(hashlib.sha256(CONFIG).hexdigest()):
+            reply(handler, 200, CONFIG)
+        elif kind == "mismatch":  # the same size, other bytes
+            reply(handler, 200, _flipped(GOOD.data, len(GOOD.data) // 2))
+        elif kind == "longer":
+            reply(handler, 200, GOOD.data + b"more")
+        else:  # trickled: a byte now and then, far slower than the time limit allows
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(GOOD.data)))
+            handler.end_headers()
+            for byte in GOOD.data:
+                if released.wait(0.2):
+                    return
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+
+    return behaviour
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("mismatch", "the bytes sent have the digest"),
+        ("longer", "more than"),
+        ("trickle", "registry.contents.timeoutSeconds"),
+    ],
+)
+def test_a_registry_sending_other_bytes_or_too_slowly(tmp_path: Path, kind: str, expected: str) -> None:
+    tls = make_certificates(tmp_path / "tls", ["127.0.0.1"])
+    hits: list[str] = []
+    released = threading.Event()
+    with https_server(fault_handler(_serving(kind, released), hits), tls) as host:
+
+        async def go() -> None:
+            async with RegistryClient(RegistrySettings(ca_file=tls.ca_cert, timeout=5)) as client:
+                reader = ContentReader(client, ContentLimits(timeout_seconds=1))
+                await reader.read(parse_docker_ref(f"{host}/tool/app:1"), SELECTION)
+
+        started = time.monotonic()
+        try:
+            with pytest.raises(RegistryError) as caught:
+                asyncio.run(go())
+        finally:
+            released.set()
+        assert expected in str(caught.value)
+        if kind == "trickle":
+            assert caught.value.kind == "timeout"
+            assert time.monotonic() - started < 5
+        else:
+            assert isinstance(caught.value, ContentReadError)
+            assert caught.value.content is ContentErrorKind.DIGEST_MISMATCH
+            assert caught.value.kind == "digest-mismatch"
+
+
+def test_gzip_members_and_compression_found_by_its_bytes(pushed: Pushed) -> None:
+    """Two gzip members one after another, and a gzip layer labelled as a plain tar (containerd
+    finds the compression by its first bytes): both read as the container would see them."""
+    raw = tar([file("etc/nsswitch.conf", SSS)])
+    two_members = Blob(
+        gzip.compress(raw[:1024]) + gzip.compress(raw[1024:]),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        ANY_DIFF_ID,
+    )
+    mislabelled = Blob(gzip.compress(raw), "application/vnd.oci.image.layer.v1.tar", ANY_DIFF_ID)
+    push(pushed.registry, "tool-c/app", "members", [two_members])
+    push(pushed.registry, "tool-c/app", "mislabelled", [mislabelled])
+    assert _files(pushed, "tool-c/app:members") == {"/etc/nsswitch.conf": SSS}
+    assert _files(pushed, "tool-c/app:mislabelled") == {"/etc/nsswitch.conf": SSS}
+
+
+def test_ustar_and_gnu_formats(pushed: Pushed) -> None:
+    long_name = "usr/share/doc/" + "a" * 120 + "/copyright"
+    for form, tag in ((tarfile.USTAR_FORMAT, "ustar"), (tarfile.GNU_FORMAT, "gnu")):
+        entries = [file(long_name, b"MIT\n")]
+        if form == tarfile.GNU_FORMAT:  # a link name longer than USTAR holds
+            entries.append(symlink("etc/nsswitch.conf", "/" + long_name))
+        push(pushed.registry, "tool-c/app", tag, [blob(tar(entries, form))])
+        files = _files(pushed, f"tool-c/app:{tag}")
+        expected = {"/" + long_name: b"MIT\n"}
+        if form == tarfile.GNU_FORMAT:
+            expected["/etc/nsswitch.conf"] = b"MIT\n"
+        assert files == expected, tag
