@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from imagegate.core.contents.policy import Proof
 from imagegate.core.patterns import PatternSet, PatternTemplate, RepositoryPattern
 from imagegate.core.policy import Policy
 from imagegate.core.records import DenyOrAllow
@@ -114,11 +115,30 @@ def _grants_without_effect(policy: Policy, now: dt.datetime) -> Iterator[PolicyW
             yield PolicyWarning(where, "byoc.default is allow: this grant changes nothing")
 
 
+def _proof_without_a_proof(policy: Policy, _now: dt.datetime) -> Iterator[PolicyWarning]:
+    """A grant's ``proof`` that names a proof the policy cannot give."""
+    by_content = bool(policy.content.grant_rules)
+    for grant in policy.grants:
+        where = f"grant {grant.namespace} ({grant.source})"
+        if grant.proof in (Proof.CONTENT, Proof.EITHER, Proof.BOTH) and not by_content:
+            yield PolicyWarning(
+                where,
+                f"proof: {grant.proof}, but no content rule covers granted images (grants: true): "
+                "nothing is proved by content",
+            )
+        if grant.proof in (Proof.LAYERS, Proof.BOTH) and not policy.base_images.trusted:
+            yield PolicyWarning(
+                where,
+                f"proof: {grant.proof}, but baseImages.trusted names no base image: every image it admits is denied",
+            )
+
+
 _CHECKS: tuple[Callable[[Policy, dt.datetime], Iterator[PolicyWarning]], ...] = (
     _trusted_and_blocked,
     _base_images_required_without_bases,
     _registry_timeout,
     _grants_without_effect,
+    _proof_without_a_proof,
 )
 
 

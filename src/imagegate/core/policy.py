@@ -34,6 +34,7 @@ import msgspec
 
 from imagegate.core.attestations import PROVENANCE_TYPES, AttestationRule, AttestationsConfig
 from imagegate.core.contents.limits import ContentLimits
+from imagegate.core.contents.policy import ContentConfig, ContentDoc, Proof, load_content
 from imagegate.core.names import namespace_name_error
 from imagegate.core.patterns import (
     PatternError,
@@ -142,6 +143,7 @@ class GrantDoc(_Doc):
     require_base_image: bool = False
     mode: Mode | None = None
     signed_by: str | None = None
+    proof: Proof | None = None  # how its images show they are integrated (core/contents/policy.py)
 
 
 class GrantField(StrEnum):
@@ -330,6 +332,7 @@ class PolicyDoc(_Doc):
     signatures: SignaturesDoc = msgspec.field(default_factory=SignaturesDoc)
     attestations: AttestationsDoc = msgspec.field(default_factory=AttestationsDoc)
     limits: LimitsDoc = msgspec.field(default_factory=LimitsDoc)
+    content: ContentDoc = msgspec.field(default_factory=ContentDoc)
 
 
 class GrantsDoc(_Doc):
@@ -408,6 +411,9 @@ class Grant:
     # A PEM public key file (placeholders filled in): the images this grant admits must carry a
     # cosign signature by it, e.g. the tool's own key (the rule: SignaturesConfig.grant_rules).
     signed_by: str | None = None
+    proof: Proof | None = (
+        None  # layers, content, either or both (None: requireBaseImage and the content rules as written)
+    )
     # where it was written, for errors found after loading (a second grant, a required key)
     document: str = ""
     line: int | None = None
@@ -580,6 +586,7 @@ class Policy:
     signatures: SignaturesConfig = field(default_factory=SignaturesConfig)
     attestations: AttestationsConfig = field(default_factory=AttestationsConfig)
     limits: ObjectLimits = field(default_factory=ObjectLimits)
+    content: ContentConfig = field(default_factory=ContentConfig)
 
     # classify()'s answers: a policy never changes, so neither do they (not copied by replace())
     _image_classes: dict[str, ImageClass] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -939,6 +946,11 @@ def _grant(doc: LocatedDocument, where: str, grant: GrantDoc) -> Grant:
                 f"{where}.signedBy",
                 f"{{tool}} stands for a tool's name, and {grant.namespace} is not a tool namespace (tool-<name>)",
             )
+    if grant.proof not in (None, Proof.LAYERS) and grant.require_base_image:
+        raise doc.error(
+            f"{where}.proof",
+            f"requireBaseImage asks proof by layers, and proof says {grant.proof.value}: write proof alone",
+        )
     line = doc.line_of(where)
     return Grant(
         document=doc.source,
@@ -954,6 +966,7 @@ def _grant(doc: LocatedDocument, where: str, grant: GrantDoc) -> Grant:
         mode=grant.mode,
         source=f"{doc.source}:{line}" if line else doc.source,
         signed_by=signed_by,
+        proof=grant.proof,
     )
 
 
@@ -1352,6 +1365,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         signatures=_signatures(doc, parsed.signatures, parsed.mode),
         attestations=_attestations(doc, parsed.attestations, parsed.mode),
         limits=_limits(doc, parsed.limits),
+        content=load_content(doc, parsed.content, parsed.mode),
     )
     return _assemble(base, _grants(doc, "$.byoc.grants", parsed.byoc.grants))
 
@@ -1437,6 +1451,7 @@ def grant_entry(
     require_base_image: bool = False,
     mode: str | None = None,
     signed_by: str | None = None,
+    proof: str | None = None,
 ) -> dict[str, Any]:
     """One grant in its document form, keys in the documented order and only those that are set.
 
@@ -1453,6 +1468,7 @@ def grant_entry(
         require_base_image=require_base_image,
         mode=None if mode is None else Mode(mode),
         signed_by=signed_by,
+        proof=None if proof is None else Proof(proof),
     )
     entry: dict[str, Any] = msgspec.to_builtins(doc)
     return entry
@@ -1470,6 +1486,7 @@ def grant_document(grant: Grant) -> dict[str, Any]:
         require_base_image=grant.require_base_image,
         mode=None if grant.mode is None else grant.mode.value,
         signed_by=grant.signed_by,
+        proof=None if grant.proof is None else grant.proof.value,
     )
 
 

@@ -267,7 +267,10 @@ def policy_validate(
         state = GrantStatus.EXPIRED if grant.expired(now) else GrantStatus.ACTIVE
         registries = ", ".join(map(str, grant.registries)) if grant.registries is not None else "any registry"
         until = grant.expires.isoformat() if grant.expires else "no expiry"
-        console.print(f"grant {escape(grant.namespace)}: {state}, {escape(registries)}, {until}")
+        proof = f", proof by {grant.proof.value}" if grant.proof is not None else ""
+        console.print(f"grant {escape(grant.namespace)}: {state}, {escape(registries)}, {until}{proof}")
+    for rule in loaded.content.rules:
+        console.print(f"content rule {escape(rule.name)}: {escape(rule.summary())}")
     if warnings and strict:
         raise typer.Exit(EXIT_DENIED)
 
