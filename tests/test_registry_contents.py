@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import json
 import tarfile
 import threading
 import time
@@ -33,7 +34,7 @@ from imagegate.shell.registry.client import RegistryClient, RegistrySettings
 from imagegate.shell.registry.contents import ContentReader, ContentReadError
 from imagegate.shell.registry.errors import RegistryError
 from imagegate.shell.webhook.certs import make_certificates
-from tests.conftest import POLICY_HEADER
+from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.content_layers import (
     DOCKER_GZIP,
     OCI_MANIFEST,
@@ -399,3 +400,38 @@ def test_ustar_and_gnu_formats(pushed: Pushed) -> None:
         if form == tarfile.GNU_FORMAT:
             expected["/etc/nsswitch.conf"] = b"MIT\n"
         assert files == expected, tag
+
+
+def test_the_contents_command(pushed: Pushed, tmp_path: Path) -> None:
+    config = pushed.registry.docker_config(tmp_path / "config.json")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        POLICY_HEADER
+        + f"trusted: []\nregistry:\n  caFile: {pushed.registry.tls.ca_cert}\n  credentialsFile: {config}\n"
+        + "  contents: {maxEntries: 100000}\n"
+    )
+    args = ["-p", str(policy), "--file", "/etc/os-release", "--pattern", "/usr/share/doc/*/copyright"]
+    listed = run_imagegate("contents", pushed.ref("tool-a/app:removing"), *args, "--show", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    (platform,) = json.loads(listed.stdout)["platforms"]
+    assert platform["platform"] == "linux/amd64" and platform["entries"] == 13
+    assert [(kept["path"], kept["text"]) for kept in platform["files"]] == [
+        ("/usr/share/doc/bash/copyright", "GPL-3+ bash\n")  # os-release: hidden by the opaque /etc
+    ]
+    table = run_imagegate("contents", pushed.ref("toolforge/base:1"), *args, "--show")
+    assert table.returncode == 0, table.stderr
+    assert "/etc/os-release" in table.stdout and "VERSION_ID=12" in table.stdout
+    hostile = run_imagegate(
+        "contents", pushed.ref("tool-b/hostile:symlink-loop"), "-p", str(policy), "-f", "/etc/nsswitch.conf"
+    )
+    assert hostile.returncode == 2
+    assert "more than 40 symlinks (a loop)" in hostile.stderr and "Traceback" not in hostile.stderr
+    bad = run_imagegate("contents", pushed.ref("toolforge/base:1"), "-p", str(policy))
+    assert bad.returncode == 2 and "--file PATH or --pattern GLOB" in bad.stderr
+    limited = policy.read_text().replace("maxEntries: 100000", "maxEntries: 3")
+    policy.write_text(limited)
+    over = run_imagegate("contents", pushed.ref("toolforge/base:1"), *args)
+    assert over.returncode == 2 and "registry.contents.maxEntries" in over.stderr
+    policy.write_text(limited.replace("maxEntries: 3", "maxEntrys: 3"))
+    typo = run_imagegate("contents", pushed.ref("toolforge/base:1"), *args)
+    assert typo.returncode == 2 and "maxEntrys" in typo.stderr

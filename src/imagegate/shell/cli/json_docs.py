@@ -310,3 +310,24 @@ class BasesJson(msgspec.Struct, frozen=True, rename="camel"):
     tools_to_rebuild: Mapping[str, list[str]]  # namespace -> its images with a newer base
     base_versions: list[BaseVersionJson]
     skipped: list[str]
+
+
+class KeptFileJson(msgspec.Struct, frozen=True):
+    path: str
+    size: int
+    sha256: str
+    text: str | None = None  # the content, with --show, when it is UTF-8
+
+
+class PlatformFilesJson(msgspec.Struct, frozen=True):
+    platform: str
+    layers: list[str]  # digests, lowest first
+    entries: int  # tar entries walked, every layer's
+    files: list[KeptFileJson]
+
+
+class ContentsJson(msgspec.Struct, frozen=True):
+    """``contents -o json``: the files kept of each platform image of a reference."""
+
+    reference: str
+    platforms: list[PlatformFilesJson]
