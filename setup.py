@@ -26,7 +26,14 @@ COMPILED = {
     ],
     "src/imagegate/core/patterns.py": ["tests/test_patterns.py", "tests/test_hostile_input.py"],
     "src/imagegate/core/workloads.py": ["tests/test_admission_review.py", "tests/test_match_conditions.py"],
+    "src/imagegate/core/podspec.py": ["tests/test_one_source.py"],
     "src/imagegate/core/podsecurity.py": [
+        "tests/test_podsecurity_conformance.py",
+        "tests/test_podsecurity_fields.py",
+        "tests/test_podsecurity_shortcut.py",
+        "tests/test_podsecurity_catalog.py",
+    ],
+    "src/imagegate/core/podsecurity_shortcut.py": [
         "tests/test_podsecurity_conformance.py",
         "tests/test_podsecurity_fields.py",
         "tests/test_podsecurity_shortcut.py",

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reviews import bodies
 
 from imagegate.core.podprofile import REPLACED_BY_TOOL_PROFILE
-from imagegate.core.podsecurity import evaluate, parse_version
+from imagegate.core.podsecurity import parse_version
+from imagegate.core.podsecurity_shortcut import evaluate
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "conformance" / "pod-security"
 

@@ -18,7 +18,9 @@ import yaml
 from imagegate.core import podprofile
 from imagegate.core.admission import POD_RESOURCES
 from imagegate.core.podprofile import REPLACED_BY_TOOL_PROFILE, ToolProfile, tool_profile_findings
-from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, containers, evaluate, parse_version, plainly_passes
+from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, parse_version
+from imagegate.core.podsecurity_shortcut import evaluate, plainly_passes
+from imagegate.core.podspec import containers
 from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.workloads import CONTAINER_LISTS, POD_TEMPLATE_PATHS, WORKLOAD_KINDS, image_uses

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from imagegate.core import podsecurity
-from imagegate.core.podsecurity import CHECKS, Check, VersionedCheck, checks_for, evaluate, validate_checks
+from imagegate.core.podsecurity import CHECKS, Check, VersionedCheck, checks_for, validate_checks
+from imagegate.core.podsecurity_shortcut import evaluate
 
 LATEST = podsecurity.LATEST_VERSION
 

@@ -15,14 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from imagegate.core.podsecurity import (
-    CHECKS,
-    LATEST_VERSION,
-    OLDEST_VERSION,
-    checks_for,
-    evaluate,
-    parse_version,
-)
+from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, OLDEST_VERSION, checks_for, parse_version
+from imagegate.core.podsecurity_shortcut import evaluate
 from tests.conftest import CONFORMANCE, load_conformance
 
 INDEX = load_conformance("pod-security/index.json")

@@ -22,17 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from imagegate.core.podprofile import REPLACED_BY_TOOL_PROFILE
-from imagegate.core.podsecurity import (
-    CHECKS,
-    Check,
-    CheckResult,
-    VersionedCheck,
-    checks_for,
-    evaluate,
-    parse_version,
-    plainly_passes,
-    shortcut_plan,
-)
+from imagegate.core.podsecurity import CHECKS, Check, VersionedCheck, checks_for, parse_version
+from imagegate.core.podsecurity_shortcut import evaluate, plainly_passes, shortcut_plan
+from imagegate.core.records import CheckResult
 from tests.test_podsecurity_conformance import FIXTURES, PINNABLE
 from tests.test_podsecurity_shortcut import compliant_spec, edited_pods
 

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagegate.core.podprofile import Identity, PodProfile, ToolProfile, mutate_pod
-from imagegate.core.podsecurity import evaluate, parse_version, plainly_passes
+from imagegate.core.podsecurity import parse_version
+from imagegate.core.podsecurity_shortcut import evaluate, plainly_passes
 from imagegate.core.records import Mode
 from tests.conftest import CONFORMANCE, load_conformance
 

@@ -35,19 +35,10 @@ from functools import lru_cache
 from typing import Any
 
 from imagegate.core.placeholders import fill_placeholders
-from imagegate.core.podsecurity import (
-    RESTRICTED_VOLUME_TYPES_1_33,
-    CheckResult,
-    Version,
-    added_capabilities,
-    as_list,
-    as_map,
-    containers,
-    evaluate,
-    is_windows,
-    volume_type,
-)
-from imagegate.core.records import Mode, PodRules
+from imagegate.core.podsecurity import RESTRICTED_VOLUME_TYPES_1_33, Version
+from imagegate.core.podsecurity_shortcut import evaluate
+from imagegate.core.podspec import added_capabilities, as_list, as_map, containers, is_windows, volume_type
+from imagegate.core.records import CheckResult, Mode, PodRules
 from imagegate.core.workloads import json_pointer
 
 __all__ = [
