@@ -20,6 +20,7 @@ from tests.conftest import REPO_ROOT
 CHART = REPO_ROOT / "deploy" / "chart" / "imagegate"
 BASE = REPO_ROOT / "deploy" / "base"
 STATE = REPO_ROOT / "deploy" / "state"  # the CLI's ConfigMaps, created once (docs/deploy.md)
+MONITORING = REPO_ROOT / "deploy" / "monitoring"  # for the Prometheus Operator and Grafana
 WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
 
 

@@ -1,0 +1,330 @@
+"""What operators watch imagegate with: the ServiceMonitor, the alerts and the Grafana dashboard.
+
+The chart (rendered by Helm's engine) and deploy/monitoring ship the same objects. Every alert
+expression and dashboard query is parsed by a PromQL parser (promql-parser, the Rust
+``promql-parser`` crate GreptimeDB uses), and every metric they name must be one that a
+running ``imagegate serve`` declares on /metrics: an alert on a metric nobody exports is an
+alert that never fires.
+
+The Prometheus Operator's CRDs are not available here (not in ../shared/crds, and not
+vendored): the ServiceMonitor and PrometheusRule are checked against the part of the
+``monitoring.coreos.com/v1`` schema they use, written out below, not against the CRDs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import promql_parser
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import REPO_ROOT
+from tests.shipped import CHART, MONITORING, kustomize_build, one, render_chart
+from tests.test_chart import KUBERNETES_VERSION, without_helm_labels
+from tests.webhook_process import run_webhook
+
+FILES = CHART / "files"
+ALL_ON = {
+    "metrics": {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboard": {"enabled": True},
+    }
+}
+MONITORING_KINDS = ("ServiceMonitor", "PrometheusRule")
+
+# Prometheus' duration (its CRD's pattern for `for` and `interval`)
+_DURATION = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_METADATA = {
+    "type": "object",
+    "required": ["name", "namespace"],
+    "properties": {"name": {"type": "string"}, "namespace": {"type": "string"}, "labels": _STRINGS},
+    "additionalProperties": False,
+}
+# The fields of monitoring.coreos.com/v1 these objects use, as its CRDs type them; any other
+# field (a typo) is refused, as the API server's structural schema would prune or refuse it.
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "ServiceMonitor": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": "ServiceMonitor"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["selector", "endpoints"],
+                "additionalProperties": False,
+                "properties": {
+                    "selector": {
+                        "type": "object",
+                        "properties": {"matchLabels": _STRINGS},
+                        "additionalProperties": False,
+                    },
+                    "endpoints": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "port": {"type": "string"},
+                                "scheme": {"enum": ["http", "https"]},
+                                "path": {"type": "string"},
+                                "interval": {"type": "string", "pattern": _DURATION},
+                                "tlsConfig": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "serverName": {"type": "string"},
+                                        "ca": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "secret": {
+                                                    "type": "object",
+                                                    "required": ["key"],
+                                                    "additionalProperties": False,
+                                                    "properties": {
+                                                        "name": {"type": "string"},
+                                                        "key": {"type": "string"},
+                                                    },
+                                                }
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "additionalProperties": False,
+    },
+    "PrometheusRule": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": "PrometheusRule"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "groups": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "rules"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1},
+                                "rules": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["alert", "expr"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "alert": {"type": "string"},
+                                            "expr": {"type": "string"},
+                                            "for": {"type": "string", "pattern": _DURATION},
+                                            "labels": _STRINGS,
+                                            "annotations": _STRINGS,
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    }
+                },
+            },
+        },
+        "additionalProperties": False,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def monitoring_objects(chart: helm.Chart) -> list[dict[str, Any]]:
+    rendered = render_chart(chart, ALL_ON)
+    return [d for d in rendered if d["kind"] in MONITORING_KINDS or d["metadata"]["name"].endswith("-dashboard")]
+
+
+def test_off_by_default_and_the_chart_renders_deploy_monitoring(chart: helm.Chart) -> None:
+    names = {(d["kind"], d["metadata"]["name"]) for d in render_chart(chart)}
+    assert not {kind for kind, _name in names} & set(MONITORING_KINDS)
+    assert ("ConfigMap", "imagegate-dashboard") not in names
+    rendered = {(d["kind"], d["metadata"]["name"]): without_helm_labels(d) for d in monitoring_objects(chart)}
+    built = {(d["kind"], d["metadata"]["name"]): d for d in kustomize_build(MONITORING)}
+    assert (
+        sorted(rendered)
+        == sorted(built)
+        == [
+            ("ConfigMap", "imagegate-dashboard"),
+            ("PrometheusRule", "imagegate"),
+            ("ServiceMonitor", "imagegate"),
+        ]
+    )
+    for key, expected in built.items():
+        assert rendered[key] == expected, key
+
+
+def test_deploy_monitoring_is_written_from_the_charts_files() -> None:
+    spec = importlib.util.spec_from_file_location("sync_monitoring", REPO_ROOT / "scripts" / "sync_monitoring.py")
+    assert spec is not None and spec.loader is not None
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    for path, text in sync.expected().items():
+        assert path.read_text() == text, f"{path}: run python scripts/sync_monitoring.py"
+
+
+def test_values_label_and_place_the_objects(chart: helm.Chart) -> None:
+    values = {
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kps"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
+            "dashboard": {"enabled": True, "namespace": "grafana", "labels": {"grafana_dashboard": "imagegate"}},
+        }
+    }
+    rendered = render_chart(chart, values)
+    monitor = one(rendered, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["interval"] == "15s" and endpoint["tlsConfig"]["ca"]["secret"]["name"] == "imagegate-tls"
+    # the webhook's Service, selected by its labels, on its HTTPS port
+    service = one(rendered, "Service", "imagegate")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert one(rendered, "PrometheusRule")["metadata"]["labels"]["release"] == "kps"
+    dashboard = one(rendered, "ConfigMap", "imagegate-dashboard")
+    assert dashboard["metadata"]["namespace"] == "grafana"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "imagegate"
+
+
+def test_every_object_validates(chart: helm.Chart) -> None:
+    for doc in [*monitoring_objects(chart), *kustomize_build(MONITORING)]:
+        if doc["kind"] in SCHEMAS:
+            jsonschema.validate(doc, SCHEMAS[doc["kind"]])
+            with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        else:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_schemas_refuse_a_misspelled_field(chart: helm.Chart) -> None:
+    rule = one(monitoring_objects(chart), "PrometheusRule")
+    rule["spec"]["groups"][0]["rules"][0]["fro"] = "5m"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(rule, SCHEMAS["PrometheusRule"])
+
+
+# --- the queries -------------------------------------------------------------------------
+
+# Grafana's variables, replaced by what Grafana would send, so the query parses as PromQL.
+_GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$namespace": ".*"}
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    spec = yaml.safe_load((FILES / "alerts.yaml").read_text())
+    return [rule for group in spec["groups"] for rule in group["rules"]]
+
+
+def dashboard() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((FILES / "grafana-dashboard.json").read_text())
+    return document
+
+
+def dashboard_queries() -> list[str]:
+    """Every PromQL query of the dashboard, Grafana's variables replaced."""
+    queries = [target["expr"] for panel in dashboard()["panels"] for target in panel.get("targets", [])]
+    for variable in dashboard()["templating"]["list"]:
+        if variable["type"] == "query":
+            # label_values(METRIC_SELECTOR, label): Grafana's, around a selector
+            (selector,) = re.fullmatch(r"label_values\((.+), *\w+\)", variable["definition"]).groups()  # type: ignore[union-attr]
+            queries.append(selector)
+    replaced = []
+    for query in queries:
+        text = query
+        for name, value in _GRAFANA_VARIABLES.items():
+            text = text.replace(name, value)
+        assert "$" not in text, query  # a variable this test does not know
+        replaced.append(text)
+    return replaced
+
+
+def metric_names(query: str) -> set[str]:
+    """The metric names a PromQL query reads (parsed: raises ValueError when it is not PromQL)."""
+    found: set[str] = set()
+
+    def visit(node: promql_parser.Expr) -> bool:
+        if isinstance(node, promql_parser.VectorSelector):
+            names = [m.value for m in node.matchers.matchers if m.name == "__name__"] if node.matchers else []
+            found.update([node.name] if node.name else names)
+            assert node.name or names, f"a selector without a metric name in {query}"
+        return True
+
+    promql_parser.walk(promql_parser.parse(query), visit)
+    return found
+
+
+def test_every_alert_parses_and_says_what_to_do() -> None:
+    rules = alert_rules()
+    assert len({r["alert"] for r in rules}) == len(rules)
+    for rule in rules:
+        assert metric_names(rule["expr"]), rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+        if "for" in rule:
+            promql_parser.parse_duration(rule["for"])
+
+
+def test_every_dashboard_query_parses() -> None:
+    queries = dashboard_queries()
+    assert len(queries) >= 10
+    for query in queries:
+        assert metric_names(query), query
+
+
+def test_the_parser_does_refuse_what_prometheus_would() -> None:
+    for broken in ("rate(imagegate_decisions_total[5m]", "sum by (result (x)", "imagegate_grants{state=}"):
+        with pytest.raises(ValueError):
+            metric_names(broken)
+
+
+def exported_names(exposition: str) -> set[str]:
+    """The series names /metrics declares, each family's samples named as Prometheus stores them."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",), "info": ("_info",)}
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(exposition)
+        for suffix in suffixes[family.type]
+    }
+
+
+def test_every_metric_the_alerts_and_dashboard_read_is_exported(tmp_path: Path) -> None:
+    with run_webhook(tmp_path) as webhook:
+        exposition = webhook.client().get("/metrics").text
+    exported = exported_names(exposition)
+    assert "imagegate_decisions_total" in exported and "imagegate_request_duration_seconds_bucket" in exported
+    wanted = {
+        name for query in [r["expr"] for r in alert_rules()] + dashboard_queries() for name in metric_names(query)
+    }
+    assert wanted - exported == set()
