@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import jsonpatch
 import pytest
+from cryptography import x509
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from imagegate.shell.webhook.certs import load_ca, make_certificates
@@ -328,18 +329,34 @@ def test_policy_reload_live_and_invalid_kept_out(webhook: WebhookProcess, tmp_pa
     assert not response_of(client.post("/validate", json=review), review["request"]["uid"])["allowed"]
 
 
+def not_after(der: bytes) -> float:
+    return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+
+
+def expiry_metric(client: httpx.Client) -> float:
+    (line,) = (
+        m
+        for m in client.get("/metrics").text.splitlines()
+        if m.startswith("imagegate_tls_certificate_expiry_timestamp_seconds ")
+    )
+    return float(line.split()[1])
+
+
 def test_certificate_rotation_while_serving(webhook: WebhookProcess) -> None:
     client = webhook.client()
     review = fixture("pod-create.json")
     assert client.post("/validate", json=review).status_code == 200  # opens a kept-alive connection
     before = webhook.served_certificate()
-    # cert-manager renews: same CA, new key and certificate written in place
-    make_certificates(webhook.tls.cert.parent, ["localhost", "127.0.0.1"], ca=load_ca(webhook.tls.cert.parent))
+    assert expiry_metric(client) == not_after(before)
+    # cert-manager renews: same CA, new key and certificate written in place (another lifetime)
+    make_certificates(webhook.tls.cert.parent, ["localhost", "127.0.0.1"], ca=load_ca(webhook.tls.cert.parent), days=30)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and webhook.served_certificate() == before:
         time.sleep(0.1)
     after = webhook.served_certificate()
     assert after != before
+    # the expiry alert's metric follows the certificate in use
+    assert expiry_metric(client) == not_after(after) != not_after(before)
     # the connection opened before the rotation still works, with no error
     for _ in range(5):
         assert client.post("/validate", json=review).status_code == 200
@@ -351,7 +368,8 @@ def test_certificate_rotation_while_serving(webhook: WebhookProcess) -> None:
         time.sleep(0.1)
     assert "keeping the old certificate" in client.get("/readyz").json()["tlsError"]
     assert webhook.served_certificate() == after
-    assert 'imagegate_tls_reloads_total{result="error"}' in client.get("/metrics").text
+    assert 'imagegate_tls_reloads_total{result="error"} 1.0' in client.get("/metrics").text
+    assert expiry_metric(client) == not_after(after)  # the refused pair changed nothing
     # put a good pair back for the tests after this one
     make_certificates(webhook.tls.cert.parent, ["localhost", "127.0.0.1"], ca=load_ca(webhook.tls.cert.parent))
 
@@ -543,20 +561,22 @@ def test_workers_share_one_view_of_metrics(tmp_path: Path) -> None:
             ) as client:
                 assert client.post("/validate", json=review).status_code == 200
 
-        def decisions_line() -> str:
+        def validated() -> float:
+            """/validate's decisions, every result summed (each series is there from the start, at 0)."""
             with httpx.Client(
                 base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)
             ) as client:
                 metrics = client.get("/metrics").text
-            return next(m for m in metrics.splitlines() if m.startswith("imagegate_decisions_total{"))
+            lines = [m for m in metrics.splitlines() if m.startswith('imagegate_decisions_total{endpoint="validate"')]
+            assert len(lines) == 3  # allowed, denied, warned
+            return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
 
         # each worker writes its counts about once a second (METRICS_FLUSH_SECONDS)
         deadline = time.monotonic() + 5
-        while not decisions_line().endswith(" 40.0") and time.monotonic() < deadline:
+        while validated() != 40 and time.monotonic() < deadline:
             time.sleep(0.2)
         for _ in range(6):
-            line = decisions_line()
-            assert line.endswith(" 40.0"), line
+            assert validated() == 40
         with httpx.Client(
             base_url=webhook.url, verify=ssl.create_default_context(cafile=webhook.tls.ca_cert)
         ) as client:
@@ -582,4 +602,4 @@ def test_buffered_latencies_count_as_observations() -> None:
         return [line for line in text.decode().splitlines() if line.startswith("imagegate_request_duration_seconds")]
 
     ours_lines, reference_lines = histogram(ours.exposition()), histogram(generate_latest(reference))
-    assert ours_lines == reference_lines and len(ours_lines) == 14
+    assert ours_lines == reference_lines and len(ours_lines) == len(LATENCY_BUCKETS) + 3  # +Inf, _sum, _count

@@ -47,6 +47,7 @@ __all__ = [
     "MAX_ID",
     "POD_MUTATED_FIELDS",
     "TOOL_POD_MUTATED_FIELDS",
+    "TOOL_PROFILE_CHECKS",
     "HostPathMatch",
     "HostPathRule",
     "Identity",
@@ -64,6 +65,25 @@ __all__ = [
 
 # The largest uid or gid the API server accepts (IsValidUserID / IsValidGroupID: 0 to 2^31-1).
 MAX_ID = 2_147_483_647
+
+# Every check a tool-profile finding can name (its rule is "tool-profile:<check>"): the metrics
+# count each from 0 (tests/test_metrics.py holds it equal to the checks this module makes).
+TOOL_PROFILE_CHECKS: tuple[str, ...] = (
+    "allowPrivilegeEscalation",
+    "capabilities",
+    "csi",
+    "fsGroup",
+    "hostPath",
+    "identity",
+    "os",
+    "privileged",
+    "runAsGroup",
+    "runAsUser",
+    "seccompProfile",
+    "supplementalGroups",
+    "supplementalGroupsPolicy",
+    "volumes",
+)
 
 
 def valid_tool_id(value: int) -> bool:

@@ -56,10 +56,10 @@ from imagegate.shell.registry.auth import (
     RegistryError,
     RegistryErrorKind,
 )
-from imagegate.shell.registry.errors import deadline
+from imagegate.shell.registry.errors import RequestObserver, deadline
 from imagegate.shell.registry.reading import ACCEPT_ENCODING, read_body, send, transport_error
 
-__all__ = ["RegistryClient", "RegistryError", "RegistryErrorKind", "RegistrySettings"]
+__all__ = ["RegistryClient", "RegistryError", "RegistryErrorKind", "RegistrySettings", "RequestObserver"]
 
 log = structlog.get_logger("imagegate.registry")
 T = TypeVar("T")
@@ -86,10 +86,18 @@ class RegistrySettings:
     # A lookup shared by concurrent callers (single flight) ends within this, whether or not anyone
     # still waits for it: a tenant's slow registry cannot pile up work nobody will use.
     lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT
+    # Told of every API request when it ends (the webhook's metrics): the registry as the policy
+    # names it (docker.io, not its API host), the seconds it took, and its failure or None.
+    observer: RequestObserver | None = None
 
 
 def _api_host(ref: Reference) -> str:
     return DOCKER_HUB_API_HOST if ref.registry_host == DEFAULT_DOMAIN else ref.domain
+
+
+def _registry_named(api_host: str) -> str:
+    """The registry as a policy names it, for an API host (:func:`_api_host`'s inverse)."""
+    return DEFAULT_DOMAIN if api_host == DOCKER_HUB_API_HOST else api_host
 
 
 class _SingleFlight:
@@ -214,12 +222,26 @@ class RegistryClient:
         an unbounded answer, or wait for one without end. Every failure is a :class:`RegistryError`.
         """
         what = what or f"answer for {path}"
-        async with (
-            self._semaphore(host),
-            deadline(self.settings.timeout, f"{host}'s whole answer for the {what}", "registry.timeoutSeconds") as ends,
-        ):
-            response = await self._send(method, host, path, accept, what, ends)
-            body = await read_body(response, limit, response.url.netloc.decode("ascii"), what)
+        started = time.perf_counter()
+        # until it ends: a request cancelled by an outer deadline (the decision's) ran out of time
+        failure: RegistryErrorKind | None = RegistryErrorKind.TIMEOUT
+        try:
+            async with (
+                self._semaphore(host),
+                deadline(
+                    self.settings.timeout, f"{host}'s whole answer for the {what}", "registry.timeoutSeconds"
+                ) as ends,
+            ):
+                response = await self._send(method, host, path, accept, what, ends)
+                body = await read_body(response, limit, response.url.netloc.decode("ascii"), what)
+            # a 404 answers "does it exist"; other errors are the callers' to raise, counted here
+            failure = None if response.status_code < 400 or response.status_code == 404 else RegistryErrorKind.HTTP
+        except RegistryError as exc:
+            failure = exc.kind
+            raise
+        finally:
+            if self.settings.observer is not None:
+                self.settings.observer(_registry_named(host), time.perf_counter() - started, failure)
         headers = response.headers.copy()
         for decoded in ("Content-Encoding", "Content-Length"):  # the body below is already decoded
             headers.pop(decoded, None)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-__all__ = ["RegistryError", "RegistryErrorKind", "deadline"]
+__all__ = ["RegistryError", "RegistryErrorKind", "RequestObserver", "deadline"]
 
 
 class RegistryErrorKind(enum.StrEnum):
@@ -43,6 +43,12 @@ class RegistryError(Exception):
     def __init__(self, kind: RegistryErrorKind, message: str) -> None:
         self.kind = kind
         super().__init__(message)
+
+
+# Told of every registry API request when it ends (RegistrySettings.observer, the webhook's
+# metrics): the registry as the policy names it, the seconds it took, what went wrong (None: an
+# answer the client can use).
+RequestObserver = Callable[[str, float, RegistryErrorKind | None], None]
 
 
 @asynccontextmanager

@@ -34,7 +34,7 @@ from imagegate.core.records import NO_LOOKUPS, DenyOrAllow, Lookups, SignatureCh
 from imagegate.core.reference import Reference, parse_docker_ref
 from imagegate.core.signatures import SignatureEvidence, SignatureRule, SignaturesConfig
 from imagegate.shell.policy_source import relative_to_policy
-from imagegate.shell.registry.errors import RegistryError, RegistryErrorKind, deadline
+from imagegate.shell.registry.errors import RegistryError, RegistryErrorKind, RequestObserver, deadline
 
 if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
     from imagegate.core.oci import PlatformImage, ResolvedImage
@@ -65,9 +65,13 @@ log = structlog.get_logger("imagegate.verification")
 
 
 def client_for(
-    config: RegistryConfig, relative_to: Path | None = None, timer: Callable[[], float] | None = None
+    config: RegistryConfig,
+    relative_to: Path | None = None,
+    timer: Callable[[], float] | None = None,
+    observer: RequestObserver | None = None,
 ) -> RegistryClient:
-    """A registry client configured by the policy's ``registry`` section (``timer``: its caches' clock)."""
+    """A registry client configured by the policy's ``registry`` section (``timer``: its caches'
+    clock; ``observer``: told of each request, for metrics)."""
     from imagegate.shell.registry.auth import DockerConfigCredentials  # noqa: PLC0415
     from imagegate.shell.registry.client import RegistryClient, RegistrySettings  # noqa: PLC0415
 
@@ -86,6 +90,7 @@ def client_for(
             ca_file=resolve(config.ca_file),
             credentials=credentials,
             timer=timer or time.monotonic,
+            observer=observer,
         )
     )
 
@@ -206,9 +211,11 @@ class RegistryGate:
         *,
         remember_failures: bool = False,
         timer: Callable[[], float] | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.relative_to = relative_to
         self._timer = timer  # the registry clients' cache clock (monotonic seconds); tests move it
+        self._observer = observer  # told of each registry request (the webhook's metrics)
         # reference -> why its digest could not be looked up; kept only when asked (a report
         # wants them all; the webhook would grow this without bound)
         self.pin_failures: dict[str, RegistryError] | None = {} if remember_failures else None
@@ -230,7 +237,7 @@ class RegistryGate:
 
     def client(self, config: RegistryConfig) -> RegistryClient:
         if config not in self._clients:
-            self._clients[config] = client_for(config, self.relative_to, self._timer)
+            self._clients[config] = client_for(config, self.relative_to, self._timer, self._observer)
         return self._clients[config]
 
     async def aclose(self) -> None:

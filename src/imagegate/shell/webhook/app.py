@@ -31,7 +31,7 @@ from imagegate.core.admission import (
     review,
 )
 from imagegate.core.policy import Policy
-from imagegate.core.records import MAX_LISTED_FINDINGS, Outcome, Webhook, bounded
+from imagegate.core.records import MAX_LISTED_FINDINGS, Lookups, Outcome, Webhook, bounded
 from imagegate.shell.policy_source import PolicySource, ReloadResult
 from imagegate.shell.registry.gate import RegistryGate, needs_registry, settle
 from imagegate.shell.webhook.http import Request, Response
@@ -61,7 +61,9 @@ class WebhookApp:
         self.metrics = metrics or Metrics(per_namespace=settings.metrics_per_namespace)
         self.metrics.observe_policy(source)
         self.tls: TlsReloader | None = None
-        self.gate = RegistryGate(settings.policy_path.parent if settings.policy_path else None)
+        self.gate = RegistryGate(
+            settings.policy_path.parent if settings.policy_path else None, observer=self.metrics.observe_request
+        )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Decisions are logged at info: skip building the line when info is filtered out.
@@ -112,6 +114,7 @@ class WebhookApp:
         ]
         if tls_context is not None and self.settings.tls_cert and self.settings.tls_key:
             self.tls = TlsReloader(self.settings.tls_cert, self.settings.tls_key, tls_context, self.metrics)
+            self.metrics.observe_certificate(self.settings.tls_cert)
             self._tasks.append(asyncio.create_task(self.tls.watch(self._stop), name="tls-watch"))
         log.info(
             "imagegate ready" if self.source.current else "imagegate started without a valid policy",
@@ -208,7 +211,7 @@ class WebhookApp:
             outcome = await settle(
                 self.gate,
                 policy,
-                lambda lookups: review(policy, request, now=now, mutate=mutate, lookups=lookups),
+                lambda lookups: review(policy, request, now=now, mutate=mutate, lookups=self._counted(lookups)),
                 lambda result: result.decision,
                 pins=mutate,
                 first=first,
@@ -216,6 +219,10 @@ class WebhookApp:
         except Exception:
             return self._internal_error(request, endpoint, started)
         return self._answer(outcome, request, endpoint, started)
+
+    def _counted(self, lookups: Lookups) -> Lookups:
+        self.metrics.count_verdicts(lookups)
+        return lookups
 
     def _internal_error(self, request: AdmissionRequest, endpoint: Webhook, started: float) -> Response:
         log.exception("internal error; denying", uid=bounded(request.uid), endpoint=endpoint.value)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import importlib.metadata
 import os
+import platform
+import ssl
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,24 +20,80 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     disable_created_metrics,
     generate_latest,
     multiprocess,
 )
 
+from imagegate.core import decide
+from imagegate.core.decide import Rule
+from imagegate.core.podprofile import TOOL_PROFILE_CHECKS
+from imagegate.core.podsecurity import CHECKS
 from imagegate.core.policy import Policy
+from imagegate.core.records import BaseImageVerdict, Lookups, Mode, Outcome, PodRules, SignatureVerdict, Webhook
 from imagegate.core.report import GRANT_STATES, grant_states
 from imagegate.core.webhooks import condition_fingerprint, mutation_condition
 from imagegate.shell.policy_source import PolicySource
+from imagegate.shell.registry.errors import RegistryErrorKind
 from imagegate.shell.webhook.histograms import BatchedHistogram, Counts
 
-__all__ = ["LATENCY_BUCKETS", "METRICS_FLUSH_SECONDS", "MULTIPROCESS_ENV", "Metrics"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "METRICS_FLUSH_SECONDS",
+    "MULTIPROCESS_ENV",
+    "OTHER_REGISTRY",
+    "REGISTRY_BUCKETS",
+    "Metrics",
+    "certificate_expiry",
+    "finding_rules",
+]
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and no dashboard uses them
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_FLUSH_SECONDS = 1.0
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# Up to 10 s: a decision that asks a registry (base images, signatures, pins) can take seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REGISTRY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The registry label: the registries the policy names (its contact scope), at most this many,
+# every other one as "other" (a tenant names the registry in its image: unbounded otherwise).
+MAX_REGISTRY_LABELS = 16
+OTHER_REGISTRY = "other"
+# Every label value known in advance: each series is present from the start, at 0, so that
+# increase() and rate() see the first event (a series that appears with it has no "before").
+RESULTS = (Outcome.ALLOWED.value, Outcome.DENIED.value, Outcome.WARNED.value)  # audited counts as allowed
+ERROR_REASONS = ("bad-review", "internal")
+RELOAD_RESULTS = ("ok", "error")
+VERDICT_CHECKS = ("base", "signature", "attestation")
+VERDICTS = ("pass", "fail", "unverified")  # unverified: passed by onError: allow, not by a check
+
+
+def finding_rules() -> tuple[str, ...]:
+    """Every rule a finding can name: the image rules, each Pod Security check, each tool-profile check."""
+    image = [getattr(Rule, name) for name in dir(Rule) if name.isupper()]
+    pod = [f"{PodRules.POD_SECURITY.value}:{check.id}" for check in CHECKS]
+    tool = [f"{PodRules.TOOL_PROFILE.value}:{check}" for check in TOOL_PROFILE_CHECKS]
+    return tuple(dict.fromkeys([*sorted(image), *pod, *tool]))
+
+
+def certificate_expiry(cert: Path) -> float | None:
+    """The serving certificate's notAfter, in Unix seconds (None when it cannot be read).
+
+    Read with the ssl module's own decoder (CPython's, used by its test suite): serving loads
+    no cryptography library.
+    """
+    try:
+        decoded = ssl._ssl._test_decode_cert(str(cert))  # type: ignore[attr-defined]
+        return float(ssl.cert_time_to_seconds(decoded["notAfter"]))
+    except (AttributeError, KeyError, OSError, ValueError, ssl.SSLError):
+        return None
+
+
+def _verdict(found: BaseImageVerdict | SignatureVerdict) -> str:
+    if found.unverified:
+        return "unverified"
+    return "pass" if found.ok else "fail"
 
 
 class Metrics:
@@ -132,6 +191,106 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.tls_expiry = Gauge(
+            "imagegate_tls_certificate_expiry_timestamp_seconds",
+            "When the serving certificate in use expires (its notAfter, Unix seconds).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.build_info = Gauge(
+            "imagegate_build_info",
+            "1, labelled with imagegate's version, Python's, and whether the core is compiled (mypyc).",
+            ["version", "python", "compiled"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.verdicts = Counter(
+            "imagegate_verdicts_total",
+            "Registry checks in decisions, by check (base, signature, attestation) and verdict "
+            "(pass, fail, unverified: passed by onError: allow).",
+            ["check", "verdict"],
+            registry=self.registry,
+        )
+        self.registry_requests = Counter(
+            "imagegate_registry_requests_total",
+            'Registry API requests by registry (the policy\'s; any other as "other").',
+            ["registry"],
+            registry=self.registry,
+        )
+        self.registry_errors = Counter(
+            "imagegate_registry_errors_total",
+            "Registry API requests that failed, by registry and kind (timeout, unreachable, auth, http...).",
+            ["registry", "kind"],
+            registry=self.registry,
+        )
+        self.registry_duration = Histogram(
+            "imagegate_registry_request_duration_seconds",
+            "Registry API requests' time, token fetch and redirects included, by registry.",
+            ["registry"],
+            buckets=REGISTRY_BUCKETS,
+            registry=self.registry,
+        )
+        self._registries: tuple[Policy, frozenset[str]] | None = None
+        self._start_at_zero(per_namespace)
+
+    def _start_at_zero(self, per_namespace: bool) -> None:
+        """Every series whose labels are known in advance, at 0 (per namespace: not known)."""
+        try:
+            version = importlib.metadata.version("imagegate")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        compiled = not str(decide.__file__).endswith(".py")  # mypyc builds an extension module
+        self.build_info.labels(version, platform.python_version(), str(compiled).lower()).set(1)
+        if not per_namespace:
+            for endpoint in Webhook:
+                for result in RESULTS:
+                    self.child(self.decisions, endpoint.value, result)
+            for rule in finding_rules():
+                for mode in Mode:
+                    self.child(self.findings, rule, mode.value)
+        for endpoint in Webhook:
+            for reason in ERROR_REASONS:
+                self.child(self.errors, endpoint.value, reason)
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result)
+            self.tls_reloads.labels(result)
+        for check in VERDICT_CHECKS:
+            for verdict in VERDICTS:
+                self.verdicts.labels(check, verdict)
+        self._registry_series(OTHER_REGISTRY)
+
+    def _registry_series(self, registry: str) -> None:
+        self.registry_requests.labels(registry)
+        self.registry_duration.labels(registry)
+        for kind in RegistryErrorKind:
+            self.registry_errors.labels(registry, kind.value)
+
+    def registry_label(self, registry: str) -> str:
+        """``registry`` when the policy in force names it (one of the first :data:`MAX_REGISTRY_LABELS`), else "other"."""
+        named = self._registries[1] if self._registries is not None else frozenset()
+        return registry if registry in named else OTHER_REGISTRY
+
+    def observe_request(self, registry: str, seconds: float, failure: RegistryErrorKind | None) -> None:
+        """One registry API request ended (the registry client's observer)."""
+        label = self.registry_label(registry)
+        self.registry_requests.labels(label).inc()
+        self.registry_duration.labels(label).observe(seconds)
+        if failure is not None:
+            self.registry_errors.labels(label, failure.value).inc()
+
+    def count_verdicts(self, lookups: Lookups) -> None:
+        """The registry's verdicts one decision was made with."""
+        for base in lookups.base_verdicts.values():
+            self.verdicts.labels("base", _verdict(base)).inc()
+        for check, found in (("signature", lookups.signatures), ("attestation", lookups.attestations)):
+            for verdicts in found.values():
+                for verdict in verdicts:
+                    self.verdicts.labels(check, _verdict(verdict)).inc()
+
+    def observe_certificate(self, cert: Path) -> None:
+        expiry = certificate_expiry(cert)
+        if expiry is not None:
+            self.tls_expiry.set(expiry)
 
     def record(
         self, endpoint: str, result: str, namespace: str, findings: Iterable[tuple[str, str]], elapsed: float
@@ -208,3 +367,8 @@ class Metrics:
                 self.grants.labels(name).set(count)
             tool = policy.pod_security.tool if policy.pod_security else None
             self.identities.set(len(tool.identities) if tool else 0)
+            if self._registries is None or self._registries[0] is not policy:
+                named = frozenset(sorted(policy.contact_scope().registries)[:MAX_REGISTRY_LABELS])
+                self._registries = (policy, named)
+                for registry in named:
+                    self._registry_series(registry)

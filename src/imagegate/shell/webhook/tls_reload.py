@@ -63,6 +63,7 @@ class TlsReloader:
         self._loaded = current
         self.last_error = None
         self.metrics.tls_reloads.labels("ok").inc()
+        self.metrics.observe_certificate(self.cert)
         log.info("tls certificate reloaded", cert=str(self.cert))
         return True
 
