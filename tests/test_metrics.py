@@ -20,7 +20,7 @@ import pytest
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
-from imagegate.core import decide, podprofile, podsecurity
+from imagegate.core import decide
 from imagegate.core.podprofile import TOOL_PROFILE_CHECKS
 from imagegate.core.podsecurity import CHECKS
 from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
@@ -34,7 +34,7 @@ from imagegate.shell.webhook.metrics import (
     REGISTRY_BUCKETS,
     finding_rules,
 )
-from tests.conftest import POLICY_HEADER, admission_review
+from tests.conftest import POLICY_HEADER, REPO_ROOT, admission_review
 from tests.loopback import free_port
 from tests.oci_images import OciLayout, layers
 from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
@@ -111,10 +111,11 @@ def test_every_series_known_in_advance_is_there_at_zero(started: tuple[WebhookPr
 def test_the_finding_rules_are_every_rule_a_finding_can_name() -> None:
     """finding_rules() is read from the rule lists; each list holds every check its module makes."""
 
-    def checks_made(module: Any) -> set[str]:
-        tree = ast.parse(Path(module.__file__.replace(".so", ".py")).read_text())
+    def checks_made(module: str) -> set[str]:
+        """The check names the module's CheckResult(...) calls write (its source, compiled or not)."""
+        tree = ast.parse((REPO_ROOT / "src" / "imagegate" / "core" / f"{module}.py").read_text())
         return {
-            node.args[0].value
+            str(node.args[0].value)
             for node in ast.walk(tree)
             if isinstance(node, ast.Call)
             and getattr(node.func, "id", None) == "CheckResult"
@@ -122,8 +123,8 @@ def test_the_finding_rules_are_every_rule_a_finding_can_name() -> None:
             and isinstance(node.args[0], ast.Constant)
         }
 
-    assert checks_made(podprofile) == set(TOOL_PROFILE_CHECKS)
-    assert checks_made(podsecurity) <= {check.id for check in CHECKS}
+    assert checks_made("podprofile") == set(TOOL_PROFILE_CHECKS)
+    assert checks_made("podsecurity") <= {check.id for check in CHECKS}
     rules = set(finding_rules())
     assert {f"tool-profile:{check}" for check in TOOL_PROFILE_CHECKS} <= rules
     assert {f"pod-security:{check.id}" for check in CHECKS} <= rules
@@ -186,8 +187,10 @@ baseImages: {{trusted: ["{reg.host}/toolforge/base:1"]}}
                     "metadata": {"name": "p"},
                     "spec": {"containers": [{"name": "c", "image": image}]},
                 }
-                answer: dict[str, Any] = http.post("/validate", json=admission_review(pod, "tool-a")).json()
-                return answer["response"]
+                response: dict[str, Any] = http.post("/validate", json=admission_review(pod, "tool-a")).json()[
+                    "response"
+                ]
+                return response
 
             assert validate(f"{reg.host}/tool-a/app:1")["allowed"] is True  # built on the trusted base
             assert validate(f"{reg.host}/tool-a/other:1")["allowed"] is False  # not built on it

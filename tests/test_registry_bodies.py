@@ -311,7 +311,8 @@ def test_the_webhook_answers_by_policy_never_an_internal_error(
             said = [w for w in response["warnings"] if "allowed by registry.onError: allow" in w]
             assert len(said) == 1 and "not verified" in said[0], (fault, response["warnings"])
     assert 'imagegate_decisions_total{endpoint="validate"' in metrics  # the counters were read
-    assert 'reason="internal"' not in metrics, metrics
+    for endpoint in ("validate", "mutate"):  # each there from the start, at 0
+        assert f'imagegate_request_errors_total{{endpoint="{endpoint}",reason="internal"}} 0.0' in metrics, metrics
 
 
 # --- the command line ---------------------------------------------------------------------------------
