@@ -4,12 +4,15 @@ manifest PUT: hostile layers that skopeo would refuse to copy go the same way)."
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zstandard
@@ -135,3 +138,20 @@ def push(registry: Registry, repository: str, tag: str, blobs: list[Blob]) -> st
     registry.put_blob(repository, config)
     registry.put_manifest(repository, tag, manifest, OCI_MANIFEST)
     return sha256(manifest)
+
+
+def gzipped(tar_path: Path) -> Path:
+    """``tar_path`` gzip-compressed (level 1: a base layer pushed by every run), kept beside it."""
+    out = tar_path.with_name(tar_path.name + ".gz")
+    with tar_path.with_name(tar_path.name + ".gz.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not out.exists():
+            partial = out.with_name(out.name + ".partial")
+            with (
+                tar_path.open("rb") as source,
+                partial.open("wb") as raw,
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as target,
+            ):
+                shutil.copyfileobj(source, target, 1024 * 1024)
+            partial.rename(out)
+    return out

@@ -65,8 +65,10 @@ BASE = layer(
     [
         directory("etc"),
         file("etc/nsswitch.conf", SSS),
-        symlink("etc/os-release", "../usr/lib/os-release"),
+        # the target before its link: the reader keeps a link's later target at once, an earlier one
+        # it reads again for
         file("usr/lib/os-release", OS_RELEASE),
+        symlink("etc/os-release", "../usr/lib/os-release"),
         hardlink("etc/hard", "usr/lib/os-release"),
         symlink("lib", "usr/lib"),
         file("var/lib/dpkg/status", STATUS),

@@ -427,6 +427,19 @@ class _Bytes:
             self._at = len(self._data)
 
 
+def _lexical(directory: str, target: str) -> str | None:
+    """A symlink's target as its text names it from ``directory`` (symlinks on the way not followed)."""
+    parts: list[str] = [] if target.startswith("/") else [p for p in directory.split("/") if p]
+    for part in target.split("/"):
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/" + "/".join(parts) if parts else None
+
+
 def _cstring(field: bytes) -> str:
     return field.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
 
@@ -537,6 +550,9 @@ class _Walker:
         self.pax: dict[str, str] = {}
         self.long_name: str | None = None
         self.long_link: str | None = None
+        # targets of kept symlinks, as their text names them: kept too when they come later in the
+        # layer, which spares the second read merge() would otherwise ask for (/etc/os-release)
+        self.targets: set[str] = set()
 
     def error(self, kind: ContentErrorKind, message: str) -> ContentError:
         return ContentError(kind, self.layer, message)
@@ -650,9 +666,7 @@ class _Walker:
         elif typeflag == b"5":
             self.entries.append((EntryKind.DIR, path, None))
         elif typeflag == b"2":
-            if not linkname:
-                raise self.error(ContentErrorKind.UNSAFE_LINK, f"the symlink {path} has no target")
-            self.entries.append((EntryKind.SYMLINK, path, linkname))
+            self._symlink(path, parent, linkname)
         elif typeflag == b"1":
             target = entry_path(linkname)
             if not target:
@@ -667,6 +681,15 @@ class _Walker:
             kind = "a sparse file" if typeflag == b"S" else f"the tar entry type {typeflag!r}"
             raise self.error(ContentErrorKind.UNSUPPORTED, f"{path}: {kind}, which imagegate does not read")
 
+    def _symlink(self, path: str, parent: str, linkname: str) -> None:
+        if not linkname:
+            raise self.error(ContentErrorKind.UNSAFE_LINK, f"the symlink {path} has no target")
+        self.entries.append((EntryKind.SYMLINK, path, linkname))
+        if self.selection.wants(path):
+            target = _lexical(parent, linkname)
+            if target:
+                self.targets.add(target)
+
     def _whiteout(self, parent: str, base: str, name: str) -> None:
         if base == _OPAQUE:
             self.entries.append((EntryKind.OPAQUE, parent or "/", None))
@@ -678,7 +701,7 @@ class _Walker:
 
     def _content(self, path: str, size: int, padding: int) -> bytes | None:
         """A regular file's content when the selection wants it (bounded), else None (skipped)."""
-        if not self.selection.wants(path):
+        if not self.selection.wants(path) and path not in self.targets:
             self._skip(size + padding, path)
             return None
         limits = self.limits
