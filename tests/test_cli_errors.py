@@ -311,6 +311,8 @@ COMMANDS = [
     ["certs"],
     ["audit"],
     ["layers"],
+    ["scan"],
+    ["sbom"],
     ["bases"],
     ["grants", "add"],
     ["grants", "renew"],

@@ -1,4 +1,5 @@
-"""The layer report as one self-contained HTML page: numbers and a stacked bar per image.
+"""The reports as self-contained HTML pages: layers (numbers and a stacked bar per image), base
+images, and what is inside images (scan).
 
 No external files, fonts or scripts: the page embeds its data as JSON and draws the chart
 as SVG with a few lines of inline JavaScript, so it can be mailed, attached to a ticket or
@@ -13,9 +14,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from imagegate.core.bases import BaseRow
+from imagegate.core.contents.report import ImageScan
 from imagegate.core.report import LayerReport
 
-__all__ = ["render_bases_report", "render_layer_report"]
+__all__ = ["render_bases_report", "render_layer_report", "render_scan_report"]
 
 
 def _mb(value: int) -> str:
@@ -182,5 +184,60 @@ def render_bases_report(rows: Sequence[BaseRow], generated: datetime) -> str:
         count=len(rows),
         rebuild=sum(row.rebuild for row in rows),
         tools=f"{len(tools):,} tool" + ("" if len(tools) == 1 else "s"),
+        rows="\n".join(lines),
+    )
+
+
+SCAN_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>imagegate scan report</title>
+<style>
+ body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem; color: #1b1f24; max-width: 80rem; }}
+ h1 {{ font-size: 1.5rem; margin-bottom: .2rem; }}
+ .muted {{ color: #57606a; }}
+ table {{ border-collapse: collapse; margin-top: 1.5rem; width: 100%; }}
+ th, td {{ text-align: left; padding: .25rem .7rem; border-bottom: 1px solid #eaeef2; vertical-align: top; }}
+ td {{ overflow-wrap: anywhere; }}
+ tr.fails td {{ background: #fff1f0; }}
+ ul {{ margin: 0; padding-left: 1.1rem; }}
+</style>
+</head>
+<body>
+<h1>What is inside the images</h1>
+<p class="muted">{generated} &middot; {count} images &middot; {failing} failing a content rule &middot;
+packages from their databases, licences from their metadata (not from reading code)</p>
+<table id="scan"><thead><tr><th>image</th><th>tools</th><th>packages</th><th>licences</th>
+<th>non-free, unknown</th><th>content rules</th></tr></thead><tbody>
+{rows}
+</tbody></table>
+</body>
+</html>
+"""
+
+
+def render_scan_report(scans: Sequence[ImageScan], generated: datetime) -> str:
+    """``imagegate scan`` as one page: a plain table, no scripts, failing images marked."""
+    lines = []
+    for found in scans:
+        packages = ", ".join(f"{n} {html.escape(e)}" for e, n in found.ecosystems.items()) or "none found"
+        licences = ", ".join(f"{n} {html.escape(c)}" for c, n in found.licences.items()) or "-"
+        odd = [*found.non_free, *(f"{name} (unknown)" for name in found.unknown[:20])]
+        more = f" and {len(found.unknown) - 20} more unknown" if len(found.unknown) > 20 else ""
+        rules = "".join(
+            f'<li class="{"ok" if v.ok else "fails"}">{"ok" if v.ok else "fails"}: {html.escape(v.detail)}</li>'
+            for v in found.verdicts
+        )
+        css = "" if found.ok else ' class="fails"'
+        lines.append(
+            f"<tr{css}><td>{html.escape(found.image)}</td><td>{html.escape(', '.join(found.tools))}</td>"
+            f"<td>{packages}</td><td>{licences}</td><td>{html.escape(', '.join(odd))}{more}</td>"
+            f"<td><ul>{rules or '<li>no content rule covers it</li>'}</ul></td></tr>"
+        )
+    return SCAN_PAGE.format(
+        generated=html.escape(generated.strftime("%Y-%m-%d %H:%M UTC")),
+        count=len(scans),
+        failing=sum(not found.ok for found in scans),
         rows="\n".join(lines),
     )
