@@ -130,11 +130,15 @@ def image_documents(blobs: list[Blob]) -> tuple[bytes, bytes]:
     return config, manifest
 
 
-def push(registry: Registry, repository: str, tag: str, blobs: list[Blob]) -> str:
-    """Push an image of ``blobs`` (uploads and a manifest PUT); its manifest digest."""
+def push(registry: Registry, repository: str, tag: str, blobs: list[Blob], uploaded: set[str] | None = None) -> str:
+    """Push an image of ``blobs`` (uploads and a manifest PUT); its manifest digest. Blobs whose
+    digests are in ``uploaded`` (to this repository) are not sent again; those sent are added."""
     config, manifest = image_documents(blobs)
     for item in blobs:
-        registry.put_blob(repository, item.data)
+        if uploaded is None or item.digest not in uploaded:
+            registry.put_blob(repository, item.data)
+        if uploaded is not None:
+            uploaded.add(item.digest)
     registry.put_blob(repository, config)
     registry.put_manifest(repository, tag, manifest, OCI_MANIFEST)
     return sha256(manifest)

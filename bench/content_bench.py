@@ -1,0 +1,196 @@
+"""Benchmark reading an image's files from a registry (shell/registry/contents.py).
+
+Usage::
+
+    python bench/content_bench.py [--rounds 3] [--images 200]
+
+Pushes a real Debian bookworm minbase layer (mmdebstrap, cached by tests/debian_rootfs.py;
+about 66 MB gzip, 170 MB of tar) and three small layers to Debian's docker-registry on
+127.0.0.1, then measures, best of ``--rounds``:
+
+* floor: the CPU time of decompressing and walking the same blobs with zlib and tarfile alone
+  (from memory, no registry, no parsing): what any reader pays;
+* cold: a fresh client and reader (new connection, auth, nothing cached) reading the image's
+  inventory files (core/contents/inventory.py's selection) from the registry: streamed, digest
+  checked, decompressed and walked in a worker thread, merged. Wall time (MB/s of blob and of
+  tar), CPU time and its ratio to the floor's; the peak RSS growth of a fresh process during one
+  cold read;
+* second image: another image on the same base through the same reader: only its own layer is
+  fetched (the blob requests are counted and asserted);
+* warm: the same image again (cached by its digest): time per read;
+* concurrent: ``--images`` images on the one base (each its own small top layer) read at once
+  by a fresh reader: the base's blob must be fetched once (asserted).
+
+Needs ``docker-registry``, ``skopeo``, ``htpasswd`` and ``mmdebstrap`` (the first run builds the
+rootfs from Debian's archive). Everything runs on loopback and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import hashlib
+import io
+import resource
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.content_layers import OCI_GZIP, Blob, file, gzipped, layer, push
+from tests.debian_rootfs import rootfs
+from tests.registry_process import Registry, run_registry
+
+from imagegate.core.contents.files import FileSelection
+from imagegate.core.contents.inventory import INVENTORY_FILES
+from imagegate.shell.registry.auth import DockerConfigCredentials
+from imagegate.shell.registry.client import RegistryClient, RegistrySettings
+from imagegate.shell.registry.contents import ContentReader
+
+SELECTION = INVENTORY_FILES | FileSelection(frozenset({"/etc/nsswitch.conf", "/etc/os-release"}))
+MB = 1_000_000
+
+
+def floor(blobs: list[bytes]) -> float:
+    """Seconds to gunzip and walk ``blobs`` with zlib (via gzip) and tarfile, no parsing."""
+    started = time.process_time()
+    for data in blobs:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r|gz") as archive:
+            for _member in archive:
+                pass
+    return time.process_time() - started
+
+
+def client(registry: Registry, credentials: DockerConfigCredentials) -> RegistryClient:
+    return RegistryClient(RegistrySettings(ca_file=registry.tls.ca_cert, credentials=credentials, timeout=30))
+
+
+async def cold(registry: Registry, credentials: DockerConfigCredentials, ref: str) -> tuple[float, float, int]:
+    """Wall and CPU seconds (every thread of the process: the registry runs in another) of one cold read."""
+    async with client(registry, credentials) as fresh:
+        reader = ContentReader(fresh)
+        started, cpu = time.perf_counter(), time.process_time()
+        await reader.read(ref, SELECTION)
+        return time.perf_counter() - started, time.process_time() - cpu, fresh.fetches.get("layer", 0)
+
+
+async def cached(
+    registry: Registry, credentials: DockerConfigCredentials, first: str, second: str
+) -> tuple[int, float]:
+    async with client(registry, credentials) as shared:
+        reader = ContentReader(shared)
+        await reader.read(first, SELECTION)
+        before = shared.fetches["layer"]
+        await reader.read(second, SELECTION)
+        own = shared.fetches["layer"] - before
+        rounds = 2000
+        started = time.perf_counter()
+        for _ in range(rounds):
+            await reader.read(first, SELECTION)
+        return own, (time.perf_counter() - started) / rounds
+
+
+async def concurrent(registry: Registry, credentials: DockerConfigCredentials, refs: list[str]) -> tuple[float, int]:
+    async with client(registry, credentials) as shared:
+        reader = ContentReader(shared)
+        started = time.perf_counter()
+        await asyncio.gather(*(reader.read(ref, SELECTION) for ref in refs))
+        return time.perf_counter() - started, shared.fetches["layer"]
+
+
+def peak_rss(registry: Registry, config: Path, ref: str) -> tuple[float, float]:
+    """A fresh process's peak RSS (MiB) once its modules are loaded, and after one cold read
+    (measured in a child: this process's high-water mark already holds the blobs it pushed)."""
+    result = subprocess.run(
+        [sys.executable, __file__, "--rss-child", ref, str(registry.tls.ca_cert), str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    loaded, read = (float(value) / 1024 for value in result.stdout.split())
+    return loaded, read
+
+
+def rss_child(ref: str, ca_file: str, config: str) -> None:
+    credentials = DockerConfigCredentials.from_docker_config(Path(config))
+
+    async def go() -> None:
+        settings = RegistrySettings(ca_file=Path(ca_file), credentials=credentials, timeout=30)
+        async with RegistryClient(settings) as fresh:
+            await ContentReader(fresh).read(ref, SELECTION)
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    asyncio.run(go())
+    print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.rss_child:
+        rss_child(*options.rss_child)
+        return
+    tar_path = rootfs(include=("libnss-sss",))
+    base = Blob(gzipped(tar_path).read_bytes(), OCI_GZIP, file_digest(tar_path))
+    small = [layer([file(f"srv/app{i}/main.py", b"print(%d)\n" % i), file("etc/motd", b"hi\n")]) for i in range(3)]
+    blobs = [base, *small]
+    tar_bytes = tar_path.stat().st_size + sum(len(gzip.decompress(item.data)) for item in small)
+    blob_bytes = sum(len(item.data) for item in blobs)
+    print(f"image: {len(blobs)} layers, {blob_bytes / MB:.1f} MB of blobs, {tar_bytes / MB:.1f} MB of tar")
+    best_floor = min(floor([item.data for item in blobs]) for _ in range(options.rounds))
+    print(
+        f"floor (zlib + tarfile, from memory): {best_floor:.2f} s CPU, {blob_bytes / MB / best_floor:.1f} MB/s of blob"
+    )
+    with tempfile.TemporaryDirectory() as scratch, run_registry(Path(scratch) / "registry") as registry:
+        credentials = DockerConfigCredentials.from_docker_config(registry.docker_config(Path(scratch) / "config.json"))
+        uploaded: set[str] = set()
+        push(registry, "bench/app", "cold", blobs, uploaded)
+        other = layer([file("srv/other/main.py", b"print('other')\n")])
+        push(registry, "bench/app", "second", [base, other], uploaded)
+        ref = f"{registry.host}/bench/app:cold"
+        times, cpus = [], []
+        for _ in range(options.rounds):
+            seconds, cpu, fetched = asyncio.run(cold(registry, credentials, ref))
+            assert fetched == len(blobs), f"a cold read fetched {fetched} blobs, not {len(blobs)}"
+            times.append(seconds)
+            cpus.append(cpu)
+        best, best_cpu = min(times), min(cpus)
+        loaded, peak = peak_rss(registry, Path(scratch) / "config.json", ref)
+        print(
+            f"cold read: {best:.2f} s, {blob_bytes / MB / best:.1f} MB/s of blob, {tar_bytes / MB / best:.1f} MB/s of tar; "
+            f"CPU {best_cpu:.2f} s, {best_cpu / best_floor:.2f}x the floor's CPU; "
+            f"peak RSS {peak:.0f} MiB ({peak - loaded:.1f} MiB over the {loaded:.0f} MiB of a process with its modules loaded)"
+        )
+        own, warm = asyncio.run(cached(registry, credentials, ref, f"{registry.host}/bench/app:second"))
+        assert own == 1, f"the second image fetched {own} blobs, not its own one"
+        print(f"second image on the base: {own} blob fetched (its own layer)")
+        print(f"warm (cached by digest): {warm * 1e6:.1f} µs per read")
+        refs = []
+        for i in range(options.images):
+            top = layer([file(f"srv/tool{i}/main.py", b"print(%d)\n" % i)])
+            push(registry, "bench/tools", f"t{i}", [base, top], uploaded if i else None)
+            refs.append(f"{registry.host}/bench/tools:t{i}")
+        seconds, fetched = asyncio.run(concurrent(registry, credentials, refs))
+        assert fetched == options.images + 1, f"{options.images} images fetched {fetched} blobs"
+        print(f"{options.images} images on one base at once: {seconds:.2f} s, {fetched} blobs fetched (the base once)")
+
+
+if __name__ == "__main__":
+    main()
