@@ -98,11 +98,16 @@ class Controller:
 
 @contextmanager
 def controller(
-    cluster: KubeCluster, policy: Path, *args: str, identity: str = "a", lease: str = "imagegate-reports"
+    cluster: KubeCluster,
+    policy: Path,
+    *args: str,
+    identity: str = "a",
+    lease: str = "imagegate-reports",
+    kubeconfig: Path | None = None,
 ) -> Iterator[Controller]:
     port = free_port()
     log = policy.parent / f"controller-{identity}-{port}.log"
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig or cluster.kubeconfig)}
     command = [
         sys.executable, "-m", "imagegate", "reports", "-p", str(policy), "--period", "1", "--lease-duration", "2",
         "--lease-namespace", "imagegate", "--lease-name", lease, "--identity", identity,
@@ -185,7 +190,7 @@ def test_a_missing_crd_is_one_line_and_exit_2(cluster: KubeCluster, tmp_path: Pa
     assert "Traceback" not in done.stderr
 
 
-def test_reports_follow_objects_grants_and_the_policy(cluster: KubeCluster, tmp_path: Path) -> None:
+def test_reports_follow_objects_grants_and_the_policy(cluster: KubeCluster, tmp_path: Path) -> None:  # noqa: PLR0915 - one story, one cluster state
     for namespace in ("tool-r1", "tool-r2", "infra-r3"):
         cluster.namespace(namespace)
     ends = TODAY + dt.timedelta(days=3)
@@ -224,6 +229,31 @@ def test_reports_follow_objects_grants_and_the_policy(cluster: KubeCluster, tmp_
             web["severity"] == "high" and web["resources"][0]["uid"] and web["resources"][0]["apiVersion"] == "apps/v1"
         )
         assert web["properties"]["objects"] == "3"  # the Deployment, its ReplicaSet and Pod: one finding
+        # the same decision as `imagegate audit` (offline) takes over the same cluster
+        audited = subprocess.run(
+            [sys.executable, "-m", "imagegate", "audit", "-p", str(policy), "-o", "json"],
+            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert audited.returncode == 1, audited.stderr
+        said = {
+            (f["owner"], f["rule"], f["message"], len(f["objects"]))
+            for f in json.loads(audited.stdout)["findings"]
+            if f["namespace"] == "tool-r1"
+        }
+        reported = {
+            (
+                f"{r['resources'][0]['kind']} tool-r1/{r['resources'][0]['name']}",
+                r["rule"],
+                r["message"],
+                int(r["properties"]["objects"]),
+            )
+            for r in first["results"]
+            if r["result"] != "pass"
+        }
+        assert said == reported
         second = wait_for(lambda: _report(cluster, "tool-r2"))
         assert _results(second) == {("pass", "images", "Deployment/byoc", "")}
         assert second["results"][0]["properties"] == {"grant": "T1", "expires": ends.isoformat(), "objects": "3"}
@@ -355,3 +385,73 @@ def test_bounded_reports_and_the_wgpolicyk8s_format(cluster: KubeCluster, tmp_pa
             more["rule"] == "more-results" and more["result"] == "fail" and more["message"].startswith("2 more results")
         )
         assert running.process.poll() is None
+
+
+def _rbac(cluster: KubeCluster, name: str, report_verbs: list[str]) -> Path:
+    """A ServiceAccount with the RBAC docs/reports.md lists (``report_verbs`` on reports), and a kubeconfig for it."""
+    rules = [
+        {"apiGroups": [""], "resources": ["pods", "podtemplates", "replicationcontrollers", "namespaces"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["apps"], "resources": ["deployments", "replicasets", "statefulsets", "daemonsets"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["openreports.io"], "resources": ["reports"], "verbs": report_verbs},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]  # fmt: skip
+    subject = [{"kind": "ServiceAccount", "name": name, "namespace": "imagegate"}]
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": "imagegate"}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": subject,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": "imagegate"},
+            "rules": [
+                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": "imagegate"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": subject,
+        },
+    )
+    token = cluster.kubectl("create", "token", name, "-n", "imagegate").stdout.strip()
+    admin = cluster.kubeconfig.read_text()
+    start = admin.index("user: {token: ") + len("user: {token: ")
+    config = cluster.directory / f"{name}.kubeconfig"
+    config.write_text(admin[:start] + token + admin[admin.index("}", start) :])
+    return config
+
+
+def test_with_the_documented_rbac_it_works_and_a_refused_write_is_counted_not_fatal(
+    cluster: KubeCluster, tmp_path: Path
+) -> None:
+    cluster.namespace("tool-x1")
+    cluster.apply(_deployment("tool-x1", "web", UNTRUSTED))
+    policy = _policy(tmp_path, _grant("tool-x1", TODAY))
+    least = _rbac(cluster, "reports-least", ["list", "get", "create", "patch", "delete"])
+    with controller(cluster, policy, lease="rbac", kubeconfig=least) as running:
+        wait_for(lambda: _report(cluster, "tool-x1"))
+        wait_for(lambda: _events(cluster, "tool-x1", "GrantExpiring"))
+        assert running.metric('imagegate_reports_write_failures_total{code="403"}') in (-1.0, 0.0)
+    cluster.kubectl("delete", "report.openreports.io", "imagegate", "-n", "tool-x1")
+    refused = _rbac(cluster, "reports-refused", ["list", "get"])
+    with controller(cluster, policy, lease="rbac-refused", kubeconfig=refused) as running:
+        wait_for(lambda: running.metric('imagegate_reports_write_failures_total{code="403"}') >= 2)
+        assert running.process.poll() is None  # said, counted, tried again; never a crash
+        assert running.metric("imagegate_reports_last_success_timestamp_seconds") == 0
+        assert '"report not written"' in running.logs() and "forbidden" in running.logs()
+    assert _report(cluster, "tool-x1") is None
