@@ -270,3 +270,30 @@ def test_a_grants_proof_round_trips_and_is_checked() -> None:
         f"grant tool-a ({policy.grants[0].source}): proof: both, but baseImages.trusted names no base image: "
         "every image it admits is denied",
     ]
+
+
+def test_outcomes_by_answer_and_on_error() -> None:
+    from imagegate.core.contents.policy import BEING_READ, ContentAnswer, ContentVerdict, outcomes  # noqa: PLC0415
+
+    policy = load_policy(
+        HEADER + "content:\n  rules:\n"
+        "    - {name: strict, grants: true, forbidPackages: [{name: x}]}\n"
+        "    - {name: lenient, grants: true, forbidPackages: [{name: x}], onError: allow}\n"
+    )
+    rules = policy.content.rules
+    offline = outcomes(rules, None)
+    assert [(o.ok, o.unverified) for o in offline] == [(False, False), (True, True)]
+    assert offline[0].detail == "strict: its content was not read (no registry lookup in this evaluation)"
+    pending = outcomes(rules, ContentAnswer(pending=True))
+    assert [o.detail for o in pending] == [f"strict: {BEING_READ}", f"lenient: {BEING_READ}"]
+    assert [o.ok for o in pending] == [False, True]
+    broken = outcomes(rules, ContentAnswer(problem="layer sha256:ab: digest mismatch"))
+    assert broken[0].detail == "strict: its content could not be read: layer sha256:ab: digest mismatch"
+    judged = outcomes(
+        rules,
+        ContentAnswer((ContentVerdict("strict", False, ("x is installed (1)",)), ContentVerdict("lenient", True)), "d"),
+    )
+    assert [(o.ok, o.detail, o.unverified) for o in judged] == [
+        (False, "strict: x is installed (1)", False),
+        (True, "lenient: satisfied", False),
+    ]

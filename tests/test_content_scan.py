@@ -10,6 +10,7 @@ JSON schema validator (cyclonedx-python-lib) and spdx-tools' parser and validato
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import json
 import shutil
@@ -179,3 +180,47 @@ def test_spdx_sbom_is_valid(registry: tuple[Registry, Path], tmp_path: Path) -> 
     assert {"libnss-sss", "unrar", "bash"} <= names
     # each LicenseRef- the packages use is declared as extracted licensing info
     assert "LicenseRef-public-domain" in {e.license_id for e in document.extracted_licensing_info}
+
+
+def test_content_verdicts_read_in_the_background_and_kept_by_digest(registry: tuple[Registry, Path]) -> None:
+    """A cold read that does not fit the budget answers "pending" and goes on; the next answer is
+    the verdicts, read from nothing; an image on the same base reads only its own layer."""
+    from imagegate.core.policy import load_policy  # noqa: PLC0415
+    from imagegate.core.reference import parse_docker_ref  # noqa: PLC0415
+    from imagegate.shell.registry.content_verdicts import ContentJudge  # noqa: PLC0415
+    from imagegate.shell.registry.contents import reader_for  # noqa: PLC0415
+    from imagegate.shell.registry.gate import RegistryGate  # noqa: PLC0415
+
+    reg, policy_path = registry
+    policy = load_policy(policy_path.read_text(), str(policy_path))
+    rules = policy.content.rules[:1]  # toolforge-integration
+
+    async def go() -> None:
+        gate = RegistryGate(policy_path.parent)
+        judge = ContentJudge()
+        try:
+            client = gate.client(policy.registry)
+            integrated = parse_docker_ref(f"{reg.host}/tools/integrated:1")
+            first = await judge.answer(client, integrated, rules, budget=0.0, limits=policy.registry.contents)
+            assert first.pending and not first.verdicts
+            await judge.settled()
+            reader = reader_for(client, policy.registry.contents)
+            streamed = reader.layers_streamed
+            assert streamed == 1
+            second = await judge.answer(client, integrated, rules, budget=5.0, limits=policy.registry.contents)
+            assert not second.pending and second.digest is not None
+            assert [(v.rule, v.ok) for v in second.verdicts] == [("toolforge-integration", True)]
+            assert judge.reads_started == 1 and reader.layers_streamed == streamed
+            assert judge.known(second.digest, rules) == second.verdicts
+            removed = parse_docker_ref(f"{reg.host}/tools/removed:1")
+            third = await judge.answer(client, removed, rules, budget=30.0, limits=policy.registry.contents)
+            (verdict,) = third.verdicts
+            assert not verdict.ok and verdict.failures[0].startswith("libnss-sss is not installed (dpkg lists ")
+            assert reader.layers_streamed == streamed + 1  # its own layer: the base's was read once
+            missing = await judge.answer(client, parse_docker_ref(f"{reg.host}/tools/missing:1"), rules, budget=5.0)
+            assert missing.problem and not missing.pending and not missing.verdicts
+        finally:
+            await judge.settled()
+            await gate.aclose()
+
+    asyncio.run(go())

@@ -41,8 +41,11 @@ from imagegate.core.reference import Reference
 from imagegate.core.yamldoc import LocatedDocument
 
 __all__ = [
+    "BEING_READ",
+    "ContentAnswer",
     "ContentConfig",
     "ContentDoc",
+    "ContentOutcome",
     "ContentRule",
     "ContentVerdict",
     "DebianMain",
@@ -52,6 +55,7 @@ __all__ = [
     "Proof",
     "judge",
     "load_content",
+    "outcomes",
     "proof_holds",
 ]
 
@@ -263,6 +267,48 @@ class ContentVerdict(msgspec.Struct, frozen=True):
     @property
     def detail(self) -> str:
         return f"{self.rule}: " + ("; ".join(self.failures) if self.failures else "satisfied")
+
+
+class ContentAnswer(msgspec.Struct, frozen=True):
+    """What the registry shell found of an image's content for the rules asked: a verdict per rule
+    (in the rules' order), or why there is none yet (``pending``: still being read, in the
+    background) or at all (``problem``). Each rule's ``onError`` says what the last two get."""
+
+    verdicts: tuple[ContentVerdict, ...] = ()
+    digest: str | None = None  # the image (index) digest whose files were judged: the one to pin
+    pending: bool = False
+    problem: str = ""
+
+
+BEING_READ = "its content is being read, retry shortly"
+
+
+@dataclass(frozen=True, slots=True)
+class ContentOutcome:
+    """One rule's outcome for one image: passed, or failed with what was found; ``unverified``
+    when it passed by its ``onError: allow`` (the tenant is told so, never silently)."""
+
+    rule: ContentRule
+    ok: bool
+    detail: str
+    unverified: bool = False
+
+
+def outcomes(rules: Sequence[ContentRule], answer: ContentAnswer | None) -> list[ContentOutcome]:
+    """Each rule's outcome from the shell's ``answer`` (None: no registry lookup in this evaluation)."""
+    found: list[ContentOutcome] = []
+    for index, rule in enumerate(rules):
+        if answer is not None and not answer.pending and not answer.problem and index < len(answer.verdicts):
+            verdict = answer.verdicts[index]
+            found.append(ContentOutcome(rule, verdict.ok, verdict.detail))
+            continue
+        if answer is None:
+            why = "its content was not read (no registry lookup in this evaluation)"
+        else:
+            why = BEING_READ if answer.pending else f"its content could not be read: {answer.problem}"
+        allowed = rule.on_error is DenyOrAllow.ALLOW
+        found.append(ContentOutcome(rule, allowed, f"{rule.name}: {why}", unverified=allowed))
+    return found
 
 
 # --- judging -------------------------------------------------------------------------------------

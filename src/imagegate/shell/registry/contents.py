@@ -57,7 +57,7 @@ from imagegate.core.reference import Reference, parse_docker_ref
 from imagegate.shell.registry.client import RegistryClient, _SingleFlight
 from imagegate.shell.registry.errors import RegistryError, RegistryErrorKind, deadline
 
-__all__ = ["STREAMS_PER_REGISTRY", "ContentReadError", "ContentReader", "read_files"]
+__all__ = ["STREAMS_PER_REGISTRY", "ContentReadError", "ContentReader", "read_files", "reader_for"]
 
 # Layers streamed from one registry at once: the webhook's own manifest lookups keep the rest.
 STREAMS_PER_REGISTRY = 2
@@ -222,8 +222,16 @@ async def read_files(
     scope: ContactScope | None = None,
 ) -> dict[str, ImageFiles]:
     """:meth:`ContentReader.read` with the reader kept for ``client`` (its caches live as long as it)."""
+    return await reader_for(client, limits, scope=scope).read(ref, selection)
+
+
+def reader_for(
+    client: RegistryClient, limits: ContentLimits | None = None, *, scope: ContactScope | None = None
+) -> ContentReader:
+    """The reader kept for ``client`` (one per client: its caches live as long as it), made anew
+    when the limits or the contact scope changed (a policy reload)."""
     limits = limits or ContentLimits()
     reader = _READERS.get(client)
     if reader is None or reader.limits != limits or reader.scope != scope:
         reader = _READERS[client] = ContentReader(client, limits, scope=scope)
-    return await reader.read(ref, selection)
+    return reader
