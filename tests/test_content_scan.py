@@ -224,3 +224,32 @@ def test_content_verdicts_read_in_the_background_and_kept_by_digest(registry: tu
             await gate.aclose()
 
     asyncio.run(go())
+
+
+def test_scan_from_a_dump_names_the_tools(registry: tuple[Registry, Path], tmp_path: Path) -> None:
+    """From a dump: each image once, the namespaces running it, the grant rules for granted images only."""
+    reg, policy = registry
+    granted = tmp_path / "policy.yaml"
+    granted.write_text(
+        policy.read_text().replace("registry: {", f"registry: {{contact: [{reg.host}], ")
+        + "byoc:\n  grants:\n    - {namespace: tool-a}\n"
+    )
+
+    def pod(namespace: str, name: str, image: str) -> dict[str, object]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"containers": [{"name": "c", "image": image}]},
+        }
+
+    plain, integrated = f"{reg.host}/tools/plain:1", f"{reg.host}/tools/integrated:1"
+    dump = tmp_path / "dump.json"
+    items = [pod("tool-a", "a1", plain), pod("tool-a", "a2", integrated), pod("tool-b", "b1", plain)]
+    dump.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    result = run_imagegate("scan", "--from", str(dump), "-p", str(granted), "-o", "json")
+    assert result.returncode == 1, result.stderr
+    report = {i["image"]: i for i in json.loads(result.stdout)["images"]}
+    assert report[plain]["tools"] == ["tool-a", "tool-b"] and report[integrated]["tools"] == ["tool-a"]
+    assert not report[plain]["ok"]  # tool-a's grant admits it: the integration rule applies, and fails
+    assert [v["rule"] for v in report[integrated]["verdicts"]] == ["toolforge-integration", "open-source"]
