@@ -293,3 +293,29 @@ def test_gzip_output_is_bounded_per_step_whatever_the_ratio() -> None:
         read(bomb, FileSelection(), chunk=1 << 20)
     assert caught.value.kind is ContentErrorKind.BOMB
     assert "registry.contents.maxRatio" in str(caught.value)
+
+
+# --- anything at all: a named error or a reading, never another exception -------------------------
+
+_VALID = tar([file("etc/nsswitch.conf", b"passwd: files sss\n"), symlink("etc/os", "../usr/lib/os"), directory("usr")])
+_SEEDS = [blob(_VALID, how).data for how in ("gzip", "zstd", "none")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(_SEEDS),
+    st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6),
+    st.integers(0, 1 << 16),
+    st.binary(max_size=64),
+)
+def test_damaged_layers_end_in_named_errors(seed: bytes, flips: list[tuple[int, int]], cut: int, tail: bytes) -> None:
+    data = bytearray(seed)
+    for at, value in flips:
+        data[at % len(data)] = value
+    damaged = bytes(data[: max(1, len(data) - cut % len(data))]) + tail
+    item = Blob(damaged, "application/vnd.oci.image.layer.v1.tar+gzip", "")
+    try:
+        layer = read(item, ALL)
+        merge([layer], ALL, ContentLimits())
+    except ContentError as exc:
+        assert exc.kind in ContentErrorKind

@@ -49,6 +49,8 @@ from tests.content_layers import (
     symlink,
     tar,
 )
+from tests.oci_images import OciLayout
+from tests.oci_images import layer as oci_layer
 from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
 
 SELECTION = FileSelection(
@@ -322,6 +324,10 @@ def _serving(kind: str, released: threading.Event) -> Any:
             reply(handler, 200, MANIFEST, {"Content-Type": OCI_MANIFEST})
         elif path.endswith(hashlib.sha256(CONFIG).hexdigest()):
             reply(handler, 200, CONFIG)
+        elif kind == "redirect" and "/blobs/" in path:  # to blob storage, elsewhere on the server
+            reply(handler, 307, b"", {"Location": "/storage/layer?signature=abc"})
+        elif kind == "redirect" and path.startswith("/storage/"):
+            reply(handler, 200, GOOD.data)
         elif kind == "mismatch":  # the same size, other bytes
             reply(handler, 200, _flipped(GOOD.data, len(GOOD.data) // 2))
         elif kind == "longer":
@@ -337,6 +343,37 @@ def _serving(kind: str, released: threading.Event) -> Any:
                 handler.wfile.flush()
 
     return behaviour
+
+
+def test_a_layer_redirected_to_blob_storage(tmp_path: Path) -> None:
+    tls = make_certificates(tmp_path / "tls", ["127.0.0.1"])
+    hits: list[str] = []
+    with https_server(fault_handler(_serving("redirect", threading.Event()), hits), tls) as host:
+
+        async def go() -> dict[str, Any]:
+            async with RegistryClient(RegistrySettings(ca_file=tls.ca_cert)) as client:
+                return await ContentReader(client).read(parse_docker_ref(f"{host}/tool/app:1"), SELECTION)
+
+        (files,) = asyncio.run(go()).values()
+    assert files.files == {"/etc/nsswitch.conf": SSS}
+    assert "/storage/layer?signature=abc" in hits
+
+
+def test_a_token_auth_registry(tmp_path: Path) -> None:
+    with run_registry(tmp_path / "registry", "token") as reg:
+        lower = oci_layer({"etc/nsswitch.conf": SSS, "usr/share/doc/bash/copyright": b"GPL\n"})
+        upper = oci_layer({"etc/.wh.nsswitch.conf": b""})
+        reg.push(OciLayout(tmp_path / "layout"), "app", [lower, upper], "tool-a/app:1")  # skopeo, with a token
+
+        async def go() -> dict[str, Any]:
+            credentials = DockerConfigCredentials.from_docker_config(reg.docker_config(tmp_path / "config.json"))
+            settings = RegistrySettings(ca_file=reg.tls.ca_cert, credentials=credentials)
+            async with RegistryClient(settings) as client:
+                return await ContentReader(client).read(f"{reg.host}/tool-a/app:1", SELECTION)
+
+        (files,) = asyncio.run(go()).values()
+        assert files.files == {"/usr/share/doc/bash/copyright": b"GPL\n"}
+        assert any("scope=repository%3Atool-a%2Fapp%3Apull" in request for request in reg.token_requests)
 
 
 @pytest.mark.parametrize(
