@@ -21,6 +21,7 @@ CHART = REPO_ROOT / "deploy" / "chart" / "imagegate"
 BASE = REPO_ROOT / "deploy" / "base"
 STATE = REPO_ROOT / "deploy" / "state"  # the CLI's ConfigMaps, created once (docs/deploy.md)
 MONITORING = REPO_ROOT / "deploy" / "monitoring"  # for the Prometheus Operator and Grafana
+REPORTS = REPO_ROOT / "deploy" / "reports"  # imagegate reports, the in-cluster audit
 WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
 
 
@@ -35,7 +36,7 @@ def kustomize_build(directory: Path = BASE) -> list[dict[str, Any]]:
     assert set(kustomization) == {"apiVersion", "kind", "namespace", "resources", "labels"}
     (labels,) = kustomization["labels"]
     assert labels["includeSelectors"] is False and set(labels) == {"pairs", "includeSelectors"}
-    cluster_scoped = {"Namespace", *WEBHOOK_KINDS}
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", *WEBHOOK_KINDS}
     built = []
     for name in kustomization["resources"]:
         for doc in yaml.safe_load_all((directory / name).read_text()):

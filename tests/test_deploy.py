@@ -18,6 +18,7 @@ from tests.conftest import REPO_ROOT, cli_env
 BASE = REPO_ROOT / "deploy" / "base"
 STATE = REPO_ROOT / "deploy" / "state"  # the CLI's ConfigMaps, created once
 MONITORING = REPO_ROOT / "deploy" / "monitoring"  # for the Prometheus Operator and Grafana
+REPORTS = REPO_ROOT / "deploy" / "reports"  # imagegate reports, the in-cluster audit
 
 
 def documents(directory: Path = BASE) -> list[dict[str, Any]]:
@@ -32,7 +33,7 @@ def by_kind(kind: str, directory: Path = BASE) -> list[dict[str, Any]]:
     return [doc for doc in documents(directory) if doc["kind"] == kind]
 
 
-@pytest.mark.parametrize("directory", [BASE, STATE, MONITORING])
+@pytest.mark.parametrize("directory", [BASE, STATE, MONITORING, REPORTS])
 def test_every_resource_file_is_listed(directory: Path) -> None:
     listed = set(yaml.safe_load((directory / "kustomization.yaml").read_text())["resources"])
     on_disk = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}

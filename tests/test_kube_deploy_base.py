@@ -20,7 +20,7 @@ import helm_python as helm
 import pytest
 
 from tests.kube_cluster import KubeCluster, decisions, register, unregister
-from tests.shipped import CHART, MONITORING, kustomize_build, policy_text, render_chart, webhook_configurations
+from tests.shipped import CHART, MONITORING, REPORTS, kustomize_build, policy_text, render_chart, webhook_configurations
 from tests.test_kube_apiserver import TOOL, TOOLFORGE, pod, server_version
 from tests.webhook_process import WebhookProcess, run_webhook
 
@@ -43,14 +43,16 @@ def dry_run(cluster: KubeCluster, documents: list[dict[str, Any]]) -> Any:
 
 def test_every_shipped_object_is_accepted_by_the_api_server(kube_cluster: KubeCluster) -> None:
     kube_cluster.namespace("imagegate")
-    base = [d for d in [*kustomize_build(), *kustomize_build(MONITORING)] if d["kind"] != "Namespace"]
+    shipped = [*kustomize_build(), *kustomize_build(MONITORING), *kustomize_build(REPORTS)]
+    base = [d for d in shipped if d["kind"] != "Namespace"]
     done = dry_run(kube_cluster, base)
     assert done.returncode == 0, done.stderr
     with helm.Chart.load(CHART) as chart:
         monitoring = {
             "metrics": {part: {"enabled": True} for part in ("serviceMonitor", "prometheusRule", "dashboard")}
         }
-        for values in ({}, {"certificates": {"mode": "self-signed"}, **monitoring}):
+        reports = {"reports": {"enabled": True, "format": "wgpolicyk8s"}}
+        for values in ({}, {"certificates": {"mode": "self-signed"}, **monitoring, **reports}):
             rendered = render_chart(chart, values, kube_version=server_version(kube_cluster))
             done = dry_run(kube_cluster, rendered)
             assert done.returncode == 0, (values, done.stderr)

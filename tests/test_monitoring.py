@@ -26,8 +26,10 @@ import kubernetes_validate
 import promql_parser
 import pytest
 import yaml
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from imagegate.shell.cluster.reports import ReportsMetrics
 from tests.conftest import REPO_ROOT
 from tests.shipped import CHART, MONITORING, kustomize_build, one, render_chart
 from tests.test_chart import KUBERNETES_VERSION, without_helm_labels
@@ -181,6 +183,7 @@ def test_off_by_default_and_the_chart_renders_deploy_monitoring(chart: helm.Char
             ("ConfigMap", "imagegate-dashboard"),
             ("PrometheusRule", "imagegate"),
             ("ServiceMonitor", "imagegate"),
+            ("ServiceMonitor", "imagegate-reports"),  # selects nothing without imagegate reports
         ]
     )
     for key, expected in built.items():
@@ -205,7 +208,7 @@ def test_values_label_and_place_the_objects(chart: helm.Chart) -> None:
         }
     }
     rendered = render_chart(chart, values)
-    monitor = one(rendered, "ServiceMonitor")
+    monitor = one(rendered, "ServiceMonitor", "imagegate")
     assert monitor["metadata"]["labels"]["release"] == "kps"
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["interval"] == "15s" and endpoint["tlsConfig"]["ca"]["secret"]["name"] == "imagegate-tls"
@@ -214,6 +217,13 @@ def test_values_label_and_place_the_objects(chart: helm.Chart) -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert one(rendered, "PrometheusRule")["metadata"]["labels"]["release"] == "kps"
+    # the controller's: plain HTTP on its metrics port, on its Service
+    rendered = render_chart(chart, {**values, "reports": {"enabled": True}})
+    (endpoint,) = one(rendered, "ServiceMonitor", "imagegate-reports")["spec"]["endpoints"]
+    service = one(rendered, "Service", "imagegate-reports")
+    assert endpoint["scheme"] == "http" and endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    selector = one(rendered, "ServiceMonitor", "imagegate-reports")["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
     dashboard = one(rendered, "ConfigMap", "imagegate-dashboard")
     assert dashboard["metadata"]["namespace"] == "grafana"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "imagegate"
@@ -320,11 +330,18 @@ def exported_names(exposition: str) -> set[str]:
 
 
 def test_every_metric_the_alerts_and_dashboard_read_is_exported(tmp_path: Path) -> None:
+    """The webhook's names from a running ``imagegate serve``; the controller's from its one
+    registry (``ReportsMetrics``, what its /metrics serves: tests/test_reports_controller.py
+    scrapes it running against a real API server)."""
     with run_webhook(tmp_path) as webhook:
         exposition = webhook.client().get("/metrics").text
     exported = exported_names(exposition)
     assert "imagegate_decisions_total" in exported and "imagegate_request_duration_seconds_bucket" in exported
+    controller = exported_names(generate_latest(ReportsMetrics().registry).decode())
+    assert "imagegate_reports_written_total" in controller
     wanted = {
         name for query in [r["expr"] for r in alert_rules()] + dashboard_queries() for name in metric_names(query)
     }
-    assert wanted - exported == set()
+    assert wanted - exported - controller == set()
+    # and both are read: an alert or a panel for each part
+    assert wanted & exported and wanted & controller

@@ -220,3 +220,16 @@ data:
   {{- end }}
 {{- end -}}
 {{- end -}}
+
+{{/* The reports controller's pods (imagegate reports, templates/reports.yaml): their own name. */}}
+{{- define "imagegate.reportsSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "imagegate.fullname" . }}-reports
+{{- end -}}
+
+{{- define "imagegate.reportsLabels" -}}
+{{ include "imagegate.reportsSelectorLabels" . }}
+app.kubernetes.io/part-of: imagegate
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
