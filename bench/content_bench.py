@@ -67,7 +67,9 @@ def floor(blobs: list[bytes]) -> float:
 
 
 def client(registry: Registry, credentials: DockerConfigCredentials) -> RegistryClient:
-    return RegistryClient(RegistrySettings(ca_file=registry.tls.ca_cert, credentials=credentials, timeout=30))
+    # a lookup's deadline long enough for 200 images' manifests at 8 requests at a time on a busy machine
+    settings = RegistrySettings(ca_file=registry.tls.ca_cert, credentials=credentials, timeout=30, lookup_timeout=120)
+    return RegistryClient(settings)
 
 
 async def cold(registry: Registry, credentials: DockerConfigCredentials, ref: str) -> tuple[float, float, float, int]:

@@ -61,6 +61,8 @@ __all__ = ["STREAMS_PER_REGISTRY", "ContentReadError", "ContentReader", "read_fi
 
 # Layers streamed from one registry at once: the webhook's own manifest lookups keep the rest.
 STREAMS_PER_REGISTRY = 2
+# Bytes of a layer read from the network ahead of the thread that decompresses and walks it.
+READ_AHEAD = 4 * 1024 * 1024
 _SETTING = "registry.contents.timeoutSeconds"
 V = TypeVar("V")
 
@@ -84,22 +86,58 @@ class ContentReadError(RegistryError):
 
 
 class _Feed:
-    """The blob's chunks handed to the worker thread that reads the layer, one at a time."""
+    """The blob's chunks, read ahead on the event loop (at most :data:`READ_AHEAD` bytes) and handed
+    to the worker thread that reads the layer: all that has arrived at each of its asks, so the
+    thread and the loop meet once per batch, not once per network read."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-        self._chunks = chunks
-        self._loop = loop
+    def __init__(self, chunks: AsyncIterator[bytes], seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
         self._seconds = seconds
-        self.closed = False
+        self._queue: list[bytes] = []
+        self._queued = 0
+        self._ended = False
+        self._error: BaseException | None = None
+        self._arrived = asyncio.Event()  # data queued, or the stream ended
+        self._room = asyncio.Event()  # the queue is below READ_AHEAD
+        self._room.set()
+        self._pump = asyncio.ensure_future(self._fill(chunks))
+
+    async def _fill(self, chunks: AsyncIterator[bytes]) -> None:
+        try:
+            async for chunk in chunks:
+                self._queue.append(chunk)
+                self._queued += len(chunk)
+                self._arrived.set()
+                if self._queued >= READ_AHEAD:
+                    self._room.clear()
+                    await self._room.wait()
+        except Exception as exc:  # a transport failure: said to the reader once the queue is read
+            self._error = exc
+        finally:
+            self._ended = True
+            self._arrived.set()
 
     async def _next(self) -> bytes:
-        if self.closed:
-            raise RegistryError(RegistryErrorKind.TIMEOUT, "the layer's read was stopped")
-        return await anext(self._chunks, b"")
+        while not self._queue and not self._ended:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if self._queue:
+            data = b"".join(self._queue)
+            self._queue.clear()
+            self._queued = 0
+            self._room.set()
+            return data
+        if self._error is not None:
+            raise self._error
+        return b""
 
     def next_chunk(self) -> bytes:
-        """Called in the worker thread: waits for the event loop to receive the next chunk."""
+        """Called in the worker thread: waits for the event loop to have the next bytes."""
         return asyncio.run_coroutine_threadsafe(self._next(), self._loop).result(self._seconds)
+
+    async def aclose(self) -> None:
+        self._pump.cancel()
+        await asyncio.gather(self._pump, return_exceptions=True)
 
 
 def _image_weight(files: ImageFiles) -> int:
@@ -196,11 +234,11 @@ class ContentReader:
             self.client.blob_stream(ref, layer, ends) as chunks,
         ):
             self.layers_streamed += 1
-            feed = _Feed(chunks, asyncio.get_running_loop(), limits.timeout_seconds)
+            feed = _Feed(chunks, limits.timeout_seconds)
             try:
                 record = await asyncio.to_thread(read_layer, layer, feed.next_chunk, selection, limits)
             finally:
-                feed.closed = True
+                await feed.aclose()
         self._remember(self._layers, (layer.digest, selection), record)
         return record
 
