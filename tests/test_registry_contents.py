@@ -49,7 +49,7 @@ from tests.content_layers import (
     symlink,
     tar,
 )
-from tests.oci_images import OciLayout
+from tests.oci_images import OciLayout, skopeo_copy
 from tests.oci_images import layer as oci_layer
 from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
 
@@ -474,3 +474,27 @@ def test_the_contents_command(pushed: Pushed, tmp_path: Path) -> None:
     policy.write_text(limited.replace("maxEntries: 3", "maxEntrys: 3"))
     typo = run_imagegate("contents", pushed.ref("toolforge/base:1"), *args)
     assert typo.returncode == 2 and "maxEntrys" in typo.stderr
+
+
+def test_every_platform_a_node_pulls_is_read(pushed: Pushed, tmp_path: Path) -> None:
+    layout = OciLayout(tmp_path / "layout")
+    amd = layout.image([oci_layer({"etc/nsswitch.conf": SSS})])
+    arm = layout.image([oci_layer({"etc/nsswitch.conf": FILES_ONLY})], architecture="arm64")
+    layout.tag(layout.index([amd, arm]), "multi")
+    registry = pushed.registry
+    skopeo_copy(
+        layout.root,
+        "multi",
+        f"{registry.host}/tool-c/app:multi",
+        cert_dir=registry.cert_dir,
+        credentials=registry.credentials,
+        all_platforms=True,
+    )
+
+    async def call(reader: ContentReader) -> dict[str, dict[str, bytes]]:
+        found = await reader.read(pushed.ref("tool-c/app:multi"), SELECTION)
+        return {platform: dict(files.files) for platform, files in found.items()}
+
+    both = _run(pushed, call, None, platforms=("linux/amd64", "linux/arm64"))
+    assert both == {"linux/amd64": {"/etc/nsswitch.conf": SSS}, "linux/arm64": {"/etc/nsswitch.conf": FILES_ONLY}}
+    assert list(_run(pushed, call)) == ["linux/amd64"]  # the policy's platforms: only what the nodes run
