@@ -10,6 +10,7 @@ that is down, and one whose TLS certificate nobody vouches for.
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib.metadata
 import platform
 from collections.abc import Iterator
@@ -21,10 +22,14 @@ from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from imagegate.core import decide
+from imagegate.core.oci import Descriptor
 from imagegate.core.podprofile import TOOL_PROFILE_CHECKS
 from imagegate.core.podsecurity import CHECKS
 from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
 from imagegate.core.records import Mode, Webhook
+from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.registry.auth import DockerConfigCredentials
+from imagegate.shell.registry.client import RegistryClient, RegistryError, RegistrySettings
 from imagegate.shell.registry.errors import RegistryErrorKind
 from imagegate.shell.webhook.certs import make_certificates
 from imagegate.shell.webhook.metrics import (
@@ -226,3 +231,39 @@ def test_the_registry_label_is_bounded(tmp_path: Path) -> None:
         *named[:MAX_REGISTRY_LABELS],
         OTHER_REGISTRY,
     }
+
+
+def test_every_request_path_is_observed(registry: tuple[Registry, Path]) -> None:
+    """Documents (``_request``) and streamed layers (``blob_stream``, the contents reader) both
+    tell the observer: the registry as the policy names it, the time, how it ended."""
+    reg, config = registry
+    seen: list[tuple[str, float, RegistryErrorKind | None]] = []
+    settings = RegistrySettings(
+        ca_file=reg.tls.ca_cert,
+        credentials=DockerConfigCredentials.from_docker_config(config),
+        observer=lambda *told: seen.append(told),
+    )
+    ref = parse_docker_ref(f"{reg.host}/tool-a/app:1")
+    manifest = reg.get_manifest("tool-a/app", "1")
+    layer = Descriptor(
+        manifest["layers"][0]["mediaType"], manifest["layers"][0]["digest"], manifest["layers"][0]["size"]
+    )
+    missing = Descriptor(layer.media_type, "sha256:" + "0" * 64, 1)
+
+    async def go() -> int:
+        async with RegistryClient(settings) as client:
+            await client.resolve(ref)
+            documents = len(seen)
+            async with asyncio.timeout(30) as ends, client.blob_stream(ref, layer, ends) as chunks:
+                read = sum([len(chunk) async for chunk in chunks])
+            with pytest.raises(RegistryError):
+                async with asyncio.timeout(30) as ends, client.blob_stream(ref, missing, ends) as chunks:
+                    pass
+            assert len(seen) == documents + 2
+            return read
+
+    assert asyncio.run(go()) == layer.size
+    assert {registry for registry, _seconds, _failure in seen} == {reg.host}
+    assert all(seconds > 0 for _registry, seconds, _failure in seen)
+    assert [failure for _registry, _seconds, failure in seen[:-1]] == [None] * (len(seen) - 1)
+    assert seen[-1][2] is RegistryErrorKind.NOT_FOUND

@@ -21,8 +21,8 @@ import asyncio
 import base64
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -148,6 +148,14 @@ def _body_size(kept: tuple[bytes, str]) -> int:
     return len(kept[0]) + 1
 
 
+class _Outcome:
+    """How a request ended, for :attr:`RegistrySettings.observer`: until it ends, a timeout (a
+    request cancelled by an outer deadline, the decision's, ran out of time)."""
+
+    def __init__(self) -> None:
+        self.failure: RegistryErrorKind | None = RegistryErrorKind.TIMEOUT
+
+
 # What a request reads of an answer whose body nobody needs in full (errors, small documents).
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -222,10 +230,7 @@ class RegistryClient:
         an unbounded answer, or wait for one without end. Every failure is a :class:`RegistryError`.
         """
         what = what or f"answer for {path}"
-        started = time.perf_counter()
-        # until it ends: a request cancelled by an outer deadline (the decision's) ran out of time
-        failure: RegistryErrorKind | None = RegistryErrorKind.TIMEOUT
-        try:
+        with self._observed(host) as outcome:
             async with (
                 self._semaphore(host),
                 deadline(
@@ -235,17 +240,26 @@ class RegistryClient:
                 response = await self._send(method, host, path, accept, what, ends)
                 body = await read_body(response, limit, response.url.netloc.decode("ascii"), what)
             # a 404 answers "does it exist"; other errors are the callers' to raise, counted here
-            failure = None if response.status_code < 400 or response.status_code == 404 else RegistryErrorKind.HTTP
-        except RegistryError as exc:
-            failure = exc.kind
-            raise
-        finally:
-            if self.settings.observer is not None:
-                self.settings.observer(_registry_named(host), time.perf_counter() - started, failure)
+            outcome.failure = (
+                None if response.status_code < 400 or response.status_code == 404 else RegistryErrorKind.HTTP
+            )
         headers = response.headers.copy()
         for decoded in ("Content-Encoding", "Content-Length"):  # the body below is already decoded
             headers.pop(decoded, None)
         return httpx.Response(response.status_code, headers=headers, content=body, request=response.request)
+
+    @contextmanager
+    def _observed(self, host: str) -> Iterator[_Outcome]:
+        """Tell :attr:`RegistrySettings.observer` how one request to ``host`` ended, and how long it took."""
+        outcome, started = _Outcome(), time.perf_counter()
+        try:
+            yield outcome
+        except RegistryError as exc:
+            outcome.failure = exc.kind
+            raise
+        finally:
+            if self.settings.observer is not None:
+                self.settings.observer(_registry_named(host), time.perf_counter() - started, outcome.failure)
 
     async def _send(
         self,
@@ -524,8 +538,18 @@ class RegistryClient:
         host = _api_host(ref)
         what = f"layer {descriptor.digest}"
         path = f"/v2/{ref.path}/blobs/{descriptor.digest}"
-        response = await self._send("GET", host, path, "", what, ends, {"Accept-Encoding": "identity"})
-        self.fetches["layer"] = self.fetches.get("layer", 0) + 1
+        with self._observed(host) as outcome:
+            response = await self._send("GET", host, path, "", what, ends, {"Accept-Encoding": "identity"})
+            self.fetches["layer"] = self.fetches.get("layer", 0) + 1
+            async with self._streamed(response, what, ref, descriptor) as chunks:
+                yield chunks
+            outcome.failure = None
+
+    @asynccontextmanager
+    async def _streamed(
+        self, response: httpx.Response, what: str, ref: Reference, descriptor: Descriptor
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """:meth:`blob_stream`'s answer, checked, as its raw chunks; closed on exit."""
         try:
             to = response.url.netloc.decode("ascii")
             if response.status_code == 404:
