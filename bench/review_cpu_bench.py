@@ -27,6 +27,7 @@ from reviews import BENCH_POLICY, bodies
 from imagegate.core.admission import decode_review, oversized_review, review
 from imagegate.core.decide import __file__ as decide_file
 from imagegate.core.policy import load_policy
+from imagegate.core.records import Webhook
 
 
 def main() -> int:
@@ -43,8 +44,8 @@ def main() -> int:
     def one(body: bytes) -> bytes:
         if oversized_review(policy, body) is not None:
             raise SystemExit("a bench body was judged oversized")
-        outcome = review(policy, decode_review(body), now=now, mutate=mutate)
-        if not outcome.allowed or outcome.decision is None or outcome.decision.base_checks_needed:
+        outcome = review(policy, decode_review(body), now=now, webhook=Webhook.MUTATE if mutate else Webhook.VALIDATE)
+        if not outcome.allowed or outcome.decision is None or outcome.decision.questions:
             raise SystemExit("a bench body was not allowed on the direct path")
         return outcome.body
 

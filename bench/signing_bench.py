@@ -66,12 +66,13 @@ from tests.signed_images import (
 
 from imagegate.core.decide import Decision, decide
 from imagegate.core.policy import Policy, load_policy
-from imagegate.core.records import Lookups
+from imagegate.core.records import Answers, Webhook
 from imagegate.core.reference import parse_docker_ref
 from imagegate.core.signatures import SignaturesConfig
+from imagegate.shell.registry.answerers import settle
 from imagegate.shell.registry.auth import DockerConfigCredentials
 from imagegate.shell.registry.client import RegistryClient, RegistrySettings
-from imagegate.shell.registry.gate import RegistryGate, settle
+from imagegate.shell.registry.gate import RegistryGate
 from imagegate.shell.registry.signing import SignatureChecker, bundle_verifier, judge_image
 from imagegate.shell.registry.sigstore_adapter import trusted_root_file
 
@@ -148,18 +149,18 @@ async def decision_us(policy: Policy, gate: RegistryGate, obj: dict[str, Any], r
     """Microseconds per ``decide`` + ``settle`` of ``obj`` (after one to warm the gate)."""
     now = dt.datetime.now(dt.UTC)
 
-    def evaluate(lookups: Lookups) -> Decision:
-        return decide(policy, obj, namespace="tool-bench", now=now, lookups=lookups)
+    def evaluate(answers: Answers) -> Decision:
+        return decide(policy, obj, namespace="tool-bench", now=now, answers=answers)
 
     def itself(decision: Decision) -> Decision:
         return decision
 
-    first = await settle(gate, policy, evaluate, itself, pins=False)
+    first = await settle(gate, policy, evaluate, itself, webhook=Webhook.VALIDATE)
     assert first.allowed, first.message()
     samples = []
     for _ in range(rounds):
         started = time.perf_counter()
-        await settle(gate, policy, evaluate, itself, pins=False)
+        await settle(gate, policy, evaluate, itself, webhook=Webhook.VALIDATE)
         samples.append((time.perf_counter() - started) * 1e6)
     return samples
 

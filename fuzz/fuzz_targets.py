@@ -24,6 +24,7 @@ from imagegate.core.admission import ReviewError, decode_review, review
 from imagegate.core.oci import OciError, parse_config, parse_manifest
 from imagegate.core.patterns import PatternError, parse_pattern
 from imagegate.core.policy import PolicyError, load_grants, load_policy
+from imagegate.core.records import Webhook
 from imagegate.core.reference import ReferenceError, parse, parse_docker_ref
 
 NOW = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
@@ -52,7 +53,7 @@ def review_body(data: bytes) -> None:
     except ReviewError:
         return
     review(POLICY, request, now=NOW)
-    review(POLICY, request, now=NOW, mutate=True)
+    review(POLICY, request, now=NOW, webhook=Webhook.MUTATE)
 
 
 def registry_document(data: bytes) -> None:

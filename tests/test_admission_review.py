@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from imagegate.core.admission import POD_RESOURCES, decode_review, request_problem, review
 from imagegate.core.policy import load_policy
+from imagegate.core.records import Webhook
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
 from tests.conftest import POLICY_HEADER, REPO_ROOT
 
@@ -42,7 +43,7 @@ def captured(webhook: str) -> list[Path]:
 
 def answer(body: dict[str, Any], *, mutate: bool = False) -> dict[str, Any]:
     request = decode_review(json.dumps(body).encode())
-    outcome = review(POLICY, request, now=NOW, mutate=mutate)
+    outcome = review(POLICY, request, now=NOW, webhook=Webhook.MUTATE if mutate else Webhook.VALIDATE)
     response: dict[str, Any] = msgspec.json.decode(outcome.body)["response"]
     assert response["uid"] == body["request"]["uid"] and response["allowed"] is outcome.allowed
     return response

@@ -26,7 +26,8 @@ import yaml
 
 from imagegate.core.admission import decode_review, review
 from imagegate.core.policy import load_policy
-from imagegate.core.records import Lookups
+from imagegate.core.questions import DigestQuestion
+from imagegate.core.records import Answers, Webhook
 from imagegate.core.reference import parse_docker_ref
 from imagegate.core.workloads import pod_specs
 from tests.cel_conditions import APISERVER_FIXTURES
@@ -86,7 +87,10 @@ def captured(direction: str, name: str) -> dict[str, Any]:
 
 def answer(review_body: bytes, *, mutate: bool, digests: dict[str, str] | None = None) -> dict[str, Any]:
     """What the server's handler answers for these bytes (no registry: digests are given)."""
-    outcome = review(POLICY, decode_review(review_body), now=NOW, mutate=mutate, lookups=Lookups(digests=digests or {}))
+    webhook = Webhook.MUTATE if mutate else Webhook.VALIDATE
+    outcome = review(
+        POLICY, decode_review(review_body), now=NOW, webhook=webhook, answers=digest_answers(digests or {})
+    )
     response: dict[str, Any] = json.loads(outcome.body)["response"]
     return response
 
@@ -98,6 +102,11 @@ def images(obj: dict[str, Any]) -> list[str]:
         for field in ("initContainers", "containers", "ephemeralContainers")
         for container in spec.get(field) or ()
     ]
+
+
+def digest_answers(digests: dict[str, str]) -> Answers:
+    """The registry's answers giving these digests (by reference) to pin to."""
+    return Answers({DigestQuestion(parse_docker_ref(ref)): digest for ref, digest in digests.items()})
 
 
 def registry_digests(name: str) -> dict[str, str]:
@@ -184,8 +193,8 @@ def test_the_answer_is_the_smallest_valid_review(name: str, mutate: bool) -> Non
         POLICY,
         decode_review(body(direction, name)),
         now=NOW,
-        mutate=mutate,
-        lookups=Lookups(digests=registry_digests(name)),
+        webhook=Webhook.MUTATE if mutate else Webhook.VALIDATE,
+        answers=digest_answers(registry_digests(name)),
     )
     answered = json.loads(outcome.body)
     assert answered.keys() == {"apiVersion", "kind", "response"}

@@ -12,7 +12,8 @@ from imagegate.core.attestations import judge_attestation
 from imagegate.core.decide import Rule, decide
 from imagegate.core.policy import Policy, PolicyError, load_policy
 from imagegate.core.provenance import SLSA_V02, SLSA_V1, Provenance
-from imagegate.core.records import Lookups, Mode, SignatureVerdict
+from imagegate.core.questions import AttestationsQuestion, SignaturesQuestion
+from imagegate.core.records import Answers, Mode, SignatureVerdict
 from imagegate.core.reference import parse_docker_ref
 from imagegate.core.signatures import SignatureEvidence
 from tests.conftest import POLICY_HEADER
@@ -124,23 +125,25 @@ def test_offline_an_attested_image_is_unverified_in_the_strongest_mode() -> None
     (finding,) = decision.findings
     assert finding.rule == Rule.ATTESTATION_UNVERIFIED and finding.mode is Mode.WARN
     assert "must carry signed build provenance (attestations.rules[0])" in finding.message
-    assert decision.attestation_checks_needed == (IMAGE,) and decision.signature_checks_needed == ()
+    assert [str(q.ref) for q in decision.questions] == [IMAGE]
+    assert decision.asked(AttestationsQuestion) == decision.questions
     enforced = policy(TOOLFORGE, mode="enforce")
     assert not decide(enforced, pod(IMAGE), namespace="tool-a", now=NOW).allowed
 
 
 def test_verdicts_decide_and_name_the_rule() -> None:
     loaded = policy(TOOLFORGE, mode="enforce")
+    (asked,) = decide(loaded, pod(IMAGE), namespace="tool-a", now=NOW).questions
     failed = SignatureVerdict(False, "no attestation found ...; attestations.rules[0] needs 1 attestation", DIGEST)
-    decision = decide(loaded, pod(IMAGE), namespace="tool-a", now=NOW, lookups=Lookups(attestations={IMAGE: (failed,)}))
+    decision = decide(loaded, pod(IMAGE), namespace="tool-a", now=NOW, answers=Answers({asked: (failed,)}))
     (finding,) = decision.violations
     assert finding.rule == Rule.ATTESTATION_MISMATCH
     assert "has no build provenance as required: no attestation found" in decision.message()
     passed = SignatureVerdict(True, "signed by keys/build-service.pub (attestations.rules[0])", DIGEST)
-    ok = decide(loaded, pod(IMAGE), namespace="tool-a", now=NOW, lookups=Lookups(attestations={IMAGE: (passed,)}))
+    ok = decide(loaded, pod(IMAGE), namespace="tool-a", now=NOW, answers=Answers({asked: (passed,)}))
     assert ok.allowed and ok.findings == ()
     warned = SignatureVerdict(False, "built elsewhere", DIGEST, Mode.WARN)
-    soft = decide(loaded, pod(IMAGE), namespace="tool-a", now=NOW, lookups=Lookups(attestations={IMAGE: (warned,)}))
+    soft = decide(loaded, pod(IMAGE), namespace="tool-a", now=NOW, answers=Answers({asked: (warned,)}))
     assert soft.allowed and soft.warnings[0].rule == Rule.ATTESTATION_MISMATCH
 
 
@@ -149,11 +152,12 @@ def test_signatures_and_attestations_are_both_checked() -> None:
     loaded = policy(TOOLFORGE + signatures, mode="enforce")
     decision = decide(loaded, pod(IMAGE), namespace="tool-a", now=NOW)
     assert {f.rule for f in decision.findings} == {Rule.ATTESTATION_UNVERIFIED, Rule.SIGNATURE_UNVERIFIED}
-    assert decision.attestation_checks_needed == (IMAGE,)
-    assert [check.reference for check in decision.signature_checks_needed] == [IMAGE]
+    assert [str(q.ref) for q in decision.asked(AttestationsQuestion)] == [IMAGE]
+    (signatures_asked,) = decision.asked(SignaturesQuestion)
+    assert str(signatures_asked.ref) == IMAGE
     signed = SignatureVerdict(True, "signed", DIGEST)
     only_signed = decide(
-        loaded, pod(IMAGE), namespace="tool-a", now=NOW, lookups=Lookups(signatures={IMAGE: (signed,)})
+        loaded, pod(IMAGE), namespace="tool-a", now=NOW, answers=Answers({signatures_asked: (signed,)})
     )
     assert [f.rule for f in only_signed.findings] == [Rule.ATTESTATION_UNVERIFIED]
 
@@ -162,4 +166,4 @@ def test_a_denied_image_is_not_checked() -> None:
     loaded = load_policy(f"{POLICY_HEADER}{TOOLFORGE}")  # nothing trusted: the image is denied first
     decision = decide(loaded, pod(IMAGE), namespace="tool-a", now=NOW)
     assert [f.rule for f in decision.findings] == [Rule.UNTRUSTED_REGISTRY]
-    assert decision.attestation_checks_needed == ()
+    assert decision.questions == ()

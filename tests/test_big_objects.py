@@ -20,7 +20,7 @@ import pytest
 from imagegate.core.admission import SIZE_CHECK_BYTES, decode_review, oversized_review, review
 from imagegate.core.decide import Rule, decide
 from imagegate.core.policy import PolicyError, load_policy
-from imagegate.core.records import MAX_LISTED_FINDINGS
+from imagegate.core.records import MAX_LISTED_FINDINGS, Webhook
 from imagegate.core.workloads import DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_VOLUMES, POD_TEMPLATE_PATHS
 from tests.conftest import POLICY_HEADER, admission_review
 from tests.webhook_process import run_webhook
@@ -73,7 +73,9 @@ def decision_lines(webhook: Any, uid: str) -> list[str]:
 
 
 def full_answer(policy_text: str, body: bytes, *, mutate: bool = False) -> dict[str, Any]:
-    outcome = review(load_policy(policy_text), decode_review(body), now=NOW, mutate=mutate)
+    outcome = review(
+        load_policy(policy_text), decode_review(body), now=NOW, webhook=Webhook.MUTATE if mutate else Webhook.VALIDATE
+    )
     response: dict[str, Any] = json.loads(outcome.body)["response"]
     return response
 

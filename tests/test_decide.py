@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from imagegate.core import records
 from imagegate.core.decide import BaseImageVerdict, Rule, decide
 from imagegate.core.policy import Mode, Policy, load_policy
+from imagegate.core.questions import BaseQuestion
+from imagegate.core.reference import parse_docker_ref
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
 from tests.conftest import POLICY_HEADER
 
@@ -377,13 +379,12 @@ def test_required_base_image_fails_closed_without_a_verdict() -> None:
     decision = run(wrap("Pod", containers("ghcr.io/x/app:1", TRUSTED)), namespace="tool-based")
     (violation,) = decision.violations
     assert violation.rule == Rule.BASE_IMAGE_UNVERIFIED
-    assert decision.base_checks_needed == ("ghcr.io/x/app:1",)
-    verdicts = {"ghcr.io/x/app:1": BaseImageVerdict(True, "toolforge-bullseye (3 layers)")}
-    assert run(
-        wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", lookups=records.Lookups(verdicts)
-    ).allowed
-    bad = {"ghcr.io/x/app:1": BaseImageVerdict(False, "layer 2 differs from toolforge-bullseye")}
-    denied = run(wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", lookups=records.Lookups(bad))
+    asked = BaseQuestion(parse_docker_ref("ghcr.io/x/app:1"))
+    assert decision.asked(BaseQuestion) == (asked,)
+    verdicts = records.Answers({asked: BaseImageVerdict(True, "toolforge-bullseye (3 layers)")})
+    assert run(wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", answers=verdicts).allowed
+    bad = records.Answers({asked: BaseImageVerdict(False, "layer 2 differs from toolforge-bullseye")})
+    denied = run(wrap("Pod", containers("ghcr.io/x/app:1")), namespace="tool-based", answers=bad)
     assert denied.violations[0].rule == Rule.BASE_IMAGE_MISMATCH
     assert "layer 2 differs" in denied.message()
 

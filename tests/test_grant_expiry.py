@@ -19,6 +19,7 @@ import pytest
 from imagegate.core.admission import decode_review, review
 from imagegate.core.decide import decide
 from imagegate.core.policy import Policy, PolicyError, load_policy
+from imagegate.core.records import Webhook
 from imagegate.core.report import grant_states
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, admission_review
 from tests.webhook_process import run_webhook
@@ -93,7 +94,7 @@ def test_the_warning_reaches_the_user_through_validate_only() -> None:
     (warning,) = validated["warnings"]
     assert warning.startswith("imagegate: BYOC grant for tool-foo") and len(warning) <= 256
     assert "auditAnnotations" not in validated  # a notice is not a finding
-    mutated = json.loads(review(soon, decode_review(body), now=NOW, mutate=True).body)["response"]
+    mutated = json.loads(review(soon, decode_review(body), now=NOW, webhook=Webhook.MUTATE).body)["response"]
     assert "warnings" not in mutated  # said once, not once per webhook
 
 

@@ -19,8 +19,9 @@ import pytest
 
 from imagegate.core.decide import decide
 from imagegate.core.policy import PolicyError, load_grants, load_policy
-from imagegate.core.records import Decision, Lookups
-from imagegate.shell.registry.gate import RegistryGate, settle
+from imagegate.core.records import Answers, Decision, Webhook
+from imagegate.shell.registry.answerers import settle
+from imagegate.shell.registry.gate import RegistryGate
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, run_imagegate
 from tests.test_signing import Images, images, pod
 
@@ -62,10 +63,10 @@ def decide_in(policy_path: Path, runs: list[tuple[str, str]]) -> tuple[list[Deci
 
     async def go() -> list[Decision]:
         async def one(namespace: str, image: str) -> Decision:
-            def evaluate(lookups: Lookups) -> Decision:
-                return decide(policy, pod(image), namespace=namespace, now=now, lookups=lookups)
+            def evaluate(answers: Answers) -> Decision:
+                return decide(policy, pod(image), namespace=namespace, now=now, answers=answers)
 
-            return await settle(gate, policy, evaluate, lambda d: d, pins=False)
+            return await settle(gate, policy, evaluate, lambda d: d, webhook=Webhook.VALIDATE)
 
         try:
             return list(await asyncio.gather(*(one(namespace, image) for namespace, image in runs)))

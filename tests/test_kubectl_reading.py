@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from imagegate.core.decide import decide
 from imagegate.core.policy import PolicyError, load_grants, load_policy
+from imagegate.core.records import Webhook
 from imagegate.core.yamldoc import DocumentError, kubectl_scalar, load_yaml_documents
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, run_imagegate
 
@@ -168,7 +169,7 @@ def test_every_spelling_of_root_is_root(spelling: str, where: str) -> None:
         f"  containers:\n  - name: app\n    image: {TRUSTED}{container_context}\n"
     )
     (doc,) = load_yaml_documents(text, "pod.yaml")
-    decision = decide(POLICY, doc.data, namespace="default", now=NOW, assume_mutated=True)
+    decision = decide(POLICY, doc.data, namespace="default", now=NOW, webhook=Webhook.CHECK)
     assert not decision.allowed and "runAsUser" in decision.message(), spelling
 
 

@@ -26,7 +26,7 @@ from imagegate.core.oci import Descriptor
 from imagegate.core.podprofile import TOOL_PROFILE_CHECKS
 from imagegate.core.podsecurity import CHECKS
 from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
-from imagegate.core.records import Mode, Webhook
+from imagegate.core.records import SERVED_WEBHOOKS, Mode
 from imagegate.core.reference import parse_docker_ref
 from imagegate.shell.registry.auth import DockerConfigCredentials
 from imagegate.shell.registry.client import RegistryClient, RegistryError, RegistrySettings
@@ -89,7 +89,7 @@ def test_build_info(started: tuple[WebhookProcess, Series]) -> None:
 
 def test_every_series_known_in_advance_is_there_at_zero(started: tuple[WebhookProcess, Series]) -> None:
     _webhook, series = started
-    for endpoint in Webhook:
+    for endpoint in SERVED_WEBHOOKS:
         for result in ("allowed", "denied", "warned"):
             assert value(series, "imagegate_decisions_total", endpoint=endpoint.value, result=result) == 0
         for reason in ("bad-review", "internal"):

@@ -14,6 +14,7 @@ import pytest
 
 from imagegate.core.decide import Decision, decide
 from imagegate.core.policy import Mode, Policy, PolicyError, load_policy
+from imagegate.core.records import Webhook
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
 from imagegate.shell.policy_source import load_policy_files
 from tests.conftest import IDENTITIES_HEADER, POLICY_HEADER, admission_review
@@ -288,7 +289,7 @@ def test_updates() -> None:
         **debugged,
         "spec": {**debugged["spec"], "ephemeralContainers": []},
     }  # nothing that already runs is touched
-    assert decide(POLICY, patched, namespace="tool-example", now=NOW, old_object=pod, assume_mutated=False).allowed
+    assert decide(POLICY, patched, namespace="tool-example", now=NOW, old_object=pod, webhook=Webhook.VALIDATE).allowed
     # a second one later: the first is running and left alone
     second = copy.deepcopy(patched)
     second["spec"]["ephemeralContainers"].append({"name": "dbg2", "image": IMAGE})
@@ -356,5 +357,5 @@ def test_validating_webhook_judges_the_object_it_is_sent() -> None:
     request = decode_review(json.dumps(admission_review(plain_pod(), "tool-example")).encode())
     validated = review(POLICY, request, now=NOW)
     assert not validated.allowed and "runAsNonRoot" in validated.body.decode()
-    mutated = review(POLICY, request, now=NOW, mutate=True)
+    mutated = review(POLICY, request, now=NOW, webhook=Webhook.MUTATE)
     assert mutated.allowed and mutated.patched

@@ -24,7 +24,10 @@ from imagegate.core.baseimage import verify_image
 from imagegate.core.decide import decide
 from imagegate.core.oci import digest_of
 from imagegate.core.policy import BaseImagesConfig, Policy, RegistryConfig, load_policy
+from imagegate.core.questions import BaseQuestion
+from imagegate.core.records import Decision, Webhook
 from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.registry.answerers import Asking, BaseAnswerer, answer
 from imagegate.shell.registry.auth import DockerConfigCredentials
 from imagegate.shell.registry.client import RegistryClient, RegistryError, RegistrySettings
 from imagegate.shell.registry.gate import RegistryGate
@@ -397,9 +400,9 @@ def _decide_with_registry(policy: Policy, obj: dict[str, Any], pins: bool = Fals
 
     async def go() -> Any:
         first = decide(policy, obj, namespace="tool-a", now=now)
-        lookups = await gate.lookups(policy, first, pins=pins)
+        answers = await answer(gate, policy, first, webhook=Webhook.CHECK if pins else Webhook.VALIDATE)
         await gate.aclose()
-        return decide(policy, obj, namespace="tool-a", now=now, lookups=lookups)
+        return decide(policy, obj, namespace="tool-a", now=now, answers=answers)
 
     return asyncio.run(go())
 
@@ -455,7 +458,7 @@ def test_pinning_warning_says_what_the_registry_did(pushed: Pushed, tmp_path: Pa
             try:
                 first = decide(pinned, _pod(image), namespace="tool-a", now=dt.datetime.now(dt.UTC))
                 assert first.pins_needed, first
-                return (await gate.lookups(pinned, first, pins=True)).notes
+                return (await answer(gate, pinned, first, webhook=Webhook.MUTATE)).notes
             finally:
                 await gate.aclose()
 
@@ -640,7 +643,8 @@ def test_base_refresh_retries_after_a_registry_outage(pushed: Pushed, tmp_path: 
             pushed.registry.process.send_signal(signal.SIGCONT)
         moved[0] += 6  # past the client's negative cache (5 s)
         ends = asyncio.get_running_loop().time() + policy.registry.lookup_timeout
-        verdict = await gate._verdict(policy, pushed.ref("tool-a/app:on-v1"), ends)
+        asking = Asking(gate, policy, Decision("Pod", "p", "tool-a", governed=True), ends)
+        verdict = await BaseAnswerer().answer(asking, BaseQuestion(parse_docker_ref(pushed.ref("tool-a/app:on-v1"))))
         await gate.aclose()
         return verdict, gate.bases.last_error
 

@@ -26,7 +26,10 @@ from hypothesis import strategies as st
 
 from imagegate.core.decide import decide
 from imagegate.core.policy import Policy, PolicyError, load_grants, load_policy
+from imagegate.core.questions import BaseQuestion, DigestQuestion
+from imagegate.core.records import Webhook
 from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.registry.answerers import answer
 from imagegate.shell.registry.auth import MAX_TOKEN_ANSWER_BYTES
 from imagegate.shell.registry.client import RegistryClient, RegistryError, RegistryErrorKind, RegistrySettings
 from imagegate.shell.registry.gate import RegistryGate, pin_failure_note, tenant_reason
@@ -111,7 +114,7 @@ def _lookups(policy: Policy, image: str, *, pins: bool) -> Any:
         gate = RegistryGate()
         try:
             first = decide(policy, _pod(image), namespace="tool-a", now=NOW)
-            found = await gate.lookups(policy, first, pins=pins)
+            found = await answer(gate, policy, first, webhook=Webhook.CHECK if pins else Webhook.VALIDATE)
             return first, found, dict(gate._clients)
         finally:
             await gate.aclose()
@@ -222,12 +225,12 @@ def test_property_an_unnamed_registry_is_never_asked(registry: str, grant_any: b
     base = f"trusted: [{_NAMED}/platform]\n{byoc}\n"
     decision = decide(_policy(base), _pod(image), namespace="tool-a", now=NOW)
     assert not decision.allowed
-    assert decision.base_checks_needed == ()
+    assert decision.questions == ()
     (finding,) = decision.violations
     assert finding.rule == "base-image-unverified"
     assert f"imagegate does not contact the registry {ref.registry_host}:" in finding.reason
     anything = decide(_policy(base + "registry: {contact: any}\n"), _pod(image), namespace="tool-a", now=NOW)
-    assert anything.base_checks_needed == (str(parse_docker_ref(image)),)
+    assert anything.asked(BaseQuestion) == (BaseQuestion(parse_docker_ref(image)),)
 
 
 # --- what a tenant reads about a failed lookup ---------------------------------------------
@@ -332,7 +335,7 @@ def test_pinning_asks_only_named_registries(pushed: Pushed, listener: Listener) 
     image = pushed.ref("tool-a/app:1")
     digest = skopeo_inspect(image, cert_dir=pushed.registry.cert_dir, credentials=pushed.registry.credentials)["Digest"]
     first, unnamed, clients = _lookups(_policy(f"{base}{registry}}}\n"), image, pins=True)
-    assert first.pins_needed == (image,) and unnamed.digests == {}
+    assert first.pins_needed == (image,) and unnamed.of(DigestQuestion) == {}
     (note,) = unnamed.notes
     assert note == (
         f"imagegate: could not pin {image} to a digest (imagegate does not contact the registry "
@@ -342,7 +345,7 @@ def test_pinning_asks_only_named_registries(pushed: Pushed, listener: Listener) 
     assert clients == {}  # not even a client was made
     for contact in (f'["{pushed.registry.host}"]', "any"):
         _first, named, _clients = _lookups(_policy(f"{base}{registry}, contact: {contact}}}\n"), image, pins=True)
-        assert named.digests == {image: digest} and named.notes == ()
+        assert named.of(DigestQuestion) == {image: digest} and named.notes == ()
     _first, probe, _clients = _lookups(_policy(f"{base}{registry}}}\n"), f"{listener.host}/x:1", pins=True)
     assert "does not contact the registry" in probe.notes[0]
     assert listener.connections() == 0
@@ -352,7 +355,7 @@ def test_the_listener_sees_a_contacted_registry(listener: Listener) -> None:
     """The control: with ``contact: any`` the same lookup does connect, and the tenant reads "timeout"."""
     policy = _policy("byoc: {default: allow, requireBaseImage: true}\nregistry: {contact: any, timeoutSeconds: 0.5}\n")
     _first, found, _clients = _lookups(policy, f"{listener.host}/x:1", pins=False)
-    (verdict,) = found.base_verdicts.values()
+    (verdict,) = found.of(BaseQuestion).values()
     assert verdict.detail == "registry unavailable: timeout; denied by registry.onError: deny"
     assert listener.connections() >= 1
 
@@ -363,7 +366,7 @@ def test_unreadable_credentials_are_a_verdict_not_a_crash(tmp_path: Path) -> Non
         f"registry: {{contact: any, credentialsFile: {tmp_path / 'missing.json'}}}\n"
     )
     _first, found, _clients = _lookups(policy, "ghcr.io/x/app:1", pins=False)
-    (verdict,) = found.base_verdicts.values()
+    (verdict,) = found.of(BaseQuestion).values()
     assert not verdict.ok
     assert verdict.detail == (
         "registry error (imagegate's registry credentials are unusable); denied by registry.onError: deny"

@@ -24,8 +24,11 @@ from imagegate.core.decide import decide
 from imagegate.core.oci import OCI_INDEX, Index, parse_manifest
 from imagegate.core.platforms import node_platform, normalize, parse_platform, runnable_entries
 from imagegate.core.policy import Policy, load_policy
-from imagegate.core.records import NO_LOOKUPS, DenyOrAllow
-from imagegate.shell.registry.gate import Lookups, RegistryGate, settle
+from imagegate.core.questions import BaseQuestion, DigestQuestion
+from imagegate.core.records import NO_ANSWERS, Answers, DenyOrAllow, Webhook
+from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.registry.answerers import answer, settle
+from imagegate.shell.registry.gate import RegistryGate
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_copy
 from tests.registry_process import Registry, run_registry
@@ -127,12 +130,12 @@ def judge(rules: Policy, image: str, *, pins: bool = False) -> Any:
     gate = RegistryGate()
     now = dt.datetime.now(dt.UTC)
 
-    def evaluate(lookups: Lookups) -> Any:
-        return decide(rules, pod(image), namespace="tool-a", now=now, lookups=lookups)
+    def evaluate(answers: Answers) -> Any:
+        return decide(rules, pod(image), namespace="tool-a", now=now, answers=answers)
 
     async def go() -> Any:
         try:
-            return await settle(gate, rules, evaluate, lambda d: d, pins=pins)
+            return await settle(gate, rules, evaluate, lambda d: d, webhook=Webhook.CHECK if pins else Webhook.VALIDATE)
         finally:
             await gate.aclose()
 
@@ -331,18 +334,18 @@ def test_pinning_pins_the_index_that_was_verified(children: Children) -> None:
 
     async def go() -> tuple[Any, Any]:
         first = decide(rules, pod(image), namespace="tool-a", now=now)
-        checked = await gate.lookups(rules, first, pins=False)
+        checked = await answer(gate, rules, first, webhook=Webhook.VALIDATE)
         children.index("moving", [("rogue-amd", AMD)])  # the tag moves
         await asyncio.sleep(0)
-        second = decide(rules, pod(image), namespace="tool-a", now=now, lookups=checked)
-        pinned = await gate.lookups(rules, second, pins=True, checks=False, verified=checked.base_verdicts)
+        second = decide(rules, pod(image), namespace="tool-a", now=now, answers=checked)
+        pinned = await answer(gate, rules, second, webhook=Webhook.MUTATE, earlier=checked)
         await gate.aclose()
         return checked, pinned
 
     checked, pinned = asyncio.run(go())
-    (verdict,) = checked.base_verdicts.values()
+    (verdict,) = checked.of(BaseQuestion).values()
     assert verdict.ok and verdict.digest is not None
-    assert pinned.digests[image] == verdict.digest
+    assert pinned.of(DigestQuestion)[image] == verdict.digest
     decision = judge(rules, image, pins=True)  # a fresh gate sees the rogue index and refuses it
     assert not decision.allowed and decision.patches == ()
 
@@ -501,27 +504,29 @@ def test_settle_evaluates_once_with_the_base_check_and_the_pin_together(children
     image = children.index("settled", [("good-amd", AMD)])
     trusted = f"{children.registry.host}/toolforge/base:1"  # trusted: no base check, pinned at once
     now = dt.datetime.now(dt.UTC)
-    seen: list[Lookups] = []
+    seen: list[Answers] = []
 
-    def evaluate(lookups: Lookups) -> Any:
-        seen.append(lookups)
+    def evaluate(answers: Answers) -> Any:
+        seen.append(answers)
         obj = pod(image)
         obj["spec"]["containers"].append({"name": "other", "image": trusted})
-        return decide(rules, obj, namespace="tool-a", now=now, lookups=lookups)
+        return decide(rules, obj, namespace="tool-a", now=now, answers=answers)
 
-    first = evaluate(NO_LOOKUPS)
-    assert first.base_checks_needed == (image,) and first.pins_needed == (trusted,)
-    assert first.pins_after_checks == (image, trusted)  # image order: the pending check's image first
+    first = evaluate(NO_ANSWERS)
+    base, pinned = BaseQuestion(parse_docker_ref(image)), DigestQuestion(parse_docker_ref(trusted))
+    assert first.asked(BaseQuestion) == (base,) and first.pins_needed == (trusted,)
+    # image order: the pending check's image first, pinned if its check passes
+    assert first.asked(DigestQuestion) == (DigestQuestion(base.ref), pinned)
 
     async def go() -> Any:
         gate = RegistryGate()
         try:
-            return await settle(gate, rules, evaluate, lambda d: d, pins=True, first=first)
+            return await settle(gate, rules, evaluate, lambda d: d, webhook=Webhook.MUTATE, first=first)
         finally:
             await gate.aclose()
 
     decision = asyncio.run(go())
     assert len(seen) == 2, seen  # the lookup-free one, and one with everything the registry said
-    (verdict,) = seen[1].base_verdicts.values()
+    (verdict,) = seen[1].of(BaseQuestion).values()
     assert decision.allowed and verdict.ok
     assert [p["value"] for p in decision.patches if p["path"].endswith("/0/image")] == [f"{image}@{verdict.digest}"]

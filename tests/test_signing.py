@@ -17,12 +17,14 @@ import pytest
 
 from imagegate.core.decide import decide
 from imagegate.core.policy import load_policy
-from imagegate.core.records import BaseImageVerdict, Lookups
+from imagegate.core.questions import BaseQuestion, DigestQuestion, SignaturesQuestion
+from imagegate.core.records import Answers, BaseImageVerdict, Webhook
 from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.registry.answerers import answer, settle
 from imagegate.shell.registry.artifacts import COSIGN_SIGNATURE_ARTIFACT, attached, fallback_tag, tag_for
 from imagegate.shell.registry.auth import DockerConfigCredentials
 from imagegate.shell.registry.client import RegistryClient, RegistrySettings
-from imagegate.shell.registry.gate import RegistryGate, settle
+from imagegate.shell.registry.gate import RegistryGate
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
@@ -290,10 +292,12 @@ def decide_all(policy_path: Path, images_to_run: list[str], *, pins: bool = Fals
 
     async def go() -> list[Any]:
         async def one(image: str) -> Any:
-            def evaluate(lookups: Lookups) -> Any:
-                return decide(policy, pod(image), namespace="tool-a", now=now, lookups=lookups)
+            def evaluate(answers: Answers) -> Any:
+                return decide(policy, pod(image), namespace="tool-a", now=now, answers=answers)
 
-            return await settle(gate, policy, evaluate, lambda d: d, pins=pins)
+            return await settle(
+                gate, policy, evaluate, lambda d: d, webhook=Webhook.CHECK if pins else Webhook.VALIDATE
+            )
 
         try:
             return list(await asyncio.gather(*(one(image) for image in images_to_run)))
@@ -376,11 +380,11 @@ def test_a_cold_signature_check_asks_each_document_once_and_the_lookups_at_once(
         c._http.event_hooks = {"request": [sent], "response": [answered]}
         now = dt.datetime.now(dt.UTC)
 
-        def evaluate(lookups: Lookups) -> Any:
-            return decide(policy, pod(image), namespace="tool-a", now=now, lookups=lookups)
+        def evaluate(answers: Answers) -> Any:
+            return decide(policy, pod(image), namespace="tool-a", now=now, answers=answers)
 
         try:
-            return await settle(gate, policy, evaluate, lambda d: d, pins=False), dict(c.fetches)
+            return await settle(gate, policy, evaluate, lambda d: d, webhook=Webhook.VALIDATE), dict(c.fetches)
         finally:
             await gate.aclose()
 
@@ -402,10 +406,10 @@ def test_a_warm_decision_is_judged_from_the_caches_as_a_cold_one(images: Images,
     now = dt.datetime.now(dt.UTC)
 
     async def one(image: str) -> Any:
-        def evaluate(lookups: Lookups) -> Any:
-            return decide(policy, pod(image), namespace="tool-a", now=now, lookups=lookups)
+        def evaluate(answers: Answers) -> Any:
+            return decide(policy, pod(image), namespace="tool-a", now=now, answers=answers)
 
-        return await settle(gate, policy, evaluate, lambda d: d, pins=False)
+        return await settle(gate, policy, evaluate, lambda d: d, webhook=Webhook.VALIDATE)
 
     async def go() -> list[tuple[list[Any], dict[str, int], int]]:
         rounds = []
@@ -514,20 +518,22 @@ def test_a_tag_that_moved_between_two_checks_is_neither_trusted_nor_pinned(image
     policy = load_policy(policy_path.read_text(), str(policy_path))
     image = images.ref("tool-a/app:signed")
     first = decide(policy, pod(image), namespace="tool-a", now=dt.datetime.now(dt.UTC))
-    (check,) = first.signature_checks_needed
-    earlier = BaseImageVerdict(True, "on base v1", digest=images.digests["tool-a/app:p256"])
+    (check,) = first.asked(SignaturesQuestion)
+    earlier = Answers(
+        {BaseQuestion(check.ref): BaseImageVerdict(True, "on base v1", digest=images.digests["tool-a/app:p256"])}
+    )
     gate = RegistryGate(policy_path.parent)
 
-    async def go() -> Lookups:
+    async def go() -> Answers:
         try:
-            return await gate.lookups(policy, first, pins=True, verified={check.reference: earlier})
+            return await answer(gate, policy, first, webhook=Webhook.MUTATE, earlier=earlier)
         finally:
             await gate.aclose()
 
-    lookups = asyncio.run(go())
-    (verdict,) = lookups.signatures[check.reference]
+    answers = asyncio.run(go())
+    (verdict,) = answers.of(SignaturesQuestion)[str(check.ref)]
     assert not verdict.ok and "the tag moved while it was verified" in verdict.detail
     assert images.digests["tool-a/app:signed"][:19] in verdict.detail
-    assert lookups.digests == {}
-    decision = decide(policy, pod(image), namespace="tool-a", now=dt.datetime.now(dt.UTC), lookups=lookups)
+    assert answers.of(DigestQuestion) == {}
+    decision = decide(policy, pod(image), namespace="tool-a", now=dt.datetime.now(dt.UTC), answers=answers)
     assert not decision.allowed and decision.patches == ()

@@ -21,7 +21,9 @@ from typing import Any
 
 from imagegate.core.admission import decode_review, review
 from imagegate.core.policy import load_policy
-from imagegate.core.records import BaseImageVerdict, Lookups
+from imagegate.core.questions import BaseQuestion
+from imagegate.core.records import NO_ANSWERS, Answers, BaseImageVerdict, Webhook
+from imagegate.core.reference import parse_docker_ref
 from imagegate.core.tenant_warnings import BUDGET_RUNES, ITEM_RUNES, fit, tenant_warnings
 from imagegate.core.webhooks import webhook_configurations
 from tests.conftest import POLICY_HEADER, admission_review
@@ -68,14 +70,16 @@ def _pod(images: list[str]) -> dict[str, Any]:
 
 def _warnings(
     obj: dict[str, Any],
-    lookups: Lookups | None = None,
+    answers: Answers = NO_ANSWERS,
     mutate: bool = False,
     policy_text: str = POLICY,
     now: dt.datetime = NOW,
 ) -> list[str]:
     policy = load_policy(policy_text)
     body = json.dumps(admission_review(obj, "tool-foo")).encode()
-    outcome = review(policy, decode_review(body), now=now, mutate=mutate, lookups=lookups or Lookups())
+    outcome = review(
+        policy, decode_review(body), now=now, webhook=Webhook.MUTATE if mutate else Webhook.VALIDATE, answers=answers
+    )
     warnings: list[str] = json.loads(outcome.body)["response"].get("warnings", [])
     return warnings
 
@@ -90,8 +94,8 @@ def _fits(warnings: list[str]) -> None:
 
 
 def test_every_kind_of_warning_fits_with_its_end() -> None:
-    verdicts = {LONG: BaseImageVerdict(False, MISMATCH)}
-    warnings = _warnings(_pod([LONG]), Lookups(base_verdicts=verdicts))
+    verdicts = Answers({BaseQuestion(parse_docker_ref(LONG)): BaseImageVerdict(False, MISMATCH)})
+    warnings = _warnings(_pod([LONG]), verdicts)
     _fits(warnings)
     text = "\n".join(warnings)
     # the grant about to end: first, its days left, its renewal; never the grants file
@@ -111,7 +115,7 @@ def test_every_kind_of_warning_fits_with_its_end() -> None:
 
 def test_an_unpinned_image_note_fits() -> None:
     note = f"imagegate: could not pin {LONG} to a digest (registry unavailable: timed out); it runs by tag"
-    warnings = _warnings(_pod([LONG]), Lookups(notes=(note,)), mutate=True)
+    warnings = _warnings(_pod([LONG]), Answers(notes=(note,)), mutate=True)
     _fits(warnings)
     assert warnings[0].endswith("; it runs by tag")
 

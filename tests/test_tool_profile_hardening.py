@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from imagegate.core.admission import decode_review, review
 from imagegate.core.decide import Decision, decide
 from imagegate.core.policy import Mode, Policy, PolicyError, load_policy
+from imagegate.core.records import Webhook
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, pod_specs
 from tests.conftest import POLICY_HEADER, REPO_ROOT, admission_review, run_imagegate
 from tests.test_decide import wrap
@@ -82,7 +83,7 @@ def compliant_spec(field: str = "containers", context: dict[str, Any] | None = N
 
 def judged(policy: Policy, obj: dict[str, Any], **kw: Any) -> Decision:
     """As the validating webhook judges it: the object as sent, no imagined mutation."""
-    return decide(policy, obj, namespace="tool-example", now=NOW, assume_mutated=False, **kw)
+    return decide(policy, obj, namespace="tool-example", now=NOW, webhook=Webhook.VALIDATE, **kw)
 
 
 def rules(decision: Decision) -> set[str]:
@@ -434,7 +435,7 @@ def capture_names() -> list[str]:
 def answer(when_dropped: str, role: str, name: str) -> dict[str, Any]:
     policy = load_policy(POLICY_HEADER + CAPTURE_POLICY.replace("WHEN", when_dropped))
     request = decode_review((CAPTURES / role / name).read_bytes())
-    outcome = review(policy, request, now=NOW, mutate=role == "mutating")
+    outcome = review(policy, request, now=NOW, webhook=Webhook.MUTATE if role == "mutating" else Webhook.VALIDATE)
     response: dict[str, Any] = json.loads(outcome.body)["response"]
     return response
 

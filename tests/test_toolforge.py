@@ -21,6 +21,7 @@ import yaml
 from imagegate.core.decide import decide
 from imagegate.core.podprofile import HostPathMatch
 from imagegate.core.policy import DEFAULT_POLICY_YAML, default_policy, load_identities, load_policy
+from imagegate.core.records import Webhook
 from tests.conftest import REPO_ROOT, admission_review, run_imagegate
 from tests.webhook_process import run_webhook
 
@@ -84,14 +85,12 @@ def mutated(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("path", ADMITTED, ids=lambda p: p.stem)
-@pytest.mark.parametrize("assume_mutated", [False, True], ids=["validate", "mutate"])
-def test_platform_objects_are_admitted_by_the_built_in_policy(path: Path, assume_mutated: bool) -> None:
+@pytest.mark.parametrize("webhook", [Webhook.VALIDATE, Webhook.CHECK], ids=["validate", "mutate"])
+def test_platform_objects_are_admitted_by_the_built_in_policy(path: Path, webhook: Webhook) -> None:
     policy = toolforge_policy()
     for obj in objects(path):
-        judged = obj if assume_mutated else mutated(obj)  # /validate sees /mutate's result
-        decision = decide(
-            policy, judged, namespace=obj["metadata"]["namespace"], now=NOW, assume_mutated=assume_mutated
-        )
+        judged = mutated(obj) if webhook is Webhook.VALIDATE else obj  # /validate sees /mutate's result
+        decision = decide(policy, judged, namespace=obj["metadata"]["namespace"], now=NOW, webhook=webhook)
         assert decision.governed
         assert decision.allowed and not decision.findings, (obj["kind"], decision.message())
         # the platform already sets everything else the profile wants
@@ -108,7 +107,7 @@ def _expected_rule(path: Path) -> str:
 def test_what_a_tool_must_not_do_is_denied(path: Path) -> None:
     policy = toolforge_policy()
     (obj,) = objects(path)
-    decision = decide(policy, obj, namespace=obj["metadata"]["namespace"], now=NOW, assume_mutated=False)
+    decision = decide(policy, obj, namespace=obj["metadata"]["namespace"], now=NOW, webhook=Webhook.VALIDATE)
     assert not decision.allowed
     assert _expected_rule(path) in {f.rule for f in decision.findings}, decision.message()
 

@@ -20,6 +20,7 @@ from imagegate.core.records import (
     Outcome,
     PodRules,
     PodSubject,
+    Webhook,
     outcome_of,
 )
 from imagegate.core.report import audit_report
@@ -133,7 +134,7 @@ def test_one_mapping_from_mode_to_outcome_for_every_consumer(tmp_path: Path) -> 
         body = msgspec.json.decode(answer.body)
         assert body["response"]["auditAnnotations"]["decision"] == want.value and answer.outcome is want
         # the mutating webhook admits: its enforce-mode findings deny nothing
-        mutated = review(POLICY, decode_review(_review_body(objects[namespace])), now=NOW, mutate=True)
+        mutated = review(POLICY, decode_review(_review_body(objects[namespace])), now=NOW, webhook=Webhook.MUTATE)
         assert mutated.outcome is (Outcome.ALLOWED if mode is Mode.ENFORCE else want)
     # audit's grouping
     report = audit_report(checked, POLICY, NOW)

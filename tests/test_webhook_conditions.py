@@ -22,10 +22,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from imagegate.core import records
 from imagegate.core.admission import decode_review, review
 from imagegate.core.decide import decide
 from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, default_policy, load_identities, load_policy
-from imagegate.core.records import Lookups
+from imagegate.core.questions import DigestQuestion
+from imagegate.core.records import Answers, Question
 from imagegate.core.webhooks import (
     MUTATION_SCOPES,
     TEMPLATE_CHANGED,
@@ -74,13 +76,15 @@ def create(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
     return {"operation": "CREATE", "namespace": namespace, "object": obj, "oldObject": None}
 
 
-class AnyDigest(Mapping[str, str]):
+class AnyDigest(Mapping[Question[Any], Any]):
     """The registry's answer for every image: a digest, so pinning patches wherever it applies."""
 
-    def __getitem__(self, key: str) -> str:
-        return DIGEST
+    def __getitem__(self, key: Question[Any]) -> Any:
+        if isinstance(key, DigestQuestion):
+            return DIGEST
+        raise KeyError(key)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Question[Any]]:
         return iter(())
 
     def __len__(self) -> int:
@@ -152,7 +156,9 @@ def test_every_captured_request_that_mutate_patches_is_sent(name: str) -> None:
     if "patch" in response:
         assert mutate_sent(replay.POLICY, request), f"/mutate patches {name} but the API server would not call it"
     # And for the shipped policy, whatever /mutate answers: the conditions never error.
-    outcome = review(default_policy(), decode_review(replay.body("mutating", name)), now=NOW, mutate=True)
+    outcome = review(
+        default_policy(), decode_review(replay.body("mutating", name)), now=NOW, webhook=records.Webhook.MUTATE
+    )
     if outcome.patched:
         assert mutate_sent(default_policy(), request)
     mutate_sent(default_policy(), request)
@@ -223,7 +229,7 @@ def test_captured_pods_after_imagegate_are_not_sent_again(name: str) -> None:
         policies.append((replay.POLICY, mutating_hook(replay.POLICY)))
     for policy, hook in policies:
         if not always_sent:
-            outcome = review(policy, decode_review(review_body.encode()), now=NOW, mutate=True)
+            outcome = review(policy, decode_review(review_body.encode()), now=NOW, webhook=records.Webhook.MUTATE)
             assert not outcome.patched
         assert needs_mutation(hook, complete) is always_sent
 
@@ -321,7 +327,7 @@ HOOKS = {name: mutating_hook(policy) for name, policy in POLICIES.items()}
     namespace=st.sampled_from(("tool-foo", "tool-nobody", "default")),
 )
 def test_whenever_mutate_patches_the_condition_is_true(obj: dict[str, Any], policy_name: str, namespace: str) -> None:
-    decision = decide(POLICIES[policy_name], obj, namespace=namespace, now=NOW, lookups=Lookups(digests=AnyDigest()))
+    decision = decide(POLICIES[policy_name], obj, namespace=namespace, now=NOW, answers=Answers(AnyDigest()))
     value = needs_mutation(HOOKS[policy_name], create(obj, namespace))  # never an error
     if decision.patches:
         assert value, json.dumps({"patches": list(decision.patches), "object": obj})[:2000]

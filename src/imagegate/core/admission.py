@@ -25,7 +25,7 @@ import msgspec
 
 from imagegate.core.decide import Decision, decide, too_large
 from imagegate.core.policy import Policy
-from imagegate.core.records import NO_LOOKUPS, Lookups, Mode, Outcome, outcome_of
+from imagegate.core.records import NO_ANSWERS, Answers, Mode, Outcome, Webhook, outcome_of
 from imagegate.core.tenant_warnings import tenant_warnings
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, WORKLOAD_KINDS, json_pointer
 
@@ -365,12 +365,12 @@ def review(
     request: AdmissionRequest,
     *,
     now: dt.datetime,
-    mutate: bool = False,
+    webhook: Webhook = Webhook.VALIDATE,
     namespace_labels: Mapping[str, str] | None = None,
-    lookups: Lookups = NO_LOOKUPS,
+    answers: Answers = NO_ANSWERS,
 ) -> ReviewOutcome:
-    """Answer one admission request (``mutate`` selects the mutating endpoint's answer), with
-    the registry's part of the decision when the shell looked it up."""
+    """Answer one admission request as ``webhook`` (``/validate`` or ``/mutate``), with the
+    registry's answers to the decision's questions when the shell looked them up."""
     problem = request_problem(request)
     if problem is not None:
         message = f"imagegate: malformed AdmissionReview, denied: {problem}"
@@ -394,17 +394,17 @@ def review(
         now=now,
         namespace_labels=namespace_labels,
         old_object=old if request.operation == "UPDATE" else None,
-        lookups=lookups,
-        assume_mutated=mutate,  # /validate judges the object it is sent, never an imagined one
+        answers=answers,
+        webhook=webhook,  # /validate judges the object it is sent, never an imagined one
     )
     extra: dict[str, Any] = {}
-    if mutate:
+    if webhook is Webhook.MUTATE:
         # Denials are the validating webhook's job; the mutating one only patches.
         if decision.patches:
             patch = base64.b64encode(_encoder.encode(list(decision.patches))).decode()
             extra.update(patch=patch, patchType="JSONPatch")
-        if lookups.notes:
-            extra["warnings"] = tenant_warnings(lookups.notes)
+        if answers.notes:
+            extra["warnings"] = tenant_warnings(answers.notes)
         return ReviewOutcome(_response(request, True, extra), True, decision, patched=bool(decision.patches))
     if decision.warnings or decision.notices or (decision.allowed and decision.pins_needed):
         # A grant about to end first: it concerns every pod of the namespace.

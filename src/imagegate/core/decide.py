@@ -1,8 +1,8 @@
 """Decisions: given an object, its namespace and a policy, what happens to it.
 
 Pure: no clock, no network, no files. The caller passes ``now`` and, when it has
-them, the registry's part (:class:`Lookups`: base-image verdicts, digests) the registry
-shell looked up.
+them, the registry's answers (:class:`Answers`) to the questions a first decision asked
+(``Decision.questions``: base images, signatures, attestations, digests to pin).
 
 For each image the order is fixed and short-circuits:
 
@@ -22,27 +22,30 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 from imagegate.core.attestations import AttestationRule
 from imagegate.core.podprofile import PodProfile, mutate_pod, new_ephemeral_containers, pod_findings
 from imagegate.core.policy import Grant, ImageClass, Policy, contact_refusal
+from imagegate.core.questions import AttestationsQuestion, BaseQuestion, DigestQuestion, SignaturesQuestion
 from imagegate.core.records import (
-    NO_LOOKUPS,
+    NO_ANSWERS,
     Allowance,
+    Answers,
     BaseImageVerdict,
     Decision,
     DenyOrAllow,
     Finding,
     ImageUse,
     ImageVerdict,
-    Lookups,
     Mode,
     ObjectSubject,
     PodRules,
     PodSubject,
-    SignatureCheck,
+    Question,
+    Rule,
     SignatureVerdict,
+    Webhook,
 )
 from imagegate.core.reference import Reference
 from imagegate.core.signatures import SignatureRule
@@ -59,36 +62,16 @@ from imagegate.core.workloads import (
 )
 
 __all__ = [
+    "Answers",
     "BaseImageVerdict",
     "Decision",
     "Finding",
     "ImageVerdict",
-    "Lookups",
     "Rule",
     "decide",
     "expiry_notice",
     "too_large",
 ]
-
-
-class Rule:
-    """Names of the rules a finding can break (stable: they appear in metrics and logs)."""
-
-    INVALID_REFERENCE: Final = "invalid-reference"
-    BLOCKED_REGISTRY: Final = "blocked-registry"
-    UNTRUSTED_REGISTRY: Final = "untrusted-registry"
-    OUTSIDE_GRANT: Final = "outside-grant"
-    BASE_IMAGE_MISMATCH: Final = "base-image-mismatch"
-    BASE_IMAGE_UNVERIFIED: Final = "base-image-unverified"
-    MALFORMED_OBJECT: Final = "malformed-object"
-    OBJECT_TOO_LARGE: Final = "object-too-large"
-    DISALLOWED_TAG: Final = "disallowed-tag"
-    MISSING_TAG: Final = "missing-tag"
-    MISSING_DIGEST: Final = "missing-digest"
-    SIGNATURE_MISMATCH: Final = "signature-mismatch"
-    SIGNATURE_UNVERIFIED: Final = "signature-unverified"
-    ATTESTATION_MISMATCH: Final = "attestation-mismatch"
-    ATTESTATION_UNVERIFIED: Final = "attestation-unverified"
 
 
 def _describe(grant: Grant, *, where: bool = False) -> str:
@@ -108,7 +91,7 @@ def _preview(patterns: Sequence[object], limit: int = 3) -> str:
 class _Judge:
     """Judges image uses for one namespace under one policy at one instant."""
 
-    __slots__ = ("active", "base_verdicts", "expired", "namespace", "policy")
+    __slots__ = ("active", "answers", "expired", "namespace", "policy")
 
     def __init__(
         self,
@@ -117,13 +100,13 @@ class _Judge:
         namespace: str,
         active: tuple[Grant, ...],
         expired: tuple[Grant, ...],
-        base_verdicts: Mapping[str, BaseImageVerdict],
+        answers: Answers,
     ) -> None:
         self.policy = policy
         self.namespace = namespace
         self.active = active
         self.expired = expired
-        self.base_verdicts = base_verdicts
+        self.answers = answers
 
     def finding(self, use: ImageUse, rule: str, message: str, mode: Mode | None = None) -> Finding:
         """A finding in ``mode``; by default the policy's (a grant's mode only reaches images it admits)."""
@@ -139,8 +122,8 @@ class _Judge:
             )
         return f"namespace {self.namespace or '(none)'} has no BYOC grant"
 
-    def judge(self, use: ImageUse, image: ImageClass) -> tuple[ImageVerdict, str | None, Mode, Grant | None]:
-        """The verdict, a normalized reference that needs base-image verification, the mode of the
+    def judge(self, use: ImageUse, image: ImageClass) -> tuple[ImageVerdict, BaseQuestion | None, Mode, Grant | None]:
+        """The verdict, the base-image question it asks (when it needs one), the mode of the
         other findings about this image (a grant's, when the grant admits it), and that grant
         (also while its base check is pending: then the verdict is a finding)."""
         text, ref = image.text, image.ref
@@ -183,7 +166,7 @@ class _Judge:
 
     def _judge_granted(
         self, use: ImageUse, image: ImageClass, ref: Reference, text: str, required: bool
-    ) -> tuple[ImageVerdict, str | None, Mode, Grant | None]:
+    ) -> tuple[ImageVerdict, BaseQuestion | None, Mode, Grant | None]:
         grant = self.granting(ref)
         if grant is not None:
             require = grant.require_base_image or self.policy.byoc_require_base_image or required
@@ -201,7 +184,7 @@ class _Judge:
 
     def _needs_base(
         self, use: ImageUse, image: ImageClass, allowance: Allowance, allowed_by: str, require: bool, mode: Mode
-    ) -> tuple[ImageVerdict, str | None]:
+    ) -> tuple[ImageVerdict, BaseQuestion | None]:
         text, ref = image.text, image.ref
         if text is None or ref is None:  # judge() only gets here with a valid reference
             raise AssertionError(f"{use.image!r} judged as if it were a valid reference")
@@ -211,18 +194,21 @@ class _Judge:
             # Never asked: a tenant's image must not make imagegate connect wherever it says.
             message = f"({text}) must be built on a trusted base image, and it was not verified: {contact_refusal(ref)}"
             return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_UNVERIFIED, message, mode)), None
-        verdict = self.base_verdicts.get(text)
+        question = BaseQuestion(ref)
+        verdict = self.answers.get(question)
         if verdict is None:
             message = (
                 f"({text}) must be built on a trusted base image, and it could not be verified "
                 "(no registry lookup in this evaluation)"
             )
             finding = self.finding(use, Rule.BASE_IMAGE_UNVERIFIED, message, mode)
-            return ImageVerdict(use, text, finding=finding), text
+            return ImageVerdict(use, text, finding=finding), question
         if verdict.ok:
-            return ImageVerdict(use, text, allowed_by=f"{allowed_by}; base {verdict.detail}", allowance=allowance), text
+            allowed = f"{allowed_by}; base {verdict.detail}"
+            return ImageVerdict(use, text, allowed_by=allowed, allowance=allowance), question
         message = f"({text}) is not built on a trusted base image: {verdict.detail}"
-        return ImageVerdict(use, text, finding=self.finding(use, Rule.BASE_IMAGE_MISMATCH, message, mode)), text
+        finding = self.finding(use, Rule.BASE_IMAGE_MISMATCH, message, mode)
+        return ImageVerdict(use, text, finding=finding), question
 
 
 def too_large(limits: ObjectLimits, kind: str, pointer: str, containers: int, volumes: int) -> Finding | None:
@@ -337,44 +323,52 @@ _SIGNATURE_CHECKED_BESIDE = frozenset({Rule.BASE_IMAGE_UNVERIFIED, Rule.BASE_IMA
 _MODE_STRENGTH = {Mode.ENFORCE: 2, Mode.WARN: 1, Mode.AUDIT: 0}
 
 
-def _unverified_notices(verdicts: Sequence[ImageVerdict], lookups: Lookups) -> list[str]:
+def _unverified_notices(verdicts: Sequence[ImageVerdict], answers: Answers) -> list[str]:
     """What passed only by an ``onError: allow`` (the registry could not be asked): the tenant is
     told, so an admission without a check is never silent."""
-    if not (lookups.base_verdicts or lookups.signatures or lookups.attestations):
+    if not answers.found:
         return []  # the direct path (no registry asked): nothing can have passed unverified
+    details: dict[str, list[str]] = {}
+    for question, answer in answers.found.items():
+        found = question.unverified(answer)
+        if found:
+            details.setdefault(str(question.ref), []).extend(found)
+    if not details:
+        return []
     said: list[str] = []
     for verdict in verdicts:
         reference = verdict.reference
         if reference is None or verdict.finding is not None:
             continue
-        base = lookups.base_verdicts.get(reference)
-        details = [base.detail] if base is not None and base.unverified else []
-        for found in (lookups.signatures.get(reference, ()), lookups.attestations.get(reference, ())):
-            details.extend(v.detail for v in found if v.ok and v.unverified)
-        said.extend(f"{verdict.use.label} image {reference!r}: {detail}" for detail in details)
+        said.extend(f"{verdict.use.label} image {reference!r}: {detail}" for detail in details.get(reference, ()))
     return list(dict.fromkeys(said))
 
 
-def _signature_check(verdict: ImageVerdict, image: ImageClass, grant: Grant | None) -> SignatureCheck | None:
+def _signature_question(
+    policy: Policy, verdict: ImageVerdict, image: ImageClass, grant: Grant | None
+) -> SignaturesQuestion | None:
     """What an image's signatures must be verified against, or None when no rule covers it: the
-    ``signatures`` rules whose images match, and the ``signedBy`` of the grant that admitted it."""
-    text, finding = verdict.reference, verdict.finding
-    if text is None or (finding is not None and finding.rule not in _SIGNATURE_CHECKED_BESIDE):
-        return None
-    grant_rule = grant.signature_rule if grant is not None else None
-    if grant_rule is None and not image.signed_required:
-        return None
-    return SignatureCheck(text, grant_rule)
-
-
-def _attestation_check(verdict: ImageVerdict, image: ImageClass) -> str | None:
-    """The reference whose attestations must be verified, or None when no ``attestations`` rule covers it."""
-    text, finding = verdict.reference, verdict.finding
-    if text is None or not image.attested_required:
+    ``signatures`` rules whose images match, and the ``signedBy`` rule of the grant that admitted it."""
+    finding, ref = verdict.finding, image.ref
+    if ref is None or verdict.reference is None:
         return None
     if finding is not None and finding.rule not in _SIGNATURE_CHECKED_BESIDE:
         return None
-    return text
+    rules = policy.signatures.rules_for(ref) if image.signed_required else ()
+    granted = policy.signatures.by_grant.get(grant.namespace) if grant is not None else None
+    if granted is not None:
+        rules = (*rules, granted)
+    return SignaturesQuestion(ref, rules) if rules else None
+
+
+def _attestation_question(policy: Policy, verdict: ImageVerdict, image: ImageClass) -> AttestationsQuestion | None:
+    """The attestations question of an image an ``attestations`` rule covers, or None."""
+    finding, ref = verdict.finding, image.ref
+    if ref is None or verdict.reference is None or not image.attested_required:
+        return None
+    if finding is not None and finding.rule not in _SIGNATURE_CHECKED_BESIDE:
+        return None
+    return AttestationsQuestion(ref, policy.attestations.rules_for(ref))
 
 
 class _SignedCheck:
@@ -431,33 +425,35 @@ def _pins(
     policy: Policy,
     namespace: str,
     judged: Sequence[tuple[ImageVerdict, Reference | None]],
-    digests: Mapping[str, str],
-) -> tuple[tuple[str, ...], tuple[str, ...], list[Mapping[str, Any]]]:
-    """Tag-to-digest pinning: which allowed images need a digest, which will once their base
-    check passes (with them), and the patches for the known ones."""
+    answers: Answers,
+) -> tuple[tuple[str, ...], tuple[DigestQuestion, ...], list[Mapping[str, Any]]]:
+    """Tag-to-digest pinning: which allowed images need a digest, the digest questions (those
+    images', and those of the images waiting for their base check, pinned if it passes: the
+    registry shell asks both in one go), and the patches for the digests known."""
     if not policy.pinning.applies_to(namespace):
         return (), (), []
     needed: list[str] = []
-    after_checks: list[str] = []
+    questions: list[DigestQuestion] = []
     patches: list[Mapping[str, Any]] = []
     for verdict, ref in judged:
         reference = verdict.reference
         if reference is None or ref is None or ref.digest is not None:
             continue  # invalid, unchanged by an update, or already pinned
+        question = DigestQuestion(ref)
         finding = verdict.finding
         if finding is not None:
-            if finding.rule == Rule.BASE_IMAGE_UNVERIFIED and reference not in after_checks:
-                after_checks.append(reference)
+            if finding.rule == Rule.BASE_IMAGE_UNVERIFIED and question not in questions:
+                questions.append(question)
             continue
         if reference not in needed:
             needed.append(reference)
-            if reference not in after_checks:
-                after_checks.append(reference)
-        digest = digests.get(reference)
+            if question not in questions:
+                questions.append(question)
+        digest = answers.get(question)
         if digest is not None:
             pinned = policy.pinning.pinned(ref, digest)
             patches.append({"op": "replace", "path": verdict.use.pointer, "value": pinned})
-    return tuple(needed), tuple(after_checks), patches
+    return tuple(needed), tuple(questions), patches
 
 
 def _expiring(active: Sequence[Grant], now: dt.datetime, days: int | None) -> tuple[str, ...]:
@@ -481,13 +477,13 @@ def decide(
     now: dt.datetime,
     namespace_labels: Mapping[str, str] | None = None,
     old_object: Mapping[str, Any] | None = None,
-    lookups: Lookups = NO_LOOKUPS,
-    assume_mutated: bool = True,
+    answers: Answers = NO_ANSWERS,
+    webhook: Webhook = Webhook.CHECK,
 ) -> Decision:
-    """Judge every image ``obj`` names, with what the registry said about them (``lookups``).
+    """Judge every image ``obj`` names, with what the registry said about them (``answers``).
 
-    ``assume_mutated`` judges pods as the mutating webhook will leave them (the default, for
-    offline checks); the validating webhook passes ``False`` and judges what it is sent.
+    ``webhook`` says how: as admission ends (``check``, the default, for offline checks), or
+    as the mutating or the validating webhook does (``/validate`` judges what it is sent).
 
     On UPDATE pass ``old_object``: images already present at the same place were
     admitted before and are not judged again (the pods they make are judged on
@@ -517,16 +513,15 @@ def decide(
         namespace=namespace,
         active=active,
         expired=expired,
-        base_verdicts=lookups.base_verdicts,
+        answers=answers,
     )
     expiring = _expiring(judge.active, now, policy.warn_before_expiry_days) if judge.active else ()
     seen_before = _old_keys(old_object)
     verdicts: list[ImageVerdict] = []
     judged: list[tuple[ImageVerdict, Reference | None]] = []
     tag_findings: list[Finding] = []
-    needs_base: list[str] = []
-    needs_signatures: list[SignatureCheck] = []
-    needs_attestations: list[str] = []
+    needs_base: list[Question[Any]] = []
+    needs_signed: list[Question[Any]] = []
     signature_findings: list[Finding] = []
     for use in uses:
         if (use.kind, use.name, use.image) in seen_before:
@@ -535,37 +530,34 @@ def decide(
             judged.append((verdict, None))
             continue
         image = policy.classify(use.image)
-        verdict, base_ref, mode, grant = judge.judge(use, image)
+        verdict, base_question, mode, grant = judge.judge(use, image)
         verdicts.append(verdict)
         judged.append((verdict, image.ref))
         if policy.tags.active:
             tag_findings.extend(_tag_findings(policy, use, image, mode))
-        if base_ref is not None and base_ref not in needs_base:
-            needs_base.append(base_ref)
-        ref = image.ref
+        if base_question is not None and base_question not in needs_base:
+            needs_base.append(base_question)
         # Most images are covered by no signatures or attestations rule: no call to find that out.
-        signed = image.signed_required or (grant is not None and grant.signature_rule is not None)
-        check = _signature_check(verdict, image, grant) if signed else None
-        if check is not None and ref is not None:
-            if check not in needs_signatures:
-                needs_signatures.append(check)
-            found = lookups.signatures.get(check.reference)
-            rules = policy.signatures.rules_for(ref, check.grant_rule) if found is None else ()
-            signature_findings.extend(_signed_findings(_SIGNATURES, use, check.reference, found, rules))
-        attested = _attestation_check(verdict, image) if image.attested_required else None
-        if attested is not None and ref is not None:
-            if attested not in needs_attestations:
-                needs_attestations.append(attested)
-            found = lookups.attestations.get(attested)
-            covering = policy.attestations.rules_for(ref) if found is None else ()
-            signature_findings.extend(_signed_findings(_ATTESTATIONS, use, attested, found, covering))
+        signed = image.signed_required or (grant is not None and grant.signed_by is not None)
+        asked = _signature_question(policy, verdict, image, grant) if signed else None
+        if asked is not None:
+            if asked not in needs_signed:
+                needs_signed.append(asked)
+            found = answers.get(asked)
+            signature_findings.extend(_signed_findings(_SIGNATURES, use, str(asked.ref), found, asked.rules))
+        attested = _attestation_question(policy, verdict, image) if image.attested_required else None
+        if attested is not None:
+            if attested not in needs_signed:
+                needs_signed.append(attested)
+            found = answers.get(attested)
+            signature_findings.extend(_signed_findings(_ATTESTATIONS, use, str(attested.ref), found, attested.rules))
     findings = [v.finding for v in verdicts if v.finding is not None] + tag_findings + signature_findings
-    pins_needed, pins_after_checks, pin_patches = _pins(policy, namespace, judged, lookups.digests)
+    pins_needed, digest_questions, pin_patches = _pins(policy, namespace, judged, answers)
     patches: list[Mapping[str, Any]] = []
     profile = policy.pod_security.profile_for(namespace) if policy.pod_security else None
     if profile is not None:
         security_findings, patches = _pod_security(
-            profile, obj, namespace, namespace_labels, old_object, assume_mutated
+            profile, obj, namespace, namespace_labels, old_object, webhook.mutates
         )
         findings.extend(security_findings)
     patches = [*pin_patches, *patches]
@@ -577,10 +569,7 @@ def decide(
         verdicts=tuple(verdicts),
         findings=tuple(findings),
         patches=tuple(patches),
-        base_checks_needed=tuple(needs_base),
+        questions=(*needs_base, *needs_signed, *digest_questions),
         pins_needed=pins_needed,
-        pins_after_checks=pins_after_checks,
-        signature_checks_needed=tuple(needs_signatures),
-        attestation_checks_needed=tuple(needs_attestations),
-        notices=(*expiring, *_unverified_notices(verdicts, lookups)),
+        notices=(*expiring, *_unverified_notices(verdicts, answers)),
     )

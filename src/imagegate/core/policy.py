@@ -440,7 +440,7 @@ class Grant:
 
     @property
     def signature_rule(self) -> str | None:
-        """The name of this grant's ``signedBy`` rule (in ``SignaturesConfig.grant_rules``), if any."""
+        """The name of this grant's ``signedBy`` rule (``SignaturesConfig.by_grant[namespace]``), in messages."""
         # The policy's words only: a tenant reads it in a denial, never the grants file's path.
         return None if self.signed_by is None else f"signedBy of the grant for {self.namespace} ({self.signed_by})"
 
@@ -719,26 +719,24 @@ def _assemble(base: Policy, grants: Sequence[Grant], *, what_if: bool = False) -
     )
 
 
-def _grant_signature_rules(base: Policy, grants: Sequence[Grant]) -> tuple[SignatureRule, ...]:
+def _grant_signature_rules(base: Policy, grants: Sequence[Grant]) -> dict[str, SignatureRule]:
     """A rule per grant with ``signedBy``: one signature by that key on every image the grant admits,
     in the grant's mode (else the policy's) and the signatures section's ``onError``."""
-    rules = []
+    rules: dict[str, SignatureRule] = {}
     for grant in grants:
         name = grant.signature_rule
         if name is None or grant.signed_by is None:
             continue
-        rules.append(
-            SignatureRule(
-                name,
-                grant.registries or PatternSet(()),  # asked for by name, for the images the grant admits
-                (grant.signed_by,),
-                (),
-                1,
-                grant.mode if grant.mode is not None else base.mode,
-                base.signatures.on_error,
-            )
+        rules[grant.namespace] = SignatureRule(
+            name,
+            grant.registries or PatternSet(()),  # asked for by grant, for the images the grant admits
+            (grant.signed_by,),
+            (),
+            1,
+            grant.mode if grant.mode is not None else base.mode,
+            base.signatures.on_error,
         )
-    return tuple(rules)
+    return rules
 
 
 # --- loading ---------------------------------------------------------------------------

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
+
+from imagegate.core.reference import Reference
 
 __all__ = [
     "MAX_FINDING_LENGTH",
     "MAX_LISTED_FINDINGS",
     "MAX_NAME_LENGTH",
-    "NO_LOOKUPS",
+    "NO_ANSWERS",
+    "SERVED_WEBHOOKS",
     "Allowance",
+    "Answers",
     "BaseImageVerdict",
     "CheckResult",
     "Decision",
@@ -27,13 +31,13 @@ __all__ = [
     "Finding",
     "ImageUse",
     "ImageVerdict",
-    "Lookups",
     "Mode",
     "ObjectSubject",
     "Outcome",
     "PodRules",
     "PodSubject",
-    "SignatureCheck",
+    "Question",
+    "Rule",
     "SignatureVerdict",
     "Subject",
     "Webhook",
@@ -62,16 +66,46 @@ class Mode(StrEnum):
 
 
 class Webhook(StrEnum):
-    """Which webhook is answering: its path's last segment and the metrics' ``endpoint`` label.
+    """Which webhook a decision answers for, and so how it is judged: the one spelling of it.
 
     ``/mutate`` judges the object as its patches will leave it and pins tags; ``/validate`` the
-    object as sent. ``check`` and ``audit`` answer for neither alone: they judge as admission
-    ends (mutated, pinned, then validated), which ``decide``'s ``assume_mutated`` and the
-    registry's ``pins`` still spell as booleans.
+    object as sent (it has been through ``/mutate``, or it is judged bare), and pins nothing.
+    ``check`` (``check`` and ``audit``, never served) judges as admission ends: mutated, pinned,
+    then validated. Its value is the path's last segment and the metrics' ``endpoint`` label.
     """
 
     VALIDATE = "validate"
     MUTATE = "mutate"
+    CHECK = "check"
+
+    @property
+    def mutates(self) -> bool:
+        """Whether the object is judged as the mutating webhook leaves it (and tags are pinned)."""
+        return self is not Webhook.VALIDATE
+
+
+SERVED_WEBHOOKS = (Webhook.VALIDATE, Webhook.MUTATE)  # the two the server answers at /validate and /mutate
+
+
+class Rule(StrEnum):
+    """The rules an image or object finding can break (stable: metrics labels, JSON and logs say
+    their values). A pod-security or tool-profile finding's rule is ``<PodRules>:<check>``."""
+
+    INVALID_REFERENCE = "invalid-reference"
+    BLOCKED_REGISTRY = "blocked-registry"
+    UNTRUSTED_REGISTRY = "untrusted-registry"
+    OUTSIDE_GRANT = "outside-grant"
+    BASE_IMAGE_MISMATCH = "base-image-mismatch"
+    BASE_IMAGE_UNVERIFIED = "base-image-unverified"
+    MALFORMED_OBJECT = "malformed-object"
+    OBJECT_TOO_LARGE = "object-too-large"
+    DISALLOWED_TAG = "disallowed-tag"
+    MISSING_TAG = "missing-tag"
+    MISSING_DIGEST = "missing-digest"
+    SIGNATURE_MISMATCH = "signature-mismatch"
+    SIGNATURE_UNVERIFIED = "signature-unverified"
+    ATTESTATION_MISMATCH = "attestation-mismatch"
+    ATTESTATION_UNVERIFIED = "attestation-unverified"
 
 
 class DenyOrAllow(StrEnum):
@@ -219,28 +253,60 @@ class SignatureVerdict(msgspec.Struct, frozen=True):
     unverified: bool = False  # passed by the rule's onError: allow, not by a signature: said in a warning
 
 
-class SignatureCheck(msgspec.Struct, frozen=True):
-    """An image whose signatures the registry shell must verify: the ``signatures`` rules whose
-    images match it, and the ``signedBy`` rule of the grant that admitted it, if it has one."""
-
-    reference: str
-    grant_rule: str | None = None
+A = TypeVar("A")  # the type of a question's answer
 
 
-class Lookups(msgspec.Struct, frozen=True):
-    """The registry's part of a decision, by normalized reference: base-image verdicts, digests
-    to pin to, signature verdicts (one per signatures rule that covers the image), attestation
-    verdicts (one per attestations rule), and what to tell the user about lookups that failed
-    (the registry shell makes it)."""
+class Question(msgspec.Struct, Generic[A], frozen=True):
+    """One thing a decision asks the registry about an image, answered by a value of type ``A``.
 
-    base_verdicts: Mapping[str, BaseImageVerdict] = {}
-    digests: Mapping[str, str] = {}
+    A question is a hashable value (its kind and its fields: the parsed reference and whatever
+    the rule needs asked, such as the rules themselves), so a decision lists what it asks, the
+    registry shell answers each by its kind (one answerer per question type), and the next
+    decision finds its answer under the same value. The kinds live beside the rules that ask
+    them (core/questions.py); a new kind needs no change here.
+    """
+
+    ref: Reference
+
+    # The webhooks whose decisions ask it: pinning's digests are asked only where tags are pinned.
+    webhooks: ClassVar[frozenset[Webhook]] = frozenset(Webhook)
+
+    def judged_digests(self, answer: A) -> tuple[str, ...]:
+        """The image digests ``answer`` judged: the answers about one tag must agree on one, else
+        the tag moved while it was looked up (:meth:`when_moved`), and it is not pinned."""
+        return ()
+
+    def when_moved(self, answer: A, detail: str) -> A:
+        """``answer`` when the tag moved between two answers (``detail`` says to which digests):
+        what it vouches for may not be what runs. As it was, unless the rule fails closed."""
+        return answer
+
+    def unverified(self, answer: A) -> tuple[str, ...]:
+        """What ``answer`` let pass without verifying it (the registry could not be asked and the
+        rule's ``onError`` allowed it): said to the tenant, so such an admission is never silent."""
+        return ()
+
+
+class Answers(msgspec.Struct, frozen=True):
+    """The registry's answers to a decision's questions (each keyed by its question, so each is
+    found by the question a rule asks again), and what to tell the user about lookups that
+    failed (the registry shell makes it)."""
+
+    found: Mapping[Question[Any], Any] = {}
     notes: tuple[str, ...] = ()
-    signatures: Mapping[str, tuple[SignatureVerdict, ...]] = {}
-    attestations: Mapping[str, tuple[SignatureVerdict, ...]] = {}
+
+    def get(self, question: Question[A]) -> A | None:
+        """The answer to ``question``, or None when it was not asked or could not be answered."""
+        found: A | None = self.found.get(question)
+        return found
+
+    def of(self, kind: type[Question[A]]) -> dict[str, A]:
+        """The answers to the questions of type ``kind``, by normalized reference (reports, tests)."""
+        return {str(q.ref): found for q, found in self.found.items() if type(q) is kind}
 
 
-NO_LOOKUPS = Lookups()  # a decision without the registry (offline, or before the lookups)
+NO_ANSWERS = Answers()  # a decision without the registry (offline, or before the lookups)
+Q = TypeVar("Q", bound=Question[Any])  # a question of some type
 
 
 class Finding(msgspec.Struct, frozen=True):
@@ -284,14 +350,17 @@ class Decision(msgspec.Struct, frozen=True):
     verdicts: tuple[ImageVerdict, ...] = ()
     findings: tuple[Finding, ...] = ()
     patches: tuple[Mapping[str, Any], ...] = ()
-    base_checks_needed: tuple[str, ...] = ()
-    pins_needed: tuple[str, ...] = ()
-    # pins_needed and the images waiting for their base check, which need pinning if it passes
-    # (in image order): the registry shell looks both up in one go
-    pins_after_checks: tuple[str, ...] = ()
-    signature_checks_needed: tuple[SignatureCheck, ...] = ()
-    attestation_checks_needed: tuple[str, ...] = ()  # references an attestations rule covers, to verify
+    questions: tuple[Question[Any], ...] = ()  # what the registry is asked (in image order)
+    pins_needed: tuple[str, ...] = ()  # the allowed images named by a tag alone: pinning pins them
     notices: tuple[str, ...] = ()  # said to the user whatever the decision (a grant about to end)
+
+    def asked(self, kind: type[Q]) -> tuple[Q, ...]:
+        """The questions of type ``kind`` this decision asks."""
+        return tuple(q for q in self.questions if isinstance(q, kind))
+
+    def asks(self, webhook: Webhook) -> bool:
+        """Whether deciding for ``webhook`` asks the registry anything (the direct path when not)."""
+        return any(webhook in question.webhooks for question in self.questions) if self.questions else False
 
     def _in_mode(self, mode: Mode) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.mode is mode) if self.findings else ()

@@ -15,7 +15,7 @@ and subject, from a verified Sigstore bundle) made it, or why it does not count.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from imagegate.core import gojson
@@ -93,24 +93,23 @@ class SignaturesConfig:
     trusted_root: str | None = None  # a Sigstore trusted_root.json; None: the public-good instance's
     keys: tuple[str, ...] = field(default=())  # every key any rule (grants' included) names, once
     on_error: DenyOrAllow = DenyOrAllow.DENY  # the section's: what a grant's signedBy rule does
-    # The grants' ``signedBy`` rules: each applies only to the images its grant admits, so they are
-    # asked for by name (a decision knows which grant admitted an image), never by image pattern.
+    # The grants' ``signedBy`` rules: each applies only to the images its grant admits, so a
+    # decision asks for the one of the grant that admitted an image, by the grant's namespace
+    # (one grant per namespace), never by image pattern.
     grant_rules: tuple[SignatureRule, ...] = ()
+    by_grant: Mapping[str, SignatureRule] = field(default_factory=dict, compare=False, repr=False)
 
-    def rules_for(self, ref: Reference, grant_rule: str | None = None) -> tuple[SignatureRule, ...]:
-        """The rules an image needs: those whose images match, and the named grant's rule."""
-        found = tuple(rule for rule in self.rules if rule.images.first_match(ref) is not None)
-        if grant_rule is None:
-            return found
-        return found + tuple(rule for rule in self.grant_rules if rule.name == grant_rule)
+    def rules_for(self, ref: Reference) -> tuple[SignatureRule, ...]:
+        """The rules whose images match ``ref``."""
+        return tuple(rule for rule in self.rules if rule.images.first_match(ref) is not None)
 
-    def with_grant_rules(self, grant_rules: tuple[SignatureRule, ...]) -> SignaturesConfig:
+    def with_grant_rules(self, grant_rules: Mapping[str, SignatureRule]) -> SignaturesConfig:
+        """The same section with the grants' ``signedBy`` rules, by the grant's namespace."""
+        rules = tuple(grant_rules.values())
         keys = tuple(
-            dict.fromkeys(
-                (*(key for rule in self.rules for key in rule.keys), *(k for r in grant_rules for k in r.keys))
-            )
+            dict.fromkeys((*(key for rule in self.rules for key in rule.keys), *(k for r in rules for k in r.keys)))
         )
-        return replace(self, grant_rules=grant_rules, keys=keys)
+        return replace(self, grant_rules=rules, by_grant=dict(grant_rules), keys=keys)
 
     @property
     def keyless(self) -> bool:

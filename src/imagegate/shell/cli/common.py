@@ -28,7 +28,7 @@ from rich.progress import Progress
 from imagegate.core.decide import Decision, decide
 from imagegate.core.names import namespace_name_error
 from imagegate.core.policy import Policy, PolicyError, default_policy, load_policy
-from imagegate.core.records import NO_LOOKUPS, Lookups
+from imagegate.core.records import NO_ANSWERS, Answers, Webhook
 from imagegate.core.workloads import (
     POD_TEMPLATE_PATHS,
     ObjectShapeError,
@@ -40,7 +40,8 @@ from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.exits import EXIT_BAD_INPUT
 from imagegate.shell.manifests import SourcedObject, read_manifests
 from imagegate.shell.policy_source import MAX_POLICY_BYTES, load_policy_files, read_document
-from imagegate.shell.registry.gate import RegistryGate, settle
+from imagegate.shell.registry.answerers import settle
+from imagegate.shell.registry.gate import RegistryGate
 
 app = typer.Typer(
     name="imagegate",
@@ -266,15 +267,15 @@ def check_objects(
             advance(1)
             namespace = object_namespace(item.obj, default_namespace)
 
-            def evaluate(lookups: Lookups, obj: Any = item.obj, ns: str = namespace) -> Decision:
+            def evaluate(answers: Answers, obj: Any = item.obj, ns: str = namespace) -> Decision:
                 return decide(
-                    policy, obj, namespace=ns, now=now, namespace_labels=known_labels.get(ns), lookups=lookups
+                    policy, obj, namespace=ns, now=now, namespace_labels=known_labels.get(ns), answers=answers
                 )
 
             if gate is None:
-                decision = evaluate(NO_LOOKUPS)
+                decision = evaluate(NO_ANSWERS)
             else:
-                decision = await settle(gate, policy, evaluate, lambda d: d, pins=True)
+                decision = await settle(gate, policy, evaluate, lambda d: d, webhook=Webhook.CHECK)
             results.append(CheckedObject(item.where, decision, 0 if decision.governed else _image_count(item.obj)))
         if gate is not None:
             await gate.aclose()

@@ -291,12 +291,10 @@ class SignatureChecker:
         return found if found is not None else self._unverified.get(key)
 
     def known_verdicts(
-        self, config: SignaturesConfig, ref: Reference, digest: str, grant_rule: str | None = None
+        self, config: SignaturesConfig, ref: Reference, digest: str, rules: Sequence[SignatureRule]
     ) -> tuple[SignatureVerdict, ...] | None:
-        """The verdicts of the rules ``ref`` needs (``config.rules_for``) from the evidence remembered
-        for ``digest`` (:meth:`known`), or None: not known, or a rule that cannot be judged (the
-        caller says why)."""
-        rules = config.rules_for(ref, grant_rule)
+        """The verdicts of ``rules`` from the evidence remembered for ``digest`` (:meth:`known`), or
+        None: not known, or a rule that cannot be judged (the caller says why)."""
         trust = self.trust(config)
         if any(trust.unusable(rule) is not None for rule in rules):
             return None

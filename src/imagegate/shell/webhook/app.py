@@ -31,9 +31,10 @@ from imagegate.core.admission import (
     review,
 )
 from imagegate.core.policy import Policy
-from imagegate.core.records import MAX_LISTED_FINDINGS, Lookups, Outcome, Webhook, bounded
+from imagegate.core.records import MAX_LISTED_FINDINGS, SERVED_WEBHOOKS, Answers, Outcome, Webhook, bounded
 from imagegate.shell.policy_source import PolicySource, ReloadResult
-from imagegate.shell.registry.gate import RegistryGate, needs_registry, settle
+from imagegate.shell.registry.answerers import settle
+from imagegate.shell.registry.gate import RegistryGate
 from imagegate.shell.webhook.http import Request, Response
 from imagegate.shell.webhook.metrics import METRICS_FLUSH_SECONDS, Metrics
 from imagegate.shell.webhook.settings import ServerSettings
@@ -44,7 +45,7 @@ __all__ = ["WebhookApp"]
 log = structlog.get_logger("imagegate.server")
 
 
-_WEBHOOK_AT = {f"/{webhook}": webhook for webhook in Webhook}
+_WEBHOOK_AT = {f"/{webhook}": webhook for webhook in SERVED_WEBHOOKS}
 _JSON = b"application/json"
 _OK = Response(200, b"ok\n")
 _NOT_FOUND = Response(404, b"not found\n")
@@ -169,7 +170,6 @@ class WebhookApp:
 
     def _admission(self, body: bytes, endpoint: Webhook) -> Response | Awaitable[Response]:
         """Decide without waiting when no registry lookup is needed (the common case)."""
-        mutate = endpoint is Webhook.MUTATE
         started = time.perf_counter()
         try:
             # A large body is first counted: an object over the limits is denied before it is decoded.
@@ -188,10 +188,10 @@ class WebhookApp:
         policy, now = self.source.current, dt.datetime.now(dt.UTC)
         try:
             if policy is None:
-                return self._answer(review(None, request, now=now, mutate=mutate), request, endpoint, started)
-            outcome = review(policy, request, now=now, mutate=mutate)
-            if needs_registry(outcome.decision, pins=mutate):
-                return self._settled(policy, request, now, outcome, endpoint, started, mutate=mutate)
+                return self._answer(review(None, request, now=now, webhook=endpoint), request, endpoint, started)
+            outcome = review(policy, request, now=now, webhook=endpoint)
+            if outcome.decision is not None and outcome.decision.asks(endpoint):
+                return self._settled(policy, request, now, outcome, endpoint, started)
         except Exception:  # a bug must not become an allow, nor a dropped request: deny and say so
             return self._internal_error(request, endpoint, started)
         return self._answer(outcome, request, endpoint, started)
@@ -204,25 +204,23 @@ class WebhookApp:
         first: ReviewOutcome,
         endpoint: Webhook,
         started: float,
-        *,
-        mutate: bool,
     ) -> Response:
         try:
             outcome = await settle(
                 self.gate,
                 policy,
-                lambda lookups: review(policy, request, now=now, mutate=mutate, lookups=self._counted(lookups)),
+                lambda answers: review(policy, request, now=now, webhook=endpoint, answers=self._counted(answers)),
                 lambda result: result.decision,
-                pins=mutate,
+                webhook=endpoint,
                 first=first,
             )
         except Exception:
             return self._internal_error(request, endpoint, started)
         return self._answer(outcome, request, endpoint, started)
 
-    def _counted(self, lookups: Lookups) -> Lookups:
-        self.metrics.count_verdicts(lookups)
-        return lookups
+    def _counted(self, answers: Answers) -> Answers:
+        self.metrics.count_verdicts(answers)
+        return answers
 
     def _internal_error(self, request: AdmissionRequest, endpoint: Webhook, started: float) -> Response:
         log.exception("internal error; denying", uid=bounded(request.uid), endpoint=endpoint.value)

@@ -12,7 +12,7 @@ import importlib.metadata
 import os
 import platform
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,17 @@ from imagegate.core.decide import Rule
 from imagegate.core.podprofile import TOOL_PROFILE_CHECKS
 from imagegate.core.podsecurity import CHECKS
 from imagegate.core.policy import Policy
-from imagegate.core.records import BaseImageVerdict, Lookups, Mode, Outcome, PodRules, SignatureVerdict, Webhook
+from imagegate.core.questions import AttestationsQuestion, BaseQuestion, SignaturesQuestion
+from imagegate.core.records import (
+    SERVED_WEBHOOKS,
+    Answers,
+    BaseImageVerdict,
+    Mode,
+    Outcome,
+    PodRules,
+    Question,
+    SignatureVerdict,
+)
 from imagegate.core.report import GRANT_STATES, grant_states
 from imagegate.core.webhooks import condition_fingerprint, mutation_condition
 from imagegate.shell.policy_source import PolicySource
@@ -65,13 +75,19 @@ OTHER_REGISTRY = "other"
 RESULTS = (Outcome.ALLOWED.value, Outcome.DENIED.value, Outcome.WARNED.value)  # audited counts as allowed
 ERROR_REASONS = ("bad-review", "internal")
 RELOAD_RESULTS = ("ok", "error")
-VERDICT_CHECKS = ("base", "signature", "attestation")
+# The questions whose answers are verdicts counted, by their label.
+VERDICT_OF: Mapping[type[Question[Any]], str] = {
+    BaseQuestion: "base",
+    SignaturesQuestion: "signature",
+    AttestationsQuestion: "attestation",
+}
+VERDICT_CHECKS = tuple(VERDICT_OF.values())
 VERDICTS = ("pass", "fail", "unverified")  # unverified: passed by onError: allow, not by a check
 
 
 def finding_rules() -> tuple[str, ...]:
     """Every rule a finding can name: the image rules, each Pod Security check, each tool-profile check."""
-    image = [getattr(Rule, name) for name in dir(Rule) if name.isupper()]
+    image = [rule.value for rule in Rule]
     pod = [f"{PodRules.POD_SECURITY.value}:{check.id}" for check in CHECKS]
     tool = [f"{PodRules.TOOL_PROFILE.value}:{check}" for check in TOOL_PROFILE_CHECKS]
     return tuple(dict.fromkeys([*sorted(image), *pod, *tool]))
@@ -242,13 +258,13 @@ class Metrics:
         compiled = not str(decide.__file__).endswith(".py")  # mypyc builds an extension module
         self.build_info.labels(version, platform.python_version(), str(compiled).lower()).set(1)
         if not per_namespace:
-            for endpoint in Webhook:
+            for endpoint in SERVED_WEBHOOKS:
                 for result in RESULTS:
                     self.child(self.decisions, endpoint.value, result)
             for rule in finding_rules():
                 for mode in Mode:
                     self.child(self.findings, rule, mode.value)
-        for endpoint in Webhook:
+        for endpoint in SERVED_WEBHOOKS:
             for reason in ERROR_REASONS:
                 self.child(self.errors, endpoint.value, reason)
         for result in RELOAD_RESULTS:
@@ -278,13 +294,12 @@ class Metrics:
         if failure is not None:
             self.registry_errors.labels(label, failure.value).inc()
 
-    def count_verdicts(self, lookups: Lookups) -> None:
+    def count_verdicts(self, answers: Answers) -> None:
         """The registry's verdicts one decision was made with."""
-        for base in lookups.base_verdicts.values():
-            self.verdicts.labels("base", _verdict(base)).inc()
-        for check, found in (("signature", lookups.signatures), ("attestation", lookups.attestations)):
-            for verdicts in found.values():
-                for verdict in verdicts:
+        for question, found in answers.found.items():
+            check = VERDICT_OF.get(type(question))
+            if check is not None:
+                for verdict in found if isinstance(found, tuple) else (found,):
                     self.verdicts.labels(check, _verdict(verdict)).inc()
 
     def observe_certificate(self, cert: Path) -> None:
