@@ -119,14 +119,17 @@ class KubeCluster:
 
 
 @contextmanager
-def start_cluster(workdir: Path, *, controllers: bool = True, extra_gates: str = "") -> Iterator[KubeCluster]:
-    """A fresh cluster in ``workdir``; always stopped on exit. ``extra_gates``: more feature gates ("A=true,B=false")."""
+def start_cluster(
+    workdir: Path, *, controllers: bool = True, extra_gates: str = "", extra_args: str = ""
+) -> Iterator[KubeCluster]:
+    """A fresh cluster in ``workdir``; always stopped on exit. ``extra_gates``: more feature gates ("A=true,B=false");
+    ``extra_args``: more kube-apiserver flags."""
     script = _cluster_sh()
     port = _free_base_port()
     env = {
         **os.environ,
         "APISERVER_FEATURE_GATES": ",".join(g for g in (FEATURE_GATES, extra_gates) if g),
-        "EXTRA_APISERVER_ARGS": APISERVER_ARGS,
+        "EXTRA_APISERVER_ARGS": " ".join(a for a in (APISERVER_ARGS, extra_args) if a),
         "START_KCM": "1" if controllers else "0",
     }
     cluster = KubeCluster(workdir, port)

@@ -455,3 +455,42 @@ def test_with_the_documented_rbac_it_works_and_a_refused_write_is_counted_not_fa
         assert running.metric("imagegate_reports_last_success_timestamp_seconds") == 0
         assert '"report not written"' in running.logs() and "forbidden" in running.logs()
     assert _report(cluster, "tool-x1") is None
+
+
+def _etcd(cluster: KubeCluster, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """etcd's v3 JSON gateway (no etcdctl on the machine)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{cluster.port + 10000}/v3/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return dict(json.loads(answer.read()))
+
+
+def test_an_expired_watch_is_listed_again(tmp_path: Path) -> None:
+    """Watches served by etcd itself (no watch cache) and closed by the API server every second or
+    two: when etcd has compacted past a watch's resourceVersion, the API server answers 410 and
+    the controller lists that kind again, then watches on."""
+    from tests.kube_cluster import start_cluster  # noqa: PLC0415
+
+    with start_cluster(
+        tmp_path / "kube", controllers=False, extra_args="--watch-cache=false --min-request-timeout=1"
+    ) as own:
+        own.kubectl("apply", "--server-side", "-f", str(OPENREPORTS))
+        own.kubectl("wait", "--for=condition=Established", "crd/reports.openreports.io", "--timeout=30s")
+        own.namespace("imagegate")
+        own.namespace("tool-z1")
+        policy = _policy(tmp_path, "grants: []\n")
+        with controller(own, policy, lease="relist") as running:
+            wait_for(lambda: running.metric("imagegate_reports_leader") == 1)
+            for index in range(3):  # the revision moves on; the Deployments' watch sees nothing of it
+                own.kubectl("create", "configmap", f"c{index}", "-n", "tool-z1")
+            revision = int(_etcd(own, "kv/range", {"key": "AA=="})["header"]["revision"])
+            _etcd(own, "kv/compaction", {"revision": revision, "physical": True})
+            wait_for(lambda: running.metric('imagegate_reports_relists_total{kind="Deployment"}') >= 1, timeout=20)
+            assert "watch expired; listing again" in running.logs()
+            own.apply(_deployment("tool-z1", "late", UNTRUSTED))
+            report = wait_for(lambda: _report(own, "tool-z1"))
+            assert ("fail", "untrusted-registry", "Deployment/late", UNTRUSTED) in _results(report)
+            assert running.process.poll() is None

@@ -52,6 +52,8 @@ log = structlog.get_logger("imagegate.reports")
 FIELD_MANAGER = "imagegate-reports"
 COMPONENT = "imagegate-reports"
 EVENTS_ANNOTATION = "imagegate.toolforge.org/grant-events"
+# reports judged and written at once: the API server's round trips overlap, the judging does not
+_WRITERS = 8
 # a report the API server refused as too large is written again with this much less
 _SMALLER = 8
 
@@ -382,21 +384,29 @@ class ReportsController:
         names = self._namespaces() if full else set(self.store.dirty)
         self.store.dirty.difference_update(names)
         failed = 0
-        for index, namespace in enumerate(sorted(names)):
-            if not self.lease.is_leader:
-                self.store.dirty.update(names)  # lost the Lease mid-pass: the next leader does it
-                return
+        writers = asyncio.Semaphore(_WRITERS)
+
+        async def one(namespace: str, key: tuple[int, dt.date, int]) -> None:
+            nonlocal failed
+            async with writers:
+                if not self.lease.is_leader:  # lost the Lease mid-pass: the next leader does it
+                    self.store.dirty.add(namespace)
+                    return
+                done = await self._reconcile_one(policy, namespace, now)
+            if done:
+                self.judged[namespace] = key
+            else:
+                failed += 1
+                self.store.dirty.add(namespace)
+
+        waiting = []
+        for namespace in sorted(names):
             key = (self.policy_generation, today, self.store.generation.get(namespace, 0))
             if self.judged.get(namespace) == key:
                 self.metrics.unchanged.inc()
-                continue
-            if not await self._reconcile_one(policy, namespace, now):
-                failed += 1
-                self.store.dirty.add(namespace)
             else:
-                self.judged[namespace] = key
-            if index % 50 == 49:
-                await asyncio.sleep(0)  # let the watches and the Lease renewal run
+                waiting.append(one(namespace, key))
+        await asyncio.gather(*waiting)
         if full:
             self.metrics.pass_seconds.set(time.monotonic() - started)
             if self.settings.events:
