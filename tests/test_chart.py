@@ -220,8 +220,18 @@ def test_the_charts_match_conditions_never_error_and_skip_metadata_only_updates(
             assert all(sent_by_configuration(hooks, update).values()), (name, change)
 
 
-def test_helm_lint_finds_nothing_worse_than_advice() -> None:
-    report = helm.lint(CHART, strict=True, kube_version=f"v{KUBERNETES_VERSION}.0")
+@pytest.mark.parametrize(
+    "values",
+    [
+        None,
+        {  # everything off by default, on
+            "reports": {"enabled": True},
+            "metrics": {part: {"enabled": True} for part in ("serviceMonitor", "prometheusRule", "dashboard")},
+        },
+    ],
+)
+def test_helm_lint_finds_nothing_worse_than_advice(values: dict[str, Any] | None) -> None:
+    report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBERNETES_VERSION}.0")
     assert report["errors"] == []
     # severity 1 is "info" (Helm suggests an icon); warnings (2) and errors (3) would fail here
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
