@@ -111,6 +111,8 @@ def test_every_series_known_in_advance_is_there_at_zero(started: tuple[WebhookPr
         for kind in RegistryErrorKind:
             assert value(series, "imagegate_registry_errors_total", registry=registry, kind=kind.value) == 0
     assert value(series, "imagegate_unpinned_admissions_total") == 0
+    # no identities file: none loaded, said as 0 (tests/test_day_two.py loads some)
+    assert value(series, "imagegate_identities") == 0
 
 
 def test_the_finding_rules_are_every_rule_a_finding_can_name() -> None:
