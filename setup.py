@@ -44,7 +44,13 @@ COMPILED = {
 }
 
 # The compiled build serving for real: both webhooks of one process, as the API server calls them.
-COMPILED_SMOKE = ["tests/test_server.py::test_mutate_then_validate_like_the_api_server"]
+# And its metrics: build info says compiled, every rule's series is there (the rule lists read
+# from the compiled modules).
+COMPILED_SMOKE = [
+    "tests/test_server.py::test_mutate_then_validate_like_the_api_server",
+    "tests/test_metrics.py::test_build_info",
+    "tests/test_metrics.py::test_every_series_known_in_advance_is_there_at_zero",
+]
 
 
 def ext_modules() -> list[object]:
