@@ -160,6 +160,7 @@ _BLOCK = 512
 _ZERO_BLOCK = bytes(_BLOCK)
 _HIGH_BYTES = bytes(range(128, 256))
 _PIECE = 1024 * 1024  # decompressed bytes handed on at a time: memory stays bounded whatever the ratio
+_INPUT = 256 * 1024  # compressed bytes fed to zlib at a time
 _MAX_HEADER_DATA = 1024 * 1024  # a PAX or GNU long-name header's data
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -221,18 +222,20 @@ def _gunzip(chunks: Iterator[bytes], layer: str) -> Iterator[bytes]:
     started = False
     try:
         for chunk in chunks:
-            data = chunk
-            while data:
-                started = True
-                piece = member.decompress(data, _PIECE)
-                if piece:
-                    yield piece
-                if member.eof:
-                    data = member.unused_data
-                    member = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                    started = False
-                else:
-                    data = member.unconsumed_tail
+            view = memoryview(chunk)
+            for start in range(0, len(view), _INPUT):  # slices: zlib copies its unconsumed tail each step
+                data: bytes | memoryview = view[start : start + _INPUT]
+                while data:
+                    started = True
+                    piece = member.decompress(data, _PIECE)
+                    if piece:
+                        yield piece
+                    if member.eof:
+                        data = member.unused_data
+                        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                        started = False
+                    else:
+                        data = member.unconsumed_tail
         while started and not member.eof:  # output still held for want of room
             piece = member.decompress(b"", _PIECE)
             if not piece:
@@ -249,15 +252,15 @@ class _ChunkReader:
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._rest = b""
+        self._chunk = b""
+        self._at = 0
 
     def read(self, size: int = -1) -> bytes:
-        if not self._rest:
-            self._rest = next(self._chunks, b"")
-        if size < 0 or size >= len(self._rest):
-            out, self._rest = self._rest, b""
-        else:
-            out, self._rest = self._rest[:size], self._rest[size:]
+        if self._at >= len(self._chunk):
+            self._chunk, self._at = next(self._chunks, b""), 0
+        end = len(self._chunk) if size < 0 else self._at + size
+        out = self._chunk[self._at : end]
+        self._at += len(out)
         return out
 
 
