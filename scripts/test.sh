@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Real parts the tests start themselves: an OCI registry (htpasswd from apache2-utils), skopeo,
 # chromium to open the HTML report; slapd (and ldap-utils) for `imagegate identities ldap`;
-# nginx and wrk for the benchmarks; etcd for the real API server of ../shared/kube (tests/kube_cluster.py).
-DEBIAN_PACKAGES=(docker-registry skopeo nginx-light wrk apache2-utils chromium slapd ldap-utils etcd-server mmdebstrap)
+# nginx and wrk for the benchmarks; etcd for the real API server of ../shared/kube (tests/kube_cluster.py);
+# prometheus for promtool, which checks and unit-tests the shipped alerts (tests/test_monitoring.py).
+DEBIAN_PACKAGES=(docker-registry skopeo nginx-light wrk apache2-utils chromium slapd ldap-utils etcd-server mmdebstrap prometheus)
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -6,6 +6,9 @@ expression and dashboard query is parsed by a PromQL parser (promql-parser, the 
 running ``imagegate serve`` declares on /metrics: an alert on a metric nobody exports is an
 alert that never fires.
 
+Prometheus' own promtool (Debian's prometheus package) checks the rule file and runs every
+alert over series that should make it fire and series that should not.
+
 The Prometheus Operator's CRDs are not available here (not in ../shared/crds, and not
 vendored): the ServiceMonitor and PrometheusRule are checked against the part of the
 ``monitoring.coreos.com/v1`` schema they use, written out below, not against the CRDs.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -345,3 +349,126 @@ def test_every_metric_the_alerts_and_dashboard_read_is_exported(tmp_path: Path) 
     assert wanted - exported - controller == set()
     # and both are read: an alert or a panel for each part
     assert wanted & exported and wanted & controller
+
+
+# --- the alerts fire when they should: Prometheus' own promtool ----------------------------
+
+# Per alert: input series (promtool's expanding notation, one sample a minute from time 0; the
+# denial spike's, a day of them, one each 5 minutes), when
+# to look, and whether it fires there. Each alert has a case that fires and one that does not.
+_DAY = 1440  # minutes
+ALERT_CASES: dict[str, list[tuple[dict[str, str], str, bool]]] = {
+    "ImagegateWebhookUnready": [
+        ({'imagegate_policy_loaded{pod="a"}': "0x20"}, "10m", True),
+        ({'imagegate_policy_loaded{pod="a"}': "1x20"}, "10m", False),
+    ],
+    "ImagegateWebhookMissing": [
+        ({'imagegate_policy_valid{pod="a"}': "1x20"}, "15m", True),  # up, but no imagegate_policy_loaded
+        ({'imagegate_policy_loaded{pod="a"}': "1x20"}, "15m", False),
+    ],
+    "ImagegatePolicyInvalid": [
+        ({'imagegate_policy_valid{pod="a"}': "1 1 0x20"}, "10m", True),
+        ({'imagegate_policy_valid{pod="a"}': "1x20"}, "10m", False),
+    ],
+    # the counters are there at 0 from the start: the first refusal is seen
+    "ImagegatePolicyReloadRefused": [
+        ({'imagegate_policy_reloads_total{pod="a",result="error"}': "0 0 0 1x10"}, "5m", True),
+        ({'imagegate_policy_reloads_total{pod="a",result="error"}': "0x20"}, "5m", False),
+    ],
+    "ImagegateTLSReloadRefused": [
+        ({'imagegate_tls_reloads_total{pod="a",result="error"}': "0 0 0 1x10"}, "5m", True),
+        ({'imagegate_tls_reloads_total{pod="a",result="error"}': "0x20"}, "5m", False),
+    ],
+    "ImagegateTLSCertificateExpiring": [  # time() starts at 0 here
+        ({'imagegate_tls_certificate_expiry_timestamp_seconds{pod="a"}': f"{10 * 86400}x90"}, "70m", True),
+        ({'imagegate_tls_certificate_expiry_timestamp_seconds{pod="a"}': f"{30 * 86400}x90"}, "70m", False),
+    ],
+    "ImagegateGrantsExpiring": [
+        ({'imagegate_grants{pod="a",state="expiring"}': "2x90"}, "70m", True),
+        ({'imagegate_grants{pod="a",state="expiring"}': "0x90"}, "70m", False),
+    ],
+    "ImagegateGrantsExpired": [
+        ({'imagegate_grants{pod="a",state="expired"}': "1x90"}, "70m", True),
+        ({'imagegate_grants{pod="a",state="expired"}': "0x90"}, "70m", False),
+    ],
+    "ImagegateDenialSpike": [  # 0.6 denials a second for a day, then 10 a second (a sample each 5 minutes)
+        (
+            {
+                'imagegate_decisions_total{endpoint="validate",pod="a",result="denied"}': f"0+180x{_DAY // 5} "
+                f"{36 * _DAY}+3000x8"
+            },
+            f"{_DAY + 30}m",
+            True,
+        ),
+        (
+            {'imagegate_decisions_total{endpoint="validate",pod="a",result="denied"}': f"0+180x{_DAY // 5 + 8}"},
+            f"{_DAY + 30}m",
+            False,
+        ),
+    ],
+    "ImagegateRegistryErrors": [
+        (
+            {
+                'imagegate_registry_requests_total{pod="a",registry="r.example"}': "0+60x40",
+                'imagegate_registry_errors_total{kind="timeout",pod="a",registry="r.example"}': "0+30x40",
+            },
+            "30m",
+            True,
+        ),
+        (
+            {
+                'imagegate_registry_requests_total{pod="a",registry="r.example"}': "0+60x40",
+                'imagegate_registry_errors_total{kind="timeout",pod="a",registry="r.example"}': "0x40",
+            },
+            "30m",
+            False,
+        ),
+    ],
+    "ImagegateReportsWriteFailing": [
+        ({'imagegate_reports_write_failures_total{code="409",pod="c"}': "0 0+1x40"}, "20m", True),
+        ({'imagegate_reports_write_failures_total{code="409",pod="c"}': "0x40"}, "20m", False),
+    ],
+    "ImagegateReportsStale": [
+        ({'imagegate_reports_last_success_timestamp_seconds{pod="c"}': "0x90"}, "80m", True),
+        ({'imagegate_reports_last_success_timestamp_seconds{pod="c"}': "0+60x90"}, "80m", False),
+    ],
+    "ImagegateReportsNoLeader": [
+        ({'imagegate_reports_leader{pod="c"}': "0x20", 'imagegate_reports_leader{pod="d"}': "0x20"}, "15m", True),
+        ({'imagegate_reports_leader{pod="c"}': "1x20", 'imagegate_reports_leader{pod="d"}': "0x20"}, "15m", False),
+    ],
+}
+
+
+def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False)
+
+
+def test_prometheus_itself_accepts_the_rules(tmp_path: Path) -> None:
+    (tmp_path / "alerts.yaml").write_text((FILES / "alerts.yaml").read_text())
+    checked = promtool("check", "rules", "alerts.yaml", cwd=tmp_path)
+    assert checked.returncode == 0 and f"SUCCESS: {len(alert_rules())} rules found" in checked.stdout, checked
+
+
+def test_every_alert_fires_when_it_should_and_only_then(tmp_path: Path) -> None:
+    """Each case expects no alert: promtool then names, among its failures, every case that fired
+    (it compares labels and rendered annotations exactly, so firing is read from what it got)."""
+    assert set(ALERT_CASES) == {rule["alert"] for rule in alert_rules()}  # a new alert needs its cases
+    (tmp_path / "alerts.yaml").write_text((FILES / "alerts.yaml").read_text())
+    tests = [
+        {
+            "interval": "5m" if alert == "ImagegateDenialSpike" else "1m",  # a day of samples, fewer
+            "input_series": [{"series": name, "values": values} for name, values in series.items()],
+            "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": []}],
+        }
+        for alert, cases in ALERT_CASES.items()
+        for series, at, _fires in cases
+    ]
+    document = {"rule_files": ["alerts.yaml"], "evaluation_interval": "5m", "tests": tests}  # fewer rule runs
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(document))
+    done = promtool("test", "rules", "tests.yaml", cwd=tmp_path)
+    assert done.returncode == 1 and "FAILED:" in done.stderr, done.stdout + done.stderr  # ran, some fired
+    fired = re.findall(r"alertname: (\w+), time: ", done.stdout + done.stderr)
+    expected = [alert for alert, cases in ALERT_CASES.items() for _series, _at, fires in cases if fires]
+    assert sorted(fired) == sorted(expected), done.stdout + done.stderr
+    # what fired says its severity and, where the series has one, which pod
+    assert done.stdout.count('severity="') + done.stderr.count('severity="') == len(expected)
