@@ -21,7 +21,7 @@ if ((${#missing[@]})); then
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         # The packages start their own services; the tests start their own on loopback.
-        for service in docker-registry nginx slapd etcd; do
+        for service in docker-registry nginx slapd etcd prometheus; do
             if command -v service >/dev/null; then service "$service" stop >/dev/null 2>&1 || true; fi
         done
     else
