@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from imagegate.core.podprofile import MAX_ID, Identity, PodProfile, ToolProfile, mutate_pod
+from imagegate.core.podsecurity import Level
 from imagegate.core.policy import default_policy
 from imagegate.core.records import Mode
 from imagegate.core.webhooks import webhook_configurations
@@ -152,7 +153,7 @@ def test_kubectl_debug_sysadmin_is_denied_by_imagegate(
 
 # --- the same rules, pure: every container list, the pod level, the ephemeral path ----------
 
-_TOOL = PodProfile("restricted", (1, 37), Mode.ENFORCE, True, ToolProfile())
+_TOOL = PodProfile(Level.RESTRICTED, (1, 37), Mode.ENFORCE, True, ToolProfile())
 _ID = Identity(52503, 52503)
 
 

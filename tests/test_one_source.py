@@ -18,7 +18,7 @@ import yaml
 from imagegate.core import podprofile
 from imagegate.core.admission import POD_RESOURCES
 from imagegate.core.podprofile import REPLACED_BY_TOOL_PROFILE, ToolProfile, tool_profile_findings
-from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, parse_version
+from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, Level, parse_version
 from imagegate.core.podsecurity_shortcut import evaluate, plainly_passes
 from imagegate.core.podspec import containers
 from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
@@ -63,8 +63,8 @@ def test_every_walk_over_the_containers_sees_every_list(field: str) -> None:
     spec = pod_with_one_container_in(field, privileged=True)
     # the checks, the shortcut, the tool profile, the image walk, the mutating webhook's condition
     assert [listed for listed, _, _ in containers(spec)] == [field]
-    assert not plainly_passes("baseline", LATEST_VERSION, {}, spec, frozenset())
-    assert "privileged" in {f.check for f in evaluate("baseline", LATEST_VERSION, {}, spec, shortcut=False)}
+    assert not plainly_passes(Level.BASELINE, LATEST_VERSION, {}, spec, frozenset())
+    assert "privileged" in {f.check for f in evaluate(Level.BASELINE, LATEST_VERSION, {}, spec, shortcut=False)}
     found = tool_profile_findings(spec, ToolProfile(), "tool-x", podprofile.Identity(52503, 52503))
     assert "privileged" in {f.check for f in found}
     assert [use.pointer for use in image_uses({"kind": "Pod", "spec": spec})] == [f"/spec/{field}/0/image"]
@@ -114,8 +114,8 @@ def test_the_shortcut_allows_exactly_the_volume_types_the_check_allows(version_t
     skip = frozenset({"hostPathVolumes"})
     for source in VOLUME_SOURCES:
         spec = pod_with_volume(source)
-        assert plainly_passes("restricted", version, {}, spec, skip) == (source in allowed), source
-        assert (evaluate("restricted", version, {}, spec, skip=skip) == []) == (source in allowed), source
+        assert plainly_passes(Level.RESTRICTED, version, {}, spec, skip) == (source in allowed), source
+        assert (evaluate(Level.RESTRICTED, version, {}, spec, skip=skip) == []) == (source in allowed), source
 
 
 def test_tool_pods_may_use_what_restricted_allows_at_its_newest() -> None:
@@ -139,7 +139,7 @@ def test_the_checks_and_the_tool_profile_read_a_wrong_typed_value_alike() -> Non
     """One ``as_map``/``as_list``: a value of the wrong type reads as empty for both."""
     spec = compliant_spec(1)
     spec["containers"][0]["securityContext"] = ["not", "an", "object"]
-    psa = {f.check for f in evaluate("restricted", LATEST_VERSION, {}, spec, shortcut=False)}
+    psa = {f.check for f in evaluate(Level.RESTRICTED, LATEST_VERSION, {}, spec, shortcut=False)}
     assert {"allowPrivilegeEscalation", "capabilities_restricted"} <= psa
     tool = {f.message for f in tool_profile_findings(spec, ToolProfile(), "tool-x", podprofile.Identity(52503, 52503))}
     assert any("allowPrivilegeEscalation" in m for m in tool), tool

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from imagegate.core import podsecurity
-from imagegate.core.podsecurity import CHECKS, Check, VersionedCheck, checks_for, validate_checks
+from imagegate.core.podsecurity import CHECKS, Check, Level, VersionedCheck, checks_for, validate_checks
 from imagegate.core.podsecurity_shortcut import evaluate
 
 LATEST = podsecurity.LATEST_VERSION
@@ -28,12 +28,11 @@ def _entry(since: tuple[int, int], run: Any = None) -> VersionedCheck:
 
 BROKEN = {
     "duplicate id": (*CHECKS, _privileged()),
-    "unknown level": (*CHECKS[1:], Check(CHECKS[0].id, "strict", CHECKS[0].versions)),
-    "privileged is no check level": (*CHECKS[1:], Check(CHECKS[0].id, "privileged", CHECKS[0].versions)),
-    "no versions": (Check("empty", "baseline", ()),),
-    "versions out of order": (Check("x", "baseline", (_entry((1, 30)), _entry((1, 25)))),),
-    "a version twice": (Check("x", "restricted", (_entry((1, 25)), _entry((1, 25)))),),
-    "no function": (Check("x", "baseline", (_entry((1, 25), run="not callable"),)),),
+    "privileged is no check level": (*CHECKS[1:], Check(CHECKS[0].id, Level.PRIVILEGED, CHECKS[0].versions)),
+    "no versions": (Check("empty", Level.BASELINE, ()),),
+    "versions out of order": (Check("x", Level.BASELINE, (_entry((1, 30)), _entry((1, 25)))),),
+    "a version twice": (Check("x", Level.RESTRICTED, (_entry((1, 25)), _entry((1, 25)))),),
+    "no function": (Check("x", Level.BASELINE, (_entry((1, 25), run="not callable"),)),),
 }
 
 
@@ -42,21 +41,28 @@ def test_the_real_catalogue_is_valid() -> None:
     assert len(CHECKS) > 15
 
 
+def test_a_level_that_is_no_level_is_refused() -> None:
+    """Typed code cannot name one; built anyway, it is refused: by Check itself when the module is
+    compiled (mypyc checks the field's type), else by validate_checks."""
+    with pytest.raises((TypeError, ValueError), match=r"Level object expected|invalid level 'strict'"):
+        validate_checks((*CHECKS[1:], Check(CHECKS[0].id, "strict", CHECKS[0].versions)))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("catalog", BROKEN.values(), ids=BROKEN.keys())
 def test_a_broken_catalogue_is_refused(catalog: tuple[Check, ...]) -> None:
     with pytest.raises(ValueError, match="Pod Security check"):
         validate_checks(catalog)
     # and a caller's catalogue is refused before it judges a pod
     with pytest.raises(ValueError, match="Pod Security check"):
-        checks_for("restricted", LATEST, frozenset(), catalog)
+        checks_for(Level.RESTRICTED, LATEST, frozenset(), catalog)
     with pytest.raises(ValueError, match="Pod Security check"):
-        evaluate("restricted", LATEST, {}, {"containers": [{"name": "c", "image": "i"}]}, catalog=catalog)
+        evaluate(Level.RESTRICTED, LATEST, {}, {"containers": [{"name": "c", "image": "i"}]}, catalog=catalog)
 
 
 def test_a_valid_catalogue_with_a_new_version_is_accepted() -> None:
-    grown = Check("x", "baseline", (_entry((1, 0)), _entry((1, 30))))
+    grown = Check("x", Level.BASELINE, (_entry((1, 0)), _entry((1, 30))))
     validate_checks((*CHECKS, grown))
-    assert ("x", grown.versions[1]) in checks_for("baseline", LATEST, frozenset(), (*CHECKS, grown))
+    assert ("x", grown.versions[1]) in checks_for(Level.BASELINE, LATEST, frozenset(), (*CHECKS, grown))
 
 
 def test_the_module_validates_its_catalogue_at_import() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, OLDEST_VERSION, checks_for, parse_version
+from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, OLDEST_VERSION, Level, checks_for, parse_version
 from imagegate.core.podsecurity_shortcut import evaluate
 from tests.conftest import CONFORMANCE, load_conformance
 
@@ -74,7 +74,7 @@ FIXTURES = psa_fixtures()
 @pytest.mark.parametrize("fixture", FIXTURES, ids=lambda f: f.file)
 def test_fixture(fixture: Fixture) -> None:
     pod = fixture.pod()
-    failed = evaluate(fixture.level, parse_version(fixture.version), pod.get("metadata") or {}, pod["spec"])
+    failed = evaluate(Level(fixture.level), parse_version(fixture.version), pod.get("metadata") or {}, pod["spec"])
     if fixture.expected == "pass":
         assert failed == [], [f.message for f in failed]
         return
@@ -115,18 +115,18 @@ def test_each_versioned_entry_is_in_force_from_its_version_to_the_next() -> None
 
 
 def test_levels_include_lower_levels() -> None:
-    baseline = {check_id for check_id, _ in checks_for("baseline", LATEST_VERSION)}
-    restricted = {check_id for check_id, _ in checks_for("restricted", LATEST_VERSION)}
+    baseline = {check_id for check_id, _ in checks_for(Level.BASELINE, LATEST_VERSION)}
+    restricted = {check_id for check_id, _ in checks_for(Level.RESTRICTED, LATEST_VERSION)}
     assert baseline < restricted
-    assert checks_for("privileged", LATEST_VERSION) == ()
+    assert checks_for(Level.PRIVILEGED, LATEST_VERSION) == ()
 
 
 def test_version_pins() -> None:
     sysctl_pod = {"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_notsent_lowat", "value": "1"}]}}
-    assert evaluate("baseline", parse_version("v1.37"), {}, sysctl_pod) == []
-    assert [f.check for f in evaluate("baseline", parse_version("v1.36"), {}, sysctl_pod)] == ["sysctls"]
+    assert evaluate(Level.BASELINE, parse_version("v1.37"), {}, sysctl_pod) == []
+    assert [f.check for f in evaluate(Level.BASELINE, parse_version("v1.36"), {}, sysctl_pod)] == ["sysctls"]
     probe_pod = {"containers": [{"name": "c", "livenessProbe": {"httpGet": {"host": "example.org", "port": 80}}}]}
-    assert evaluate("baseline", parse_version("v1.33"), {}, probe_pod) == []
+    assert evaluate(Level.BASELINE, parse_version("v1.33"), {}, probe_pod) == []
     assert parse_version("latest") == LATEST_VERSION
     assert parse_version("v1.99") == LATEST_VERSION
     for bad in ("1.37", "v2.0", "v1.20", "v1.24", "newest"):

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from imagegate.core.podprofile import REPLACED_BY_TOOL_PROFILE
-from imagegate.core.podsecurity import CHECKS, Check, VersionedCheck, checks_for, parse_version
+from imagegate.core.podsecurity import CHECKS, Check, Level, VersionedCheck, checks_for, parse_version
 from imagegate.core.podsecurity_shortcut import evaluate, plainly_passes, shortcut_plan
 from imagegate.core.records import CheckResult
 from tests.test_podsecurity_conformance import FIXTURES, PINNABLE
@@ -182,7 +182,7 @@ def test_each_entry_reads_only_what_it_declares_on_edited_pods(pod: tuple[dict[s
 
 def test_the_recording_sees_the_reads() -> None:
     """Not a test that cannot fail: a check that under-declares is caught."""
-    ((_, real),) = checks_for("restricted", LATEST, frozenset(c.id for c in CHECKS) - {"runAsUser"})
+    ((_, real),) = checks_for(Level.RESTRICTED, LATEST, frozenset(c.id for c in CHECKS) - {"runAsUser"})
     hidden = VersionedCheck(real.since, real.run, ("spec.securityContext.runAsUser",))
     spec = compliant_spec(2)
     found = undeclared_reads(hidden, {}, spec)
@@ -192,11 +192,11 @@ def test_the_recording_sees_the_reads() -> None:
 
 def test_the_shortcut_is_on_for_every_level_the_policy_can_ask_for() -> None:
     """Keeping it fast: the real checks are all judged, at every version, with and without the tool profile."""
-    for level in ("baseline", "restricted"):
+    for level in (Level.BASELINE, Level.RESTRICTED):
         for version in map(parse_version, PINNABLE):
             for skip in (frozenset(), frozenset({"hostPathVolumes", "restrictedVolumes"}), REPLACED_BY_TOOL_PROFILE):
                 assert shortcut_plan(checks_for(level, version, skip)) is not None, (level, version, skip)
-    assert plainly_passes("restricted", LATEST, {}, compliant_spec(3), frozenset())
+    assert plainly_passes(Level.RESTRICTED, LATEST, {}, compliant_spec(3), frozenset())
 
 
 # --- checks the test adds -----------------------------------------------------------------
@@ -227,25 +227,25 @@ def check_low_uid(_meta: Any, spec: Any) -> CheckResult | None:
     return CheckResult("lowUid", "runAsUser", f"runAsUser={uid}") if isinstance(uid, int) and uid < 60000 else None
 
 
-def one_version(check_id: str, level: str, since: tuple[int, int], run: Any, reads: tuple[str, ...]) -> Check:
+def one_version(check_id: str, level: Level, since: tuple[int, int], run: Any, reads: tuple[str, ...]) -> Check:
     return Check(check_id, level, (VersionedCheck(since, run, reads),))
 
 
 C = "spec.containers[*]"
 ADDED = [
     one_version(
-        "shareProcessNamespace", "baseline", (1, 0), check_share_process_namespace, ("spec.shareProcessNamespace",)
+        "shareProcessNamespace", Level.BASELINE, (1, 0), check_share_process_namespace, ("spec.shareProcessNamespace",)
     ),
     one_version(
         "readOnlyRootFilesystem",
-        "restricted",
+        Level.RESTRICTED,
         (1, 0),
         check_read_only_root,
         (f"{C}.name", f"{C}.securityContext.readOnlyRootFilesystem"),
     ),
-    one_version("lowUid", "restricted", (1, 0), check_low_uid, ("spec.securityContext.runAsUser",)),
+    one_version("lowUid", Level.RESTRICTED, (1, 0), check_low_uid, ("spec.securityContext.runAsUser",)),
     # an existing id, a stricter function: the shortcut knows functions, not names
-    one_version("runAsUser", "restricted", (1, 23), check_low_uid, ("spec.securityContext.runAsUser",)),
+    one_version("runAsUser", Level.RESTRICTED, (1, 23), check_low_uid, ("spec.securityContext.runAsUser",)),
 ]
 
 
@@ -254,19 +254,19 @@ def test_a_check_the_shortcut_does_not_know_is_never_skipped(added: Check) -> No
     spec = compliant_spec(2)
     spec["shareProcessNamespace"] = True
     # the pod is plain for the real checks: the shortcut takes it, and rightly
-    assert plainly_passes("restricted", LATEST, {}, spec, frozenset())
-    assert evaluate("restricted", LATEST, {}, spec) == []
+    assert plainly_passes(Level.RESTRICTED, LATEST, {}, spec, frozenset())
+    assert evaluate(Level.RESTRICTED, LATEST, {}, spec) == []
     # the added check declares what it reads, and reads nothing else
     (entry,) = added.versions
     assert undeclared_reads(entry, {}, spec) == set()
     catalog = (*[c for c in CHECKS if c.id != added.id], added)
-    for level in ("baseline", "restricted") if added.level == "baseline" else ("restricted",):
+    for level in (Level.BASELINE, Level.RESTRICTED) if added.level is Level.BASELINE else (Level.RESTRICTED,):
         assert shortcut_plan(checks_for(level, LATEST, frozenset(), catalog)) is None
         found = evaluate(level, LATEST, {}, spec, catalog=catalog)
         assert entry.run({}, spec) in found, (level, found)
         assert found == evaluate(level, LATEST, {}, spec, catalog=catalog, shortcut=False)
     # and the real checks keep their shortcut
-    assert shortcut_plan(checks_for("restricted", LATEST)) is not None
+    assert shortcut_plan(checks_for(Level.RESTRICTED, LATEST)) is not None
 
 
 def test_a_known_check_reading_one_more_field_turns_the_shortcut_off() -> None:
@@ -275,8 +275,8 @@ def test_a_known_check_reading_one_more_field_turns_the_shortcut_off() -> None:
     grown_entries = tuple(VersionedCheck(e.since, e.run, (*e.reads, "spec.x")) for e in privileged.versions)
     grown = Check(privileged.id, privileged.level, grown_entries)
     catalog = tuple(grown if c is privileged else c for c in CHECKS)
-    assert shortcut_plan(checks_for("baseline", LATEST, frozenset(), catalog)) is None
-    assert shortcut_plan(checks_for("baseline", LATEST, frozenset({"privileged"}), catalog)) is not None
+    assert shortcut_plan(checks_for(Level.BASELINE, LATEST, frozenset(), catalog)) is None
+    assert shortcut_plan(checks_for(Level.BASELINE, LATEST, frozenset({"privileged"}), catalog)) is not None
 
 
 def test_a_new_version_of_a_known_check_turns_the_shortcut_off_from_that_version() -> None:
@@ -286,7 +286,7 @@ def test_a_new_version_of_a_known_check_turns_the_shortcut_off_from_that_version
     catalog = tuple(Check(c.id, c.level, (*c.versions, newer)) if c is run_as_user else c for c in CHECKS)
     spec = compliant_spec(2)
     v1_35, v1_36 = parse_version("v1.35"), parse_version("v1.36")
-    assert shortcut_plan(checks_for("restricted", v1_35, frozenset(), catalog)) is not None
-    assert evaluate("restricted", v1_35, {}, spec, catalog=catalog) == []
-    assert shortcut_plan(checks_for("restricted", v1_36, frozenset(), catalog)) is None
-    assert [f.check for f in evaluate("restricted", v1_36, {}, spec, catalog=catalog)] == ["lowUid"]
+    assert shortcut_plan(checks_for(Level.RESTRICTED, v1_35, frozenset(), catalog)) is not None
+    assert evaluate(Level.RESTRICTED, v1_35, {}, spec, catalog=catalog) == []
+    assert shortcut_plan(checks_for(Level.RESTRICTED, v1_36, frozenset(), catalog)) is None
+    assert [f.check for f in evaluate(Level.RESTRICTED, v1_36, {}, spec, catalog=catalog)] == ["lowUid"]

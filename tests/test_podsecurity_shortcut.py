@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from imagegate.core.podprofile import Identity, PodProfile, ToolProfile, mutate_pod
-from imagegate.core.podsecurity import parse_version
+from imagegate.core.podsecurity import Level, parse_version
 from imagegate.core.podsecurity_shortcut import evaluate, plainly_passes
 from imagegate.core.records import Mode
 from tests.conftest import CONFORMANCE, load_conformance
 
-LEVELS = ("baseline", "restricted")
+LEVELS = (Level.BASELINE, Level.RESTRICTED)
 VERSIONS = [parse_version(v) for v in ("v1.25", "v1.30", "v1.31", "v1.33", "v1.35", "latest")]
 SKIPS: tuple[frozenset[str], ...] = (
     frozenset(),
@@ -56,12 +56,12 @@ def test_shortcut_takes_the_pods_a_platform_admits() -> None:
     latest = parse_version("latest")
     for containers in (1, 10):
         spec = compliant_spec(containers)
-        assert plainly_passes("restricted", latest, {"name": "web"}, spec, frozenset())
+        assert plainly_passes(Level.RESTRICTED, latest, {"name": "web"}, spec, frozenset())
         spec["volumes"].append({"name": "home", "hostPath": {"path": "/data/project/x", "type": "Directory"}})
-        assert plainly_passes("restricted", latest, {}, spec, tool_skip)
+        assert plainly_passes(Level.RESTRICTED, latest, {}, spec, tool_skip)
         # with the volume checks on, the hostPath volume means "run the checks" (and they fail)
-        assert not plainly_passes("restricted", latest, {}, spec, frozenset())
-        assert [f.check for f in evaluate("restricted", latest, {}, spec, shortcut=False)] == [
+        assert not plainly_passes(Level.RESTRICTED, latest, {}, spec, frozenset())
+        assert [f.check for f in evaluate(Level.RESTRICTED, latest, {}, spec, shortcut=False)] == [
             "hostPathVolumes",
             "restrictedVolumes",
         ]
@@ -232,7 +232,7 @@ def test_shortcut_agrees_on_edited_pods(pod: tuple[dict[str, Any], dict[str, Any
 
 
 TOOL = ToolProfile(identities={"tool-x": Identity(52503, 52503)})
-PROFILE = PodProfile("restricted", parse_version("latest"), Mode.ENFORCE, True, TOOL)
+PROFILE = PodProfile(Level.RESTRICTED, parse_version("latest"), Mode.ENFORCE, True, TOOL)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from imagegate.core.podprofile import MAX_ID
+from imagegate.core.podsecurity import Level
 from imagegate.core.policy import Policy
 from imagegate.core.workloads import CONTAINER_FIELDS, WORKLOAD_KINDS
 
@@ -159,7 +160,7 @@ def mutating_policies(
         raise NativePolicyError("podSecurity.overrides with another level have no MutatingAdmissionPolicy form yet")
     if policy.namespaces.selector is not None:
         raise NativePolicyError("namespaces.selector: put it in the bindings' namespaceSelector (not done here)")
-    restricted = settings.level == "restricted"
+    restricted = settings.level is Level.RESTRICTED
     if not restricted and tool is None:
         return []
     governed = f"{_any(policy.namespaces.include)} && !{_any((*policy.namespaces.exclude, *settings.exempt))}"

@@ -35,7 +35,7 @@ from functools import lru_cache
 from typing import Any
 
 from imagegate.core.placeholders import fill_placeholders
-from imagegate.core.podsecurity import RESTRICTED_VOLUME_TYPES_1_33, Version
+from imagegate.core.podsecurity import RESTRICTED_VOLUME_TYPES_1_33, Level, Version
 from imagegate.core.podsecurity_shortcut import evaluate
 from imagegate.core.podspec import added_capabilities, as_list, as_map, containers, is_windows, volume_type
 from imagegate.core.records import CheckResult, Mode, PodRules
@@ -202,7 +202,7 @@ class ToolProfile:
 class PodProfile:
     """What applies to one namespace: level, version, mode and the tool profile if any."""
 
-    level: str
+    level: Level
     version: Version
     mode: Mode
     mutate: bool
@@ -216,7 +216,7 @@ class PodProfile:
 @dataclass(frozen=True, slots=True)
 class PodSecurityOverride:
     namespaces: tuple[str, ...]
-    level: str | None = None
+    level: Level | None = None
     version: Version | None = None
     mode: Mode | None = None
 
@@ -227,7 +227,7 @@ _PROFILE_CACHE_SIZE = 10_000  # namespaces; a cluster has fewer, and past this w
 
 @dataclass(frozen=True, slots=True)
 class PodSecuritySettings:
-    level: str = "restricted"
+    level: Level = Level.RESTRICTED
     version: Version = (1, 37)
     mode: Mode = Mode.ENFORCE
     mutate: bool = True
@@ -258,7 +258,7 @@ class PodSecuritySettings:
                 mode = override.mode if override.mode is not None else mode
                 break
         tool = self.tool if self.tool is not None and self.tool.applies_to(namespace) else None
-        if level == "privileged" and tool is None:
+        if level is Level.PRIVILEGED and tool is None:
             return None
         return PodProfile(level, version, mode, self.mutate, tool)
 
@@ -432,7 +432,7 @@ def mutate_pod(
     Nothing the API server would refuse beside what is there is set (see above).
     """
     patcher = _Patcher(spec, pointer)
-    if profile.level != "restricted" and profile.tool is None:
+    if profile.level is not Level.RESTRICTED and profile.tool is None:
         return patcher
     notes = annotations or {}
     linux = not is_windows(spec)
@@ -761,7 +761,7 @@ def pod_findings(
     results: list[tuple[PodRules, CheckResult, Mode]] = []
     mode = profile.mode
     skip = REPLACED_BY_TOOL_PROFILE if profile.tool is not None else frozenset()
-    if profile.level != "privileged":
+    if profile.level is not Level.PRIVILEGED:
         for result in evaluate(profile.level, profile.version, metadata, spec, skip=skip):
             results.append((PodRules.POD_SECURITY, result, mode))
     if profile.tool is not None:

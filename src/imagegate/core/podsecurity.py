@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
@@ -44,6 +45,7 @@ __all__ = [
     "ActiveCheck",
     "Check",
     "CheckFn",
+    "Level",
     "Version",
     "VersionedCheck",
     "checks_for",
@@ -51,7 +53,16 @@ __all__ = [
     "validate_checks",
 ]
 
-LEVELS = ("privileged", "baseline", "restricted")
+
+class Level(StrEnum):
+    """A Pod Security Standards level, least strict first: each includes the checks of the ones before it."""
+
+    PRIVILEGED = "privileged"
+    BASELINE = "baseline"
+    RESTRICTED = "restricted"
+
+
+LEVELS = tuple(Level)
 Version = tuple[int, int]
 LATEST_VERSION: Version = (1, 37)
 OLDEST_VERSION: Version = (1, 25)
@@ -72,7 +83,7 @@ class VersionedCheck:
 @dataclass(frozen=True, slots=True)
 class Check:
     id: str
-    level: str
+    level: Level
     versions: tuple[VersionedCheck, ...]  # oldest first
 
     def at(self, version: Version) -> VersionedCheck | None:
@@ -497,7 +508,7 @@ HANDLER_HOST_PATHS = tuple(
 )
 
 
-def _one(check_id: str, level: str, since: Version, run: CheckFn, reads: tuple[str, ...]) -> Check:
+def _one(check_id: str, level: Level, since: Version, run: CheckFn, reads: tuple[str, ...]) -> Check:
     """A check that has not changed since it came."""
     return Check(check_id, level, (VersionedCheck(since, run, reads),))
 
@@ -516,42 +527,42 @@ _SYSCTLS_READS = (f"{POD_CONTEXT_PATH}.sysctls[*].name",)
 CHECKS: tuple[Check, ...] = (
     _one(
         "hostNamespaces",
-        "baseline",
+        Level.BASELINE,
         (1, 0),
         check_host_namespaces,
         ("spec.hostNetwork", "spec.hostPID", "spec.hostIPC"),
     ),
     _one(
         "privileged",
-        "baseline",
+        Level.BASELINE,
         (1, 0),
         check_privileged,
         (f"{CONTAINER_PATH}.name", f"{CONTAINER_CONTEXT_PATH}.privileged"),
     ),
     _one(
         "capabilities_baseline",
-        "baseline",
+        Level.BASELINE,
         (1, 0),
         check_capabilities_baseline,
         (f"{CONTAINER_PATH}.name", f"{CONTAINER_CONTEXT_PATH}.capabilities.add"),
     ),
     _one(
         "hostPathVolumes",
-        "baseline",
+        Level.BASELINE,
         (1, 0),
         check_host_path_volumes,
         ("spec.volumes[*].name", "spec.volumes[*].hostPath"),
     ),
     _one(
         "hostPorts",
-        "baseline",
+        Level.BASELINE,
         (1, 0),
         check_host_ports,
         (f"{CONTAINER_PATH}.name", f"{CONTAINER_PATH}.ports[*].hostPort"),
     ),
     Check(
         "appArmorProfile",
-        "baseline",
+        Level.BASELINE,
         (
             VersionedCheck((1, 0), check_apparmor_profile_1_0, _APPARMOR_READS),
             VersionedCheck(
@@ -568,7 +579,7 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "seLinuxOptions",
-        "baseline",
+        Level.BASELINE,
         (
             VersionedCheck((1, 0), check_selinux_options_1_0, _SELINUX_READS),
             VersionedCheck((1, 31), check_selinux_options_1_31, _SELINUX_READS),  # container_engine_t
@@ -576,7 +587,7 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "procMount",
-        "baseline",
+        Level.BASELINE,
         (
             VersionedCheck((1, 0), check_proc_mount_1_0, _PROC_MOUNT_READS),
             VersionedCheck((1, 35), check_proc_mount_1_35, ("spec.hostUsers", *_PROC_MOUNT_READS)),
@@ -584,7 +595,7 @@ CHECKS: tuple[Check, ...] = (
     ),
     _one(
         "seccompProfile_baseline",
-        "baseline",
+        Level.BASELINE,
         (1, 19),
         check_seccomp_baseline,
         (
@@ -595,7 +606,7 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "sysctls",
-        "baseline",
+        Level.BASELINE,
         (
             VersionedCheck((1, 0), check_sysctls_1_0, _SYSCTLS_READS),
             VersionedCheck((1, 27), check_sysctls_1_27, _SYSCTLS_READS),
@@ -606,7 +617,7 @@ CHECKS: tuple[Check, ...] = (
     ),
     _one(
         "windowsHostProcess",
-        "baseline",
+        Level.BASELINE,
         (1, 0),
         check_windows_host_process,
         (
@@ -617,14 +628,14 @@ CHECKS: tuple[Check, ...] = (
     ),
     _one(
         "hostProbesAndHostLifecycle",
-        "baseline",
+        Level.BASELINE,
         (1, 34),
         check_host_probes,
         (f"{CONTAINER_PATH}.name", *HANDLER_HOST_PATHS),
     ),
     Check(
         "restrictedVolumes",
-        "restricted",
+        Level.RESTRICTED,
         (
             VersionedCheck((1, 0), check_restricted_volumes_1_0, ("spec.volumes[*]",)),
             VersionedCheck((1, 33), check_restricted_volumes_1_33, ("spec.volumes[*]",)),  # image volumes
@@ -632,28 +643,28 @@ CHECKS: tuple[Check, ...] = (
     ),
     _one(
         "allowPrivilegeEscalation",
-        "restricted",
+        Level.RESTRICTED,
         (1, 8),
         check_allow_privilege_escalation,
         ("spec.os.name", f"{CONTAINER_PATH}.name", f"{CONTAINER_CONTEXT_PATH}.allowPrivilegeEscalation"),
     ),
     _one(
         "runAsNonRoot",
-        "restricted",
+        Level.RESTRICTED,
         (1, 0),
         check_run_as_non_root,
         (f"{POD_CONTEXT_PATH}.runAsNonRoot", f"{CONTAINER_PATH}.name", f"{CONTAINER_CONTEXT_PATH}.runAsNonRoot"),
     ),
     _one(
         "runAsUser",
-        "restricted",
+        Level.RESTRICTED,
         (1, 23),
         check_run_as_user,
         (f"{POD_CONTEXT_PATH}.runAsUser", f"{CONTAINER_PATH}.name", f"{CONTAINER_CONTEXT_PATH}.runAsUser"),
     ),
     _one(
         "seccompProfile_restricted",
-        "restricted",
+        Level.RESTRICTED,
         (1, 19),
         check_seccomp_restricted,
         (
@@ -665,7 +676,7 @@ CHECKS: tuple[Check, ...] = (
     ),
     _one(
         "capabilities_restricted",
-        "restricted",
+        Level.RESTRICTED,
         (1, 22),
         check_capabilities_restricted,
         (
@@ -675,7 +686,7 @@ CHECKS: tuple[Check, ...] = (
             f"{CONTAINER_CONTEXT_PATH}.capabilities.add",
         ),
     ),
-    _one("procMount_restricted", "restricted", (1, 35), check_proc_mount_restricted, _PROC_MOUNT_READS),
+    _one("procMount_restricted", Level.RESTRICTED, (1, 35), check_proc_mount_restricted, _PROC_MOUNT_READS),
 )
 
 
@@ -712,7 +723,7 @@ ActiveCheck = tuple[str, VersionedCheck]
 
 @lru_cache(maxsize=64)
 def checks_for(
-    level: str, version: Version, skip: frozenset[str] = frozenset(), catalog: tuple[Check, ...] | None = None
+    level: Level, version: Version, skip: frozenset[str] = frozenset(), catalog: tuple[Check, ...] | None = None
 ) -> tuple[ActiveCheck, ...]:
     """The checks a level runs at a version (restricted includes baseline), less ``skip``,
     each with the entry in force at that version.

@@ -37,6 +37,7 @@ from imagegate.core.podsecurity import (
     ActiveCheck,
     Check,
     CheckFn,
+    Level,
     Version,
     check_allow_privilege_escalation,
     check_apparmor_profile_1_0,
@@ -210,7 +211,7 @@ def shortcut_plan(checks: tuple[ActiveCheck, ...]) -> ShortcutPlan | None:
 
 @lru_cache(maxsize=64)
 def _selection(
-    level: str, version: Version, skip: frozenset[str], catalog: tuple[Check, ...] | None
+    level: Level, version: Version, skip: frozenset[str], catalog: tuple[Check, ...] | None
 ) -> tuple[tuple[ActiveCheck, ...], ShortcutPlan | None]:
     checks = checks_for(level, version, skip, catalog)
     return checks, shortcut_plan(checks)
@@ -291,13 +292,13 @@ def _plain_container(  # noqa: C901 (the shortcut: every field a check reads, te
 
 
 def plainly_passes(
-    level: str, version: Version, metadata: Mapping[str, Any], spec: Mapping[str, Any], skip: frozenset[str]
+    level: Level, version: Version, metadata: Mapping[str, Any], spec: Mapping[str, Any], skip: frozenset[str]
 ) -> bool:
     """True only if every check of ``level`` at ``version`` (less ``skip``) passes ``spec``.
 
     False means "not plain": the named checks must decide. See the comment above.
     """
-    if level not in ("baseline", "restricted"):
+    if level is not Level.BASELINE and level is not Level.RESTRICTED:
         return False
     plan = _selection(level, version, skip, None)[1]
     return plan is not None and _plainly_passes(plan, metadata, spec)
@@ -352,7 +353,7 @@ def _plainly_passes(  # noqa: C901, PLR0912 (the shortcut: every field a check r
 
 
 def evaluate(
-    level: str,
+    level: Level,
     version: Version,
     metadata: Mapping[str, Any],
     spec: Mapping[str, Any],

@@ -60,7 +60,7 @@ from imagegate.core.podprofile import (
     clean_host_path,
     valid_tool_id,
 )
-from imagegate.core.podsecurity import parse_version
+from imagegate.core.podsecurity import Level, parse_version
 from imagegate.core.provenance import ProvenanceRule
 from imagegate.core.records import DenyOrAllow, Mode
 from imagegate.core.reference import (
@@ -216,13 +216,13 @@ class ToolProfileDoc(_Doc):
 
 class PodSecurityOverrideDoc(_Doc):
     namespaces: list[str]
-    level: Literal["privileged", "baseline", "restricted"] | None = None
+    level: Level | None = None
     version: str | None = None
     mode: Mode | None = None
 
 
 class PodSecurityDoc(_Doc):
-    level: Literal["privileged", "baseline", "restricted"] = "restricted"
+    level: Level = Level.RESTRICTED
     version: str = "latest"
     mode: Mode = Mode.ENFORCE
     mutate: bool = True

@@ -38,6 +38,7 @@ from imagegate.core.podprofile import (
     POD_MUTATED_FIELDS,
     TOOL_POD_MUTATED_FIELDS,
 )
+from imagegate.core.podsecurity import Level
 from imagegate.core.policy import Policy
 from imagegate.core.workloads import CONTAINER_FIELDS, CONTAINER_LISTS, POD_TEMPLATE_PATHS, WORKLOAD_KINDS
 
@@ -181,7 +182,7 @@ def mutation_scope(policy: Policy) -> MutationScope:
         levels = {settings.level, *(o.level for o in settings.overrides if o.level)}
         if settings.tool is not None:
             security = "tool"
-        elif "restricted" in levels:
+        elif Level.RESTRICTED in levels:
             security = "restricted"
     return MutationScope(security, policy.pinning.enabled)
 
