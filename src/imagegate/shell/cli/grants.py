@@ -50,7 +50,7 @@ from imagegate.shell.cli.common import (
     read_inputs,
     write_json,
 )
-from imagegate.shell.cli.json_docs import GrantCheckJson, GrantJson
+from imagegate.shell.cli.json_docs import GrantCheckJson, GrantJson, GrantProblem
 from imagegate.shell.cluster.grants_file import (
     Edited,
     GrantChange,
@@ -580,17 +580,23 @@ def grants_check(
     for state in grant_states(found, moment, expiring_days):
         grant = state.grant
         if grant.namespace not in existing:
-            problems.append(GrantCheckJson.of(state, "no-namespace", f"namespace {grant.namespace} does not exist"))
+            problems.append(
+                GrantCheckJson.of(state, GrantProblem.NO_NAMESPACE, f"namespace {grant.namespace} does not exist")
+            )
         if not loaded.namespaces.governs(grant.namespace, None):
             problems.append(
                 GrantCheckJson.of(
-                    state, "ungoverned", f"the policy does not govern {grant.namespace}: the grant does nothing"
+                    state,
+                    GrantProblem.UNGOVERNED,
+                    f"the policy does not govern {grant.namespace}: the grant does nothing",
                 )
             )
         if state.state is GrantStatus.EXPIRED:
             assert grant.expires is not None
             problems.append(
-                GrantCheckJson.of(state, "expired", f"ended on {grant.expires.isoformat()}: revoke or renew it")
+                GrantCheckJson.of(
+                    state, GrantProblem.EXPIRED, f"ended on {grant.expires.isoformat()}: revoke or renew it"
+                )
             )
     if output is OutputFormat.json:
         write_json(problems)

@@ -9,6 +9,7 @@ printed as they are. A key changes here or nowhere.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -17,8 +18,16 @@ from imagegate.core.bases import BaseRow, TaggedBase
 from imagegate.core.compare import Comparison
 from imagegate.core.decide import Decision
 from imagegate.core.oci import PlatformImage, ResolvedImage
-from imagegate.core.records import BaseImageVerdict, Finding, ImageVerdict
-from imagegate.core.report import AuditEntry, AuditReport, GrantState, OwnedFinding, ReportOutcome, RuleTotal
+from imagegate.core.records import BaseImageVerdict, Finding, ImageVerdict, Mode
+from imagegate.core.report import (
+    AuditEntry,
+    AuditReport,
+    GrantState,
+    GrantStatus,
+    OwnedFinding,
+    ReportOutcome,
+    RuleTotal,
+)
 
 __all__ = [
     "AuditJson",
@@ -29,6 +38,7 @@ __all__ = [
     "CompareJson",
     "CountsJson",
     "GrantJson",
+    "GrantProblem",
     "InspectJson",
     "ObjectJson",
 ]
@@ -39,13 +49,13 @@ class FindingJson(msgspec.Struct, frozen=True, rename="camel"):
     container_kind: str
     image: str
     rule: str
-    mode: str
+    mode: Mode
     message: str
 
     @classmethod
     def of(cls, finding: Finding) -> FindingJson:
         subject = finding.subject
-        return cls(subject.name, subject.kind, subject.image, finding.rule, finding.mode.value, finding.message)
+        return cls(subject.name, subject.kind, subject.image, finding.rule, finding.mode, finding.message)
 
 
 class ImageJson(msgspec.Struct, frozen=True, rename="camel"):
@@ -116,7 +126,7 @@ class GrantJson(msgspec.Struct, frozen=True, rename="camel"):
     """A grant with its state (``grants list``, ``grants expiring``, ``audit``)."""
 
     namespace: str
-    state: str
+    state: GrantStatus
     expires: str | None
     days_left: int | None
     registries: list[str] | None
@@ -126,7 +136,7 @@ class GrantJson(msgspec.Struct, frozen=True, rename="camel"):
     requested_by: str
     require_base_image: bool
     signed_by: str | None
-    mode: str | None  # None: the policy's
+    mode: Mode | None  # None: the policy's
 
     @classmethod
     def of(cls, state: GrantState) -> GrantJson:
@@ -143,21 +153,29 @@ class GrantJson(msgspec.Struct, frozen=True, rename="camel"):
             requested_by=grant.requested_by,
             require_base_image=grant.require_base_image,
             signed_by=grant.signed_by,
-            mode=None if grant.mode is None else grant.mode.value,
+            mode=grant.mode,
         )
+
+
+class GrantProblem(StrEnum):
+    """What ``grants check`` finds wrong with a grant."""
+
+    NO_NAMESPACE = "no-namespace"  # its namespace does not exist
+    UNGOVERNED = "ungoverned"  # the policy does not govern its namespace
+    EXPIRED = "expired"
 
 
 class GrantCheckJson(msgspec.Struct, frozen=True, rename="camel"):
     """One thing wrong with a grant (``grants check``)."""
 
     namespace: str
-    problem: str  # no-namespace | ungoverned | expired
+    problem: GrantProblem
     detail: str
-    state: str
+    state: GrantStatus
     source: str
 
     @classmethod
-    def of(cls, state: GrantState, problem: str, detail: str) -> GrantCheckJson:
+    def of(cls, state: GrantState, problem: GrantProblem, detail: str) -> GrantCheckJson:
         return cls(state.grant.namespace, problem, detail, state.state, state.grant.source)
 
 
