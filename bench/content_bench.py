@@ -217,7 +217,8 @@ def main() -> None:
         )
         idle = asyncio.run(idle_stall(max(times)))
         print(
-            f"event loop's longest stall during a cold read: {max(stalls) * 1000:.1f} ms (worst of the rounds); "
+            f"event loop's longest stall during a cold read: {', '.join(f'{stall * 1000:.0f}' for stall in stalls)} ms "
+            "(each round; the first pays the process's first request: lazy imports, TLS); "
             f"with nothing to do for as long: {idle * 1000:.1f} ms (the machine's own scheduling)"
         )
         own, warm = asyncio.run(cached(registry, credentials, ref, f"{registry.host}/bench/app:second"))
