@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx2 as httpx  # lightkube 1.0 raises httpx2's errors (a fork of httpx), not httpx's
+import httpx2 as httpx
+import msgspec  # lightkube 1.0 raises httpx2's errors (a fork of httpx), not httpx's
 import structlog
 from lightkube import ApiError, AsyncClient
 from lightkube.core import resource as lkr
@@ -159,21 +160,22 @@ class ReportsMetrics:
             self.events.labels(reason)
 
 
-def _slim(item: Mapping[str, Any], kind: str, api_version: str) -> dict[str, Any]:
-    """What judging needs of an object: no status, no managedFields (most of a pod's bytes)."""
+def _slim(item: Mapping[str, Any], kind: str, api_version: str) -> bytes:
+    """What judging needs of an object: no status, no managedFields (most of a pod's bytes), kept
+    as JSON bytes (a fifth of the dicts' memory; decoded again only to judge its namespace)."""
     data = {k: v for k, v in item.items() if k != "status"}
     metadata = dict(data.get("metadata") or {})
     metadata.pop("managedFields", None)
     data["metadata"] = metadata
     data["kind"], data["apiVersion"] = kind, api_version
-    return data
+    return msgspec.json.encode(data)
 
 
 @dataclass
 class _Store:
     """What runs: namespace -> (kind, name) -> object, and each namespace's labels."""
 
-    objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
+    objects: dict[str, dict[tuple[str, str], bytes]] = field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     generation: dict[str, int] = field(default_factory=dict)  # bumped on every change in a namespace
     dirty: set[str] = field(default_factory=set)
@@ -182,7 +184,7 @@ class _Store:
         self.generation[namespace] = self.generation.get(namespace, 0) + 1
         self.dirty.add(namespace)
 
-    def put(self, namespace: str, key: tuple[str, str], obj: dict[str, Any]) -> None:
+    def put(self, namespace: str, key: tuple[str, str], obj: bytes) -> None:
         self.objects.setdefault(namespace, {})[key] = obj
         self.touch(namespace)
 
@@ -193,7 +195,7 @@ class _Store:
                 del self.objects[namespace]
             self.touch(namespace)
 
-    def replace_kind(self, kind: str, items: Mapping[tuple[str, str], dict[str, Any]]) -> None:
+    def replace_kind(self, kind: str, items: Mapping[tuple[str, str], bytes]) -> None:
         """A fresh list of one kind: what it no longer has goes, what changed is marked."""
         for namespace in list(self.objects):
             for key in [k for k in self.objects[namespace] if k[0] == kind]:
@@ -278,8 +280,8 @@ class ReportsController:
             try:
                 listing = self.client.list(resource, namespace=scope, chunk_size=500)
                 items: dict[tuple[str, str], Any] = {}
-                async for item in listing:
-                    items[_identity_of(item)] = item
+                async for item in listing:  # slimmed as read: a kind's full list is never held
+                    items[_identity_of(item)] = item if kind == "Namespace" else _slim(item, kind, api_version)
                 version = listing.resourceVersion
                 self._replace(kind, items, api_version)
                 self.listed.add(kind)
@@ -308,7 +310,7 @@ class ReportsController:
                     self.store.touch(name)
             self.store.namespaces = fresh
             return
-        self.store.replace_kind(kind, {key: _slim(item, kind, api_version) for key, item in items.items()})
+        self.store.replace_kind(kind, items)
 
     def _apply(self, kind: str, change: str, item: Mapping[str, Any], api_version: str) -> None:
         namespace, name = _identity_of(item)
@@ -434,7 +436,7 @@ class ReportsController:
         return True
 
     async def _reconcile_one(self, policy: Any, namespace: str, now: dt.datetime) -> bool:
-        objects = list(self.store.objects.get(namespace, {}).values())
+        objects = [msgspec.json.decode(raw) for raw in self.store.objects.get(namespace, {}).values()]
         judgement: NamespaceJudgement | None = None
         if objects and namespace in self.store.namespaces:
             try:
