@@ -31,7 +31,7 @@ from imagegate.core.policy import load_policy
 from imagegate.core.reference import parse_docker_ref
 from imagegate.shell.registry.auth import DockerConfigCredentials
 from imagegate.shell.registry.client import RegistryClient, RegistrySettings
-from imagegate.shell.registry.contents import ContentReader, ContentReadError
+from imagegate.shell.registry.contents import ContentReader, ContentReadError, read_files
 from imagegate.shell.registry.errors import RegistryError
 from imagegate.shell.webhook.certs import make_certificates
 from tests.conftest import POLICY_HEADER, run_imagegate
@@ -496,5 +496,38 @@ def test_every_platform_a_node_pulls_is_read(pushed: Pushed, tmp_path: Path) -> 
         return {platform: dict(files.files) for platform, files in found.items()}
 
     both = _run(pushed, call, None, platforms=("linux/amd64", "linux/arm64"))
+    config = pushed.registry.docker_config(tmp_path / "config.json")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        POLICY_HEADER + f"trusted: []\nregistry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {config}}}\n"
+    )
+    listed = run_imagegate(
+        "contents",
+        pushed.ref("tool-c/app:multi"),
+        "-p",
+        str(policy),
+        "-f",
+        "/etc/nsswitch.conf",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        "json",
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [p["platform"] for p in json.loads(listed.stdout)["platforms"]] == ["linux/arm64"]
     assert both == {"linux/amd64": {"/etc/nsswitch.conf": SSS}, "linux/arm64": {"/etc/nsswitch.conf": FILES_ONLY}}
     assert list(_run(pushed, call)) == ["linux/amd64"]  # the policy's platforms: only what the nodes run
+
+
+def test_read_files_keeps_one_reader_per_client(pushed: Pushed) -> None:
+    async def go() -> None:
+        async with pushed.client() as client:
+            first = await read_files(client, pushed.ref("toolforge/base:1"), SELECTION)
+            again = await read_files(client, pushed.ref("toolforge/base:1"), SELECTION)
+            assert first == again
+            assert client.fetches["layer"] == 2  # the base, and again for what its links need: then cached
+            limited = ContentLimits(max_entries=3)
+            with pytest.raises(ContentReadError):  # other limits: another reader, nothing cached
+                await read_files(client, pushed.ref("toolforge/base:1"), SELECTION, limited)
+
+    asyncio.run(go())

@@ -33,11 +33,16 @@ def contents(
     ] = None,
     show: Annotated[bool, typer.Option("--show", help="Print each kept file's content too (text files).")] = False,
     policy: PolicyOption = None,
+    platform: Annotated[
+        list[str] | None,
+        typer.Option(help="Platforms to read, os/arch[/variant] (default: the policy's registry.platforms)."),
+    ] = None,
     ca_file: Annotated[Path | None, typer.Option(help="CA bundle for the registry's TLS.", dir_okay=False)] = None,
     output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")] = OutputFormat.table,
 ) -> None:
     """Read an image's files from its registry: every layer streamed and verified, whiteouts and
     links applied as the container sees them; print the kept files (registry.contents bounds the read)."""
+    from imagegate.core.platforms import PlatformError, parse_platform  # noqa: PLC0415
     from imagegate.core.reference import ReferenceError, parse_docker_ref  # noqa: PLC0415
     from imagegate.shell.registry.contents import ContentReader  # noqa: PLC0415
     from imagegate.shell.registry.errors import RegistryError  # noqa: PLC0415
@@ -53,6 +58,11 @@ def contents(
     selection = FileSelection(frozenset(p.rstrip("/") for p in wanted), tuple(pattern or ()))
     loaded = load(policy, None)
     config = loaded.registry
+    if platform:
+        try:
+            config = dataclasses.replace(config, platforms=tuple(parse_platform(p) for p in platform))
+        except PlatformError as exc:
+            raise fail(f"--platform {exc}") from None
     if ca_file is not None:
         config = dataclasses.replace(config, ca_file=str(ca_file.absolute()))
     try:
