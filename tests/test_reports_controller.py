@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -166,6 +167,16 @@ def _results(report: dict[str, Any] | None) -> set[tuple[str, str, str, str]]:
 
 def _versions(cluster: KubeCluster, namespaces: list[str]) -> dict[str, str]:
     return {ns: str((_report(cluster, ns) or {}).get("metadata", {}).get("resourceVersion")) for ns in namespaces}
+
+
+def _healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
 
 
 def _events(cluster: KubeCluster, namespace: str, reason: str) -> list[dict[str, Any]]:
@@ -344,10 +355,11 @@ def test_only_the_leader_writes_and_another_takes_over(cluster: KubeCluster, tmp
         wait_for(lambda: _report(cluster, "tool-l1"))
         with controller(cluster, policy, identity="second", lease="lead") as second:
             wait_for(lambda: second.metric("imagegate_reports_leader") == 0)
+            wait_for(lambda: _healthz(second.port) == 200)  # a replica that is not leader is healthy too
             cluster.apply(_deployment("tool-l1", "more", UNTRUSTED))
             wait_for(lambda: len(_results(_report(cluster, "tool-l1"))) == 2)
             time.sleep(1.5)
-            assert second.metric("imagegate_reports_written_total") == 0  # it judged, it did not write
+            assert second.metric("imagegate_reports_written_total") == 0  # it watched, it did not write
             assert second.metric("imagegate_reports_leader") == 0
             lease = json.loads(cluster.kubectl("get", "lease", "lead", "-n", "imagegate", "-o", "json").stdout)
             assert lease["spec"]["holderIdentity"] == "first"

@@ -23,7 +23,6 @@ import httpx2 as httpx
 import msgspec  # lightkube 1.0 raises httpx2's errors (a fork of httpx), not httpx's
 import structlog
 from lightkube import ApiError, AsyncClient
-from lightkube.core import resource as lkr
 from lightkube.generic_resource import GenericGlobalResource, GenericNamespacedResource, create_api_info
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -70,7 +69,6 @@ _WORKLOADS = {w.kind: _raw(w.group, w.version, w.kind, w.resource) for w in WORK
 _NAMESPACES = _raw("", "v1", "Namespace", "namespaces", namespaced=False)
 _EVENTS = _raw("", "v1", "Event", "events")
 _REPORTS = {fmt: _raw(k.group, k.version, k.kind, k.plural) for fmt, k in REPORT_KINDS.items()}
-assert all(isinstance(r._api_info, lkr.ApiInfo) for r in _REPORTS.values())
 
 
 def _code(exc: httpx.HTTPError) -> int:
@@ -283,7 +281,7 @@ class ReportsController:
                 async for item in listing:  # slimmed as read: a kind's full list is never held
                     items[_identity_of(item)] = item if kind == "Namespace" else _slim(item, kind, api_version)
                 version = listing.resourceVersion
-                self._replace(kind, items, api_version)
+                self._replace(kind, items)
                 self.listed.add(kind)
                 self.wake.set()
                 backoff = 0.5
@@ -302,7 +300,7 @@ class ReportsController:
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
             backoff = min(backoff * 2, 30.0)
 
-    def _replace(self, kind: str, items: Mapping[tuple[str, str], Any], api_version: str) -> None:
+    def _replace(self, kind: str, items: Mapping[tuple[str, str], Any]) -> None:
         if kind == "Namespace":
             fresh = {name: _labels(item) for (_ns, name), item in items.items()}
             for name in set(self.store.namespaces) | set(fresh):
