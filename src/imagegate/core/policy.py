@@ -88,8 +88,10 @@ __all__ = [
     "LabelSelector",
     "Mode",
     "NamespaceScope",
+    "PinStyle",
     "Policy",
     "PolicyError",
+    "WhenDropped",
     "default_policy",
     "grant_entry",
     "load_grant_entry",
@@ -199,8 +201,16 @@ class IdentityDoc(_Doc):
     gid: int | None = None
 
 
+class WhenDropped(StrEnum):
+    """What a tool pod gets when the kubelet cannot keep supplementalGroupsPolicy: Strict (toolProfile)."""
+
+    DENY = "deny"
+    WARN = "warn"
+    AUDIT = "audit"
+
+
 class SupplementalGroupsPolicyDoc(_Doc):
-    when_dropped: Literal["deny", "warn", "audit"] = "deny"
+    when_dropped: WhenDropped = WhenDropped.DENY
 
 
 class ToolProfileDoc(_Doc):
@@ -307,9 +317,16 @@ class TagsDoc(_Doc):
     exempt: list[str] = []
 
 
+class PinStyle(StrEnum):
+    """How /mutate writes a pinned image: ``repo:tag@sha256:...`` (the tag kept for people) or ``repo@sha256:...``."""
+
+    TAG_AND_DIGEST = "tag-and-digest"
+    DIGEST = "digest"
+
+
 class PinningDoc(_Doc):
     enabled: bool = False
-    style: Literal["tag-and-digest", "digest"] = "tag-and-digest"
+    style: PinStyle = PinStyle.TAG_AND_DIGEST
     namespaces: list[str] = msgspec.field(default_factory=lambda: ["*"])
 
 
@@ -513,14 +530,14 @@ class BaseImagesConfig:
 @dataclass(frozen=True, slots=True)
 class PinningConfig:
     enabled: bool = False
-    style: Literal["tag-and-digest", "digest"] = "tag-and-digest"
+    style: PinStyle = PinStyle.TAG_AND_DIGEST
     namespaces: tuple[str, ...] = ("*",)
 
     def applies_to(self, namespace: str) -> bool:
         return self.enabled and any(fnmatchcase(namespace, pattern) for pattern in self.namespaces)
 
     def pinned(self, ref: Reference, digest: str) -> str:
-        if self.style == "digest":
+        if self.style is PinStyle.DIGEST:
             return f"{ref.repository}@{digest}"
         return str(ref.pinned(digest))
 
@@ -957,7 +974,7 @@ def _pod_security(doc: LocatedDocument, parsed: PodSecurityDoc) -> PodSecuritySe
             gid_label=profile.gid_label,
             host_paths=host_paths,
             csi_drivers=frozenset(profile.csi_drivers),
-            groups_policy_dropped=None if dropped == "deny" else Mode(dropped),
+            groups_policy_dropped=None if dropped is WhenDropped.DENY else Mode(dropped),
         )
     overrides = tuple(
         PodSecurityOverride(
