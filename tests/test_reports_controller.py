@@ -506,3 +506,56 @@ def test_an_expired_watch_is_listed_again(tmp_path: Path) -> None:
             report = wait_for(lambda: _report(own, "tool-z1"))
             assert ("fail", "untrusted-registry", "Deployment/late", UNTRUSTED) in _results(report)
             assert running.process.poll() is None
+
+
+def test_a_report_refused_as_too_large_is_written_again_smaller(cluster: KubeCluster, tmp_path: Path) -> None:
+    """The API server says 422 (here a ValidatingAdmissionPolicy holds reports in tool-big to 3
+    results, as a size limit would): counted, written again with fewer results, never a crash."""
+    cluster.namespace("tool-big")
+    cluster.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": "small-reports"},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["openreports.io"],
+                            "apiVersions": ["*"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["reports"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {"expression": "!has(object.results) || size(object.results) <= 3", "reason": "Invalid"}
+                ],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": "small-reports"},
+            "spec": {
+                "policyName": "small-reports",
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tool-big"}}},
+            },
+        },
+    )
+    policy = _policy(tmp_path, "grants: []\n")
+    cluster.apply(*(_deployment("tool-big", f"d{i}", f"docker.io/library/big{i}:1") for i in range(6)))
+    try:
+        with controller(cluster, policy, "--max-results", "16", lease="big") as running:
+            report = wait_for(lambda: _report(cluster, "tool-big"), timeout=60)
+            assert running.metric('imagegate_reports_write_failures_total{code="422"}') >= 1
+            assert (
+                report["summary"]["fail"] == 6 and len(report["results"]) == 3
+            )  # 16 // 8 listed, one counting the rest
+            assert report["results"][-1]["rule"] == "more-results"
+            assert running.process.poll() is None
+    finally:
+        cluster.kubectl("delete", "validatingadmissionpolicybinding", "small-reports", check=False)
+        cluster.kubectl("delete", "validatingadmissionpolicy", "small-reports", check=False)
