@@ -531,3 +531,26 @@ def test_read_files_keeps_one_reader_per_client(pushed: Pushed) -> None:
                 await read_files(client, pushed.ref("toolforge/base:1"), SELECTION, limited)
 
     asyncio.run(go())
+
+
+def test_a_read_goes_on_in_the_background_past_its_callers_budget(pushed: Pushed) -> None:
+    """What an admission does with a cold read (issue 25 item 4): wait a little, answer without it,
+    and find it done later, each layer streamed once."""
+
+    async def go() -> None:
+        async with pushed.client() as client:
+            reader = ContentReader(client)
+            task = reader.read_in_background(pushed.ref("tool-a/app:plain"), SELECTION)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 0.001)
+            (files,) = (await task).values()
+            assert files.files["/etc/nsswitch.conf"] == SSS
+            again = await reader.read(pushed.ref("tool-a/app:plain"), SELECTION)
+            assert again == await task
+            assert client.fetches["layer"] == 4  # three layers, the base again for its links: once each
+            doomed = reader.read_in_background(pushed.ref("tool-b/hostile:bomb"), SELECTION)
+            with pytest.raises(ContentReadError):
+                await doomed
+            await reader.aclose()
+
+    asyncio.run(go())

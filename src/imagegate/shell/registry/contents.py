@@ -4,6 +4,7 @@ The public API is small::
 
     reader = ContentReader(client, limits)          # one per RegistryClient, for the process
     files = await reader.read(ref, selection)       # {platform: ImageFiles}, every platform a node pulls
+    task = reader.read_in_background(ref, selection)   # the same, going on whether awaited or not
     one = await reader.read_image(ref, image, selection)   # one PlatformImage of a resolved image
     files = await read_files(client, ref, selection, limits)   # the same, the reader kept per client
 
@@ -161,6 +162,7 @@ class ContentReader:
         self._flights = _SingleFlight(self.limits.timeout_seconds, _SETTING)
         self._streams: dict[str, asyncio.Semaphore] = {}
         self.layers_streamed = 0  # layer blobs read from a registry (tests, metrics)
+        self._background: set[asyncio.Task[dict[str, ImageFiles]]] = set()
 
     async def read(self, ref: Reference | str, selection: FileSelection) -> dict[str, ImageFiles]:
         """The files of every platform image ``ref`` names that a node might pull, by platform."""
@@ -170,6 +172,27 @@ class ContentReader:
             raise RegistryError(RegistryErrorKind.NOT_CONTACTED, contact_refusal(ref))
         resolved = await self.client.resolve(ref)
         return {image.platform: await self.read_image(ref, image, selection) for image in resolved.platforms}
+
+    def read_in_background(self, ref: Reference | str, selection: FileSelection) -> asyncio.Task[dict[str, ImageFiles]]:
+        """:meth:`read`, started now and going on whether or not anyone awaits it (an admission whose
+        budget ends first answers without it; a later one finds the files cached). Await the task
+        (``asyncio.shield`` it under a deadline) for the files or the error."""
+        task = asyncio.ensure_future(self.read(ref, selection))
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[dict[str, ImageFiles]]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: an error is the next caller's to see (the flight's, or again)
+
+    async def aclose(self) -> None:
+        """Stop the reads nobody waits for (the process is closing); the client is the caller's to close."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._flights.aclose()
 
     async def read_image(self, ref: Reference, image: PlatformImage, selection: FileSelection) -> ImageFiles:
         """The files of one platform image of ``ref``'s repository. Cached by its manifest digest."""
