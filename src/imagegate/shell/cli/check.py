@@ -45,7 +45,7 @@ from imagegate.shell.cli.common import (
     write_json,
     write_lines,
 )
-from imagegate.shell.cli.json_docs import CheckJson, CountsJson, InspectJson, ObjectJson
+from imagegate.shell.cli.json_docs import CheckJson, CountsJson, InspectJson, ObjectJson, Result
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.registry.gate import RegistryGate
@@ -55,19 +55,24 @@ app.add_typer(policy_app, name="policy")
 
 
 _RESULT_STYLE = {
-    "denied": "[bold red]denied[/]",
-    "warn": "[yellow]warn[/]",
-    "audit": "[blue]audit[/]",
-    "allowed": "[green]allowed[/]",
-    "exempt": "[dim]exempt[/]",
+    Result.DENIED: "[bold red]denied[/]",
+    Result.WARN: "[yellow]warn[/]",
+    Result.AUDIT: "[blue]audit[/]",
+    Result.ALLOWED: "[green]allowed[/]",
+    Result.EXEMPT: "[dim]exempt[/]",
 }
 
 
 # How the table (and ``-o json``'s counts) words each outcome.
-_WORD = {Outcome.DENIED: "denied", Outcome.WARNED: "warn", Outcome.AUDITED: "audit", Outcome.ALLOWED: "allowed"}
+_WORD = {
+    Outcome.DENIED: Result.DENIED,
+    Outcome.WARNED: Result.WARN,
+    Outcome.AUDITED: Result.AUDIT,
+    Outcome.ALLOWED: Result.ALLOWED,
+}
 
 
-def _rows(decision: Decision) -> list[tuple[str, str, str, str]]:
+def _rows(decision: Decision) -> list[tuple[Result, str, str, str]]:
     """(result, where, image, why) for every image and every finding of one governed object."""
     rows = []
     judged = set()
@@ -77,7 +82,7 @@ def _rows(decision: Decision) -> list[tuple[str, str, str, str]]:
         # the image's own verdict and the tag rules' findings on the same use
         findings = [f for f in decision.findings if f.subject == use]
         if not findings:
-            rows.append(("allowed", use.label, use.image, verdict.allowed_by or ""))
+            rows.append((Result.ALLOWED, use.label, use.image, verdict.allowed_by or ""))
         for finding in findings:
             rows.append((_WORD[finding.outcome], use.label, use.image, f"{finding.rule}: {finding.reason}"))
     for finding in decision.findings:  # pod security, tool profile, a malformed object
@@ -86,8 +91,8 @@ def _rows(decision: Decision) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _object_outcome(decision: Decision) -> str:
-    return _WORD[decision.outcome] if decision.governed else "exempt"
+def _object_outcome(decision: Decision) -> Result:
+    return _WORD[decision.outcome] if decision.governed else Result.EXEMPT
 
 
 def _lines(results: list[CheckedObject]) -> Iterator[str]:
@@ -112,7 +117,7 @@ def _render_table(results: list[CheckedObject], console: Console) -> None:
         outcome = _object_outcome(decision)
         subject = f"{escape(decision.subject)}\n{escape(checked.where)}\n{_RESULT_STYLE[outcome]}"
         if not decision.governed:
-            table.add_row(_RESULT_STYLE["exempt"], subject, "", "", "namespace not governed by the policy")
+            table.add_row(_RESULT_STYLE[Result.EXEMPT], subject, "", "", "namespace not governed by the policy")
             continue
         for index, (result, where, image, why) in enumerate(_rows(decision)):
             table.add_row(
@@ -124,16 +129,16 @@ def _render_table(results: list[CheckedObject], console: Console) -> None:
 
 def _counts(results: list[CheckedObject]) -> CountsJson:
     """Objects by their outcome; images by the worst finding on each (or exempt)."""
-    objects = dict.fromkeys(("denied", "warn", "audit", "allowed", "exempt"), 0)
-    images = dict.fromkeys(("denied", "warn", "audit", "allowed", "exempt"), 0)
-    findings = dict.fromkeys(("enforce", "warn", "audit"), 0)
+    objects = dict.fromkeys(Result, 0)
+    images = dict.fromkeys(Result, 0)
+    findings = dict.fromkeys(Mode, 0)
     for checked in results:
         decision = checked.decision
         objects[_object_outcome(decision)] += 1
-        images["exempt"] += checked.exempt_images
+        images[Result.EXEMPT] += checked.exempt_images
         modes: dict[Subject, list[Mode]] = {}
         for finding in decision.findings:
-            findings[finding.mode.value] += 1
+            findings[finding.mode] += 1
             modes.setdefault(finding.subject, []).append(finding.mode)
         for verdict in decision.verdicts:
             images[_WORD[outcome_of(modes.get(verdict.use, ()))]] += 1
@@ -144,12 +149,12 @@ def _summary(results: list[CheckedObject]) -> str:
     counts = _counts(results)
     objects, images, findings = counts.objects, counts.images, counts.findings
     return (
-        f"{plural(len(results), 'object')}: {objects['denied']:,} denied, {objects['warn']:,} with warnings, "
-        f"{objects['audit']:,} audited, {objects['allowed']:,} allowed, {objects['exempt']:,} exempt; "
-        f"{plural(sum(images.values()), 'image')}: {images['denied']:,} denied, {images['warn']:,} with warnings, "
-        f"{images['audit']:,} audited, {images['allowed']:,} allowed, {images['exempt']:,} exempt; "
-        f"{plural(sum(findings.values()), 'finding')} ({findings['enforce']:,} enforced, "
-        f"{findings['warn']:,} warnings, {findings['audit']:,} audit)"
+        f"{plural(len(results), 'object')}: {objects[Result.DENIED]:,} denied, {objects[Result.WARN]:,} with warnings, "
+        f"{objects[Result.AUDIT]:,} audited, {objects[Result.ALLOWED]:,} allowed, {objects[Result.EXEMPT]:,} exempt; "
+        f"{plural(sum(images.values()), 'image')}: {images[Result.DENIED]:,} denied, {images[Result.WARN]:,} with warnings, "
+        f"{images[Result.AUDIT]:,} audited, {images[Result.ALLOWED]:,} allowed, {images[Result.EXEMPT]:,} exempt; "
+        f"{plural(sum(findings.values()), 'finding')} ({findings[Mode.ENFORCE]:,} enforced, "
+        f"{findings[Mode.WARN]:,} warnings, {findings[Mode.AUDIT]:,} audit)"
     )
 
 

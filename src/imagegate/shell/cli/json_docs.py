@@ -41,6 +41,7 @@ __all__ = [
     "GrantProblem",
     "InspectJson",
     "ObjectJson",
+    "Result",
 ]
 
 
@@ -109,10 +110,20 @@ class ObjectJson(msgspec.Struct, frozen=True, rename="camel"):
         )
 
 
+class Result(StrEnum):
+    """How ``check`` words an object's or an image's result (the table, its lines, ``-o json``'s counts)."""
+
+    DENIED = "denied"
+    WARN = "warn"
+    AUDIT = "audit"
+    ALLOWED = "allowed"
+    EXEMPT = "exempt"  # a namespace the policy does not govern, an image it exempts
+
+
 class CountsJson(msgspec.Struct, frozen=True):
-    objects: dict[str, int]  # by outcome: denied, warn, audit, allowed, exempt
-    images: dict[str, int]  # by the worst finding on each, the same outcomes
-    findings: dict[str, int]  # by mode: enforce, warn, audit
+    objects: dict[Result, int]  # by outcome
+    images: dict[Result, int]  # by the worst finding on each
+    findings: dict[Mode, int]  # by mode
 
 
 class CheckJson(msgspec.Struct, frozen=True):
