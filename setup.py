@@ -40,6 +40,7 @@ COMPILED = {
     ],
     "src/imagegate/core/podprofile.py": ["tests/test_podsecurity_fields.py", "tests/test_one_source.py"],
     "src/imagegate/core/decide.py": ["tests/test_decide.py", "tests/test_pod_profile.py"],
+    "src/imagegate/core/imagerules.py": ["tests/test_image_rule_seam.py"],
     "src/imagegate/core/gojson.py": ["tests/test_go_json.py"],
 }
 
