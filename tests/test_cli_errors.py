@@ -441,3 +441,27 @@ def test_a_bug_is_one_line_and_its_own_exit_code() -> None:
     )
     assert debug.returncode == 70
     assert "Traceback" in debug.stderr and "KeyError" in debug.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", [["audit"], ["reports", "--metrics-port", "0"]])
+def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(command: list[str], tmp_path: Path) -> None:
+    """lightkube 1.0 raises httpx2's errors (not httpx's) when nothing answers: said, never a 'bug' (70)."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{free_port()}', insecure-skip-tls-verify: true}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "imagegate", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=cli_env(KUBECONFIG=str(config)),
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no answer from the API server" in errors[0], done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr

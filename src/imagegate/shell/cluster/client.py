@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx2
 from lightkube import ApiError, Client
 from lightkube.core.resource_registry import resource_registry
 from lightkube.resources.core_v1 import ConfigMap, Namespace
@@ -28,6 +29,14 @@ def lightkube_resource(kind: str, api_version: str) -> Any:
 
 class ClusterError(Exception):
     pass
+
+
+def _why(exc: httpx2.HTTPError) -> str:
+    """What the API server said, or that it did not answer (lightkube 1.0 raises httpx2's errors:
+    an ApiError for a Status, a ConnectError or timeout when there was no answer at all)."""
+    if isinstance(exc, ApiError):
+        return str(exc.status.message)
+    return f"no answer from the API server ({exc or type(exc).__name__})"
 
 
 def connect() -> Client:
@@ -52,8 +61,8 @@ def list_workloads(client: Client, progress: Callable[[str], None] | None = None
                 data["kind"], data["apiVersion"] = kind, api_version
                 metadata = data.get("metadata", {})
                 found.append(SourcedObject(data, f"cluster {kind} {metadata.get('namespace')}/{metadata.get('name')}"))
-        except ApiError as exc:
-            raise ClusterError(f"cannot list {kind}: {exc.status.message}") from None
+        except httpx2.HTTPError as exc:
+            raise ClusterError(f"cannot list {kind}: {_why(exc)}") from None
     return found
 
 
@@ -64,8 +73,8 @@ def namespace_labels(client: Client) -> dict[str, Mapping[str, str]]:
             for ns in client.list(Namespace)
             if ns.metadata is not None and ns.metadata.name
         }
-    except ApiError as exc:
-        raise ClusterError(f"cannot list namespaces: {exc.status.message}") from None
+    except httpx2.HTTPError as exc:
+        raise ClusterError(f"cannot list namespaces: {_why(exc)}") from None
 
 
 def edit_configmap(
@@ -75,15 +84,15 @@ def edit_configmap(
     for _attempt in range(attempts):
         try:
             current = client.get(ConfigMap, name=name, namespace=namespace)
-        except ApiError as exc:
-            raise ClusterError(f"cannot read ConfigMap {namespace}/{name}: {exc.status.message}") from None
+        except httpx2.HTTPError as exc:
+            raise ClusterError(f"cannot read ConfigMap {namespace}/{name}: {_why(exc)}") from None
         new_text = change((current.data or {}).get(key, ""))
         current.data = {**(current.data or {}), key: new_text}
         try:
             client.replace(current)  # carries metadata.resourceVersion: the API server checks it
             return new_text
-        except ApiError as exc:
-            if exc.status.code == 409:
+        except httpx2.HTTPError as exc:
+            if isinstance(exc, ApiError) and exc.status.code == 409:
                 continue  # someone else edited it first: re-read, re-apply our change
-            raise ClusterError(f"cannot update ConfigMap {namespace}/{name}: {exc.status.message}") from None
+            raise ClusterError(f"cannot update ConfigMap {namespace}/{name}: {_why(exc)}") from None
     raise ClusterError(f"ConfigMap {namespace}/{name} kept changing under us; nothing was written")
