@@ -26,7 +26,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from imagegate.core.imagerules import IMAGE_RULES, Admission, Judging, preview
+from imagegate.core.imagerules import IMAGE_RULES, Admission, JudgedImage, Judging, preview
 from imagegate.core.podprofile import PodProfile, mutate_pod, new_ephemeral_containers, pod_findings
 from imagegate.core.policy import Grant, Policy
 from imagegate.core.records import (
@@ -241,13 +241,17 @@ def decide(
                 ImageVerdict(use, None, allowed_by="unchanged by this update", allowance=Allowance.UNCHANGED)
             )
             continue
-        judged = admission.judge(use, policy.classify(use.image))
-        verdicts.append(judged.verdict)
-        for rule in rules:
-            rule.judge(judging, judged)
+        image = policy.classify(use.image)
+        verdict, mode, grant = admission.judge(use, image)
+        verdicts.append(verdict)
+        if rules:  # most policies make none active for most namespaces: the direct path costs nothing more
+            judged = JudgedImage(use, image, verdict, mode, grant)
+            for rule in rules:
+                rule.judge(judging, judged)
     findings = [v.finding for v in verdicts if v.finding is not None]
-    for found in judging.findings.values():
-        findings.extend(found)
+    if rules:
+        for found in judging.findings.values():
+            findings.extend(found)
     patches: list[Mapping[str, Any]] = []
     profile = policy.pod_security.profile_for(namespace) if policy.pod_security else None
     if profile is not None:
@@ -255,7 +259,8 @@ def decide(
             profile, obj, namespace, namespace_labels, old_object, webhook.mutates
         )
         findings.extend(security_findings)
-    patches = [*judging.patches, *patches]
+    if judging.patches:
+        patches = [*judging.patches, *patches]
     return Decision(
         kind,
         name,

@@ -91,14 +91,13 @@ class Judging:
     """One decision's judging: the policy, the namespace, the registry's answers, and what the
     pieces found (findings by piece, questions, patches, images to pin)."""
 
-    __slots__ = ("_asked", "answers", "findings", "namespace", "patches", "policy", "questions", "unpinned")
+    __slots__ = ("answers", "findings", "namespace", "patches", "policy", "questions", "unpinned")
 
     def __init__(self, policy: Policy, namespace: str, answers: Answers) -> None:
         self.policy = policy
         self.namespace = namespace
         self.answers = answers
-        self.questions: list[Question[Any]] = []  # in the order asked
-        self._asked: set[Question[Any]] = set()
+        self.questions: list[Question[Any]] = []  # in the order asked (a handful: a list is cheaper than a set)
         self.findings: dict[str, list[Finding]] = {}  # by piece, in the pieces' order
         self.patches: list[Mapping[str, Any]] = []
         self.unpinned: list[str] = []  # allowed images named by a tag alone, where pinning applies
@@ -106,8 +105,7 @@ class Judging:
     def ask(self, question: Question[Any]) -> Any:
         """Ask the registry ``question`` (once per decision, however many pieces or images ask it);
         its answer when the registry shell gave one, else None (``A | None`` for a ``Question[A]``)."""
-        if question not in self._asked:
-            self._asked.add(question)
+        if question not in self.questions:
             self.questions.append(question)
         return self.answers.get(question)
 
@@ -174,13 +172,9 @@ class Admission:
             )
         return f"namespace {self.namespace or '(none)'} has no BYOC grant"
 
-    def judge(self, use: ImageUse, image: ImageClass) -> JudgedImage:
+    def judge(self, use: ImageUse, image: ImageClass) -> tuple[ImageVerdict, Mode, Grant | None]:
         """The image's verdict, the mode of the other findings about it (a grant's, when the grant
         admits it), and that grant (also while its base check is pending: then the verdict is a finding)."""
-        verdict, mode, grant = self._judge(use, image)
-        return JudgedImage(use, image, verdict, mode, grant)
-
-    def _judge(self, use: ImageUse, image: ImageClass) -> tuple[ImageVerdict, Mode, Grant | None]:
         text, ref = image.text, image.ref
         mode = self.policy.mode
         if text is None or ref is None:
