@@ -51,8 +51,24 @@ run_pytest() {  # $1: the python to run them with; the rest: pytest's arguments
     return $status
 }
 
-echo "== pytest (pure Python)"
-run_pytest python3 "$@"
+# Both passes run on pytest-xdist workers: most tests wait on the processes, servers and sockets
+# they start rather than on the CPU, so more workers than cores pay (README, "Writing tests").
+# IMAGEGATE_TEST_WORKERS sets how many; 0 runs the tests serially in one process. Under
+# --dist loadgroup the tests that share a module- or session-scoped real part (a registry, the
+# kube-apiserver) stay on one worker (tests/conftest.py), the rest go to whichever is free.
+workers=${IMAGEGATE_TEST_WORKERS:-4}
+if ! [[ $workers =~ ^[0-9]+$ ]]; then
+    echo "IMAGEGATE_TEST_WORKERS=$workers: a number of workers (0: serially)" >&2
+    exit 2
+fi
+if ((workers > 0)); then
+    parallel=(-n "$workers" --dist loadgroup)
+else
+    parallel=(-n 0)
+fi
+
+echo "== pytest (pure Python, $workers workers)"
+run_pytest python3 "${parallel[@]}" "$@"
 
 # The container image compiles the core with mypyc (IMAGEGATE_MYPYC=1, setup.py): run the
 # tests that exercise the compiled modules in-process, listed beside them in setup.py, and a
@@ -60,7 +76,7 @@ run_pytest python3 "$@"
 # pure pass above). Its wheel is unpacked into a scratch directory put first on PYTHONPATH (the
 # tests' subprocesses inherit it); the dependencies are the ones already installed, and the
 # editable install stays pure Python.
-echo "== pytest (core compiled with mypyc)"
+echo "== pytest (core compiled with mypyc, $workers workers)"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 IMAGEGATE_MYPYC=1 python3 -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$scratch/wheel" .
@@ -80,4 +96,4 @@ for name in sys.argv[1:]:
     module = importlib.import_module(name)
     assert module.__file__ is not None and module.__file__.endswith(".so"), f"{name} is not compiled: {module.__file__}"
 PY
-run_pytest python3 -p no:cacheprovider "${compiled_tests[@]}" "$@"
+run_pytest python3 -p no:cacheprovider "${parallel[@]}" "${compiled_tests[@]}" "$@"

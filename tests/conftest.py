@@ -1,4 +1,4 @@
-"""Shared test helpers: where the peers' conformance data lives."""
+"""Shared test helpers: where the peers' conformance data lives; how the tests share pytest-xdist's workers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,3 +105,45 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
 
     with start_cluster(tmp_path_factory.mktemp("kube")) as cluster:
         yield cluster
+
+
+def _shared_fixture_groups(item: pytest.Item) -> tuple[set[str], set[str]]:
+    """The session- and module-scoped fixtures of the suite's own that ``item`` uses, as group names."""
+    sessions: set[str] = set()
+    modules: set[str] = set()
+    if not isinstance(item, pytest.Function):
+        return sessions, modules
+    for definitions in item._fixtureinfo.name2fixturedefs.values():
+        definition = definitions[-1]  # the one that applies to this test
+        if not getattr(definition.func, "__module__", "").startswith("tests."):
+            continue  # pytest's, hypothesis's and xdist's own (tmp_path_factory...) are per worker and cheap
+        if definition.scope == "session":
+            sessions.add(f"session-{definition.argname}")
+        elif definition.scope in ("package", "module", "class"):
+            modules.add(item.nodeid.split("::")[0])
+    return sessions, modules
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep each shared real part on one pytest-xdist worker, so it starts once.
+
+    Under ``--dist loadgroup`` (scripts/test.sh) the tests spread over workers one by one, and a
+    module- or session-scoped fixture would start again on every worker that got one of its tests:
+    a registry or a kube-apiserver per worker, for nothing. So the tests that use one of the
+    suite's module-scoped fixtures run together on one worker (a group per module), and those
+    that use a session-scoped one (the ``kube_cluster``) run together too, with the rest of their
+    modules' shared-fixture tests: one cluster for the run, its cluster-wide objects (webhook
+    configurations) never changed by two tests at once. Tests with only function-scoped fixtures
+    go to whichever worker is free. Without xdist the marker does nothing.
+    """
+    wanted = {item: _shared_fixture_groups(item) for item in items}
+    sessions_of_module: dict[str, set[str]] = defaultdict(set)
+    for item, (sessions, _modules) in wanted.items():
+        sessions_of_module[item.nodeid.split("::")[0]] |= sessions
+    for item, (sessions, modules) in wanted.items():
+        if not sessions and not modules:
+            continue
+        module_sessions = sessions_of_module[item.nodeid.split("::")[0]]
+        group = "+".join(sorted(module_sessions)) if module_sessions else next(iter(modules))
+        item.add_marker(pytest.mark.xdist_group(group))

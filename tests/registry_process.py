@@ -40,6 +40,10 @@ from tests.oci_images import Layer, OciLayout, skopeo_copy
 
 USER, PASSWORD = "tool-builder", "s3cret-pass"
 SERVICE, ISSUER = "imagegate-test-registry", "imagegate-test-token-issuer"
+# The registry section's time limits for a test whose subject is not time: the defaults (2.5 s a
+# request, 4 s a lookup) are for production; a registry on a machine busy with the suite's
+# workers can take longer, and a timeout there would fail a test of signatures or bases.
+UNHURRIED = "timeoutSeconds: 10, lookupTimeoutSeconds: 25"
 
 
 @dataclass

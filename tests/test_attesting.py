@@ -24,7 +24,7 @@ from imagegate.shell.registry.signing import bundle_verifier, load_public_key
 from imagegate.shell.registry.sigstore_adapter import trusted_root_file
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
-from tests.registry_process import Registry, run_registry
+from tests.registry_process import UNHURRIED, Registry, run_registry
 from tests.signed_images import (
     Signature,
     dsse_envelope,
@@ -176,7 +176,7 @@ def write_policy(images: Images, tmp_path: Path, rules: str = "", *, extra: str 
     path = tmp_path / "policy.yaml"
     path.write_text(
         f"""{POLICY_HEADER}trusted: ["{host}/tool-a", "{host}/tool-b"]
-registry: {{caFile: {images.registry.tls.ca_cert}, credentialsFile: {config}}}
+registry: {{caFile: {images.registry.tls.ca_cert}, credentialsFile: {config}, {UNHURRIED}}}
 attestations:
 {extra}  rules:{rules}
 {more}"""

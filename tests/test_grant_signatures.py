@@ -23,6 +23,7 @@ from imagegate.core.records import Answers, Decision, Webhook
 from imagegate.shell.registry.answerers import settle
 from imagegate.shell.registry.gate import RegistryGate
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, run_imagegate
+from tests.registry_process import UNHURRIED
 from tests.test_signing import Images, images, pod
 
 __all__ = ["images"]  # the registry fixture, found by pytest by its name
@@ -38,7 +39,7 @@ def write_policy(images: Images, tmp_path: Path, grants: str) -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(
         f"""{POLICY_HEADER}trusted: ["{host}/tool-b"]
-registry: {{caFile: {images.registry.tls.ca_cert}, credentialsFile: {config}}}
+registry: {{caFile: {images.registry.tls.ca_cert}, credentialsFile: {config}, {UNHURRIED}}}
 byoc:
   grants:{grants.replace("HOST", host)}
 """

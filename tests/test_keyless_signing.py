@@ -22,7 +22,7 @@ from imagegate.shell.registry.signing import bundle_verifier
 from imagegate.shell.registry.sigstore_adapter import tag_scheme_bundle, verify_keyless_signature
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
-from tests.registry_process import Registry, run_registry
+from tests.registry_process import UNHURRIED, Registry, run_registry
 from tests.signed_images import (
     Signature,
     image_descriptor,
@@ -234,7 +234,7 @@ def write_policy(keyless: KeylessImages, tmp_path: Path, *, trusted_root: bool =
     path = tmp_path / "policy.yaml"
     path.write_text(
         f"""{POLICY_HEADER}trusted: ["{registry.host}/tool-k"]
-registry: {{caFile: {registry.tls.ca_cert}, credentialsFile: {config}}}
+registry: {{caFile: {registry.tls.ca_cert}, credentialsFile: {config}, {UNHURRIED}}}
 signatures:
 {root}  rules:{rules}
 """

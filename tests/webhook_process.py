@@ -59,7 +59,9 @@ class WebhookProcess:
             assert der is not None
             return der
 
-    def wait_ready(self, timeout: float = 20.0, expect_status: int = 200) -> None:
+    def wait_ready(self, timeout: float = 60.0, expect_status: int = 200) -> None:
+        # Ends as soon as /readyz answers; the bound is generous because a start on a loaded
+        # machine (the suite's workers, a CI runner) can take many seconds, and costs nothing then.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
