@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test run (CI's `.ci/run`, i.e. scripts/test.sh) timed A/B on this machine:
-#   scripts/test_ab.sh BASE_COMMIT [NEW_COMMIT, default HEAD] [ROUNDS, default 1]
+#   scripts/test_ab.sh BASE_COMMIT [NEW_COMMIT, default HEAD; a branch is read when its run starts] [ROUNDS, default 1]
 # Each round clones this repository twice into a scratch directory (a fresh clone each, with
 # ../shared linked beside it as CI has), runs `CI=true bash .ci/run` at BASE then at NEW (the
 # order alternates between rounds, so a load that grows or falls does not favour one side), and
@@ -15,8 +15,10 @@ if (($# < 1 || $# > 3)); then
 fi
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 shared=$(cd "$repo/.." && pwd)/shared
-base=$(git -C "$repo" rev-parse --verify "$1^{commit}")
-new=$(git -C "$repo" rev-parse --verify "${2:-HEAD}^{commit}")
+base=$1
+new=${2:-HEAD}
+git -C "$repo" rev-parse --quiet --verify "$base^{commit}" >/dev/null || { echo "no commit $base" >&2; exit 2; }
+git -C "$repo" rev-parse --quiet --verify "$new^{commit}" >/dev/null || { echo "no commit $new" >&2; exit 2; }
 rounds=${3:-1}
 [[ -d $shared ]] || { echo "$shared not found (the tests read ../shared)" >&2; exit 1; }
 scratch=$(mktemp -d /tmp/imagegate-ab.XXXXXX)
@@ -24,8 +26,9 @@ echo "scratch: $scratch (logs kept there)"
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
-run_one() {  # $1: label, $2: commit; prints "label seconds"
-    local label=$1 commit=$2 dir="$scratch/$1-$3"
+run_one() {  # $1: label, $2: commit (a branch is read when its run starts), $3: round; prints "label seconds"
+    local label=$1 commit dir="$scratch/$1-$3"
+    commit=$(git -C "$repo" rev-parse --verify "$2^{commit}")
     mkdir -p "$dir"
     git clone --quiet "$repo" "$dir/imagegate"
     git -C "$dir/imagegate" checkout --quiet --detach "$commit"
@@ -64,8 +67,8 @@ for ((round = 1; round <= rounds; round++)); do
         fi
     done
 done
-echo "A (base $(git -C "$repo" rev-parse --short "$base")): ${total[A]} s over $rounds round(s)"
-echo "B (new  $(git -C "$repo" rev-parse --short "$new")): ${total[B]} s over $rounds round(s)"
+echo "A ($base): ${total[A]} s over $rounds round(s)"
+echo "B ($new): ${total[B]} s over $rounds round(s)"
 if ((total[A] > 0)); then
     python3 -c "print(f'B/A = {${total[B]} / ${total[A]}:.2f}')"
 fi
