@@ -51,12 +51,13 @@ run_pytest() {  # $1: the python to run them with; the rest: pytest's arguments
     return $status
 }
 
-# Both passes run on pytest-xdist workers: most tests wait on the processes, servers and sockets
-# they start rather than on the CPU, so more workers than cores pay (README, "Writing tests").
-# IMAGEGATE_TEST_WORKERS sets how many; 0 runs the tests serially in one process. Under
-# --dist loadgroup the tests that share a module- or session-scoped real part (a registry, the
-# kube-apiserver) stay on one worker (tests/conftest.py), the rest go to whichever is free.
-workers=${IMAGEGATE_TEST_WORKERS:-4}
+# Both passes run on pytest-xdist workers (README, "Writing tests"). One test run serially keeps
+# about one core busy (its processes' starts), so one worker per core, plus one for the time
+# tests wait on servers and sockets; more only add contention. IMAGEGATE_TEST_WORKERS sets how
+# many; 0 runs the tests serially in one process. Under --dist loadgroup the tests that share a
+# module- or session-scoped real part (a registry, the kube-apiserver) stay on one worker
+# (tests/conftest.py), the rest go to whichever is free.
+workers=${IMAGEGATE_TEST_WORKERS:-$(($(nproc) + 1))}
 if ! [[ $workers =~ ^[0-9]+$ ]]; then
     echo "IMAGEGATE_TEST_WORKERS=$workers: a number of workers (0: serially)" >&2
     exit 2

@@ -41,7 +41,9 @@ class WebhookProcess:
 
     def client(self) -> httpx.Client:
         """A keep-alive client that trusts only our CA."""
-        client = httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.tls.ca_cert), timeout=10)
+        # The bound of a hung server, not of a slow answer: a review that asks a registry on a
+        # machine busy with the suite's workers can take many seconds.
+        client = httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=self.tls.ca_cert), timeout=60)
         self.clients.append(client)
         return client
 
@@ -68,7 +70,11 @@ class WebhookProcess:
                 raise AssertionError(f"imagegate exited with {self.process.returncode}:\n{self.logs()}")
             try:
                 context = ssl.create_default_context(cafile=self.tls.ca_cert)
-                status = httpx.get(f"{self.url}/readyz", verify=context, timeout=1).status_code
+                # A probe waits for its answer: one abandoned after a second and sent again would
+                # pile handshakes on a server that a loaded machine already starves.
+                status = httpx.get(
+                    f"{self.url}/readyz", verify=context, timeout=max(1.0, deadline - time.monotonic())
+                ).status_code
                 if status == expect_status:
                     return
             except httpx.TransportError:
