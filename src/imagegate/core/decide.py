@@ -26,6 +26,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+# Registered image rules beside imagerules' own: importing one registers it (core/contents/admission.py)
+import imagegate.core.contents.admission  # noqa: F401
 from imagegate.core.imagerules import IMAGE_RULES, Admission, JudgedImage, Judging, preview
 from imagegate.core.podprofile import PodProfile, mutate_pod, new_ephemeral_containers, pod_findings
 from imagegate.core.policy import Grant, Policy

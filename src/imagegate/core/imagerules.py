@@ -216,7 +216,7 @@ class Admission:
     ) -> tuple[ImageVerdict, Mode, Grant | None]:
         grant = self.granting(ref)
         if grant is not None:
-            require = grant.require_base_image or self.policy.byoc_require_base_image or required
+            require = grant.layers_required(self.policy.byoc_require_base_image) or required
             mode = grant.mode if grant.mode is not None else self.policy.mode
             allowed_by = f"grant for {grant.namespace} ({_describe(grant, where=True)})"
             return self._needs_base(use, image, Allowance.GRANT, allowed_by, require, mode), mode, grant

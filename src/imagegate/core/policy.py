@@ -455,6 +455,14 @@ class Grant:
         }
         return [key for key in required if not present[key]]
 
+    def layers_required(self, byoc_require_base_image: bool) -> bool:
+        """Whether its images must be proved built on a trusted base: its ``proof`` when it has one
+        (``layers``, ``both``: yes; ``content``: no; ``either``: the content piece asks, see
+        core/contents/admission.py), else ``requireBaseImage``, its own or ``byoc``'s."""
+        if self.proof is not None:
+            return self.proof in (Proof.LAYERS, Proof.BOTH)
+        return self.require_base_image or byoc_require_base_image
+
     @property
     def signature_rule(self) -> str | None:
         """The name of this grant's ``signedBy`` rule (``SignaturesConfig.by_grant[namespace]``), in messages."""

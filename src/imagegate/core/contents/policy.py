@@ -292,6 +292,7 @@ class ContentOutcome:
     ok: bool
     detail: str
     unverified: bool = False
+    judged: bool = False  # from the rule's verdict on the files (not from its onError)
 
 
 def outcomes(rules: Sequence[ContentRule], answer: ContentAnswer | None) -> list[ContentOutcome]:
@@ -300,7 +301,7 @@ def outcomes(rules: Sequence[ContentRule], answer: ContentAnswer | None) -> list
     for index, rule in enumerate(rules):
         if answer is not None and not answer.pending and not answer.problem and index < len(answer.verdicts):
             verdict = answer.verdicts[index]
-            found.append(ContentOutcome(rule, verdict.ok, verdict.detail))
+            found.append(ContentOutcome(rule, verdict.ok, verdict.detail, judged=True))
             continue
         if answer is None:
             why = "its content was not read (no registry lookup in this evaluation)"

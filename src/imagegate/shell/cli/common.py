@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
+import imagegate.shell.registry.content_answerer  # noqa: F401 (registers the content rules' answerer)
 from imagegate.core.decide import Decision, decide
 from imagegate.core.names import namespace_name_error
 from imagegate.core.policy import Policy, PolicyError, default_policy, load_policy

@@ -21,6 +21,7 @@ import msgspec
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
+import imagegate.shell.registry.content_answerer  # noqa: F401 (registers the content rules' answerer)
 from imagegate.core.admission import (
     AdmissionRequest,
     ReviewError,

@@ -1,0 +1,49 @@
+"""The answerer of the content rules' question (core/contents/admission.py): the image's files
+read from its registry and the rules judged (shell/registry/content_verdicts.py), within what is
+left of the decision's lookup budget; a cold read that does not fit answers ``pending`` and goes
+on in the background, so a later request finds its verdicts. Registered when imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from imagegate.core.contents.admission import ContentQuestion
+from imagegate.core.contents.policy import ContentAnswer
+from imagegate.core.policy import contact_refusal
+from imagegate.shell.registry.answerers import Answerer, Asking, register
+
+if TYPE_CHECKING:
+    from imagegate.shell.registry.content_verdicts import ContentJudge
+
+__all__ = ["ContentAnswerer"]
+
+
+class ContentAnswerer(Answerer[ContentQuestion, ContentAnswer]):
+    question = ContentQuestion
+
+    def __init__(self) -> None:
+        self._judge: ContentJudge | None = None
+
+    @property
+    def judge(self) -> ContentJudge:
+        """The process's verdicts and reads in flight; the reader and parsers loaded on first use."""
+        if self._judge is None:
+            from imagegate.shell.registry.content_verdicts import ContentJudge  # noqa: PLC0415 (only when a rule asks)
+
+            self._judge = ContentJudge()
+        return self._judge
+
+    async def answer(self, asking: Asking, question: ContentQuestion) -> ContentAnswer:
+        policy, ref = asking.policy, question.ref
+        scope = policy.contact_scope()
+        if not scope.allows(ref):  # a tenant's image never makes imagegate connect wherever it says
+            return ContentAnswer(problem=contact_refusal(ref))
+        budget = asking.ends - asyncio.get_running_loop().time()
+        client = asking.gate.client(policy.registry)
+        return await self.judge.answer(client, ref, question.rules, budget, policy.registry.contents, scope)
+
+
+ANSWERER = ContentAnswerer()
+register(ANSWERER)

@@ -1,0 +1,152 @@
+"""The content rules at admission (issue 25 item 4): one piece (core/contents/admission.py) and one
+answerer (shell/registry/content_answerer.py), through the decision/registry seam.
+
+Pure decisions with the answers written out: offline, a read still going on, a read that failed,
+verdicts, a grant's proof. Then through the gate against docker-registry, with images of real
+Debian files (the images tests/test_content_scan.py pushes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from imagegate.core.contents.admission import CONTENT_FAILED, CONTENT_UNVERIFIED, ContentQuestion
+from imagegate.core.contents.policy import ContentAnswer, ContentVerdict
+from imagegate.core.decide import decide
+from imagegate.core.policy import Policy, load_policy
+from imagegate.core.questions import BaseQuestion
+from imagegate.core.records import Answers, BaseImageVerdict, Decision, Question, Webhook
+from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.registry.answerers import settle
+from imagegate.shell.registry.content_answerer import ANSWERER
+from imagegate.shell.registry.gate import RegistryGate
+from tests.conftest import POLICY_HEADER
+from tests.registry_process import Registry
+from tests.test_content_scan import registry  # noqa: F401 (the module's fixture: images of real files)
+
+NOW = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+IMAGE = "ghcr.io/example/app:1"
+RULES = r"""content:
+  rules:
+    - name: toolforge-integration
+      grants: true
+      requirePackages: [{name: libnss-sss}]
+"""
+
+
+def _policy(grant: str = "{namespace: tool-a}", extra: str = "") -> Policy:
+    return load_policy(POLICY_HEADER + RULES + extra + f"byoc:\n  grants:\n    - {grant}\n")
+
+
+def _pod(image: str = IMAGE) -> dict[str, Any]:
+    return {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": image}]}}
+
+
+def _decide(policy: Policy, answers: Answers | None = None, namespace: str = "tool-a") -> Decision:
+    return decide(policy, _pod(), namespace=namespace, now=NOW, answers=answers or Answers())
+
+
+def _question(policy: Policy) -> ContentQuestion:
+    ref = parse_docker_ref(IMAGE)
+    return ContentQuestion(ref, policy.content.rules_for(ref, granted=True))
+
+
+def test_offline_the_rule_asks_and_denies_unverified() -> None:
+    policy = _policy()
+    decision = _decide(policy)
+    assert decision.questions == (_question(policy),)
+    (finding,) = decision.findings
+    assert finding.rule == CONTENT_UNVERIFIED and not decision.allowed
+    assert "its content was not read (no registry lookup in this evaluation)" in finding.reason
+    # a namespace without a grant: admission denies first, the content is never asked about
+    assert not _decide(policy, namespace="tool-b").questions
+
+
+def test_a_read_still_going_on_gets_the_rules_on_error() -> None:
+    policy = _policy()
+    pending = Answers({_question(policy): ContentAnswer(pending=True)})
+    denied = _decide(policy, pending)
+    assert not denied.allowed
+    assert "fails the content rule toolforge-integration: its content is being read, retry shortly" in denied.message()
+    lenient = load_policy(
+        POLICY_HEADER
+        + RULES.replace("grants: true", "grants: true\n      onError: allow")
+        + "byoc:\n  grants:\n    - {namespace: tool-a}\n"
+    )
+    allowed = _decide(lenient, Answers({_question(lenient): ContentAnswer(pending=True)}))
+    assert allowed.allowed and not allowed.findings
+    assert any("its content is being read, retry shortly (allowed by its onError: allow)" in n for n in allowed.notices)
+
+
+def test_verdicts_decide_and_the_grant_mode_weakens_them() -> None:
+    policy = _policy()
+    failed = ContentVerdict("toolforge-integration", False, ("libnss-sss is not installed (dpkg lists 96 packages)",))
+    answers = Answers({_question(policy): ContentAnswer((failed,), "sha256:" + "a" * 64)})
+    decision = _decide(policy, answers)
+    (finding,) = decision.findings
+    assert finding.rule == CONTENT_FAILED and finding.mode.value == "enforce"
+    assert finding.message == (
+        "container \"c\" image 'ghcr.io/example/app:1' fails the content rule toolforge-integration: "
+        "libnss-sss is not installed (dpkg lists 96 packages)"
+    )
+    warned = _policy("{namespace: tool-a, mode: warn}")
+    decision = _decide(warned, Answers({_question(warned): ContentAnswer((failed,), "sha256:" + "a" * 64)}))
+    assert decision.allowed and [f.mode.value for f in decision.findings] == ["warn"]
+    ok = ContentVerdict("toolforge-integration", True)
+    assert _decide(policy, Answers({_question(policy): ContentAnswer((ok,), "sha256:" + "a" * 64)})).allowed
+
+
+def test_a_grants_proof() -> None:
+    ref = parse_docker_ref(IMAGE)
+    bases = "baseImages: {trusted: [docker-registry.svc.toolforge.org/toolforge-bookworm-sssd]}\nregistry: {contact: [ghcr.io]}\n"
+    layers = _decide(_policy("{namespace: tool-a, proof: layers}", bases))
+    assert [type(q) for q in layers.questions] == [BaseQuestion]  # the grant rules are not asked
+    content = _decide(_policy("{namespace: tool-a, proof: content}", bases))
+    assert [type(q) for q in content.questions] == [ContentQuestion]  # no base check
+    unset = _decide(_policy("{namespace: tool-a, requireBaseImage: true}", bases))
+    assert {type(q) for q in unset.questions} == {BaseQuestion, ContentQuestion}  # both, as written
+    either = _policy("{namespace: tool-a, proof: either}", bases)
+    failed = ContentVerdict("toolforge-integration", False, ("libnss-sss is not installed (dpkg lists 9 packages)",))
+    content_fails: dict[Question[Any], Any] = {_question(either): ContentAnswer((failed,), "sha256:" + "a" * 64)}
+    on_base = Answers({**content_fails, BaseQuestion(ref): BaseImageVerdict(True, "toolforge-bookworm-sssd:1")})
+    assert _decide(either, on_base).allowed  # proved by its layers
+    off_base = Answers({**content_fails, BaseQuestion(ref): BaseImageVerdict(False, "on no trusted base")})
+    assert not _decide(either, off_base).allowed
+    both = _decide(_policy("{namespace: tool-a, proof: both}", bases))
+    assert {type(q) for q in both.questions} == {BaseQuestion, ContentQuestion}
+
+
+def test_through_the_gate_against_a_real_registry(registry: tuple[Registry, Path]) -> None:  # noqa: F811
+    """The webhook's path: decide, the answerers (this one reading the image's real files), decide again."""
+    reg, policy_path = registry
+    text = policy_path.read_text().replace("registry: {", f"registry: {{contact: [{reg.host}], ")
+    policy = load_policy(text + "byoc:\n  grants:\n    - {namespace: tool-a}\n", str(policy_path))
+
+    def settled(image: str) -> Decision:
+        def evaluate(answers: Answers) -> Decision:
+            return decide(policy, _pod(image), namespace="tool-a", now=NOW, answers=answers, webhook=Webhook.VALIDATE)
+
+        async def go() -> Decision:
+            gate = RegistryGate(policy_path.parent)
+            try:
+                decision = await settle(gate, policy, evaluate, lambda d: d, webhook=Webhook.VALIDATE)
+                await ANSWERER.judge.settled()
+                return decision
+            finally:
+                await gate.aclose()
+
+        return asyncio.run(go())
+
+    integrated = settled(f"{reg.host}/tools/integrated:1")
+    assert integrated.allowed, integrated.message()
+    # the open-source rule (warn): unrar is from non-free
+    assert [f.reason for f in integrated.warnings] == [
+        "fails the content rule open-source: 1 package under licences that are not OSI-approved or FSF-libre: "
+        "unrar (non-free)"
+    ]
+    removed = settled(f"{reg.host}/tools/removed:1")
+    assert not removed.allowed
+    assert "fails the content rule toolforge-integration: libnss-sss is not installed (dpkg lists " in removed.message()
