@@ -150,3 +150,32 @@ def test_through_the_gate_against_a_real_registry(registry: tuple[Registry, Path
     removed = settled(f"{reg.host}/tools/removed:1")
     assert not removed.allowed
     assert "fails the content rule toolforge-integration: libnss-sss is not installed (dpkg lists " in removed.message()
+
+
+def test_check_registry_and_the_webhook(registry: tuple[Registry, Path], tmp_path: Path) -> None:  # noqa: F811
+    """`check --registry` and `/validate` (imagegate serve) judge the content rules as the gate does."""
+    import json  # noqa: PLC0415
+
+    from tests.conftest import admission_review, run_imagegate  # noqa: PLC0415
+    from tests.webhook_process import run_webhook  # noqa: PLC0415
+
+    reg, policy_path = registry
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        policy_path.read_text().replace("registry: {", f"registry: {{contact: [{reg.host}], ")
+        + "byoc:\n  grants:\n    - {namespace: tool-a}\n"
+    )
+    removed, integrated = f"{reg.host}/tools/removed:1", f"{reg.host}/tools/integrated:1"
+    manifest = tmp_path / "pod.json"
+    manifest.write_text(json.dumps({"apiVersion": "v1", **_pod(removed)}))
+    checked = run_imagegate("check", str(manifest), "-p", str(policy), "-n", "tool-a", "--registry", "-o", "json")
+    assert checked.returncode == 1, checked.stderr
+    assert "fails the content rule toolforge-integration: libnss-sss is not installed" in checked.stdout
+    with run_webhook(tmp_path / "webhook", policy=policy) as webhook:
+        client = webhook.client()
+        for image, allowed in ((integrated, True), (removed, False)):
+            review = admission_review(_pod(image), namespace="tool-a")
+            response = client.post("/validate", json=review).json()["response"]
+            assert response["allowed"] is allowed, response
+            if not allowed:
+                assert "libnss-sss is not installed (dpkg lists " in response["status"]["message"]
