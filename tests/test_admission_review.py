@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from imagegate.core import admission
 from imagegate.core.admission import POD_RESOURCES, decode_review, request_problem, review
 from imagegate.core.policy import load_policy
 from imagegate.core.records import Webhook
@@ -240,6 +241,21 @@ def test_a_dry_run_is_judged_like_the_real_request() -> None:
     real = answer(bent(UNTRUSTED_POD, _set(dryRun=False)))
     dry = answer(bent(UNTRUSTED_POD, _set(dryRun=True)))
     assert real.pop("uid") == dry.pop("uid") and real == dry and real["allowed"] is False
+
+
+def test_remembered_shapes_are_bounded_and_never_excuse_an_object() -> None:
+    """request_problem remembers the well-formed shapes it saw (the API server sends a handful):
+    made-up ones from a hostile sender do not grow that memo without bound, and a remembered
+    shape still has each object checked against it."""
+    for i in range(2 * admission._WELL_FORMED_MAX):
+        kind = {"group": f"g{i}.example.com", "version": "v1", "kind": "Widget"}
+        body = bent(UNTRUSTED_POD, _set(kind=kind, resource={**kind, "resource": "widgets"}))
+        body["request"]["object"].update(apiVersion=f"g{i}.example.com/v1", kind="Widget")
+        assert request_problem(decode_review(json.dumps(body).encode())) is None
+    assert len(admission._WELL_FORMED) <= admission._WELL_FORMED_MAX
+    assert not is_malformed(answer(bent(UNTRUSTED_POD, lambda request: None)))  # its shape is now remembered
+    response = answer(bent(UNTRUSTED_POD, _object("apiVersion", "apps/v1")))
+    assert is_malformed(response) and "is not request.kind's group/version 'v1'" in response["status"]["message"]
 
 
 OPERATION_VALUES = st.sampled_from(["CREATE", "UPDATE", "DELETE", "CONNECT", "create", "PATCH", "", "APPLY"])

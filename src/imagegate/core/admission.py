@@ -169,15 +169,15 @@ def _group_version(group: str, version: str) -> str:
     return f"{group}/{version}" if group else version
 
 
-def _object_problem(request: AdmissionRequest, field: str, obj: Mapping[str, Any]) -> str | None:
-    """How ``obj`` contradicts the request's kind, namespace or name (None: it agrees).
+def _object_problem(request: AdmissionRequest, field: str, obj: Mapping[str, Any], want: str) -> str | None:
+    """How ``obj`` contradicts the request's kind (``want``: its apiVersion), namespace or name
+    (None: it agrees).
 
     The API server always sends an object with its apiVersion and kind; one without them
     could be anything, so it is not judged as whatever the request claims.
     """
     gvk = request.kind
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
-    want = _group_version(gvk.group, gvk.version)
     if kind is None or api_version is None:
         return f"request.{field} has no {'kind' if kind is None else 'apiVersion'} (the API server always sends both)"
     if kind != gvk.kind:
@@ -189,13 +189,21 @@ def _object_problem(request: AdmissionRequest, field: str, obj: Mapping[str, Any
         return None
     if not isinstance(metadata, dict):
         return f"request.{field}.metadata is not an object"
-    for key, expected in (("namespace", request.namespace), ("name", request.name)):
-        value = metadata.get(key)
+    namespace, name = metadata.get("namespace"), metadata.get("name")
+    # the common case, in a few comparisons (every review passes here)
+    if (
+        (namespace is None or isinstance(namespace, str))
+        and (name is None or isinstance(name, str))
+        and (not namespace or not request.namespace or namespace == request.namespace)
+        and (not name or not request.name or name == request.name)
+    ):
+        return None
+    for key, value, expected in (("namespace", namespace, request.namespace), ("name", name, request.name)):
         if value is not None and not isinstance(value, str):
             return f"request.{field}.metadata.{key} is not a string"
         if value and expected and value != expected:
             return f"request.{field}.metadata.{key} {value!r} is not request.{key} {expected!r}"
-    return None
+    return None  # pragma: no cover - the common case above returned
 
 
 # Only a malformed request's message names them: a well-formed one (every review) builds no text.
@@ -208,13 +216,8 @@ def _shown_resource(request: AdmissionRequest) -> str:
     return f"{_group_version(gvr.group, gvr.version)} {gvr.resource}{'/' + sub if sub else ''}"
 
 
-def request_problem(request: AdmissionRequest) -> str | None:
-    """What makes ``request`` unlike any request the API server sends (None: well-formed).
-
-    The one check of a review's shape. The object is judged by what it is, so the review
-    must agree with itself: a Pod sent as a ConfigMap, or with no kind, would be judged as
-    nothing and allowed.
-    """
+def _shape_problem(request: AdmissionRequest) -> str | None:
+    """What is wrong with the request's operation, kind, resource and subresource together."""
     operation, gvk, gvr, sub = request.operation, request.kind, request.resource, request.sub_resource
     if operation not in OPERATIONS:
         return f"request.operation {operation!r} is not one of {', '.join(OPERATIONS)}"
@@ -228,24 +231,50 @@ def request_problem(request: AdmissionRequest) -> str | None:
     expected = POD_RESOURCES.get((gvr.group, gvr.resource)) if whole else None
     if (expected is not None and gvk.kind != expected) or (expected is None and (gvk.group, gvk.kind) in _POD_KINDS):
         return f"request.kind {_shown_kind(request)} contradicts request.resource {_shown_resource(request)}"
-    if operation in ("CREATE", "UPDATE") and request.object is None:
-        return f"{operation} without request.object"
-    if operation == "UPDATE" and request.old_object is None:
-        return "UPDATE without request.oldObject"
-    if operation == "CREATE" and request.old_object is not None:
-        return "CREATE with a request.oldObject"
+    return None
+
+
+# Well-formed shapes (operation, kind, resource, subresource) -> the apiVersion their objects must
+# have: the API server sends a handful, so each is checked once (bounded: a hostile sender's
+# made-up shapes are checked every time, never remembered).
+_WELL_FORMED: dict[tuple[str, GroupVersionKind, GroupVersionResource, str], str] = {}
+_WELL_FORMED_MAX = 64
+
+
+def request_problem(request: AdmissionRequest) -> str | None:
+    """What makes ``request`` unlike any request the API server sends (None: well-formed).
+
+    The one check of a review's shape. The object is judged by what it is, so the review
+    must agree with itself: a Pod sent as a ConfigMap, or with no kind, would be judged as
+    nothing and allowed.
+    """
+    operation = request.operation
+    shape = (operation, request.kind, request.resource, request.sub_resource)
+    want = _WELL_FORMED.get(shape)
+    if want is None:
+        problem = _shape_problem(request)
+        if problem is not None:
+            return problem
+        want = _group_version(request.kind.group, request.kind.version)
+        if len(_WELL_FORMED) < _WELL_FORMED_MAX:
+            _WELL_FORMED[shape] = want
+    obj, old = request.object, request.old_object
+    if operation == "CREATE":
+        if obj is None:
+            return "CREATE without request.object"
+        if old is not None:
+            return "CREATE with a request.oldObject"
+        return _object_problem(request, "object", obj, want)
+    if operation == "UPDATE":
+        if obj is None:
+            return "UPDATE without request.object"
+        if old is None:
+            return "UPDATE without request.oldObject"
+        return _object_problem(request, "object", obj, want) or _object_problem(request, "oldObject", old, want)
     # CONNECT carries the connect options (PodExecOptions...) and DELETE the options or
     # nothing: neither creates anything to judge.
-    checked: list[tuple[str, dict[str, Any] | None]] = []
-    if operation in ("CREATE", "UPDATE"):
-        checked.append(("object", request.object))
-    if operation in ("UPDATE", "DELETE"):
-        checked.append(("oldObject", request.old_object))
-    for field, obj in checked:
-        if obj is not None:
-            problem = _object_problem(request, field, obj)
-            if problem is not None:
-                return problem
+    if operation == "DELETE" and old is not None:
+        return _object_problem(request, "oldObject", old, want)
     return None
 
 
@@ -406,18 +435,20 @@ def review(
         if answers.notes:
             extra["warnings"] = tenant_warnings(answers.notes)
         return ReviewOutcome(_response(request, True, extra), True, decision, patched=bool(decision.patches))
-    if decision.warnings or decision.notices or (decision.allowed and decision.pins_needed):
+    # Most reviews find nothing: Decision's properties (Python calls) are asked only when there are findings.
+    allowed = decision.allowed
+    warned = decision.warnings if decision.findings else ()
+    if warned or decision.notices or (allowed and decision.pins_needed):
         # A grant about to end first: it concerns every pod of the namespace.
-        texts = [*decision.notices, *(f.message for f in decision.warnings)]
-        if decision.allowed and decision.pins_needed:
+        texts = [*decision.notices, *(f.message for f in warned)]
+        if allowed and decision.pins_needed:
             texts.append(unpinned_warning(decision.pins_needed))
         extra["warnings"] = tenant_warnings(texts)
-    annotations = _audit_annotations(decision)
-    if annotations:
-        extra["auditAnnotations"] = annotations
-    if not decision.allowed:
+    if decision.findings:
+        extra["auditAnnotations"] = _audit_annotations(decision)
+    if not allowed:
         extra["status"] = {"code": 403, "reason": "Forbidden", "message": decision.message()}
-    return ReviewOutcome(_response(request, decision.allowed, extra), decision.allowed, decision)
+    return ReviewOutcome(_response(request, allowed, extra), allowed, decision)
 
 
 def internal_error(request: AdmissionRequest) -> ReviewOutcome:

@@ -178,7 +178,9 @@ def _unverified_notices(verdicts: Sequence[ImageVerdict], answers: Answers) -> l
 
 
 def _expiring(active: Sequence[Grant], now: dt.datetime, days: int | None) -> tuple[str, ...]:
-    return tuple(expiry_notice(g, now) for g in active if g.expiring(now, days))
+    if days is None:
+        return ()
+    return tuple(expiry_notice(g, now) for g in active if g.expires is not None and g.expiring(now, days))
 
 
 def _split_grants(grants: Sequence[Grant], now: dt.datetime) -> tuple[tuple[Grant, ...], tuple[Grant, ...]]:
@@ -186,7 +188,8 @@ def _split_grants(grants: Sequence[Grant], now: dt.datetime) -> tuple[tuple[Gran
     active: list[Grant] = []
     expired: list[Grant] = []
     for grant in grants:
-        (expired if grant.expired(now) else active).append(grant)
+        # a grant without an end date is never expired: no call into the policy to ask
+        (expired if grant.expires is not None and grant.expired(now) else active).append(grant)
     return tuple(active), tuple(expired)
 
 

@@ -602,7 +602,8 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
                 user_unset = group_unset = True
                 seccomp_unset.append(name)
             continue
-        user, group, profile = context.get("runAsUser"), context.get("runAsGroup"), context.get("seccompProfile")
+        security: dict[str, Any] = context  # dict-typed: compiled, its gets are direct calls
+        user, group, profile = security.get("runAsUser"), security.get("runAsGroup"), security.get("seccompProfile")
         if user is None:
             user_unset = user_unset or name is not None
         elif uid is not None and user != uid:
@@ -662,18 +663,18 @@ def _hardening_findings(name: str, context: Any) -> list[CheckResult]:
     no_new_privs only for an explicit ``allowPrivilegeEscalation: false``, and without
     ``drop: [ALL]`` the runtime's default capabilities stay.
     """
-    context = as_map(context)
+    security = as_map(context)  # a dict-typed name: compiled, its gets are direct calls
     found: list[CheckResult] = []
-    privileged = context.get("privileged")
+    privileged = security.get("privileged")
     if privileged is not None and privileged is not False:  # true, or a value the API would refuse
         # spelled as the tenant wrote it (JSON/YAML: true), never Python's True
         shown = json.dumps(privileged) if isinstance(privileged, bool | int | float | str) else "a non-boolean"
         detail = f'container "{name}" sets securityContext.privileged={shown}; tool pods are never privileged'
         found.append(CheckResult("privileged", "privileged", detail))
-    if context.get("allowPrivilegeEscalation") is not False:
+    if security.get("allowPrivilegeEscalation") is not False:
         detail = f'container "{name}" must set securityContext.allowPrivilegeEscalation=false'
         found.append(CheckResult("allowPrivilegeEscalation", "allowPrivilegeEscalation", detail))
-    capabilities = as_map(context.get("capabilities"))
+    capabilities = as_map(security.get("capabilities"))
     if "ALL" not in as_list(capabilities.get("drop")):
         detail = f'container "{name}" must set securityContext.capabilities.drop=["ALL"]'
         found.append(CheckResult("capabilities", "capabilities", detail))

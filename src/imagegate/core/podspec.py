@@ -16,8 +16,9 @@ from imagegate.core.workloads import CONTAINER_LISTS
 __all__ = ["added_capabilities", "as_list", "as_map", "containers", "is_windows", "pod_view", "volume_type"]
 
 
-def as_map(value: Any) -> Mapping[str, Any]:
-    """``value`` if it is a JSON object, else an empty one."""
+def as_map(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (typed dict, not Mapping: compiled,
+    a dict's ``get`` is a direct call, a Mapping's a method looked up by name each time)."""
     return value if isinstance(value, dict) else {}
 
 
