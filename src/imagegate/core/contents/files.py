@@ -16,7 +16,22 @@ from fnmatch import translate
 
 import msgspec
 
-__all__ = ["FileSelection", "ImageFiles"]
+__all__ = ["CONTAINER_PATH_FORM", "FileSelection", "ImageFiles", "container_path_error"]
+
+CONTAINER_PATH_FORM = (
+    "an absolute path without '.', '..' or empty segments, as the container sees it (/etc/nsswitch.conf)"
+)
+
+
+def container_path_error(path: str) -> str | None:
+    """Why ``path`` cannot name a file in an image (the form the reader's paths have), or ``None``.
+
+    The one rule for every path an operator writes for a container: the policy's
+    ``requireFiles`` and the ``contents`` command's ``--file``.
+    """
+    if path.startswith("/") and all(part not in ("", ".", "..") for part in path.split("/")[1:]):
+        return None
+    return f"{path!r} is not {CONTAINER_PATH_FORM}"
 
 
 class FileSelection(msgspec.Struct, frozen=True):

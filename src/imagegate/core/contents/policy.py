@@ -33,7 +33,7 @@ from enum import StrEnum
 
 import msgspec
 
-from imagegate.core.contents.files import FileSelection, ImageFiles
+from imagegate.core.contents.files import CONTAINER_PATH_FORM, FileSelection, ImageFiles, container_path_error
 from imagegate.core.contents.packages import Area, Ecosystem, Inventory, LicenceClass, Package, Tri
 from imagegate.core.patterns import PatternError, PatternSet, RepositoryPattern, parse_pattern
 from imagegate.core.records import DenyOrAllow, Mode
@@ -461,9 +461,8 @@ def _package(doc: LocatedDocument, path: str, written: PackageDoc) -> PackageReq
 
 
 def _file_requirement(doc: LocatedDocument, path: str, written: FileDoc) -> FileRequirement:
-    parts = written.path.split("/")
-    if not written.path.startswith("/") or any(p in ("", ".", "..") for p in parts[1:]):
-        raise doc.error(f"{path}.path", "write an absolute path without '.', '..' or '//' (/etc/nsswitch.conf)")
+    if container_path_error(written.path) is not None:
+        raise doc.error(f"{path}.path", f"write {CONTAINER_PATH_FORM}")
     patterns = []
     for index, line in enumerate(written.lines):
         try:

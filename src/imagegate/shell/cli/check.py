@@ -42,6 +42,7 @@ from imagegate.shell.cli.common import (
     parse_now,
     plural,
     read_inputs,
+    registry_options,
     write_json,
     write_lines,
 )
@@ -368,20 +369,12 @@ def inspect(
     import dataclasses  # noqa: PLC0415
 
     from imagegate.core.baseimage import verify_image  # noqa: PLC0415
-    from imagegate.core.platforms import PlatformError, parse_platform  # noqa: PLC0415
     from imagegate.core.reference import ReferenceError, parse_docker_ref  # noqa: PLC0415
     from imagegate.shell.registry.client import RegistryError  # noqa: PLC0415
 
     configure_logging("warning", json=False)
     loaded = load(policy, None)
-    config = loaded.registry
-    if platform:
-        try:
-            config = dataclasses.replace(config, platforms=tuple(parse_platform(p) for p in platform))
-        except PlatformError as exc:
-            raise fail(f"--platform {exc}") from None
-    if ca_file is not None:
-        config = dataclasses.replace(config, ca_file=str(ca_file.absolute()))
+    config = registry_options(loaded.registry, platform, ca_file)
     loaded = dataclasses.replace(loaded, registry=config)
     try:
         ref = parse_docker_ref(image)

@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +28,7 @@ from rich.progress import Progress
 import imagegate.shell.registry.content_answerer  # noqa: F401 (registers the content rules' answerer)
 from imagegate.core.decide import Decision, decide
 from imagegate.core.names import namespace_name_error
-from imagegate.core.policy import Policy, PolicyError, default_policy, load_policy
+from imagegate.core.policy import Policy, PolicyError, RegistryConfig, default_policy, load_policy
 from imagegate.core.records import NO_ANSWERS, Answers, Webhook
 from imagegate.core.workloads import (
     POD_TEMPLATE_PATHS,
@@ -131,6 +131,21 @@ def load(policy_path: Path | None, grants_path: Path | None, identities_path: Pa
     if missing is not None:
         Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/] {escape(missing)}")
     return policy
+
+
+def registry_options(config: RegistryConfig, platform: Sequence[str] | None, ca_file: Path | None) -> RegistryConfig:
+    """The policy's registry settings with the ``--platform`` and ``--ca-file`` options a command was
+    given (the commands that read one image: ``inspect``, ``contents``); exit 2 on a bad platform."""
+    from imagegate.core.platforms import PlatformError, parse_platform  # noqa: PLC0415
+
+    if platform:
+        try:
+            config = replace(config, platforms=tuple(parse_platform(p) for p in platform))
+        except PlatformError as exc:
+            raise fail(f"--platform {exc}") from None
+    if ca_file is not None:
+        config = replace(config, ca_file=str(ca_file.absolute()))
+    return config
 
 
 def load_policy_alone(policy_path: Path | None) -> Policy:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Annotated
@@ -13,8 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from imagegate.core.contents.files import FileSelection, ImageFiles
-from imagegate.shell.cli.common import OutputFormat, PolicyOption, app, fail, load, write_json
+from imagegate.core.contents.files import FileSelection, ImageFiles, container_path_error
+from imagegate.shell.cli.common import OutputFormat, PolicyOption, app, fail, load, registry_options, write_json
 from imagegate.shell.cli.json_docs import ContentsJson, KeptFileJson, PlatformFilesJson
 from imagegate.shell.logs import configure_logging
 
@@ -42,7 +41,6 @@ def contents(
 ) -> None:
     """Read an image's files from its registry: every layer streamed and verified, whiteouts and
     links applied as the container sees them; print the kept files (registry.contents bounds the read)."""
-    from imagegate.core.platforms import PlatformError, parse_platform  # noqa: PLC0415
     from imagegate.core.reference import ReferenceError, parse_docker_ref  # noqa: PLC0415
     from imagegate.shell.registry.contents import ContentReader  # noqa: PLC0415
     from imagegate.shell.registry.errors import RegistryError  # noqa: PLC0415
@@ -53,18 +51,12 @@ def contents(
     if not wanted and not pattern:
         raise fail("name the files to keep: --file PATH or --pattern GLOB (at least one)")
     for path in wanted:
-        if not path.startswith("/") or any(part in (".", "..") for part in path.split("/")):
-            raise fail(f"--file {path}: an absolute path without '.' or '..' segments, as the container sees it")
+        why = container_path_error(path.rstrip("/"))
+        if why is not None:
+            raise fail(f"--file {why}")
     selection = FileSelection(frozenset(p.rstrip("/") for p in wanted), tuple(pattern or ()))
     loaded = load(policy, None)
-    config = loaded.registry
-    if platform:
-        try:
-            config = dataclasses.replace(config, platforms=tuple(parse_platform(p) for p in platform))
-        except PlatformError as exc:
-            raise fail(f"--platform {exc}") from None
-    if ca_file is not None:
-        config = dataclasses.replace(config, ca_file=str(ca_file.absolute()))
+    config = registry_options(loaded.registry, platform, ca_file)
     try:
         ref = parse_docker_ref(image)
     except ReferenceError as exc:

@@ -87,7 +87,7 @@ class LeaderElector:
                 self._set_leading(False)  # could not renew in time: another replica may take it
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_first(stop, self._wake), timeout=self.retry)
+                await asyncio.wait_for(first_of(stop, self._wake), timeout=self.retry)
         await self.release()
 
     async def _attempt(self) -> None:
@@ -173,7 +173,7 @@ class LeaderElector:
                 await self.client.replace(lease)
 
 
-async def _first(*events: asyncio.Event) -> None:
+async def first_of(*events: asyncio.Event) -> None:
     """Until one of ``events`` is set."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:

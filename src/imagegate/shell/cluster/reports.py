@@ -42,7 +42,7 @@ from imagegate.core.policyreport import (
     report_document,
 )
 from imagegate.core.workloads import WORKLOAD_KINDS, WorkloadKind
-from imagegate.shell.cluster.lease import LeaderElector
+from imagegate.shell.cluster.lease import LeaderElector, first_of
 from imagegate.shell.policy_source import PolicySource, ReloadResult
 
 __all__ = ["CrdMissingError", "ReportsController", "ReportsSettings", "ensure_crd"]
@@ -355,7 +355,7 @@ class ReportsController:
         while not stop.is_set():
             timeout = max(0.0, next_period - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_first(stop, self.wake), timeout=timeout)
+                await asyncio.wait_for(first_of(stop, self.wake), timeout=timeout)
             if stop.is_set():
                 return
             self.wake.clear()
@@ -525,15 +525,6 @@ class ReportsController:
 def _labels(item: Mapping[str, Any]) -> dict[str, str]:
     labels = (item.get("metadata") or {}).get("labels") or {}
     return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
-
-
-async def _first(*events: asyncio.Event) -> None:
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def serve_metrics(
