@@ -64,8 +64,8 @@ run() {  # name endpoint rounds [--micro]
 if [ $callgrind = 1 ]; then
     for endpoint in validate mutate; do
         for name in base head; do
-            ir() {
-                PYTHONPATH="$scratch/$name/site" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+            ir() {  # a fixed hash seed: set and dict layouts, so the counts, repeat run to run
+                PYTHONHASHSEED=0 PYTHONPATH="$scratch/$name/site" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
                     "$python" "$harness" "$scratch/$name/src/bench" "$endpoint" "$1" 2>&1 |
                     sed -n 's/.*Collected : //p'
             }
@@ -84,6 +84,13 @@ for round in $(seq "$rounds"); do
 done
 
 if [ $server = 1 ]; then
+    for name in base head; do  # an older commit may need a library main no longer installs
+        if ! failed=$(PYTHONPATH="$scratch/$name/site" "$python" -m imagegate --help 2>&1 >/dev/null); then
+            echo "${commit[$name]} ($name) cannot start: $(echo "$failed" | tail -1)" >&2
+            echo "(f38bfc1 needs watchfiles: python3 -m pip install watchfiles)" >&2
+            exit 1
+        fi
+    done
     for round in $(seq "$rounds"); do
         for name in base head; do
             out=$(cd "$scratch/$name/src" && PYTHONPATH="$scratch/$name/site" "$python" bench/server_bench.py \
