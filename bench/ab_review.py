@@ -57,6 +57,8 @@ def _reviewer(bench_dir: str, endpoint: str) -> tuple[Callable[[bytes], bytes], 
 
 
 def main() -> int:
+    if len(sys.argv) < 4 or "--help" in sys.argv:
+        sys.exit("usage: python bench/ab_review.py BENCH_DIR validate|mutate ROUNDS [--micro]")
     bench_dir, endpoint, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     one, mix = _reviewer(bench_dir, endpoint)
     if "--micro" not in sys.argv:

@@ -63,6 +63,8 @@ async def rsgi_app(_scope: Any, protocol: Any) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) < 5 or "--help" in sys.argv:
+        sys.exit("usage: python bench/fixed_response.py STACK CERT KEY PORT (started by bench/server_bench.py)")
     stack, cert, key, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     if stack == "imagegate":
         uvloop.run(serve_imagegate(cert, key, port))
