@@ -13,6 +13,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from imagegate.core.contents.admission import CONTENT_FAILED, CONTENT_UNVERIFIED, ContentQuestion
 from imagegate.core.contents.policy import ContentAnswer, ContentVerdict
 from imagegate.core.decide import decide
@@ -179,3 +181,89 @@ def test_check_registry_and_the_webhook(registry: tuple[Registry, Path], tmp_pat
             assert response["allowed"] is allowed, response
             if not allowed:
                 assert "libnss-sss is not installed (dpkg lists " in response["status"]["message"]
+
+
+@pytest.mark.parametrize("budget", ["", "timeoutSeconds: 0.3, lookupTimeoutSeconds: 0.3, "], ids=["default", "short"])
+def test_the_webhook_under_load_while_cold_reads_happen(
+    registry: tuple[Registry, Path],  # noqa: F811
+    tmp_path: Path,
+    budget: str,
+) -> None:
+    """200 reviews over 20 connections to a fresh ``imagegate serve`` (every read cold): the
+    integrated image, one whose later layer purges libnss-sss, and a trusted image no content rule
+    covers. Each answer is its image's verdict or, while the read goes on, "being read, retry
+    shortly" (a denial); never a 500, never the broken image allowed; and a review sent after an
+    image's first verdict came back gets that verdict (the read is cached, not repeated). With the
+    default lookup budget the reads finish within it; with a short one (0.3 s) many answers are
+    "being read" until the background read lands."""
+    import ssl  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    from tests.conftest import admission_review  # noqa: PLC0415
+    from tests.webhook_process import run_webhook  # noqa: PLC0415
+
+    reg, policy_path = registry
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        policy_path.read_text().replace("registry: {", f"registry: {{contact: [{reg.host}], {budget}")
+        + "trusted: [docker-registry.svc.toolforge.org]\nbyoc:\n  grants:\n    - {namespace: tool-a}\n"
+    )
+    images = {
+        "integrated": f"{reg.host}/tools/integrated:1",
+        "removed": f"{reg.host}/tools/removed:1",
+        "trusted": "docker-registry.svc.toolforge.org/toolforge-python311-sssd-base:latest",
+    }
+    being_read = "fails the content rule toolforge-integration: its content is being read, retry shortly"
+    missing = "fails the content rule toolforge-integration: libnss-sss is not installed (dpkg lists "
+    order = [name for _ in range(67) for name in images][:200]
+
+    async def load(webhook_url: str, ca: Path) -> list[tuple[str, float, float, int, dict[str, Any]]]:
+        limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
+        verify = ssl.create_default_context(cafile=str(ca))
+        async with httpx.AsyncClient(base_url=webhook_url, verify=verify, limits=limits, timeout=60) as client:
+            gate = asyncio.Semaphore(20)
+
+            async def one(name: str) -> tuple[str, float, float, int, dict[str, Any]]:
+                async with gate:
+                    sent = time.monotonic()
+                    reply = await client.post("/validate", json=admission_review(_pod(images[name]), "tool-a"))
+                    body = reply.json() if reply.status_code == 200 else {}
+                    return name, sent, time.monotonic(), reply.status_code, body.get("response", {})
+
+            return await asyncio.gather(*(one(name) for name in order))
+
+    def final(name: str, response: dict[str, Any]) -> bool:
+        """Whether ``response`` is ``name``'s verdict (not the read still going on)."""
+        message = response.get("status", {}).get("message", "")
+        if name == "removed":
+            return response["allowed"] is False and missing in message and being_read not in message
+        return response["allowed"] is True
+
+    with run_webhook(tmp_path / "webhook", policy=policy) as webhook:
+        results = asyncio.run(load(webhook.url, webhook.tls.ca_cert))
+        assert [status for *_, status, _ in results if status != 200] == []  # none a 500 (nor anything else)
+        first_verdict: dict[str, float] = {}
+        for name, _, received, _, response in results:
+            message = response.get("status", {}).get("message", "")
+            if final(name, response):
+                first_verdict[name] = min(first_verdict.get(name, received), received)
+            else:  # only a read still going on may answer otherwise, and it denies
+                assert name != "trusted" and response["allowed"] is False, (name, response)
+                assert being_read in message, (name, message)
+        assert not any(name == "removed" and response["allowed"] for name, *_, response in results)
+        for name, sent, _, _, response in results:
+            if name in first_verdict and sent > first_verdict[name]:
+                assert final(name, response), (name, response)
+        # once the reads are done every image gets its verdict (the reads go on in the background)
+        client = webhook.client()
+        deadline = time.monotonic() + 20
+        for name, image in images.items():
+            while not final(
+                name,
+                response := client.post("/validate", json=admission_review(_pod(image), "tool-a")).json()["response"],
+            ):
+                assert time.monotonic() < deadline, (name, response)
+                time.sleep(0.2)
+        assert "Traceback" not in webhook.logs()
