@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +19,7 @@ import yaml
 from imagegate.core.compare import Option, Subject, compare, preset_options
 from imagegate.core.decide import decide
 from imagegate.core.policy import default_policy, load_grants, load_identities
+from imagegate.core.reference import parse_normalized
 from tests.conftest import POLICY_HEADER, REPO_ROOT, run_imagegate
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -119,6 +123,53 @@ def test_a_tool_running_another_tools_image_is_named_per_option() -> None:
     assert table.namespaces["tool-foo"] == [1, 0, 1, 1, 1]
     assert table.namespace_rules["tool-foo"][0] == ["untrusted-registry"]
     assert table.namespace_rules["tool-foo"][2] == ["content-unverified"]
+    # what the choice changes, and what each option lets in (against closed, the first column)
+    assert table.reference == 0 and table.tools == 2  # tool-foo and the webservice's tool
+    assert [i.objects for i in table.lets_in] == [0, 1, 0, 0, 0]
+    byoc = table.lets_in[1]
+    assert byoc.tools == ("tool-foo",)
+    assert byoc.images == ("tools-harbor.wmcloud.org/tool-bar/tool-bar:latest",)
+    assert byoc.registries == ("tools-harbor.wmcloud.org",)
+    assert table.rules_differing() == {"content-unverified": [0, 0, 1, 0, 0], "untrusted-registry": [1, 0, 0, 1, 1]}
+    assert table.rules_same() == {} and table.namespaces_same() == {}
+    assert table.box_ends == BOX_ENDS
+    assert all(table.descriptions) and "2026-09-30" in table.descriptions[2]
+
+
+def test_the_summaries_agree_with_each_decision(generated: dict[str, Path]) -> None:
+    """What each option lets in, the rows that differ and the total, against decide() per object."""
+    subjects = subjects_of(generated["dump"])
+    options = all_presets(base_policy(generated), subjects, selected=("tool-tool00017",))
+    table = compare(options, subjects)
+    assert table.tools == len({s.namespace for s in subjects}) == 120
+
+    def denials(option: Option) -> list[Any]:
+        found = []
+        for s in subjects:
+            d = decide(option.policy, s.obj, namespace=s.namespace, now=option.now, namespace_labels=s.labels)
+            found.append(d if d.governed and not d.allowed else None)
+        return found
+
+    closed = denials(options[0])
+    for column, option in enumerate(options):
+        now = denials(option)
+        newly = [i for i, (before, after) in enumerate(zip(closed, now, strict=True)) if before and not after]
+        lets_in = table.lets_in[column]
+        assert lets_in.objects == len(newly), option.label
+        assert set(lets_in.tools) == {subjects[i].namespace for i in newly}, option.label
+        images = {f.subject.image for i in newly for f in closed[i].violations if hasattr(f.subject, "image")}
+        assert set(lets_in.images) == images, option.label
+        assert set(lets_in.registries) == {parse_normalized(i).registry_host for i in images}, option.label
+    assert table.lets_in[1].objects > 0 and table.lets_in[1].registries  # BYOC lets registries in
+    # a grant admits the registry, but the built-in policy's content rule covers granted images and
+    # compare reads no registry: offline the selected tool's images stay denied (content-unverified)
+    assert table.lets_in[4].objects == 0 and table.namespace_rules["tool-tool00017"][4] == ["content-unverified"]
+    # every rule and tool row is either one the choice changes or one that is the same everywhere
+    assert table.rules_differing().keys() | table.rules_same().keys() == table.rules.keys()
+    assert not table.rules_differing().keys() & table.rules_same().keys()
+    assert "untrusted-registry" in table.rules_differing()
+    assert all(r.startswith("tool-profile:") for r in table.rules_same()) and table.rules_same()
+    assert table.namespaces_differing().keys() | table.namespaces_same().keys() == table.namespaces.keys()
 
 
 def cli_args(files: dict[str, Path], *extra: str) -> list[str]:
@@ -163,6 +214,65 @@ def test_the_command_table_json_and_html(generated: dict[str, Path], tmp_path: P
     first_tool = next(iter(payload["namespaces"]))
     assert first_tool in cells.cells
     assert f"{payload['deniedObjects'][0]:,}" in cells.cells
+
+
+def _chromium_dom(page: Path, tmp_path: Path) -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed (scripts/test.sh installs Debian's chromium)")
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ]  # fmt: skip
+    return subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+
+
+def _section(dom: str, name: str) -> str:
+    found = re.search(rf'<section id="{name}">(.*?)</section>', dom, re.S)
+    assert found, f"no section {name}"
+    return found.group(1)
+
+
+def test_the_decision_page_in_chromium(generated: dict[str, Path], tmp_path: Path) -> None:
+    """The page as a browser renders it: the options, what differs first, what each lets in, the rest folded."""
+    page = tmp_path / "compare.html"
+    presets = ("closed", "byoc", "time-boxed", "selected", "--select", "tool-tool00017", "--box-ends", "2026-09-30")
+    result = run_imagegate(*cli_args(generated, "--compare", *presets, "-o", "json", "--html", str(page)))
+    assert result.returncode == 1, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["tools"] == 120 and payload["boxEnds"] == "2026-09-30" and payload["reference"] == "closed"
+    dom = _chromium_dom(page, tmp_path)
+    assert "<script" not in dom
+    assert "120 tools in total" in dom and "the time box ends 2026-09-30" in dom
+    options = _section(dom, "options")
+    assert options.count("<dt>") == 5 and options.count("<dd>") == 5
+    for sentence in payload["descriptions"]:
+        assert sentence.replace("'", "&#x27;") in options or sentence in options
+    # what the choice changes comes first, and holds only the rows that differ
+    assert dom.index('id="changes"') < dom.index('id="lets-in"') < dom.index('id="same"')
+    changes = _section(dom, "changes")
+    assert "rule untrusted-registry" in changes and "tool-profile:" not in changes.split("<h3>")[0]
+    differing_tools = [ns for ns, row in payload["namespaces"].items() if len(set(row["denied"])) > 1]
+    assert f"Tools the choice changes ({len(differing_tools)})" in changes
+    assert all(f"<td>{ns}</td>" in changes for ns in differing_tools)
+    lets_in = _section(dom, "lets-in")
+    objects = [int(n) for n in re.findall(r'data-objects="(\d+)"', lets_in)]
+    assert objects == [i["objects"] for i in payload["letsIn"]] and objects[1] > 0
+    registries = [int(n) for n in re.findall(r'data-registries="(\d+)"', lets_in)]
+    assert registries == [len(i["registries"]) for i in payload["letsIn"]] and registries[1] > 0
+    assert all(registry in lets_in for registry in payload["letsIn"][1]["registries"])
+    tools = [int(n) for n in re.findall(r'data-tools="(\d+)"', lets_in)]
+    assert tools == [len(i["tools"]) for i in payload["letsIn"]] and tools[1] > 0
+    same = _section(dom, "same")
+    same_rules = [r for r, counts in payload["rules"].items() if len(set(counts)) == 1]
+    same_tools = [ns for ns, row in payload["namespaces"].items() if len(set(row["denied"])) == 1]
+    assert same_rules and same_tools
+    assert "<details>" in same and "<details open" not in same  # folded until asked
+    rows = len(same_rules) + len(same_tools)
+    assert f"{rows} rows the same under every option ({len(same_rules)} rules, {len(same_tools)} tools)" in same
 
 
 def test_policy_files_compare_with_presets(generated: dict[str, Path], tmp_path: Path) -> None:

@@ -14,6 +14,11 @@ policy), so they differ only in the BYOC choice:
   something, ending that day, beside the base's own grants), judged now and the day after
   it ends, two columns: what the box admits, and what its end denies;
 * ``selected``: BYOC for the tools the base's grants name (and those given with ``--select``).
+
+Beside the counts, the comparison says what the choice changes for a team deciding: the rules
+and tools whose numbers differ between options (the rest is the same whatever is chosen), and
+what each option lets in that the reference option (``closed`` when compared, else the first
+column) denies: the objects, tools, images and registries that would newly run.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from typing import Any
 
 from imagegate.core.decide import decide
 from imagegate.core.policy import Grant, Mode, Policy
-from imagegate.core.records import Decision, DenyOrAllow, Finding, PodSubject
+from imagegate.core.records import Decision, DenyOrAllow, Finding, ImageUse, PodSubject
+from imagegate.core.reference import ReferenceError, parse_normalized
 
-__all__ = ["PRESETS", "Comparison", "Option", "Subject", "compare", "preset_options"]
+__all__ = ["PRESETS", "Comparison", "LetsIn", "Option", "Subject", "compare", "preset_options"]
 
 PRESETS = ("closed", "byoc", "time-boxed", "selected")
 
@@ -40,6 +46,9 @@ class Option:
     label: str
     policy: Policy
     now: dt.datetime
+    description: str = ""  # one sentence: what this option is
+    preset: str | None = None  # the preset that made it (None: a policy file)
+    box_ends: dt.date | None = None  # the last day of a time box
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,16 @@ class Subject:
     namespace: str
     obj: Mapping[str, Any]
     labels: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class LetsIn:
+    """What one option admits that the reference option denies: what would newly run."""
+
+    objects: int = 0
+    tools: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    registries: tuple[str, ...] = ()
 
 
 @dataclass
@@ -64,6 +83,27 @@ class Comparison:
     namespaces: dict[str, list[int]] = field(default_factory=dict)
     # namespace -> rules that deny there, per option
     namespace_rules: dict[str, list[list[str]]] = field(default_factory=dict)
+    descriptions: list[str] = field(default_factory=list)  # one sentence per option
+    box_ends: dt.date | None = None  # the time box's last day, when an option has one
+    tools: int = 0  # namespaces with an object some option governs
+    reference: int = 0  # the column ``lets_in`` is measured against
+    lets_in: list[LetsIn] = field(default_factory=list)  # per option
+
+    def rules_differing(self) -> dict[str, list[int]]:
+        """The rules whose count the choice changes."""
+        return {rule: counts for rule, counts in self.rules.items() if len(set(counts)) > 1}
+
+    def rules_same(self) -> dict[str, list[int]]:
+        """The rules that deny as much under every option."""
+        return {rule: counts for rule, counts in self.rules.items() if len(set(counts)) == 1}
+
+    def namespaces_differing(self) -> dict[str, list[int]]:
+        """The tools whose denied objects the choice changes (the most denied first)."""
+        return {ns: counts for ns, counts in self.namespaces.items() if len(set(counts)) > 1}
+
+    def namespaces_same(self) -> dict[str, list[int]]:
+        """The tools denied as much under every option."""
+        return {ns: counts for ns, counts in self.namespaces.items() if len(set(counts)) == 1}
 
     def tools_denied(self) -> list[int]:
         """Namespaces with at least one denied object, per option."""
@@ -99,9 +139,11 @@ def preset_options(
 ) -> list[Option]:
     """The columns one preset makes (``time-boxed`` makes two)."""
     if name == "closed":
-        return [Option("closed", _closed(base), now)]
+        sentence = "Keep the gate closed: only the trusted registries, no BYOC for any tool, every grant dropped."
+        return [Option("closed", _closed(base), now, sentence, name)]
     if name == "byoc":
-        return [Option("BYOC for everyone", replace(base, byoc_default=DenyOrAllow.ALLOW), now)]
+        sentence = "BYOC for everyone: every tool may run images from any registry, with no end date."
+        return [Option("BYOC for everyone", replace(base, byoc_default=DenyOrAllow.ALLOW), now, sentence, name)]
     if name == "time-boxed":
         granted = {g.namespace for g in base.grants}
         boxed = [
@@ -111,16 +153,35 @@ def preset_options(
         ]
         policy = base.with_grants(boxed, what_if=True)
         after = dt.datetime.combine(box_ends + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        day = box_ends.isoformat()
         return [
-            Option(f"time-boxed (until {box_ends.isoformat()})", policy, now),
-            Option(f"time-boxed (after {box_ends.isoformat()})", policy, max(after, now)),
+            Option(
+                f"time-boxed (until {day})",
+                policy,
+                now,
+                f"Time-boxed BYOC: every tool running something may use any registry until {day} (today's view).",
+                name,
+                box_ends,
+            ),
+            Option(
+                f"time-boxed (after {day})",
+                policy,
+                max(after, now),
+                f"Time-boxed BYOC after the box ends on {day}: only the tools with their own grants keep BYOC.",
+                name,
+                box_ends,
+            ),
         ]
     if name == "selected":
         granted = {g.namespace for g in base.grants}
         extra = [_grant(ns, dt.date.max, "selected tool") for ns in selected if ns not in granted]
         policy = replace(base, byoc_default=DenyOrAllow.DENY).with_grants(extra, what_if=True)
         names = sorted(granted | set(selected))
-        return [Option(f"selected tools ({len(names)})", policy, now)]
+        sentence = (
+            f"An allowlist: BYOC only for {len(names)} selected tools (the grants file's and --select's), "
+            "the gate closed for the rest."
+        )
+        return [Option(f"selected tools ({len(names)})", policy, now, sentence, name)]
     raise ValueError(f"{name!r} is not a preset ({', '.join(PRESETS)})")
 
 
@@ -174,12 +235,21 @@ def compare(options: Sequence[Option], subjects: Sequence[Subject]) -> Compariso
     per_namespace: dict[str, list[int]] = defaultdict(lambda: [0] * width)
     namespace_rules: dict[str, list[Counter[str]]] = defaultdict(lambda: [Counter() for _ in range(width)])
     judges = _Judges(subjects)
+    # per option, per subject: None when admitted (or not governed), else the images denied
+    denied_images: list[list[frozenset[str] | None]] = []
+    governed_somewhere: set[str] = set()
     for column, option in enumerate(options):
+        column_denials: list[frozenset[str] | None] = []
+        denied_images.append(column_denials)
         for subject, (governed, findings) in zip(subjects, judges.findings(option), strict=True):
+            denying = [f for f in findings if f.mode is Mode.ENFORCE] if governed else []
+            column_denials.append(
+                frozenset(f.subject.image for f in denying if isinstance(f.subject, ImageUse)) if denying else None
+            )
             if not governed:
                 continue
+            governed_somewhere.add(subject.namespace)
             table.governed[column] += 1
-            denying = [f for f in findings if f.mode is Mode.ENFORCE]
             if not denying:
                 if any(f.mode is Mode.WARN for f in findings):
                     table.warned[column] += 1
@@ -192,4 +262,32 @@ def compare(options: Sequence[Option], subjects: Sequence[Subject]) -> Compariso
     table.rules = dict(sorted(rules.items()))
     table.namespaces = dict(sorted(per_namespace.items(), key=lambda item: (-max(item[1]), item[0])))
     table.namespace_rules = {ns: [sorted(counter) for counter in counters] for ns, counters in namespace_rules.items()}
+    table.descriptions = [o.description or f"The policy in {o.label}." for o in options]
+    table.box_ends = next((o.box_ends for o in options if o.box_ends is not None), None)
+    table.tools = len(governed_somewhere)
+    table.reference = next((i for i, o in enumerate(options) if o.preset == "closed"), 0)
+    table.lets_in = [_lets_in(denied_images[table.reference], column, subjects) for column in denied_images]
     return table
+
+
+def _registry(image: str) -> str:
+    try:
+        return parse_normalized(image).registry_host
+    except ReferenceError:
+        return image  # denied as unparsable under every option; named as written
+
+
+def _lets_in(
+    reference: Sequence[frozenset[str] | None], column: Sequence[frozenset[str] | None], subjects: Sequence[Subject]
+) -> LetsIn:
+    """The objects the reference denies and this option admits, their tools, and the images the reference denied there."""
+    tools: set[str] = set()
+    images: set[str] = set()
+    objects = 0
+    for subject, before, now in zip(subjects, reference, column, strict=True):
+        if before is None or now is not None:
+            continue
+        objects += 1
+        tools.add(subject.namespace)
+        images |= before
+    return LetsIn(objects, tuple(sorted(tools)), tuple(sorted(images)), tuple(sorted({_registry(i) for i in images})))

@@ -71,6 +71,10 @@ def _render_table(table: Comparison, console: Console, top: int) -> None:
     out.add_row("objects denied", *(f"{n:,}" for n in table.denied))
     out.add_row("tools with a denial", *(f"{n:,}" for n in table.tools_denied()))
     out.add_row("objects admitted with a warning", *(f"{n:,}" for n in table.warned))
+    reference = escape(table.labels[table.reference]) if table.labels else ""
+    out.add_row(f"objects newly run (vs {reference})", *(f"{i.objects:,}" for i in table.lets_in))
+    out.add_row(f"tools newly running (vs {reference})", *(f"{len(i.tools):,}" for i in table.lets_in))
+    out.add_row(f"registries let in (vs {reference})", *(f"{len(i.registries):,}" for i in table.lets_in))
     out.add_section()
     for rule, counts in table.rules.items():
         out.add_row(f"rule {escape(rule)}", *(f"{n:,}" for n in counts))
@@ -80,7 +84,8 @@ def _render_table(table: Comparison, console: Console, top: int) -> None:
     console.print(out)
     hidden = len(table.namespaces) - top
     console.print(
-        f"{table.objects:,} objects, {max(table.governed, default=0):,} governed; "
+        f"{table.tools:,} tools, {table.objects:,} objects, {max(table.governed, default=0):,} governed; "
+        + (f"the time box ends {table.box_ends.isoformat()}; " if table.box_ends else "")
         + (
             f"{hidden:,} more tools with denials (--top, -o json or --html for all)"
             if hidden > 0
@@ -95,35 +100,76 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <title>imagegate: the options compared</title>
 <style>
- body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem; color: #1b1f24; }}
+ body {{ font: 15px/1.45 system-ui, sans-serif; margin: 2rem; color: #1b1f24; max-width: 90rem; }}
  .muted {{ color: #57606a; }}
  table {{ border-collapse: collapse; margin: 1rem 0 2rem; }}
  th, td {{ text-align: right; padding: .25rem .7rem; border-bottom: 1px solid #eaeef2; vertical-align: top; }}
  th:first-child, td:first-child {{ text-align: left; }}
  td.deny {{ background: #ffebe9; }}
+ td.in {{ text-align: left; }}
  td small {{ display: block; color: #57606a; }}
+ details {{ margin: 1rem 0; }}
+ summary {{ cursor: pointer; font-weight: 600; }}
 </style>
 </head>
 <body>
-<h1>What each option would deny</h1>
+<h1>Which option? What each one would deny and let in</h1>
 <p class="muted">{summary}</p>
-<h2>Totals and rules</h2>
+<section id="options">
+<h2>The options</h2>
+<dl>
+{options}
+</dl>
+</section>
+<section id="changes">
+<h2>What the choice changes</h2>
+<p class="muted">The totals, and the rules whose denials differ between options.</p>
 <table>
 <tr><th></th>{heads}</tr>
-{totals}
+{changes}
 </table>
-<h2>Per tool ({tools} with a denial under some option)</h2>
+<h3>Tools the choice changes ({tools_changed})</h3>
 <table>
 <tr><th>namespace</th>{heads}</tr>
 {tool_rows}
 </table>
+</section>
+<section id="lets-in">
+<h2>What each option lets in</h2>
+<p class="muted">Compared with <b>{reference}</b>: what it denies and the option admits, that would newly run.</p>
+<table>
+<tr><th></th>{heads}</tr>
+{lets_in}
+</table>
+</section>
+<section id="same">
+<h2>The same under every option</h2>
+<details>
+<summary>{same_count} rows the same under every option ({same_rules} rules, {same_tools} tools)</summary>
+<table>
+<tr><th></th>{heads}</tr>
+{same_rows}
+</table>
+</details>
+</section>
 </body>
 </html>
 """
 
 
+def _list_cell(kind: str, items: tuple[str, ...], shown: int = 20) -> str:
+    """A cell naming what an option lets in: the first few, the rest behind a fold."""
+    if not items:
+        return f'<td class="in" data-{kind}="0">none</td>'
+    names = [html.escape(item) for item in items]
+    text = "<br>".join(names[:shown])
+    if len(names) > shown:
+        text += f"<details><summary>{len(names) - shown:,} more</summary>{'<br>'.join(names[shown:])}</details>"
+    return f'<td class="in" data-{kind}="{len(items)}"><b>{len(items):,}</b><br>{text}</td>'
+
+
 def render_comparison_html(table: Comparison, generated: dt.datetime) -> str:
-    """One self-contained page: no scripts, no external files."""
+    """One self-contained page: no scripts, no external files. What differs first, the rest folded."""
     heads = "".join(f"<th>{html.escape(label)}</th>" for label in table.labels)
 
     def row(name: str, counts: list[int], notes: list[list[str]] | None = None) -> str:
@@ -133,20 +179,44 @@ def render_comparison_html(table: Comparison, generated: dt.datetime) -> str:
             cells.append(f'<td class="{"deny" if count else ""}">{count:,}{note}</td>')
         return f"<tr><td>{html.escape(name)}</td>{''.join(cells)}</tr>"
 
-    totals = [row("objects denied", table.denied), row("tools with a denial", table.tools_denied())]
-    totals.append(row("objects admitted with a warning", table.warned))
-    totals.extend(row(f"rule {rule}", counts) for rule, counts in table.rules.items())
-    tool_rows = [row(ns, counts, table.namespace_rules.get(ns)) for ns, counts in table.namespaces.items()]
+    changes = [row("objects denied", table.denied), row("tools with a denial", table.tools_denied())]
+    changes.append(row("objects admitted with a warning", table.warned))
+    changes.extend(row(f"rule {rule}", counts) for rule, counts in table.rules_differing().items())
+    differing_tools = table.namespaces_differing()
+    tool_rows = [row(ns, counts, table.namespace_rules.get(ns)) for ns, counts in differing_tools.items()]
+    lets_in = [
+        "<tr><td>objects that would newly run</td>"
+        + "".join(f'<td data-objects="{i.objects}">{i.objects:,}</td>' for i in table.lets_in)
+        + "</tr>"
+    ]
+    for kind, title in (("tools", "tools"), ("registries", "registries"), ("images", "images")):
+        cells = "".join(_list_cell(kind, getattr(i, kind)) for i in table.lets_in)
+        lets_in.append(f"<tr><td>{title}</td>{cells}</tr>")
+    same_rules, same_tools = table.rules_same(), table.namespaces_same()
+    same_rows = [row(f"rule {rule}", counts) for rule, counts in same_rules.items()]
+    same_rows.extend(row(ns, counts, table.namespace_rules.get(ns)) for ns, counts in same_tools.items())
+    options = [
+        f"<dt><b>{html.escape(label)}</b></dt><dd>{html.escape(sentence)}</dd>"
+        for label, sentence in zip(table.labels, table.descriptions, strict=True)
+    ]
+    box = f"; the time box ends {table.box_ends.isoformat()}" if table.box_ends else ""
     summary = (
-        f"{table.objects:,} objects, {max(table.governed, default=0):,} governed; "
+        f"{table.tools:,} tools in total, {table.objects:,} objects, {max(table.governed, default=0):,} governed{box}; "
         f"generated {generated.strftime('%Y-%m-%d %H:%M UTC')} by imagegate audit --compare"
     )
     return PAGE.format(
         summary=html.escape(summary),
+        options="\n".join(options),
         heads=heads,
-        totals="\n".join(totals),
-        tools=f"{len(table.namespaces):,}",
+        changes="\n".join(changes),
+        tools_changed=f"{len(differing_tools):,}",
         tool_rows="\n".join(tool_rows),
+        reference=html.escape(table.labels[table.reference] if table.labels else ""),
+        lets_in="\n".join(lets_in),
+        same_count=f"{len(same_rows):,}",
+        same_rules=f"{len(same_rules):,}",
+        same_tools=f"{len(same_tools):,}",
+        same_rows="\n".join(same_rows),
     )
 
 

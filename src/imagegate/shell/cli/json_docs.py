@@ -262,8 +262,17 @@ class NamespaceCompareJson(msgspec.Struct, frozen=True):
     rules: list[list[str]]  # rules that deny there, per option
 
 
+class LetsInJson(msgspec.Struct, frozen=True):
+    """What one option admits that the reference option denies."""
+
+    objects: int
+    tools: list[str]
+    images: list[str]
+    registries: list[str]
+
+
 class CompareJson(msgspec.Struct, frozen=True, rename="camel"):
-    """``audit --compare -o json``: per option (column), what it denies."""
+    """``audit --compare -o json``: per option (column), what it denies and what it lets in."""
 
     options: list[str]
     objects: int
@@ -273,6 +282,11 @@ class CompareJson(msgspec.Struct, frozen=True, rename="camel"):
     warned_objects: list[int]
     rules: dict[str, list[int]]
     namespaces: dict[str, NamespaceCompareJson]
+    descriptions: list[str]  # one sentence per option
+    box_ends: str | None  # the time box's last day (ISO date), when an option has one
+    tools: int  # namespaces with an object some option governs
+    reference: str  # the option ``letsIn`` is measured against
+    lets_in: list[LetsInJson]  # per option
 
     @classmethod
     def of(cls, table: Comparison) -> CompareJson:
@@ -288,6 +302,11 @@ class CompareJson(msgspec.Struct, frozen=True, rename="camel"):
                 ns: NamespaceCompareJson(counts, table.namespace_rules.get(ns, []))
                 for ns, counts in table.namespaces.items()
             },
+            descriptions=table.descriptions,
+            box_ends=table.box_ends.isoformat() if table.box_ends else None,
+            tools=table.tools,
+            reference=table.labels[table.reference] if table.labels else "",
+            lets_in=[LetsInJson(i.objects, list(i.tools), list(i.images), list(i.registries)) for i in table.lets_in],
         )
 
 
