@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/content_bench.py [--rounds 3] [--images 200]
+    python bench/content_bench.py [--rounds 3] [--images 200] [--large 500]
 
 Pushes a real Debian bookworm minbase layer (mmdebstrap, cached by tests/debian_rootfs.py;
 about 66 MB gzip, 170 MB of tar) and three small layers to Debian's docker-registry on
@@ -20,7 +20,13 @@ about 66 MB gzip, 170 MB of tar) and three small layers to Debian's docker-regis
   fetched (the blob requests are counted and asserted);
 * warm: the same image again (cached by its digest): time per read;
 * concurrent: ``--images`` images on the one base (each its own small top layer) read at once
-  by a fresh reader: the base's blob must be fetched once (asserted).
+  by a fresh reader: the base's blob must be fetched once (asserted);
+* large: an image of about ``--large`` MB of blobs (the base and a layer of incompressible data
+  files, built once into the test cache directory), read cold by a fresh process: its wall time
+  and peak RSS growth (target: under 50 MB; the reader streams, it never holds a blob).
+  ``--large 0`` skips it.
+
+The load average (1 minute) is printed with the figures: the machine is shared.
 
 Needs ``docker-registry``, ``skopeo``, ``htpasswd`` and ``mmdebstrap`` (the first run builds the
 rootfs from Debian's archive). Everything runs on loopback and is stopped at the end.
@@ -33,6 +39,8 @@ import asyncio
 import gzip
 import hashlib
 import io
+import os
+import random
 import subprocess
 import sys
 import tarfile
@@ -43,7 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.content_layers import OCI_GZIP, Blob, file, gzipped, layer, push
-from tests.debian_rootfs import rootfs
+from tests.debian_rootfs import cache_dir, rootfs
 from tests.registry_process import Registry, run_registry
 
 from imagegate.core.contents.files import FileSelection
@@ -174,15 +182,55 @@ def file_digest(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+DATA_FILE = 1 << 20  # each data file of the large image's layer: 1 MiB of random bytes
+
+
+def data_layer(megabytes: int) -> Blob:
+    """A gzip layer of ``megabytes`` MB of incompressible files (seeded: the same bytes each run),
+    built once into the test cache directory with its tar's digest beside it."""
+    count = megabytes * MB // DATA_FILE
+    path = cache_dir() / f"bench-data-{count}x{DATA_FILE}-v1.tar.gz"
+    diff_id = path.with_name(path.name + ".diff_id")
+    if not (path.is_file() and diff_id.is_file()):
+        seed = random.Random(25)
+        digest = hashlib.sha256()
+
+        class Hashing(io.RawIOBase):  # the tar's bytes hashed on their way into gzip
+            def __init__(self, sink: gzip.GzipFile) -> None:
+                self.sink = sink
+
+            def writable(self) -> bool:
+                return True
+
+            def write(self, data: bytes) -> int:  # type: ignore[override]
+                digest.update(data)
+                return self.sink.write(data)
+
+        partial = path.with_name(path.name + f".{os.getpid()}")
+        with (
+            gzip.GzipFile(partial, "wb", compresslevel=1, mtime=0) as zipped,
+            tarfile.open(fileobj=Hashing(zipped), mode="w|", format=tarfile.PAX_FORMAT) as archive,
+        ):
+            for i in range(count):
+                info = tarfile.TarInfo(f"srv/data/{i:05d}.bin")
+                info.size = DATA_FILE
+                archive.addfile(info, io.BytesIO(seed.randbytes(DATA_FILE)))
+        diff_id.write_text("sha256:" + digest.hexdigest())
+        partial.rename(path)
+    return Blob(path.read_bytes(), OCI_GZIP, diff_id.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--large", type=int, default=500, metavar="MB", help="the large image's size (0: skip it)")
     parser.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.rss_child:
         rss_child(*options.rss_child)
         return
+    print(f"load average (1 min) at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     tar_path = rootfs(include=("libnss-sss",))
     base = Blob(gzipped(tar_path).read_bytes(), OCI_GZIP, file_digest(tar_path))
     small = [layer([file(f"srv/app{i}/main.py", b"print(%d)\n" % i), file("etc/motd", b"hi\n")]) for i in range(3)]
@@ -233,6 +281,20 @@ def main() -> None:
         seconds, fetched = asyncio.run(concurrent(registry, credentials, refs))
         assert fetched == options.images + 1, f"{options.images} images fetched {fetched} blobs"
         print(f"{options.images} images on one base at once: {seconds:.2f} s, {fetched} blobs fetched (the base once)")
+        if options.large > 0:
+            data = data_layer(max(1, options.large - round(len(base.data) / MB)))
+            push(registry, "bench/large", "1", [base, data])
+            large_blobs = len(base.data) + len(data.data)
+            started = time.perf_counter()
+            loaded, peak = peak_rss(registry, Path(scratch) / "config.json", f"{registry.host}/bench/large:1")
+            print(
+                f"large image ({large_blobs / MB:.0f} MB of blobs: the base and {len(data.data) / MB:.0f} MB of "
+                f"incompressible files), read cold by a fresh process: {time.perf_counter() - started:.1f} s "
+                f"(with the process's start); peak RSS {peak:.0f} MiB, {peak - loaded:.1f} MiB over the "
+                f"{loaded:.0f} MiB of a process with its modules loaded"
+            )
+            assert (peak - loaded) * 1024 * 1024 < 50 * MB, "the reader held 50 MB or more of a large image"
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

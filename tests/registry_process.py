@@ -102,7 +102,9 @@ class Registry:
         """Upload a blob (monolithic upload, with Basic auth); returns its descriptor (no media type)."""
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         verify = ssl.create_default_context(cafile=self.tls.ca_cert)
-        with httpx.Client(auth=(USER, PASSWORD), verify=verify) as http:
+        # a blob is sent in one write: the bench's 500 MB layer takes longer than httpx's 5 s default
+        timeout = httpx.Timeout(5, write=300)
+        with httpx.Client(auth=(USER, PASSWORD), verify=verify, timeout=timeout) as http:
             started = http.post(f"https://{self.host}/v2/{repository}/blobs/uploads/")
             started.raise_for_status()
             location = started.headers["Location"]
