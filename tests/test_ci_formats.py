@@ -4,18 +4,26 @@ compared with ``-o json`` of the same run, which they render and never judge aga
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.resources
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
 import jsonschema
+import msgspec
 import pytest
+import yaml
 
+from imagegate.core.policy import load_policy
+from imagegate.core.policyreport import ReportFormat, judge_namespace, report_document
 from imagegate.shell.cli.ci_formats import Located, located
 from imagegate.shell.webhook.metrics import finding_rules
 from tests.conftest import POLICY_HEADER, run_imagegate
+
+if TYPE_CHECKING:
+    from tests.kube_cluster import KubeCluster
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DUMP = FIXTURES / "cluster-dump.json"
@@ -193,6 +201,13 @@ def test_audit_in_the_ci_formats() -> None:
     compact = run_imagegate(*args, "-o", "compact")
     assert compact.returncode == 1
     assert len(compact.stdout.splitlines()) == len(results)
+    reports = run_imagegate(*args, "-o", "policyreport")
+    assert reports.returncode == 1
+    items = yaml.safe_load(reports.stdout)["items"]
+    assert {i["metadata"]["namespace"] for i in items} >= {"tool-byoc", "tool-root"}
+    assert sum(i["summary"]["fail"] for i in items) == len(
+        results
+    )  # enforced; this dump's objects are their own top owners
     junit = run_imagegate(*args, "-o", "junit")
     assert junit.returncode == 1
     root = ET.fromstring(junit.stdout.encode())
@@ -214,3 +229,60 @@ def test_unreadable_input_still_exits_2(inputs: tuple[Path, Path], tmp_path: Pat
         assert result.returncode == 2, (output, result.stderr)
         assert "Traceback" not in result.stderr
         assert result.stdout  # the readable ones are still reported
+
+
+CRDS = Path(__file__).resolve().parents[1].parent / "shared" / "crds"
+REPORT_CRDS = {
+    "openreports": (CRDS / "openreports.io" / "openreports.io_reports.yaml", "reports.openreports.io"),
+    "wgpolicyk8s": (
+        CRDS / "wgpolicyk8s.io-v1alpha2" / "wgpolicyk8s.io_policyreports.yaml",
+        "policyreports.wgpolicyk8s.io",
+    ),
+}
+
+
+def test_policyreport_is_what_the_reports_controller_writes(inputs: tuple[Path, Path]) -> None:
+    """The same builder (core/policyreport.py) over the decisions check made: the documents equal
+    those ``imagegate reports`` makes for the same objects."""
+    manifests, policy_file = inputs
+    result = run_imagegate("check", str(manifests), "-p", str(policy_file), "-o", "policyreport", "--now", "2026-12-07")
+    assert result.returncode == 1, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    assert printed["apiVersion"] == "v1" and printed["kind"] == "List"
+    policy = load_policy(policy_file.read_text(), str(policy_file))
+    now = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+    objects = [o for o in yaml.safe_load_all(manifests.read_text())]
+    expected = []
+    for namespace in ("logs", "web"):  # kube-system is not governed: no report
+        judgement = judge_namespace(
+            policy, namespace, [o for o in objects if o["metadata"]["namespace"] == namespace], now, None
+        )
+        assert judgement is not None
+        expected.append(
+            msgspec.to_builtins(report_document(judgement, ReportFormat.openreports, policy.grants_for(namespace)))
+        )
+    assert printed["items"] == expected
+    web = printed["items"][1]
+    assert ("fail", "untrusted-registry") in {(r["result"], r["rule"]) for r in web["results"]}
+    assert web["summary"]["warn"] >= 1  # the pod-security findings, in warn mode
+
+
+@pytest.mark.parametrize("fmt", ["openreports", "wgpolicyk8s"])
+def test_policyreport_applies_to_a_real_api_server(
+    kube_cluster: KubeCluster, inputs: tuple[Path, Path], fmt: str
+) -> None:
+    crd, plural = REPORT_CRDS[fmt]
+    kube_cluster.kubectl("apply", "--server-side", "-f", str(crd))
+    kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}", "--timeout=30s")
+    for namespace in ("web", "logs"):
+        kube_cluster.namespace(namespace)
+    manifests, policy = inputs
+    args = ("check", str(manifests), "-p", str(policy), "-o", "policyreport", "--report-format", fmt)
+    result = run_imagegate(*args)
+    assert result.returncode == 1, result.stderr
+    applied = kube_cluster.kubectl("apply", "-f", "-", stdin=result.stdout)  # the CRD's schema validates it
+    assert applied.stdout.count("created") + applied.stdout.count("configured") + applied.stdout.count("unchanged") == 2
+    stored = json.loads(kube_cluster.kubectl("get", plural, "imagegate", "-n", "web", "-o", "json").stdout)
+    printed = yaml.safe_load(result.stdout)["items"][1]
+    assert stored["results"] == printed["results"] and stored["summary"] == printed["summary"]
+    assert stored["summary"]["fail"] >= 1

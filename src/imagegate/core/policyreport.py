@@ -159,6 +159,19 @@ def judge_namespace(
         return None
     judged = [obj for obj in objects if obj.get("kind") in POD_TEMPLATE_PATHS]
     decisions = tuple(decide(policy, obj, namespace=namespace, now=now, namespace_labels=labels) for obj in judged)
+    return namespace_judgement(policy, namespace, judged, decisions, now)
+
+
+def namespace_judgement(
+    policy: Policy,
+    namespace: str,
+    judged: Sequence[Mapping[str, Any]],
+    decisions: Sequence[Decision],
+    now: dt.datetime,
+) -> NamespaceJudgement:
+    """One namespace's judgement from decisions already made (``check -o policyreport`` has
+    them): :func:`audit_report` at :func:`top_owners`, the owners' resource references."""
+    decisions = tuple(decisions)
     owners = tuple(top_owners(judged, namespace))
     report = audit_report(
         [("", d) for d in decisions],

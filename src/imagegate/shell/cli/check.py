@@ -19,6 +19,7 @@ from imagegate.core.decide import Decision
 from imagegate.core.lint import policy_warnings
 from imagegate.core.native_policy import NativePolicyError, mutating_policies
 from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError, default_policy, load_policy
+from imagegate.core.policyreport import ReportFormat
 from imagegate.core.records import Mode, Outcome, Subject, outcome_of
 from imagegate.core.report import GrantStatus
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
@@ -171,7 +172,7 @@ def check(
         typer.Option("--namespace", "-n", help="Namespace for objects that name none.", callback=namespace_name),
     ] = "default",
     output: Annotated[
-        CheckOutput, typer.Option("--output", "-o", help="table, json, or for CI compact, junit, sarif.")
+        CheckOutput, typer.Option("--output", "-o", help="table, json, or for CI compact, junit, sarif, policyreport.")
     ] = CheckOutput.table,
     now: Annotated[
         str | None, typer.Option(help="Evaluate as of this ISO date/time (grant expiry). Default: now.")
@@ -179,6 +180,10 @@ def check(
     registry: Annotated[
         bool, typer.Option("--registry/--offline", help="Ask registries: base images and digests to pin.")
     ] = False,
+    report_format: Annotated[
+        ReportFormat,
+        typer.Option("--report-format", help="With -o policyreport: the report kind (as reports --format)."),
+    ] = ReportFormat.openreports,
     layout: LayoutOption = Layout.auto,
     summary: SummaryOption = False,
 ) -> None:
@@ -207,7 +212,7 @@ def check(
             )
         )
     elif output is not CheckOutput.table:
-        write_ci(output, [(c.where, c.decision) for c in results])
+        write_ci(output, results, loaded, moment, report_format)
         Console(stderr=True).print(_summary(results))  # the document alone on stdout
     else:
         console = Console()

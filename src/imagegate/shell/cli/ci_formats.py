@@ -1,4 +1,4 @@
-"""The CI formats of ``check`` and ``audit`` (``-o compact``, ``-o junit``, ``-o sarif``).
+"""The CI formats of ``check`` and ``audit`` (``-o compact``, ``junit``, ``sarif``, ``policyreport``).
 
 Each is one renderer over the judged objects ``-o json`` prints (where each was read and its
 Decision): nothing is judged again here, and the exit codes stay the commands' own.
@@ -6,6 +6,7 @@ Decision): nothing is judged again here, and the exit codes stay the commands' o
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.metadata
 import re
 import sys
@@ -16,11 +17,24 @@ from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 import msgspec
+import yaml
 
 from imagegate.core.decide import Decision
+from imagegate.core.policy import Policy
+from imagegate.core.policyreport import ReportFormat, namespace_judgement, report_document
 from imagegate.core.records import Finding, Mode
+from imagegate.shell.cli.common import CheckedObject
 
-__all__ = ["CheckOutput", "Located", "compact_lines", "junit_document", "located", "sarif_document"]
+__all__ = [
+    "CheckOutput",
+    "Located",
+    "compact_lines",
+    "junit_document",
+    "located",
+    "policyreport_list",
+    "sarif_document",
+    "write_ci",
+]
 
 TOOL = "imagegate"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -34,6 +48,7 @@ class CheckOutput(StrEnum):
     compact = "compact"
     junit = "junit"
     sarif = "sarif"
+    policyreport = "policyreport"
 
 
 # A finding's mode as a SARIF level: enforce denies, warn lets in with a warning, audit only records.
@@ -175,14 +190,44 @@ def sarif_document(results: Sequence[tuple[str, Decision]]) -> dict[str, Any]:
     }
 
 
-def write_ci(output: CheckOutput, results: Sequence[tuple[str, Decision]]) -> None:
+def policyreport_list(
+    policy: Policy, results: Sequence[CheckedObject], now: dt.datetime, fmt: ReportFormat
+) -> dict[str, Any]:
+    """The reports ``imagegate reports`` would write for these objects, one per namespace with a
+    governed object, as a List ``kubectl apply -f -`` takes: made by core/policyreport.py from the
+    decisions already made."""
+    by_namespace: dict[str, list[CheckedObject]] = {}
+    for checked in results:
+        if checked.decision.governed:
+            by_namespace.setdefault(checked.decision.namespace, []).append(checked)
+    items = []
+    for namespace, checked_here in sorted(by_namespace.items()):
+        judgement = namespace_judgement(
+            policy, namespace, [c.obj for c in checked_here], [c.decision for c in checked_here], now
+        )
+        if judgement.owners:
+            items.append(report_document(judgement, fmt, policy.grants_for(namespace)))
+    # the documents hold StrEnum values: plain strings for YAML, as msgspec sends them to the API server
+    return {"apiVersion": "v1", "kind": "List", "items": msgspec.to_builtins(items)}
+
+
+def write_ci(
+    output: CheckOutput,
+    results: Sequence[CheckedObject],
+    policy: Policy,
+    now: dt.datetime,
+    report_format: ReportFormat,
+) -> None:
     """Print ``results`` in one of the CI formats on stdout."""
+    pairs = [(c.where, c.decision) for c in results]
     if output is CheckOutput.compact:
-        sys.stdout.writelines(line + "\n" for line in compact_lines(results))
+        sys.stdout.writelines(line + "\n" for line in compact_lines(pairs))
     elif output is CheckOutput.junit:
         sys.stdout.flush()
-        sys.stdout.buffer.write(junit_document(results))
+        sys.stdout.buffer.write(junit_document(pairs))
     elif output is CheckOutput.sarif:
-        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(sarif_document(results))) + b"\n")
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(sarif_document(pairs))) + b"\n")
+    elif output is CheckOutput.policyreport:
+        sys.stdout.write(yaml.safe_dump(policyreport_list(policy, results, now, report_format), sort_keys=False))
     else:
         raise ValueError(f"not a CI format: {output}")

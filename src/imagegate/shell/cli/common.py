@@ -188,6 +188,7 @@ def day_not_past(option: str, text: str, now: dt.datetime, consequence: str) -> 
 class CheckedObject:
     where: str
     decision: Decision
+    obj: Mapping[str, Any]  # as read: reports name its top owner from it
     exempt_images: int = 0  # images of an object the policy does not govern (not judged)
 
 
@@ -292,7 +293,9 @@ def check_objects(
                 decision = evaluate(NO_ANSWERS)
             else:
                 decision = await settle(gate, policy, evaluate, lambda d: d, webhook=Webhook.CHECK)
-            results.append(CheckedObject(item.where, decision, 0 if decision.governed else _image_count(item.obj)))
+            results.append(
+                CheckedObject(item.where, decision, item.obj, 0 if decision.governed else _image_count(item.obj))
+            )
         if gate is not None:
             await gate.aclose()
         return results

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from imagegate.core.decide import Decision
 from imagegate.core.policy import Policy
+from imagegate.core.policyreport import ReportFormat
 from imagegate.core.records import Allowance
 from imagegate.core.reference import ReferenceError, parse_docker_ref
 from imagegate.core.report import (
@@ -175,7 +176,7 @@ def audit(
     grants: GrantsOption = None,
     identities: IdentitiesOption = None,
     output: Annotated[
-        CheckOutput, typer.Option("--output", "-o", help="table, json, or for CI compact, junit, sarif.")
+        CheckOutput, typer.Option("--output", "-o", help="table, json, or for CI compact, junit, sarif, policyreport.")
     ] = CheckOutput.table,
     expiring_days: ExpiringDaysOption = 14,
     registry: Annotated[bool, typer.Option("--registry/--offline", help="Ask registries (base images, pins).")] = False,
@@ -201,6 +202,10 @@ def audit(
     by: Annotated[
         AuditGrouping, typer.Option("--by", help="After the totals, list findings by namespace or by rule.")
     ] = AuditGrouping.namespace,
+    report_format: Annotated[
+        ReportFormat,
+        typer.Option("--report-format", help="With -o policyreport: the report kind (as reports --format)."),
+    ] = ReportFormat.openreports,
     layout: LayoutOption = Layout.auto,
     summary: SummaryOption = False,
 ) -> None:
@@ -263,7 +268,7 @@ def audit(
     if output is CheckOutput.json:
         write_json(AuditJson.of(report))
     elif output is not CheckOutput.table:
-        write_ci(output, [(c.where, c.decision) for c in checked])
+        write_ci(output, checked, loaded, moment, report_format)
         console.print(report.summary())  # on stderr: the document alone on stdout
     else:
         _render_audit(report, console, by, layout, summary)
