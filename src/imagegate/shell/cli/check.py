@@ -94,7 +94,7 @@ def _rows(decision: Decision) -> list[tuple[Result, str, str, str]]:
     return rows
 
 
-def _object_outcome(decision: Decision) -> Result:
+def object_outcome(decision: Decision) -> Result:
     return _WORD[decision.outcome] if decision.governed else Result.EXEMPT
 
 
@@ -117,7 +117,7 @@ def _render_table(results: list[CheckedObject], console: Console) -> None:
         table.add_column(column, overflow="fold")
     for checked in results:
         decision = checked.decision
-        outcome = _object_outcome(decision)
+        outcome = object_outcome(decision)
         subject = f"{escape(decision.subject)}\n{escape(checked.where)}\n{_RESULT_STYLE[outcome]}"
         if not decision.governed:
             table.add_row(_RESULT_STYLE[Result.EXEMPT], subject, "", "", "namespace not governed by the policy")
@@ -137,7 +137,7 @@ def _counts(results: list[CheckedObject]) -> CountsJson:
     findings = dict.fromkeys(Mode, 0)
     for checked in results:
         decision = checked.decision
-        objects[_object_outcome(decision)] += 1
+        objects[object_outcome(decision)] += 1
         images[Result.EXEMPT] += checked.exempt_images
         modes: dict[Subject, list[Mode]] = {}
         for finding in decision.findings:

@@ -25,6 +25,7 @@ from imagegate.shell.cli import grants  # noqa: F401
 from imagegate.shell.cli import contents  # noqa: F401
 from imagegate.shell.cli import reports  # noqa: F401
 from imagegate.shell.cli import scan  # noqa: F401
+from imagegate.shell.cli import policytest  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main", "report_internal_error"]
