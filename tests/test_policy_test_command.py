@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import POLICY_HEADER, run_imagegate
+from tests.conftest import GRANTS_HEADER, POLICY_HEADER, run_imagegate
 from tests.test_ci_formats import MANIFESTS
 
 POLICY = (
@@ -96,3 +96,32 @@ def test_no_suite_exits_2(tmp_path: Path) -> None:
     result = run_imagegate("test", str(tmp_path))
     assert result.returncode == 2
     assert "no imagegate-test.yaml under" in result.stderr
+
+
+GRANTED = """\
+apiVersion: imagegate.toolforge.org/v1
+kind: PolicyTest
+name: granted until {expires}
+policy: ../policy.yaml
+grants: ../grants.yaml
+resources: [../pods.yaml]
+now: {now}
+results:
+  - {{object: Pod/web/bad, rule: untrusted-registry, result: {result}}}
+"""
+
+
+def test_grants_and_the_date_are_the_suites(tmp_path: Path) -> None:
+    _suite(tmp_path, SUITE)
+    (tmp_path / "grants.yaml").write_text(
+        GRANTS_HEADER
+        + "grants:\n  - {namespace: web, registries: [docker.io/library/busybox, quay.io/other], expires: 2026-12-01}\n"
+    )
+    for name, now, result in (("before", "2026-11-30", "pass"), ("after", "2026-12-02", "enforce")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "imagegate-test.yaml").write_text(
+            GRANTED.format(expires="2026-12-01", now=now, result=result)
+        )
+    result = run_imagegate("test", str(tmp_path / "before"), str(tmp_path / "after"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 suites: 2 held, 0 failed" in result.stdout
