@@ -117,10 +117,10 @@ def test_grants_and_the_date_are_the_suites(tmp_path: Path) -> None:
         GRANTS_HEADER
         + "grants:\n  - {namespace: web, registries: [docker.io/library/busybox, quay.io/other], expires: 2026-12-01}\n"
     )
-    for name, now, result in (("before", "2026-11-30", "pass"), ("after", "2026-12-02", "enforce")):
+    for name, now, expected in (("before", "2026-11-30", "pass"), ("after", "2026-12-02", "enforce")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "imagegate-test.yaml").write_text(
-            GRANTED.format(expires="2026-12-01", now=now, result=result)
+            GRANTED.format(expires="2026-12-01", now=now, result=expected)
         )
     result = run_imagegate("test", str(tmp_path / "before"), str(tmp_path / "after"))
     assert result.returncode == 0, result.stdout + result.stderr
