@@ -187,14 +187,21 @@ def _events(cluster: KubeCluster, namespace: str, reason: str) -> list[dict[str,
 def test_a_missing_crd_is_one_line_and_exit_2(cluster: KubeCluster, tmp_path: Path) -> None:
     policy = _policy(tmp_path, "grants: []\n")
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-    done = subprocess.run(
-        [sys.executable, "-m", "imagegate", "reports", "-p", str(policy), "--format", "wgpolicyk8s"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    # The session's cluster is shared: another test (this module's wgpolicyk8s one, or the CI
+    # formats' kubectl apply) may have installed the CRD already. Missing is this test's state.
+    cluster.kubectl("delete", "crd", "policyreports.wgpolicyk8s.io", "--ignore-not-found", "--wait=true")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "imagegate", "reports", "-p", str(policy), "--format", "wgpolicyk8s"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:  # as it found it for the tests after it: installed
+        cluster.kubectl("apply", "--server-side", "-f", str(WGPOLICY))
+        cluster.kubectl("wait", "--for=condition=Established", "crd/policyreports.wgpolicyk8s.io", "--timeout=30s")
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: the PolicyReport CRD (policyreports.wgpolicyk8s.io")
