@@ -120,13 +120,18 @@ def _read_stdin(source: str) -> str:
         raise fail(f"{source}: not UTF-8 text (byte {exc.start})") from None
 
 
+def invalid_policy(exc: PolicyError) -> typer.Exit:
+    """The one error line (exit 2) for a policy, grants or identities file that does not load."""
+    return fail(f"invalid {exc.document or 'policy'}: {exc}")
+
+
 def load(policy_path: Path | None, grants_path: Path | None, identities_path: Path | None = None) -> Policy:
     """The policy (``-p -``: from standard input) and its grants; exit 2 when invalid."""
     text = _read_stdin("<stdin>") if policy_path == STDIN else None
     try:
         policy = load_policy_files(policy_path, grants_path, identities_path=identities_path, policy_text=text)[0]
     except PolicyError as exc:
-        raise fail(f"invalid {exc.document or 'policy'}: {exc}") from None
+        raise invalid_policy(exc) from None
     missing = policy.identities_missing()
     if missing is not None:
         Console(stderr=True, soft_wrap=True).print(f"[yellow]warning:[/] {escape(missing)}")

@@ -13,7 +13,7 @@ import typer
 from imagegate.core.names import namespace_name_error
 from imagegate.core.policy import PolicyError
 from imagegate.core.policyreport import ReportFormat
-from imagegate.shell.cli.common import GrantsOption, IdentitiesOption, PolicyOption, app, fail
+from imagegate.shell.cli.common import GrantsOption, IdentitiesOption, PolicyOption, app, fail, invalid_policy
 from imagegate.shell.cli.serve import LogFormat
 from imagegate.shell.logs import LogLevel, configure_logging
 
@@ -77,7 +77,7 @@ def reports(
     try:
         source = PolicySource(policy, grants, identities_path=identities)
     except PolicyError as exc:
-        raise fail(f"invalid {exc.document or 'policy'}: {exc}") from None
+        raise invalid_policy(exc) from None
     settings = ReportsSettings(
         fmt=report_format,
         period=period,
