@@ -534,23 +534,47 @@ def test_read_files_keeps_one_reader_per_client(pushed: Pushed) -> None:
 
 
 def test_a_read_goes_on_in_the_background_past_its_callers_budget(pushed: Pushed) -> None:
-    """What an admission does with a cold read (issue 25 item 4): wait a little, answer without it,
-    and find it done later, each layer streamed once."""
+    """What an admission does with a cold read (issue 25 item 4), through the one background
+    mechanism (shell/registry/content_verdicts.py): answer "pending" when the budget ends first,
+    and find the verdict done later, each layer streamed once; a background read that fails is
+    the next answer's problem, kept nowhere."""
+    from imagegate.shell.registry.content_verdicts import ContentJudge  # noqa: PLC0415
+
+    policy = load_policy(
+        POLICY_HEADER
+        + "trusted: []\ncontent:\n  rules:\n    - name: integration\n"
+        + f"      images: ['{pushed.registry.host}/**']\n"
+        + "      requireFiles: [{path: /etc/nsswitch.conf, lines: ['^passwd:.*\\bsss\\b']}]\n",
+        "<test>",
+    )
+    rules = policy.content.rules
 
     async def go() -> None:
         async with pushed.client() as client:
-            reader = ContentReader(client)
-            task = reader.read_in_background(pushed.ref("tool-a/app:plain"), SELECTION)
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), 0.001)
-            (files,) = (await task).values()
-            assert files.files["/etc/nsswitch.conf"] == SSS
-            again = await reader.read(pushed.ref("tool-a/app:plain"), SELECTION)
-            assert again == await task
-            assert client.fetches["layer"] == 4  # three layers, the base again for its links: once each
-            doomed = reader.read_in_background(pushed.ref("tool-b/hostile:bomb"), SELECTION)
-            with pytest.raises(ContentReadError):
-                await doomed
-            await reader.aclose()
+            judge = ContentJudge()
+            plain = parse_docker_ref(pushed.ref("tool-a/app:plain"))
+            first = await judge.answer(client, plain, rules, budget=0.0)
+            assert first.pending and not first.verdicts and judge.reads_started <= 1
+            await judge.settled()  # it went on without anyone waiting
+            fetched = client.fetches["layer"]
+            assert fetched == 3  # three layers, once each
+            later = await judge.answer(client, plain, rules, budget=5.0)
+            assert [(v.rule, v.ok) for v in later.verdicts] == [("integration", True)]
+            assert client.fetches["layer"] == fetched and judge.reads_started == 1
+            together = await asyncio.gather(
+                *(
+                    judge.answer(client, parse_docker_ref(pushed.ref("tool-a/app:removing")), rules, 0.0)
+                    for _ in range(20)
+                )
+            )
+            assert all(answer.pending for answer in together)
+            await judge.settled()
+            assert judge.reads_started == 2  # twenty requests, one read
+            bomb = parse_docker_ref(pushed.ref("tool-b/hostile:bomb"))
+            assert (await judge.answer(client, bomb, rules, budget=0.0)).pending
+            await judge.settled()
+            doomed = await judge.answer(client, bomb, rules, budget=5.0)
+            assert doomed.problem and not doomed.verdicts and not doomed.pending
+            assert judge.reads_started == 4  # a failed read is not kept: read again
 
     asyncio.run(go())

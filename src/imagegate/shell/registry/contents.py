@@ -4,7 +4,6 @@ The public API is small::
 
     reader = ContentReader(client, limits)          # one per RegistryClient, for the process
     files = await reader.read(ref, selection)       # {platform: ImageFiles}, every platform a node pulls
-    task = reader.read_in_background(ref, selection)   # the same, going on whether awaited or not
     one = await reader.read_image(ref, image, selection)   # one PlatformImage of a resolved image
     files = await read_files(client, ref, selection, limits)   # the same, the reader kept per client
 
@@ -20,7 +19,8 @@ it, the base's layers read once per process while the cache (``cacheBytes``, by 
 recently used out first) holds them; an image's merged files by its manifest digest. Concurrent
 reads of the same layer or image share one read (single flight), which ends within
 ``registry.contents.timeoutSeconds``. At most :data:`STREAMS_PER_REGISTRY` layers stream from one
-registry at once.
+registry at once. A read goes on when its caller stops waiting (the flight is shielded): the
+admission path's background reads are shell/registry/content_verdicts.py's, built on this.
 
 Failures: a :class:`~imagegate.shell.registry.errors.RegistryError` for what the registry did
 (unreachable, auth, HTTP status, a timeout naming ``registry.contents.timeoutSeconds``), and a
@@ -162,7 +162,6 @@ class ContentReader:
         self._flights = _SingleFlight(self.limits.timeout_seconds, _SETTING)
         self._streams: dict[str, asyncio.Semaphore] = {}
         self.layers_streamed = 0  # layer blobs read from a registry (tests, metrics)
-        self._background: set[asyncio.Task[dict[str, ImageFiles]]] = set()
 
     async def read(self, ref: Reference | str, selection: FileSelection) -> dict[str, ImageFiles]:
         """The files of every platform image ``ref`` names that a node might pull, by platform."""
@@ -172,27 +171,6 @@ class ContentReader:
             raise RegistryError(RegistryErrorKind.NOT_CONTACTED, contact_refusal(ref))
         resolved = await self.client.resolve(ref)
         return {image.platform: await self.read_image(ref, image, selection) for image in resolved.platforms}
-
-    def read_in_background(self, ref: Reference | str, selection: FileSelection) -> asyncio.Task[dict[str, ImageFiles]]:
-        """:meth:`read`, started now and going on whether or not anyone awaits it (an admission whose
-        budget ends first answers without it; a later one finds the files cached). Await the task
-        (``asyncio.shield`` it under a deadline) for the files or the error."""
-        task = asyncio.ensure_future(self.read(ref, selection))
-        self._background.add(task)
-        task.add_done_callback(self._finished)
-        return task
-
-    def _finished(self, task: asyncio.Task[dict[str, ImageFiles]]) -> None:
-        self._background.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: an error is the next caller's to see (the flight's, or again)
-
-    async def aclose(self) -> None:
-        """Stop the reads nobody waits for (the process is closing); the client is the caller's to close."""
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await self._flights.aclose()
 
     async def read_image(self, ref: Reference, image: PlatformImage, selection: FileSelection) -> ImageFiles:
         """The files of one platform image of ``ref``'s repository. Cached by its manifest digest."""
