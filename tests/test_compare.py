@@ -19,6 +19,7 @@ import yaml
 from imagegate.core.compare import Option, Subject, compare, preset_options
 from imagegate.core.decide import decide
 from imagegate.core.policy import default_policy, load_grants, load_identities
+from imagegate.core.records import Decision
 from imagegate.core.reference import parse_normalized
 from tests.conftest import POLICY_HEADER, REPO_ROOT, run_imagegate
 
@@ -132,6 +133,11 @@ def test_a_tool_running_another_tools_image_is_named_per_option() -> None:
     assert byoc.registries == ("tools-harbor.wmcloud.org",)
     assert table.rules_differing() == {"content-unverified": [0, 0, 1, 0, 0], "untrusted-registry": [1, 0, 0, 1, 1]}
     assert table.rules_same() == {} and table.namespaces_same() == {}
+    # ... denied there only for want of a registry answer: counted apart, and what the time box
+    # would let in once the image proves itself (the reference, closed, denies it for its registry)
+    assert table.unread == [0, 0, 1, 0, 0]
+    assert [i.if_proved for i in table.lets_in] == [0, 0, 1, 0, 0]
+    assert table.lets_in[2].if_proved_tools == ("tool-foo",)
     assert table.box_ends == BOX_ENDS
     assert all(table.descriptions) and "2026-09-30" in table.descriptions[2]
 
@@ -164,6 +170,19 @@ def test_the_summaries_agree_with_each_decision(generated: dict[str, Path]) -> N
     # a grant admits the registry, but the built-in policy's content rule covers granted images and
     # compare reads no registry: offline the selected tool's images stay denied (content-unverified)
     assert table.lets_in[4].objects == 0 and table.namespace_rules["tool-tool00017"][4] == ["content-unverified"]
+    # ... which the table counts apart: what it would let in once those images prove themselves
+    assert "tool-tool00017" in table.lets_in[4].if_proved_tools
+
+    def unread(decision: Decision | None) -> bool:  # denied only by findings an answer would settle
+        unanswered = {q.unanswered for q in decision.questions} if decision else set()
+        return decision is not None and all(f.rule in unanswered for f in decision.violations)
+
+    for column, option in enumerate(options):
+        now = denials(option)
+        assert table.unread[column] == sum(map(unread, now)), option.label
+        waiting = [i for i, (b, a) in enumerate(zip(closed, now, strict=True)) if b and not unread(b) and unread(a)]
+        assert table.lets_in[column].if_proved == len(waiting), option.label
+        assert set(table.lets_in[column].if_proved_tools) == {subjects[i].namespace for i in waiting}, option.label
     # every rule and tool row is either one the choice changes or one that is the same everywhere
     assert table.rules_differing().keys() | table.rules_same().keys() == table.rules.keys()
     assert not table.rules_differing().keys() & table.rules_same().keys()

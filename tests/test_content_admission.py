@@ -267,3 +267,44 @@ def test_the_webhook_under_load_while_cold_reads_happen(
                 assert time.monotonic() < deadline, (name, response)
                 time.sleep(0.2)
         assert "Traceback" not in webhook.logs()
+
+
+def test_audit_compare_reads_the_registry_when_asked(registry: tuple[Registry, Path], tmp_path: Path) -> None:  # noqa: F811
+    """`audit --compare`: offline, a granted image's content is unread and the option lets nothing
+    in, counted apart as what it would let in once proved; with --registry each option's
+    questions are answered and the integrated image is let in, the broken one still denied."""
+    import json  # noqa: PLC0415
+
+    from tests.conftest import run_imagegate  # noqa: PLC0415
+
+    reg, policy_path = registry
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_path.read_text().replace("registry: {", f"registry: {{contact: [{reg.host}], "))
+    dump = tmp_path / "dump.yaml"
+    dump.write_text(
+        "\n---\n".join(
+            json.dumps(
+                {"apiVersion": "v1", **_pod(f"{reg.host}/tools/{name}:1"), "metadata": {"name": name, "namespace": ns}}
+            )
+            for name, ns in (("integrated", "tool-a"), ("removed", "tool-b"))
+        )
+    )
+    args = ["audit", "--from", str(dump), "-p", str(policy), "--compare", "closed", "selected", "-o", "json"]
+    selected = ["--select", "tool-a", "--select", "tool-b"]
+    offline = json.loads(run_imagegate(*args, *selected).stdout)
+    assert offline["deniedObjects"] == [2, 2] and offline["unreadObjects"] == [0, 2]
+    assert offline["rules"] == {"content-unverified": [0, 2], "untrusted-registry": [2, 0]}
+    assert [(i["objects"], i["ifProved"], i["ifProvedTools"]) for i in offline["letsIn"]] == [
+        (0, 0, []),
+        (0, 2, ["tool-a", "tool-b"]),
+    ]
+    read = run_imagegate(*args, *selected, "--registry")
+    assert read.returncode == 1, read.stderr  # closed denies both; selected denies the broken one
+    answered = json.loads(read.stdout)
+    assert answered["deniedObjects"] == [2, 1] and answered["unreadObjects"] == [0, 0]
+    assert answered["rules"] == {"content-mismatch": [0, 1], "untrusted-registry": [2, 0]}
+    assert answered["namespaces"]["tool-b"]["rules"] == [["untrusted-registry"], ["content-mismatch"]]
+    assert [(i["objects"], i["tools"], i["ifProved"]) for i in answered["letsIn"]] == [(0, [], 0), (1, ["tool-a"], 0)]
+    table = run_imagegate("audit", "--from", str(dump), "-p", str(policy), "--compare", "closed", "selected", *selected)
+    assert "objects denied only for want of a registry answer" in table.stdout
+    assert "run with --registry" in table.stdout

@@ -473,11 +473,14 @@ def test_audit_and_grants_json_keep_their_keys(tmp_path: Path) -> None:
         "rules": {r: ["int"] for r in compared["rules"]},
         "toolsDenied": ["int"],
         "warnedObjects": ["int"],
+        "unreadObjects": ["int"],
         "namespaces": {ns: {"denied": ["int"], "rules": [["str"]]} for ns in compared["namespaces"]},
         "descriptions": ["str"],
         "boxEnds": "NoneType",
         "tools": "int",
         "reference": "str",
         # per option; the first is closed, the reference, which lets nothing in
-        "letsIn": [{"images": [], "objects": "int", "registries": [], "tools": []}],
+        "letsIn": [
+            {"images": [], "objects": "int", "registries": [], "tools": [], "ifProved": "int", "ifProvedTools": []}
+        ],
     }

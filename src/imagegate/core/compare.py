@@ -19,6 +19,12 @@ Beside the counts, the comparison says what the choice changes for a team decidi
 and tools whose numbers differ between options (the rest is the same whatever is chosen), and
 what each option lets in that the reference option (``closed`` when compared, else the first
 column) denies: the objects, tools, images and registries that would newly run.
+
+Registry-backed rules (base images, signatures, attestations, content) need the registry's
+answers: the shell gives each option the answers to what its decisions ask (``audit --compare
+--registry``). Without them (offline) such a rule denies the images it covers as unverified;
+those objects are counted apart (``unread``: denied only for want of a registry answer), and
+what an option would let in once its images prove themselves is ``LetsIn.if_proved``.
 """
 
 from __future__ import annotations
@@ -31,10 +37,10 @@ from typing import Any
 
 from imagegate.core.decide import decide
 from imagegate.core.policy import Grant, Mode, Policy
-from imagegate.core.records import Decision, DenyOrAllow, Finding, ImageUse, PodSubject
+from imagegate.core.records import NO_ANSWERS, Answers, Decision, DenyOrAllow, Finding, ImageUse, PodSubject
 from imagegate.core.reference import ReferenceError, parse_normalized
 
-__all__ = ["PRESETS", "Comparison", "LetsIn", "Option", "Subject", "compare", "preset_options"]
+__all__ = ["PRESETS", "Comparison", "LetsIn", "Option", "Subject", "compare", "judge", "preset_options"]
 
 PRESETS = ("closed", "byoc", "time-boxed", "selected")
 
@@ -49,6 +55,7 @@ class Option:
     description: str = ""  # one sentence: what this option is
     preset: str | None = None  # the preset that made it (None: a policy file)
     box_ends: dt.date | None = None  # the last day of a time box
+    answers: Answers = NO_ANSWERS  # the registry's answers to what its decisions ask (none: offline)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,10 @@ class LetsIn:
     tools: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
     registries: tuple[str, ...] = ()
+    # Objects the reference denies that this option denies only for want of a registry answer
+    # (offline: unread images): what it would let in once those images prove themselves.
+    if_proved: int = 0
+    if_proved_tools: tuple[str, ...] = ()
 
 
 @dataclass
@@ -77,6 +88,8 @@ class Comparison:
     governed: list[int] = field(default_factory=list)
     denied: list[int] = field(default_factory=list)  # objects denied, per option
     warned: list[int] = field(default_factory=list)  # objects admitted with a warning, per option
+    # objects denied only by findings a registry answer would settle (offline, or a failed lookup), per option
+    unread: list[int] = field(default_factory=list)
     # rule -> findings that deny, per option
     rules: dict[str, list[int]] = field(default_factory=dict)
     # namespace -> objects denied, per option (only namespaces some option denies something in)
@@ -200,52 +213,81 @@ class _Judges:
         # (id of the pod-security settings, id of the namespace scope) -> pod findings per subject
         self.pod_findings: dict[tuple[int, int], list[tuple[Finding, ...]]] = {}
 
-    def findings(self, option: Option) -> list[tuple[bool, tuple[Finding, ...]]]:
+    def findings(self, option: Option) -> list[_Judged]:
         policy = option.policy
         settings = policy.pod_security
         key = (id(settings), id(policy.namespaces))
         shared = self.pod_findings.get(key) if settings is not None else None
-        judged: list[tuple[bool, tuple[Finding, ...]]] = []
+        judged: list[_Judged] = []
         if shared is None:
             pods: list[tuple[Finding, ...]] = []
             for subject in self.subjects:
-                decision = self._decide(policy, option.now, subject)
-                judged.append((decision.governed, decision.findings))
+                decision = judge(option, subject)
+                judged.append(_Judged.of(decision, decision.findings))
                 pods.append(tuple(f for f in decision.findings if isinstance(f.subject, PodSubject)))
             if settings is not None:
                 self.pod_findings[key] = pods
             return judged
-        images_only = replace(policy, pod_security=None)
+        images_only = replace(option, policy=replace(policy, pod_security=None))
         for subject, pod in zip(self.subjects, shared, strict=True):
-            decision = self._decide(images_only, option.now, subject)
-            judged.append((decision.governed, decision.findings + pod))
+            decision = judge(images_only, subject)
+            judged.append(_Judged.of(decision, decision.findings + pod))
         return judged
 
-    @staticmethod
-    def _decide(policy: Policy, now: dt.datetime, subject: Subject) -> Decision:
-        return decide(policy, subject.obj, namespace=subject.namespace, now=now, namespace_labels=subject.labels)
+
+@dataclass(frozen=True)
+class _Judged:
+    """One subject under one option: governed, its findings, and the rules its registry
+    questions would have settled had they been answered."""
+
+    governed: bool
+    findings: tuple[Finding, ...]
+    unanswered: frozenset[str]
+
+    @classmethod
+    def of(cls, decision: Decision, findings: tuple[Finding, ...]) -> _Judged:
+        rules = frozenset(q.unanswered for q in decision.questions if q.unanswered is not None)
+        return cls(decision.governed, findings, rules)
+
+
+def judge(option: Option, subject: Subject) -> Decision:
+    """``subject`` under ``option``, with the registry answers it carries (as ``check`` does, after mutation)."""
+    return decide(
+        option.policy,
+        subject.obj,
+        namespace=subject.namespace,
+        now=option.now,
+        namespace_labels=subject.labels,
+        answers=option.answers,
+    )
 
 
 def compare(options: Sequence[Option], subjects: Sequence[Subject]) -> Comparison:
     """Judge every subject under every option, as ``check`` and ``audit`` do (after mutation)."""
     width = len(options)
     table = Comparison(labels=[o.label for o in options], objects=len(subjects))
-    table.governed, table.denied, table.warned = [0] * width, [0] * width, [0] * width
+    table.governed, table.denied, table.warned, table.unread = [0] * width, [0] * width, [0] * width, [0] * width
     rules: dict[str, list[int]] = defaultdict(lambda: [0] * width)
     per_namespace: dict[str, list[int]] = defaultdict(lambda: [0] * width)
     namespace_rules: dict[str, list[Counter[str]]] = defaultdict(lambda: [Counter() for _ in range(width)])
     judges = _Judges(subjects)
     # per option, per subject: None when admitted (or not governed), else the images denied
     denied_images: list[list[frozenset[str] | None]] = []
+    unread_subjects: list[list[bool]] = []  # per option, per subject: denied only for want of an answer
     governed_somewhere: set[str] = set()
     for column, option in enumerate(options):
         column_denials: list[frozenset[str] | None] = []
+        column_unread: list[bool] = []
         denied_images.append(column_denials)
-        for subject, (governed, findings) in zip(subjects, judges.findings(option), strict=True):
+        unread_subjects.append(column_unread)
+        for subject, judged in zip(subjects, judges.findings(option), strict=True):
+            governed, findings = judged.governed, judged.findings
             denying = [f for f in findings if f.mode is Mode.ENFORCE] if governed else []
             column_denials.append(
                 frozenset(f.subject.image for f in denying if isinstance(f.subject, ImageUse)) if denying else None
             )
+            unread = bool(denying) and all(f.rule in judged.unanswered for f in denying)
+            column_unread.append(unread)
             if not governed:
                 continue
             governed_somewhere.add(subject.namespace)
@@ -255,6 +297,7 @@ def compare(options: Sequence[Option], subjects: Sequence[Subject]) -> Compariso
                     table.warned[column] += 1
                 continue
             table.denied[column] += 1
+            table.unread[column] += unread
             per_namespace[subject.namespace][column] += 1
             for finding in denying:
                 rules[finding.rule][column] += 1
@@ -266,7 +309,10 @@ def compare(options: Sequence[Option], subjects: Sequence[Subject]) -> Compariso
     table.box_ends = next((o.box_ends for o in options if o.box_ends is not None), None)
     table.tools = len(governed_somewhere)
     table.reference = next((i for i, o in enumerate(options) if o.preset == "closed"), 0)
-    table.lets_in = [_lets_in(denied_images[table.reference], column, subjects) for column in denied_images]
+    table.lets_in = [
+        _lets_in(denied_images[table.reference], unread_subjects[table.reference], column, unread, subjects)
+        for column, unread in zip(denied_images, unread_subjects, strict=True)
+    ]
     return table
 
 
@@ -278,16 +324,38 @@ def _registry(image: str) -> str:
 
 
 def _lets_in(
-    reference: Sequence[frozenset[str] | None], column: Sequence[frozenset[str] | None], subjects: Sequence[Subject]
+    reference: Sequence[frozenset[str] | None],
+    reference_unread: Sequence[bool],
+    column: Sequence[frozenset[str] | None],
+    unread: Sequence[bool],
+    subjects: Sequence[Subject],
 ) -> LetsIn:
-    """The objects the reference denies and this option admits, their tools, and the images the reference denied there."""
+    """The objects the reference denies and this option admits, their tools, and the images the
+    reference denied there; beside them, those this option denies only for want of a registry
+    answer (it would admit them once their images prove themselves) where the reference denies
+    them for more than that."""
     tools: set[str] = set()
     images: set[str] = set()
-    objects = 0
-    for subject, before, now in zip(subjects, reference, column, strict=True):
-        if before is None or now is not None:
+    objects = if_proved = 0
+    if_proved_tools: set[str] = set()
+    for subject, before, before_unread, now, waiting in zip(
+        subjects, reference, reference_unread, column, unread, strict=True
+    ):
+        if before is None:
+            continue
+        if waiting and not before_unread:
+            if_proved += 1
+            if_proved_tools.add(subject.namespace)
+        if now is not None:
             continue
         objects += 1
         tools.add(subject.namespace)
         images |= before
-    return LetsIn(objects, tuple(sorted(tools)), tuple(sorted(images)), tuple(sorted({_registry(i) for i in images})))
+    return LetsIn(
+        objects,
+        tuple(sorted(tools)),
+        tuple(sorted(images)),
+        tuple(sorted({_registry(i) for i in images})),
+        if_proved,
+        tuple(sorted(if_proved_tools)),
+    )

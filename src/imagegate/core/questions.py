@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from imagegate.core.attestations import AttestationRule
-from imagegate.core.records import BaseImageVerdict, Question, SignatureVerdict, Webhook
+from imagegate.core.records import BaseImageVerdict, Question, Rule, SignatureVerdict, Webhook
 from imagegate.core.signatures import SignatureRule
 
 __all__ = ["AttestationsQuestion", "BaseQuestion", "DigestQuestion", "SignaturesQuestion", "SignedVerdicts"]
@@ -21,6 +21,8 @@ SignedVerdicts = tuple[SignatureVerdict, ...]  # one verdict per rule asked, in 
 
 class BaseQuestion(Question[BaseImageVerdict], frozen=True):
     """Is the image built on a trusted base image (``baseImages``)?"""
+
+    unanswered: ClassVar[str | None] = Rule.BASE_IMAGE_UNVERIFIED
 
     def judged_digests(self, answer: BaseImageVerdict) -> tuple[str, ...]:
         return () if answer.digest is None else (answer.digest,)
@@ -47,12 +49,14 @@ class SignaturesQuestion(_SignedQuestion, frozen=True):
     """Do the image's signatures satisfy each of ``rules`` (the ``signatures`` rules whose images
     match it, then the ``signedBy`` rule of the grant that admitted it)?"""
 
+    unanswered: ClassVar[str | None] = Rule.SIGNATURE_UNVERIFIED
     rules: tuple[SignatureRule, ...]
 
 
 class AttestationsQuestion(_SignedQuestion, frozen=True):
     """Do the image's attestations satisfy each of ``rules`` (the ``attestations`` rules covering it)?"""
 
+    unanswered: ClassVar[str | None] = Rule.ATTESTATION_UNVERIFIED
     rules: tuple[AttestationRule, ...]
 
 

@@ -270,6 +270,9 @@ class Question(msgspec.Struct, Generic[A], frozen=True):
 
     # The webhooks whose decisions ask it: pinning's digests are asked only where tags are pinned.
     webhooks: ClassVar[frozenset[Webhook]] = frozenset(Webhook)
+    # The rule of the finding its rules make when it has no answer (offline, or the lookup failed
+    # and onError denies): ``audit --compare`` tells those denials from the ones an answer made.
+    unanswered: ClassVar[str | None] = None
 
     def judged_digests(self, answer: A) -> tuple[str, ...]:
         """The image digests ``answer`` judged: the answers about one tag must agree on one, else

@@ -12,6 +12,8 @@ the image is proved built on a trusted base (the answer to the base question).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from imagegate.core.contents.policy import (
     ContentAnswer,
     ContentOutcome,
@@ -36,6 +38,7 @@ _WEAKER = {Mode.ENFORCE: 0, Mode.WARN: 1, Mode.AUDIT: 2}
 class ContentQuestion(Question[ContentAnswer], frozen=True):
     """Do the image's files satisfy each of ``rules``?"""
 
+    unanswered: ClassVar[str | None] = CONTENT_UNVERIFIED
     rules: tuple[ContentRule, ...]
 
     def judged_digests(self, answer: ContentAnswer) -> tuple[str, ...]:

@@ -3,14 +3,18 @@
 Each argument is a policy file or one of the presets (``closed``, ``byoc``, ``time-boxed``,
 ``selected``: :mod:`imagegate.core.compare`). The output is one table (or JSON, or a
 self-contained HTML page with ``--html``) of what each option would deny: objects, findings
-per rule, and objects per tool.
+per rule, and objects per tool. With ``--registry`` each option's registry questions (base
+images, signatures, attestations, content) are answered first, as ``check --registry`` does;
+offline, the objects denied only for want of such an answer are counted apart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -18,13 +22,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from imagegate.core.compare import PRESETS, Comparison, Option, Subject, compare, preset_options
+from imagegate.core.compare import PRESETS, Comparison, Option, Subject, compare, judge, preset_options
 from imagegate.core.policy import Policy
+from imagegate.core.records import NO_ANSWERS, Answers, Webhook
 from imagegate.core.workloads import object_namespace
 from imagegate.shell.cli.common import OutputFormat, day_not_past, fail, load, namespace_labels_in, write_json
 from imagegate.shell.cli.json_docs import CompareJson
 from imagegate.shell.exits import EXIT_DENIED
 from imagegate.shell.manifests import SourcedObject
+from imagegate.shell.registry.answerers import answer
+from imagegate.shell.registry.gate import RegistryGate
 
 __all__ = ["render_comparison_html", "run_compare"]
 
@@ -63,6 +70,25 @@ def _options(
     return options
 
 
+async def _answered(options: Sequence[Option], subjects: Sequence[Subject], gate: RegistryGate) -> list[Option]:
+    """Each option with the registry's answers to what its decisions ask (one gate: a question
+    several options or objects ask is looked up once)."""
+    answered = []
+    try:
+        for option in options:
+            # the questions do not depend on pod security: judge the images only
+            asking = replace(option, policy=replace(option.policy, pod_security=None))
+            found = NO_ANSWERS
+            for subject in subjects:
+                decision = judge(replace(asking, answers=found), subject)
+                if any(Webhook.CHECK in q.webhooks and q not in found.found for q in decision.questions):
+                    found = await answer(gate, option.policy, decision, webhook=Webhook.CHECK, earlier=found)
+            answered.append(replace(option, answers=Answers(found.found)))
+    finally:
+        await gate.aclose()
+    return answered
+
+
 def _render_table(table: Comparison, console: Console, top: int) -> None:
     out = Table(title="what each option would deny", header_style="bold", show_lines=False)
     out.add_column("", overflow="fold")
@@ -71,10 +97,14 @@ def _render_table(table: Comparison, console: Console, top: int) -> None:
     out.add_row("objects denied", *(f"{n:,}" for n in table.denied))
     out.add_row("tools with a denial", *(f"{n:,}" for n in table.tools_denied()))
     out.add_row("objects admitted with a warning", *(f"{n:,}" for n in table.warned))
+    if any(table.unread):
+        out.add_row(UNREAD_ROW, *(f"{n:,}" for n in table.unread))
     reference = escape(table.labels[table.reference]) if table.labels else ""
     out.add_row(f"objects newly run (vs {reference})", *(f"{i.objects:,}" for i in table.lets_in))
     out.add_row(f"tools newly running (vs {reference})", *(f"{len(i.tools):,}" for i in table.lets_in))
     out.add_row(f"registries let in (vs {reference})", *(f"{len(i.registries):,}" for i in table.lets_in))
+    if any(i.if_proved for i in table.lets_in):
+        out.add_row(f"{IF_PROVED_ROW} (vs {reference})", *(f"{i.if_proved:,}" for i in table.lets_in))
     out.add_section()
     for rule, counts in table.rules.items():
         out.add_row(f"rule {escape(rule)}", *(f"{n:,}" for n in counts))
@@ -92,6 +122,17 @@ def _render_table(table: Comparison, console: Console, top: int) -> None:
             else "all tools shown"
         )
     )
+    if any(table.unread):
+        console.print(UNREAD_NOTE)
+
+
+# Said alike by the table and the page: the objects a registry answer would settle.
+UNREAD_ROW = "objects denied only for want of a registry answer"
+IF_PROVED_ROW = "objects that would newly run once their images prove themselves"
+UNREAD_NOTE = (
+    "Some objects are denied only because their images were not read (base image, signatures, "
+    "attestations or content unverified): run with --registry to read them."
+)
 
 
 PAGE = """<!doctype html>
@@ -181,6 +222,8 @@ def render_comparison_html(table: Comparison, generated: dt.datetime) -> str:
 
     changes = [row("objects denied", table.denied), row("tools with a denial", table.tools_denied())]
     changes.append(row("objects admitted with a warning", table.warned))
+    if any(table.unread):
+        changes.append(row(UNREAD_ROW, table.unread))
     changes.extend(row(f"rule {rule}", counts) for rule, counts in table.rules_differing().items())
     differing_tools = table.namespaces_differing()
     tool_rows = [row(ns, counts, table.namespace_rules.get(ns)) for ns, counts in differing_tools.items()]
@@ -192,6 +235,12 @@ def render_comparison_html(table: Comparison, generated: dt.datetime) -> str:
     for kind, title in (("tools", "tools"), ("registries", "registries"), ("images", "images")):
         cells = "".join(_list_cell(kind, getattr(i, kind)) for i in table.lets_in)
         lets_in.append(f"<tr><td>{title}</td>{cells}</tr>")
+    if any(i.if_proved for i in table.lets_in):
+        lets_in.append(
+            f"<tr><td>{html.escape(IF_PROVED_ROW)}</td>"
+            + "".join(f'<td data-if-proved="{i.if_proved}">{i.if_proved:,}</td>' for i in table.lets_in)
+            + "</tr>"
+        )
     same_rules, same_tools = table.rules_same(), table.namespaces_same()
     same_rows = [row(f"rule {rule}", counts) for rule, counts in same_rules.items()]
     same_rows.extend(row(ns, counts, table.namespace_rules.get(ns)) for ns, counts in same_tools.items())
@@ -204,6 +253,8 @@ def render_comparison_html(table: Comparison, generated: dt.datetime) -> str:
         f"{table.tools:,} tools in total, {table.objects:,} objects, {max(table.governed, default=0):,} governed{box}; "
         f"generated {generated.strftime('%Y-%m-%d %H:%M UTC')} by imagegate audit --compare"
     )
+    if any(table.unread):
+        summary += ". " + UNREAD_NOTE
     return PAGE.format(
         summary=html.escape(summary),
         options="\n".join(options),
@@ -234,8 +285,10 @@ def run_compare(
     output: OutputFormat,
     html_path: Path | None,
     top: int,
+    gate: RegistryGate | None = None,
 ) -> None:
-    """The comparison, printed (and written as HTML); exit 1 when any option denies anything."""
+    """The comparison, printed (and written as HTML); exit 1 when any option denies anything.
+    With ``gate``, each option's registry questions are answered first."""
     if not names:
         raise fail(f"--compare needs policies to compare: files, or presets ({', '.join(PRESETS)})")
     ends = (
@@ -245,6 +298,8 @@ def run_compare(
     )
     subjects = _subjects(objects, labels)
     options = _options(names, base, now, subjects, grants, identities, ends, selected)
+    if gate is not None:
+        options = asyncio.run(_answered(options, subjects, gate))
     table = compare(options, subjects)
     console = Console(stderr=output is OutputFormat.json)
     if html_path is not None:

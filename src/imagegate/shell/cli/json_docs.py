@@ -269,6 +269,9 @@ class LetsInJson(msgspec.Struct, frozen=True):
     tools: list[str]
     images: list[str]
     registries: list[str]
+    # denied here only for want of a registry answer, where the reference denies them for more
+    if_proved: int = msgspec.field(name="ifProved")
+    if_proved_tools: list[str] = msgspec.field(name="ifProvedTools")
 
 
 class CompareJson(msgspec.Struct, frozen=True, rename="camel"):
@@ -280,6 +283,7 @@ class CompareJson(msgspec.Struct, frozen=True, rename="camel"):
     denied_objects: list[int]
     tools_denied: list[int]
     warned_objects: list[int]
+    unread_objects: list[int]  # denied only for want of a registry answer (offline, or a failed lookup)
     rules: dict[str, list[int]]
     namespaces: dict[str, NamespaceCompareJson]
     descriptions: list[str]  # one sentence per option
@@ -297,6 +301,7 @@ class CompareJson(msgspec.Struct, frozen=True, rename="camel"):
             denied_objects=table.denied,
             tools_denied=table.tools_denied(),
             warned_objects=table.warned,
+            unread_objects=table.unread,
             rules=table.rules,
             namespaces={
                 ns: NamespaceCompareJson(counts, table.namespace_rules.get(ns, []))
@@ -306,7 +311,12 @@ class CompareJson(msgspec.Struct, frozen=True, rename="camel"):
             box_ends=table.box_ends.isoformat() if table.box_ends else None,
             tools=table.tools,
             reference=table.labels[table.reference] if table.labels else "",
-            lets_in=[LetsInJson(i.objects, list(i.tools), list(i.images), list(i.registries)) for i in table.lets_in],
+            lets_in=[
+                LetsInJson(
+                    i.objects, list(i.tools), list(i.images), list(i.registries), i.if_proved, list(i.if_proved_tools)
+                )
+                for i in table.lets_in
+            ],
         )
 
 

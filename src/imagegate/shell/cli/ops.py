@@ -179,7 +179,13 @@ def audit(
         CheckOutput, typer.Option("--output", "-o", help="table, json, or for CI compact, junit, sarif, policyreport.")
     ] = CheckOutput.table,
     expiring_days: ExpiringDaysOption = 14,
-    registry: Annotated[bool, typer.Option("--registry/--offline", help="Ask registries (base images, pins).")] = False,
+    registry: Annotated[
+        bool,
+        typer.Option(
+            "--registry/--offline",
+            help="Ask registries (base images, signatures, content, pins); with --compare, for every option.",
+        ),
+    ] = False,
     now: Annotated[str | None, typer.Option(help="Evaluate as of this ISO date/time.")] = None,
     compare: Annotated[
         bool, typer.Option("--compare", help="Compare the POLICIES (files or presets) side by side.")
@@ -252,6 +258,7 @@ def audit(
             output=OutputFormat(output.value),
             html_path=html,
             top=top,
+            gate=RegistryGate(policy.parent if policy else None) if registry else None,
         )
         return
     gate = RegistryGate(policy.parent if policy else None, remember_failures=True) if registry else None
