@@ -20,7 +20,7 @@ from imagegate.core.contents.policy import ContentAnswer, ContentVerdict
 from imagegate.core.decide import decide
 from imagegate.core.policy import Policy, load_policy
 from imagegate.core.questions import BaseQuestion
-from imagegate.core.records import Answers, BaseImageVerdict, Decision, Question, Webhook
+from imagegate.core.records import Answers, BaseImageVerdict, Decision, Question, Verdict, Webhook
 from imagegate.core.reference import parse_docker_ref
 from imagegate.shell.registry.answerers import settle
 from imagegate.shell.registry.content_answerer import ANSWERER
@@ -28,6 +28,7 @@ from imagegate.shell.registry.gate import RegistryGate
 from tests.conftest import POLICY_HEADER
 from tests.registry_process import Registry
 from tests.test_content_scan import registry  # noqa: F401 (the module's fixture: images of real files)
+from tests.test_metrics import scrape, value
 
 NOW = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
 IMAGE = "ghcr.io/example/app:1"
@@ -99,6 +100,23 @@ def test_verdicts_decide_and_the_grant_mode_weakens_them() -> None:
     assert decision.allowed and [f.mode.value for f in decision.findings] == ["warn"]
     ok = ContentVerdict("toolforge-integration", True)
     assert _decide(policy, Answers({_question(policy): ContentAnswer((ok,), "sha256:" + "a" * 64)})).allowed
+
+
+def test_each_rule_is_a_verdict_for_the_metric() -> None:
+    """imagegate_verdicts_total{check="content"}: the question says its check and each rule's verdict
+    (the metric's code names no question type)."""
+    policy = _policy(extra=RULES.replace("content:\n  rules:\n", "").replace("toolforge-integration", "second"))
+    question = _question(policy)
+    assert question.check == "content" and len(question.rules) == 2
+    passed, failed = ContentVerdict("toolforge-integration", True), ContentVerdict("second", False, ("gone",))
+    assert question.verdicts(ContentAnswer((passed, failed), "sha256:" + "a" * 64)) == (Verdict.PASS, Verdict.FAIL)
+    assert question.verdicts(ContentAnswer(pending=True)) == (Verdict.FAIL, Verdict.FAIL)  # onError: deny
+    lenient = _policy(
+        extra=RULES.replace("grants: true", "grants: true\n      onError: allow")
+        .replace("content:\n  rules:\n", "")
+        .replace("toolforge-integration", "second")
+    )
+    assert _question(lenient).verdicts(ContentAnswer(problem="unreachable")) == (Verdict.FAIL, Verdict.UNVERIFIED)
 
 
 def test_a_grants_proof() -> None:
@@ -181,6 +199,11 @@ def test_check_registry_and_the_webhook(registry: tuple[Registry, Path], tmp_pat
             assert response["allowed"] is allowed, response
             if not allowed:
                 assert "libnss-sss is not installed (dpkg lists " in response["status"]["message"]
+        # each content rule's verdict is counted (the metric names no question type: ContentQuestion says "content")
+        series = scrape(webhook)
+    counted = {v: value(series, "imagegate_verdicts_total", check="content", verdict=v) for v in Verdict}
+    # integrated: integration passes, open-source (warn) fails on unrar; removed: both fail
+    assert counted == {Verdict.PASS: 1, Verdict.FAIL: 3, Verdict.UNVERIFIED: 0}
 
 
 @pytest.mark.parametrize("budget", ["", "timeoutSeconds: 0.3, lookupTimeoutSeconds: 0.3, "], ids=["default", "short"])

@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -22,11 +22,12 @@ import pytest
 from imagegate.core.decide import decide
 from imagegate.core.imagerules import JudgedImage, Judging, register_image_rule, unregister_image_rule
 from imagegate.core.policy import Policy, load_policy
-from imagegate.core.questions import DigestQuestion
-from imagegate.core.records import Answers, Decision, Finding, Mode, Question, Webhook
+from imagegate.core.questions import DigestQuestion, verdict_of
+from imagegate.core.records import Answers, Decision, Finding, Mode, Question, Verdict, Webhook
 from imagegate.shell.registry.answerers import Answerer, Asking, answer, register, settle, unregister
 from imagegate.shell.registry.errors import RegistryError
 from imagegate.shell.registry.gate import RegistryGate, tenant_reason
+from imagegate.shell.webhook.metrics import Metrics
 from tests.conftest import POLICY_HEADER
 from tests.oci_images import OciLayout, layers, skopeo_inspect
 from tests.registry_process import Registry, run_registry
@@ -46,10 +47,16 @@ class LayerCount(msgspec.Struct, frozen=True):
 
 
 class LayerCountQuestion(Question[LayerCount], frozen=True):
-    """How many layers has the image?"""
+    """How many layers has the image (at most ``limit``)?"""
+
+    check: ClassVar[str] = "layers"  # imagegate_verdicts_total{check="layers"}: no edit to the metrics
+    limit: int
 
     def judged_digests(self, answer: LayerCount) -> tuple[str, ...]:
         return () if answer.digest is None else (answer.digest,)
+
+    def verdicts(self, answer: LayerCount) -> tuple[Verdict, ...]:
+        return (verdict_of(answer.layers is not None and answer.layers <= self.limit, False),)
 
 
 class MaxLayers:
@@ -67,7 +74,7 @@ class MaxLayers:
         ref = image.image.ref
         if ref is None or image.verdict.finding is not None:
             return
-        found = judging.ask(LayerCountQuestion(ref))
+        found = judging.ask(LayerCountQuestion(ref, self.limit))
         if found is None:
             why = "its layers could not be counted (no registry lookup in this evaluation)"
             judging.add(self, Finding(image.use, "layers-unverified", why, image.mode))
@@ -186,6 +193,29 @@ def test_its_answer_is_the_digest_pinned(registry: Registry, tmp_path: Path, toy
             await gate.aclose()
 
     assert asyncio.run(go()).of(DigestQuestion) == {small: digest}
+
+
+def test_its_verdicts_are_counted(registry: Registry, tmp_path: Path, toy_rule: LayerCountAnswerer) -> None:
+    """The webhook's verdict metric counts the new rule by the check its question declares."""
+    policy = _policy(registry, tmp_path)
+    small, big = f"{registry.host}/tool-a/small:1", f"{registry.host}/tool-a/big:1"
+    first = decide(policy, _pod(small, big), namespace="tool-a", now=NOW)
+    metrics = Metrics()  # made after the rule's answerer is registered: its series start at 0
+
+    def counted(verdict: Verdict) -> float | None:
+        return metrics.registry.get_sample_value("imagegate_verdicts_total", {"check": "layers", "verdict": verdict})
+
+    assert [counted(v) for v in Verdict] == [0, 0, 0]
+
+    async def go() -> Answers:
+        gate = RegistryGate()
+        try:
+            return await answer(gate, policy, first, webhook=Webhook.VALIDATE)
+        finally:
+            await gate.aclose()
+
+    metrics.count_verdicts(asyncio.run(go()))
+    assert [counted(v) for v in Verdict] == [1, 1, 0]  # small passes, big fails
 
 
 def test_a_registry_failure_is_its_answer(registry: Registry, tmp_path: Path, toy_rule: LayerCountAnswerer) -> None:

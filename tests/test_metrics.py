@@ -99,7 +99,7 @@ def test_every_series_known_in_advance_is_there_at_zero(started: tuple[WebhookPr
             assert value(series, "imagegate_findings_total", rule=rule, mode=mode.value) == 0
     for name in ("imagegate_policy_reloads_total", "imagegate_tls_reloads_total"):
         assert value(series, name, result="ok") == value(series, name, result="error") == 0
-    for check in ("base", "signature", "attestation"):
+    for check in ("base", "signature", "attestation", "content"):  # the chart's dashboard reads these
         for verdict in ("pass", "fail", "unverified"):
             assert value(series, "imagegate_verdicts_total", check=check, verdict=verdict) == 0
     # the built-in policy's registries, and "other"

@@ -11,24 +11,42 @@ from __future__ import annotations
 from typing import ClassVar
 
 from imagegate.core.attestations import AttestationRule
-from imagegate.core.records import BaseImageVerdict, Question, Rule, SignatureVerdict, Webhook
+from imagegate.core.records import BaseImageVerdict, Question, Rule, SignatureVerdict, Verdict, Webhook
 from imagegate.core.signatures import SignatureRule
 
-__all__ = ["AttestationsQuestion", "BaseQuestion", "DigestQuestion", "SignaturesQuestion", "SignedVerdicts"]
+__all__ = [
+    "AttestationsQuestion",
+    "BaseQuestion",
+    "DigestQuestion",
+    "SignaturesQuestion",
+    "SignedVerdicts",
+    "verdict_of",
+]
 
 SignedVerdicts = tuple[SignatureVerdict, ...]  # one verdict per rule asked, in the rules' order
+
+
+def verdict_of(ok: bool, unverified: bool) -> Verdict:
+    """A check's verdict: passed by the check, passed by its ``onError: allow``, or failed."""
+    if not ok:
+        return Verdict.FAIL
+    return Verdict.UNVERIFIED if unverified else Verdict.PASS
 
 
 class BaseQuestion(Question[BaseImageVerdict], frozen=True):
     """Is the image built on a trusted base image (``baseImages``)?"""
 
     unanswered: ClassVar[str | None] = Rule.BASE_IMAGE_UNVERIFIED
+    check: ClassVar[str] = "base"
 
     def judged_digests(self, answer: BaseImageVerdict) -> tuple[str, ...]:
         return () if answer.digest is None else (answer.digest,)
 
     def unverified(self, answer: BaseImageVerdict) -> tuple[str, ...]:
         return (answer.detail,) if answer.unverified else ()
+
+    def verdicts(self, answer: BaseImageVerdict) -> tuple[Verdict, ...]:
+        return (verdict_of(answer.ok, answer.unverified),)
 
 
 class _SignedQuestion(Question[SignedVerdicts], frozen=True):
@@ -44,12 +62,16 @@ class _SignedQuestion(Question[SignedVerdicts], frozen=True):
     def unverified(self, answer: SignedVerdicts) -> tuple[str, ...]:
         return tuple(v.detail for v in answer if v.ok and v.unverified)
 
+    def verdicts(self, answer: SignedVerdicts) -> tuple[Verdict, ...]:
+        return tuple(verdict_of(v.ok, v.unverified) for v in answer)
+
 
 class SignaturesQuestion(_SignedQuestion, frozen=True):
     """Do the image's signatures satisfy each of ``rules`` (the ``signatures`` rules whose images
     match it, then the ``signedBy`` rule of the grant that admitted it)?"""
 
     unanswered: ClassVar[str | None] = Rule.SIGNATURE_UNVERIFIED
+    check: ClassVar[str] = "signature"
     rules: tuple[SignatureRule, ...]
 
 
@@ -57,6 +79,7 @@ class AttestationsQuestion(_SignedQuestion, frozen=True):
     """Do the image's attestations satisfy each of ``rules`` (the ``attestations`` rules covering it)?"""
 
     unanswered: ClassVar[str | None] = Rule.ATTESTATION_UNVERIFIED
+    check: ClassVar[str] = "attestation"
     rules: tuple[AttestationRule, ...]
 
 

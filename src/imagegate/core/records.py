@@ -65,6 +65,14 @@ class Mode(StrEnum):
     AUDIT = "audit"
 
 
+class Verdict(StrEnum):
+    """One registry check's verdict in a decision, as the verdict metric counts it."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    UNVERIFIED = "unverified"  # passed by the rule's onError: allow, not by the check
+
+
 class Webhook(StrEnum):
     """Which webhook a decision answers for, and so how it is judged: the one spelling of it.
 
@@ -273,6 +281,9 @@ class Question(msgspec.Struct, Generic[A], frozen=True):
     # The rule of the finding its rules make when it has no answer (offline, or the lookup failed
     # and onError denies): ``audit --compare`` tells those denials from the ones an answer made.
     unanswered: ClassVar[str | None] = None
+    # The ``check`` label its answers' verdicts are counted under (imagegate_verdicts_total);
+    # empty for a question whose answer is no verdict (a digest).
+    check: ClassVar[str] = ""
 
     def judged_digests(self, answer: A) -> tuple[str, ...]:
         """The image digests ``answer`` judged: the answers about one tag must agree on one, else
@@ -287,6 +298,10 @@ class Question(msgspec.Struct, Generic[A], frozen=True):
     def unverified(self, answer: A) -> tuple[str, ...]:
         """What ``answer`` let pass without verifying it (the registry could not be asked and the
         rule's ``onError`` allowed it): said to the tenant, so such an admission is never silent."""
+        return ()
+
+    def verdicts(self, answer: A) -> tuple[Verdict, ...]:
+        """The verdict of each check ``answer`` holds (one per rule asked), for the verdict metric."""
         return ()
 
 

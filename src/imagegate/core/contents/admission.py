@@ -24,8 +24,8 @@ from imagegate.core.contents.policy import (
 )
 from imagegate.core.imagerules import JudgedImage, Judging, register_image_rule
 from imagegate.core.policy import Policy
-from imagegate.core.questions import BaseQuestion
-from imagegate.core.records import Finding, Mode, Question, Rule
+from imagegate.core.questions import BaseQuestion, verdict_of
+from imagegate.core.records import Finding, Mode, Question, Rule, Verdict
 
 __all__ = ["CONTENT_FAILED", "CONTENT_UNVERIFIED", "ContentQuestion", "ContentRules"]
 
@@ -39,6 +39,7 @@ class ContentQuestion(Question[ContentAnswer], frozen=True):
     """Do the image's files satisfy each of ``rules``?"""
 
     unanswered: ClassVar[str | None] = CONTENT_UNVERIFIED
+    check: ClassVar[str] = "content"
     rules: tuple[ContentRule, ...]
 
     def judged_digests(self, answer: ContentAnswer) -> tuple[str, ...]:
@@ -52,6 +53,9 @@ class ContentQuestion(Question[ContentAnswer], frozen=True):
         return tuple(
             f"{o.detail} (allowed by its onError: allow)" for o in outcomes(self.rules, answer) if o.unverified
         )
+
+    def verdicts(self, answer: ContentAnswer) -> tuple[Verdict, ...]:
+        return tuple(verdict_of(o.ok, o.unverified) for o in outcomes(self.rules, answer))
 
 
 class ContentRules:

@@ -75,6 +75,7 @@ __all__ = [
     "Answerer",
     "Asking",
     "answer",
+    "answered",
     "answerer_for",
     "register",
     "settle",
@@ -143,6 +144,11 @@ def register(answerer: Answerer[Any, Any]) -> None:
 def unregister(question: type[Question[Any]]) -> None:
     """Forget the answerer of ``question`` (a test's own rule, when the test ends)."""
     _ANSWERERS.pop(question, None)
+
+
+def answered() -> tuple[type[Question[Any]], ...]:
+    """The question types answered now (what the verdict metric starts its series from)."""
+    return tuple(_ANSWERERS)
 
 
 def answerer_for(question: Question[Any]) -> Answerer[Any, Any]:

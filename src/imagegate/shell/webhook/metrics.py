@@ -12,7 +12,7 @@ import importlib.metadata
 import os
 import platform
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +31,18 @@ from imagegate.core.decide import Rule
 from imagegate.core.podprofile import TOOL_PROFILE_CHECKS
 from imagegate.core.podsecurity import CHECKS
 from imagegate.core.policy import Policy
-from imagegate.core.questions import AttestationsQuestion, BaseQuestion, SignaturesQuestion
 from imagegate.core.records import (
     SERVED_WEBHOOKS,
     Answers,
-    BaseImageVerdict,
     Mode,
     Outcome,
     PodRules,
-    Question,
-    SignatureVerdict,
+    Verdict,
 )
 from imagegate.core.report import GRANT_STATES, grant_states
 from imagegate.core.webhooks import condition_fingerprint, mutation_condition
 from imagegate.shell.policy_source import PolicySource
+from imagegate.shell.registry.answerers import answered
 from imagegate.shell.registry.errors import RegistryErrorKind
 from imagegate.shell.webhook.histograms import BatchedHistogram, Counts
 
@@ -57,6 +55,7 @@ __all__ = [
     "Metrics",
     "certificate_expiry",
     "finding_rules",
+    "verdict_checks",
 ]
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series double the output and no dashboard uses them
@@ -75,14 +74,6 @@ OTHER_REGISTRY = "other"
 RESULTS = (Outcome.ALLOWED.value, Outcome.DENIED.value, Outcome.WARNED.value)  # audited counts as allowed
 ERROR_REASONS = ("bad-review", "internal")
 RELOAD_RESULTS = ("ok", "error")
-# The questions whose answers are verdicts counted, by their label.
-VERDICT_OF: Mapping[type[Question[Any]], str] = {
-    BaseQuestion: "base",
-    SignaturesQuestion: "signature",
-    AttestationsQuestion: "attestation",
-}
-VERDICT_CHECKS = tuple(VERDICT_OF.values())
-VERDICTS = ("pass", "fail", "unverified")  # unverified: passed by onError: allow, not by a check
 
 
 def finding_rules() -> tuple[str, ...]:
@@ -106,10 +97,10 @@ def certificate_expiry(cert: Path) -> float | None:
         return None
 
 
-def _verdict(found: BaseImageVerdict | SignatureVerdict) -> str:
-    if found.unverified:
-        return "unverified"
-    return "pass" if found.ok else "fail"
+def verdict_checks() -> tuple[str, ...]:
+    """The ``check`` label of every question type answered whose answers are verdicts (each
+    question type declares its own: a new registry-backed rule is counted with no edit here)."""
+    return tuple(dict.fromkeys(question.check for question in answered() if question.check))
 
 
 class Metrics:
@@ -222,7 +213,7 @@ class Metrics:
         )
         self.verdicts = Counter(
             "imagegate_verdicts_total",
-            "Registry checks in decisions, by check (base, signature, attestation) and verdict "
+            "Registry checks in decisions, by check (base, signature, attestation, content) and verdict "
             "(pass, fail, unverified: passed by onError: allow).",
             ["check", "verdict"],
             registry=self.registry,
@@ -270,9 +261,9 @@ class Metrics:
         for result in RELOAD_RESULTS:
             self.reloads.labels(result)
             self.tls_reloads.labels(result)
-        for check in VERDICT_CHECKS:
-            for verdict in VERDICTS:
-                self.verdicts.labels(check, verdict)
+        for check in verdict_checks():
+            for verdict in Verdict:
+                self.verdicts.labels(check, verdict.value)
         self._registry_series(OTHER_REGISTRY)
 
     def _registry_series(self, registry: str) -> None:
@@ -297,10 +288,9 @@ class Metrics:
     def count_verdicts(self, answers: Answers) -> None:
         """The registry's verdicts one decision was made with."""
         for question, found in answers.found.items():
-            check = VERDICT_OF.get(type(question))
-            if check is not None:
-                for verdict in found if isinstance(found, tuple) else (found,):
-                    self.verdicts.labels(check, _verdict(verdict)).inc()
+            if question.check:
+                for verdict in question.verdicts(found):
+                    self.verdicts.labels(question.check, verdict.value).inc()
 
     def observe_certificate(self, cert: Path) -> None:
         expiry = certificate_expiry(cert)
