@@ -18,7 +18,7 @@ import yaml
 
 from imagegate.core.policy import load_policy
 from imagegate.core.policyreport import ReportFormat, judge_namespace, report_document
-from imagegate.shell.cli.ci_formats import Located, located
+from imagegate.shell.manifests import Location, read_manifests
 from imagegate.shell.webhook.metrics import finding_rules
 from tests.conftest import POLICY_HEADER, run_imagegate
 
@@ -117,12 +117,32 @@ def as_json(inputs: tuple[Path, Path]) -> dict[str, Any]:
     return payload
 
 
-def test_where_is_read_as_manifests_word_it() -> None:
-    assert located("pods.yaml:12") == Located("pods.yaml", 12)
-    assert located("dump.json items[3]") == Located("dump.json", None)
-    assert located("list.yaml:4 items[0] items[2]") == Located("list.yaml", 4)
-    assert located("C:/x y/pods.yaml:7") == Located("C:/x y/pods.yaml", 7)
-    assert located("-") == Located("-", None)
+def test_the_location_is_typed_and_its_text_made_from_it(tmp_path: Path) -> None:
+    """The manifest reader gives each object a Location; the text reports print and the file and
+    line the CI formats point at are both read from it (nothing parses the text back: a file
+    whose name looks like "file:line" keeps its name)."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "web"}}
+    (tmp_path / "pods.yaml").write_text("# one\n\n" + yaml.safe_dump(pod) + "---\n" + yaml.safe_dump(pod))
+    (tmp_path / "array.json").write_text(json.dumps([[pod], pod]))
+    inner = {"apiVersion": "v1", "kind": "List", "items": [pod, pod]}
+    (tmp_path / "list.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [pod, inner]}))
+    (tmp_path / "x:5").write_text(json.dumps(pod))
+    names = ("pods.yaml", "array.json", "list.json", "x:5")
+    found = [o.location for o in read_manifests([str(tmp_path / n) for n in names])]
+    base = str(tmp_path)
+    assert [(str(at), at.source, at.line, at.document, at.elements, at.items) for at in found] == [
+        (f"{base}/pods.yaml:3", f"{base}/pods.yaml", 3, 0, (), ()),
+        (f"{base}/pods.yaml:9", f"{base}/pods.yaml", 9, 1, (), ()),
+        (f"{base}/array.json[0][0]", f"{base}/array.json[0][0]", None, 0, (0, 0), ()),
+        (f"{base}/array.json[1]", f"{base}/array.json[1]", None, 0, (1,), ()),
+        (f"{base}/list.json items[0]", f"{base}/list.json", None, 0, (), (0,)),
+        (f"{base}/list.json items[1] items[0]", f"{base}/list.json", None, 0, (), (1, 0)),
+        (f"{base}/list.json items[1] items[1]", f"{base}/list.json", None, 0, (), (1, 1)),
+        (f"{base}/x:5", f"{base}/x:5", None, 0, (), ()),
+    ]
+    assert {(at.kind, at.namespace, at.name) for at in found} == {("Pod", "web", "p")}
+    listed = Location.listed("Deployment", "tool-a", "web")
+    assert str(listed) == listed.source == "cluster Deployment tool-a/web" and listed.line is None
 
 
 def test_compact_is_one_line_per_finding(inputs: tuple[Path, Path], as_json: dict[str, Any]) -> None:

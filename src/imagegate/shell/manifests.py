@@ -1,7 +1,9 @@
 """Kubernetes manifests from files, directories or standard input.
 
 Multi-document YAML, JSON objects, ``kind: List`` / ``kubectl get -o json`` lists. Every
-object remembers where it came from (``file:line``) so reports and errors can point at it.
+object remembers where it came from as a :class:`Location` (file, line, document, its place in
+arrays and Lists, kind and name): reports print its text (``file:line``), the CI formats read its
+fields; nothing parses the text back.
 
 Read as kubectl reads them, so ``check`` judges what ``kubectl apply`` would create: YAML
 scalars by go-yaml v2's rules (:mod:`imagegate.core.yamldoc`), numbers as kubectl's JSON
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +24,55 @@ import msgspec
 
 from imagegate.core.yamldoc import DocumentError, kubectl_number, load_yaml_documents
 
-__all__ = ["SourcedObject", "read_manifests"]
+__all__ = ["Location", "SourcedObject", "read_manifests"]
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where an object was read. ``str()`` is the text reports print: ``file``, ``[i]`` per
+    enclosing JSON array, ``:line`` when known, `` items[i]`` per enclosing List; an object the
+    cluster listed is ``cluster Kind namespace/name``."""
+
+    file: str  # the path as given, "<stdin>"; "" for an object the cluster listed
+    line: int | None = None  # the line its YAML document starts at (JSON: not known)
+    document: int = 0  # its document's index in the file (YAML's ``---``; a JSON file has one)
+    elements: tuple[int, ...] = ()  # its index in the file's top-level JSON array (nested: one each)
+    items: tuple[int, ...] = ()  # its index in a List's items (a List in a List: one each)
+    kind: str = ""
+    namespace: str | None = None
+    name: str | None = None
+
+    @staticmethod
+    def listed(kind: str, namespace: str | None, name: str | None) -> Location:
+        """An object the cluster's API server listed (no file)."""
+        return Location("", kind=kind, namespace=namespace, name=name)
+
+    @property
+    def source(self) -> str:
+        """The file and, in a JSON array, the element (``pods.json[2]``): what CI formats point at."""
+        if not self.file:
+            return str(self)
+        return self.file + "".join(f"[{index}]" for index in self.elements)
+
+    def __str__(self) -> str:
+        if not self.file:
+            return f"cluster {self.kind} {self.namespace}/{self.name}"
+        at = f"{self.source}:{self.line}" if self.line else self.source
+        return at + "".join(f" items[{index}]" for index in self.items)
+
+
+@dataclass(frozen=True, slots=True)
 class SourcedObject:
     obj: Mapping[str, Any]
-    where: str
+    location: Location
+
+    @property
+    def where(self) -> str:
+        """Where it was read, as reports print it."""
+        return str(self.location)
 
 
 def _line_of_byte(text: str, offset: int) -> int:
@@ -73,7 +114,9 @@ def _documents(text: str, source: str) -> list[tuple[Any, int | None]]:
 MAX_LIST_NESTING = 8
 
 
-def _list_items(data: dict[str, Any], source: str, line: int | None, where: str, depth: int) -> Iterator[SourcedObject]:
+def _list_items(
+    data: dict[str, Any], source: str, line: int | None, at: Location, depth: int
+) -> Iterator[SourcedObject]:
     """The items of a list: ``PodList`` items are Pods (the API leaves out their kind); ``List`` items name theirs."""
     kind: str = data["kind"]
     items = data.get("items")
@@ -97,11 +140,11 @@ def _list_items(data: dict[str, Any], source: str, line: int | None, where: str,
                 obj["apiVersion"] = api_version
         elif own != element:
             raise DocumentError(source, line, f"items[{index}].kind", f"{own!r} in a {kind}, which holds {element}s")
-        yield from _objects(obj, source, line, f"{where} items[{index}]", depth + 1)
+        yield from _objects(obj, source, line, replace(at, items=(*at.items, index)), depth + 1)
 
 
 def _objects(
-    data: dict[str, Any], source: str, line: int | None, where: str, depth: int = 0
+    data: dict[str, Any], source: str, line: int | None, at: Location, depth: int = 0
 ) -> Iterator[SourcedObject]:
     kind = data.get("kind")
     if not isinstance(kind, str) or not kind:
@@ -109,22 +152,24 @@ def _objects(
     if kind.endswith("List") and "items" in data:
         if depth >= MAX_LIST_NESTING:
             raise DocumentError(source, line, None, f"lists nested deeper than {MAX_LIST_NESTING} levels")
-        yield from _list_items(data, source, line, where, depth)
+        yield from _list_items(data, source, line, at, depth)
     else:
-        yield SourcedObject(data, where)
+        metadata = data.get("metadata")
+        named = metadata if isinstance(metadata, dict) else {}
+        yield SourcedObject(data, replace(at, kind=kind, namespace=named.get("namespace"), name=named.get("name")))
 
 
-def _flatten(data: Any, source: str, line: int | None) -> Iterator[SourcedObject]:
-    where = f"{source}:{line}" if line else source
+def _flatten(data: Any, at: Location) -> Iterator[SourcedObject]:
+    source = at.source  # errors name the file and the array element, as the text does
     if data is None:
         return
     if isinstance(data, list):
         for index, item in enumerate(data):
-            yield from _flatten(item, f"{source}[{index}]", None)
+            yield from _flatten(item, replace(at, line=None, elements=(*at.elements, index)))
         return
     if not isinstance(data, dict):
-        raise DocumentError(source, line, None, f"expected a Kubernetes object, got {type(data).__name__}")
-    yield from _objects(data, source, line, where)
+        raise DocumentError(source, at.line, None, f"expected a Kubernetes object, got {type(data).__name__}")
+    yield from _objects(data, source, at.line, at)
 
 
 def _read_text(path: Path) -> str:
@@ -168,8 +213,8 @@ def _read_stdin() -> str:
 
 def _objects_of(source: str, text: str) -> list[SourcedObject]:
     found: list[SourcedObject] = []
-    for data, line in _documents(text, source):
-        found.extend(_flatten(data, source, line))
+    for document, (data, line) in enumerate(_documents(text, source)):
+        found.extend(_flatten(data, Location(source, line or None, document)))
     return found
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
@@ -24,13 +23,12 @@ from imagegate.core.policy import Policy
 from imagegate.core.policyreport import ReportFormat, namespace_judgement, report_document
 from imagegate.core.records import Finding, Mode
 from imagegate.shell.cli.common import CheckedObject
+from imagegate.shell.manifests import Location
 
 __all__ = [
     "CheckOutput",
-    "Located",
     "compact_lines",
     "junit_document",
-    "located",
     "policyreport_list",
     "sarif_document",
     "write_ci",
@@ -54,61 +52,43 @@ class CheckOutput(StrEnum):
 # A finding's mode as a SARIF level: enforce denies, warn lets in with a warning, audit only records.
 SARIF_LEVEL = {Mode.ENFORCE: "error", Mode.WARN: "warning", Mode.AUDIT: "note"}
 
-# How shell/manifests.py words where an object was read: "file", "file:line", then " items[i]" per List
-_WHERE = re.compile(r"(?P<file>.*?)(?::(?P<line>[0-9]+))?(?P<items>(?: items\[[0-9]+\])*)")
-
-
-class Located(msgspec.Struct, frozen=True):
-    file: str
-    line: int | None
-
-
-def located(where: str) -> Located:
-    """The file and line (when known) of a ``SourcedObject.where``."""
-    match = _WHERE.fullmatch(where)
-    if match is None or not match["file"]:  # not worded as manifests.py words it: the whole text
-        return Located(where, None)
-    return Located(match["file"], int(match["line"]) if match["line"] else None)
-
 
 def _object(decision: Decision) -> str:
     return f"{decision.kind}/{decision.namespace}/{decision.name}"
 
 
-def compact_lines(results: Iterable[tuple[str, Decision]]) -> Iterator[str]:
+def compact_lines(results: Iterable[tuple[Location, Decision]]) -> Iterator[str]:
     """One line per finding, kubeconform's style: ``file:line kind/namespace/name image rule mode: message``."""
-    for where, decision in results:
-        at = located(where)
-        place = f"{at.file}:{at.line}" if at.line else at.file
+    for at, decision in results:
+        place = f"{at.source}:{at.line}" if at.line else at.source
         for finding in decision.findings:
             image = finding.subject.image or "-"
             yield f"{place} {_object(decision)} {image} {finding.rule} {finding.mode.value}: {finding.message}"
 
 
-def _rules(results: Sequence[tuple[str, Decision]]) -> list[str]:
+def _rules(results: Sequence[tuple[Location, Decision]]) -> list[str]:
     """Every rule a finding can name, then any other a finding named (a content rule's, say)."""
     from imagegate.shell.webhook.metrics import finding_rules  # noqa: PLC0415 (prometheus_client: only here)
 
     return list(dict.fromkeys([*finding_rules(), *(f.rule for _, d in results for f in d.findings)]))
 
 
-def junit_document(results: Sequence[tuple[str, Decision]]) -> bytes:
+def junit_document(results: Sequence[tuple[Location, Decision]]) -> bytes:
     """JUnit XML: a testsuite per object, a testcase per object and rule; an enforced finding fails
     its testcase (warn and audit findings pass, written to its system-out); an object the policy
     does not govern has its testcases skipped."""
     rules = _rules(results)
     root = ET.Element("testsuites", name=TOOL)
     totals = {"tests": 0, "failures": 0, "skipped": 0}
-    for where, decision in results:
-        at = located(where)
+    for at, decision in results:
         by_rule: dict[str, list[Finding]] = {}
         for finding in decision.findings:
             by_rule.setdefault(finding.rule, []).append(finding)
-        suite = ET.SubElement(root, "testsuite", name=f"{_object(decision)} ({where})", file=at.file)
+        suite = ET.SubElement(root, "testsuite", name=f"{_object(decision)} ({at})", file=at.source)
         counts = {"tests": 0, "failures": 0, "skipped": 0}
         for rule in rules:
             case = ET.SubElement(suite, "testcase", name=rule, classname=_object(decision), time="0")
-            case.set("file", at.file)
+            case.set("file", at.source)
             if at.line:
                 case.set("line", str(at.line))
             counts["tests"] += 1
@@ -137,9 +117,8 @@ def junit_document(results: Sequence[tuple[str, Decision]]) -> bytes:
     return document + b"\n"
 
 
-def _sarif_result(where: str, decision: Decision, finding: Finding, index: dict[str, int]) -> dict[str, Any]:
-    at = located(where)
-    physical: dict[str, Any] = {"artifactLocation": {"uri": quote(at.file)}}
+def _sarif_result(at: Location, decision: Decision, finding: Finding, index: dict[str, int]) -> dict[str, Any]:
+    physical: dict[str, Any] = {"artifactLocation": {"uri": quote(at.source)}}
     if at.line:
         physical["region"] = {"startLine": at.line}
     return {
@@ -153,7 +132,7 @@ def _sarif_result(where: str, decision: Decision, finding: Finding, index: dict[
                 "logicalLocations": [{"fullyQualifiedName": _object(decision), "kind": "object"}],
             }
         ],
-        "properties": {"mode": finding.mode.value, "image": finding.subject.image, "where": where},
+        "properties": {"mode": finding.mode.value, "image": finding.subject.image, "where": str(at)},
     }
 
 
@@ -164,7 +143,7 @@ def _version() -> str:
         return "unknown"
 
 
-def sarif_document(results: Sequence[tuple[str, Decision]]) -> dict[str, Any]:
+def sarif_document(results: Sequence[tuple[Location, Decision]]) -> dict[str, Any]:
     """SARIF 2.1.0: the rules every finding can name, a result per finding at its file and line."""
     rules = _rules(results)
     index = {rule: number for number, rule in enumerate(rules)}
@@ -181,8 +160,8 @@ def sarif_document(results: Sequence[tuple[str, Decision]]) -> dict[str, Any]:
                     }
                 },
                 "results": [
-                    _sarif_result(where, decision, finding, index)
-                    for where, decision in results
+                    _sarif_result(at, decision, finding, index)
+                    for at, decision in results
                     for finding in decision.findings
                 ],
             }
@@ -219,7 +198,7 @@ def write_ci(
     report_format: ReportFormat,
 ) -> None:
     """Print ``results`` in one of the CI formats on stdout."""
-    pairs = [(c.where, c.decision) for c in results]
+    pairs = [(c.location, c.decision) for c in results]
     if output is CheckOutput.compact:
         sys.stdout.writelines(line + "\n" for line in compact_lines(pairs))
     elif output is CheckOutput.junit:

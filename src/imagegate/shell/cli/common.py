@@ -39,7 +39,7 @@ from imagegate.core.workloads import (
 )
 from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.exits import EXIT_BAD_INPUT
-from imagegate.shell.manifests import SourcedObject, read_manifests
+from imagegate.shell.manifests import Location, SourcedObject, read_manifests
 from imagegate.shell.policy_source import MAX_POLICY_BYTES, load_policy_files, read_document
 from imagegate.shell.registry.answerers import settle
 from imagegate.shell.registry.gate import RegistryGate
@@ -191,10 +191,15 @@ def day_not_past(option: str, text: str, now: dt.datetime, consequence: str) -> 
 
 @dataclass
 class CheckedObject:
-    where: str
+    location: Location
     decision: Decision
     obj: Mapping[str, Any]  # as read: reports name its top owner from it
     exempt_images: int = 0  # images of an object the policy does not govern (not judged)
+
+    @property
+    def where(self) -> str:
+        """Where it was read, as reports print it."""
+        return str(self.location)
 
 
 @contextmanager
@@ -299,7 +304,7 @@ def check_objects(
             else:
                 decision = await settle(gate, policy, evaluate, lambda d: d, webhook=Webhook.CHECK)
             results.append(
-                CheckedObject(item.where, decision, item.obj, 0 if decision.governed else _image_count(item.obj))
+                CheckedObject(item.location, decision, item.obj, 0 if decision.governed else _image_count(item.obj))
             )
         if gate is not None:
             await gate.aclose()

@@ -17,7 +17,7 @@ from lightkube.core.resource_registry import resource_registry
 from lightkube.resources.core_v1 import ConfigMap, Namespace
 
 from imagegate.core.workloads import WORKLOAD_KINDS
-from imagegate.shell.manifests import SourcedObject
+from imagegate.shell.manifests import Location, SourcedObject
 
 __all__ = ["ClusterError", "edit_configmap", "lightkube_resource", "list_workloads", "namespace_labels"]
 
@@ -60,7 +60,9 @@ def list_workloads(client: Client, progress: Callable[[str], None] | None = None
                 data = item.to_dict()
                 data["kind"], data["apiVersion"] = kind, api_version
                 metadata = data.get("metadata", {})
-                found.append(SourcedObject(data, f"cluster {kind} {metadata.get('namespace')}/{metadata.get('name')}"))
+                found.append(
+                    SourcedObject(data, Location.listed(kind, metadata.get("namespace"), metadata.get("name")))
+                )
         except httpx2.HTTPError as exc:
             raise ClusterError(f"cannot list {kind}: {_why(exc)}") from None
     return found
