@@ -1,10 +1,13 @@
 """Hand-built layers for the content reader's tests: tar entries of every kind (python tarfile),
-compressed as gzip, zstd or not at all, pushed as images to a real registry (blob uploads and a
-manifest PUT: hostile layers that skopeo would refuse to copy go the same way)."""
+compressed as gzip, zstd or not at all, pushed as images to a real registry, by blob uploads and a
+manifest PUT (``push``) or by skopeo from an OCI layout (``in_layout``, ``push_by_skopeo``: skopeo
+checks a blob's digest, not what is inside it, so hostile layers go that way too); the layers a reader must refuse,
+each with its named error (``hostile_layers``)."""
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import gzip
 import hashlib
 import io
@@ -17,6 +20,8 @@ from typing import Any
 
 import zstandard
 
+from imagegate.core.contents.layers import ContentErrorKind
+from tests.oci_images import OciLayout, skopeo_copy
 from tests.registry_process import Registry
 
 OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
@@ -25,6 +30,7 @@ OCI_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 DOCKER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ANY_DIFF_ID = "sha256:" + "0" * 64  # what a config says of a layer: not what the reader checks
 
 
 def sha256(data: bytes) -> str:
@@ -86,7 +92,7 @@ class Blob:
     media_type: str
     diff_id: str
 
-    @property
+    @functools.cached_property  # a base layer's blob is tens of MB, named by many images
     def digest(self) -> str:
         return sha256(self.data)
 
@@ -146,16 +152,124 @@ def push(registry: Registry, repository: str, tag: str, blobs: list[Blob], uploa
 
 def gzipped(tar_path: Path) -> Path:
     """``tar_path`` gzip-compressed (level 1: a base layer pushed by every run), kept beside it."""
-    out = tar_path.with_name(tar_path.name + ".gz")
-    with tar_path.with_name(tar_path.name + ".gz.lock").open("w") as lock:
+    return compressed(tar_path, "gzip")
+
+
+def compressed(tar_path: Path, compression: str) -> Path:
+    """``tar_path`` compressed as ``gzip`` (level 1) or ``zstd`` (level 3), kept beside it: built
+    once, under a lock, so test processes running at once share one file."""
+    suffix = {"gzip": ".gz", "zstd": ".zst"}[compression]
+    out = tar_path.with_name(tar_path.name + suffix)
+    with tar_path.with_name(out.name + ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not out.exists():
             partial = out.with_name(out.name + ".partial")
-            with (
-                tar_path.open("rb") as source,
-                partial.open("wb") as raw,
-                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as target,
-            ):
-                shutil.copyfileobj(source, target, 1024 * 1024)
+            with tar_path.open("rb") as source, partial.open("wb") as raw:
+                if compression == "gzip":
+                    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as target:
+                        shutil.copyfileobj(source, target, 1024 * 1024)
+                else:
+                    zstandard.ZstdCompressor(level=3).copy_stream(source, raw)
             partial.rename(out)
     return out
+
+
+def tar_digest(tar_path: Path) -> str:
+    """The sha256 digest of ``tar_path`` (a layer's diff_id), computed once and kept beside it."""
+    kept = tar_path.with_name(tar_path.name + ".sha256")
+    with tar_path.with_name(kept.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not kept.exists():
+            with tar_path.open("rb") as source:
+                kept.write_text("sha256:" + hashlib.file_digest(source, "sha256").hexdigest())
+    return kept.read_text()
+
+
+def in_layout(layout: OciLayout, blobs: list[Blob], name: str) -> str:
+    """Write an image of ``blobs`` (their media types as given) into ``layout`` as ``name``; its
+    manifest digest. Not thread-safe (index.json is rewritten): fill the layout, then push."""
+    config, manifest = image_documents(blobs)
+    for item in blobs:
+        if not (layout.root / "blobs" / "sha256" / item.digest.split(":")[1]).exists():
+            layout.blob(item.data)
+    layout.blob(config)
+    layout.blob(manifest)
+    layout.tag({"mediaType": OCI_MANIFEST, "digest": sha256(manifest), "size": len(manifest)}, name)
+    return sha256(manifest)
+
+
+def push_by_skopeo(registry: Registry, layout: OciLayout, name: str, destination: str) -> None:
+    """Push ``layout``'s image ``name`` to ``destination`` here with skopeo, which copies blobs as
+    they are (it checks their digests, not what is inside them: hostile tars go this way too)."""
+    skopeo_copy(
+        layout.root,
+        name,
+        f"{registry.host}/{destination}",
+        cert_dir=registry.cert_dir,
+        credentials=registry.credentials,
+    )
+
+
+# --- layers a reader must refuse ------------------------------------------------------------
+
+
+def bomb() -> Blob:
+    """64 MiB of zeros in one file: zstd makes it about 2 KiB."""
+    return blob(tar([file("zeros", bytes(64 * 1024 * 1024))]), "zstd")
+
+
+def cut(item: Blob, keep: int) -> Blob:
+    return Blob(item.data[:keep], item.media_type, item.diff_id)
+
+
+def flipped(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+def hostile_layers(nsswitch: bytes) -> dict[str, tuple[Blob, ContentErrorKind]]:
+    """Layers a reader must refuse, each with the named error it ends in (``nsswitch`` is the
+    content of the /etc/nsswitch.conf they carry where they carry one)."""
+    gz = layer([file("etc/nsswitch.conf", nsswitch * 50)])
+    zstd_checked = zstandard.ZstdCompressor(write_checksum=True).compress(
+        tar([file("etc/nsswitch.conf", nsswitch * 50)])
+    )
+    plain = tar([file("etc/nsswitch.conf", nsswitch)])
+    return {
+        "bomb": (bomb(), ContentErrorKind.BOMB),
+        "traversal": (layer([file("../../etc/cron.d/evil", b"x")]), ContentErrorKind.UNSAFE_PATH),
+        "absolute": (layer([file("/etc/evil", b"x")]), ContentErrorKind.UNSAFE_PATH),
+        "symlink-loop": (
+            layer([symlink("etc/nsswitch.conf", "one"), symlink("etc/one", "two"), symlink("etc/two", "/etc/one")]),
+            ContentErrorKind.LINK_LOOP,
+        ),
+        "symlink-out": (
+            layer([symlink("etc/nsswitch.conf", "../../../../host/etc/nsswitch.conf")]),
+            ContentErrorKind.UNSAFE_LINK,
+        ),
+        "hardlink-out": (layer([hardlink("etc/nsswitch.conf", "../../etc/shadow")]), ContentErrorKind.UNSAFE_LINK),
+        "hardlink-nothing": (layer([hardlink("etc/nsswitch.conf", "etc/missing")]), ContentErrorKind.UNSAFE_LINK),
+        "gzip-truncated": (cut(gz, len(gz.data) // 2), ContentErrorKind.TRUNCATED),
+        "gzip-crc": (Blob(flipped(gz.data, len(gz.data) - 6), gz.media_type, gz.diff_id), ContentErrorKind.CORRUPT),
+        "zstd-truncated": (
+            Blob(zstd_checked[: len(zstd_checked) - 3], "application/vnd.oci.image.layer.v1.tar+zstd", ANY_DIFF_ID),
+            ContentErrorKind.TRUNCATED,
+        ),
+        "zstd-corrupt": (
+            Blob(
+                flipped(zstd_checked, len(zstd_checked) - 2),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                ANY_DIFF_ID,
+            ),
+            ContentErrorKind.CORRUPT,
+        ),
+        "tar-checksum": (blob(flipped(plain, 10), "none"), ContentErrorKind.CORRUPT),
+        "tar-truncated": (blob(plain[:600], "none"), ContentErrorKind.TRUNCATED),
+        "unknown-type": (
+            Blob(gz.data, "application/vnd.example.layer.v1+tar", gz.diff_id),
+            ContentErrorKind.MEDIA_TYPE,
+        ),
+        "foreign": (
+            Blob(gz.data, "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", gz.diff_id),
+            ContentErrorKind.FOREIGN_LAYER,
+        ),
+    }

@@ -10,6 +10,7 @@ lock file, so two test processes never build the same rootfs at once.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -30,6 +31,7 @@ def cache_dir() -> Path:
     return path
 
 
+@functools.cache  # a process asks once (half a second each time)
 def _mmdebstrap_version() -> str:
     found = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=True, timeout=30)
     return found.stdout.strip()

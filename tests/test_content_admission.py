@@ -172,6 +172,40 @@ def test_through_the_gate_against_a_real_registry(registry: tuple[Registry, Path
     assert "fails the content rule toolforge-integration: libnss-sss is not installed (dpkg lists " in removed.message()
 
 
+def test_check_waits_for_a_cold_read_a_served_request_does_not(registry: tuple[Registry, Path]) -> None:  # noqa: F811
+    """With the lookup budget spent, a served request's cold read answers "being read" (the read
+    goes on: the API server's retry finds it); ``check``'s waits for the verdict, since nobody asks
+    a command again and "being read, retry shortly" is no verdict."""
+    from imagegate.shell.registry.answerers import Asking  # noqa: PLC0415
+
+    reg, policy_path = registry
+    text = policy_path.read_text().replace("registry: {", f"registry: {{contact: [{reg.host}], ")
+    # a rule set of this test's own: no verdict kept by the process's judge from another test
+    policy = load_policy(
+        text.replace("name: open-source", "name: open-source-cold") + "byoc:\n  grants:\n    - {namespace: tool-a}\n"
+    )
+    ref = parse_docker_ref(f"{reg.host}/tools/removed:1")
+    question = ContentQuestion(ref, policy.content.rules_for(ref, granted=True))
+
+    async def go(webhook: Webhook) -> ContentAnswer:
+        gate = RegistryGate(policy_path.parent)  # its own clients: every layer cold
+        try:
+            spent = asyncio.get_running_loop().time()  # the budget is used up already
+            asking = Asking(gate, policy, Decision("Pod", "p", "tool-a", governed=True), spent, webhook=webhook)
+            answer = await ANSWERER.answer(asking, question)
+            await ANSWERER.judge.settled()
+            return answer
+        finally:
+            await gate.aclose()
+
+    served = asyncio.run(go(Webhook.VALIDATE))
+    assert served.pending and not served.verdicts
+    checked = asyncio.run(go(Webhook.CHECK))
+    assert not checked.pending and not checked.problem
+    integration = {v.rule: v for v in checked.verdicts}["toolforge-integration"]
+    assert not integration.ok and integration.failures[0].startswith("libnss-sss is not installed (dpkg lists ")
+
+
 def test_check_registry_and_the_webhook(registry: tuple[Registry, Path], tmp_path: Path) -> None:  # noqa: F811
     """`check --registry` and `/validate` (imagegate serve) judge the content rules as the gate does."""
     import json  # noqa: PLC0415

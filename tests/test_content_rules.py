@@ -289,6 +289,13 @@ def test_outcomes_by_answer_and_on_error() -> None:
     assert [o.ok for o in pending] == [False, True]
     broken = outcomes(rules, ContentAnswer(problem="layer sha256:ab: digest mismatch"))
     assert broken[0].detail == "strict: its content could not be read: layer sha256:ab: digest mismatch"
+    # the failure's class is named when the shell gives it (a content error's kind, a registry error's)
+    named = outcomes(rules, ContentAnswer(problem="layer sha256:ab: the entry '/x' is absolute", kind="unsafe-path"))
+    assert (
+        named[0].detail
+        == "strict: its content could not be read (unsafe-path): layer sha256:ab: the entry '/x' is absolute"
+    )
+    assert named[1].ok and named[1].unverified
     judged = outcomes(
         rules,
         ContentAnswer((ContentVerdict("strict", False, ("x is installed (1)",)), ContentVerdict("lenient", True)), "d"),

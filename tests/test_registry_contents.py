@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zstandard
 
 from imagegate.core.contents.files import FileSelection
 from imagegate.core.contents.layers import ContentErrorKind
@@ -36,13 +35,16 @@ from imagegate.shell.registry.errors import RegistryError
 from imagegate.shell.webhook.certs import make_certificates
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.content_layers import (
+    ANY_DIFF_ID,
     DOCKER_GZIP,
     OCI_MANIFEST,
     Blob,
     blob,
     directory,
     file,
+    flipped,
     hardlink,
+    hostile_layers,
     image_documents,
     layer,
     push,
@@ -60,7 +62,6 @@ SELECTION = FileSelection(
 SSS = b"passwd: files sss\ngroup: files sss\n"
 FILES_ONLY = b"passwd: files\ngroup: files\n"
 OS_RELEASE = b"ID=debian\nVERSION_ID=12\n"
-ANY_DIFF_ID = "sha256:" + "0" * 64  # what a config says of a layer: not what the reader checks
 STATUS = b"Package: libnss-sss\nStatus: install ok installed\n"
 
 BASE = layer(
@@ -92,65 +93,7 @@ APP = layer([file("srv/app/main.py", b"print('hi')\n")], "none")
 DOCKER_APP = layer([file("srv/app/README", b"docker\n")], media_type=DOCKER_GZIP)
 
 
-def _bomb() -> Blob:
-    """64 MiB of zeros in one file: zstd makes it about 2 KiB."""
-    return blob(tar([file("zeros", bytes(64 * 1024 * 1024))]), "zstd")
-
-
-def _cut(item: Blob, keep: int) -> Blob:
-    return Blob(item.data[:keep], item.media_type, item.diff_id)
-
-
-def _flipped(data: bytes, at: int) -> bytes:
-    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
-
-
-def _hostile() -> dict[str, tuple[Blob, ContentErrorKind]]:
-    gz = layer([file("etc/nsswitch.conf", SSS * 50)])
-    zstd_checked = zstandard.ZstdCompressor(write_checksum=True).compress(tar([file("etc/nsswitch.conf", SSS * 50)]))
-    plain = tar([file("etc/nsswitch.conf", SSS)])
-    return {
-        "bomb": (_bomb(), ContentErrorKind.BOMB),
-        "traversal": (layer([file("../../etc/cron.d/evil", b"x")]), ContentErrorKind.UNSAFE_PATH),
-        "absolute": (layer([file("/etc/evil", b"x")]), ContentErrorKind.UNSAFE_PATH),
-        "symlink-loop": (
-            layer([symlink("etc/nsswitch.conf", "one"), symlink("etc/one", "two"), symlink("etc/two", "/etc/one")]),
-            ContentErrorKind.LINK_LOOP,
-        ),
-        "symlink-out": (
-            layer([symlink("etc/nsswitch.conf", "../../../../host/etc/nsswitch.conf")]),
-            ContentErrorKind.UNSAFE_LINK,
-        ),
-        "hardlink-out": (layer([hardlink("etc/nsswitch.conf", "../../etc/shadow")]), ContentErrorKind.UNSAFE_LINK),
-        "hardlink-nothing": (layer([hardlink("etc/nsswitch.conf", "etc/missing")]), ContentErrorKind.UNSAFE_LINK),
-        "gzip-truncated": (_cut(gz, len(gz.data) // 2), ContentErrorKind.TRUNCATED),
-        "gzip-crc": (Blob(_flipped(gz.data, len(gz.data) - 6), gz.media_type, gz.diff_id), ContentErrorKind.CORRUPT),
-        "zstd-truncated": (
-            Blob(zstd_checked[: len(zstd_checked) - 3], "application/vnd.oci.image.layer.v1.tar+zstd", ANY_DIFF_ID),
-            ContentErrorKind.TRUNCATED,
-        ),
-        "zstd-corrupt": (
-            Blob(
-                _flipped(zstd_checked, len(zstd_checked) - 2),
-                "application/vnd.oci.image.layer.v1.tar+zstd",
-                ANY_DIFF_ID,
-            ),
-            ContentErrorKind.CORRUPT,
-        ),
-        "tar-checksum": (blob(_flipped(plain, 10), "none"), ContentErrorKind.CORRUPT),
-        "tar-truncated": (blob(plain[:600], "none"), ContentErrorKind.TRUNCATED),
-        "unknown-type": (
-            Blob(gz.data, "application/vnd.example.layer.v1+tar", gz.diff_id),
-            ContentErrorKind.MEDIA_TYPE,
-        ),
-        "foreign": (
-            Blob(gz.data, "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", gz.diff_id),
-            ContentErrorKind.FOREIGN_LAYER,
-        ),
-    }
-
-
-HOSTILE = _hostile()
+HOSTILE = hostile_layers(SSS)
 
 
 @dataclass
@@ -329,7 +272,7 @@ def _serving(kind: str, released: threading.Event) -> Any:
         elif kind == "redirect" and path.startswith("/storage/"):
             reply(handler, 200, GOOD.data)
         elif kind == "mismatch":  # the same size, other bytes
-            reply(handler, 200, _flipped(GOOD.data, len(GOOD.data) // 2))
+            reply(handler, 200, flipped(GOOD.data, len(GOOD.data) // 2))
         elif kind == "longer":
             reply(handler, 200, GOOD.data + b"more")
         else:  # trickled: a byte now and then, far slower than the time limit allows

@@ -278,6 +278,9 @@ class ContentAnswer(msgspec.Struct, frozen=True):
     digest: str | None = None  # the image (index) digest whose files were judged: the one to pin
     pending: bool = False
     problem: str = ""
+    # the problem's class, named in the denial: a content error's (ContentErrorKind: "unsafe-path",
+    # "bomb"...) or else the registry error's ("unreachable", "not-found"...), as logs and metrics say it
+    kind: str = ""
 
 
 BEING_READ = "its content is being read, retry shortly"
@@ -306,7 +309,8 @@ def outcomes(rules: Sequence[ContentRule], answer: ContentAnswer | None) -> list
         if answer is None:
             why = "its content was not read (no registry lookup in this evaluation)"
         else:
-            why = BEING_READ if answer.pending else f"its content could not be read: {answer.problem}"
+            kind = f" ({answer.kind})" if answer.kind else ""
+            why = BEING_READ if answer.pending else f"its content could not be read{kind}: {answer.problem}"
         allowed = rule.on_error is DenyOrAllow.ALLOW
         found.append(ContentOutcome(rule, allowed, f"{rule.name}: {why}", unverified=allowed))
     return found

@@ -101,6 +101,9 @@ class Asking:
     earlier: Answers = NO_ANSWERS
     moved: frozenset[Reference] = frozenset()  # tags the answers disagreed about (moved while looked up)
     notes: list[str] = field(default_factory=list)
+    # whom the answers are for: a served request (validate, mutate) answers within its budget and
+    # is sent again; ``check`` is asked once, by a command that must say what it found
+    webhook: Webhook = Webhook.VALIDATE
 
     def deadline(self) -> AbstractAsyncContextManager[object]:
         """The deadline of the decision's registry lookups (``registry.lookupTimeoutSeconds``)."""
@@ -189,7 +192,7 @@ async def answer(
     ends = asyncio.get_running_loop().time() + policy.registry.lookup_timeout
     asked = [q for q in decision.questions if webhook in q.webhooks and q not in earlier.found]
     found: dict[Question[Any], Any] = dict(earlier.found)
-    asking = Asking(gate, policy, decision, ends)
+    asking = Asking(gate, policy, decision, ends, webhook=webhook)
     await _answer_all(asking, [q for q in asked if not answerer_for(q).after_others], found)
     moved = _moved_tags(found)
     for question, answered in list(found.items()):

@@ -1,7 +1,9 @@
 """The answerer of the content rules' question (core/contents/admission.py): the image's files
 read from its registry and the rules judged (shell/registry/content_verdicts.py), within what is
 left of the decision's lookup budget; a cold read that does not fit answers ``pending`` and goes
-on in the background, so a later request finds its verdicts. Registered when imported.
+on in the background, so a later request finds its verdicts. ``check`` (a command, asked once:
+nobody sends it again) waits for the read instead, which ``registry.contents.timeoutSeconds``
+bounds. Registered when imported.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 from imagegate.core.contents.admission import ContentQuestion
 from imagegate.core.contents.policy import ContentAnswer
 from imagegate.core.policy import contact_refusal
+from imagegate.core.records import Webhook
 from imagegate.shell.registry.answerers import Answerer, Asking, register
 
 if TYPE_CHECKING:
@@ -40,7 +43,9 @@ class ContentAnswerer(Answerer[ContentQuestion, ContentAnswer]):
         scope = policy.contact_scope()
         if not scope.allows(ref):  # a tenant's image never makes imagegate connect wherever it says
             return ContentAnswer(problem=contact_refusal(ref))
-        budget = asking.ends - asyncio.get_running_loop().time()
+        # a served request answers in time and its read goes on ("being read, retry shortly");
+        # `check` has nobody to retry: "being read" would be a verdict it never reached
+        budget = None if asking.webhook is Webhook.CHECK else asking.ends - asyncio.get_running_loop().time()
         client = asking.gate.client(policy.registry)
         return await self.judge.answer(client, ref, question.rules, budget, policy.registry.contents, scope)
 

@@ -27,7 +27,7 @@ from imagegate.core.contents.policy import ContentAnswer, ContentRule, ContentVe
 from imagegate.core.policy import ContactScope
 from imagegate.core.reference import Reference
 from imagegate.shell.registry.client import RegistryClient
-from imagegate.shell.registry.contents import reader_for
+from imagegate.shell.registry.contents import ContentReadError, reader_for
 from imagegate.shell.registry.errors import RegistryError
 
 __all__ = ["VERDICTS_KEPT", "ContentJudge"]
@@ -55,12 +55,13 @@ class ContentJudge:
         client: RegistryClient,
         ref: Reference,
         rules: Sequence[ContentRule],
-        budget: float,
+        budget: float | None,
         limits: ContentLimits | None = None,
         scope: ContactScope | None = None,
     ) -> ContentAnswer:
-        """The verdicts of ``rules`` on the image ``ref`` names, waiting at most ``budget`` seconds;
-        past it the answer is ``pending`` and the resolution and read go on."""
+        """The verdicts of ``rules`` on the image ``ref`` names, waiting at most ``budget`` seconds
+        (None: until they are found, or the read fails); past it the answer is ``pending`` and the
+        resolution and read go on."""
         key = (str(ref), tuple(rules))
         task = self._reads.get(key)
         if task is None:
@@ -69,7 +70,7 @@ class ContentJudge:
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
             task.add_done_callback(lambda _done: self._reads.pop(key, None))
             self._reads[key] = task
-        done, _ = await asyncio.wait({task}, timeout=max(0.0, budget))
+        done, _ = await asyncio.wait({task}, timeout=None if budget is None else max(0.0, budget))
         return task.result() if done else ContentAnswer(pending=True)
 
     async def settled(self) -> None:
@@ -88,7 +89,7 @@ class ContentJudge:
         try:
             resolved = await client.resolve(ref)
         except RegistryError as exc:
-            return ContentAnswer(problem=str(exc))
+            return ContentAnswer(problem=str(exc), kind=_kind(exc))
         key = (resolved.digest, rules)
         kept = self._verdicts.get(key)
         if kept is not None:
@@ -107,10 +108,15 @@ class ContentJudge:
                     (image.platform, [judge(rule, inventory, files, resolved.digest) for rule in rules])
                 )
         except RegistryError as exc:
-            return ContentAnswer(digest=resolved.digest, problem=str(exc))
+            return ContentAnswer(digest=resolved.digest, problem=str(exc), kind=_kind(exc))
         verdicts = tuple(_combined(rule, per_platform, index, resolved.digest) for index, rule in enumerate(rules))
         self._verdicts[key] = verdicts
         return ContentAnswer(verdicts, resolved.digest)
+
+
+def _kind(exc: RegistryError) -> str:
+    """The class of a failed read, for its denial: the content's fault when it is one, else the registry's."""
+    return str(exc.content if isinstance(exc, ContentReadError) else exc.kind)
 
 
 def _combined(
