@@ -21,7 +21,8 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from imagegate.core.policy import DEFAULT_POLICY_YAML, load_grants, load_identities, load_policy
+from imagegate.core.policy import load_grants, load_identities, load_policy
+from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML
 from tests.cel_conditions import (
     captured_requests,
     evaluate,

@@ -25,7 +25,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imagegate.core.policy import DEFAULT_POLICY_YAML
+from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML
 from tests.conftest import run_imagegate
 from tests.loopback import free_port
 

@@ -18,9 +18,10 @@ import yaml
 
 from imagegate.core.compare import Option, Subject, compare, preset_options
 from imagegate.core.decide import decide
-from imagegate.core.policy import default_policy, load_grants, load_identities
+from imagegate.core.policy import load_grants, load_identities
 from imagegate.core.records import Decision
 from imagegate.core.reference import parse_normalized
+from imagegate.shell.builtin_policy import default_policy
 from tests.conftest import POLICY_HEADER, REPO_ROOT, run_imagegate
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

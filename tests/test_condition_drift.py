@@ -24,13 +24,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
+from imagegate.core.policy import load_policy
 from imagegate.core.webhooks import (
     CONDITION_ANNOTATION,
     condition_fingerprint,
     mutation_condition,
     mutation_scope,
 )
+from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML
 from tests.conftest import IDENTITIES_HEADER, admission_review, cli_env
 from tests.shipped import CHART, one, policy_text, render_chart
 from tests.webhook_process import run_webhook

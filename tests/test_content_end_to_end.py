@@ -50,7 +50,7 @@ from imagegate.core.contents.inventory import read_inventory
 from imagegate.core.contents.layers import ContentErrorKind
 from imagegate.core.contents.limits import ContentLimits
 from imagegate.core.contents.policy import BEING_READ
-from imagegate.core.policy import DEFAULT_POLICY_YAML
+from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML
 from tests.conftest import POLICY_HEADER, admission_review, run_imagegate
 from tests.content_layers import (
     OCI_GZIP,

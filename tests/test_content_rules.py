@@ -16,9 +16,10 @@ from imagegate.core.contents import dpkg
 from imagegate.core.contents.files import ImageFiles
 from imagegate.core.contents.inventory import INVENTORY_FILES, read_inventory
 from imagegate.core.contents.policy import ContentRule, Proof, judge, proof_holds
-from imagegate.core.policy import PolicyError, default_policy, load_policy
+from imagegate.core.policy import PolicyError, load_policy
 from imagegate.core.records import DenyOrAllow, Mode
 from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.builtin_policy import default_policy
 from tests.debian_rootfs import kept_files, rootfs
 
 HEADER = "apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\n"

@@ -4,7 +4,9 @@ sockets, an HTTP client or anything else that does I/O, or reads the clock.
 Read from the source with ``ast``, every import counted wherever it is written (module level,
 inside a function, under ``TYPE_CHECKING``), as tests/test_import_graph.py reads the graph.
 The clock is read through ``datetime.now()``/``utcnow()``/``today()`` (any spelling: ``dt.datetime.now``,
-``date.today``) or the ``time`` module, which is refused as a whole.
+``date.today``) or the ``time`` module, which is refused as a whole. Files are read through
+``open()`` or ``importlib.resources``/``importlib.metadata`` (package data, the built-in policy:
+shell/builtin_policy.py reads it), ``io`` and ``pathlib``, all refused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ FORBIDDEN_MODULES = frozenset(
         "http",
         "httptools",
         "httpx",
+        "importlib",
+        "io",
         "ldap3",
         "lightkube",
         "multiprocessing",
@@ -43,6 +47,7 @@ FORBIDDEN_MODULES = frozenset(
     }
 )
 CLOCK_CALLS = frozenset({"now", "utcnow", "today"})
+FILE_CALLS = frozenset({"open"})  # the builtin; os.open and Path.open are refused with their modules
 
 
 def _refused_import(name: str, level: int) -> bool:
@@ -68,6 +73,8 @@ def impurities(source: str, filename: str = "<source>") -> list[str]:
             found.extend(f"{filename}:{node.lineno}: imports {n}" for n in names if _refused_import(n, node.level))
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in CLOCK_CALLS:
             found.append(f"{filename}:{node.lineno}: reads the clock ({ast.unparse(node.func)}())")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FILE_CALLS:
+            found.append(f"{filename}:{node.lineno}: opens a file ({node.func.id}())")
     return found
 
 
@@ -93,6 +100,10 @@ def test_the_core_is_pure() -> None:
         "from time import monotonic",
         "import datetime as dt\nx = dt.datetime.now(dt.UTC)",
         "from datetime import date\nx = date.today()",
+        "from importlib import resources\nx = resources.files('imagegate')",
+        "import importlib.metadata",
+        "with open('/etc/passwd') as f:\n    f.read()",
+        "import io",
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from imagegate.shell.webhook.metrics import Metrics",
     ],
 )

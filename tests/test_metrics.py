@@ -25,9 +25,10 @@ from imagegate.core import decide
 from imagegate.core.oci import Descriptor
 from imagegate.core.podprofile import TOOL_PROFILE_CHECKS
 from imagegate.core.podsecurity import CHECKS
-from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
+from imagegate.core.policy import load_policy
 from imagegate.core.records import SERVED_WEBHOOKS, Mode
 from imagegate.core.reference import parse_docker_ref
+from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML
 from imagegate.shell.registry.auth import DockerConfigCredentials
 from imagegate.shell.registry.client import RegistryClient, RegistryError, RegistrySettings
 from imagegate.shell.registry.errors import RegistryErrorKind

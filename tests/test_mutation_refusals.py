@@ -21,9 +21,9 @@ import pytest
 
 from imagegate.core.podprofile import MAX_ID, Identity, PodProfile, ToolProfile, mutate_pod
 from imagegate.core.podsecurity import Level
-from imagegate.core.policy import default_policy
 from imagegate.core.records import Mode
 from imagegate.core.webhooks import webhook_configurations
+from imagegate.shell.builtin_policy import default_policy
 from tests.kube_cluster import KubeCluster, start_cluster
 from tests.webhook_process import WebhookProcess, run_webhook
 

@@ -21,7 +21,8 @@ import pytest
 
 from imagegate.core.native_policy import NativePolicyError, mutating_policies
 from imagegate.core.podprofile import Identity, mutate_pod
-from imagegate.core.policy import default_policy, load_policy
+from imagegate.core.policy import load_policy
+from imagegate.shell.builtin_policy import default_policy
 from tests.conftest import cli_env
 from tests.kube_cluster import KubeCluster, start_cluster
 

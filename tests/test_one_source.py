@@ -21,9 +21,10 @@ from imagegate.core.podprofile import REPLACED_BY_TOOL_PROFILE, ToolProfile, too
 from imagegate.core.podsecurity import CHECKS, LATEST_VERSION, Level, parse_version
 from imagegate.core.podsecurity_shortcut import evaluate, plainly_passes
 from imagegate.core.podspec import containers
-from imagegate.core.policy import DEFAULT_POLICY_YAML, load_policy
+from imagegate.core.policy import load_policy
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.workloads import CONTAINER_LISTS, POD_TEMPLATE_PATHS, WORKLOAD_KINDS, image_uses
+from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML
 from imagegate.shell.cluster.client import lightkube_resource
 from tests.conftest import REPO_ROOT
 from tests.test_podsecurity_conformance import PINNABLE

@@ -8,15 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from imagegate.core.policy import (
-    Mode,
-    PolicyError,
-    default_policy,
-    dump_grants,
-    load_grants,
-    load_identities,
-    load_policy,
-)
+from imagegate.core.policy import Mode, PolicyError, dump_grants, load_grants, load_identities, load_policy
+from imagegate.shell.builtin_policy import default_policy
 from tests.conftest import GRANTS_HEADER, IDENTITIES_HEADER, POLICY_HEADER
 
 

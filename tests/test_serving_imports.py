@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from imagegate.core.policy import DEFAULT_POLICY_YAML
+from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML
 from tests import test_apiserver_replay as replay
 from tests.webhook_process import run_webhook
 

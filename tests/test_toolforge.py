@@ -20,8 +20,9 @@ import yaml
 
 from imagegate.core.decide import decide
 from imagegate.core.podprofile import HostPathMatch
-from imagegate.core.policy import DEFAULT_POLICY_YAML, default_policy, load_identities, load_policy
+from imagegate.core.policy import load_identities, load_policy
 from imagegate.core.records import Webhook
+from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML, default_policy
 from tests.conftest import REPO_ROOT, admission_review, run_imagegate
 from tests.webhook_process import run_webhook
 

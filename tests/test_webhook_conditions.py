@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from imagegate.core import records
 from imagegate.core.admission import decode_review, review
 from imagegate.core.decide import decide
-from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, default_policy, load_identities, load_policy
+from imagegate.core.policy import Policy, load_identities, load_policy
 from imagegate.core.questions import DigestQuestion
 from imagegate.core.records import Answers, Question
 from imagegate.core.webhooks import (
@@ -36,6 +36,7 @@ from imagegate.core.webhooks import (
     webhook_configurations,
 )
 from imagegate.core.workloads import POD_TEMPLATE_PATHS, pod_specs
+from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML, default_policy
 from tests import test_apiserver_replay as replay
 from tests.cel_conditions import Webhook, captured_requests, evaluate, sent, webhooks
 from tests.conftest import REPO_ROOT

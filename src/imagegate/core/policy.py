@@ -28,7 +28,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from importlib import resources
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -78,7 +77,6 @@ from imagegate.core.yamldoc import DocumentError, LocatedDocument, load_yaml_doc
 __all__ = [
     "DEFAULT_LOOKUP_TIMEOUT",
     "DEFAULT_PLATFORMS",
-    "DEFAULT_POLICY_YAML",
     "DEFAULT_REGISTRY_TIMEOUT",
     "Grant",
     "GrantAction",
@@ -92,7 +90,6 @@ __all__ = [
     "Policy",
     "PolicyError",
     "WhenDropped",
-    "default_policy",
     "grant_entry",
     "load_grant_entry",
     "load_grants",
@@ -1334,17 +1331,6 @@ def load_grants_file(text: str, source: str = "<grants>") -> GrantsFile:
 def load_grants(text: str, source: str = "<grants>") -> tuple[Grant, ...]:
     """Parse and validate a grants document (the ConfigMap's file): its grants."""
     return load_grants_file(text, source).grants
-
-
-# The built-in policy is the Toolforge policy, shipped as a YAML file in the package so that
-# deploy/ and the Helm chart carry the very same document (tests/test_toolforge.py). Package
-# data is part of the code, read once at import: not I/O in the core's sense.
-DEFAULT_POLICY_YAML = (resources.files("imagegate") / "policies" / "toolforge.yaml").read_text(encoding="utf-8")
-
-
-def default_policy() -> Policy:
-    """The built-in policy (``DEFAULT_POLICY_YAML``)."""
-    return load_policy(DEFAULT_POLICY_YAML, "<built-in>")
 
 
 def grant_entry(

@@ -25,8 +25,9 @@ from typing import overload
 
 import structlog
 
-from imagegate.core.policy import Policy, PolicyError, default_policy, load_grants, load_identities, load_policy
+from imagegate.core.policy import Policy, PolicyError, load_grants, load_identities, load_policy
 from imagegate.core.yamldoc import load_yaml_document
+from imagegate.shell.builtin_policy import default_policy
 from imagegate.shell.filewatch import changes
 
 __all__ = ["PolicySource", "ReloadResult", "load_policy_files", "named_file", "read_document", "relative_to_policy"]

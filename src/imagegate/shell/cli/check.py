@@ -18,12 +18,13 @@ from rich.table import Table
 from imagegate.core.decide import Decision
 from imagegate.core.lint import policy_warnings
 from imagegate.core.native_policy import NativePolicyError, mutating_policies
-from imagegate.core.policy import DEFAULT_POLICY_YAML, Policy, PolicyError, default_policy, load_policy
+from imagegate.core.policy import Policy, PolicyError, load_policy
 from imagegate.core.policyreport import ReportFormat
 from imagegate.core.records import Mode, Outcome, Subject, outcome_of
 from imagegate.core.report import GrantStatus
 from imagegate.core.webhooks import mutation_condition, webhook_configurations
 from imagegate.core.yamldoc import DocumentError
+from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML, default_policy
 from imagegate.shell.cli.ci_formats import CheckOutput, write_ci
 from imagegate.shell.cli.common import (
     STDIN,

@@ -28,7 +28,7 @@ from rich.progress import Progress
 import imagegate.shell.registry.content_answerer  # noqa: F401 (registers the content rules' answerer)
 from imagegate.core.decide import Decision, decide
 from imagegate.core.names import namespace_name_error
-from imagegate.core.policy import Policy, PolicyError, RegistryConfig, default_policy, load_policy
+from imagegate.core.policy import Policy, PolicyError, RegistryConfig, load_policy
 from imagegate.core.records import NO_ANSWERS, Answers, Webhook
 from imagegate.core.workloads import (
     POD_TEMPLATE_PATHS,
@@ -38,6 +38,7 @@ from imagegate.core.workloads import (
     object_namespace,
 )
 from imagegate.core.yamldoc import DocumentError
+from imagegate.shell.builtin_policy import default_policy
 from imagegate.shell.exits import EXIT_BAD_INPUT
 from imagegate.shell.manifests import Location, SourcedObject, read_manifests
 from imagegate.shell.policy_source import MAX_POLICY_BYTES, load_policy_files, read_document
