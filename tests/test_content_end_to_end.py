@@ -364,7 +364,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for digest in damaged:
             _corrupt_stored_blob(workdir / "registry", digest)
         policy = _policy(reg, workdir)
-        with run_webhook(workdir / "webhook", policy=policy) as webhook, ThreadPoolExecutor(2) as checks:
+        with run_webhook(workdir / "webhook", policy=policy) as webhook, ThreadPoolExecutor(3) as checks:
             world = World(reg, policy, webhook, cases)
             # `check --registry` in two runs, the admitted cases and the denied ones, beside the
             # webhook's tests (each process reads every layer it needs once)
@@ -374,6 +374,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 manifests.write_text(yaml.safe_dump_all(pods, sort_keys=False))
                 args = ("check", str(manifests), "-p", str(policy), "--registry", "-o", "json")
                 world.checks[label] = checks.submit(run_imagegate, *args)
+            licensed = [world.image(name) for name in ("licences-open", "licences-denied")]
+            world.checks["scan"] = checks.submit(run_imagegate, "scan", *licensed, "-p", str(policy), "-o", "json")
             yield world
             assert "Traceback" not in webhook.logs()
 
@@ -470,9 +472,25 @@ def test_validate_under_load(world: World) -> None:
 def checked(world: World) -> dict[str, Any]:
     """The ``check --registry -o json`` runs' objects by case, and their exit codes under "exit codes"."""
     found: dict[str, Any] = {"exit codes": {}}
-    for label, running in world.checks.items():
+    for label in ("admitted", "denied"):
+        running = world.checks[label]
         result = running.result()
         assert "Traceback" not in result.stderr, result.stderr
         found["exit codes"][label] = result.returncode
         found.update({o["name"]: o for o in json.loads(result.stdout)["objects"]})
     return found
+
+
+def test_python_and_npm_packages_are_inventoried(world: World) -> None:
+    """``imagegate scan`` of the licences cases: each distribution and npm package the layer
+    holds, with the licence its metadata says (SPDX), and what the open-source rule made of it."""
+    result = world.checks["scan"].result()
+    assert result.returncode == 1, result.stderr  # the denied image fails an enforced rule
+    report = {i["image"].rpartition(":")[2]: i for i in json.loads(result.stdout)["images"]}
+    expected = {"msgspec": "BSD-3-Clause", "PyYAML": "MIT", "semver": "ISC", "ms": "MIT", "glob": "BlueOak-1.0.0"}
+    mixed = {**expected, "python-debian": "GPL-2.0-or-later", "atheris": None}
+    for tag, licences in (("licences-open", expected), ("licences-denied", mixed)):
+        found = {p["name"]: p.get("licence") for p in report[tag]["packages"] if p["ecosystem"] != "deb"}
+        assert found == licences, (tag, found)
+        assert report[tag]["ecosystems"]["npm"] == len(NPM)
+    assert report["licences-open"]["ok"] and not report["licences-denied"]["ok"]
