@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
+import re
 import ssl
 import subprocess
 import tarfile
@@ -152,7 +153,8 @@ def _base(tar_path: Path, compression: str) -> Blob:
 def _purge(tar_path: Path, package: str) -> tuple[list[Entry], int]:
     """A layer as ``apt-get purge package`` leaves it: each of its files whited out where it is
     (its dpkg ``.list``, through usrmerge's symlinked directories), its dpkg info files too, dpkg's
-    status without it; and how many packages dpkg lists then."""
+    status without it, nsswitch.conf as libnss-sss's postrm leaves it; and how many packages dpkg
+    lists then."""
     kinds: dict[str, tarfile.TarInfo] = {}
     wanted: dict[str, bytes] = {}
     with tarfile.open(tar_path) as archive:
@@ -160,10 +162,10 @@ def _purge(tar_path: Path, package: str) -> tuple[list[Entry], int]:
             path = member.name.removeprefix(".")
             kinds[path] = member
             info = path.startswith("/var/lib/dpkg/info/") and path[19:].split(".")[0].split(":")[0] == package
-            if (info and path.endswith(".list")) or path == dpkg.STATUS:
+            if (info and path.endswith(".list")) or path in (dpkg.STATUS, "/etc/nsswitch.conf"):
                 extracted = archive.extractfile(member)
                 assert extracted is not None
-                wanted["list" if info else "status"] = extracted.read()
+                wanted["list" if info else path] = extracted.read()
     links = {path: member.linkname for path, member in kinds.items() if member.issym()}
 
     def physical(path: str) -> str:
@@ -182,9 +184,16 @@ def _purge(tar_path: Path, package: str) -> tuple[list[Entry], int]:
     )
     gone = sorted({physical(p) for p in paths if p not in folders} & {p for p, m in kinds.items() if not m.isdir()})
     left = b"\n\n".join(
-        s for s in wanted["status"].split(b"\n\n") if not s.startswith(f"Package: {package}\n".encode())
+        s for s in wanted[dpkg.STATUS].split(b"\n\n") if not s.startswith(f"Package: {package}\n".encode())
     )
-    entries = [file("var/lib/dpkg/status", left)]
+    # its postrm takes sss out of nsswitch.conf's databases (dh_installnss), and an empty automount line
+    nsswitch = re.sub(
+        rb"(?m)^((?:passwd|group|shadow|gshadow|services|netgroup|automount):.*?)\s+sss\b",
+        rb"\1",
+        wanted["/etc/nsswitch.conf"],
+    )
+    nsswitch = re.sub(rb"(?m)^automount:\s*\n", b"", nsswitch)
+    entries = [file("var/lib/dpkg/status", left), file("etc/nsswitch.conf", nsswitch)]
     for path in gone + info_files:
         folder, _, base = path.rpartition("/")
         entries.append(file(f"{folder.lstrip('/')}/.wh.{base}", b""))
@@ -288,7 +297,9 @@ def _plan(trusted_tar: Path, other_tar: Path) -> list[_Push]:
             [base, layer(purge, compression)],
             "tool-both",
             False,
-            f"{INTEGRATION}libnss-sss is not installed (dpkg lists {purged_count} packages)",
+            f"{INTEGRATION}libnss-sss is not installed (dpkg lists {purged_count} packages); "
+            r"/etc/nsswitch.conf: passwd: files (no line matches ^passwd:.*\bsss\b); "
+            r"/etc/nsswitch.conf: group: files (no line matches ^group:.*\bsss\b)",
         )
         add(
             f"opaque-etc-{compression}",
