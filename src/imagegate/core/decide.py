@@ -50,12 +50,14 @@ from imagegate.core.workloads import (
     POD_TEMPLATE_PATHS,
     ObjectLimits,
     ObjectShapeError,
+    PodSpecs,
     image_uses,
     json_pointer,
     object_metadata,
     over_limits,
     pod_specs,
     spec_counts,
+    specs_image_uses,
 )
 
 __all__ = [
@@ -110,12 +112,13 @@ _METADATA_PATHS = {json_pointer(path): (*path[:-1], "metadata") for path in POD_
 def _pod_security(
     profile: PodProfile,
     obj: Mapping[str, Any],
+    specs: PodSpecs,
     namespace: str,
     namespace_labels: Mapping[str, str] | None,
     old_object: Mapping[str, Any] | None,
     assume_mutated: bool,
 ) -> tuple[list[Finding], list[Mapping[str, Any]]]:
-    """Pod security findings and mutation patches for every pod spec ``obj`` carries.
+    """Pod security findings and mutation patches for every pod spec ``obj`` carries (``specs``).
 
     With ``assume_mutated`` the pod is judged as it will be after the mutating webhook
     (``check``, ``audit``, ``/mutate``); without it, as it is (``/validate``: the object has
@@ -130,7 +133,7 @@ def _pod_security(
     running_pod = old_object is not None and obj.get("kind") == "Pod"
     findings: list[Finding] = []
     patches: list[Mapping[str, Any]] = []
-    for pointer, original in pod_specs(obj):
+    for pointer, original in specs:
         old_spec = old_specs.get(pointer)
         if old_object is not None and old_spec == original:
             continue  # an UPDATE that leaves the pod spec alone has nothing to judge
@@ -180,11 +183,15 @@ def _unverified_notices(verdicts: Sequence[ImageVerdict], answers: Answers) -> l
 def _expiring(active: Sequence[Grant], now: dt.datetime, days: int | None) -> tuple[str, ...]:
     if days is None:
         return ()
-    return tuple(expiry_notice(g, now) for g in active if g.expires is not None and g.expiring(now, days))
+    # a list, not a generator: most grants have no end date and the loop builds nothing
+    notices = [expiry_notice(g, now) for g in active if g.expires is not None and g.expiring(now, days)]
+    return tuple(notices) if notices else ()
 
 
 def _split_grants(grants: Sequence[Grant], now: dt.datetime) -> tuple[tuple[Grant, ...], tuple[Grant, ...]]:
     """The active and the expired grants (each grant asked once)."""
+    if all(grant.expires is None for grant in grants):
+        return tuple(grants), ()  # no end date, nothing can have expired: no lists built
     active: list[Grant] = []
     expired: list[Grant] = []
     for grant in grants:
@@ -222,11 +229,12 @@ def decide(
         return Decision(kind, name, namespace, governed=False)
     try:
         # Counted before any per-container work: an object over the limits costs nothing more.
-        for pointer, spec in pod_specs(obj):
+        specs = pod_specs(obj)  # one walk: the limits, the images and pod security read it
+        for pointer, spec in specs:
             finding = too_large(policy.limits, kind, pointer, *spec_counts(spec))
             if finding is not None:
                 return Decision(kind, name, namespace, governed=True, findings=(finding,))
-        uses = image_uses(obj)
+        uses = specs_image_uses(specs)
     except ObjectShapeError as exc:
         bad = ObjectSubject(kind or "object", exc.pointer)
         finding = Finding(bad, Rule.MALFORMED_OBJECT, f"malformed {kind or 'object'}: {exc}", Mode.ENFORCE)
@@ -261,7 +269,7 @@ def decide(
     profile = policy.pod_security.profile_for(namespace) if policy.pod_security else None
     if profile is not None:
         security_findings, patches = _pod_security(
-            profile, obj, namespace, namespace_labels, old_object, webhook.mutates
+            profile, obj, specs, namespace, namespace_labels, old_object, webhook.mutates
         )
         findings.extend(security_findings)
     if judging.patches:

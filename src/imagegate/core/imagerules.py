@@ -129,15 +129,6 @@ class ImageRule(Protocol):
     def judge(self, judging: Judging, image: JudgedImage) -> None: ...
 
 
-def _describe(grant: Grant, *, where: bool = False) -> str:
-    """The grant in the policy's words (its ticket); ``where`` adds the file and line it is in,
-    for the operator's own output (``check``), never for what a tenant reads."""
-    parts = [f"granted in {grant.source}"] if where else []
-    if grant.ticket:
-        parts.append(f"ticket {grant.ticket}")
-    return ", ".join(parts)
-
-
 def preview(patterns: Sequence[object], limit: int = 3) -> str:
     """The first ``limit`` of ``patterns``, and how many more."""
     shown = ", ".join(str(p) for p in patterns[:limit])
@@ -165,7 +156,7 @@ class Admission:
     def no_grant_reason(self) -> str:
         if self.expired:
             latest = max(self.expired, key=lambda g: g.expires or dt.date.min)
-            described = _describe(latest)
+            described = latest.described()
             return (
                 f"the BYOC grant for namespace {self.namespace} expired on "
                 f"{latest.expires.isoformat() if latest.expires else '?'}" + (f" ({described})" if described else "")
@@ -218,8 +209,7 @@ class Admission:
         if grant is not None:
             require = grant.layers_required(self.policy.byoc_require_base_image) or required
             mode = grant.mode if grant.mode is not None else self.policy.mode
-            allowed_by = f"grant for {grant.namespace} ({_describe(grant, where=True)})"
-            return self._needs_base(use, image, Allowance.GRANT, allowed_by, require, mode), mode, grant
+            return self._needs_base(use, image, Allowance.GRANT, grant.allowed_by, require, mode), mode, grant
         granted = [p for g in self.active for p in (g.registries or ())]
         message = (
             f"({text}) is neither trusted nor in the registries granted to namespace "

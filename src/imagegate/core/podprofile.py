@@ -312,7 +312,8 @@ class _Patcher:
             self._added[id(inserted)] = value
             self._copied.add(id(inserted))  # ours already: never copied again on the way down
             for key, item in inserted.items():
-                self._track(item, value[key])
+                if isinstance(item, dict):  # a leaf has nothing to pair: no call
+                    self._track(item, value[key])
 
     def _own(self, parent: Any, key: Any, child: Any) -> Any:
         """``child`` (at ``parent[key]``), copied into ``parent`` first if it is still shared."""
@@ -449,22 +450,24 @@ def mutate_pod(
         if profile.tool is not None and linux:
             # An API server whose SupplementalGroupsPolicy gate is off drops this after /mutate.
             patcher.ensure(_POD_GROUPS_POLICY, "Strict")
-        targets: Sequence[tuple[str, int]] = [(list_field, index) for list_field, index, _ in containers(patcher.spec)]
+        # the containers as sent (the pod-level fields above copied none of them)
+        targets: Sequence[tuple[str, int, Mapping[str, Any]]] = list(containers(spec))
     else:
-        targets = only
-        for list_field, index in only:
+        targets = [(list_field, index, _container_at(spec, list_field, index)) for list_field, index in only]
+        for list_field, index, container in targets:
             if ids is not None:
                 patcher.ensure((list_field, index, *_POD_USER), ids.uid)
                 patcher.ensure((list_field, index, *_POD_GROUP), ids.gid)
             patcher.ensure((list_field, index, *_POD_NON_ROOT), True)
-            container = _container_at(spec, list_field, index)
             annotation = notes.get(f"{_SECCOMP_CONTAINER_ANNOTATION}{container.get('name')}")
             if linux and not _seccomp_refused(as_map(container.get("securityContext")), annotation):
                 patcher.ensure((list_field, index, *_POD_SECCOMP), "RuntimeDefault")
     if not linux:
         return patcher
-    for list_field, index in targets:
-        if not escalation_refused(as_map(_container_at(spec, list_field, index).get("securityContext"))):
+    for list_field, index, container in targets:
+        context = container.get("securityContext")
+        # most containers come without a context (nothing there can refuse it): no call
+        if not context or not escalation_refused(as_map(context)):
             patcher.ensure((list_field, index, *_NO_ESCALATION), False)
         patcher.ensure((list_field, index, *_DROP), ["ALL"])
     return patcher
@@ -595,14 +598,15 @@ def _context_findings(spec: Mapping[str, Any], identity: Identity | None) -> lis
     hardening: list[CheckResult] = []
     user_unset = group_unset = False  # some container leaves it to the pod
     for name, context in contexts:
-        if name is not None:
-            hardening.extend(_hardening_findings(name, context))
         if not context or not isinstance(context, dict):
             if name is not None:
+                hardening.extend(_hardening_findings(name, context))
                 user_unset = group_unset = True
                 seccomp_unset.append(name)
             continue
         security: dict[str, Any] = context  # dict-typed: compiled, its gets are direct calls
+        if name is not None and not _plainly_hardened(security):
+            hardening.extend(_hardening_findings(name, security))
         user, group, profile = security.get("runAsUser"), security.get("runAsGroup"), security.get("seccompProfile")
         if user is None:
             user_unset = user_unset or name is not None
@@ -652,6 +656,19 @@ def _seccomp_unset_detail(names: list[str]) -> str:
         f'pod (or {noun} {listed}) must set securityContext.seccompProfile.type="RuntimeDefault"; '
         "unset, it runs Unconfined on a node without the kubelet's --seccomp-default"
     )
+
+
+def _plainly_hardened(security: dict[str, Any]) -> bool:
+    """True when :func:`_hardening_findings` finds nothing, in a few comparisons: a compliant
+    container (every one /mutate filled in) builds no list and no text."""
+    privileged = security.get("privileged")
+    if (privileged is not None and privileged is not False) or security.get("allowPrivilegeEscalation") is not False:
+        return False
+    capabilities = security.get("capabilities")
+    if not isinstance(capabilities, dict) or capabilities.get("add") is not None:
+        return False
+    drop = capabilities.get("drop")
+    return isinstance(drop, list) and "ALL" in drop
 
 
 def _hardening_findings(name: str, context: Any) -> list[CheckResult]:

@@ -434,6 +434,20 @@ class Grant:
     document: str = ""
     line: int | None = None
     path: str = "$"
+    # How an image it admits was allowed, in the operator's words (check, audit): worked out once
+    # per grant, never per image (the admission piece reads it on every granted image).
+    allowed_by: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_by", f"grant for {self.namespace} ({self.described(where=True)})")
+
+    def described(self, *, where: bool = False) -> str:
+        """The grant in the policy's words (its ticket); ``where`` adds the file and line it is in,
+        for the operator's own output (``check``), never for what a tenant reads."""
+        parts = [f"granted in {self.source}"] if where else []
+        if self.ticket:
+            parts.append(f"ticket {self.ticket}")
+        return ", ".join(parts)
 
     def error(self, key: str, message: str) -> DocumentError:
         """An error about ``key`` of this grant, naming the line it was written on."""

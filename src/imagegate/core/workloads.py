@@ -7,7 +7,7 @@ Each use carries a JSON pointer so a mutation can patch exactly that field.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ __all__ = [
     "ImageUse",
     "ObjectLimits",
     "ObjectShapeError",
+    "PodSpecs",
     "WorkloadKind",
     "image_uses",
     "json_pointer",
@@ -32,6 +33,7 @@ __all__ = [
     "over_limits",
     "pod_specs",
     "spec_counts",
+    "specs_image_uses",
 ]
 
 
@@ -141,28 +143,33 @@ def json_pointer(tokens: Sequence[str | int]) -> str:
 _POINTERS = {kind: json_pointer(path) for kind, path in POD_TEMPLATE_PATHS.items()}
 
 
-def pod_specs(obj: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+# What pod_specs returns: (JSON pointer, pod spec) pairs, found once per object and passed on.
+PodSpecs = tuple[tuple[str, Mapping[str, Any]], ...]
+
+
+def pod_specs(obj: Mapping[str, Any]) -> PodSpecs:
     """The pod spec(s) an object carries, with their JSON pointers.
 
-    A pod-bearing object whose template or spec is missing yields nothing (the API
-    server would refuse it before us); a template of the wrong type is an error.
+    A pod-bearing object whose template or spec is missing has none (the API server would
+    refuse it before us); a template of the wrong type is an error. A tuple, not a generator:
+    a decision walks the object once and hands the result to each reader.
     """
     kind = obj.get("kind", "")
     path = POD_TEMPLATE_PATHS.get(kind) if isinstance(kind, str) else None
     if path is None:
-        return
+        return ()
     node: Any = obj
     for depth, token in enumerate(path):
         if node is None:
-            return
+            return ()
         if not isinstance(node, dict):
             raise ObjectShapeError(json_pointer(path[:depth]), f"expected an object, got {type(node).__name__}")
         node = node.get(token)
     if node is None:
-        return
+        return ()
     if not isinstance(node, dict):
         raise ObjectShapeError(json_pointer(path), f"expected a pod spec object, got {type(node).__name__}")
-    yield _POINTERS[kind], node
+    return ((_POINTERS[kind], node),)
 
 
 def spec_counts(spec: Mapping[str, Any]) -> tuple[int, int]:
@@ -196,8 +203,13 @@ def _text(value: Any, pointer: str) -> str:
 
 def image_uses(obj: Mapping[str, Any]) -> list[ImageUse]:
     """Every image an object names, in every container list and image volume."""
+    return specs_image_uses(pod_specs(obj))
+
+
+def specs_image_uses(specs: PodSpecs) -> list[ImageUse]:
+    """Every image the pod specs ``pod_specs`` found name (a decision has them already)."""
     uses: list[ImageUse] = []
-    for base, spec in pod_specs(obj):
+    for base, spec in specs:
         for field, word in CONTAINER_FIELDS:
             for index, container in enumerate(_named_list(spec, field, base)):
                 if not isinstance(container, dict):
