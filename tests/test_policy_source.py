@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from imagegate.core.policy import Policy, PolicyError
-from imagegate.shell.policy_source import PolicySource, ReloadResult, load_policy_files
+from imagegate.shell.policy_files import load_policy_files
+from imagegate.shell.policy_source import PolicySource, ReloadResult
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER
 
 POLICY = POLICY_HEADER + "trusted: [docker-registry.svc.toolforge.org]\nbyoc:\n  grantsFile: grants.yaml\n"

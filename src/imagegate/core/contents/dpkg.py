@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from functools import lru_cache
-
-from debian.copyright import License
-from debian.deb822 import Deb822
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING
 
 from imagegate.core.contents.files import FileSelection, ImageFiles
 from imagegate.core.contents.licences import every, from_debian
 from imagegate.core.contents.packages import Area, Ecosystem, Note, Package, decoded, first_line
+
+if TYPE_CHECKING:
+    from debian.copyright import License
+    from debian.deb822 import Deb822
 
 __all__ = ["COPYRIGHT", "FILES", "STATUS", "STATUS_D", "archive_area", "parse", "read_copyright"]
 
@@ -33,11 +35,20 @@ FILES = FileSelection(frozenset({STATUS}), (f"{STATUS_D}/*", COPYRIGHT.format("*
 # dpkg's package states whose files are all unpacked and configured (dpkg(1) "Package states").
 _IN_PLACE = frozenset({"installed", "triggers-awaited", "triggers-pending"})
 
-# python-debian logs what it corrects in a copyright file ("Fixing Format URL"); files a tenant
-# wrote are not the webhook's log lines. What matters is said in the inventory's notes.
-_library_log = logging.getLogger("debian")
-_library_log.addHandler(logging.NullHandler())
-_library_log.propagate = False
+
+@cache
+def _python_debian() -> tuple[type[Deb822], type[License]]:
+    """python-debian, loaded by the first read of a dpkg file: with charset_normalizer it costs
+    every process that loads this module (the command line, the webhook) tens of milliseconds."""
+    from debian.copyright import License  # noqa: PLC0415
+    from debian.deb822 import Deb822  # noqa: PLC0415
+
+    # python-debian logs what it corrects in a copyright file ("Fixing Format URL"); files a
+    # tenant wrote are not the webhook's log lines. What matters is said in the inventory's notes.
+    library_log = logging.getLogger("debian")
+    library_log.addHandler(logging.NullHandler())
+    library_log.propagate = False
+    return Deb822, License
 
 
 def archive_area(section: str) -> Area:
@@ -54,8 +65,9 @@ def _paragraphs(path: str, data: bytes, notes: list[Note]) -> list[dict[str, str
     text = decoded(path, data, notes)
     if text is None:
         return []
+    deb822, _license = _python_debian()
     try:
-        return [dict(p) for p in Deb822.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False)]
+        return [dict(p) for p in deb822.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False)]
     except Exception as exc:
         notes.append(Note(path, f"unreadable: not deb822 paragraphs ({type(exc).__name__}: {first_line(str(exc))})"))
         return []
@@ -128,14 +140,15 @@ def _copyright(_digest: bytes, text: str) -> tuple[str | None, str, str | None]:
     ``deb822``'s paragraphs: ``debian.copyright``'s own parser keeps every token for
     round-tripping and took 1.5 s for a minbase image's 96 files, against 0.3 s so.
     """
+    deb822, license_field = _python_debian()
     try:
-        paragraphs = list(Deb822.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False))
+        paragraphs = list(deb822.iter_paragraphs(text.splitlines(keepends=True), use_apt_pkg=False))
         if not paragraphs or not ({"Format", "Format-Specification"} & set(paragraphs[0])):
             return None, "", "licence unknown: not a machine-readable (DEP-5) copyright file"
         synopses = [
             found.synopsis
             for p in paragraphs[1:]
-            if "Files" in p and "License" in p and (found := License.from_str(p["License"])) is not None
+            if "Files" in p and "License" in p and (found := license_field.from_str(p["License"])) is not None
         ]
     except Exception as exc:
         return None, "", f"licence unknown: not readable as DEP-5 ({type(exc).__name__}: {first_line(str(exc))})"

@@ -11,9 +11,6 @@ of BSD, so it stays unknown.
 
 from __future__ import annotations
 
-from email.parser import HeaderParser
-from email.policy import compat32
-
 from imagegate.core.contents.files import FileSelection, ImageFiles
 from imagegate.core.contents.licences import every, from_spdx, spdx_known
 from imagegate.core.contents.packages import Ecosystem, Note, Package, decoded, files_matching, first_line
@@ -74,6 +71,10 @@ def _licence(headers: dict[str, list[str]]) -> tuple[str | None, str]:
 
 def parse(files: ImageFiles) -> tuple[list[Package], list[Note]]:
     """The Python distributions installed in ``files``."""
+    # email's parser (email.policy loads its header registry) only when metadata is read
+    from email.parser import HeaderParser  # noqa: PLC0415
+    from email.policy import compat32  # noqa: PLC0415
+
     notes: list[Note] = []
     packages: list[Package] = []
     for path, data in files_matching(files, FILES):

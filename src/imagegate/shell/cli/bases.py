@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from imagegate.core.bases import (
     BaseRow,
@@ -34,16 +32,15 @@ from imagegate.shell.cli.common import (
     parse_now,
     plural,
     progress_on_terminal,
+    registry_gate,
     write_json,
 )
-from imagegate.shell.cli.html_report import render_bases_report
 from imagegate.shell.cli.json_docs import BaseRowJson, BasesJson, BaseVersionJson
 from imagegate.shell.cli.ops import FromOption, _objects
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject
 from imagegate.shell.registry.errors import RegistryError
-from imagegate.shell.registry.gate import RegistryGate, tagged_versions
 
 
 def _users(objects: Sequence[SourcedObject]) -> dict[str, tuple[set[str], set[str]]]:
@@ -96,7 +93,8 @@ def bases(
 
     Exit code 0 when no image runs on a base that has a newer version, 1 when some do, 2 on bad input.
     """
-    configure_logging("warning", json=False)
+    import asyncio  # noqa: PLC0415
+
     console = Console(stderr=output is OutputFormat.json)
     loaded = load(policy, grants)
     moment = parse_now(now)
@@ -107,7 +105,10 @@ def bases(
         raise fail("no images: name some, or give --from a dump")
 
     async def gather() -> tuple[list[RunningImage], list[TaggedBase], list[str], UnreadImages]:
-        gate = RegistryGate(policy.parent if policy else None)
+        from imagegate.shell.registry.gate import tagged_versions  # noqa: PLC0415
+
+        configure_logging("warning", json=False)  # the registry client's warnings, for a person
+        gate = registry_gate(policy)
         client = gate.client(loaded.registry)
         problems: list[str] = []
         unread = UnreadImages()
@@ -153,7 +154,7 @@ def bases(
     rows = bases_report(running, versions, moment)
     rebuild = tools_to_rebuild(rows)
     if html is not None:
-        html.write_text(render_bases_report(rows, moment))
+        html.write_text(_page(rows, moment))
         console.print(f"wrote {escape(str(html))}")
     if output is OutputFormat.json:
         write_json(
@@ -177,11 +178,19 @@ def bases(
         raise typer.Exit(EXIT_DENIED)
 
 
+def _page(rows: Sequence[BaseRow], moment: dt.datetime) -> str:
+    from imagegate.shell.cli.html_report import render_bases_report  # noqa: PLC0415 (only for --html)
+
+    return render_bases_report(rows, moment)
+
+
 def _day(moment: dt.datetime | None) -> str:
     return moment.date().isoformat() if moment else "?"
 
 
 def _render(rows: Sequence[BaseRow], console: Console) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title="images by the age of their base, oldest first", header_style="bold")
     for column in ("image", "base version", "built", "age (days)", "newer base", "tools"):
         table.add_column(column, overflow="fold", justify="right" if column == "age (days)" else "left")

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from imagegate.core.decide import Decision
-from imagegate.core.lint import policy_warnings
-from imagegate.core.native_policy import NativePolicyError, mutating_policies
 from imagegate.core.policy import Policy, PolicyError, load_policy
 from imagegate.core.policyreport import ReportFormat
 from imagegate.core.records import Mode, Outcome, Subject, outcome_of
 from imagegate.core.report import GrantStatus
-from imagegate.core.webhooks import mutation_condition, webhook_configurations
-from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML, default_policy
 from imagegate.shell.cli.ci_formats import CheckOutput, write_ci
 from imagegate.shell.cli.common import (
@@ -45,6 +39,7 @@ from imagegate.shell.cli.common import (
     parse_now,
     plural,
     read_inputs,
+    registry_gate,
     registry_options,
     write_json,
     write_lines,
@@ -52,7 +47,9 @@ from imagegate.shell.cli.common import (
 from imagegate.shell.cli.json_docs import CheckJson, CountsJson, InspectJson, ObjectJson, Result
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.logs import configure_logging
-from imagegate.shell.registry.gate import RegistryGate
+
+if TYPE_CHECKING:
+    from imagegate.core.yamldoc import DocumentError
 
 policy_app = typer.Typer(help="Validate or print policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -113,6 +110,8 @@ def _lines(results: list[CheckedObject]) -> Iterator[str]:
 
 
 def _render_table(results: list[CheckedObject], console: Console) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(header_style="bold", expand=False)
     for column in ("result", "object", "container", "image", "why"):
         table.add_column(column, overflow="fold")
@@ -199,7 +198,7 @@ def check(
     moment = parse_now(now)
     unreadable: list[DocumentError] = []
     objects = read_inputs(paths, "manifest", unreadable)
-    gate = RegistryGate(policy.parent if policy else None) if registry else None
+    gate = registry_gate(policy) if registry else None
     if registry:
         configure_logging("warning", json=False)
     results = check_objects(loaded, objects, namespace, moment, gate)
@@ -264,6 +263,8 @@ def policy_validate(
     trusted root); warnings (settings that load but cannot work as written) exit 0, or 1
     with --strict.
     """
+    from imagegate.core.lint import policy_warnings  # noqa: PLC0415
+
     loaded = load(policy, grants, identities)
     now = dt.datetime.now(dt.UTC)
     err = Console(stderr=True, soft_wrap=True)
@@ -331,6 +332,9 @@ def webhooks(
     ] = False,
 ) -> None:
     """Print the webhook configurations for a policy (the mutating one skips what needs no mutation)."""
+    from imagegate.core.native_policy import NativePolicyError, mutating_policies  # noqa: PLC0415
+    from imagegate.core.webhooks import mutation_condition, webhook_configurations  # noqa: PLC0415
+
     if policy is None:
         loaded = default_policy()
     else:  # only the policy: its grants and identities files change nothing here
@@ -378,7 +382,10 @@ def inspect(
     output: Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")] = OutputFormat.table,
 ) -> None:
     """Read an image from its registry: digest, platforms, layers with sizes, and its trusted base."""
+    import asyncio  # noqa: PLC0415
     import dataclasses  # noqa: PLC0415
+
+    from rich.table import Table  # noqa: PLC0415
 
     from imagegate.core.baseimage import verify_image  # noqa: PLC0415
     from imagegate.core.reference import ReferenceError, parse_docker_ref  # noqa: PLC0415
@@ -394,7 +401,7 @@ def inspect(
         raise fail(str(exc)) from None
 
     async def run() -> tuple[Any, Any]:
-        gate = RegistryGate(policy.parent if policy else None)
+        gate = registry_gate(policy)
         try:
             resolved = await gate.lookup(loaded.registry, str(ref), lambda: gate.client(loaded.registry).resolve(ref))
             if loaded.base_images.trusted:

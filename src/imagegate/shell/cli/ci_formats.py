@@ -7,13 +7,11 @@ Decision): nothing is judged again here, and the exit codes stay the commands' o
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
-from xml.etree import ElementTree as ET
 
 import msgspec
 import yaml
@@ -77,6 +75,8 @@ def junit_document(results: Sequence[tuple[Location, Decision]]) -> bytes:
     """JUnit XML: a testsuite per object, a testcase per object and rule; an enforced finding fails
     its testcase (warn and audit findings pass, written to its system-out); an object the policy
     does not govern has its testcases skipped."""
+    from xml.etree import ElementTree as ET  # noqa: PLC0415 (only for -o junit)
+
     rules = _rules(results)
     root = ET.Element("testsuites", name=TOOL)
     totals = {"tests": 0, "failures": 0, "skipped": 0}
@@ -137,6 +137,8 @@ def _sarif_result(at: Location, decision: Decision, finding: Finding, index: dic
 
 
 def _version() -> str:
+    import importlib.metadata  # noqa: PLC0415 (it loads email's parser: only for -o sarif)
+
     try:
         return importlib.metadata.version(TOOL)
     except importlib.metadata.PackageNotFoundError:

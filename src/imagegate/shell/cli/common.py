@@ -8,7 +8,6 @@ codes are in ``exits``, which the serving process shares without loading typer o
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sys
 from collections import Counter
@@ -17,15 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress
 
-import imagegate.shell.registry.content_answerer  # noqa: F401 (registers the content rules' answerer)
 from imagegate.core.decide import Decision, decide
 from imagegate.core.names import namespace_name_error
 from imagegate.core.policy import Policy, PolicyError, RegistryConfig, load_policy
@@ -41,9 +38,10 @@ from imagegate.core.yamldoc import DocumentError
 from imagegate.shell.builtin_policy import default_policy
 from imagegate.shell.exits import EXIT_BAD_INPUT
 from imagegate.shell.manifests import Location, SourcedObject, read_manifests
-from imagegate.shell.policy_source import MAX_POLICY_BYTES, load_policy_files, read_document
-from imagegate.shell.registry.answerers import settle
-from imagegate.shell.registry.gate import RegistryGate
+from imagegate.shell.policy_files import MAX_POLICY_BYTES, load_policy_files, read_document
+
+if TYPE_CHECKING:  # the registry's modules (and the event loop) are loaded by the commands that ask one
+    from imagegate.shell.registry.gate import RegistryGate
 
 app = typer.Typer(
     name="imagegate",
@@ -139,6 +137,14 @@ def load(policy_path: Path | None, grants_path: Path | None, identities_path: Pa
     return policy
 
 
+def registry_gate(policy_path: Path | None, *, remember_failures: bool = False) -> RegistryGate:
+    """The registries' client for a command that asks them (the client and its verifiers load here,
+    not on every command): files the policy names are read beside ``policy_path``."""
+    from imagegate.shell.registry.gate import RegistryGate  # noqa: PLC0415
+
+    return RegistryGate(policy_path.parent if policy_path else None, remember_failures=remember_failures)
+
+
 def registry_options(config: RegistryConfig, platform: Sequence[str] | None, ca_file: Path | None) -> RegistryConfig:
     """The policy's registry settings with the ``--platform`` and ``--ca-file`` options a command was
     given (the commands that read one image: ``inspect``, ``contents``); exit 2 on a bad platform."""
@@ -214,6 +220,8 @@ def progress_on_terminal(description: str, total: int) -> Iterator[Callable[[int
 
         yield ignore
         return
+    from rich.progress import Progress  # noqa: PLC0415 (only on a terminal)
+
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(description, total=total)
 
@@ -289,30 +297,60 @@ def check_objects(
     known_labels = {**(namespace_labels or {}), **namespace_labels_in(objects)}
     objects = pod_bearing(objects)
 
-    async def judge_all(advance: Callable[[int], None]) -> list[CheckedObject]:
-        results = []
-        for item in objects:
-            advance(1)
-            namespace = object_namespace(item.obj, default_namespace)
+    def evaluate_for(item: SourcedObject) -> Callable[[Answers], Decision]:
+        namespace = object_namespace(item.obj, default_namespace)
 
-            def evaluate(answers: Answers, obj: Any = item.obj, ns: str = namespace) -> Decision:
-                return decide(
-                    policy, obj, namespace=ns, now=now, namespace_labels=known_labels.get(ns), answers=answers
-                )
-
-            if gate is None:
-                decision = evaluate(NO_ANSWERS)
-            else:
-                decision = await settle(gate, policy, evaluate, lambda d: d, webhook=Webhook.CHECK)
-            results.append(
-                CheckedObject(item.location, decision, item.obj, 0 if decision.governed else _image_count(item.obj))
+        def evaluate(answers: Answers) -> Decision:
+            return decide(
+                policy,
+                item.obj,
+                namespace=namespace,
+                now=now,
+                namespace_labels=known_labels.get(namespace),
+                answers=answers,
             )
-        if gate is not None:
+
+        return evaluate
+
+    def checked(item: SourcedObject, decision: Decision) -> CheckedObject:
+        return CheckedObject(item.location, decision, item.obj, 0 if decision.governed else _image_count(item.obj))
+
+    with progress_on_terminal(f"judging {len(objects):,} objects", len(objects)) as advance:
+        if gate is None:  # offline: no event loop, nothing of the registry's loaded
+            results = []
+            for item in objects:
+                advance(1)
+                results.append(checked(item, evaluate_for(item)(NO_ANSWERS)))
+            return results
+        return _judged_with_registry(gate, policy, objects, evaluate_for, checked, advance)
+
+
+def _judged_with_registry(
+    gate: RegistryGate,
+    policy: Policy,
+    objects: list[SourcedObject],
+    evaluate_for: Callable[[SourcedObject], Callable[[Answers], Decision]],
+    checked: Callable[[SourcedObject, Decision], CheckedObject],
+    advance: Callable[[int], None],
+) -> list[CheckedObject]:
+    """Each object judged with the registry's answers (``check --registry``, ``audit --registry``)."""
+    import asyncio  # noqa: PLC0415
+
+    import imagegate.shell.registry.content_answerer  # noqa: F401, PLC0415 (registers the content rules' answerer)
+    from imagegate.shell.registry.answerers import settle  # noqa: PLC0415
+
+    async def judge_all() -> list[CheckedObject]:
+        results = []
+        try:
+            for item in objects:
+                advance(1)
+                decision = await settle(gate, policy, evaluate_for(item), lambda d: d, webhook=Webhook.CHECK)
+                results.append(checked(item, decision))
+        finally:
             await gate.aclose()
         return results
 
-    with progress_on_terminal(f"judging {len(objects):,} objects", len(objects)) as advance:
-        return asyncio.run(judge_all(advance))
+    return asyncio.run(judge_all())
 
 
 def _image_count(obj: Mapping[str, Any]) -> int:

@@ -20,7 +20,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from imagegate.core.compare import PRESETS, Comparison, Option, Subject, compare, judge, preset_options
 from imagegate.core.policy import Policy
@@ -90,6 +89,8 @@ async def _answered(options: Sequence[Option], subjects: Sequence[Subject], gate
 
 
 def _render_table(table: Comparison, console: Console, top: int) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     out = Table(title="what each option would deny", header_style="bold", show_lines=False)
     out.add_column("", overflow="fold")
     for label in table.labels:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from imagegate.core.contents.files import FileSelection, ImageFiles, container_path_error
 from imagegate.shell.cli.common import OutputFormat, PolicyOption, app, fail, load, registry_options, write_json
@@ -41,6 +39,8 @@ def contents(
 ) -> None:
     """Read an image's files from its registry: every layer streamed and verified, whiteouts and
     links applied as the container sees them; print the kept files (registry.contents bounds the read)."""
+    import asyncio  # noqa: PLC0415
+
     from imagegate.core.reference import ReferenceError, parse_docker_ref  # noqa: PLC0415
     from imagegate.shell.registry.contents import ContentReader  # noqa: PLC0415
     from imagegate.shell.registry.errors import RegistryError  # noqa: PLC0415
@@ -99,6 +99,8 @@ def _kept(path: str, data: bytes, show: bool) -> KeptFileJson:
 
 
 def _print(document: ContentsJson, show: bool) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     console = Console()
     console.print(f"[bold]{escape(document.reference)}[/]")
     for platform in document.platforms:

@@ -19,7 +19,6 @@ import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from imagegate.core.policy import (
     Grant,
@@ -60,7 +59,7 @@ from imagegate.shell.cluster.grants_file import (
     grants_configmap_yaml,
 )
 from imagegate.shell.exits import EXIT_DENIED
-from imagegate.shell.policy_source import named_file, read_document, relative_to_policy
+from imagegate.shell.policy_files import named_file, read_document, relative_to_policy
 
 grants_app = typer.Typer(
     help="The BYOC grant lifecycle: add, renew, revoke, list, the ones about to expire, check.", no_args_is_help=True
@@ -123,6 +122,8 @@ def render_grants(states: list[GrantState], console: Console, title: str = "BYOC
                 f"{escape(row[0])}  [{colour[row[1]]}]{row[1]}[/]  {escape(named)}", soft_wrap=True, highlight=False
             )
         return
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title=title, header_style="bold")
     for column in _GRANT_COLUMNS:
         table.add_column(column, overflow="fold")
@@ -601,6 +602,8 @@ def grants_check(
     if output is OutputFormat.json:
         write_json(problems)
     elif problems:
+        from rich.table import Table  # noqa: PLC0415
+
         table = Table(title="grants to fix", header_style="bold")
         for column in ("namespace", "problem", "detail", "source"):
             table.add_column(column, overflow="fold")

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from imagegate.core.bases import BaseRow, TaggedBase
-from imagegate.core.compare import Comparison
 from imagegate.core.decide import Decision
-from imagegate.core.oci import PlatformImage, ResolvedImage
 from imagegate.core.records import BaseImageVerdict, Finding, ImageVerdict, Mode
 from imagegate.core.report import (
     AuditEntry,
@@ -28,6 +25,11 @@ from imagegate.core.report import (
     ReportOutcome,
     RuleTotal,
 )
+
+if TYPE_CHECKING:  # only what the documents are made from: each command loads its own
+    from imagegate.core.bases import BaseRow, TaggedBase
+    from imagegate.core.compare import Comparison
+    from imagegate.core.oci import PlatformImage, ResolvedImage
 
 __all__ = [
     "AuditJson",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from enum import StrEnum
@@ -12,8 +11,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress
-from rich.table import Table
 
 from imagegate.core.decide import Decision
 from imagegate.core.policy import Policy
@@ -50,17 +47,16 @@ from imagegate.shell.cli.common import (
     plural,
     progress_on_terminal,
     read_inputs,
+    registry_gate,
     write_json,
     write_lines,
 )
 from imagegate.shell.cli.grants import render_grants
-from imagegate.shell.cli.html_report import render_layer_report
 from imagegate.shell.cli.json_docs import AuditJson
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.manifests import SourcedObject
 from imagegate.shell.registry.errors import RegistryError
-from imagegate.shell.registry.gate import RegistryGate
 
 FromOption = Annotated[
     list[str] | None,
@@ -72,6 +68,8 @@ def _objects(sources: list[str] | None) -> tuple[list[SourcedObject], dict[str, 
     """The objects to judge and, from a live cluster, the namespaces' labels."""
     if sources:
         return read_inputs(sources, "dump"), {}
+    from rich.progress import Progress  # noqa: PLC0415
+
     from imagegate.shell.cluster.client import ClusterError, connect, list_workloads, namespace_labels  # noqa: PLC0415
 
     try:
@@ -105,6 +103,8 @@ class AuditGrouping(StrEnum):
 
 def _render_audit(report: AuditReport, console: Console, by: AuditGrouping, layout: Layout, summary: bool) -> None:
     """Totals by rule, then each distinct finding once, at its top owner, by namespace or by rule."""
+    from rich.table import Table  # noqa: PLC0415
+
     totals = Table(title="cluster-wide totals by rule", header_style="bold")
     for column in ("outcome", "rule", "findings", "objects", "namespaces"):
         totals.add_column(column, justify="right" if column in ("findings", "objects", "namespaces") else "left")
@@ -258,10 +258,10 @@ def audit(
             output=OutputFormat(output.value),
             html_path=html,
             top=top,
-            gate=RegistryGate(policy.parent if policy else None) if registry else None,
+            gate=registry_gate(policy) if registry else None,
         )
         return
-    gate = RegistryGate(policy.parent if policy else None, remember_failures=True) if registry else None
+    gate = registry_gate(policy, remember_failures=True) if registry else None
     checked = check_objects(loaded, objects, "default", moment, gate, labels)
     failures = {ref: (exc.kind, str(exc)) for ref, exc in (gate.pin_failures or {}).items()} if gate else {}
     report = audit_report(
@@ -312,6 +312,8 @@ def layers(
     output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
 ) -> None:
     """What the images in use cost on a node: total vs unique bytes, shared base layers, BYOC's own."""
+    import asyncio  # noqa: PLC0415
+
     configure_logging("warning", json=False)
     console = Console(stderr=output is OutputFormat.json)
     loaded = load(policy, grants)
@@ -326,6 +328,8 @@ def layers(
         raise fail(f"none of the {plural(len(wanted), 'image')} could be read: no report")
     report = layer_report(found, {r: wanted[r] for r in found}, bases, unread.lines())
     if html is not None:
+        from imagegate.shell.cli.html_report import render_layer_report  # noqa: PLC0415
+
         html.write_text(render_layer_report(report, moment))
         console.print(f"wrote {escape(str(html))}")
     if output is OutputFormat.json:
@@ -361,7 +365,9 @@ async def _read_images(
     Images the operator ``named`` are asked wherever they are (as ``inspect`` does: the operator,
     not a tenant, chose the registry); images from a dump only from registries the policy names.
     """
-    gate = RegistryGate(policy.parent if policy else None)
+    import asyncio  # noqa: PLC0415
+
+    gate = registry_gate(policy)
     found: dict[str, Any] = {}
     unread = UnreadImages()
     try:
@@ -395,6 +401,8 @@ async def _read_images(
 
 
 def _render_layers(report: LayerReport, console: Console) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(header_style="bold")
     for column in ("image", "kind", "base", "shared", "own", "total"):
         table.add_column(column, justify="left" if column in ("image", "kind") else "right", overflow="fold")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import socket
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -23,6 +21,8 @@ if TYPE_CHECKING:
 
 
 def _default_identity() -> str:
+    import socket  # noqa: PLC0415
+
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
@@ -71,6 +71,8 @@ def reports(
     if problem is not None:
         raise fail(f"--lease-namespace: {problem}")
     # lightkube and the controller only here: `imagegate --help` stays fast
+    import asyncio  # noqa: PLC0415
+
     from imagegate.shell.cluster.reports import ReportsSettings  # noqa: PLC0415
     from imagegate.shell.policy_source import PolicySource  # noqa: PLC0415
 
@@ -95,6 +97,8 @@ def reports(
 
 async def _run(source: PolicySource, settings: ReportsSettings, host: str, port: int) -> str | None:
     """The controller until SIGTERM or SIGINT; a message when it cannot start."""
+    import asyncio  # noqa: PLC0415
+
     from lightkube import AsyncClient  # noqa: PLC0415
     from lightkube.core.exceptions import ConfigError  # noqa: PLC0415
 

@@ -5,23 +5,19 @@ inventory and the judgement are the core's (core/contents/).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sys
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from imagegate.core.contents.files import FileSelection, ImageFiles
-from imagegate.core.contents.inventory import INVENTORY_FILES
-from imagegate.core.contents.report import ImageScan, scan_image
 from imagegate.core.policy import Policy
 from imagegate.core.records import Allowance
 from imagegate.core.reference import ReferenceError, parse_docker_ref
@@ -36,12 +32,15 @@ from imagegate.shell.cli.common import (
     load,
     plural,
     read_inputs,
+    registry_gate,
     write_json,
 )
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_DENIED
 from imagegate.shell.logs import configure_logging
 from imagegate.shell.registry.errors import RegistryError
-from imagegate.shell.registry.gate import RegistryGate
+
+if TYPE_CHECKING:
+    from imagegate.core.contents.report import ImageScan
 
 FromOption = Annotated[
     list[str] | None,
@@ -82,9 +81,11 @@ async def _read(
 ) -> tuple[dict[str, tuple[str, ImageFiles]], UnreadImages]:
     """Each image's first platform's files; what could not be read. Images the operator named are
     read wherever they are (as ``inspect`` does); images from a dump only from registries the policy names."""
+    import asyncio  # noqa: PLC0415
+
     from imagegate.shell.registry.contents import read_files  # noqa: PLC0415 (the reader: only for these commands)
 
-    gate = RegistryGate(policy.parent if policy else None)
+    gate = registry_gate(policy)
     found: dict[str, tuple[str, ImageFiles]] = {}
     unread = UnreadImages()
     try:
@@ -123,6 +124,12 @@ def scan(
 
     Exits 1 when an image fails an enforced content rule, 2 when an image could not be read.
     """
+    import asyncio  # noqa: PLC0415
+
+    # the parsers and the licence list: loaded by the commands that read images' files
+    from imagegate.core.contents.inventory import INVENTORY_FILES  # noqa: PLC0415
+    from imagegate.core.contents.report import scan_image  # noqa: PLC0415
+
     configure_logging("warning", json=False)
     console = Console(stderr=output is OutputFormat.json)
     loaded = load(policy, grants)
@@ -163,6 +170,8 @@ def _scan_document(found: ImageScan) -> dict[str, object]:
 
 
 def _render(scans: Sequence[ImageScan], console: Console) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(header_style="bold")
     for column in ("image", "packages", "licences", "content rules"):
         table.add_column(column, overflow="fold")
@@ -190,6 +199,11 @@ def sbom(
     out: Annotated[Path | None, typer.Option("--out", help="Write it here instead of stdout.")] = None,
 ) -> None:
     """A software bill of materials of an image's packages: CycloneDX 1.6 or SPDX 2.3, JSON."""
+    import asyncio  # noqa: PLC0415
+
+    from imagegate.core.contents.inventory import INVENTORY_FILES  # noqa: PLC0415
+    from imagegate.core.contents.report import scan_image  # noqa: PLC0415
+
     configure_logging("warning", json=False)
     loaded = load(policy, None)
     try:

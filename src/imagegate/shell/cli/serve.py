@@ -134,8 +134,8 @@ def serve(
 
     With no flags: the built-in policy and a self-signed development certificate.
     """
+    from imagegate.shell.webhook.listen import ListenError, check_listen  # noqa: PLC0415
     from imagegate.shell.webhook.settings import SERVING_MODULE, SHUTDOWN_GRACE_SECONDS, ServerSettings  # noqa: PLC0415
-    from imagegate.shell.webhook.workers import ListenError, check_listen  # noqa: PLC0415
 
     configure_logging(log_level, json=log_format is LogFormat.json)
     if (tls_cert is None) != (tls_key is None):

@@ -34,7 +34,7 @@ from imagegate.core.policy import (
     load_grants_file,
 )
 from imagegate.core.yamldoc import kubectl_scalar, load_yaml_document
-from imagegate.shell.policy_source import read_document
+from imagegate.shell.policy_files import read_document
 
 __all__ = ["Edited", "GrantEditError", "edit_grants_file", "edit_grants_text", "grants_configmap_yaml"]
 

@@ -19,15 +19,16 @@ import time
 from collections.abc import Callable
 
 import httpx2 as httpx  # lightkube 1.0 raises httpx2's errors (a fork of httpx), not httpx's
-import structlog
 from lightkube import ApiError, AsyncClient
 from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
+from imagegate.shell.logs import get_logger
+
 __all__ = ["LeaderElector"]
 
-log = structlog.get_logger("imagegate.reports")
+log = get_logger("imagegate.reports")
 
 
 def _micro_time(moment: dt.datetime) -> dt.datetime:

@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx2 as httpx
 import msgspec  # lightkube 1.0 raises httpx2's errors (a fork of httpx), not httpx's
-import structlog
 from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import GenericGlobalResource, GenericNamespacedResource, create_api_info
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -43,11 +42,12 @@ from imagegate.core.policyreport import (
 )
 from imagegate.core.workloads import WORKLOAD_KINDS, WorkloadKind
 from imagegate.shell.cluster.lease import LeaderElector, first_of
+from imagegate.shell.logs import get_logger
 from imagegate.shell.policy_source import PolicySource, ReloadResult
 
 __all__ = ["CrdMissingError", "ReportsController", "ReportsSettings", "ensure_crd"]
 
-log = structlog.get_logger("imagegate.reports")
+log = get_logger("imagegate.reports")
 
 FIELD_MANAGER = "imagegate-reports"
 COMPONENT = "imagegate-reports"

@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 
 import httpx
 import msgspec
-import structlog
 from cachetools import LRUCache, TTLCache
 
 from imagegate.core.oci import (
@@ -49,6 +48,7 @@ from imagegate.core.oci import (
 from imagegate.core.platforms import PlatformSpec, node_platform, normalize, runnable_entries
 from imagegate.core.policy import DEFAULT_LOOKUP_TIMEOUT, DEFAULT_PLATFORMS, DEFAULT_REGISTRY_TIMEOUT
 from imagegate.core.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, Reference
+from imagegate.shell.logs import get_logger
 from imagegate.shell.registry.auth import (
     CredentialSource,
     DockerConfigCredentials,
@@ -61,7 +61,7 @@ from imagegate.shell.registry.reading import ACCEPT_ENCODING, read_body, send, t
 
 __all__ = ["RegistryClient", "RegistryError", "RegistryErrorKind", "RegistrySettings", "RequestObserver"]
 
-log = structlog.get_logger("imagegate.registry")
+log = get_logger("imagegate.registry")
 T = TypeVar("T")
 
 

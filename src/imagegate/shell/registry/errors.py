@@ -3,10 +3,13 @@ policy needs no registry catches and names it without loading the client."""
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the event loop is the client's: a command naming these errors loads none
+    import asyncio
 
 __all__ = ["RegistryError", "RegistryErrorKind", "RequestObserver", "deadline"]
 
@@ -61,6 +64,8 @@ async def deadline(
 
     A deadline inside another ends at the earlier of the two; the error names the one that ended.
     """
+    import asyncio  # noqa: PLC0415
+
     try:
         async with asyncio.timeout_at(asyncio.get_running_loop().time() + seconds if at is None else at) as limit:
             yield limit

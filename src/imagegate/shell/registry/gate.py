@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import structlog
-
 from imagegate.core.baseimage import BaseVersion
 from imagegate.core.bases import TaggedBase, is_artifact_tag, tagged_bases
 from imagegate.core.policy import DEFAULT_LOOKUP_TIMEOUT, BaseImagesConfig, Policy, RegistryConfig, contact_refusal
 from imagegate.core.reference import Reference, parse_docker_ref
-from imagegate.shell.policy_source import relative_to_policy
+from imagegate.shell.logs import get_logger
+from imagegate.shell.policy_files import relative_to_policy
 from imagegate.shell.registry.errors import RegistryError, RegistryErrorKind, RequestObserver, deadline
 
 if TYPE_CHECKING:  # the client (httpx) is loaded by the first lookup: a policy without one never does
@@ -57,7 +56,7 @@ LOOKUPS_AT_ONCE = 8
 # What the log says when the registry's part of one decision ran out of time.
 DECISION_LOOKUPS = "the registry lookups of this decision"
 
-log = structlog.get_logger("imagegate.verification")
+log = get_logger("imagegate.verification")
 
 
 def client_for(

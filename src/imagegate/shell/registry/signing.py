@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from cachetools import LRUCache, TTLCache
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,7 +35,8 @@ from imagegate.core.signatures import (
     check_simple_signing_payload,
     judge,
 )
-from imagegate.shell.policy_source import relative_to_policy
+from imagegate.shell.logs import get_logger
+from imagegate.shell.policy_files import relative_to_policy
 from imagegate.shell.registry.artifacts import (
     BUNDLE_TYPES,
     CERTIFICATE_ANNOTATION,
@@ -71,7 +71,7 @@ __all__ = [
     "verifies",
 ]
 
-log = structlog.get_logger("imagegate.signing")
+log = get_logger("imagegate.signing")
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 

@@ -49,7 +49,7 @@ from imagegate.core.signatures import (
     check_simple_signing_payload,
     signer_name,
 )
-from imagegate.shell.policy_source import relative_to_policy
+from imagegate.shell.policy_files import relative_to_policy
 from imagegate.shell.registry.artifacts import (
     BUNDLE_ANNOTATION,
     BUNDLE_V01,

@@ -18,7 +18,6 @@ import time
 from collections.abc import Awaitable
 
 import msgspec
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import imagegate.shell.registry.content_answerer  # noqa: F401 (registers the content rules' answerer)
@@ -33,6 +32,7 @@ from imagegate.core.admission import (
 )
 from imagegate.core.policy import Policy
 from imagegate.core.records import MAX_LISTED_FINDINGS, SERVED_WEBHOOKS, Answers, Outcome, Webhook, bounded
+from imagegate.shell.logs import get_logger
 from imagegate.shell.policy_source import PolicySource, ReloadResult
 from imagegate.shell.registry.answerers import settle
 from imagegate.shell.registry.gate import RegistryGate
@@ -43,7 +43,7 @@ from imagegate.shell.webhook.tls_reload import TlsReloader
 
 __all__ = ["WebhookApp"]
 
-log = structlog.get_logger("imagegate.server")
+log = get_logger("imagegate.server")
 
 
 _WEBHOOK_AT = {f"/{webhook}": webhook for webhook in SERVED_WEBHOOKS}

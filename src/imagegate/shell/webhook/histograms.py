@@ -20,13 +20,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import msgspec
-import structlog
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from imagegate.shell.logs import get_logger
+
 __all__ = ["BatchedHistogram", "Counts"]
 
-log = structlog.get_logger("imagegate.metrics")
+log = get_logger("imagegate.metrics")
 
 # label value -> (sum of the observations, count per bucket, not cumulative, +Inf last)
 Counts = dict[str, tuple[float, list[int]]]

@@ -55,11 +55,12 @@ from typing import cast
 
 import httptools
 import msgspec
-import structlog
+
+from imagegate.shell.logs import get_logger
 
 __all__ = ["HttpServer", "Limits", "Request", "Response", "server_ssl_context"]
 
-log = structlog.get_logger("imagegate.http")
+log = get_logger("imagegate.http")
 
 MAX_HEADER_BYTES = 64 * 1024
 _SWEEP_SECONDS = 0.5

@@ -20,8 +20,9 @@ if __name__ in ("__main__", "__mp_main__"):  # the serving process or one of its
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 from imagegate.shell.exits import EXIT_BAD_INPUT, report_internal_error
+from imagegate.shell.webhook.listen import ListenError
 from imagegate.shell.webhook.settings import SERVING_MODULE, ServerSettings
-from imagegate.shell.webhook.workers import ListenError, run_server
+from imagegate.shell.webhook.workers import run_server
 
 __all__ = ["main"]
 

@@ -8,14 +8,13 @@ import ssl
 import tempfile
 from pathlib import Path
 
-import structlog
-
 from imagegate.shell.filewatch import changes
+from imagegate.shell.logs import get_logger
 from imagegate.shell.webhook.metrics import Metrics
 
 __all__ = ["TlsReloader"]
 
-log = structlog.get_logger("imagegate.server")
+log = get_logger("imagegate.server")
 
 
 class TlsReloader:

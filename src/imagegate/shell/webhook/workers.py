@@ -8,8 +8,6 @@ forwards the stop signal and stops them all when one dies.
 from __future__ import annotations
 
 import asyncio
-import errno
-import ipaddress
 import multiprocessing
 import os
 import shutil
@@ -18,83 +16,22 @@ import socket
 import sys
 import tempfile
 
-import structlog
 import uvloop
 from prometheus_client import multiprocess
 
 from imagegate.core.admission import SIZE_CHECK_BYTES
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR
-from imagegate.shell.logs import configure_logging
+from imagegate.shell.logs import configure_logging, get_logger
 from imagegate.shell.policy_source import PolicySource
 from imagegate.shell.webhook.app import WebhookApp
 from imagegate.shell.webhook.http import HttpServer, Limits, server_ssl_context
+from imagegate.shell.webhook.listen import ListenError, listening_socket
 from imagegate.shell.webhook.metrics import MULTIPROCESS_ENV
 from imagegate.shell.webhook.settings import ServerSettings
 
-__all__ = ["ListenError", "check_listen", "run_server", "serve_worker"]
+__all__ = ["run_server", "serve_worker"]
 
-log = structlog.get_logger("imagegate.server")
-
-
-class ListenError(Exception):
-    """The server cannot listen where it was told to; the message says why, in one line."""
-
-
-def _bind_error(host: str, port: int, exc: OSError) -> ListenError:
-    if exc.errno == errno.EADDRINUSE:
-        return ListenError(
-            f"port {port} on {host} is already in use by another process: stop it or choose another --port"
-        )
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return ListenError(
-            f"--host {host} is not an address of this host (`ip address` lists them; 0.0.0.0 listens on all)"
-        )
-    if exc.errno == errno.EACCES:
-        return ListenError(f"port {port} needs privileges this process lacks (ports below 1024): choose --port 8443")
-    return ListenError(f"cannot listen on {host} port {port}: {exc.strerror or exc}")
-
-
-def _listening_socket(host: str, port: int, *, shared: bool) -> socket.socket:
-    """The socket to accept on; ``shared``: each worker binds its own and the kernel spreads connections.
-
-    Raises :class:`ListenError` (an unknown host name, an address of another machine, a
-    port in use) instead of a bare ``OSError``.
-    """
-    # An address, never a name to look up: a listen address that depends on DNS is a surprise.
-    if host != "localhost":
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ListenError(
-                f"--host {host!r} is not an IP address (e.g. 127.0.0.1, ::1, 0.0.0.0) or localhost"
-            ) from None
-    try:
-        family, kind, proto, _name, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except (socket.gaierror, UnicodeError, ValueError) as exc:
-        raise ListenError(f"--host {host!r}: {exc}") from None
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if shared:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise _bind_error(host, port, exc) from None
-    sock.setblocking(False)
-    return sock
-
-
-def check_listen(host: str, port: int) -> None:
-    """Raise :class:`ListenError` unless this process could listen on ``host``:``port`` now.
-
-    Bound without SO_REUSEPORT, so a port that another server holds (even another
-    imagegate with several workers) is found in use instead of silently shared.
-    """
-    _listening_socket(host, port, shared=False).close()
+log = get_logger("imagegate.server")
 
 
 async def _serve(app: WebhookApp, settings: ServerSettings, sock: socket.socket | None = None) -> None:
@@ -106,7 +43,7 @@ async def _serve(app: WebhookApp, settings: ServerSettings, sock: socket.socket 
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls_context = server_ssl_context(str(settings.tls_cert), str(settings.tls_key))
     if sock is None:
-        sock = _listening_socket(settings.host, settings.port, shared=settings.workers > 1)
+        sock = listening_socket(settings.host, settings.port, shared=settings.workers > 1)
     await app.startup(tls_context)
     # A review big enough to be counted before it is decoded is also decided in the heavy lane.
     limits = Limits(
@@ -153,7 +90,7 @@ def run_server(settings: ServerSettings) -> int:
     """
     if settings.workers <= 1:
         # Bound here, before anything else starts: a port in use is a ListenError for the caller.
-        serve_worker(settings, _listening_socket(settings.host, settings.port, shared=False))
+        serve_worker(settings, listening_socket(settings.host, settings.port, shared=False))
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="imagegate-metrics-")
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # inherited by the spawned workers
