@@ -19,6 +19,9 @@ about 66 MB gzip, 170 MB of tar) and three small layers to Debian's docker-regis
 * second image: another image on the same base through the same reader: only its own layer is
   fetched (the blob requests are counted and asserted);
 * warm: the same image again (cached by its digest): time per read;
+* warm admission: the registry answers of a decision on a pod of that image under a content rule
+  (``answerers.answer``, as the webhook asks them), once the verdicts are kept: what the content
+  rule adds to a warm admission (the answerer's ``known()``: no task, no await);
 * concurrent: ``--images`` images on the one base (each its own small top layer) read at once
   by a fresh reader: the base's blob must be fetched once (asserted);
 * large: an image of about ``--large`` MB of blobs (the base and a layer of incompressible data
@@ -136,6 +139,44 @@ async def concurrent(registry: Registry, credentials: DockerConfigCredentials, r
         started = time.perf_counter()
         await asyncio.gather(*(reader.read(ref, SELECTION) for ref in refs))
         return time.perf_counter() - started, shared.fetches["layer"]
+
+
+async def warm_admission(registry: Registry, config: Path, ref: str, rounds: int = 5000) -> float:
+    """Seconds per decision's registry answers (``answerers.answer``) for a pod of ``ref`` under a
+    content rule requiring libnss-sss, once its verdicts are kept (the first answers wait for them)."""
+    import datetime as dt  # noqa: PLC0415
+
+    import imagegate.shell.registry.content_answerer  # noqa: F401, PLC0415 (registers the content answerer)
+    from imagegate.core.contents.policy import ContentAnswer  # noqa: PLC0415
+    from imagegate.core.decide import decide  # noqa: PLC0415
+    from imagegate.core.policy import load_policy  # noqa: PLC0415
+    from imagegate.core.records import Webhook  # noqa: PLC0415
+    from imagegate.shell.registry.answerers import answer  # noqa: PLC0415
+    from imagegate.shell.registry.gate import RegistryGate  # noqa: PLC0415
+
+    host = registry.host
+    policy = load_policy(
+        "apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\n"
+        f"trusted: [{host}/bench]\nregistry: {{caFile: {registry.tls.ca_cert}, credentialsFile: {config}}}\n"
+        f"content:\n  rules:\n    - {{name: integration, images: ['{host}/bench/**'], requirePackages: [{{name: libnss-sss}}]}}\n"
+    )
+    pod = {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": ref}]}}
+    decision = decide(policy, pod, namespace="tool-a", now=dt.datetime(2026, 12, 8, tzinfo=dt.UTC))
+    gate = RegistryGate()
+    try:
+        while True:  # the cold read goes on in the background; the verdict is kept when done
+            (found,) = (await answer(gate, policy, decision, webhook=Webhook.VALIDATE)).found.values()
+            assert isinstance(found, ContentAnswer) and not found.problem, found
+            if not found.pending:
+                break
+            await asyncio.sleep(0.05)
+        assert [verdict.ok for verdict in found.verdicts] == [True], found
+        started = time.perf_counter()
+        for _ in range(rounds):
+            await answer(gate, policy, decision, webhook=Webhook.VALIDATE)
+        return (time.perf_counter() - started) / rounds
+    finally:
+        await gate.aclose()
 
 
 def peak_rss(registry: Registry, config: Path, ref: str) -> tuple[float, float]:
@@ -273,6 +314,10 @@ def main() -> None:
         assert own == 1, f"the second image fetched {own} blobs, not its own one"
         print(f"second image on the base: {own} blob fetched (its own layer)")
         print(f"warm (cached by digest): {warm * 1e6:.1f} µs per read")
+        admission = asyncio.run(warm_admission(registry, Path(scratch) / "config.json", ref))
+        print(
+            f"warm admission (a decision's registry answers, a content rule, verdicts kept): {admission * 1e6:.1f} µs"
+        )
         refs = []
         for i in range(options.images):
             top = layer([file(f"srv/tool{i}/main.py", b"print(%d)\n" % i)])

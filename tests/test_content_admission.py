@@ -173,6 +173,43 @@ def test_through_the_gate_against_a_real_registry(registry: tuple[Registry, Path
     assert "fails the content rule toolforge-integration: libnss-sss is not installed (dpkg lists " in removed.message()
 
 
+def test_a_warm_answer_comes_from_known_alone(registry: tuple[Registry, Path]) -> None:  # noqa: F811
+    """Once the tag's digest and its verdicts are kept, ``known()`` answers with no task and no
+    await (the warm path, measured by bench/content_bench.py); before, and for an image the policy
+    does not let imagegate contact, it leaves the answer to ``answer()``."""
+    from imagegate.shell.registry.answerers import Asking, answer  # noqa: PLC0415
+
+    reg, policy_path = registry
+    text = policy_path.read_text().replace("registry: {", f"registry: {{contact: [{reg.host}], ")
+    policy = load_policy(text + "byoc:\n  grants:\n    - {namespace: tool-a}\n", str(policy_path))
+    image = f"{reg.host}/tools/apps:1"
+    decision = decide(policy, _pod(image), namespace="tool-a", now=NOW, webhook=Webhook.VALIDATE)
+    (question,) = [q for q in decision.questions if isinstance(q, ContentQuestion)]
+
+    async def go() -> None:
+        gate = RegistryGate(policy_path.parent)
+        try:
+            asking = Asking(gate, policy, decision, asyncio.get_running_loop().time() + 30)
+            assert ANSWERER.known(asking, question) is None  # a fresh gate knows no tag: answer() looks it up
+            first = await ANSWERER.answer(asking, question)
+            await ANSWERER.judge.settled()
+            if first.pending:
+                first = await ANSWERER.answer(asking, question)
+            warm = ANSWERER.known(asking, question)
+            assert warm is not None and warm == first and warm.digest is not None
+            fetches = dict(gate.client(policy.registry).fetches)
+            reads = ANSWERER.judge.reads_started
+            found = await answer(gate, policy, decision, webhook=Webhook.VALIDATE)
+            assert found.get(question) == warm
+            assert gate.client(policy.registry).fetches == fetches and ANSWERER.judge.reads_started == reads
+            elsewhere = ContentQuestion(parse_docker_ref("elsewhere.example/tool/app:1"), question.rules)
+            assert ANSWERER.known(asking, elsewhere) is None  # answer() says it is not contacted
+        finally:
+            await gate.aclose()
+
+    asyncio.run(go())
+
+
 def test_check_waits_for_a_cold_read_a_served_request_does_not(registry: tuple[Registry, Path]) -> None:  # noqa: F811
     """With the lookup budget spent, a served request's cold read answers "being read" (the read
     goes on: the API server's retry finds it); ``check``'s waits for the verdict, since nobody asks

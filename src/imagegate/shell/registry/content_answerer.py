@@ -38,6 +38,20 @@ class ContentAnswerer(Answerer[ContentQuestion, ContentAnswer]):
             self._judge = ContentJudge()
         return self._judge
 
+    def known(self, asking: Asking, question: ContentQuestion) -> ContentAnswer | None:
+        """The verdicts kept for the digest the tag is known to point at (the client's tag cache,
+        which expires as for every other lookup), with no task and no await: the warm path. None
+        when anything must be looked up or said (:meth:`answer` does it)."""
+        judge, policy, ref = self._judge, asking.policy, question.ref
+        if judge is None or not policy.contact_scope().allows(ref):
+            return None
+        client = asking.gate.known_client(policy.registry)
+        digest = client.known_digest(ref) if client is not None else None
+        if digest is None:
+            return None
+        verdicts = judge.known(digest, question.rules)
+        return None if verdicts is None else ContentAnswer(verdicts, digest)
+
     async def answer(self, asking: Asking, question: ContentQuestion) -> ContentAnswer:
         policy, ref = asking.policy, question.ref
         scope = policy.contact_scope()
