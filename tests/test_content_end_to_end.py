@@ -51,6 +51,7 @@ from imagegate.core.contents.inventory import read_inventory
 from imagegate.core.contents.layers import ContentErrorKind
 from imagegate.core.contents.limits import ContentLimits
 from imagegate.core.contents.policy import BEING_READ
+from imagegate.core.records import Verdict
 from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML
 from tests.conftest import POLICY_HEADER, admission_review, run_imagegate
 from tests.content_layers import (
@@ -70,6 +71,7 @@ from tests.content_layers import (
 from tests.debian_rootfs import rootfs
 from tests.oci_images import OciLayout
 from tests.registry_process import Registry, run_registry
+from tests.test_metrics import scrape, value
 from tests.webhook_process import WebhookProcess, run_webhook
 
 # the trusted base: the rootfs tests/test_registry_contents_debian.py and test_content_rules.py use
@@ -427,6 +429,27 @@ def _as_expected(case: Case, image: str, response: dict[str, Any]) -> None:
 def test_validate(world: World, name: str) -> None:
     """Each case through /validate (a review sent again while its image is being read)."""
     _as_expected(world.cases[name], world.image(name), _settled(world.webhook.client(), world.review(name)))
+
+
+def test_content_verdicts_are_counted(world: World) -> None:
+    """imagegate_verdicts_total{check="content"} counts each content rule's verdict a decision was
+    made with (the metric's code names no question type: ContentQuestion declares its check)."""
+    client = world.webhook.client()
+    # licences-denied (a content grant): toolforge-integration passes, open-source fails;
+    # hostile-on-error-allow: lenient-integration cannot read it and its onError allows
+    names = ("licences-denied", "hostile-on-error-allow")
+    for name in names:
+        _settled(client, world.review(name))  # read and judged (a failed read is read again: unverified still)
+
+    def counted() -> dict[str, float]:
+        series = scrape(world.webhook)
+        return {v: value(series, "imagegate_verdicts_total", check="content", verdict=v) for v in Verdict}
+
+    before = counted()
+    for name in names:
+        assert client.post("/validate", json=world.review(name)).status_code == 200
+    after = counted()
+    assert {v: after[v] - before[v] for v in Verdict} == {"pass": 1, "fail": 1, "unverified": 1}
 
 
 @pytest.mark.parametrize("name", CASES)
