@@ -198,15 +198,19 @@ def in_layout(layout: OciLayout, blobs: list[Blob], name: str) -> str:
     return sha256(manifest)
 
 
-def push_by_skopeo(registry: Registry, layout: OciLayout, name: str, destination: str) -> None:
+def push_by_skopeo(
+    registry: Registry, layout: OciLayout, name: str, destination: str, *, docker_format: bool = False
+) -> None:
     """Push ``layout``'s image ``name`` to ``destination`` here with skopeo, which copies blobs as
-    they are (it checks their digests, not what is inside them: hostile tars go this way too)."""
+    they are (it checks their digests, not what is inside them: hostile tars go this way too);
+    ``docker_format``: as a Docker v2 schema 2 manifest (Docker's media types, the same blobs)."""
     skopeo_copy(
         layout.root,
         name,
         f"{registry.host}/{destination}",
         cert_dir=registry.cert_dir,
         credentials=registry.credentials,
+        docker_format=docker_format,
     )
 
 

@@ -8,7 +8,7 @@ by tests/debian_rootfs.py, and their compressed blobs beside them):
 
 * the trusted base: Debian bookworm minbase with libnss-sss (the rootfs the other content tests
   use), in ``baseImages.trusted``; an app on it, as gzip layers and again as zstd layers (the same
-  base tar zstd-compressed: the same diff_ids, another blob);
+  base tar zstd-compressed: the same diff_ids, another blob), and as a Docker v2 schema 2 image;
 * on the base, a later layer that purges libnss-sss (every file of its dpkg ``.list`` whited out,
   dpkg's status without it), and one whose opaque ``/etc`` (``.wh..wh..opq``) brings an
   nsswitch.conf that says ``files`` only, each as gzip and as zstd;
@@ -17,8 +17,9 @@ by tests/debian_rootfs.py, and their compressed blobs beside them):
 * Python distributions and npm packages with the metadata installed on this machine, under a
   licences rule (OSI-approved, GPL-2.0-or-later denied, for PyPI and npm);
 * hostile layers on the trusted base (a zstd bomb, ``../`` and absolute names, a symlink loop, a
-  hard link out of the tree, a truncated gzip stream) and a layer whose stored bytes were altered
-  in the registry's own storage after the push (a digest mismatch served by docker-registry).
+  symlink and a hard link out of the tree, truncated gzip, zstd and tar streams, a gzip CRC error,
+  an unknown layer media type) and a layer whose stored bytes were altered in the registry's own
+  storage after the push (a digest mismatch served by docker-registry).
 
 Grants: ``tool-both`` (``proof: both``: the trusted base and the content rules) and
 ``tool-content`` (``proof: content``). One more rule covers a trusted repository with
@@ -91,7 +92,15 @@ HOSTILE = {
     "symlink-loop": "the symlink /etc/nsswitch.conf: more than 40 symlinks (a loop)",
     "hardlink-out": "the hard link /etc/nsswitch.conf points at '../../etc/shadow', outside the image's tree",
     "gzip-truncated": "the gzip stream ends before it is complete",
+    "symlink-out": "the symlink /etc/nsswitch.conf: its symlinks lead above the image's root",
+    "gzip-crc": "the gzip stream is corrupt",
+    "zstd-truncated": "the zstd stream ends inside a frame",
+    "tar-truncated": "the tar stream ends inside /etc/nsswitch.conf",
+    "unknown-type": "application/vnd.example.layer.v1+tar is not a layer type",
 }
+MERGED = {"symlink-loop", "symlink-out"}  # found in the merged tree, not in one layer
+# a plain tar layer is gzip-compressed by skopeo on its way to a registry: another digest
+RECOMPRESSED = {"tar-truncated"}
 INTEGRATION = "fails the content rule toolforge-integration: "
 REPOSITORY = "tool/app"  # every case's image, by tag
 BASE = "toolforge/bookworm-sssd:latest"  # the trusted base
@@ -109,6 +118,7 @@ class Case:
 CASES = (
     "on-base-gzip",
     "on-base-zstd",
+    "on-base-docker-v2s2",
     "purged-gzip",
     "purged-zstd",
     "opaque-etc-gzip",
@@ -277,6 +287,7 @@ class _Push:
     blobs: list[Blob]
     case: Case
     damage: str = ""  # a blob whose stored bytes are altered after the push
+    docker: bool = False  # pushed as a Docker v2 schema 2 manifest (skopeo converts it)
 
 
 def _plan(trusted_tar: Path, other_tar: Path) -> list[_Push]:
@@ -288,8 +299,10 @@ def _plan(trusted_tar: Path, other_tar: Path) -> list[_Push]:
     hostile = hostile_layers(SSS)
     plan: list[_Push] = []
 
-    def add(name: str, blobs: list[Blob], namespace: str, allowed: bool, *says: str, damage: str = "") -> None:
-        plan.append(_Push(name, blobs, Case(f"{REPOSITORY}:{name}", namespace, allowed, says), damage))
+    def add(
+        name: str, blobs: list[Blob], namespace: str, allowed: bool, *says: str, damage: str = "", docker: bool = False
+    ) -> None:
+        plan.append(_Push(name, blobs, Case(f"{REPOSITORY}:{name}", namespace, allowed, says), damage, docker))
 
     for compression in ("gzip", "zstd"):
         base = _base(trusted_tar, compression)
@@ -312,6 +325,7 @@ def _plan(trusted_tar: Path, other_tar: Path) -> list[_Push]:
             r"/etc/nsswitch.conf: group: files (no line matches ^group:.*\bsss\b)",
         )
     base = _base(trusted_tar, "gzip")
+    add("on-base-docker-v2s2", [base, layer(app)], "tool-both", True, docker=True)
     other = [_base(other_tar, "gzip"), layer(app)]
     add("other-debian-content-proof", other, "tool-content", True)
     add("other-debian-both-proofs", other, "tool-both", False, "is not built on a trusted base image")
@@ -326,10 +340,11 @@ def _plan(trusted_tar: Path, other_tar: Path) -> list[_Push]:
     )
     for name, why in HOSTILE.items():
         item, kind = hostile[name]
-        where = "" if kind is ContentErrorKind.LINK_LOOP else f"layer {item.digest}: "  # a loop is the merged tree's
+        where = "" if name in MERGED else "layer sha256:" if name in RECOMPRESSED else f"layer {item.digest}: "
+        said = why
         if kind is ContentErrorKind.BOMB:
-            where += f"unpacks to more than {ContentLimits().unpacked_allowance(len(item.data))} bytes, "
-        add(f"hostile-{name}", [base, item], "tool-both", False, f"{UNREAD}({kind.value}): {where}{why}")
+            said = f"unpacks to more than {ContentLimits().unpacked_allowance(len(item.data))} bytes, {why}"
+        add(f"hostile-{name}", [base, item], "tool-both", False, f"{UNREAD}({kind.value}): {where}", f": {said}")
     tampered = layer([file("etc/nsswitch.conf", SSS)])
     add(
         "hostile-digest-mismatch",
@@ -361,11 +376,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     for item in plan:
         in_layout(layout, item.blobs, item.name)
     damaged = [item.damage for item in plan if item.damage]
+    docker = {item.name for item in plan if item.docker}
     del plan  # the blobs are in the layout: their bytes need not stay in memory
     with run_registry(workdir / "registry") as reg:
 
         def push(name: str) -> None:
-            push_by_skopeo(reg, layout, name, f"{REPOSITORY}:{name}")
+            push_by_skopeo(reg, layout, name, f"{REPOSITORY}:{name}", docker_format=name in docker)
 
         # the base alone (the trusted base image), then the images whose big blobs are new, then
         # the rest side by side (skopeo finds their big blobs in the repository by then)
