@@ -444,3 +444,8 @@ def _register_built_in(answerers: Iterable[Answerer[Any, Any]]) -> None:
 
 
 _register_built_in((BaseAnswerer(), SignaturesAnswerer(), AttestationsAnswerer(), DigestAnswerer()))
+
+# The content rules' answerer lives in its own module (its reader and parsers load on first use) and
+# registers itself: imported here, last, so that whoever answers a decision has every built-in
+# answerer (audit --compare asked a ContentQuestion with none registered: an internal error).
+import imagegate.shell.registry.content_answerer  # noqa: E402, F401
