@@ -519,5 +519,17 @@ def test_a_read_goes_on_in_the_background_past_its_callers_budget(pushed: Pushed
             doomed = await judge.answer(client, bomb, rules, budget=5.0)
             assert doomed.problem and not doomed.verdicts and not doomed.pending
             assert judge.reads_started == 4  # a failed read is not kept: read again
+            # a server's shutdown: the reads in flight are cancelled (nobody waits for them and
+            # their clients close next), the verdicts kept stay, and a later ask reads again
+            opaque = parse_docker_ref(pushed.ref("toolforge/base:1"))
+            assert (await judge.answer(client, opaque, rules, budget=0.0)).pending
+            in_flight = list(judge._reads.values())
+            assert in_flight
+            await judge.aclose()
+            assert judge._reads == {} and all(task.cancelled() for task in in_flight)
+            assert (await judge.answer(client, plain, rules, budget=0.0)).verdicts  # kept
+            started = judge.reads_started
+            again = await judge.answer(client, opaque, rules, budget=5.0)
+            assert again.verdicts and judge.reads_started == started + 1  # nothing kept of the cancelled read
 
     asyncio.run(go())

@@ -132,6 +132,9 @@ class Answerer(Generic[Q, A]):
     async def answer(self, asking: Asking, question: Q) -> A | None:  # pragma: no cover - each answerer has its own
         raise NotImplementedError
 
+    async def aclose(self) -> None:
+        """Stop what it does in the background (a server's shutdown); nothing by default."""
+
 
 _ANSWERERS: dict[type[Question[Any]], Answerer[Any, Any]] = {}
 
@@ -152,6 +155,12 @@ def unregister(question: type[Question[Any]]) -> None:
 def answered() -> tuple[type[Question[Any]], ...]:
     """The question types answered now (what the verdict metric starts its series from)."""
     return tuple(_ANSWERERS)
+
+
+async def close_answerers() -> None:
+    """Stop every answerer's background work (before the gate's clients close: it uses them)."""
+    for answerer in list(_ANSWERERS.values()):
+        await answerer.aclose()
 
 
 def answerer_for(question: Question[Any]) -> Answerer[Any, Any]:

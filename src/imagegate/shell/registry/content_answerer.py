@@ -38,6 +38,10 @@ class ContentAnswerer(Answerer[ContentQuestion, ContentAnswer]):
             self._judge = ContentJudge()
         return self._judge
 
+    async def aclose(self) -> None:
+        if self._judge is not None:
+            await self._judge.aclose()
+
     def known(self, asking: Asking, question: ContentQuestion) -> ContentAnswer | None:
         """The verdicts kept for the digest the tag is known to point at (the client's tag cache,
         which expires as for every other lookup), with no task and no await: the warm path. None

@@ -74,9 +74,20 @@ class ContentJudge:
         return task.result() if done else ContentAnswer(pending=True)
 
     async def settled(self) -> None:
-        """Wait for the reads in flight (a test's sync point; a server's shutdown)."""
+        """Wait for the reads in flight (a test's sync point)."""
         while self._reads:
             await asyncio.wait(set(self._reads.values()))
+
+    async def aclose(self) -> None:
+        """Cancel the reads in flight (a server's shutdown: nobody waits for their verdicts, and
+        their registry clients are about to close); verdicts already kept stay."""
+        loop = asyncio.get_running_loop()
+        reads = [task for task in self._reads.values() if task.get_loop() is loop]  # others' loops are gone
+        for task in reads:
+            task.cancel()
+        if reads:
+            await asyncio.wait(reads)
+        self._reads.clear()
 
     async def _answer(
         self,

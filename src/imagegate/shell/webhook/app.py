@@ -34,7 +34,7 @@ from imagegate.core.policy import Policy
 from imagegate.core.records import MAX_LISTED_FINDINGS, SERVED_WEBHOOKS, Answers, Outcome, Webhook, bounded
 from imagegate.shell.logs import get_logger
 from imagegate.shell.policy_source import PolicySource, ReloadResult
-from imagegate.shell.registry.answerers import settle
+from imagegate.shell.registry.answerers import close_answerers, settle
 from imagegate.shell.registry.gate import RegistryGate
 from imagegate.shell.webhook.http import Request, Response
 from imagegate.shell.webhook.metrics import METRICS_FLUSH_SECONDS, Metrics
@@ -131,6 +131,7 @@ class WebhookApp:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await close_answerers()  # background reads (content) first: they use the gate's clients
         await self.gate.aclose()
         self.metrics.flush()
         log.info("imagegate stopped")
