@@ -278,6 +278,7 @@ def test_the_webhook_under_load_while_cold_reads_happen(
     }
     being_read = "fails the content rule toolforge-integration: its content is being read, retry shortly"
     missing = "fails the content rule toolforge-integration: libnss-sss is not installed (dpkg lists "
+    timed_out = "lookup took longer than 0.3s (registry.lookupTimeoutSeconds)"
     order = [name for _ in range(67) for name in images][:200]
 
     async def load(webhook_url: str, ca: Path) -> list[tuple[str, float, float, int, dict[str, Any]]]:
@@ -310,9 +311,11 @@ def test_the_webhook_under_load_while_cold_reads_happen(
             message = response.get("status", {}).get("message", "")
             if final(name, response):
                 first_verdict[name] = min(first_verdict.get(name, received), received)
-            else:  # only a read still going on may answer otherwise, and it denies
+            else:  # only a read still going on may answer otherwise, and it denies (onError: deny)
                 assert name != "trusted" and response["allowed"] is False, (name, response)
-                assert being_read in message, (name, message)
+                # with the short budget on a loaded machine the tag's lookup itself may not finish
+                # within it: the same onError, said as the lookup's timeout
+                assert being_read in message or (budget and timed_out in message), (name, message)
         assert not any(name == "removed" and response["allowed"] for name, *_, response in results)
         for name, sent, _, _, response in results:
             if name in first_verdict and sent > first_verdict[name]:
