@@ -28,7 +28,7 @@ from typing import Any
 
 # Registered image rules beside imagerules' own: importing one registers it (core/contents/admission.py)
 import imagegate.core.contents.admission  # noqa: F401
-from imagegate.core.imagerules import IMAGE_RULES, Admission, JudgedImage, Judging, preview
+from imagegate.core.imagerules import Admission, JudgedImage, Judging, active_rules, preview
 from imagegate.core.podprofile import PodProfile, mutate_pod, new_ephemeral_containers, pod_findings
 from imagegate.core.policy import Grant, Policy
 from imagegate.core.records import (
@@ -242,7 +242,7 @@ def decide(
     active, expired = _split_grants(policy.grants_for(namespace), now)
     judging = Judging(policy, namespace, answers)
     admission = Admission(judging, active, expired)
-    rules = [rule for rule in IMAGE_RULES if rule.active(policy, namespace)]
+    rules = active_rules(policy, namespace)
     for rule in rules:
         judging.findings[rule.name] = []  # listed in the rules' order, whichever finds first
     expiring = _expiring(active, now, policy.warn_before_expiry_days) if active else ()

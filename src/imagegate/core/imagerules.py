@@ -16,7 +16,8 @@ The interface of a piece (a Protocol: a test or a new module registers its own):
         name = "my-rule"                                  # unique; its findings are grouped by it
 
         def active(self, policy: Policy, namespace: str) -> bool:
-            ...  # once per decision: False costs the rule nothing more (the direct path)
+            ...  # what the policy says for the namespace alone: asked once per policy and namespace
+                 # (remembered: active_rules); False costs the rule nothing more (the direct path)
 
         def judge(self, judging: Judging, image: JudgedImage) -> None:
             ...  # per image use admission judged (never one an UPDATE left unchanged):
@@ -67,6 +68,7 @@ __all__ = [
     "SignedArtifacts",
     "SignedKind",
     "Tags",
+    "active_rules",
     "register_image_rule",
     "unregister_image_rule",
 ]
@@ -447,13 +449,46 @@ class Pinning:
 IMAGE_RULES: list[ImageRule] = [Tags(), SignedArtifacts(), Pinning()]
 
 
+class _ActiveRules:
+    """Which rules are active in each namespace under the last policy asked: asking each rule is a
+    few Python calls per rule on every decision, and a serving worker judges under one policy."""
+
+    __slots__ = ("by_namespace", "policy")
+
+    def __init__(self) -> None:
+        self.policy: Policy | None = None
+        self.by_namespace: dict[str, tuple[ImageRule, ...]] = {}
+
+    def forget(self) -> None:
+        self.policy = None
+        self.by_namespace = {}
+
+
+_ACTIVE = _ActiveRules()
+_ACTIVE_NAMESPACES_MAX = 4096  # namespaces remembered per policy (then start over rather than grow)
+
+
+def active_rules(policy: Policy, namespace: str) -> tuple[ImageRule, ...]:
+    """The registered rules ``policy`` makes active in ``namespace``, in order (each rule asked once
+    per policy and namespace: a policy never changes, and registering a rule starts over)."""
+    if _ACTIVE.policy is not policy or len(_ACTIVE.by_namespace) >= _ACTIVE_NAMESPACES_MAX:
+        _ACTIVE.forget()
+        _ACTIVE.policy = policy
+    known = _ACTIVE.by_namespace.get(namespace)
+    if known is None:
+        known = _ACTIVE.by_namespace[namespace] = tuple(rule for rule in IMAGE_RULES if rule.active(policy, namespace))
+    return known
+
+
 def register_image_rule(rule: ImageRule) -> None:
     """Judge ``rule`` on every image from now on, after the rules registered before it."""
     if any(known.name == rule.name for known in IMAGE_RULES):
         raise ValueError(f"an image rule named {rule.name!r} is registered already")
     IMAGE_RULES.append(rule)
+    _ACTIVE.forget()
 
 
 def unregister_image_rule(name: str) -> None:
     """Forget the image rule ``name`` (a test's own rule, when the test ends)."""
     IMAGE_RULES[:] = [rule for rule in IMAGE_RULES if rule.name != name]
+    _ACTIVE.forget()

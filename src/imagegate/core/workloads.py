@@ -143,8 +143,9 @@ def json_pointer(tokens: Sequence[str | int]) -> str:
 _POINTERS = {kind: json_pointer(path) for kind, path in POD_TEMPLATE_PATHS.items()}
 
 
-# What pod_specs returns: (JSON pointer, pod spec) pairs, found once per object and passed on.
-PodSpecs = tuple[tuple[str, Mapping[str, Any]], ...]
+# What pod_specs returns: (JSON pointer, pod spec) pairs, found once per object and passed on
+# (dict-typed: compiled, a dict's ``get`` is a direct call, a Mapping's a method looked up by name).
+PodSpecs = tuple[tuple[str, dict[str, Any]], ...]
 
 
 def pod_specs(obj: Mapping[str, Any]) -> PodSpecs:
@@ -172,7 +173,7 @@ def pod_specs(obj: Mapping[str, Any]) -> PodSpecs:
     return ((_POINTERS[kind], node),)
 
 
-def spec_counts(spec: Mapping[str, Any]) -> tuple[int, int]:
+def spec_counts(spec: dict[str, Any]) -> tuple[int, int]:
     """Containers (the three lists together) and volumes of a pod spec; a list of the wrong type counts 0
     (:func:`image_uses` reports it)."""
     containers = 0
@@ -184,7 +185,7 @@ def spec_counts(spec: Mapping[str, Any]) -> tuple[int, int]:
     return containers, len(volumes) if isinstance(volumes, list) else 0
 
 
-def _named_list(spec: Mapping[str, Any], field: str, base: str) -> list[Any]:
+def _named_list(spec: dict[str, Any], field: str, base: str) -> list[Any]:
     items = spec.get(field)
     if items is None:
         return []
