@@ -156,8 +156,12 @@ def _json_key(key: Any) -> str:
     raise ValueError(f"a {'null' if key is None else 'fractional number'} key has no JSON form; quote it")
 
 
-class _Builder(yaml.SafeLoader):
-    """PyYAML's parser with kubectl's scalar resolution and without duplicate-key blindness."""
+class _Builder(yaml.CSafeLoader):
+    """PyYAML's parser with kubectl's scalar resolution and without duplicate-key blindness.
+
+    libyaml's (PyYAML's C extension, in its wheels) composes the nodes; the pure-Python parser
+    made the same nodes four times slower (half a second of CPU for 3,000 tool identities, read
+    at every webhook start and reload, twice by ``imagegate identities``)."""
 
     built = 0
 

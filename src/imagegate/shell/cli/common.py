@@ -336,7 +336,6 @@ def _judged_with_registry(
     """Each object judged with the registry's answers (``check --registry``, ``audit --registry``)."""
     import asyncio  # noqa: PLC0415
 
-    import imagegate.shell.registry.content_answerer  # noqa: F401, PLC0415 (registers the content rules' answerer)
     from imagegate.shell.registry.answerers import settle  # noqa: PLC0415
 
     async def judge_all() -> list[CheckedObject]:
