@@ -259,6 +259,14 @@ def request_problem(request: AdmissionRequest) -> str | None:
         if len(_WELL_FORMED) < _WELL_FORMED_MAX:
             _WELL_FORMED[shape] = want
     obj, old = request.object, request.old_object
+    if operation == "CREATE" and obj is not None and old is None:
+        # the common case (every object created), with no call: what _object_problem passes
+        metadata = obj.get("metadata")
+        if obj.get("apiVersion") == want and obj.get("kind") == request.kind.kind and metadata.__class__ is dict:
+            namespace, name = metadata.get("namespace"), metadata.get("name")
+            if (namespace is None or namespace == request.namespace) and (name is None or name == request.name):
+                return None
+        return _object_problem(request, "object", obj, want)
     if operation == "CREATE":
         if obj is None:
             return "CREATE without request.object"

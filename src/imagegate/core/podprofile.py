@@ -451,7 +451,7 @@ def mutate_pod(
             # An API server whose SupplementalGroupsPolicy gate is off drops this after /mutate.
             patcher.ensure(_POD_GROUPS_POLICY, "Strict")
         # the containers as sent (the pod-level fields above copied none of them)
-        targets: Sequence[tuple[str, int, Mapping[str, Any]]] = list(containers(spec))
+        targets: Sequence[tuple[str, int, Mapping[str, Any]]] = containers(spec)
     else:
         targets = [(list_field, index, _container_at(spec, list_field, index)) for list_field, index in only]
         for list_field, index, container in targets:

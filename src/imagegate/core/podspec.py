@@ -8,7 +8,7 @@ checks and core/podprofile.py's tool profile and mutation read pods through thes
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from imagegate.core.workloads import CONTAINER_LISTS
@@ -34,7 +34,7 @@ class _PodSpec(dict[str, Any]):
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
         super().__init__(spec)
-        self.containers = tuple(_containers(spec))
+        self.containers = _containers(spec)
 
 
 def pod_view(spec: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -42,14 +42,21 @@ def pod_view(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     return spec if isinstance(spec, _PodSpec) else _PodSpec(spec)
 
 
-def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[str, Any]]]:
+# (list field, index, container) for every container of a pod spec.
+Containers = tuple[tuple[str, int, dict[str, Any]], ...]
+
+
+def _containers(spec: Mapping[str, Any]) -> Containers:
+    # a tuple built in one loop, not a generator: compiled, each step of a generator is a call
+    found: list[tuple[str, int, dict[str, Any]]] = []
     for field in CONTAINER_LISTS:
         for index, container in enumerate(as_list(spec.get(field))):
             if isinstance(container, dict):
-                yield field, index, container
+                found.append((field, index, container))
+    return tuple(found)
 
 
-def containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, int, Mapping[str, Any]]] | tuple[Any, ...]:
+def containers(spec: Mapping[str, Any]) -> Containers:
     """Every container of every list, as (list field, index, container)."""
     if isinstance(spec, _PodSpec):
         return spec.containers

@@ -140,7 +140,10 @@ def json_pointer(tokens: Sequence[str | int]) -> str:
     return "".join("/" + (str(t) if isinstance(t, int) else t.replace("~", "~0").replace("/", "~1")) for t in tokens)
 
 
-_POINTERS = {kind: json_pointer(path) for kind, path in POD_TEMPLATE_PATHS.items()}
+# kind -> (its pod spec's path, that path's pointer): dict-typed, read on every decision
+_SPEC_PATHS: dict[str, tuple[tuple[str, ...], str]] = {
+    kind: (path, json_pointer(path)) for kind, path in POD_TEMPLATE_PATHS.items()
+}
 
 
 # What pod_specs returns: (JSON pointer, pod spec) pairs, found once per object and passed on
@@ -156,9 +159,10 @@ def pod_specs(obj: Mapping[str, Any]) -> PodSpecs:
     a decision walks the object once and hands the result to each reader.
     """
     kind = obj.get("kind", "")
-    path = POD_TEMPLATE_PATHS.get(kind) if isinstance(kind, str) else None
-    if path is None:
+    found = _SPEC_PATHS.get(kind) if isinstance(kind, str) else None
+    if found is None:
         return ()
+    path, pointer = found
     node: Any = obj
     for depth, token in enumerate(path):
         if node is None:
@@ -170,7 +174,7 @@ def pod_specs(obj: Mapping[str, Any]) -> PodSpecs:
         return ()
     if not isinstance(node, dict):
         raise ObjectShapeError(json_pointer(path), f"expected a pod spec object, got {type(node).__name__}")
-    return ((_POINTERS[kind], node),)
+    return ((pointer, node),)
 
 
 def spec_counts(spec: dict[str, Any]) -> tuple[int, int]:
