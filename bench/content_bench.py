@@ -11,7 +11,8 @@ about 66 MB gzip, 170 MB of tar) and three small layers to Debian's docker-regis
 * floor: the CPU time of decompressing and walking the same blobs with zlib and tarfile alone
   (from memory, no registry, no parsing): what any reader pays;
 * cold: a fresh client and reader (new connection, auth, nothing cached) reading the image's
-  inventory files (core/contents/inventory.py's selection) from the registry: streamed, digest
+  inventory files (core/contents/inventory.py's selection), and libnss-sss's dpkg file lists
+  whose paths the merge looks up (what ``requirePackages`` reads) from the registry: streamed, digest
   checked, decompressed and walked in a worker thread, merged. Wall time (MB/s of blob and of
   tar), CPU time and its ratio to the floor's; the peak RSS growth of a fresh process during one
   cold read;
@@ -57,13 +58,17 @@ from tests.content_layers import OCI_GZIP, Blob, file, gzipped, layer, push
 from tests.debian_rootfs import cache_dir, rootfs
 from tests.registry_process import Registry, run_registry
 
+from imagegate.core.contents import dpkg
 from imagegate.core.contents.files import FileSelection
 from imagegate.core.contents.inventory import INVENTORY_FILES
 from imagegate.shell.registry.auth import DockerConfigCredentials
 from imagegate.shell.registry.client import RegistryClient, RegistrySettings
 from imagegate.shell.registry.contents import ContentReader
 
-SELECTION = INVENTORY_FILES | FileSelection(frozenset({"/etc/nsswitch.conf", "/etc/os-release"}))
+# what the integration rule reads: the inventory, named files, and libnss-sss's file lists (its files proved present)
+SELECTION = (
+    INVENTORY_FILES | FileSelection(frozenset({"/etc/nsswitch.conf", "/etc/os-release"})) | dpkg.files_for("libnss-sss")
+)
 MB = 1_000_000
 
 

@@ -13,13 +13,14 @@ import fcntl
 import functools
 import hashlib
 import os
+import posixpath
 import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from imagegate.core.contents.files import FileSelection, ImageFiles
+from imagegate.core.contents.files import FileSelection, ImageFiles, Listing, listed_paths
 
 BUILD_TIMEOUT = 600  # seconds: 41 s here from Debian's archive, minutes on a slow mirror
 
@@ -76,10 +77,15 @@ def kept_files(tar_path: Path, selection: FileSelection, extra: Iterable[str] = 
     files: dict[str, bytes] = {}
     entries = 0
     links: dict[str, str] = {}
+    every_link: dict[str, str] = {}
+    every: set[str] = set()  # every path (for the listings' paths: the reader keeps none of this)
     with tarfile.open(tar_path) as tar:
         for member in tar:
             entries += 1
             path = _normalized(member.name)
+            every.add(path)
+            if member.issym():
+                every_link[path] = member.linkname
             if member.issym() and (selection.wants(path) or path in wanted):
                 links[path] = member.linkname
             if not member.isfile() or not (selection.wants(path) or path in wanted):
@@ -91,4 +97,23 @@ def kept_files(tar_path: Path, selection: FileSelection, extra: Iterable[str] = 
         resolved = _normalized(target if target.startswith("/") else f"{path.rsplit('/', 1)[0]}/{target}")
         if resolved in files:
             files[path] = files[resolved]
-    return ImageFiles(files, entries=entries)
+
+    def present(path: str) -> bool:
+        """Whether the tar has ``path``, its directories' symlinks followed (not the last's)."""
+        done = ""
+        for part in path.strip("/").split("/")[:-1]:
+            here = f"{done}/{part}"
+            target = every_link.get(here)
+            done = (
+                here if target is None else posixpath.normpath(target if target.startswith("/") else f"{done}/{target}")
+            )
+        return f"{done}/{path.rsplit('/', 1)[1]}" in every
+
+    listed = {path for path in files if selection.listing_form(path) is not None}
+    absent = {
+        named
+        for path in listed
+        for named in listed_paths(selection.listing_form(path) or Listing.PATHS, files[path])
+        if not present(named)
+    }
+    return ImageFiles(files, entries=entries, listed=frozenset(listed), absent=frozenset(absent))

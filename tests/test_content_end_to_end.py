@@ -11,7 +11,8 @@ by tests/debian_rootfs.py, and their compressed blobs beside them):
   base tar zstd-compressed: the same diff_ids, another blob), and as a Docker v2 schema 2 image;
 * on the base, a later layer that purges libnss-sss (every file of its dpkg ``.list`` whited out,
   dpkg's status without it), and one whose opaque ``/etc`` (``.wh..wh..opq``) brings an
-  nsswitch.conf that says ``files`` only, each as gzip and as zstd;
+  nsswitch.conf that says ``files`` only, each as gzip and as zstd; and one that deletes its
+  library by a whiteout only, dpkg's database untouched (denied: its files are proved too);
 * another Debian (trixie minbase with libnss-sss: its own nsswitch.conf names sss), judged by
   content where the grant accepts content, refused where it asks for the trusted base too;
 * Python distributions and npm packages with the metadata installed on this machine, under a
@@ -121,6 +122,7 @@ CASES = (
     "on-base-docker-v2s2",
     "purged-gzip",
     "purged-zstd",
+    "library-deleted",
     "opaque-etc-gzip",
     "opaque-etc-zstd",
     "other-debian-content-proof",
@@ -295,6 +297,8 @@ def _plan(trusted_tar: Path, other_tar: Path) -> list[_Push]:
     repository holds its own copy of the base blob), told apart by tag."""
     purge, purged_count = _purge(trusted_tar, "libnss-sss")
     opaque = [directory("etc"), file("etc/.wh..wh..opq", b""), file("etc/nsswitch.conf", FILES_ONLY)]
+    # `RUN rm` of libnss-sss's library (where usrmerge keeps it), dpkg's database untouched: a whiteout only
+    deleted = [file("usr/lib/x86_64-linux-gnu/.wh.libnss_sss.so.2", b"")]
     app = [directory("srv"), directory("srv/app"), file("srv/app/main.py", b"print('hello')\n")]
     hostile = hostile_layers(SSS)
     plan: list[_Push] = []
@@ -326,6 +330,14 @@ def _plan(trusted_tar: Path, other_tar: Path) -> list[_Push]:
         )
     base = _base(trusted_tar, "gzip")
     add("on-base-docker-v2s2", [base, layer(app)], "tool-both", True, docker=True)
+    add(
+        "library-deleted",
+        [base, layer(deleted)],
+        "tool-both",
+        False,
+        # dpkg's path for it (its .list and md5sums say /lib: usrmerge's symlink)
+        f"{INTEGRATION}libnss-sss is installed but 1 of its files is missing: /lib/x86_64-linux-gnu/libnss_sss.so.2",
+    )
     other = [_base(other_tar, "gzip"), layer(app)]
     add("other-debian-content-proof", other, "tool-content", True)
     add("other-debian-both-proofs", other, "tool-both", False, "is not built on a trusted base image")

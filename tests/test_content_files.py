@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from imagegate.core.contents.files import FileSelection, ImageFiles
+import pytest
+
+from imagegate.core.contents.files import FileSelection, ImageFiles, Listing, listed_paths
 
 
 def test_exact_paths_and_patterns_select_files() -> None:
@@ -30,3 +32,22 @@ def test_files_under_a_directory_in_path_order() -> None:
         ("/var/lib/dpkg/status.d/a", b"1"),
         ("/var/lib/dpkg/status.d/b", b"2"),
     ]
+
+
+def test_listings_are_kept_and_united_with_their_form() -> None:
+    md5sums = FileSelection.listing("/var/lib/dpkg/info/x:*.md5sums", Listing.MD5SUMS)
+    both = md5sums | FileSelection.listing("/var/lib/dpkg/diversions", Listing.PATHS) | md5sums
+    assert both.wants("/var/lib/dpkg/info/x:amd64.md5sums") and both.wants("/var/lib/dpkg/diversions")
+    assert both.listing_form("/var/lib/dpkg/info/x:amd64.md5sums") is Listing.MD5SUMS
+    assert both.listing_form("/var/lib/dpkg/diversions") is Listing.PATHS
+    assert both.listing_form("/var/lib/dpkg/status") is None
+    assert len(both.listings) == 2
+    with pytest.raises(ValueError, match=r"FileSelection\.listing"):
+        FileSelection(listings=(("/a", Listing.PATHS),))  # its pattern would not be kept
+
+
+def test_listed_paths_in_each_form() -> None:
+    md5sums = b"c82bc17be627576baeef7eb99c22aec3  lib/x/libnss_sss.so.2\nnot a line\n" + b"0" * 32 + b"  a/../b\n"
+    assert list(listed_paths(Listing.MD5SUMS, md5sums)) == ["/lib/x/libnss_sss.so.2"]
+    listing = b"/.\n/lib\n/lib/x/libnss_sss.so.2\ndash\nrelative/path\n/a//b\n"
+    assert list(listed_paths(Listing.PATHS, listing)) == ["/lib", "/lib/x/libnss_sss.so.2"]

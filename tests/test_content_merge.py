@@ -15,12 +15,13 @@ import gzip
 import io
 import tarfile
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imagegate.core.contents.files import FileSelection
+from imagegate.core.contents.files import FileSelection, Listing, container_path_error
 from imagegate.core.contents.layers import ContentError, ContentErrorKind, LayerFiles, read_layer
 from imagegate.core.contents.limits import ContentLimits
 from imagegate.core.contents.merge import MAX_LINK_HOPS, merge
@@ -77,8 +78,9 @@ def _make_dirs(fs: dict[str, tuple[str, bytes | str]], path: str) -> None:
             fs.setdefault(ancestor, ("dir", b""))
 
 
-def model(layers: list[list[Entry]], wanted: Callable[[str], bool], exact: set[str]) -> dict[str, bytes]:
-    fs: dict[str, tuple[str, bytes | str]] = {}  # path without the leading / -> (kind, content or target)
+def model_tree(layers: list[list[Entry]]) -> dict[str, tuple[str, bytes | str]]:
+    """The merged filesystem: path without the leading / -> (kind, content or target)."""
+    fs: dict[str, tuple[str, bytes | str]] = {}
     for entries in layers:
         for entry in entries:
             parent, _, base = entry.name.rpartition("/")
@@ -99,6 +101,11 @@ def model(layers: list[list[Entry]], wanted: Callable[[str], bool], exact: set[s
             else:
                 _remove(fs, entry.name)
                 fs[entry.name] = ("file", entry.data) if entry.kind == "file" else ("link", entry.target)
+    return fs
+
+
+def model(layers: list[list[Entry]], wanted: Callable[[str], bool], exact: set[str]) -> dict[str, bytes]:
+    fs = model_tree(layers)
     files: dict[str, bytes] = {}
     for path, (kind, _value) in fs.items():
         if kind in ("file", "link") and wanted("/" + path):
@@ -113,7 +120,18 @@ def model(layers: list[list[Entry]], wanted: Callable[[str], bool], exact: set[s
     return files
 
 
-def _model_resolve(fs: dict[str, tuple[str, bytes | str]], path: str) -> bytes | None:
+def _model_exists(fs: dict[str, tuple[str, bytes | str]], path: str) -> bool:
+    """Whether something is at ``path`` (lstat): its directory resolved, the last component taken as is."""
+    folder, _, name = path.rpartition("/")
+    try:
+        at = _model_resolve(fs, folder, directory=True) if folder else ""
+    except ContentError:
+        return False
+    return at is not None and ("/".join(p for p in (at, name) if p)) in fs
+
+
+def _model_resolve(fs: dict[str, tuple[str, bytes | str]], path: str, directory: bool = False) -> Any:
+    """A file's content (None: no file there); with ``directory``, the path of the directory (None: none)."""
     todo = [part for part in path.split("/") if part][::-1]
     at: list[str] = []
     hops = 0
@@ -142,6 +160,8 @@ def _model_resolve(fs: dict[str, tuple[str, bytes | str]], path: str) -> bytes |
             todo.extend([p for p in value.split("/") if p][::-1])
             continue
         at.append(part)
+    if directory:
+        return "/".join(at) if not at or fs["/".join(at)][0] == "dir" else None
     if not at:
         return None
     kind, value = fs["/".join(at)]
@@ -184,6 +204,41 @@ def test_random_stacks_merge_as_the_model_says(
     except ContentError as exc:
         found = exc.kind
     assert found == expected
+
+
+_listed = st.lists(
+    st.one_of(st.sampled_from(PATHS).map(lambda p: "/" + p), st.sampled_from(["/a/../b", "a/b", "/", "/c/./a"])),
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_stack, _listed, st.integers(0, 3), st.booleans())
+def test_listed_paths_are_absent_as_the_model_says(
+    layers: list[list[Entry]], listed: list[str], where: int, md5sums: bool
+) -> None:
+    """A listing kept from any layer (dpkg's md5sums, or a plain list of paths): the paths it names
+    that the merged tree lacks, as the model's ``lstat`` says, whatever layers came above it."""
+    form = Listing.MD5SUMS if md5sums else Listing.PATHS
+    lines = [("0" * 32 + "  " + p.lstrip("/")) if md5sums else p for p in listed]
+    listing = file("list/it", "\n".join(lines).encode())
+    layers = [list(entries) for entries in layers]
+    layers[min(where, len(layers) - 1)].insert(0, listing)
+    selection = FileSelection.listing("/list/it", form)
+    fs = model_tree(layers)
+    if fs.get("list/it", ("", b""))[0] != "file" or fs.get("list", ("dir", b""))[0] != "dir":
+        return  # a later layer removed or replaced the listing: nothing is listed
+    named = ["/" + p.lstrip("/") if md5sums else p for p in listed]  # md5sums names paths from the root
+    valid = [p for p in named if p != "/" and container_path_error(p) is None]
+    expected = {p for p in valid if not _model_exists(fs, p.lstrip("/"))}
+    limits = ContentLimits()
+    try:
+        merged = merge([read(blob(tar(entries), "none"), selection) for entries in layers], selection, limits)
+    except ContentError as exc:  # a hard link to nothing: the model reads no such image either
+        assert exc.kind is ContentErrorKind.UNSAFE_LINK
+        return
+    assert merged.listed == {"/list/it"}
+    assert merged.absent == expected
 
 
 # --- one case at a time --------------------------------------------------------------------------------

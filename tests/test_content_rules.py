@@ -10,6 +10,7 @@ with dpkg's status as ``apt-get purge`` leaves it, or the second's nsswitch.conf
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from imagegate.core.contents import dpkg
@@ -43,14 +44,14 @@ def _rule(yaml: str, index: int = 0) -> ContentRule:
 def with_sss() -> ImageFiles:
     return kept_files(
         rootfs(include=("libnss-sss", "unrar"), components=("main", "contrib", "non-free")),
-        INVENTORY_FILES,
+        INVENTORY_FILES | dpkg.files_for("libnss-sss"),
         ["/etc/nsswitch.conf"],
     )
 
 
 @pytest.fixture(scope="module")
 def minbase() -> ImageFiles:
-    return kept_files(rootfs(), INVENTORY_FILES, ["/etc/nsswitch.conf"])
+    return kept_files(rootfs(), INVENTORY_FILES | dpkg.files_for("libnss-sss"), ["/etc/nsswitch.conf"])
 
 
 def _verdict(rule: ContentRule, files: ImageFiles) -> tuple[bool, tuple[str, ...]]:
@@ -76,17 +77,88 @@ def test_a_later_layer_that_removes_libnss_sss_or_rewrites_nsswitch(with_sss: Im
     rule = _rule(INTEGRATION)
     status = with_sss.files[dpkg.STATUS].decode()
     purged = "\n\n".join(p for p in status.split("\n\n") if not p.startswith("Package: libnss-sss\n"))
-    removed = ImageFiles({**with_sss.files, dpkg.STATUS: purged.encode()})
+    removed = msgspec.structs.replace(with_sss, files={**with_sss.files, dpkg.STATUS: purged.encode()})
     ok, failures = _verdict(rule, removed)
     assert not ok and failures[0].startswith("libnss-sss is not installed (dpkg lists ")
-    rewritten = ImageFiles({**with_sss.files, "/etc/nsswitch.conf": minbase.files["/etc/nsswitch.conf"]})
+    rewritten = msgspec.structs.replace(
+        with_sss, files={**with_sss.files, "/etc/nsswitch.conf": minbase.files["/etc/nsswitch.conf"]}
+    )
     ok, failures = _verdict(rule, rewritten)
     assert not ok and [f.split(" (")[0] for f in failures] == [
         "/etc/nsswitch.conf: passwd: files",
         "/etc/nsswitch.conf: group: files",
     ]
-    gone = ImageFiles({p: d for p, d in with_sss.files.items() if p != "/etc/nsswitch.conf"})
+    gone = msgspec.structs.replace(
+        with_sss, files={p: d for p, d in with_sss.files.items() if p != "/etc/nsswitch.conf"}
+    )
     assert _verdict(rule, gone) == (False, ("/etc/nsswitch.conf is not in the image",))
+
+
+SSS_LIBRARY = "/lib/x86_64-linux-gnu/libnss_sss.so.2"  # as dpkg lists it (usrmerge keeps it in /usr/lib)
+MD5SUMS = "/var/lib/dpkg/info/libnss-sss:amd64.md5sums"
+LIST = "/var/lib/dpkg/info/libnss-sss:amd64.list"
+
+
+def test_a_required_package_whose_files_a_later_layer_deleted_is_denied(with_sss: ImageFiles) -> None:
+    """dpkg's database still lists libnss-sss; its library (and its copyright file) are gone:
+    the reader says so in ``absent``, and the rule names the files missing, as dpkg lists them."""
+    rule = _rule(INTEGRATION)
+    assert with_sss.listed >= {MD5SUMS, LIST, dpkg.DIVERSIONS}
+    assert not ({SSS_LIBRARY} & with_sss.absent)
+    deleted = msgspec.structs.replace(with_sss, absent=with_sss.absent | {SSS_LIBRARY})
+    assert _verdict(rule, deleted) == (
+        False,
+        (f"libnss-sss is installed but 1 of its files is missing: {SSS_LIBRARY}",),
+    )
+    both = msgspec.structs.replace(
+        with_sss, absent=with_sss.absent | {SSS_LIBRARY, "/usr/share/doc/libnss-sss/copyright"}
+    )
+    assert _verdict(rule, both)[1] == (
+        f"libnss-sss is installed but 2 of its files are missing: {SSS_LIBRARY}, /usr/share/doc/libnss-sss/copyright",
+    )
+    # a directory of its .list, or a path of no listing, is not one of its regular files
+    assert _verdict(rule, msgspec.structs.replace(with_sss, absent=frozenset({"/usr/share/doc/libnss-sss"})))[0]
+
+
+def test_without_md5sums_the_list_s_files_outside_etc_are_checked(with_sss: ImageFiles) -> None:
+    rule = _rule(INTEGRATION)
+    files = {p: d for p, d in with_sss.files.items() if p != MD5SUMS}
+    listed = with_sss.listed - {MD5SUMS}
+    assert _verdict(rule, msgspec.structs.replace(with_sss, files=files, listed=listed)) == (True, ())
+    gone = msgspec.structs.replace(
+        with_sss, files=files, listed=listed, absent=frozenset({SSS_LIBRARY, "/usr/share/doc/libnss-sss"})
+    )
+    # the directory is no regular file of it: only the library is said
+    assert _verdict(rule, gone)[1] == (f"libnss-sss is installed but 1 of its files is missing: {SSS_LIBRARY}",)
+    # dpkg's file list gone too (deleted with the library): that is what is said
+    bare = {p: d for p, d in files.items() if p != LIST}
+    said = _verdict(rule, msgspec.structs.replace(with_sss, files=bare, listed=listed - {LIST}))[1]
+    assert said == (f"libnss-sss is installed but 1 of its files is missing: {LIST}",)
+
+
+def test_a_file_another_package_diverted_is_looked_for_where_dpkg_moved_it(with_sss: ImageFiles) -> None:
+    rule = _rule(INTEGRATION)
+    moved = SSS_LIBRARY + ".distrib"
+    diversions = with_sss.files[dpkg.DIVERSIONS] + f"{SSS_LIBRARY}\n{moved}\nsome-wrapper\n".encode()
+    diverted = {**with_sss.files, dpkg.DIVERSIONS: diversions}
+    # the library's own path now holds the wrapper's file: where dpkg put libnss-sss's is what counts
+    here = msgspec.structs.replace(with_sss, files=diverted, absent=with_sss.absent | {SSS_LIBRARY})
+    assert _verdict(rule, here)[0]
+    there = msgspec.structs.replace(with_sss, files=diverted, absent=with_sss.absent | {moved})
+    assert _verdict(rule, there)[1] == (f"libnss-sss is installed but 1 of its files is missing: {SSS_LIBRARY}",)
+    # a diversion by libnss-sss itself moves another package's file, not its own
+    own = {**with_sss.files, dpkg.DIVERSIONS: f"{SSS_LIBRARY}\n{moved}\nlibnss-sss\n".encode()}
+    assert not _verdict(rule, msgspec.structs.replace(with_sss, files=own, absent=frozenset({SSS_LIBRARY})))[0]
+
+
+def test_a_distroless_package_s_files_cannot_be_checked() -> None:
+    """status.d has no file list: the package counts by its database entry alone (documented)."""
+    rule = _rule("content:\n  rules:\n    - grants: true\n      requirePackages: [{name: base-files}]\n")
+    paragraph = b"Package: base-files\nVersion: 12.4\nArchitecture: amd64\n"
+    files = ImageFiles(
+        {f"{dpkg.STATUS_D}/base-files": paragraph}, listed=frozenset(), absent=frozenset({"/etc/os-release"})
+    )
+    assert _verdict(rule, files) == (True, ())
 
 
 def test_version_constraints_compare_as_debian_does(with_sss: ImageFiles) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from imagegate.core.contents import dpkg
 from imagegate.core.contents.files import FileSelection, ImageFiles
 from imagegate.core.contents.inventory import INVENTORY_FILES, read_inventory
 from imagegate.shell.registry.auth import DockerConfigCredentials
@@ -28,7 +29,12 @@ from tests.registry_process import Registry, run_registry
 
 # the rootfs tests/test_content_rules.py uses too: one build serves both
 WITH_SSS = {"include": ("libnss-sss", "unrar"), "components": ("main", "contrib", "non-free")}
-SELECTION = INVENTORY_FILES | FileSelection(frozenset({"/etc/nsswitch.conf", "/etc/os-release"}))
+SELECTION = (
+    INVENTORY_FILES
+    | FileSelection(frozenset({"/etc/nsswitch.conf", "/etc/os-release"}))
+    | dpkg.files_for("libnss-sss")
+    | dpkg.files_for("dash")  # its files are diverted (/bin/sh): dpkg's diversions name paths that are not there
+)
 FILES_ONLY = b"passwd: files\ngroup: files\nshadow: files\n"
 
 
@@ -98,6 +104,10 @@ def test_a_real_bookworm_image_read_as_tarfile_reads_it(debian: Debian) -> None:
         p: d for p, d in expected.files.items() if p != "/etc/os-release"
     }
     assert b"sss" in files.files["/etc/nsswitch.conf"]
+    # the listed packages' paths looked up in the merged tree as tarfile's own walk finds them
+    assert files.listed == expected.listed >= {"/var/lib/dpkg/info/libnss-sss:amd64.md5sums", dpkg.DIVERSIONS}
+    assert files.absent == expected.absent
+    assert "/lib/x86_64-linux-gnu/libnss_sss.so.2" not in files.absent  # through usrmerge's /lib symlink
     inventory = read_inventory(files)
     assert "libnss-sss" in {package.name for package in inventory.packages}
     assert fetches["layer"] == 1  # /etc/os-release's target comes later in the tar: kept on the way

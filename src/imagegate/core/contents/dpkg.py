@@ -8,6 +8,17 @@ from its ``Section`` (``non-free/utils``), its licence from
 ``/usr/share/doc/<package>/copyright`` when that is machine-readable (DEP-5): the ``License``
 of every ``Files`` paragraph, each in SPDX form, all of them together (``AND``: each file is
 under its own). Both formats are read with python-debian (``deb822``; DEP-5 as ``debian.copyright`` reads it).
+
+A package dpkg lists may have lost its files to a later layer (``rm``, a whiteout) that left
+dpkg's database alone. :func:`files_for` is what the reader keeps to tell (the package's
+``info/<package>[:<arch>].md5sums`` and ``.list``, listings whose paths the merge looks up, and
+dpkg's diversions), :func:`missing_files` the package's files the merged tree lacks: the regular
+files its ``md5sums`` names (dpkg's own list of them: no directories, no conffiles), each where a
+diversion by another package moved it; without an md5sums file (a package built without one), the
+``.list``'s entries that are no other entry's directory, outside ``/etc`` (Debian policy puts
+conffiles there: an administrator may delete them, dpkg keeps them deleted). A package with
+neither file is said to have lost its file list. A distroless ``status.d`` package has no file
+list at all: its files cannot be checked (None), only its database entry.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import logging
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
-from imagegate.core.contents.files import FileSelection, ImageFiles
+from imagegate.core.contents.files import FileSelection, ImageFiles, Listing, listed_paths
 from imagegate.core.contents.licences import every, from_debian
 from imagegate.core.contents.packages import Area, Ecosystem, Note, Package, decoded, first_line
 
@@ -25,12 +36,79 @@ if TYPE_CHECKING:
     from debian.copyright import License
     from debian.deb822 import Deb822
 
-__all__ = ["COPYRIGHT", "FILES", "STATUS", "STATUS_D", "archive_area", "parse", "read_copyright"]
+__all__ = [
+    "COPYRIGHT",
+    "DIVERSIONS",
+    "FILES",
+    "INFO",
+    "STATUS",
+    "STATUS_D",
+    "archive_area",
+    "files_for",
+    "missing_files",
+    "parse",
+    "read_copyright",
+]
 
 STATUS = "/var/lib/dpkg/status"
 STATUS_D = "/var/lib/dpkg/status.d"
 COPYRIGHT = "/usr/share/doc/{}/copyright"
 FILES = FileSelection(frozenset({STATUS}), (f"{STATUS_D}/*", COPYRIGHT.format("*")))
+INFO = "/var/lib/dpkg/info"
+DIVERSIONS = "/var/lib/dpkg/diversions"
+
+
+def _info(name: str, architecture: str, suffix: str) -> str:
+    """dpkg's info file of a package: ``<name>:<arch>.<suffix>`` for a Multi-Arch: same one."""
+    return f"{INFO}/{name}{':' + architecture if architecture else ''}.{suffix}"
+
+
+def files_for(name: str) -> FileSelection:
+    """What the reader keeps to prove the package ``name``'s files are in the merged tree: its
+    md5sums and list (with or without an architecture qualifier), and dpkg's diversions."""
+    selection = FileSelection.listing(DIVERSIONS, Listing.PATHS)
+    for suffix, form in (("md5sums", Listing.MD5SUMS), ("list", Listing.PATHS)):
+        for architecture in ("", "*"):
+            selection |= FileSelection.listing(_info(name, architecture, suffix), form)
+    return selection
+
+
+def _diverted(files: ImageFiles, package: str) -> dict[str, str]:
+    """Where dpkg's diversions by other packages (or the administrator) put ``package``'s files."""
+    if DIVERSIONS not in files.listed:
+        return {}
+    lines = files.files[DIVERSIONS].decode("utf-8", "surrogateescape").splitlines()
+    moved: dict[str, str] = {}
+    for index in range(0, len(lines) - 2, 3):  # from, to, the diverting package (":" for the administrator)
+        source, target, by = lines[index : index + 3]
+        if by != package:
+            moved[source] = target
+    return moved
+
+
+def missing_files(package: Package, files: ImageFiles) -> list[str] | None:
+    """The paths (as dpkg lists them) of ``package``'s files the merged tree lacks (its ``.list``
+    itself when dpkg has no file list for it); None when its files cannot be checked (a distroless
+    ``status.d`` package). ``files`` is read with :func:`files_for` the package's selection."""
+    if package.path != STATUS:
+        return None
+    found: list[str] | None = None
+    for architecture in dict.fromkeys((package.architecture, "")):
+        md5sums = _info(package.name, architecture, "md5sums")
+        listing = _info(package.name, architecture, "list")
+        if md5sums in files.listed:
+            found = list(listed_paths(Listing.MD5SUMS, files.files[md5sums]))
+            break
+        if listing in files.listed:
+            entries = list(listed_paths(Listing.PATHS, files.files[listing]))
+            folders = {path.rpartition("/")[0] for path in entries}
+            found = [path for path in entries if path not in folders and not path.startswith("/etc/")]
+            break
+    if found is None:  # dpkg keeps a list for every package it installed: this one's is gone
+        return [_info(package.name, package.architecture, "list")]
+    moved = _diverted(files, package.name)
+    return [path for path in found if moved.get(path, path) in files.absent]
+
 
 # dpkg's package states whose files are all unpacked and configured (dpkg(1) "Package states").
 _IN_PLACE = frozenset({"installed", "triggers-awaited", "triggers-pending"})

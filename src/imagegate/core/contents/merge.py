@@ -20,6 +20,13 @@ dangling link or one to a directory gives nothing, as opening it would). An exac
 selection is also looked up through symlinked directories (``/lib/os-release`` when ``/lib`` is
 a link to ``usr/lib``); patterns match the paths entries have.
 
+The kept files that are listings (:attr:`FileSelection.listings`: dpkg's md5sums of a required
+package) are then read, and each path they name is looked up in the merged tree as ``lstat``
+would see it (symlinked directories on the way followed, the last component not, a loop or a
+climb above ``/`` counting as nothing there): those with nothing there are :attr:`Merged.absent`.
+Only those paths are asked, so the reader answers "which of these exist" without keeping the
+image's every path.
+
 A kept symlink or hard link may lead to a file whose content no layer kept (its path is not
 wanted): :func:`merge` then names those paths in ``needed``, and the reader reads the layers that
 hold them again, keeping them too.
@@ -30,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from imagegate.core.contents.files import FileSelection
+from imagegate.core.contents.files import FileSelection, listed_paths
 from imagegate.core.contents.layers import ContentError, ContentErrorKind, EntryKind, LayerFiles
 from imagegate.core.contents.limits import ContentLimits
 
@@ -65,10 +72,13 @@ _Node = dict[str, "_Node"] | _File | _Link | _Other
 
 @dataclass(frozen=True, slots=True)
 class Merged:
-    """The kept files, and the paths whose content a kept link needs but no layer kept."""
+    """The kept files, the paths whose content a kept link needs but no layer kept, the kept
+    listing files and the paths they name that the merged tree lacks."""
 
     files: dict[str, bytes]
     needed: frozenset[str]
+    listed: frozenset[str] = frozenset()
+    absent: frozenset[str] = frozenset()
 
 
 def _parts(path: str) -> list[str]:
@@ -218,4 +228,30 @@ def merge(layers: Sequence[LayerFiles], selection: FileSelection, limits: Conten
             "",
             f"the image keeps {kept} bytes of files; the limit is {limits.max_kept_bytes} (registry.contents.maxKeptBytes)",
         )
-    return Merged(files, frozenset(needed))
+    listed, absent = _absent(resolver, files, selection) if selection.listings else (frozenset(), frozenset())
+    return Merged(files, frozenset(needed), listed, absent)
+
+
+def _absent(
+    resolver: _Resolver, files: dict[str, bytes], selection: FileSelection
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The kept listing files, and the paths they name that nothing in the merged tree is at."""
+    listed: set[str] = set()
+    absent: set[str] = set()
+    seen: set[str] = set()
+    for path, data in files.items():
+        form = selection.listing_form(path)
+        if form is None:
+            continue
+        listed.add(path)
+        for named in listed_paths(form, data):
+            if named in seen:
+                continue
+            seen.add(named)
+            try:
+                node = resolver.resolve(named, follow_last=False, about=named)
+            except ContentError:  # a loop or a climb on the way: nothing is at that path
+                node = None
+            if node is None:
+                absent.add(named)
+    return frozenset(listed), frozenset(absent)

@@ -7,6 +7,8 @@ and any of four checks, all of which must pass:
 
 * ``requirePackages``: each package installed (dpkg unless ``ecosystem`` says otherwise), at an
   optional Debian version constraint (``>= 2.8``: dpkg's relations, compared by python-debian);
+  a dpkg package's regular files in place too (:func:`imagegate.core.contents.dpkg.missing_files`:
+  a later layer that deleted them without telling dpkg fails the rule);
 * ``requireFiles``: each file present, and for each of its ``lines`` (regular expressions) a
   line that matches: ``/etc/nsswitch.conf`` and ``^passwd:.*\\bsss\\b``;
 * ``forbidPackages``: none of these installed;
@@ -225,9 +227,13 @@ class ContentRule:
     @property
     def files(self) -> FileSelection:
         """The files the reader must keep to judge this rule."""
+        from imagegate.core.contents.dpkg import files_for  # noqa: PLC0415 (the parsers: only when reading)
         from imagegate.core.contents.inventory import INVENTORY_FILES  # noqa: PLC0415 (the parsers: only when reading)
 
         named = FileSelection(frozenset(f.path for f in self.require_files))
+        for requirement in self.require_packages:
+            if requirement.ecosystem is Ecosystem.DEB:  # its files proved in place: its md5sums and list
+                named |= files_for(requirement.name)
         if self.require_packages or self.forbid_packages or self.licences is not None:
             return named | INVENTORY_FILES
         return named
@@ -329,14 +335,29 @@ def _listed(inventory: Inventory, ecosystem: Ecosystem) -> str:
     return f"{database} lists no packages" + (f"; {unread[0]}" if unread else "")
 
 
-def _required(requirement: PackageRequirement, inventory: Inventory) -> str | None:
+def _required(requirement: PackageRequirement, inventory: Inventory, files: ImageFiles) -> str | None:
     found = inventory.named(requirement.name, requirement.ecosystem)
     if not found:
         return f"{requirement.name} is not installed ({_listed(inventory, requirement.ecosystem)})"
-    if any(requirement.satisfied_by(p) for p in found):
+    satisfying = [p for p in found if requirement.satisfied_by(p)]
+    if not satisfying:
+        versions = ", ".join(dict.fromkeys(p.version for p in found))
+        return (
+            f"{requirement.name} {versions} is installed; the rule needs {requirement.relation} {requirement.version}"
+        )
+    if requirement.ecosystem is not Ecosystem.DEB:
         return None
-    versions = ", ".join(dict.fromkeys(p.version for p in found))
-    return f"{requirement.name} {versions} is installed; the rule needs {requirement.relation} {requirement.version}"
+    from imagegate.core.contents.dpkg import missing_files  # noqa: PLC0415 (the parsers: only when judging)
+
+    missing: list[str] = []
+    for package in satisfying:  # one with its files in place is enough (Multi-Arch: one per architecture)
+        gone = missing_files(package, files)
+        if not gone:  # every file there, or nothing to check them by (distroless status.d)
+            return None
+        missing = missing or gone
+    shown = ", ".join(missing[:5]) + (f", and {len(missing) - 5} more" if len(missing) > 5 else "")
+    count = f"{len(missing)} of its files {'is' if len(missing) == 1 else 'are'}"
+    return f"{requirement.name} is installed but {count} missing: {shown}"
 
 
 def _forbidden(requirement: PackageRequirement, inventory: Inventory) -> str | None:
@@ -423,7 +444,7 @@ def _licences(rule: LicenceRule, inventory: Inventory) -> str | None:
 def judge(rule: ContentRule, inventory: Inventory, files: ImageFiles, digest: str | None = None) -> ContentVerdict:
     """Whether the image's ``inventory`` and kept ``files`` satisfy ``rule``, and what fails."""
     failures: list[str] = []
-    failures.extend(f for r in rule.require_packages if (f := _required(r, inventory)) is not None)
+    failures.extend(f for r in rule.require_packages if (f := _required(r, inventory, files)) is not None)
     for requirement in rule.require_files:
         failures.extend(_file(requirement, files))
     failures.extend(f for r in rule.forbid_packages if (f := _forbidden(r, inventory)) is not None)

@@ -142,7 +142,8 @@ class _Feed:
 
 
 def _image_weight(files: ImageFiles) -> int:
-    return sum(len(path) + len(data) + 100 for path, data in files.files.items()) + 200
+    kept = sum(len(path) + len(data) + 100 for path, data in files.files.items())
+    return kept + sum(len(path) + 60 for path in files.absent) + 200
 
 
 class ContentReader:
@@ -213,6 +214,8 @@ class ContentReader:
             merged.files,
             tuple(layer.digest for layer in image.layers),
             sum(record.count for record in records),
+            merged.listed,
+            merged.absent,
         )
         self._remember(self._images, (image.manifest_digest, selection), files)
         return files
