@@ -134,3 +134,18 @@ def test_a_command_that_needs_cryptography_loads_it(tmp_path: Path) -> None:
     result, loaded = loaded_by(tmp_path, "certs", "--out", str(tmp_path / "tls"))
     assert result.returncode == 0, result.stderr
     assert "cryptography" in {name.split(".")[0] for name in loaded}
+
+
+def test_a_command_is_dispatched_with_only_its_own_options_built() -> None:
+    """typer builds the options of every command it is given before it dispatches: main gives it
+    the one command named (after --debug), or the whole app for --help, nothing or a typo."""
+    from imagegate.shell.cli.main import app, app_for  # noqa: PLC0415
+
+    only = app_for(["--debug", "check", "pods.yaml", "--help"])
+    assert [c.callback.__name__ for c in only.registered_commands if c.callback] == ["check"]
+    assert not only.registered_groups and only.registered_callback is app.registered_callback
+    grants = app_for(["grants", "list"])
+    assert not grants.registered_commands and [g.name for g in grants.registered_groups] == ["grants"]
+    for args in ([], ["--help"], ["--help", "check"], ["chek"]):
+        assert app_for(args) is app
+    assert len(app.registered_commands) > 1 and len(app.registered_groups) > 1  # left whole
