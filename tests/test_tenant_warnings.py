@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagegate.core.admission import decode_review, review
 from imagegate.core.policy import load_policy
@@ -27,8 +27,10 @@ from imagegate.core.reference import parse_docker_ref
 from imagegate.core.tenant_warnings import BUDGET_RUNES, ITEM_RUNES, fit, tenant_warnings
 from imagegate.core.webhooks import webhook_configurations
 from tests.conftest import POLICY_HEADER, admission_review
-from tests.kube_cluster import start_cluster
 from tests.webhook_process import run_webhook
+
+if TYPE_CHECKING:
+    from tests.kube_cluster import KubeCluster
 
 NOW = dt.datetime(2027, 3, 20, 12, tzinfo=dt.UTC)
 LONG_REPO = "ghcr.io/example-organisation-with-a-long-name/" + "/".join(["deeply-nested-project"] * 4)
@@ -150,16 +152,15 @@ def test_the_expired_grant_denial_names_no_file(tmp_path: Path) -> None:
     assert str(tmp_path) not in message and "grants.yaml" not in message
 
 
-def test_kubectl_prints_each_warning_whole(tmp_path: Path) -> None:
-    """Through a real API server: what kubectl prints is what /validate answered, word for word."""
+def test_kubectl_prints_each_warning_whole(kube_cluster: KubeCluster, tmp_path: Path) -> None:
+    """Through a real API server (the session's: its own cost a cluster start), what kubectl
+    prints is what /validate answered, word for word."""
     policy_text = POLICY.replace("requireBaseImage: true", "requireBaseImage: false")  # no registry here
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(policy_text)
     pod = _pod([LONG, *(f"quay.io/untrusted-{i}/{'x' * 60}:1" for i in range(6))])
-    with (
-        start_cluster(tmp_path / "cluster", controllers=False) as cluster,
-        run_webhook(tmp_path, policy=policy_file) as webhook,
-    ):
+    cluster = kube_cluster
+    with run_webhook(tmp_path, policy=policy_file) as webhook:
         ca = base64.b64encode(webhook.tls.ca_cert.read_bytes()).decode()
         validating = webhook_configurations(load_policy(policy_text))[1]
         validating["metadata"].pop("annotations", None)
