@@ -183,15 +183,11 @@ def _unverified_notices(verdicts: Sequence[ImageVerdict], answers: Answers) -> l
 def _expiring(active: Sequence[Grant], now: dt.datetime, days: int | None) -> tuple[str, ...]:
     if days is None:
         return ()
-    # a list, not a generator: most grants have no end date and the loop builds nothing
-    notices = [expiry_notice(g, now) for g in active if g.expires is not None and g.expiring(now, days)]
-    return tuple(notices) if notices else ()
+    return tuple(expiry_notice(g, now) for g in active if g.expires is not None and g.expiring(now, days))
 
 
 def _split_grants(grants: Sequence[Grant], now: dt.datetime) -> tuple[tuple[Grant, ...], tuple[Grant, ...]]:
     """The active and the expired grants (each grant asked once)."""
-    if all(grant.expires is None for grant in grants):
-        return tuple(grants), ()  # no end date, nothing can have expired: no lists built
     active: list[Grant] = []
     expired: list[Grant] = []
     for grant in grants:
@@ -239,13 +235,16 @@ def decide(
         bad = ObjectSubject(kind or "object", exc.pointer)
         finding = Finding(bad, Rule.MALFORMED_OBJECT, f"malformed {kind or 'object'}: {exc}", Mode.ENFORCE)
         return Decision(kind, name, namespace, governed=True, findings=(finding,))
-    active, expired = _split_grants(policy.grants_for(namespace), now)
+    grants = policy.grants_for(namespace)
+    # Most grants have no end date: then none has expired or ends soon, and nothing is built.
+    dated = any(grant.expires is not None for grant in grants)
+    active, expired = _split_grants(grants, now) if dated else (grants, ())
     judging = Judging(policy, namespace, answers)
     admission = Admission(judging, active, expired)
     rules = active_rules(policy, namespace)
     for rule in rules:
         judging.findings[rule.name] = []  # listed in the rules' order, whichever finds first
-    expiring = _expiring(active, now, policy.warn_before_expiry_days) if active else ()
+    expiring = _expiring(active, now, policy.warn_before_expiry_days) if dated and active else ()
     seen_before = _old_keys(old_object)
     verdicts: list[ImageVerdict] = []
     for use in uses:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from imagegate.core.attestations import AttestationRule
 from imagegate.core.policy import Grant, ImageClass, Policy, contact_refusal
@@ -464,7 +464,7 @@ class _ActiveRules:
         self.by_namespace = {}
 
 
-_ACTIVE = _ActiveRules()
+_ACTIVE: Final = _ActiveRules()  # Final: compiled, a static, not a lookup in the module's dict
 _ACTIVE_NAMESPACES_MAX = 4096  # namespaces remembered per policy (then start over rather than grow)
 
 

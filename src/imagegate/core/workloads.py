@@ -169,7 +169,8 @@ def pod_specs(obj: Mapping[str, Any]) -> PodSpecs:
             return ()
         if not isinstance(node, dict):
             raise ObjectShapeError(json_pointer(path[:depth]), f"expected an object, got {type(node).__name__}")
-        node = node.get(token)
+        parent: dict[str, Any] = node  # dict-typed: compiled, a direct get
+        node = parent.get(token)
     if node is None:
         return ()
     if not isinstance(node, dict):
