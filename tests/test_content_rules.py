@@ -377,3 +377,15 @@ def test_outcomes_by_answer_and_on_error() -> None:
         (False, "strict: x is installed (1)", False),
         (True, "lenient: satisfied", False),
     ]
+
+
+def test_the_failure_ttl_is_validated() -> None:
+    """registry.contents.failureTtlSeconds: how long a read failed on an image's bytes is kept."""
+    assert load_policy(HEADER).registry.contents.failure_ttl_seconds == 60
+    assert (
+        load_policy(HEADER + "registry: {contents: {failureTtlSeconds: 0}}\n").registry.contents.failure_ttl_seconds
+        == 0
+    )
+    for wrong in ("-1", "3601", "soon"):
+        with pytest.raises(PolicyError, match="failureTtlSeconds"):
+            load_policy(HEADER + f"registry: {{contents: {{failureTtlSeconds: {wrong}}}}}\n")

@@ -258,6 +258,7 @@ def test_only_registries_the_policy_names_are_asked(pushed: Pushed) -> None:
 
 GOOD = layer([file("etc/nsswitch.conf", SSS)])
 CONFIG, MANIFEST = image_documents([GOOD])
+CONFIG_DIGEST = hashlib.sha256(CONFIG).hexdigest()
 
 
 def _serving(kind: str, released: threading.Event) -> Any:
@@ -480,7 +481,7 @@ def test_a_read_goes_on_in_the_background_past_its_callers_budget(pushed: Pushed
     """What an admission does with a cold read (issue 25 item 4), through the one background
     mechanism (shell/registry/content_verdicts.py): answer "pending" when the budget ends first,
     and find the verdict done later, each layer streamed once; a background read that fails is
-    the next answer's problem, kept nowhere."""
+    the next answer's problem (kept for failureTtlSeconds: test_a_broken_image_is_read_once_per_failure_ttl)."""
     from imagegate.shell.registry.content_verdicts import ContentJudge  # noqa: PLC0415
 
     policy = load_policy(
@@ -518,7 +519,7 @@ def test_a_read_goes_on_in_the_background_past_its_callers_budget(pushed: Pushed
             await judge.settled()
             doomed = await judge.answer(client, bomb, rules, budget=5.0)
             assert doomed.problem and not doomed.verdicts and not doomed.pending
-            assert judge.reads_started == 4  # a failed read is not kept: read again
+            assert judge.reads_started == 3  # a read failed on the image's bytes is kept (failureTtlSeconds)
             # a server's shutdown: the reads in flight are cancelled (nobody waits for them and
             # their clients close next), the verdicts kept stay, and a later ask reads again
             opaque = parse_docker_ref(pushed.ref("toolforge/base:1"))
@@ -533,3 +534,79 @@ def test_a_read_goes_on_in_the_background_past_its_callers_budget(pushed: Pushed
             assert again.verdicts and judge.reads_started == started + 1  # nothing kept of the cancelled read
 
     asyncio.run(go())
+
+
+def test_a_broken_image_is_read_once_per_failure_ttl(pushed: Pushed) -> None:
+    """A read that fails on the image's bytes (a bomb, a digest mismatch...) is the answer for its
+    digest until ``failureTtlSeconds`` ends (the judge's own clock, moved by hand): asked again
+    and again, the broken layer streams once per TTL; a policy with other limits, or 0, reads again."""
+    from imagegate.shell.registry.content_verdicts import ContentJudge  # noqa: PLC0415
+
+    policy = load_policy(
+        POLICY_HEADER
+        + "trusted: []\ncontent:\n  rules:\n    - name: integration\n"
+        + f"      images: ['{pushed.registry.host}/**']\n"
+        + "      requireFiles: [{path: /etc/nsswitch.conf}]\n",
+        "<test>",
+    )
+    rules = policy.content.rules
+    now = [1000.0]
+    limits = ContentLimits(failure_ttl_seconds=60)
+
+    async def go() -> None:
+        async with pushed.client() as client:
+            judge = ContentJudge(clock=lambda: now[0])
+            for name, kind in (("bomb", ContentErrorKind.BOMB), ("traversal", ContentErrorKind.UNSAFE_PATH)):
+                broken = parse_docker_ref(pushed.ref(f"tool-b/hostile:{name}"))
+                first = await judge.answer(client, broken, rules, None, limits)
+                assert first.kind == kind.value and first.problem and first.digest, first
+                streamed, reads = client.fetches["layer"], judge.reads_started
+                for _ in range(5):
+                    assert await judge.answer(client, broken, rules, None, limits) == first
+                now[0] += 59.9
+                assert await judge.answer(client, broken, rules, None, limits) == first
+                assert client.fetches["layer"] == streamed and judge.reads_started == reads  # streamed once
+                now[0] += 0.2  # the TTL is over: read again (the broken layer only: the base is cached)
+                assert await judge.answer(client, broken, rules, None, limits) == first
+                assert client.fetches["layer"] == streamed + 1 and judge.reads_started == reads + 1
+                # other limits (a policy reload) judge anew; a TTL of 0 keeps nothing
+                never = ContentLimits(failure_ttl_seconds=0)
+                for _ in range(2):
+                    assert (await judge.answer(client, broken, rules, None, never)).kind == kind.value
+                # (other limits make a reader of their own: the base is streamed once more)
+                assert client.fetches["layer"] == streamed + 4 and judge.reads_started == reads + 3
+
+    asyncio.run(go())
+
+
+def test_a_registry_timeout_is_not_kept_as_the_image_s_failure(tmp_path: Path) -> None:
+    """A layer the registry sends too slowly ends in a timeout: that says nothing of the image's
+    bytes, so the next ask reads again, within the TTL."""
+    from imagegate.shell.registry.content_verdicts import ContentJudge  # noqa: PLC0415
+
+    tls = make_certificates(tmp_path / "tls", ["127.0.0.1"])
+    hits: list[str] = []
+    released = threading.Event()
+    with https_server(fault_handler(_serving("trickle", released), hits), tls) as host:
+        policy = load_policy(
+            POLICY_HEADER
+            + f"trusted: []\ncontent:\n  rules:\n    - {{name: integration, images: ['{host}/**'], "
+            + "requireFiles: [{path: /etc/nsswitch.conf}]}\n",
+            "<test>",
+        )
+        limits = ContentLimits(timeout_seconds=0.5, failure_ttl_seconds=60)
+
+        async def go() -> list[str]:
+            async with RegistryClient(RegistrySettings(ca_file=tls.ca_cert, timeout=5)) as client:
+                judge = ContentJudge(clock=lambda: 0.0)  # the clock never moves: only a kept failure would answer
+                ref = parse_docker_ref(f"{host}/tool/app:1")
+                kinds = [(await judge.answer(client, ref, policy.content.rules, None, limits)).kind for _ in range(2)]
+                assert judge.reads_started == 2
+                return kinds
+
+        try:
+            kinds = asyncio.run(go())
+        finally:
+            released.set()
+    assert kinds == ["timeout", "timeout"]
+    assert len([hit for hit in hits if "/blobs/" in hit and CONFIG_DIGEST not in hit]) == 2  # streamed twice

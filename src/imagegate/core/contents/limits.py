@@ -43,6 +43,10 @@ class ContentLimits(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 120.0
     # what the reader keeps between reads (layers by digest, images by digest), in bytes
     cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 512 * _MIB
+    # how long a read that failed on the image's bytes (a bomb, a digest mismatch, a corrupt or
+    # hostile layer: never a registry's timeout or outage) is kept as the answer for its digest
+    # before the image is read again; 0 reads it again at every request
+    failure_ttl_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
 
     def unpacked_allowance(self, compressed: int) -> int:
         """Decompressed bytes a layer of ``compressed`` bytes may hold before it is a bomb."""

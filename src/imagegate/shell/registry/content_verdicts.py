@@ -10,13 +10,19 @@ an admission request, so the read goes on in the background, the answer says ``p
 rule's ``onError`` decides: enforce denies with "being read, retry shortly", which Kubernetes'
 controllers do), and the request after it finds the verdicts. Concurrent requests for one image
 share one read. A read that fails is an answer with its ``problem`` (the rule's ``onError``
-again), not kept: the next request reads again.
+again). When the failure is the image's bytes (a :class:`ContentReadError`: a bomb, a digest
+mismatch, a corrupt, truncated or hostile layer, a limit), that answer is kept for its digest, the
+rules and the limits for ``registry.contents.failureTtlSeconds``: a tenant asking again and again
+for a broken image makes imagegate stream its layers at most once per that time. A failure of the
+registry (a timeout, an HTTP 5xx, a connection refused) says nothing of the image: never kept,
+the next request reads again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from cachetools import LRUCache
 
@@ -33,15 +39,22 @@ from imagegate.shell.registry.errors import RegistryError
 __all__ = ["VERDICTS_KEPT", "ContentJudge"]
 
 VERDICTS_KEPT = 4096  # images' verdicts kept (a few hundred bytes each)
+FAILURES_KEPT = 1024  # images' failed reads kept, each until its failureTtlSeconds ends
 
 _Key = tuple[str, tuple[ContentRule, ...]]
 
 
 class ContentJudge:
-    """Judges content rules on images, keeping verdicts by image digest; one per process."""
+    """Judges content rules on images, keeping verdicts by image digest; one per process.
+    ``clock`` (monotonic seconds) ends kept failures: a test's own clock moves them on."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._verdicts: LRUCache[_Key, tuple[ContentVerdict, ...]] = LRUCache(VERDICTS_KEPT)
+        # failed reads of an image's bytes, by digest, rules and limits: (the answer, when it ends)
+        self._failures: LRUCache[tuple[str, tuple[ContentRule, ...], ContentLimits], tuple[ContentAnswer, float]] = (
+            LRUCache(FAILURES_KEPT)
+        )
         # answers in the making, by reference and rules: one read per image however many ask
         self._reads: dict[_Key, asyncio.Task[ContentAnswer]] = {}
         self.reads_started = 0  # judgements that had to read the image's files (tests, metrics)
@@ -105,6 +118,12 @@ class ContentJudge:
         kept = self._verdicts.get(key)
         if kept is not None:
             return ContentAnswer(kept, resolved.digest)
+        limits = limits or ContentLimits()
+        failed = self._failures.get((resolved.digest, rules, limits))
+        if failed is not None:
+            if self._clock() < failed[1]:
+                return failed[0]
+            self._failures.pop((resolved.digest, rules, limits), None)
         self.reads_started += 1
         selection = FileSelection()
         for rule in rules:
@@ -118,7 +137,13 @@ class ContentJudge:
                 per_platform.append(
                     (image.platform, [judge(rule, inventory, files, resolved.digest) for rule in rules])
                 )
-        except RegistryError as exc:
+        except ContentReadError as exc:  # the image's bytes: the same until the digest changes
+            answer = ContentAnswer(digest=resolved.digest, problem=str(exc), kind=_kind(exc))
+            if limits.failure_ttl_seconds > 0:
+                ends = self._clock() + limits.failure_ttl_seconds
+                self._failures[(resolved.digest, rules, limits)] = (answer, ends)
+            return answer
+        except RegistryError as exc:  # the registry's (timeout, 5xx, connection): asked again next time
             return ContentAnswer(digest=resolved.digest, problem=str(exc), kind=_kind(exc))
         verdicts = tuple(_combined(rule, per_platform, index, resolved.digest) for index, rule in enumerate(rules))
         self._verdicts[key] = verdicts
