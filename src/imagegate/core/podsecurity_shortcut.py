@@ -217,6 +217,10 @@ def _selection(
     return checks, shortcut_plan(checks)
 
 
+_SELECTIONS_MAX = 64  # levels x versions x skip sets in use: a handful
+_SELECTIONS: dict[tuple[Level, Version, frozenset[str]], tuple[tuple[ActiveCheck, ...], ShortcutPlan | None]] = {}
+
+
 def _plain_seccomp(context: Mapping[str, Any]) -> bool | None:
     """True: set to an allowed type; None: unset; False: anything else."""
     profile = context.get("seccompProfile")
@@ -228,8 +232,23 @@ def _plain_seccomp(context: Mapping[str, Any]) -> bool | None:
 _HANDLER_FIELDS = frozenset((*PROBES, "lifecycle"))
 
 
-def _plain_handlers(container: Mapping[str, Any]) -> bool:
-    if container.keys().isdisjoint(_HANDLER_FIELDS):
+def _none_of(names: frozenset[str], keys: dict[str, Any]) -> bool:
+    """Whether ``keys`` has none of ``names`` (compiled, a loop of direct lookups; ``keys().isdisjoint``
+    was two method calls by name, several times a container's other checks). Loops, not ``all()``:
+    interpreted, a generator costs a frame per call."""
+    if len(keys) <= len(names):  # the smaller side walked, as isdisjoint does
+        for key in keys:  # noqa: SIM110
+            if key in names:
+                return False
+        return True
+    for name in names:  # noqa: SIM110
+        if name in keys:
+            return False
+    return True
+
+
+def _plain_handlers(container: dict[str, Any]) -> bool:
+    if _none_of(_HANDLER_FIELDS, container):
         return True  # no probe, no hook: nothing that could name a host
     for probe in PROBES:
         handler = container.get(probe)
@@ -261,7 +280,7 @@ def _plain_container(  # noqa: C901 (the shortcut: every field a check reads, te
     context = container.get("securityContext")
     if context is None:
         context = {}
-    elif not isinstance(context, dict) or not context.keys().isdisjoint(plan.container_give_up):
+    elif not isinstance(context, dict) or not _none_of(plan.container_give_up, context):
         return False
     seccomp = _plain_seccomp(context)
     if seccomp is False or context.get("runAsUser") == 0 or context.get("privileged") is True:
@@ -318,7 +337,7 @@ def _plainly_passes(  # noqa: C901, PLR0912 (the shortcut: every field a check r
     pod = spec.get("securityContext")
     if pod is None:
         pod = {}
-    elif not isinstance(pod, dict) or not pod.keys().isdisjoint(plan.pod_give_up):
+    elif not isinstance(pod, dict) or not _none_of(plan.pod_give_up, pod):
         return False
     pod_seccomp = _plain_seccomp(pod)
     pod_non_root = pod.get("runAsNonRoot")
@@ -369,7 +388,13 @@ def evaluate(
     """
     if level not in LEVELS:
         raise ValueError(f"unknown Pod Security level {level!r}; use one of {', '.join(LEVELS)}")
-    checks, plan = _selection(level, version, skip, catalog)
+    # the catalogue's own selections by a plain dict (every pod asks; lru_cache's key and call cost more)
+    selected = _SELECTIONS.get((level, version, skip)) if catalog is None else None
+    if selected is None:
+        selected = _selection(level, version, skip, catalog)
+        if catalog is None and len(_SELECTIONS) < _SELECTIONS_MAX:
+            _SELECTIONS[(level, version, skip)] = selected
+    checks, plan = selected
     if shortcut and plan is not None and checks and _plainly_passes(plan, metadata, spec):
         return []
     failed = []

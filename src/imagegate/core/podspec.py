@@ -64,7 +64,8 @@ def containers(spec: Mapping[str, Any]) -> Containers:
 
 
 def is_windows(spec: Mapping[str, Any]) -> bool:
-    return as_map(spec.get("os")).get("name") == "windows"
+    os = spec.get("os")  # usually absent: no empty dict made to read it
+    return isinstance(os, dict) and os.get("name") == "windows"
 
 
 def added_capabilities(capabilities: Mapping[str, Any]) -> list[str]:
