@@ -11,7 +11,8 @@
 #    each the best of 5 x 800 per body;
 # 3. with --server, the HTTP benchmark as the issue ran it: each commit's own
 #    bench/server_bench.py, pod-security policy, 2 workers, 50 connections, N interleaved
-#    rounds, its CPU µs/req column (wrk and nginx needed; a minute per round and commit).
+#    rounds, its rows as printed, then per row and commit the median over the rounds of
+#    req/s and CPU µs/req (wrk and nginx needed; a minute or two per round and commit).
 # Each commit is built once from `git archive` into a scratch directory (removed at the end),
 # which goes first on PYTHONPATH. Prints the load average before and after: on a busy machine
 # only the instruction counts can be compared across runs.
@@ -91,12 +92,32 @@ if [ $server = 1 ]; then
             exit 1
         fi
     done
+    echo "round commit | policy | load | conns | workers | imagegate req/s | p50 ms | p99 ms | CPU µs/req | nginx req/s | p50 ms | p99 ms | imagegate/nginx | errors |"
     for round in $(seq "$rounds"); do
         for name in base head; do
             out=$(cd "$scratch/$name/src" && PYTHONPATH="$scratch/$name/site" "$python" bench/server_bench.py \
                 --policies pod-security --workers 2 --concurrency 50 --paced-rate 5000 --duration 8 --no-stacks)
-            echo "$out" | grep -E '^\| pod-security' | sed "s/^/round $round ${commit[$name]} ($name) /"
+            echo "$out" | grep -E '^\| pod-security' | sed "s/^/round $round ${commit[$name]} ($name) /" |
+                tee -a "$scratch/server_rows"
         done
     done
+    # The median over the rounds of each row's req/s and CPU µs/req, per commit (what the README quotes).
+    "$python" - "$scratch/server_rows" <<'PY'
+import statistics
+import sys
+from collections import defaultdict
+
+cells: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+for line in open(sys.argv[1], encoding="utf-8"):
+    head, _, row = line.partition("| ")
+    commit = " ".join(head.split()[2:4])
+    policy, load, _conns, _workers, rps, _p50, _p99, cpu = (c.strip() for c in row.split("|")[:8])
+    cells[(policy, load, commit)].append((float(rps.replace(",", "")), float(cpu.replace(",", ""))))
+print("\nmedian over the rounds: | policy | load | commit | imagegate req/s | CPU µs/req |")
+for (policy, load, commit), values in cells.items():
+    rps = statistics.median(v[0] for v in values)
+    cpu = statistics.median(v[1] for v in values)
+    print(f"| {policy} | {load} | {commit} | {rps:,.0f} | {cpu:.0f} |")
+PY
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
