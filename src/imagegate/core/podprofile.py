@@ -271,7 +271,7 @@ def _fresh(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _fresh(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_fresh(item) for item in value]
+        return [_fresh(item) if isinstance(item, (dict, list)) else item for item in value]
     return value
 
 
@@ -344,8 +344,9 @@ class _Patcher:
             ):
                 rest = path[depth + 1 :]
                 # Two separate values, each extended by later calls: the spec's and the patch's.
-                inserted = node[token] = _nested(rest, _fresh(value))
-                added = _nested(rest, _fresh(value))
+                copied = isinstance(value, (dict, list))  # a scalar (most values) is shared, never copied
+                inserted = node[token] = _nested(rest, _fresh(value) if copied else value)
+                added = _nested(rest, _fresh(value) if copied else value)
                 self._track(inserted, added)
                 within = self._added.get(id(node))
                 if within is not None:  # inside a value this patcher added: extend that operation
