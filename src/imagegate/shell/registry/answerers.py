@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from imagegate.core.attestations import AttestationRule
@@ -59,11 +57,20 @@ from imagegate.core.records import (
 )
 from imagegate.core.reference import Reference
 from imagegate.core.signatures import SignatureEvidence, SignatureRule, SignaturesConfig
+from imagegate.shell.registry.answering import (
+    Answerer,
+    Asking,
+    Q,
+    answered,
+    answerer_for,
+    close_answerers,
+    register,
+    unregister,
+)
 from imagegate.shell.registry.errors import RegistryError, RegistryErrorKind
 from imagegate.shell.registry.gate import (
     NOT_A_REGISTRY_FAILURE,
     RegistryGate,
-    decision_deadline,
     pin_failure_note,
     tenant_reason,
 )
@@ -71,103 +78,20 @@ from imagegate.shell.registry.gate import (
 if TYPE_CHECKING:
     from imagegate.shell.registry.signing import SignatureChecker
 
-__all__ = [
+__all__ = [  # the seam's framework (answering.py) with the built-in answerers and answer()
     "Answerer",
     "Asking",
     "answer",
     "answered",
     "answerer_for",
+    "close_answerers",
     "register",
     "settle",
     "unregister",
 ]
 
-Q = TypeVar("Q", bound=Question[Any])
-A = TypeVar("A")
 T = TypeVar("T")
 R = TypeVar("R")  # a signatures or an attestations rule
-
-
-@dataclass
-class Asking:
-    """What an answerer is given beside its question: the gate (clients, caches, checkers), the
-    policy, the decision that asks, the deadline of all its lookups, the answers known so far
-    (an ``after_others`` answerer sees the others'), and notes for the user."""
-
-    gate: RegistryGate
-    policy: Policy
-    decision: Decision
-    ends: float  # the loop time the decision's lookups must end by
-    earlier: Answers = NO_ANSWERS
-    moved: frozenset[Reference] = frozenset()  # tags the answers disagreed about (moved while looked up)
-    notes: list[str] = field(default_factory=list)
-    # whom the answers are for: a served request (validate, mutate) answers within its budget and
-    # is sent again; ``check`` is asked once, by a command that must say what it found
-    webhook: Webhook = Webhook.VALIDATE
-
-    def deadline(self) -> AbstractAsyncContextManager[object]:
-        """The deadline of the decision's registry lookups (``registry.lookupTimeoutSeconds``)."""
-        return decision_deadline(self.policy, self.ends)
-
-    def verified_digest(self, ref: Reference) -> str | None:
-        """The digest an answer about ``ref`` judged (all agree, else ``ref`` is in ``moved``)."""
-        for question, found in self.earlier.found.items():
-            if question.ref == ref:
-                digests = question.judged_digests(found)
-                if digests:
-                    return digests[0]
-        return None
-
-
-class Answerer(Generic[Q, A]):
-    """Answers one type of question (see the module's docstring)."""
-
-    question: ClassVar[type[Question[Any]]]
-    after_others: ClassVar[bool] = False
-
-    def known(self, asking: Asking, question: Q) -> A | None:
-        """The answer from what is remembered alone (no await), or None: it must be looked up."""
-        return None
-
-    async def answer(self, asking: Asking, question: Q) -> A | None:  # pragma: no cover - each answerer has its own
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        """Stop what it does in the background (a server's shutdown); nothing by default."""
-
-
-_ANSWERERS: dict[type[Question[Any]], Answerer[Any, Any]] = {}
-
-
-def register(answerer: Answerer[Any, Any]) -> None:
-    """Answer ``answerer.question`` with ``answerer`` from now on (one answerer per question type)."""
-    known = _ANSWERERS.get(answerer.question)
-    if known is not None and known is not answerer:
-        raise ValueError(f"{answerer.question.__name__} has an answerer already: {type(known).__name__}")
-    _ANSWERERS[answerer.question] = answerer
-
-
-def unregister(question: type[Question[Any]]) -> None:
-    """Forget the answerer of ``question`` (a test's own rule, when the test ends)."""
-    _ANSWERERS.pop(question, None)
-
-
-def answered() -> tuple[type[Question[Any]], ...]:
-    """The question types answered now (what the verdict metric starts its series from)."""
-    return tuple(_ANSWERERS)
-
-
-async def close_answerers() -> None:
-    """Stop every answerer's background work (before the gate's clients close: it uses them)."""
-    for answerer in list(_ANSWERERS.values()):
-        await answerer.aclose()
-
-
-def answerer_for(question: Question[Any]) -> Answerer[Any, Any]:
-    found = _ANSWERERS.get(type(question))
-    if found is None:  # a rule asking what nothing answers is a bug: never an allow
-        raise LookupError(f"no answerer is registered for {type(question).__name__}")
-    return found
 
 
 async def _answer_all(asking: Asking, questions: Sequence[Question[Any]], found: dict[Question[Any], Any]) -> None:
@@ -204,13 +128,13 @@ async def answer(
     asking = Asking(gate, policy, decision, ends, webhook=webhook)
     await _answer_all(asking, [q for q in asked if not answerer_for(q).after_others], found)
     moved = _moved_tags(found)
-    for question, answered in list(found.items()):
+    for question, given in list(found.items()):
         seen = moved.get(question.ref)
         if seen is not None:
             # Every check resolves a tag through one cache and single flight, so they agree unless
             # the tag moved between two of them: then no answer vouches for what would run.
             detail = f"the tag moved while it was verified (to {', '.join(d[:19] for d in seen)}); try again"
-            found[question] = question.when_moved(answered, detail)
+            found[question] = question.when_moved(given, detail)
     asking.earlier = Answers(dict(found))
     asking.moved = frozenset(moved)
     await _answer_all(asking, [q for q in asked if answerer_for(q).after_others], found)
@@ -220,8 +144,8 @@ async def answer(
 def _moved_tags(found: dict[Question[Any], Any]) -> dict[Reference, list[str]]:
     """The references whose answers judged more than one digest, with those digests (sorted)."""
     seen: dict[Reference, set[str]] = {}
-    for question, answered in found.items():
-        digests = question.judged_digests(answered)
+    for question, given in found.items():
+        digests = question.judged_digests(given)
         if digests:
             seen.setdefault(question.ref, set()).update(digests)
     return {ref: sorted(digests) for ref, digests in seen.items() if len(digests) > 1}
@@ -456,5 +380,6 @@ _register_built_in((BaseAnswerer(), SignaturesAnswerer(), AttestationsAnswerer()
 
 # The content rules' answerer lives in its own module (its reader and parsers load on first use) and
 # registers itself: imported here, last, so that whoever answers a decision has every built-in
-# answerer (audit --compare asked a ContentQuestion with none registered: an internal error).
+# answerer (audit --compare asked a ContentQuestion with none registered: an internal error). It
+# imports the framework (answering.py), not this module: no cycle.
 import imagegate.shell.registry.content_answerer  # noqa: E402, F401

@@ -15,7 +15,7 @@ from imagegate.core.contents.admission import ContentQuestion
 from imagegate.core.contents.policy import ContentAnswer
 from imagegate.core.policy import contact_refusal
 from imagegate.core.records import Webhook
-from imagegate.shell.registry.answerers import Answerer, Asking, register
+from imagegate.shell.registry.answering import Answerer, Asking, register
 
 if TYPE_CHECKING:
     from imagegate.shell.registry.content_verdicts import ContentJudge
