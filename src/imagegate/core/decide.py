@@ -283,5 +283,6 @@ def decide(
         patches=tuple(patches),
         questions=tuple(judging.questions),
         pins_needed=tuple(judging.unpinned),
-        notices=(*expiring, *_unverified_notices(verdicts, answers)),
+        # the direct path (no registry asked) has nothing unverified: no call, no tuple built
+        notices=(*expiring, *_unverified_notices(verdicts, answers)) if answers.found else expiring,
     )
