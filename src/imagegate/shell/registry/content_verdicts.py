@@ -119,11 +119,12 @@ class ContentJudge:
         if kept is not None:
             return ContentAnswer(kept, resolved.digest)
         limits = limits or ContentLimits()
-        failed = self._failures.get((resolved.digest, rules, limits))
+        failure_key = (resolved.digest, rules, limits)
+        failed = self._failures.get(failure_key)
         if failed is not None:
             if self._clock() < failed[1]:
                 return failed[0]
-            self._failures.pop((resolved.digest, rules, limits), None)
+            del self._failures[failure_key]
         self.reads_started += 1
         selection = FileSelection()
         for rule in rules:
@@ -141,7 +142,7 @@ class ContentJudge:
             answer = ContentAnswer(digest=resolved.digest, problem=str(exc), kind=_kind(exc))
             if limits.failure_ttl_seconds > 0:
                 ends = self._clock() + limits.failure_ttl_seconds
-                self._failures[(resolved.digest, rules, limits)] = (answer, ends)
+                self._failures[failure_key] = (answer, ends)
             return answer
         except RegistryError as exc:  # the registry's (timeout, 5xx, connection): asked again next time
             return ContentAnswer(digest=resolved.digest, problem=str(exc), kind=_kind(exc))
