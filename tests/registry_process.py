@@ -43,7 +43,10 @@ SERVICE, ISSUER = "imagegate-test-registry", "imagegate-test-token-issuer"
 # The registry section's time limits for a test whose subject is not time: the defaults (2.5 s a
 # request, 4 s a lookup) are for production; a registry on a machine busy with the suite's
 # workers can take longer, and a timeout there would fail a test of signatures or bases.
-UNHURRIED = "timeoutSeconds: 10, lookupTimeoutSeconds: 25"
+UNHURRIED_REQUEST, UNHURRIED_LOOKUP = 10.0, 25.0
+UNHURRIED = f"timeoutSeconds: {UNHURRIED_REQUEST:g}, lookupTimeoutSeconds: {UNHURRIED_LOOKUP:g}"
+# the same for a RegistryClient a test makes itself: RegistrySettings(**UNHURRIED_CLIENT)
+UNHURRIED_CLIENT: dict[str, Any] = {"timeout": UNHURRIED_REQUEST, "lookup_timeout": UNHURRIED_LOOKUP}
 
 
 @dataclass

@@ -72,7 +72,7 @@ from tests.content_layers import (
 )
 from tests.debian_rootfs import rootfs
 from tests.oci_images import OciLayout
-from tests.registry_process import Registry, run_registry
+from tests.registry_process import UNHURRIED_LOOKUP, UNHURRIED_REQUEST, Registry, run_registry
 from tests.test_metrics import scrape, value
 from tests.webhook_process import WebhookProcess, run_webhook
 
@@ -255,6 +255,10 @@ def _policy(reg: Registry, workdir: Path) -> Path:
             "caFile": str(reg.tls.ca_cert),
             "credentialsFile": str(reg.docker_config(workdir / "config.json")),
             "contact": [host],
+            # time is not what these tests are about: a lookup on a machine busy with the suite's
+            # workers may take longer than production's limits (the answer would be a timeout)
+            "timeoutSeconds": UNHURRIED_REQUEST,
+            "lookupTimeoutSeconds": UNHURRIED_LOOKUP,
         },
         "trusted": [f"{host}/{REPOSITORY}:hostile-on-error-allow"],
         "baseImages": {"trusted": [f"{host}/{BASE}"]},
