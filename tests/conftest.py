@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from imagegate.core.admission import POD_RESOURCES
+from tests.cli_forkserver import FRESH_ENV, ForkServer
 
 if TYPE_CHECKING:
     from tests.kube_cluster import KubeCluster
@@ -58,16 +60,43 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_imagegate(
     *args: str, stdin: str | None = None, timeout: float = 120, columns: int = 200
 ) -> subprocess.CompletedProcess[str]:
-    """The ``imagegate`` command as a user runs it: a real process, wide output, no shell state."""
-    return subprocess.run(
-        [sys.executable, "-m", "imagegate", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env=cli_env(COLUMNS=str(columns)),
-    )
+    """The ``imagegate`` command as a user runs it: a process of its own, wide output, no shell state.
+
+    The process is forked from one that has imported the command line already
+    (tests/cli_forkserver.py), unless ``IMAGEGATE_TEST_FRESH_PROCESSES=1`` asks for a fresh
+    interpreter each time.
+    """
+    env = cli_env(COLUMNS=str(columns))
+    if os.environ.get(FRESH_ENV) == "1":
+        return subprocess.run(
+            [sys.executable, "-m", "imagegate", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=env,
+        )
+    return _fork_server().run(list(args), env, stdin, timeout)
+
+
+_fork_servers: dict[str | None, ForkServer] = {}  # by PYTHONPATH: the code under test it imported
+_fork_servers_lock = threading.Lock()  # tests run commands from threads too
+
+
+def _fork_server() -> ForkServer:
+    key = os.environ.get("PYTHONPATH")
+    with _fork_servers_lock:
+        server = _fork_servers.get(key)
+        if server is None or server.process.poll() is not None:
+            server = _fork_servers[key] = ForkServer(cli_env())
+        return server
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop this process's fork servers (tests/cli_forkserver.py), by the processes started."""
+    while _fork_servers:
+        _fork_servers.popitem()[1].stop()
 
 
 def admission_review(obj: Any, namespace: str = "tool-x", **request: Any) -> dict[str, Any]:
