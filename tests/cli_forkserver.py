@@ -39,6 +39,16 @@ PRELOAD = ("imagegate.shell.cli.main", "pydantic")
 _FDS = 3  # stdin, stdout, stderr
 
 
+def startup_alike(env: dict[str, str], server_env: dict[str, str]) -> bool:
+    """Whether a process started with ``env`` starts as the server did: the same ``PYTHON*``
+    variables (the code under test on ``PYTHONPATH``, hashing, warnings, I/O encoding) and locale."""
+
+    def read_at_start(environment: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in environment.items() if k.startswith(("PYTHON", "LC_")) or k == "LANG"}
+
+    return read_at_start(env) == read_at_start(server_env)
+
+
 def _send(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
     data = json.dumps(message).encode() + b"\n"
     ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []

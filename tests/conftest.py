@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from imagegate.core.admission import POD_RESOURCES
-from tests.cli_forkserver import FRESH_ENV, ForkServer
+from tests.cli_forkserver import FRESH_ENV, ForkServer, startup_alike
 
 if TYPE_CHECKING:
     from tests.kube_cluster import KubeCluster
@@ -58,16 +58,22 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def run_imagegate(
-    *args: str, stdin: str | None = None, timeout: float = 120, columns: int = 200
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 120,
+    columns: int = 200,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The ``imagegate`` command as a user runs it: a process of its own, wide output, no shell state.
 
-    The process is forked from one that has imported the command line already
-    (tests/cli_forkserver.py), unless ``IMAGEGATE_TEST_FRESH_PROCESSES=1`` asks for a fresh
-    interpreter each time.
+    ``env`` is its whole environment (default: ``cli_env`` with ``COLUMNS=columns``). The process
+    is forked from one that has imported the command line already (tests/cli_forkserver.py),
+    unless ``IMAGEGATE_TEST_FRESH_PROCESSES=1`` asks for a fresh interpreter each time or ``env``
+    differs from that server's in what an interpreter reads as it starts (``PYTHON*``, the locale).
     """
-    env = cli_env(COLUMNS=str(columns))
-    if os.environ.get(FRESH_ENV) == "1":
+    if env is None:
+        env = cli_env(COLUMNS=str(columns))
+    if os.environ.get(FRESH_ENV) == "1" or not startup_alike(env, cli_env()):
         return subprocess.run(
             [sys.executable, "-m", "imagegate", *args],
             input=stdin,

@@ -453,14 +453,7 @@ def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(command: list[str
         "users: [{name: u, user: {token: t}}]\n"
         "contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "imagegate", *command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=cli_env(KUBECONFIG=str(config)),
-    )
+    done = run_imagegate(*command, timeout=60, env=cli_env(KUBECONFIG=str(config)))
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no answer from the API server" in errors[0], done.stderr

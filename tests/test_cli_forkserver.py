@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_forkserver import FRESH_ENV
+from tests.cli_forkserver import FRESH_ENV, startup_alike
 from tests.conftest import POLICY_HEADER, REPO_ROOT, cli_env, run_imagegate
 
 POD = '{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "tool-x"}, "spec": {"containers": [{"name": "c", "image": "docker.io/library/nginx:1"}]}}'
@@ -85,3 +85,12 @@ def test_a_command_past_its_timeout_is_killed(monkeypatch: pytest.MonkeyPatch) -
             connection.settimeout(30)
             while connection.recv(4096):  # the LDAP bind request, then end of stream: the process is gone
                 pass
+
+
+def test_an_environment_read_at_start_gets_a_fresh_interpreter() -> None:
+    """What the interpreter reads as it starts cannot be changed in a forked child: such a command is
+    started afresh; the rest of the environment (a kubeconfig, HOME, the width) is the child's own."""
+    server = cli_env()
+    assert startup_alike(cli_env(KUBECONFIG="/k", HOME="/h", COLUMNS="80"), server)
+    for read_at_start in ({"PYTHONPATH": "/elsewhere"}, {"PYTHONHASHSEED": "0"}, {"LC_ALL": "C"}, {"LANG": "C"}):
+        assert not startup_alike({**server, **read_at_start}, server), read_at_start

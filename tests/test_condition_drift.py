@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +30,7 @@ from imagegate.core.webhooks import (
     mutation_scope,
 )
 from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML
-from tests.conftest import IDENTITIES_HEADER, admission_review, cli_env
+from tests.conftest import IDENTITIES_HEADER, admission_review, cli_env, run_imagegate
 from tests.shipped import CHART, one, policy_text, render_chart
 from tests.webhook_process import run_webhook
 
@@ -44,14 +42,7 @@ def chart() -> Iterator[helm.Chart]:
 
 
 def webhooks_printed(policy: Path) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "imagegate", "webhooks", "-p", str(policy)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=cli_env(),
-    )
+    done = run_imagegate("webhooks", "-p", str(policy), timeout=60, env=cli_env())
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -432,14 +431,7 @@ def test_the_lifecycle_on_a_configmap_in_a_real_api_server(kube_cluster: KubeClu
     env = cli_env(KUBECONFIG=str(cluster.kubeconfig), HOME=str(tmp_path))
 
     def imagegate(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "imagegate", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
+        return run_imagegate(*args, env=env)
 
     def stored(name: str = "imagegate-grants") -> tuple[dict[str, Any], str]:
         found = cluster.client.get(ConfigMap, name=name, namespace="imagegate")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import pytest
 import yaml
 
 from imagegate.core.policy import load_grants, load_identities, load_policy
+from tests.conftest import run_imagegate
 from tests.kube_cluster import KubeCluster, register, start_cluster, unregister
 from tests.shipped import BASE, CHART, STATE, policy_text, render_chart, webhook_configurations
 from tests.webhook_process import run_webhook
@@ -70,9 +70,7 @@ def operator(cluster: KubeCluster, *args: str) -> subprocess.CompletedProcess[st
     env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(cluster.kubeconfig), "COLUMNS": "200"}
     if "PYTHONPATH" in os.environ:
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return subprocess.run(
-        [sys.executable, "-m", "imagegate", *args], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
+    return run_imagegate(*args, env=env, timeout=60)
 
 
 def configmap(cluster: KubeCluster, name: str) -> dict[str, Any]:

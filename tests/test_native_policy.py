@@ -10,8 +10,6 @@ security contexts ``mutate_pod`` makes of it; no webhook is called.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from imagegate.core.native_policy import NativePolicyError, mutating_policies
 from imagegate.core.podprofile import Identity, mutate_pod
 from imagegate.core.policy import load_policy
 from imagegate.shell.builtin_policy import default_policy
-from tests.conftest import cli_env
+from tests.conftest import cli_env, run_imagegate
 from tests.kube_cluster import KubeCluster, start_cluster
 
 POLICY = """\
@@ -145,8 +143,5 @@ def test_policies_it_cannot_express_are_refused(tmp_path: Path) -> None:
         mutating_policies(default_policy())  # identities from a file
     policy_file = tmp_path / "p.yaml"
     policy_file.write_text(POLICY.replace("trusted:", "pinning: {enabled: true}\ntrusted:"))
-    done = subprocess.run(
-        [sys.executable, "-m", "imagegate", "webhooks", "--mutating-policy", "-p", str(policy_file)],
-        capture_output=True, text=True, env=cli_env(), check=False,
-    )  # fmt: skip
+    done = run_imagegate("webhooks", "--mutating-policy", "-p", str(policy_file), env=cli_env())
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "pinning" in done.stderr, done.stderr
