@@ -83,7 +83,9 @@ def loaded_by(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
     return result, set(loaded)
 
 
-@pytest.mark.parametrize("args", [("--help",), ("check", "--help"), ("check", "pod.yaml")], ids=" ".join)
+@pytest.mark.parametrize(
+    "args", [("--help",), ("check", "--help"), ("check", "pod.yaml"), ("policy", "validate")], ids=" ".join
+)
 def test_the_command_line_leaves_heavy_libraries_to_their_commands(tmp_path: Path, args: tuple[str, ...]) -> None:
     (tmp_path / "pod.yaml").write_text(POD)
     result, loaded = loaded_by(tmp_path, *(str(tmp_path / arg) if arg.endswith(".yaml") else arg for arg in args))

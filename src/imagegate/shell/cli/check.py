@@ -237,11 +237,18 @@ def check(
 
 def _unusable_files(loaded: Policy, relative_to: Path | None) -> list[str]:
     """The files the policy names that the webhook could not use: signature keys, trusted roots."""
+    sections = [
+        (section, config)
+        for section, config in (("signatures", loaded.signatures), ("attestations", loaded.attestations.signers))
+        if config.keys or config.trusted_root is not None
+    ]
+    if not sections:  # nothing to read: cryptography and sigstore (0.5 s of CPU) stay unloaded
+        return []
     from imagegate.shell.registry.signing import load_keys  # noqa: PLC0415 (cryptography, sigstore)
     from imagegate.shell.registry.sigstore_adapter import trusted_root_file  # noqa: PLC0415
 
     problems: list[str] = []
-    for section, config in (("signatures", loaded.signatures), ("attestations", loaded.attestations.signers)):
+    for section, config in sections:
         problems.extend(f"{section}: {why}" for why in load_keys(config, relative_to)[1].values())
         if config.trusted_root is not None:
             root = trusted_root_file(config, relative_to)
