@@ -2,7 +2,8 @@
 
 ``start_cluster(workdir)`` starts etcd, the API server and (unless ``controllers=False``) the
 controller manager on free loopback ports, in a fresh directory (about 10 s on 2 cores), and
-stops them by their PIDs on exit. The ``kube_cluster`` fixture (tests/conftest.py) starts one
+stops them by their PIDs on exit, or, if this process is killed first, by a watchdog
+(tests/processes.py). The ``kube_cluster`` fixture (tests/conftest.py) starts one
 per test session, only when a test asks for it. :func:`register` puts the shipped webhook
 configurations (tests/shipped.py: deploy/ built, the chart rendered by Helm's engine) in front
 of an ``imagegate serve`` process on loopback (tests/webhook_process.py), changed only in
@@ -40,6 +41,7 @@ from lightkube.resources.admissionregistration_v1 import (
 )
 
 from tests.debian_rootfs import cache_dir
+from tests.processes import ending_with_this_process, stopped_with_this_process
 from tests.shipped import WEBHOOK_KINDS
 from tests.webhook_process import WebhookProcess
 
@@ -165,20 +167,26 @@ def start_cluster(
     }
     cluster = KubeCluster(workdir, port)
     _unpacked_binaries(workdir)
-    try:
-        started = subprocess.run(
-            ["bash", str(script), "start", str(workdir), str(port)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        if started.returncode != 0:
-            raise AssertionError(f"cluster.sh start failed:\n{started.stderr}")
-        yield cluster
-    finally:
-        subprocess.run(["bash", str(script), "stop", str(workdir)], capture_output=True, timeout=60, check=False)
+    stop = ["bash", str(script), "stop", str(workdir)]
+    # cluster.sh starts the servers in the background and exits: their parent is gone before the
+    # tests begin, so no parent-death signal can stop them; a watchdog runs `stop` (by the PIDs
+    # the script recorded) if this process is killed, and the script itself ends with it meanwhile
+    with stopped_with_this_process(stop):
+        try:
+            started = subprocess.run(
+                ["bash", str(script), "start", str(workdir), str(port)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+                preexec_fn=ending_with_this_process(),
+            )
+            if started.returncode != 0:
+                raise AssertionError(f"cluster.sh start failed:\n{started.stderr}")
+            yield cluster
+        finally:
+            subprocess.run(stop, capture_output=True, timeout=60, check=False)
 
 
 def wait_for(probe: Callable[[], _T | None], timeout: float = 30, every: float = 0.2) -> _T:

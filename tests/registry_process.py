@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from imagegate.shell.webhook.certs import CertificateFiles, load_ca, make_certificates
 from tests.loopback import free_port
 from tests.oci_images import Layer, OciLayout, skopeo_copy
+from tests.processes import start
 
 USER, PASSWORD = "tool-builder", "s3cret-pass"
 SERVICE, ISSUER = "imagegate-test-registry", "imagegate-test-token-issuer"
@@ -232,9 +233,7 @@ def run_registry(workdir: Path, auth: str = "htpasswd") -> Iterator[Registry]:
         (workdir / "config.yml").write_text(json.dumps(config))
         log = workdir / "registry.log"
         with log.open("wb") as out:
-            process = subprocess.Popen(
-                [binary, "serve", str(workdir / "config.yml")], stdout=out, stderr=subprocess.STDOUT
-            )
+            process = start([binary, "serve", str(workdir / "config.yml")], stdout=out, stderr=subprocess.STDOUT)
         registry = Registry(f"127.0.0.1:{port}", tls, cert_dir, process, log, token_requests, token_answer)
         try:
             _wait(registry)

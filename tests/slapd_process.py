@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.loopback import free_port
+from tests.processes import start
 
 SUFFIX = "dc=wikimedia,dc=org"
 TOOLS_BASE = f"ou=people,ou=servicegroups,{SUFFIX}"
@@ -130,9 +131,7 @@ def run_slapd(root: Path, tools: int) -> Iterator[Slapd]:
     url = f"ldap://127.0.0.1:{port}"
     with log.open("wb") as out:
         # -d 0: stay in the foreground (no daemon to lose track of), log nothing at debug level
-        process = subprocess.Popen(
-            ["slapd", "-d", "0", "-h", f"{url}/", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
+        process = start(["slapd", "-d", "0", "-h", f"{url}/", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_listening(port, process, log)
         yield Slapd(url, port, root)

@@ -34,6 +34,7 @@ from imagegate.shell.cluster.grants_file import grants_configmap_yaml
 from imagegate.shell.webhook.certs import make_certificates
 from tests.conftest import cli_env, run_imagegate
 from tests.loopback import free_port
+from tests.processes import start
 from tests.webhook_process import run_webhook
 
 
@@ -213,7 +214,7 @@ def _dev_server(tmp_path: Path, *args: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
+        process = start(
             [
                 sys.executable,
                 "-m",

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from imagegate.shell.builtin_policy import DEFAULT_POLICY_YAML
 from tests.conftest import run_imagegate
 from tests.loopback import free_port
+from tests.processes import start
 
 EXAMPLES = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -272,7 +273,7 @@ def test_serve(
             args += ["--workers", workers]
         if policy is not None:
             args += ["-p", _write(here, "policy.yaml", policy)]
-        process = subprocess.Popen(
+        process = start(
             [sys.executable, "-m", "imagegate", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

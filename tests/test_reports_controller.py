@@ -31,6 +31,7 @@ import pytest
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER
 from tests.kube_cluster import KubeCluster, wait_for
 from tests.loopback import free_port
+from tests.processes import start
 
 CRDS = Path(__file__).resolve().parents[1].parent / "shared" / "crds"
 OPENREPORTS = CRDS / "openreports.io" / "openreports.io_reports.yaml"
@@ -115,7 +116,7 @@ def controller(
         "--metrics-host", "127.0.0.1", "--metrics-port", str(port), *args,
     ]  # fmt: skip
     with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = start(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     running = Controller(process, port, log)
     try:
         yield running

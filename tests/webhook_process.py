@@ -20,6 +20,7 @@ import httpx
 from imagegate.shell.webhook.certs import CertificateFiles, make_certificates
 from tests.conftest import admission_review
 from tests.loopback import free_port
+from tests.processes import start
 
 # free_port lives in tests/loopback.py (free of pytest, for bench/); tests still import it from here.
 __all__ = ["WebhookProcess", "free_port", "run_webhook", "validate_each"]
@@ -86,7 +87,7 @@ class WebhookProcess:
         """After :meth:`stop`: the same command again, on the same port and certificate; its log appended."""
         assert self.process.poll() is not None, "stop it first"
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.process = start(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         self.wait_ready()
 
     def stop(self) -> int:
@@ -138,7 +139,7 @@ def run_webhook(
     log_path = workdir / "imagegate.log"
     environment = {**os.environ, **(env or {})}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+        process = start(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     webhook = WebhookProcess(process, port, tls, log_path, command=command, env=environment)
     try:
         webhook.wait_ready(expect_status=expect_ready)
