@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO_ROOT, cli_env
+from tests.loopback import free_port
 from tests.webhook_process import run_webhook
 
 BENCH = REPO_ROOT / "bench"
@@ -134,6 +135,10 @@ def test_the_server_benchmark_checks_its_mix(bench_path: None, tmp_path: Path) -
 
 
 def test_a_brief_big_pod_benchmark_checks_its_answers() -> None:
-    result = run_script("bigpod_bench", "--duration", "2", "--shapes", "containers", "--in-flight", "2", "--rate", "50")
+    # a free port: the script's default (18543) is a fixed one, and another run may hold it
+    result = run_script(
+        "bigpod_bench", "--duration", "2", "--shapes", "containers", "--in-flight", "2", "--rate", "50",
+        "--port", str(free_port()),
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| 2 x containers" in result.stdout
