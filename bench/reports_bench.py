@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=20.0)
     args = parser.parse_args()
     from tests.kube_cluster import start_cluster  # noqa: PLC0415 (needs the repository on sys.path)
+    from tests.processes import start  # noqa: PLC0415 (the controller ends with this script)
 
     with tempfile.TemporaryDirectory() as work_dir:
         work = Path(work_dir)
@@ -206,7 +207,7 @@ def main() -> None:
             ]  # fmt: skip
             started = time.monotonic()
             log = (work / "controller.log").open("wb")
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            process = start(command, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
                 while _metrics(port).get("imagegate_reports_written_total", 0) < args.tools:
                     if process.poll() is not None or time.monotonic() - started > 600:

@@ -58,8 +58,10 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reviews import BENCH_POLICY, NAMESPACE, bodies
+from tests.processes import start  # the servers end with this script (tests run it, and may be killed)
 
 from imagegate.shell.webhook.certs import CertificateFiles, make_certificates
 
@@ -261,7 +263,7 @@ def start_imagegate(
         LOG_LEVEL,
         *extra,
     ]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    return start(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -397,7 +399,7 @@ def measure_stacks(
     results = []
     stacks = ["imagegate"] + [name for name in OPTIONAL_STACKS if importlib.util.find_spec(name)]
     for stack in stacks:
-        process = subprocess.Popen(
+        process = start(
             [
                 sys.executable,
                 str(Path(__file__).parent / "fixed_response.py"),
@@ -485,7 +487,7 @@ def main() -> int:  # noqa: C901, PLR0912, PLR0915 (a script's main: its options
             NGINX_CONF.format(tmp=tmp, port=options.nginx_port, cert=tls.cert, key=tls.key, body=FIXED_ALLOW)
         )
 
-        nginx = subprocess.Popen(
+        nginx = start(
             [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "nginx.err")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

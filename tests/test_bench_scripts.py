@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, cli_env
 from tests.loopback import free_port
+from tests.processes import ending_with_this_process
 from tests.webhook_process import run_webhook
 
 BENCH = REPO_ROOT / "bench"
@@ -74,6 +75,7 @@ def run_script(name: str, *args: str, timeout: float = 240) -> subprocess.Comple
         env=cli_env(),
         timeout=timeout,
         check=False,
+        preexec_fn=ending_with_this_process(),  # its servers end with it (tests/processes.py)
     )
 
 
