@@ -2,7 +2,7 @@
 # The direct path's CPU per review, BASE against HEAD, each commit compiled (IMAGEGATE_MYPYC=1)
 # and measured with its OWN bench/ (issue 24 item 8; README "Performance").
 #
-#   bench/ab_cpu.sh BASE [HEAD] [--rounds N] [--server] [--no-callgrind]
+#   bench/ab_cpu.sh BASE [HEAD] [--rounds N] [--server] [--server-callgrind] [--no-callgrind]
 #   e.g. bench/ab_cpu.sh f38bfc1          # the 12-01 main against this checkout's HEAD
 #
 # 1. instructions per review under valgrind's callgrind (load-independent): bench/ab_review.py
@@ -13,32 +13,39 @@
 #    bench/server_bench.py, pod-security policy, 2 workers, 50 connections, N interleaved
 #    rounds, its rows as printed, then per row and commit the median over the rounds of
 #    req/s and CPU µs/req (wrk and nginx needed; a minute or two per round and commit).
+# 4. with --server-callgrind, the whole serving process under callgrind (bench/server_callgrind.py,
+#    this checkout's harness for both commits): `imagegate serve` with TLS, 50 keep-alive
+#    connections, instructions per review over 2,000 reviews of each commit's mix (TLS, HTTP,
+#    decision, metrics and answer; not the kernel). Load-independent: where the wall-clock rows of
+#    3. differ by less than their noise, this says whether the serving path did (a minute per run).
 # Each commit is built once from `git archive` into a scratch directory (removed at the end),
 # which goes first on PYTHONPATH. Prints the load average before and after: on a busy machine
 # only the instruction counts can be compared across runs.
 set -euo pipefail
-usage() { echo "usage: $0 BASE [HEAD] [--rounds N] [--server] [--no-callgrind]" >&2; exit 2; }
+usage() { echo "usage: $0 BASE [HEAD] [--rounds N] [--server] [--server-callgrind] [--no-callgrind]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 base=$1; shift
 head=HEAD
 if [ $# -gt 0 ] && [ "${1:0:2}" != "--" ]; then head=$1; shift; fi
-rounds=3; server=0; callgrind=1
+rounds=3; server=0; server_callgrind=0; callgrind=1
 while [ $# -gt 0 ]; do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
         --server) server=1; shift ;;
+        --server-callgrind) server_callgrind=1; shift ;;
         --no-callgrind) callgrind=0; shift ;;
         *) usage ;;
     esac
 done
-if [ $callgrind = 1 ] && ! command -v valgrind >/dev/null; then
+if { [ $callgrind = 1 ] || [ $server_callgrind = 1 ]; } && ! command -v valgrind >/dev/null; then
     echo "valgrind not found: apt-get install valgrind (or pass --no-callgrind)" >&2; exit 2
 fi
 scratch=$(mktemp -d /tmp/imagegate-abcpu.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 harness="$scratch/ab_review.py"
 cp "$repo/bench/ab_review.py" "$harness"
+cp "$repo/bench/server_callgrind.py" "$scratch/server_callgrind.py"
 python=$(python3 -c 'import sys; print(sys.executable)')
 
 declare -A commit
@@ -119,5 +126,13 @@ for (policy, load, commit), values in cells.items():
     cpu = statistics.median(v[1] for v in values)
     print(f"| {policy} | {load} | {commit} | {rps:,.0f} | {cpu:.0f} |")
 PY
+fi
+if [ $server_callgrind = 1 ]; then
+    for endpoint in validate mutate; do
+        for name in base head; do
+            count=$(PYTHONPATH="$scratch/$name/site" "$python" "$scratch/server_callgrind.py" "$scratch/$name/src/bench" "$endpoint")
+            echo "server callgrind /$endpoint ${commit[$name]} ($name): $count instructions per review, whole serving process"
+        done
+    done
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -88,6 +88,11 @@ _POD_KINDS = {(group, kind) for (group, _resource), kind in POD_RESOURCES.items(
 # Pod since Kubernetes 1.22); the others carry their own kind (Scale, Binding, Eviction,
 # PodExecOptions...), never a pod-bearing one.
 _WHOLE_OBJECT_SUBRESOURCES = {"": None, "status": None, "ephemeralcontainers": ("", "pods"), "resize": ("", "pods")}
+# Read on every review: bound once (an enum member read is slow on 3.11, records.py).
+_DENIED: Final = Outcome.DENIED
+_ALLOWED: Final = Outcome.ALLOWED
+_ENFORCE: Final = Mode.ENFORCE
+_MUTATE: Final = Webhook.MUTATE
 
 
 class ReviewError(ValueError):
@@ -135,10 +140,10 @@ class ReviewOutcome(msgspec.Struct, frozen=True):
         """What the answer did to the object. The mutating webhook admits everything, so its
         enforce-mode findings count for nothing here (the validating webhook denies them)."""
         if not self.allowed:
-            return Outcome.DENIED
+            return _DENIED
         if self.decision is None or not self.decision.findings:
-            return Outcome.ALLOWED
-        return outcome_of(f.mode for f in self.decision.findings if f.mode is not Mode.ENFORCE)
+            return _ALLOWED
+        return outcome_of(f.mode for f in self.decision.findings if f.mode is not _ENFORCE)
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -435,7 +440,7 @@ def review(
         webhook=webhook,  # /validate judges the object it is sent, never an imagined one
     )
     extra: dict[str, Any] = {}
-    if webhook is Webhook.MUTATE:
+    if webhook is _MUTATE:
         # Denials are the validating webhook's job; the mutating one only patches.
         if decision.patches:
             patch = base64.b64encode(_encoder.encode(list(decision.patches))).decode()

@@ -180,7 +180,7 @@ class Admission:
             return ImageVerdict(use, text, finding=finding), mode, None
         required = image.base_required
         if image.trusted_by is not None:
-            return self._needs_base(use, image, Allowance.TRUSTED, image.trusted_by, required, mode), mode, None
+            return self._needs_base(use, image, _TRUSTED, image.trusted_by, required, mode), mode, None
         if self.policy.trusted.templates:
             # entries naming the namespace, filled in once per namespace (tools-harbor.wmcloud.org/{namespace})
             own = self.policy.trusted.resolved(self.namespace).first_match(ref)
@@ -211,7 +211,7 @@ class Admission:
         if grant is not None:
             require = grant.layers_required(self.policy.byoc_require_base_image) or required
             mode = grant.mode if grant.mode is not None else self.policy.mode
-            return self._needs_base(use, image, Allowance.GRANT, grant.allowed_by, require, mode), mode, grant
+            return self._needs_base(use, image, _GRANT, grant.allowed_by, require, mode), mode, grant
         granted = [p for g in self.active for p in (g.registries or ())]
         message = (
             f"({text}) is neither trusted nor in the registries granted to namespace "
@@ -283,6 +283,9 @@ class Tags:
 # Findings an image may have and still need its signatures checked: the base check runs beside them.
 _SIGNATURE_CHECKED_BESIDE = frozenset({Rule.BASE_IMAGE_UNVERIFIED, Rule.BASE_IMAGE_MISMATCH})
 _MODE_STRENGTH = {Mode.ENFORCE: 2, Mode.WARN: 1, Mode.AUDIT: 0}
+# Read for every image admitted: bound once (an enum member read is slow on 3.11, records.py).
+_TRUSTED: Final = Allowance.TRUSTED
+_GRANT: Final = Allowance.GRANT
 
 
 class SignedKind:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from imagegate.core.placeholders import fill_placeholders
 from imagegate.core.podsecurity import RESTRICTED_VOLUME_TYPES_1_33, Level, Version
@@ -223,6 +223,9 @@ class PodSecurityOverride:
 
 _UNKNOWN = object()
 _PROFILE_CACHE_SIZE = 10_000  # namespaces; a cluster has fewer, and past this we just compute
+# Read on every review: bound once (an enum member read is slow on 3.11, records.py).
+_PRIVILEGED: Final = Level.PRIVILEGED
+_RESTRICTED: Final = Level.RESTRICTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +261,7 @@ class PodSecuritySettings:
                 mode = override.mode if override.mode is not None else mode
                 break
         tool = self.tool if self.tool is not None and self.tool.applies_to(namespace) else None
-        if level is Level.PRIVILEGED and tool is None:
+        if level is _PRIVILEGED and tool is None:
             return None
         return PodProfile(level, version, mode, self.mutate, tool)
 
@@ -434,7 +437,7 @@ def mutate_pod(
     Nothing the API server would refuse beside what is there is set (see above).
     """
     patcher = _Patcher(spec, pointer)
-    if profile.level is not Level.RESTRICTED and profile.tool is None:
+    if profile.level is not _RESTRICTED and profile.tool is None:
         return patcher
     notes = annotations or {}
     linux = not is_windows(spec)
@@ -780,7 +783,7 @@ def pod_findings(
     results: list[tuple[PodRules, CheckResult, Mode]] = []
     mode = profile.mode
     skip = REPLACED_BY_TOOL_PROFILE if profile.tool is not None else frozenset()
-    if profile.level is not Level.PRIVILEGED:
+    if profile.level is not _PRIVILEGED:
         for result in evaluate(profile.level, profile.version, metadata, spec, skip=skip):
             results.append((PodRules.POD_SECURITY, result, mode))
     if profile.tool is not None:

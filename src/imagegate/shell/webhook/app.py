@@ -52,6 +52,10 @@ _OK = Response(200, b"ok\n")
 _NOT_FOUND = Response(404, b"not found\n")
 _USE_POST = Response(405, b"use POST\n", headers=((b"allow", b"POST"),))
 _USE_GET = Response(405, b"use GET\n", headers=((b"allow", b"GET, HEAD"),))
+# Read on every review: bound once (an enum member read is slow on 3.11, core/records.py).
+_VALIDATE = Webhook.VALIDATE
+_AUDITED = Outcome.AUDITED
+_ALLOWED = Outcome.ALLOWED.value
 
 
 class WebhookApp:
@@ -234,9 +238,10 @@ class WebhookApp:
         elapsed = time.perf_counter() - started
         decision = outcome.decision
         # The metric's results are allowed, denied and warned: an audited object was allowed, silently.
-        result = Outcome.ALLOWED.value if outcome.outcome is Outcome.AUDITED else outcome.outcome.value
-        findings = decision.findings if decision is not None and endpoint is Webhook.VALIDATE else ()
-        if endpoint is Webhook.VALIDATE and decision is not None and decision.allowed and decision.pins_needed:
+        result = _ALLOWED if outcome.outcome is _AUDITED else outcome.outcome.value
+        validating = endpoint is _VALIDATE
+        findings = decision.findings if decision is not None and validating else ()
+        if validating and decision is not None and decision.allowed and decision.pins_needed:
             self.metrics.unpinned.inc()
         self.metrics.record(
             endpoint, result, request.namespace or "-", [(f.rule, f.mode.value) for f in findings], elapsed
