@@ -5,9 +5,10 @@ A fixture stops what it started, by PID, in its teardown; but a test process kil
 (SIGKILL from a CI timeout or ``timeout``) runs no teardown, and its servers would keep running,
 holding their ports, their directories and the machine's cores. So every such process is started
 through :func:`start` (or with :func:`ending_with_this_process` as a ``preexec_fn``): on Linux the
-child asks the kernel (``prctl(PR_SET_PDEATHSIG, SIGTERM)``) to be sent SIGTERM when its parent
-ends. The setting survives ``execve`` (``imagegate serve`` execs its server and keeps it) but not
-``fork``: a server's own children (``serve``'s workers) are its to stop, as on any SIGTERM.
+child asks the kernel (``prctl(PR_SET_PDEATHSIG, SIGTERM)``, through the product's own
+``imagegate.shell.parent_death``) to be sent SIGTERM when its parent ends. The setting survives
+``execve`` (``imagegate serve`` execs its server and keeps it) but not ``fork``: a server's own
+children are its to stop (``serve``'s workers ask for the same signal themselves).
 
 The signal follows the *thread* that forked the child (prctl(2)): a server started from a thread
 would be sent SIGTERM when that thread ends. Tests run on the main thread (pytest's, and xdist's
@@ -25,22 +26,18 @@ Free of pytest, as tests/loopback.py: ``bench/`` starts its registries through t
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ending_with_this_process", "start", "stopped_with_this_process"]
+from imagegate.shell.parent_death import SUPPORTED, end_with_parent
 
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-# looked up now, not in the forked child (where another thread may have held the loader's lock)
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+__all__ = ["ending_with_this_process", "start", "stopped_with_this_process"]
 
 # A stop command run when its stdin ends (this process gone): `read` fails at the end of input.
 _WATCHDOG = 'while read -r _; do :; done; exec "$@"'
@@ -48,20 +45,17 @@ _WATCHDOG = 'while read -r _; do :; done; exec "$@"'
 
 def ending_with_this_process() -> Callable[[], None] | None:
     """A ``preexec_fn`` that has the child sent SIGTERM when this process ends (Linux; None elsewhere)."""
-    if _prctl is None:
+    if not SUPPORTED:
         return None
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(
             "start long-lived processes from the main thread: the parent-death signal is sent when "
             "the thread that forked the child ends (prctl(2) PR_SET_PDEATHSIG)"
         )
-    parent, prctl = os.getpid(), _prctl
+    parent = os.getpid()
 
     def in_the_child() -> None:
-        if prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != parent:  # the parent ended between fork and prctl: nobody will stop this one
-            os.kill(os.getpid(), signal.SIGTERM)
+        end_with_parent(parent, signal.SIGTERM)
 
     return in_the_child
 

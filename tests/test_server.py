@@ -9,10 +9,12 @@ import base64
 import contextlib
 import copy
 import json
+import os
 import re
 import signal
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -585,6 +587,50 @@ def test_workers_share_one_view_of_metrics(tmp_path: Path) -> None:
             metrics = client.get("/metrics").text
         assert 'imagegate_request_duration_seconds_count{endpoint="validate"} 40.0' in metrics
         assert 'imagegate_request_duration_seconds_bucket{endpoint="validate",le="+Inf"} 40.0' in metrics
+
+
+def _children(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ")"
+            state, ppid = stat.read_text().rpartition(")")[2].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's reaper may be slow, or absent in a container)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's (prctl)")
+def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """The serving parent SIGKILLed (the OOM killer: no signal forwarded): its workers stop
+    themselves (PR_SET_PDEATHSIG) and the port is free, not served by orphans."""
+    # the parent's metrics directory, which a killed parent cannot remove, under tmp_path
+    with run_webhook(tmp_path, "--workers", "2", env={"TMPDIR": str(tmp_path)}) as webhook:
+        deadline = time.monotonic() + 60  # both workers up: a bound for a loaded machine, not a wait
+        while webhook.logs().count('"event": "serving"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        children = _children(webhook.process.pid)
+        assert len(children) >= 2, webhook.logs()  # two workers (and multiprocessing's resource tracker)
+        webhook.process.kill()
+        webhook.process.wait()
+        deadline = time.monotonic() + 10
+        while any(map(_alive, children)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [pid for pid in children if _alive(pid)]
+        for pid in left:  # the assertion below fails; they are not left behind for it
+            os.kill(pid, signal.SIGKILL)
+        assert not left, webhook.logs()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", webhook.port), timeout=5).close()
 
 
 def test_buffered_latencies_count_as_observations() -> None:

@@ -2,7 +2,8 @@
 
 ``run_server`` serves until SIGTERM/SIGINT: one process, or a parent that starts one worker
 process per core (each binds the port with SO_REUSEPORT and runs its own ``WebhookApp``),
-forwards the stop signal and stops them all when one dies.
+forwards the stop signal and stops them all when one dies. A worker stops too when the parent
+dies without a word (SIGKILL, the OOM killer): it would otherwise keep serving on the port.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prometheus_client import multiprocess
 from imagegate.core.admission import SIZE_CHECK_BYTES
 from imagegate.shell.exits import EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR
 from imagegate.shell.logs import configure_logging, get_logger
+from imagegate.shell.parent_death import end_with_parent
 from imagegate.shell.policy_source import PolicySource
 from imagegate.shell.webhook.app import WebhookApp
 from imagegate.shell.webhook.http import HttpServer, Limits, server_ssl_context
@@ -69,8 +71,16 @@ def serve_worker(settings: ServerSettings, sock: socket.socket | None = None) ->
     uvloop.run(_serve(app, settings, sock))
 
 
-def _worker_process(settings: ServerSettings) -> None:
-    """A worker's entry point: its failure is one log line and an exit status, not a traceback on stderr."""
+def _worker_process(settings: ServerSettings, parent: int) -> None:
+    """A worker's entry point: its failure is one log line and an exit status, not a traceback on stderr.
+
+    First it asks to be sent SIGTERM (its graceful stop) when ``parent`` dies: a parent killed
+    outright forwards no signal, and the worker would keep the port (SO_REUSEPORT) and serve on.
+    """
+    try:
+        end_with_parent(parent)
+    except OSError as exc:  # a sandbox that forbids prctl: serve, as without the safeguard
+        log.warning("a worker cannot ask to end with its parent", error=str(exc))
     try:
         serve_worker(settings)
     except ListenError as exc:
@@ -96,7 +106,7 @@ def run_server(settings: ServerSettings) -> int:
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # inherited by the spawned workers
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_worker_process, args=(settings,), name=f"imagegate-worker-{n}")
+        context.Process(target=_worker_process, args=(settings, os.getpid()), name=f"imagegate-worker-{n}")
         for n in range(settings.workers)
     ]
     for worker in workers:
