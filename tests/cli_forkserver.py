@@ -14,7 +14,11 @@ start and the CLI's import, the same for every command: ``tests/test_cli_imports
 interpreters for those, and ``IMAGEGATE_TEST_FRESH_PROCESSES=1`` gives every command one.
 
 The server runs only the standard library and the imports below until a command names more; it
-exits when the test process that started it closes its stdin (ends or dies).
+exits when the test process that started it closes its stdin (ends or dies), and kills the
+commands still running then. A command's parent is the server, not the test process (a
+parent-death signal can name only the parent), and the server's end follows the test process's;
+so each command asks to be sent SIGTERM when the *server* ends (``imagegate.shell.parent_death``):
+a server killed outright (SIGKILL, an uncaught ^C) leaves no command running either.
 """
 
 from __future__ import annotations
@@ -168,6 +172,7 @@ def _serve(path: str) -> None:
 
     for name in PRELOAD:
         importlib.import_module(name)
+    importlib.import_module("imagegate.shell.parent_death")  # prctl looked up here, not in a forked child
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
@@ -221,9 +226,10 @@ def _start(connection: socket.socket, sockets: list[socket.socket], fds: list[in
             passed.frombytes(data[: len(data) - (len(data) % passed.itemsize)])
     sys.stdout.flush()
     sys.stderr.flush()
+    server = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _child(request, list(passed), sockets, fds)  # never returns
+        _child(server, request, list(passed), sockets, fds)  # never returns
     for fd in passed:
         os.close(fd)
     _send(connection, {"pid": pid})
@@ -245,14 +251,19 @@ def _reap(waiting: dict[int, socket.socket]) -> None:
             connection.close()
 
 
-def _child(request: dict[str, Any], passed: list[int], sockets: list[socket.socket], fds: list[int]) -> None:
+def _child(
+    server: int, request: dict[str, Any], passed: list[int], sockets: list[socket.socket], fds: list[int]
+) -> None:
     """In the forked process: become ``python -m imagegate ARGS`` and exit as the interpreter would."""
     import atexit  # noqa: PLC0415
     import runpy  # noqa: PLC0415
     import traceback  # noqa: PLC0415
 
+    from imagegate.shell.parent_death import end_with_parent  # noqa: PLC0415 - imported by the server
+
     code = 1
     try:
+        end_with_parent(server)  # SIGTERM when the server ends (already gone: now)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for sock in sockets:

@@ -37,7 +37,7 @@ from typing import Any
 
 from imagegate.shell.parent_death import SUPPORTED, end_with_parent
 
-__all__ = ["ending_with_this_process", "start", "stopped_with_this_process"]
+__all__ = ["children_of", "ending_with_this_process", "running", "start", "stopped_with_this_process"]
 
 # A stop command run when its stdin ends (this process gone): `read` fails at the end of input.
 _WATCHDOG = 'while read -r _; do :; done; exec "$@"'
@@ -85,3 +85,30 @@ def stopped_with_this_process(stop: Sequence[str | Path]) -> Iterator[None]:
         watchdog.wait()
         if watchdog.stdin is not None:
             watchdog.stdin.close()
+
+
+def _state_and_parent(pid: int | str) -> tuple[str, int] | None:
+    """A process's state letter and parent PID from /proc (Linux), None if it is gone."""
+    try:
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ")"
+        state, ppid = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[:2]
+    except (OSError, ValueError):
+        return None
+    return state, int(ppid)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs: neither gone nor a zombie (an orphan's reaper may be slow, or absent)."""
+    found = _state_and_parent(pid)
+    return found is not None and found[0] != "Z"
+
+
+def children_of(pid: int) -> list[int]:
+    """The running children of ``pid`` (Linux, from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            found = _state_and_parent(entry.name)
+            if found is not None and found[1] == pid and found[0] != "Z":
+                children.append(int(entry.name))
+    return children

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from imagegate.shell.webhook.certs import load_ca, make_certificates
 from imagegate.shell.webhook.metrics import LATENCY_BUCKETS, Metrics
 from tests.conftest import POLICY_HEADER
+from tests.processes import children_of, running
 from tests.webhook_process import WebhookProcess, run_webhook
 
 FIXTURES = Path(__file__).parent / "fixtures" / "admission"
@@ -589,26 +590,6 @@ def test_workers_share_one_view_of_metrics(tmp_path: Path) -> None:
         assert 'imagegate_request_duration_seconds_bucket{endpoint="validate",le="+Inf"} 40.0' in metrics
 
 
-def _children(pid: int) -> list[int]:
-    """The live (not zombie) processes whose parent is ``pid``, from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ")"
-            state, ppid = stat.read_text().rpartition(")")[2].split()[:2]
-            if int(ppid) == pid and state != "Z":
-                found.append(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (an orphan's reaper may be slow, or absent in a container)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's (prctl)")
 def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
     """The serving parent SIGKILLed (the OOM killer: no signal forwarded): its workers stop
@@ -618,14 +599,14 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60  # both workers up: a bound for a loaded machine, not a wait
         while webhook.logs().count('"event": "serving"') < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        children = _children(webhook.process.pid)
+        children = children_of(webhook.process.pid)
         assert len(children) >= 2, webhook.logs()  # two workers (and multiprocessing's resource tracker)
         webhook.process.kill()
         webhook.process.wait()
         deadline = time.monotonic() + 10
-        while any(map(_alive, children)) and time.monotonic() < deadline:
+        while any(map(running, children)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = [pid for pid in children if _alive(pid)]
+        left = [pid for pid in children if running(pid)]
         for pid in left:  # the assertion below fails; they are not left behind for it
             os.kill(pid, signal.SIGKILL)
         assert not left, webhook.logs()
