@@ -10,6 +10,7 @@ HTTPS server that misbehaves on purpose (slow, 500, 429, wrong digest, huge, red
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -48,6 +49,31 @@ UNHURRIED_REQUEST, UNHURRIED_LOOKUP = 10.0, 25.0
 UNHURRIED = f"timeoutSeconds: {UNHURRIED_REQUEST:g}, lookupTimeoutSeconds: {UNHURRIED_LOOKUP:g}"
 # the same for a RegistryClient a test makes itself: RegistrySettings(**UNHURRIED_CLIENT)
 UNHURRIED_CLIENT: dict[str, Any] = {"timeout": UNHURRIED_REQUEST, "lookup_timeout": UNHURRIED_LOOKUP}
+
+# A timeout a test reaches by moving a SteppedLoop's clock, never by waiting: long enough that
+# real time never gets there first, however loaded the machine.
+STALL_TIMEOUT = 30.0
+
+
+class SteppedLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock a test moves on, from any thread: a deadline ends when the test
+    says (a stalled registry has the request), not when a loaded machine happens to reach it,
+    perhaps before the request was even sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ahead = 0.0
+
+    def time(self) -> float:
+        return super().time() + self._ahead
+
+    def step(self, seconds: float) -> None:
+        """Move the clock ``seconds`` on (the loop wakes and runs what is due then)."""
+
+        def moved() -> None:
+            self._ahead += seconds
+
+        self.call_soon_threadsafe(moved)
 
 
 @dataclass

@@ -34,7 +34,17 @@ from imagegate.shell.registry.gate import RegistryGate
 from imagegate.shell.webhook.certs import make_certificates
 from tests.conftest import POLICY_HEADER, admission_review, run_imagegate
 from tests.oci_images import OciLayout, layer, layers, skopeo_copy, skopeo_inspect
-from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
+from tests.registry_process import (
+    STALL_TIMEOUT,
+    UNHURRIED,
+    UNHURRIED_CLIENT,
+    Registry,
+    SteppedLoop,
+    fault_handler,
+    https_server,
+    reply,
+    run_registry,
+)
 
 BASE_V1 = layers("bullseye-v1", 3)
 BASE_V2 = [*BASE_V1[:2], layer({"bullseye/security-update": b"v2\n"})]  # a rebuilt base: last layer differs
@@ -90,15 +100,17 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushed]:
 
 def client(pushed: Pushed, tmp_path: Path, **settings: Any) -> RegistryClient:
     credentials = DockerConfigCredentials.from_docker_config(pushed.registry.docker_config(tmp_path / "config.json"))
+    settings = {**UNHURRIED_CLIENT, **settings}  # time is not what these tests are about
     return RegistryClient(RegistrySettings(ca_file=pushed.registry.tls.ca_cert, credentials=credentials, **settings))
 
 
-def resolve(c: RegistryClient, ref: str) -> Any:
-    async def go() -> Any:
-        async with c:
-            return await c.resolve(parse_docker_ref(ref))
+async def _resolving(c: RegistryClient, ref: str) -> Any:
+    async with c:
+        return await c.resolve(parse_docker_ref(ref))
 
-    return asyncio.run(go())
+
+def resolve(c: RegistryClient, ref: str) -> Any:
+    return asyncio.run(_resolving(c, ref))
 
 
 def test_reads_what_skopeo_reads(pushed: Pushed, tmp_path: Path) -> None:
@@ -126,7 +138,7 @@ def test_index_examines_every_runnable_platform(pushed: Pushed, tmp_path: Path) 
 
 
 def test_credentials_are_required(pushed: Pushed) -> None:
-    anonymous = RegistryClient(RegistrySettings(ca_file=pushed.registry.tls.ca_cert))
+    anonymous = RegistryClient(RegistrySettings(ca_file=pushed.registry.tls.ca_cert, **UNHURRIED_CLIENT))
     with pytest.raises(RegistryError) as caught:
         resolve(anonymous, pushed.ref("tool-a/app:on-v1"))
     assert caught.value.kind == "auth"
@@ -136,7 +148,7 @@ def test_unknown_tag_and_untrusted_tls(pushed: Pushed, tmp_path: Path) -> None:
     with pytest.raises(RegistryError) as caught:
         resolve(client(pushed, tmp_path), pushed.ref("tool-a/app:nope"))
     assert caught.value.kind == "not-found"
-    stranger = RegistryClient(RegistrySettings())  # the system CAs do not know our test CA
+    stranger = RegistryClient(RegistrySettings(**UNHURRIED_CLIENT))  # the system CAs do not know our test CA
     with pytest.raises(RegistryError) as caught:
         resolve(stranger, pushed.ref("tool-a/app:on-v1"))
     # a TLS failure, not "unreachable": the registry answered, we could not verify it
@@ -151,7 +163,7 @@ def _registry_config(pushed: Pushed, tmp_path: Path, **kw: Any) -> RegistryConfi
     return RegistryConfig(
         ca_file=str(pushed.registry.tls.ca_cert),
         credentials_file=str(pushed.registry.docker_config(tmp_path / "config.json")),
-        **kw,
+        **{**UNHURRIED_CLIENT, **kw},
     )
 
 
@@ -254,7 +266,7 @@ def test_token_auth_registry(tmp_path: Path) -> None:
         reg.push(layout, "img", [*BASE_V1, *APP], "tool-t/app:1")
         requests_before = len(reg.token_requests)
         credentials = DockerConfigCredentials.from_docker_config(reg.docker_config(tmp_path / "config.json"))
-        c = RegistryClient(RegistrySettings(ca_file=reg.tls.ca_cert, credentials=credentials))
+        c = RegistryClient(RegistrySettings(ca_file=reg.tls.ca_cert, credentials=credentials, **UNHURRIED_CLIENT))
 
         async def go() -> None:
             async with c:
@@ -265,7 +277,7 @@ def test_token_auth_registry(tmp_path: Path) -> None:
         asyncio.run(go())
         # one token for the repository scope, reused for the second request
         assert len(reg.token_requests) - requests_before == 1
-        anonymous = RegistryClient(RegistrySettings(ca_file=reg.tls.ca_cert))
+        anonymous = RegistryClient(RegistrySettings(ca_file=reg.tls.ca_cert, **UNHURRIED_CLIENT))
         with pytest.raises(RegistryError) as caught:
             resolve(anonymous, f"{reg.host}/tool-t/app:1")
         assert caught.value.kind == "auth"
@@ -290,10 +302,11 @@ def _manifest_headers(body: bytes, digest: str | None = None) -> dict[str, str]:
     }
 
 
-def _behave(kind: str, hits: list[str], released: threading.Event) -> Any:
+def _behave(kind: str, hits: list[str], released: threading.Event, loop: SteppedLoop) -> Any:
     def behaviour(handler: BaseHTTPRequestHandler) -> None:
-        if kind == "slow":
-            released.wait(timeout=10)  # answers only once the test has seen the client give up
+        if kind == "slow":  # with the request: the client's clock past its timeout, no answer until it gave up
+            loop.step(STALL_TIMEOUT)
+            released.wait(120)
             reply(handler, 200, MANIFEST, _manifest_headers(MANIFEST))
         elif kind == "500":
             reply(handler, 500, b"internal error")
@@ -328,7 +341,7 @@ def _behave(kind: str, hits: list[str], released: threading.Event) -> Any:
 @pytest.mark.parametrize(
     ("kind", "error_kind", "text"),
     [
-        ("slow", "timeout", "took longer than 1s (registry.timeoutSeconds)"),
+        ("slow", "timeout", f"took longer than {STALL_TIMEOUT:g}s (registry.timeoutSeconds)"),
         ("500", "http", "HTTP 500"),
         ("429", "not-found", "HTTP 404"),  # retried after Retry-After, then answered
         ("429-long", "rate-limited", "HTTP 429"),
@@ -340,24 +353,31 @@ def _behave(kind: str, hits: list[str], released: threading.Event) -> Any:
     ],
 )
 def test_registry_faults(tmp_path: Path, kind: str, error_kind: str, text: str) -> None:
+    """Each fault a named error. The slow registry's timeout is reached by the test moving the
+    client's clock once the registry holds the request (SteppedLoop), never by the machine's
+    speed: the request's timeout (STALL_TIMEOUT) ends it, the lookup's (four times it) not yet."""
     tls = make_certificates(tmp_path / "tls", ["127.0.0.1"])
     hits: list[str] = []
     released = threading.Event()
-    with https_server(fault_handler(_behave(kind, hits, released), hits), tls) as host:
-        c = RegistryClient(RegistrySettings(ca_file=tls.ca_cert, timeout=1.0))
+    loop = SteppedLoop()
+    with https_server(fault_handler(_behave(kind, hits, released, loop), hits), tls) as host:
+        settings = RegistrySettings(ca_file=tls.ca_cert, timeout=STALL_TIMEOUT, lookup_timeout=4 * STALL_TIMEOUT)
         started = time.monotonic()
-        with pytest.raises(RegistryError) as caught:
-            resolve(c, f"{host}/tool/app:1")
-        released.set()
+        try:
+            with pytest.raises(RegistryError) as caught, asyncio.Runner(loop_factory=lambda: loop) as runner:
+                runner.run(_resolving(RegistryClient(settings), f"{host}/tool/app:1"))
+        finally:
+            released.set()
         assert caught.value.kind == error_kind, str(caught.value)
         assert text in str(caught.value)
-        assert time.monotonic() - started < 5
+        # nothing waited out: not the 120 s Retry-After of "429-long", not the stalled registry
+        assert time.monotonic() - started < 60
 
 
 def test_registry_down(tmp_path: Path) -> None:
     from tests.loopback import free_port  # noqa: PLC0415
 
-    c = RegistryClient(RegistrySettings(timeout=1.0))
+    c = RegistryClient(RegistrySettings(**UNHURRIED_CLIENT))  # refused at once: no timeout involved
     with pytest.raises(RegistryError) as caught:
         resolve(c, f"127.0.0.1:{free_port()}/tool/app:1")
     assert caught.value.kind == "unreachable"
@@ -378,10 +398,7 @@ byoc:
     - namespace: tool-a
       registries: [{pushed.registry.host}/tool-a]
       requireBaseImage: true
-registry:
-  caFile: {pushed.registry.tls.ca_cert}
-  credentialsFile: {config}
-  onError: {on_error}
+registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {config}, onError: {on_error}, {UNHURRIED}}}
 baseImages:
   trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]
 {extra}
@@ -442,7 +459,7 @@ def test_pinning_patches_tag_to_the_digest_skopeo_sees(pushed: Pushed, tmp_path:
     assert already.patches == () and already.pins_needed == ()
     digest_only = load_policy(
         f"{POLICY_HEADER}trusted: [{pushed.registry.host}/toolforge]\npinning: {{enabled: true, style: digest}}\n"
-        f"registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {tmp_path / 'config.json'}}}\n"
+        f"registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {tmp_path / 'config.json'}, {UNHURRIED}}}\n"
     )
     (patch,) = _decide_with_registry(digest_only, _pod(image), pins=True).patches
     assert patch["value"] == f"{pushed.ref('toolforge/bullseye')}@{pushed.digests['toolforge/bullseye:v1']}"
@@ -471,7 +488,7 @@ def test_pinning_warning_says_what_the_registry_did(pushed: Pushed, tmp_path: Pa
 
     down_host = f"127.0.0.1:{free_port()}"
     down = load_policy(
-        f"{POLICY_HEADER}trusted: [{down_host}]\npinning: {{enabled: true}}\nregistry: {{timeoutSeconds: 1}}\n"
+        f"{POLICY_HEADER}trusted: [{down_host}]\npinning: {{enabled: true}}\nregistry: {{{UNHURRIED}}}\n"
     )
     (unavailable,) = notes(down, f"{down_host}/toolforge/app:1")
     # the kind only: what the connection attempt said goes to the log, never to the tenant
@@ -484,7 +501,7 @@ def test_pinning_warning_says_what_the_registry_did(pushed: Pushed, tmp_path: Pa
     )
     refused = load_policy(
         f"{POLICY_HEADER}trusted: [{pushed.registry.host}/toolforge]\npinning: {{enabled: true}}\n"
-        f"registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {tmp_path / 'wrong.json'}}}\n"
+        f"registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {tmp_path / 'wrong.json'}, {UNHURRIED}}}\n"
     )
     (other,) = notes(refused, pushed.ref("toolforge/bullseye:v1"))
     assert "(registry error (authentication failed)); it runs by tag" in other
@@ -505,7 +522,7 @@ trusted: [{pushed.registry.host}/toolforge]
 byoc:
   grants:
     - {{namespace: tool-a, registries: ["{pushed.registry.host}/tool-a"], requireBaseImage: true}}
-registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {config}}}
+registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {config}, {UNHURRIED}}}
 baseImages: {{trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]}}
 pinning: {{enabled: true}}
 """
@@ -539,7 +556,7 @@ trusted: [{pushed.registry.host}/toolforge]
 byoc:
   grants:
     - {{namespace: tool-a, registries: ["{pushed.registry.host}/tool-a"], requireBaseImage: true}}
-registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {tmp_path / "config.json"}}}
+registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {tmp_path / "config.json"}, {UNHURRIED}}}
 baseImages: {{trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]}}
 """
     )
@@ -574,7 +591,7 @@ baseImages: {{trusted: ["{pushed.ref("toolforge/bullseye:v1")}"]}}
 def _inspect_policy(tmp_path: Path, registry: str) -> Path:
     path = tmp_path / "inspect-policy.yaml"
     path.write_text(
-        f"apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\ntrusted: []\nregistry: {{{registry}}}\n"
+        f"apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\ntrusted: []\nregistry: {{{registry}, {UNHURRIED}}}\n"
     )
     return path
 
@@ -630,16 +647,28 @@ def test_base_refresh_retries_after_a_registry_outage(pushed: Pushed, tmp_path: 
     """A base that could not be resolved (registry down) is tried again, not forgotten for an hour."""
     import signal  # noqa: PLC0415
 
-    policy = dataclasses.replace(_policy(pushed, tmp_path), registry=_registry_config(pushed, tmp_path, timeout=0.5))
+    policy = _policy(pushed, tmp_path)
     moved = [0.0]  # seconds the registry client's cache clock is moved ahead
     gate = RegistryGate(timer=lambda: time.monotonic() + moved[0])
+    # The stopped registry's outage ends the refresh because the test moves the loop's clock past
+    # every deadline, again and again until it has ended: not because a loaded machine took long.
+    loop = SteppedLoop()
+    refreshed = threading.Event()
+
+    def past_every_deadline() -> None:
+        while not refreshed.wait(0.05):
+            loop.step(UNHURRIED_CLIENT["lookup_timeout"])
 
     async def scenario() -> tuple[Any, Any]:
         pushed.registry.process.send_signal(signal.SIGSTOP)
+        stepping = threading.Thread(target=past_every_deadline)
+        stepping.start()
         try:
             await gate.refresh_bases(policy)
             assert gate.bases.last_error is not None and not gate.bases.versions
         finally:
+            refreshed.set()
+            stepping.join()
             pushed.registry.process.send_signal(signal.SIGCONT)
         moved[0] += 6  # past the client's negative cache (5 s)
         ends = asyncio.get_running_loop().time() + policy.registry.lookup_timeout
@@ -648,7 +677,8 @@ def test_base_refresh_retries_after_a_registry_outage(pushed: Pushed, tmp_path: 
         await gate.aclose()
         return verdict, gate.bases.last_error
 
-    verdict, error = asyncio.run(scenario())
+    with asyncio.Runner(loop_factory=lambda: loop) as runner:
+        verdict, error = runner.run(scenario())
     assert verdict.ok, verdict.detail
     assert error is None
 
@@ -692,7 +722,7 @@ def test_an_endless_answer_is_read_only_to_the_limit(tmp_path: Path, chunked: bo
     hits: list[str] = []
     sent: list[int] = []
     with https_server(fault_handler(_endless(sent, chunked=chunked, status=status), hits), tls) as host:
-        c = RegistryClient(RegistrySettings(ca_file=tls.ca_cert, timeout=5.0))
+        c = RegistryClient(RegistrySettings(ca_file=tls.ca_cert, **UNHURRIED_CLIENT))
         with pytest.raises(RegistryError) as caught:
             resolve(c, f"{host}/tool/app:1")
     assert caught.value.kind == "too-large", str(caught.value)

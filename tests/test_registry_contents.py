@@ -54,9 +54,11 @@ from tests.content_layers import (
 from tests.oci_images import OciLayout, skopeo_copy
 from tests.oci_images import layer as oci_layer
 from tests.registry_process import (
+    STALL_TIMEOUT,
     UNHURRIED,
     UNHURRIED_CLIENT,
     Registry,
+    SteppedLoop,
     fault_handler,
     https_server,
     reply,
@@ -297,30 +299,8 @@ def _serving(kind: str, released: threading.Event, stalled: Callable[[], None] =
     return behaviour
 
 
-class _SteppedLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock a test moves on, from any thread: a deadline ends when the test
-    says (a stalled registry has the request), not when a loaded machine happens to reach it,
-    perhaps before the request was even sent."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._ahead = 0.0
-
-    def time(self) -> float:
-        return super().time() + self._ahead
-
-    def step(self, seconds: float) -> None:
-        """Move the clock ``seconds`` on (the loop wakes and runs what is due then)."""
-
-        def moved() -> None:
-            self._ahead += seconds
-
-        self.call_soon_threadsafe(moved)
-
-
-# registry.contents.timeoutSeconds where the test moves the clock past it (_SteppedLoop); the
-# client's own timeouts far beyond it, so that only the content deadline ends
-STALL_TIMEOUT = 30.0
+# registry.contents.timeoutSeconds at STALL_TIMEOUT, where the test moves the clock past it
+# (SteppedLoop); the client's own timeouts far beyond it, so that only the content deadline ends
 STALLED_CLIENT: dict[str, Any] = {"timeout": 4 * STALL_TIMEOUT, "lookup_timeout": 4 * STALL_TIMEOUT}
 
 
@@ -378,7 +358,7 @@ def test_a_registry_sending_other_bytes_or_too_slowly(tmp_path: Path, kind: str,
     tls = make_certificates(tmp_path / "tls", ["127.0.0.1"])
     hits: list[str] = []
     released = threading.Event()
-    loop = _SteppedLoop()
+    loop = SteppedLoop()
     behaviour = _serving(kind, released, lambda: loop.step(STALL_TIMEOUT))
     with https_server(fault_handler(behaviour, hits), tls) as host:
 
@@ -634,13 +614,13 @@ def test_a_registry_timeout_is_not_kept_as_the_image_s_failure(tmp_path: Path) -
     """A layer the registry sends too slowly ends in a timeout: that says nothing of the image's
     bytes, so the next ask reads again, within the TTL. The registry stalls each layer once it
     has the request, and only then does the clock pass registry.contents.timeoutSeconds
-    (_SteppedLoop): each read times out with its request at the registry, however loaded the machine."""
+    (SteppedLoop): each read times out with its request at the registry, however loaded the machine."""
     from imagegate.shell.registry.content_verdicts import ContentJudge  # noqa: PLC0415
 
     tls = make_certificates(tmp_path / "tls", ["127.0.0.1"])
     hits: list[str] = []
     released = threading.Event()
-    loop = _SteppedLoop()
+    loop = SteppedLoop()
     with https_server(fault_handler(_serving("stall", released, lambda: loop.step(STALL_TIMEOUT)), hits), tls) as host:
         policy = load_policy(
             POLICY_HEADER
