@@ -131,8 +131,11 @@ class ForkServer:
             sock.settimeout(timeout)
             try:
                 finished = _read_line(sock, buffer)
-            except TimeoutError:
-                os.kill(started["pid"], signal.SIGKILL)  # the command's own process, by its PID
+            except BaseException as exc:  # past its timeout, or the test stopped (pytest-timeout, ^C)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(started["pid"], signal.SIGKILL)  # the command's own process, by its PID
+                if not isinstance(exc, TimeoutError):
+                    raise
                 sock.settimeout(60)
                 _read_line(sock, buffer)  # its status, once the server has reaped it
                 raise subprocess.TimeoutExpired([sys.executable, "-m", "imagegate", *args], timeout) from None
