@@ -28,7 +28,15 @@ from imagegate.shell.registry.client import RegistryClient, RegistrySettings
 from imagegate.shell.webhook.certs import make_certificates
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers
-from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
+from tests.registry_process import (
+    UNHURRIED,
+    UNHURRIED_CLIENT,
+    Registry,
+    fault_handler,
+    https_server,
+    reply,
+    run_registry,
+)
 
 UTC = dt.UTC
 
@@ -148,7 +156,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registr
         policy = workdir / "policy.yaml"
         policy.write_text(
             f"{POLICY_HEADER}trusted: [{reg.host}/toolforge]\n"
-            f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}}}\n"
+            f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}, {UNHURRIED}}}\n"
             f"baseImages: {{trusted: ['{reg.host}/toolforge/base:latest', '{reg.host}/toolforge/python:latest']}}\n"
         )
         yield reg, policy
@@ -286,7 +294,7 @@ def test_tag_list_follows_pages(tmp_path: Path) -> None:
     with https_server(fault_handler(behave, hits), tls) as host:
 
         async def run() -> tuple[list[str], bool]:
-            async with RegistryClient(RegistrySettings(ca_file=tls.ca_cert)) as client:
+            async with RegistryClient(RegistrySettings(ca_file=tls.ca_cert, **UNHURRIED_CLIENT)) as client:
                 return await client.tags(parse_docker_ref(f"{host}/tool/app"))
 
         assert asyncio.run(run()) == (["a", "b", "c"], True)

@@ -27,7 +27,7 @@ from imagegate.core.contents.inventory import INVENTORY_FILES
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.content_layers import Entry, directory, file, layer, push
 from tests.debian_rootfs import kept_files, rootfs
-from tests.registry_process import Registry, run_registry
+from tests.registry_process import UNHURRIED, Registry, run_registry
 
 
 def _entries(files: ImageFiles) -> list[Entry]:
@@ -72,7 +72,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registr
         policy = workdir / "policy.yaml"
         policy.write_text(
             POLICY_HEADER
-            + f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}}}\n"
+            + f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}, {UNHURRIED}}}\n"
             + r"""content:
   rules:
     - name: toolforge-integration

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import GRANTS_HEADER, REPO_ROOT, run_imagegate
+from tests.registry_process import UNHURRIED
 from tests.webhook_process import run_webhook
 
 TOOLFORGE = REPO_ROOT / "tests" / "fixtures" / "toolforge"
@@ -211,7 +212,8 @@ def test_a_restarted_webhook_and_check_still_know_the_previous_base(tmp_path: Pa
             path.write_text(
                 f"{POLICY_HEADER}trusted: [{reg.host}/toolforge]\n"
                 f"byoc:\n  grants:\n    - {{namespace: tool-a, registries: ['{reg.host}/tool-a'], requireBaseImage: true}}\n"
-                f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(tmp_path / 'config.json')}}}\n"
+                f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(tmp_path / 'config.json')}, "
+                f"{UNHURRIED}}}\n"
                 f"baseImages: {{trusted: ['{reg.host}/toolforge/bookworm:latest'], rememberDays: {remember}}}\n"
             )
             return path

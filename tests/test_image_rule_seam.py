@@ -30,7 +30,7 @@ from imagegate.shell.registry.gate import RegistryGate, tenant_reason
 from imagegate.shell.webhook.metrics import Metrics
 from tests.conftest import POLICY_HEADER
 from tests.oci_images import OciLayout, layers, skopeo_inspect
-from tests.registry_process import Registry, run_registry
+from tests.registry_process import UNHURRIED, Registry, run_registry
 
 NOW = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
 
@@ -132,7 +132,7 @@ def _policy(registry: Registry, tmp_path: Path, extra: str = "") -> Policy:
     config = registry.docker_config(tmp_path / "config.json")
     return load_policy(
         f"{POLICY_HEADER}trusted: [{registry.host}/tool-a]\n"
-        f"registry: {{caFile: {registry.tls.ca_cert}, credentialsFile: {config}}}\n{extra}",
+        f"registry: {{caFile: {registry.tls.ca_cert}, credentialsFile: {config}, {UNHURRIED}}}\n{extra}",
         str(tmp_path / "policy.yaml"),
     )
 

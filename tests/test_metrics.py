@@ -43,7 +43,16 @@ from imagegate.shell.webhook.metrics import (
 from tests.conftest import POLICY_HEADER, REPO_ROOT, admission_review
 from tests.loopback import free_port
 from tests.oci_images import OciLayout, layers
-from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
+from tests.registry_process import (
+    UNHURRIED_CLIENT,
+    UNHURRIED_LOOKUP,
+    UNHURRIED_REQUEST,
+    Registry,
+    fault_handler,
+    https_server,
+    reply,
+    run_registry,
+)
 from tests.webhook_process import WebhookProcess, run_webhook
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -181,7 +190,8 @@ byoc: {{default: allow, requireBaseImage: true}}
 registry:
   caFile: {reg.tls.ca_cert}
   credentialsFile: {config}
-  timeoutSeconds: 2
+  timeoutSeconds: {UNHURRIED_REQUEST:g}
+  lookupTimeoutSeconds: {UNHURRIED_LOOKUP:g}
   contact: ["{down}", "{bad_tls}"]
 baseImages: {{trusted: ["{reg.host}/toolforge/base:1"]}}
 """
@@ -245,6 +255,7 @@ def test_every_request_path_is_observed(registry: tuple[Registry, Path]) -> None
         ca_file=reg.tls.ca_cert,
         credentials=DockerConfigCredentials.from_docker_config(config),
         observer=lambda *told: seen.append(told),
+        **UNHURRIED_CLIENT,
     )
     ref = parse_docker_ref(f"{reg.host}/tool-a/app:1")
     manifest = reg.get_manifest("tool-a/app", "1")

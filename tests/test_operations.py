@@ -18,7 +18,7 @@ from imagegate.core.policy import load_grants
 from imagegate.shell.cluster.grants_file import edit_grants_file
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, REPO_ROOT, run_imagegate
 from tests.oci_images import OciLayout, layers
-from tests.registry_process import Registry, run_registry
+from tests.registry_process import UNHURRIED, Registry, run_registry
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 DUMP = FIXTURES / "cluster-dump.json"
@@ -179,7 +179,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registr
         policy = workdir / "policy.yaml"
         policy.write_text(
             f"{POLICY_HEADER}trusted: [{reg.host}/toolforge]\n"
-            f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}}}\n"
+            f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}, {UNHURRIED}}}\n"
             f"baseImages: {{trusted: ['{reg.host}/toolforge/base:1']}}\n"
         )
         yield reg, policy

@@ -21,7 +21,7 @@ import yaml
 from imagegate.core.report import top_owners
 from tests.conftest import REPO_ROOT, cli_env, run_imagegate
 from tests.oci_images import OciLayout, layers
-from tests.registry_process import Registry, run_registry
+from tests.registry_process import UNHURRIED, Registry, run_registry
 
 POLICY_HEAD = "apiVersion: imagegate.toolforge.org/v1\nkind: ImagePolicy\n"
 GRANTS_HEAD = "apiVersion: imagegate.toolforge.org/v1\nkind: ImageGrants\n"
@@ -515,7 +515,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registr
             POLICY_HEAD
             + f"trusted: [{reg.host}/toolforge]\n"
             + "byoc: {default: allow}\n"
-            + f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}}}\n"
+            + f"registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {reg.docker_config(workdir / 'config.json')}, {UNHURRIED}}}\n"
             + f"baseImages: {{trusted: ['{reg.host}/toolforge/base:1']}}\n"
             + "pinning: {enabled: true}\n"
         )

@@ -26,7 +26,7 @@ from imagegate.shell.registry.auth import (
 )
 from imagegate.shell.registry.client import RegistryClient, RegistryError, RegistrySettings
 from tests.oci_images import OciLayout, layers
-from tests.registry_process import PASSWORD, USER, Registry, run_registry
+from tests.registry_process import PASSWORD, UNHURRIED_CLIENT, USER, Registry, run_registry
 
 REPOSITORIES = ("tool-t/a", "tool-t/b", "tool-t/c")
 
@@ -167,7 +167,9 @@ def _scopes_fetched(reg: Registry, since: int) -> list[str]:
 
 
 def _resolve_all(reg: Registry, credentials: CredentialSource, refs: list[str], token_cache_size: int = 1024) -> None:
-    settings = RegistrySettings(ca_file=reg.tls.ca_cert, credentials=credentials, token_cache_size=token_cache_size)
+    settings = RegistrySettings(
+        ca_file=reg.tls.ca_cert, credentials=credentials, token_cache_size=token_cache_size, **UNHURRIED_CLIENT
+    )
 
     async def go() -> None:
         async with RegistryClient(settings) as c:
@@ -220,7 +222,7 @@ def test_token_expiry_with_the_registry(
 def test_referrers_ask_the_repository_token(token_registry: Registry, tmp_path: Path) -> None:
     """The referrers API is read with the repository's pull token, the one its manifests were read with."""
     settings = RegistrySettings(
-        ca_file=token_registry.tls.ca_cert, credentials=_docker_config(token_registry, tmp_path)
+        ca_file=token_registry.tls.ca_cert, credentials=_docker_config(token_registry, tmp_path), **UNHURRIED_CLIENT
     )
     ref = parse_docker_ref(f"{token_registry.host}/tool-t/c:1")
 

@@ -37,7 +37,17 @@ from imagegate.shell.webhook.certs import make_certificates
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, admission_review, run_imagegate
 from tests.loopback import free_port
 from tests.oci_images import OciLayout, layers, skopeo_inspect
-from tests.registry_process import Registry, fault_handler, https_server, reply, run_registry
+from tests.registry_process import (
+    UNHURRIED,
+    UNHURRIED_CLIENT,
+    UNHURRIED_LOOKUP,
+    UNHURRIED_REQUEST,
+    Registry,
+    fault_handler,
+    https_server,
+    reply,
+    run_registry,
+)
 from tests.webhook_process import run_webhook
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -291,7 +301,8 @@ byoc: {{default: allow, requireBaseImage: true}}
 registry:
   caFile: {pushed.registry.tls.ca_cert}
   credentialsFile: {pushed.config}
-  timeoutSeconds: 2
+  timeoutSeconds: {UNHURRIED_REQUEST:g}
+  lookupTimeoutSeconds: {UNHURRIED_LOOKUP:g}
   contact: ["{down}", "{bad_tls}"]
 baseImages: {{trusted: ["{pushed.ref("toolforge/base:1")}"]}}
 pinning: {{enabled: true}}
@@ -330,7 +341,7 @@ pinning: {{enabled: true}}
 def test_pinning_asks_only_named_registries(pushed: Pushed, listener: Listener) -> None:
     """BYOC for everyone with pinning: an image from a registry the policy does not name runs by
     tag with a note saying so; named by ``registry.contact`` (or ``any``), it is pinned."""
-    registry = f"registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {pushed.config}"
+    registry = f"registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {pushed.config}, {UNHURRIED}"
     base = "byoc: {default: allow}\npinning: {enabled: true}\n"
     image = pushed.ref("tool-a/app:1")
     digest = skopeo_inspect(image, cert_dir=pushed.registry.cert_dir, credentials=pushed.registry.credentials)["Digest"]
@@ -381,7 +392,7 @@ def test_operator_commands_contact_only_named_registries(pushed: Pushed, tmp_pat
         + f"""
 trusted: [{pushed.registry.host}/toolforge]
 byoc: {{default: allow, requireBaseImage: true}}
-registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {pushed.config}}}
+registry: {{caFile: {pushed.registry.tls.ca_cert}, credentialsFile: {pushed.config}, {UNHURRIED}}}
 baseImages: {{trusted: ["{pushed.ref("toolforge/base:1")}"]}}
 """
     )
@@ -439,7 +450,7 @@ def test_a_token_servers_answer_is_bounded(tmp_path: Path, declared: bool) -> No
     with https_server(fault_handler(behaviour, []), tls) as host:
 
         async def go() -> None:
-            async with RegistryClient(RegistrySettings(ca_file=tls.ca_cert, timeout=5)) as client:
+            async with RegistryClient(RegistrySettings(ca_file=tls.ca_cert, **UNHURRIED_CLIENT)) as client:
                 await client.resolve(parse_docker_ref(f"{host}/tool/app:1"))
 
         with pytest.raises(RegistryError) as caught:

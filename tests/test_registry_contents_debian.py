@@ -25,7 +25,7 @@ from imagegate.shell.registry.contents import ContentReader
 from tests.content_layers import OCI_GZIP, Blob, file, gzipped, layer, push
 from tests.debian_rootfs import kept_files, rootfs
 from tests.oci_images import Layer, OciLayout
-from tests.registry_process import Registry, run_registry
+from tests.registry_process import UNHURRIED_CLIENT, Registry, run_registry
 
 # the rootfs tests/test_content_rules.py uses too: one build serves both
 WITH_SSS = {"include": ("libnss-sss", "unrar"), "components": ("main", "contrib", "non-free")}
@@ -82,7 +82,9 @@ def debian(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Debian]:
 
 def _read(debian: Debian, *names: str) -> tuple[list[ImageFiles], dict[str, int]]:
     async def go() -> tuple[list[ImageFiles], dict[str, int]]:
-        settings = RegistrySettings(ca_file=debian.registry.tls.ca_cert, credentials=debian.credentials)
+        settings = RegistrySettings(
+            ca_file=debian.registry.tls.ca_cert, credentials=debian.credentials, **UNHURRIED_CLIENT
+        )
         async with RegistryClient(settings) as client:
             reader = ContentReader(client)
             found = []

@@ -31,7 +31,7 @@ from imagegate.shell.registry.answerers import answer, settle
 from imagegate.shell.registry.gate import RegistryGate
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_copy
-from tests.registry_process import Registry, run_registry
+from tests.registry_process import UNHURRIED, Registry, run_registry
 
 
 def policy_of(text: str) -> Policy:
@@ -116,7 +116,7 @@ trusted: [{reg.host}/toolforge]
 byoc:
   grants:
     - {{namespace: tool-a, registries: ["{reg.host}/tool-a"], requireBaseImage: true}}
-registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {config}, platforms: {platforms}}}
+registry: {{caFile: {reg.tls.ca_cert}, credentialsFile: {config}, platforms: {platforms}, {UNHURRIED}}}
 baseImages: {{trusted: ["{reg.host}/toolforge/base:1"]}}
 {extra}
 """

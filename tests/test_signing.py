@@ -27,7 +27,7 @@ from imagegate.shell.registry.client import RegistryClient, RegistrySettings
 from imagegate.shell.registry.gate import RegistryGate
 from tests.conftest import POLICY_HEADER, run_imagegate
 from tests.oci_images import OciLayout, layers, skopeo_inspect
-from tests.registry_process import UNHURRIED, Registry, run_registry
+from tests.registry_process import UNHURRIED, UNHURRIED_CLIENT, Registry, run_registry
 from tests.signed_images import (
     SIGNATURE_ANNOTATION,
     SIMPLE_SIGNING,
@@ -171,7 +171,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
 
 def client(images: Images, tmp_path: Path) -> RegistryClient:
     credentials = DockerConfigCredentials.from_docker_config(images.registry.docker_config(tmp_path / "config.json"))
-    return RegistryClient(RegistrySettings(ca_file=images.registry.tls.ca_cert, credentials=credentials))
+    return RegistryClient(
+        RegistrySettings(ca_file=images.registry.tls.ca_cert, credentials=credentials, **UNHURRIED_CLIENT)
+    )
 
 
 def run(c: RegistryClient, call: Any) -> Any:
