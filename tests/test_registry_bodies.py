@@ -17,9 +17,8 @@ import functools
 import gzip
 import json
 import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -34,14 +33,22 @@ from imagegate.shell.registry.client import RegistryClient, RegistryError, Regis
 from imagegate.shell.registry.gate import TENANT_WORDS, RegistryGate, pin_failure_note, tenant_reason
 from imagegate.shell.webhook.certs import CertificateFiles, make_certificates
 from tests.conftest import GRANTS_HEADER, POLICY_HEADER, admission_review, run_imagegate
-from tests.registry_process import fault_handler, https_server
+from tests.registry_process import STALL_TIMEOUT, SteppedLoop, fault_handler, https_server
 from tests.test_registry import MANIFEST
 from tests.webhook_process import run_webhook
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-TIMEOUT = 1.0  # registry.timeoutSeconds here: small, so a stall or a trickle costs a second
-TRICKLE = 0.2  # seconds between two bytes of a trickled body: no single read waits long
-SLOW = 0.6  # seconds before each answer of the "slow" registry: each request well within TIMEOUT, two not
+# The client in this process runs on a SteppedLoop that the registry moves on as it stalls,
+# trickles or is slow, so that each deadline ends when the registry's behaviour says, never
+# because a loaded machine was slow: registry.timeoutSeconds is STALL_TIMEOUT (30 s) there, more
+# than a loaded machine takes in real time. Each "slow" answer moves the clock SLOW_STEP (each
+# request within STALL_TIMEOUT, a lookup of two not within LOOKUP); each trickled byte TRICKLE_STEP.
+SLOW_STEP = 20.0
+TRICKLE_STEP = 5.0
+# imagegate run as a process (serve, check, inspect...) waits in real time:
+TIMEOUT = 1.0  # registry.timeoutSeconds: small, so a stall or a trickle costs a second
+TRICKLE = 0.2  # real seconds between two bytes of a trickled body: no single read waits long
+SLOW = 3.0  # real seconds before each "slow" answer: past TIMEOUT; one within WEBHOOK_LOOKUP, two not
 
 # Each fault, and the kind the client names it by.
 FAULTS: dict[str, RegistryErrorKind] = {
@@ -71,6 +78,8 @@ class FaultRegistry:
     host: str
     tls: CertificateFiles
     hits: list[str]
+    # the loop of the client in this process, which the registry moves on (none: real time)
+    clock: list[SteppedLoop] = field(default_factory=list)
 
 
 def _broken_answer(fault: str) -> tuple[tuple[str, ...], bytes] | None:
@@ -92,14 +101,23 @@ def _broken_answer(fault: str) -> tuple[tuple[str, ...], bytes] | None:
     return answers.get(fault)
 
 
-def _behaviour(stop: threading.Event) -> Any:
-    """The fault is the repository's last segment: ``/v2/<anything>/<fault>/manifests/<tag>``."""
+def _behaviour(stop: threading.Event, clock: list[SteppedLoop]) -> Any:
+    """The fault is the repository's last segment: ``/v2/<anything>/<fault>/manifests/<tag>``.
+    With a client's loop in ``clock`` the registry moves its clock on where it would take time."""
 
     def behaviour(handler: BaseHTTPRequestHandler) -> None:
         handler.close_connection = True
         parts = handler.path.split("/")
         fault = parts[-3] if len(parts) >= 4 else ""
         write = handler.wfile.write
+        loop = clock[0] if clock else None  # this request's client: a later test's is not moved
+
+        def wait(real: float, stepped: float) -> bool:
+            """Take ``real`` seconds, or move the client's clock ``stepped``; whether to stop."""
+            if loop is None:
+                return stop.wait(real)
+            loop.step(stepped)
+            return stop.wait(0.02)  # pace: a step reaches the loop before the next byte does
 
         def head(*headers: str) -> None:
             lines = ["HTTP/1.1 200 OK", f"Content-Type: {OCI_MANIFEST}", "Connection: close", *headers, "", ""]
@@ -112,9 +130,11 @@ def _behaviour(stop: threading.Event) -> Any:
                 write(answer[1])
             elif fault == "stall":
                 head(length)
+                if loop is not None:
+                    loop.step(STALL_TIMEOUT)
                 stop.wait(20)
             elif fault == "slow":  # every answer whole and well-formed, each after SLOW seconds
-                if stop.wait(SLOW):
+                if wait(SLOW, SLOW_STEP):
                     return
                 body = b"{}" if "/blobs/" in handler.path else MANIFEST
                 head(f"Content-Length: {len(body)}")
@@ -122,12 +142,14 @@ def _behaviour(stop: threading.Event) -> Any:
             elif fault == "trickle":
                 head(length)
                 for byte in MANIFEST:
-                    if stop.wait(TRICKLE):
+                    if wait(TRICKLE, TRICKLE_STEP):
                         return
                     write(bytes([byte]))
             else:
                 write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
         except OSError:  # the client hung up: what it should do
+            pass
+        except RuntimeError:  # its loop closed: the client is gone
             pass
 
     return behaviour
@@ -139,21 +161,34 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRegistry]:
     stop = threading.Event()
     hits: list[str] = []
     _bomb()  # made before it is sent, not while the client waits
-    with https_server(fault_handler(_behaviour(stop), hits), tls) as host:
+    clock: list[SteppedLoop] = []
+    with https_server(fault_handler(_behaviour(stop, clock), hits), tls) as host:
         try:
-            yield FaultRegistry(host, tls, hits)
+            yield FaultRegistry(host, tls, hits, clock)
         finally:
             stop.set()  # the stalled and trickling handlers end
 
 
+def _failing(registry: FaultRegistry, go: Callable[[], Coroutine[Any, Any, None]]) -> RegistryError:
+    """Run ``go`` on a loop whose clock ``registry`` moves on: the RegistryError it ends with."""
+    loop = SteppedLoop()
+    registry.clock[:] = [loop]
+    try:
+        with pytest.raises(RegistryError) as caught, asyncio.Runner(loop_factory=lambda: loop) as runner:
+            runner.run(go())
+    finally:
+        registry.clock.clear()
+    return caught.value
+
+
 def _resolve(registry: FaultRegistry, image: str, **settings: Any) -> RegistryError:
+    settings = {"timeout": STALL_TIMEOUT, "lookup_timeout": 4 * STALL_TIMEOUT, **settings}
+
     async def go() -> None:
-        async with RegistryClient(RegistrySettings(ca_file=registry.tls.ca_cert, timeout=TIMEOUT, **settings)) as c:
+        async with RegistryClient(RegistrySettings(ca_file=registry.tls.ca_cert, **settings)) as c:
             await c.resolve(parse_docker_ref(f"{registry.host}/{image}"))
 
-    with pytest.raises(RegistryError) as caught:
-        asyncio.run(go())
-    return caught.value
+    return _failing(registry, go)
 
 
 # --- the client ---------------------------------------------------------------------------------
@@ -161,20 +196,18 @@ def _resolve(registry: FaultRegistry, image: str, **settings: Any) -> RegistryEr
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_every_broken_body_is_a_named_registry_error(faulty: FaultRegistry, fault: str) -> None:
-    started = time.monotonic()
+    """The stalled and trickled answers end at registry.timeoutSeconds (the registry keeps them
+    going for 20 s of real time, and cuts them short then: a TIMEOUT is the deadline's)."""
     error = _resolve(faulty, f"tool-a/{fault}:1")
-    elapsed = time.monotonic() - started
     assert error.kind is FAULTS[fault], str(error)
     assert faulty.host in str(error) or "manifest" in str(error)
-    # the whole answer within registry.timeoutSeconds (plus the time to set up and tear down)
-    assert elapsed < TIMEOUT + 2, elapsed
 
 
 def test_a_trickled_body_ends_at_the_requests_deadline(faulty: FaultRegistry) -> None:
-    """No read waits longer than 0.2 s, so httpx's per-read timeout never fires: the request's deadline does."""
+    """No read waits longer than TRICKLE_STEP, so httpx's per-read timeout never fires: the request's deadline does."""
     error = _resolve(faulty, "tool-a/trickle:1")
     assert error.kind is RegistryErrorKind.TIMEOUT
-    assert f"took longer than {TIMEOUT:g}s (registry.timeoutSeconds)" in str(error)
+    assert f"took longer than {STALL_TIMEOUT:g}s (registry.timeoutSeconds)" in str(error)
 
 
 def test_every_kind_has_words_for_a_tenant() -> None:
@@ -232,7 +265,9 @@ def test_a_redirect_or_a_challenge_is_followed_without_reading_its_body(tmp_path
 # --- the webhook ------------------------------------------------------------------------------------
 
 
-def _policy(registry: FaultRegistry, tmp_path: Path, on_error: str, lookup: float = 30) -> tuple[Path, Path]:
+def _policy(
+    registry: FaultRegistry, tmp_path: Path, on_error: str, lookup: float = 30, timeout: float = TIMEOUT
+) -> tuple[Path, Path]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         POLICY_HEADER
@@ -240,7 +275,7 @@ def _policy(registry: FaultRegistry, tmp_path: Path, on_error: str, lookup: floa
 trusted: [{registry.host}/toolforge]
 registry:
   caFile: {registry.tls.ca_cert}
-  timeoutSeconds: {TIMEOUT}
+  timeoutSeconds: {timeout}
   lookupTimeoutSeconds: {lookup}
   onError: {on_error}
 baseImages: {{trusted: ["{registry.host}/toolforge/base:1"]}}
@@ -360,7 +395,12 @@ def test_inspect_says_what_the_registry_did_in_one_line(faulty: FaultRegistry, t
 
 # --- one deadline per lookup (item 8) -------------------------------------------------------------
 
-LOOKUP = 1.0  # registry.lookupTimeoutSeconds in these tests: a manifest and a config from "slow" take 1.2 s
+# registry.lookupTimeoutSeconds in these tests: a manifest and a config from "slow" take 2 SLOW_STEP
+# in this process (LOOKUP_STEPPED), 2 SLOW of real time in imagegate's processes (LOOKUP)
+LOOKUP_STEPPED = STALL_TIMEOUT
+LOOKUP = 1.0
+# the webhook's, which pins with one slow answer (2 s to spare on a loaded machine) and not two
+WEBHOOK_LOOKUP = SLOW + 2
 
 
 def test_a_lookup_has_one_deadline_whatever_its_requests_take(faulty: FaultRegistry) -> None:
@@ -370,7 +410,7 @@ def test_a_lookup_has_one_deadline_whatever_its_requests_take(faulty: FaultRegis
     ref = parse_docker_ref(f"{faulty.host}/tool-a/slow:1")
 
     def lookup(seconds: float) -> RegistryError:
-        config = RegistryConfig(timeout=TIMEOUT, ca_file=str(faulty.tls.ca_cert), lookup_timeout=seconds)
+        config = RegistryConfig(timeout=STALL_TIMEOUT, ca_file=str(faulty.tls.ca_cert), lookup_timeout=seconds)
 
         async def go() -> None:
             gate = RegistryGate()
@@ -379,44 +419,39 @@ def test_a_lookup_has_one_deadline_whatever_its_requests_take(faulty: FaultRegis
             finally:
                 await gate.aclose()
 
-        with pytest.raises(RegistryError) as caught:
-            asyncio.run(go())
-        return caught.value
+        return _failing(faulty, go)
 
-    started = time.monotonic()
-    cut = lookup(LOOKUP)
-    assert time.monotonic() - started < LOOKUP + 1.5
+    cut = lookup(LOOKUP_STEPPED)
     assert cut.kind is RegistryErrorKind.TIMEOUT, str(cut)
-    assert f"took longer than {LOOKUP:g}s (registry.lookupTimeoutSeconds)" in str(cut)
-    assert lookup(30).kind is RegistryErrorKind.DIGEST_MISMATCH
+    assert f"took longer than {LOOKUP_STEPPED:g}s (registry.lookupTimeoutSeconds)" in str(cut)
+    assert lookup(4 * STALL_TIMEOUT).kind is RegistryErrorKind.DIGEST_MISMATCH
 
 
 def test_a_shared_lookup_ends_at_its_deadline_even_when_nobody_waits(faulty: FaultRegistry) -> None:
     """The client's single flight has the lookup deadline too: work whose callers all gave up
     (their own deadlines) does not go on in the background for longer."""
-    # by digest: one flight reads the manifest, then its config (0.6 s each)
-    error = _resolve(faulty, f"tool-a/slow@{digest_of(MANIFEST)}", lookup_timeout=LOOKUP)
+    # by digest: one flight reads the manifest, then its config (SLOW_STEP each)
+    error = _resolve(faulty, f"tool-a/slow@{digest_of(MANIFEST)}", lookup_timeout=LOOKUP_STEPPED)
     assert error.kind is RegistryErrorKind.TIMEOUT
-    assert f"took longer than {LOOKUP:g}s (registry.lookupTimeoutSeconds)" in str(error)
+    assert f"took longer than {LOOKUP_STEPPED:g}s (registry.lookupTimeoutSeconds)" in str(error)
 
 
 def test_the_webhook_answers_by_policy_within_the_lookup_deadline(faulty: FaultRegistry, tmp_path: Path) -> None:
-    policy, grants = _policy(faulty, tmp_path, "deny", lookup=LOOKUP)
+    """A lookup of two slow answers ends at its deadline (the registry would answer both: a
+    digest mismatch, not a timeout); one of one slow answer within it is done (pinned)."""
+    policy, grants = _policy(faulty, tmp_path, "deny", lookup=WEBHOOK_LOOKUP, timeout=WEBHOOK_LOOKUP)
     image = f"{faulty.host}/tool-a/slow:1"
     with run_webhook(tmp_path, policy=policy, grants=grants) as webhook:
         http = webhook.client()
-        started = time.monotonic()
         response = http.post("/validate", json=admission_review(_pod(image), "tool-a")).json()["response"]
-        elapsed = time.monotonic() - started
         trusted = f"{faulty.host}/toolforge/slow:1"
         pinned = http.post("/mutate", json=admission_review(_pod(trusted), "tool-a")).json()["response"]
         logs = webhook.logs()
     reason = tenant_reason(image, RegistryError(RegistryErrorKind.TIMEOUT, ""))
     assert response["allowed"] is False
     assert f"{reason}; denied by registry.onError: deny" in response["status"]["message"], response
-    assert elapsed < LOOKUP + 1.5, elapsed
-    assert "registry.lookupTimeoutSeconds" in logs
-    # pinning needs one manifest (0.6 s): within the deadline, so the trusted image is pinned
+    assert f"took longer than {WEBHOOK_LOOKUP:g}s (registry.lookupTimeoutSeconds)" in logs
+    # pinning needs one manifest (SLOW): within the deadline, so the trusted image is pinned
     assert pinned["allowed"] is True and "patch" in pinned, pinned
 
 
