@@ -77,6 +77,7 @@ def _worker_process(settings: ServerSettings, parent: int) -> None:
     First it asks to be sent SIGTERM (its graceful stop) when ``parent`` dies: a parent killed
     outright forwards no signal, and the worker would keep the port (SO_REUSEPORT) and serve on.
     """
+    configure_logging(settings.log_level, json=settings.log_json)  # before its first line may be logged
     try:
         end_with_parent(parent)
     except OSError as exc:  # a sandbox that forbids prctl: serve, as without the safeguard
